@@ -1,0 +1,178 @@
+//! Checking kernels against references, and references against themselves.
+//!
+//! Elementwise outputs must satisfy |got − ref| ≤ atol + rtol·|ref| at every element
+//! (DESIGN.md rule 3; NaN never passes). Reductions must be within k× the error of the
+//! same reduction done naively in f32 (k = 2 forward, 3 backward), plus a floor.
+
+use std::collections::BTreeMap;
+
+use rand::rngs::StdRng;
+
+use crate::device::Device;
+use crate::dtype::DType;
+use crate::error::Result;
+use crate::registry::{Direction, Op};
+use crate::tensor::Tensor;
+
+/// One line of a check report.
+#[derive(Clone, Debug)]
+pub struct CheckRow {
+    /// `<family>/<op>`.
+    pub op: String,
+    /// `fwd`, `bwd`, or `ref` for checks of the reference itself.
+    pub dir: String,
+    /// The storage dtype, or `f64` for reference checks.
+    pub dtype: String,
+    /// What was compared (`y [4097]`, `finite differences dx`, `alpha=0 equals gelu`).
+    pub what: String,
+    /// Largest absolute error.
+    pub max_err: f64,
+    /// The tolerance at the element that came closest to failing.
+    pub tol: f64,
+    /// Whether every element passed.
+    pub pass: bool,
+}
+
+/// The verdict of comparing two arrays elementwise.
+#[derive(Clone, Copy, Debug)]
+pub struct Comparison {
+    /// Largest |got − ref|.
+    pub max_err: f64,
+    /// Tolerance at the worst element (largest error / tolerance ratio).
+    pub tol: f64,
+    /// Every element within tolerance, none NaN, lengths equal.
+    pub pass: bool,
+}
+
+/// Compares `got` with `reference` elementwise with tolerance `tol(i)`.
+pub fn compare_with(got: &[f64], reference: &[f64], tol: impl Fn(usize) -> f64) -> Comparison {
+    let mut c = Comparison { max_err: 0.0, tol: tol(0), pass: got.len() == reference.len() };
+    let mut worst = -1.0;
+    for (i, (&g, &r)) in got.iter().zip(reference).enumerate() {
+        let t = tol(i);
+        let err = if g == r { 0.0 } else { (g - r).abs() };
+        // NaN fails: the comparison below is false for NaN errors.
+        let ok = err <= t;
+        c.pass &= ok;
+        let ratio = if ok { err / t } else { f64::INFINITY };
+        if err > c.max_err || err.is_nan() {
+            c.max_err = if err.is_nan() { f64::NAN } else { err };
+        }
+        if ratio > worst {
+            worst = ratio;
+            c.tol = t;
+        }
+    }
+    c
+}
+
+/// DESIGN.md's elementwise rule for an output stored in `dtype`.
+pub fn compare_elementwise(got: &[f64], reference: &[f64], dtype: DType) -> Comparison {
+    let (rtol, atol) = dtype.tolerance();
+    compare_with(got, reference, |i| atol + rtol * reference.get(i).map_or(0.0, |r| r.abs()))
+}
+
+/// The reduction rule: error ≤ `factor` × the naive f32 reduction's largest error, plus a
+/// floor of a few f32 roundings of the result (for reductions the naive sum gets exactly).
+pub fn compare_reduction(got: &[f64], reference: &[f64], naive: &[f64], factor: f64) -> Comparison {
+    let naive_err = naive.iter().zip(reference).map(|(n, r)| (n - r).abs()).fold(0.0, f64::max);
+    let scale = reference.iter().fold(0.0f64, |m, r| m.max(r.abs()));
+    let floor = 16.0 * DType::F32.unit_roundoff() * scale + 1e-6;
+    compare_with(got, reference, |_| factor * naive_err + floor)
+}
+
+/// Runs `op` in `dir` on `device` in `dtype` on a fresh random problem whose main input
+/// has `shape`, with every output poisoned (NaN) first, and compares each output with the
+/// f64 reference computed from the same rounded inputs.
+pub fn check_op(
+    op: &dyn Op,
+    dir: Direction,
+    dtype: DType,
+    shape: &[usize],
+    device: &Device,
+    rng: &mut StdRng,
+) -> Result<Vec<CheckRow>> {
+    let problem = op.random_problem(dir, shape, rng).rounded(op, dir, dtype);
+    let reference = op.reference(dir, &problem)?;
+    let naive = op.naive_reductions(dir, &problem)?;
+    let inputs = op
+        .inputs(dir)
+        .iter()
+        .map(|spec| problem.input(spec.name)?.to_tensor(spec.storage.dtype(dtype))?.to_device(device))
+        .collect::<Result<Vec<Tensor>>>()?;
+    let input_refs: Vec<&Tensor> = inputs.iter().collect();
+    let specs = op.outputs(dir);
+    let mut outputs = specs
+        .iter()
+        .zip(op.output_shapes(dir, &problem)?)
+        .map(|(spec, shape)| Tensor::full(&shape, spec.storage.dtype(dtype), f64::NAN, device))
+        .collect::<Result<Vec<Tensor>>>()?;
+    op.run(dir, &input_refs, &problem.params, &mut outputs)?;
+    let factor = match dir {
+        Direction::Fwd => 2.0,
+        Direction::Bwd => 3.0,
+    };
+    let mut naive = naive.into_iter();
+    let mut rows = Vec::new();
+    for ((spec, out), want) in specs.iter().zip(&outputs).zip(&reference) {
+        let got = out.to_f64_vec()?;
+        let c = if spec.reduction {
+            let n = naive.next().unwrap_or_else(|| want.clone());
+            compare_reduction(&got, &want.data, &n.data, factor)
+        } else {
+            compare_elementwise(&got, &want.data, spec.storage.dtype(dtype))
+        };
+        rows.push(CheckRow {
+            op: op.full_name(),
+            dir: dir.name().into(),
+            dtype: dtype.name().into(),
+            what: format!("{} {:?}", spec.name, shape),
+            max_err: c.max_err,
+            tol: c.tol,
+            pass: c.pass,
+        });
+    }
+    Ok(rows)
+}
+
+/// A reference-check row comparing `analytic` with `expected` at relative tolerance
+/// `rtol` (scaled by 1 + |expected|).
+pub fn reference_row(op: &dyn Op, what: impl Into<String>, analytic: &[f64], expected: &[f64], rtol: f64) -> CheckRow {
+    let c = compare_with(analytic, expected, |i| rtol * (1.0 + expected.get(i).map_or(0.0, |e| e.abs())));
+    CheckRow {
+        op: op.full_name(),
+        dir: "ref".into(),
+        dtype: "f64".into(),
+        what: what.into(),
+        max_err: c.max_err,
+        tol: c.tol,
+        pass: c.pass,
+    }
+}
+
+/// Central finite differences of a scalar function.
+pub fn central_difference(f: impl Fn(f64) -> f64, x: f64, h: f64) -> f64 {
+    (f(x + h) - f(x - h)) / (2.0 * h)
+}
+
+/// All rows of `check_op` over `shapes`, both directions, every dtype in `dtypes`.
+pub fn check_shapes(
+    op: &dyn Op,
+    device: &Device,
+    dtypes: &[DType],
+    shapes: &[Vec<usize>],
+    rng: &mut StdRng,
+) -> Result<Vec<CheckRow>> {
+    let mut rows = Vec::new();
+    for dir in Direction::BOTH {
+        for &dtype in dtypes {
+            for shape in shapes {
+                rows.extend(check_op(op, dir, dtype, shape, device, rng)?);
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// A map of named scalars, for [`Op::run`].
+pub type Params = BTreeMap<String, f64>;

@@ -1,0 +1,142 @@
+//! Where tensors live and kernels run: the host, or one CUDA device with one stream.
+
+use std::fmt;
+use std::sync::Arc;
+
+use cudarc::driver::{CudaContext, CudaStream};
+
+use crate::error::{Error, Result};
+
+/// A compute device. The device of a call's inputs decides which path runs: `Cpu` runs
+/// the f64 reference, `Cuda` the kernels.
+#[derive(Clone)]
+pub enum Device {
+    /// The host: every op runs its CPU reference.
+    Cpu,
+    /// A CUDA device and the stream kiln launches on.
+    Cuda(CudaDevice),
+}
+
+/// A CUDA context (the device's primary context) and a stream on it.
+#[derive(Clone)]
+pub struct CudaDevice {
+    stream: Arc<CudaStream>,
+}
+
+/// What `kiln info` prints about a device.
+#[derive(Clone, Debug)]
+pub struct DeviceInfo {
+    /// Marketing name (`NVIDIA H100 80GB HBM3`).
+    pub name: String,
+    /// Compute capability (major, minor).
+    pub compute_capability: (i32, i32),
+    /// Number of streaming multiprocessors.
+    pub sm_count: i32,
+    /// Global memory in bytes.
+    pub total_memory: usize,
+}
+
+impl Device {
+    /// Opens CUDA device `ordinal` with a new stream. Returns `Error::NoDevice` (never
+    /// panics) when the driver library or the device is missing.
+    pub fn cuda(ordinal: usize) -> Result<Device> {
+        let count = cuda_device_count()?;
+        if ordinal >= count {
+            return Err(Error::NoDevice(format!("device {ordinal} requested, {count} present")));
+        }
+        let ctx = CudaContext::new(ordinal)?;
+        let stream = ctx.new_stream()?;
+        Ok(Device::Cuda(CudaDevice { stream }))
+    }
+
+    /// CUDA device 0 when one is usable, otherwise the CPU.
+    pub fn cuda_if_available() -> Device {
+        Device::cuda(0).unwrap_or(Device::Cpu)
+    }
+
+    /// Launch on a stream the caller owns (a framework's current stream).
+    pub fn cuda_from_stream(stream: Arc<CudaStream>) -> Device {
+        Device::Cuda(CudaDevice { stream })
+    }
+
+    /// True for `Device::Cuda`.
+    pub fn is_cuda(&self) -> bool {
+        matches!(self, Device::Cuda(_))
+    }
+
+    /// Waits until all work kiln queued on this device's stream has finished.
+    pub fn synchronize(&self) -> Result<()> {
+        match self {
+            Device::Cpu => Ok(()),
+            Device::Cuda(d) => Ok(d.stream.synchronize()?),
+        }
+    }
+
+    /// Whether two devices are the same memory space (same CUDA context, or both host).
+    pub fn same_memory(&self, other: &Device) -> bool {
+        match (self, other) {
+            (Device::Cpu, Device::Cpu) => true,
+            (Device::Cuda(a), Device::Cuda(b)) => Arc::ptr_eq(a.stream.context(), b.stream.context()),
+            _ => false,
+        }
+    }
+}
+
+impl CudaDevice {
+    pub(crate) fn from_stream(stream: Arc<CudaStream>) -> CudaDevice {
+        CudaDevice { stream }
+    }
+
+    /// The stream kiln launches on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// The device's context.
+    pub fn context(&self) -> &Arc<CudaContext> {
+        self.stream.context()
+    }
+
+    /// Name, compute capability, SM count and memory of the device.
+    pub fn info(&self) -> Result<DeviceInfo> {
+        use cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT;
+        let ctx = self.context();
+        Ok(DeviceInfo {
+            name: ctx.name()?,
+            compute_capability: ctx.compute_capability()?,
+            sm_count: ctx.attribute(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,
+            total_memory: ctx.total_mem()?,
+        })
+    }
+}
+
+/// Number of CUDA devices, or `Error::NoDevice` when there is no driver or no device.
+/// cudarc panics when libcuda is absent, so the library is probed first.
+pub fn cuda_device_count() -> Result<usize> {
+    // SAFETY: only tries to dlopen the driver library by its usual names.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err(Error::NoDevice("the CUDA driver library (libcuda.so.1) was not found".into()));
+    }
+    let count = std::panic::catch_unwind(CudaContext::device_count)
+        .map_err(|_| Error::NoDevice("the CUDA driver could not be loaded".into()))?
+        .map_err(|e| Error::NoDevice(e.to_string()))?;
+    match usize::try_from(count) {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(Error::NoDevice("the driver reports no device".into())),
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(d) => write!(f, "cuda:{}", d.context().ordinal()),
+        }
+    }
+}
+
+impl fmt::Debug for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}

@@ -1,0 +1,84 @@
+//! Storage dtypes. Kernels compute in f32 whatever the storage; references in f64.
+
+use std::fmt;
+
+/// The storage type of a tensor's elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    /// IEEE binary32.
+    F32,
+    /// IEEE binary16 (`half::f16`).
+    F16,
+    /// bfloat16 (`half::bf16`).
+    BF16,
+}
+
+impl DType {
+    /// Every storage dtype, in the order the CLI lists them.
+    pub const ALL: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+
+    /// Bytes per element.
+    pub const fn size_in_bytes(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 | DType::BF16 => 2,
+        }
+    }
+
+    /// The short name used by the CLI and in file names (`f32`, `f16`, `bf16`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+        }
+    }
+
+    /// Parses a short name (`f32`, `f16`, `bf16`).
+    pub fn parse(s: &str) -> Option<DType> {
+        DType::ALL.into_iter().find(|d| d.name() == s)
+    }
+
+    /// Elementwise tolerance (rtol, atol) against an f64 reference computed from the
+    /// already-rounded inputs (DESIGN.md, testing rule 3).
+    pub const fn tolerance(self) -> (f64, f64) {
+        match self {
+            DType::F32 => (1.3e-6, 1e-5),
+            DType::F16 => (1e-3, 1e-5),
+            DType::BF16 => (1.6e-2, 1e-5),
+        }
+    }
+
+    /// Unit roundoff of the storage format (half an ulp at 1).
+    pub const fn unit_roundoff(self) -> f64 {
+        match self {
+            DType::F32 => 5.960464477539063e-8,
+            DType::F16 => 4.8828125e-4,
+            DType::BF16 => 3.90625e-3,
+        }
+    }
+
+    /// Rounds an f64 to this storage format and back (round to nearest even).
+    pub fn round(self, v: f64) -> f64 {
+        match self {
+            DType::F32 => v as f32 as f64,
+            DType::F16 => half::f16::from_f64(v).to_f64(),
+            DType::BF16 => half::bf16::from_f64(v).to_f64(),
+        }
+    }
+
+    /// The matching C ABI enum value.
+    pub fn to_ffi(self) -> crate::ffi::kiln_dtype {
+        match self {
+            DType::F32 => crate::ffi::kiln_dtype::KILN_DTYPE_F32,
+            DType::F16 => crate::ffi::kiln_dtype::KILN_DTYPE_F16,
+            DType::BF16 => crate::ffi::kiln_dtype::KILN_DTYPE_BF16,
+        }
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}

@@ -1,0 +1,212 @@
+//! The one registry of ops. Each op is declared once (an [`Op`] implementation): its
+//! name, inputs, parameters, outputs, CPU reference, CUDA launcher and bytes/FLOPs model.
+//! The CLI (`kiln list/check/bench/run`), the benches and the generic tests iterate over
+//! [`registry()`], so adding an op is adding one entry.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use rand::rngs::StdRng;
+
+use crate::check::CheckRow;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// Forward or backward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// The forward pass.
+    Fwd,
+    /// The backward pass (gradients).
+    Bwd,
+}
+
+impl Direction {
+    /// Both directions, forward first.
+    pub const BOTH: [Direction; 2] = [Direction::Fwd, Direction::Bwd];
+
+    /// `fwd` or `bwd`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Direction::Fwd => "fwd",
+            Direction::Bwd => "bwd",
+        }
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a tensor argument is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// In the dtype the op runs in (f32, f16 or bf16).
+    Op,
+    /// Always f32 (trainable parameters and their gradients).
+    F32,
+}
+
+impl Storage {
+    /// The concrete dtype when the op runs in `op`.
+    pub fn dtype(self, op: DType) -> DType {
+        match self {
+            Storage::Op => op,
+            Storage::F32 => DType::F32,
+        }
+    }
+}
+
+/// A tensor argument of an op.
+#[derive(Clone, Copy, Debug)]
+pub struct ArgSpec {
+    /// Its name (`x`, `dy`, `slope`; `y`, `dx`, `dalpha`): also its `.npy` file name.
+    pub name: &'static str,
+    /// Its storage.
+    pub storage: Storage,
+    /// True for outputs reduced over many elements (checked with the naive-error rule).
+    pub reduction: bool,
+}
+
+impl ArgSpec {
+    /// An elementwise argument in the op's dtype.
+    pub const fn op(name: &'static str) -> ArgSpec {
+        ArgSpec { name, storage: Storage::Op, reduction: false }
+    }
+    /// An f32 parameter.
+    pub const fn f32(name: &'static str) -> ArgSpec {
+        ArgSpec { name, storage: Storage::F32, reduction: false }
+    }
+    /// An f32 output reduced over many elements.
+    pub const fn f32_reduction(name: &'static str) -> ArgSpec {
+        ArgSpec { name, storage: Storage::F32, reduction: true }
+    }
+}
+
+/// A dense f64 array: the currency of references and checks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Array {
+    /// Row-major shape.
+    pub shape: Vec<usize>,
+    /// Values.
+    pub data: Vec<f64>,
+}
+
+impl Array {
+    /// An array; panics in debug builds if the length does not match the shape.
+    pub fn new(shape: Vec<usize>, data: Vec<f64>) -> Array {
+        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
+        Array { shape, data }
+    }
+
+    /// The values rounded to `dtype`.
+    pub fn rounded(&self, dtype: DType) -> Array {
+        Array::new(self.shape.clone(), self.data.iter().map(|&v| dtype.round(v)).collect())
+    }
+
+    /// A host tensor of `dtype` holding these values.
+    pub fn to_tensor(&self, dtype: DType) -> Result<Tensor> {
+        Tensor::from_f64(&self.data, &self.shape, dtype)
+    }
+}
+
+/// One problem instance: named inputs and scalar parameters.
+#[derive(Clone, Debug, Default)]
+pub struct Problem {
+    /// Inputs by name, in f64 (rounded to their storage before a check).
+    pub inputs: BTreeMap<String, Array>,
+    /// Scalar parameters by name.
+    pub params: BTreeMap<String, f64>,
+}
+
+impl Problem {
+    /// The input `name`, or `Error::InvalidValue` naming it.
+    pub fn input(&self, name: &'static str) -> Result<&Array> {
+        self.inputs.get(name).ok_or(Error::InvalidValue { arg: name, reason: "missing input".into() })
+    }
+
+    /// The inputs of `op` in direction `dir` rounded to their storage when run in `dtype`.
+    pub fn rounded(&self, op: &dyn Op, dir: Direction, dtype: DType) -> Problem {
+        let mut p = self.clone();
+        for spec in op.inputs(dir) {
+            if let Some(a) = p.inputs.get_mut(spec.name) {
+                *a = a.rounded(spec.storage.dtype(dtype));
+            }
+        }
+        p
+    }
+}
+
+/// One op of one family: everything the CLI, the benches and the generic tests need.
+pub trait Op: Send + Sync {
+    /// The family (`activation`).
+    fn family(&self) -> &'static str;
+    /// The op's name within its family (`xgelu`).
+    fn name(&self) -> &'static str;
+    /// `<family>/<op>`.
+    fn full_name(&self) -> String {
+        format!("{}/{}", self.family(), self.name())
+    }
+    /// Storage dtypes the op supports.
+    fn dtypes(&self) -> &'static [DType] {
+        &DType::ALL
+    }
+    /// Tensor inputs of a direction.
+    fn inputs(&self, dir: Direction) -> Vec<ArgSpec>;
+    /// Tensor outputs of a direction.
+    fn outputs(&self, dir: Direction) -> Vec<ArgSpec>;
+    /// Scalar parameters and their defaults.
+    fn params(&self) -> &'static [(&'static str, f64)];
+    /// The C ABI function that runs a direction on a GPU.
+    fn launcher(&self, dir: Direction) -> String;
+    /// Shapes of a direction's outputs for a problem, in the order of [`Op::outputs`].
+    fn output_shapes(&self, dir: Direction, problem: &Problem) -> Result<Vec<Vec<usize>>>;
+    /// A random problem (never zeros) whose main input has `shape`.
+    fn random_problem(&self, dir: Direction, shape: &[usize], rng: &mut StdRng) -> Problem;
+    /// The f64 reference outputs, in the order of [`Op::outputs`]. Inputs are taken as
+    /// given (round them to their storage first to compare with a low-precision run).
+    fn reference(&self, dir: Direction, problem: &Problem) -> Result<Vec<Array>>;
+    /// For each reduction output, the same reduction done naively in f32 (sequential
+    /// sums of f32 terms): the yardstick of the "≤ k × naive error" rule.
+    fn naive_reductions(&self, dir: Direction, problem: &Problem) -> Result<Vec<Array>>;
+    /// Runs the op through the safe API on the tensors' device (host: reference; CUDA:
+    /// kernels). `inputs` and `outputs` follow [`Op::inputs`] and [`Op::outputs`].
+    fn run(&self, dir: Direction, inputs: &[&Tensor], params: &BTreeMap<String, f64>, outputs: &mut [Tensor])
+    -> Result<()>;
+    /// Bytes a direction must move at minimum (reads + writes) for `problem` in `dtype`.
+    fn bytes(&self, dir: Direction, problem: &Problem, dtype: DType) -> u64;
+    /// Floating-point operations of a direction (the model, not a count of instructions).
+    fn flops(&self, dir: Direction, problem: &Problem) -> u64;
+    /// Main-input shapes for correctness checks: awkward sizes from 1 to millions.
+    fn check_shapes(&self) -> Vec<Vec<usize>>;
+    /// Main-input shape for benchmarks on a GPU (≥ 2^26 elements where the issue asks).
+    fn bench_shape_gpu(&self) -> Vec<usize>;
+    /// Main-input shape for benchmarks of the CPU reference.
+    fn bench_shape_cpu(&self) -> Vec<usize>;
+    /// The reference's own checks: finite differences for every gradient and the
+    /// family's identities. Run by `kiln check --backend cpu` and the tests.
+    fn self_checks(&self, rng: &mut StdRng) -> Vec<CheckRow>;
+}
+
+/// Every op, family by family.
+pub fn registry() -> Vec<Box<dyn Op>> {
+    let mut ops: Vec<Box<dyn Op>> = Vec::new();
+    ops.extend(crate::activation::op::entries());
+    ops
+}
+
+/// The ops whose `<family>/<op>` name contains any of `filters` (all ops when empty).
+pub fn select(filters: &[String]) -> Vec<Box<dyn Op>> {
+    registry()
+        .into_iter()
+        .filter(|op| filters.is_empty() || filters.iter().any(|f| op.full_name().contains(f.as_str())))
+        .collect()
+}
+
+/// The op named exactly `<family>/<op>`.
+pub fn find(full_name: &str) -> Result<Box<dyn Op>> {
+    registry().into_iter().find(|op| op.full_name() == full_name).ok_or_else(|| Error::UnknownOp(full_name.into()))
+}

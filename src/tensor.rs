@@ -1,0 +1,301 @@
+//! `Tensor`: a contiguous, row-major array of f32/f16/bf16 on the host or on a CUDA device.
+
+use std::fmt;
+
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, SyncOnDrop};
+use half::{bf16, f16};
+
+use crate::device::{CudaDevice, Device};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+
+/// A contiguous, row-major tensor. Host tensors run CPU references; device tensors run
+/// kernels on their device's stream.
+pub struct Tensor {
+    shape: Vec<usize>,
+    data: Data,
+}
+
+enum Data {
+    Host(HostData),
+    Cuda { buf: CudaData, device: CudaDevice },
+}
+
+enum HostData {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    BF16(Vec<bf16>),
+}
+
+enum CudaData {
+    F32(CudaSlice<f32>),
+    F16(CudaSlice<f16>),
+    BF16(CudaSlice<bf16>),
+}
+
+/// The element types a tensor can hold. Sealed: f32, `half::f16`, `half::bf16`.
+pub trait Element: Copy + Send + Sync + cudarc::driver::DeviceRepr + sealed::Sealed + 'static {
+    /// The dtype of this element type.
+    const DTYPE: DType;
+}
+impl Element for f32 {
+    const DTYPE: DType = DType::F32;
+}
+impl Element for f16 {
+    const DTYPE: DType = DType::F16;
+}
+impl Element for bf16 {
+    const DTYPE: DType = DType::BF16;
+}
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for half::f16 {}
+    impl Sealed for half::bf16 {}
+}
+
+fn numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+}
+
+impl HostData {
+    fn from_f64(values: &[f64], dtype: DType) -> HostData {
+        match dtype {
+            DType::F32 => HostData::F32(values.iter().map(|&v| v as f32).collect()),
+            DType::F16 => HostData::F16(values.iter().map(|&v| f16::from_f64(v)).collect()),
+            DType::BF16 => HostData::BF16(values.iter().map(|&v| bf16::from_f64(v)).collect()),
+        }
+    }
+
+    fn to_f64(&self) -> Vec<f64> {
+        match self {
+            HostData::F32(v) => v.iter().map(|&x| x as f64).collect(),
+            HostData::F16(v) => v.iter().map(|x| x.to_f64()).collect(),
+            HostData::BF16(v) => v.iter().map(|x| x.to_f64()).collect(),
+        }
+    }
+}
+
+impl Tensor {
+    /// A host tensor holding `values` rounded to `dtype`.
+    pub fn from_f64(values: &[f64], shape: &[usize], dtype: DType) -> Result<Tensor> {
+        check_len("values", values.len(), shape)?;
+        Ok(Tensor { shape: shape.to_vec(), data: Data::Host(HostData::from_f64(values, dtype)) })
+    }
+
+    /// A host tensor holding `values` rounded to `dtype`.
+    pub fn from_f32(values: &[f32], shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let wide: Vec<f64> = values.iter().map(|&v| v as f64).collect();
+        Tensor::from_f64(&wide, shape, dtype)
+    }
+
+    /// A host tensor that takes ownership of `values`.
+    pub fn from_vec<T: Element>(values: Vec<T>, shape: &[usize]) -> Result<Tensor> {
+        check_len("values", values.len(), shape)?;
+        // The sealed trait leaves exactly three types; dispatch on the dtype.
+        let any: Box<dyn std::any::Any> = Box::new(values);
+        let data = match T::DTYPE {
+            DType::F32 => HostData::F32(*any.downcast::<Vec<f32>>().expect("f32")),
+            DType::F16 => HostData::F16(*any.downcast::<Vec<f16>>().expect("f16")),
+            DType::BF16 => HostData::BF16(*any.downcast::<Vec<bf16>>().expect("bf16")),
+        };
+        Ok(Tensor { shape: shape.to_vec(), data: Data::Host(data) })
+    }
+
+    /// A tensor of `shape` filled with `value` on `device`.
+    pub fn full(shape: &[usize], dtype: DType, value: f64, device: &Device) -> Result<Tensor> {
+        let n = numel(shape).ok_or_else(|| shape_overflow("shape", shape))?;
+        Tensor::from_f64(&vec![value; n], shape, dtype)?.to_device(device)
+    }
+
+    /// Wraps an existing device buffer without copying (for frameworks that own memory).
+    /// The tensor launches on the slice's stream.
+    pub fn from_cuda_slice<T: Element>(slice: CudaSlice<T>, shape: &[usize]) -> Result<Tensor> {
+        check_len("slice", slice.len(), shape)?;
+        let device = CudaDevice::from_stream(slice.stream().clone());
+        let any: Box<dyn std::any::Any> = Box::new(slice);
+        let buf = match T::DTYPE {
+            DType::F32 => CudaData::F32(*any.downcast::<CudaSlice<f32>>().expect("f32")),
+            DType::F16 => CudaData::F16(*any.downcast::<CudaSlice<f16>>().expect("f16")),
+            DType::BF16 => CudaData::BF16(*any.downcast::<CudaSlice<bf16>>().expect("bf16")),
+        };
+        Ok(Tensor { shape: shape.to_vec(), data: Data::Cuda { buf, device } })
+    }
+
+    /// The device buffer, when this is a device tensor of element type `T`.
+    pub fn as_cuda_slice<T: Element>(&self) -> Option<&CudaSlice<T>> {
+        let any: &dyn std::any::Any = match &self.data {
+            Data::Cuda { buf: CudaData::F32(s), .. } => s,
+            Data::Cuda { buf: CudaData::F16(s), .. } => s,
+            Data::Cuda { buf: CudaData::BF16(s), .. } => s,
+            Data::Host(_) => return None,
+        };
+        any.downcast_ref::<CudaSlice<T>>()
+    }
+
+    /// The shape (row-major, contiguous).
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// True when the tensor has no element.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The storage dtype.
+    pub fn dtype(&self) -> DType {
+        match &self.data {
+            Data::Host(HostData::F32(_)) | Data::Cuda { buf: CudaData::F32(_), .. } => DType::F32,
+            Data::Host(HostData::F16(_)) | Data::Cuda { buf: CudaData::F16(_), .. } => DType::F16,
+            Data::Host(HostData::BF16(_)) | Data::Cuda { buf: CudaData::BF16(_), .. } => DType::BF16,
+        }
+    }
+
+    /// The device the data lives on.
+    pub fn device(&self) -> Device {
+        match &self.data {
+            Data::Host(_) => Device::Cpu,
+            Data::Cuda { device, .. } => Device::Cuda(device.clone()),
+        }
+    }
+
+    /// A copy of the values widened to f64 (waits for the device when there is one).
+    pub fn to_f64_vec(&self) -> Result<Vec<f64>> {
+        Ok(self.to_host()?.host().to_f64())
+    }
+
+    /// A copy of the values as f32 (waits for the device when there is one).
+    pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
+        Ok(self.to_f64_vec()?.into_iter().map(|v| v as f32).collect())
+    }
+
+    /// The same tensor reinterpreted with another shape of the same length.
+    pub fn reshape(mut self, shape: &[usize]) -> Result<Tensor> {
+        check_len("shape", self.len(), shape)?;
+        self.shape = shape.to_vec();
+        Ok(self)
+    }
+
+    /// A copy of this tensor on `device` (a host copy when `device` is the CPU).
+    pub fn to_device(&self, device: &Device) -> Result<Tensor> {
+        match device {
+            Device::Cpu => self.to_host(),
+            Device::Cuda(d) => {
+                let s = d.stream();
+                let buf = match self.to_host()?.host() {
+                    HostData::F32(v) => CudaData::F32(s.clone_htod(v)?),
+                    HostData::F16(v) => CudaData::F16(s.clone_htod(v)?),
+                    HostData::BF16(v) => CudaData::BF16(s.clone_htod(v)?),
+                };
+                Ok(Tensor { shape: self.shape.clone(), data: Data::Cuda { buf, device: d.clone() } })
+            }
+        }
+    }
+
+    fn to_host(&self) -> Result<Tensor> {
+        let data = match &self.data {
+            Data::Host(HostData::F32(v)) => HostData::F32(v.clone()),
+            Data::Host(HostData::F16(v)) => HostData::F16(v.clone()),
+            Data::Host(HostData::BF16(v)) => HostData::BF16(v.clone()),
+            Data::Cuda { buf, device } => {
+                let s = device.stream();
+                match buf {
+                    CudaData::F32(b) => HostData::F32(s.clone_dtoh(b)?),
+                    CudaData::F16(b) => HostData::F16(s.clone_dtoh(b)?),
+                    CudaData::BF16(b) => HostData::BF16(s.clone_dtoh(b)?),
+                }
+            }
+        };
+        Ok(Tensor { shape: self.shape.clone(), data: Data::Host(data) })
+    }
+
+    fn host(&self) -> &HostData {
+        match &self.data {
+            Data::Host(h) => h,
+            Data::Cuda { .. } => unreachable!("to_host returns host tensors"),
+        }
+    }
+
+    /// Values of a host tensor widened to f64 (the CPU references' input).
+    pub(crate) fn host_f64(&self) -> Vec<f64> {
+        match &self.data {
+            Data::Host(h) => h.to_f64(),
+            Data::Cuda { .. } => unreachable!("CPU path called on a device tensor"),
+        }
+    }
+
+    /// Overwrites a host tensor with `values` rounded to its dtype.
+    pub(crate) fn set_host_f64(&mut self, values: &[f64]) {
+        debug_assert_eq!(values.len(), self.len());
+        let dtype = self.dtype();
+        match &mut self.data {
+            Data::Host(h) => *h = HostData::from_f64(values, dtype),
+            Data::Cuda { .. } => unreachable!("CPU path called on a device tensor"),
+        }
+    }
+
+    /// A zero-filled tensor on `device`.
+    pub fn zeros(shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+        let n = numel(shape).ok_or_else(|| shape_overflow("shape", shape))?;
+        match device {
+            Device::Cpu => Tensor::from_f64(&vec![0.0; n], shape, dtype),
+            Device::Cuda(d) => {
+                let s = d.stream();
+                let buf = match dtype {
+                    DType::F32 => CudaData::F32(s.alloc_zeros(n)?),
+                    DType::F16 => CudaData::F16(s.alloc_zeros(n)?),
+                    DType::BF16 => CudaData::BF16(s.alloc_zeros(n)?),
+                };
+                Ok(Tensor { shape: shape.to_vec(), data: Data::Cuda { buf, device: d.clone() } })
+            }
+        }
+    }
+
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    /// The device pointer for reading, with the guard that must outlive the launch.
+    pub(crate) fn cuda_ptr<'a>(&'a self, stream: &'a cudarc::driver::CudaStream) -> (u64, SyncOnDrop<'a>) {
+        match &self.data {
+            Data::Cuda { buf: CudaData::F32(b), .. } => b.device_ptr(stream),
+            Data::Cuda { buf: CudaData::F16(b), .. } => b.device_ptr(stream),
+            Data::Cuda { buf: CudaData::BF16(b), .. } => b.device_ptr(stream),
+            Data::Host(_) => unreachable!("CUDA path called on a host tensor"),
+        }
+    }
+
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    /// The device pointer for writing, with the guard that must outlive the launch.
+    pub(crate) fn cuda_ptr_mut<'a>(
+        &'a mut self,
+        stream: &'a cudarc::driver::CudaStream,
+    ) -> (u64, SyncOnDrop<'a>) {
+        match &mut self.data {
+            Data::Cuda { buf: CudaData::F32(b), .. } => b.device_ptr_mut(stream),
+            Data::Cuda { buf: CudaData::F16(b), .. } => b.device_ptr_mut(stream),
+            Data::Cuda { buf: CudaData::BF16(b), .. } => b.device_ptr_mut(stream),
+            Data::Host(_) => unreachable!("CUDA path called on a host tensor"),
+        }
+    }
+}
+
+fn shape_overflow(arg: &'static str, shape: &[usize]) -> Error {
+    Error::Shape { arg, expected: "a shape whose element count fits in usize".into(), got: shape.to_vec() }
+}
+
+fn check_len(arg: &'static str, len: usize, shape: &[usize]) -> Result<()> {
+    match numel(shape) {
+        Some(n) if n == len => Ok(()),
+        _ => Err(Error::Shape { arg, expected: format!("{len} elements in all"), got: shape.to_vec() }),
+    }
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tensor({:?}, {}, {})", self.shape, self.dtype(), self.device())
+    }
+}

@@ -1,0 +1,279 @@
+//! The activation family: references on their own, GPU against reference (skips without
+//! a GPU), and bad input.
+
+use kiln::activation::{self, Activation, ActivationKind, GSmeluParams};
+use kiln::check::{CheckRow, check_shapes};
+use kiln::registry::{Direction, Op, select};
+use kiln::{DType, Device, Error, Tensor};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+/// A fresh seed per run (printed, so a failure can be replayed with KILN_SEED).
+fn rng() -> StdRng {
+    let seed = std::env::var("KILN_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    eprintln!("KILN_SEED={seed}");
+    StdRng::seed_from_u64(seed)
+}
+
+fn assert_rows(rows: &[CheckRow]) {
+    assert!(!rows.is_empty(), "no check ran");
+    let failed: Vec<_> = rows.iter().filter(|r| !r.pass).collect();
+    assert!(failed.is_empty(), "failed checks: {failed:#?}");
+}
+
+fn family() -> Vec<Box<dyn Op>> {
+    select(&["activation/".to_string()])
+}
+
+#[test]
+fn every_op_is_registered_with_both_directions() {
+    let ops = family();
+    assert_eq!(ops.len(), ActivationKind::ALL.len());
+    for op in &ops {
+        assert_eq!(op.launcher(Direction::Fwd), format!("kiln_activation_{}_fwd", op.name()));
+        assert_eq!(op.dtypes(), &DType::ALL);
+    }
+}
+
+#[test]
+fn references_pass_finite_differences_and_identities() {
+    let mut rng = rng();
+    for op in family() {
+        let rows = op.self_checks(&mut rng);
+        assert!(rows.iter().any(|r| r.what.starts_with("finite differences dx")), "{}", op.full_name());
+        assert_rows(&rows);
+    }
+}
+
+#[test]
+fn parameter_gradients_are_checked_for_every_trainable_op() {
+    let mut rng = rng();
+    for (name, what) in [("xatlu", "dalpha"), ("xgelu", "dalpha"), ("xsilu", "dalpha"), ("prelu", "dslope"), ("jumprelu", "dtheta")] {
+        let op = kiln::registry::find(&format!("activation/{name}")).unwrap();
+        let rows = op.self_checks(&mut rng);
+        assert!(rows.iter().any(|r| r.what.contains(what)), "{name} has no {what} check");
+        assert_rows(&rows);
+    }
+}
+
+#[test]
+fn a_wrong_derivative_is_caught() {
+    // The finite-difference row must be able to fail: compare gelu's f' with silu's.
+    let s = activation::Scalars::default();
+    let x = [0.3, -1.2, 2.5];
+    let wrong: Vec<f64> = x.iter().map(|&v| activation::cpu::dfdx(ActivationKind::Silu, &s, 0.0, v)).collect();
+    let fd: Vec<f64> = x
+        .iter()
+        .map(|&v| kiln::check::central_difference(|u| activation::cpu::f(ActivationKind::Gelu, &s, 0.0, u), v, 1e-5))
+        .collect();
+    let op = kiln::registry::find("activation/gelu").unwrap();
+    assert!(!kiln::check::reference_row(op.as_ref(), "wrong", &wrong, &fd, 1e-7).pass);
+}
+
+#[test]
+fn host_path_matches_reference_in_every_dtype() {
+    let mut rng = rng();
+    for op in family() {
+        // The host path is the reference rounded to the dtype: small shapes prove the
+        // plumbing (rounding, parameter layouts) without re-running millions of f64 calls.
+        let shapes = [vec![1], vec![7], vec![4097], vec![3, 5, 7]];
+        let rows = check_shapes(op.as_ref(), &Device::Cpu, &DType::ALL, &shapes, &mut rng).unwrap();
+        assert_rows(&rows);
+    }
+}
+
+#[test]
+fn gpu_matches_reference() {
+    let Ok(device) = Device::cuda(0) else {
+        eprintln!("skipped: no CUDA device");
+        return;
+    };
+    if !kiln::build_info::CUDA_COMPILED {
+        eprintln!("skipped: built without the cuda feature");
+        return;
+    }
+    let mut rng = rng();
+    for op in family() {
+        let rows = check_shapes(op.as_ref(), &device, &DType::ALL, &op.check_shapes(), &mut rng).unwrap();
+        assert_rows(&rows);
+    }
+}
+
+#[test]
+fn gpu_inplace_and_deterministic() {
+    let Ok(device) = Device::cuda(0) else {
+        eprintln!("skipped: no CUDA device");
+        return;
+    };
+    if !kiln::build_info::CUDA_COMPILED {
+        eprintln!("skipped: built without the cuda feature");
+        return;
+    }
+    let mut rng = rng();
+    let n = (1 << 20) + 3;
+    let xs: Vec<f32> = (0..n).map(|_| rand::Rng::random_range(&mut rng, -4.0..4.0)).collect();
+    let x = Tensor::from_f32(&xs, &[n], DType::BF16).unwrap().to_device(&device).unwrap();
+    let act = Activation::XSilu { alpha: 0.25 };
+    let y = activation::forward(&act, &x).unwrap();
+    let mut z = Tensor::from_f32(&xs, &[n], DType::BF16).unwrap().to_device(&device).unwrap();
+    activation::forward_inplace(&act, &mut z).unwrap();
+    assert_eq!(y.to_f32_vec().unwrap(), z.to_f32_vec().unwrap(), "in place differs");
+    let dy = Tensor::from_f32(&xs, &[n], DType::BF16).unwrap().to_device(&device).unwrap();
+    let a = activation::backward(&act, &x, &dy).unwrap().dparam.unwrap().to_f32_vec().unwrap();
+    let b = activation::backward(&act, &x, &dy).unwrap().dparam.unwrap().to_f32_vec().unwrap();
+    assert_eq!(a[0].to_bits(), b[0].to_bits(), "dalpha is not deterministic");
+}
+
+// ---- bad input: typed errors naming the argument, outputs untouched ----------------------
+
+fn host(values: &[f32], shape: &[usize], dtype: DType) -> Tensor {
+    Tensor::from_f32(values, shape, dtype).unwrap()
+}
+
+const SENTINEL: f32 = 7.0;
+
+fn untouched(t: &Tensor) -> bool {
+    t.to_f32_vec().unwrap().iter().all(|&v| v == SENTINEL)
+}
+
+fn devices() -> Vec<Device> {
+    let mut v = vec![Device::Cpu];
+    if kiln::build_info::CUDA_COMPILED {
+        v.extend(Device::cuda(0).ok());
+    }
+    v
+}
+
+#[test]
+fn dtype_mismatch_is_rejected() {
+    for device in devices() {
+        let x = host(&[1.0, 2.0], &[2], DType::F32).to_device(&device).unwrap();
+        let mut y = Tensor::full(&[2], DType::BF16, SENTINEL as f64, &device).unwrap();
+        let e = activation::forward_into(&Activation::Gelu, &x, &mut y).unwrap_err();
+        assert!(matches!(e, Error::DType { arg: "y", .. }), "{e}");
+        assert!(untouched(&y));
+        let dy = host(&[1.0, 2.0], &[2], DType::F16).to_device(&device).unwrap();
+        let e = activation::backward(&Activation::Gelu, &x, &dy).unwrap_err();
+        assert!(matches!(e, Error::DType { arg: "dy", .. }), "{e}");
+    }
+}
+
+#[test]
+fn length_mismatch_is_rejected() {
+    for device in devices() {
+        let x = host(&[1.0, 2.0, 3.0], &[3], DType::F32).to_device(&device).unwrap();
+        let mut y = Tensor::full(&[2], DType::F32, SENTINEL as f64, &device).unwrap();
+        let e = activation::forward_into(&Activation::Silu, &x, &mut y).unwrap_err();
+        assert!(matches!(e, Error::Shape { arg: "y", .. }), "{e}");
+        assert!(untouched(&y));
+        let mut dx = Tensor::full(&[3], DType::F32, SENTINEL as f64, &device).unwrap();
+        let dy = host(&[1.0; 4], &[4], DType::F32).to_device(&device).unwrap();
+        let e = activation::backward_into(&Activation::Silu, &x, &dy, &mut dx, None).unwrap_err();
+        assert!(matches!(e, Error::Shape { arg: "dy", .. }), "{e}");
+        assert!(untouched(&dx));
+    }
+}
+
+#[test]
+fn wrong_slope_or_theta_length_is_rejected() {
+    for device in devices() {
+        let x = host(&[1.0; 6], &[2, 3], DType::F32).to_device(&device).unwrap();
+        let bad = host(&[0.25, 0.25], &[2], DType::F32).to_device(&device).unwrap();
+        let mut y = Tensor::full(&[2, 3], DType::F32, SENTINEL as f64, &device).unwrap();
+        let e = activation::forward_into(&Activation::Prelu { slope: &bad }, &x, &mut y).unwrap_err();
+        assert!(matches!(e, Error::Shape { arg: "slope", .. }), "{e}");
+        let e = activation::forward_into(&Activation::JumpRelu { theta: &bad, eps: 0.1 }, &x, &mut y).unwrap_err();
+        assert!(matches!(e, Error::Shape { arg: "theta", .. }), "{e}");
+        assert!(untouched(&y));
+        let half = host(&[0.25; 3], &[3], DType::F16).to_device(&device).unwrap();
+        let e = activation::forward(&Activation::Prelu { slope: &half }, &x).unwrap_err();
+        assert!(matches!(e, Error::DType { arg: "slope", .. }), "{e}");
+        // dslope of the wrong length.
+        let slope = host(&[0.25; 3], &[3], DType::F32).to_device(&device).unwrap();
+        let dy = host(&[1.0; 6], &[2, 3], DType::F32).to_device(&device).unwrap();
+        let mut dx = Tensor::full(&[2, 3], DType::F32, SENTINEL as f64, &device).unwrap();
+        let mut dslope = Tensor::full(&[1], DType::F32, SENTINEL as f64, &device).unwrap();
+        let e = activation::backward_into(&Activation::Prelu { slope: &slope }, &x, &dy, &mut dx, Some(&mut dslope))
+            .unwrap_err();
+        assert!(matches!(e, Error::Shape { arg: "dslope", .. }), "{e}");
+        assert!(untouched(&dx) && untouched(&dslope));
+    }
+}
+
+#[test]
+fn bad_scalars_are_rejected() {
+    for device in devices() {
+        let x = host(&[1.0, -1.0], &[2], DType::BF16).to_device(&device).unwrap();
+        let dy = host(&[1.0, 1.0], &[2], DType::BF16).to_device(&device).unwrap();
+        let mut y = Tensor::full(&[2], DType::BF16, SENTINEL as f64, &device).unwrap();
+        let cases: Vec<(Activation, &str)> = vec![
+            (Activation::XGelu { alpha: f32::NAN }, "alpha"),
+            (Activation::XSilu { alpha: f32::INFINITY }, "alpha"),
+            (Activation::Smelu { beta: 0.0 }, "beta"),
+            (Activation::Smelu { beta: -1.0 }, "beta"),
+            (Activation::Smelu { beta: f32::NAN }, "beta"),
+            (Activation::GSmelu(GSmeluParams { alpha: -1.0, beta: 0.5, g_neg: 0.0, g_pos: 1.0, t: 0.0 }), "beta"),
+            (Activation::GSmelu(GSmeluParams { alpha: 1.0, beta: 1.0, g_neg: f32::NAN, g_pos: 1.0, t: 0.0 }), "g_neg"),
+        ];
+        for (act, arg) in cases {
+            let e = activation::forward_into(&act, &x, &mut y).unwrap_err();
+            assert!(matches!(e, Error::InvalidValue { arg: a, .. } if a == arg), "{act:?}: {e}");
+            assert!(untouched(&y));
+            let e = activation::backward(&act, &x, &dy).unwrap_err();
+            assert!(matches!(e, Error::InvalidValue { arg: a, .. } if a == arg), "{act:?}: {e}");
+        }
+        let theta = host(&[0.5], &[1], DType::F32).to_device(&device).unwrap();
+        let e = activation::backward(&Activation::JumpRelu { theta: &theta, eps: 0.0 }, &x, &dy).unwrap_err();
+        assert!(matches!(e, Error::InvalidValue { arg: "eps", .. }), "{e}");
+    }
+}
+
+#[test]
+fn mixed_devices_are_rejected() {
+    let Ok(gpu) = Device::cuda(0) else {
+        eprintln!("skipped: no CUDA device");
+        return;
+    };
+    let x = host(&[1.0, 2.0], &[2], DType::F32);
+    let mut y = Tensor::full(&[2], DType::F32, SENTINEL as f64, &gpu).unwrap();
+    let e = activation::forward_into(&Activation::Relu, &x, &mut y).unwrap_err();
+    assert!(matches!(e, Error::Device { arg: "y", .. }), "{e}");
+    assert!(untouched(&y));
+    let slope = host(&[0.1], &[1], DType::F32);
+    let xg = x.to_device(&gpu).unwrap();
+    let e = activation::forward(&Activation::Prelu { slope: &slope }, &xg).unwrap_err();
+    assert!(matches!(e, Error::Device { arg: "slope", .. }), "{e}");
+}
+
+#[test]
+fn without_cuda_feature_gpu_calls_say_so() {
+    if kiln::build_info::CUDA_COMPILED {
+        return;
+    }
+    let Ok(gpu) = Device::cuda(0) else {
+        eprintln!("skipped: no CUDA device");
+        return;
+    };
+    let x = host(&[1.0], &[1], DType::F32).to_device(&gpu).unwrap();
+    assert!(matches!(activation::forward(&Activation::Relu, &x), Err(Error::CudaNotCompiled)));
+}
+
+#[test]
+fn probing_without_a_gpu_is_an_error_not_a_panic() {
+    match Device::cuda(0) {
+        Ok(d) => assert!(d.is_cuda()),
+        Err(e) => assert!(matches!(e, Error::NoDevice(_)), "{e}"),
+    }
+    assert!(matches!(Device::cuda(1 << 20), Err(Error::NoDevice(_))));
+}
+
+#[test]
+fn empty_tensors_are_fine() {
+    for device in devices() {
+        let x = Tensor::zeros(&[0, 4], DType::F16, &device).unwrap();
+        let y = activation::forward(&Activation::Gelu, &x).unwrap();
+        assert_eq!(y.shape(), &[0, 4]);
+        let g = activation::backward(&Activation::XGelu { alpha: 0.1 }, &x, &x).unwrap();
+        assert_eq!(g.dparam.unwrap().to_f32_vec().unwrap(), vec![0.0]);
+    }
+}
