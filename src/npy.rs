@@ -1,1 +1,55 @@
-//! Reading and writing `.npy` files for `kiln run`.
+//! `.npy` files for `kiln run`: inputs are read as f32, f64, int32 or int64 (C order) and
+//! widened to f64; outputs are written as f32.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::Path;
+
+use npyz::WriterBuilder;
+
+use crate::error::{Error, Result};
+use crate::registry::Array;
+
+fn file_error(path: &Path, reason: impl ToString) -> Error {
+    Error::File { path: path.display().to_string(), reason: reason.to_string() }
+}
+
+/// Reads a C-ordered `.npy` array of f32, f64, i32 or i64.
+pub fn read(path: &Path) -> Result<Array> {
+    let file = File::open(path).map_err(|e| file_error(path, e))?;
+    let npy = npyz::NpyFile::new(BufReader::new(file)).map_err(|e| file_error(path, e))?;
+    if npy.order() != npyz::Order::C {
+        return Err(file_error(path, "Fortran-ordered arrays are not supported; save with np.ascontiguousarray"));
+    }
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    let type_str = match npy.dtype() {
+        npyz::DType::Plain(t) => t.to_string(),
+        other => return Err(file_error(path, format!("unsupported dtype {other:?}"))),
+    };
+    let data: Vec<f64> = match &type_str[1..] {
+        "f4" => npy.into_vec::<f32>().map(|v| v.into_iter().map(f64::from).collect()),
+        "f8" => npy.into_vec::<f64>(),
+        "i4" => npy.into_vec::<i32>().map(|v| v.into_iter().map(f64::from).collect()),
+        "i8" => npy.into_vec::<i64>().map(|v| v.into_iter().map(|x| x as f64).collect()),
+        _ => return Err(file_error(path, format!("unsupported dtype {type_str}: expected f4, f8, i4 or i8"))),
+    }
+    .map_err(|e| file_error(path, e))?;
+    if data.len() != shape.iter().product::<usize>() {
+        return Err(file_error(path, "the data does not match the header's shape"));
+    }
+    Ok(Array::new(shape, data))
+}
+
+/// Writes `array` as a C-ordered f32 `.npy` file.
+pub fn write_f32(path: &Path, array: &Array) -> Result<()> {
+    let file = File::create(path).map_err(|e| file_error(path, e))?;
+    let shape: Vec<u64> = array.shape.iter().map(|&d| d as u64).collect();
+    let mut writer = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(&shape)
+        .writer(BufWriter::new(file))
+        .begin_nd()
+        .map_err(|e| file_error(path, e))?;
+    writer.extend(array.data.iter().map(|&v| v as f32)).map_err(|e| file_error(path, e))?;
+    writer.finish().map_err(|e| file_error(path, e))
+}

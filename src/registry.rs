@@ -174,6 +174,7 @@ pub trait Op: Send + Sync {
     fn naive_reductions(&self, dir: Direction, problem: &Problem) -> Result<Vec<Array>>;
     /// Runs the op through the safe API on the tensors' device (host: reference; CUDA:
     /// kernels). `inputs` and `outputs` follow [`Op::inputs`] and [`Op::outputs`].
+    /// Reduction outputs (see [`ArgSpec::reduction`]) may be left off the end of `outputs`.
     fn run(&self, dir: Direction, inputs: &[&Tensor], params: &BTreeMap<String, f64>, outputs: &mut [Tensor])
     -> Result<()>;
     /// Bytes a direction must move at minimum (reads + writes) for `problem` in `dtype`.

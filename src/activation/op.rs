@@ -192,9 +192,15 @@ impl Op for ActivationOp {
         params: &BTreeMap<String, f64>,
         outputs: &mut [Tensor],
     ) -> Result<()> {
+        // Reduction outputs may be left out (to time or run backward without them).
         let expected = self.inputs(dir).len();
-        if inputs.len() != expected || outputs.len() != self.outputs(dir).len() {
-            return Err(Error::InvalidValue { arg: "inputs", reason: format!("expected {expected} inputs") });
+        let all = self.outputs(dir).len();
+        let required = self.outputs(dir).iter().filter(|o| !o.reduction).count();
+        if inputs.len() != expected {
+            return Err(Error::InvalidValue { arg: "inputs", reason: format!("expected {expected} tensors") });
+        }
+        if outputs.len() < required || outputs.len() > all {
+            return Err(Error::InvalidValue { arg: "outputs", reason: format!("expected {required} to {all} tensors") });
         }
         let act = self.activation(params, self.0.tensor_param().map(|_| inputs[expected - 1]))?;
         match dir {

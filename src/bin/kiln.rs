@@ -1,1 +1,334 @@
-fn main() {}
+//! The kiln command line: info, list, check, bench, run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use kiln::bench::{BenchRow, copy_bandwidth, time_op};
+use kiln::check::{CheckRow, check_shapes};
+use kiln::registry::{Direction, Op, find, registry, select};
+use kiln::{DType, Device, Error, Result, Tensor, build_info};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(name = "kiln", version, about = "Fused CUDA kernels with CPU references: list, check, bench and run them")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Version, CUDA build, compiled architectures and the device.
+    Info,
+    /// One line per op and direction: `<family>/<op> <fwd|bwd> <dtypes>`.
+    List,
+    /// Check ops against their references (cuda) or the references against themselves (cpu).
+    Check {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Time ops: GB/s against the bytes model and % of the measured copy bandwidth.
+    Bench {
+        #[command(flatten)]
+        common: Common,
+        /// Timed runs per configuration (median reported).
+        #[arg(long)]
+        runs: Option<usize>,
+    },
+    /// Run one op on .npy inputs from DIR and write its outputs there as f32 .npy.
+    Run {
+        /// `<family>/<op>`, as `kiln list` prints it.
+        op: String,
+        /// Directory holding `<input>.npy` and receiving `<output>.npy`.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Run the backward (inputs include `dy`).
+        #[arg(long)]
+        bwd: bool,
+        #[arg(long, value_enum, default_value_t = Backend::Auto)]
+        backend: Backend,
+        /// Storage dtype the inputs are cast to.
+        #[arg(long, default_value = "f32", value_parser = parse_dtype)]
+        dtype: DType,
+        /// A scalar parameter, `NAME=VALUE` (repeatable).
+        #[arg(long = "param", value_parser = parse_param)]
+        params: Vec<(String, f64)>,
+    },
+}
+
+#[derive(clap::Args)]
+struct Common {
+    /// Substrings of `<family>/<op>` to select (all ops when none).
+    filters: Vec<String>,
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    backend: Backend,
+    /// Only these dtypes (comma-separated).
+    #[arg(long, value_delimiter = ',', value_parser = parse_dtype)]
+    dtype: Vec<DType>,
+    /// RNG seed (a fresh one, printed, when absent).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// check: only shapes with at most this many elements (quick runs, sanitizers).
+    #[arg(long)]
+    max_elements: Option<usize>,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Backend {
+    /// CUDA when compiled in and a device is present, otherwise the CPU.
+    Auto,
+    /// The CPU references.
+    Cpu,
+    /// The CUDA kernels (fails without a device or without the `cuda` feature).
+    Cuda,
+}
+
+fn parse_dtype(s: &str) -> std::result::Result<DType, String> {
+    DType::parse(s).ok_or_else(|| format!("unknown dtype `{s}`: expected f32, f16 or bf16"))
+}
+
+fn parse_param(s: &str) -> std::result::Result<(String, f64), String> {
+    let (name, value) = s.split_once('=').ok_or_else(|| format!("`{s}`: expected NAME=VALUE"))?;
+    let value = value.parse().map_err(|e| format!("`{s}`: {e}"))?;
+    Ok((name.to_string(), value))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info => info(),
+        Command::List => list(),
+        Command::Check { common } => check(&common),
+        Command::Bench { common, runs } => bench(&common, runs),
+        Command::Run { op, dir, bwd, backend, dtype, params } => run(&op, &dir, bwd, backend, dtype, &params),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn device_for(backend: Backend) -> Result<Device> {
+    match backend {
+        Backend::Cpu => Ok(Device::Cpu),
+        Backend::Cuda if !build_info::CUDA_COMPILED => Err(Error::CudaNotCompiled),
+        Backend::Cuda => Device::cuda(0),
+        Backend::Auto if build_info::CUDA_COMPILED => Ok(Device::cuda_if_available()),
+        Backend::Auto => Ok(Device::Cpu),
+    }
+}
+
+fn rng_for(seed: Option<u64>) -> StdRng {
+    let seed = seed.unwrap_or_else(rand::random);
+    println!("seed {seed} (replay with --seed {seed})");
+    StdRng::seed_from_u64(seed)
+}
+
+fn info() -> Result<ExitCode> {
+    println!("kiln {}", env!("CARGO_PKG_VERSION"));
+    if build_info::CUDA_COMPILED {
+        println!("cuda: compiled, C ABI version {}", abi_version());
+        println!("archs: {}", build_info::CUDA_ARCHS);
+        println!("nvcc: {}", build_info::NVCC);
+        let kernels = build_info::parse_ptxas_report(build_info::PTXAS_REPORT);
+        let worst_regs = kernels.iter().map(|k| k.registers).max().unwrap_or(0);
+        let spilling = kernels.iter().filter(|k| k.spill_store_bytes + k.spill_load_bytes + k.stack_bytes > 0).count();
+        println!("kernels: {} (kernel, arch) builds, max {worst_regs} registers, {spilling} with stack or spills", kernels.len());
+    } else {
+        println!("cuda: not compiled (build with --features cuda)");
+    }
+    match Device::cuda(0) {
+        Ok(Device::Cuda(d)) => {
+            let i = d.info()?;
+            println!(
+                "device: {} (sm_{}{}), {} SMs, {:.1} GiB",
+                i.name,
+                i.compute_capability.0,
+                i.compute_capability.1,
+                i.sm_count,
+                i.total_memory as f64 / (1u64 << 30) as f64
+            );
+        }
+        Ok(Device::Cpu) => unreachable!("Device::cuda returns a CUDA device"),
+        Err(e) => println!("device: {e}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "cuda")]
+fn abi_version() -> i32 {
+    // SAFETY: returns a constant.
+    unsafe { kiln::ffi::kiln_version() }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn abi_version() -> i32 {
+    kiln::ffi::KILN_ABI_VERSION as i32
+}
+
+fn list() -> Result<ExitCode> {
+    for op in registry() {
+        let dtypes: Vec<&str> = op.dtypes().iter().map(|d| d.name()).collect();
+        for dir in Direction::BOTH {
+            println!("{} {dir} {}", op.full_name(), dtypes.join(","));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn selected(common: &Common) -> Result<Vec<Box<dyn Op>>> {
+    let ops = select(&common.filters);
+    if ops.is_empty() {
+        return Err(Error::UnknownOp(common.filters.join(" ")));
+    }
+    Ok(ops)
+}
+
+fn dtypes(common: &Common, op: &dyn Op) -> Vec<DType> {
+    op.dtypes().iter().copied().filter(|d| common.dtype.is_empty() || common.dtype.contains(d)).collect()
+}
+
+fn check(common: &Common) -> Result<ExitCode> {
+    let device = device_for(common.backend)?;
+    let mut rng = rng_for(common.seed);
+    let mut rows: Vec<CheckRow> = Vec::new();
+    println!("{:<24} {:<4} {:<5} {:<44} {:>11} {:>11}  result", "op", "dir", "dtype", "what", "max_err", "tol");
+    for op in selected(common)? {
+        let new_rows = match device {
+            // The host path is the reference: check the reference against itself.
+            Device::Cpu => op.self_checks(&mut rng),
+            Device::Cuda(_) => {
+                let limit = common.max_elements.unwrap_or(usize::MAX);
+                let shapes: Vec<Vec<usize>> =
+                    op.check_shapes().into_iter().filter(|s| s.iter().product::<usize>() <= limit).collect();
+                check_shapes(op.as_ref(), &device, &dtypes(common, op.as_ref()), &shapes, &mut rng)?
+            }
+        };
+        for r in &new_rows {
+            let verdict = if r.pass { "PASS" } else { "FAIL" };
+            println!("{:<24} {:<4} {:<5} {:<44} {:>11.3e} {:>11.3e}  {verdict}", r.op, r.dir, r.dtype, r.what, r.max_err, r.tol);
+        }
+        rows.extend(new_rows);
+    }
+    let failed = rows.iter().filter(|r| !r.pass).count();
+    println!("check on {device}: {} passed, {failed} failed", rows.len() - failed);
+    if let Some(path) = &common.json {
+        let results: Vec<_> = rows
+            .iter()
+            .map(|r| json!({"op": r.op, "dir": r.dir, "dtype": r.dtype, "what": r.what, "max_err": finite(r.max_err), "tol": r.tol, "pass": r.pass}))
+            .collect();
+        write_json(path, &json!({"backend": device.to_string(), "results": results}))?;
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// JSON has no NaN: a NaN error is written as null.
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("serialisable");
+    std::fs::write(path, text).map_err(|e| Error::File { path: path.display().to_string(), reason: e.to_string() })
+}
+
+fn bench(common: &Common, runs: Option<usize>) -> Result<ExitCode> {
+    let device = device_for(common.backend)?;
+    let mut rng = rng_for(common.seed);
+    let (runs, copy_bytes) = match device {
+        Device::Cpu => (runs.unwrap_or(5), 64 << 20),
+        Device::Cuda(_) => (runs.unwrap_or(50), 1 << 30),
+    };
+    let copy = copy_bandwidth(&device, copy_bytes, runs)?;
+    println!("device {device}; copy bandwidth {copy:.1} GB/s ({} MiB copied; the ceiling below)", copy_bytes >> 20);
+    println!("{:<24} {:<4} {:<5} {:<14} {:<10} {:>10} {:>9} {:>7}", "op", "dir", "dtype", "shape", "variant", "median_us", "GB/s", "%copy");
+    let mut rows: Vec<BenchRow> = Vec::new();
+    for op in selected(common)? {
+        let shape = if device.is_cuda() { op.bench_shape_gpu() } else { op.bench_shape_cpu() };
+        for dir in Direction::BOTH {
+            // One problem per op and direction, uploaded in each dtype: generating 2^26
+            // random inputs costs more than timing them.
+            let problem = op.random_problem(dir, &shape, &mut rng);
+            for dtype in dtypes(common, op.as_ref()) {
+                let has_reduction = dir == Direction::Bwd && op.outputs(dir).iter().any(|o| o.reduction);
+                let variants: &[bool] = if has_reduction { &[true, false] } else { &[true] };
+                for &with in variants {
+                    let r = time_op(op.as_ref(), dir, dtype, &problem, &device, runs, with)?;
+                    println!(
+                        "{:<24} {:<4} {:<5} {:<14} {:<10} {:>10.1} {:>9.1} {:>6.1}%",
+                        r.op,
+                        r.dir,
+                        r.dtype,
+                        format!("{:?}", r.shape),
+                        r.variant,
+                        r.median_us,
+                        r.gbps,
+                        100.0 * r.gbps / copy
+                    );
+                    rows.push(r);
+                }
+            }
+        }
+    }
+    if let Some(path) = &common.json {
+        let results: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                json!({"op": r.op, "dir": r.dir, "dtype": r.dtype.name(), "shape": r.shape, "variant": r.variant,
+                       "median_us": r.median_us, "gbps": r.gbps, "tflops": r.tflops, "pct_of_copy": 100.0 * r.gbps / copy})
+            })
+            .collect();
+        write_json(path, &json!({"device": device.to_string(), "ceilings": {"copy_gbps": copy}, "results": results}))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(name: &str, dir: &Path, bwd: bool, backend: Backend, dtype: DType, params: &[(String, f64)]) -> Result<ExitCode> {
+    let op = find(name)?;
+    let direction = if bwd { Direction::Bwd } else { Direction::Fwd };
+    if !op.dtypes().contains(&dtype) {
+        return Err(Error::DType { arg: "dtype", expected: format!("{:?}", op.dtypes()), got: dtype });
+    }
+    let mut values: BTreeMap<String, f64> = op.params().iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    for (k, v) in params {
+        if !values.contains_key(k) {
+            let known: Vec<&str> = op.params().iter().map(|p| p.0).collect();
+            return Err(Error::InvalidValue { arg: "param", reason: format!("`{k}` is not a parameter of {name} (it takes {known:?})") });
+        }
+        values.insert(k.clone(), *v);
+    }
+    let device = device_for(backend)?;
+    let mut problem = kiln::registry::Problem { params: values, ..Default::default() };
+    let specs = op.inputs(direction);
+    for spec in &specs {
+        problem.inputs.insert(spec.name.into(), kiln::npy::read(&dir.join(format!("{}.npy", spec.name)))?);
+    }
+    let inputs = specs
+        .iter()
+        .map(|spec| problem.inputs[spec.name].to_tensor(spec.storage.dtype(dtype))?.to_device(&device))
+        .collect::<Result<Vec<Tensor>>>()?;
+    let input_refs: Vec<&Tensor> = inputs.iter().collect();
+    let outs = op.outputs(direction);
+    let mut outputs = outs
+        .iter()
+        .zip(op.output_shapes(direction, &problem)?)
+        .map(|(spec, shape)| Tensor::zeros(&shape, spec.storage.dtype(dtype), &device))
+        .collect::<Result<Vec<Tensor>>>()?;
+    op.run(direction, &input_refs, &problem.params, &mut outputs)?;
+    for (spec, t) in outs.iter().zip(&outputs) {
+        let path = dir.join(format!("{}.npy", spec.name));
+        kiln::npy::write_f32(&path, &kiln::registry::Array::new(t.shape().to_vec(), t.to_f64_vec()?))?;
+        println!("wrote {} {:?}", path.display(), t.shape());
+    }
+    Ok(ExitCode::SUCCESS)
+}

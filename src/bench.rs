@@ -1,0 +1,126 @@
+//! Timing ops for `kiln bench` and the criterion benches: CUDA events after a warm-up,
+//! median of many runs (GPU); wall clock (CPU). Results are GB/s against the bytes model
+//! and, beside them, the device-to-device copy bandwidth measured in the same run.
+
+use std::time::Instant;
+
+use cudarc::driver::sys::CUevent_flags;
+
+use crate::device::Device;
+use crate::dtype::DType;
+use crate::error::Result;
+use crate::registry::{Direction, Op, Problem};
+use crate::tensor::Tensor;
+
+/// Runs before timing starts, to reach steady clocks and warm caches of code, not data.
+const WARMUP_RUNS: usize = 5;
+
+/// One timed configuration.
+#[derive(Clone, Debug)]
+pub struct BenchRow {
+    /// `<family>/<op>`.
+    pub op: String,
+    /// `fwd` or `bwd`.
+    pub dir: String,
+    /// Storage dtype.
+    pub dtype: DType,
+    /// Main-input shape.
+    pub shape: Vec<usize>,
+    /// `""`, or `no-dparam` for a backward timed without its parameter reduction.
+    pub variant: String,
+    /// Median time of one run, in microseconds.
+    pub median_us: f64,
+    /// Bytes model / median time.
+    pub gbps: f64,
+    /// FLOP model / median time, in TFLOP/s.
+    pub tflops: f64,
+}
+
+/// Median seconds of `runs` calls of `f` on `device` (CUDA events on the device's stream).
+pub fn median_seconds(device: &Device, runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..WARMUP_RUNS {
+        f()?;
+    }
+    device.synchronize()?;
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        match device {
+            Device::Cpu => {
+                let t = Instant::now();
+                f()?;
+                times.push(t.elapsed().as_secs_f64());
+            }
+            Device::Cuda(d) => {
+                let s = d.stream();
+                let start = s.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
+                f()?;
+                let end = s.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
+                end.synchronize()?;
+                times.push(start.elapsed_ms(&end)? as f64 * 1e-3);
+            }
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// Copy bandwidth (read + write bytes per second) of `bytes` on `device`: the ceiling of
+/// every memory-bound kernel. On a GPU a device-to-device copy; on the CPU a memcpy.
+pub fn copy_bandwidth(device: &Device, bytes: usize, runs: usize) -> Result<f64> {
+    let n = bytes / 4;
+    let seconds = match device {
+        Device::Cpu => {
+            let src = vec![1.0f32; n];
+            let mut dst = vec![0.0f32; n];
+            median_seconds(device, runs, || {
+                dst.copy_from_slice(std::hint::black_box(&src));
+                std::hint::black_box(&mut dst);
+                Ok(())
+            })?
+        }
+        Device::Cuda(d) => {
+            let s = d.stream();
+            let src = s.alloc_zeros::<f32>(n)?;
+            let mut dst = s.alloc_zeros::<f32>(n)?;
+            median_seconds(device, runs, || Ok(s.memcpy_dtod(&src, &mut dst)?))?
+        }
+    };
+    Ok(2.0 * (n * 4) as f64 / seconds / 1e9)
+}
+
+/// Times `op` in `dir` and `dtype` on `problem` (unrounded inputs are rounded on upload).
+/// With `with_reductions == false`, reduction outputs (dα, dslope, dθ) are not requested.
+pub fn time_op(
+    op: &dyn Op,
+    dir: Direction,
+    dtype: DType,
+    problem: &Problem,
+    device: &Device,
+    runs: usize,
+    with_reductions: bool,
+) -> Result<BenchRow> {
+    let inputs = op
+        .inputs(dir)
+        .iter()
+        .map(|spec| problem.input(spec.name)?.to_tensor(spec.storage.dtype(dtype))?.to_device(device))
+        .collect::<Result<Vec<Tensor>>>()?;
+    let input_refs: Vec<&Tensor> = inputs.iter().collect();
+    let mut outputs = op
+        .outputs(dir)
+        .iter()
+        .zip(op.output_shapes(dir, problem)?)
+        .filter(|(spec, _)| with_reductions || !spec.reduction)
+        .map(|(spec, shape)| Tensor::zeros(&shape, spec.storage.dtype(dtype), device))
+        .collect::<Result<Vec<Tensor>>>()?;
+    let seconds = median_seconds(device, runs, || op.run(dir, &input_refs, &problem.params, &mut outputs))?;
+    Ok(BenchRow {
+        op: op.full_name(),
+        dir: dir.name().into(),
+        dtype,
+        shape: problem.inputs.values().next().map(|a| a.shape.clone()).unwrap_or_default(),
+        variant: if with_reductions { String::new() } else { "no-dparam".into() },
+        median_us: seconds * 1e6,
+        gbps: op.bytes(dir, problem, dtype) as f64 / seconds / 1e9,
+        tflops: op.flops(dir, problem) as f64 / seconds / 1e12,
+    })
+}
