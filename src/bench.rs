@@ -88,8 +88,50 @@ pub fn copy_bandwidth(device: &Device, bytes: usize, runs: usize) -> Result<f64>
     Ok(2.0 * (n * 4) as f64 / seconds / 1e9)
 }
 
-/// Times `op` in `dir` and `dtype` on `problem` (unrounded inputs are rounded on upload).
-/// With `with_reductions == false`, reduction outputs (dα, dslope, dθ) are not requested.
+/// An op with its inputs uploaded and outputs allocated, ready to be run repeatedly.
+pub struct Prepared<'a> {
+    op: &'a dyn Op,
+    dir: Direction,
+    problem: &'a Problem,
+    inputs: Vec<Tensor>,
+    outputs: Vec<Tensor>,
+}
+
+impl<'a> Prepared<'a> {
+    /// Uploads `problem`'s inputs to `device` in `dtype` (rounding them) and allocates the
+    /// outputs; without `with_reductions` the reduction outputs (dα, dslope, dθ) are left out.
+    pub fn new(
+        op: &'a dyn Op,
+        dir: Direction,
+        dtype: DType,
+        problem: &'a Problem,
+        device: &Device,
+        with_reductions: bool,
+    ) -> Result<Prepared<'a>> {
+        let inputs = op
+            .inputs(dir)
+            .iter()
+            .map(|spec| problem.input(spec.name)?.to_tensor(spec.storage.dtype(dtype))?.to_device(device))
+            .collect::<Result<Vec<Tensor>>>()?;
+        let outputs = op
+            .outputs(dir)
+            .iter()
+            .zip(op.output_shapes(dir, problem)?)
+            .filter(|(spec, _)| with_reductions || !spec.reduction)
+            .map(|(spec, shape)| Tensor::zeros(&shape, spec.storage.dtype(dtype), device))
+            .collect::<Result<Vec<Tensor>>>()?;
+        Ok(Prepared { op, dir, problem, inputs, outputs })
+    }
+
+    /// One run of the op (queued on the device's stream).
+    pub fn run(&mut self) -> Result<()> {
+        let inputs: Vec<&Tensor> = self.inputs.iter().collect();
+        self.op.run(self.dir, &inputs, &self.problem.params, &mut self.outputs)
+    }
+}
+
+/// Times `op` in `dir` and `dtype` on `problem` (inputs are rounded on upload): the median
+/// of `runs`. With `with_reductions == false`, reduction outputs are not requested.
 pub fn time_op(
     op: &dyn Op,
     dir: Direction,
@@ -99,25 +141,13 @@ pub fn time_op(
     runs: usize,
     with_reductions: bool,
 ) -> Result<BenchRow> {
-    let inputs = op
-        .inputs(dir)
-        .iter()
-        .map(|spec| problem.input(spec.name)?.to_tensor(spec.storage.dtype(dtype))?.to_device(device))
-        .collect::<Result<Vec<Tensor>>>()?;
-    let input_refs: Vec<&Tensor> = inputs.iter().collect();
-    let mut outputs = op
-        .outputs(dir)
-        .iter()
-        .zip(op.output_shapes(dir, problem)?)
-        .filter(|(spec, _)| with_reductions || !spec.reduction)
-        .map(|(spec, shape)| Tensor::zeros(&shape, spec.storage.dtype(dtype), device))
-        .collect::<Result<Vec<Tensor>>>()?;
-    let seconds = median_seconds(device, runs, || op.run(dir, &input_refs, &problem.params, &mut outputs))?;
+    let mut prepared = Prepared::new(op, dir, dtype, problem, device, with_reductions)?;
+    let seconds = median_seconds(device, runs, || prepared.run())?;
     Ok(BenchRow {
         op: op.full_name(),
         dir: dir.name().into(),
         dtype,
-        shape: problem.inputs.values().next().map(|a| a.shape.clone()).unwrap_or_default(),
+        shape: problem.inputs.get("x").or(problem.inputs.values().next()).map(|a| a.shape.clone()).unwrap_or_default(),
         variant: if with_reductions { String::new() } else { "no-dparam".into() },
         median_us: seconds * 1e6,
         gbps: op.bytes(dir, problem, dtype) as f64 / seconds / 1e9,

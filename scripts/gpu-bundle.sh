@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Builds everything a GPU session runs (shared/GPU.md) into target/gpu-bundle/: the kiln
+# CLI and every integration-test binary, release, --features cuda, stripped, plus run.sh
+# and the revision they were built from. The GPU machine has no Rust toolchain.
+# Then: run(command="bash target/gpu-bundle/run.sh", carry=["target/gpu-bundle"]).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-cuda.sh >/dev/null
+
+BUNDLE=target/gpu-bundle
+rm -rf "$BUNDLE"
+mkdir -p "$BUNDLE/tests"
+
+cargo build --quiet --release --features cuda --bin kiln
+cp target/release/kiln "$BUNDLE/kiln"
+cargo test --quiet --release --features cuda --no-run --message-format=json 2>/dev/null | python3 -c '
+import json, shutil, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and "test" in m["target"]["kind"]:
+        shutil.copy(m["executable"], sys.argv[1] + "/tests/" + m["target"]["name"])
+' "$BUNDLE"
+strip "$BUNDLE/kiln" "$BUNDLE"/tests/*
+cp scripts/gpu-run.sh "$BUNDLE/run.sh"
+{
+  echo "commit $(git rev-parse HEAD)"
+  echo "kernels_tree $(git rev-parse HEAD:kernels)"
+  if [ -n "$(git status --porcelain -- kernels src build.rs Cargo.toml)" ]; then echo "dirty yes"; else echo "dirty no"; fi
+  echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+} > "$BUNDLE/REVISION"
+size=$(du -sm "$BUNDLE" | cut -f1)
+echo "gpu-bundle: $BUNDLE, ${size} MiB ($(ls "$BUNDLE/tests" | wc -l) test binaries)"
+if [ "$size" -gt 48 ]; then
+  echo "gpu-bundle: over the 48 MiB limit" >&2
+  exit 1
+fi

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine from the bundle (scripts/gpu-bundle.sh puts it there as run.sh).
+# Full logs and JSON go to $OUT; a short summary prints LAST, since only the tail of the
+# output comes back. Order (shared/GPU.md): device, GPU tests, check, memcheck, racecheck,
+# bench with the measured copy ceiling.
+set -u
+B=$(cd "$(dirname "$0")" && pwd)
+OUT=${OUT:-$B/out}
+mkdir -p "$OUT"
+SUMMARY=()
+
+step() {
+  local name=$1
+  shift
+  local t0
+  t0=$(date +%s)
+  "$@" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  SUMMARY+=("$(printf '%-28s rc=%-3s %5ss' "$name" "$rc" "$(($(date +%s) - t0))")")
+}
+
+cp "$B/REVISION" "$OUT/REVISION"
+nvidia-smi -L >"$OUT/nvidia-smi.txt" 2>&1
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem --format=csv >>"$OUT/nvidia-smi.txt" 2>&1
+step info "$B/kiln" info
+for t in "$B"/tests/*; do
+  step "test-$(basename "$t")" "$t" --nocapture
+done
+step check "$B/kiln" check --backend cuda --json "$OUT/check.json"
+if command -v compute-sanitizer >/dev/null; then
+  step memcheck compute-sanitizer --tool memcheck --error-exitcode 9 "$B/kiln" check --backend cuda --max-elements 5000
+  step racecheck compute-sanitizer --tool racecheck --error-exitcode 9 "$B/kiln" check --backend cuda --max-elements 5000 --dtype f32
+else
+  SUMMARY+=("compute-sanitizer not found")
+fi
+step bench "$B/kiln" bench --backend cuda --json "$OUT/bench.json"
+
+echo "==== $(head -n 1 "$OUT/nvidia-smi.txt")"
+cat "$B/REVISION"
+echo "==== failing checks (first 30)"
+grep -h "FAIL" "$OUT/check.log" | head -n 30
+grep -h "passed" "$OUT/check.log" | tail -n 1
+for t in "$OUT"/test-*.log; do grep -H "test result" "$t" | tail -n 1; done
+echo "==== sanitizer"
+grep -h "ERROR SUMMARY" "$OUT/memcheck.log" "$OUT/racecheck.log" 2>/dev/null
+echo "==== bench (op dir dtype variant GB/s %copy)"
+python3 - "$OUT/bench.json" <<'PY' || tail -n 5 "$OUT/bench.log"
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(f"copy {d['ceilings']['copy_gbps']:.0f} GB/s")
+for r in d["results"]:
+    print(r["op"], r["dir"], r["dtype"], r["variant"] or "-", f"{r['gbps']:.0f}", f"{r['pct_of_copy']:.1f}%")
+PY
+echo "==== steps"
+printf '%s\n' "${SUMMARY[@]}"

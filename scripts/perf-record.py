@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Turns a GPU run's output folder (check.json, bench.json, REVISION, nvidia-smi.txt from
+scripts/gpu-run.sh) into perf/latest.json and perf/<card>-<date>.md (shared/GPU.md).
+
+usage: scripts/perf-record.py OUT_DIR
+"""
+import datetime
+import json
+import pathlib
+import re
+import sys
+
+
+def main() -> None:
+    out = pathlib.Path(sys.argv[1])
+    rev = dict(line.split(" ", 1) for line in (out / "REVISION").read_text().splitlines() if " " in line)
+    smi = (out / "nvidia-smi.txt").read_text().splitlines()
+    card = re.sub(r"^GPU \d+: ", "", smi[0]).split(" (UUID")[0] if smi else "unknown"
+    date = datetime.date.today().isoformat()
+    check = json.loads((out / "check.json").read_text()) if (out / "check.json").exists() else {"results": []}
+    bench = json.loads((out / "bench.json").read_text()) if (out / "bench.json").exists() else {"results": [], "ceilings": {}}
+
+    # One entry per op/direction/dtype: pass = every check row passed; max_err = worst row.
+    results = {}
+    for r in check["results"]:
+        key = (r["op"], r["dir"], r["dtype"])
+        e = results.setdefault(key, {"op": r["op"], "dir": r["dir"], "dtype": r["dtype"], "pass": True, "max_err": 0.0})
+        e["pass"] = e["pass"] and r["pass"]
+        e["max_err"] = max(e["max_err"], r["max_err"] if r["max_err"] is not None else float("inf"))
+    for r in bench["results"]:
+        key = (r["op"], r["dir"], r["dtype"])
+        e = results.setdefault(key, {"op": r["op"], "dir": r["dir"], "dtype": r["dtype"]})
+        suffix = "_no_dparam" if r["variant"] == "no-dparam" else ""
+        e["gbps" + suffix] = round(r["gbps"], 1)
+        e["pct_of_copy" + suffix] = round(r["pct_of_copy"], 1)
+        e["shape"] = r["shape"]
+    latest = {
+        "card": card,
+        "date": date,
+        "commit": rev.get("commit"),
+        "kernels_tree": rev.get("kernels_tree"),
+        "dirty": rev.get("dirty"),
+        "ceilings": bench.get("ceilings", {}),
+        "results": sorted(results.values(), key=lambda e: (e["op"], e["dir"], e["dtype"])),
+    }
+    perf = pathlib.Path(__file__).resolve().parent.parent / "perf"
+    perf.mkdir(exist_ok=True)
+    (perf / "latest.json").write_text(json.dumps(latest, indent=1) + "\n")
+    slug = re.sub(r"[^a-z0-9]+", "-", card.lower()).strip("-")
+    lines = [f"# {card}, {date}", "", f"commit {latest['commit']}, kernels tree {latest['kernels_tree']}", ""]
+    lines.append(f"copy ceiling: {bench.get('ceilings', {}).get('copy_gbps', 0):.0f} GB/s")
+    lines += ["", "| op | dir | dtype | pass | max_err | GB/s | % copy | % copy without dparam |", "|---|---|---|---|---|---|---|---|"]
+    for e in latest["results"]:
+        lines.append(
+            f"| {e['op']} | {e['dir']} | {e['dtype']} | {e.get('pass', '-')} | {e.get('max_err', '-')} | "
+            f"{e.get('gbps', '-')} | {e.get('pct_of_copy', '-')} | {e.get('pct_of_copy_no_dparam', '-')} |"
+        )
+    (perf / f"{slug}-{date}.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote perf/latest.json and perf/{slug}-{date}.md")
+
+
+if __name__ == "__main__":
+    main()
