@@ -1,0 +1,82 @@
+//! The `kiln` command line, end to end.
+
+use std::path::Path;
+use std::process::Command;
+
+use kiln::npy;
+use kiln::registry::Array;
+
+fn kiln(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln")).args(args).output().expect("run kiln");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn list_has_one_line_per_op_and_direction() {
+    let (code, out, _) = kiln(&["list"]);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2 * kiln::registry::registry().len());
+    assert!(lines.contains(&"activation/xgelu bwd f32,f16,bf16"), "{out}");
+}
+
+#[test]
+fn info_runs_without_a_gpu() {
+    let (code, out, _) = kiln(&["info"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("cuda:") && out.contains("device:"), "{out}");
+}
+
+#[test]
+fn check_on_cpu_passes_and_reports_rows() {
+    let (code, out, err) = kiln(&["check", "--backend", "cpu", "activation/x"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("finite differences dalpha") && out.contains("PASS"), "{out}");
+    assert!(!out.contains("FAIL"), "{out}");
+}
+
+#[test]
+fn unknown_op_is_an_error() {
+    let (code, _, err) = kiln(&["check", "--backend", "cpu", "no-such-op"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown op"), "{err}");
+}
+
+#[test]
+fn run_reads_npy_and_writes_outputs() {
+    let dir = std::env::temp_dir().join(format!("kiln-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let x = Array::new(vec![2, 3], vec![-2.0, -0.5, 0.0, 0.5, 1.0, 3.0]);
+    let dy = Array::new(vec![2, 3], vec![1.0; 6]);
+    let slope = Array::new(vec![3], vec![0.1, 0.2, 0.3]);
+    for (name, a) in [("x", &x), ("dy", &dy), ("slope", &slope)] {
+        npy::write_f32(&dir.join(format!("{name}.npy")), a).unwrap();
+    }
+    let d = dir.to_str().unwrap();
+    let (code, out, err) = kiln(&["run", "activation/prelu", "--dir", d, "--bwd", "--backend", "cpu"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let dx = npy::read(&dir.join("dx.npy")).unwrap();
+    let dslope = npy::read(&dir.join("dslope.npy")).unwrap();
+    assert_eq!(dx.data, [0.1f32, 0.2, 0.3, 1.0, 1.0, 1.0].map(f64::from));
+    assert_eq!(dslope.data.len(), 3);
+    assert!((dslope.data[0] + 2.0).abs() < 1e-6 && (dslope.data[1] + 0.5).abs() < 1e-6 && dslope.data[2] == 0.0);
+
+    let (code, _, err) = kiln(&["run", "activation/xgelu", "--dir", d, "--param", "beta=1", "--backend", "cpu"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("beta"), "{err}");
+    let (code, _, err) = kiln(&["run", "activation/jumprelu", "--dir", d, "--backend", "cpu"]);
+    assert_eq!(code, 2, "missing theta.npy must fail");
+    assert!(err.contains("theta.npy"), "{err}");
+    let _ = std::fs::remove_dir_all(Path::new(&dir));
+}
+
+#[test]
+fn bench_on_cpu_writes_json() {
+    let path = std::env::temp_dir().join(format!("kiln-bench-{}.json", std::process::id()));
+    let (code, out, err) = kiln(&["bench", "--backend", "cpu", "activation/relu", "--runs", "1", "--json", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(v["ceilings"]["copy_gbps"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["results"].as_array().unwrap().len(), 6, "relu fwd+bwd in three dtypes");
+    let _ = std::fs::remove_file(path);
+}
