@@ -175,8 +175,13 @@ pub trait Op: Send + Sync {
     /// Runs the op through the safe API on the tensors' device (host: reference; CUDA:
     /// kernels). `inputs` and `outputs` follow [`Op::inputs`] and [`Op::outputs`].
     /// Reduction outputs (see [`ArgSpec::reduction`]) may be left off the end of `outputs`.
-    fn run(&self, dir: Direction, inputs: &[&Tensor], params: &BTreeMap<String, f64>, outputs: &mut [Tensor])
-    -> Result<()>;
+    fn run(
+        &self,
+        dir: Direction,
+        inputs: &[&Tensor],
+        params: &BTreeMap<String, f64>,
+        outputs: &mut [Tensor],
+    ) -> Result<()>;
     /// Bytes a direction must move at minimum (reads + writes) for `problem` in `dtype`.
     fn bytes(&self, dir: Direction, problem: &Problem, dtype: DType) -> u64;
     /// Floating-point operations of a direction (the model, not a count of instructions).

@@ -270,10 +270,7 @@ impl Tensor {
 
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     /// The device pointer for writing, with the guard that must outlive the launch.
-    pub(crate) fn cuda_ptr_mut<'a>(
-        &'a mut self,
-        stream: &'a cudarc::driver::CudaStream,
-    ) -> (u64, SyncOnDrop<'a>) {
+    pub(crate) fn cuda_ptr_mut<'a>(&'a mut self, stream: &'a cudarc::driver::CudaStream) -> (u64, SyncOnDrop<'a>) {
         match &mut self.data {
             Data::Cuda { buf: CudaData::F32(b), .. } => b.device_ptr_mut(stream),
             Data::Cuda { buf: CudaData::F16(b), .. } => b.device_ptr_mut(stream),

@@ -34,10 +34,7 @@ fn ffi_matches_header() {
         return;
     }
     let committed = std::fs::read_to_string(&path).expect("read src/ffi.rs");
-    assert!(
-        committed == fresh,
-        "src/ffi.rs drifted from kernels/include/kiln.h: run scripts/bindgen.sh and commit"
-    );
+    assert!(committed == fresh, "src/ffi.rs drifted from kernels/include/kiln.h: run scripts/bindgen.sh and commit");
 }
 
 /// bindgen loads libclang at run time; probing first turns "no libclang" into a skip.

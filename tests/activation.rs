@@ -48,7 +48,9 @@ fn references_pass_finite_differences_and_identities() {
 #[test]
 fn parameter_gradients_are_checked_for_every_trainable_op() {
     let mut rng = rng();
-    for (name, what) in [("xatlu", "dalpha"), ("xgelu", "dalpha"), ("xsilu", "dalpha"), ("prelu", "dslope"), ("jumprelu", "dtheta")] {
+    for (name, what) in
+        [("xatlu", "dalpha"), ("xgelu", "dalpha"), ("xsilu", "dalpha"), ("prelu", "dslope"), ("jumprelu", "dtheta")]
+    {
         let op = kiln::registry::find(&format!("activation/{name}")).unwrap();
         let rows = op.self_checks(&mut rng);
         assert!(rows.iter().any(|r| r.what.contains(what)), "{name} has no {what} check");

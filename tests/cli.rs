@@ -8,7 +8,11 @@ use kiln::registry::Array;
 
 fn kiln(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_kiln")).args(args).output().expect("run kiln");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
@@ -73,7 +77,8 @@ fn run_reads_npy_and_writes_outputs() {
 #[test]
 fn bench_on_cpu_writes_json() {
     let path = std::env::temp_dir().join(format!("kiln-bench-{}.json", std::process::id()));
-    let (code, out, err) = kiln(&["bench", "--backend", "cpu", "activation/relu", "--runs", "1", "--json", path.to_str().unwrap()]);
+    let (code, out, err) =
+        kiln(&["bench", "--backend", "cpu", "activation/relu", "--runs", "1", "--json", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert!(v["ceilings"]["copy_gbps"].as_f64().unwrap() > 0.0);

@@ -7,7 +7,8 @@
  *    (a cudaStream_t or CUstream, NULL for the legacy default stream) comes last;
  *  - storage is f32, f16 or bf16 (kiln_dtype); math inside kernels is f32;
  *  - trainable parameters (slope, theta) and their gradients are always f32;
- *  - n == 0 is a valid size: nothing is launched and the pointers are not read;
+ *  - n == 0 is a valid size: no kernel runs and x, y, dy, dx are not touched; a requested
+ *    parameter gradient (non-NULL dalpha, dslope, dtheta) is set to 0, an empty sum;
  *  - a launcher validates its arguments before launching anything, so on an argument
  *    error nothing has been written;
  *  - elementwise outputs may alias their inputs (y == x, dx == x or dx == dy): every

@@ -111,11 +111,7 @@ fn expanded_gate(kind: K, alpha: f64, x: f64) -> (f64, f64) {
 pub fn gsmelu_coefficients(s: &Scalars) -> (f64, f64, f64) {
     let (a, b, gn, gp, t) = (s.alpha, s.beta, s.g_neg, s.g_pos, s.t);
     let w = a + b;
-    (
-        (gp - gn) / (2.0 * w),
-        (a * gp + b * gn) / w,
-        t + (a * a * (gp + gn) + 2.0 * a * b * gn) / (2.0 * w),
-    )
+    ((gp - gn) / (2.0 * w), (a * gp + b * gn) / w, t + (a * a * (gp + gn) + 2.0 * a * b * gn) / (2.0 * w))
 }
 
 /// The rectangle kernel of JumpReLU's straight-through estimator: 1 on [−½, ½).
@@ -255,12 +251,8 @@ pub fn forward(kind: K, s: &Scalars, param: &[f64], x: &[f64]) -> Vec<f64> {
 /// dx = dy·f'(x), and the parameter gradient Σ dy·∂f/∂param reduced per channel (one
 /// value for α) in f64, for the ops that have a trainable parameter.
 pub fn backward(kind: K, s: &Scalars, param: &[f64], x: &[f64], dy: &[f64]) -> (Vec<f64>, Option<Vec<f64>>) {
-    let dx = x
-        .iter()
-        .zip(dy)
-        .enumerate()
-        .map(|(i, (&xi, &g))| g * dfdx(kind, s, channel_param(param, i), xi))
-        .collect();
+    let dx =
+        x.iter().zip(dy).enumerate().map(|(i, (&xi, &g))| g * dfdx(kind, s, channel_param(param, i), xi)).collect();
     let dparam = kind.grad_name().map(|_| {
         let channels = param.len().max(1);
         let mut acc = vec![0.0; channels];

@@ -13,11 +13,22 @@ mod imp {
     use super::*;
     use crate::error::Error;
 
-    pub(in crate::activation) fn forward(_: &Activation, _: usize, _: &Tensor, _: &mut Tensor, _: &CudaDevice) -> Result<()> {
+    pub(in crate::activation) fn forward(
+        _: &Activation,
+        _: usize,
+        _: &Tensor,
+        _: &mut Tensor,
+        _: &CudaDevice,
+    ) -> Result<()> {
         Err(Error::CudaNotCompiled)
     }
 
-    pub(in crate::activation) fn forward_inplace(_: &Activation, _: usize, _: &mut Tensor, _: &CudaDevice) -> Result<()> {
+    pub(in crate::activation) fn forward_inplace(
+        _: &Activation,
+        _: usize,
+        _: &mut Tensor,
+        _: &CudaDevice,
+    ) -> Result<()> {
         Err(Error::CudaNotCompiled)
     }
 
@@ -39,7 +50,6 @@ mod imp {
     use std::ffi::c_void;
 
     use super::*;
-    use crate::activation::ActivationKind as K;
     use crate::ffi::{self, kiln_dtype, kiln_status};
     use crate::launch::check_status;
 
@@ -55,8 +65,7 @@ mod imp {
         act: &Activation,
         channels: usize,
         dtype: kiln_dtype,
-        x: Ptr,
-        y: PtrMut,
+        (x, y): (Ptr, PtrMut),
         n: i64,
         param: *const f32,
         stream: PtrMut,
@@ -125,15 +134,15 @@ mod imp {
                     ffi::kiln_activation_xsilu_bwd(dtype, x, dy, dx, n, alpha, dparam, ws, ws_bytes, stream)
                 }
                 Activation::Smelu { beta } => ffi::kiln_activation_smelu_bwd(dtype, x, dy, dx, n, beta, stream),
-                Activation::GSmelu(p) => ffi::kiln_activation_gsmelu_bwd(
-                    dtype, x, dy, dx, n, p.alpha, p.beta, p.g_neg, p.g_pos, p.t, stream,
-                ),
+                Activation::GSmelu(p) => {
+                    ffi::kiln_activation_gsmelu_bwd(dtype, x, dy, dx, n, p.alpha, p.beta, p.g_neg, p.g_pos, p.t, stream)
+                }
                 Activation::Prelu { .. } => {
                     ffi::kiln_activation_prelu_bwd(dtype, x, dy, dx, n, param, c, dparam, ws, ws_bytes, stream)
                 }
-                Activation::JumpRelu { eps, .. } => ffi::kiln_activation_jumprelu_bwd(
-                    dtype, x, dy, dx, n, param, c, eps, dparam, ws, ws_bytes, stream,
-                ),
+                Activation::JumpRelu { eps, .. } => {
+                    ffi::kiln_activation_jumprelu_bwd(dtype, x, dy, dx, n, param, c, eps, dparam, ws, ws_bytes, stream)
+                }
             }
         }
     }
@@ -157,7 +166,15 @@ mod imp {
         let pp = param.as_ref().map_or(0, |p| p.0);
         // SAFETY: validated shapes and dtypes; guards outlive the launch.
         let status = unsafe {
-            launch_forward(act, channels, x.dtype().to_ffi(), xp as Ptr, yp as PtrMut, x.len() as i64, pp as *const f32, s.cu_stream() as PtrMut)
+            launch_forward(
+                act,
+                channels,
+                x.dtype().to_ffi(),
+                (xp as Ptr, yp as PtrMut),
+                x.len() as i64,
+                pp as *const f32,
+                s.cu_stream() as PtrMut,
+            )
         };
         check_status(status, || launcher(act, "fwd"))
     }
@@ -175,7 +192,17 @@ mod imp {
         let pp = param.as_ref().map_or(0, |p| p.0);
         let (xp, _xg) = x.cuda_ptr_mut(s);
         // SAFETY: y == x is allowed by the ABI (elementwise, read before write).
-        let status = unsafe { launch_forward(act, channels, dtype, xp as Ptr, xp as PtrMut, n, pp as *const f32, s.cu_stream() as PtrMut) };
+        let status = unsafe {
+            launch_forward(
+                act,
+                channels,
+                dtype,
+                (xp as Ptr, xp as PtrMut),
+                n,
+                pp as *const f32,
+                s.cu_stream() as PtrMut,
+            )
+        };
         check_status(status, || launcher(act, "fwd"))
     }
 

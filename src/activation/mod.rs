@@ -266,9 +266,7 @@ impl<'a> Activation<'a> {
             let default = kind.scalar_params().iter().find(|p| p.0 == name).map_or(0.0, |p| p.1);
             scalar(name).unwrap_or(default) as f32
         };
-        let tensor = |arg: &'static str| {
-            tensor.ok_or(Error::InvalidValue { arg, reason: "this op needs it".into() })
-        };
+        let tensor = |arg: &'static str| tensor.ok_or(Error::InvalidValue { arg, reason: "this op needs it".into() });
         Ok(match kind {
             ActivationKind::Relu => Self::Relu,
             ActivationKind::Gelu => Self::Gelu,
@@ -327,7 +325,9 @@ impl<'a> Activation<'a> {
         let finite = |arg: &'static str, v: f32| ensure(v.is_finite(), arg, || format!("must be finite, got {v}"));
         match *self {
             Self::XAtlu { alpha } | Self::XGelu { alpha } | Self::XSilu { alpha } => finite("alpha", alpha),
-            Self::Smelu { beta } => ensure(beta.is_finite() && beta > 0.0, "beta", || format!("must be > 0, got {beta}")),
+            Self::Smelu { beta } => {
+                ensure(beta.is_finite() && beta > 0.0, "beta", || format!("must be > 0, got {beta}"))
+            }
             Self::GSmelu(p) => {
                 finite("alpha", p.alpha)?;
                 finite("beta", p.beta)?;
@@ -357,7 +357,11 @@ impl<'a> Activation<'a> {
         if p.len() == 1 || (p.len() == last && p.shape().len() == 1) {
             Ok(p.len())
         } else {
-            Err(Error::Shape { arg, expected: format!("[1] or [{last}] (the last dimension of x)"), got: p.shape().to_vec() })
+            Err(Error::Shape {
+                arg,
+                expected: format!("[1] or [{last}] (the last dimension of x)"),
+                got: p.shape().to_vec(),
+            })
         }
     }
 }
@@ -387,7 +391,11 @@ fn same_layout(arg: &'static str, x: &Tensor, t: &Tensor) -> Result<()> {
         return Err(Error::DType { arg, expected: format!("{} (the dtype of x)", x.dtype()), got: t.dtype() });
     }
     if t.shape() != x.shape() {
-        return Err(Error::Shape { arg, expected: format!("{:?} (the shape of x)", x.shape()), got: t.shape().to_vec() });
+        return Err(Error::Shape {
+            arg,
+            expected: format!("{:?} (the shape of x)", x.shape()),
+            got: t.shape().to_vec(),
+        });
     }
     Ok(())
 }
@@ -482,7 +490,10 @@ fn check_dparam(act: &Activation, x: &Tensor, channels: usize, dp: &Tensor) -> R
         Some("dslope") => "dslope",
         Some("dtheta") => "dtheta",
         _ => {
-            return Err(Error::InvalidValue { arg: "dparam", reason: format!("{} has no trainable parameter", act.kind().name()) });
+            return Err(Error::InvalidValue {
+                arg: "dparam",
+                reason: format!("{} has no trainable parameter", act.kind().name()),
+            });
         }
     };
     same_device(arg, &x.device(), dp)?;

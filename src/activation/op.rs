@@ -200,7 +200,10 @@ impl Op for ActivationOp {
             return Err(Error::InvalidValue { arg: "inputs", reason: format!("expected {expected} tensors") });
         }
         if outputs.len() < required || outputs.len() > all {
-            return Err(Error::InvalidValue { arg: "outputs", reason: format!("expected {required} to {all} tensors") });
+            return Err(Error::InvalidValue {
+                arg: "outputs",
+                reason: format!("expected {required} to {all} tensors"),
+            });
         }
         let act = self.activation(params, self.0.tensor_param().map(|_| inputs[expected - 1]))?;
         match dir {
@@ -272,7 +275,13 @@ impl Op for ActivationOp {
                     cpu::forward(self.0, &s2, &p, x).iter().zip(dy).map(|(f, g)| f * g).sum::<f64>()
                 };
                 let fd = central_difference(loss, s.alpha, FD_STEP);
-                rows.push(reference_row(self, "finite differences dalpha", &dparam.unwrap_or_default(), &[fd], FD_RTOL));
+                rows.push(reference_row(
+                    self,
+                    "finite differences dalpha",
+                    &dparam.unwrap_or_default(),
+                    &[fd],
+                    FD_RTOL,
+                ));
             }
             K::Prelu => {
                 let fd: Vec<f64> = (0..channels)
@@ -309,7 +318,14 @@ fn failed_row(op: &ActivationOp, what: &str) -> CheckRow {
 
 /// dθ against its stated definition, written as an interval count:
 /// dθ_c = −(θ_c/ε)·Σ{dy : θ_c − ε/2 ≤ x < θ_c + ε/2}, and a hand-computed case.
-fn jumprelu_dtheta_checks(op: &ActivationOp, s: &Scalars, p: &[f64], x: &[f64], dy: &[f64], got: Option<&[f64]>) -> Vec<CheckRow> {
+fn jumprelu_dtheta_checks(
+    op: &ActivationOp,
+    s: &Scalars,
+    p: &[f64],
+    x: &[f64],
+    dy: &[f64],
+    got: Option<&[f64]>,
+) -> Vec<CheckRow> {
     let channels = p.len();
     let mut want = vec![0.0; channels];
     for (i, (&xi, &g)) in x.iter().zip(dy).enumerate() {
@@ -364,7 +380,8 @@ fn identities(op: &ActivationOp, rng: &mut StdRng) -> Vec<CheckRow> {
         K::Gelu => {
             // Φ from erf against published values of erf.
             let xs = [0.5, 1.0, 2.0, -1.5];
-            let want = [0.520_499_877_813_046_5, 0.842_700_792_949_714_9, 0.995_322_265_018_952_7, -0.966_105_146_475_310_7];
+            let want =
+                [0.520_499_877_813_046_5, 0.842_700_792_949_714_9, 0.995_322_265_018_952_7, -0.966_105_146_475_310_7];
             let got: Vec<f64> = xs.iter().map(|&v| cpu::erf(v)).collect();
             let tails = [cpu::erfc(3.0), cpu::erfc(5.0), cpu::erfc(10.0)];
             let tails_want = [2.209_049_699_858_544e-5, 1.537_459_794_428_035e-12, 2.088_487_583_762_545e-45];

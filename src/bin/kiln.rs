@@ -143,7 +143,10 @@ fn info() -> Result<ExitCode> {
         let kernels = build_info::parse_ptxas_report(build_info::PTXAS_REPORT);
         let worst_regs = kernels.iter().map(|k| k.registers).max().unwrap_or(0);
         let spilling = kernels.iter().filter(|k| k.spill_store_bytes + k.spill_load_bytes + k.stack_bytes > 0).count();
-        println!("kernels: {} (kernel, arch) builds, max {worst_regs} registers, {spilling} with stack or spills", kernels.len());
+        println!(
+            "kernels: {} (kernel, arch) builds, max {worst_regs} registers, {spilling} with stack or spills",
+            kernels.len()
+        );
     } else {
         println!("cuda: not compiled (build with --features cuda)");
     }
@@ -216,7 +219,10 @@ fn check(common: &Common) -> Result<ExitCode> {
         };
         for r in &new_rows {
             let verdict = if r.pass { "PASS" } else { "FAIL" };
-            println!("{:<24} {:<4} {:<5} {:<44} {:>11.3e} {:>11.3e}  {verdict}", r.op, r.dir, r.dtype, r.what, r.max_err, r.tol);
+            println!(
+                "{:<24} {:<4} {:<5} {:<44} {:>11.3e} {:>11.3e}  {verdict}",
+                r.op, r.dir, r.dtype, r.what, r.max_err, r.tol
+            );
         }
         rows.extend(new_rows);
     }
@@ -251,7 +257,10 @@ fn bench(common: &Common, runs: Option<usize>) -> Result<ExitCode> {
     };
     let copy = copy_bandwidth(&device, copy_bytes, runs)?;
     println!("device {device}; copy bandwidth {copy:.1} GB/s ({} MiB copied; the ceiling below)", copy_bytes >> 20);
-    println!("{:<24} {:<4} {:<5} {:<14} {:<10} {:>10} {:>9} {:>7}", "op", "dir", "dtype", "shape", "variant", "median_us", "GB/s", "%copy");
+    println!(
+        "{:<24} {:<4} {:<5} {:<14} {:<10} {:>10} {:>9} {:>7}",
+        "op", "dir", "dtype", "shape", "variant", "median_us", "GB/s", "%copy"
+    );
     let mut rows: Vec<BenchRow> = Vec::new();
     for op in selected(common)? {
         let shape = if device.is_cuda() { op.bench_shape_gpu() } else { op.bench_shape_cpu() };
@@ -293,7 +302,14 @@ fn bench(common: &Common, runs: Option<usize>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run(name: &str, dir: &Path, bwd: bool, backend: Backend, dtype: DType, params: &[(String, f64)]) -> Result<ExitCode> {
+fn run(
+    name: &str,
+    dir: &Path,
+    bwd: bool,
+    backend: Backend,
+    dtype: DType,
+    params: &[(String, f64)],
+) -> Result<ExitCode> {
     let op = find(name)?;
     let direction = if bwd { Direction::Bwd } else { Direction::Fwd };
     if !op.dtypes().contains(&dtype) {
@@ -303,7 +319,10 @@ fn run(name: &str, dir: &Path, bwd: bool, backend: Backend, dtype: DType, params
     for (k, v) in params {
         if !values.contains_key(k) {
             let known: Vec<&str> = op.params().iter().map(|p| p.0).collect();
-            return Err(Error::InvalidValue { arg: "param", reason: format!("`{k}` is not a parameter of {name} (it takes {known:?})") });
+            return Err(Error::InvalidValue {
+                arg: "param",
+                reason: format!("`{k}` is not a parameter of {name} (it takes {known:?})"),
+            });
         }
         values.insert(k.clone(), *v);
     }

@@ -1,0 +1,816 @@
+// Activation family: y = f(x) elementwise, dx = dy·f'(x), and the deterministic gradients of
+// the trainable parameters (expanded-gating α, PReLU slope, JumpReLU θ). Formulas:
+// shared/REFERENCE.md §1. Layout of this file: the ops (one small functor each), the kernels
+// (generic over storage type T and op), the launch plans, validation, and the C ABI.
+//
+// Every op is a struct with fwd(x) -> y and bwd(x, dy) -> dx; ops with a trainable parameter
+// add dparam(x, dy) -> dy·∂f/∂p. Math is f32 whatever the storage type.
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <initializer_list>
+
+#include "common/dtype.cuh"
+#include "common/launch.cuh"
+#include "common/math.cuh"
+#include "common/reduce.cuh"
+#include "common/vec.cuh"
+#include "kiln.h"
+
+namespace kiln::activation {
+
+// ------------------------------------------------------------------------------------------
+// Launch constants
+// ------------------------------------------------------------------------------------------
+
+// 8 warps per block: at ≤ 32 registers, 8 blocks fill the 2048 threads of an sm_80/sm_90 SM,
+// and small blocks leave little idle at the tail of a grid.
+constexpr int kThreads = 256;
+
+// Grid cap of the elementwise kernels (they grid-stride): about 31 full waves of 256-thread
+// blocks on an H100 (132 SMs × 8); more blocks would only add scheduling work.
+constexpr int64_t kMaxGridBlocks = int64_t(1) << 15;
+
+// Partial sums of a scalar parameter gradient (one per block of the fused backward kernel), the
+// total block count aimed at by the per-channel partition, and KILN_REDUCE_MAX_BLOCKS of the
+// design notes. 1024 blocks of 256 threads is about one full wave on an H100 (1056 resident at
+// ≤ 32 registers), so the fused reduction still streams at full bandwidth, and the partials
+// stay ≤ 4 KiB. (Capping the heavier ops' fused kernels at 32 or 40 registers spills.)
+constexpr int64_t kReduceMaxBlocks = 1024;
+
+// Per-channel partials cost 8 bytes (written, then read) per (row chunk, channel) against at
+// least 6 bytes per element of data (bf16 x, dy, dx): 64 rows per chunk bound that at 2%.
+constexpr int64_t kMinRowsPerChunk = 64;
+
+// Column groups (of kW channels) per block of the per-channel kernels, and channels per block
+// of their finalize: a warp row then reads ≥ 64 contiguous bytes (whole 32-byte sectors), and
+// the block's other threads become row lanes whose sums combine in shared memory, so even wide
+// rows get many rows per block (few partials) without giving up blocks.
+constexpr int kTileColumns = 32;
+
+// Largest channel count whose grids fit CUDA's grid.x limit.
+constexpr int64_t kMaxChannels = int64_t(INT_MAX) * kTileColumns;
+
+// ------------------------------------------------------------------------------------------
+// Ops
+// ------------------------------------------------------------------------------------------
+
+// Which parameter gradient an op has, which decides the kernels that run it.
+enum class Grad {
+    kNone,        // no trainable parameter (host scalars such as β are fixed)
+    kScalar,      // one host scalar α; dα is a sum over all n elements
+    kPerChannel,  // a device f32 array p[channels] read as p[i % channels]; dp per channel
+};
+
+struct Relu {
+    static constexpr Grad kGrad = Grad::kNone;
+    __device__ float fwd(float x) const { return x < 0.0f ? 0.0f : x; }  // NaN propagates
+    __device__ float bwd(float x, float dy) const { return x > 0.0f ? dy : 0.0f; }
+};
+
+struct Gelu {
+    static constexpr Grad kGrad = Grad::kNone;
+    __device__ float fwd(float x) const { return x * normal_cdf(x); }
+    __device__ float bwd(float x, float dy) const { return dy * (normal_cdf(x) + x * normal_pdf(x)); }
+};
+
+// ½x(1 + tanh u) computed as x·σ(2u), which is the same function: σ(2u) and
+// 1 − tanh²u = 4σ(2u)σ(−2u) then keep their precision in both tails.
+struct GeluTanh {
+    static constexpr Grad kGrad = Grad::kNone;
+    static constexpr float kCoeff = 0.044715f;
+    // σ(2u)σ(−2u) is exactly 0 once |x| > 12, so capping x² at 1e4 in du/dx changes nothing
+    // except that 0·inf can no longer turn the derivative into NaN for |x| > 1.8e19.
+    static constexpr float kSquareCap = 1.0e4f;
+    __device__ float two_u(float x) const { return 2.0f * kSqrt2OverPi * x * fmaf(kCoeff * x, x, 1.0f); }
+    __device__ float fwd(float x) const { return x * sigmoid_pair(two_u(x)).pos; }
+    __device__ float bwd(float x, float dy) const {
+        const SigmoidPair s = sigmoid_pair(two_u(x));
+        const float du_dx = kSqrt2OverPi * fmaf(3.0f * kCoeff, fminf(x * x, kSquareCap), 1.0f);
+        return dy * (s.pos + 2.0f * (x * (s.pos * s.neg)) * du_dx);
+    }
+};
+
+struct QuickGelu {
+    static constexpr Grad kGrad = Grad::kNone;
+    static constexpr float kScale = 1.702f;
+    __device__ float fwd(float x) const { return x * sigmoid_pair(kScale * x).pos; }
+    __device__ float bwd(float x, float dy) const {
+        const SigmoidPair s = sigmoid_pair(kScale * x);
+        return dy * (s.pos + x * (kScale * (s.pos * s.neg)));
+    }
+};
+
+struct Silu {
+    static constexpr Grad kGrad = Grad::kNone;
+    __device__ float fwd(float x) const { return x * sigmoid_pair(x).pos; }
+    __device__ float bwd(float x, float dy) const {
+        const SigmoidPair s = sigmoid_pair(x);
+        return dy * (s.pos + x * (s.pos * s.neg));  // σ(1 + x(1 − σ))
+    }
+};
+
+struct Sigmoid {
+    static constexpr Grad kGrad = Grad::kNone;
+    __device__ float fwd(float x) const { return sigmoid_pair(x).pos; }
+    __device__ float bwd(float x, float dy) const {
+        const SigmoidPair s = sigmoid_pair(x);
+        return dy * (s.pos * s.neg);
+    }
+};
+
+struct SquaredRelu {
+    static constexpr Grad kGrad = Grad::kNone;
+    __device__ float fwd(float x) const {
+        const float r = x < 0.0f ? 0.0f : x;
+        return r * r;
+    }
+    __device__ float bwd(float x, float dy) const { return dy * (2.0f * (x < 0.0f ? 0.0f : x)); }
+};
+
+// x/(π(1 + x²)), the derivative of x·atan(x)/π minus the gate; 0 (not NaN) once x² overflows.
+__device__ __forceinline__ float atan_gate_slope(float x) { return x * kInvPi / fmaf(x, x, 1.0f); }
+
+struct Atlu {
+    static constexpr Grad kGrad = Grad::kNone;
+    __device__ float fwd(float x) const { return x * atan_gate(x).gate; }
+    __device__ float bwd(float x, float dy) const { return dy * (atan_gate(x).gate + atan_gate_slope(x)); }
+};
+
+// Expanded gates g_α = (1 + 2α)·g − α with one trainable scalar α; `widen` is 1 + 2α.
+struct XAtlu {
+    static constexpr Grad kGrad = Grad::kScalar;
+    float alpha;
+    float widen;
+    __device__ float fwd(float x) const { return x * fmaf(widen, atan_gate(x).gate, -alpha); }
+    __device__ float bwd(float x, float dy) const {
+        const float g = fmaf(widen, atan_gate(x).gate, -alpha);
+        return dy * (g + widen * atan_gate_slope(x));
+    }
+    __device__ float dparam(float x, float dy) const { return dy * (2.0f * x * atan_gate(x).atan_pi); }
+};
+
+struct XGelu {
+    static constexpr Grad kGrad = Grad::kScalar;
+    float alpha;
+    float widen;
+    __device__ float fwd(float x) const { return x * fmaf(widen, normal_cdf(x), -alpha); }
+    __device__ float bwd(float x, float dy) const {
+        const float g = fmaf(widen, normal_cdf(x), -alpha);
+        return dy * (g + x * (widen * normal_pdf(x)));
+    }
+    __device__ float dparam(float x, float dy) const { return dy * (x * erff(x * kInvSqrt2)); }
+};
+
+struct XSilu {
+    static constexpr Grad kGrad = Grad::kScalar;
+    float alpha;
+    float widen;
+    __device__ float fwd(float x) const { return x * fmaf(widen, sigmoid_pair(x).pos, -alpha); }
+    __device__ float bwd(float x, float dy) const {
+        const SigmoidPair s = sigmoid_pair(x);
+        return dy * (fmaf(widen, s.pos, -alpha) + x * (widen * (s.pos * s.neg)));
+    }
+    __device__ float dparam(float x, float dy) const {
+        const SigmoidPair s = sigmoid_pair(x);
+        return dy * (x * (s.pos - s.neg));  // x(2σ − 1)
+    }
+};
+
+// SmeLU: 0 | (x+β)²/(4β) | x. The quadratic divides by β instead of multiplying by a
+// precomputed 1/(4β), which would overflow for a subnormal β; u/(4β) ≤ ½ in its region.
+struct Smelu {
+    static constexpr Grad kGrad = Grad::kNone;
+    float beta;
+    __device__ float fwd(float x) const {
+        const float u = x + beta;
+        return x <= -beta ? 0.0f : (x < beta ? u * (0.25f * u / beta) : x);
+    }
+    __device__ float bwd(float x, float dy) const {
+        const float u = x + beta;
+        return x <= -beta ? 0.0f : (x < beta ? dy * (0.5f * u / beta) : dy);
+    }
+};
+
+// Generalized SmeLU. The middle piece Ax² + Bx + C is evaluated as A·u² + g₋·u + t with
+// u = x + α: the same polynomial (value t and slope g₋ at −α), without the cancellation of
+// Ax² + Bx + C near x = −α. `right` is the offset of the linear right piece,
+// t + (α+β)g₋/2 + (α−β)g₊/2. A and right are computed on the host in f64.
+struct GSmelu {
+    static constexpr Grad kGrad = Grad::kNone;
+    float alpha, beta, g_neg, g_pos, t;
+    float quad;   // A = (g₊ − g₋) / (2(α + β))
+    float right;
+    __device__ float fwd(float x) const {
+        const float u = x + alpha;
+        return x <= -alpha ? fmaf(g_neg, u, t) : (x <= beta ? fmaf(fmaf(quad, u, g_neg), u, t) : fmaf(g_pos, x, right));
+    }
+    __device__ float bwd(float x, float dy) const {
+        const float u = x + alpha;
+        return dy * (x <= -alpha ? g_neg : (x <= beta ? fmaf(2.0f * quad, u, g_neg) : g_pos));
+    }
+};
+
+// PReLU with the slope of one channel; at() binds the slope read from the device array.
+struct Prelu {
+    static constexpr Grad kGrad = Grad::kPerChannel;
+    float slope;
+    __device__ Prelu at(float p) const { return Prelu{p}; }
+    __device__ float fwd(float x) const { return x < 0.0f ? slope * x : x; }
+    __device__ float bwd(float x, float dy) const { return x > 0.0f ? dy : slope * dy; }
+    __device__ float dparam(float x, float dy) const { return x < 0.0f ? dy * x : 0.0f; }
+};
+
+// JumpReLU with the threshold θ of one channel and the straight-through bandwidth ε.
+struct JumpRelu {
+    static constexpr Grad kGrad = Grad::kPerChannel;
+    float theta;
+    float half_eps;  // ε/2 (exact for a normal ε)
+    float inv_eps;   // 1/ε from the host: a division per channel in at() (a slow-path call) spilled
+    __device__ JumpRelu at(float p) const { return JumpRelu{p, half_eps, inv_eps}; }
+    __device__ float fwd(float x) const { return x <= theta ? 0.0f : x; }  // H(0) = 0; NaN propagates
+    __device__ float bwd(float x, float dy) const { return x > theta ? dy : 0.0f; }
+    // K((x−θ)/ε) = 1 for −ε/2 ≤ x − θ < ε/2, decided exactly: an f32 (x−θ)/ε can round across a
+    // window edge, and each such element moves dθ by |dy·θ/ε|. With x − θ = diff + err exactly,
+    // rounding is monotone, so diff alone decides unless diff lands on the edge itself.
+    __device__ float dparam(float x, float dy) const {
+        const ExactDiff d = exact_diff(x, theta);
+        const bool above_low = d.diff > -half_eps || (d.diff == -half_eps && d.err >= 0.0f);
+        const bool below_high = d.diff < half_eps || (d.diff == half_eps && d.err < 0.0f);
+        return (above_low && below_high) ? dy * (-theta * inv_eps) : 0.0f;
+    }
+};
+
+// A shared parameter (channels == 1) is read once per thread; other ops are used as given.
+template <typename Op>
+__device__ __forceinline__ Op bind_shared(const Op& op, const float* param) {
+    if constexpr (Op::kGrad == Grad::kPerChannel) {
+        return op.at(param[0]);
+    } else {
+        return op;
+    }
+}
+
+// The streaming loops are not unrolled (#pragma unroll 1). Outputs may alias inputs, so an unrolled
+// copy could not issue its loads before the previous copy's stores anyway; unrolling would only
+// add 64-bit address registers (and a 64-bit division for the trip count).
+
+// ------------------------------------------------------------------------------------------
+// Kernels. kW is the pack width: kVecWidth<T> (16-byte accesses, every pointer 16-byte aligned)
+// or 1 (any alignment). Outputs may alias inputs: each pack is read before it is written.
+// ------------------------------------------------------------------------------------------
+
+// y = f(x) over n elements (x, y: [n]); a shared per-channel parameter is param[0].
+// Reads sizeof(T), writes sizeof(T) per element; FLOPs per element: Op's (1 for relu, ~40 for gelu).
+template <typename T, typename Op, int kW>
+__global__ void __launch_bounds__(kThreads) flat_fwd_kernel(const T* x, T* y, int64_t n, Op op, const float* param) {
+    const Op f = bind_shared(op, param);
+    const int64_t first = int64_t(blockIdx.x) * kThreads + threadIdx.x;
+    const int64_t stride = int64_t(gridDim.x) * kThreads;
+    const int64_t packs = n / kW;
+#pragma unroll 1
+    for (int64_t i = first; i < packs; i += stride) {
+        const Pack<T, kW> px = load_pack<T, kW>(x + i * kW);
+        Pack<T, kW> py;
+#pragma unroll
+        for (int j = 0; j < kW; ++j) py.v[j] = from_float<T>(f.fwd(to_float(px.v[j])));
+        store_pack<T, kW>(y + i * kW, py);
+    }
+    if constexpr (kW > 1) {
+        // The < kW elements past the last whole pack go to the first threads of the grid.
+        const int64_t t = packs * kW + first;
+        if (t < n) y[t] = from_float<T>(f.fwd(to_float(x[t])));
+    }
+}
+
+// dx = dy·f'(x) over n elements (x, dy, dx: [n]); with kReduce also the partial sum of
+// dy·∂f/∂p over this block's elements into partials[blockIdx.x] (partials: [gridDim.x]).
+// Reads 2·sizeof(T), writes sizeof(T) per element; FLOPs: Op's bwd (+ dparam with kReduce).
+// With kReduce the grid is the fixed partition of the sum (scalar_partials), not a free choice.
+template <typename T, typename Op, int kW, bool kReduce>
+__global__ void __launch_bounds__(kThreads)
+    flat_bwd_kernel(const T* x, const T* dy, T* dx, int64_t n, Op op, const float* param, float* partials) {
+    const Op f = bind_shared(op, param);
+    const int64_t first = int64_t(blockIdx.x) * kThreads + threadIdx.x;
+    const int64_t stride = int64_t(gridDim.x) * kThreads;
+    const int64_t packs = n / kW;
+    float acc = 0.0f;
+#pragma unroll 1
+    for (int64_t i = first; i < packs; i += stride) {
+        const Pack<T, kW> px = load_pack<T, kW>(x + i * kW);
+        const Pack<T, kW> pdy = load_pack<T, kW>(dy + i * kW);
+        Pack<T, kW> pdx;
+#pragma unroll
+        for (int j = 0; j < kW; ++j) {
+            const float xf = to_float(px.v[j]);
+            const float dyf = to_float(pdy.v[j]);
+            pdx.v[j] = from_float<T>(f.bwd(xf, dyf));
+            if constexpr (kReduce) acc += f.dparam(xf, dyf);
+        }
+        store_pack<T, kW>(dx + i * kW, pdx);
+    }
+    if constexpr (kW > 1) {
+        const int64_t t = packs * kW + first;
+        if (t < n) {
+            const float xf = to_float(x[t]);
+            const float dyf = to_float(dy[t]);
+            dx[t] = from_float<T>(f.bwd(xf, dyf));
+            if constexpr (kReduce) acc += f.dparam(xf, dyf);
+        }
+    }
+    if constexpr (kReduce) {
+        acc = block_sum<kThreads>(acc);
+        if (threadIdx.x == 0) partials[blockIdx.x] = acc;
+    }
+}
+
+// out[0] = Σ partials[0..count) in a fixed order (one block: strided per-thread sums, then a tree).
+// Reads 4 bytes per partial; count ≤ kReduceMaxBlocks.
+__global__ void __launch_bounds__(kThreads) finalize_scalar_kernel(const float* partials, int64_t count, float* out) {
+    float acc = 0.0f;
+    for (int64_t i = threadIdx.x; i < count; i += kThreads) acc += partials[i];
+    acc = block_sum<kThreads>(acc);
+    if (threadIdx.x == 0) out[0] = acc;
+}
+
+// x viewed as [rows, channels]; block (bx, by) covers column groups [bx·blockDim.x, +blockDim.x)
+// and rows [by·rows_per_chunk, +rows_per_chunk); each thread owns one group of kW channels and
+// visits the chunk's rows threadIdx.y, threadIdx.y + blockDim.y, ...
+struct ChannelShape {
+    int64_t rows;
+    int64_t channels;
+    int64_t rows_per_chunk;
+};
+
+// One past the last row of this block's chunk.
+__device__ __forceinline__ int64_t chunk_end(const ChannelShape& shape) {
+    const int64_t end = (int64_t(blockIdx.y) + 1) * shape.rows_per_chunk;
+    return end < shape.rows ? end : shape.rows;
+}
+
+// y[r, c] = f_c(x[r, c]) with the op bound to param[c] (x, y: [rows, channels]; param: [channels]).
+// Reads sizeof(T), writes sizeof(T) per element (param once per thread); FLOPs: 1-2 per element.
+template <typename T, typename Op, int kW>
+__global__ void __launch_bounds__(kThreads)
+    channel_fwd_kernel(const T* x, T* y, const float* param, ChannelShape shape, Op op) {
+    const int64_t col = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * kW;
+    if (col >= shape.channels) return;  // no block-wide step follows
+    Op f[kW];
+#pragma unroll
+    for (int j = 0; j < kW; ++j) f[j] = op.at(param[col + j]);
+    const int64_t row_end = chunk_end(shape);
+#pragma unroll 1
+    for (int64_t r = int64_t(blockIdx.y) * shape.rows_per_chunk + threadIdx.y; r < row_end; r += blockDim.y) {
+        const int64_t off = r * shape.channels + col;
+        const Pack<T, kW> px = load_pack<T, kW>(x + off);
+        Pack<T, kW> py;
+#pragma unroll
+        for (int j = 0; j < kW; ++j) py.v[j] = from_float<T>(f[j].fwd(to_float(px.v[j])));
+        store_pack<T, kW>(y + off, py);
+    }
+}
+
+// dx[r, c] = dy·f_c'(x[r, c]); with kReduce also partials[by, c] = Σ over the chunk's rows of
+// dy·∂f/∂p_c (partials: [gridDim.y, channels]), combined across row lanes by a fixed tree.
+// Reads 2·sizeof(T), writes sizeof(T) per element; 4 bytes per (chunk, channel) of partials.
+template <typename T, typename Op, int kW, bool kReduce>
+__global__ void __launch_bounds__(kThreads) channel_bwd_kernel(const T* x, const T* dy, T* dx, const float* param,
+                                                               float* partials, ChannelShape shape, Op op) {
+    const int64_t col = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * kW;
+    const bool active = col < shape.channels;  // idle threads still join the lane tree
+    float acc[kW] = {};
+    if (active) {
+        Op f[kW];
+#pragma unroll
+        for (int j = 0; j < kW; ++j) f[j] = op.at(param[col + j]);
+        const int64_t row_end = chunk_end(shape);
+#pragma unroll 1
+        for (int64_t r = int64_t(blockIdx.y) * shape.rows_per_chunk + threadIdx.y; r < row_end; r += blockDim.y) {
+            const int64_t off = r * shape.channels + col;
+            const Pack<T, kW> px = load_pack<T, kW>(x + off);
+            const Pack<T, kW> pdy = load_pack<T, kW>(dy + off);
+            Pack<T, kW> pdx;
+#pragma unroll
+            for (int j = 0; j < kW; ++j) {
+                const float xf = to_float(px.v[j]);
+                const float dyf = to_float(pdy.v[j]);
+                pdx.v[j] = from_float<T>(f[j].bwd(xf, dyf));
+                if constexpr (kReduce) acc[j] += f[j].dparam(xf, dyf);
+            }
+            store_pack<T, kW>(dx + off, pdx);
+        }
+    }
+    if constexpr (kReduce) {
+        __shared__ float lanes[kThreads * kW];
+        sum_over_lanes<kW>(acc, lanes);
+        if (threadIdx.y == 0 && active) {
+            float* out = partials + int64_t(blockIdx.y) * shape.channels + col;
+#pragma unroll
+            for (int j = 0; j < kW; ++j) out[j] = acc[j];
+        }
+    }
+}
+
+// out[c] = Σ_k partials[k, c] over k = 0..chunks in a fixed order (partials: [chunks, channels]).
+// A block covers blockDim.x channels; its blockDim.y lanes take chunks ty, ty + blockDim.y, ...
+// and a fixed tree combines the lanes. Reads 4 bytes per partial, writes 4 per channel.
+__global__ void __launch_bounds__(kThreads)
+    finalize_channels_kernel(const float* partials, int64_t chunks, int64_t channels, float* out) {
+    __shared__ float lanes[kThreads];
+    const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    float acc[1] = {0.0f};
+    if (c < channels) {
+        for (int64_t k = threadIdx.y; k < chunks; k += blockDim.y) acc[0] += partials[k * channels + c];
+    }
+    sum_over_lanes<1>(acc, lanes);
+    if (threadIdx.y == 0 && c < channels) out[c] = acc[0];
+}
+
+// ------------------------------------------------------------------------------------------
+// Launch plans. The reduction partition depends only on (n, channels, pack width), so a
+// gradient is bitwise reproducible for given inputs and pointer alignment.
+// ------------------------------------------------------------------------------------------
+
+namespace {
+
+// a ≥ 0, b > 0; no overflow for any a.
+int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b != 0); }
+
+// Blocks of the elementwise kernels: one pack per thread, capped (they grid-stride); at least
+// one block, which also handles a tail shorter than a pack.
+int64_t flat_blocks(int64_t n, int width) {
+    return std::clamp(ceil_div(n / width, kThreads), int64_t(1), kMaxGridBlocks);
+}
+
+// Blocks = partial sums of a scalar gradient: the whole grid covers kThreads·width elements per
+// step of its grid-stride loop.
+int64_t scalar_partials(int64_t n, int width) {
+    return std::min(kReduceMaxBlocks, ceil_div(n, int64_t(kThreads) * width));
+}
+
+// The 2-D partition of x as [rows, channels] (see ChannelShape). Column groups of `width`
+// channels are split into `tiles` near-equal tiles of tx ≤ kTileColumns groups; the rest of the
+// block's threads become ty row lanes, so a small channel count (3, 64) still fills the block
+// (and a block with one tile reads contiguous memory). Row chunks bring the grid to about
+// kReduceMaxBlocks blocks, with at least kMinRowsPerChunk rows (and one row per lane) each.
+struct ChannelPlan {
+    int64_t rows;
+    int64_t tiles;           // grid.x
+    int tx;                  // block.x: column groups per block
+    int ty;                  // block.y: row lanes
+    int64_t rows_per_chunk;
+    int64_t chunks;          // grid.y: partial sums per channel
+};
+
+ChannelPlan channel_plan(int64_t n, int64_t channels, int width) {
+    ChannelPlan p;
+    p.rows = n / channels;
+    const int64_t groups = channels / width;
+    p.tiles = ceil_div(groups, kTileColumns);
+    p.tx = static_cast<int>(ceil_div(groups, p.tiles));
+    p.ty = kThreads / p.tx;
+    const int64_t wanted = std::max(int64_t(1), kReduceMaxBlocks / p.tiles);
+    const int64_t min_rows = std::max(int64_t(p.ty), kMinRowsPerChunk);
+    const int64_t chunks = std::min(wanted, ceil_div(p.rows, min_rows));
+    p.rows_per_chunk = ceil_div(p.rows, chunks);
+    p.chunks = ceil_div(p.rows, p.rows_per_chunk);  // no empty chunk
+    return p;
+}
+
+bool valid_sizes(int64_t n, int64_t channels) {
+    return n >= 0 && channels >= 1 && channels <= kMaxChannels && n % channels == 0;
+}
+
+// Bytes of partials for the partition a launcher uses. The query knows neither the dtype nor
+// the pointers, so it takes the largest over the pack widths a launch can choose.
+int64_t partial_bytes(int64_t n, int64_t channels) {
+    if (n == 0) return 0;
+    if (channels == 1) return scalar_partials(n, 1) * int64_t(sizeof(float));  // width 1 has the most blocks
+    int64_t most = 0;
+    for (int width : {1, kVecWidth<float>, kVecWidth<__half>}) {
+        if (channels % width == 0) most = std::max(most, channel_plan(n, channels, width).chunks);
+    }
+    return most * channels * int64_t(sizeof(float));
+}
+
+// ------------------------------------------------------------------------------------------
+// Validation and dispatch
+// ------------------------------------------------------------------------------------------
+
+enum class Pass { kForward, kBackward };
+
+// One launcher call as given through the C ABI.
+struct Problem {
+    kiln_dtype dtype;
+    const void* x;            // [n]
+    const void* dy;           // [n], backward only
+    void* out;                // y or dx, [n]
+    int64_t n;
+    const float* param;       // [channels], Grad::kPerChannel ops only
+    int64_t channels;         // 1 unless the op has a per-channel parameter
+    float* dparam;            // [channels]; NULL skips the parameter gradient
+    void* workspace;          // partial sums, used only with dparam
+    int64_t workspace_bytes;
+    bool scalars_ok;          // the op's host scalars are in their domain
+    void* stream;
+};
+
+Problem forward(kiln_dtype dtype, const void* x, void* y, int64_t n, void* stream) {
+    Problem p{};
+    p.dtype = dtype;
+    p.x = x;
+    p.out = y;
+    p.n = n;
+    p.channels = 1;
+    p.scalars_ok = true;
+    p.stream = stream;
+    return p;
+}
+
+Problem backward(kiln_dtype dtype, const void* x, const void* dy, void* dx, int64_t n, void* stream) {
+    Problem p = forward(dtype, x, dx, n, stream);
+    p.dy = dy;
+    return p;
+}
+
+// Checks in the order of the ABI: dtype, size, empty, pointers, channels, scalars, alignment,
+// workspace. Sets *empty (and returns success) when n == 0: nothing may be launched or read.
+kiln_status validate(const Problem& p, Pass pass, bool needs_param, bool* empty) {
+    *empty = false;
+    if (!valid_dtype(p.dtype)) return KILN_ERROR_INVALID_DTYPE;
+    if (p.n < 0) return KILN_ERROR_INVALID_SIZE;
+    if (p.n == 0) {
+        *empty = true;
+        return KILN_SUCCESS;
+    }
+    if (p.x == nullptr || p.out == nullptr || (pass == Pass::kBackward && p.dy == nullptr) ||
+        (needs_param && p.param == nullptr) || (p.dparam != nullptr && p.workspace == nullptr)) {
+        return KILN_ERROR_NULL_POINTER;
+    }
+    if (!valid_sizes(p.n, p.channels)) return KILN_ERROR_INVALID_SIZE;
+    if (!p.scalars_ok) return KILN_ERROR_INVALID_VALUE;
+    const int64_t elem = storage_bytes(p.dtype);
+    const int64_t f32 = sizeof(float);
+    if (!is_aligned(p.x, elem) || !is_aligned(p.dy, elem) || !is_aligned(p.out, elem) || !is_aligned(p.param, f32) ||
+        !is_aligned(p.dparam, f32) || (p.dparam != nullptr && !is_aligned(p.workspace, f32))) {
+        return KILN_ERROR_MISALIGNED;
+    }
+    if (p.dparam != nullptr && p.workspace_bytes < partial_bytes(p.n, p.channels)) {
+        return KILN_ERROR_WORKSPACE_TOO_SMALL;
+    }
+    return KILN_SUCCESS;
+}
+
+// channels == 1: the flat kernels; a scalar gradient reduces over the kernel's fixed grid.
+template <typename T, int kW, typename Op>
+kiln_status launch_flat(const Problem& p, const Op& op, Pass pass) {
+    const auto stream = static_cast<cudaStream_t>(p.stream);
+    const T* x = static_cast<const T*>(p.x);
+    T* out = static_cast<T*>(p.out);
+    if (pass == Pass::kForward) {
+        flat_fwd_kernel<T, Op, kW><<<flat_blocks(p.n, kW), kThreads, 0, stream>>>(x, out, p.n, op, p.param);
+        return launch_status();
+    }
+    const T* dy = static_cast<const T*>(p.dy);
+    if constexpr (Op::kGrad != Grad::kNone) {
+        if (p.dparam != nullptr) {
+            const int64_t blocks = scalar_partials(p.n, kW);
+            // A single partial is the total: write it in place and skip the second pass.
+            float* partials = blocks == 1 ? p.dparam : static_cast<float*>(p.workspace);
+            flat_bwd_kernel<T, Op, kW, true><<<blocks, kThreads, 0, stream>>>(x, dy, out, p.n, op, p.param, partials);
+            const kiln_status status = launch_status();
+            if (status != KILN_SUCCESS || blocks == 1) return status;
+            finalize_scalar_kernel<<<1, kThreads, 0, stream>>>(partials, blocks, p.dparam);
+            return launch_status();
+        }
+    }
+    flat_bwd_kernel<T, Op, kW, false><<<flat_blocks(p.n, kW), kThreads, 0, stream>>>(x, dy, out, p.n, op, p.param,
+                                                                                      nullptr);
+    return launch_status();
+}
+
+// channels > 1: the 2-D kernels over [rows, channels]; the gradient reduces over row chunks.
+template <typename T, int kW, typename Op>
+kiln_status launch_channels(const Problem& p, const Op& op, Pass pass) {
+    const auto stream = static_cast<cudaStream_t>(p.stream);
+    const T* x = static_cast<const T*>(p.x);
+    T* out = static_cast<T*>(p.out);
+    const ChannelPlan plan = channel_plan(p.n, p.channels, kW);
+    const ChannelShape shape{plan.rows, p.channels, plan.rows_per_chunk};
+    const dim3 grid(static_cast<unsigned>(plan.tiles), static_cast<unsigned>(plan.chunks));
+    const dim3 block(static_cast<unsigned>(plan.tx), static_cast<unsigned>(plan.ty));
+    if (pass == Pass::kForward) {
+        channel_fwd_kernel<T, Op, kW><<<grid, block, 0, stream>>>(x, out, p.param, shape, op);
+        return launch_status();
+    }
+    const T* dy = static_cast<const T*>(p.dy);
+    if (p.dparam == nullptr) {
+        channel_bwd_kernel<T, Op, kW, false><<<grid, block, 0, stream>>>(x, dy, out, p.param, nullptr, shape, op);
+        return launch_status();
+    }
+    float* partials = plan.chunks == 1 ? p.dparam : static_cast<float*>(p.workspace);
+    channel_bwd_kernel<T, Op, kW, true><<<grid, block, 0, stream>>>(x, dy, out, p.param, partials, shape, op);
+    const kiln_status status = launch_status();
+    if (status != KILN_SUCCESS || plan.chunks == 1) return status;
+    const int64_t columns = std::min(p.channels, int64_t(kTileColumns));
+    const dim3 finalize_grid(static_cast<unsigned>(ceil_div(p.channels, columns)));
+    const dim3 finalize_block(static_cast<unsigned>(columns), static_cast<unsigned>(kThreads / columns));
+    finalize_channels_kernel<<<finalize_grid, finalize_block, 0, stream>>>(partials, plan.chunks, p.channels, p.dparam);
+    return launch_status();
+}
+
+// The vector path needs every tensor pointer 16-byte aligned (and, per channel, whole packs
+// per row); otherwise the scalar path, correct for any element-aligned pointer.
+template <typename T, typename Op>
+kiln_status launch(const Problem& p, const Op& op, Pass pass) {
+    constexpr int kV = kVecWidth<T>;
+    const bool vec = is_aligned(p.x, kVecBytes) && is_aligned(p.dy, kVecBytes) && is_aligned(p.out, kVecBytes);
+    if constexpr (Op::kGrad == Grad::kPerChannel) {
+        if (p.channels > 1) {
+            return vec && p.channels % kV == 0 ? launch_channels<T, kV>(p, op, pass) : launch_channels<T, 1>(p, op, pass);
+        }
+    }
+    return vec ? launch_flat<T, kV>(p, op, pass) : launch_flat<T, 1>(p, op, pass);
+}
+
+// n == 0: no element is read, but a requested parameter gradient is an empty sum: zero it, so
+// a caller's buffer never keeps stale values.
+kiln_status zero_empty_gradient(const Problem& p) {
+    if (p.dparam == nullptr) return KILN_SUCCESS;
+    if (!valid_sizes(0, p.channels)) return KILN_ERROR_INVALID_SIZE;
+    if (!is_aligned(p.dparam, sizeof(float))) return KILN_ERROR_MISALIGNED;
+    const cudaError_t err =
+        cudaMemsetAsync(p.dparam, 0, size_t(p.channels) * sizeof(float), static_cast<cudaStream_t>(p.stream));
+    if (err == cudaSuccess) return KILN_SUCCESS;
+    t_last_cuda_error = err;
+    return KILN_ERROR_CUDA;
+}
+
+template <typename Op>
+kiln_status run(const Problem& p, const Op& op, Pass pass) {
+    bool empty = false;
+    const kiln_status status = validate(p, pass, Op::kGrad == Grad::kPerChannel, &empty);
+    if (status != KILN_SUCCESS) return status;
+    if (empty) return zero_empty_gradient(p);
+    return with_storage_type(p.dtype, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        return launch<T>(p, op, pass);
+    });
+}
+
+// Ops with host scalars, built in f64 where a derived constant needs it.
+template <typename Op>
+Op expanded(float alpha) {
+    return Op{alpha, static_cast<float>(1.0 + 2.0 * double(alpha))};
+}
+
+GSmelu gsmelu(float alpha, float beta, float g_neg, float g_pos, float t) {
+    const double a = alpha, b = beta, gn = g_neg, gp = g_pos;
+    const double width = a + b;
+    const double quad = (gp - gn) / (2.0 * width);
+    const double right = t + width * gn / 2.0 + (a - b) * gp / 2.0;
+    return GSmelu{alpha, beta, g_neg, g_pos, t, static_cast<float>(quad), static_cast<float>(right)};
+}
+
+bool gsmelu_ok(float alpha, float beta, float g_neg, float g_pos, float t) {
+    return std::isfinite(alpha) && std::isfinite(beta) && std::isfinite(g_neg) && std::isfinite(g_pos) &&
+           std::isfinite(t) && double(alpha) + double(beta) > 0.0;
+}
+
+bool positive_finite(float v) { return std::isfinite(v) && v > 0.0f; }
+
+// A Problem for a backward with a parameter gradient.
+Problem backward_grad(kiln_dtype dtype, const void* x, const void* dy, void* dx, int64_t n, float* dparam,
+                      void* workspace, int64_t workspace_bytes, void* stream) {
+    Problem p = backward(dtype, x, dy, dx, n, stream);
+    p.dparam = dparam;
+    p.workspace = workspace;
+    p.workspace_bytes = workspace_bytes;
+    return p;
+}
+
+}  // namespace
+}  // namespace kiln::activation
+
+// ------------------------------------------------------------------------------------------
+// C ABI (kernels/include/kiln.h)
+// ------------------------------------------------------------------------------------------
+
+using kiln::activation::Pass;
+using kiln::activation::Problem;
+namespace act = kiln::activation;
+
+extern "C" {
+
+int64_t kiln_activation_workspace_bytes(int64_t n, int64_t channels) {
+    return act::valid_sizes(n, channels) ? act::partial_bytes(n, channels) : -1;
+}
+
+// Parameter-free activations.
+#define KILN_PLAIN_ACTIVATION(name, Op)                                                                           \
+    kiln_status kiln_activation_##name##_fwd(kiln_dtype dtype, const void* x, void* y, int64_t n, void* stream) { \
+        return act::run(act::forward(dtype, x, y, n, stream), act::Op{}, Pass::kForward);                        \
+    }                                                                                                             \
+    kiln_status kiln_activation_##name##_bwd(kiln_dtype dtype, const void* x, const void* dy, void* dx, int64_t n, \
+                                             void* stream) {                                                      \
+        return act::run(act::backward(dtype, x, dy, dx, n, stream), act::Op{}, Pass::kBackward);                 \
+    }
+
+KILN_PLAIN_ACTIVATION(relu, Relu)
+KILN_PLAIN_ACTIVATION(gelu, Gelu)
+KILN_PLAIN_ACTIVATION(gelu_tanh, GeluTanh)
+KILN_PLAIN_ACTIVATION(quick_gelu, QuickGelu)
+KILN_PLAIN_ACTIVATION(silu, Silu)
+KILN_PLAIN_ACTIVATION(sigmoid, Sigmoid)
+KILN_PLAIN_ACTIVATION(squared_relu, SquaredRelu)
+KILN_PLAIN_ACTIVATION(atlu, Atlu)
+#undef KILN_PLAIN_ACTIVATION
+
+// Expanded gating with a trainable scalar α.
+#define KILN_EXPANDED_ACTIVATION(name, Op)                                                                        \
+    kiln_status kiln_activation_##name##_fwd(kiln_dtype dtype, const void* x, void* y, int64_t n, float alpha,    \
+                                             void* stream) {                                                      \
+        Problem p = act::forward(dtype, x, y, n, stream);                                                        \
+        p.scalars_ok = std::isfinite(alpha);                                                                      \
+        return act::run(p, act::expanded<act::Op>(alpha), Pass::kForward);                                      \
+    }                                                                                                             \
+    kiln_status kiln_activation_##name##_bwd(kiln_dtype dtype, const void* x, const void* dy, void* dx, int64_t n, \
+                                             float alpha, float* dalpha, void* workspace, int64_t workspace_bytes, \
+                                             void* stream) {                                                      \
+        Problem p = act::backward_grad(dtype, x, dy, dx, n, dalpha, workspace, workspace_bytes, stream);         \
+        p.scalars_ok = std::isfinite(alpha);                                                                      \
+        return act::run(p, act::expanded<act::Op>(alpha), Pass::kBackward);                                     \
+    }
+
+KILN_EXPANDED_ACTIVATION(xatlu, XAtlu)
+KILN_EXPANDED_ACTIVATION(xgelu, XGelu)
+KILN_EXPANDED_ACTIVATION(xsilu, XSilu)
+#undef KILN_EXPANDED_ACTIVATION
+
+kiln_status kiln_activation_smelu_fwd(kiln_dtype dtype, const void* x, void* y, int64_t n, float beta, void* stream) {
+    Problem p = act::forward(dtype, x, y, n, stream);
+    p.scalars_ok = act::positive_finite(beta);
+    return act::run(p, act::Smelu{beta}, Pass::kForward);
+}
+
+kiln_status kiln_activation_smelu_bwd(kiln_dtype dtype, const void* x, const void* dy, void* dx, int64_t n, float beta,
+                                      void* stream) {
+    Problem p = act::backward(dtype, x, dy, dx, n, stream);
+    p.scalars_ok = act::positive_finite(beta);
+    return act::run(p, act::Smelu{beta}, Pass::kBackward);
+}
+
+kiln_status kiln_activation_gsmelu_fwd(kiln_dtype dtype, const void* x, void* y, int64_t n, float alpha, float beta,
+                                       float g_neg, float g_pos, float t, void* stream) {
+    Problem p = act::forward(dtype, x, y, n, stream);
+    p.scalars_ok = act::gsmelu_ok(alpha, beta, g_neg, g_pos, t);
+    return act::run(p, act::gsmelu(alpha, beta, g_neg, g_pos, t), Pass::kForward);
+}
+
+kiln_status kiln_activation_gsmelu_bwd(kiln_dtype dtype, const void* x, const void* dy, void* dx, int64_t n,
+                                       float alpha, float beta, float g_neg, float g_pos, float t, void* stream) {
+    Problem p = act::backward(dtype, x, dy, dx, n, stream);
+    p.scalars_ok = act::gsmelu_ok(alpha, beta, g_neg, g_pos, t);
+    return act::run(p, act::gsmelu(alpha, beta, g_neg, g_pos, t), Pass::kBackward);
+}
+
+kiln_status kiln_activation_prelu_fwd(kiln_dtype dtype, const void* x, void* y, int64_t n, const float* slope,
+                                      int64_t channels, void* stream) {
+    Problem p = act::forward(dtype, x, y, n, stream);
+    p.param = slope;
+    p.channels = channels;
+    return act::run(p, act::Prelu{}, Pass::kForward);
+}
+
+kiln_status kiln_activation_prelu_bwd(kiln_dtype dtype, const void* x, const void* dy, void* dx, int64_t n,
+                                      const float* slope, int64_t channels, float* dslope, void* workspace,
+                                      int64_t workspace_bytes, void* stream) {
+    Problem p = act::backward_grad(dtype, x, dy, dx, n, dslope, workspace, workspace_bytes, stream);
+    p.param = slope;
+    p.channels = channels;
+    return act::run(p, act::Prelu{}, Pass::kBackward);
+}
+
+kiln_status kiln_activation_jumprelu_fwd(kiln_dtype dtype, const void* x, void* y, int64_t n, const float* theta,
+                                         int64_t channels, void* stream) {
+    Problem p = act::forward(dtype, x, y, n, stream);
+    p.param = theta;
+    p.channels = channels;
+    return act::run(p, act::JumpRelu{}, Pass::kForward);
+}
+
+kiln_status kiln_activation_jumprelu_bwd(kiln_dtype dtype, const void* x, const void* dy, void* dx, int64_t n,
+                                         const float* theta, int64_t channels, float eps, float* dtheta,
+                                         void* workspace, int64_t workspace_bytes, void* stream) {
+    Problem p = act::backward_grad(dtype, x, dy, dx, n, dtheta, workspace, workspace_bytes, stream);
+    p.param = theta;
+    p.channels = channels;
+    p.scalars_ok = act::positive_finite(eps);
+    return act::run(p, act::JumpRelu{0.0f, 0.5f * eps, static_cast<float>(1.0 / double(eps))}, Pass::kBackward);
+}
+
+}  // extern "C"

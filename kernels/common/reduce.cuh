@@ -1,0 +1,63 @@
+// Deterministic f32 sums across the threads of a block: every pairing is fixed by thread
+// indices alone, so the same inputs give bitwise the same total on every run (no atomics).
+#pragma once
+
+#include <cuda_runtime.h>
+
+namespace kiln {
+
+constexpr int kWarpSize = 32;
+constexpr unsigned kFullWarp = 0xffffffffu;
+
+// Butterfly sum over the 32 lanes; every lane ends with the total. All lanes must call it.
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) v += __shfl_xor_sync(kFullWarp, v, offset);
+    return v;
+}
+
+// Sum over a 1-D block of kBlockThreads threads; the total is valid in thread 0. Every thread
+// must call it, once per kernel (its shared slots are not re-synchronised for a second call).
+template <int kBlockThreads>
+__device__ __forceinline__ float block_sum(float v) {
+    static_assert(kBlockThreads % kWarpSize == 0 && kBlockThreads <= kWarpSize * kWarpSize,
+                  "block_sum needs whole warps and one warp to combine their totals");
+    constexpr int kWarps = kBlockThreads / kWarpSize;
+    __shared__ float warp_totals[kWarps];
+    const int lane = threadIdx.x % kWarpSize;
+    const int warp = threadIdx.x / kWarpSize;
+    v = warp_sum(v);
+    if (lane == 0) warp_totals[warp] = v;
+    __syncthreads();
+    float total = 0.0f;
+    if (warp == 0) total = warp_sum(lane < kWarps ? warp_totals[lane] : 0.0f);
+    return total;
+}
+
+// For a 2-D block, sums acc[0..kW) over the blockDim.y lanes that share a threadIdx.x; the
+// totals land in lane threadIdx.y == 0. Lane l adds lane l+s when l % 2s == 0 (s = 1, 2, 4, ...),
+// which works for any lane count. smem holds blockDim.x * blockDim.y * kW floats. Every thread
+// of the block must call it.
+template <int kW>
+__device__ __forceinline__ void sum_over_lanes(float (&acc)[kW], float* smem) {
+    const int lanes = blockDim.y;
+    const int lane = threadIdx.y;
+    const int lane_stride = blockDim.x * kW;
+    float* mine = smem + lane * lane_stride + threadIdx.x * kW;
+#pragma unroll
+    for (int j = 0; j < kW; ++j) mine[j] = acc[j];
+    for (int s = 1; s < lanes; s <<= 1) {
+        // Writers (l % 2s == 0) and readers' targets (l % 2s == s) are disjoint within a step.
+        __syncthreads();
+        if ((lane & (2 * s - 1)) == 0 && lane + s < lanes) {
+            const float* other = mine + s * lane_stride;
+#pragma unroll
+            for (int j = 0; j < kW; ++j) {
+                acc[j] += other[j];
+                mine[j] = acc[j];
+            }
+        }
+    }
+}
+
+}  // namespace kiln

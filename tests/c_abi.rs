@@ -1,0 +1,198 @@
+//! The C ABI's argument validation (kernels/include/kiln.h): every launcher checks its
+//! arguments before touching memory or launching, so these run without a GPU; fake
+//! pointers are never dereferenced because validation rejects the call first.
+#![cfg(feature = "cuda")]
+
+use std::ffi::{CStr, c_void};
+use std::ptr::{null, null_mut};
+
+use kiln::ffi::{self, kiln_dtype, kiln_status};
+
+const F32: kiln_dtype = kiln_dtype::KILN_DTYPE_F32;
+const BF16: kiln_dtype = kiln_dtype::KILN_DTYPE_BF16;
+/// A well-aligned address that is never dereferenced (validation fails first).
+const FAKE: usize = 0x1000_0000;
+
+fn p(addr: usize) -> *const c_void {
+    addr as *const c_void
+}
+fn pm(addr: usize) -> *mut c_void {
+    addr as *mut c_void
+}
+
+#[test]
+fn status_strings_and_version() {
+    for code in 0..=7u32 {
+        // SAFETY: returns a static string for any code.
+        let s = unsafe { CStr::from_ptr(ffi::kiln_status_string(kiln_status(code))) };
+        assert!(!s.to_bytes().is_empty());
+    }
+    // SAFETY: pure functions.
+    unsafe {
+        assert_eq!(ffi::kiln_version() as u32, ffi::KILN_ABI_VERSION);
+        assert_eq!(CStr::from_ptr(ffi::kiln_status_string(kiln_status(99))).to_str().unwrap(), "unknown kiln_status");
+    }
+}
+
+#[test]
+fn invalid_arguments_get_distinct_codes() {
+    // SAFETY: every call fails validation before any pointer is used.
+    unsafe {
+        assert_eq!(
+            ffi::kiln_activation_relu_fwd(kiln_dtype(9), p(FAKE), pm(FAKE), 16, null_mut()),
+            kiln_status::KILN_ERROR_INVALID_DTYPE
+        );
+        assert_eq!(
+            ffi::kiln_activation_relu_fwd(F32, p(FAKE), pm(FAKE), -1, null_mut()),
+            kiln_status::KILN_ERROR_INVALID_SIZE
+        );
+        assert_eq!(
+            ffi::kiln_activation_relu_fwd(F32, null(), pm(FAKE), 16, null_mut()),
+            kiln_status::KILN_ERROR_NULL_POINTER
+        );
+        assert_eq!(
+            ffi::kiln_activation_gelu_bwd(F32, p(FAKE), null(), pm(FAKE), 16, null_mut()),
+            kiln_status::KILN_ERROR_NULL_POINTER
+        );
+        assert_eq!(
+            ffi::kiln_activation_relu_fwd(F32, p(FAKE + 2), pm(FAKE), 16, null_mut()),
+            kiln_status::KILN_ERROR_MISALIGNED
+        );
+        assert_eq!(
+            ffi::kiln_activation_relu_fwd(BF16, p(FAKE + 1), pm(FAKE), 16, null_mut()),
+            kiln_status::KILN_ERROR_MISALIGNED
+        );
+        assert_eq!(
+            ffi::kiln_activation_smelu_fwd(F32, p(FAKE), pm(FAKE), 16, 0.0, null_mut()),
+            kiln_status::KILN_ERROR_INVALID_VALUE
+        );
+        assert_eq!(
+            ffi::kiln_activation_xgelu_fwd(F32, p(FAKE), pm(FAKE), 16, f32::NAN, null_mut()),
+            kiln_status::KILN_ERROR_INVALID_VALUE
+        );
+        assert_eq!(
+            ffi::kiln_activation_gsmelu_fwd(F32, p(FAKE), pm(FAKE), 16, -1.0, 0.5, 0.0, 1.0, 0.0, null_mut()),
+            kiln_status::KILN_ERROR_INVALID_VALUE
+        );
+        let slope = FAKE as *const f32;
+        assert_eq!(
+            ffi::kiln_activation_prelu_fwd(F32, p(FAKE), pm(FAKE), 16, slope, 3, null_mut()),
+            kiln_status::KILN_ERROR_INVALID_SIZE
+        );
+        assert_eq!(
+            ffi::kiln_activation_prelu_fwd(F32, p(FAKE), pm(FAKE), 16, slope, 0, null_mut()),
+            kiln_status::KILN_ERROR_INVALID_SIZE
+        );
+        assert_eq!(
+            ffi::kiln_activation_prelu_fwd(F32, p(FAKE), pm(FAKE), 16, null(), 4, null_mut()),
+            kiln_status::KILN_ERROR_NULL_POINTER
+        );
+        let theta = FAKE as *const f32;
+        let dtheta = FAKE as *mut f32;
+        assert_eq!(
+            ffi::kiln_activation_jumprelu_bwd(
+                F32,
+                p(FAKE),
+                p(FAKE),
+                pm(FAKE),
+                16,
+                theta,
+                4,
+                -1.0,
+                dtheta,
+                pm(FAKE),
+                1 << 20,
+                null_mut()
+            ),
+            kiln_status::KILN_ERROR_INVALID_VALUE
+        );
+        // A requested gradient needs a workspace, and a large enough one.
+        let dalpha = FAKE as *mut f32;
+        assert_eq!(
+            ffi::kiln_activation_xsilu_bwd(
+                F32,
+                p(FAKE),
+                p(FAKE),
+                pm(FAKE),
+                1 << 20,
+                0.0,
+                dalpha,
+                null_mut(),
+                0,
+                null_mut()
+            ),
+            kiln_status::KILN_ERROR_NULL_POINTER
+        );
+        let need = ffi::kiln_activation_workspace_bytes(1 << 20, 1);
+        assert!(need > 0);
+        assert_eq!(
+            ffi::kiln_activation_xsilu_bwd(
+                F32,
+                p(FAKE),
+                p(FAKE),
+                pm(FAKE),
+                1 << 20,
+                0.0,
+                dalpha,
+                pm(FAKE),
+                need - 4,
+                null_mut()
+            ),
+            kiln_status::KILN_ERROR_WORKSPACE_TOO_SMALL
+        );
+    }
+}
+
+#[test]
+fn workspace_query() {
+    // SAFETY: a pure size computation.
+    unsafe {
+        assert_eq!(ffi::kiln_activation_workspace_bytes(-1, 1), -1);
+        assert_eq!(ffi::kiln_activation_workspace_bytes(10, 0), -1);
+        assert_eq!(ffi::kiln_activation_workspace_bytes(10, 3), -1);
+        assert_eq!(ffi::kiln_activation_workspace_bytes(0, 4), 0);
+        // At most 1024 partials for a scalar, whatever n.
+        assert!(ffi::kiln_activation_workspace_bytes(1 << 34, 1) <= 1024 * 4);
+        // Per channel: at least one partial per channel, and enough for 4096 rows of 64.
+        let per_channel = ffi::kiln_activation_workspace_bytes(4096 * 64, 64);
+        assert!(per_channel >= 64 * 4 && per_channel % (64 * 4) == 0, "{per_channel}");
+    }
+}
+
+#[test]
+fn empty_is_success_without_touching_pointers() {
+    // SAFETY: n == 0 touches no tensor pointer.
+    unsafe {
+        assert_eq!(ffi::kiln_activation_gelu_fwd(BF16, null(), null_mut(), 0, null_mut()), kiln_status::KILN_SUCCESS);
+        assert_eq!(
+            ffi::kiln_activation_prelu_bwd(
+                F32,
+                null(),
+                null(),
+                null_mut(),
+                0,
+                null(),
+                1,
+                null_mut(),
+                null_mut(),
+                0,
+                null_mut()
+            ),
+            kiln_status::KILN_SUCCESS
+        );
+    }
+}
+
+#[test]
+fn a_launch_without_a_driver_is_a_cuda_error_not_a_crash() {
+    if kiln::cuda_device_count().is_ok() {
+        eprintln!("skipped: a GPU is present (this test needs its absence)");
+        return;
+    }
+    // SAFETY: with no driver the runtime refuses the launch; the fake pointers are never used.
+    unsafe {
+        let s = ffi::kiln_activation_relu_fwd(F32, p(FAKE), pm(FAKE), 16, null_mut());
+        assert_eq!(s, kiln_status::KILN_ERROR_CUDA);
+        assert_ne!(ffi::kiln_last_cuda_error(), 0);
+    }
+}
