@@ -279,3 +279,57 @@ fn empty_tensors_are_fine() {
         assert_eq!(g.dparam.unwrap().to_f32_vec().unwrap(), vec![0.0]);
     }
 }
+
+/// 64-bit indexing: more than 2^31 elements, flat (with a scalar tail) and per channel.
+/// Values are exact in bf16 and the ops exact on them, so every element must match.
+#[test]
+fn gpu_indexes_past_2_pow_31() {
+    use half::bf16;
+    let Ok(device) = Device::cuda(0) else {
+        eprintln!("skipped: no CUDA device");
+        return;
+    };
+    if !kiln::build_info::CUDA_COMPILED {
+        eprintln!("skipped: built without the cuda feature");
+        return;
+    }
+    let Device::Cuda(cuda) = &device else { unreachable!("Device::cuda returns a CUDA device") };
+    let (free, _) = cuda.context().mem_get_info().unwrap();
+    let channels = 4096;
+    let n: usize = (1 << 31) + channels;
+    if free < 2 * n * 2 + (1 << 30) {
+        eprintln!("skipped: {free} bytes free, not enough for two {n}-element bf16 tensors");
+        return;
+    }
+    // k/8 with |k| ≤ 125 needs 7 significant bits: exact in bf16, and so are relu(x) and x/4.
+    let value = |i: usize| ((i % 251) as f32 - 125.0) / 8.0;
+    let slope_of = |c: usize| if c % 2 == 0 { 0.25f32 } else { 0.5 };
+    let upload = |len: usize| {
+        let host: Vec<bf16> = (0..len).map(|i| bf16::from_f32(value(i))).collect();
+        Tensor::from_vec(host, &[len / channels.min(len), channels.min(len)]).unwrap().to_device(&device).unwrap()
+    };
+    let download = |t: &Tensor| cuda.stream().clone_dtoh(t.as_cuda_slice::<bf16>().unwrap()).unwrap();
+
+    // Flat: n + 3 is not a multiple of the vector width, so the tail runs past 2^31 too.
+    let flat_n = n + 3;
+    let host: Vec<bf16> = (0..flat_n).map(|i| bf16::from_f32(value(i))).collect();
+    let x = Tensor::from_vec(host, &[flat_n]).unwrap().to_device(&device).unwrap();
+    let y = download(&activation::forward(&Activation::Relu, &x).unwrap());
+    drop(x);
+    let bad = (0..flat_n).filter(|&i| y[i].to_f32() != value(i).max(0.0)).count();
+    assert_eq!(bad, 0, "relu: {bad} wrong elements past 2^31");
+    drop(y);
+
+    // Per channel: rows past 2^31 / channels.
+    let x = upload(n);
+    let slope_host: Vec<f32> = (0..channels).map(slope_of).collect();
+    let slope = Tensor::from_vec(slope_host, &[channels]).unwrap().to_device(&device).unwrap();
+    let y = download(&activation::forward(&Activation::Prelu { slope: &slope }, &x).unwrap());
+    let bad = (0..n)
+        .filter(|&i| {
+            let v = value(i);
+            y[i].to_f32() != if v > 0.0 { v } else { slope_of(i % channels) * v }
+        })
+        .count();
+    assert_eq!(bad, 0, "prelu: {bad} wrong elements past 2^31");
+}
