@@ -21,6 +21,21 @@ fn assert_rows(rows: &[CheckRow]) {
     assert!(failed.is_empty(), "failed checks: {failed:#?}");
 }
 
+/// The GPU to test on, or `None` (after printing why the test skips).
+fn gpu() -> Option<Device> {
+    if !kiln::build_info::CUDA_COMPILED {
+        eprintln!("skipped: built without the cuda feature");
+        return None;
+    }
+    match Device::cuda(0) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("skipped: no CUDA device ({e})");
+            None
+        }
+    }
+}
+
 fn family() -> Vec<Box<dyn Op>> {
     select(&["activation/".to_string()])
 }
@@ -86,14 +101,7 @@ fn host_path_matches_reference_in_every_dtype() {
 
 #[test]
 fn gpu_matches_reference() {
-    let Ok(device) = Device::cuda(0) else {
-        eprintln!("skipped: no CUDA device");
-        return;
-    };
-    if !kiln::build_info::CUDA_COMPILED {
-        eprintln!("skipped: built without the cuda feature");
-        return;
-    }
+    let Some(device) = gpu() else { return };
     let mut rng = rng();
     for op in family() {
         let rows = check_shapes(op.as_ref(), &device, &DType::ALL, &op.check_shapes(), &mut rng).unwrap();
@@ -103,14 +111,7 @@ fn gpu_matches_reference() {
 
 #[test]
 fn gpu_inplace_and_deterministic() {
-    let Ok(device) = Device::cuda(0) else {
-        eprintln!("skipped: no CUDA device");
-        return;
-    };
-    if !kiln::build_info::CUDA_COMPILED {
-        eprintln!("skipped: built without the cuda feature");
-        return;
-    }
+    let Some(device) = gpu() else { return };
     let mut rng = rng();
     let n = (1 << 20) + 3;
     let xs: Vec<f32> = (0..n).map(|_| rand::Rng::random_range(&mut rng, -4.0..4.0)).collect();
@@ -285,14 +286,7 @@ fn empty_tensors_are_fine() {
 #[test]
 fn gpu_indexes_past_2_pow_31() {
     use half::bf16;
-    let Ok(device) = Device::cuda(0) else {
-        eprintln!("skipped: no CUDA device");
-        return;
-    };
-    if !kiln::build_info::CUDA_COMPILED {
-        eprintln!("skipped: built without the cuda feature");
-        return;
-    }
+    let Some(device) = gpu() else { return };
     let Device::Cuda(cuda) = &device else { unreachable!("Device::cuda returns a CUDA device") };
     let (free, _) = cuda.context().mem_get_info().unwrap();
     let channels = 4096;
