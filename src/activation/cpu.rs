@@ -228,7 +228,12 @@ pub fn dfdparam(kind: K, s: &Scalars, p: f64, x: f64) -> f64 {
         K::XGelu => x * erf(x * INV_SQRT_2),
         K::XSilu => x * (2.0 * sigmoid(x) - 1.0),
         K::Prelu => x.min(0.0),
-        K::JumpRelu => -(p / s.eps) * rectangle((x - p) / s.eps),
+        // K((x−θ)/ε) decided as −ε/2 ≤ x−θ < ε/2: exact in f64 for f32 inputs, where a
+        // rounded quotient could land on a window edge.
+        K::JumpRelu => {
+            let d = x - p;
+            if -s.eps / 2.0 <= d && d < s.eps / 2.0 { -(p / s.eps) } else { 0.0 }
+        }
         _ => 0.0,
     }
 }

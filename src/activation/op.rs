@@ -316,8 +316,8 @@ fn failed_row(op: &ActivationOp, what: &str) -> CheckRow {
     }
 }
 
-/// dθ against its stated definition, written as an interval count:
-/// dθ_c = −(θ_c/ε)·Σ{dy : θ_c − ε/2 ≤ x < θ_c + ε/2}, and a hand-computed case.
+/// dθ against its stated definition, Σ dy·(−θ/ε)·K((x−θ)/ε) with the rectangle K (the
+/// reference decides the window as −ε/2 ≤ x−θ < ε/2), and a hand-computed case.
 fn jumprelu_dtheta_checks(
     op: &ActivationOp,
     s: &Scalars,
@@ -330,9 +330,7 @@ fn jumprelu_dtheta_checks(
     let mut want = vec![0.0; channels];
     for (i, (&xi, &g)) in x.iter().zip(dy).enumerate() {
         let (theta, c) = (p[i % channels], i % channels);
-        if theta - s.eps / 2.0 <= xi && xi < theta + s.eps / 2.0 {
-            want[c] -= theta / s.eps * g;
-        }
+        want[c] += g * -(theta / s.eps) * cpu::rectangle((xi - theta) / s.eps);
     }
     let hand_s = Scalars { eps: 0.1, ..Scalars::default() };
     // θ = 0.5, window [0.45, 0.55): 0.46 and 0.54 count, 0.56 and 0.3 do not.
