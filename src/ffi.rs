@@ -29,11 +29,30 @@ impl kiln_dtype {
     pub const KILN_DTYPE_F32: kiln_dtype = kiln_dtype(0);
     pub const KILN_DTYPE_F16: kiln_dtype = kiln_dtype(1);
     pub const KILN_DTYPE_BF16: kiln_dtype = kiln_dtype(2);
+    #[doc = " Integer data: indices, sequence lengths, masks."]
+    pub const KILN_DTYPE_I32: kiln_dtype = kiln_dtype(3);
+    #[doc = " One byte per element: boolean masks (nonzero is true)."]
+    pub const KILN_DTYPE_U8: kiln_dtype = kiln_dtype(4);
 }
 #[repr(transparent)]
 #[doc = " Storage dtype of tensors."]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct kiln_dtype(pub ::std::os::raw::c_uint);
+impl kiln_data_status {
+    pub const KILN_DATA_OK: kiln_data_status = kiln_data_status(0);
+    #[doc = " More kept tokens than the caller's capacity."]
+    pub const KILN_DATA_CAPACITY_EXCEEDED: kiln_data_status = kiln_data_status(1);
+    #[doc = " A sequence length outside [0, seqlen]."]
+    pub const KILN_DATA_SEQLEN_OUT_OF_RANGE: kiln_data_status = kiln_data_status(2);
+    #[doc = " A token index outside [0, batch * seqlen)."]
+    pub const KILN_DATA_INDEX_OUT_OF_RANGE: kiln_data_status = kiln_data_status(3);
+    #[doc = " Two packed rows with the same token index."]
+    pub const KILN_DATA_DUPLICATE_INDEX: kiln_data_status = kiln_data_status(4);
+}
+#[repr(transparent)]
+#[doc = " Errors found in device data (indices, lengths, counts) by kernels that cannot report them\n through the return value without a host synchronisation. Such launchers take an\n `int32_t* status` device word, set it to KILN_DATA_OK before their first kernel, and a\n kernel that finds bad data stores its code there (the lowest code wins). Every later kernel\n of the same call checks the word first and writes nothing when it is not OK, so on a data\n error the outputs are untouched unless the launcher's documentation says otherwise."]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct kiln_data_status(pub ::std::os::raw::c_uint);
 unsafe extern "C" {
     #[doc = " A static, human-readable explanation of a status code."]
     pub fn kiln_status_string(status: kiln_status) -> *const ::std::os::raw::c_char;
@@ -372,6 +391,146 @@ unsafe extern "C" {
         channels: i64,
         eps: f32,
         dtheta: *mut f32,
+        workspace: *mut ::std::os::raw::c_void,
+        workspace_bytes: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    #[doc = " Bytes of workspace the padding launchers need for this batch and seqlen (-1 if invalid)."]
+    pub fn kiln_padding_workspace_bytes(batch: i64, seqlen: i64) -> i64;
+}
+unsafe extern "C" {
+    #[doc = " Removes padding without a host synchronisation. The kept tokens are given either by\n `mask` [batch, seqlen] (mask_dtype KILN_DTYPE_U8 for bool/u8 masks or KILN_DTYPE_I32;\n nonzero keeps; holes allowed) or by `seqlens` [batch] int32 (the first seqlens[b] tokens\n of each sequence); exactly one of the two is non-NULL.\n Writes cu_seqlens [batch + 1] (prefix sums of the per-sequence counts, cu_seqlens[0] = 0),\n counts [2] = {nnz, max_seqlen}, indices [capacity] (the flat indices of the kept tokens in\n mask order; the first nnz are written) and packed [capacity, dim] (packed[i] = the token\n indices[i] of hidden; the first nnz rows are written).\n Data errors through `status`: SEQLEN_OUT_OF_RANGE writes nothing else; CAPACITY_EXCEEDED\n (nnz > capacity) still writes cu_seqlens and counts, so the caller learns the nnz it needs,\n but not indices or packed."]
+    pub fn kiln_padding_unpad_fwd(
+        dtype: kiln_dtype,
+        hidden: *const ::std::os::raw::c_void,
+        mask_dtype: kiln_dtype,
+        mask: *const ::std::os::raw::c_void,
+        seqlens: *const i32,
+        batch: i64,
+        seqlen: i64,
+        dim: i64,
+        capacity: i64,
+        packed: *mut ::std::os::raw::c_void,
+        indices: *mut i32,
+        cu_seqlens: *mut i32,
+        counts: *mut i32,
+        status: *mut i32,
+        workspace: *mut ::std::os::raw::c_void,
+        workspace_bytes: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    #[doc = " Pads: hidden [batch, seqlen, dim] = 0 except hidden[indices[i]] = packed[i] for i < nnz.\n nnz is `*nnz` read on the device when `nnz` is non-NULL (it must be <= capacity), else\n capacity. indices must be in range and distinct: an INDEX_OUT_OF_RANGE or DUPLICATE_INDEX\n data error leaves hidden untouched. Also the backward of unpad (dpacked -> dhidden)."]
+    pub fn kiln_padding_pad_fwd(
+        dtype: kiln_dtype,
+        packed: *const ::std::os::raw::c_void,
+        indices: *const i32,
+        nnz: *const i32,
+        capacity: i64,
+        batch: i64,
+        seqlen: i64,
+        dim: i64,
+        hidden: *mut ::std::os::raw::c_void,
+        status: *mut i32,
+        workspace: *mut ::std::os::raw::c_void,
+        workspace_bytes: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    #[doc = " Gathers: packed[i] = hidden[indices[i]] for i < nnz (nnz as in kiln_padding_pad_fwd); rows\n of packed from nnz to capacity are not written. An INDEX_OUT_OF_RANGE data error leaves\n packed untouched. This is the backward of pad (dhidden -> dpacked) and the gather step of\n unpad for indices computed elsewhere."]
+    pub fn kiln_padding_gather_fwd(
+        dtype: kiln_dtype,
+        hidden: *const ::std::os::raw::c_void,
+        indices: *const i32,
+        nnz: *const i32,
+        capacity: i64,
+        batch: i64,
+        seqlen: i64,
+        dim: i64,
+        packed: *mut ::std::os::raw::c_void,
+        status: *mut i32,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    #[doc = " Bytes of workspace the norm backward launchers need (-1 if the sizes are invalid)."]
+    pub fn kiln_norm_workspace_bytes(rows: i64, dim: i64) -> i64;
+}
+unsafe extern "C" {
+    #[doc = " Forward. residual_out (optional) receives s rounded to the storage dtype; mean (LayerNorm\n only) and rstd (optional) receive the row statistics backward needs."]
+    pub fn kiln_norm_layernorm_fwd(
+        dtype: kiln_dtype,
+        x: *const ::std::os::raw::c_void,
+        residual: *const ::std::os::raw::c_void,
+        gamma: *const f32,
+        beta: *const f32,
+        rows: i64,
+        dim: i64,
+        eps: f32,
+        y: *mut ::std::os::raw::c_void,
+        residual_out: *mut ::std::os::raw::c_void,
+        mean: *mut f32,
+        rstd: *mut f32,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    pub fn kiln_norm_rmsnorm_fwd(
+        dtype: kiln_dtype,
+        x: *const ::std::os::raw::c_void,
+        residual: *const ::std::os::raw::c_void,
+        gamma: *const f32,
+        beta: *const f32,
+        rows: i64,
+        dim: i64,
+        eps: f32,
+        y: *mut ::std::os::raw::c_void,
+        residual_out: *mut ::std::os::raw::c_void,
+        rstd: *mut f32,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    #[doc = " Backward. s is recomputed as x + residual (pass residual = NULL when x already is the sum,\n e.g. the forward's residual_out); mean and rstd are the forward's. dresidual_out (optional)\n is the gradient flowing into residual_out and is added to ds. Writes dx = ds, dresidual = ds\n (optional), and the deterministic column sums dgamma = sum(dy * xhat), dbeta = sum(dy)\n (each optional; the workspace is needed when either is requested)."]
+    pub fn kiln_norm_layernorm_bwd(
+        dtype: kiln_dtype,
+        dy: *const ::std::os::raw::c_void,
+        x: *const ::std::os::raw::c_void,
+        residual: *const ::std::os::raw::c_void,
+        mean: *const f32,
+        rstd: *const f32,
+        gamma: *const f32,
+        dresidual_out: *const ::std::os::raw::c_void,
+        rows: i64,
+        dim: i64,
+        dx: *mut ::std::os::raw::c_void,
+        dresidual: *mut ::std::os::raw::c_void,
+        dgamma: *mut f32,
+        dbeta: *mut f32,
+        workspace: *mut ::std::os::raw::c_void,
+        workspace_bytes: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    pub fn kiln_norm_rmsnorm_bwd(
+        dtype: kiln_dtype,
+        dy: *const ::std::os::raw::c_void,
+        x: *const ::std::os::raw::c_void,
+        residual: *const ::std::os::raw::c_void,
+        rstd: *const f32,
+        gamma: *const f32,
+        dresidual_out: *const ::std::os::raw::c_void,
+        rows: i64,
+        dim: i64,
+        dx: *mut ::std::os::raw::c_void,
+        dresidual: *mut ::std::os::raw::c_void,
+        dgamma: *mut f32,
+        dbeta: *mut f32,
         workspace: *mut ::std::os::raw::c_void,
         workspace_bytes: i64,
         stream: *mut ::std::os::raw::c_void,

@@ -54,8 +54,32 @@ typedef enum kiln_status {
 typedef enum kiln_dtype {
     KILN_DTYPE_F32 = 0,
     KILN_DTYPE_F16 = 1,
-    KILN_DTYPE_BF16 = 2
+    KILN_DTYPE_BF16 = 2,
+    /** Integer data: indices, sequence lengths, masks. */
+    KILN_DTYPE_I32 = 3,
+    /** One byte per element: boolean masks (nonzero is true). */
+    KILN_DTYPE_U8 = 4
 } kiln_dtype;
+
+/**
+ * Errors found in device data (indices, lengths, counts) by kernels that cannot report them
+ * through the return value without a host synchronisation. Such launchers take an
+ * `int32_t* status` device word, set it to KILN_DATA_OK before their first kernel, and a
+ * kernel that finds bad data stores its code there (the lowest code wins). Every later kernel
+ * of the same call checks the word first and writes nothing when it is not OK, so on a data
+ * error the outputs are untouched unless the launcher's documentation says otherwise.
+ */
+typedef enum kiln_data_status {
+    KILN_DATA_OK = 0,
+    /** More kept tokens than the caller's capacity. */
+    KILN_DATA_CAPACITY_EXCEEDED = 1,
+    /** A sequence length outside [0, seqlen]. */
+    KILN_DATA_SEQLEN_OUT_OF_RANGE = 2,
+    /** A token index outside [0, batch * seqlen). */
+    KILN_DATA_INDEX_OUT_OF_RANGE = 3,
+    /** Two packed rows with the same token index. */
+    KILN_DATA_DUPLICATE_INDEX = 4
+} kiln_data_status;
 
 /** A static, human-readable explanation of a status code. */
 const char* kiln_status_string(kiln_status status);
@@ -145,6 +169,96 @@ kiln_status kiln_activation_jumprelu_fwd(kiln_dtype dtype, const void* x, void* 
 kiln_status kiln_activation_jumprelu_bwd(kiln_dtype dtype, const void* x, const void* dy, void* dx, int64_t n,
                                          const float* theta, int64_t channels, float eps, float* dtheta,
                                          void* workspace, int64_t workspace_bytes, void* stream);
+
+/* ------------------------------------------------------------------------------------------
+ * Padding family (flash-attn bert_padding semantics, shared/REFERENCE.md section 3).
+ * hidden is [batch, seqlen, dim] row-major, packed is [nnz, dim]; a token (b, s) has the flat
+ * index b * seqlen + s. Storage dtype f32/f16/bf16; any dim >= 1. Integer tensors are int32.
+ * All four launchers need batch * seqlen < 2^31 (indices are int32).
+ * ---------------------------------------------------------------------------------------- */
+
+/** Bytes of workspace the padding launchers need for this batch and seqlen (-1 if invalid). */
+int64_t kiln_padding_workspace_bytes(int64_t batch, int64_t seqlen);
+
+/**
+ * Removes padding without a host synchronisation. The kept tokens are given either by
+ * `mask` [batch, seqlen] (mask_dtype KILN_DTYPE_U8 for bool/u8 masks or KILN_DTYPE_I32;
+ * nonzero keeps; holes allowed) or by `seqlens` [batch] int32 (the first seqlens[b] tokens
+ * of each sequence); exactly one of the two is non-NULL.
+ * Writes cu_seqlens [batch + 1] (prefix sums of the per-sequence counts, cu_seqlens[0] = 0),
+ * counts [2] = {nnz, max_seqlen}, indices [capacity] (the flat indices of the kept tokens in
+ * mask order; the first nnz are written) and packed [capacity, dim] (packed[i] = the token
+ * indices[i] of hidden; the first nnz rows are written).
+ * Data errors through `status`: SEQLEN_OUT_OF_RANGE writes nothing else; CAPACITY_EXCEEDED
+ * (nnz > capacity) still writes cu_seqlens and counts, so the caller learns the nnz it needs,
+ * but not indices or packed.
+ */
+kiln_status kiln_padding_unpad_fwd(kiln_dtype dtype, const void* hidden, kiln_dtype mask_dtype, const void* mask,
+                                   const int32_t* seqlens, int64_t batch, int64_t seqlen, int64_t dim,
+                                   int64_t capacity, void* packed, int32_t* indices, int32_t* cu_seqlens,
+                                   int32_t* counts, int32_t* status, void* workspace, int64_t workspace_bytes,
+                                   void* stream);
+
+/**
+ * Pads: hidden [batch, seqlen, dim] = 0 except hidden[indices[i]] = packed[i] for i < nnz.
+ * nnz is `*nnz` read on the device when `nnz` is non-NULL (it must be <= capacity), else
+ * capacity. indices must be in range and distinct: an INDEX_OUT_OF_RANGE or DUPLICATE_INDEX
+ * data error leaves hidden untouched. Also the backward of unpad (dpacked -> dhidden).
+ */
+kiln_status kiln_padding_pad_fwd(kiln_dtype dtype, const void* packed, const int32_t* indices, const int32_t* nnz,
+                                 int64_t capacity, int64_t batch, int64_t seqlen, int64_t dim, void* hidden,
+                                 int32_t* status, void* workspace, int64_t workspace_bytes, void* stream);
+
+/**
+ * Gathers: packed[i] = hidden[indices[i]] for i < nnz (nnz as in kiln_padding_pad_fwd); rows
+ * of packed from nnz to capacity are not written. An INDEX_OUT_OF_RANGE data error leaves
+ * packed untouched. This is the backward of pad (dhidden -> dpacked) and the gather step of
+ * unpad for indices computed elsewhere.
+ */
+kiln_status kiln_padding_gather_fwd(kiln_dtype dtype, const void* hidden, const int32_t* indices, const int32_t* nnz,
+                                    int64_t capacity, int64_t batch, int64_t seqlen, int64_t dim, void* packed,
+                                    int32_t* status, void* stream);
+
+/* ------------------------------------------------------------------------------------------
+ * Norm family: fused residual add + LayerNorm / RMSNorm over the last dimension.
+ *   s = x + residual (in f32; residual optional)
+ *   LayerNorm: y = (s - mean(s)) * rstd * gamma + beta,   rstd = 1 / sqrt(var(s) + eps)
+ *   RMSNorm:   y = s * rstd * gamma + beta,               rstd = 1 / sqrt(mean(s^2) + eps)
+ * x, residual, y, residual_out, dy, dx, dresidual, dresidual_out: [rows, dim] storage dtype;
+ * gamma, beta, dgamma, dbeta: f32 [dim] (NULL gamma means 1, NULL beta means 0);
+ * mean, rstd: f32 [rows] (statistics of the f32 sum s). 1 <= dim <= 65536, eps > 0.
+ * ---------------------------------------------------------------------------------------- */
+
+/** Bytes of workspace the norm backward launchers need (-1 if the sizes are invalid). */
+int64_t kiln_norm_workspace_bytes(int64_t rows, int64_t dim);
+
+/**
+ * Forward. residual_out (optional) receives s rounded to the storage dtype; mean (LayerNorm
+ * only) and rstd (optional) receive the row statistics backward needs.
+ */
+kiln_status kiln_norm_layernorm_fwd(kiln_dtype dtype, const void* x, const void* residual, const float* gamma,
+                                    const float* beta, int64_t rows, int64_t dim, float eps, void* y,
+                                    void* residual_out, float* mean, float* rstd, void* stream);
+kiln_status kiln_norm_rmsnorm_fwd(kiln_dtype dtype, const void* x, const void* residual, const float* gamma,
+                                  const float* beta, int64_t rows, int64_t dim, float eps, void* y,
+                                  void* residual_out, float* rstd, void* stream);
+
+/**
+ * Backward. s is recomputed as x + residual (pass residual = NULL when x already is the sum,
+ * e.g. the forward's residual_out); mean and rstd are the forward's. dresidual_out (optional)
+ * is the gradient flowing into residual_out and is added to ds. Writes dx = ds, dresidual = ds
+ * (optional), and the deterministic column sums dgamma = sum(dy * xhat), dbeta = sum(dy)
+ * (each optional; the workspace is needed when either is requested).
+ */
+kiln_status kiln_norm_layernorm_bwd(kiln_dtype dtype, const void* dy, const void* x, const void* residual,
+                                    const float* mean, const float* rstd, const float* gamma,
+                                    const void* dresidual_out, int64_t rows, int64_t dim, void* dx,
+                                    void* dresidual, float* dgamma, float* dbeta, void* workspace,
+                                    int64_t workspace_bytes, void* stream);
+kiln_status kiln_norm_rmsnorm_bwd(kiln_dtype dtype, const void* dy, const void* x, const void* residual,
+                                  const float* rstd, const float* gamma, const void* dresidual_out, int64_t rows,
+                                  int64_t dim, void* dx, void* dresidual, float* dgamma, float* dbeta,
+                                  void* workspace, int64_t workspace_bytes, void* stream);
 
 #ifdef __cplusplus
 }
