@@ -9,7 +9,7 @@ use cudarc::driver::sys::CUevent_flags;
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::Result;
-use crate::registry::{Direction, Op, Problem};
+use crate::registry::{Direction, Op, Problem, Tensors};
 use crate::tensor::Tensor;
 
 /// Runs before timing starts, to reach steady clocks and warm caches of code, not data.
@@ -93,8 +93,8 @@ pub struct Prepared<'a> {
     op: &'a dyn Op,
     dir: Direction,
     problem: &'a Problem,
-    inputs: Vec<Tensor>,
-    outputs: Vec<Tensor>,
+    inputs: Tensors,
+    outputs: Tensors,
 }
 
 impl<'a> Prepared<'a> {
@@ -108,25 +108,19 @@ impl<'a> Prepared<'a> {
         device: &Device,
         with_reductions: bool,
     ) -> Result<Prepared<'a>> {
-        let inputs = op
-            .inputs(dir)
-            .iter()
-            .map(|spec| problem.input(spec.name)?.to_tensor(spec.storage.dtype(dtype))?.to_device(device))
-            .collect::<Result<Vec<Tensor>>>()?;
-        let outputs = op
-            .outputs(dir)
-            .iter()
-            .zip(op.output_shapes(dir, problem)?)
-            .filter(|(spec, _)| with_reductions || !spec.reduction)
-            .map(|(spec, shape)| Tensor::zeros(&shape, spec.storage.dtype(dtype), device))
-            .collect::<Result<Vec<Tensor>>>()?;
+        let inputs = problem.tensors(op, dir, dtype, device)?;
+        let mut outputs = Tensors::new();
+        for (spec, shape) in op.outputs(dir, problem)? {
+            if with_reductions || !spec.reduction {
+                outputs.insert(spec.name.to_string(), Tensor::zeros(&shape, spec.storage.dtype(dtype), device)?);
+            }
+        }
         Ok(Prepared { op, dir, problem, inputs, outputs })
     }
 
     /// One run of the op (queued on the device's stream).
     pub fn run(&mut self) -> Result<()> {
-        let inputs: Vec<&Tensor> = self.inputs.iter().collect();
-        self.op.run(self.dir, &inputs, &self.problem.params, &mut self.outputs)
+        self.op.run(self.dir, &self.inputs, &self.problem.params, &mut self.outputs)
     }
 }
 

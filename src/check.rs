@@ -4,14 +4,12 @@
 //! (DESIGN.md rule 3; NaN never passes). Reductions must be within k× the error of the
 //! same reduction done naively in f32 (k = 2 forward, 3 backward), plus a floor.
 
-use std::collections::BTreeMap;
-
 use rand::rngs::StdRng;
 
 use crate::device::Device;
 use crate::dtype::DType;
-use crate::error::Result;
-use crate::registry::{Direction, Op};
+use crate::error::{Error, Result};
+use crate::registry::{Direction, Op, Tensors};
 use crate::tensor::Tensor;
 
 /// One line of a check report.
@@ -95,30 +93,26 @@ pub fn check_op(
     let problem = op.random_problem(dir, shape, rng).rounded(op, dir, dtype);
     let reference = op.reference(dir, &problem)?;
     let naive = op.naive_reductions(dir, &problem)?;
-    let inputs = op
-        .inputs(dir)
-        .iter()
-        .map(|spec| problem.input(spec.name)?.to_tensor(spec.storage.dtype(dtype))?.to_device(device))
-        .collect::<Result<Vec<Tensor>>>()?;
-    let input_refs: Vec<&Tensor> = inputs.iter().collect();
-    let specs = op.outputs(dir);
-    let mut outputs = specs
-        .iter()
-        .zip(op.output_shapes(dir, &problem)?)
-        .map(|(spec, shape)| Tensor::full(&shape, spec.storage.dtype(dtype), f64::NAN, device))
-        .collect::<Result<Vec<Tensor>>>()?;
-    op.run(dir, &input_refs, &problem.params, &mut outputs)?;
+    let inputs = problem.tensors(op, dir, dtype, device)?;
+    let outputs_spec = op.outputs(dir, &problem)?;
+    let mut outputs = Tensors::new();
+    for (spec, shape) in &outputs_spec {
+        outputs.insert(spec.name.to_string(), Tensor::full(shape, spec.storage.dtype(dtype), f64::NAN, device)?);
+    }
+    op.run(dir, &inputs, &problem.params, &mut outputs)?;
     let factor = match dir {
         Direction::Fwd => 2.0,
         Direction::Bwd => 3.0,
     };
-    let mut naive = naive.into_iter();
     let mut rows = Vec::new();
-    for ((spec, out), want) in specs.iter().zip(&outputs).zip(&reference) {
-        let got = out.to_f64_vec()?;
+    for (spec, _) in &outputs_spec {
+        let got = outputs[spec.name].to_f64_vec()?;
+        let want = reference
+            .get(spec.name)
+            .ok_or(Error::InvalidValue { arg: "reference", reason: format!("no `{}`", spec.name) })?;
         let c = if spec.reduction {
-            let n = naive.next().unwrap_or_else(|| want.clone());
-            compare_reduction(&got, &want.data, &n.data, factor)
+            let naive = naive.get(spec.name).unwrap_or(want);
+            compare_reduction(&got, &want.data, &naive.data, factor)
         } else {
             compare_elementwise(&got, &want.data, spec.storage.dtype(dtype))
         };
@@ -173,6 +167,3 @@ pub fn check_shapes(
     }
     Ok(rows)
 }
-
-/// A map of named scalars, for [`Op::run`].
-pub type Params = BTreeMap<String, f64>;

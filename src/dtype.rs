@@ -1,4 +1,5 @@
-//! Storage dtypes. Kernels compute in f32 whatever the storage; references in f64.
+//! Storage dtypes. Kernels compute in f32 whatever the floating storage; references in
+//! f64. Integer dtypes carry indices, lengths and masks.
 
 use std::fmt;
 
@@ -11,17 +12,29 @@ pub enum DType {
     F16,
     /// bfloat16 (`half::bf16`).
     BF16,
+    /// 32-bit signed integers (indices, sequence lengths, masks).
+    I32,
+    /// Bytes (boolean masks: nonzero is true).
+    U8,
 }
 
 impl DType {
-    /// Every storage dtype, in the order the CLI lists them.
-    pub const ALL: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+    /// The floating storage dtypes kernels run in, in the order the CLI lists them.
+    pub const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+    /// Every dtype.
+    pub const ALL: [DType; 5] = [DType::F32, DType::F16, DType::BF16, DType::I32, DType::U8];
+
+    /// True for f32, f16 and bf16.
+    pub const fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F16 | DType::BF16)
+    }
 
     /// Bytes per element.
     pub const fn size_in_bytes(self) -> usize {
         match self {
-            DType::F32 => 4,
+            DType::F32 | DType::I32 => 4,
             DType::F16 | DType::BF16 => 2,
+            DType::U8 => 1,
         }
     }
 
@@ -31,6 +44,8 @@ impl DType {
             DType::F32 => "f32",
             DType::F16 => "f16",
             DType::BF16 => "bf16",
+            DType::I32 => "i32",
+            DType::U8 => "u8",
         }
     }
 
@@ -40,12 +55,13 @@ impl DType {
     }
 
     /// Elementwise tolerance (rtol, atol) against an f64 reference computed from the
-    /// already-rounded inputs (DESIGN.md, testing rule 3).
+    /// already-rounded inputs (DESIGN.md, testing rule 3); integers must match exactly.
     pub const fn tolerance(self) -> (f64, f64) {
         match self {
             DType::F32 => (1.3e-6, 1e-5),
             DType::F16 => (1e-3, 1e-5),
             DType::BF16 => (1.6e-2, 1e-5),
+            DType::I32 | DType::U8 => (0.0, 0.0),
         }
     }
 
@@ -55,15 +71,19 @@ impl DType {
             DType::F32 => 5.960464477539063e-8,
             DType::F16 => 4.8828125e-4,
             DType::BF16 => 3.90625e-3,
+            DType::I32 | DType::U8 => 0.0,
         }
     }
 
-    /// Rounds an f64 to this storage format and back (round to nearest even).
+    /// Rounds an f64 to this storage format and back (round to nearest even; integers round
+    /// to nearest and saturate).
     pub fn round(self, v: f64) -> f64 {
         match self {
             DType::F32 => v as f32 as f64,
             DType::F16 => half::f16::from_f64(v).to_f64(),
             DType::BF16 => half::bf16::from_f64(v).to_f64(),
+            DType::I32 => v.round() as i32 as f64,
+            DType::U8 => v.round() as u8 as f64,
         }
     }
 
@@ -73,6 +93,8 @@ impl DType {
             DType::F32 => crate::ffi::kiln_dtype::KILN_DTYPE_F32,
             DType::F16 => crate::ffi::kiln_dtype::KILN_DTYPE_F16,
             DType::BF16 => crate::ffi::kiln_dtype::KILN_DTYPE_BF16,
+            DType::I32 => crate::ffi::kiln_dtype::KILN_DTYPE_I32,
+            DType::U8 => crate::ffi::kiln_dtype::KILN_DTYPE_U8,
         }
     }
 }

@@ -1,5 +1,5 @@
 //! `.npy` files for `kiln run`: inputs are read as f32, f64, int32 or int64 (C order) and
-//! widened to f64; outputs are written as f32.
+//! widened to f64; outputs are written as f32 (floating data) or i32 (indices, counts).
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
@@ -42,14 +42,23 @@ pub fn read(path: &Path) -> Result<Array> {
 
 /// Writes `array` as a C-ordered f32 `.npy` file.
 pub fn write_f32(path: &Path, array: &Array) -> Result<()> {
+    write(path, &array.shape, array.data.iter().map(|&v| v as f32))
+}
+
+/// Writes `array` as a C-ordered i32 `.npy` file (values must be integers in range).
+pub fn write_i32(path: &Path, array: &Array) -> Result<()> {
+    write(path, &array.shape, array.data.iter().map(|&v| v as i32))
+}
+
+fn write<T: npyz::AutoSerialize>(path: &Path, shape: &[usize], values: impl Iterator<Item = T>) -> Result<()> {
     let file = File::create(path).map_err(|e| file_error(path, e))?;
-    let shape: Vec<u64> = array.shape.iter().map(|&d| d as u64).collect();
+    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
     let mut writer = npyz::WriteOptions::new()
         .default_dtype()
         .shape(&shape)
         .writer(BufWriter::new(file))
         .begin_nd()
         .map_err(|e| file_error(path, e))?;
-    writer.extend(array.data.iter().map(|&v| v as f32)).map_err(|e| file_error(path, e))?;
+    writer.extend(values).map_err(|e| file_error(path, e))?;
     writer.finish().map_err(|e| file_error(path, e))
 }

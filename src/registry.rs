@@ -6,6 +6,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// Tensors by argument name: what [`Op::run`] reads and writes.
+pub type Tensors = BTreeMap<String, Tensor>;
+/// Arrays by argument name: what references return.
+pub type Arrays = BTreeMap<String, Array>;
+
 use rand::rngs::StdRng;
 
 use crate::check::CheckRow;
@@ -46,8 +51,10 @@ impl fmt::Display for Direction {
 pub enum Storage {
     /// In the dtype the op runs in (f32, f16 or bf16).
     Op,
-    /// Always f32 (trainable parameters and their gradients).
+    /// Always f32 (trainable parameters and their gradients, statistics).
     F32,
+    /// Always i32 (indices, lengths, counts, masks).
+    I32,
 }
 
 impl Storage {
@@ -56,6 +63,7 @@ impl Storage {
         match self {
             Storage::Op => op,
             Storage::F32 => DType::F32,
+            Storage::I32 => DType::I32,
         }
     }
 }
@@ -69,20 +77,30 @@ pub struct ArgSpec {
     pub storage: Storage,
     /// True for outputs reduced over many elements (checked with the naive-error rule).
     pub reduction: bool,
+    /// True for inputs a problem may leave out (a residual, γ, β).
+    pub optional: bool,
 }
 
 impl ArgSpec {
     /// An elementwise argument in the op's dtype.
     pub const fn op(name: &'static str) -> ArgSpec {
-        ArgSpec { name, storage: Storage::Op, reduction: false }
+        ArgSpec { name, storage: Storage::Op, reduction: false, optional: false }
     }
     /// An f32 parameter.
     pub const fn f32(name: &'static str) -> ArgSpec {
-        ArgSpec { name, storage: Storage::F32, reduction: false }
+        ArgSpec { name, storage: Storage::F32, reduction: false, optional: false }
+    }
+    /// An i32 tensor (indices, lengths, masks).
+    pub const fn i32(name: &'static str) -> ArgSpec {
+        ArgSpec { name, storage: Storage::I32, reduction: false, optional: false }
     }
     /// An f32 output reduced over many elements.
     pub const fn f32_reduction(name: &'static str) -> ArgSpec {
-        ArgSpec { name, storage: Storage::F32, reduction: true }
+        ArgSpec { name, storage: Storage::F32, reduction: true, optional: false }
+    }
+    /// The same argument, marked optional.
+    pub const fn optional(self) -> ArgSpec {
+        ArgSpec { optional: true, ..self }
     }
 }
 
@@ -123,6 +141,32 @@ pub struct Problem {
 }
 
 impl Problem {
+    /// The input `name` if the problem has it.
+    pub fn get(&self, name: &str) -> Option<&Array> {
+        self.inputs.get(name)
+    }
+
+    /// The scalar parameter `name`, or `Error::InvalidValue` naming it.
+    pub fn param(&self, name: &'static str) -> Result<f64> {
+        self.params.get(name).copied().ok_or(Error::InvalidValue { arg: name, reason: "missing parameter".into() })
+    }
+
+    /// Host tensors of the inputs of `op` in `dir` that this problem has, each in its
+    /// storage dtype for a run in `dtype`, on `device`.
+    pub fn tensors(&self, op: &dyn Op, dir: Direction, dtype: DType, device: &crate::Device) -> Result<Tensors> {
+        let mut out = Tensors::new();
+        for spec in op.inputs(dir) {
+            match self.inputs.get(spec.name) {
+                Some(a) => {
+                    out.insert(spec.name.to_string(), a.to_tensor(spec.storage.dtype(dtype))?.to_device(device)?);
+                }
+                None if spec.optional => {}
+                None => return Err(Error::InvalidValue { arg: spec.name, reason: "missing input".into() }),
+            }
+        }
+        Ok(out)
+    }
+
     /// The input `name`, or `Error::InvalidValue` naming it.
     pub fn input(&self, name: &'static str) -> Result<&Array> {
         self.inputs.get(name).ok_or(Error::InvalidValue { arg: name, reason: "missing input".into() })
@@ -152,35 +196,34 @@ pub trait Op: Send + Sync {
     }
     /// Storage dtypes the op supports.
     fn dtypes(&self) -> &'static [DType] {
-        &DType::ALL
+        &DType::FLOATS
     }
-    /// Tensor inputs of a direction.
+    /// Tensor inputs of a direction (optional ones marked).
     fn inputs(&self, dir: Direction) -> Vec<ArgSpec>;
-    /// Tensor outputs of a direction.
-    fn outputs(&self, dir: Direction) -> Vec<ArgSpec>;
+    /// Tensor outputs a direction produces for `problem` (which depend on the optional
+    /// inputs it has), with their shapes.
+    fn outputs(&self, dir: Direction, problem: &Problem) -> Result<Vec<(ArgSpec, Vec<usize>)>>;
     /// Scalar parameters and their defaults.
     fn params(&self) -> &'static [(&'static str, f64)];
     /// The C ABI function that runs a direction on a GPU.
     fn launcher(&self, dir: Direction) -> String;
-    /// Shapes of a direction's outputs for a problem, in the order of [`Op::outputs`].
-    fn output_shapes(&self, dir: Direction, problem: &Problem) -> Result<Vec<Vec<usize>>>;
     /// A random problem (never zeros) whose main input has `shape`.
     fn random_problem(&self, dir: Direction, shape: &[usize], rng: &mut StdRng) -> Problem;
-    /// The f64 reference outputs, in the order of [`Op::outputs`]. Inputs are taken as
-    /// given (round them to their storage first to compare with a low-precision run).
-    fn reference(&self, dir: Direction, problem: &Problem) -> Result<Vec<Array>>;
+    /// The f64 reference outputs by name. Inputs are taken as given (round them to their
+    /// storage first to compare with a low-precision run).
+    fn reference(&self, dir: Direction, problem: &Problem) -> Result<Arrays>;
     /// For each reduction output, the same reduction done naively in f32 (sequential
     /// sums of f32 terms): the yardstick of the "≤ k × naive error" rule.
-    fn naive_reductions(&self, dir: Direction, problem: &Problem) -> Result<Vec<Array>>;
+    fn naive_reductions(&self, dir: Direction, problem: &Problem) -> Result<Arrays>;
     /// Runs the op through the safe API on the tensors' device (host: reference; CUDA:
-    /// kernels). `inputs` and `outputs` follow [`Op::inputs`] and [`Op::outputs`].
-    /// Reduction outputs (see [`ArgSpec::reduction`]) may be left off the end of `outputs`.
+    /// kernels), writing into the preallocated `outputs` (from [`Op::outputs`]); reduction
+    /// outputs (see [`ArgSpec::reduction`]) may be left out to skip them.
     fn run(
         &self,
         dir: Direction,
-        inputs: &[&Tensor],
+        inputs: &Tensors,
         params: &BTreeMap<String, f64>,
-        outputs: &mut [Tensor],
+        outputs: &mut Tensors,
     ) -> Result<()>;
     /// Bytes a direction must move at minimum (reads + writes) for `problem` in `dtype`.
     fn bytes(&self, dir: Direction, problem: &Problem, dtype: DType) -> u64;
@@ -215,4 +258,14 @@ pub fn select(filters: &[String]) -> Vec<Box<dyn Op>> {
 /// The op named exactly `<family>/<op>`.
 pub fn find(full_name: &str) -> Result<Box<dyn Op>> {
     registry().into_iter().find(|op| op.full_name() == full_name).ok_or_else(|| Error::UnknownOp(full_name.into()))
+}
+
+/// The input `name` of a run, or `Error::InvalidValue` naming it.
+pub fn input<'a>(inputs: &'a Tensors, name: &'static str) -> Result<&'a Tensor> {
+    inputs.get(name).ok_or(Error::InvalidValue { arg: name, reason: "missing input".into() })
+}
+
+/// The output `name` of a run, or `Error::InvalidValue` naming it.
+pub fn output<'a>(outputs: &'a mut Tensors, name: &'static str) -> Result<&'a mut Tensor> {
+    outputs.get_mut(name).ok_or(Error::InvalidValue { arg: name, reason: "missing output".into() })
 }

@@ -1,4 +1,5 @@
-//! `Tensor`: a contiguous, row-major array of f32/f16/bf16 on the host or on a CUDA device.
+//! `Tensor`: a contiguous, row-major array of f32/f16/bf16 (or i32/u8 for indices and
+//! masks) on the host or on a CUDA device.
 
 use std::fmt;
 
@@ -25,15 +26,19 @@ enum HostData {
     F32(Vec<f32>),
     F16(Vec<f16>),
     BF16(Vec<bf16>),
+    I32(Vec<i32>),
+    U8(Vec<u8>),
 }
 
 enum CudaData {
     F32(CudaSlice<f32>),
     F16(CudaSlice<f16>),
     BF16(CudaSlice<bf16>),
+    I32(CudaSlice<i32>),
+    U8(CudaSlice<u8>),
 }
 
-/// The element types a tensor can hold. Sealed: f32, `half::f16`, `half::bf16`.
+/// The element types a tensor can hold. Sealed: f32, `half::f16`, `half::bf16`, i32, u8.
 pub trait Element: Copy + Send + Sync + cudarc::driver::DeviceRepr + sealed::Sealed + 'static {
     /// The dtype of this element type.
     const DTYPE: DType;
@@ -47,11 +52,19 @@ impl Element for f16 {
 impl Element for bf16 {
     const DTYPE: DType = DType::BF16;
 }
+impl Element for i32 {
+    const DTYPE: DType = DType::I32;
+}
+impl Element for u8 {
+    const DTYPE: DType = DType::U8;
+}
 mod sealed {
     pub trait Sealed {}
     impl Sealed for f32 {}
     impl Sealed for half::f16 {}
     impl Sealed for half::bf16 {}
+    impl Sealed for i32 {}
+    impl Sealed for u8 {}
 }
 
 fn numel(shape: &[usize]) -> Option<usize> {
@@ -64,6 +77,8 @@ impl HostData {
             DType::F32 => HostData::F32(values.iter().map(|&v| v as f32).collect()),
             DType::F16 => HostData::F16(values.iter().map(|&v| f16::from_f64(v)).collect()),
             DType::BF16 => HostData::BF16(values.iter().map(|&v| bf16::from_f64(v)).collect()),
+            DType::I32 => HostData::I32(values.iter().map(|&v| v.round() as i32).collect()),
+            DType::U8 => HostData::U8(values.iter().map(|&v| v.round() as u8).collect()),
         }
     }
 
@@ -72,6 +87,8 @@ impl HostData {
             HostData::F32(v) => v.iter().map(|&x| x as f64).collect(),
             HostData::F16(v) => v.iter().map(|x| x.to_f64()).collect(),
             HostData::BF16(v) => v.iter().map(|x| x.to_f64()).collect(),
+            HostData::I32(v) => v.iter().map(|&x| x as f64).collect(),
+            HostData::U8(v) => v.iter().map(|&x| x as f64).collect(),
         }
     }
 }
@@ -98,6 +115,8 @@ impl Tensor {
             DType::F32 => HostData::F32(*any.downcast::<Vec<f32>>().expect("f32")),
             DType::F16 => HostData::F16(*any.downcast::<Vec<f16>>().expect("f16")),
             DType::BF16 => HostData::BF16(*any.downcast::<Vec<bf16>>().expect("bf16")),
+            DType::I32 => HostData::I32(*any.downcast::<Vec<i32>>().expect("i32")),
+            DType::U8 => HostData::U8(*any.downcast::<Vec<u8>>().expect("u8")),
         };
         Ok(Tensor { shape: shape.to_vec(), data: Data::Host(data) })
     }
@@ -118,6 +137,8 @@ impl Tensor {
             DType::F32 => CudaData::F32(*any.downcast::<CudaSlice<f32>>().expect("f32")),
             DType::F16 => CudaData::F16(*any.downcast::<CudaSlice<f16>>().expect("f16")),
             DType::BF16 => CudaData::BF16(*any.downcast::<CudaSlice<bf16>>().expect("bf16")),
+            DType::I32 => CudaData::I32(*any.downcast::<CudaSlice<i32>>().expect("i32")),
+            DType::U8 => CudaData::U8(*any.downcast::<CudaSlice<u8>>().expect("u8")),
         };
         Ok(Tensor { shape: shape.to_vec(), data: Data::Cuda { buf, device } })
     }
@@ -128,6 +149,8 @@ impl Tensor {
             Data::Cuda { buf: CudaData::F32(s), .. } => s,
             Data::Cuda { buf: CudaData::F16(s), .. } => s,
             Data::Cuda { buf: CudaData::BF16(s), .. } => s,
+            Data::Cuda { buf: CudaData::I32(s), .. } => s,
+            Data::Cuda { buf: CudaData::U8(s), .. } => s,
             Data::Host(_) => return None,
         };
         any.downcast_ref::<CudaSlice<T>>()
@@ -154,6 +177,8 @@ impl Tensor {
             Data::Host(HostData::F32(_)) | Data::Cuda { buf: CudaData::F32(_), .. } => DType::F32,
             Data::Host(HostData::F16(_)) | Data::Cuda { buf: CudaData::F16(_), .. } => DType::F16,
             Data::Host(HostData::BF16(_)) | Data::Cuda { buf: CudaData::BF16(_), .. } => DType::BF16,
+            Data::Host(HostData::I32(_)) | Data::Cuda { buf: CudaData::I32(_), .. } => DType::I32,
+            Data::Host(HostData::U8(_)) | Data::Cuda { buf: CudaData::U8(_), .. } => DType::U8,
         }
     }
 
@@ -192,6 +217,8 @@ impl Tensor {
                     HostData::F32(v) => CudaData::F32(s.clone_htod(v)?),
                     HostData::F16(v) => CudaData::F16(s.clone_htod(v)?),
                     HostData::BF16(v) => CudaData::BF16(s.clone_htod(v)?),
+                    HostData::I32(v) => CudaData::I32(s.clone_htod(v)?),
+                    HostData::U8(v) => CudaData::U8(s.clone_htod(v)?),
                 };
                 Ok(Tensor { shape: self.shape.clone(), data: Data::Cuda { buf, device: d.clone() } })
             }
@@ -203,12 +230,16 @@ impl Tensor {
             Data::Host(HostData::F32(v)) => HostData::F32(v.clone()),
             Data::Host(HostData::F16(v)) => HostData::F16(v.clone()),
             Data::Host(HostData::BF16(v)) => HostData::BF16(v.clone()),
+            Data::Host(HostData::I32(v)) => HostData::I32(v.clone()),
+            Data::Host(HostData::U8(v)) => HostData::U8(v.clone()),
             Data::Cuda { buf, device } => {
                 let s = device.stream();
                 match buf {
                     CudaData::F32(b) => HostData::F32(s.clone_dtoh(b)?),
                     CudaData::F16(b) => HostData::F16(s.clone_dtoh(b)?),
                     CudaData::BF16(b) => HostData::BF16(s.clone_dtoh(b)?),
+                    CudaData::I32(b) => HostData::I32(s.clone_dtoh(b)?),
+                    CudaData::U8(b) => HostData::U8(s.clone_dtoh(b)?),
                 }
             }
         };
@@ -251,6 +282,8 @@ impl Tensor {
                     DType::F32 => CudaData::F32(s.alloc_zeros(n)?),
                     DType::F16 => CudaData::F16(s.alloc_zeros(n)?),
                     DType::BF16 => CudaData::BF16(s.alloc_zeros(n)?),
+                    DType::I32 => CudaData::I32(s.alloc_zeros(n)?),
+                    DType::U8 => CudaData::U8(s.alloc_zeros(n)?),
                 };
                 Ok(Tensor { shape: shape.to_vec(), data: Data::Cuda { buf, device: d.clone() } })
             }
@@ -264,6 +297,8 @@ impl Tensor {
             Data::Cuda { buf: CudaData::F32(b), .. } => b.device_ptr(stream),
             Data::Cuda { buf: CudaData::F16(b), .. } => b.device_ptr(stream),
             Data::Cuda { buf: CudaData::BF16(b), .. } => b.device_ptr(stream),
+            Data::Cuda { buf: CudaData::I32(b), .. } => b.device_ptr(stream),
+            Data::Cuda { buf: CudaData::U8(b), .. } => b.device_ptr(stream),
             Data::Host(_) => unreachable!("CUDA path called on a host tensor"),
         }
     }
@@ -275,6 +310,8 @@ impl Tensor {
             Data::Cuda { buf: CudaData::F32(b), .. } => b.device_ptr_mut(stream),
             Data::Cuda { buf: CudaData::F16(b), .. } => b.device_ptr_mut(stream),
             Data::Cuda { buf: CudaData::BF16(b), .. } => b.device_ptr_mut(stream),
+            Data::Cuda { buf: CudaData::I32(b), .. } => b.device_ptr_mut(stream),
+            Data::Cuda { buf: CudaData::U8(b), .. } => b.device_ptr_mut(stream),
             Data::Host(_) => unreachable!("CUDA path called on a host tensor"),
         }
     }

@@ -345,8 +345,11 @@ impl<'a> Activation<'a> {
         }
     }
 
-    /// Validates the parameter tensor against `x` and returns the channel count.
+    /// Validates `x`'s dtype and the parameter tensor against `x`; returns the channel count.
     fn channels(&self, x: &Tensor) -> Result<usize> {
+        if !x.dtype().is_float() {
+            return Err(Error::DType { arg: "x", expected: "f32, f16 or bf16".into(), got: x.dtype() });
+        }
         let Some(p) = self.param_tensor() else { return Ok(1) };
         let arg = self.kind().tensor_param().expect("ops with a tensor name it");
         same_device(arg, &x.device(), p)?;

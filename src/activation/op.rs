@@ -9,8 +9,8 @@ use rand_distr::{Distribution, Normal};
 use super::{Activation, ActivationKind as K, Scalars, cpu};
 use crate::check::{CheckRow, central_difference, reference_row};
 use crate::dtype::DType;
-use crate::error::{Error, Result};
-use crate::registry::{ArgSpec, Array, Direction, Op, Problem};
+use crate::error::Result;
+use crate::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input, output};
 use crate::tensor::Tensor;
 
 /// One activation op in the registry.
@@ -107,15 +107,22 @@ impl Op for ActivationOp {
         v
     }
 
-    fn outputs(&self, dir: Direction) -> Vec<ArgSpec> {
-        match dir {
-            Direction::Fwd => vec![ArgSpec::op("y")],
+    fn outputs(&self, dir: Direction, problem: &Problem) -> Result<Vec<(ArgSpec, Vec<usize>)>> {
+        let x = problem.input("x")?;
+        Ok(match dir {
+            Direction::Fwd => vec![(ArgSpec::op("y"), x.shape.clone())],
             Direction::Bwd => {
-                let mut v = vec![ArgSpec::op("dx")];
-                v.extend(self.0.grad_name().map(ArgSpec::f32_reduction));
+                let mut v = vec![(ArgSpec::op("dx"), x.shape.clone())];
+                if let Some(grad) = self.0.grad_name() {
+                    let channels = match self.0.tensor_param() {
+                        Some(name) => problem.input(name)?.data.len(),
+                        None => 1,
+                    };
+                    v.push((ArgSpec::f32_reduction(grad), vec![channels]));
+                }
                 v
             }
-        }
+        })
     }
 
     fn params(&self) -> &'static [(&'static str, f64)] {
@@ -124,19 +131,6 @@ impl Op for ActivationOp {
 
     fn launcher(&self, dir: Direction) -> String {
         format!("kiln_activation_{}_{dir}", self.0.name())
-    }
-
-    fn output_shapes(&self, dir: Direction, problem: &Problem) -> Result<Vec<Vec<usize>>> {
-        let x = problem.input("x")?;
-        let mut shapes = vec![x.shape.clone()];
-        if dir == Direction::Bwd && self.0.grad_name().is_some() {
-            let channels = match self.0.tensor_param() {
-                Some(name) => problem.input(name)?.data.len(),
-                None => 1,
-            };
-            shapes.push(vec![channels]);
-        }
-        Ok(shapes)
     }
 
     fn random_problem(&self, dir: Direction, shape: &[usize], rng: &mut StdRng) -> Problem {
@@ -155,25 +149,30 @@ impl Op for ActivationOp {
         problem
     }
 
-    fn reference(&self, dir: Direction, problem: &Problem) -> Result<Vec<Array>> {
+    fn reference(&self, dir: Direction, problem: &Problem) -> Result<Arrays> {
         let (s, p) = self.reference_parts(problem)?;
         let x = problem.input("x")?;
-        Ok(match dir {
-            Direction::Fwd => vec![Array::new(x.shape.clone(), cpu::forward(self.0, &s, &p, &x.data))],
+        let mut out = Arrays::new();
+        match dir {
+            Direction::Fwd => {
+                out.insert("y".into(), Array::new(x.shape.clone(), cpu::forward(self.0, &s, &p, &x.data)));
+            }
             Direction::Bwd => {
                 let dy = problem.input("dy")?;
                 let (dx, dparam) = cpu::backward(self.0, &s, &p, &x.data, &dy.data);
-                let mut out = vec![Array::new(x.shape.clone(), dx)];
-                out.extend(dparam.map(|d| Array::new(vec![d.len()], d)));
-                out
+                out.insert("dx".into(), Array::new(x.shape.clone(), dx));
+                if let (Some(name), Some(d)) = (self.0.grad_name(), dparam) {
+                    out.insert(name.into(), Array::new(vec![d.len()], d));
+                }
             }
-        })
+        }
+        Ok(out)
     }
 
-    fn naive_reductions(&self, dir: Direction, problem: &Problem) -> Result<Vec<Array>> {
-        if dir == Direction::Fwd || self.0.grad_name().is_none() {
-            return Ok(vec![]);
-        }
+    fn naive_reductions(&self, dir: Direction, problem: &Problem) -> Result<Arrays> {
+        let Some(grad) = self.0.grad_name().filter(|_| dir == Direction::Bwd) else {
+            return Ok(Arrays::new());
+        };
         let (s, p) = self.reference_parts(problem)?;
         let (x, dy) = (problem.input("x")?, problem.input("dy")?);
         let channels = p.len().max(1);
@@ -182,35 +181,33 @@ impl Op for ActivationOp {
             let pc = if p.is_empty() { 0.0 } else { p[i % channels] };
             acc[i % channels] += (g * cpu::dfdparam(self.0, &s, pc, xi)) as f32;
         }
-        Ok(vec![Array::new(vec![channels], acc.into_iter().map(f64::from).collect())])
+        Ok(Arrays::from([(grad.to_string(), Array::new(vec![channels], acc.into_iter().map(f64::from).collect()))]))
     }
 
     fn run(
         &self,
         dir: Direction,
-        inputs: &[&Tensor],
+        inputs: &Tensors,
         params: &BTreeMap<String, f64>,
-        outputs: &mut [Tensor],
+        outputs: &mut Tensors,
     ) -> Result<()> {
-        // Reduction outputs may be left out (to time or run backward without them).
-        let expected = self.inputs(dir).len();
-        let all = self.outputs(dir).len();
-        let required = self.outputs(dir).iter().filter(|o| !o.reduction).count();
-        if inputs.len() != expected {
-            return Err(Error::InvalidValue { arg: "inputs", reason: format!("expected {expected} tensors") });
-        }
-        if outputs.len() < required || outputs.len() > all {
-            return Err(Error::InvalidValue {
-                arg: "outputs",
-                reason: format!("expected {required} to {all} tensors"),
-            });
-        }
-        let act = self.activation(params, self.0.tensor_param().map(|_| inputs[expected - 1]))?;
+        let x = input(inputs, "x")?;
+        let param = match self.0.tensor_param() {
+            Some(name) => Some(input(inputs, name)?),
+            None => None,
+        };
+        let act = self.activation(params, param)?;
         match dir {
-            Direction::Fwd => super::forward_into(&act, inputs[0], &mut outputs[0]),
+            Direction::Fwd => super::forward_into(&act, x, output(outputs, "y")?),
             Direction::Bwd => {
-                let (dx, rest) = outputs.split_first_mut().expect("dx");
-                super::backward_into(&act, inputs[0], inputs[1], dx, rest.first_mut())
+                let dy = input(inputs, "dy")?;
+                // The parameter gradient is optional: taken out of the map to borrow both.
+                let mut dparam = self.0.grad_name().and_then(|g| outputs.remove(g));
+                let result = super::backward_into(&act, x, dy, output(outputs, "dx")?, dparam.as_mut());
+                if let (Some(g), Some(t)) = (self.0.grad_name(), dparam) {
+                    outputs.insert(g.to_string(), t);
+                }
+                result
             }
         }
     }

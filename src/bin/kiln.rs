@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use kiln::bench::{BenchRow, copy_bandwidth, time_op};
 use kiln::check::{CheckRow, check_shapes};
-use kiln::registry::{Direction, Op, find, registry, select};
+use kiln::registry::{Direction, Op, Tensors, find, registry, select};
 use kiln::{DType, Device, Error, Result, Tensor, build_info};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -269,7 +269,7 @@ fn bench(common: &Common, runs: Option<usize>) -> Result<ExitCode> {
             // random inputs costs more than timing them.
             let problem = op.random_problem(dir, &shape, &mut rng);
             for dtype in dtypes(common, op.as_ref()) {
-                let has_reduction = dir == Direction::Bwd && op.outputs(dir).iter().any(|o| o.reduction);
+                let has_reduction = op.outputs(dir, &problem)?.iter().any(|(o, _)| o.reduction);
                 let variants: &[bool] = if has_reduction { &[true, false] } else { &[true] };
                 for &with in variants {
                     let r = time_op(op.as_ref(), dir, dtype, &problem, &device, runs, with)?;
@@ -328,25 +328,29 @@ fn run(
     }
     let device = device_for(backend)?;
     let mut problem = kiln::registry::Problem { params: values, ..Default::default() };
-    let specs = op.inputs(direction);
-    for spec in &specs {
-        problem.inputs.insert(spec.name.into(), kiln::npy::read(&dir.join(format!("{}.npy", spec.name)))?);
-    }
-    let inputs = specs
-        .iter()
-        .map(|spec| problem.inputs[spec.name].to_tensor(spec.storage.dtype(dtype))?.to_device(&device))
-        .collect::<Result<Vec<Tensor>>>()?;
-    let input_refs: Vec<&Tensor> = inputs.iter().collect();
-    let outs = op.outputs(direction);
-    let mut outputs = outs
-        .iter()
-        .zip(op.output_shapes(direction, &problem)?)
-        .map(|(spec, shape)| Tensor::zeros(&shape, spec.storage.dtype(dtype), &device))
-        .collect::<Result<Vec<Tensor>>>()?;
-    op.run(direction, &input_refs, &problem.params, &mut outputs)?;
-    for (spec, t) in outs.iter().zip(&outputs) {
+    for spec in op.inputs(direction) {
         let path = dir.join(format!("{}.npy", spec.name));
-        kiln::npy::write_f32(&path, &kiln::registry::Array::new(t.shape().to_vec(), t.to_f64_vec()?))?;
+        if spec.optional && !path.exists() {
+            continue;
+        }
+        problem.inputs.insert(spec.name.into(), kiln::npy::read(&path)?);
+    }
+    let inputs = problem.tensors(op.as_ref(), direction, dtype, &device)?;
+    let outs = op.outputs(direction, &problem)?;
+    let mut outputs = Tensors::new();
+    for (spec, shape) in &outs {
+        outputs.insert(spec.name.into(), Tensor::zeros(shape, spec.storage.dtype(dtype), &device)?);
+    }
+    op.run(direction, &inputs, &problem.params, &mut outputs)?;
+    for (spec, _) in &outs {
+        let t = &outputs[spec.name];
+        let path = dir.join(format!("{}.npy", spec.name));
+        let array = kiln::registry::Array::new(t.shape().to_vec(), t.to_f64_vec()?);
+        if t.dtype().is_float() {
+            kiln::npy::write_f32(&path, &array)?;
+        } else {
+            kiln::npy::write_i32(&path, &array)?;
+        }
         println!("wrote {} {:?}", path.display(), t.shape());
     }
     Ok(ExitCode::SUCCESS)
