@@ -33,6 +33,7 @@ mod error;
 pub mod ffi;
 mod launch;
 pub mod npy;
+pub mod padding;
 pub mod registry;
 mod tensor;
 

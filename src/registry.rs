@@ -244,6 +244,7 @@ pub trait Op: Send + Sync {
 pub fn registry() -> Vec<Box<dyn Op>> {
     let mut ops: Vec<Box<dyn Op>> = Vec::new();
     ops.extend(crate::activation::op::entries());
+    ops.extend(crate::padding::op::entries());
     ops
 }
 

@@ -271,6 +271,31 @@ impl Tensor {
         }
     }
 
+    /// A tensor on `device` whose contents are unspecified until written: for outputs a
+    /// kernel writes in full (a host tensor is zero-filled).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn uninit(shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+        let n = numel(shape).ok_or_else(|| shape_overflow("shape", shape))?;
+        match device {
+            Device::Cpu => Tensor::zeros(shape, dtype, device),
+            Device::Cuda(d) => {
+                let s = d.stream();
+                // SAFETY: the elements are plain data; every reader either follows a kernel
+                // that wrote them or is documented to see unspecified values.
+                let buf = unsafe {
+                    match dtype {
+                        DType::F32 => CudaData::F32(s.alloc(n)?),
+                        DType::F16 => CudaData::F16(s.alloc(n)?),
+                        DType::BF16 => CudaData::BF16(s.alloc(n)?),
+                        DType::I32 => CudaData::I32(s.alloc(n)?),
+                        DType::U8 => CudaData::U8(s.alloc(n)?),
+                    }
+                };
+                Ok(Tensor { shape: shape.to_vec(), data: Data::Cuda { buf, device: d.clone() } })
+            }
+        }
+    }
+
     /// A zero-filled tensor on `device`.
     pub fn zeros(shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
         let n = numel(shape).ok_or_else(|| shape_overflow("shape", shape))?;
