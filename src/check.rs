@@ -90,7 +90,20 @@ pub fn check_op(
     device: &Device,
     rng: &mut StdRng,
 ) -> Result<Vec<CheckRow>> {
-    let problem = op.random_problem(dir, shape, rng).rounded(op, dir, dtype);
+    let problem = op.random_problem(dir, shape, rng);
+    check_problem(op, dir, dtype, &problem, device, &format!("{shape:?}"))
+}
+
+/// Like [`check_op`] on a given problem (rounded to `dtype` here); `label` goes in each row.
+pub fn check_problem(
+    op: &dyn Op,
+    dir: Direction,
+    dtype: DType,
+    problem: &crate::registry::Problem,
+    device: &Device,
+    label: &str,
+) -> Result<Vec<CheckRow>> {
+    let problem = problem.rounded(op, dir, dtype);
     let reference = op.reference(dir, &problem)?;
     let naive = op.naive_reductions(dir, &problem)?;
     let inputs = problem.tensors(op, dir, dtype, device)?;
@@ -120,7 +133,7 @@ pub fn check_op(
             op: op.full_name(),
             dir: dir.name().into(),
             dtype: dtype.name().into(),
-            what: format!("{} {:?}", spec.name, shape),
+            what: format!("{} {label}", spec.name),
             max_err: c.max_err,
             tol: c.tol,
             pass: c.pass,

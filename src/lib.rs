@@ -32,6 +32,7 @@ mod error;
 #[rustfmt::skip]
 pub mod ffi;
 mod launch;
+pub mod norm;
 pub mod npy;
 pub mod padding;
 pub mod registry;

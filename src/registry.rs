@@ -225,6 +225,11 @@ pub trait Op: Send + Sync {
         params: &BTreeMap<String, f64>,
         outputs: &mut Tensors,
     ) -> Result<()>;
+    /// True when [`Op::run`] can skip its reduction outputs (they are left out of `outputs`),
+    /// so a benchmark can price them.
+    fn reductions_are_optional(&self) -> bool {
+        false
+    }
     /// Bytes a direction must move at minimum (reads + writes) for `problem` in `dtype`.
     fn bytes(&self, dir: Direction, problem: &Problem, dtype: DType) -> u64;
     /// Floating-point operations of a direction (the model, not a count of instructions).
@@ -245,6 +250,7 @@ pub fn registry() -> Vec<Box<dyn Op>> {
     let mut ops: Vec<Box<dyn Op>> = Vec::new();
     ops.extend(crate::activation::op::entries());
     ops.extend(crate::padding::op::entries());
+    ops.extend(crate::norm::op::entries());
     ops
 }
 

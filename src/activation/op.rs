@@ -212,6 +212,10 @@ impl Op for ActivationOp {
         }
     }
 
+    fn reductions_are_optional(&self) -> bool {
+        true
+    }
+
     fn bytes(&self, dir: Direction, problem: &Problem, dtype: DType) -> u64 {
         let n = problem.inputs.get("x").map_or(0, |x| x.data.len()) as u64;
         let per = dtype.size_in_bytes() as u64;

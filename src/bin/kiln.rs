@@ -269,7 +269,8 @@ fn bench(common: &Common, runs: Option<usize>) -> Result<ExitCode> {
             // random inputs costs more than timing them.
             let problem = op.random_problem(dir, &shape, &mut rng);
             for dtype in dtypes(common, op.as_ref()) {
-                let has_reduction = op.outputs(dir, &problem)?.iter().any(|(o, _)| o.reduction);
+                let has_reduction =
+                    op.reductions_are_optional() && op.outputs(dir, &problem)?.iter().any(|(o, _)| o.reduction);
                 let variants: &[bool] = if has_reduction { &[true, false] } else { &[true] };
                 for &with in variants {
                     let r = time_op(op.as_ref(), dir, dtype, &problem, &device, runs, with)?;

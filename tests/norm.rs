@@ -1,0 +1,201 @@
+//! The norm family: references on their own (finite differences, constant rows), the host
+//! path, GPU against reference with and without the optional inputs and on large-magnitude
+//! bf16 rows (skips without a GPU), and bad input.
+
+use kiln::check::{CheckRow, check_problem, check_shapes};
+use kiln::norm::{self, Norm, NormKind, Stats};
+use kiln::registry::{Direction, Op, select};
+use kiln::{DType, Device, Error, Tensor};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+fn rng() -> StdRng {
+    let seed = std::env::var("KILN_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    eprintln!("KILN_SEED={seed}");
+    StdRng::seed_from_u64(seed)
+}
+
+fn assert_rows(rows: &[CheckRow]) {
+    assert!(!rows.is_empty(), "no check ran");
+    let failed: Vec<_> = rows.iter().filter(|r| !r.pass).collect();
+    assert!(failed.is_empty(), "failed checks: {failed:#?}");
+}
+
+fn gpu() -> Option<Device> {
+    if !kiln::build_info::CUDA_COMPILED {
+        eprintln!("skipped: built without the cuda feature");
+        return None;
+    }
+    Device::cuda(0).map_err(|e| eprintln!("skipped: no CUDA device ({e})")).ok()
+}
+
+fn devices() -> Vec<Device> {
+    std::iter::once(Device::Cpu).chain(gpu()).collect()
+}
+
+fn family() -> Vec<Box<dyn Op>> {
+    select(&["norm/".into()])
+}
+
+#[test]
+fn references_pass_finite_differences() {
+    let mut rng = rng();
+    for op in family() {
+        let rows = op.self_checks(&mut rng);
+        assert_eq!(rows.iter().filter(|r| r.what.starts_with("finite differences")).count(), 4);
+        assert_rows(&rows);
+    }
+}
+
+#[test]
+fn host_path_matches_reference() {
+    let mut rng = rng();
+    let shapes = [vec![1, 1], vec![3, 7], vec![4, 100]];
+    for op in family() {
+        assert_rows(&check_shapes(op.as_ref(), &Device::Cpu, &DType::FLOATS, &shapes, &mut rng).unwrap());
+    }
+}
+
+/// Every subset of the optional inputs (residual, γ, β, dresidual_out) on `device`.
+fn optional_subsets(op: &dyn Op, device: &Device, dtype: DType, shape: &[usize], rng: &mut StdRng) -> Vec<CheckRow> {
+    let mut rows = Vec::new();
+    for mask in 0..16u32 {
+        for dir in Direction::BOTH {
+            let mut p = op.random_problem(dir, shape, rng);
+            for (bit, name) in ["residual", "gamma", "beta", "dresidual_out"].iter().enumerate() {
+                if mask & (1 << bit) == 0 {
+                    p.inputs.remove(*name);
+                }
+            }
+            rows.extend(
+                check_problem(op, dir, dtype, &p, device, &format!("{shape:?} optional mask {mask:04b}")).unwrap(),
+            );
+        }
+    }
+    rows
+}
+
+#[test]
+fn host_path_handles_every_optional_subset() {
+    let mut rng = rng();
+    for op in family() {
+        assert_rows(&optional_subsets(op.as_ref(), &Device::Cpu, DType::F32, &[3, 9], &mut rng));
+    }
+}
+
+#[test]
+fn gpu_matches_reference() {
+    let Some(device) = gpu() else { return };
+    let mut rng = rng();
+    for op in family() {
+        assert_rows(&check_shapes(op.as_ref(), &device, &DType::FLOATS, &op.check_shapes(), &mut rng).unwrap());
+        for dtype in DType::FLOATS {
+            assert_rows(&optional_subsets(op.as_ref(), &device, dtype, &[7, 1000], &mut rng));
+        }
+    }
+}
+
+#[test]
+fn gpu_large_magnitude_bf16_rows_are_finite_and_accurate() {
+    let Some(device) = gpu() else { return };
+    let mut rng = rng();
+    for op in family() {
+        for dir in Direction::BOTH {
+            let mut p = op.random_problem(dir, &[64, 4096], &mut rng);
+            // |x| ~ 1e4: a large offset per row plus O(1e3) variation.
+            for v in &mut p.inputs.get_mut("x").unwrap().data {
+                *v = 1e4 + 1e3 * *v;
+            }
+            assert_rows(&check_problem(op.as_ref(), dir, DType::BF16, &p, &device, "|x|~1e4").unwrap());
+        }
+    }
+}
+
+#[test]
+fn constant_rows_give_beta_without_nan() {
+    for device in devices() {
+        for dtype in DType::FLOATS {
+            let x = Tensor::from_f32(&[3.25; 24], &[3, 8], dtype).unwrap().to_device(&device).unwrap();
+            let beta_v: Vec<f32> = (0..8).map(|i| i as f32 * 0.5 - 1.0).collect();
+            let beta = Tensor::from_f32(&beta_v, &[8], DType::F32).unwrap().to_device(&device).unwrap();
+            let ln = Norm { kind: NormKind::LayerNorm, eps: 1e-5, gamma: None, beta: Some(&beta) };
+            let y = norm::forward(&ln, &x, None, false).unwrap().y.to_f32_vec().unwrap();
+            let want: Vec<f32> = (0..24).map(|i| dtype_round(beta_v[i % 8], dtype)).collect();
+            assert_eq!(y, want, "{dtype} on {device}");
+        }
+    }
+}
+
+fn dtype_round(v: f32, dtype: DType) -> f32 {
+    dtype.round(v as f64) as f32
+}
+
+#[test]
+fn bad_input_is_rejected() {
+    for device in devices() {
+        let on = |t: Tensor| t.to_device(&device).unwrap();
+        let x = on(Tensor::from_f32(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3], DType::BF16).unwrap());
+        let g2 = on(Tensor::from_f32(&[1.0, 1.0], &[2], DType::F32).unwrap());
+        let ln = |gamma, beta, eps| Norm { kind: NormKind::LayerNorm, eps, gamma, beta };
+        assert!(matches!(
+            norm::forward(&ln(Some(&g2), None, 1e-5), &x, None, false),
+            Err(Error::Shape { arg: "gamma", .. })
+        ));
+        assert!(matches!(
+            norm::forward(&ln(None, Some(&g2), 1e-5), &x, None, false),
+            Err(Error::Shape { arg: "beta", .. })
+        ));
+        let g_half = on(Tensor::from_f32(&[1.0; 3], &[3], DType::BF16).unwrap());
+        assert!(matches!(
+            norm::forward(&ln(Some(&g_half), None, 1e-5), &x, None, false),
+            Err(Error::DType { arg: "gamma", .. })
+        ));
+        for eps in [0.0, -1e-5, f32::NAN] {
+            assert!(matches!(
+                norm::forward(&ln(None, None, eps), &x, None, false),
+                Err(Error::InvalidValue { arg: "eps", .. })
+            ));
+        }
+        let r = on(Tensor::from_f32(&[1.0; 4], &[2, 2], DType::BF16).unwrap());
+        assert!(matches!(
+            norm::forward(&ln(None, None, 1e-5), &x, Some(&r), false),
+            Err(Error::Shape { arg: "residual", .. })
+        ));
+        let r32 = on(Tensor::from_f32(&[1.0; 6], &[2, 3], DType::F32).unwrap());
+        assert!(matches!(
+            norm::forward(&ln(None, None, 1e-5), &x, Some(&r32), true),
+            Err(Error::DType { arg: "residual", .. })
+        ));
+        assert!(matches!(
+            norm::forward(&ln(None, None, 1e-5), &x, None, true),
+            Err(Error::InvalidValue { arg: "residual", .. })
+        ));
+        let wide = Tensor::zeros(&[1, 65537], DType::BF16, &device).unwrap();
+        assert!(matches!(norm::forward(&ln(None, None, 1e-5), &wide, None, false), Err(Error::Shape { arg: "x", .. })));
+        // Backward: dy layout, missing mean, wrong statistics length.
+        let out = norm::forward(&ln(None, None, 1e-5), &x, None, false).unwrap();
+        let dy = on(Tensor::from_f32(&[1.0; 6], &[3, 2], DType::BF16).unwrap());
+        assert!(matches!(
+            norm::backward(&ln(None, None, 1e-5), &dy, &x, None, &out.stats, None),
+            Err(Error::Shape { arg: "dy", .. })
+        ));
+        let dy = on(Tensor::from_f32(&[1.0; 6], &[2, 3], DType::BF16).unwrap());
+        let no_mean = Stats { mean: None, rstd: out.stats.rstd };
+        assert!(matches!(
+            norm::backward(&ln(None, None, 1e-5), &dy, &x, None, &no_mean, None),
+            Err(Error::InvalidValue { arg: "mean", .. })
+        ));
+        let short = Stats { mean: None, rstd: on(Tensor::from_f32(&[1.0], &[1], DType::F32).unwrap()) };
+        let rms = Norm { kind: NormKind::RmsNorm, eps: 1e-5, gamma: None, beta: None };
+        assert!(matches!(norm::backward(&rms, &dy, &x, None, &short, None), Err(Error::Shape { arg: "rstd", .. })));
+    }
+}
+
+#[test]
+fn mixed_devices_are_rejected() {
+    let Some(gpu) = gpu() else { return };
+    let x = Tensor::from_f32(&[1.0; 6], &[2, 3], DType::F32).unwrap().to_device(&gpu).unwrap();
+    let gamma = Tensor::from_f32(&[1.0; 3], &[3], DType::F32).unwrap();
+    let ln = Norm { kind: NormKind::LayerNorm, eps: 1e-5, gamma: Some(&gamma), beta: None };
+    assert!(matches!(norm::forward(&ln, &x, None, false), Err(Error::Device { arg: "gamma", .. })));
+}
