@@ -536,3 +536,300 @@ unsafe extern "C" {
         stream: *mut ::std::os::raw::c_void,
     ) -> kiln_status;
 }
+unsafe extern "C" {
+    #[doc = " Bytes of workspace a backward with dalpha needs (-1 if the sizes are invalid)."]
+    pub fn kiln_glu_workspace_bytes(rows: i64, features: i64) -> i64;
+}
+unsafe extern "C" {
+    pub fn kiln_glu_glu_fwd(
+        dtype: kiln_dtype,
+        a: *const ::std::os::raw::c_void,
+        b: *const ::std::os::raw::c_void,
+        ab_stride: i64,
+        y: *mut ::std::os::raw::c_void,
+        rows: i64,
+        features: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    pub fn kiln_glu_glu_bwd(
+        dtype: kiln_dtype,
+        a: *const ::std::os::raw::c_void,
+        b: *const ::std::os::raw::c_void,
+        ab_stride: i64,
+        dy: *const ::std::os::raw::c_void,
+        da: *mut ::std::os::raw::c_void,
+        db: *mut ::std::os::raw::c_void,
+        dab_stride: i64,
+        rows: i64,
+        features: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    pub fn kiln_glu_bilinear_fwd(
+        dtype: kiln_dtype,
+        a: *const ::std::os::raw::c_void,
+        b: *const ::std::os::raw::c_void,
+        ab_stride: i64,
+        y: *mut ::std::os::raw::c_void,
+        rows: i64,
+        features: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    pub fn kiln_glu_bilinear_bwd(
+        dtype: kiln_dtype,
+        a: *const ::std::os::raw::c_void,
+        b: *const ::std::os::raw::c_void,
+        ab_stride: i64,
+        dy: *const ::std::os::raw::c_void,
+        da: *mut ::std::os::raw::c_void,
+        db: *mut ::std::os::raw::c_void,
+        dab_stride: i64,
+        rows: i64,
+        features: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    pub fn kiln_glu_reglu_fwd(
+        dtype: kiln_dtype,
+        a: *const ::std::os::raw::c_void,
+        b: *const ::std::os::raw::c_void,
+        ab_stride: i64,
+        y: *mut ::std::os::raw::c_void,
+        rows: i64,
+        features: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    pub fn kiln_glu_reglu_bwd(
+        dtype: kiln_dtype,
+        a: *const ::std::os::raw::c_void,
+        b: *const ::std::os::raw::c_void,
+        ab_stride: i64,
+        dy: *const ::std::os::raw::c_void,
+        da: *mut ::std::os::raw::c_void,
+        db: *mut ::std::os::raw::c_void,
+        dab_stride: i64,
+        rows: i64,
+        features: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    pub fn kiln_glu_geglu_fwd(
+        dtype: kiln_dtype,
+        a: *const ::std::os::raw::c_void,
+        b: *const ::std::os::raw::c_void,
+        ab_stride: i64,
+        y: *mut ::std::os::raw::c_void,
+        rows: i64,
+        features: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    pub fn kiln_glu_geglu_bwd(
+        dtype: kiln_dtype,
+        a: *const ::std::os::raw::c_void,
+        b: *const ::std::os::raw::c_void,
+        ab_stride: i64,
+        dy: *const ::std::os::raw::c_void,
+        da: *mut ::std::os::raw::c_void,
+        db: *mut ::std::os::raw::c_void,
+        dab_stride: i64,
+        rows: i64,
+        features: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    pub fn kiln_glu_geglu_tanh_fwd(
+        dtype: kiln_dtype,
+        a: *const ::std::os::raw::c_void,
+        b: *const ::std::os::raw::c_void,
+        ab_stride: i64,
+        y: *mut ::std::os::raw::c_void,
+        rows: i64,
+        features: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    pub fn kiln_glu_geglu_tanh_bwd(
+        dtype: kiln_dtype,
+        a: *const ::std::os::raw::c_void,
+        b: *const ::std::os::raw::c_void,
+        ab_stride: i64,
+        dy: *const ::std::os::raw::c_void,
+        da: *mut ::std::os::raw::c_void,
+        db: *mut ::std::os::raw::c_void,
+        dab_stride: i64,
+        rows: i64,
+        features: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    pub fn kiln_glu_swiglu_fwd(
+        dtype: kiln_dtype,
+        a: *const ::std::os::raw::c_void,
+        b: *const ::std::os::raw::c_void,
+        ab_stride: i64,
+        y: *mut ::std::os::raw::c_void,
+        rows: i64,
+        features: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    pub fn kiln_glu_swiglu_bwd(
+        dtype: kiln_dtype,
+        a: *const ::std::os::raw::c_void,
+        b: *const ::std::os::raw::c_void,
+        ab_stride: i64,
+        dy: *const ::std::os::raw::c_void,
+        da: *mut ::std::os::raw::c_void,
+        db: *mut ::std::os::raw::c_void,
+        dab_stride: i64,
+        rows: i64,
+        features: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    pub fn kiln_glu_atglu_fwd(
+        dtype: kiln_dtype,
+        a: *const ::std::os::raw::c_void,
+        b: *const ::std::os::raw::c_void,
+        ab_stride: i64,
+        y: *mut ::std::os::raw::c_void,
+        rows: i64,
+        features: i64,
+        order: i32,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    pub fn kiln_glu_atglu_bwd(
+        dtype: kiln_dtype,
+        a: *const ::std::os::raw::c_void,
+        b: *const ::std::os::raw::c_void,
+        ab_stride: i64,
+        dy: *const ::std::os::raw::c_void,
+        da: *mut ::std::os::raw::c_void,
+        db: *mut ::std::os::raw::c_void,
+        dab_stride: i64,
+        rows: i64,
+        features: i64,
+        order: i32,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    pub fn kiln_glu_xatglu_fwd(
+        dtype: kiln_dtype,
+        a: *const ::std::os::raw::c_void,
+        b: *const ::std::os::raw::c_void,
+        ab_stride: i64,
+        y: *mut ::std::os::raw::c_void,
+        rows: i64,
+        features: i64,
+        alpha: f32,
+        order: i32,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    pub fn kiln_glu_xatglu_bwd(
+        dtype: kiln_dtype,
+        a: *const ::std::os::raw::c_void,
+        b: *const ::std::os::raw::c_void,
+        ab_stride: i64,
+        dy: *const ::std::os::raw::c_void,
+        da: *mut ::std::os::raw::c_void,
+        db: *mut ::std::os::raw::c_void,
+        dab_stride: i64,
+        rows: i64,
+        features: i64,
+        alpha: f32,
+        order: i32,
+        dalpha: *mut f32,
+        workspace: *mut ::std::os::raw::c_void,
+        workspace_bytes: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    pub fn kiln_glu_xgeglu_fwd(
+        dtype: kiln_dtype,
+        a: *const ::std::os::raw::c_void,
+        b: *const ::std::os::raw::c_void,
+        ab_stride: i64,
+        y: *mut ::std::os::raw::c_void,
+        rows: i64,
+        features: i64,
+        alpha: f32,
+        order: i32,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    pub fn kiln_glu_xgeglu_bwd(
+        dtype: kiln_dtype,
+        a: *const ::std::os::raw::c_void,
+        b: *const ::std::os::raw::c_void,
+        ab_stride: i64,
+        dy: *const ::std::os::raw::c_void,
+        da: *mut ::std::os::raw::c_void,
+        db: *mut ::std::os::raw::c_void,
+        dab_stride: i64,
+        rows: i64,
+        features: i64,
+        alpha: f32,
+        order: i32,
+        dalpha: *mut f32,
+        workspace: *mut ::std::os::raw::c_void,
+        workspace_bytes: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    pub fn kiln_glu_xswiglu_fwd(
+        dtype: kiln_dtype,
+        a: *const ::std::os::raw::c_void,
+        b: *const ::std::os::raw::c_void,
+        ab_stride: i64,
+        y: *mut ::std::os::raw::c_void,
+        rows: i64,
+        features: i64,
+        alpha: f32,
+        order: i32,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    pub fn kiln_glu_xswiglu_bwd(
+        dtype: kiln_dtype,
+        a: *const ::std::os::raw::c_void,
+        b: *const ::std::os::raw::c_void,
+        ab_stride: i64,
+        dy: *const ::std::os::raw::c_void,
+        da: *mut ::std::os::raw::c_void,
+        db: *mut ::std::os::raw::c_void,
+        dab_stride: i64,
+        rows: i64,
+        features: i64,
+        alpha: f32,
+        order: i32,
+        dalpha: *mut f32,
+        workspace: *mut ::std::os::raw::c_void,
+        workspace_bytes: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}

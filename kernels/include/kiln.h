@@ -260,6 +260,80 @@ kiln_status kiln_norm_rmsnorm_bwd(kiln_dtype dtype, const void* dy, const void* 
                                   int64_t dim, void* dx, void* dresidual, float* dgamma, float* dbeta,
                                   void* workspace, int64_t workspace_bytes, void* stream);
 
+/* ------------------------------------------------------------------------------------------
+ * GLU family (shared/REFERENCE.md section 2): y = h(a) * b elementwise over [rows, F], where
+ * h is the gate: glu sigma(a); bilinear a; reglu relu(a); geglu a*Phi(a); geglu_tanh the tanh
+ * GELU of a; swiglu a*sigma(a); and the expanded gates with a trainable scalar alpha,
+ * g_alpha(a) = (1 + 2 alpha) g0(a) - alpha with g0 = atan(a)/pi + 1/2 (xatglu), Phi (xgeglu),
+ * sigma (xswiglu), used as h = g_alpha(a) (order 1) or h = a g_alpha(a) (order 2); atglu is
+ * g0 = atan(a)/pi + 1/2 without alpha, order 2 by default.
+ * Backward: da = dy b h'(a), db = dy h(a), dalpha = sum dy b dh/dalpha (deterministic).
+ *
+ * Layout: a and b are [rows, F] views with a common row stride `ab_stride` (elements), so
+ *   separate tensors:        a, b,                 ab_stride = F
+ *   packed [rows, 2F], gate first (TransformerEngine, Megatron, MosaicBERT):
+ *                            a = ab, b = ab + F,    ab_stride = 2F
+ *   packed, gate second (PyTorch F.glu):  a = ab + F, b = ab,  ab_stride = 2F.
+ * y and dy are contiguous [rows, F]; da and db share the row stride `dab_stride`. In place:
+ * da may equal a and db equal b (same stride); every element is read before it is written.
+ * Any rows >= 0 and F >= 1; ab_stride >= F and dab_stride >= F (for a packed layout the
+ * halves must not overlap: |b - a| >= F elements).
+ * ---------------------------------------------------------------------------------------- */
+
+/** Bytes of workspace a backward with dalpha needs (-1 if the sizes are invalid). */
+int64_t kiln_glu_workspace_bytes(int64_t rows, int64_t features);
+
+kiln_status kiln_glu_glu_fwd(kiln_dtype dtype, const void* a, const void* b, int64_t ab_stride, void* y, int64_t rows,
+                             int64_t features, void* stream);
+kiln_status kiln_glu_glu_bwd(kiln_dtype dtype, const void* a, const void* b, int64_t ab_stride, const void* dy,
+                             void* da, void* db, int64_t dab_stride, int64_t rows, int64_t features, void* stream);
+kiln_status kiln_glu_bilinear_fwd(kiln_dtype dtype, const void* a, const void* b, int64_t ab_stride, void* y,
+                                  int64_t rows, int64_t features, void* stream);
+kiln_status kiln_glu_bilinear_bwd(kiln_dtype dtype, const void* a, const void* b, int64_t ab_stride, const void* dy,
+                                  void* da, void* db, int64_t dab_stride, int64_t rows, int64_t features, void* stream);
+kiln_status kiln_glu_reglu_fwd(kiln_dtype dtype, const void* a, const void* b, int64_t ab_stride, void* y,
+                               int64_t rows, int64_t features, void* stream);
+kiln_status kiln_glu_reglu_bwd(kiln_dtype dtype, const void* a, const void* b, int64_t ab_stride, const void* dy,
+                               void* da, void* db, int64_t dab_stride, int64_t rows, int64_t features, void* stream);
+kiln_status kiln_glu_geglu_fwd(kiln_dtype dtype, const void* a, const void* b, int64_t ab_stride, void* y,
+                               int64_t rows, int64_t features, void* stream);
+kiln_status kiln_glu_geglu_bwd(kiln_dtype dtype, const void* a, const void* b, int64_t ab_stride, const void* dy,
+                               void* da, void* db, int64_t dab_stride, int64_t rows, int64_t features, void* stream);
+kiln_status kiln_glu_geglu_tanh_fwd(kiln_dtype dtype, const void* a, const void* b, int64_t ab_stride, void* y,
+                                    int64_t rows, int64_t features, void* stream);
+kiln_status kiln_glu_geglu_tanh_bwd(kiln_dtype dtype, const void* a, const void* b, int64_t ab_stride,
+                                    const void* dy, void* da, void* db, int64_t dab_stride, int64_t rows,
+                                    int64_t features, void* stream);
+kiln_status kiln_glu_swiglu_fwd(kiln_dtype dtype, const void* a, const void* b, int64_t ab_stride, void* y,
+                                int64_t rows, int64_t features, void* stream);
+kiln_status kiln_glu_swiglu_bwd(kiln_dtype dtype, const void* a, const void* b, int64_t ab_stride, const void* dy,
+                                void* da, void* db, int64_t dab_stride, int64_t rows, int64_t features, void* stream);
+
+/* atglu: order 1 or 2 (default 2 in the expanded-gating paper). */
+kiln_status kiln_glu_atglu_fwd(kiln_dtype dtype, const void* a, const void* b, int64_t ab_stride, void* y,
+                               int64_t rows, int64_t features, int32_t order, void* stream);
+kiln_status kiln_glu_atglu_bwd(kiln_dtype dtype, const void* a, const void* b, int64_t ab_stride, const void* dy,
+                               void* da, void* db, int64_t dab_stride, int64_t rows, int64_t features, int32_t order,
+                               void* stream);
+
+/* Expanded gates: alpha finite, order 1 or 2; dalpha (NULL skips it) uses a workspace of
+ * kiln_glu_workspace_bytes(rows, features) bytes. */
+kiln_status kiln_glu_xatglu_fwd(kiln_dtype dtype, const void* a, const void* b, int64_t ab_stride, void* y,
+                                int64_t rows, int64_t features, float alpha, int32_t order, void* stream);
+kiln_status kiln_glu_xatglu_bwd(kiln_dtype dtype, const void* a, const void* b, int64_t ab_stride, const void* dy,
+                                void* da, void* db, int64_t dab_stride, int64_t rows, int64_t features, float alpha,
+                                int32_t order, float* dalpha, void* workspace, int64_t workspace_bytes, void* stream);
+kiln_status kiln_glu_xgeglu_fwd(kiln_dtype dtype, const void* a, const void* b, int64_t ab_stride, void* y,
+                                int64_t rows, int64_t features, float alpha, int32_t order, void* stream);
+kiln_status kiln_glu_xgeglu_bwd(kiln_dtype dtype, const void* a, const void* b, int64_t ab_stride, const void* dy,
+                                void* da, void* db, int64_t dab_stride, int64_t rows, int64_t features, float alpha,
+                                int32_t order, float* dalpha, void* workspace, int64_t workspace_bytes, void* stream);
+kiln_status kiln_glu_xswiglu_fwd(kiln_dtype dtype, const void* a, const void* b, int64_t ab_stride, void* y,
+                                 int64_t rows, int64_t features, float alpha, int32_t order, void* stream);
+kiln_status kiln_glu_xswiglu_bwd(kiln_dtype dtype, const void* a, const void* b, int64_t ab_stride, const void* dy,
+                                 void* da, void* db, int64_t dab_stride, int64_t rows, int64_t features, float alpha,
+                                 int32_t order, float* dalpha, void* workspace, int64_t workspace_bytes, void* stream);
+
 #ifdef __cplusplus
 }
 #endif
