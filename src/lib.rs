@@ -31,6 +31,7 @@ mod error;
 /// Linked only with the `cuda` feature.
 #[rustfmt::skip]
 pub mod ffi;
+pub mod glu;
 mod launch;
 pub mod norm;
 pub mod npy;

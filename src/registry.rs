@@ -251,6 +251,7 @@ pub fn registry() -> Vec<Box<dyn Op>> {
     ops.extend(crate::activation::op::entries());
     ops.extend(crate::padding::op::entries());
     ops.extend(crate::norm::op::entries());
+    ops.extend(crate::glu::op::entries());
     ops
 }
 

@@ -94,9 +94,14 @@ fn parse_dtype(s: &str) -> std::result::Result<DType, String> {
     DType::parse(s).ok_or_else(|| format!("unknown dtype `{s}`: expected f32, f16 or bf16"))
 }
 
+/// `NAME=VALUE` with a number, or `gate_half=first|second` (0 and 1).
 fn parse_param(s: &str) -> std::result::Result<(String, f64), String> {
     let (name, value) = s.split_once('=').ok_or_else(|| format!("`{s}`: expected NAME=VALUE"))?;
-    let value = value.parse().map_err(|e| format!("`{s}`: {e}"))?;
+    let value = match value {
+        "first" => kiln::glu::op::GATE_FIRST,
+        "second" => kiln::glu::op::GATE_SECOND,
+        v => v.parse().map_err(|e| format!("`{s}`: {e}"))?,
+    };
     Ok((name.to_string(), value))
 }
 

@@ -1,0 +1,1 @@
+//! GLU MLP block.
