@@ -70,13 +70,31 @@ pub fn compare_elementwise(got: &[f64], reference: &[f64], dtype: DType) -> Comp
     compare_with(got, reference, |i| atol + rtol * reference.get(i).map_or(0.0, |r| r.abs()))
 }
 
-/// The reduction rule: error ≤ `factor` × the naive f32 reduction's largest error, plus a
-/// floor of a few f32 roundings of the result (for reductions the naive sum gets exactly).
-pub fn compare_reduction(got: &[f64], reference: &[f64], naive: &[f64], factor: f64) -> Comparison {
+/// The reduction rule: error ≤ `factor` × the naive low-precision computation's largest
+/// error, plus a floor: a few f32 roundings of the result's scale, and, where the op gives
+/// the root sum of squares of the reduced terms (`rms`), four roundings in the run's dtype
+/// of that (the standard deviation of independently rounded terms; on small problems the
+/// naive error alone can cancel by chance, and a missing or doubled block of terms still
+/// shows far above it).
+pub fn compare_reduction(
+    got: &[f64],
+    reference: &[f64],
+    naive: &[f64],
+    factor: f64,
+    dtype: DType,
+    rms: Option<&[f64]>,
+) -> Comparison {
     let naive_err = naive.iter().zip(reference).map(|(n, r)| (n - r).abs()).fold(0.0, f64::max);
     let scale = reference.iter().fold(0.0f64, |m, r| m.max(r.abs()));
     let floor = 16.0 * DType::F32.unit_roundoff() * scale + 1e-6;
-    compare_with(got, reference, |_| factor * naive_err + floor)
+    let spread = |i: usize| rms.and_then(|r| r.get(i)).map_or(0.0, |r| 4.0 * dtype.unit_roundoff() * r);
+    compare_with(got, reference, |i| factor * naive_err + floor + spread(i))
+}
+
+/// The key under which [`Op::naive_reductions`] gives the root sum of squares of the terms
+/// of reduction output `name`.
+pub fn rms_key(name: &str) -> String {
+    format!("{name}|rms")
 }
 
 /// Runs `op` in `dir` on `device` in `dtype` on a fresh random problem whose main input
@@ -105,7 +123,7 @@ pub fn check_problem(
 ) -> Result<Vec<CheckRow>> {
     let problem = problem.rounded(op, dir, dtype);
     let reference = op.reference(dir, &problem)?;
-    let naive = op.naive_reductions(dir, &problem)?;
+    let naive = op.naive_reductions(dir, &problem, dtype)?;
     let inputs = problem.tensors(op, dir, dtype, device)?;
     let outputs_spec = op.outputs(dir, &problem)?;
     let mut outputs = Tensors::new();
@@ -124,8 +142,9 @@ pub fn check_problem(
             .get(spec.name)
             .ok_or(Error::InvalidValue { arg: "reference", reason: format!("no `{}`", spec.name) })?;
         let c = if spec.reduction {
-            let naive = naive.get(spec.name).unwrap_or(want);
-            compare_reduction(&got, &want.data, &naive.data, factor)
+            let naive_values = naive.get(spec.name).unwrap_or(want);
+            let rms = naive.get(&rms_key(spec.name)).map(|a| a.data.as_slice());
+            compare_reduction(&got, &want.data, &naive_values.data, factor, dtype, rms)
         } else {
             compare_elementwise(&got, &want.data, spec.storage.dtype(dtype))
         };

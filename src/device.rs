@@ -21,6 +21,8 @@ pub enum Device {
 #[derive(Clone)]
 pub struct CudaDevice {
     stream: Arc<CudaStream>,
+    /// The cuBLASLt handle of this stream, made on first use (the GLU MLP block).
+    blas: Arc<std::sync::OnceLock<cudarc::cublaslt::CudaBlasLT>>,
 }
 
 /// What `kiln info` prints about a device.
@@ -46,7 +48,7 @@ impl Device {
         }
         let ctx = CudaContext::new(ordinal)?;
         let stream = ctx.new_stream()?;
-        Ok(Device::Cuda(CudaDevice { stream }))
+        Ok(Device::Cuda(CudaDevice::from_stream(stream)))
     }
 
     /// CUDA device 0 when one is usable, otherwise the CPU.
@@ -56,7 +58,7 @@ impl Device {
 
     /// Launch on a stream the caller owns (a framework's current stream).
     pub fn cuda_from_stream(stream: Arc<CudaStream>) -> Device {
-        Device::Cuda(CudaDevice { stream })
+        Device::Cuda(CudaDevice::from_stream(stream))
     }
 
     /// True for `Device::Cuda`.
@@ -84,7 +86,24 @@ impl Device {
 
 impl CudaDevice {
     pub(crate) fn from_stream(stream: Arc<CudaStream>) -> CudaDevice {
-        CudaDevice { stream }
+        CudaDevice { stream, blas: Arc::default() }
+    }
+
+    /// The stream's cuBLASLt handle, created on first use; an error (not a panic) when
+    /// libcublasLt cannot be loaded.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn blas(&self) -> Result<&cudarc::cublaslt::CudaBlasLT> {
+        if let Some(b) = self.blas.get() {
+            return Ok(b);
+        }
+        // SAFETY: only tries to dlopen the library by its usual names.
+        if !unsafe { cudarc::cublaslt::sys::is_culib_present() } {
+            return Err(Error::Blas("libcublasLt was not found (put its directory on LD_LIBRARY_PATH)".into()));
+        }
+        self.stream.context().bind_to_thread()?;
+        let handle = cudarc::cublaslt::CudaBlasLT::new(self.stream.clone())?;
+        let _ = self.blas.set(handle);
+        Ok(self.blas.get().expect("set above"))
     }
 
     /// The stream kiln launches on.

@@ -19,6 +19,9 @@ pub enum Error {
     /// The CUDA driver reported an error (allocation, copy, synchronisation).
     #[error("CUDA driver error: {0}")]
     Driver(String),
+    /// cuBLASLt reported an error (the GLU MLP block's GEMMs).
+    #[error("cuBLASLt error: {0}")]
+    Blas(String),
     /// A kernel launcher returned a non-success status.
     #[error("kernel `{launcher}` failed: {message} (status {status})")]
     Kernel {
@@ -83,6 +86,12 @@ pub enum Error {
 impl From<cudarc::driver::DriverError> for Error {
     fn from(e: cudarc::driver::DriverError) -> Self {
         Error::Driver(e.to_string())
+    }
+}
+
+impl From<cudarc::cublaslt::result::CublasError> for Error {
+    fn from(e: cudarc::cublaslt::result::CublasError) -> Self {
+        Error::Blas(format!("{e:?}"))
     }
 }
 

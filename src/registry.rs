@@ -167,6 +167,11 @@ impl Problem {
         Ok(out)
     }
 
+    /// The shape of input `name`, or `Error::InvalidValue` naming it.
+    pub fn input_shape(&self, name: &'static str) -> Result<Vec<usize>> {
+        Ok(self.input(name)?.shape.clone())
+    }
+
     /// The input `name`, or `Error::InvalidValue` naming it.
     pub fn input(&self, name: &'static str) -> Result<&Array> {
         self.inputs.get(name).ok_or(Error::InvalidValue { arg: name, reason: "missing input".into() })
@@ -212,9 +217,10 @@ pub trait Op: Send + Sync {
     /// The f64 reference outputs by name. Inputs are taken as given (round them to their
     /// storage first to compare with a low-precision run).
     fn reference(&self, dir: Direction, problem: &Problem) -> Result<Arrays>;
-    /// For each reduction output, the same reduction done naively in f32 (sequential
-    /// sums of f32 terms): the yardstick of the "≤ k × naive error" rule.
-    fn naive_reductions(&self, dir: Direction, problem: &Problem) -> Result<Arrays>;
+    /// For each reduction output, the same computation done naively in the low precision of
+    /// a run in `dtype` (sequential f32 sums of f32 terms; intermediates rounded to `dtype`):
+    /// the yardstick of the "≤ k × naive error" rule.
+    fn naive_reductions(&self, dir: Direction, problem: &Problem, dtype: DType) -> Result<Arrays>;
     /// Runs the op through the safe API on the tensors' device (host: reference; CUDA:
     /// kernels), writing into the preallocated `outputs` (from [`Op::outputs`]); reduction
     /// outputs (see [`ArgSpec::reduction`]) may be left out to skip them.
@@ -252,6 +258,7 @@ pub fn registry() -> Vec<Box<dyn Op>> {
     ops.extend(crate::padding::op::entries());
     ops.extend(crate::norm::op::entries());
     ops.extend(crate::glu::op::entries());
+    ops.extend(crate::glu::mlp_op::entries());
     ops
 }
 

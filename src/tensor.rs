@@ -156,6 +156,19 @@ impl Tensor {
         any.downcast_ref::<CudaSlice<T>>()
     }
 
+    /// The device buffer for writing, when this is a device tensor of element type `T`.
+    pub fn as_cuda_slice_mut<T: Element>(&mut self) -> Option<&mut CudaSlice<T>> {
+        let any: &mut dyn std::any::Any = match &mut self.data {
+            Data::Cuda { buf: CudaData::F32(s), .. } => s,
+            Data::Cuda { buf: CudaData::F16(s), .. } => s,
+            Data::Cuda { buf: CudaData::BF16(s), .. } => s,
+            Data::Cuda { buf: CudaData::I32(s), .. } => s,
+            Data::Cuda { buf: CudaData::U8(s), .. } => s,
+            Data::Host(_) => return None,
+        };
+        any.downcast_mut::<CudaSlice<T>>()
+    }
+
     /// The shape (row-major, contiguous).
     pub fn shape(&self) -> &[usize] {
         &self.shape

@@ -7,7 +7,7 @@ use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
 
 use super::{Activation, ActivationKind as K, Scalars, cpu};
-use crate::check::{CheckRow, central_difference, reference_row};
+use crate::check::{CheckRow, central_difference, reference_row, rms_key};
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input, output};
@@ -169,7 +169,7 @@ impl Op for ActivationOp {
         Ok(out)
     }
 
-    fn naive_reductions(&self, dir: Direction, problem: &Problem) -> Result<Arrays> {
+    fn naive_reductions(&self, dir: Direction, problem: &Problem, _: DType) -> Result<Arrays> {
         let Some(grad) = self.0.grad_name().filter(|_| dir == Direction::Bwd) else {
             return Ok(Arrays::new());
         };
@@ -177,11 +177,17 @@ impl Op for ActivationOp {
         let (x, dy) = (problem.input("x")?, problem.input("dy")?);
         let channels = p.len().max(1);
         let mut acc = vec![0f32; channels];
+        let mut squares = vec![0f64; channels];
         for (i, (&xi, &g)) in x.data.iter().zip(&dy.data).enumerate() {
             let pc = if p.is_empty() { 0.0 } else { p[i % channels] };
-            acc[i % channels] += (g * cpu::dfdparam(self.0, &s, pc, xi)) as f32;
+            let term = g * cpu::dfdparam(self.0, &s, pc, xi);
+            acc[i % channels] += term as f32;
+            squares[i % channels] += term * term;
         }
-        Ok(Arrays::from([(grad.to_string(), Array::new(vec![channels], acc.into_iter().map(f64::from).collect()))]))
+        Ok(Arrays::from([
+            (grad.to_string(), Array::new(vec![channels], acc.into_iter().map(f64::from).collect())),
+            (rms_key(grad), Array::new(vec![channels], squares.into_iter().map(f64::sqrt).collect())),
+        ]))
     }
 
     fn run(

@@ -18,6 +18,7 @@
 pub mod cpu;
 mod cuda;
 pub mod mlp;
+pub mod mlp_op;
 pub mod op;
 
 use crate::device::Device;

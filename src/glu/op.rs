@@ -9,7 +9,7 @@ use rand_distr::{Distribution, Normal};
 
 use super::{GateHalf, Glu, GluInput, GluInputGrads, GluKind as K, cpu};
 use crate::activation::{ActivationKind, Scalars};
-use crate::check::{CheckRow, central_difference, reference_row};
+use crate::check::{CheckRow, central_difference, reference_row, rms_key};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input};
@@ -214,7 +214,7 @@ impl Op for GluOp {
         Ok(out)
     }
 
-    fn naive_reductions(&self, dir: Direction, problem: &Problem) -> Result<Arrays> {
+    fn naive_reductions(&self, dir: Direction, problem: &Problem, _: DType) -> Result<Arrays> {
         let mut out = Arrays::new();
         if dir == Direction::Fwd || !self.0.has_alpha() {
             return Ok(out);
@@ -222,11 +222,14 @@ impl Op for GluOp {
         let (a, b, _) = operands(problem)?;
         let (alpha, order) = self.scalars(problem);
         let dy = &problem.input("dy")?.data;
-        let mut acc = 0f32;
+        let (mut acc, mut squares) = (0f32, 0f64);
         for ((&a, &b), &g) in a.data.iter().zip(&b.data).zip(dy) {
-            acc += (g * b * cpu::gate(self.0, alpha, order, a).2) as f32;
+            let term = g * b * cpu::gate(self.0, alpha, order, a).2;
+            acc += term as f32;
+            squares += term * term;
         }
         out.insert("dalpha".into(), Array::new(vec![1], vec![acc as f64]));
+        out.insert(rms_key("dalpha"), Array::new(vec![1], vec![squares.sqrt()]));
         Ok(out)
     }
 

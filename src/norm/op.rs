@@ -7,7 +7,7 @@ use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
 
 use super::{Norm, NormKind, Stats, cpu};
-use crate::check::{CheckRow, central_difference, reference_row};
+use crate::check::{CheckRow, central_difference, reference_row, rms_key};
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input, output};
@@ -193,7 +193,7 @@ impl Op for NormOp {
         Ok(out)
     }
 
-    fn naive_reductions(&self, dir: Direction, problem: &Problem) -> Result<Arrays> {
+    fn naive_reductions(&self, dir: Direction, problem: &Problem, _: DType) -> Result<Arrays> {
         let mut out = Arrays::new();
         if dir == Direction::Fwd {
             return Ok(out);
@@ -203,17 +203,23 @@ impl Op for NormOp {
         let f = self.forward_ref(&p);
         let dy = &problem.input("dy")?.data;
         let (mut dg, mut db) = (vec![0f32; dim], vec![0f32; dim]);
+        let (mut dg2, mut db2) = (vec![0f64; dim], vec![0f64; dim]);
         for r in 0..rows {
             for c in 0..dim {
                 let i = r * dim + c;
                 let xhat = (f.s[i] - f.mean[r]) * f.rstd[r];
                 dg[c] += (dy[i] * xhat) as f32;
                 db[c] += dy[i] as f32;
+                dg2[c] += (dy[i] * xhat).powi(2);
+                db2[c] += dy[i] * dy[i];
             }
         }
         let wide = |v: Vec<f32>| Array::new(vec![dim], v.into_iter().map(f64::from).collect());
+        let root = |v: Vec<f64>| Array::new(vec![dim], v.into_iter().map(f64::sqrt).collect());
         out.insert("dgamma".into(), wide(dg));
         out.insert("dbeta".into(), wide(db));
+        out.insert(rms_key("dgamma"), root(dg2));
+        out.insert(rms_key("dbeta"), root(db2));
         Ok(out)
     }
 

@@ -224,7 +224,7 @@ impl Op for PaddingOp {
         Ok(out)
     }
 
-    fn naive_reductions(&self, _: Direction, _: &Problem) -> Result<Arrays> {
+    fn naive_reductions(&self, _: Direction, _: &Problem, _: DType) -> Result<Arrays> {
         Ok(Arrays::new())
     }
 
