@@ -168,7 +168,9 @@ impl Mlp<'_> {
         let f = match self.w_down.shape() {
             [dd, f] if *dd == d && *f > 0 => *f,
             s => {
-                return Err(Error::Shape { arg: "w_down", expected: format!("[{d}, F] with F ≥ 1"), got: s.to_vec() });
+                return Err(Error::Shape {
+                    arg: "w_down", expected: format!("[{d}, F] with F ≥ 1"), got: s.to_vec()
+                });
             }
         };
         expect("w_down", self.w_down, x, &[d, f])?;

@@ -181,7 +181,8 @@ pub fn forward(norm: &Norm, x: &Tensor, residual: Option<&Tensor>, keep_residual
 
 /// Gradients of y (and of residual_out through `dresidual_out`) given the forward's inputs
 /// and statistics. Pass the same `x` and `residual` as the forward, or the forward's
-/// residual_out as `x` with no residual.
+/// residual_out as `x` with no residual. (The host path checks `stats` but recomputes them
+/// in f64; the kernels read them.)
 pub fn backward(
     norm: &Norm,
     dy: &Tensor,
@@ -216,19 +217,12 @@ pub fn backward(
                 Some(r) => xs.iter().zip(r.host_f64()).map(|(a, b)| a + b).collect(),
                 None => xs,
             };
-            let mean = stats.mean.as_ref().map(|m| m.host_f64()).unwrap_or_default();
+            // The reference recomputes the statistics in f64 rather than reading the f32
+            // ones (which only the kernels need): it stays the exact f64 computation.
+            let f = cpu::forward(norm.kind, &s, None, None, None, dim, norm.eps as f64);
             let g = host_opt(norm.gamma);
             let dro = host_opt(dresidual_out);
-            let b = cpu::backward(
-                norm.kind,
-                &dy.host_f64(),
-                &s,
-                &mean,
-                &stats.rstd.host_f64(),
-                g.as_deref(),
-                dro.as_deref(),
-                dim,
-            );
+            let b = cpu::backward(norm.kind, &dy.host_f64(), &s, &f.mean, &f.rstd, g.as_deref(), dro.as_deref(), dim);
             let ds = Tensor::from_f64(&b.ds, x.shape(), x.dtype())?;
             Ok(NormGrads {
                 dresidual: if residual.is_some() { Some(Tensor::from_f64(&b.ds, x.shape(), x.dtype())?) } else { None },

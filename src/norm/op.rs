@@ -204,10 +204,12 @@ impl Op for NormOp {
         let dy = &problem.input("dy")?.data;
         let (mut dg, mut db) = (vec![0f32; dim], vec![0f32; dim]);
         let (mut dg2, mut db2) = (vec![0f64; dim], vec![0f64; dim]);
+        // Naive low precision: s, mean and rstd as f32 values, like the saved statistics.
+        let f32r = |v: f64| v as f32 as f64;
         for r in 0..rows {
             for c in 0..dim {
                 let i = r * dim + c;
-                let xhat = (f.s[i] - f.mean[r]) * f.rstd[r];
+                let xhat = (f32r(f.s[i]) - f32r(f.mean[r])) * f32r(f.rstd[r]);
                 dg[c] += (dy[i] * xhat) as f32;
                 db[c] += dy[i] as f32;
                 dg2[c] += (dy[i] * xhat).powi(2);
