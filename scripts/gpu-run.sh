@@ -19,6 +19,14 @@ step() {
   SUMMARY+=("$(printf '%-28s rc=%-3s %5ss' "$name" "$rc" "$(($(date +%s) - t0))")")
 }
 
+# cuBLASLt (the GLU MLP block) is loaded at run time; the image has it inside its Python
+# packages (shared/GPU.md), so put those directories on the library path when ldconfig lacks it.
+if ! ldconfig -p 2>/dev/null | grep -q libcublasLt; then
+  for d in $(python3 -c 'import glob, site; print(" ".join(sorted({p.rsplit("/", 1)[0] for s in site.getsitepackages() for p in glob.glob(s + "/nvidia/*/lib/libcublasLt.so*")})))' 2>/dev/null); do
+    export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  done
+fi
+echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}" >"$OUT/env.txt"
 cp "$B/REVISION" "$OUT/REVISION"
 nvidia-smi -L >"$OUT/nvidia-smi.txt" 2>&1
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem --format=csv >>"$OUT/nvidia-smi.txt" 2>&1
