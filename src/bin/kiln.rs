@@ -278,9 +278,10 @@ fn bench(common: &Common, runs: Option<usize>) -> Result<ExitCode> {
                     op.reductions_are_optional() && op.outputs(dir, &problem)?.iter().any(|(o, _)| o.reduction);
                 let variants: &[bool] = if has_reduction { &[true, false] } else { &[true] };
                 for &with in variants {
-                    let r = time_op(op.as_ref(), dir, dtype, &problem, &device, runs, with)?;
+                    let mut r = time_op(op.as_ref(), dir, dtype, &problem, &device, runs, with)?;
+                    r.shape = shape.clone();
                     println!(
-                        "{:<24} {:<4} {:<5} {:<14} {:<10} {:>10.1} {:>9.1} {:>6.1}%",
+                        "{:<24} {:<4} {:<5} {:<18} {:<10} {:>10.1} {:>9.1} {:>6.1}% {:>8.2}",
                         r.op,
                         r.dir,
                         r.dtype,
@@ -288,7 +289,8 @@ fn bench(common: &Common, runs: Option<usize>) -> Result<ExitCode> {
                         r.variant,
                         r.median_us,
                         r.gbps,
-                        100.0 * r.gbps / copy
+                        100.0 * r.gbps / copy,
+                        r.tflops
                     );
                     rows.push(r);
                 }
