@@ -49,21 +49,35 @@ fn main() {
     let mut sources = Vec::new();
     collect_cu(Path::new("kernels"), &mut sources);
     sources.sort();
+    // One nvcc per translation unit, in parallel (DESIGN.md: a TU per family keeps builds
+    // parallel); results are collected in source order so the report is stable.
+    let results: Vec<(PathBuf, std::process::Output)> = std::thread::scope(|scope| {
+        let jobs: Vec<_> = sources
+            .iter()
+            .map(|src| {
+                println!("cargo:rerun-if-changed={}", src.display());
+                let obj = out.join(src.with_extension("o").file_name().expect("a file name"));
+                let (nvcc, gencode) = (&nvcc, &gencode);
+                scope.spawn(move || {
+                    let output = Command::new(nvcc)
+                        .args(["-std=c++17", "-O3", "-Xptxas", "-v", "-Xcompiler", "-fPIC", "-Xcompiler", "-Wall"])
+                        .args(["-Ikernels/include", "-Ikernels"])
+                        .args(gencode)
+                        .arg("-c")
+                        .arg(src)
+                        .arg("-o")
+                        .arg(&obj)
+                        .output()
+                        .unwrap_or_else(|e| panic!("could not run {}: {e}", nvcc.display()));
+                    (obj, output)
+                })
+            })
+            .collect();
+        jobs.into_iter().map(|j| j.join().expect("nvcc thread")).collect()
+    });
     let mut report = String::new();
     let mut objects = Vec::new();
-    for src in &sources {
-        println!("cargo:rerun-if-changed={}", src.display());
-        let obj = out.join(src.with_extension("o").file_name().expect("a file name"));
-        let output = Command::new(&nvcc)
-            .args(["-std=c++17", "-O3", "-Xptxas", "-v", "-Xcompiler", "-fPIC", "-Xcompiler", "-Wall"])
-            .args(["-Ikernels/include", "-Ikernels"])
-            .args(&gencode)
-            .arg("-c")
-            .arg(src)
-            .arg("-o")
-            .arg(&obj)
-            .output()
-            .unwrap_or_else(|e| panic!("could not run {}: {e}", nvcc.display()));
+    for (src, (obj, output)) in sources.iter().zip(results) {
         let stderr = String::from_utf8_lossy(&output.stderr);
         report.push_str(&format!("# {}\n{stderr}", src.display()));
         if !output.status.success() {
