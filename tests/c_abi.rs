@@ -196,3 +196,212 @@ fn a_launch_without_a_driver_is_a_cuda_error_not_a_crash() {
         assert_ne!(ffi::kiln_last_cuda_error(), 0);
     }
 }
+
+#[test]
+fn glu_norm_and_padding_validate_before_launching() {
+    let (f, nf) = (FAKE as *const f32, FAKE as *mut f32);
+    // SAFETY: every call fails validation (or is empty) before any pointer is used.
+    unsafe {
+        // GLU
+        assert_eq!(
+            ffi::kiln_glu_swiglu_fwd(kiln_dtype(9), p(FAKE), p(FAKE), 8, pm(FAKE), 4, 8, null_mut()),
+            kiln_status::KILN_ERROR_INVALID_DTYPE
+        );
+        assert_eq!(
+            ffi::kiln_glu_swiglu_fwd(F32, p(FAKE), p(FAKE), 8, pm(FAKE), 4, 0, null_mut()),
+            kiln_status::KILN_ERROR_INVALID_SIZE
+        );
+        assert_eq!(
+            ffi::kiln_glu_swiglu_fwd(F32, p(FAKE), p(FAKE), 7, pm(FAKE), 4, 8, null_mut()),
+            kiln_status::KILN_ERROR_INVALID_SIZE
+        );
+        assert_eq!(
+            ffi::kiln_glu_swiglu_fwd(F32, null(), p(FAKE), 8, pm(FAKE), 4, 8, null_mut()),
+            kiln_status::KILN_ERROR_NULL_POINTER
+        );
+        assert_eq!(
+            ffi::kiln_glu_atglu_fwd(F32, p(FAKE), p(FAKE), 8, pm(FAKE), 4, 8, 3, null_mut()),
+            kiln_status::KILN_ERROR_INVALID_VALUE
+        );
+        assert_eq!(
+            ffi::kiln_glu_xgeglu_fwd(F32, p(FAKE), p(FAKE), 8, pm(FAKE), 4, 8, f32::NAN, 1, null_mut()),
+            kiln_status::KILN_ERROR_INVALID_VALUE
+        );
+        assert_eq!(
+            ffi::kiln_glu_swiglu_fwd(F32, null(), null(), 8, null_mut(), 0, 8, null_mut()),
+            kiln_status::KILN_SUCCESS
+        );
+        assert_eq!(ffi::kiln_glu_workspace_bytes(-1, 8), -1);
+        // Norm
+        assert_eq!(
+            ffi::kiln_norm_layernorm_fwd(
+                F32,
+                p(FAKE),
+                null(),
+                null(),
+                null(),
+                4,
+                0,
+                1e-5,
+                pm(FAKE),
+                null_mut(),
+                nf,
+                nf,
+                null_mut()
+            ),
+            kiln_status::KILN_ERROR_INVALID_SIZE
+        );
+        assert_eq!(
+            ffi::kiln_norm_layernorm_fwd(
+                F32,
+                p(FAKE),
+                null(),
+                null(),
+                null(),
+                4,
+                65537,
+                1e-5,
+                pm(FAKE),
+                null_mut(),
+                nf,
+                nf,
+                null_mut()
+            ),
+            kiln_status::KILN_ERROR_INVALID_SIZE
+        );
+        assert_eq!(
+            ffi::kiln_norm_rmsnorm_fwd(
+                F32,
+                p(FAKE),
+                null(),
+                f,
+                null(),
+                4,
+                8,
+                0.0,
+                pm(FAKE),
+                null_mut(),
+                nf,
+                null_mut()
+            ),
+            kiln_status::KILN_ERROR_INVALID_VALUE
+        );
+        assert_eq!(
+            ffi::kiln_norm_rmsnorm_fwd(
+                F32,
+                null(),
+                null(),
+                f,
+                null(),
+                4,
+                8,
+                1e-5,
+                pm(FAKE),
+                null_mut(),
+                nf,
+                null_mut()
+            ),
+            kiln_status::KILN_ERROR_NULL_POINTER
+        );
+        assert_eq!(
+            ffi::kiln_norm_rmsnorm_fwd(
+                BF16,
+                null(),
+                null(),
+                null(),
+                null(),
+                0,
+                8,
+                1e-5,
+                null_mut(),
+                null_mut(),
+                null_mut(),
+                null_mut()
+            ),
+            kiln_status::KILN_SUCCESS
+        );
+        assert_eq!(ffi::kiln_norm_workspace_bytes(4, 0), -1);
+        // Padding
+        let (i, ni) = (FAKE as *const i32, FAKE as *mut i32);
+        assert_eq!(ffi::kiln_padding_workspace_bytes(1 << 16, 1 << 15), -1, "batch·seqlen must fit int32 indices");
+        assert_eq!(
+            ffi::kiln_padding_unpad_fwd(
+                F32,
+                p(FAKE),
+                kiln_dtype::KILN_DTYPE_U8,
+                null(),
+                null(),
+                2,
+                4,
+                8,
+                8,
+                pm(FAKE),
+                ni,
+                ni,
+                ni,
+                ni,
+                pm(FAKE),
+                1 << 20,
+                null_mut()
+            ),
+            kiln_status::KILN_ERROR_NULL_POINTER,
+            "neither a mask nor lengths"
+        );
+        assert_eq!(
+            ffi::kiln_padding_unpad_fwd(
+                F32,
+                p(FAKE),
+                kiln_dtype::KILN_DTYPE_U8,
+                p(FAKE),
+                i,
+                2,
+                4,
+                8,
+                8,
+                pm(FAKE),
+                ni,
+                ni,
+                ni,
+                ni,
+                pm(FAKE),
+                1 << 20,
+                null_mut()
+            ),
+            kiln_status::KILN_ERROR_INVALID_VALUE,
+            "both a mask and lengths"
+        );
+        assert_eq!(
+            ffi::kiln_padding_unpad_fwd(
+                F32,
+                p(FAKE),
+                kiln_dtype::KILN_DTYPE_F32,
+                p(FAKE),
+                null(),
+                2,
+                4,
+                8,
+                8,
+                pm(FAKE),
+                ni,
+                ni,
+                ni,
+                ni,
+                pm(FAKE),
+                1 << 20,
+                null_mut()
+            ),
+            kiln_status::KILN_ERROR_INVALID_DTYPE,
+            "an f32 mask"
+        );
+        assert_eq!(
+            ffi::kiln_padding_pad_fwd(F32, p(FAKE), i, null(), 4, 2, 4, 0, pm(FAKE), ni, pm(FAKE), 1 << 20, null_mut()),
+            kiln_status::KILN_ERROR_INVALID_SIZE,
+            "dim 0"
+        );
+        assert_eq!(
+            ffi::kiln_padding_gather_fwd(F32, p(FAKE), i, null(), 4, 2, 4, 8, pm(FAKE), null_mut(), null_mut()),
+            kiln_status::KILN_ERROR_NULL_POINTER,
+            "no status word"
+        );
+    }
+}
