@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod activation;
+mod args;
 pub mod bench;
 pub mod build_info;
 pub mod check;

@@ -1,40 +1,13 @@
 //! The activation family: references on their own, GPU against reference (skips without
 //! a GPU), and bad input.
 
+mod common;
+
+use common::{assert_rows, devices, gpu, rng};
 use kiln::activation::{self, Activation, ActivationKind, GSmeluParams};
-use kiln::check::{CheckRow, check_shapes};
+use kiln::check::check_shapes;
 use kiln::registry::{Direction, Op, select};
 use kiln::{DType, Device, Error, Tensor};
-use rand::SeedableRng;
-use rand::rngs::StdRng;
-
-/// A fresh seed per run (printed, so a failure can be replayed with KILN_SEED).
-fn rng() -> StdRng {
-    let seed = std::env::var("KILN_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-    eprintln!("KILN_SEED={seed}");
-    StdRng::seed_from_u64(seed)
-}
-
-fn assert_rows(rows: &[CheckRow]) {
-    assert!(!rows.is_empty(), "no check ran");
-    let failed: Vec<_> = rows.iter().filter(|r| !r.pass).collect();
-    assert!(failed.is_empty(), "failed checks: {failed:#?}");
-}
-
-/// The GPU to test on, or `None` (after printing why the test skips).
-fn gpu() -> Option<Device> {
-    if !kiln::build_info::CUDA_COMPILED {
-        eprintln!("skipped: built without the cuda feature");
-        return None;
-    }
-    match Device::cuda(0) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            eprintln!("skipped: no CUDA device ({e})");
-            None
-        }
-    }
-}
 
 fn family() -> Vec<Box<dyn Op>> {
     select(&["activation/".to_string()])
@@ -137,14 +110,6 @@ const SENTINEL: f32 = 7.0;
 
 fn untouched(t: &Tensor) -> bool {
     t.to_f32_vec().unwrap().iter().all(|&v| v == SENTINEL)
-}
-
-fn devices() -> Vec<Device> {
-    let mut v = vec![Device::Cpu];
-    if kiln::build_info::CUDA_COMPILED {
-        v.extend(Device::cuda(0).ok());
-    }
-    v
 }
 
 #[test]

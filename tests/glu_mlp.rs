@@ -2,37 +2,14 @@
 //! against the reference under the 2×/3× naive-error rule (skips without a GPU), packed
 //! equals separate weights, inference saves nothing, and bad input.
 
-use kiln::check::{CheckRow, check_shapes};
+mod common;
+
+use common::{assert_rows, devices, gpu, rng};
+use kiln::check::check_shapes;
 use kiln::glu::mlp::{self, GateUp, GateUpGrads, Mlp, Mode};
 use kiln::glu::{Glu, GluKind};
 use kiln::registry::{Op, select};
 use kiln::{DType, Device, Error, Tensor};
-use rand::SeedableRng;
-use rand::rngs::StdRng;
-
-fn rng() -> StdRng {
-    let seed = std::env::var("KILN_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-    eprintln!("KILN_SEED={seed}");
-    StdRng::seed_from_u64(seed)
-}
-
-fn assert_rows(rows: &[CheckRow]) {
-    assert!(!rows.is_empty(), "no check ran");
-    let failed: Vec<_> = rows.iter().filter(|r| !r.pass).collect();
-    assert!(failed.is_empty(), "failed checks: {failed:#?}");
-}
-
-fn gpu() -> Option<Device> {
-    if !kiln::build_info::CUDA_COMPILED {
-        eprintln!("skipped: built without the cuda feature");
-        return None;
-    }
-    Device::cuda(0).map_err(|e| eprintln!("skipped: no CUDA device ({e})")).ok()
-}
-
-fn devices() -> Vec<Device> {
-    std::iter::once(Device::Cpu).chain(gpu()).collect()
-}
 
 fn blocks() -> Vec<Box<dyn Op>> {
     select(&["glu/mlp_".into()])

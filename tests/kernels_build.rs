@@ -25,7 +25,8 @@ fn no_kernel_spills_or_has_a_stack_frame() {
     for family in ["activation", "glu", "padding", "norm"] {
         let ours: Vec<_> = kernels.iter().filter(|k| k.name.contains(family)).collect();
         assert!(!ours.is_empty(), "no {family} kernel in the ptxas report");
-        let bad: Vec<_> = ours.iter().filter(|k| k.stack_bytes + k.spill_store_bytes + k.spill_load_bytes > 0).collect();
+        let bad: Vec<_> =
+            ours.iter().filter(|k| k.stack_bytes + k.spill_store_bytes + k.spill_load_bytes > 0).collect();
         assert!(bad.is_empty(), "{family} kernels with a stack frame or spills: {bad:#?}");
     }
 }

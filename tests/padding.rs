@@ -1,36 +1,13 @@
 //! The padding family: references on their own, the host path, GPU against reference
 //! (skips without a GPU), the no-sync path, and bad input.
 
-use kiln::check::{CheckRow, check_shapes};
+mod common;
+
+use common::{assert_rows, devices, gpu, rng};
+use kiln::check::check_shapes;
 use kiln::padding::{self, Keep};
 use kiln::registry::select;
 use kiln::{DType, Device, Error, Tensor};
-use rand::SeedableRng;
-use rand::rngs::StdRng;
-
-fn rng() -> StdRng {
-    let seed = std::env::var("KILN_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-    eprintln!("KILN_SEED={seed}");
-    StdRng::seed_from_u64(seed)
-}
-
-fn assert_rows(rows: &[CheckRow]) {
-    assert!(!rows.is_empty(), "no check ran");
-    let failed: Vec<_> = rows.iter().filter(|r| !r.pass).collect();
-    assert!(failed.is_empty(), "failed checks: {failed:#?}");
-}
-
-fn gpu() -> Option<Device> {
-    if !kiln::build_info::CUDA_COMPILED {
-        eprintln!("skipped: built without the cuda feature");
-        return None;
-    }
-    Device::cuda(0).map_err(|e| eprintln!("skipped: no CUDA device ({e})")).ok()
-}
-
-fn devices() -> Vec<Device> {
-    std::iter::once(Device::Cpu).chain(gpu()).collect()
-}
 
 #[test]
 fn references_pass_their_identities() {

@@ -23,6 +23,7 @@ pub mod cpu;
 mod cuda;
 pub mod op;
 
+use crate::args::{float, same_device};
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Error, Result, ensure};
@@ -347,9 +348,7 @@ impl<'a> Activation<'a> {
 
     /// Validates `x`'s dtype and the parameter tensor against `x`; returns the channel count.
     fn channels(&self, x: &Tensor) -> Result<usize> {
-        if !x.dtype().is_float() {
-            return Err(Error::DType { arg: "x", expected: "f32, f16 or bf16".into(), got: x.dtype() });
-        }
+        float("x", x)?;
         let Some(p) = self.param_tensor() else { return Ok(1) };
         let arg = self.kind().tensor_param().expect("ops with a tensor name it");
         same_device(arg, &x.device(), p)?;
@@ -377,15 +376,6 @@ pub struct Gradients {
     /// dL/dα (`[1]`), dL/dslope or the straight-through dL/dθ (`[channels]`), f32;
     /// `None` for ops without a trainable parameter.
     pub dparam: Option<Tensor>,
-}
-
-fn same_device(arg: &'static str, expected: &Device, t: &Tensor) -> Result<()> {
-    let got = t.device();
-    if expected.same_memory(&got) {
-        Ok(())
-    } else {
-        Err(Error::Device { arg, expected: expected.to_string(), got: got.to_string() })
-    }
 }
 
 fn same_layout(arg: &'static str, x: &Tensor, t: &Tensor) -> Result<()> {

@@ -26,6 +26,7 @@
 //! ```
 
 use super::{GateHalf, Glu, GluInput, GluInputGrads};
+use crate::args::float;
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -100,6 +101,7 @@ pub struct MlpOutput {
 
 /// Gradients of the gate/up projections, in the layout they came in.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // made once per backward; boxing would only add a hop
 pub enum GateUpGrads {
     /// dW_g, dW_u `[F, d]`; db_g, db_u `[F]` when the biases were given.
     Separate {
@@ -158,9 +160,7 @@ fn expect(arg: &'static str, t: &Tensor, x: &Tensor, shape: &[usize]) -> Result<
 
 impl Mlp<'_> {
     fn validate(&self, x: &Tensor) -> Result<Dims> {
-        if !x.dtype().is_float() {
-            return Err(Error::DType { arg: "x", expected: "f32, f16 or bf16".into(), got: x.dtype() });
-        }
+        float("x", x)?;
         if x.shape().len() != 2 || x.shape()[1] == 0 {
             return Err(Error::Shape { arg: "x", expected: "[T, d] with d ≥ 1".into(), got: x.shape().to_vec() });
         }

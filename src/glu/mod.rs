@@ -21,6 +21,7 @@ pub mod mlp;
 pub mod mlp_op;
 pub mod op;
 
+use crate::args::{float, same_device};
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Error, Result, ensure};
@@ -192,22 +193,6 @@ pub(crate) struct Layout {
     out_shape: Vec<usize>,
     dtype: DType,
     device: Device,
-}
-
-fn same_device(arg: &'static str, expected: &Device, t: &Tensor) -> Result<()> {
-    if expected.same_memory(&t.device()) {
-        Ok(())
-    } else {
-        Err(Error::Device { arg, expected: expected.to_string(), got: t.device().to_string() })
-    }
-}
-
-fn float(arg: &'static str, t: &Tensor) -> Result<()> {
-    if t.dtype().is_float() {
-        Ok(())
-    } else {
-        Err(Error::DType { arg, expected: "f32, f16 or bf16".into(), got: t.dtype() })
-    }
 }
 
 fn layout(input: &GluInput) -> Result<Layout> {

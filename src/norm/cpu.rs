@@ -61,13 +61,12 @@ pub struct Backward {
     pub dbeta: Vec<f64>,
 }
 
-/// Gradients given the forward's s, mean and rstd (mean ignored for RMSNorm).
+/// Gradients given the forward's s and statistics (mean, rstd; mean ignored for RMSNorm).
 pub fn backward(
     kind: NormKind,
     dy: &[f64],
     s: &[f64],
-    mean: &[f64],
-    rstd: &[f64],
+    (mean, rstd): (&[f64], &[f64]),
     gamma: Option<&[f64]>,
     dresidual_out: Option<&[f64]>,
     dim: usize,

@@ -21,6 +21,7 @@ pub mod cpu;
 mod cuda;
 pub mod op;
 
+use crate::args::{float, same_device};
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Error, Result, ensure};
@@ -84,19 +85,9 @@ pub struct NormGrads {
     pub dbeta: Option<Tensor>,
 }
 
-fn same_device(arg: &'static str, expected: &Device, t: &Tensor) -> Result<()> {
-    if expected.same_memory(&t.device()) {
-        Ok(())
-    } else {
-        Err(Error::Device { arg, expected: expected.to_string(), got: t.device().to_string() })
-    }
-}
-
 /// (rows, dim) of x, after checking its dtype and hidden size.
 fn dims(x: &Tensor) -> Result<(usize, usize)> {
-    if !x.dtype().is_float() {
-        return Err(Error::DType { arg: "x", expected: "f32, f16 or bf16".into(), got: x.dtype() });
-    }
+    float("x", x)?;
     let dim = x.shape().last().copied().unwrap_or(0);
     if !(1..=MAX_DIM).contains(&dim) {
         return Err(Error::Shape {
@@ -222,7 +213,7 @@ pub fn backward(
             let f = cpu::forward(norm.kind, &s, None, None, None, dim, norm.eps as f64);
             let g = host_opt(norm.gamma);
             let dro = host_opt(dresidual_out);
-            let b = cpu::backward(norm.kind, &dy.host_f64(), &s, &f.mean, &f.rstd, g.as_deref(), dro.as_deref(), dim);
+            let b = cpu::backward(norm.kind, &dy.host_f64(), &s, (&f.mean, &f.rstd), g.as_deref(), dro.as_deref(), dim);
             let ds = Tensor::from_f64(&b.ds, x.shape(), x.dtype())?;
             Ok(NormGrads {
                 dresidual: if residual.is_some() { Some(Tensor::from_f64(&b.ds, x.shape(), x.dtype())?) } else { None },

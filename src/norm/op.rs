@@ -177,7 +177,7 @@ impl Op for NormOp {
             Direction::Bwd => {
                 let dy = &problem.input("dy")?.data;
                 let dro = problem.get("dresidual_out").map(|a| a.data.as_slice());
-                let b = cpu::backward(self.0, dy, &f.s, &f.mean, &f.rstd, p.gamma, dro, dim);
+                let b = cpu::backward(self.0, dy, &f.s, (&f.mean, &f.rstd), p.gamma, dro, dim);
                 out.insert("dx".into(), Array::new(shape.clone(), b.ds.clone()));
                 if p.residual.is_some() {
                     out.insert("dresidual".into(), Array::new(shape, b.ds));

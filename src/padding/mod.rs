@@ -23,6 +23,7 @@ pub mod cpu;
 mod cuda;
 pub mod op;
 
+use crate::args::{float, same_device};
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -77,9 +78,7 @@ impl UnpaddedOnDevice {
 
 /// Shape bookkeeping of `hidden [batch, seqlen, …]`: (batch, seqlen, row elements).
 fn hidden_dims(arg: &'static str, t: &Tensor) -> Result<(usize, usize, usize)> {
-    if !t.dtype().is_float() {
-        return Err(Error::DType { arg, expected: "f32, f16 or bf16".into(), got: t.dtype() });
-    }
+    float(arg, t)?;
     let s = t.shape();
     if s.len() < 2 {
         return Err(Error::Shape { arg, expected: "[batch, seqlen, …]".into(), got: s.to_vec() });
@@ -89,14 +88,6 @@ fn hidden_dims(arg: &'static str, t: &Tensor) -> Result<(usize, usize, usize)> {
         return Err(Error::Shape { arg, expected: "batch·seqlen < 2^31 (int32 indices)".into(), got: s.to_vec() });
     }
     Ok((s[0], s[1], s[2..].iter().product()))
-}
-
-fn same_device(arg: &'static str, expected: &Device, t: &Tensor) -> Result<()> {
-    if expected.same_memory(&t.device()) {
-        Ok(())
-    } else {
-        Err(Error::Device { arg, expected: expected.to_string(), got: t.device().to_string() })
-    }
 }
 
 fn check_keep(keep: &Keep, hidden: &Tensor, batch: usize, seqlen: usize) -> Result<()> {
@@ -245,9 +236,7 @@ pub fn unpad_with_capacity(hidden: &Tensor, keep: Keep, capacity: usize) -> Resu
 /// `[batch, seqlen, …]` zeros except row `indices[i]` = `packed[i]` (indices distinct and in
 /// range; checked, which on a GPU waits for the device). Also the backward of [`unpad`].
 pub fn pad(packed: &Tensor, indices: &Tensor, batch: usize, seqlen: usize) -> Result<Tensor> {
-    if !packed.dtype().is_float() {
-        return Err(Error::DType { arg: "packed", expected: "f32, f16 or bf16".into(), got: packed.dtype() });
-    }
+    float("packed", packed)?;
     if packed.shape().is_empty() {
         return Err(Error::Shape { arg: "packed", expected: "[nnz, …]".into(), got: vec![] });
     }

@@ -1,0 +1,24 @@
+//! Argument checks shared by every family: each returns the typed error naming the
+//! argument, so validation reads as a list of facts about the inputs.
+
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// `t` lives where `expected` does.
+pub(crate) fn same_device(arg: &'static str, expected: &Device, t: &Tensor) -> Result<()> {
+    if expected.same_memory(&t.device()) {
+        Ok(())
+    } else {
+        Err(Error::Device { arg, expected: expected.to_string(), got: t.device().to_string() })
+    }
+}
+
+/// `t` is stored as f32, f16 or bf16.
+pub(crate) fn float(arg: &'static str, t: &Tensor) -> Result<()> {
+    if t.dtype().is_float() {
+        Ok(())
+    } else {
+        Err(Error::DType { arg, expected: "f32, f16 or bf16".into(), got: t.dtype() })
+    }
+}
