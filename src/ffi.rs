@@ -50,7 +50,7 @@ impl kiln_data_status {
     pub const KILN_DATA_DUPLICATE_INDEX: kiln_data_status = kiln_data_status(4);
 }
 #[repr(transparent)]
-#[doc = " Errors found in device data (indices, lengths, counts) by kernels that cannot report them\n through the return value without a host synchronisation. Such launchers take an\n `int32_t* status` device word, set it to KILN_DATA_OK before their first kernel, and a\n kernel that finds bad data stores its code there (the lowest code wins). Every later kernel\n of the same call checks the word first and writes nothing when it is not OK, so on a data\n error the outputs are untouched unless the launcher's documentation says otherwise."]
+#[doc = " Errors found in device data (indices, lengths, counts) by kernels that cannot report them\n through the return value without a host synchronisation. Such launchers take an\n `int32_t* status` device word; once the call's kernels have run it holds KILN_DATA_OK or\n the code of the bad data they found (the lowest code wins). Every kernel that writes an\n output checks the word first and writes nothing when it is not OK, so on a data error the\n outputs are untouched unless the launcher's documentation says otherwise. (After a\n KILN_ERROR_CUDA return the word is unspecified.)"]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct kiln_data_status(pub ::std::os::raw::c_uint);
 unsafe extern "C" {

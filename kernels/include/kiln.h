@@ -64,10 +64,11 @@ typedef enum kiln_dtype {
 /**
  * Errors found in device data (indices, lengths, counts) by kernels that cannot report them
  * through the return value without a host synchronisation. Such launchers take an
- * `int32_t* status` device word, set it to KILN_DATA_OK before their first kernel, and a
- * kernel that finds bad data stores its code there (the lowest code wins). Every later kernel
- * of the same call checks the word first and writes nothing when it is not OK, so on a data
- * error the outputs are untouched unless the launcher's documentation says otherwise.
+ * `int32_t* status` device word; once the call's kernels have run it holds KILN_DATA_OK or
+ * the code of the bad data they found (the lowest code wins). Every kernel that writes an
+ * output checks the word first and writes nothing when it is not OK, so on a data error the
+ * outputs are untouched unless the launcher's documentation says otherwise. (After a
+ * KILN_ERROR_CUDA return the word is unspecified.)
  */
 typedef enum kiln_data_status {
     KILN_DATA_OK = 0,

@@ -87,7 +87,15 @@ fn hidden_dims(arg: &'static str, t: &Tensor) -> Result<(usize, usize, usize)> {
     if tokens.is_none() {
         return Err(Error::Shape { arg, expected: "batch·seqlen < 2^31 (int32 indices)".into(), got: s.to_vec() });
     }
-    Ok((s[0], s[1], s[2..].iter().product()))
+    let dim: usize = s[2..].iter().product();
+    if dim == 0 {
+        return Err(Error::Shape {
+            arg,
+            expected: "[batch, seqlen, …] with nonzero trailing dimensions".into(),
+            got: s.to_vec(),
+        });
+    }
+    Ok((s[0], s[1], dim))
 }
 
 fn check_keep(keep: &Keep, hidden: &Tensor, batch: usize, seqlen: usize) -> Result<()> {
@@ -237,8 +245,12 @@ pub fn unpad_with_capacity(hidden: &Tensor, keep: Keep, capacity: usize) -> Resu
 /// range; checked, which on a GPU waits for the device). Also the backward of [`unpad`].
 pub fn pad(packed: &Tensor, indices: &Tensor, batch: usize, seqlen: usize) -> Result<Tensor> {
     float("packed", packed)?;
-    if packed.shape().is_empty() {
-        return Err(Error::Shape { arg: "packed", expected: "[nnz, …]".into(), got: vec![] });
+    if packed.shape().is_empty() || packed.shape()[1..].contains(&0) {
+        return Err(Error::Shape {
+            arg: "packed",
+            expected: "[nnz, …] with nonzero trailing dimensions".into(),
+            got: packed.shape().to_vec(),
+        });
     }
     let device = packed.device();
     let nnz = check_indices(indices, &device)?;
