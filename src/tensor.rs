@@ -67,6 +67,17 @@ mod sealed {
     impl Sealed for u8 {}
 }
 
+/// Elements to allocate on a device for `n`: zero-byte allocations are not portable across
+/// drivers, so an empty tensor gets one unused element (its shape still says empty).
+fn device_len(n: usize) -> usize {
+    n.max(1)
+}
+
+fn truncated<T>(mut v: Vec<T>, n: usize) -> Vec<T> {
+    v.truncate(n);
+    v
+}
+
 fn numel(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
 }
@@ -224,6 +235,7 @@ impl Tensor {
     pub fn to_device(&self, device: &Device) -> Result<Tensor> {
         match device {
             Device::Cpu => self.to_host(),
+            Device::Cuda(_) if self.is_empty() => Tensor::zeros(&self.shape, self.dtype(), device),
             Device::Cuda(d) => {
                 let s = d.stream();
                 let buf = match self.to_host()?.host() {
@@ -247,12 +259,14 @@ impl Tensor {
             Data::Host(HostData::U8(v)) => HostData::U8(v.clone()),
             Data::Cuda { buf, device } => {
                 let s = device.stream();
+                // An empty tensor's buffer holds one unused element (device_len).
+                let n = self.len();
                 match buf {
-                    CudaData::F32(b) => HostData::F32(s.clone_dtoh(b)?),
-                    CudaData::F16(b) => HostData::F16(s.clone_dtoh(b)?),
-                    CudaData::BF16(b) => HostData::BF16(s.clone_dtoh(b)?),
-                    CudaData::I32(b) => HostData::I32(s.clone_dtoh(b)?),
-                    CudaData::U8(b) => HostData::U8(s.clone_dtoh(b)?),
+                    CudaData::F32(b) => HostData::F32(truncated(s.clone_dtoh(b)?, n)),
+                    CudaData::F16(b) => HostData::F16(truncated(s.clone_dtoh(b)?, n)),
+                    CudaData::BF16(b) => HostData::BF16(truncated(s.clone_dtoh(b)?, n)),
+                    CudaData::I32(b) => HostData::I32(truncated(s.clone_dtoh(b)?, n)),
+                    CudaData::U8(b) => HostData::U8(truncated(s.clone_dtoh(b)?, n)),
                 }
             }
         };
@@ -297,11 +311,11 @@ impl Tensor {
                 // that wrote them or is documented to see unspecified values.
                 let buf = unsafe {
                     match dtype {
-                        DType::F32 => CudaData::F32(s.alloc(n)?),
-                        DType::F16 => CudaData::F16(s.alloc(n)?),
-                        DType::BF16 => CudaData::BF16(s.alloc(n)?),
-                        DType::I32 => CudaData::I32(s.alloc(n)?),
-                        DType::U8 => CudaData::U8(s.alloc(n)?),
+                        DType::F32 => CudaData::F32(s.alloc(device_len(n))?),
+                        DType::F16 => CudaData::F16(s.alloc(device_len(n))?),
+                        DType::BF16 => CudaData::BF16(s.alloc(device_len(n))?),
+                        DType::I32 => CudaData::I32(s.alloc(device_len(n))?),
+                        DType::U8 => CudaData::U8(s.alloc(device_len(n))?),
                     }
                 };
                 Ok(Tensor { shape: shape.to_vec(), data: Data::Cuda { buf, device: d.clone() } })
@@ -317,11 +331,11 @@ impl Tensor {
             Device::Cuda(d) => {
                 let s = d.stream();
                 let buf = match dtype {
-                    DType::F32 => CudaData::F32(s.alloc_zeros(n)?),
-                    DType::F16 => CudaData::F16(s.alloc_zeros(n)?),
-                    DType::BF16 => CudaData::BF16(s.alloc_zeros(n)?),
-                    DType::I32 => CudaData::I32(s.alloc_zeros(n)?),
-                    DType::U8 => CudaData::U8(s.alloc_zeros(n)?),
+                    DType::F32 => CudaData::F32(s.alloc_zeros(device_len(n))?),
+                    DType::F16 => CudaData::F16(s.alloc_zeros(device_len(n))?),
+                    DType::BF16 => CudaData::BF16(s.alloc_zeros(device_len(n))?),
+                    DType::I32 => CudaData::I32(s.alloc_zeros(device_len(n))?),
+                    DType::U8 => CudaData::U8(s.alloc_zeros(device_len(n))?),
                 };
                 Ok(Tensor { shape: shape.to_vec(), data: Data::Cuda { buf, device: d.clone() } })
             }
