@@ -41,7 +41,11 @@ if command -v compute-sanitizer >/dev/null; then
 else
   SUMMARY+=("compute-sanitizer not found")
 fi
-step bench "$B/kiln" bench --backend cuda --json "$OUT/bench.json"
+# Every memory-bound kernel at its issue's size; the MLP block (GEMM-bound, and slow to fill
+# with random weights on the host) once, in bf16, at Llama-7B's shape.
+step bench "$B/kiln" bench --backend cuda --json "$OUT/bench.json" activation/ padding/ norm/ \
+  glu/glu glu/bilinear glu/reglu glu/geglu glu/swiglu glu/atglu glu/xatglu glu/xgeglu glu/xswiglu
+step bench-mlp "$B/kiln" bench --backend cuda --dtype bf16 --runs 10 --json "$OUT/bench_mlp.json" glu/mlp_swiglu
 
 echo "==== $(head -n 1 "$OUT/nvidia-smi.txt")"
 cat "$B/REVISION"
@@ -52,12 +56,16 @@ for t in "$OUT"/test-*.log; do grep -H "test result" "$t" | tail -n 1; done
 echo "==== sanitizer"
 grep -h "ERROR SUMMARY" "$OUT/memcheck.log" "$OUT/racecheck.log" 2>/dev/null
 echo "==== bench (op dir dtype variant GB/s %copy)"
-python3 - "$OUT/bench.json" <<'PY' || tail -n 5 "$OUT/bench.log"
-import json, sys
-d = json.load(open(sys.argv[1]))
-print(f"copy {d['ceilings']['copy_gbps']:.0f} GB/s")
-for r in d["results"]:
-    print(r["op"], r["dir"], r["dtype"], r["variant"] or "-", f"{r['gbps']:.0f}", f"{r['pct_of_copy']:.1f}%")
+python3 - "$OUT/bench.json" "$OUT/bench_mlp.json" <<'PY' || tail -n 5 "$OUT/bench.log"
+import json, os, sys
+for path in sys.argv[1:]:
+    if not os.path.exists(path):
+        print("missing", path)
+        continue
+    d = json.load(open(path))
+    print(f"copy {d['ceilings']['copy_gbps']:.0f} GB/s")
+    for r in d["results"]:
+        print(r["op"], r["dir"], r["dtype"], r["variant"] or "-", f"{r['gbps']:.0f}GB/s", f"{r['pct_of_copy']:.1f}%", f"{r['tflops']:.1f}TF")
 PY
 echo "==== steps"
 printf '%s\n' "${SUMMARY[@]}"

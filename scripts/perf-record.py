@@ -19,6 +19,8 @@ def main() -> None:
     date = datetime.date.today().isoformat()
     check = json.loads((out / "check.json").read_text()) if (out / "check.json").exists() else {"results": []}
     bench = json.loads((out / "bench.json").read_text()) if (out / "bench.json").exists() else {"results": [], "ceilings": {}}
+    if (out / "bench_mlp.json").exists():
+        bench["results"] += json.loads((out / "bench_mlp.json").read_text())["results"]
 
     # One entry per op/direction/dtype: pass = every check row passed; max_err = worst row.
     results = {}
@@ -32,6 +34,7 @@ def main() -> None:
         e = results.setdefault(key, {"op": r["op"], "dir": r["dir"], "dtype": r["dtype"]})
         suffix = "_no_dparam" if r["variant"] == "no-dparam" else ""
         e["gbps" + suffix] = round(r["gbps"], 1)
+        e["tflops" + suffix] = round(r["tflops"], 2)
         e["pct_of_copy" + suffix] = round(r["pct_of_copy"], 1)
         e["shape"] = r["shape"]
     latest = {
