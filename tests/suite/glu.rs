@@ -1,9 +1,7 @@
 //! The fused GLU kernels: references on their own, every layout on the host and the GPU
 //! (skips without one), in place, and bad input.
 
-mod common;
-
-use common::{assert_rows, devices, gpu, rng};
+use crate::common::{assert_rows, devices, gpu, rng};
 use kiln::check::{CheckRow, check_problem, check_shapes};
 use kiln::glu::op::packed_problem;
 use kiln::glu::{self, GateHalf, Glu, GluInput, GluInputGrads, GluInputMut, GluKind};

@@ -1,9 +1,7 @@
 //! The activation family: references on their own, GPU against reference (skips without
 //! a GPU), and bad input.
 
-mod common;
-
-use common::{assert_rows, devices, gpu, rng};
+use crate::common::{assert_rows, devices, gpu, rng};
 use kiln::activation::{self, Activation, ActivationKind, GSmeluParams};
 use kiln::check::check_shapes;
 use kiln::registry::{Direction, Op, select};

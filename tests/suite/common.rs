@@ -1,6 +1,5 @@
 //! Helpers every family's test file shares: a replayable RNG, the GPU-or-skip probe, and
 //! the assertion over check rows.
-#![allow(dead_code)] // each test file uses its own subset
 
 use kiln::Device;
 use kiln::check::CheckRow;

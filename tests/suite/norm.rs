@@ -2,9 +2,7 @@
 //! path, GPU against reference with and without the optional inputs and on large-magnitude
 //! bf16 rows (skips without a GPU), and bad input.
 
-mod common;
-
-use common::{assert_rows, devices, gpu, rng};
+use crate::common::{assert_rows, devices, gpu, rng};
 use kiln::check::{CheckRow, check_problem, check_shapes};
 use kiln::norm::{self, Norm, NormKind, Stats};
 use kiln::registry::{Direction, Op, select};

@@ -1,9 +1,7 @@
 //! The padding family: references on their own, the host path, GPU against reference
 //! (skips without a GPU), the no-sync path, and bad input.
 
-mod common;
-
-use common::{assert_rows, devices, gpu, rng};
+use crate::common::{assert_rows, devices, gpu, rng};
 use kiln::check::check_shapes;
 use kiln::padding::{self, Keep};
 use kiln::registry::select;

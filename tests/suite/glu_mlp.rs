@@ -2,9 +2,7 @@
 //! against the reference under the 2×/3× naive-error rule (skips without a GPU), packed
 //! equals separate weights, inference saves nothing, and bad input.
 
-mod common;
-
-use common::{assert_rows, devices, gpu, rng};
+use crate::common::{assert_rows, devices, gpu, rng};
 use kiln::check::check_shapes;
 use kiln::glu::mlp::{self, GateUp, GateUpGrads, Mlp, Mode};
 use kiln::glu::{Glu, GluKind};

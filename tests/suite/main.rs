@@ -1,0 +1,13 @@
+//! Every family's tests in one binary: references on their own, GPU against reference (each
+//! GPU test skips without a device), bad input, the C ABI's validation and the kernel build.
+//! One binary keeps links few and the GPU bundle small.
+
+mod activation;
+mod c_abi;
+mod common;
+mod glu;
+mod glu_mlp;
+mod kernels_build;
+mod norm;
+mod padding;
+mod tensor;
