@@ -78,7 +78,8 @@ impl Device {
     pub fn same_memory(&self, other: &Device) -> bool {
         match (self, other) {
             (Device::Cpu, Device::Cpu) => true,
-            (Device::Cuda(a), Device::Cuda(b)) => Arc::ptr_eq(a.stream.context(), b.stream.context()),
+            // Same CUcontext handle: two `Device::cuda(0)` share device 0's primary context.
+            (Device::Cuda(a), Device::Cuda(b)) => a.context().cu_ctx() == b.context().cu_ctx(),
             _ => false,
         }
     }
