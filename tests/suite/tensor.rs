@@ -47,6 +47,9 @@ fn device_round_trip_and_wrapping_without_copy() {
         }
     };
     let Device::Cuda(cuda) = &device else { unreachable!("Device::cuda returns a CUDA device") };
+    // Two handles on device 0 are the same memory (one primary context), and the host is not.
+    assert!(device.same_memory(&Device::cuda(0).unwrap()));
+    assert!(!device.same_memory(&Device::Cpu));
     let values: Vec<f32> = (0..1000).map(|i| i as f32 * 0.5 - 7.0).collect();
     let t = Tensor::from_f32(&values, &[10, 100], DType::BF16).unwrap().to_device(&device).unwrap();
     assert!(t.device().is_cuda());
