@@ -328,15 +328,6 @@ __global__ void __launch_bounds__(kThreads)
     }
 }
 
-// out[0] = Σ partials[0..count) in a fixed order (one block: strided per-thread sums, then a tree).
-// Reads 4 bytes per partial; count ≤ kReduceMaxBlocks.
-__global__ void __launch_bounds__(kThreads) finalize_scalar_kernel(const float* partials, int64_t count, float* out) {
-    float acc = 0.0f;
-    for (int64_t i = threadIdx.x; i < count; i += kThreads) acc += partials[i];
-    acc = block_sum<kThreads>(acc);
-    if (threadIdx.x == 0) out[0] = acc;
-}
-
 // x viewed as [rows, channels]; block (bx, by) covers column groups [bx·blockDim.x, +blockDim.x)
 // and rows [by·rows_per_chunk, +rows_per_chunk); each thread owns one group of kW channels and
 // visits the chunk's rows threadIdx.y, threadIdx.y + blockDim.y, ...
@@ -584,7 +575,7 @@ kiln_status launch_flat(const Problem& p, const Op& op, Pass pass) {
             flat_bwd_kernel<T, Op, kW, true><<<blocks, kThreads, 0, stream>>>(x, dy, out, p.n, op, p.param, partials);
             const kiln_status status = launch_status();
             if (status != KILN_SUCCESS || blocks == 1) return status;
-            finalize_scalar_kernel<<<1, kThreads, 0, stream>>>(partials, blocks, p.dparam);
+            sum_partials_kernel<kThreads><<<1, kThreads, 0, stream>>>(partials, blocks, p.dparam);
             return launch_status();
         }
     }

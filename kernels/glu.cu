@@ -149,15 +149,6 @@ __global__ void __launch_bounds__(kThreads)
     }
 }
 
-// out[0] = Σ partials[0..count) in a fixed order (one block: strided per-thread sums, then a tree).
-// Reads 4 bytes per partial; count ≤ kReduceMaxBlocks.
-__global__ void __launch_bounds__(kThreads) finalize_kernel(const float* partials, int64_t count, float* out) {
-    float acc = 0.0f;
-    for (int64_t i = threadIdx.x; i < count; i += kThreads) acc += partials[i];
-    acc = block_sum<kThreads>(acc);
-    if (threadIdx.x == 0) out[0] = acc;
-}
-
 // ------------------------------------------------------------------------------------------
 // Launch plans. The dα partition depends only on (rows, F, pack width), so dα is bitwise
 // reproducible for given inputs, sizes and pointer alignment.
@@ -313,7 +304,7 @@ kiln_status launch_path(const Problem& p, const Gate& gate, Pass pass) {
             bwd_kernel<T, Gate, kW, true><<<blocks, kThreads, 0, stream>>>(a, b, dy, da, db, s, gate, partials);
             const kiln_status status = launch_status();
             if (status != KILN_SUCCESS || blocks == 1) return status;
-            finalize_kernel<<<1, kThreads, 0, stream>>>(partials, blocks, p.dalpha);
+            sum_partials_kernel<kThreads><<<1, kThreads, 0, stream>>>(partials, blocks, p.dalpha);
             return launch_status();
         }
     }

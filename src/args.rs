@@ -22,3 +22,19 @@ pub(crate) fn float(arg: &'static str, t: &Tensor) -> Result<()> {
         Err(Error::DType { arg, expected: "f32, f16 or bf16".into(), got: t.dtype() })
     }
 }
+
+/// `t` has x's device, dtype and shape (outputs and gradients laid out like x).
+pub(crate) fn like_x(arg: &'static str, x: &Tensor, t: &Tensor) -> Result<()> {
+    same_device(arg, &x.device(), t)?;
+    if t.dtype() != x.dtype() {
+        return Err(Error::DType { arg, expected: format!("{} (the dtype of x)", x.dtype()), got: t.dtype() });
+    }
+    if t.shape() != x.shape() {
+        return Err(Error::Shape {
+            arg,
+            expected: format!("{:?} (the shape of x)", x.shape()),
+            got: t.shape().to_vec(),
+        });
+    }
+    Ok(())
+}

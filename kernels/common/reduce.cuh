@@ -4,6 +4,8 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 namespace kiln {
 
 constexpr int kWarpSize = 32;
@@ -58,6 +60,17 @@ __device__ __forceinline__ void sum_over_lanes(float (&acc)[kW], float* smem) {
             }
         }
     }
+}
+
+// out[0] = Σ partials[0..count) in a fixed order: the second pass of the scalar parameter
+// gradients (one block; strided per-thread sums, then block_sum's tree). Reads 4 bytes per
+// partial. A template, so each translation unit may instantiate it.
+template <int kBlockThreads>
+__global__ void __launch_bounds__(kBlockThreads) sum_partials_kernel(const float* partials, int64_t count, float* out) {
+    float acc = 0.0f;
+    for (int64_t i = threadIdx.x; i < count; i += kBlockThreads) acc += partials[i];
+    acc = block_sum<kBlockThreads>(acc);
+    if (threadIdx.x == 0) out[0] = acc;
 }
 
 }  // namespace kiln

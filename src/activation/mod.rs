@@ -23,7 +23,7 @@ pub mod cpu;
 mod cuda;
 pub mod op;
 
-use crate::args::{float, same_device};
+use crate::args::{float, like_x, same_device};
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Error, Result, ensure};
@@ -378,21 +378,6 @@ pub struct Gradients {
     pub dparam: Option<Tensor>,
 }
 
-fn same_layout(arg: &'static str, x: &Tensor, t: &Tensor) -> Result<()> {
-    same_device(arg, &x.device(), t)?;
-    if t.dtype() != x.dtype() {
-        return Err(Error::DType { arg, expected: format!("{} (the dtype of x)", x.dtype()), got: t.dtype() });
-    }
-    if t.shape() != x.shape() {
-        return Err(Error::Shape {
-            arg,
-            expected: format!("{:?} (the shape of x)", x.shape()),
-            got: t.shape().to_vec(),
-        });
-    }
-    Ok(())
-}
-
 /// y = f(x) into a new tensor on x's device.
 pub fn forward(act: &Activation, x: &Tensor) -> Result<Tensor> {
     act.validate_scalars(false)?;
@@ -406,7 +391,7 @@ pub fn forward(act: &Activation, x: &Tensor) -> Result<Tensor> {
 pub fn forward_into(act: &Activation, x: &Tensor, y: &mut Tensor) -> Result<()> {
     act.validate_scalars(false)?;
     let channels = act.channels(x)?;
-    same_layout("y", x, y)?;
+    like_x("y", x, y)?;
     match x.device() {
         Device::Cpu => {
             let (s, p) = reference_params(act);
@@ -436,7 +421,7 @@ pub fn forward_inplace(act: &Activation, x: &mut Tensor) -> Result<()> {
 pub fn backward(act: &Activation, x: &Tensor, dy: &Tensor) -> Result<Gradients> {
     act.validate_scalars(true)?;
     let channels = act.channels(x)?;
-    same_layout("dy", x, dy)?;
+    like_x("dy", x, dy)?;
     let device = x.device();
     let mut dx = Tensor::zeros(x.shape(), x.dtype(), &device)?;
     let mut dparam = match act.kind().grad_name() {
@@ -458,8 +443,8 @@ pub fn backward_into(
 ) -> Result<()> {
     act.validate_scalars(true)?;
     let channels = act.channels(x)?;
-    same_layout("dy", x, dy)?;
-    same_layout("dx", x, dx)?;
+    like_x("dy", x, dy)?;
+    like_x("dx", x, dx)?;
     if let Some(dp) = dparam.as_deref() {
         check_dparam(act, x, channels, dp)?;
     }

@@ -21,7 +21,7 @@ pub mod cpu;
 mod cuda;
 pub mod op;
 
-use crate::args::{float, same_device};
+use crate::args::{float, like_x, same_device};
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Error, Result, ensure};
@@ -97,21 +97,6 @@ fn dims(x: &Tensor) -> Result<(usize, usize)> {
         });
     }
     Ok((x.len() / dim, dim))
-}
-
-fn like_x(arg: &'static str, x: &Tensor, t: &Tensor) -> Result<()> {
-    same_device(arg, &x.device(), t)?;
-    if t.dtype() != x.dtype() {
-        return Err(Error::DType { arg, expected: format!("{} (the dtype of x)", x.dtype()), got: t.dtype() });
-    }
-    if t.shape() != x.shape() {
-        return Err(Error::Shape {
-            arg,
-            expected: format!("{:?} (the shape of x)", x.shape()),
-            got: t.shape().to_vec(),
-        });
-    }
-    Ok(())
 }
 
 fn f32_vector(arg: &'static str, x: &Tensor, t: &Tensor, len: usize) -> Result<()> {
