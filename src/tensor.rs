@@ -300,7 +300,6 @@ impl Tensor {
 
     /// A tensor on `device` whose contents are unspecified until written: for outputs a
     /// kernel writes in full (a host tensor is zero-filled).
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pub(crate) fn uninit(shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
         let n = numel(shape).ok_or_else(|| shape_overflow("shape", shape))?;
         match device {

@@ -382,7 +382,7 @@ pub struct Gradients {
 pub fn forward(act: &Activation, x: &Tensor) -> Result<Tensor> {
     act.validate_scalars(false)?;
     act.channels(x)?;
-    let mut y = Tensor::zeros(x.shape(), x.dtype(), &x.device())?;
+    let mut y = Tensor::uninit(x.shape(), x.dtype(), &x.device())?;
     forward_into(act, x, &mut y)?;
     Ok(y)
 }
@@ -423,9 +423,9 @@ pub fn backward(act: &Activation, x: &Tensor, dy: &Tensor) -> Result<Gradients> 
     let channels = act.channels(x)?;
     like_x("dy", x, dy)?;
     let device = x.device();
-    let mut dx = Tensor::zeros(x.shape(), x.dtype(), &device)?;
+    let mut dx = Tensor::uninit(x.shape(), x.dtype(), &device)?;
     let mut dparam = match act.kind().grad_name() {
-        Some(_) => Some(Tensor::zeros(&[channels], DType::F32, &device)?),
+        Some(_) => Some(Tensor::uninit(&[channels], DType::F32, &device)?),
         None => None,
     };
     backward_into(act, x, dy, &mut dx, dparam.as_mut())?;

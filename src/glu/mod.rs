@@ -313,7 +313,7 @@ pub fn backward(glu: &Glu, input: GluInput, dy: &Tensor) -> Result<GluGrads> {
     check_out("dy", &l, dy)?;
     let device = l.device.clone();
     let dtype = l.dtype;
-    let dalpha = if glu.kind.has_alpha() { Some(Tensor::zeros(&[1], DType::F32, &device)?) } else { None };
+    let dalpha = if glu.kind.has_alpha() { Some(Tensor::uninit(&[1], DType::F32, &device)?) } else { None };
     match device {
         Device::Cpu => {
             let (a, b) = host_operands(&input, &l);
