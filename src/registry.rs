@@ -284,3 +284,12 @@ pub fn input<'a>(inputs: &'a Tensors, name: &'static str) -> Result<&'a Tensor> 
 pub fn output<'a>(outputs: &'a mut Tensors, name: &'static str) -> Result<&'a mut Tensor> {
     outputs.get_mut(name).ok_or(Error::InvalidValue { arg: name, reason: "missing output".into() })
 }
+
+/// Stores a result the safe API returned as a new tensor in output slot `name` (ops whose
+/// API allocates its outputs); `None` means the op produced no such output.
+pub fn put_output(outputs: &mut Tensors, name: &'static str, t: impl Into<Option<Tensor>>) -> Result<()> {
+    if let Some(t) = t.into() {
+        *output(outputs, name)? = t;
+    }
+    Ok(())
+}

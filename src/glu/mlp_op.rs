@@ -11,7 +11,7 @@ use super::{Glu, GluKind as K, cpu};
 use crate::check::{CheckRow, central_difference, reference_row, rms_key};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input};
+use crate::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input, put_output};
 use crate::tensor::Tensor;
 
 /// The MLP block with one gate, in the registry.
@@ -298,16 +298,7 @@ impl Op for MlpOp {
             b_down: inputs.get("b_d"),
         };
         let x = input(inputs, "x")?;
-        let mut put = |name: &str, t: Option<Tensor>| -> Result<()> {
-            match (t, outputs.get_mut(name)) {
-                (Some(t), Some(slot)) => *slot = t,
-                (Some(_), None) => {
-                    return Err(Error::InvalidValue { arg: "outputs", reason: format!("missing `{name}`") });
-                }
-                _ => {}
-            }
-            Ok(())
-        };
+        let mut put = |name, t: Option<Tensor>| put_output(outputs, name, t);
         match dir {
             Direction::Fwd => put("y", Some(mlp::forward(&block, x, Mode::Inference)?.y)),
             Direction::Bwd => {

@@ -12,7 +12,7 @@ use crate::activation::{ActivationKind, Scalars};
 use crate::check::{CheckRow, central_difference, reference_row, rms_key};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input};
+use crate::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input, put_output};
 use crate::tensor::Tensor;
 
 /// One fused GLU op in the registry.
@@ -245,13 +245,7 @@ impl Op for GluOp {
             Some(ab) => GluInput::Packed { ab, gate: gate_of(params)? },
             None => GluInput::Separate { a: input(inputs, "a")?, b: input(inputs, "b")? },
         };
-        let mut put = |name: &str, t: Tensor| match outputs.get_mut(name) {
-            Some(slot) => {
-                *slot = t;
-                Ok(())
-            }
-            None => Err(Error::InvalidValue { arg: "outputs", reason: format!("missing `{name}`") }),
-        };
+        let mut put = |name, t: Tensor| put_output(outputs, name, t);
         match dir {
             Direction::Fwd => put("y", super::forward(&glu, operands)?),
             Direction::Bwd => {
@@ -263,10 +257,7 @@ impl Op for GluOp {
                     }
                     GluInputGrads::Packed { dab } => put("dab", dab)?,
                 }
-                match g.dalpha {
-                    Some(d) => put("dalpha", d),
-                    None => Ok(()),
-                }
+                put_output(outputs, "dalpha", g.dalpha)
             }
         }
     }

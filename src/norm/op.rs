@@ -10,8 +10,7 @@ use super::{Norm, NormKind, Stats, cpu};
 use crate::check::{CheckRow, central_difference, reference_row, rms_key};
 use crate::dtype::DType;
 use crate::error::Result;
-use crate::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input, output};
-use crate::tensor::Tensor;
+use crate::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input, put_output};
 
 /// One normalisation in the registry.
 pub struct NormOp(pub NormKind);
@@ -237,13 +236,7 @@ impl Op for NormOp {
         let x = input(inputs, "x")?;
         let residual = inputs.get("residual");
         let f = super::forward(&norm, x, residual, residual.is_some())?;
-        // The results replace the preallocated outputs.
-        let mut put = |name: &'static str, t: Option<Tensor>| -> Result<()> {
-            if let Some(t) = t {
-                *output(outputs, name)? = t;
-            }
-            Ok(())
-        };
+        let mut put = |name, t| put_output(outputs, name, t);
         match dir {
             Direction::Fwd => {
                 put("y", Some(f.y))?;
