@@ -11,6 +11,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "build/emu.rs"]
+mod emu;
+
 /// SASS for A100 (sm_80) and H100 (sm_90a: wgmma/TMA-capable), plus compute_80 PTX so
 /// newer GPUs can JIT. PTX newer than the driver fails to JIT: the toolchain is pinned.
 const DEFAULT_ARCHS: &str = "sm_80,sm_90a,compute_80";
@@ -21,6 +24,9 @@ fn main() {
         println!("cargo:rerun-if-env-changed={var}");
     }
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    if env::var_os("CARGO_FEATURE_EMU").is_some() {
+        emu::build(&out);
+    }
     let report_path = out.join("ptxas-report.txt");
     let cuda = env::var_os("CARGO_FEATURE_CUDA").is_some() && env::var_os("DOCS_RS").is_none();
     if !cuda {
@@ -48,6 +54,8 @@ fn main() {
 
     let mut sources = Vec::new();
     collect_cu(Path::new("kernels"), &mut sources);
+    // kernels/emu/ holds the emulator and its planted-bug kernels: emulator builds only.
+    sources.retain(|p| !p.starts_with("kernels/emu"));
     sources.sort();
     // One nvcc per translation unit, in parallel (DESIGN.md: a TU per family keeps builds
     // parallel); results are collected in source order so the report is stable.
@@ -121,7 +129,7 @@ fn gencode_flags(archs: &str) -> Vec<String> {
         .collect()
 }
 
-fn collect_cu(dir: &Path, out: &mut Vec<PathBuf>) {
+pub(crate) fn collect_cu(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = fs::read_dir(dir) else { return };
     for e in entries.flatten() {
         let p = e.path();
@@ -135,7 +143,7 @@ fn collect_cu(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// nvcc from $NVCC, $CUDA_HOME/$CUDA_PATH, $PATH, then the toolchain that
 /// scripts/install-cuda.sh puts in `.cuda/` (no nvidia-smi needed).
-fn find_nvcc() -> Option<PathBuf> {
+pub(crate) fn find_nvcc() -> Option<PathBuf> {
     let exists = |p: PathBuf| p.is_file().then_some(p);
     if let Some(p) = env::var_os("NVCC") {
         return exists(PathBuf::from(p));

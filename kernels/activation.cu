@@ -563,7 +563,7 @@ kiln_status launch_flat(const Problem& p, const Op& op, Pass pass) {
     const T* x = static_cast<const T*>(p.x);
     T* out = static_cast<T*>(p.out);
     if (pass == Pass::kForward) {
-        flat_fwd_kernel<T, Op, kW><<<flat_blocks(p.n, kW), kThreads, 0, stream>>>(x, out, p.n, op, p.param);
+        KILN_LAUNCH(flat_blocks(p.n, kW), kThreads, 0, stream, flat_fwd_kernel<T, Op, kW>)(x, out, p.n, op, p.param);
         return launch_status();
     }
     const T* dy = static_cast<const T*>(p.dy);
@@ -572,15 +572,16 @@ kiln_status launch_flat(const Problem& p, const Op& op, Pass pass) {
             const int64_t blocks = scalar_partials(p.n, kW);
             // A single partial is the total: write it in place and skip the second pass.
             float* partials = blocks == 1 ? p.dparam : static_cast<float*>(p.workspace);
-            flat_bwd_kernel<T, Op, kW, true><<<blocks, kThreads, 0, stream>>>(x, dy, out, p.n, op, p.param, partials);
+            KILN_LAUNCH(blocks, kThreads, 0, stream, flat_bwd_kernel<T, Op, kW, true>)(x, dy, out, p.n, op, p.param,
+                                                                                       partials);
             const kiln_status status = launch_status();
             if (status != KILN_SUCCESS || blocks == 1) return status;
-            sum_partials_kernel<kThreads><<<1, kThreads, 0, stream>>>(partials, blocks, p.dparam);
+            KILN_LAUNCH(1, kThreads, 0, stream, sum_partials_kernel<kThreads>)(partials, blocks, p.dparam);
             return launch_status();
         }
     }
-    flat_bwd_kernel<T, Op, kW, false><<<flat_blocks(p.n, kW), kThreads, 0, stream>>>(x, dy, out, p.n, op, p.param,
-                                                                                      nullptr);
+    KILN_LAUNCH(flat_blocks(p.n, kW), kThreads, 0, stream, flat_bwd_kernel<T, Op, kW, false>)(x, dy, out, p.n, op,
+                                                                                              p.param, nullptr);
     return launch_status();
 }
 
@@ -595,22 +596,24 @@ kiln_status launch_channels(const Problem& p, const Op& op, Pass pass) {
     const dim3 grid(static_cast<unsigned>(plan.tiles), static_cast<unsigned>(plan.chunks));
     const dim3 block(static_cast<unsigned>(plan.tx), static_cast<unsigned>(plan.ty));
     if (pass == Pass::kForward) {
-        channel_fwd_kernel<T, Op, kW><<<grid, block, 0, stream>>>(x, out, p.param, shape, op);
+        KILN_LAUNCH(grid, block, 0, stream, channel_fwd_kernel<T, Op, kW>)(x, out, p.param, shape, op);
         return launch_status();
     }
     const T* dy = static_cast<const T*>(p.dy);
     if (p.dparam == nullptr) {
-        channel_bwd_kernel<T, Op, kW, false><<<grid, block, 0, stream>>>(x, dy, out, p.param, nullptr, shape, op);
+        KILN_LAUNCH(grid, block, 0, stream, channel_bwd_kernel<T, Op, kW, false>)(x, dy, out, p.param, nullptr, shape,
+                                                                                  op);
         return launch_status();
     }
     float* partials = plan.chunks == 1 ? p.dparam : static_cast<float*>(p.workspace);
-    channel_bwd_kernel<T, Op, kW, true><<<grid, block, 0, stream>>>(x, dy, out, p.param, partials, shape, op);
+    KILN_LAUNCH(grid, block, 0, stream, channel_bwd_kernel<T, Op, kW, true>)(x, dy, out, p.param, partials, shape, op);
     const kiln_status status = launch_status();
     if (status != KILN_SUCCESS || plan.chunks == 1) return status;
     const int64_t columns = std::min(p.channels, int64_t(kTileColumns));
     const dim3 finalize_grid(static_cast<unsigned>(ceil_div(p.channels, columns)));
     const dim3 finalize_block(static_cast<unsigned>(columns), static_cast<unsigned>(kThreads / columns));
-    finalize_channels_kernel<<<finalize_grid, finalize_block, 0, stream>>>(partials, plan.chunks, p.channels, p.dparam);
+    KILN_LAUNCH(finalize_grid, finalize_block, 0, stream, finalize_channels_kernel)(partials, plan.chunks, p.channels,
+                                                                                    p.dparam);
     return launch_status();
 }
 

@@ -289,7 +289,7 @@ kiln_status launch_path(const Problem& p, const Gate& gate, Pass pass) {
     if (pass == Pass::kForward) {
         const int64_t blocks = stream_blocks(packs);
         const Shape s = make_shape(p.rows, p.features, kW, p.ab_stride, p.dab_stride, blocks);
-        fwd_kernel<T, Gate, kW><<<blocks, kThreads, 0, stream>>>(a, b, static_cast<T*>(p.y), s, gate);
+        KILN_LAUNCH(blocks, kThreads, 0, stream, fwd_kernel<T, Gate, kW>)(a, b, static_cast<T*>(p.y), s, gate);
         return launch_status();
     }
     const T* dy = static_cast<const T*>(p.dy);
@@ -301,16 +301,17 @@ kiln_status launch_path(const Problem& p, const Gate& gate, Pass pass) {
             const Shape s = make_shape(p.rows, p.features, kW, p.ab_stride, p.dab_stride, blocks);
             // A single partial is the total: write it in place and skip the second pass.
             float* partials = blocks == 1 ? p.dalpha : static_cast<float*>(p.workspace);
-            bwd_kernel<T, Gate, kW, true><<<blocks, kThreads, 0, stream>>>(a, b, dy, da, db, s, gate, partials);
+            KILN_LAUNCH(blocks, kThreads, 0, stream, bwd_kernel<T, Gate, kW, true>)(a, b, dy, da, db, s, gate,
+                                                                                    partials);
             const kiln_status status = launch_status();
             if (status != KILN_SUCCESS || blocks == 1) return status;
-            sum_partials_kernel<kThreads><<<1, kThreads, 0, stream>>>(partials, blocks, p.dalpha);
+            KILN_LAUNCH(1, kThreads, 0, stream, sum_partials_kernel<kThreads>)(partials, blocks, p.dalpha);
             return launch_status();
         }
     }
     const int64_t blocks = stream_blocks(packs);
     const Shape s = make_shape(p.rows, p.features, kW, p.ab_stride, p.dab_stride, blocks);
-    bwd_kernel<T, Gate, kW, false><<<blocks, kThreads, 0, stream>>>(a, b, dy, da, db, s, gate, nullptr);
+    KILN_LAUNCH(blocks, kThreads, 0, stream, bwd_kernel<T, Gate, kW, false>)(a, b, dy, da, db, s, gate, nullptr);
     return launch_status();
 }
 

@@ -618,10 +618,10 @@ kiln_status launch_fwd(const FwdParams<T>& p, cudaStream_t stream) {
         const RowShape shape = row_shape(p.dim / kW, kPacks);
         const int64_t blocks = std::min(ceil_div(p.rows, shape.rows_per_block), kMaxFwdBlocks);
         const dim3 block(static_cast<unsigned>(shape.threads), static_cast<unsigned>(shape.rows_per_block));
-        fwd_cached_kernel<T, kW, kPacks, kLayer><<<static_cast<unsigned>(blocks), block, 0, stream>>>(p);
+        KILN_LAUNCH(static_cast<unsigned>(blocks), block, 0, stream, fwd_cached_kernel<T, kW, kPacks, kLayer>)(p);
     } else {
         const int64_t blocks = std::min(p.rows, kMaxFwdBlocks);
-        fwd_looped_kernel<T, kW, kLayer><<<static_cast<unsigned>(blocks), kLoopThreads, 0, stream>>>(p);
+        KILN_LAUNCH(static_cast<unsigned>(blocks), kLoopThreads, 0, stream, fwd_looped_kernel<T, kW, kLayer>)(p);
     }
     return launch_status();
 }
@@ -632,9 +632,9 @@ kiln_status launch_bwd(const BwdParams<T>& p, int64_t chunks, cudaStream_t strea
         constexpr int kPacks = kBwdElems / kW;
         const RowShape shape = row_shape(p.dim / kW, kPacks);
         const dim3 block(static_cast<unsigned>(shape.threads), static_cast<unsigned>(shape.rows_per_block));
-        bwd_cached_kernel<T, kW, kPacks, kLayer><<<static_cast<unsigned>(chunks), block, 0, stream>>>(p);
+        KILN_LAUNCH(static_cast<unsigned>(chunks), block, 0, stream, bwd_cached_kernel<T, kW, kPacks, kLayer>)(p);
     } else {
-        bwd_looped_kernel<T, kW, kLayer><<<static_cast<unsigned>(chunks), kLoopThreads, 0, stream>>>(p);
+        KILN_LAUNCH(static_cast<unsigned>(chunks), kLoopThreads, 0, stream, bwd_looped_kernel<T, kW, kLayer>)(p);
     }
     return launch_status();
 }
@@ -771,7 +771,8 @@ kiln_status run_bwd(const Problem& p) {
     if (status != KILN_SUCCESS || !grads || direct) return status;
     const dim3 grid(static_cast<unsigned>(ceil_div(p.dim, kFinalizeColumns)), 2);  // y: dγ, dβ
     const dim3 block(kFinalizeColumns, kFinalizeLanes);
-    finalize_kernel<<<grid, block, 0, stream>>>(partials, part.chunks, static_cast<int>(p.dim), p.dgamma, p.dbeta);
+    KILN_LAUNCH(grid, block, 0, stream, finalize_kernel)(partials, part.chunks, static_cast<int>(p.dim), p.dgamma,
+                                                         p.dbeta);
     return launch_status();
 }
 

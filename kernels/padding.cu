@@ -366,11 +366,11 @@ kiln_status launch_copy(const void* src, const int32_t* map, void* dst, int64_t 
     const E* from = static_cast<const E*>(src);
     E* to = static_cast<E*>(dst);
     if (vec) {
-        copy_rows_kernel<E, kV><<<blocks, kCopyThreads, 0, stream>>>(from, map, to, rows_bound, device_rows, dim, shift,
-                                                                    status);
+        KILN_LAUNCH(blocks, kCopyThreads, 0, stream, copy_rows_kernel<E, kV>)(from, map, to, rows_bound, device_rows,
+                                                                              dim, shift, status);
     } else {
-        copy_rows_kernel<E, 1><<<blocks, kCopyThreads, 0, stream>>>(from, map, to, rows_bound, device_rows, dim, shift,
-                                                                   status);
+        KILN_LAUNCH(blocks, kCopyThreads, 0, stream, copy_rows_kernel<E, 1>)(from, map, to, rows_bound, device_rows,
+                                                                             dim, shift, status);
     }
     return launch_status();
 }
@@ -408,19 +408,19 @@ kiln_status launch_unpad(const Unpad& u) {
     const Mask* mask = static_cast<const Mask*>(u.mask);
     const int seqlen = static_cast<int>(u.seqlen);
     if (u.mask != nullptr && tiles > 0) {
-        count_tiles_kernel<Mask><<<static_cast<unsigned>(tiles), kTileThreads, 0, u.stream>>>(mask, seqlen,
+        KILN_LAUNCH(static_cast<unsigned>(tiles), kTileThreads, 0, u.stream, count_tiles_kernel<Mask>)(mask, seqlen,
                                                                                              tiles_per_seq, u.tiles);
         const kiln_status status = launch_status();
         if (status != KILN_SUCCESS) return status;
     }
     const ScanArgs args{u.seqlens, u.tiles, static_cast<int>(u.batch), seqlen, tiles_per_seq,
                         static_cast<int>(u.capacity), u.cu_seqlens, u.counts, u.status};
-    scan_tiles_kernel<<<1, kScanThreads, 0, u.stream>>>(args);
+    KILN_LAUNCH(1, kScanThreads, 0, u.stream, scan_tiles_kernel)(args);
     kiln_status status = launch_status();
     // nnz ≤ min(capacity, batch·seqlen) once the word is OK: nothing to write when that is 0.
     const int64_t rows_bound = std::min(u.capacity, u.batch * u.seqlen);
     if (status != KILN_SUCCESS || rows_bound == 0) return status;
-    index_tiles_kernel<Mask><<<static_cast<unsigned>(tiles), kTileThreads, 0, u.stream>>>(
+    KILN_LAUNCH(static_cast<unsigned>(tiles), kTileThreads, 0, u.stream, index_tiles_kernel<Mask>)(
         mask, u.seqlens, seqlen, tiles_per_seq, u.tiles, u.indices, u.status);
     status = launch_status();
     if (status != KILN_SUCCESS) return status;
@@ -499,13 +499,14 @@ kiln_status kiln_padding_pad_fwd(kiln_dtype dtype, const void* packed, const int
 
     const auto s = static_cast<cudaStream_t>(stream);
     int32_t* inv = static_cast<int32_t*>(workspace);  // [tokens]: the packed row of each token
-    pad::init_inverse_kernel<<<pad::grid_blocks(tokens, pad::kCheckThreads), pad::kCheckThreads, 0, s>>>(inv, tokens,
-                                                                                                       status);
+    KILN_LAUNCH(pad::grid_blocks(tokens, pad::kCheckThreads), pad::kCheckThreads, 0, s, pad::init_inverse_kernel)(
+        inv, tokens, status);
     kiln_status result = launch_status();
     if (result != KILN_SUCCESS) return result;
     if (capacity > 0 || nnz != nullptr) {
-        pad::check_indices_kernel<true><<<pad::grid_blocks(capacity, pad::kCheckThreads), pad::kCheckThreads, 0, s>>>(
-            indices, nnz, static_cast<int>(capacity), static_cast<int>(tokens), inv, status);
+        KILN_LAUNCH(pad::grid_blocks(capacity, pad::kCheckThreads), pad::kCheckThreads, 0, s,
+                    pad::check_indices_kernel<true>)(indices, nnz, static_cast<int>(capacity), static_cast<int>(tokens),
+                                                     inv, status);
         result = launch_status();
         if (result != KILN_SUCCESS) return result;
     }
@@ -536,8 +537,9 @@ kiln_status kiln_padding_gather_fwd(kiln_dtype dtype, const void* hidden, const 
         return KILN_ERROR_CUDA;
     }
     if (capacity > 0 || nnz != nullptr) {
-        pad::check_indices_kernel<false><<<pad::grid_blocks(capacity, pad::kCheckThreads), pad::kCheckThreads, 0, s>>>(
-            indices, nnz, static_cast<int>(capacity), static_cast<int>(tokens), nullptr, status);
+        KILN_LAUNCH(pad::grid_blocks(capacity, pad::kCheckThreads), pad::kCheckThreads, 0, s,
+                    pad::check_indices_kernel<false>)(indices, nnz, static_cast<int>(capacity),
+                                                      static_cast<int>(tokens), nullptr, status);
         const kiln_status result = launch_status();
         if (result != KILN_SUCCESS) return result;
     }

@@ -1,0 +1,50 @@
+/* kiln's CUDA emulator: the host-side API of its runtime (feature `emu`).
+ *
+ * The emulator runs kiln's kernel sources on the CPU: every CUDA thread is a fiber, blocks run
+ * one after another, launches are serialised. Its "device memory" is host memory handed out by
+ * kiln_emu_malloc, with redzones and a shadow that checked mode uses to find out-of-bounds
+ * accesses, reads of bytes never written and races (kernels/emu/README.md).
+ *
+ * The launchers of kiln.h exist in the emulated library under the prefix kiln_emu_ instead of
+ * kiln_ (kiln_activation_relu_fwd -> kiln_emu_activation_relu_fwd), so the emulated and the
+ * CUDA library link into one binary. They take the same arguments; pass NULL as the stream.
+ */
+#ifndef KILN_EMU_H
+#define KILN_EMU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Emulated device memory: 256-byte aligned, unwritten (reads are findings until written),
+ * surrounded by redzones. NULL when out of memory. bytes == 0 gives a valid, empty buffer. */
+void* kiln_emu_malloc(size_t bytes);
+/* Frees a buffer of kiln_emu_malloc (NULL is ignored). */
+void kiln_emu_free(void* ptr);
+/* Copies bytes between any host or emulated buffers (marks dst written). Returns 0, or 1 when
+ * a range runs outside its emulated allocation. */
+int kiln_emu_memcpy(void* dst, const void* src, size_t bytes);
+/* Fills bytes of an emulated (or host) buffer with the byte value (marks them written). */
+int kiln_emu_memset(void* dst, int value, size_t bytes);
+
+/* Checked mode: every load and store of a kernel is checked (default on; the environment
+ * variable KILN_EMU_CHECK=0 turns it off at start-up). */
+void kiln_emu_set_checked(int on);
+int kiln_emu_checked(void);
+
+/* The text of the finding that failed this thread's last failed launch ("" when none): what,
+ * where (file:line of the kernel source), which block and thread. KILN_EMU_ABORT=1 aborts the
+ * process at the first finding instead. */
+const char* kiln_emu_last_finding(void);
+
+/* Launches, blocks and threads run since start-up (for `kiln info` and tests). */
+uint64_t kiln_emu_launch_count(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KILN_EMU_H */

@@ -1,0 +1,159 @@
+// kiln's CUDA emulator: the state its runtime files share (not part of any kernel's view).
+//
+//   fiber.cpp    user-space context switch and the guard-paged stack pool
+//   memory.cpp   emulated device memory: allocations with redzones and their shadow
+//   runtime.cpp  launches, the block scheduler, barriers, warp collectives, atomics, runtime API
+//   check.cpp    the __tsan_* hooks of checked mode: bounds, initialisation, races; findings
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace kiln_emu {
+
+// ---- fibers -----------------------------------------------------------------------------------
+
+// One stack of the pool: [lo, hi) is usable, a PROT_NONE guard page lies below lo.
+struct Stack {
+    char* lo = nullptr;
+    char* hi = nullptr;
+};
+
+// The stack for fiber slot `i` (0 <= i < kMaxBlockThreads), mapped on first use.
+Stack stack_for(int i);
+// The address range every fiber stack lies in (for the checker's fast path).
+void stack_region(uintptr_t* lo, uintptr_t* hi);
+// A fresh context on `stack` that will call entry(arg); returns its saved stack pointer.
+void* make_context(const Stack& stack, void (*entry)(void*), void* arg);
+// Saves the current context's stack pointer in *save and resumes the context saved in next.
+extern "C" void kiln_emu_switch(void** save, void* next);
+
+constexpr int kMaxBlockThreads = 1024;
+
+// ---- the running launch -----------------------------------------------------------------------
+
+enum class State : uint8_t { kReady, kBarrier, kWarp, kExited };
+
+// One CUDA thread of the running block.
+struct Thread {
+    void* sp = nullptr;  // saved stack pointer while switched out
+    uint3 idx{};
+    uint32_t linear = 0;  // threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)
+    uint32_t warp = 0;
+    uint32_t lane = 0;
+    State state = State::kReady;
+    // Waiting at a barrier or collective: where, and what it brought.
+    const char* file = nullptr;
+    int line = 0;
+    int op = 0;
+    unsigned mask = 0;
+    uint64_t value = 0;
+    int arg = 0;
+    int width = 32;
+    uint64_t result = 0;
+    // Warp-synchronisation clock: after a collective its lanes all hold max(their clocks) + 1, so
+    // an access of lane u recorded at clock c is ordered before lane t's access iff clock_t > c.
+    uint32_t wsync = 0;
+};
+
+struct Launch {
+    dim3 grid{}, block{};
+    uint3 block_idx{};
+    uint32_t block_threads = 0;
+    uint32_t warps = 0;
+    uint64_t block_linear = 0;
+    const char* file = nullptr;  // KILN_LAUNCH site
+    int line = 0;
+    const char* kernel = nullptr;
+    void (*invoke)(const void*) = nullptr;
+    const void* ctx = nullptr;
+    uintptr_t args_lo = 0, args_hi = 0;  // the parameter buffer (not device memory)
+    char* dynamic_shared = nullptr;
+    size_t dynamic_bytes = 0;
+    std::vector<Thread> threads;
+    Thread* current = nullptr;
+    void* scheduler_sp = nullptr;
+    bool aborted = false;
+    // Checked mode: every barrier interval of every block gets a new epoch; block serials are
+    // unique across launches ([serial_base + 1, serial_base + blocks] for this launch;
+    // serial_base itself marks "read by several blocks").
+    uint32_t epoch = 0;
+    uint32_t serial_base = 0;
+    uint32_t serial = 0;
+};
+
+// The launch running on this OS thread (null outside kernels).
+extern thread_local Launch* t_launch __attribute__((tls_model("initial-exec")));
+// Whether checked mode is on (read at launch start).
+extern bool g_checked;
+// Serialises launches, allocations and copies: the hooks then need no locking.
+std::recursive_mutex& big_lock();
+
+// ---- findings ---------------------------------------------------------------------------------
+
+enum class FindingKind {
+    kOutOfBounds,
+    kMisaligned,
+    kUninitialised,
+    kRace,
+    kBarrierDivergence,
+    kCollective,
+    kDeadlock,
+};
+
+// Records a finding for the running launch and abandons it (never returns to the kernel).
+// `pc` is the instrumented access (symbolised later), or 0 when file/line are known.
+[[noreturn]] void fail(FindingKind kind, const std::string& what, const char* file, int line, const void* pc);
+// The cudaError_t a finding of this kind fails its launch with.
+cudaError_t finding_error(FindingKind kind);
+// "file:line" of an instruction address through the binary's line tables ("" if unknown).
+std::string symbolize(const void* pc);
+// Sets the text kiln_emu_last_finding returns on this OS thread.
+void set_last_finding(const std::string& text);
+// Aborts the process at the first finding (KILN_EMU_ABORT=1).
+bool abort_on_finding();
+
+// ---- memory -----------------------------------------------------------------------------------
+
+// An emulated allocation: [base, base + size) usable, redzones of kRedzone on both sides.
+struct Alloc {
+    char* raw = nullptr;
+    char* base = nullptr;
+    size_t size = 0;
+    size_t capacity = 0;  // size rounded up: base + capacity is where the right redzone starts
+    uint64_t id = 0;
+    // Shadow, one entry per byte of [base, base + capacity): written?, last writing block's
+    // serial, last reading block's serial (serial_base = several).
+    uint8_t* written = nullptr;
+    uint32_t* writer = nullptr;
+    uint32_t* reader = nullptr;
+};
+
+constexpr size_t kRedzone = 256;
+
+// The allocation whose [raw, raw + redzones + capacity) holds p, or null (lock held).
+Alloc* find_alloc(uintptr_t p);
+// Marks [p, p + n) written (host writes: memset, memcpy); false when it leaves its allocation.
+bool mark_host_write(void* p, size_t n);
+// Whether [p, p + n) lies inside one allocation, or outside every allocation.
+bool host_range_ok(const void* p, size_t n);
+// Forgets every block serial in every shadow (when serials wrap around).
+void reset_serials();
+
+// ---- the shared-memory shadow (check.cpp) -----------------------------------------------------
+
+// At the start of every block: shared memory holds nothing written.
+void reset_shared_shadow();
+// Registers/unregisters the launch's dynamic shared memory buffer.
+void set_dynamic_shared(char* p, size_t n);
+// Checks an atomic access of the running kernel (bounds, alignment, written before) and marks
+// it written; atomics never race with each other, so no race shadow is kept for them.
+void check_atomic(void* addr, size_t bytes, const char* file, int line);
+
+}  // namespace kiln_emu

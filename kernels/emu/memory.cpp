@@ -1,0 +1,128 @@
+// kiln's CUDA emulator: emulated device memory. Each allocation is host memory with a redzone on
+// both sides and a shadow (written?, last writing block, last reading block per byte) that
+// checked mode reads and updates at every kernel access (check.cpp). Host-side copies and fills
+// mark bytes written; kernels' stores do the same through the hooks.
+
+#include <cstdlib>
+#include <cstring>
+
+#include "internal.h"
+#include "kiln_emu.h"
+
+namespace kiln_emu {
+namespace {
+
+// Keyed by raw start; the map is only touched with big_lock() held.
+std::map<uintptr_t, Alloc*>& allocs() {
+    static std::map<uintptr_t, Alloc*> m;
+    return m;
+}
+
+uint64_t g_next_id = 1;
+
+// cudaMalloc's alignment; also keeps every 16-byte vector access of a kernel aligned.
+constexpr size_t kAlign = 256;
+
+}  // namespace
+
+Alloc* find_alloc(uintptr_t p) {
+    auto& m = allocs();
+    auto it = m.upper_bound(p);
+    if (it == m.begin()) return nullptr;
+    --it;
+    Alloc* a = it->second;
+    const uintptr_t end = reinterpret_cast<uintptr_t>(a->base) + a->capacity + kRedzone;
+    return p < end ? a : nullptr;
+}
+
+bool host_range_ok(const void* p, size_t n) {
+    if (n == 0) return true;
+    const uintptr_t lo = reinterpret_cast<uintptr_t>(p);
+    Alloc* a = find_alloc(lo);
+    Alloc* b = find_alloc(lo + n - 1);
+    if (a == nullptr && b == nullptr) return true;  // host memory
+    if (a != b || a == nullptr) return false;
+    const uintptr_t base = reinterpret_cast<uintptr_t>(a->base);
+    return lo >= base && lo + n <= base + a->size;
+}
+
+bool mark_host_write(void* p, size_t n) {
+    if (!host_range_ok(p, n)) return false;
+    if (n == 0) return true;
+    Alloc* a = find_alloc(reinterpret_cast<uintptr_t>(p));
+    if (a != nullptr) std::memset(a->written + (static_cast<char*>(p) - a->base), 1, n);
+    return true;
+}
+
+void reset_serials() {
+    for (auto& [_, a] : allocs()) {
+        std::memset(a->writer, 0, a->capacity * sizeof(uint32_t));
+        std::memset(a->reader, 0, a->capacity * sizeof(uint32_t));
+    }
+}
+
+}  // namespace kiln_emu
+
+using namespace kiln_emu;
+
+extern "C" {
+
+void* kiln_emu_malloc(size_t bytes) {
+    std::lock_guard<std::recursive_mutex> lock(big_lock());
+    const size_t capacity = (bytes + kAlign - 1) / kAlign * kAlign;
+    const size_t total = kRedzone + capacity + kRedzone;
+    char* raw = static_cast<char*>(std::aligned_alloc(kAlign, total));
+    if (raw == nullptr) return nullptr;
+    Alloc* a = new Alloc;
+    a->raw = raw;
+    a->base = raw + kRedzone;
+    a->size = bytes;
+    a->capacity = capacity;
+    a->id = g_next_id++;
+    // calloc: untouched shadow pages cost nothing until a kernel or a copy reaches them.
+    a->written = static_cast<uint8_t*>(std::calloc(capacity + 1, 1));
+    a->writer = static_cast<uint32_t*>(std::calloc(capacity + 1, sizeof(uint32_t)));
+    a->reader = static_cast<uint32_t*>(std::calloc(capacity + 1, sizeof(uint32_t)));
+    if (a->written == nullptr || a->writer == nullptr || a->reader == nullptr) {
+        std::free(a->written);
+        std::free(a->writer);
+        std::free(a->reader);
+        std::free(raw);
+        delete a;
+        return nullptr;
+    }
+    // Unwritten bytes hold a pattern that is NaN in f32, f16 and bf16 (0xFF..): an unchecked run
+    // that reads them shows it in its results, as uninitialised GPU memory would.
+    std::memset(raw, 0xff, total);
+    allocs()[reinterpret_cast<uintptr_t>(raw)] = a;
+    return a->base;
+}
+
+void kiln_emu_free(void* ptr) {
+    if (ptr == nullptr) return;
+    std::lock_guard<std::recursive_mutex> lock(big_lock());
+    Alloc* a = find_alloc(reinterpret_cast<uintptr_t>(ptr));
+    if (a == nullptr || a->base != ptr) return;
+    allocs().erase(reinterpret_cast<uintptr_t>(a->raw));
+    std::free(a->written);
+    std::free(a->writer);
+    std::free(a->reader);
+    std::free(a->raw);
+    delete a;
+}
+
+int kiln_emu_memcpy(void* dst, const void* src, size_t bytes) {
+    std::lock_guard<std::recursive_mutex> lock(big_lock());
+    if (!host_range_ok(src, bytes) || !mark_host_write(dst, bytes)) return 1;
+    if (bytes > 0) std::memmove(dst, src, bytes);
+    return 0;
+}
+
+int kiln_emu_memset(void* dst, int value, size_t bytes) {
+    std::lock_guard<std::recursive_mutex> lock(big_lock());
+    if (!mark_host_write(dst, bytes)) return 1;
+    if (bytes > 0) std::memset(dst, value, bytes);
+    return 0;
+}
+
+}  // extern "C"

@@ -1,0 +1,604 @@
+// kiln's CUDA emulator: launches and the block scheduler.
+//
+// A launch checks its configuration as CUDA does, then runs its blocks one after another on the
+// calling OS thread. The threads of a block are fibers, run round-robin: each runs until it
+// exits, waits at a barrier, or waits at a warp collective; a barrier releases when every thread
+// of the block waits at the same one; a collective completes when every lane its mask names has
+// arrived at it. When no thread can run and some have not exited, the block is deadlocked.
+// Everything that breaks CUDA's rules here is a finding that fails the launch (check.cpp reports
+// the memory findings of checked mode the same way).
+
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "internal.h"
+#include "kiln_emu.h"
+
+namespace kiln_emu {
+
+thread_local Launch* t_launch = nullptr;
+bool g_checked = [] {
+    const char* v = std::getenv("KILN_EMU_CHECK");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+}();
+
+std::recursive_mutex& big_lock() {
+    static std::recursive_mutex m;
+    return m;
+}
+
+namespace {
+
+thread_local cudaError_t t_last_error = cudaSuccess;
+thread_local std::string t_last_finding;
+uint64_t g_launches = 0;
+uint32_t g_epoch = 0;
+uint32_t g_serial = 0;
+
+// What fail() leaves for launch() to turn into text once it is back on its own stack.
+struct Finding {
+    FindingKind kind;
+    std::string what;
+    const char* file;
+    int line;
+    const void* pc;
+    uint3 block;
+    uint3 thread;
+};
+
+thread_local Finding* t_finding = nullptr;
+
+Launch& cur() { return *t_launch; }
+
+// Back to the scheduler; returns when the scheduler runs this fiber again.
+void yield() {
+    Launch& L = cur();
+    Thread* t = L.current;
+    kiln_emu_switch(&t->sp, L.scheduler_sp);
+}
+
+std::string where(const char* file, int line) {
+    char buf[512];
+    std::snprintf(buf, sizeof buf, "%s:%d", file, line);
+    return buf;
+}
+
+std::string xyz(uint3 v) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "(%u,%u,%u)", v.x, v.y, v.z);
+    return buf;
+}
+
+const char* kind_name(FindingKind k) {
+    switch (k) {
+        case FindingKind::kOutOfBounds: return "out-of-bounds access";
+        case FindingKind::kMisaligned: return "misaligned access";
+        case FindingKind::kUninitialised: return "read of uninitialised memory";
+        case FindingKind::kRace: return "data race";
+        case FindingKind::kBarrierDivergence: return "barrier divergence";
+        case FindingKind::kCollective: return "invalid warp collective";
+        case FindingKind::kDeadlock: return "deadlock";
+    }
+    return "finding";
+}
+
+// ---- barriers -----------------------------------------------------------------------------------
+
+// Releases the block barrier if every thread that has not exited waits at it.
+void try_release_barrier() {
+    Launch& L = cur();
+    uint32_t waiting = 0, exited = 0;
+    const Thread* first = nullptr;
+    for (const Thread& t : L.threads) {
+        if (t.state == State::kBarrier) {
+            ++waiting;
+            if (first == nullptr) first = &t;
+        } else if (t.state == State::kExited) {
+            ++exited;
+        }
+    }
+    if (waiting == 0 || waiting + exited != L.block_threads) return;
+    if (exited > 0) {
+        fail(FindingKind::kBarrierDivergence,
+             std::to_string(exited) + " thread(s) of the block exited while " + std::to_string(waiting) +
+                 " wait at __syncthreads (every thread of a block must reach each barrier)",
+             first->file, first->line, nullptr);
+    }
+    int reduced = 0;
+    bool and_all = true, or_any = false;
+    for (const Thread& t : L.threads) {
+        if (t.file != first->file || t.line != first->line || t.op != first->op) {
+            fail(FindingKind::kBarrierDivergence,
+                 "threads wait at different barriers: thread " + xyz(first->idx) + " at " +
+                     where(first->file, first->line) + ", thread " + xyz(t.idx) + " at " + where(t.file, t.line),
+                 t.file, t.line, nullptr);
+        }
+        reduced += int(t.value);
+        and_all = and_all && t.value != 0;
+        or_any = or_any || t.value != 0;
+    }
+    int result = 0;
+    switch (BarrierOp(first->op)) {
+        case BarrierOp::kPlain: break;
+        case BarrierOp::kCount: result = reduced; break;
+        case BarrierOp::kAnd: result = and_all; break;
+        case BarrierOp::kOr: result = or_any; break;
+    }
+    for (Thread& t : L.threads) {
+        t.result = uint64_t(result);
+        t.state = State::kReady;
+    }
+    ++g_epoch;
+    L.epoch = g_epoch;  // a new barrier interval: shared accesses before it are ordered
+}
+
+// ---- warp collectives -------------------------------------------------------------------------
+
+const char* op_name(WarpOp op) {
+    switch (op) {
+        case WarpOp::kSync: return "__syncwarp";
+        case WarpOp::kShfl: return "__shfl_sync";
+        case WarpOp::kShflUp: return "__shfl_up_sync";
+        case WarpOp::kShflDown: return "__shfl_down_sync";
+        case WarpOp::kShflXor: return "__shfl_xor_sync";
+        case WarpOp::kBallot: return "__ballot_sync";
+        case WarpOp::kAny: return "__any_sync";
+        case WarpOp::kAll: return "__all_sync";
+        case WarpOp::kAdd: return "__reduce_add_sync";
+        case WarpOp::kMinU:
+        case WarpOp::kMinI: return "__reduce_min_sync";
+        case WarpOp::kMaxU:
+        case WarpOp::kMaxI: return "__reduce_max_sync";
+        case WarpOp::kAnd: return "__reduce_and_sync";
+        case WarpOp::kOr: return "__reduce_or_sync";
+        case WarpOp::kXor: return "__reduce_xor_sync";
+    }
+    return "collective";
+}
+
+std::string hex(unsigned m) {
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "0x%08x", m);
+    return buf;
+}
+
+// The lane a shuffle reads for `lane`, or -1 when the lane keeps its own value.
+int shuffle_source(WarpOp op, int lane, int arg, int width) {
+    const int c = width - 1;
+    switch (op) {
+        case WarpOp::kShfl: return (lane & ~c) | (arg & c);
+        case WarpOp::kShflUp: return (lane & c) >= arg ? lane - arg : -1;
+        case WarpOp::kShflDown: return (lane & c) + arg < width ? lane + arg : -1;
+        case WarpOp::kShflXor: {
+            const int src = lane ^ arg;
+            return src > (lane | c) || src >= kWarpSize ? -1 : src;
+        }
+        default: return -1;
+    }
+}
+
+// Completes the collective `t` waits at if every lane of its mask has arrived.
+void try_complete(Thread& t) {
+    Launch& L = cur();
+    const uint32_t base = t.warp * kWarpSize;
+    Thread* lanes[kWarpSize] = {};
+    for (int l = 0; l < kWarpSize; ++l) {
+        if (!((t.mask >> l) & 1u)) continue;
+        if (base + l >= L.block_threads) {
+            fail(FindingKind::kCollective,
+                 std::string(op_name(WarpOp(t.op))) + " with mask " + hex(t.mask) + " names lane " + std::to_string(l) +
+                     ", which does not exist in a block of " + std::to_string(L.block_threads) + " threads",
+                 t.file, t.line, nullptr);
+        }
+        Thread& u = L.threads[base + l];
+        if (u.state == State::kExited) {
+            fail(FindingKind::kCollective,
+                 std::string(op_name(WarpOp(t.op))) + " with mask " + hex(t.mask) + " names lane " + std::to_string(l) +
+                     ", which has exited",
+                 t.file, t.line, nullptr);
+        }
+        if (u.state != State::kWarp) return;  // not there yet
+        lanes[l] = &u;
+    }
+    for (int l = 0; l < kWarpSize; ++l) {
+        const Thread* u = lanes[l];
+        if (u == nullptr) continue;
+        if (u->op != t.op || u->mask != t.mask) {
+            fail(FindingKind::kCollective,
+                 "the lanes of one collective disagree: lane " + std::to_string(t.lane) + " calls " +
+                     op_name(WarpOp(t.op)) + " with mask " + hex(t.mask) + " at " + where(t.file, t.line) + ", lane " +
+                     std::to_string(l) + " calls " + op_name(WarpOp(u->op)) + " with mask " + hex(u->mask) + " at " +
+                     where(u->file, u->line),
+                 t.file, t.line, nullptr);
+        }
+    }
+    const WarpOp op = WarpOp(t.op);
+    uint64_t reduced = 0;
+    bool first = true;
+    for (int l = 0; l < kWarpSize; ++l) {
+        const Thread* u = lanes[l];
+        if (u == nullptr) continue;
+        const uint32_t v = uint32_t(u->value);
+        switch (op) {
+            case WarpOp::kBallot: reduced |= uint64_t(v != 0) << l; break;
+            case WarpOp::kAny: reduced |= (v != 0); break;
+            case WarpOp::kAll: reduced = first ? (v != 0) : (reduced && v != 0); break;
+            case WarpOp::kAdd: reduced = uint32_t(reduced + v); break;
+            case WarpOp::kMinU: reduced = first || v < uint32_t(reduced) ? v : reduced; break;
+            case WarpOp::kMaxU: reduced = first || v > uint32_t(reduced) ? v : reduced; break;
+            case WarpOp::kMinI: reduced = first || int32_t(v) < int32_t(reduced) ? v : reduced; break;
+            case WarpOp::kMaxI: reduced = first || int32_t(v) > int32_t(reduced) ? v : reduced; break;
+            case WarpOp::kAnd: reduced = first ? v : (reduced & v); break;
+            case WarpOp::kOr: reduced |= v; break;
+            case WarpOp::kXor: reduced ^= v; break;
+            default: break;
+        }
+        first = false;
+    }
+    uint32_t clock = 0;
+    for (const Thread* u : lanes) {
+        if (u != nullptr && u->wsync > clock) clock = u->wsync;
+    }
+    for (int l = 0; l < kWarpSize; ++l) {
+        Thread* u = lanes[l];
+        if (u == nullptr) continue;
+        if (op == WarpOp::kShfl || op == WarpOp::kShflUp || op == WarpOp::kShflDown || op == WarpOp::kShflXor) {
+            const int src = shuffle_source(op, l, u->arg, u->width);
+            if (src < 0 || src == l) {
+                u->result = u->value;
+            } else if (lanes[src] == nullptr) {
+                fail(FindingKind::kCollective,
+                     std::string(op_name(op)) + ": lane " + std::to_string(l) + " reads lane " + std::to_string(src) +
+                         ", which mask " + hex(t.mask) + " does not name (its value is undefined)",
+                     u->file, u->line, nullptr);
+            } else {
+                u->result = lanes[src]->value;
+            }
+        } else {
+            u->result = reduced;
+        }
+        u->wsync = clock + 1;
+        u->state = State::kReady;
+    }
+}
+
+// ---- fibers -----------------------------------------------------------------------------------
+
+void fiber_main(void* arg) {
+    Thread* t = static_cast<Thread*>(arg);
+    Launch& L = cur();
+    L.invoke(L.ctx);
+    t->state = State::kExited;
+    // An exit can complete a barrier (and then a finding) or leave collectives waiting on it.
+    try_release_barrier();
+    kiln_emu_switch(&t->sp, L.scheduler_sp);
+    std::abort();  // an exited fiber is never resumed
+}
+
+// Runs one block to completion; false when a finding abandoned it.
+bool run_block(Launch& L) {
+    for (uint32_t i = 0; i < L.block_threads; ++i) {
+        Thread& t = L.threads[i];
+        const uint32_t x = i % L.block.x, y = (i / L.block.x) % L.block.y, z = i / (L.block.x * L.block.y);
+        t = Thread{};
+        t.idx = uint3{x, y, z};
+        t.linear = i;
+        t.warp = i / kWarpSize;
+        t.lane = i % kWarpSize;
+        t.sp = make_context(stack_for(int(i)), fiber_main, &t);
+    }
+    ++g_epoch;
+    L.epoch = g_epoch;
+    if (g_checked) reset_shared_shadow();
+    for (;;) {
+        bool ran = false, live = false;
+        for (Thread& t : L.threads) {
+            if (t.state == State::kExited) continue;
+            live = true;
+            if (t.state != State::kReady) continue;
+            ran = true;
+            L.current = &t;
+            kiln_emu_switch(&L.scheduler_sp, t.sp);
+            L.current = nullptr;
+            if (L.aborted) return false;
+        }
+        if (!live) return true;
+        if (!ran) {
+            std::string what = "no thread of the block can proceed:";
+            int shown = 0;
+            for (const Thread& t : L.threads) {
+                if (t.state == State::kExited) continue;
+                if (shown++ == 4) {
+                    what += " ...";
+                    break;
+                }
+                what +=
+                    " thread " + xyz(t.idx) +
+                    (t.state == State::kBarrier ? " waits at __syncthreads " : " waits at a warp collective (") +
+                    (t.state == State::kBarrier ? ""
+                                                : std::string(op_name(WarpOp(t.op))) + " mask " + hex(t.mask) + ") ") +
+                    "at " + where(t.file, t.line) + ";";
+            }
+            const Thread& t = L.threads[0];
+            t_finding = new Finding{FindingKind::kDeadlock, what, nullptr, 0, nullptr, L.block_idx, t.idx};
+            L.aborted = true;
+            return false;
+        }
+    }
+}
+
+std::string finding_text(const Launch& L, const Finding& f) {
+    std::string text = std::string(kind_name(f.kind)) + ": " + f.what;
+    if (f.file != nullptr) {
+        text += " at " + where(f.file, f.line);
+    } else if (f.pc != nullptr) {
+        const std::string loc = symbolize(f.pc);
+        text += loc.empty() ? " (no line tables: build with debug info for file:line)" : " at " + loc;
+    }
+    text += "; kernel " + std::string(L.kernel) + " launched at " + where(L.file, L.line) + ", block " + xyz(f.block) +
+            " thread " + xyz(f.thread);
+    return text;
+}
+
+}  // namespace
+
+void fail(FindingKind kind, const std::string& what, const char* file, int line, const void* pc) {
+    Launch& L = cur();
+    Thread* t = L.current;
+    t_finding = new Finding{kind, what, file, line, pc, L.block_idx, t != nullptr ? t->idx : uint3{}};
+    L.aborted = true;
+    // The fiber is abandoned: its stack is reinitialised for the next block, so what the kernel
+    // had on it (including this frame's strings) is simply dropped.
+    void* dead = nullptr;
+    kiln_emu_switch(&dead, L.scheduler_sp);
+    std::abort();
+}
+
+cudaError_t finding_error(FindingKind kind) {
+    switch (kind) {
+        case FindingKind::kOutOfBounds: return cudaErrorIllegalAddress;
+        case FindingKind::kMisaligned: return cudaErrorMisalignedAddress;
+        default: return cudaErrorLaunchFailure;
+    }
+}
+
+void set_last_finding(const std::string& text) { t_last_finding = text; }
+
+bool abort_on_finding() {
+    static const bool on = [] {
+        const char* v = std::getenv("KILN_EMU_ABORT");
+        return v != nullptr && std::strcmp(v, "0") != 0;
+    }();
+    return on;
+}
+
+uint3 thread_idx() { return t_launch->current->idx; }
+uint3 block_idx() { return t_launch->block_idx; }
+dim3 block_dim() { return t_launch->block; }
+dim3 grid_dim() { return t_launch->grid; }
+void* dynamic_shared() { return t_launch->dynamic_shared; }
+
+unsigned active_mask() {
+    Launch& L = cur();
+    const Thread* t = L.current;
+    unsigned m = 0;
+    for (int l = 0; l < kWarpSize; ++l) {
+        const uint32_t i = t->warp * kWarpSize + l;
+        if (i < L.block_threads && L.threads[i].state != State::kExited) m |= 1u << l;
+    }
+    return m;
+}
+
+int block_barrier(BarrierOp op, int pred, const char* file, int line) {
+    Thread* t = cur().current;
+    t->state = State::kBarrier;
+    t->file = file;
+    t->line = line;
+    t->op = int(op);
+    t->value = uint64_t(pred);
+    try_release_barrier();
+    while (t->state == State::kBarrier) yield();
+    return int(t->result);
+}
+
+uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int width, const char* file, int line) {
+    Thread* t = cur().current;
+    t->file = file;
+    t->line = line;
+    if (!((mask >> t->lane) & 1u)) {
+        fail(FindingKind::kCollective,
+             std::string(op_name(op)) + " called by lane " + std::to_string(t->lane) + " with mask " + hex(mask) +
+                 ", which does not name the calling lane",
+             file, line, nullptr);
+    }
+    if (width < 1 || width > kWarpSize || (width & (width - 1)) != 0) {
+        fail(FindingKind::kCollective,
+             std::string(op_name(op)) + " width " + std::to_string(width) + " is not a power of two in [1, 32]", file,
+             line, nullptr);
+    }
+    t->state = State::kWarp;
+    t->op = int(op);
+    t->mask = mask;
+    t->value = value;
+    t->arg = arg;
+    t->width = width;
+    try_complete(*t);
+    while (t->state == State::kWarp) yield();
+    return t->result;
+}
+
+cudaError_t launch(dim3 grid, dim3 block, size_t smem, cudaStream_t, Invoke invoke, const void* frame,
+                   size_t frame_bytes, const LaunchSite& site) {
+    const uint64_t threads = uint64_t(block.x) * block.y * block.z;
+    // CUDA's limits for every architecture kiln targets (sm_80, sm_90).
+    const bool bad_block = block.x == 0 || block.y == 0 || block.z == 0 || block.x > 1024 || block.y > 1024 ||
+                           block.z > 64 || threads > uint64_t(kMaxBlockThreads);
+    const bool bad_grid =
+        grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 0x7fffffffu || grid.y > 65535 || grid.z > 65535;
+    if (bad_block || bad_grid) {
+        t_last_error = cudaErrorInvalidConfiguration;
+        return t_last_error;
+    }
+    // Dynamic shared memory above 48 KiB needs cudaFuncSetAttribute, which kiln does not call.
+    if (smem > size_t(48) << 10) {
+        t_last_error = cudaErrorInvalidValue;
+        return t_last_error;
+    }
+
+    std::lock_guard<std::recursive_mutex> lock(big_lock());
+    Launch L;
+    L.grid = grid;
+    L.block = block;
+    L.block_threads = uint32_t(threads);
+    L.warps = (L.block_threads + kWarpSize - 1) / kWarpSize;
+    L.file = site.file;
+    L.line = site.line;
+    L.kernel = site.kernel;
+    L.invoke = invoke;
+    L.ctx = frame;
+    L.args_lo = reinterpret_cast<uintptr_t>(frame);
+    L.args_hi = L.args_lo + frame_bytes;
+    L.threads.resize(L.block_threads);
+    std::vector<char> dyn;
+    if (smem > 0) {
+        // Poisoned like unwritten device memory: NaN in every float format.
+        dyn.assign(smem + kRedzone, char(0xff));
+        L.dynamic_shared = dyn.data();
+        L.dynamic_bytes = smem;
+    }
+    const uint64_t blocks = uint64_t(grid.x) * grid.y * grid.z;
+    if (uint64_t(g_serial) + blocks + 1 >= 0xffffffffull) {
+        reset_serials();
+        g_serial = 0;
+    }
+    L.serial_base = g_serial + 1;
+    g_serial += uint32_t(blocks) + 1;
+    ++g_launches;
+
+    Launch* outer = t_launch;
+    t_launch = &L;
+    if (g_checked) set_dynamic_shared(L.dynamic_shared, L.dynamic_bytes);
+    bool ok = true;
+    for (uint64_t b = 0; b < blocks && ok; ++b) {
+        L.block_linear = b;
+        L.block_idx =
+            uint3{uint32_t(b % grid.x), uint32_t((b / grid.x) % grid.y), uint32_t(b / (uint64_t(grid.x) * grid.y))};
+        L.serial = L.serial_base + 1 + uint32_t(b);
+        ok = run_block(L);
+    }
+    if (g_checked) set_dynamic_shared(nullptr, 0);
+    cudaError_t err = cudaSuccess;
+    if (!ok) {
+        Finding* f = t_finding;
+        t_finding = nullptr;
+        const std::string text = "kiln emulator: " + finding_text(L, *f);
+        err = finding_error(f->kind);
+        delete f;
+        set_last_finding(text);
+        if (abort_on_finding()) {
+            std::fprintf(stderr, "%s\n", text.c_str());
+            std::abort();
+        }
+    }
+    t_launch = outer;
+    t_last_error = err;
+    return err;
+}
+
+}  // namespace kiln_emu
+
+using namespace kiln_emu;
+
+// ---- atomics ----------------------------------------------------------------------------------
+
+namespace kiln_emu {
+
+template <typename T>
+T apply_atomic(T* p, AtomicOp op, T v, T compare) {
+    const T old = *p;
+    switch (op) {
+        case AtomicOp::kAdd: *p = T(old + v); break;
+        case AtomicOp::kExch: *p = v; break;
+        case AtomicOp::kMin: *p = v < old ? v : old; break;
+        case AtomicOp::kMax: *p = v > old ? v : old; break;
+        case AtomicOp::kCas: *p = old == compare ? v : old; break;
+        case AtomicOp::kAnd:
+        case AtomicOp::kOr:
+        case AtomicOp::kXor:
+            if constexpr (std::is_integral_v<T>) {
+                *p = op == AtomicOp::kAnd ? T(old & v) : op == AtomicOp::kOr ? T(old | v) : T(old ^ v);
+            }
+            break;
+    }
+    return old;
+}
+
+template <typename T>
+uint64_t atomic_as(void* addr, AtomicOp op, uint64_t v, uint64_t c, const char* file, int line) {
+    check_atomic(addr, sizeof(T), file, line);
+    return to_bits(apply_atomic(static_cast<T*>(addr), op, from_bits<T>(v), from_bits<T>(c)));
+}
+
+uint64_t atomic_rmw(void* addr, AtomicType type, AtomicOp op, uint64_t operand, uint64_t compare, const char* file,
+                    int line) {
+    switch (type) {
+        case AtomicType::kI32: return atomic_as<int32_t>(addr, op, operand, compare, file, line);
+        case AtomicType::kU32: return atomic_as<uint32_t>(addr, op, operand, compare, file, line);
+        case AtomicType::kI64: return atomic_as<int64_t>(addr, op, operand, compare, file, line);
+        case AtomicType::kU64: return atomic_as<uint64_t>(addr, op, operand, compare, file, line);
+        case AtomicType::kF32: return atomic_as<float>(addr, op, operand, compare, file, line);
+        case AtomicType::kF64: return atomic_as<double>(addr, op, operand, compare, file, line);
+    }
+    return 0;
+}
+
+}  // namespace kiln_emu
+
+// ---- the runtime API --------------------------------------------------------------------------
+
+extern "C" {
+
+cudaError_t kiln_emu_cudaGetLastError(void) {
+    const cudaError_t e = t_last_error;
+    t_last_error = cudaSuccess;
+    return e;
+}
+
+cudaError_t kiln_emu_cudaPeekAtLastError(void) { return t_last_error; }
+
+cudaError_t kiln_emu_cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t) {
+    return kiln_emu_memset(dst, value, bytes) == 0 ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+cudaError_t kiln_emu_cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind, cudaStream_t) {
+    return kiln_emu_memcpy(dst, src, bytes) == 0 ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+cudaError_t kiln_emu_cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+
+const char* kiln_emu_cudaGetErrorString(cudaError_t err) {
+    switch (err) {
+        case cudaSuccess: return "no error";
+        case cudaErrorInvalidValue: return "invalid argument";
+        case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+        case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
+        case cudaErrorMisalignedAddress: return "misaligned address";
+        case cudaErrorLaunchFailure: return "unspecified launch failure";
+        default: return "unknown error";
+    }
+}
+
+void kiln_emu_set_checked(int on) {
+    std::lock_guard<std::recursive_mutex> lock(big_lock());
+    g_checked = on != 0;
+}
+
+int kiln_emu_checked(void) { return g_checked ? 1 : 0; }
+
+const char* kiln_emu_last_finding(void) { return t_last_finding.c_str(); }
+
+uint64_t kiln_emu_launch_count(void) { return g_launches; }
+
+}  // extern "C"
