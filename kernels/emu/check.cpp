@@ -19,6 +19,7 @@
 #include <dlfcn.h>
 #include <elf.h>
 #include <link.h>
+#include <unistd.h>
 
 #include <cinttypes>
 #include <cstdio>
@@ -38,11 +39,17 @@ struct Range {
 std::vector<Range> g_static;  // writable segments of the object the emulator is linked into
 
 // Per byte of shared memory: the last write and the reads since it, within a barrier interval.
+// A read of a byte not yet written is held back until the barrier interval ends ("pending"): if
+// another thread writes the byte in the same interval, the two raced (a barrier is missing; the
+// fibers merely ran the reader first); if nothing does, it was a read of uninitialised memory.
 struct Cell {
     uint32_t w_epoch = 0, w_wsync = 0;
     uint32_t r_epoch = 0, r_wsync = 0;
-    uint16_t w_tid = 0, r_tid = 0;
+    uint32_t u_epoch = 0, u_wsync = 0;  // the first pending unwritten read of this interval
+    uint16_t w_tid = 0, r_tid = 0, u_tid = 0;
     int16_t r_warp = 0;
+    const void* u_pc = nullptr;
+    uint8_t u_bytes = 0;
 };
 constexpr uint16_t kManyReaders = 0xffff;
 constexpr int16_t kManyWarps = -1;
@@ -58,6 +65,12 @@ constexpr uintptr_t kPage = 4096;
 std::unordered_map<uintptr_t, SharedRegion*> g_pages;  // static shared memory, by page
 SharedRegion g_dynamic;
 Alloc* g_last_alloc = nullptr;
+
+struct Pending {
+    SharedRegion* region;
+    size_t index;
+};
+std::vector<Pending> g_pending;
 
 int find_static_segments(dl_phdr_info* info, size_t, void* self) {
     const uintptr_t me = reinterpret_cast<uintptr_t>(self);
@@ -201,9 +214,13 @@ void shared_byte(Launch& L, SharedRegion& s, uintptr_t addr, size_t n, uintptr_t
     const bool other_write = c.w_epoch == e && c.w_tid != t.linear && !ordered(c.w_tid, c.w_wsync);
     const char* space = &s == &g_dynamic ? "dynamic shared memory" : "shared memory";
     if (!write) {
-        if (!s.written[i]) {
-            fail(FindingKind::kUninitialised,
-                 sized(n, false) + " of " + space + " that no thread of this block has written", nullptr, 0, pc);
+        if (!s.written[i] && c.u_epoch != e) {
+            c.u_epoch = e;
+            c.u_tid = uint16_t(t.linear);
+            c.u_wsync = t.wsync;
+            c.u_pc = pc;
+            c.u_bytes = uint8_t(n);
+            g_pending.push_back(Pending{&s, i});
         }
         if (other_write) {
             fail(FindingKind::kRace,
@@ -224,6 +241,14 @@ void shared_byte(Launch& L, SharedRegion& s, uintptr_t addr, size_t n, uintptr_t
         return;
     }
     (void)addr;
+    if (c.u_epoch == e && c.u_tid != t.linear && !ordered(c.u_tid, c.u_wsync)) {
+        fail(FindingKind::kRace,
+             sized(c.u_bytes, false) + " of " + space + " by thread " + xyz(thread_of(L, c.u_tid)) + " before thread " +
+                 xyz(t.idx) +
+                 " wrote it in the same barrier interval (a barrier, or __syncwarp within a warp, is "
+                 "missing)",
+             nullptr, 0, c.u_pc);
+    }
     if (other_write) {
         fail(FindingKind::kRace,
              sized(n, true) + " of " + space + " that thread " + xyz(thread_of(L, c.w_tid)) +
@@ -300,7 +325,22 @@ __attribute__((always_inline)) inline void access(const void* p, size_t n, bool 
 
 }  // namespace
 
+bool pending_reads(PendingRead* first) {
+    if (g_pending.empty()) return false;
+    const Pending& p = g_pending.front();
+    const Cell& c = p.region->cells[p.index];
+    const bool dynamic = p.region == &g_dynamic;
+    first->thread = thread_of(*t_launch, c.u_tid);
+    first->pc = c.u_pc;
+    first->what = sized(c.u_bytes, false) + " of " + (dynamic ? "dynamic shared memory" : "shared memory") +
+                  " that no thread of this block has written";
+    return true;
+}
+
+void end_barrier_interval() { g_pending.clear(); }
+
 void reset_shared_shadow() {
+    g_pending.clear();
     ensure_init();
     g_last_alloc = nullptr;  // allocations may have been freed since the last launch
     for (auto& [_, page] : g_pages) std::fill(page->written.begin(), page->written.end(), 0);
@@ -341,9 +381,16 @@ std::string symbolize(const void* pc) {
     const auto* ehdr = static_cast<const ElfW(Ehdr)*>(info.dli_fbase);
     const uintptr_t at = reinterpret_cast<uintptr_t>(pc) - 1;  // inside the call, not after it
     const uintptr_t rel = ehdr->e_type == ET_EXEC ? at : at - reinterpret_cast<uintptr_t>(info.dli_fbase);
-    // The main program's dli_fname is argv[0]; /proc/self/exe is the file whatever the cwd.
+    // The main program's dli_fname is argv[0]; /proc/self/exe names the file whatever the cwd
+    // (resolved here: in addr2line's process it would name addr2line).
     const bool main_program = info.dli_fname == nullptr || std::strstr(info.dli_fname, ".so") == nullptr;
-    const std::string file = main_program ? "/proc/self/exe" : info.dli_fname;
+    std::string file = info.dli_fname != nullptr ? info.dli_fname : "";
+    if (main_program) {
+        char exe[4096];
+        const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        if (n <= 0) return "";
+        file.assign(exe, size_t(n));
+    }
     char cmd[1024];
     std::snprintf(cmd, sizeof cmd, "addr2line -i -f -C -e '%s' 0x%" PRIxPTR " 2>/dev/null", file.c_str(), rel);
     FILE* f = popen(cmd, "r");
@@ -366,6 +413,10 @@ std::string symbolize(const void* pc) {
             // The function without template arguments or parameters.
             std::string name;
             int depth = 0;
+            const std::string anonymous = "(anonymous namespace)::";
+            for (size_t k = function.find(anonymous); k != std::string::npos; k = function.find(anonymous)) {
+                function.erase(k, anonymous.size());
+            }
             for (char ch : function) {
                 if (ch == '(' && depth == 0) break;
                 if (ch == '<') ++depth;

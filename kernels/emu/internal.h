@@ -110,6 +110,9 @@ enum class FindingKind {
 // Records a finding for the running launch and abandons it (never returns to the kernel).
 // `pc` is the instrumented access (symbolised later), or 0 when file/line are known.
 [[noreturn]] void fail(FindingKind kind, const std::string& what, const char* file, int line, const void* pc);
+// The same for the scheduler's own context (deadlocks, reads found at the end of a block): records
+// the finding for `thread` and marks the launch aborted; the caller stops the block.
+void record(FindingKind kind, const std::string& what, const char* file, int line, const void* pc, uint3 thread);
 // The cudaError_t a finding of this kind fails its launch with.
 cudaError_t finding_error(FindingKind kind);
 // "file:line" of an instruction address through the binary's line tables ("" if unknown).
@@ -150,6 +153,16 @@ void reset_serials();
 
 // At the start of every block: shared memory holds nothing written.
 void reset_shared_shadow();
+// A read of unwritten shared memory that no other thread's write turned into a race.
+struct PendingRead {
+    uint3 thread;
+    const void* pc;
+    std::string what;
+};
+// Whether the barrier interval now ending holds such a read (the first one in *first).
+bool pending_reads(PendingRead* first);
+// Forgets the pending reads of the interval that just ended.
+void end_barrier_interval();
 // Registers/unregisters the launch's dynamic shared memory buffer.
 void set_dynamic_shared(char* p, size_t n);
 // Checks an atomic access of the running kernel (bounds, alignment, written before) and marks

@@ -106,6 +106,11 @@ void try_release_barrier() {
                  " wait at __syncthreads (every thread of a block must reach each barrier)",
              first->file, first->line, nullptr);
     }
+    PendingRead read;
+    if (g_checked && pending_reads(&read)) {
+        fail(FindingKind::kUninitialised, "thread " + xyz(read.thread) + ": " + read.what, nullptr, 0, read.pc);
+    }
+    end_barrier_interval();
     int reduced = 0;
     bool and_all = true, or_any = false;
     for (const Thread& t : L.threads) {
@@ -271,7 +276,19 @@ void fiber_main(void* arg) {
     Launch& L = cur();
     L.invoke(L.ctx);
     t->state = State::kExited;
-    // An exit can complete a barrier (and then a finding) or leave collectives waiting on it.
+    // Lanes of this warp already waiting at a collective whose mask names this lane never finish.
+    for (uint32_t l = 0; l < kWarpSize; ++l) {
+        const uint32_t i = t->warp * kWarpSize + l;
+        if (i >= L.block_threads) break;
+        const Thread& u = L.threads[i];
+        if (u.state == State::kWarp && ((u.mask >> t->lane) & 1u)) {
+            fail(FindingKind::kCollective,
+                 std::string(op_name(WarpOp(u.op))) + " with mask " + hex(u.mask) + " names lane " +
+                     std::to_string(t->lane) + ", which has exited",
+                 u.file, u.line, nullptr);
+        }
+    }
+    // An exit can complete a barrier (and then a finding).
     try_release_barrier();
     kiln_emu_switch(&t->sp, L.scheduler_sp);
     std::abort();  // an exited fiber is never resumed
@@ -304,7 +321,12 @@ bool run_block(Launch& L) {
             L.current = nullptr;
             if (L.aborted) return false;
         }
-        if (!live) return true;
+        if (!live) {
+            PendingRead read;
+            if (!g_checked || !pending_reads(&read)) return true;
+            record(FindingKind::kUninitialised, read.what, nullptr, 0, read.pc, read.thread);
+            return false;
+        }
         if (!ran) {
             std::string what = "no thread of the block can proceed:";
             int shown = 0;
@@ -321,9 +343,7 @@ bool run_block(Launch& L) {
                                                 : std::string(op_name(WarpOp(t.op))) + " mask " + hex(t.mask) + ") ") +
                     "at " + where(t.file, t.line) + ";";
             }
-            const Thread& t = L.threads[0];
-            t_finding = new Finding{FindingKind::kDeadlock, what, nullptr, 0, nullptr, L.block_idx, t.idx};
-            L.aborted = true;
+            record(FindingKind::kDeadlock, what, nullptr, 0, nullptr, L.threads[0].idx);
             return false;
         }
     }
@@ -344,11 +364,15 @@ std::string finding_text(const Launch& L, const Finding& f) {
 
 }  // namespace
 
+void record(FindingKind kind, const std::string& what, const char* file, int line, const void* pc, uint3 thread) {
+    Launch& L = cur();
+    if (t_finding == nullptr) t_finding = new Finding{kind, what, file, line, pc, L.block_idx, thread};
+    L.aborted = true;
+}
+
 void fail(FindingKind kind, const std::string& what, const char* file, int line, const void* pc) {
     Launch& L = cur();
-    Thread* t = L.current;
-    t_finding = new Finding{kind, what, file, line, pc, L.block_idx, t != nullptr ? t->idx : uint3{}};
-    L.aborted = true;
+    record(kind, what, file, line, pc, L.current->idx);
     // The fiber is abandoned: its stack is reinitialised for the next block, so what the kernel
     // had on it (including this frame's strings) is simply dropped.
     void* dead = nullptr;

@@ -40,8 +40,13 @@ int kiln_emu_checked(void);
  * process at the first finding instead. */
 const char* kiln_emu_last_finding(void);
 
-/* Launches, blocks and threads run since start-up (for `kiln info` and tests). */
+/* Launches run since start-up (for `kiln info` and tests). */
 uint64_t kiln_emu_launch_count(void);
+
+/* The emulator's own tests (kernels/emu/selftest/planted.cu): runs case `name` with its planted
+ * bug (buggy != 0) or as its correct twin, and returns the launch's cudaError_t (0 = clean; -1 for
+ * an unknown name or a short results buffer). Cases that compute something write it to results. */
+int kiln_emu_selftest(const char* name, int buggy, int32_t* results, int64_t results_len);
 
 #ifdef __cplusplus
 }

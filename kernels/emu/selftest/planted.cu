@@ -1,0 +1,252 @@
+// The emulator's own tests: kernels with one planted bug each, and their correct twins.
+// tests/suite/emu.rs runs every case both ways through kiln_emu_selftest and checks that the bug
+// is found, named, and located at the line marked `PLANTED: <case>` here, and that the twin
+// runs clean. Built into the emulated library only (build.rs skips kernels/emu for nvcc).
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "common/launch.cuh"
+#include "common/vec.cuh"
+#include "kiln_emu.h"
+
+namespace {
+
+constexpr int kThreads = 64;
+constexpr unsigned kFull = 0xffffffffu;
+
+// Shared memory exchange: every thread publishes, then reads a neighbour's value.
+__global__ void missing_barrier_kernel(float* out, bool buggy) {
+    __shared__ float slots[kThreads];
+    slots[threadIdx.x] = float(threadIdx.x);
+    if (!buggy) __syncthreads();
+    out[threadIdx.x] = slots[kThreads - 1 - threadIdx.x];  // PLANTED: missing_barrier
+}
+
+// A slot is read by a neighbour and overwritten in the same barrier interval.
+__global__ void reused_slot_kernel(float* out, bool buggy) {
+    __shared__ float slots[kThreads];
+    slots[threadIdx.x] = float(threadIdx.x);
+    __syncthreads();
+    const float v = slots[(threadIdx.x + 1) % kThreads];
+    if (!buggy) __syncthreads();
+    slots[threadIdx.x] = 2.0f * v;  // PLANTED: reused_slot
+    __syncthreads();
+    out[threadIdx.x] = slots[threadIdx.x];
+}
+
+// Writes n + 1 elements of an n-element buffer.
+__global__ void off_by_one_kernel(float* out, int n, bool buggy) {
+    const int last = buggy ? n : n - 1;
+    for (int i = threadIdx.x; i <= last; i += blockDim.x) out[i] = 1.0f;  // PLANTED: off_by_one
+}
+
+// Only the first half of a shared array is written before the whole is read.
+__global__ void unwritten_shared_kernel(float* out, bool buggy) {
+    __shared__ float slots[2 * kThreads];
+    slots[threadIdx.x] = 1.0f;
+    if (!buggy) slots[threadIdx.x + kThreads] = 2.0f;
+    __syncthreads();
+    out[threadIdx.x] = slots[threadIdx.x + kThreads];  // PLANTED: unwritten_shared
+}
+
+// Blocks are meant to own disjoint ranges; the buggy stride makes neighbours overlap.
+__global__ void overlapping_blocks_kernel(float* out, bool buggy) {
+    const int stride = buggy ? kThreads / 2 : kThreads;
+    out[blockIdx.x * stride + threadIdx.x] = float(blockIdx.x);  // PLANTED: overlapping_blocks
+}
+
+// Two halves of a block wait at two different barriers.
+__global__ void divergent_barrier_kernel(float* out, bool buggy) {
+    if (buggy && threadIdx.x < 32) {
+        __syncthreads();  // PLANTED: divergent_barrier
+    } else {
+        __syncthreads();
+    }
+    out[threadIdx.x] = 1.0f;
+}
+
+// Some threads leave before a barrier that the others wait at.
+__global__ void early_exit_kernel(float* out, int n, bool buggy) {
+    if (buggy && int(threadIdx.x) >= n) return;
+    const float v = int(threadIdx.x) < n ? 1.0f : 0.0f;
+    __syncthreads();  // PLANTED: early_exit
+    if (int(threadIdx.x) < n) out[threadIdx.x] = v;
+}
+
+// Lanes 16..31 have exited, but the shuffle's mask still names them.
+__global__ void shuffle_exited_kernel(float* out, bool buggy) {
+    const int lane = threadIdx.x % 32;
+    if (lane >= 16) return;
+    const unsigned mask = buggy ? kFull : 0x0000ffffu;
+    out[threadIdx.x] = __shfl_xor_sync(mask, float(lane), 1);  // PLANTED: shuffle_exited
+}
+
+// A lane reads from a lane its mask does not name.
+__global__ void shuffle_outside_mask_kernel(float* out, bool buggy) {
+    const int lane = threadIdx.x % 32;
+    if (lane >= 16) return;
+    const int src = buggy ? lane + 16 : 15 - lane;
+    out[threadIdx.x] = __shfl_sync(0x0000ffffu, float(lane), src);  // PLANTED: shuffle_outside_mask
+}
+
+// Warp-level exchange through shared memory: __syncwarp orders the lanes of one warp.
+__global__ void syncwarp_kernel(float* out, bool buggy) {
+    __shared__ float slots[kThreads];
+    slots[threadIdx.x] = float(threadIdx.x);
+    if (!buggy) __syncwarp();
+    out[threadIdx.x] = slots[threadIdx.x ^ 1];  // PLANTED: syncwarp
+}
+
+// Reads a buffer that nothing has written.
+__global__ void uninit_global_kernel(const float* in, float* out, bool buggy) {
+    out[threadIdx.x] = buggy ? in[threadIdx.x] : 0.0f;  // PLANTED: uninit_global
+}
+
+// A 16-byte vector load (kiln's own, common/vec.cuh) from an address only 4-byte aligned.
+__global__ void misaligned_kernel(const float* in, float* out, bool buggy) {
+    const float* p = in + (buggy ? 1 : 0) + 4 * threadIdx.x;
+    const kiln::Pack<float, 4> v = kiln::load_pack<float, 4>(p);  // PLANTED: misaligned
+    out[threadIdx.x] = v.v[0] + v.v[1] + v.v[2] + v.v[3];
+}
+
+// Lane 0 waits for lane 1 at __syncwarp while lane 1 waits at __syncthreads for everyone.
+__global__ void deadlock_kernel(float* out, bool buggy) {
+    const int lane = threadIdx.x % 32;
+    if (buggy) {
+        if (lane == 0) __syncwarp(0x3u);  // PLANTED: deadlock
+        __syncthreads();
+        if (lane == 1) __syncwarp(0x3u);
+    } else {
+        if (lane < 2) __syncwarp(0x3u);
+        __syncthreads();
+    }
+    out[threadIdx.x] = 1.0f;
+}
+
+// Reads one element past the launch's dynamic shared memory.
+__global__ void dynamic_shared_kernel(float* out, bool buggy) {
+    float* slots = kiln::dynamic_shared<float>();
+    slots[threadIdx.x] = float(threadIdx.x);
+    __syncthreads();
+    const int i = buggy ? int(threadIdx.x) + 1 : kThreads - 1 - int(threadIdx.x);
+    out[threadIdx.x] = slots[i];  // PLANTED: dynamic_shared
+}
+
+// Every collective's result, for comparison with its scalar definition (tests/suite/emu.rs):
+// out[k * 64 + t] is result k of thread t.
+constexpr int kCollectiveResults = 12;
+__global__ void collectives_kernel(int* out) {
+    const int t = threadIdx.x;
+    const int lane = t % 32;
+    const int v = t * 3 + 1;
+    int r[kCollectiveResults];
+    r[0] = __shfl_sync(kFull, v, (lane * 7) % 32);
+    r[1] = __shfl_up_sync(kFull, v, 3);
+    r[2] = __shfl_down_sync(kFull, v, 5);
+    r[3] = __shfl_xor_sync(kFull, v, 6);
+    r[4] = __shfl_xor_sync(kFull, v, 4, 8);  // within groups of 8
+    r[5] = __shfl_down_sync(kFull, v, 2, 16);
+    r[6] = int(__ballot_sync(kFull, v % 4 == 0));
+    r[7] = __any_sync(kFull, t == 40);
+    r[8] = __all_sync(kFull, v > 10);
+    r[9] = __reduce_add_sync(kFull, v);
+    r[10] = __reduce_max_sync(kFull, lane % 2 == 0 ? -v : v);
+    r[11] = __syncthreads_count(t % 3 == 0);
+    for (int k = 0; k < kCollectiveResults; ++k) out[k * kThreads + t] = r[k];
+}
+
+// Atomics from every thread of several blocks: a counter, a float sum and a CAS-claimed slot.
+__global__ void atomics_kernel(int* counter, float* sum, int* claimed) {
+    atomicAdd(counter, 1);
+    atomicAdd(sum, 0.5f);
+    atomicCAS(claimed, -1, int(blockIdx.x));
+}
+
+struct Buffer {
+    void* p;
+    explicit Buffer(size_t bytes) : p(kiln_emu_malloc(bytes)) {}
+    ~Buffer() { kiln_emu_free(p); }
+    template <typename T>
+    T* as() const {
+        return static_cast<T*>(p);
+    }
+};
+
+void fill(const Buffer& b, float v, size_t n) {
+    std::vector<float> h(n, v);
+    kiln_emu_memcpy(b.p, h.data(), n * sizeof(float));
+}
+
+int run(const char* name, bool buggy, int32_t* results, int64_t results_len) {
+    const auto is = [&](const char* n) { return std::strcmp(name, n) == 0; };
+    Buffer out(4096 * sizeof(float));
+    float* o = out.as<float>();
+    if (is("missing_barrier")) {
+        KILN_LAUNCH(1, kThreads, 0, nullptr, missing_barrier_kernel)(o, buggy);
+    } else if (is("reused_slot")) {
+        KILN_LAUNCH(1, kThreads, 0, nullptr, reused_slot_kernel)(o, buggy);
+    } else if (is("off_by_one")) {
+        Buffer small(100 * sizeof(float));
+        KILN_LAUNCH(1, kThreads, 0, nullptr, off_by_one_kernel)(small.as<float>(), 100, buggy);
+    } else if (is("unwritten_shared")) {
+        KILN_LAUNCH(1, kThreads, 0, nullptr, unwritten_shared_kernel)(o, buggy);
+    } else if (is("overlapping_blocks")) {
+        KILN_LAUNCH(4, kThreads, 0, nullptr, overlapping_blocks_kernel)(o, buggy);
+    } else if (is("divergent_barrier")) {
+        KILN_LAUNCH(1, kThreads, 0, nullptr, divergent_barrier_kernel)(o, buggy);
+    } else if (is("early_exit")) {
+        KILN_LAUNCH(1, kThreads, 0, nullptr, early_exit_kernel)(o, 48, buggy);
+    } else if (is("shuffle_exited")) {
+        KILN_LAUNCH(1, kThreads, 0, nullptr, shuffle_exited_kernel)(o, buggy);
+    } else if (is("shuffle_outside_mask")) {
+        KILN_LAUNCH(1, kThreads, 0, nullptr, shuffle_outside_mask_kernel)(o, buggy);
+    } else if (is("syncwarp")) {
+        KILN_LAUNCH(1, kThreads, 0, nullptr, syncwarp_kernel)(o, buggy);
+    } else if (is("uninit_global")) {
+        Buffer in(kThreads * sizeof(float));
+        KILN_LAUNCH(1, kThreads, 0, nullptr, uninit_global_kernel)(in.as<float>(), o, buggy);
+    } else if (is("misaligned")) {
+        Buffer in((4 * kThreads + 4) * sizeof(float));
+        fill(in, 1.0f, 4 * kThreads + 4);
+        KILN_LAUNCH(1, kThreads, 0, nullptr, misaligned_kernel)(in.as<float>(), o, buggy);
+    } else if (is("deadlock")) {
+        KILN_LAUNCH(1, kThreads, 0, nullptr, deadlock_kernel)(o, buggy);
+    } else if (is("dynamic_shared")) {
+        KILN_LAUNCH(1, kThreads, kThreads * sizeof(float), nullptr, dynamic_shared_kernel)(o, buggy);
+    } else if (is("collectives")) {
+        Buffer r(kCollectiveResults * kThreads * sizeof(int));
+        KILN_LAUNCH(1, kThreads, 0, nullptr, collectives_kernel)(r.as<int>());
+        if (results_len < kCollectiveResults * kThreads) return -1;
+        kiln_emu_memcpy(results, r.p, kCollectiveResults * kThreads * sizeof(int));
+    } else if (is("atomics")) {
+        Buffer counter(sizeof(int)), sum(sizeof(float)), claimed(sizeof(int));
+        const int zero = 0, none = -1;
+        const float fzero = 0.0f;
+        kiln_emu_memcpy(counter.p, &zero, sizeof zero);
+        kiln_emu_memcpy(sum.p, &fzero, sizeof fzero);
+        kiln_emu_memcpy(claimed.p, &none, sizeof none);
+        KILN_LAUNCH(5, kThreads, 0, nullptr, atomics_kernel)(counter.as<int>(), sum.as<float>(), claimed.as<int>());
+        if (results_len < 3) return -1;
+        float s;
+        kiln_emu_memcpy(&results[0], counter.p, sizeof(int));
+        kiln_emu_memcpy(&s, sum.p, sizeof s);
+        results[1] = int32_t(s * 2.0f);
+        kiln_emu_memcpy(&results[2], claimed.p, sizeof(int));
+    } else if (is("bad_config")) {
+        // More threads per block than CUDA allows: the launch must fail, nothing must run.
+        KILN_LAUNCH(1, buggy ? 2048 : 1024, 0, nullptr, overlapping_blocks_kernel)(o, false);
+    } else {
+        return -1;
+    }
+    return int(cudaGetLastError());
+}
+
+}  // namespace
+
+extern "C" int kiln_emu_selftest(const char* name, int buggy, int32_t* results, int64_t results_len) {
+    return run(name, buggy != 0, results, results_len);
+}
