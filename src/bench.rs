@@ -1,6 +1,7 @@
 //! Timing ops for `kiln bench` and the criterion benches: CUDA events after a warm-up,
-//! median of many runs (GPU); wall clock (CPU). Results are GB/s against the bytes model
-//! and, beside them, the device-to-device copy bandwidth measured in the same run.
+//! median of many runs (GPU); wall clock (CPU, and the emulator, which runs synchronously).
+//! Results are GB/s against the bytes model and, beside them, the device-to-device copy
+//! bandwidth measured in the same run.
 
 use std::time::Instant;
 
@@ -8,6 +9,7 @@ use cudarc::driver::sys::CUevent_flags;
 
 use crate::device::Device;
 use crate::dtype::DType;
+use crate::emu::EmuBuffer;
 use crate::error::Result;
 use crate::registry::{Direction, Op, Problem, Tensors};
 use crate::tensor::Tensor;
@@ -45,7 +47,7 @@ pub fn median_seconds(device: &Device, runs: usize, mut f: impl FnMut() -> Resul
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs.max(1) {
         match device {
-            Device::Cpu => {
+            Device::Cpu | Device::Emu(_) => {
                 let t = Instant::now();
                 f()?;
                 times.push(t.elapsed().as_secs_f64());
@@ -65,7 +67,8 @@ pub fn median_seconds(device: &Device, runs: usize, mut f: impl FnMut() -> Resul
 }
 
 /// Copy bandwidth (read + write bytes per second) of `bytes` on `device`: the ceiling of
-/// every memory-bound kernel. On a GPU a device-to-device copy; on the CPU a memcpy.
+/// every memory-bound kernel. On a GPU a device-to-device copy; on the CPU a memcpy; on the
+/// emulator a copy between two emulated buffers (its memcpy, which also marks the bytes written).
 pub fn copy_bandwidth(device: &Device, bytes: usize, runs: usize) -> Result<f64> {
     let n = bytes / 4;
     let seconds = match device {
@@ -83,6 +86,11 @@ pub fn copy_bandwidth(device: &Device, bytes: usize, runs: usize) -> Result<f64>
             let src = s.alloc_zeros::<f32>(n)?;
             let mut dst = s.alloc_zeros::<f32>(n)?;
             median_seconds(device, runs, || Ok(s.memcpy_dtod(&src, &mut dst)?))?
+        }
+        Device::Emu(_) => {
+            let src = EmuBuffer::zeroed(n * 4)?;
+            let mut dst = EmuBuffer::zeroed(n * 4)?;
+            median_seconds(device, runs, || dst.copy_from(&src))?
         }
     };
     Ok(2.0 * (n * 4) as f64 / seconds / 1e9)

@@ -1,8 +1,12 @@
-//! How this copy of kiln was built: CUDA or not, for which architectures, and the ptxas
-//! report of every kernel (registers, stack, spills).
+//! How this copy of kiln was built: CUDA or not, the emulator or not, for which
+//! architectures, and the ptxas report of every kernel (registers, stack, spills).
 
 /// True when built with the `cuda` feature (the kernels are linked in).
 pub const CUDA_COMPILED: bool = cfg!(feature = "cuda");
+
+/// True when built with the `emu` feature (the kernels compiled for kiln's CUDA emulator are
+/// linked in: `Device::emu()`).
+pub const EMU_COMPILED: bool = cfg!(feature = "emu");
 
 /// The `-gencode` targets the kernels were compiled for (empty without `cuda`).
 pub const CUDA_ARCHS: &str = env!("KILN_CUDA_ARCHS_BUILT");

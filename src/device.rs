@@ -1,4 +1,5 @@
-//! Where tensors live and kernels run: the host, or one CUDA device with one stream.
+//! Where tensors live and kernels run: the host, one CUDA device with one stream, or kiln's
+//! CUDA emulator.
 
 use std::fmt;
 use std::sync::Arc;
@@ -8,13 +9,26 @@ use cudarc::driver::{CudaContext, CudaStream};
 use crate::error::{Error, Result};
 
 /// A compute device. The device of a call's inputs decides which path runs: `Cpu` runs
-/// the f64 reference, `Cuda` the kernels.
+/// the f64 reference, `Cuda` the kernels, `Emu` the same kernels in the emulator.
 #[derive(Clone)]
 pub enum Device {
     /// The host: every op runs its CPU reference.
     Cpu,
     /// A CUDA device and the stream kiln launches on.
     Cuda(CudaDevice),
+    /// kiln's CUDA emulator: the kernels compiled for the host (feature `emu`).
+    Emu(EmuDevice),
+}
+
+/// kiln's CUDA emulator (feature `emu`): the same kernel sources and launch code as on a GPU,
+/// compiled for the host and run thread by thread. In checked mode (the default) it reports
+/// out-of-bounds accesses, reads of never-written memory, races and barrier divergence as a
+/// kernel error naming the kernel source line. Launches are synchronous; every handle shares
+/// one emulated memory, so this is a cheap token.
+#[derive(Clone, Debug)]
+pub struct EmuDevice {
+    /// Made only by [`Device::emu`], so one exists only when the emulator is linked.
+    _private: (),
 }
 
 /// A CUDA context (the device's primary context) and a stream on it.
@@ -61,27 +75,63 @@ impl Device {
         Device::Cuda(CudaDevice::from_stream(stream))
     }
 
-    /// True for `Device::Cuda`.
+    /// The CUDA emulator, or `Error::EmuNotCompiled` when kiln was built without `emu`.
+    pub fn emu() -> Result<Device> {
+        if cfg!(feature = "emu") { Ok(Device::Emu(EmuDevice { _private: () })) } else { Err(Error::EmuNotCompiled) }
+    }
+
+    /// True for `Device::Cuda` (a real GPU).
     pub fn is_cuda(&self) -> bool {
         matches!(self, Device::Cuda(_))
     }
 
-    /// Waits until all work kiln queued on this device's stream has finished.
+    /// True for `Device::Emu`.
+    pub fn is_emu(&self) -> bool {
+        matches!(self, Device::Emu(_))
+    }
+
+    /// True where ops run the kernels (a GPU or the emulator); false on the host, where they
+    /// run the CPU reference.
+    pub fn runs_kernels(&self) -> bool {
+        !matches!(self, Device::Cpu)
+    }
+
+    /// Waits until all work kiln queued on this device's stream has finished (the host and
+    /// the emulator run synchronously).
     pub fn synchronize(&self) -> Result<()> {
         match self {
-            Device::Cpu => Ok(()),
+            Device::Cpu | Device::Emu(_) => Ok(()),
             Device::Cuda(d) => Ok(d.stream.synchronize()?),
         }
     }
 
-    /// Whether two devices are the same memory space (same CUDA context, or both host).
+    /// Whether two devices are the same memory space (same CUDA context, both the emulator,
+    /// or both host).
     pub fn same_memory(&self, other: &Device) -> bool {
         match (self, other) {
-            (Device::Cpu, Device::Cpu) => true,
+            (Device::Cpu, Device::Cpu) | (Device::Emu(_), Device::Emu(_)) => true,
             // Same CUcontext handle: two `Device::cuda(0)` share device 0's primary context.
             (Device::Cuda(a), Device::Cuda(b)) => a.context().cu_ctx() == b.context().cu_ctx(),
             _ => false,
         }
+    }
+}
+
+impl EmuDevice {
+    /// Whether checked mode is on (it is by default; `KILN_EMU_CHECK=0` in the environment
+    /// turns it off at start-up). Unchecked launches run several times faster.
+    pub fn checked(&self) -> bool {
+        crate::emu::checked()
+    }
+
+    /// Turns checked mode on or off for every later launch in the process.
+    pub fn set_checked(&self, on: bool) {
+        crate::emu::set_checked(on)
+    }
+
+    /// Kernel launches the emulator has run since the process started.
+    pub fn launch_count(&self) -> u64 {
+        crate::emu::launch_count()
     }
 }
 
@@ -151,6 +201,7 @@ impl fmt::Display for Device {
         match self {
             Device::Cpu => f.write_str("cpu"),
             Device::Cuda(d) => write!(f, "cuda:{}", d.context().ordinal()),
+            Device::Emu(_) => f.write_str("emu"),
         }
     }
 }

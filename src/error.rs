@@ -13,6 +13,12 @@ pub enum Error {
     /// A CUDA call was made but kiln was built without the `cuda` feature.
     #[error("kiln was built without the `cuda` feature: rebuild with `--features cuda`")]
     CudaNotCompiled,
+    /// The emulator was asked for but kiln was built without the `emu` feature.
+    #[error("kiln was built without the `emu` feature: rebuild with `--features emu`")]
+    EmuNotCompiled,
+    /// The CUDA emulator's runtime failed (out of memory, a copy outside an allocation).
+    #[error("CUDA emulator: {0}")]
+    Emu(String),
     /// No usable CUDA driver or device (probing never panics, it returns this).
     #[error("no CUDA device: {0}")]
     NoDevice(String),
@@ -29,7 +35,8 @@ pub enum Error {
         launcher: String,
         /// The `kiln_status` code it returned.
         status: u32,
-        /// `kiln_status_string` of that code, plus the CUDA error where there is one.
+        /// `kiln_status_string` of that code, plus the CUDA error where there is one and, on
+        /// the emulator, its finding (what, where in the kernel source, which thread).
         message: String,
     },
     /// A tensor has the wrong shape or length.

@@ -1,14 +1,16 @@
 //! `Tensor`: a contiguous, row-major array of f32/f16/bf16 (or i32/u8 for indices and
-//! masks) on the host or on a CUDA device.
+//! masks) on the host, on a CUDA device, or in the CUDA emulator's memory.
 
 use std::fmt;
 
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, SyncOnDrop};
+use cudarc::driver::CudaSlice;
 use half::{bf16, f16};
 
-use crate::device::{CudaDevice, Device};
+use crate::device::{CudaDevice, Device, EmuDevice};
 use crate::dtype::DType;
+use crate::emu::EmuBuffer;
 use crate::error::{Error, Result};
+use crate::launch::{Gpu, Guard};
 
 /// A contiguous, row-major tensor. Host tensors run CPU references; device tensors run
 /// kernels on their device's stream.
@@ -19,7 +21,16 @@ pub struct Tensor {
 
 enum Data {
     Host(HostData),
-    Cuda { buf: CudaData, device: CudaDevice },
+    Cuda {
+        buf: CudaData,
+        device: CudaDevice,
+    },
+    /// Untyped emulated memory: the dtype is kept beside it.
+    Emu {
+        buf: EmuBuffer,
+        dtype: DType,
+        device: EmuDevice,
+    },
 }
 
 enum HostData {
@@ -93,6 +104,33 @@ impl HostData {
         }
     }
 
+    /// The elements' bytes (what an upload copies).
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            HostData::F32(v) => bytemuck::cast_slice(v),
+            HostData::F16(v) => bytemuck::cast_slice(v),
+            HostData::BF16(v) => bytemuck::cast_slice(v),
+            HostData::I32(v) => bytemuck::cast_slice(v),
+            HostData::U8(v) => v,
+        }
+    }
+
+    /// The first `n` elements of `dtype` of an emulated buffer.
+    fn download(buf: &EmuBuffer, dtype: DType, n: usize) -> Result<HostData> {
+        fn read<T: bytemuck::Pod>(buf: &EmuBuffer, n: usize) -> Result<Vec<T>> {
+            let mut v = vec![T::zeroed(); n];
+            buf.read(0, bytemuck::cast_slice_mut(&mut v))?;
+            Ok(v)
+        }
+        Ok(match dtype {
+            DType::F32 => HostData::F32(read(buf, n)?),
+            DType::F16 => HostData::F16(read(buf, n)?),
+            DType::BF16 => HostData::BF16(read(buf, n)?),
+            DType::I32 => HostData::I32(read(buf, n)?),
+            DType::U8 => HostData::U8(read(buf, n)?),
+        })
+    }
+
     fn to_f64(&self) -> Vec<f64> {
         match self {
             HostData::F32(v) => v.iter().map(|&x| x as f64).collect(),
@@ -162,7 +200,7 @@ impl Tensor {
             Data::Cuda { buf: CudaData::BF16(s), .. } => s,
             Data::Cuda { buf: CudaData::I32(s), .. } => s,
             Data::Cuda { buf: CudaData::U8(s), .. } => s,
-            Data::Host(_) => return None,
+            Data::Host(_) | Data::Emu { .. } => return None,
         };
         any.downcast_ref::<CudaSlice<T>>()
     }
@@ -175,7 +213,7 @@ impl Tensor {
             Data::Cuda { buf: CudaData::BF16(s), .. } => s,
             Data::Cuda { buf: CudaData::I32(s), .. } => s,
             Data::Cuda { buf: CudaData::U8(s), .. } => s,
-            Data::Host(_) => return None,
+            Data::Host(_) | Data::Emu { .. } => return None,
         };
         any.downcast_mut::<CudaSlice<T>>()
     }
@@ -203,6 +241,7 @@ impl Tensor {
             Data::Host(HostData::BF16(_)) | Data::Cuda { buf: CudaData::BF16(_), .. } => DType::BF16,
             Data::Host(HostData::I32(_)) | Data::Cuda { buf: CudaData::I32(_), .. } => DType::I32,
             Data::Host(HostData::U8(_)) | Data::Cuda { buf: CudaData::U8(_), .. } => DType::U8,
+            Data::Emu { dtype, .. } => *dtype,
         }
     }
 
@@ -211,6 +250,7 @@ impl Tensor {
         match &self.data {
             Data::Host(_) => Device::Cpu,
             Data::Cuda { device, .. } => Device::Cuda(device.clone()),
+            Data::Emu { device, .. } => Device::Emu(device.clone()),
         }
     }
 
@@ -247,6 +287,15 @@ impl Tensor {
                 };
                 Ok(Tensor { shape: self.shape.clone(), data: Data::Cuda { buf, device: d.clone() } })
             }
+            Device::Emu(_) if self.is_empty() => Tensor::zeros(&self.shape, self.dtype(), device),
+            Device::Emu(d) => {
+                let dtype = self.dtype();
+                let host = self.to_host()?;
+                let bytes = host.host().as_bytes();
+                let mut buf = EmuBuffer::uninit(bytes.len())?;
+                buf.write(0, bytes)?;
+                Ok(Tensor { shape: self.shape.clone(), data: Data::Emu { buf, dtype, device: d.clone() } })
+            }
         }
     }
 
@@ -269,6 +318,7 @@ impl Tensor {
                     CudaData::U8(b) => HostData::U8(truncated(s.clone_dtoh(b)?, n)),
                 }
             }
+            Data::Emu { buf, dtype, .. } => HostData::download(buf, *dtype, self.len())?,
         };
         Ok(Tensor { shape: self.shape.clone(), data: Data::Host(data) })
     }
@@ -276,7 +326,7 @@ impl Tensor {
     fn host(&self) -> &HostData {
         match &self.data {
             Data::Host(h) => h,
-            Data::Cuda { .. } => unreachable!("to_host returns host tensors"),
+            Data::Cuda { .. } | Data::Emu { .. } => unreachable!("to_host returns host tensors"),
         }
     }
 
@@ -284,7 +334,7 @@ impl Tensor {
     pub(crate) fn host_f64(&self) -> Vec<f64> {
         match &self.data {
             Data::Host(h) => h.to_f64(),
-            Data::Cuda { .. } => unreachable!("CPU path called on a device tensor"),
+            Data::Cuda { .. } | Data::Emu { .. } => unreachable!("CPU path called on a device tensor"),
         }
     }
 
@@ -294,12 +344,13 @@ impl Tensor {
         let dtype = self.dtype();
         match &mut self.data {
             Data::Host(h) => *h = HostData::from_f64(values, dtype),
-            Data::Cuda { .. } => unreachable!("CPU path called on a device tensor"),
+            Data::Cuda { .. } | Data::Emu { .. } => unreachable!("CPU path called on a device tensor"),
         }
     }
 
     /// A tensor on `device` whose contents are unspecified until written: for outputs a
-    /// kernel writes in full (a host tensor is zero-filled).
+    /// kernel writes in full (a host tensor is zero-filled; an emulated one stays unwritten, so
+    /// checked mode reports a kernel that reads it before writing it).
     pub(crate) fn uninit(shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
         let n = numel(shape).ok_or_else(|| shape_overflow("shape", shape))?;
         match device {
@@ -318,6 +369,10 @@ impl Tensor {
                     }
                 };
                 Ok(Tensor { shape: shape.to_vec(), data: Data::Cuda { buf, device: d.clone() } })
+            }
+            Device::Emu(d) => {
+                let buf = EmuBuffer::uninit(emu_bytes(n, dtype, shape)?)?;
+                Ok(Tensor { shape: shape.to_vec(), data: Data::Emu { buf, dtype, device: d.clone() } })
             }
         }
     }
@@ -338,34 +393,78 @@ impl Tensor {
                 };
                 Ok(Tensor { shape: shape.to_vec(), data: Data::Cuda { buf, device: d.clone() } })
             }
+            Device::Emu(d) => {
+                let buf = EmuBuffer::zeroed(emu_bytes(n, dtype, shape)?)?;
+                Ok(Tensor { shape: shape.to_vec(), data: Data::Emu { buf, dtype, device: d.clone() } })
+            }
         }
     }
 
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    /// The device pointer for reading, with the guard that must outlive the launch.
-    pub(crate) fn cuda_ptr<'a>(&'a self, stream: &'a cudarc::driver::CudaStream) -> (u64, SyncOnDrop<'a>) {
-        match &self.data {
-            Data::Cuda { buf: CudaData::F32(b), .. } => b.device_ptr(stream),
-            Data::Cuda { buf: CudaData::F16(b), .. } => b.device_ptr(stream),
-            Data::Cuda { buf: CudaData::BF16(b), .. } => b.device_ptr(stream),
-            Data::Cuda { buf: CudaData::I32(b), .. } => b.device_ptr(stream),
-            Data::Cuda { buf: CudaData::U8(b), .. } => b.device_ptr(stream),
-            Data::Host(_) => unreachable!("CUDA path called on a host tensor"),
+    /// The address a kernel launched on `gpu` reads, with the guard that must outlive the
+    /// launch (cudarc's stream synchronisation on CUDA; nothing on the emulator).
+    #[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
+    pub(crate) fn dev_ptr<'a>(&'a self, gpu: &'a Gpu) -> (u64, Guard<'a>) {
+        match (&self.data, gpu) {
+            #[cfg(feature = "cuda")]
+            (Data::Cuda { buf, .. }, Gpu::Cuda(d)) => {
+                use cudarc::driver::DevicePtr;
+                let s = d.stream();
+                let (p, g) = match buf {
+                    CudaData::F32(b) => b.device_ptr(s),
+                    CudaData::F16(b) => b.device_ptr(s),
+                    CudaData::BF16(b) => b.device_ptr(s),
+                    CudaData::I32(b) => b.device_ptr(s),
+                    CudaData::U8(b) => b.device_ptr(s),
+                };
+                (p, Guard::cuda(g))
+            }
+            #[cfg(feature = "emu")]
+            (Data::Emu { buf, .. }, Gpu::Emu(_)) => (buf.addr(), Guard::none()),
+            _ => unreachable!("validated: launch code got a tensor that is not on {}", gpu.device()),
         }
     }
 
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    /// The device pointer for writing, with the guard that must outlive the launch.
-    pub(crate) fn cuda_ptr_mut<'a>(&'a mut self, stream: &'a cudarc::driver::CudaStream) -> (u64, SyncOnDrop<'a>) {
-        match &mut self.data {
-            Data::Cuda { buf: CudaData::F32(b), .. } => b.device_ptr_mut(stream),
-            Data::Cuda { buf: CudaData::F16(b), .. } => b.device_ptr_mut(stream),
-            Data::Cuda { buf: CudaData::BF16(b), .. } => b.device_ptr_mut(stream),
-            Data::Cuda { buf: CudaData::I32(b), .. } => b.device_ptr_mut(stream),
-            Data::Cuda { buf: CudaData::U8(b), .. } => b.device_ptr_mut(stream),
-            Data::Host(_) => unreachable!("CUDA path called on a host tensor"),
+    /// The address a kernel launched on `gpu` writes, with the guard that must outlive the
+    /// launch.
+    #[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
+    pub(crate) fn dev_ptr_mut<'a>(&'a mut self, gpu: &'a Gpu) -> (u64, Guard<'a>) {
+        match (&mut self.data, gpu) {
+            #[cfg(feature = "cuda")]
+            (Data::Cuda { buf, .. }, Gpu::Cuda(d)) => {
+                use cudarc::driver::DevicePtrMut;
+                let s = d.stream();
+                let (p, g) = match buf {
+                    CudaData::F32(b) => b.device_ptr_mut(s),
+                    CudaData::F16(b) => b.device_ptr_mut(s),
+                    CudaData::BF16(b) => b.device_ptr_mut(s),
+                    CudaData::I32(b) => b.device_ptr_mut(s),
+                    CudaData::U8(b) => b.device_ptr_mut(s),
+                };
+                (p, Guard::cuda(g))
+            }
+            #[cfg(feature = "emu")]
+            (Data::Emu { buf, .. }, Gpu::Emu(_)) => (buf.addr(), Guard::none()),
+            _ => unreachable!("validated: launch code got a tensor that is not on {}", gpu.device()),
         }
     }
+
+    /// Writes `values`, rounded to the dtype, over elements `start..start + values.len()` of an
+    /// emulated tensor, marking them written (the host GEMMs of the GLU MLP block on the
+    /// emulator).
+    #[cfg_attr(not(feature = "emu"), allow(dead_code))]
+    pub(crate) fn emu_write_f64(&mut self, start: usize, values: &[f64]) -> Result<()> {
+        let dtype = self.dtype();
+        let Data::Emu { buf, .. } = &mut self.data else {
+            unreachable!("emu_write_f64 called on a tensor on {}", self.device())
+        };
+        let size = dtype.size_in_bytes();
+        buf.write(start * size, HostData::from_f64(values, dtype).as_bytes())
+    }
+}
+
+/// Bytes of an emulated buffer for `n` elements of `dtype` (see `device_len`).
+fn emu_bytes(n: usize, dtype: DType, shape: &[usize]) -> Result<usize> {
+    device_len(n).checked_mul(dtype.size_in_bytes()).ok_or_else(|| shape_overflow("shape", shape))
 }
 
 fn shape_overflow(arg: &'static str, shape: &[usize]) -> Error {

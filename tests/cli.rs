@@ -28,7 +28,23 @@ fn list_has_one_line_per_op_and_direction() {
 fn info_runs_without_a_gpu() {
     let (code, out, _) = kiln(&["info"]);
     assert_eq!(code, 0);
-    assert!(out.contains("cuda:") && out.contains("device:"), "{out}");
+    assert!(out.contains("cuda:") && out.contains("emu:") && out.contains("device:"), "{out}");
+    let emu_line = out.lines().find(|l| l.starts_with("emu:")).unwrap_or_default();
+    assert_eq!(emu_line.contains("checked mode"), kiln::build_info::EMU_COMPILED, "{out}");
+}
+
+#[test]
+fn check_on_emu_compares_kernels_with_references() {
+    let (code, out, err) =
+        kiln(&["check", "--backend", "emu", "activation/xgelu", "glu/swiglu", "--max-elements", "5000"]);
+    if !kiln::build_info::EMU_COMPILED {
+        assert_eq!(code, 2);
+        assert!(err.contains("`emu` feature"), "{err}");
+        return;
+    }
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("activation/xgelu") && out.contains("dalpha [4097]") && out.contains("glu/swiglu"), "{out}");
+    assert!(out.contains("check on emu:") && !out.contains("FAIL"), "{out}");
 }
 
 #[test]
@@ -84,4 +100,17 @@ fn bench_on_cpu_writes_json() {
     assert!(v["ceilings"]["copy_gbps"].as_f64().unwrap() > 0.0);
     assert_eq!(v["results"].as_array().unwrap().len(), 6, "relu fwd+bwd in three dtypes");
     let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn bench_on_emu_times_the_emulated_kernels() {
+    if !kiln::build_info::EMU_COMPILED {
+        return;
+    }
+    let (code, out, err) = kiln(&["bench", "--backend", "emu", "activation/relu", "--runs", "1", "--dtype", "bf16"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("device emu") && out.lines().filter(|l| l.starts_with("activation/relu")).count() == 2,
+        "{out}"
+    );
 }

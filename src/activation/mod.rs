@@ -3,7 +3,7 @@
 //! JumpReLU (REFERENCE.md §1).
 //!
 //! The device of the inputs decides the path: host tensors run the f64 reference in
-//! [`cpu`], device tensors the kernels of `kernels/activation.cu`.
+//! [`cpu`], device tensors (a GPU or the emulator) the kernels of `kernels/activation.cu`.
 //!
 //! ```
 //! use kiln::{activation::{self, Activation}, DType, Tensor};
@@ -20,13 +20,24 @@
 //! ```
 
 pub mod cpu;
-mod cuda;
 pub mod op;
 
+// cuda.rs is the one copy of the launch code, compiled against each kernel library built in.
+#[cfg(feature = "cuda")]
+mod on_cuda {
+    use crate::ffi;
+    include!("cuda.rs");
+}
+#[cfg(feature = "emu")]
+mod on_emu {
+    use crate::ffi_emu as ffi;
+    include!("cuda.rs");
+}
+
 use crate::args::{float, like_x, same_device};
-use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Error, Result, ensure};
+use crate::launch::{Gpu, on_backend};
 use crate::tensor::Tensor;
 
 /// Parameters of the generalized SmeLU (arXiv 2010.09931 eq. 11).
@@ -392,13 +403,13 @@ pub fn forward_into(act: &Activation, x: &Tensor, y: &mut Tensor) -> Result<()> 
     act.validate_scalars(false)?;
     let channels = act.channels(x)?;
     like_x("y", x, y)?;
-    match x.device() {
-        Device::Cpu => {
+    match Gpu::of(&x.device())? {
+        None => {
             let (s, p) = reference_params(act);
             y.set_host_f64(&cpu::forward(act.kind(), &s, &p, &x.host_f64()));
             Ok(())
         }
-        Device::Cuda(d) => cuda::forward(act, channels, x, y, &d),
+        Some(gpu) => on_backend!(&gpu, forward(act, channels, x, y, &gpu)),
     }
 }
 
@@ -406,14 +417,14 @@ pub fn forward_into(act: &Activation, x: &Tensor, y: &mut Tensor) -> Result<()> 
 pub fn forward_inplace(act: &Activation, x: &mut Tensor) -> Result<()> {
     act.validate_scalars(false)?;
     let channels = act.channels(x)?;
-    match x.device() {
-        Device::Cpu => {
+    match Gpu::of(&x.device())? {
+        None => {
             let (s, p) = reference_params(act);
             let y = cpu::forward(act.kind(), &s, &p, &x.host_f64());
             x.set_host_f64(&y);
             Ok(())
         }
-        Device::Cuda(d) => cuda::forward_inplace(act, channels, x, &d),
+        Some(gpu) => on_backend!(&gpu, forward_inplace(act, channels, x, &gpu)),
     }
 }
 
@@ -448,8 +459,8 @@ pub fn backward_into(
     if let Some(dp) = dparam.as_deref() {
         check_dparam(act, x, channels, dp)?;
     }
-    match x.device() {
-        Device::Cpu => {
+    match Gpu::of(&x.device())? {
+        None => {
             let (s, p) = reference_params(act);
             let (g, gp) = cpu::backward(act.kind(), &s, &p, &x.host_f64(), &dy.host_f64());
             dx.set_host_f64(&g);
@@ -458,7 +469,7 @@ pub fn backward_into(
             }
             Ok(())
         }
-        Device::Cuda(d) => cuda::backward(act, channels, x, dy, dx, dparam, &d),
+        Some(gpu) => on_backend!(&gpu, backward(act, channels, x, dy, dx, dparam, &gpu)),
     }
 }
 

@@ -22,11 +22,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Version, CUDA build, compiled architectures and the device.
+    /// Version, backends compiled in (cuda, emu), compiled architectures and the device.
     Info,
     /// One line per op and direction: `<family>/<op> <fwd|bwd> <dtypes>`.
     List,
-    /// Check ops against their references (cuda) or the references against themselves (cpu).
+    /// Check ops against their references (cuda, emu) or the references against themselves (cpu).
     Check {
         #[command(flatten)]
         common: Common,
@@ -75,7 +75,8 @@ struct Common {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// check: only shapes with at most this many elements (quick runs, sanitizers).
+    /// check: only shapes with at most this many elements (quick runs, sanitizers; the
+    /// emulator's default is 262144).
     #[arg(long)]
     max_elements: Option<usize>,
 }
@@ -88,7 +89,14 @@ enum Backend {
     Cpu,
     /// The CUDA kernels (fails without a device or without the `cuda` feature).
     Cuda,
+    /// The same kernels in kiln's CUDA emulator on the CPU, checked for out-of-bounds accesses,
+    /// uninitialised reads, races and barrier divergence (needs the `emu` feature; slow).
+    Emu,
 }
+
+/// `kiln check --backend emu` skips larger check shapes unless `--max-elements` says otherwise:
+/// checked emulation runs a few million element accesses per second.
+const EMU_CHECK_MAX_ELEMENTS: usize = 1 << 18;
 
 fn parse_dtype(s: &str) -> std::result::Result<DType, String> {
     DType::parse(s).ok_or_else(|| format!("unknown dtype `{s}`: expected f32, f16 or bf16"))
@@ -128,6 +136,8 @@ fn device_for(backend: Backend) -> Result<Device> {
         Backend::Cpu => Ok(Device::Cpu),
         Backend::Cuda if !build_info::CUDA_COMPILED => Err(Error::CudaNotCompiled),
         Backend::Cuda => Device::cuda(0),
+        // Never chosen by Auto: the emulator is for checking kernels, not for speed.
+        Backend::Emu => Device::emu(),
         Backend::Auto if build_info::CUDA_COMPILED => Ok(Device::cuda_if_available()),
         Backend::Auto => Ok(Device::Cpu),
     }
@@ -155,6 +165,14 @@ fn info() -> Result<ExitCode> {
     } else {
         println!("cuda: not compiled (build with --features cuda)");
     }
+    match Device::emu() {
+        Ok(Device::Emu(emu)) => println!(
+            "emu: compiled, checked mode {} (KILN_EMU_CHECK=0 turns it off)",
+            if emu.checked() { "on" } else { "off" }
+        ),
+        Ok(_) => unreachable!("Device::emu returns the emulator"),
+        Err(_) => println!("emu: not compiled (build with --features emu)"),
+    }
     match Device::cuda(0) {
         Ok(Device::Cuda(d)) => {
             let i = d.info()?;
@@ -167,7 +185,7 @@ fn info() -> Result<ExitCode> {
                 i.total_memory as f64 / (1u64 << 30) as f64
             );
         }
-        Ok(Device::Cpu) => unreachable!("Device::cuda returns a CUDA device"),
+        Ok(_) => unreachable!("Device::cuda returns a CUDA device"),
         Err(e) => println!("device: {e}"),
     }
     Ok(ExitCode::SUCCESS)
@@ -212,15 +230,15 @@ fn check(common: &Common) -> Result<ExitCode> {
     let mut rows: Vec<CheckRow> = Vec::new();
     println!("{:<24} {:<4} {:<5} {:<44} {:>11} {:>11}  result", "op", "dir", "dtype", "what", "max_err", "tol");
     for op in selected(common)? {
-        let new_rows = match device {
+        let new_rows = if !device.runs_kernels() {
             // The host path is the reference: check the reference against itself.
-            Device::Cpu => op.self_checks(&mut rng),
-            Device::Cuda(_) => {
-                let limit = common.max_elements.unwrap_or(usize::MAX);
-                let shapes: Vec<Vec<usize>> =
-                    op.check_shapes().into_iter().filter(|s| s.iter().product::<usize>() <= limit).collect();
-                check_shapes(op.as_ref(), &device, &dtypes(common, op.as_ref()), &shapes, &mut rng)?
-            }
+            op.self_checks(&mut rng)
+        } else {
+            let default_limit = if device.is_emu() { EMU_CHECK_MAX_ELEMENTS } else { usize::MAX };
+            let limit = common.max_elements.unwrap_or(default_limit);
+            let shapes: Vec<Vec<usize>> =
+                op.check_shapes().into_iter().filter(|s| s.iter().product::<usize>() <= limit).collect();
+            check_shapes(op.as_ref(), &device, &dtypes(common, op.as_ref()), &shapes, &mut rng)?
         };
         for r in &new_rows {
             let verdict = if r.pass { "PASS" } else { "FAIL" };
@@ -257,7 +275,7 @@ fn bench(common: &Common, runs: Option<usize>) -> Result<ExitCode> {
     let device = device_for(common.backend)?;
     let mut rng = rng_for(common.seed);
     let (runs, copy_bytes) = match device {
-        Device::Cpu => (runs.unwrap_or(5), 64 << 20),
+        Device::Cpu | Device::Emu(_) => (runs.unwrap_or(5), 64 << 20),
         Device::Cuda(_) => (runs.unwrap_or(50), 1 << 30),
     };
     let copy = copy_bandwidth(&device, copy_bytes, runs)?;
@@ -268,6 +286,7 @@ fn bench(common: &Common, runs: Option<usize>) -> Result<ExitCode> {
     );
     let mut rows: Vec<BenchRow> = Vec::new();
     for op in selected(common)? {
+        // The emulator takes the CPU's small shapes: it runs some 20-40 M elements/s unchecked.
         let shape = if device.is_cuda() { op.bench_shape_gpu() } else { op.bench_shape_cpu() };
         for dir in Direction::BOTH {
             // One problem per op and direction, uploaded in each dtype: generating 2^26

@@ -1,6 +1,7 @@
 //! The GLU MLP block: y = (h(x·W_gᵀ + b_g) ⊙ (x·W_uᵀ + b_u))·W_dᵀ + b_d, forward and
-//! backward. On a GPU the GEMMs run in cuBLASLt and the gate in the fused GLU kernel; the
-//! reference is an f64 matmul-based block. Weights, biases and their gradients share x's
+//! backward. On a GPU the GEMMs run in cuBLASLt and the gate in the fused GLU kernel (on the
+//! emulator the GEMMs run on the host, the gate emulated); the reference is an f64
+//! matmul-based block. Weights, biases and their gradients share x's
 //! dtype (the α gradient is f32).
 //!
 //! ```
@@ -27,9 +28,9 @@
 
 use super::{GateHalf, Glu, GluInput, GluInputGrads};
 use crate::args::float;
-use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::launch::Gpu;
 use crate::tensor::Tensor;
 
 #[path = "mlp_cuda.rs"]
@@ -208,8 +209,8 @@ fn probe() -> Result<Tensor> {
 /// y for `x [T, d]`; in training mode also what backward needs.
 pub fn forward(mlp: &Mlp, x: &Tensor, mode: Mode) -> Result<MlpOutput> {
     let dims = mlp.validate(x)?;
-    match x.device() {
-        Device::Cpu => {
+    match Gpu::of(&x.device())? {
+        None => {
             let r = reference::forward(mlp, x, &dims);
             let h = Tensor::from_f64(&r.h, &[dims.t, 2 * dims.f], x.dtype())?;
             Ok(MlpOutput {
@@ -217,7 +218,7 @@ pub fn forward(mlp: &Mlp, x: &Tensor, mode: Mode) -> Result<MlpOutput> {
                 saved: (mode == Mode::Training).then_some(Saved { h }),
             })
         }
-        Device::Cuda(d) => gemm::forward(mlp, x, mode, &dims, &d),
+        Some(gpu) => gemm::forward(mlp, x, mode, &dims, &gpu),
     }
 }
 
@@ -226,20 +227,18 @@ pub fn backward(mlp: &Mlp, x: &Tensor, saved: &Saved, dy: &Tensor) -> Result<Mlp
     let dims = mlp.validate(x)?;
     expect("saved.h", &saved.h, x, &[dims.t, 2 * dims.f])?;
     expect("dy", dy, x, &[dims.t, dims.d])?;
-    match x.device() {
-        Device::Cpu => reference::backward_tensors(mlp, x, &saved.h, dy, &dims),
-        Device::Cuda(d) => gemm::backward(mlp, x, &saved.h, dy, &dims, &d),
+    match Gpu::of(&x.device())? {
+        None => reference::backward_tensors(mlp, x, &saved.h, dy, &dims),
+        Some(gpu) => gemm::backward(mlp, x, &saved.h, dy, &dims, &gpu),
     }
 }
 
-/// The gate on packed pre-activations (the GPU path's).
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+/// The gate on packed pre-activations (the device path's).
 pub(crate) fn gate_forward(glu: &Glu, h: &Tensor) -> Result<Tensor> {
     super::forward(glu, GluInput::Packed { ab: h, gate: GateHalf::First })
 }
 
-/// (dh packed, dα) from the packed pre-activations and dz (the GPU path's).
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+/// (dh packed, dα) from the packed pre-activations and dz (the device path's).
 pub(crate) fn gate_backward(glu: &Glu, h: &Tensor, dz: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
     let g = super::backward(glu, GluInput::Packed { ab: h, gate: GateHalf::First }, dz)?;
     match g.input {

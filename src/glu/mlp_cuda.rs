@@ -1,58 +1,190 @@
-//! The GLU MLP block on a GPU: GEMMs in cuBLASLt (row-major operands mapped onto its
-//! column-major API), the gate in the fused GLU kernel.
+//! The GLU MLP block on a device: one sequence of GEMMs and fused gate kernels for either
+//! backend. On a GPU the GEMMs run in cuBLASLt (row-major operands mapped onto its
+//! column-major API); on the emulator they run on the host (see `host`). The gate is the
+//! fused GLU kernel in both cases, through `glu::forward/backward`.
 
 use super::{Dims, Mlp, MlpGrads, MlpOutput, Mode};
-use crate::device::CudaDevice;
+use crate::device::Device;
+use crate::dtype::DType;
 use crate::error::Result;
+use crate::glu::mlp::{GateUp, GateUpGrads, Saved, gate_backward, gate_forward};
+use crate::launch::Gpu;
 use crate::tensor::Tensor;
 
-#[cfg(not(feature = "cuda"))]
-pub(super) fn forward(_: &Mlp, _: &Tensor, _: Mode, _: &Dims, _: &CudaDevice) -> Result<MlpOutput> {
-    Err(crate::Error::CudaNotCompiled)
+/// A row-major operand: a tensor, the element where the matrix starts, its row stride,
+/// and whether it is used transposed (stored `[K, M]` for A, `[N, K]` for B).
+#[derive(Clone, Copy)]
+#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
+struct Operand<'a> {
+    t: &'a Tensor,
+    offset: usize,
+    ld: usize,
+    trans: bool,
 }
 
-#[cfg(not(feature = "cuda"))]
-pub(super) fn backward(_: &Mlp, _: &Tensor, _: &Tensor, _: &Tensor, _: &Dims, _: &CudaDevice) -> Result<MlpGrads> {
-    Err(crate::Error::CudaNotCompiled)
+fn op(t: &Tensor, ld: usize, trans: bool) -> Operand<'_> {
+    Operand { t, offset: 0, ld, trans }
 }
 
-#[cfg(feature = "cuda")]
-pub(super) use imp::{backward, forward};
+/// C[m, n] (row stride `ldc`, from element `c_off`) = β·C + op(A)·op(B) (+ bias[n]), with
+/// cuBLASLt's semantics on both backends (β = 0 does not read C).
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    gpu: &Gpu,
+    mkn: (usize, usize, usize),
+    a: Operand,
+    b: Operand,
+    c: &mut Tensor,
+    c_at: (usize, usize),
+    beta: f32,
+    bias: Option<&Tensor>,
+) -> Result<()> {
+    match *gpu {
+        #[cfg(feature = "cuda")]
+        Gpu::Cuda(ref d) => cublas::gemm(d.blas()?, mkn, a, b, c, c_at, beta, bias),
+        #[cfg(feature = "emu")]
+        Gpu::Emu(_) => host::gemm(mkn, a, b, c, c_at, beta, bias),
+        // Without a backend `Gpu` has no variants: this arm never runs, it only keeps the
+        // arguments used.
+        #[cfg(not(any(feature = "cuda", feature = "emu")))]
+        ref never => {
+            let _ = (mkn, a, b, c, c_at, beta, bias);
+            match *never {}
+        }
+    }
+}
 
+fn alloc(shape: &[usize], x: &Tensor, gpu: &Gpu) -> Result<Tensor> {
+    Tensor::uninit(shape, x.dtype(), &gpu.device())
+}
+
+pub(super) fn forward(mlp: &Mlp, x: &Tensor, mode: Mode, dims: &Dims, gpu: &Gpu) -> Result<MlpOutput> {
+    let (t, dd, f) = (dims.t, dims.d, dims.f);
+    if t == 0 {
+        let device = gpu.device();
+        let h = Tensor::zeros(&[0, 2 * f], x.dtype(), &device)?;
+        return Ok(MlpOutput {
+            y: Tensor::zeros(&[0, dd], x.dtype(), &device)?,
+            saved: (mode == Mode::Training).then_some(Saved { h }),
+        });
+    }
+    let mut h = alloc(&[t, 2 * f], x, gpu)?;
+    let xa = op(x, dd, false);
+    match mlp.gate_up {
+        GateUp::Packed { w, b } => gemm(gpu, (t, dd, 2 * f), xa, op(w, dd, true), &mut h, (0, 2 * f), 0.0, b)?,
+        GateUp::Separate { w_gate, w_up, b_gate, b_up } => {
+            // Both projections write straight into their half of the packed h.
+            gemm(gpu, (t, dd, f), xa, op(w_gate, dd, true), &mut h, (0, 2 * f), 0.0, b_gate)?;
+            gemm(gpu, (t, dd, f), xa, op(w_up, dd, true), &mut h, (f, 2 * f), 0.0, b_up)?;
+        }
+    }
+    let z = gate_forward(&mlp.glu, &h)?;
+    let mut y = alloc(&[t, dd], x, gpu)?;
+    gemm(gpu, (t, f, dd), op(&z, f, false), op(mlp.w_down, f, true), &mut y, (0, dd), 0.0, mlp.b_down)?;
+    Ok(MlpOutput { y, saved: (mode == Mode::Training).then_some(Saved { h }) })
+}
+
+/// Column sums of `[rows, cols]` (row stride ld, from element `offset`) as a GEMM with a
+/// row of ones: deterministic, and cuBLASLt's own speed.
+fn column_sums(gpu: &Gpu, ones: &Tensor, m: Operand, rows: usize, cols: usize) -> Result<Tensor> {
+    let mut out = alloc(&[cols], m.t, gpu)?;
+    gemm(gpu, (1, rows, cols), op(ones, rows, false), m, &mut out, (0, cols), 0.0, None)?;
+    Ok(out)
+}
+
+pub(super) fn backward(mlp: &Mlp, x: &Tensor, h: &Tensor, dy: &Tensor, dims: &Dims, gpu: &Gpu) -> Result<MlpGrads> {
+    let (t, dd, f) = (dims.t, dims.d, dims.f);
+    if t == 0 {
+        return empty_grads(mlp, x, dims, &gpu.device());
+    }
+    let ones = Tensor::full(&[t], x.dtype(), 1.0, &gpu.device())?;
+    let z = gate_forward(&mlp.glu, h)?;
+    let mut dz = alloc(&[t, f], x, gpu)?;
+    gemm(gpu, (t, dd, f), op(dy, dd, false), op(mlp.w_down, f, false), &mut dz, (0, f), 0.0, None)?;
+    let mut dw_down = alloc(&[dd, f], x, gpu)?;
+    gemm(gpu, (dd, t, f), op(dy, dd, true), op(&z, f, false), &mut dw_down, (0, f), 0.0, None)?;
+    let db_down = match mlp.b_down {
+        Some(_) => Some(column_sums(gpu, &ones, op(dy, dd, false), t, dd)?),
+        None => None,
+    };
+    let (dh, dalpha) = gate_backward(&mlp.glu, h, &dz)?;
+    let mut dx = alloc(&[t, dd], x, gpu)?;
+    let gate_up = match mlp.gate_up {
+        GateUp::Packed { w, b } => {
+            gemm(gpu, (t, 2 * f, dd), op(&dh, 2 * f, false), op(w, dd, false), &mut dx, (0, dd), 0.0, None)?;
+            let mut dw = alloc(&[2 * f, dd], x, gpu)?;
+            gemm(gpu, (2 * f, t, dd), op(&dh, 2 * f, true), op(x, dd, false), &mut dw, (0, dd), 0.0, None)?;
+            let db = match b {
+                Some(_) => Some(column_sums(gpu, &ones, op(&dh, 2 * f, false), t, 2 * f)?),
+                None => None,
+            };
+            GateUpGrads::Packed { dw, db }
+        }
+        GateUp::Separate { w_gate, w_up, b_gate, b_up } => {
+            // dh's halves are read in place: row stride 2F, the up half from element F.
+            let half = |offset: usize, trans: bool| Operand { t: &dh, offset, ld: 2 * f, trans };
+            gemm(gpu, (t, f, dd), half(0, false), op(w_gate, dd, false), &mut dx, (0, dd), 0.0, None)?;
+            gemm(gpu, (t, f, dd), half(f, false), op(w_up, dd, false), &mut dx, (0, dd), 1.0, None)?;
+            let mut dw_gate = alloc(&[f, dd], x, gpu)?;
+            let mut dw_up = alloc(&[f, dd], x, gpu)?;
+            gemm(gpu, (f, t, dd), half(0, true), op(x, dd, false), &mut dw_gate, (0, dd), 0.0, None)?;
+            gemm(gpu, (f, t, dd), half(f, true), op(x, dd, false), &mut dw_up, (0, dd), 0.0, None)?;
+            let db_gate = match b_gate {
+                Some(_) => Some(column_sums(gpu, &ones, half(0, false), t, f)?),
+                None => None,
+            };
+            let db_up = match b_up {
+                Some(_) => Some(column_sums(gpu, &ones, half(f, false), t, f)?),
+                None => None,
+            };
+            GateUpGrads::Separate { dw_gate, dw_up, db_gate, db_up }
+        }
+    };
+    Ok(MlpGrads { dx, gate_up, dw_down, db_down, dalpha })
+}
+
+/// An empty batch: every gradient is an empty sum, zero.
+fn empty_grads(mlp: &Mlp, x: &Tensor, dims: &Dims, device: &Device) -> Result<MlpGrads> {
+    let (dd, f) = (dims.d, dims.f);
+    let zeros = |shape: &[usize]| Tensor::zeros(shape, x.dtype(), device);
+    let zeros_if = |given: bool, shape: &[usize]| if given { zeros(shape).map(Some) } else { Ok(None) };
+    Ok(MlpGrads {
+        dx: zeros(&[0, dd])?,
+        gate_up: match mlp.gate_up {
+            GateUp::Packed { b, .. } => {
+                GateUpGrads::Packed { dw: zeros(&[2 * f, dd])?, db: zeros_if(b.is_some(), &[2 * f])? }
+            }
+            GateUp::Separate { b_gate, b_up, .. } => GateUpGrads::Separate {
+                dw_gate: zeros(&[f, dd])?,
+                dw_up: zeros(&[f, dd])?,
+                db_gate: zeros_if(b_gate.is_some(), &[f])?,
+                db_up: zeros_if(b_up.is_some(), &[f])?,
+            },
+        },
+        dw_down: zeros(&[dd, f])?,
+        db_down: zeros_if(mlp.b_down.is_some(), &[dd])?,
+        dalpha: if mlp.glu.kind.has_alpha() { Some(Tensor::zeros(&[1], DType::F32, device)?) } else { None },
+    })
+}
+
+/// The GEMMs in cuBLASLt.
 #[cfg(feature = "cuda")]
-mod imp {
+mod cublas {
     use cudarc::cublaslt::{CudaBlasLT, Matmul, MatmulConfig};
     use cudarc::driver::{CudaView, CudaViewMut};
     use half::{bf16, f16};
 
-    use super::*;
-    use crate::device::Device;
+    use super::Operand;
     use crate::dtype::DType;
-    use crate::glu::mlp::{GateUp, GateUpGrads, Saved, gate_backward, gate_forward};
-    use crate::tensor::Element;
+    use crate::error::Result;
+    use crate::tensor::{Element, Tensor};
 
-    /// A row-major operand: a tensor, the element where the matrix starts, its row stride,
-    /// and whether it is used transposed (stored `[K, M]` for A, `[N, K]` for B).
-    #[derive(Clone, Copy)]
-    struct Operand<'a> {
-        t: &'a Tensor,
-        offset: usize,
-        ld: usize,
-        trans: bool,
-    }
-
-    fn op(t: &Tensor, ld: usize, trans: bool) -> Operand<'_> {
-        Operand { t, offset: 0, ld, trans }
-    }
-
-    /// C[m, n] (row stride `ldc`, from element `c_off`) = β·C + op(A)·op(B) (+ bias[n]).
-    ///
-    /// Row-major C is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ, so B goes in cuBLAS's A slot and A in
-    /// its B slot, each with its own transpose flag and leading dimension.
     fn view<'a, T: Element>(o: &Operand<'a>) -> CudaView<'a, T> {
         o.t.as_cuda_slice::<T>().expect("validated: a device tensor of this dtype").slice(o.offset..)
     }
 
+    /// Row-major C is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ, so B goes in cuBLAS's A slot and A in
+    /// its B slot, each with its own transpose flag and leading dimension.
     #[allow(clippy::too_many_arguments)]
     fn gemm_typed<T: Element>(
         blas: &CudaBlasLT,
@@ -95,7 +227,7 @@ mod imp {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn gemm(
+    pub(super) fn gemm(
         blas: &CudaBlasLT,
         mkn: (usize, usize, usize),
         a: Operand,
@@ -112,134 +244,49 @@ mod imp {
             other => Err(crate::Error::DType { arg: "x", expected: "f32, f16 or bf16".into(), got: other }),
         }
     }
+}
 
-    fn alloc(shape: &[usize], x: &Tensor, d: &CudaDevice) -> Result<Tensor> {
-        Tensor::uninit(shape, x.dtype(), &Device::Cuda(d.clone()))
-    }
+/// The GEMMs on the emulator, computed on the host. Emulated buffers are host memory, and
+/// cuBLASLt is not kiln's code to check; the fused gate between the GEMMs still runs emulated.
+/// Operands are read and results written through the emulator's copies (so C counts as
+/// written); sums run in f64 and are rounded once to C's dtype, at least as accurate as
+/// cuBLASLt's f32 (TF32 for f32 inputs) accumulation that the block's tolerances allow for.
+#[cfg(feature = "emu")]
+mod host {
+    use super::Operand;
+    use crate::error::Result;
+    use crate::tensor::Tensor;
 
-    pub(in crate::glu) fn forward(mlp: &Mlp, x: &Tensor, mode: Mode, dims: &Dims, d: &CudaDevice) -> Result<MlpOutput> {
-        let (t, dd, f) = (dims.t, dims.d, dims.f);
-        let device = Device::Cuda(d.clone());
-        if t == 0 {
-            let h = Tensor::zeros(&[0, 2 * f], x.dtype(), &device)?;
-            return Ok(MlpOutput {
-                y: Tensor::zeros(&[0, dd], x.dtype(), &device)?,
-                saved: (mode == Mode::Training).then_some(Saved { h }),
-            });
-        }
-        let blas = d.blas()?;
-        let mut h = alloc(&[t, 2 * f], x, d)?;
-        let xa = op(x, dd, false);
-        match mlp.gate_up {
-            GateUp::Packed { w, b } => gemm(blas, (t, dd, 2 * f), xa, op(w, dd, true), &mut h, (0, 2 * f), 0.0, b)?,
-            GateUp::Separate { w_gate, w_up, b_gate, b_up } => {
-                // Both projections write straight into their half of the packed h.
-                gemm(blas, (t, dd, f), xa, op(w_gate, dd, true), &mut h, (0, 2 * f), 0.0, b_gate)?;
-                gemm(blas, (t, dd, f), xa, op(w_up, dd, true), &mut h, (f, 2 * f), 0.0, b_up)?;
+    pub(super) fn gemm(
+        (m, k, n): (usize, usize, usize),
+        a: Operand,
+        b: Operand,
+        c: &mut Tensor,
+        (c_off, ldc): (usize, usize),
+        beta: f32,
+        bias: Option<&Tensor>,
+    ) -> Result<()> {
+        let (av, bv) = (a.t.to_f64_vec()?, b.t.to_f64_vec()?);
+        let bias = bias.map(Tensor::to_f64_vec).transpose()?;
+        // As in BLAS, β = 0 does not read C: it may hold NaN or bytes nothing wrote yet.
+        let old = if beta != 0.0 { Some(c.to_f64_vec()?) } else { None };
+        let a_at = |i: usize, p: usize| if a.trans { av[a.offset + p * a.ld + i] } else { av[a.offset + i * a.ld + p] };
+        let b_at = |p: usize, j: usize| if b.trans { bv[b.offset + j * b.ld + p] } else { bv[b.offset + p * b.ld + j] };
+        let mut row = vec![0.0f64; n];
+        for i in 0..m {
+            let start = c_off + i * ldc;
+            for (j, acc) in row.iter_mut().enumerate() {
+                *acc = bias.as_ref().map_or(0.0, |bias| bias[j])
+                    + old.as_ref().map_or(0.0, |c| beta as f64 * c[start + j]);
             }
-        }
-        let z = gate_forward(&mlp.glu, &h)?;
-        let mut y = alloc(&[t, dd], x, d)?;
-        gemm(blas, (t, f, dd), op(&z, f, false), op(mlp.w_down, f, true), &mut y, (0, dd), 0.0, mlp.b_down)?;
-        Ok(MlpOutput { y, saved: (mode == Mode::Training).then_some(Saved { h }) })
-    }
-
-    /// Column sums of `[rows, cols]` (row stride ld, from element `offset`) as a GEMM with a
-    /// row of ones: deterministic, and cuBLASLt's own speed.
-    fn column_sums(
-        blas: &CudaBlasLT,
-        ones: &Tensor,
-        m: Operand,
-        rows: usize,
-        cols: usize,
-        d: &CudaDevice,
-    ) -> Result<Tensor> {
-        let mut out = alloc(&[cols], m.t, d)?;
-        gemm(blas, (1, rows, cols), op(ones, rows, false), m, &mut out, (0, cols), 0.0, None)?;
-        Ok(out)
-    }
-
-    pub(in crate::glu) fn backward(
-        mlp: &Mlp,
-        x: &Tensor,
-        h: &Tensor,
-        dy: &Tensor,
-        dims: &Dims,
-        d: &CudaDevice,
-    ) -> Result<MlpGrads> {
-        let (t, dd, f) = (dims.t, dims.d, dims.f);
-        let device = Device::Cuda(d.clone());
-        if t == 0 {
-            return empty_grads(mlp, x, dims, &device);
-        }
-        let blas = d.blas()?;
-        let ones = Tensor::full(&[t], x.dtype(), 1.0, &device)?;
-        let z = gate_forward(&mlp.glu, h)?;
-        let mut dz = alloc(&[t, f], x, d)?;
-        gemm(blas, (t, dd, f), op(dy, dd, false), op(mlp.w_down, f, false), &mut dz, (0, f), 0.0, None)?;
-        let mut dw_down = alloc(&[dd, f], x, d)?;
-        gemm(blas, (dd, t, f), op(dy, dd, true), op(&z, f, false), &mut dw_down, (0, f), 0.0, None)?;
-        let db_down = match mlp.b_down {
-            Some(_) => Some(column_sums(blas, &ones, op(dy, dd, false), t, dd, d)?),
-            None => None,
-        };
-        let (dh, dalpha) = gate_backward(&mlp.glu, h, &dz)?;
-        let mut dx = alloc(&[t, dd], x, d)?;
-        let gate_up = match mlp.gate_up {
-            GateUp::Packed { w, b } => {
-                gemm(blas, (t, 2 * f, dd), op(&dh, 2 * f, false), op(w, dd, false), &mut dx, (0, dd), 0.0, None)?;
-                let mut dw = alloc(&[2 * f, dd], x, d)?;
-                gemm(blas, (2 * f, t, dd), op(&dh, 2 * f, true), op(x, dd, false), &mut dw, (0, dd), 0.0, None)?;
-                let db = match b {
-                    Some(_) => Some(column_sums(blas, &ones, op(&dh, 2 * f, false), t, 2 * f, d)?),
-                    None => None,
-                };
-                GateUpGrads::Packed { dw, db }
-            }
-            GateUp::Separate { w_gate, w_up, b_gate, b_up } => {
-                // dh's halves are read in place: row stride 2F, the up half from element F.
-                let half = |offset: usize, trans: bool| Operand { t: &dh, offset, ld: 2 * f, trans };
-                gemm(blas, (t, f, dd), half(0, false), op(w_gate, dd, false), &mut dx, (0, dd), 0.0, None)?;
-                gemm(blas, (t, f, dd), half(f, false), op(w_up, dd, false), &mut dx, (0, dd), 1.0, None)?;
-                let mut dw_gate = alloc(&[f, dd], x, d)?;
-                let mut dw_up = alloc(&[f, dd], x, d)?;
-                gemm(blas, (f, t, dd), half(0, true), op(x, dd, false), &mut dw_gate, (0, dd), 0.0, None)?;
-                gemm(blas, (f, t, dd), half(f, true), op(x, dd, false), &mut dw_up, (0, dd), 0.0, None)?;
-                let db_gate = match b_gate {
-                    Some(_) => Some(column_sums(blas, &ones, half(0, false), t, f, d)?),
-                    None => None,
-                };
-                let db_up = match b_up {
-                    Some(_) => Some(column_sums(blas, &ones, half(f, false), t, f, d)?),
-                    None => None,
-                };
-                GateUpGrads::Separate { dw_gate, dw_up, db_gate, db_up }
-            }
-        };
-        Ok(MlpGrads { dx, gate_up, dw_down, db_down, dalpha })
-    }
-
-    /// An empty batch: every gradient is an empty sum, zero.
-    fn empty_grads(mlp: &Mlp, x: &Tensor, dims: &Dims, device: &Device) -> Result<MlpGrads> {
-        let (dd, f) = (dims.d, dims.f);
-        let zeros = |shape: &[usize]| Tensor::zeros(shape, x.dtype(), device);
-        let zeros_if = |given: bool, shape: &[usize]| if given { zeros(shape).map(Some) } else { Ok(None) };
-        Ok(MlpGrads {
-            dx: zeros(&[0, dd])?,
-            gate_up: match mlp.gate_up {
-                GateUp::Packed { b, .. } => {
-                    GateUpGrads::Packed { dw: zeros(&[2 * f, dd])?, db: zeros_if(b.is_some(), &[2 * f])? }
+            for p in 0..k {
+                let aip = a_at(i, p);
+                for (j, acc) in row.iter_mut().enumerate() {
+                    *acc += aip * b_at(p, j);
                 }
-                GateUp::Separate { b_gate, b_up, .. } => GateUpGrads::Separate {
-                    dw_gate: zeros(&[f, dd])?,
-                    dw_up: zeros(&[f, dd])?,
-                    db_gate: zeros_if(b_gate.is_some(), &[f])?,
-                    db_up: zeros_if(b_up.is_some(), &[f])?,
-                },
-            },
-            dw_down: zeros(&[dd, f])?,
-            db_down: zeros_if(mlp.b_down.is_some(), &[dd])?,
-            dalpha: if mlp.glu.kind.has_alpha() { Some(Tensor::zeros(&[1], DType::F32, device)?) } else { None },
-        })
+            }
+            c.emu_write_f64(start, &row)?;
+        }
+        Ok(())
     }
 }

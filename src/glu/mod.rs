@@ -16,15 +16,27 @@
 //! ```
 
 pub mod cpu;
-mod cuda;
 pub mod mlp;
 pub mod mlp_op;
 pub mod op;
+
+// cuda.rs is the one copy of the launch code, compiled against each kernel library built in.
+#[cfg(feature = "cuda")]
+mod on_cuda {
+    use crate::ffi;
+    include!("cuda.rs");
+}
+#[cfg(feature = "emu")]
+mod on_emu {
+    use crate::ffi_emu as ffi;
+    include!("cuda.rs");
+}
 
 use crate::args::{float, same_device};
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Error, Result, ensure};
+use crate::launch::{Gpu, on_backend};
 use crate::tensor::Tensor;
 
 /// The gate h of y = h(a)·b.
@@ -296,13 +308,13 @@ pub fn forward_into(glu: &Glu, input: GluInput, y: &mut Tensor) -> Result<()> {
     glu.validate()?;
     let l = layout(&input)?;
     check_out("y", &l, y)?;
-    match l.device.clone() {
-        Device::Cpu => {
+    match Gpu::of(&l.device)? {
+        None => {
             let (a, b) = host_operands(&input, &l);
             y.set_host_f64(&cpu::forward(glu.kind, glu.alpha as f64, glu.order, &a, &b));
             Ok(())
         }
-        Device::Cuda(d) => cuda::forward(glu, &input, &l, y, &d),
+        Some(gpu) => on_backend!(&gpu, forward(glu, &input, &l, y, &gpu)),
     }
 }
 
@@ -314,8 +326,8 @@ pub fn backward(glu: &Glu, input: GluInput, dy: &Tensor) -> Result<GluGrads> {
     let device = l.device.clone();
     let dtype = l.dtype;
     let dalpha = if glu.kind.has_alpha() { Some(Tensor::uninit(&[1], DType::F32, &device)?) } else { None };
-    match device {
-        Device::Cpu => {
+    match Gpu::of(&device)? {
+        None => {
             let (a, b) = host_operands(&input, &l);
             let (da, db, dal) = cpu::backward(glu.kind, glu.alpha as f64, glu.order, &a, &b, &dy.host_f64());
             let input_grads = match input {
@@ -340,12 +352,24 @@ pub fn backward(glu: &Glu, input: GluInput, dy: &Tensor) -> Result<GluGrads> {
             };
             Ok(GluGrads { input: input_grads, dalpha })
         }
-        Device::Cuda(d) => {
+        Some(gpu) => {
             let mut dalpha = dalpha;
-            let input_grads = cuda::backward(glu, &input, &l, dy, dalpha.as_mut(), &d)?;
+            let input_grads = backward_on(&gpu, glu, &input, &l, dy, dalpha.as_mut())?;
             Ok(GluGrads { input: input_grads, dalpha })
         }
     }
+}
+
+/// The kernels' backward on the backend of `gpu`.
+fn backward_on(
+    gpu: &Gpu,
+    glu: &Glu,
+    input: &GluInput,
+    l: &Layout,
+    dy: &Tensor,
+    dalpha: Option<&mut Tensor>,
+) -> Result<GluInputGrads> {
+    on_backend!(gpu, backward(glu, input, l, dy, dalpha, gpu))
 }
 
 /// The operands, mutable: [`backward_inplace`] writes da over a and db over b.
@@ -390,8 +414,8 @@ pub fn backward_inplace(glu: &Glu, input: GluInputMut, dy: &Tensor, dalpha: Opti
             return Err(Error::Shape { arg: "dalpha", expected: "f32 [1]".into(), got: t.shape().to_vec() });
         }
     }
-    match l.device.clone() {
-        Device::Cpu => {
+    match Gpu::of(&l.device)? {
+        None => {
             let grads = backward(glu, view_of(&input), dy)?;
             if let (Some(t), Some(g)) = (dalpha, &grads.dalpha) {
                 t.set_host_f64(&g.host_f64());
@@ -406,7 +430,7 @@ pub fn backward_inplace(glu: &Glu, input: GluInputMut, dy: &Tensor, dalpha: Opti
             }
             Ok(())
         }
-        Device::Cuda(d) => inplace_cuda(glu, input, dy, dalpha, l, &d),
+        Some(gpu) => on_backend!(&gpu, backward_inplace(glu, input, dy, dalpha, &l, &gpu)),
     }
 }
 
@@ -415,45 +439,4 @@ fn view_of<'a>(input: &'a GluInputMut) -> GluInput<'a> {
         GluInputMut::Separate { a, b } => GluInput::Separate { a, b },
         GluInputMut::Packed { ab, gate } => GluInput::Packed { ab, gate: *gate },
     }
-}
-
-#[cfg(feature = "cuda")]
-fn inplace_cuda(
-    glu: &Glu,
-    input: GluInputMut,
-    dy: &Tensor,
-    dalpha: Option<&mut Tensor>,
-    l: Layout,
-    d: &crate::device::CudaDevice,
-) -> Result<()> {
-    d.context().bind_to_thread()?;
-    let s = d.stream();
-    let (first, second, gate) = match input {
-        GluInputMut::Separate { a, b } => (a, Some(b), None),
-        GluInputMut::Packed { ab, gate } => (ab, None, Some(gate)),
-    };
-    let (fp, _fg) = first.cuda_ptr_mut(s);
-    let sg = second.map(|t| t.cuda_ptr_mut(s));
-    let half = (l.features * l.dtype.size_in_bytes()) as u64;
-    let f = l.features as i64;
-    // da and db take the place of a and b: same addresses, same stride.
-    let (a, b, stride) = match (sg.as_ref(), gate) {
-        (Some(g), _) => (fp, g.0, f),
-        (None, Some(GateHalf::First)) => (fp, fp + half, 2 * f),
-        (None, _) => (fp + half, fp, 2 * f),
-    };
-    let views = cuda::Views { a, b, ab_stride: stride, da: a, db: b, dab_stride: stride };
-    cuda::launch_backward(glu, &views, &l, dy, dalpha, d)
-}
-
-#[cfg(not(feature = "cuda"))]
-fn inplace_cuda(
-    _: &Glu,
-    _: GluInputMut,
-    _: &Tensor,
-    _: Option<&mut Tensor>,
-    _: Layout,
-    _: &crate::device::CudaDevice,
-) -> Result<()> {
-    Err(Error::CudaNotCompiled)
 }

@@ -18,13 +18,24 @@
 //! ```
 
 pub mod cpu;
-mod cuda;
 pub mod op;
 
+// cuda.rs is the one copy of the launch code, compiled against each kernel library built in.
+#[cfg(feature = "cuda")]
+mod on_cuda {
+    use crate::ffi;
+    include!("cuda.rs");
+}
+#[cfg(feature = "emu")]
+mod on_emu {
+    use crate::ffi_emu as ffi;
+    include!("cuda.rs");
+}
+
 use crate::args::{float, like_x, same_device};
-use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Error, Result, ensure};
+use crate::launch::{Gpu, on_backend};
 use crate::tensor::Tensor;
 
 /// The largest hidden size the kernels take.
@@ -136,8 +147,8 @@ pub fn forward(norm: &Norm, x: &Tensor, residual: Option<&Tensor>, keep_residual
         like_x("residual", x, r)?;
     }
     ensure(!keep_residual || residual.is_some(), "residual", || "keep_residual needs a residual".into())?;
-    match x.device() {
-        Device::Cpu => {
+    match Gpu::of(&x.device())? {
+        None => {
             let (g, b, r) = (host_opt(norm.gamma), host_opt(norm.beta), host_opt(residual));
             let f =
                 cpu::forward(norm.kind, &x.host_f64(), r.as_deref(), g.as_deref(), b.as_deref(), dim, norm.eps as f64);
@@ -151,7 +162,7 @@ pub fn forward(norm: &Norm, x: &Tensor, residual: Option<&Tensor>, keep_residual
                 },
             })
         }
-        Device::Cuda(d) => cuda::forward(norm, x, residual, keep_residual, (rows, dim), &d),
+        Some(gpu) => on_backend!(&gpu, forward(norm, x, residual, keep_residual, (rows, dim), &gpu)),
     }
 }
 
@@ -186,8 +197,8 @@ pub fn backward(
         }
         _ => {}
     }
-    match x.device() {
-        Device::Cpu => {
+    match Gpu::of(&x.device())? {
+        None => {
             let xs = x.host_f64();
             let s: Vec<f64> = match residual {
                 Some(r) => xs.iter().zip(r.host_f64()).map(|(a, b)| a + b).collect(),
@@ -211,6 +222,6 @@ pub fn backward(
                 dbeta: if norm.beta.is_some() { Some(Tensor::from_f64(&b.dbeta, &[dim], DType::F32)?) } else { None },
             })
         }
-        Device::Cuda(d) => cuda::backward(norm, dy, x, residual, stats, dresidual_out, (rows, dim), &d),
+        Some(gpu) => on_backend!(&gpu, backward(norm, dy, x, residual, stats, dresidual_out, (rows, dim), &gpu)),
     }
 }

@@ -20,13 +20,25 @@
 //! ```
 
 pub mod cpu;
-mod cuda;
 pub mod op;
+
+// cuda.rs is the one copy of the launch code, compiled against each kernel library built in.
+#[cfg(feature = "cuda")]
+mod on_cuda {
+    use crate::ffi;
+    include!("cuda.rs");
+}
+#[cfg(feature = "emu")]
+mod on_emu {
+    use crate::ffi_emu as ffi;
+    include!("cuda.rs");
+}
 
 use crate::args::{float, same_device};
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::launch::{Gpu, on_backend};
 use crate::tensor::Tensor;
 
 /// Which tokens to keep.
@@ -181,8 +193,8 @@ fn i32_tensor(values: impl IntoIterator<Item = usize>) -> Result<Tensor> {
 pub fn unpad(hidden: &Tensor, keep: Keep) -> Result<Unpadded> {
     let (batch, seqlen, dim) = hidden_dims("hidden", hidden)?;
     check_keep(&keep, hidden, batch, seqlen)?;
-    match hidden.device() {
-        Device::Cpu => {
+    match Gpu::of(&hidden.device())? {
+        None => {
             let u = cpu::unpad(&hidden.host_f64(), &cpu_keep(&keep, seqlen)?, batch, seqlen, dim);
             let mut shape = hidden.shape()[1..].to_vec();
             shape[0] = u.indices.len();
@@ -193,16 +205,16 @@ pub fn unpad(hidden: &Tensor, keep: Keep) -> Result<Unpadded> {
                 max_seqlen: u.max_seqlen,
             })
         }
-        Device::Cuda(d) => {
+        Some(gpu) => {
             // First only the counts (capacity 0), then the rows into a tensor of exactly nnz.
-            let counted = cuda::unpad(hidden, &keep, 0, &d)?;
+            let counted = unpad_on(&gpu, hidden, &keep, 0)?;
             let counts = counted.counts.to_f64_vec()?;
             let status = counted.status.to_f64_vec()?[0] as i32;
             let nnz = counts[0] as usize;
             if status != 1 || nnz == 0 {
                 data_status(status, nnz, 0)?;
             }
-            let full = cuda::unpad(hidden, &keep, nnz, &d)?;
+            let full = unpad_on(&gpu, hidden, &keep, nnz)?;
             let (nnz, max_seqlen) = full.finish()?;
             debug_assert_eq!(nnz, full.indices.len());
             Ok(Unpadded { packed: full.packed, indices: full.indices, cu_seqlens: full.cu_seqlens, max_seqlen })
@@ -216,8 +228,8 @@ pub fn unpad(hidden: &Tensor, keep: Keep) -> Result<Unpadded> {
 pub fn unpad_with_capacity(hidden: &Tensor, keep: Keep, capacity: usize) -> Result<UnpaddedOnDevice> {
     let (batch, seqlen, dim) = hidden_dims("hidden", hidden)?;
     check_keep(&keep, hidden, batch, seqlen)?;
-    match hidden.device() {
-        Device::Cpu => {
+    match Gpu::of(&hidden.device())? {
+        None => {
             let u = cpu::unpad(&hidden.host_f64(), &cpu_keep(&keep, seqlen)?, batch, seqlen, dim);
             let nnz = u.indices.len();
             let fits = nnz <= capacity;
@@ -237,8 +249,13 @@ pub fn unpad_with_capacity(hidden: &Tensor, keep: Keep, capacity: usize) -> Resu
                 status: i32_tensor([if fits { 0 } else { 1 }])?,
             })
         }
-        Device::Cuda(d) => cuda::unpad(hidden, &keep, capacity, &d),
+        Some(gpu) => unpad_on(&gpu, hidden, &keep, capacity),
     }
+}
+
+/// The kernels' unpad into buffers of `capacity` rows, on the backend of `gpu`.
+fn unpad_on(gpu: &Gpu, hidden: &Tensor, keep: &Keep, capacity: usize) -> Result<UnpaddedOnDevice> {
+    on_backend!(gpu, unpad(hidden, keep, capacity, gpu))
 }
 
 /// `[batch, seqlen, …]` zeros except row `indices[i]` = `packed[i]` (indices distinct and in
@@ -267,12 +284,12 @@ pub fn pad(packed: &Tensor, indices: &Tensor, batch: usize, seqlen: usize) -> Re
         return Err(Error::Shape { arg: "batch", expected: "batch·seqlen < 2^31".into(), got: vec![batch, seqlen] });
     };
     let dim: usize = packed.shape()[1..].iter().product();
-    match device {
-        Device::Cpu => {
+    match Gpu::of(&device)? {
+        None => {
             let idx = cpu_indices(indices, tokens, true)?;
             Tensor::from_f64(&cpu::pad(&packed.host_f64(), &idx, tokens, dim), &shape, packed.dtype())
         }
-        Device::Cuda(d) => cuda::pad(packed, indices, &shape, &d),
+        Some(gpu) => on_backend!(&gpu, pad(packed, indices, &shape, &gpu)),
     }
 }
 
@@ -284,11 +301,11 @@ pub fn gather(hidden: &Tensor, indices: &Tensor) -> Result<Tensor> {
     let nnz = check_indices(indices, &device)?;
     let mut shape = hidden.shape()[1..].to_vec();
     shape[0] = nnz;
-    match device {
-        Device::Cpu => {
+    match Gpu::of(&device)? {
+        None => {
             let idx = cpu_indices(indices, batch * seqlen, false)?;
             Tensor::from_f64(&cpu::gather(&hidden.host_f64(), &idx, dim), &shape, hidden.dtype())
         }
-        Device::Cuda(d) => cuda::gather(hidden, indices, &shape, &d),
+        Some(gpu) => on_backend!(&gpu, gather(hidden, indices, &shape, &gpu)),
     }
 }

@@ -1,7 +1,7 @@
-//! The activation family: references on their own, GPU against reference (skips without
-//! a GPU), and bad input.
+//! The activation family: references on their own, the emulator and the GPU against the
+//! reference (each skips without its backend), and bad input.
 
-use crate::common::{assert_rows, devices, gpu, rng};
+use crate::common::{assert_rows, devices, emu, emu_shapes, gpu, kernel_devices, rng};
 use kiln::activation::{self, Activation, ActivationKind, GSmeluParams};
 use kiln::check::check_shapes;
 use kiln::registry::{Direction, Op, select};
@@ -81,18 +81,41 @@ fn gpu_matches_reference() {
 }
 
 #[test]
+fn emu_matches_reference() {
+    let Some(device) = emu() else { return };
+    let mut rng = rng();
+    // 33: one partial vector; 65539: several blocks and a scalar tail; [129, 67]: per-channel
+    // parameters over many rows.
+    let extra = [vec![33], vec![65539], vec![129, 67]];
+    for op in family() {
+        let shapes: Vec<Vec<usize>> = emu_shapes(op.as_ref()).into_iter().chain(extra.iter().cloned()).collect();
+        assert_rows(&check_shapes(op.as_ref(), &device, &DType::FLOATS, &shapes, &mut rng).unwrap());
+    }
+}
+
+#[test]
 fn gpu_inplace_and_deterministic() {
     let Some(device) = gpu() else { return };
+    inplace_and_deterministic(&device, (1 << 20) + 3);
+}
+
+#[test]
+fn emu_inplace_and_deterministic() {
+    let Some(device) = emu() else { return };
+    inplace_and_deterministic(&device, 65539);
+}
+
+/// In place equals out of place, and dα is bitwise the same on a second run.
+fn inplace_and_deterministic(device: &Device, n: usize) {
     let mut rng = rng();
-    let n = (1 << 20) + 3;
     let xs: Vec<f32> = (0..n).map(|_| rand::Rng::random_range(&mut rng, -4.0..4.0)).collect();
-    let x = Tensor::from_f32(&xs, &[n], DType::BF16).unwrap().to_device(&device).unwrap();
+    let x = Tensor::from_f32(&xs, &[n], DType::BF16).unwrap().to_device(device).unwrap();
     let act = Activation::XSilu { alpha: 0.25 };
     let y = activation::forward(&act, &x).unwrap();
-    let mut z = Tensor::from_f32(&xs, &[n], DType::BF16).unwrap().to_device(&device).unwrap();
+    let mut z = Tensor::from_f32(&xs, &[n], DType::BF16).unwrap().to_device(device).unwrap();
     activation::forward_inplace(&act, &mut z).unwrap();
     assert_eq!(y.to_f32_vec().unwrap(), z.to_f32_vec().unwrap(), "in place differs");
-    let dy = Tensor::from_f32(&xs, &[n], DType::BF16).unwrap().to_device(&device).unwrap();
+    let dy = Tensor::from_f32(&xs, &[n], DType::BF16).unwrap().to_device(device).unwrap();
     let a = activation::backward(&act, &x, &dy).unwrap().dparam.unwrap().to_f32_vec().unwrap();
     let b = activation::backward(&act, &x, &dy).unwrap().dparam.unwrap().to_f32_vec().unwrap();
     assert_eq!(a[0].to_bits(), b[0].to_bits(), "dalpha is not deterministic");
@@ -196,19 +219,24 @@ fn bad_scalars_are_rejected() {
 
 #[test]
 fn mixed_devices_are_rejected() {
-    let Ok(gpu) = Device::cuda(0) else {
-        eprintln!("skipped: no CUDA device");
-        return;
-    };
-    let x = host(&[1.0, 2.0], &[2], DType::F32);
-    let mut y = Tensor::full(&[2], DType::F32, SENTINEL as f64, &gpu).unwrap();
-    let e = activation::forward_into(&Activation::Relu, &x, &mut y).unwrap_err();
-    assert!(matches!(e, Error::Device { arg: "y", .. }), "{e}");
-    assert!(untouched(&y));
-    let slope = host(&[0.1], &[1], DType::F32);
-    let xg = x.to_device(&gpu).unwrap();
-    let e = activation::forward(&Activation::Prelu { slope: &slope }, &xg).unwrap_err();
-    assert!(matches!(e, Error::Device { arg: "slope", .. }), "{e}");
+    for device in kernel_devices() {
+        let x = host(&[1.0, 2.0], &[2], DType::F32);
+        let mut y = Tensor::full(&[2], DType::F32, SENTINEL as f64, &device).unwrap();
+        let e = activation::forward_into(&Activation::Relu, &x, &mut y).unwrap_err();
+        assert!(matches!(e, Error::Device { arg: "y", .. }), "{e}");
+        assert!(untouched(&y));
+        let slope = host(&[0.1], &[1], DType::F32);
+        let xg = x.to_device(&device).unwrap();
+        let e = activation::forward(&Activation::Prelu { slope: &slope }, &xg).unwrap_err();
+        assert!(matches!(e, Error::Device { arg: "slope", .. }), "{e}");
+    }
+    // The emulator's memory is not a GPU's.
+    if let (Some(e), Some(g)) = (emu(), gpu()) {
+        let x = host(&[1.0, 2.0], &[2], DType::F32).to_device(&e).unwrap();
+        let mut y = Tensor::full(&[2], DType::F32, SENTINEL as f64, &g).unwrap();
+        let err = activation::forward_into(&Activation::Relu, &x, &mut y).unwrap_err();
+        assert!(matches!(err, Error::Device { arg: "y", .. }), "{err}");
+    }
 }
 
 #[test]
@@ -222,6 +250,14 @@ fn without_cuda_feature_gpu_calls_say_so() {
     };
     let x = host(&[1.0], &[1], DType::F32).to_device(&gpu).unwrap();
     assert!(matches!(activation::forward(&Activation::Relu, &x), Err(Error::CudaNotCompiled)));
+}
+
+#[test]
+fn without_emu_feature_the_emulator_says_so() {
+    match Device::emu() {
+        Ok(d) => assert!(kiln::build_info::EMU_COMPILED && d.is_emu() && d.to_string() == "emu"),
+        Err(e) => assert!(!kiln::build_info::EMU_COMPILED && matches!(e, Error::EmuNotCompiled), "{e}"),
+    }
 }
 
 #[test]

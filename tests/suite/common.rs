@@ -1,8 +1,9 @@
-//! Helpers every family's test file shares: a replayable RNG, the GPU-or-skip probe, and
-//! the assertion over check rows.
+//! Helpers every family's test file shares: a replayable RNG, the GPU-or-skip and
+//! emulator-or-skip probes, the emulator's shape budget, and the assertion over check rows.
 
 use kiln::Device;
 use kiln::check::CheckRow;
+use kiln::registry::Op;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -29,7 +30,26 @@ pub fn gpu() -> Option<Device> {
     Device::cuda(0).map_err(|e| eprintln!("skipped: no CUDA device ({e})")).ok()
 }
 
-/// The host, and the GPU when there is one.
+/// The CUDA emulator, or `None` after printing why the test skips (built without `emu`).
+pub fn emu() -> Option<Device> {
+    Device::emu().map_err(|e| eprintln!("skipped: {e}")).ok()
+}
+
+/// The host, the emulator when it is compiled in, and the GPU when there is one.
 pub fn devices() -> Vec<Device> {
-    std::iter::once(Device::Cpu).chain(gpu()).collect()
+    std::iter::once(Device::Cpu).chain(emu()).chain(gpu()).collect()
+}
+
+/// The devices that run the kernels: the emulator and the GPU, those present.
+pub fn kernel_devices() -> Vec<Device> {
+    emu().into_iter().chain(gpu()).collect()
+}
+
+/// The largest main input the emulator's tests check: checked emulation does a few million
+/// element accesses per second, so sizes past this (2^20 + 3, [1027, 1021]) run on a GPU only.
+pub const EMU_MAX_ELEMENTS: usize = 1 << 17;
+
+/// `op`'s check shapes that fit [`EMU_MAX_ELEMENTS`].
+pub fn emu_shapes(op: &dyn Op) -> Vec<Vec<usize>> {
+    op.check_shapes().into_iter().filter(|s| s.iter().product::<usize>() <= EMU_MAX_ELEMENTS).collect()
 }

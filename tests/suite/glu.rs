@@ -1,7 +1,7 @@
-//! The fused GLU kernels: references on their own, every layout on the host and the GPU
-//! (skips without one), in place, and bad input.
+//! The fused GLU kernels: references on their own, every layout on the host, the emulator and
+//! the GPU (each skips without its backend), in place, and bad input.
 
-use crate::common::{assert_rows, devices, gpu, rng};
+use crate::common::{assert_rows, devices, emu, emu_shapes, gpu, kernel_devices, rng};
 use kiln::check::{CheckRow, check_problem, check_shapes};
 use kiln::glu::op::packed_problem;
 use kiln::glu::{self, GateHalf, Glu, GluInput, GluInputGrads, GluInputMut, GluKind};
@@ -61,6 +61,15 @@ fn gpu_matches_reference_in_every_layout() {
     let mut rng = rng();
     for op in family() {
         assert_rows(&every_layout(op.as_ref(), &device, &DType::FLOATS, &op.check_shapes(), &mut rng));
+    }
+}
+
+#[test]
+fn emu_matches_reference_in_every_layout() {
+    let Some(device) = emu() else { return };
+    let mut rng = rng();
+    for op in family() {
+        assert_rows(&every_layout(op.as_ref(), &device, &DType::FLOATS, &emu_shapes(op.as_ref()), &mut rng));
     }
 }
 
@@ -154,9 +163,10 @@ fn bad_input_is_rejected() {
 
 #[test]
 fn mixed_devices_are_rejected() {
-    let Some(gpu) = gpu() else { return };
-    let a = Tensor::full(&[2, 4], DType::F32, 1.0, &gpu).unwrap();
-    let b = Tensor::full(&[2, 4], DType::F32, 1.0, &Device::Cpu).unwrap();
-    let e = glu::forward(&Glu::new(GluKind::Geglu), GluInput::Separate { a: &a, b: &b }).unwrap_err();
-    assert!(matches!(e, Error::Device { arg: "b", .. }), "{e}");
+    for device in kernel_devices() {
+        let a = Tensor::full(&[2, 4], DType::F32, 1.0, &device).unwrap();
+        let b = Tensor::full(&[2, 4], DType::F32, 1.0, &Device::Cpu).unwrap();
+        let e = glu::forward(&Glu::new(GluKind::Geglu), GluInput::Separate { a: &a, b: &b }).unwrap_err();
+        assert!(matches!(e, Error::Device { arg: "b", .. }), "{e}");
+    }
 }

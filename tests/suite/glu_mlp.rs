@@ -1,8 +1,8 @@
-//! The GLU MLP block: reference gradients by finite differences, the host path, GPU
-//! against the reference under the 2×/3× naive-error rule (skips without a GPU), packed
-//! equals separate weights, inference saves nothing, and bad input.
+//! The GLU MLP block: reference gradients by finite differences, the host path, the emulator
+//! and the GPU against the reference under the 2×/3× naive-error rule (each skips without its
+//! backend), packed equals separate weights, inference saves nothing, and bad input.
 
-use crate::common::{assert_rows, devices, gpu, rng};
+use crate::common::{assert_rows, devices, emu, gpu, rng};
 use kiln::check::check_shapes;
 use kiln::glu::mlp::{self, GateUp, GateUpGrads, Mlp, Mode};
 use kiln::glu::{Glu, GluKind};
@@ -39,6 +39,18 @@ fn gpu_matches_reference_within_the_naive_error_rule() {
     let mut rng = rng();
     for op in blocks() {
         assert_rows(&check_shapes(op.as_ref(), &device, &DType::FLOATS, &op.check_shapes(), &mut rng).unwrap());
+    }
+}
+
+#[test]
+fn emu_matches_reference_within_the_naive_error_rule() {
+    let Some(device) = emu() else { return };
+    let mut rng = rng();
+    // [T, d, F]: not element counts; the smaller ones keep the host GEMMs and the checked gate
+    // quick, and [64, 96, 256] runs on a GPU.
+    let shapes = [vec![1, 1, 1], vec![3, 5, 7], vec![17, 33, 24]];
+    for op in blocks() {
+        assert_rows(&check_shapes(op.as_ref(), &device, &DType::FLOATS, &shapes, &mut rng).unwrap());
     }
 }
 

@@ -1,10 +1,13 @@
 //! Every family's tests in one binary: references on their own, GPU against reference (each
-//! GPU test skips without a device), bad input, the C ABI's validation and the kernel build.
+//! GPU test skips without a device), bad input, the C ABI's validation, the kernel build and
+//! the emulator's own planted-bug tests.
 //! One binary keeps links few and the GPU bundle small.
 
 mod activation;
 mod c_abi;
 mod common;
+#[cfg(feature = "emu")]
+mod emu;
 mod glu;
 mod glu_mlp;
 mod kernels_build;

@@ -1,8 +1,8 @@
 //! The norm family: references on their own (finite differences, constant rows), the host
-//! path, GPU against reference with and without the optional inputs and on large-magnitude
-//! bf16 rows (skips without a GPU), and bad input.
+//! path, the emulator and the GPU against reference with and without the optional inputs and
+//! on large-magnitude bf16 rows (each skips without its backend), and bad input.
 
-use crate::common::{assert_rows, devices, gpu, rng};
+use crate::common::{assert_rows, devices, emu, emu_shapes, gpu, kernel_devices, rng};
 use kiln::check::{CheckRow, check_problem, check_shapes};
 use kiln::norm::{self, Norm, NormKind, Stats};
 use kiln::registry::{Direction, Op, select};
@@ -62,11 +62,22 @@ fn host_path_handles_every_optional_subset() {
 #[test]
 fn gpu_matches_reference() {
     let Some(device) = gpu() else { return };
+    matches_reference(&device, &|op| op.check_shapes());
+}
+
+#[test]
+fn emu_matches_reference() {
+    let Some(device) = emu() else { return };
+    matches_reference(&device, &emu_shapes);
+}
+
+/// `shapes` of every op, then every optional subset in every dtype.
+fn matches_reference(device: &Device, shapes: &dyn Fn(&dyn Op) -> Vec<Vec<usize>>) {
     let mut rng = rng();
     for op in family() {
-        assert_rows(&check_shapes(op.as_ref(), &device, &DType::FLOATS, &op.check_shapes(), &mut rng).unwrap());
+        assert_rows(&check_shapes(op.as_ref(), device, &DType::FLOATS, &shapes(op.as_ref()), &mut rng).unwrap());
         for dtype in DType::FLOATS {
-            assert_rows(&optional_subsets(op.as_ref(), &device, dtype, &[7, 1000], &mut rng));
+            assert_rows(&optional_subsets(op.as_ref(), device, dtype, &[7, 1000], &mut rng));
         }
     }
 }
@@ -74,15 +85,26 @@ fn gpu_matches_reference() {
 #[test]
 fn gpu_large_magnitude_bf16_rows_are_finite_and_accurate() {
     let Some(device) = gpu() else { return };
+    large_magnitude_bf16_rows(&device, 64);
+}
+
+#[test]
+fn emu_large_magnitude_bf16_rows_are_finite_and_accurate() {
+    let Some(device) = emu() else { return };
+    large_magnitude_bf16_rows(&device, 4);
+}
+
+/// `rows` rows of 4096 with |x| ~ 1e4, bf16, both directions.
+fn large_magnitude_bf16_rows(device: &Device, rows: usize) {
     let mut rng = rng();
     for op in family() {
         for dir in Direction::BOTH {
-            let mut p = op.random_problem(dir, &[64, 4096], &mut rng);
+            let mut p = op.random_problem(dir, &[rows, 4096], &mut rng);
             // |x| ~ 1e4: a large offset per row plus O(1e3) variation.
             for v in &mut p.inputs.get_mut("x").unwrap().data {
                 *v = 1e4 + 1e3 * *v;
             }
-            assert_rows(&check_problem(op.as_ref(), dir, DType::BF16, &p, &device, "|x|~1e4").unwrap());
+            assert_rows(&check_problem(op.as_ref(), dir, DType::BF16, &p, device, "|x|~1e4").unwrap());
         }
     }
 }
@@ -169,9 +191,10 @@ fn bad_input_is_rejected() {
 
 #[test]
 fn mixed_devices_are_rejected() {
-    let Some(gpu) = gpu() else { return };
-    let x = Tensor::from_f32(&[1.0; 6], &[2, 3], DType::F32).unwrap().to_device(&gpu).unwrap();
-    let gamma = Tensor::from_f32(&[1.0; 3], &[3], DType::F32).unwrap();
-    let ln = Norm { kind: NormKind::LayerNorm, eps: 1e-5, gamma: Some(&gamma), beta: None };
-    assert!(matches!(norm::forward(&ln, &x, None, false), Err(Error::Device { arg: "gamma", .. })));
+    for device in kernel_devices() {
+        let x = Tensor::from_f32(&[1.0; 6], &[2, 3], DType::F32).unwrap().to_device(&device).unwrap();
+        let gamma = Tensor::from_f32(&[1.0; 3], &[3], DType::F32).unwrap();
+        let ln = Norm { kind: NormKind::LayerNorm, eps: 1e-5, gamma: Some(&gamma), beta: None };
+        assert!(matches!(norm::forward(&ln, &x, None, false), Err(Error::Device { arg: "gamma", .. })));
+    }
 }

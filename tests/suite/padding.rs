@@ -1,7 +1,7 @@
-//! The padding family: references on their own, the host path, GPU against reference
-//! (skips without a GPU), the no-sync path, and bad input.
+//! The padding family: references on their own, the host path, the emulator and the GPU
+//! against reference (each skips without its backend), the no-sync path, and bad input.
 
-use crate::common::{assert_rows, devices, gpu, rng};
+use crate::common::{assert_rows, devices, emu, emu_shapes, gpu, kernel_devices, rng};
 use kiln::check::check_shapes;
 use kiln::padding::{self, Keep};
 use kiln::registry::select;
@@ -29,6 +29,17 @@ fn gpu_matches_reference() {
     let mut rng = rng();
     for op in select(&["padding/".into()]) {
         assert_rows(&check_shapes(op.as_ref(), &device, &DType::FLOATS, &op.check_shapes(), &mut rng).unwrap());
+    }
+}
+
+#[test]
+fn emu_matches_reference() {
+    let Some(device) = emu() else { return };
+    let mut rng = rng();
+    for op in select(&["padding/".into()]) {
+        // BERT's hidden size beside the small awkward ones.
+        let shapes: Vec<Vec<usize>> = emu_shapes(op.as_ref()).into_iter().chain([vec![4, 64, 768]]).collect();
+        assert_rows(&check_shapes(op.as_ref(), &device, &DType::FLOATS, &shapes, &mut rng).unwrap());
     }
 }
 
@@ -114,8 +125,9 @@ fn bad_input_is_rejected() {
 
 #[test]
 fn mixed_devices_are_rejected() {
-    let Some(gpu) = gpu() else { return };
-    let h = hidden(2, 4, 3, &gpu);
-    let mask = Tensor::from_vec(vec![1u8; 8], &[2, 4]).unwrap();
-    assert!(matches!(padding::unpad(&h, Keep::Mask(&mask)), Err(Error::Device { arg: "mask", .. })));
+    for device in kernel_devices() {
+        let h = hidden(2, 4, 3, &device);
+        let mask = Tensor::from_vec(vec![1u8; 8], &[2, 4]).unwrap();
+        assert!(matches!(padding::unpad(&h, Keep::Mask(&mask)), Err(Error::Device { arg: "mask", .. })));
+    }
 }

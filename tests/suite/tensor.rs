@@ -1,5 +1,5 @@
-//! Tensors and devices: construction, rounding, shapes, host/device round trips, and
-//! wrapping a framework's device buffer without a copy.
+//! Tensors and devices: construction, rounding, shapes, host/device and emulator round trips,
+//! and wrapping a framework's device buffer without a copy.
 
 use half::{bf16, f16};
 use kiln::{DType, Device, Error, Tensor};
@@ -69,4 +69,39 @@ fn device_round_trip_and_wrapping_without_copy() {
     assert_eq!(before, after, "wrapping copied the buffer");
     assert!(wrapped.as_cuda_slice::<f32>().is_none());
     assert_eq!(wrapped.to_f32_vec().unwrap(), vec![2.5; 64]);
+}
+
+#[test]
+fn emulator_round_trip_zeros_and_memory_space() {
+    let Some(emu) = crate::common::emu() else { return };
+    assert!(emu.is_emu() && emu.runs_kernels() && !emu.is_cuda());
+    assert_eq!(emu.to_string(), "emu");
+    assert!(emu.same_memory(&Device::emu().unwrap()), "every emulator handle shares one memory");
+    assert!(!emu.same_memory(&Device::Cpu) && !Device::Cpu.same_memory(&emu));
+    emu.synchronize().unwrap();
+
+    let values: Vec<f32> = (0..1000).map(|i| i as f32 * 0.5 - 7.0).collect();
+    for dtype in DType::FLOATS {
+        let t = Tensor::from_f32(&values, &[10, 100], dtype).unwrap().to_device(&emu).unwrap();
+        assert!(t.device().is_emu());
+        assert_eq!((t.dtype(), t.shape()), (dtype, &[10usize, 100][..]));
+        let want: Vec<f64> = values.iter().map(|&v| dtype.round(v as f64)).collect();
+        assert_eq!(t.to_f64_vec().unwrap(), want, "{dtype} round trip");
+        assert_eq!(t.to_device(&Device::Cpu).unwrap().to_f64_vec().unwrap(), want);
+    }
+    let ints = Tensor::from_vec(vec![-3i32, 0, 7, i32::MAX], &[4]).unwrap().to_device(&emu).unwrap();
+    assert_eq!(ints.to_f64_vec().unwrap(), vec![-3.0, 0.0, 7.0, i32::MAX as f64]);
+    let bytes = Tensor::from_vec(vec![0u8, 1, 255], &[3]).unwrap().to_device(&emu).unwrap();
+    assert_eq!(bytes.to_f64_vec().unwrap(), vec![0.0, 1.0, 255.0]);
+
+    let z = Tensor::zeros(&[3, 5], DType::BF16, &emu).unwrap();
+    assert_eq!(z.to_f32_vec().unwrap(), vec![0.0; 15]);
+    let empty = Tensor::from_f32(&[], &[0, 4], DType::F16).unwrap().to_device(&emu).unwrap();
+    assert_eq!((empty.shape(), empty.to_f32_vec().unwrap().len()), (&[0usize, 4][..], 0));
+    assert!(z.as_cuda_slice::<bf16>().is_none(), "emulated memory is not a CUDA buffer");
+
+    let Device::Emu(handle) = &emu else { unreachable!("Device::emu returns the emulator") };
+    let launches = handle.launch_count();
+    kiln::activation::forward(&kiln::activation::Activation::Relu, &z).unwrap();
+    assert!(handle.launch_count() > launches, "the op ran in the emulator");
 }
