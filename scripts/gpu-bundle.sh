@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds everything a GPU session runs (shared/GPU.md) into target/gpu-bundle/: the kiln
-# CLI and every integration-test binary, release, --features cuda, stripped, plus run.sh
-# and the revision they were built from. The GPU machine has no Rust toolchain.
+# CLI and every integration-test binary, release, --features cuda,emu (the emulated kernels
+# beside the real ones, so the GPU run also checks the emulator against the hardware), stripped,
+# plus run.sh and the revision they were built from. The GPU machine has no Rust toolchain.
 # Then: run(command="bash target/gpu-bundle/run.sh", carry=["target/gpu-bundle"]).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,11 +12,11 @@ BUNDLE=target/gpu-bundle
 rm -rf "$BUNDLE"
 mkdir -p "$BUNDLE/tests"
 
-cargo build --quiet --release --features cuda --bin kiln
+cargo build --quiet --release --features cuda,emu --bin kiln
 cp target/release/kiln "$BUNDLE/kiln"
 # Every integration test but abi (needs this checkout and libclang) and cli (needs cargo's
 # path to the kiln binary): both test host-side things that the GPU machine adds nothing to.
-cargo test --quiet --release --features cuda --no-run --message-format=json 2>/dev/null | python3 -c '
+cargo test --quiet --release --features cuda,emu --no-run --message-format=json 2>/dev/null | python3 -c '
 import json, shutil, sys
 for line in sys.stdin:
     m = json.loads(line)

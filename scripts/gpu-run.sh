@@ -35,6 +35,9 @@ for t in "$B"/tests/*; do
   step "test-$(basename "$t")" "$t" --nocapture
 done
 step check "$B/kiln" check --backend cuda --json "$OUT/check.json"
+# The same kernels on the emulator, same seed: a kernel that passes on one and fails on the other
+# points at the emulator's model (or a hardware-only effect) rather than the kernel.
+step check-emu "$B/kiln" check --backend emu --seed 1 --json "$OUT/check_emu.json"
 if command -v compute-sanitizer >/dev/null; then
   step memcheck compute-sanitizer --tool memcheck --error-exitcode 9 "$B/kiln" check --backend cuda --max-elements 5000
   step racecheck compute-sanitizer --tool racecheck --error-exitcode 9 "$B/kiln" check --backend cuda --max-elements 5000 --dtype f32
@@ -52,6 +55,8 @@ cat "$B/REVISION"
 echo "==== failing checks (first 30)"
 grep -h "FAIL" "$OUT/check.log" | head -n 30
 grep -h "passed" "$OUT/check.log" | tail -n 1
+grep -h "FAIL" "$OUT/check-emu.log" | head -n 10
+grep -h "passed" "$OUT/check-emu.log" | tail -n 1
 for t in "$OUT"/test-*.log; do grep -H "test result" "$t" | tail -n 1; done
 echo "==== sanitizer"
 grep -h "ERROR SUMMARY" "$OUT/memcheck.log" "$OUT/racecheck.log" 2>/dev/null

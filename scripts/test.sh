@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README; .ci/run calls it). Installs what a fresh machine
-# lacks (the pinned CUDA compiler, libclang for the FFI drift test), then runs every test
-# without and with the `cuda` feature (GPU tests skip without a device) and clippy.
+# lacks (the pinned CUDA compiler and headers, libclang for the FFI drift test), then runs
+# every test without a backend and with both (`cuda`: GPU tests skip without a device; `emu`:
+# every kernel runs on the emulator in checked mode), `kiln check` on the emulator, and clippy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,10 +18,20 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so'; then
   fi
 fi
 
-echo "== cargo test (CPU references, no cuda feature)"
+echo "== cargo test (CPU references, no kernel backend)"
 cargo test --quiet
-echo "== cargo test --features cuda (kernels compiled; GPU tests skip without a device)"
-cargo test --quiet --features cuda
+# Both libraries in one binary, as the GPU bundle links them: the nvcc build (every kernel for
+# sm_80/sm_90a, ptxas report checked) and the emulated one, on which every family's
+# device-vs-reference tests and the emulator's planted-bug tests run in checked mode.
+echo "== cargo test --features cuda,emu (kernels on the emulator, checked; GPU tests skip without a device)"
+cargo test --quiet --features cuda,emu
+echo "== kiln check --backend emu (every op, every direction and dtype, against its reference)"
+cargo run --quiet --release --features emu -- check --backend emu >target/check-emu.log 2>&1 || {
+  grep -E "FAIL|error" target/check-emu.log | head -n 40
+  tail -n 5 target/check-emu.log
+  exit 1
+}
+tail -n 1 target/check-emu.log
 echo "== cargo clippy --all-targets --all-features -- -D warnings"
 cargo clippy --quiet --all-targets --all-features -- -D warnings
 echo "test.sh: all passed"

@@ -83,7 +83,8 @@ struct Common {
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
 enum Backend {
-    /// CUDA when compiled in and a device is present, otherwise the CPU.
+    /// CUDA when compiled in and a device is present, else the emulator when compiled in, else
+    /// the CPU references.
     Auto,
     /// The CPU references.
     Cpu,
@@ -136,10 +137,29 @@ fn device_for(backend: Backend) -> Result<Device> {
         Backend::Cpu => Ok(Device::Cpu),
         Backend::Cuda if !build_info::CUDA_COMPILED => Err(Error::CudaNotCompiled),
         Backend::Cuda => Device::cuda(0),
-        // Never chosen by Auto: the emulator is for checking kernels, not for speed.
         Backend::Emu => Device::emu(),
-        Backend::Auto if build_info::CUDA_COMPILED => Ok(Device::cuda_if_available()),
-        Backend::Auto => Ok(Device::Cpu),
+        // Kernels run wherever they can: a GPU, else the emulator (slow, but the kernels' own
+        // sources, checked), else only the references.
+        Backend::Auto => Ok(Device::cuda(0)
+            .ok()
+            .filter(|_| build_info::CUDA_COMPILED)
+            .or_else(|| Device::emu().ok())
+            .unwrap_or(Device::Cpu)),
+    }
+}
+
+/// One line saying what `device` runs, printed before results.
+fn describe_backend(device: &Device) -> String {
+    match device {
+        Device::Cuda(_) => format!("backend cuda ({device}): the kernels on the GPU"),
+        Device::Emu(emu) => format!(
+            "backend emu: the kernels' own sources in kiln's CUDA emulator on the CPU (checked mode {}); \
+             timings measure the emulator, not a GPU",
+            if emu.checked() { "on" } else { "off" }
+        ),
+        Device::Cpu => "backend cpu: the f64 CPU references only (build with --features emu to run the kernels on \
+                        the emulator, or --features cuda on a GPU machine)"
+            .to_string(),
     }
 }
 
@@ -226,6 +246,7 @@ fn dtypes(common: &Common, op: &dyn Op) -> Vec<DType> {
 
 fn check(common: &Common) -> Result<ExitCode> {
     let device = device_for(common.backend)?;
+    println!("{}", describe_backend(&device));
     let mut rng = rng_for(common.seed);
     let mut rows: Vec<CheckRow> = Vec::new();
     println!("{:<24} {:<4} {:<5} {:<44} {:>11} {:>11}  result", "op", "dir", "dtype", "what", "max_err", "tol");
@@ -278,6 +299,7 @@ fn bench(common: &Common, runs: Option<usize>) -> Result<ExitCode> {
         Device::Cpu | Device::Emu(_) => (runs.unwrap_or(5), 64 << 20),
         Device::Cuda(_) => (runs.unwrap_or(50), 1 << 30),
     };
+    println!("{}", describe_backend(&device));
     let copy = copy_bandwidth(&device, copy_bytes, runs)?;
     println!("device {device}; copy bandwidth {copy:.1} GB/s ({} MiB copied; the ceiling below)", copy_bytes >> 20);
     println!(

@@ -41,8 +41,19 @@ fn caught(case: &str, kind: &str, code: i32) {
     let (status, finding) = run(case, true, &mut []);
     assert_eq!(status, code, "{case}: planted bug not reported with cudaError_t {code}: {finding}");
     assert!(finding.contains(kind), "{case}: finding does not say `{kind}`: {finding}");
-    let at = format!("planted.cu:{}", planted_line(case));
-    assert!(finding.contains(&at), "{case}: finding is not located at {at}: {finding}");
+    // The memory findings are located through the binary's line tables; a stripped binary (the
+    // GPU bundle's) has none and says so, and then only the launch site names the kernel.
+    let (at, located) = if finding.contains("no line tables") {
+        let at = "launched at kernels/emu/selftest/planted.cu:".to_string();
+        (at.clone(), finding.contains(&at))
+    } else {
+        let at = format!("planted.cu:{}", planted_line(case));
+        // planted.cu:12 must not pass for planted.cu:120.
+        let located =
+            finding.match_indices(&at).any(|(i, _)| !finding[i + at.len()..].starts_with(|c: char| c.is_ascii_digit()));
+        (at, located)
+    };
+    assert!(located, "{case}: finding is not located at {at}: {finding}");
     let (status, finding) = run(case, false, &mut []);
     assert_eq!(status, 0, "{case}: the correct twin reported {finding}");
 }
