@@ -57,6 +57,10 @@ struct Thread {
     int arg = 0;
     int width = 32;
     uint64_t result = 0;
+    // kGather: what this lane brings and where it wants every lane's contribution.
+    const void* gather_src = nullptr;
+    void* gather_dst = nullptr;
+    size_t gather_bytes = 0;
     // Warp-synchronisation clock: after a collective its lanes all hold max(their clocks) + 1, so
     // an access of lane u recorded at clock c is ordered before lane t's access iff clock_t > c.
     uint32_t wsync = 0;

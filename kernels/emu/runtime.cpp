@@ -159,6 +159,7 @@ const char* op_name(WarpOp op) {
         case WarpOp::kAnd: return "__reduce_and_sync";
         case WarpOp::kOr: return "__reduce_or_sync";
         case WarpOp::kXor: return "__reduce_xor_sync";
+        case WarpOp::kGather: return "a warp-wide instruction (mma/ldmatrix)";
     }
     return "collective";
 }
@@ -210,7 +211,7 @@ void try_complete(Thread& t) {
     for (int l = 0; l < kWarpSize; ++l) {
         const Thread* u = lanes[l];
         if (u == nullptr) continue;
-        if (u->op != t.op || u->mask != t.mask) {
+        if (u->op != t.op || u->mask != t.mask || u->gather_bytes != t.gather_bytes) {
             fail(FindingKind::kCollective,
                  "the lanes of one collective disagree: lane " + std::to_string(t.lane) + " calls " +
                      op_name(WarpOp(t.op)) + " with mask " + hex(t.mask) + " at " + where(t.file, t.line) + ", lane " +
@@ -249,7 +250,13 @@ void try_complete(Thread& t) {
     for (int l = 0; l < kWarpSize; ++l) {
         Thread* u = lanes[l];
         if (u == nullptr) continue;
-        if (op == WarpOp::kShfl || op == WarpOp::kShflUp || op == WarpOp::kShflDown || op == WarpOp::kShflXor) {
+        if (op == WarpOp::kGather) {
+            for (int src = 0; src < kWarpSize; ++src) {
+                if (lanes[src] == nullptr) continue;
+                std::memcpy(static_cast<char*>(u->gather_dst) + size_t(src) * u->gather_bytes, lanes[src]->gather_src,
+                            u->gather_bytes);
+            }
+        } else if (op == WarpOp::kShfl || op == WarpOp::kShflUp || op == WarpOp::kShflDown || op == WarpOp::kShflXor) {
             const int src = shuffle_source(op, l, u->arg, u->width);
             if (src < 0 || src == l) {
                 u->result = u->value;
@@ -451,6 +458,19 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int 
     try_complete(*t);
     while (t->state == State::kWarp) yield();
     return t->result;
+}
+
+void warp_allgather(unsigned mask, const void* mine, size_t bytes, void* all, const char* file, int line) {
+    Thread* t = cur().current;
+    if (bytes == 0 || bytes > 256) {
+        fail(FindingKind::kCollective, "warp_allgather of " + std::to_string(bytes) + " bytes per lane (1..256)", file,
+             line, nullptr);
+    }
+    t->gather_src = mine;
+    t->gather_dst = all;
+    t->gather_bytes = bytes;
+    warp_collective(WarpOp::kGather, mask, 0, 0, kWarpSize, file, line);
+    t->gather_bytes = 0;
 }
 
 cudaError_t launch(dim3 grid, dim3 block, size_t smem, cudaStream_t, Invoke invoke, const void* frame,

@@ -178,6 +178,17 @@ fn collectives_follow_cuda_semantics() {
 }
 
 #[test]
+fn allgather_hands_every_lane_every_record() {
+    let mut results = vec![i32::MIN; 64];
+    let (status, finding) = run("allgather", false, &mut results);
+    assert_eq!(status, 0, "{finding}");
+    for (t, &got) in results.iter().enumerate() {
+        let (lane, warp) = (t % 32, t - t % 32);
+        assert_eq!(got, 7 * (warp + (3 * lane) % 32) as i32 + 1, "thread {t}");
+    }
+}
+
+#[test]
 fn atomics_are_atomic_and_not_races() {
     let mut results = [0i32; 3];
     let (status, finding) = run("atomics", false, &mut results);

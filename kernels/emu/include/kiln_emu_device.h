@@ -69,8 +69,14 @@ enum class WarpOp : int {
     kAnd,
     kOr,
     kXor,
+    kGather,
 };
 uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int width, const char* file, int line);
+// The building block of warp-wide instructions (the emulated bodies of mma.sync, ldmatrix in
+// common/ptx.cuh): a rendezvous of the lanes in `mask` after which every one of them holds
+// all[l * bytes .. (l + 1) * bytes) = lane l's `mine` for each lane l of the mask (other slots
+// are left as they were). bytes <= 256.
+void warp_allgather(unsigned mask, const void* mine, size_t bytes, void* all, const char* file, int line);
 unsigned active_mask();
 
 // Block barriers: op 0 plain, 1 count, 2 and, 3 or; returns the reduced predicate.

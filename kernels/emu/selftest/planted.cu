@@ -159,6 +159,16 @@ __global__ void collectives_kernel(int* out) {
     for (int k = 0; k < kCollectiveResults; ++k) out[k * kThreads + t] = r[k];
 }
 
+// kiln_emu::warp_allgather, the emulated bodies' building block: every lane sees every lane's
+// record. out[t] = the second field of lane (3·lane mod 32)'s record {t, 7t + 1}.
+__global__ void allgather_kernel(int* out) {
+    const int t = threadIdx.x;
+    const int mine[2] = {t, 7 * t + 1};
+    int all[32][2];
+    ::kiln_emu::warp_allgather(kFull, mine, sizeof mine, all, __FILE__, __LINE__);
+    out[t] = all[(3 * (t % 32)) % 32][1];
+}
+
 // Atomics from every thread of several blocks: a counter, a float sum and a CAS-claimed slot.
 __global__ void atomics_kernel(int* counter, float* sum, int* claimed) {
     atomicAdd(counter, 1);
@@ -222,6 +232,11 @@ int run(const char* name, bool buggy, int32_t* results, int64_t results_len) {
         KILN_LAUNCH(1, kThreads, 0, nullptr, collectives_kernel)(r.as<int>());
         if (results_len < kCollectiveResults * kThreads) return -1;
         kiln_emu_memcpy(results, r.p, kCollectiveResults * kThreads * sizeof(int));
+    } else if (is("allgather")) {
+        Buffer r(kThreads * sizeof(int));
+        KILN_LAUNCH(1, kThreads, 0, nullptr, allgather_kernel)(r.as<int>());
+        if (results_len < kThreads) return -1;
+        kiln_emu_memcpy(results, r.p, kThreads * sizeof(int));
     } else if (is("atomics")) {
         Buffer counter(sizeof(int)), sum(sizeof(float)), claimed(sizeof(int));
         const int zero = 0, none = -1;
