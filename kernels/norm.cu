@@ -7,6 +7,9 @@
 //   x̂ = (s − mean)·rstd,  y = x̂·γ + β
 //   backward: g = dy·γ, dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) (RMSNorm drops mean(g)),
 //             ds = dx + dresidual_out, dγ = Σ_rows dy·x̂, dβ = Σ_rows dy.
+//   Both directions center LayerNorm rows as (s − s₀) − Σ(s − s₀)/D with s₀ the row's first
+//   element, never through the saved f32 mean (see row_shift); the backward recomputes that sum
+//   beside its own two, one three-value row reduction.
 //
 // Layout of this file: launch constants, device helpers, the kernels (rows cached in registers;
 // long rows looped through the cache; the dγ/dβ finalize), the launch plans, validation, and
@@ -91,7 +94,7 @@ constexpr int64_t kMaxFwdBlocks = int64_t(1) << 16;
 constexpr int64_t kMinRowsPerChunk = 64;
 constexpr int64_t kMaxChunks = 1024;
 
-// A looped-backward chunk keeps two f32 coefficients per row in shared memory (2 KiB); more
+// A looped-backward chunk keeps four f32 coefficients per row in shared memory (4 KiB); more
 // chunks are used when rows would exceed this. Partials then stay < 1% of the data (dim > 8192).
 constexpr int kLoopMaxRowsPerChunk = 256;
 
@@ -131,7 +134,9 @@ struct BwdParams {
     const T* dy;             // [rows, dim]
     const T* x;              // [rows, dim]
     const T* residual;       // [rows, dim] or NULL
-    const float* mean;       // [rows] (LayerNorm; unused for RMSNorm)
+    // No mean: the ABI still asks for the forward's (LayerNorm), but the kernels recompute each
+    // row's centre exactly as the forward did; x̂ from the rounded f32 mean would lose ~1e-4 of
+    // x̂'s precision on rows whose |mean|/std is ~1e4.
     const float* rstd;       // [rows]
     const float* gamma;      // [dim] or NULL (1)
     const T* dresidual_out;  // [rows, dim] or NULL
@@ -294,7 +299,9 @@ __global__ void __launch_bounds__(kMaxRowThreads, kMinBlocksPerSm) fwd_cached_ke
 template <typename T, int kW, int kPacks, bool kLayer>
 __global__ void __launch_bounds__(kMaxRowThreads, kMinBlocksPerSm) bwd_cached_kernel(const BwdParams<T> p) {
     constexpr int kElems = kPacks * kW;
-    __shared__ float slots[2][2][kMaxRowWarps];
+    // The row sums: LayerNorm Σ (s − shift), Σ g, Σ g·(s − shift); RMSNorm Σ g·s.
+    constexpr int kSums = kLayer ? 3 : 1;
+    __shared__ float slots[2][kSums][kMaxRowWarps];
     __shared__ float lanes[kBlockThreads * 2 * kElems];  // row groups' accumulators, blockDim.y > 1 only
     const int tx = threadIdx.x;
     const int threads = blockDim.x;
@@ -311,54 +318,70 @@ __global__ void __launch_bounds__(kMaxRowThreads, kMinBlocksPerSm) bwd_cached_ke
         const bool valid = row < end;
         const int64_t off = row * p.dim;
         const auto owns = [&](int q) { return valid && tx + q * threads < packs; };
-        const float mean = (kLayer && valid) ? p.mean[row] : 0.0f;
         const float rstd = valid ? p.rstd[row] : 0.0f;
-        // Everything the row needs is loaded before the row sum, so its latency overlaps one wait;
-        // dy and dresidual_out stay in storage form (half the registers of f32 for 16-bit types)
-        // and g = dy·γ is recomputed after the sum, bitwise as before.
-        float xhat[kPacks][kW];     // (kPacks, kW)
-        Pack<T, kW> dy[kPacks];     // (kPacks,) packs of kW
-        Pack<T, kW> dres[kPacks];   // dresidual_out, likewise (zeros when NULL)
-        float sums[2] = {0.0f, 0.0f};  // Σ g, Σ g·x̂
+        // The forward's shift (LayerNorm; 0 for RMSNorm, whose x̂ is s·rstd).
+        const float shift = (kLayer && valid) ? row_shift(p.x, p.residual, off) : 0.0f;
+        // x and dy are loaded before the row sum, so their latency overlaps one wait; dy stays in
+        // storage form (half the registers of f32 for 16-bit types) and g = dy·γ is recomputed
+        // after the sum. dresidual_out is read after it: holding it too would spill.
+        float c[kPacks][kW];     // (kPacks, kW): s − shift
+        Pack<T, kW> dy[kPacks];  // (kPacks,) packs of kW
+        float sums[kSums];
+#pragma unroll
+        for (int k = 0; k < kSums; ++k) sums[k] = 0.0f;
 #pragma unroll
         for (int q = 0; q < kPacks; ++q) {
 #pragma unroll
             for (int j = 0; j < kW; ++j) {
-                xhat[q][j] = 0.0f;
-                dres[q].v[j] = dy[q].v[j] = from_float<T>(0.0f);
+                c[q][j] = 0.0f;
+                dy[q].v[j] = from_float<T>(0.0f);
             }
             if (!owns(q)) continue;
             const int col = (tx + q * threads) * kW;
             float s[kW], gamma[kW];
             load_sum<T, kW>(p.x, p.residual, off + col, s);
             dy[q] = load_pack<T, kW>(p.dy + off + col);
-            if (p.dresidual_out != nullptr) dres[q] = load_pack<T, kW>(p.dresidual_out + off + col);
             load_param<kW>(p.gamma, col, 1.0f, gamma);
 #pragma unroll
             for (int j = 0; j < kW; ++j) {
-                const float d = to_float(dy[q].v[j]);
-                const float g = d * gamma[j];
-                xhat[q][j] = (s[j] - mean) * rstd;
-                acc[q * kW + j] = fmaf(d, xhat[q][j], acc[q * kW + j]);
-                acc[kElems + q * kW + j] += d;
-                sums[0] += g;
-                sums[1] = fmaf(g, xhat[q][j], sums[1]);
+                const float g = to_float(dy[q].v[j]) * gamma[j];
+                c[q][j] = s[j] - shift;
+                if constexpr (kLayer) {
+                    sums[0] += c[q][j];
+                    sums[1] += g;
+                }
+                sums[kSums - 1] = fmaf(g, c[q][j], sums[kSums - 1]);
             }
         }
-        row_group_sum<2>(sums, slots[phase]);
+        row_group_sum<kSums>(sums, slots[phase]);
         phase ^= 1;
-        const float mean_g = kLayer ? sums[0] / static_cast<float>(p.dim) : 0.0f;
-        const float mean_gx = sums[1] / static_cast<float>(p.dim);
+        const float dim = static_cast<float>(p.dim);
+        float delta = 0.0f, mean_g = 0.0f, mean_gx;
+        if constexpr (kLayer) {
+            delta = sums[0] / dim;
+            mean_g = sums[1] / dim;
+            // mean(g·x̂) = rstd·(Σ g·(s − shift) − delta·Σ g)/D: both terms are O(spread), not O(|s|).
+            mean_gx = rstd * fmaf(-delta, sums[1], sums[2]) / dim;
+        } else {
+            mean_gx = rstd * sums[0] / dim;
+        }
 #pragma unroll
         for (int q = 0; q < kPacks; ++q) {
             if (!owns(q)) continue;
             const int col = (tx + q * threads) * kW;
             float gamma[kW], ds[kW];
             load_param<kW>(p.gamma, col, 1.0f, gamma);
+            Pack<T, kW> dres{};
+            if (p.dresidual_out != nullptr) dres = load_pack<T, kW>(p.dresidual_out + off + col);
 #pragma unroll
             for (int j = 0; j < kW; ++j) {
-                const float g = to_float(dy[q].v[j]) * gamma[j];
-                ds[j] = rstd * fmaf(-xhat[q][j], mean_gx, g - mean_g) + to_float(dres[q].v[j]);
+                const float d = to_float(dy[q].v[j]);
+                const float g = d * gamma[j];
+                const float xhat = (c[q][j] - delta) * rstd;
+                acc[q * kW + j] = fmaf(d, xhat, acc[q * kW + j]);
+                acc[kElems + q * kW + j] += d;
+                ds[j] = rstd * fmaf(-xhat, mean_gx, g - mean_g);
+                if (p.dresidual_out != nullptr) ds[j] += to_float(dres.v[j]);
             }
             store_floats<T, kW>(p.dx, off + col, ds);
             if (p.dresidual != nullptr) store_floats<T, kW>(p.dresidual, off + col, ds);
@@ -380,6 +403,15 @@ __global__ void __launch_bounds__(kMaxRowThreads, kMinBlocksPerSm) bwd_cached_ke
         }
     }
 }
+
+// What the looped backward's first phase leaves per row for its second: x̂ = ((s − shift) −
+// delta)·rstd, and the two row means of the dx formula.
+struct RowCoef {
+    float shift;
+    float delta;    // Σ(s − shift)/D
+    float mean_g;   // mean(g) (0 for RMSNorm)
+    float mean_gx;  // mean(g·x̂)
+};
 
 // ------------------------------------------------------------------------------------------
 // Kernels: long rows (dim above the cached limits). One 1024-thread block per row; each pass
@@ -456,8 +488,8 @@ template <typename T, int kW, bool kLayer>
 __global__ void __launch_bounds__(kLoopThreads, kMinBlocksPerSm) bwd_looped_kernel(const BwdParams<T> p) {
     constexpr int kSlicePacks = kLoopSliceBytes / static_cast<int>(kW * sizeof(T));
     constexpr int kSliceElems = kSlicePacks * kW;
-    __shared__ float slots[2][2][kMaxRowWarps];
-    __shared__ float2 coef[kLoopMaxRowsPerChunk];  // per row of the chunk: mean(g), mean(g·x̂)
+    __shared__ float slots[2][3][kMaxRowWarps];
+    __shared__ RowCoef coef[kLoopMaxRowsPerChunk];  // per row of the chunk
     const int packs = p.dim / kW;
     const int64_t begin = int64_t(blockIdx.x) * p.rows_per_chunk;
     const int64_t end = begin + p.rows_per_chunk < p.rows ? begin + p.rows_per_chunk : p.rows;
@@ -465,9 +497,9 @@ __global__ void __launch_bounds__(kLoopThreads, kMinBlocksPerSm) bwd_looped_kern
 #pragma unroll 1
     for (int64_t row = begin; row < end; ++row) {
         const int64_t off = row * p.dim;
-        const float mean = kLayer ? p.mean[row] : 0.0f;
         const float rstd = p.rstd[row];
-        float sums[2] = {0.0f, 0.0f};  // Σ g, Σ g·x̂
+        const float shift = kLayer ? row_shift(p.x, p.residual, off) : 0.0f;  // as bwd_cached_kernel
+        float sums[3] = {0.0f, 0.0f, 0.0f};  // Σ (s − shift), Σ g, Σ g·(s − shift)
 #pragma unroll(kLoopUnroll<T, kW>)
         for (int i = threadIdx.x; i < packs; i += kLoopThreads) {
             const int col = i * kW;
@@ -478,15 +510,19 @@ __global__ void __launch_bounds__(kLoopThreads, kMinBlocksPerSm) bwd_looped_kern
 #pragma unroll
             for (int j = 0; j < kW; ++j) {
                 const float g = to_float(pdy.v[j]) * gamma[j];
-                sums[0] += g;
-                sums[1] = fmaf(g, (s[j] - mean) * rstd, sums[1]);
+                const float c = s[j] - shift;
+                sums[0] += c;
+                sums[1] += g;
+                sums[2] = fmaf(g, c, sums[2]);
             }
         }
-        row_group_sum<2>(sums, slots[phase]);
+        row_group_sum<3>(sums, slots[phase]);
         phase ^= 1;
         if (threadIdx.x == 0) {
-            coef[row - begin] = make_float2(kLayer ? sums[0] / static_cast<float>(p.dim) : 0.0f,
-                                            sums[1] / static_cast<float>(p.dim));
+            const float inv_dim = 1.0f / static_cast<float>(p.dim);
+            const float delta = kLayer ? sums[0] * inv_dim : 0.0f;
+            coef[row - begin] = RowCoef{shift, delta, kLayer ? sums[1] * inv_dim : 0.0f,
+                                        rstd * fmaf(-delta, sums[1], sums[2]) * inv_dim};
         }
     }
     __syncthreads();  // coef complete
@@ -499,9 +535,8 @@ __global__ void __launch_bounds__(kLoopThreads, kMinBlocksPerSm) bwd_looped_kern
 #pragma unroll 1
         for (int64_t row = begin; row < end; ++row) {
             const int64_t off = row * p.dim;
-            const float mean = kLayer ? p.mean[row] : 0.0f;
             const float rstd = p.rstd[row];
-            const float2 c = coef[row - begin];
+            const RowCoef c = coef[row - begin];
 #pragma unroll
             for (int q = 0; q < kSlicePacks; ++q) {
                 const int idx = slice + threadIdx.x + q * kLoopThreads;
@@ -514,10 +549,10 @@ __global__ void __launch_bounds__(kLoopThreads, kMinBlocksPerSm) bwd_looped_kern
 #pragma unroll
                 for (int j = 0; j < kW; ++j) {
                     const float dy = to_float(pdy.v[j]);
-                    const float xhat = (s[j] - mean) * rstd;
+                    const float xhat = ((s[j] - c.shift) - c.delta) * rstd;
                     acc[q * kW + j] = fmaf(dy, xhat, acc[q * kW + j]);
                     acc[kSliceElems + q * kW + j] += dy;
-                    ds[j] = rstd * fmaf(-xhat, c.y, dy * gamma[j] - c.x);
+                    ds[j] = rstd * fmaf(-xhat, c.mean_gx, dy * gamma[j] - c.mean_g);
                 }
                 if (p.dresidual_out != nullptr) {
                     const Pack<T, kW> pd = load_pack<T, kW>(p.dresidual_out + off + col);
@@ -758,7 +793,7 @@ kiln_status run_bwd(const Problem& p) {
         using T = typename decltype(tag)::type;
         constexpr int kV = kVecWidth<T>;
         const BwdParams<T> b{static_cast<const T*>(p.dy), static_cast<const T*>(p.x),
-                             static_cast<const T*>(p.residual), layer ? p.mean : nullptr, p.rstd, p.gamma,
+                             static_cast<const T*>(p.residual), p.rstd, p.gamma,
                              static_cast<const T*>(p.dresidual_out), static_cast<T*>(p.dx),
                              static_cast<T*>(p.dresidual), dgamma_part, dbeta_part, p.rows,
                              static_cast<int>(p.dim), part.rows_per_chunk};

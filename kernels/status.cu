@@ -18,6 +18,9 @@ const char* kiln_status_string(kiln_status status) {
         case KILN_ERROR_MISALIGNED: return "a pointer is not aligned to its element size";
         case KILN_ERROR_WORKSPACE_TOO_SMALL: return "the workspace is smaller than the *_workspace_bytes query asked for";
         case KILN_ERROR_CUDA: return "the CUDA runtime reported an error when launching; see kiln_last_cuda_error()";
+        case KILN_ERROR_CUDA_PENDING:
+            return "a CUDA error from earlier work (not kiln's) was pending, so nothing was launched; the error is "
+                   "left pending for its owner; see kiln_last_cuda_error()";
         default: return "unknown kiln_status";
     }
 }

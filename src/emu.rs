@@ -110,9 +110,18 @@ impl EmuBuffer {
 
     /// Copies all of `src` to the start of this buffer (device-to-device).
     pub(crate) fn copy_from(&mut self, src: &EmuBuffer) -> Result<()> {
-        self.check_range(0, src.bytes)?;
-        // SAFETY: both ranges lie inside their allocations; two EmuBuffers never share one.
-        let rc = unsafe { rt::kiln_emu_memcpy(self.ptr.as_ptr(), src.ptr.as_ptr(), src.bytes) };
+        self.copy_region(0, src, 0, src.bytes)
+    }
+
+    /// Copies `len` bytes of `src` from byte `src_offset` to byte `offset` of this buffer.
+    pub(crate) fn copy_region(&mut self, offset: usize, src: &EmuBuffer, src_offset: usize, len: usize) -> Result<()> {
+        self.check_range(offset, len)?;
+        src.check_range(src_offset, len)?;
+        // SAFETY: both ranges lie inside their allocations (checked above); two EmuBuffers never
+        // share one.
+        let rc = unsafe {
+            rt::kiln_emu_memcpy(self.ptr.as_ptr().byte_add(offset), src.ptr.as_ptr().byte_add(src_offset), len)
+        };
         status(rc, "copy")
     }
 

@@ -20,6 +20,8 @@ impl kiln_status {
     pub const KILN_ERROR_WORKSPACE_TOO_SMALL: kiln_status = kiln_status(6);
     #[doc = " The CUDA runtime reported an error when launching; see kiln_last_cuda_error()."]
     pub const KILN_ERROR_CUDA: kiln_status = kiln_status(7);
+    #[doc = " A CUDA error from earlier work (not kiln's) was pending on this thread, so kiln launched\n nothing and left the error pending for its owner; kiln_last_cuda_error() names it."]
+    pub const KILN_ERROR_CUDA_PENDING: kiln_status = kiln_status(8);
 }
 #[repr(transparent)]
 #[doc = " Status codes. Argument errors and CUDA errors are distinct."]
@@ -62,7 +64,7 @@ unsafe extern "C" {
     pub fn kiln_version() -> i32;
 }
 unsafe extern "C" {
-    #[doc = " The cudaError_t of the last launch on this thread that returned KILN_ERROR_CUDA (0 if none)."]
+    #[doc = " The cudaError_t of the last call on this thread that returned KILN_ERROR_CUDA or\n KILN_ERROR_CUDA_PENDING (0 if none)."]
     pub fn kiln_last_cuda_error() -> i32;
 }
 unsafe extern "C" {

@@ -132,7 +132,7 @@ fn describe(
     // SAFETY: returns a pointer to a static, NUL-terminated string for any code.
     let text = unsafe { CStr::from_ptr(status_string(status)) };
     let mut message = text.to_string_lossy().into_owned();
-    if status == kiln_status::KILN_ERROR_CUDA {
+    if status == kiln_status::KILN_ERROR_CUDA || status == kiln_status::KILN_ERROR_CUDA_PENDING {
         // SAFETY: reads a thread-local integer.
         message.push_str(&format!(" (cudaError_t {})", unsafe { last_cuda_error() }));
     }

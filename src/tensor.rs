@@ -448,6 +448,38 @@ impl Tensor {
         }
     }
 
+    /// Copies elements `src_start..src_start + len` of `src` over elements `start..start + len`
+    /// of this tensor, on the device both live on (same dtype and memory; the caller checks).
+    #[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
+    pub(crate) fn copy_region(&mut self, start: usize, src: &Tensor, src_start: usize, len: usize) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let size = self.dtype().size_in_bytes();
+        match (&mut self.data, &src.data) {
+            (Data::Emu { buf, .. }, Data::Emu { buf: from, .. }) => {
+                buf.copy_region(start * size, from, src_start * size, len * size)
+            }
+            (Data::Cuda { buf, device }, Data::Cuda { buf: from, .. }) => {
+                let s = device.stream();
+                macro_rules! copy {
+                    ($($v:ident),*) => {
+                        match (buf, from) {
+                            $((CudaData::$v(d), CudaData::$v(f)) => s.memcpy_dtod(
+                                &f.slice(src_start..src_start + len),
+                                &mut d.slice_mut(start..start + len),
+                            )?,)*
+                            _ => unreachable!("copy_region: tensors of one dtype"),
+                        }
+                    };
+                }
+                copy!(F32, F16, BF16, I32, U8);
+                Ok(())
+            }
+            _ => unreachable!("copy_region: two tensors in one device memory"),
+        }
+    }
+
     /// Writes `values`, rounded to the dtype, over elements `start..start + values.len()` of an
     /// emulated tensor, marking them written (the host GEMMs of the GLU MLP block on the
     /// emulator).

@@ -103,6 +103,20 @@ fn bench_on_cpu_writes_json() {
 }
 
 #[test]
+fn bench_table_header_names_every_column() {
+    let (code, out, err) = kiln(&["bench", "--backend", "cpu", "activation/xgelu", "--runs", "1", "--dtype", "f32"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let header = out.lines().find(|l| l.starts_with("op ")).unwrap_or_else(|| panic!("no header: {out}"));
+    assert!(header.trim_end().ends_with("TFLOP/s"), "{header}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("activation/xgelu")).collect();
+    assert!(!rows.is_empty(), "{out}");
+    for row in rows {
+        // Every field has a fixed width, so the columns line up only if the lines are as long.
+        assert_eq!(row.chars().count(), header.chars().count(), "\n{header}\n{row}");
+    }
+}
+
+#[test]
 fn bench_on_emu_times_the_emulated_kernels() {
     if !kiln::build_info::EMU_COMPILED {
         return;

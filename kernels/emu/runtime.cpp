@@ -547,7 +547,8 @@ cudaError_t launch(dim3 grid, dim3 block, size_t smem, cudaStream_t, Invoke invo
         }
     }
     t_launch = outer;
-    t_last_error = err;
+    // As CUDA: a successful launch leaves an earlier error pending; a failed one replaces it.
+    if (err != cudaSuccess) t_last_error = err;
     return err;
 }
 

@@ -47,7 +47,10 @@ typedef enum kiln_status {
     /** The workspace is smaller than the *_workspace_bytes query asked for. */
     KILN_ERROR_WORKSPACE_TOO_SMALL = 6,
     /** The CUDA runtime reported an error when launching; see kiln_last_cuda_error(). */
-    KILN_ERROR_CUDA = 7
+    KILN_ERROR_CUDA = 7,
+    /** A CUDA error from earlier work (not kiln's) was pending on this thread, so kiln launched
+     * nothing and left the error pending for its owner; kiln_last_cuda_error() names it. */
+    KILN_ERROR_CUDA_PENDING = 8
 } kiln_status;
 
 /** Storage dtype of tensors. */
@@ -88,7 +91,8 @@ const char* kiln_status_string(kiln_status status);
 /** The ABI version of the compiled library (KILN_ABI_VERSION). */
 int32_t kiln_version(void);
 
-/** The cudaError_t of the last launch on this thread that returned KILN_ERROR_CUDA (0 if none). */
+/** The cudaError_t of the last call on this thread that returned KILN_ERROR_CUDA or
+ * KILN_ERROR_CUDA_PENDING (0 if none). */
 int32_t kiln_last_cuda_error(void);
 
 /* ------------------------------------------------------------------------------------------

@@ -292,6 +292,12 @@ fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     std::fs::write(path, text).map_err(|e| Error::File { path: path.display().to_string(), reason: e.to_string() })
 }
 
+/// One line of the bench table: the header and every row share these column widths (text
+/// left-aligned, figures right-aligned).
+fn bench_line([op, dir, dtype, shape, variant, median_us, gbps, pct, tflops]: [&str; 9]) -> String {
+    format!("{op:<24} {dir:<4} {dtype:<5} {shape:<18} {variant:<10} {median_us:>10} {gbps:>9} {pct:>7} {tflops:>8}")
+}
+
 fn bench(common: &Common, runs: Option<usize>) -> Result<ExitCode> {
     let device = device_for(common.backend)?;
     let mut rng = rng_for(common.seed);
@@ -302,10 +308,7 @@ fn bench(common: &Common, runs: Option<usize>) -> Result<ExitCode> {
     println!("{}", describe_backend(&device));
     let copy = copy_bandwidth(&device, copy_bytes, runs)?;
     println!("device {device}; copy bandwidth {copy:.1} GB/s ({} MiB copied; the ceiling below)", copy_bytes >> 20);
-    println!(
-        "{:<24} {:<4} {:<5} {:<14} {:<10} {:>10} {:>9} {:>7}",
-        "op", "dir", "dtype", "shape", "variant", "median_us", "GB/s", "%copy"
-    );
+    println!("{}", bench_line(["op", "dir", "dtype", "shape", "variant", "median_us", "GB/s", "%copy", "TFLOP/s"]));
     let mut rows: Vec<BenchRow> = Vec::new();
     for op in selected(common)? {
         // The emulator takes the CPU's small shapes: it runs some 20-40 M elements/s unchecked.
@@ -322,16 +325,18 @@ fn bench(common: &Common, runs: Option<usize>) -> Result<ExitCode> {
                     let mut r = time_op(op.as_ref(), dir, dtype, &problem, &device, runs, with)?;
                     r.shape = shape.clone();
                     println!(
-                        "{:<24} {:<4} {:<5} {:<18} {:<10} {:>10.1} {:>9.1} {:>6.1}% {:>8.2}",
-                        r.op,
-                        r.dir,
-                        r.dtype,
-                        format!("{:?}", r.shape),
-                        r.variant,
-                        r.median_us,
-                        r.gbps,
-                        100.0 * r.gbps / copy,
-                        r.tflops
+                        "{}",
+                        bench_line([
+                            &r.op,
+                            &r.dir,
+                            r.dtype.name(),
+                            &format!("{:?}", r.shape),
+                            &r.variant,
+                            &format!("{:.1}", r.median_us),
+                            &format!("{:.1}", r.gbps),
+                            &format!("{:.1}%", 100.0 * r.gbps / copy),
+                            &format!("{:.2}", r.tflops),
+                        ])
                     );
                     rows.push(r);
                 }

@@ -69,15 +69,9 @@ pub(super) fn forward(mlp: &Mlp, x: &Tensor, mode: Mode, dims: &Dims, gpu: &Gpu)
         });
     }
     let mut h = alloc(&[t, 2 * f], x, gpu)?;
-    let xa = op(x, dd, false);
-    match mlp.gate_up {
-        GateUp::Packed { w, b } => gemm(gpu, (t, dd, 2 * f), xa, op(w, dd, true), &mut h, (0, 2 * f), 0.0, b)?,
-        GateUp::Separate { w_gate, w_up, b_gate, b_up } => {
-            // Both projections write straight into their half of the packed h.
-            gemm(gpu, (t, dd, f), xa, op(w_gate, dd, true), &mut h, (0, 2 * f), 0.0, b_gate)?;
-            gemm(gpu, (t, dd, f), xa, op(w_up, dd, true), &mut h, (f, 2 * f), 0.0, b_up)?;
-        }
-    }
+    let packed = PackedGateUp::of(mlp, gpu)?;
+    let (w, b) = packed.get();
+    gemm(gpu, (t, dd, 2 * f), op(x, dd, false), op(w, dd, true), &mut h, (0, 2 * f), 0.0, b)?;
     let z = gate_forward(&mlp.glu, &h)?;
     let mut y = alloc(&[t, dd], x, gpu)?;
     gemm(gpu, (t, f, dd), op(&z, f, false), op(mlp.w_down, f, true), &mut y, (0, dd), 0.0, mlp.b_down)?;
@@ -109,38 +103,90 @@ pub(super) fn backward(mlp: &Mlp, x: &Tensor, h: &Tensor, dy: &Tensor, dims: &Di
     };
     let (dh, dalpha) = gate_backward(&mlp.glu, h, &dz)?;
     let mut dx = alloc(&[t, dd], x, gpu)?;
+    let packed = PackedGateUp::of(mlp, gpu)?;
+    let (w, b) = packed.get();
+    gemm(gpu, (t, 2 * f, dd), op(&dh, 2 * f, false), op(w, dd, false), &mut dx, (0, dd), 0.0, None)?;
+    let mut dw = alloc(&[2 * f, dd], x, gpu)?;
+    gemm(gpu, (2 * f, t, dd), op(&dh, 2 * f, true), op(x, dd, false), &mut dw, (0, dd), 0.0, None)?;
+    let db = match b {
+        Some(_) => Some(column_sums(gpu, &ones, op(&dh, 2 * f, false), t, 2 * f)?),
+        None => None,
+    };
     let gate_up = match mlp.gate_up {
-        GateUp::Packed { w, b } => {
-            gemm(gpu, (t, 2 * f, dd), op(&dh, 2 * f, false), op(w, dd, false), &mut dx, (0, dd), 0.0, None)?;
-            let mut dw = alloc(&[2 * f, dd], x, gpu)?;
-            gemm(gpu, (2 * f, t, dd), op(&dh, 2 * f, true), op(x, dd, false), &mut dw, (0, dd), 0.0, None)?;
-            let db = match b {
-                Some(_) => Some(column_sums(gpu, &ones, op(&dh, 2 * f, false), t, 2 * f)?),
-                None => None,
-            };
-            GateUpGrads::Packed { dw, db }
-        }
-        GateUp::Separate { w_gate, w_up, b_gate, b_up } => {
-            // dh's halves are read in place: row stride 2F, the up half from element F.
-            let half = |offset: usize, trans: bool| Operand { t: &dh, offset, ld: 2 * f, trans };
-            gemm(gpu, (t, f, dd), half(0, false), op(w_gate, dd, false), &mut dx, (0, dd), 0.0, None)?;
-            gemm(gpu, (t, f, dd), half(f, false), op(w_up, dd, false), &mut dx, (0, dd), 1.0, None)?;
-            let mut dw_gate = alloc(&[f, dd], x, gpu)?;
-            let mut dw_up = alloc(&[f, dd], x, gpu)?;
-            gemm(gpu, (f, t, dd), half(0, true), op(x, dd, false), &mut dw_gate, (0, dd), 0.0, None)?;
-            gemm(gpu, (f, t, dd), half(f, true), op(x, dd, false), &mut dw_up, (0, dd), 0.0, None)?;
-            let db_gate = match b_gate {
-                Some(_) => Some(column_sums(gpu, &ones, half(0, false), t, f)?),
-                None => None,
-            };
-            let db_up = match b_up {
-                Some(_) => Some(column_sums(gpu, &ones, half(f, false), t, f)?),
-                None => None,
+        GateUp::Packed { .. } => GateUpGrads::Packed { dw, db },
+        GateUp::Separate { b_gate, b_up, .. } => {
+            let (dw_gate, dw_up) = split_rows(&dw, f, gpu)?;
+            let (db_gate, db_up) = match db {
+                Some(db) => {
+                    let (g, u) = split_rows(&db, f, gpu)?;
+                    (b_gate.and(Some(g)), b_up.and(Some(u)))
+                }
+                None => (None, None),
             };
             GateUpGrads::Separate { dw_gate, dw_up, db_gate, db_up }
         }
     };
     Ok(MlpGrads { dx, gate_up, dw_down, db_down, dalpha })
+}
+
+/// The gate/up weights (and bias) as one packed `[2F, d]` matrix. Separate weights are copied
+/// into one buffer, so that no GEMM ever reads or writes a view that starts F rows into a
+/// buffer: cuBLASLt assumes 256-byte aligned matrix pointers (see `host::aligned`), which such a
+/// view breaks whenever F·d·sizeof(T) — or F·sizeof(T) for a column half — is not a multiple of
+/// 256. The copies cost 2F·d elements read and written, against the GEMMs' 2·T·2F·d FLOPs;
+/// callers who keep their weights packed pay nothing.
+enum PackedGateUp<'a> {
+    Given(&'a Tensor, Option<&'a Tensor>),
+    Copied(Tensor, Option<Tensor>),
+}
+
+impl<'a> PackedGateUp<'a> {
+    fn of(mlp: &Mlp<'a>, gpu: &Gpu) -> Result<PackedGateUp<'a>> {
+        Ok(match mlp.gate_up {
+            GateUp::Packed { w, b } => PackedGateUp::Given(w, b),
+            GateUp::Separate { w_gate, w_up, b_gate, b_up } => {
+                let w = stack_rows(w_gate, w_up, gpu)?;
+                // One bias alone is allowed: the other half's bias is then zero.
+                let b = match (b_gate, b_up) {
+                    (None, None) => None,
+                    (g, u) => {
+                        let zeros = Tensor::zeros(&[w_gate.shape()[0]], w_gate.dtype(), &gpu.device())?;
+                        Some(stack_rows(g.unwrap_or(&zeros), u.unwrap_or(&zeros), gpu)?)
+                    }
+                };
+                PackedGateUp::Copied(w, b)
+            }
+        })
+    }
+
+    fn get(&self) -> (&Tensor, Option<&Tensor>) {
+        match self {
+            PackedGateUp::Given(w, b) => (w, *b),
+            PackedGateUp::Copied(w, b) => (w, b.as_ref()),
+        }
+    }
+}
+
+/// `[a; b]`: the rows of `a` then those of `b` (same dtype, device and row length).
+fn stack_rows(a: &Tensor, b: &Tensor, gpu: &Gpu) -> Result<Tensor> {
+    let mut shape = a.shape().to_vec();
+    shape[0] += b.shape()[0];
+    let mut out = alloc(&shape, a, gpu)?;
+    out.copy_region(0, a, 0, a.len())?;
+    out.copy_region(a.len(), b, 0, b.len())?;
+    Ok(out)
+}
+
+/// The first `rows` rows of `t` and the rest, as two tensors.
+fn split_rows(t: &Tensor, rows: usize, gpu: &Gpu) -> Result<(Tensor, Tensor)> {
+    let row_len: usize = t.shape()[1..].iter().product();
+    let (mut first_shape, mut rest_shape) = (t.shape().to_vec(), t.shape().to_vec());
+    first_shape[0] = rows;
+    rest_shape[0] -= rows;
+    let (mut first, mut rest) = (alloc(&first_shape, t, gpu)?, alloc(&rest_shape, t, gpu)?);
+    first.copy_region(0, t, 0, first.len())?;
+    rest.copy_region(0, t, rows * row_len, rest.len())?;
+    Ok((first, rest))
 }
 
 /// An empty batch: every gradient is an empty sum, zero.
@@ -254,8 +300,25 @@ mod cublas {
 #[cfg(feature = "emu")]
 mod host {
     use super::Operand;
-    use crate::error::Result;
+    use crate::error::{Error, Result};
     use crate::tensor::Tensor;
+
+    /// cuBLASLt's default `CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_{A,B,C,D}_BYTES`, which cudarc
+    /// leaves in place: a heuristic may pick a kernel that assumes every matrix pointer is
+    /// this aligned, so a view from an offset that is not faults (misaligned address) or is
+    /// refused on a GPU. The emulated GEMM refuses it too, so that tests catch such a view.
+    const CUBLASLT_MIN_ALIGNMENT: usize = 256;
+
+    fn aligned(name: &str, t: &Tensor, offset: usize) -> Result<()> {
+        let bytes = offset * t.dtype().size_in_bytes();
+        if bytes % CUBLASLT_MIN_ALIGNMENT == 0 {
+            return Ok(());
+        }
+        Err(Error::Blas(format!(
+            "GEMM operand {name} starts {bytes} bytes into its buffer, not a multiple of cuBLASLt's default \
+             {CUBLASLT_MIN_ALIGNMENT}-byte minimum alignment"
+        )))
+    }
 
     pub(super) fn gemm(
         (m, k, n): (usize, usize, usize),
@@ -266,6 +329,9 @@ mod host {
         beta: f32,
         bias: Option<&Tensor>,
     ) -> Result<()> {
+        aligned("A", a.t, a.offset)?;
+        aligned("B", b.t, b.offset)?;
+        aligned("C", c, c_off)?;
         let (av, bv) = (a.t.to_f64_vec()?, b.t.to_f64_vec()?);
         let bias = bias.map(Tensor::to_f64_vec).transpose()?;
         // As in BLAS, β = 0 does not read C: it may hold NaN or bytes nothing wrote yet.

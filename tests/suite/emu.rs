@@ -135,6 +135,29 @@ fn launch_configuration_is_checked() {
     assert_eq!(run("bad_config", false, &mut []).0, 0);
 }
 
+#[test]
+fn an_error_pending_from_other_work_is_not_kiln_s() {
+    use kiln::activation::{self, Activation};
+    use kiln::{DType, Device, Error, Tensor};
+    const PENDING: u32 = 8; // KILN_ERROR_CUDA_PENDING
+    let device = Device::emu().expect("emu");
+    let x = Tensor::from_f32(&[1.0, -2.0, 3.0], &[3], DType::F32).unwrap().to_device(&device).unwrap();
+    // Someone else's launch failed and nobody took its error yet.
+    assert_eq!(run("leave_pending_error", false, &mut []).0, INVALID_CONFIGURATION);
+    let err = activation::forward(&Activation::Silu, &x).unwrap_err();
+    let Error::Kernel { status, message, .. } = &err else { panic!("not a kernel error: {err}") };
+    assert_eq!(*status, PENDING, "{message}");
+    assert!(
+        message.contains("pending") && message.contains(&format!("cudaError_t {INVALID_CONFIGURATION}")),
+        "{message}"
+    );
+    // Left for its owner, who then takes it; kiln launches again.
+    assert_eq!(run("peek_error", false, &mut []).0, INVALID_CONFIGURATION, "kiln consumed another's error");
+    assert_eq!(run("take_error", false, &mut []).0, INVALID_CONFIGURATION);
+    let y = activation::forward(&Activation::Silu, &x).unwrap().to_f32_vec().unwrap();
+    assert!((y[2] - 3.0 / (1.0 + (-3.0f32).exp())).abs() < 1e-6);
+}
+
 /// CUDA's definitions, lane by lane, of what `collectives_kernel` computes (64 threads, value
 /// 3t + 1 per thread).
 fn expected_collectives() -> Vec<i32> {

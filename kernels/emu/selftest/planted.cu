@@ -251,6 +251,14 @@ int run(const char* name, bool buggy, int32_t* results, int64_t results_len) {
         kiln_emu_memcpy(&s, sum.p, sizeof s);
         results[1] = int32_t(s * 2.0f);
         kiln_emu_memcpy(&results[2], claimed.p, sizeof(int));
+    } else if (is("leave_pending_error")) {
+        // Another library's failed launch: its error stays pending on this thread.
+        KILN_LAUNCH(1, 2048, 0, nullptr, overlapping_blocks_kernel)(o, false);
+        return int(cudaPeekAtLastError());
+    } else if (is("peek_error")) {
+        return int(cudaPeekAtLastError());
+    } else if (is("take_error")) {
+        return int(cudaGetLastError());
     } else if (is("bad_config")) {
         // More threads per block than CUDA allows: the launch must fail, nothing must run.
         KILN_LAUNCH(1, buggy ? 2048 : 1024, 0, nullptr, overlapping_blocks_kernel)(o, false);
