@@ -5,14 +5,22 @@
 //
 // Every op is a struct with fwd(x) -> y and bwd(x, dy) -> dx; ops with a trainable parameter
 // add dparam(x, dy) -> dy·∂f/∂p. Math is f32 whatever the storage type.
+//
+// NaN and ±inf (the convention src/activation/cpu.rs follows element for element): fwd(NaN) is
+// NaN for every op (the piecewise ops test x < 0, x <= θ, ... and return x or a product with
+// it); ±inf go through the formulas in IEEE arithmetic (0·∞ = NaN: gelu(−∞) = silu(−∞) = NaN,
+// as PyTorch). bwd is dy·f'(x) as a product except where an op selects: Relu and JumpRelu
+// (dy or exactly 0), Smelu (0 | dy·slope | dy), and the dparam of Prelu (x < 0) and JumpRelu
+// (the window), where an unselected NaN or ∞ dy adds nothing; a NaN x takes the branch whose
+// comparison is false (Relu/JumpRelu 0, Prelu slope·dy, Smelu dy, GSmelu g₊·dy).
 
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <climits>
 #include <cmath>
 #include <cstdint>
-#include <initializer_list>
 
 #include "common/dtype.cuh"
 #include "common/launch.cuh"
@@ -52,8 +60,16 @@ constexpr int64_t kMinRowsPerChunk = 64;
 // rows get many rows per block (few partials) without giving up blocks.
 constexpr int kTileColumns = 32;
 
-// Largest channel count whose grids fit CUDA's grid.x limit.
-constexpr int64_t kMaxChannels = int64_t(INT_MAX) * kTileColumns;
+// The reduction partitions are planned in groups of kGroup elements (flat) or channels (per
+// channel), the widest pack of any storage type, whatever pack width a launch then uses, so
+// that the vector and the scalar path (an aligned and a misaligned pointer) sum every term in
+// the same order and give bitwise the same parameter gradient.
+constexpr int kGroup = 8;
+static_assert(kGroup % kVecWidth<float> == 0 && kGroup % kVecWidth<__half> == 0, "a group is whole packs");
+
+// Largest channel count whose grids fit CUDA's grid.x limit: a block then holds ≥ 16 column
+// groups (see channel_plan), so grid.x ≤ channels / 16.
+constexpr int64_t kMaxChannels = int64_t(INT_MAX) * 16;
 
 // ------------------------------------------------------------------------------------------
 // Ops
@@ -234,12 +250,14 @@ struct JumpRelu {
     __device__ JumpRelu at(float p) const { return JumpRelu{p, half_eps, inv_eps}; }
     __device__ float fwd(float x) const { return x <= theta ? 0.0f : x; }  // H(0) = 0; NaN propagates
     __device__ float bwd(float x, float dy) const { return x > theta ? dy : 0.0f; }
-    // K((x−θ)/ε) = 1 for −ε/2 ≤ x − θ < ε/2, decided exactly: an f32 (x−θ)/ε can round across a
-    // window edge, and each such element moves dθ by |dy·θ/ε|. With x − θ = diff + err exactly,
-    // rounding is monotone, so diff alone decides unless diff lands on the edge itself.
+    // K((x−θ)/ε) = 1 on the OPEN window −ε/2 < x − θ < ε/2 (the JumpReLU paper's pseudo-code,
+    // SAELens), decided exactly: an f32 (x−θ)/ε can round across a window edge, and each such
+    // element moves dθ by |dy·θ/ε|. With x − θ = diff + err exactly, rounding is monotone, so
+    // diff alone decides unless diff lands on the edge itself; there the sign of err does (an
+    // exact edge, err = 0, is outside). NaN or infinite x is outside (0, whatever dy is).
     __device__ float dparam(float x, float dy) const {
         const ExactDiff d = exact_diff(x, theta);
-        const bool above_low = d.diff > -half_eps || (d.diff == -half_eps && d.err >= 0.0f);
+        const bool above_low = d.diff > -half_eps || (d.diff == -half_eps && d.err > 0.0f);
         const bool below_high = d.diff < half_eps || (d.diff == half_eps && d.err < 0.0f);
         return (above_low && below_high) ? dy * (-theta * inv_eps) : 0.0f;
     }
@@ -290,31 +308,45 @@ __global__ void __launch_bounds__(kThreads) flat_fwd_kernel(const T* x, T* y, in
 // dx = dy·f'(x) over n elements (x, dy, dx: [n]); with kReduce also the partial sum of
 // dy·∂f/∂p over this block's elements into partials[blockIdx.x] (partials: [gridDim.x]).
 // Reads 2·sizeof(T), writes sizeof(T) per element; FLOPs: Op's bwd (+ dparam with kReduce).
-// With kReduce the grid is the fixed partition of the sum (scalar_partials), not a free choice.
+// With kReduce the grid is the fixed partition of the sum (scalar_partials), not a free choice,
+// and a thread's step is a group of kGroup consecutive elements (kGroup / kW packs) instead of
+// one pack: group g goes to thread g mod (grid threads), which sums its elements in index
+// order, and the n mod kGroup elements past the last group go to the first threads of the
+// grid; so the partition and every partial's order of additions depend on n alone.
 template <typename T, typename Op, int kW, bool kReduce>
 __global__ void __launch_bounds__(kThreads)
     flat_bwd_kernel(const T* x, const T* dy, T* dx, int64_t n, Op op, const float* param, float* partials) {
+    constexpr int kUnit = kReduce ? kGroup : kW;  // elements per step of a thread
+    constexpr int kPacks = kUnit / kW;
     const Op f = bind_shared(op, param);
     const int64_t first = int64_t(blockIdx.x) * kThreads + threadIdx.x;
     const int64_t stride = int64_t(gridDim.x) * kThreads;
-    const int64_t packs = n / kW;
+    const int64_t units = n / kUnit;
     float acc = 0.0f;
 #pragma unroll 1
-    for (int64_t i = first; i < packs; i += stride) {
-        const Pack<T, kW> px = load_pack<T, kW>(x + i * kW);
-        const Pack<T, kW> pdy = load_pack<T, kW>(dy + i * kW);
-        Pack<T, kW> pdx;
+    for (int64_t i = first; i < units; i += stride) {
+        Pack<T, kW> px[kPacks];
+        Pack<T, kW> pdy[kPacks];
 #pragma unroll
-        for (int j = 0; j < kW; ++j) {
-            const float xf = to_float(px.v[j]);
-            const float dyf = to_float(pdy.v[j]);
-            pdx.v[j] = from_float<T>(f.bwd(xf, dyf));
-            if constexpr (kReduce) acc += f.dparam(xf, dyf);
+        for (int q = 0; q < kPacks; ++q) {
+            px[q] = load_pack<T, kW>(x + i * kUnit + q * kW);
+            pdy[q] = load_pack<T, kW>(dy + i * kUnit + q * kW);
         }
-        store_pack<T, kW>(dx + i * kW, pdx);
+#pragma unroll
+        for (int q = 0; q < kPacks; ++q) {
+            Pack<T, kW> pdx;
+#pragma unroll
+            for (int j = 0; j < kW; ++j) {
+                const float xf = to_float(px[q].v[j]);
+                const float dyf = to_float(pdy[q].v[j]);
+                pdx.v[j] = from_float<T>(f.bwd(xf, dyf));
+                if constexpr (kReduce) acc += f.dparam(xf, dyf);
+            }
+            store_pack<T, kW>(dx + i * kUnit + q * kW, pdx);
+        }
     }
-    if constexpr (kW > 1) {
-        const int64_t t = packs * kW + first;
+    if constexpr (kUnit > 1) {
+        const int64_t t = units * kUnit + first;
         if (t < n) {
             const float xf = to_float(x[t]);
             const float dyf = to_float(dy[t]);
@@ -422,8 +454,10 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // ------------------------------------------------------------------------------------------
-// Launch plans. The reduction partition depends only on (n, channels, pack width), so a
-// gradient is bitwise reproducible for given inputs and pointer alignment.
+// Launch plans. The reduction partition (which terms each partial sums, in which order, and
+// how partials combine) depends only on (n, channels), not on the pack width, so a parameter
+// gradient is bitwise the same across runs and across pointer alignments (vector or scalar
+// path), as norm's dγ/dβ.
 // ------------------------------------------------------------------------------------------
 
 namespace {
@@ -437,17 +471,19 @@ int64_t flat_blocks(int64_t n, int width) {
     return std::clamp(ceil_div(n / width, kThreads), int64_t(1), kMaxGridBlocks);
 }
 
-// Blocks = partial sums of a scalar gradient: the whole grid covers kThreads·width elements per
-// step of its grid-stride loop.
-int64_t scalar_partials(int64_t n, int width) {
-    return std::min(kReduceMaxBlocks, ceil_div(n, int64_t(kThreads) * width));
-}
+// Blocks = partial sums of a scalar gradient (n ≥ 1): the whole grid covers kThreads groups of
+// kGroup elements per step of its grid-stride loop (flat_bwd_kernel), whatever the pack width.
+int64_t scalar_partials(int64_t n) { return std::min(kReduceMaxBlocks, ceil_div(n, int64_t(kThreads) * kGroup)); }
 
-// The 2-D partition of x as [rows, channels] (see ChannelShape). Column groups of `width`
-// channels are split into `tiles` near-equal tiles of tx ≤ kTileColumns groups; the rest of the
-// block's threads become ty row lanes, so a small channel count (3, 64) still fills the block
-// (and a block with one tile reads contiguous memory). Row chunks bring the grid to about
-// kReduceMaxBlocks blocks, with at least kMinRowsPerChunk rows (and one row per lane) each.
+// The 2-D partition of x as [rows, channels] (see ChannelShape). The reduction's part is planned
+// for column groups of kGroup channels whatever the launch's width: those groups split into
+// near-equal tiles of ≤ kTileColumns groups, the rest of a block's threads become ty row lanes
+// (so a small channel count (3, 64) still fills the block), and row chunks bring the grid to
+// about kReduceMaxBlocks blocks with at least kMinRowsPerChunk rows (and one row per lane) each.
+// ty and the chunks fix each channel's order of additions (lane l of chunk k sums rows
+// k·rows_per_chunk + l, + ty, …; sum_over_lanes then combines the ty lanes by a fixed tree);
+// they depend on (n, channels) only. The launch's own column groups of `width` channels then
+// fill each block's kThreads / ty columns (tx), in as many tiles as that takes.
 struct ChannelPlan {
     int64_t rows;
     int64_t tiles;           // grid.x
@@ -460,15 +496,19 @@ struct ChannelPlan {
 ChannelPlan channel_plan(int64_t n, int64_t channels, int width) {
     ChannelPlan p;
     p.rows = n / channels;
-    const int64_t groups = channels / width;
-    p.tiles = ceil_div(groups, kTileColumns);
-    p.tx = static_cast<int>(ceil_div(groups, p.tiles));
-    p.ty = kThreads / p.tx;
-    const int64_t wanted = std::max(int64_t(1), kReduceMaxBlocks / p.tiles);
+    // The reduction's partition, from (n, channels) alone.
+    const int64_t plan_groups = ceil_div(channels, kGroup);
+    const int64_t plan_tiles = ceil_div(plan_groups, kTileColumns);
+    p.ty = static_cast<int>(kThreads / ceil_div(plan_groups, plan_tiles));  // ≥ kThreads / kTileColumns
+    const int64_t wanted = std::max(int64_t(1), kReduceMaxBlocks / plan_tiles);
     const int64_t min_rows = std::max(int64_t(p.ty), kMinRowsPerChunk);
     const int64_t chunks = std::min(wanted, ceil_div(p.rows, min_rows));
     p.rows_per_chunk = ceil_div(p.rows, chunks);
     p.chunks = ceil_div(p.rows, p.rows_per_chunk);  // no empty chunk
+    // This launch's columns: groups of `width` channels, at most kThreads / ty per block.
+    const int64_t groups = channels / width;
+    p.tiles = ceil_div(groups, kThreads / p.ty);
+    p.tx = static_cast<int>(ceil_div(groups, p.tiles));
     return p;
 }
 
@@ -476,16 +516,12 @@ bool valid_sizes(int64_t n, int64_t channels) {
     return n >= 0 && channels >= 1 && channels <= kMaxChannels && n % channels == 0;
 }
 
-// Bytes of partials for the partition a launcher uses. The query knows neither the dtype nor
-// the pointers, so it takes the largest over the pack widths a launch can choose.
+// Bytes of partials: the partition depends on (n, channels) only, so the query needs neither
+// the dtype nor the pointers.
 int64_t partial_bytes(int64_t n, int64_t channels) {
     if (n == 0) return 0;
-    if (channels == 1) return scalar_partials(n, 1) * int64_t(sizeof(float));  // width 1 has the most blocks
-    int64_t most = 0;
-    for (int width : {1, kVecWidth<float>, kVecWidth<__half>}) {
-        if (channels % width == 0) most = std::max(most, channel_plan(n, channels, width).chunks);
-    }
-    return most * channels * int64_t(sizeof(float));
+    if (channels == 1) return scalar_partials(n) * int64_t(sizeof(float));
+    return channel_plan(n, channels, 1).chunks * channels * int64_t(sizeof(float));
 }
 
 // ------------------------------------------------------------------------------------------
@@ -569,7 +605,7 @@ kiln_status launch_flat(const Problem& p, const Op& op, Pass pass) {
     const T* dy = static_cast<const T*>(p.dy);
     if constexpr (Op::kGrad != Grad::kNone) {
         if (p.dparam != nullptr) {
-            const int64_t blocks = scalar_partials(p.n, kW);
+            const int64_t blocks = scalar_partials(p.n);
             // A single partial is the total: write it in place and skip the second pass.
             float* partials = blocks == 1 ? p.dparam : static_cast<float*>(p.workspace);
             KILN_LAUNCH(blocks, kThreads, 0, stream, flat_bwd_kernel<T, Op, kW, true>)(x, dy, out, p.n, op, p.param,
@@ -670,12 +706,30 @@ GSmelu gsmelu(float alpha, float beta, float g_neg, float g_pos, float t) {
     return GSmelu{alpha, beta, g_neg, g_pos, t, static_cast<float>(quad), static_cast<float>(right)};
 }
 
+// Scalar domains, the same as the Rust API's (src/activation/mod.rs): finite, no subnormal
+// knee or divisor, and every constant derived from them in f32 finite, so that no 1/ε, 1 + 2α
+// or A = (g₊ − g₋)/(2(α + β)) overflows into an ∞ (and then a NaN) inside the kernels.
+bool zero_or_normal(float v) { return v == 0.0f || std::isnormal(v); }
+
+bool finite_as_float(double v) { return std::isfinite(static_cast<float>(v)); }
+
 bool gsmelu_ok(float alpha, float beta, float g_neg, float g_pos, float t) {
-    return std::isfinite(alpha) && std::isfinite(beta) && std::isfinite(g_neg) && std::isfinite(g_pos) &&
-           std::isfinite(t) && double(alpha) + double(beta) > 0.0;
+    if (!zero_or_normal(alpha) || !zero_or_normal(beta) || !std::isfinite(g_neg) || !std::isfinite(g_pos) ||
+        !std::isfinite(t)) {
+        return false;
+    }
+    const double width = double(alpha) + double(beta);
+    if (!(width >= double(FLT_MIN)) || !finite_as_float(width)) return false;
+    const GSmelu op = gsmelu(alpha, beta, g_neg, g_pos, t);
+    return std::isfinite(op.quad) && std::isfinite(op.right);
 }
 
-bool positive_finite(float v) { return std::isfinite(v) && v > 0.0f; }
+// ε of JumpReLU and β of SmeLU: positive normal divisors (1/ε of a subnormal ε overflows).
+bool positive_normal(float v) { return v > 0.0f && std::isnormal(v); }
+
+// An expansion α: finite with 1 + 2α finite in f32. A subnormal α is harmless (nothing divides
+// by it) and a trained α may drift there, so it is accepted.
+bool expansion_ok(float alpha) { return std::isfinite(alpha) && finite_as_float(1.0 + 2.0 * double(alpha)); }
 
 // A Problem for a backward with a parameter gradient.
 Problem backward_grad(kiln_dtype dtype, const void* x, const void* dy, void* dx, int64_t n, float* dparam,
@@ -729,14 +783,14 @@ KILN_PLAIN_ACTIVATION(atlu, Atlu)
     kiln_status kiln_activation_##name##_fwd(kiln_dtype dtype, const void* x, void* y, int64_t n, float alpha,    \
                                              void* stream) {                                                      \
         Problem p = act::forward(dtype, x, y, n, stream);                                                        \
-        p.scalars_ok = std::isfinite(alpha);                                                                      \
+        p.scalars_ok = act::expansion_ok(alpha);                                                                   \
         return act::run(p, act::expanded<act::Op>(alpha), Pass::kForward);                                      \
     }                                                                                                             \
     kiln_status kiln_activation_##name##_bwd(kiln_dtype dtype, const void* x, const void* dy, void* dx, int64_t n, \
                                              float alpha, float* dalpha, void* workspace, int64_t workspace_bytes, \
                                              void* stream) {                                                      \
         Problem p = act::backward_grad(dtype, x, dy, dx, n, dalpha, workspace, workspace_bytes, stream);         \
-        p.scalars_ok = std::isfinite(alpha);                                                                      \
+        p.scalars_ok = act::expansion_ok(alpha);                                                                   \
         return act::run(p, act::expanded<act::Op>(alpha), Pass::kBackward);                                     \
     }
 
@@ -747,14 +801,14 @@ KILN_EXPANDED_ACTIVATION(xsilu, XSilu)
 
 kiln_status kiln_activation_smelu_fwd(kiln_dtype dtype, const void* x, void* y, int64_t n, float beta, void* stream) {
     Problem p = act::forward(dtype, x, y, n, stream);
-    p.scalars_ok = act::positive_finite(beta);
+    p.scalars_ok = act::positive_normal(beta);
     return act::run(p, act::Smelu{beta}, Pass::kForward);
 }
 
 kiln_status kiln_activation_smelu_bwd(kiln_dtype dtype, const void* x, const void* dy, void* dx, int64_t n, float beta,
                                       void* stream) {
     Problem p = act::backward(dtype, x, dy, dx, n, stream);
-    p.scalars_ok = act::positive_finite(beta);
+    p.scalars_ok = act::positive_normal(beta);
     return act::run(p, act::Smelu{beta}, Pass::kBackward);
 }
 
@@ -803,7 +857,7 @@ kiln_status kiln_activation_jumprelu_bwd(kiln_dtype dtype, const void* x, const 
     Problem p = act::backward_grad(dtype, x, dy, dx, n, dtheta, workspace, workspace_bytes, stream);
     p.param = theta;
     p.channels = channels;
-    p.scalars_ok = act::positive_finite(eps);
+    p.scalars_ok = act::positive_normal(eps);
     return act::run(p, act::JumpRelu{0.0f, 0.5f * eps, static_cast<float>(1.0 / double(eps))}, Pass::kBackward);
 }
 

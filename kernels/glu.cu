@@ -42,9 +42,18 @@ constexpr int64_t kMaxGridBlocks = int64_t(1) << 15;
 // and the workspace stays ≤ 4 KiB. The same value as the activation family's.
 constexpr int64_t kReduceMaxBlocks = 1024;
 
-// A thread's first flat pack index is below kMaxGridBlocks·kThreads = 2^23, so the one division
-// that places it in the view can be done in 32 bits.
+// The dα partition is planned in groups of kGroup consecutive elements of the view (flat,
+// row-major order), the widest pack of any storage type, whatever pack width a launch uses: the
+// vector and the scalar path (aligned and misaligned pointers) then sum every term in the same
+// order and give bitwise the same dα.
+constexpr int kGroup = 8;
+static_assert(kGroup % kVecWidth<float> == 0 && kGroup % kVecWidth<__half> == 0, "a group is whole packs");
+
+// A thread's first flat pack index is below kMaxGridBlocks·kThreads = 2^23 (streaming) or
+// kReduceMaxBlocks·kThreads·kGroup = 2^21 (dα), so the one division that places it in the view
+// can be done in 32 bits.
 static_assert(kMaxGridBlocks * kThreads <= (int64_t(1) << 31), "first pack index must fit 32 bits");
+static_assert(kReduceMaxBlocks * kThreads * kGroup <= (int64_t(1) << 31), "first pack index must fit 32 bits");
 
 // Largest element extent (rows·stride) of a view: byte offsets of f32, the widest storage type,
 // then fit int64_t, and so does every offset a kernel forms.
@@ -78,13 +87,23 @@ struct Cursor {
     int64_t col;
 };
 
-__device__ __forceinline__ Cursor first_pack(const Shape& s) {
-    const uint32_t first = blockIdx.x * uint32_t(kThreads) + threadIdx.x;  // < 2^23 (static_assert)
+// The first pack of this thread's first step of `packs` packs.
+__device__ __forceinline__ Cursor first_pack(const Shape& s, int packs) {
+    const uint32_t first = (blockIdx.x * uint32_t(kThreads) + threadIdx.x) * uint32_t(packs);  // < 2^31 (static_assert)
     if (first < s.packs_per_row) return Cursor{first, 0, first};
     // Here packs_per_row ≤ first fits 32 bits too.
     const uint32_t ppr = static_cast<uint32_t>(s.packs_per_row);
     const uint32_t row = first / ppr;
     return Cursor{first, row, first - row * ppr};
+}
+
+// The next pack in flat order.
+__device__ __forceinline__ void next_pack(Cursor& c, const Shape& s) {
+    ++c.pack;
+    if (++c.col == s.packs_per_row) {
+        c.col = 0;
+        ++c.row;
+    }
 }
 
 // pack += step, carried into (row, col): col + step_cols < 2·packs_per_row, so one wrap at most.
@@ -103,7 +122,7 @@ __device__ __forceinline__ void advance(Cursor& c, const Shape& s) {
 template <typename T, typename Gate, int kW>
 __global__ void __launch_bounds__(kThreads) fwd_kernel(const T* a, const T* b, T* y, Shape s, Gate gate) {
 #pragma unroll 1
-    for (Cursor c = first_pack(s); c.row < s.rows; advance(c, s)) {
+    for (Cursor c = first_pack(s, 1); c.row < s.rows; advance(c, s)) {
         const int64_t ab = c.row * s.ab_stride + c.col * kW;
         const Pack<T, kW> pa = load_pack<T, kW>(a + ab);
         const Pack<T, kW> pb = load_pack<T, kW>(b + ab);
@@ -117,31 +136,44 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(const T* a, const T* b, T
 // da = dy·b·h'(a), db = dy·h(a) (a, b: stride ab_stride; da, db: stride dab_stride; dy: [rows, F]
 // contiguous); with kReduce also this block's Σ dy·b·∂h/∂α into partials[blockIdx.x].
 // Reads 3·sizeof(T), writes 2·sizeof(T) per element; FLOPs: the gate's bwd + 3 (+ 1 with kReduce).
-// With kReduce the grid is the fixed partition of the sum (reduce_blocks), not a free choice.
+// With kReduce the grid is the fixed partition of the sum (reduce_blocks), not a free choice,
+// and a thread's step is a group of kGroup consecutive elements of the view (kGroup / kW packs
+// in flat order, which may cross a row end) instead of one pack: group g goes to thread
+// g mod (grid threads), which sums its elements in flat order (the last group may be short), so
+// the partition and every partial's order of additions depend on (rows, F) alone.
 template <typename T, typename Gate, int kW, bool kReduce>
 __global__ void __launch_bounds__(kThreads)
     bwd_kernel(const T* a, const T* b, const T* dy, T* da, T* db, Shape s, Gate gate, float* partials) {
+    constexpr int kPacks = kReduce ? kGroup / kW : 1;  // packs per step of a thread
     float acc = 0.0f;
 #pragma unroll 1
-    for (Cursor c = first_pack(s); c.row < s.rows; advance(c, s)) {
-        const int64_t ab = c.row * s.ab_stride + c.col * kW;
-        const int64_t dab = c.row * s.dab_stride + c.col * kW;
-        const Pack<T, kW> pa = load_pack<T, kW>(a + ab);
-        const Pack<T, kW> pb = load_pack<T, kW>(b + ab);
-        const Pack<T, kW> pdy = load_pack<T, kW>(dy + c.pack * kW);
-        Pack<T, kW> pda;
-        Pack<T, kW> pdb;
+    for (Cursor c = first_pack(s, kPacks); c.row < s.rows; advance(c, s)) {
+        Cursor p = c;
 #pragma unroll
-        for (int j = 0; j < kW; ++j) {
-            const float dyf = to_float(pdy.v[j]);
-            const float dyb = dyf * to_float(pb.v[j]);
-            const GateGrad g = gate.bwd(to_float(pa.v[j]));
-            pda.v[j] = from_float<T>(dyb * g.slope);
-            pdb.v[j] = from_float<T>(dyf * g.value);
-            if constexpr (kReduce) acc += dyb * g.dalpha;
+        for (int q = 0; q < kPacks; ++q) {
+            if (q > 0) {
+                next_pack(p, s);
+                if (p.row >= s.rows) break;
+            }
+            const int64_t ab = p.row * s.ab_stride + p.col * kW;
+            const int64_t dab = p.row * s.dab_stride + p.col * kW;
+            const Pack<T, kW> pa = load_pack<T, kW>(a + ab);
+            const Pack<T, kW> pb = load_pack<T, kW>(b + ab);
+            const Pack<T, kW> pdy = load_pack<T, kW>(dy + p.pack * kW);
+            Pack<T, kW> pda;
+            Pack<T, kW> pdb;
+#pragma unroll
+            for (int j = 0; j < kW; ++j) {
+                const float dyf = to_float(pdy.v[j]);
+                const float dyb = dyf * to_float(pb.v[j]);
+                const GateGrad g = gate.bwd(to_float(pa.v[j]));
+                pda.v[j] = from_float<T>(dyb * g.slope);
+                pdb.v[j] = from_float<T>(dyf * g.value);
+                if constexpr (kReduce) acc += dyb * g.dalpha;
+            }
+            store_pack<T, kW>(da + dab, pda);
+            store_pack<T, kW>(db + dab, pdb);
         }
-        store_pack<T, kW>(da + dab, pda);
-        store_pack<T, kW>(db + dab, pdb);
     }
     if constexpr (kReduce) {
         acc = block_sum<kThreads>(acc);
@@ -150,8 +182,9 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // ------------------------------------------------------------------------------------------
-// Launch plans. The dα partition depends only on (rows, F, pack width), so dα is bitwise
-// reproducible for given inputs, sizes and pointer alignment.
+// Launch plans. The dα partition depends only on (rows, F), not on the pack width, so dα is
+// bitwise the same across runs and across pointer alignments and strides (vector or scalar
+// path).
 // ------------------------------------------------------------------------------------------
 
 namespace {
@@ -162,29 +195,34 @@ int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b != 0); }
 // Blocks of the streaming kernels: one pack per thread, capped (they grid-stride); packs ≥ 1.
 int64_t stream_blocks(int64_t packs) { return std::min(ceil_div(packs, kThreads), kMaxGridBlocks); }
 
-// Blocks, hence partial sums, of the dα reduction over `packs` packs (≥ 1).
-int64_t reduce_blocks(int64_t packs) { return std::min(ceil_div(packs, kThreads), kReduceMaxBlocks); }
+// Blocks, hence partial sums, of the dα reduction over `elements` elements (≥ 1): kThreads
+// groups of kGroup elements per step of the grid, whatever the pack width.
+int64_t reduce_blocks(int64_t elements) {
+    return std::min(ceil_div(elements, int64_t(kThreads) * kGroup), kReduceMaxBlocks);
+}
 
 // Sizes a view can have: F ≥ 1, rows ≥ 0 and rows·F within kMaxElements.
 bool valid_sizes(int64_t rows, int64_t features) {
     return rows >= 0 && features >= 1 && rows <= kMaxElements / features;
 }
 
-// Bytes of partials. The query knows neither the dtype nor the pointers, so it takes the most
-// blocks any launch can use: the scalar path (width 1) has the most packs.
+// Bytes of partials: the partition depends on (rows, F) only, so the query needs neither the
+// dtype nor the pointers.
 int64_t partial_bytes(int64_t rows, int64_t features) {
     if (rows == 0) return 0;
     return reduce_blocks(rows * features) * int64_t(sizeof(float));
 }
 
-// The Shape of the view cut into packs of `width` for a grid of `blocks` blocks.
-Shape make_shape(int64_t rows, int64_t features, int width, int64_t ab_stride, int64_t dab_stride, int64_t blocks) {
+// The Shape of the view cut into packs of `width` for a grid of `blocks` blocks whose threads
+// take `packs` packs per step.
+Shape make_shape(int64_t rows, int64_t features, int width, int64_t ab_stride, int64_t dab_stride, int64_t blocks,
+                 int packs = 1) {
     Shape s;
     s.rows = rows;
     s.packs_per_row = features / width;
     s.ab_stride = ab_stride;
     s.dab_stride = dab_stride;
-    s.step = blocks * kThreads;
+    s.step = blocks * kThreads * packs;
     s.step_rows = s.step / s.packs_per_row;
     s.step_cols = s.step % s.packs_per_row;
     return s;
@@ -212,7 +250,7 @@ struct Problem {
     float* dalpha;            // [1]; NULL skips dα (always NULL for gates without α)
     void* workspace;          // partial sums, used only with dalpha
     int64_t workspace_bytes;
-    bool scalars_ok;          // α finite and order in {1, 2}, where the op has them
+    bool scalars_ok;          // α valid (valid_alpha) and order in {1, 2}, where the op has them
     void* stream;
 };
 
@@ -297,8 +335,8 @@ kiln_status launch_path(const Problem& p, const Gate& gate, Pass pass) {
     T* db = static_cast<T*>(p.db);
     if constexpr (Gate::kHasAlpha) {
         if (p.dalpha != nullptr) {
-            const int64_t blocks = reduce_blocks(packs);
-            const Shape s = make_shape(p.rows, p.features, kW, p.ab_stride, p.dab_stride, blocks);
+            const int64_t blocks = reduce_blocks(p.rows * p.features);
+            const Shape s = make_shape(p.rows, p.features, kW, p.ab_stride, p.dab_stride, blocks, kGroup / kW);
             // A single partial is the total: write it in place and skip the second pass.
             float* partials = blocks == 1 ? p.dalpha : static_cast<float*>(p.workspace);
             KILN_LAUNCH(blocks, kThreads, 0, stream, bwd_kernel<T, Gate, kW, true>)(a, b, dy, da, db, s, gate,
@@ -351,6 +389,12 @@ kiln_status run(const Problem& p, const Gate& gate, Pass pass) {
 }
 
 bool valid_order(int32_t order) { return order == 1 || order == 2; }
+
+// An expansion α: finite with 1 + 2α finite in f32 (the kernels' widening factor), as the Rust
+// API checks. A subnormal α is harmless (nothing divides by it) and a trained α may drift there.
+bool valid_alpha(float alpha) {
+    return std::isfinite(alpha) && std::isfinite(static_cast<float>(1.0 + 2.0 * double(alpha)));
+}
 
 // An expanded gate; 1 + 2α is formed in f64 and rounded once.
 template <typename Base>
@@ -420,7 +464,7 @@ kiln_status kiln_glu_atglu_bwd(kiln_dtype dtype, const void* a, const void* b, i
     kiln_status kiln_glu_##name##_fwd(kiln_dtype dtype, const void* a, const void* b, int64_t ab_stride, void* y,  \
                                       int64_t rows, int64_t features, float alpha, int32_t order, void* stream) {  \
         Problem p = glu::forward(dtype, a, b, ab_stride, y, rows, features, stream);                               \
-        p.scalars_ok = std::isfinite(alpha) && glu::valid_order(order);                                            \
+        p.scalars_ok = glu::valid_alpha(alpha) && glu::valid_order(order);                                         \
         return glu::run(p, glu::expanded<glu::Base>(alpha, order), Pass::kForward);                                \
     }                                                                                                              \
     kiln_status kiln_glu_##name##_bwd(kiln_dtype dtype, const void* a, const void* b, int64_t ab_stride,           \
@@ -431,7 +475,7 @@ kiln_status kiln_glu_atglu_bwd(kiln_dtype dtype, const void* a, const void* b, i
         p.dalpha = dalpha;                                                                                         \
         p.workspace = workspace;                                                                                   \
         p.workspace_bytes = workspace_bytes;                                                                       \
-        p.scalars_ok = std::isfinite(alpha) && glu::valid_order(order);                                            \
+        p.scalars_ok = glu::valid_alpha(alpha) && glu::valid_order(order);                                         \
         return glu::run(p, glu::expanded<glu::Base>(alpha, order), Pass::kBackward);                               \
     }
 

@@ -1,5 +1,18 @@
 //! CPU references of the activation family: plain f64 formulas (REFERENCE.md §1), one
 //! `match` per quantity so each op reads in one place. Reductions accumulate in f64.
+//!
+//! NaN and ±inf follow the kernels (kernels/activation.cu) element for element:
+//! - forward: a NaN x gives a NaN y in every op (the piecewise ops compare `x < 0`, `x <= θ`,
+//!   …, which are false for NaN, and then return x itself or a product with it; `f64::max` /
+//!   `min`, which drop NaN, are not used). ±inf go through the same formulas in IEEE
+//!   arithmetic, so a product 0·∞ is NaN: gelu(−∞) = silu(−∞) = −∞·0 = NaN, as in PyTorch.
+//! - backward: dx = dy·f'(x) as a product (NaN in x or dy gives NaN; ∞·0 = NaN), except where
+//!   the kernel SELECTS: relu and jumprelu (dx = dy where x > 0 / x > θ, else exactly 0),
+//!   smelu (0 for x ≤ −β, dy for x ≥ β or NaN x), and the parameter gradients of prelu
+//!   (dy·x where x < 0, else 0) and jumprelu (dy·(−θ/ε) inside the window, else 0). A NaN or
+//!   infinite dy there contributes only where selected; a NaN x takes the branch whose
+//!   comparison is false (relu/jumprelu dx = 0, prelu dx = slope·dy, smelu dx = dy, gsmelu
+//!   dx = g₊·dy, dslope/dθ terms 0). See [`dx_term`] and [`dparam_term`].
 
 use super::{ActivationKind as K, Scalars};
 
@@ -114,21 +127,27 @@ pub fn gsmelu_coefficients(s: &Scalars) -> (f64, f64, f64) {
     ((gp - gn) / (2.0 * w), (a * gp + b * gn) / w, t + (a * a * (gp + gn) + 2.0 * a * b * gn) / (2.0 * w))
 }
 
-/// The rectangle kernel of JumpReLU's straight-through estimator: 1 on [−½, ½).
+/// The rectangle kernel of JumpReLU's straight-through estimator: 1 on the OPEN interval
+/// −½ < u < ½ (the JumpReLU paper's pseudo-code; SAELens `(u > -0.5) & (u < 0.5)`), else 0.
 pub fn rectangle(u: f64) -> f64 {
-    if (-0.5..0.5).contains(&u) { 1.0 } else { 0.0 }
+    if -0.5 < u && u < 0.5 { 1.0 } else { 0.0 }
+}
+
+/// max(0, x) with NaN propagated (`f64::max` would return 0), as the kernels' `x < 0 ? 0 : x`.
+fn relu(x: f64) -> f64 {
+    if x < 0.0 { 0.0 } else { x }
 }
 
 /// f(x). `p` is the element's channel parameter (PReLU slope, JumpReLU θ), else unused.
 pub fn f(kind: K, s: &Scalars, p: f64, x: f64) -> f64 {
     match kind {
-        K::Relu => x.max(0.0),
+        K::Relu => relu(x),
         K::Gelu => x * normal_cdf(x),
         K::GeluTanh => 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + GELU_TANH_CUBIC * x * x * x)).tanh()),
         K::QuickGelu => x * sigmoid(QUICK_GELU_SCALE * x),
         K::Silu => x * sigmoid(x),
         K::Sigmoid => sigmoid(x),
-        K::SquaredRelu => x.max(0.0).powi(2),
+        K::SquaredRelu => relu(x) * relu(x),
         K::Atlu => x * (x.atan() / PI + 0.5),
         K::XAtlu | K::XGelu | K::XSilu => x * expanded_gate(kind, s.alpha, x).0,
         K::Smelu => {
@@ -151,12 +170,20 @@ pub fn f(kind: K, s: &Scalars, p: f64, x: f64) -> f64 {
                 s.g_pos * x + s.t + (s.alpha + s.beta) * s.g_neg / 2.0 + (s.alpha - s.beta) * s.g_pos / 2.0
             }
         }
-        K::Prelu => x.max(0.0) + p * x.min(0.0),
-        K::JumpRelu => {
-            if x > p {
-                x
+        // As the kernel: slope·x below 0, else x itself (so NaN stays NaN).
+        K::Prelu => {
+            if x < 0.0 {
+                p * x
             } else {
+                x
+            }
+        }
+        // H(0) = 0: zero where x ≤ θ, else x itself (so NaN stays NaN).
+        K::JumpRelu => {
+            if x <= p {
                 0.0
+            } else {
+                x
             }
         }
     }
@@ -183,7 +210,7 @@ pub fn dfdx(kind: K, s: &Scalars, p: f64, x: f64) -> f64 {
             let sg = sigmoid(x);
             sg * (1.0 - sg)
         }
-        K::SquaredRelu => 2.0 * x.max(0.0),
+        K::SquaredRelu => 2.0 * relu(x),
         K::Atlu => x.atan() / PI + 0.5 + x / (PI * (1.0 + x * x)),
         K::XAtlu | K::XGelu | K::XSilu => {
             let (g, dg) = expanded_gate(kind, s.alpha, x);
@@ -227,15 +254,72 @@ pub fn dfdparam(kind: K, s: &Scalars, p: f64, x: f64) -> f64 {
         K::XAtlu => 2.0 * x * x.atan() / PI,
         K::XGelu => x * erf(x * INV_SQRT_2),
         K::XSilu => x * (2.0 * sigmoid(x) - 1.0),
-        K::Prelu => x.min(0.0),
-        // K((x−θ)/ε) decided as −ε/2 ≤ x−θ < ε/2: exact in f64 for f32 inputs, where a
-        // rounded quotient could land on a window edge.
-        K::JumpRelu => {
-            let d = x - p;
-            if -s.eps / 2.0 <= d && d < s.eps / 2.0 { -(p / s.eps) } else { 0.0 }
-        }
+        // min(0, x) as the kernel's select: 0 for NaN x.
+        K::Prelu if x < 0.0 => x,
+        K::JumpRelu if in_window(s, p, x) => -(p / s.eps),
         _ => 0.0,
     }
+}
+
+/// dy·f'(x) as the kernel forms it: a select where the kernel selects (so a NaN or infinite
+/// dy in an unselected branch gives 0, not NaN), the product dy·f'(x) elsewhere.
+pub fn dx_term(kind: K, s: &Scalars, p: f64, x: f64, dy: f64) -> f64 {
+    match kind {
+        K::Relu => {
+            if x > 0.0 {
+                dy
+            } else {
+                0.0
+            }
+        }
+        K::JumpRelu => {
+            if x > p {
+                dy
+            } else {
+                0.0
+            }
+        }
+        K::Smelu => {
+            if x <= -s.beta {
+                0.0
+            } else if x < s.beta {
+                dy * dfdx(kind, s, p, x)
+            } else {
+                dy
+            }
+        }
+        _ => dy * dfdx(kind, s, p, x),
+    }
+}
+
+/// dy·∂f/∂param as the kernel forms it: selects for PReLU (x < 0) and JumpReLU (the window),
+/// the product for the expanded ops.
+pub fn dparam_term(kind: K, s: &Scalars, p: f64, x: f64, dy: f64) -> f64 {
+    match kind {
+        K::Prelu => {
+            if x < 0.0 {
+                dy * x
+            } else {
+                0.0
+            }
+        }
+        K::JumpRelu => {
+            if in_window(s, p, x) {
+                dy * -(p / s.eps)
+            } else {
+                0.0
+            }
+        }
+        _ => dy * dfdparam(kind, s, p, x),
+    }
+}
+
+/// JumpReLU's straight-through window K((x−θ)/ε) = 1, decided as −ε/2 < x−θ < ε/2 (open at
+/// both edges): x − θ and ε/2 are exact in f64 for f32 inputs of comparable size, where a
+/// rounded quotient (x−θ)/ε could land on an edge. False for NaN and infinite x.
+fn in_window(s: &Scalars, theta: f64, x: f64) -> bool {
+    let d = x - theta;
+    -s.eps / 2.0 < d && d < s.eps / 2.0
 }
 
 fn step(b: bool) -> f64 {
@@ -257,12 +341,12 @@ pub fn forward(kind: K, s: &Scalars, param: &[f64], x: &[f64]) -> Vec<f64> {
 /// value for α) in f64, for the ops that have a trainable parameter.
 pub fn backward(kind: K, s: &Scalars, param: &[f64], x: &[f64], dy: &[f64]) -> (Vec<f64>, Option<Vec<f64>>) {
     let dx =
-        x.iter().zip(dy).enumerate().map(|(i, (&xi, &g))| g * dfdx(kind, s, channel_param(param, i), xi)).collect();
+        x.iter().zip(dy).enumerate().map(|(i, (&xi, &g))| dx_term(kind, s, channel_param(param, i), xi, g)).collect();
     let dparam = kind.grad_name().map(|_| {
         let channels = param.len().max(1);
         let mut acc = vec![0.0; channels];
         for (i, (&xi, &g)) in x.iter().zip(dy).enumerate() {
-            acc[i % channels] += g * dfdparam(kind, s, channel_param(param, i), xi);
+            acc[i % channels] += dparam_term(kind, s, channel_param(param, i), xi, g);
         }
         acc
     });

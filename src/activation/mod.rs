@@ -332,27 +332,36 @@ impl<'a> Activation<'a> {
         }
     }
 
-    /// Checks the scalar parameters' domains (forward needs no ε, backward does).
+    /// Checks the scalar parameters' domains (forward needs no ε, backward does): finite,
+    /// not subnormal, and such that every constant the kernels derive from them in f32
+    /// (1/ε, 1 + 2α, A and the right offset of the generalized SmeLU) is finite. The C ABI
+    /// applies the same rules (kernels/activation.cu).
     fn validate_scalars(&self, backward: bool) -> Result<()> {
-        let finite = |arg: &'static str, v: f32| ensure(v.is_finite(), arg, || format!("must be finite, got {v}"));
         match *self {
-            Self::XAtlu { alpha } | Self::XGelu { alpha } | Self::XSilu { alpha } => finite("alpha", alpha),
-            Self::Smelu { beta } => {
-                ensure(beta.is_finite() && beta > 0.0, "beta", || format!("must be > 0, got {beta}"))
-            }
+            Self::XAtlu { alpha } | Self::XGelu { alpha } | Self::XSilu { alpha } => expansion("alpha", alpha),
+            Self::Smelu { beta } => positive_normal("beta", beta),
             Self::GSmelu(p) => {
-                finite("alpha", p.alpha)?;
-                finite("beta", p.beta)?;
+                zero_or_normal("alpha", p.alpha)?;
+                zero_or_normal("beta", p.beta)?;
+                let finite = |arg, v: f32| ensure(v.is_finite(), arg, || format!("must be finite, got {v}"));
                 finite("g_neg", p.g_neg)?;
                 finite("g_pos", p.g_pos)?;
                 finite("t", p.t)?;
-                ensure(p.alpha + p.beta > 0.0, "beta", || {
-                    format!("alpha + beta must be > 0, got {} + {}", p.alpha, p.beta)
+                let width = p.alpha as f64 + p.beta as f64;
+                ensure(width >= f32::MIN_POSITIVE as f64 && (width as f32).is_finite(), "beta", || {
+                    format!("alpha + beta must be a positive normal f32, got {} + {} = {width:e}", p.alpha, p.beta)
+                })?;
+                let (quad, right) = gsmelu_constants(&p);
+                ensure(f32_finite(quad), "g_pos", || {
+                    format!("(g_pos - g_neg) / (2 (alpha + beta)) = {quad:e} overflows f32")
+                })?;
+                ensure(f32_finite(right), "t", || {
+                    format!(
+                        "the right piece's offset t + (alpha+beta) g_neg/2 + (alpha-beta) g_pos/2 = {right:e} overflows f32"
+                    )
                 })
             }
-            Self::JumpRelu { eps, .. } if backward => {
-                ensure(eps.is_finite() && eps > 0.0, "eps", || format!("must be > 0, got {eps}"))
-            }
+            Self::JumpRelu { eps, .. } if backward => positive_normal("eps", eps),
             _ => Ok(()),
         }
     }
@@ -377,6 +386,37 @@ impl<'a> Activation<'a> {
             })
         }
     }
+}
+
+/// Whether an f64 value rounds to a finite f32.
+fn f32_finite(v: f64) -> bool {
+    (v as f32).is_finite()
+}
+
+/// A finite value that is 0 or a normal f32 (no subnormal).
+fn zero_or_normal(arg: &'static str, v: f32) -> Result<()> {
+    ensure(v == 0.0 || v.is_normal(), arg, || format!("must be 0 or a normal finite f32, got {v:e}"))
+}
+
+/// A positive normal f32: a divisor whose reciprocal (or quotient) the kernels form.
+fn positive_normal(arg: &'static str, v: f32) -> Result<()> {
+    ensure(v > 0.0 && v.is_normal(), arg, || format!("must be a positive normal finite f32, got {v:e}"))
+}
+
+/// An expansion α: finite, with 1 + 2α finite in f32 (a subnormal α is harmless: nothing
+/// divides by it, and a trained α may drift there).
+pub(crate) fn expansion(arg: &'static str, alpha: f32) -> Result<()> {
+    ensure(alpha.is_finite() && f32_finite(1.0 + 2.0 * alpha as f64), arg, || {
+        format!("must be finite with 1 + 2·alpha finite in f32, got {alpha:e}")
+    })
+}
+
+/// A = (g₊ − g₋)/(2(α + β)) and the right piece's offset t + (α+β)g₋/2 + (α−β)g₊/2 of the
+/// generalized SmeLU in f64, as the launcher computes them before rounding to f32.
+fn gsmelu_constants(p: &GSmeluParams) -> (f64, f64) {
+    let (a, b, gn, gp, t) = (p.alpha as f64, p.beta as f64, p.g_neg as f64, p.g_pos as f64, p.t as f64);
+    let width = a + b;
+    ((gp - gn) / (2.0 * width), t + width * gn / 2.0 + (a - b) * gp / 2.0)
 }
 
 /// What [`backward`] returns.

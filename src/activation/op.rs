@@ -180,7 +180,7 @@ impl Op for ActivationOp {
         let mut squares = vec![0f64; channels];
         for (i, (&xi, &g)) in x.data.iter().zip(&dy.data).enumerate() {
             let pc = if p.is_empty() { 0.0 } else { p[i % channels] };
-            let term = g * cpu::dfdparam(self.0, &s, pc, xi);
+            let term = cpu::dparam_term(self.0, &s, pc, xi, g);
             acc[i % channels] += term as f32;
             squares[i % channels] += term * term;
         }
@@ -324,7 +324,7 @@ fn failed_row(op: &ActivationOp, what: &str) -> CheckRow {
 }
 
 /// dθ against its stated definition, Σ dy·(−θ/ε)·K((x−θ)/ε) with the rectangle K (the
-/// reference decides the window as −ε/2 ≤ x−θ < ε/2), and a hand-computed case.
+/// reference decides the open window as −ε/2 < x−θ < ε/2), and a hand-computed case.
 fn jumprelu_dtheta_checks(
     op: &ActivationOp,
     s: &Scalars,
@@ -340,7 +340,8 @@ fn jumprelu_dtheta_checks(
         want[c] += g * -(theta / s.eps) * cpu::rectangle((xi - theta) / s.eps);
     }
     let hand_s = Scalars { eps: 0.1, ..Scalars::default() };
-    // θ = 0.5, window [0.45, 0.55): 0.46 and 0.54 count, 0.56 and 0.3 do not.
+    // θ = 0.5, ε = 0.1, window (0.45, 0.55): 0.46 and 0.54 count, 0.56 and 0.3 do not. (The
+    // open edges are checked exactly in the tests, with values exact in f32 and bf16.)
     let (_, hand) = cpu::backward(K::JumpRelu, &hand_s, &[0.5], &[0.46, 0.54, 0.56, 0.3], &[1.0, 2.0, 4.0, 8.0]);
     vec![
         reference_row(op, "dtheta equals its definition", got.unwrap_or_default(), &want, IDENTITY_RTOL),

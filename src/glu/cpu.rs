@@ -1,4 +1,10 @@
 //! CPU references of the GLU family (REFERENCE.md §2): y = h(a)·b, in f64.
+//!
+//! NaN and ±inf follow the kernels (kernels/common/glu_gates.cuh, kernels/glu.cu) element
+//! for element: h(NaN) is NaN for every gate (ReGLU's h = relu propagates it, see
+//! `activation::cpu`), and y = h(a)·b, da = (dy·b)·h'(a), db = dy·h(a), dα = Σ (dy·b)·∂h/∂α
+//! are products formed in the kernels' order, so NaN reaches every output it multiplies and
+//! 0·∞ is NaN. ReGLU's h'(NaN) is 0 (the kernel's `a > 0 ? 1 : 0`).
 
 use super::GluKind as K;
 use crate::activation::cpu::{erf, normal_cdf, normal_pdf, sigmoid};

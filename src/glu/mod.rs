@@ -135,7 +135,8 @@ impl Glu {
 
     fn validate(&self) -> Result<()> {
         if self.kind.has_alpha() {
-            ensure(self.alpha.is_finite(), "alpha", || format!("must be finite, got {}", self.alpha))?;
+            // Finite, with 1 + 2α finite in f32 (the kernels' widening factor), as the C ABI checks.
+            crate::activation::expansion("alpha", self.alpha)?;
         }
         if self.kind.has_order() {
             ensure(matches!(self.order, 1 | 2), "order", || format!("must be 1 or 2, got {}", self.order))?;

@@ -326,3 +326,425 @@ fn gpu_indexes_past_2_pow_31() {
         .count();
     assert_eq!(bad, 0, "prelu: {bad} wrong elements past 2^31");
 }
+
+// ---- NaN and ±inf: the kernels' convention, followed by the references --------------------
+
+/// Special values placed at the start of x (and dy) by [`with_special_values`].
+const SPECIAL: [f64; 3] = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY];
+
+/// `problem` with NaN, +inf and −inf in x (against finite dy), then, for a backward, NaN, +inf
+/// and −inf in dy at finite x of both signs. The rest stays random (finite).
+pub(crate) fn with_special_values(problem: &mut kiln::registry::Problem, x: &str, dy: Option<&str>) {
+    let xs = &mut problem.inputs.get_mut(x).expect("x").data;
+    assert!(xs.len() >= 16, "room for the special values");
+    for (i, &v) in SPECIAL.iter().enumerate() {
+        xs[i] = v;
+        xs[3 + i] = v;
+    }
+    for (i, v) in [-1.5, 0.75, -0.25, 2.5, -3.0, 0.5].into_iter().enumerate() {
+        xs[6 + i] = v;
+    }
+    if let Some(dy) = dy {
+        let dys = &mut problem.inputs.get_mut(dy).expect("dy").data;
+        dys[3..6].copy_from_slice(&[0.5, -2.0, 1.25]);
+        for (i, &v) in SPECIAL.iter().chain(&SPECIAL).enumerate() {
+            dys[6 + i] = v;
+        }
+    }
+}
+
+#[test]
+fn forward_of_nan_is_nan_in_every_reference() {
+    let s = activation::Scalars::default();
+    for kind in ActivationKind::ALL {
+        for p in [0.25, 1.0] {
+            assert!(activation::cpu::f(kind, &s, p, f64::NAN).is_nan(), "{kind:?}(NaN) with parameter {p}");
+        }
+    }
+}
+
+#[test]
+fn nan_and_inf_agree_between_reference_and_kernels() {
+    let mut rng = rng();
+    let devices: Vec<Device> = std::iter::once(Device::Cpu).chain(emu()).collect();
+    for op in family() {
+        for dir in Direction::BOTH {
+            // [4, 8]: per-channel parameters for PReLU and JumpReLU; [67]: one shared, a scalar tail.
+            for shape in [vec![4, 8], vec![67]] {
+                let mut problem = op.random_problem(dir, &shape, &mut rng);
+                with_special_values(&mut problem, "x", (dir == Direction::Bwd).then_some("dy"));
+                for device in &devices {
+                    for dtype in DType::FLOATS {
+                        let rows =
+                            kiln::check::check_problem(op.as_ref(), dir, dtype, &problem, device, "NaN/inf").unwrap();
+                        assert_rows(&rows);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_comparison_treats_nan_and_inf_deliberately() {
+    use kiln::check::compare_elementwise;
+    let pass = |got: f64, want: f64| compare_elementwise(&[1.0, got], &[1.0, want], DType::F32).pass;
+    assert!(pass(f64::NAN, f64::NAN), "NaN where the reference says NaN passes");
+    assert!(!pass(f64::NAN, 1.0), "NaN where the reference is finite fails");
+    assert!(!pass(1.0, f64::NAN), "a finite value where the reference says NaN fails");
+    assert!(pass(f64::INFINITY, f64::INFINITY) && pass(f64::NEG_INFINITY, f64::NEG_INFINITY));
+    assert!(!pass(f64::NEG_INFINITY, f64::INFINITY), "the wrong infinity fails");
+    assert!(!pass(3e38, f64::INFINITY), "a finite value where the reference is infinite fails");
+    assert!(!pass(f64::INFINITY, 3e38), "an infinity where the reference is finite fails");
+    assert!(!pass(f64::NAN, f64::INFINITY) && !pass(f64::INFINITY, f64::NAN));
+    // A reduction: one channel's NaN or inf must not widen the tolerance of the others.
+    let c = kiln::check::compare_reduction(
+        &[f64::INFINITY, 2.0],
+        &[f64::INFINITY, 1.0],
+        &[f64::INFINITY, 1.0],
+        3.0,
+        DType::F32,
+        None,
+    );
+    assert!(!c.pass, "2 against 1 next to an infinite channel");
+    let c = kiln::check::compare_reduction(&[f64::NAN, 1.0], &[f64::NAN, 1.0], &[f64::NAN, 1.0], 3.0, DType::F32, None);
+    assert!(c.pass, "NaN where the reference says NaN, exact elsewhere");
+}
+
+// ---- JumpReLU's straight-through window is open: −ε/2 < x − θ < ε/2 ------------------------
+
+#[test]
+fn jumprelu_window_is_open_at_both_edges() {
+    // θ = 0.5, ε = 0.25: the edges 0.375 and 0.625 are exact in f32 and bf16, and so are the
+    // points one bf16 ulp inside them. dy = 1, 2, 4, 8 tells which elements counted.
+    let x = [0.375, 0.625, 0.375 + 1.0 / 512.0, 0.625 - 1.0 / 256.0];
+    let dy = [1.0, 2.0, 4.0, 8.0];
+    let want = -(0.5 / 0.25) * (4.0 + 8.0);
+    let s = activation::Scalars { eps: 0.25, ..activation::Scalars::default() };
+    let (_, got) = activation::cpu::backward(ActivationKind::JumpRelu, &s, &[0.5], &x, &dy);
+    assert_eq!(got.unwrap(), vec![want], "reference");
+    assert_eq!(activation::cpu::rectangle(-0.5), 0.0);
+    assert_eq!(activation::cpu::rectangle(0.5), 0.0);
+    assert_eq!(activation::cpu::rectangle(-0.499), 1.0);
+    for device in devices() {
+        for dtype in [DType::F32, DType::BF16] {
+            let xs: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+            let dys: Vec<f32> = dy.iter().map(|&v| v as f32).collect();
+            // Shared θ ([4]) and one θ per channel ([1, 4]).
+            for (theta, shape) in [(vec![0.5f32], vec![4]), (vec![0.5f32; 4], vec![1, 4])] {
+                let th = host(&theta, &[theta.len()], DType::F32).to_device(&device).unwrap();
+                let xt = host(&xs, &shape, dtype).to_device(&device).unwrap();
+                assert_eq!(xt.to_f32_vec().unwrap(), xs, "exact in {dtype:?}");
+                let dyt = host(&dys, &shape, dtype).to_device(&device).unwrap();
+                let g = activation::backward(&Activation::JumpRelu { theta: &th, eps: 0.25 }, &xt, &dyt).unwrap();
+                let d = g.dparam.unwrap().to_f32_vec().unwrap();
+                let total: f32 = d.iter().sum();
+                assert_eq!(total as f64, want, "{dtype:?} on {device} with {} θ: {d:?}", theta.len());
+            }
+        }
+    }
+}
+
+// ---- scalar parameters: subnormal, non-finite or overflowing values are rejected -----------
+
+/// (op, the argument its error must name): each op is otherwise valid.
+fn bad_scalar_cases(theta: &Tensor) -> Vec<(Activation<'_>, &'static str)> {
+    let tiny = 1e-40f32; // subnormal in f32
+    assert!(tiny > 0.0 && !tiny.is_normal());
+    let gs = |alpha, beta, g_neg, g_pos, t| Activation::GSmelu(GSmeluParams { alpha, beta, g_neg, g_pos, t });
+    vec![
+        (Activation::JumpRelu { theta, eps: tiny }, "eps"),
+        (Activation::JumpRelu { theta, eps: f32::INFINITY }, "eps"),
+        (Activation::JumpRelu { theta, eps: f32::NAN }, "eps"),
+        (Activation::Smelu { beta: tiny }, "beta"),
+        (Activation::Smelu { beta: f32::INFINITY }, "beta"),
+        (gs(tiny, 1.0, 0.0, 1.0, 0.0), "alpha"),
+        (gs(f32::INFINITY, 1.0, 0.0, 1.0, 0.0), "alpha"),
+        (gs(1.0, tiny, 0.0, 1.0, 0.0), "beta"),
+        (gs(1.0, f32::NEG_INFINITY, 0.0, 1.0, 0.0), "beta"),
+        // α + β subnormal (both normal): A = (g₊ − g₋)/(2(α + β)) would overflow.
+        (gs(2.0e-38, -1.9e-38, 0.0, 1.0, 0.0), "beta"),
+        // α + β normal but A still overflows f32.
+        (gs(2.0e-38, 2.0e-38, -1.0e3, 1.0e3, 0.0), "g_pos"),
+        // The right piece's offset t + (α+β)g₋/2 + (α−β)g₊/2 overflows f32.
+        (gs(3.0e38, 1.0, 0.0, 3.0, 0.0), "t"),
+        // 1 + 2α overflows f32.
+        (Activation::XGelu { alpha: 3.0e38 }, "alpha"),
+        (Activation::XAtlu { alpha: -2.0e38 }, "alpha"),
+        (Activation::XSilu { alpha: f32::MAX }, "alpha"),
+    ]
+}
+
+#[test]
+fn subnormal_and_overflowing_scalars_are_rejected() {
+    for device in devices() {
+        let x = host(&[1.0, -1.0], &[2], DType::BF16).to_device(&device).unwrap();
+        let dy = host(&[1.0, 1.0], &[2], DType::BF16).to_device(&device).unwrap();
+        let theta = host(&[0.5], &[1], DType::F32).to_device(&device).unwrap();
+        for (act, arg) in bad_scalar_cases(&theta) {
+            let e = activation::backward(&act, &x, &dy).unwrap_err();
+            assert!(matches!(e, Error::InvalidValue { arg: a, .. } if a == arg), "{act:?} on {device}: {e}");
+            if !matches!(act, Activation::JumpRelu { .. }) {
+                // ε is the backward's only.
+                let mut y = Tensor::full(&[2], DType::BF16, SENTINEL as f64, &device).unwrap();
+                let e = activation::forward_into(&act, &x, &mut y).unwrap_err();
+                assert!(matches!(e, Error::InvalidValue { arg: a, .. } if a == arg), "{act:?} on {device}: {e}");
+                assert!(untouched(&y));
+            }
+        }
+        // The smallest normal ε, β and α + β are fine.
+        let min = f32::MIN_POSITIVE;
+        activation::backward(&Activation::JumpRelu { theta: &theta, eps: min }, &x, &dy).unwrap();
+        activation::backward(&Activation::Smelu { beta: min }, &x, &dy).unwrap();
+        let ok = GSmeluParams { alpha: 0.0, beta: min, g_neg: 0.0, g_pos: 1.0e-30, t: 0.0 };
+        activation::backward(&Activation::GSmelu(ok), &x, &dy).unwrap();
+    }
+}
+
+/// Emulated device memory for the C ABI tests: real allocations, so a call that validation
+/// fails to reject runs (and the test sees SUCCESS) instead of touching a fake address.
+#[cfg(feature = "emu")]
+pub(crate) mod emu_mem {
+    use std::ffi::c_void;
+
+    use kiln::ffi_emu::runtime::{kiln_emu_free, kiln_emu_malloc, kiln_emu_memcpy, kiln_emu_memset};
+
+    pub struct Buf {
+        ptr: *mut c_void,
+        bytes: usize,
+    }
+
+    impl Buf {
+        /// `bytes` of emulated memory, zeroed.
+        pub fn zeroed(bytes: usize) -> Buf {
+            // SAFETY: allocates; checked for null; memset covers exactly the allocation.
+            unsafe {
+                let ptr = kiln_emu_malloc(bytes.max(16));
+                assert!(!ptr.is_null());
+                assert_eq!(kiln_emu_memset(ptr, 0, bytes.max(16)), 0);
+                Buf { ptr, bytes: bytes.max(16) }
+            }
+        }
+
+        /// A buffer holding `values` from element `offset` on (elements before it zeroed).
+        pub fn with<T: bytemuck::Pod>(values: &[T], offset: usize) -> Buf {
+            let size = std::mem::size_of::<T>();
+            let mut b = Buf::zeroed((values.len() + offset) * size);
+            b.write(offset * size, bytemuck::cast_slice(values));
+            b
+        }
+
+        fn write(&mut self, at: usize, src: &[u8]) {
+            assert!(at + src.len() <= self.bytes);
+            // SAFETY: the range lies inside the allocation (checked above).
+            assert_eq!(unsafe { kiln_emu_memcpy(self.ptr.byte_add(at), src.as_ptr().cast(), src.len()) }, 0);
+        }
+
+        /// The address of element `offset` of `T`.
+        pub fn at<T>(&self, offset: usize) -> *mut c_void {
+            assert!((offset + 1) * std::mem::size_of::<T>() <= self.bytes);
+            // SAFETY: inside the allocation (checked above).
+            unsafe { self.ptr.byte_add(offset * std::mem::size_of::<T>()) }
+        }
+
+        /// `len` elements of `T` from element `offset`.
+        pub fn read<T: bytemuck::Pod + Default>(&self, offset: usize, len: usize) -> Vec<T> {
+            let size = std::mem::size_of::<T>();
+            assert!((offset + len) * size <= self.bytes);
+            let mut out = vec![T::default(); len];
+            let dst: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
+            // SAFETY: both ranges are inside their buffers (checked above).
+            let rc = unsafe { kiln_emu_memcpy(dst.as_mut_ptr().cast(), self.ptr.byte_add(offset * size), dst.len()) };
+            assert_eq!(rc, 0);
+            out
+        }
+    }
+
+    impl Drop for Buf {
+        fn drop(&mut self) {
+            // SAFETY: allocated by kiln_emu_malloc, freed once.
+            unsafe { kiln_emu_free(self.ptr) }
+        }
+    }
+}
+
+#[cfg(feature = "emu")]
+#[test]
+fn the_c_abi_rejects_subnormal_and_overflowing_scalars() {
+    use emu_mem::Buf;
+    use kiln::ffi::{kiln_dtype, kiln_status};
+    use kiln::ffi_emu as ffi;
+    use std::ptr::null_mut;
+    let dt = kiln_dtype::KILN_DTYPE_F32;
+    let n = 64i64;
+    let data: Vec<f32> = (0..n).map(|i| i as f32 * 0.1 - 3.0).collect();
+    let (x, dy, out) = (Buf::with(&data, 0), Buf::with(&data, 0), Buf::zeroed(n as usize * 4));
+    let theta = Buf::with(&[0.5f32], 0);
+    let dtheta = Buf::zeroed(4);
+    let ws_bytes = 1 << 16;
+    let ws = Buf::zeroed(ws_bytes);
+    let (xp, dyp, op) = (x.at::<f32>(0), dy.at::<f32>(0), out.at::<f32>(0));
+    let invalid = kiln_status::KILN_ERROR_INVALID_VALUE;
+    let tiny = 1e-40f32;
+    // SAFETY: every pointer is a live emulated allocation of the sizes passed.
+    unsafe {
+        for eps in [tiny, f32::INFINITY, f32::NAN, 0.0, -1.0] {
+            let s = ffi::kiln_activation_jumprelu_bwd(
+                dt,
+                xp,
+                dyp,
+                op,
+                n,
+                theta.at::<f32>(0).cast(),
+                1,
+                eps,
+                dtheta.at::<f32>(0).cast(),
+                ws.at::<u8>(0),
+                ws_bytes as i64,
+                null_mut(),
+            );
+            assert_eq!(s, invalid, "jumprelu eps = {eps}");
+        }
+        for beta in [tiny, f32::INFINITY] {
+            assert_eq!(ffi::kiln_activation_smelu_fwd(dt, xp, op, n, beta, null_mut()), invalid, "smelu beta = {beta}");
+            assert_eq!(ffi::kiln_activation_smelu_bwd(dt, xp, dyp, op, n, beta, null_mut()), invalid);
+        }
+        let gsmelu = [
+            (tiny, 1.0, 0.0, 1.0, 0.0),
+            (1.0, tiny, 0.0, 1.0, 0.0),
+            (2.0e-38, -1.9e-38, 0.0, 1.0, 0.0),
+            (2.0e-38, 2.0e-38, -1.0e3, 1.0e3, 0.0),
+            (3.0e38, 1.0, 0.0, 3.0, 0.0),
+        ];
+        for (a, b, gn, gp, t) in gsmelu {
+            let s = ffi::kiln_activation_gsmelu_fwd(dt, xp, op, n, a, b, gn, gp, t, null_mut());
+            assert_eq!(s, invalid, "gsmelu {a} {b} {gn} {gp} {t}");
+            let s = ffi::kiln_activation_gsmelu_bwd(dt, xp, dyp, op, n, a, b, gn, gp, t, null_mut());
+            assert_eq!(s, invalid, "gsmelu bwd {a} {b} {gn} {gp} {t}");
+        }
+        for alpha in [3.0e38f32, -2.0e38, f32::MAX] {
+            assert_eq!(ffi::kiln_activation_xgelu_fwd(dt, xp, op, n, alpha, null_mut()), invalid, "xgelu {alpha}");
+            let s = ffi::kiln_activation_xsilu_bwd(
+                dt,
+                xp,
+                dyp,
+                op,
+                n,
+                alpha,
+                dtheta.at::<f32>(0).cast(),
+                ws.at::<u8>(0),
+                ws_bytes as i64,
+                null_mut(),
+            );
+            assert_eq!(s, invalid, "xsilu {alpha}");
+            assert_eq!(ffi::kiln_activation_xatlu_fwd(dt, xp, op, n, alpha, null_mut()), invalid, "xatlu {alpha}");
+        }
+        // The smallest normal ε is accepted.
+        let s = ffi::kiln_activation_jumprelu_bwd(
+            dt,
+            xp,
+            dyp,
+            op,
+            n,
+            theta.at::<f32>(0).cast(),
+            1,
+            f32::MIN_POSITIVE,
+            dtheta.at::<f32>(0).cast(),
+            ws.at::<u8>(0),
+            ws_bytes as i64,
+            null_mut(),
+        );
+        assert_eq!(s, kiln_status::KILN_SUCCESS);
+    }
+}
+
+// ---- determinism across addresses: the partition depends on n and channels only -----------
+
+/// Random storage values of `dtype` (f32 or bf16) as raw bits, and their count.
+#[cfg(feature = "emu")]
+pub(crate) fn random_storage(dtype: DType, n: usize, sd: f64, mean: f64, rng: &mut rand::rngs::StdRng) -> Vec<u8> {
+    use rand_distr::{Distribution, Normal};
+    let d = Normal::new(mean, sd).unwrap();
+    let v: Vec<f64> = (0..n).map(|_| d.sample(rng)).collect();
+    match dtype {
+        DType::F32 => bytemuck::cast_slice(&v.iter().map(|&x| x as f32).collect::<Vec<_>>()).to_vec(),
+        DType::BF16 => bytemuck::cast_slice(&v.iter().map(|&x| half::bf16::from_f64(x)).collect::<Vec<_>>()).to_vec(),
+        _ => unreachable!("f32 or bf16"),
+    }
+}
+
+#[cfg(feature = "emu")]
+#[test]
+fn parameter_gradients_are_bitwise_equal_at_every_alignment() {
+    use emu_mem::Buf;
+    use kiln::ffi_emu as ffi;
+    use std::ptr::null_mut;
+    let mut rng = rng();
+    // (op, rows, channels): a flat scalar α over several partials with a tail; per-channel
+    // parameters shared (channels 1) and per channel (a multiple of every pack width, and not).
+    let cases = [
+        ("xsilu", 1, 65539),
+        ("prelu", 1, 20011),
+        ("jumprelu", 1, 20011),
+        ("prelu", 300, 64),
+        ("jumprelu", 257, 72),
+        ("prelu", 130, 40),
+        ("jumprelu", 100, 36),
+    ];
+    for dtype in [DType::F32, DType::BF16] {
+        let size = dtype.size_in_bytes();
+        for (name, rows, channels) in cases {
+            let n = rows * channels;
+            let pc = if rows == 1 { 1 } else { channels };
+            let x = random_storage(dtype, n, 1.0, 0.3, &mut rng);
+            let dy = random_storage(dtype, n, 1.0, 0.0, &mut rng);
+            let param: Vec<f32> = (0..pc).map(|c| 0.2 + 0.01 * c as f32).collect();
+            // SAFETY: a pure size computation.
+            let ws_bytes = unsafe { ffi::kiln_activation_workspace_bytes(n as i64, pc as i64) };
+            let run = |offset: usize| -> Vec<u32> {
+                let xb = Buf::with(&x, offset * size);
+                let dyb = Buf::with(&dy, offset * size);
+                let dxb = Buf::zeroed((n + offset) * size);
+                let pb = Buf::with(&param, 0);
+                let dpb = Buf::zeroed(pc * 4);
+                let ws = Buf::zeroed(ws_bytes as usize);
+                let (xp, dyp, dxp) =
+                    (xb.at::<u8>(offset * size), dyb.at::<u8>(offset * size), dxb.at::<u8>(offset * size));
+                let (pp, dpp, wsp) = (pb.at::<f32>(0).cast(), dpb.at::<f32>(0).cast(), ws.at::<u8>(0));
+                let (dt, nn, c) = (dtype.to_ffi(), n as i64, pc as i64);
+                // SAFETY: every pointer is a live emulated allocation of the sizes passed.
+                let s = unsafe {
+                    match name {
+                        "xsilu" => {
+                            ffi::kiln_activation_xsilu_bwd(dt, xp, dyp, dxp, nn, 0.25, dpp, wsp, ws_bytes, null_mut())
+                        }
+                        "prelu" => {
+                            ffi::kiln_activation_prelu_bwd(dt, xp, dyp, dxp, nn, pp, c, dpp, wsp, ws_bytes, null_mut())
+                        }
+                        _ => ffi::kiln_activation_jumprelu_bwd(
+                            dt,
+                            xp,
+                            dyp,
+                            dxp,
+                            nn,
+                            pp,
+                            c,
+                            0.5,
+                            dpp,
+                            wsp,
+                            ws_bytes,
+                            null_mut(),
+                        ),
+                    }
+                };
+                assert_eq!(s, kiln::ffi::kiln_status::KILN_SUCCESS, "{name}");
+                dpb.read::<f32>(0, pc).into_iter().map(f32::to_bits).collect()
+            };
+            let aligned = run(0);
+            assert!(aligned.iter().any(|&b| f32::from_bits(b) != 0.0), "{name}: a trivial gradient");
+            for offset in [1, 3] {
+                assert_eq!(run(offset), aligned, "{name} {dtype:?} [{rows}, {channels}]: offset {offset} elements");
+            }
+        }
+    }
+}

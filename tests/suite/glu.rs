@@ -170,3 +170,183 @@ fn mixed_devices_are_rejected() {
         assert!(matches!(e, Error::Device { arg: "b", .. }), "{e}");
     }
 }
+
+// ---- NaN and ±inf: the kernels' convention, followed by the references --------------------
+
+#[test]
+fn nan_and_inf_agree_between_reference_and_kernels() {
+    let mut rng = rng();
+    let devices: Vec<Device> = std::iter::once(Device::Cpu).chain(emu()).collect();
+    for op in family() {
+        for dir in Direction::BOTH {
+            for shape in [vec![4, 8], vec![3, 7]] {
+                // Special values in the gate half a, then in the value half b (against finite a).
+                for (x, other) in [("a", "b"), ("b", "a")] {
+                    let mut problem = op.random_problem(dir, &shape, &mut rng);
+                    crate::activation::with_special_values(&mut problem, x, (dir == Direction::Bwd).then_some("dy"));
+                    let o = &mut problem.inputs.get_mut(other).unwrap().data;
+                    o[..6].copy_from_slice(&[0.5, -1.5, 2.0, -0.25, 0.0, 3.0]);
+                    for (label, p) in [
+                        ("NaN/inf separate", problem.clone()),
+                        ("NaN/inf packed", packed_problem(&problem, GateHalf::Second).unwrap()),
+                    ] {
+                        for device in &devices {
+                            for dtype in DType::FLOATS {
+                                assert_rows(&check_problem(op.as_ref(), dir, dtype, &p, device, label).unwrap());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn forward_of_nan_is_nan_in_every_reference() {
+    for kind in GluKind::ALL {
+        for order in [1, 2] {
+            let y = glu::cpu::forward(kind, 0.25, order, &[f64::NAN, 1.0, -1.0], &[1.0, f64::NAN, f64::NAN]);
+            assert!(y.iter().all(|v| v.is_nan()), "{kind:?} order {order}: {y:?}");
+        }
+    }
+}
+
+// ---- scalar parameters ----------------------------------------------------------------------
+
+#[test]
+fn alpha_whose_expansion_overflows_is_rejected() {
+    for device in devices() {
+        let t = |dtype| Tensor::full(&[2, 4], dtype, 0.5, &device).unwrap();
+        let (a, b, dy) = (t(DType::BF16), t(DType::BF16), t(DType::BF16));
+        for kind in [GluKind::XAtglu, GluKind::XGeglu, GluKind::XSwiglu] {
+            for alpha in [3.0e38f32, -2.0e38, f32::MAX, f32::INFINITY] {
+                let g = Glu { kind, alpha, order: 1 };
+                let e = glu::forward(&g, GluInput::Separate { a: &a, b: &b }).unwrap_err();
+                assert!(matches!(e, Error::InvalidValue { arg: "alpha", .. }), "{kind:?} {alpha}: {e}");
+                let e = glu::backward(&g, GluInput::Separate { a: &a, b: &b }, &dy).unwrap_err();
+                assert!(matches!(e, Error::InvalidValue { arg: "alpha", .. }), "{kind:?} {alpha}: {e}");
+            }
+            // A subnormal α is harmless (nothing divides by it) and a trained α may reach one.
+            let g = Glu { kind, alpha: 1e-40, order: 1 };
+            glu::backward(&g, GluInput::Separate { a: &a, b: &b }, &dy).unwrap();
+        }
+    }
+}
+
+#[cfg(feature = "emu")]
+#[test]
+fn the_c_abi_rejects_alpha_whose_expansion_overflows() {
+    use crate::activation::emu_mem::Buf;
+    use kiln::ffi::{kiln_dtype, kiln_status};
+    use kiln::ffi_emu as ffi;
+    use std::ptr::null_mut;
+    let (rows, f) = (4i64, 8i64);
+    let n = (rows * f) as usize;
+    let data: Vec<f32> = (0..n).map(|i| i as f32 * 0.1 - 1.0).collect();
+    let (a, b, dy) = (Buf::with(&data, 0), Buf::with(&data, 0), Buf::with(&data, 0));
+    let (y, da, db) = (Buf::zeroed(n * 4), Buf::zeroed(n * 4), Buf::zeroed(n * 4));
+    let (dalpha, ws) = (Buf::zeroed(4), Buf::zeroed(1 << 16));
+    let dt = kiln_dtype::KILN_DTYPE_F32;
+    // SAFETY: every pointer is a live emulated allocation of the sizes passed.
+    unsafe {
+        for alpha in [3.0e38f32, -2.0e38, f32::MAX] {
+            let s = ffi::kiln_glu_xswiglu_fwd(
+                dt,
+                a.at::<f32>(0),
+                b.at::<f32>(0),
+                f,
+                y.at::<f32>(0),
+                rows,
+                f,
+                alpha,
+                1,
+                null_mut(),
+            );
+            assert_eq!(s, kiln_status::KILN_ERROR_INVALID_VALUE, "xswiglu fwd {alpha}");
+            let s = ffi::kiln_glu_xgeglu_bwd(
+                dt,
+                a.at::<f32>(0),
+                b.at::<f32>(0),
+                f,
+                dy.at::<f32>(0),
+                da.at::<f32>(0),
+                db.at::<f32>(0),
+                f,
+                rows,
+                f,
+                alpha,
+                1,
+                dalpha.at::<f32>(0).cast(),
+                ws.at::<u8>(0),
+                1 << 16,
+                null_mut(),
+            );
+            assert_eq!(s, kiln_status::KILN_ERROR_INVALID_VALUE, "xgeglu bwd {alpha}");
+        }
+    }
+}
+
+// ---- determinism across addresses -------------------------------------------------------------
+
+#[cfg(feature = "emu")]
+#[test]
+fn dalpha_is_bitwise_equal_at_every_alignment() {
+    use crate::activation::emu_mem::Buf;
+    use crate::activation::random_storage;
+    use kiln::ffi_emu as ffi;
+    use std::ptr::null_mut;
+    let mut rng = rng();
+    // F a multiple of every pack width; F = 36 (f32 packs, but 8-element groups cross rows);
+    // many rows of one element per row.
+    for dtype in [DType::F32, DType::BF16] {
+        let size = dtype.size_in_bytes();
+        for (rows, f) in [(300usize, 64usize), (150, 36), (4099, 8), (1031, 1)] {
+            let n = rows * f;
+            let (a, b, dy) = (
+                random_storage(dtype, n, 2.0, 0.0, &mut rng),
+                random_storage(dtype, n, 1.0, 0.0, &mut rng),
+                random_storage(dtype, n, 1.0, 0.0, &mut rng),
+            );
+            // SAFETY: a pure size computation.
+            let ws_bytes = unsafe { ffi::kiln_glu_workspace_bytes(rows as i64, f as i64) };
+            let run = |offset: usize, order: i32| -> u32 {
+                let o = offset * size;
+                let (ab, bb, dyb) = (Buf::with(&a, o), Buf::with(&b, o), Buf::with(&dy, o));
+                let (dab, dbb) = (Buf::zeroed(n * size + o), Buf::zeroed(n * size + o));
+                let (dalpha, ws) = (Buf::zeroed(4), Buf::zeroed(ws_bytes as usize));
+                let (fi, ri) = (f as i64, rows as i64);
+                // SAFETY: every pointer is a live emulated allocation of the sizes passed.
+                let s = unsafe {
+                    ffi::kiln_glu_xswiglu_bwd(
+                        dtype.to_ffi(),
+                        ab.at::<u8>(o),
+                        bb.at::<u8>(o),
+                        fi,
+                        dyb.at::<u8>(o),
+                        dab.at::<u8>(o),
+                        dbb.at::<u8>(o),
+                        fi,
+                        ri,
+                        fi,
+                        0.3,
+                        order,
+                        dalpha.at::<f32>(0).cast(),
+                        ws.at::<u8>(0),
+                        ws_bytes,
+                        null_mut(),
+                    )
+                };
+                assert_eq!(s, kiln::ffi::kiln_status::KILN_SUCCESS);
+                dalpha.read::<f32>(0, 1)[0].to_bits()
+            };
+            for order in [1, 2] {
+                let aligned = run(0, order);
+                assert_ne!(f32::from_bits(aligned), 0.0);
+                for offset in [1, 5] {
+                    assert_eq!(run(offset, order), aligned, "{dtype:?} [{rows}, {f}] order {order}: offset {offset}");
+                }
+            }
+        }
+    }
+}
