@@ -177,11 +177,10 @@ __device__ __forceinline__ void load_param(const float* p, int col, float fallba
     } else if constexpr (kW % 4 == 0) {
 #pragma unroll
         for (int h = 0; h < kW; h += 4) {
-            const float4 v = *reinterpret_cast<const float4*>(p + col + h);
-            out[h] = v.x;
-            out[h + 1] = v.y;
-            out[h + 2] = v.z;
-            out[h + 3] = v.w;
+            // kiln's one 16-byte load (LDG.128), which the emulator also sees as one access.
+            const Pack<float, 4> v = load_pack<float, 4>(p + col + h);
+#pragma unroll
+            for (int i = 0; i < 4; ++i) out[h + i] = v.v[i];
         }
     } else {
 #pragma unroll

@@ -49,6 +49,8 @@ fi
 step bench "$B/kiln" bench --backend cuda --json "$OUT/bench.json" activation/ padding/ norm/ \
   glu/glu glu/bilinear glu/reglu glu/geglu glu/swiglu glu/atglu glu/xatglu glu/xgeglu glu/xswiglu
 step bench-mlp "$B/kiln" bench --backend cuda --dtype bf16 --runs 10 --json "$OUT/bench_mlp.json" glu/mlp_swiglu
+# Attention at the issue's shape (B·S = 16k, H·D = 2048, d128): TFLOP/s is the last column.
+step bench-attention "$B/kiln" bench --backend cuda --runs 20 --json "$OUT/bench_attention.json" attention/
 
 echo "==== $(head -n 1 "$OUT/nvidia-smi.txt")"
 cat "$B/REVISION"

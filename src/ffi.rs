@@ -835,3 +835,32 @@ unsafe extern "C" {
         stream: *mut ::std::os::raw::c_void,
     ) -> kiln_status;
 }
+unsafe extern "C" {
+    #[doc = " 1 if the attention kernels take this head dimension, else 0."]
+    pub fn kiln_attention_head_dim_supported(head_dim: i64) -> i32;
+}
+unsafe extern "C" {
+    pub fn kiln_attention_alibi_fwd(
+        dtype: kiln_dtype,
+        q: *const ::std::os::raw::c_void,
+        k: *const ::std::os::raw::c_void,
+        v: *const ::std::os::raw::c_void,
+        cu_seqlens_q: *const i32,
+        cu_seqlens_k: *const i32,
+        slopes: *const f32,
+        slopes_per_batch: i32,
+        positions: *const f32,
+        batch: i64,
+        total_q: i64,
+        total_k: i64,
+        heads: i64,
+        heads_k: i64,
+        head_dim: i64,
+        max_seqlen_q: i64,
+        causal: i32,
+        softmax_scale: f32,
+        out: *mut ::std::os::raw::c_void,
+        lse: *mut f32,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}

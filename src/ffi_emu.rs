@@ -11,6 +11,36 @@ include!(concat!(env!("OUT_DIR"), "/ffi_emu_fns.rs"));
 pub mod runtime {
     use std::ffi::{c_char, c_int, c_void};
 
+    /// What a traffic window counted (`kiln_emu_traffic` in kiln_emu.h).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct kiln_emu_traffic {
+        /// Launches in the window.
+        pub launches: u64,
+        /// Global load warp instructions.
+        pub load_requests: u64,
+        /// 32-byte sectors they touched, summed over requests.
+        pub load_sectors: u64,
+        /// Bytes the lanes asked for.
+        pub load_bytes: u64,
+        /// Global store warp instructions.
+        pub store_requests: u64,
+        /// Their sectors, summed over requests.
+        pub store_sectors: u64,
+        /// Bytes the lanes wrote.
+        pub store_bytes: u64,
+        /// 32 × distinct sectors read, per launch, summed.
+        pub dram_read_bytes: u64,
+        /// 32 × distinct sectors written, per launch, summed.
+        pub dram_write_bytes: u64,
+        /// Shared-memory warp instructions.
+        pub shared_requests: u64,
+        /// Their wavefronts, summed.
+        pub shared_wavefronts: u64,
+        /// The most wavefronts of one request.
+        pub shared_worst_wavefronts: u64,
+    }
+
     unsafe extern "C" {
         /// Emulated device memory (256-byte aligned, unwritten, redzoned); NULL when out of memory.
         pub fn kiln_emu_malloc(bytes: usize) -> *mut c_void;
@@ -29,6 +59,12 @@ pub mod runtime {
         pub fn kiln_emu_last_finding() -> *const c_char;
         /// Launches run since start-up.
         pub fn kiln_emu_launch_count() -> u64;
+        /// Opens a traffic window (checked mode is on until it closes).
+        pub fn kiln_emu_traffic_begin();
+        /// Closes it and writes what it counted.
+        pub fn kiln_emu_traffic_end(out: *mut kiln_emu_traffic);
+        /// The last window's call sites as text into `buf`; returns the length needed (NUL included).
+        pub fn kiln_emu_traffic_sites(buf: *mut c_char, len: usize) -> usize;
         /// Runs one of the emulator's planted-bug cases (kernels/emu/selftest/planted.cu) with its
         /// bug (`buggy != 0`) or as its correct twin; returns the launch's cudaError_t (-1 for an
         /// unknown case or a short `results`).

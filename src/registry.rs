@@ -203,6 +203,10 @@ pub trait Op: Send + Sync {
     fn dtypes(&self) -> &'static [DType] {
         &DType::FLOATS
     }
+    /// The directions the op has (both, unless it is forward only).
+    fn directions(&self) -> &'static [Direction] {
+        &Direction::BOTH
+    }
     /// Tensor inputs of a direction (optional ones marked).
     fn inputs(&self, dir: Direction) -> Vec<ArgSpec>;
     /// Tensor outputs a direction produces for `problem` (which depend on the optional
@@ -259,6 +263,7 @@ pub fn registry() -> Vec<Box<dyn Op>> {
     ops.extend(crate::norm::op::entries());
     ops.extend(crate::glu::op::entries());
     ops.extend(crate::glu::mlp_op::entries());
+    ops.extend(crate::attention::op::entries());
     ops
 }
 

@@ -299,6 +299,7 @@ void static_access(Launch& L, uintptr_t addr, size_t n, bool write, bool aligned
 __attribute__((noinline)) void slow_access(Launch& L, uintptr_t a, size_t n, bool write, bool aligned, const void* pc) {
     if (g_dynamic.lo != 0 && a >= g_dynamic.lo && a < g_dynamic.end) {
         shared_access(L, g_dynamic, a, n, write, aligned, pc);
+        if (g_counting) count_shared(L, a, n, write, pc);
         return;
     }
     Alloc* al = g_last_alloc;
@@ -309,9 +310,13 @@ __attribute__((noinline)) void slow_access(Launch& L, uintptr_t a, size_t n, boo
     }
     if (al != nullptr) {
         global_access(L, al, a, n, write, aligned, pc);
+        if (g_counting) count_global(L, a, n, write, pc);
         return;
     }
-    if (in_static(a)) static_access(L, a, n, write, aligned, pc);
+    if (in_static(a)) {
+        static_access(L, a, n, write, aligned, pc);
+        if (g_counting) count_shared(L, a, n, write, pc);
+    }
 }
 
 __attribute__((always_inline)) inline void access(const void* p, size_t n, bool write, bool aligned, const void* pc) {

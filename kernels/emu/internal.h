@@ -153,6 +153,16 @@ bool host_range_ok(const void* p, size_t n);
 // Forgets every block serial in every shadow (when serials wrap around).
 void reset_serials();
 
+// ---- the traffic model (traffic.cpp) ----------------------------------------------------------
+
+// Whether a traffic window is open: the hooks then count every access they check.
+extern bool g_counting;
+void count_global(Launch& L, uintptr_t addr, size_t n, bool write, const void* pc);
+void count_shared(Launch& L, uintptr_t addr, size_t n, bool write, const void* pc);
+// Closes the warp instructions of the block that just ran / the launch that just ended.
+void count_block_end(Launch& L);
+void count_launch_end(Launch& L);
+
 // ---- the shared-memory shadow (check.cpp) -----------------------------------------------------
 
 // At the start of every block: shared memory holds nothing written.

@@ -329,6 +329,7 @@ bool run_block(Launch& L) {
             if (L.aborted) return false;
         }
         if (!live) {
+            if (g_counting) count_block_end(L);
             PendingRead read;
             if (!g_checked || !pending_reads(&read)) return true;
             record(FindingKind::kUninitialised, read.what, nullptr, 0, read.pc, read.thread);
@@ -533,6 +534,7 @@ cudaError_t launch(dim3 grid, dim3 block, size_t smem, cudaStream_t, Invoke invo
         ok = run_block(L);
     }
     if (g_checked) set_dynamic_shared(nullptr, 0);
+    if (g_counting) count_launch_end(L);
     cudaError_t err = cudaSuccess;
     if (!ok) {
         Finding* f = t_finding;

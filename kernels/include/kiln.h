@@ -127,8 +127,9 @@ kiln_status kiln_activation_atlu_bwd(kiln_dtype dtype, const void* x, const void
 
 /*
  * Expanded gating (arXiv 2405.20768): y = x * g_alpha(x) with one trainable scalar alpha
- * (not NaN). Backward writes dx and, when dalpha is not NULL, dalpha[0] = sum(dy * df/dalpha),
- * using a workspace of kiln_activation_workspace_bytes(n, 1) bytes.
+ * (finite, with 1 + 2 alpha a finite float). Backward writes dx and, when dalpha is not NULL,
+ * dalpha[0] = sum(dy * df/dalpha), using a workspace of kiln_activation_workspace_bytes(n, 1)
+ * bytes.
  */
 kiln_status kiln_activation_xatlu_fwd(kiln_dtype dtype, const void* x, void* y, int64_t n, float alpha, void* stream);
 kiln_status kiln_activation_xatlu_bwd(kiln_dtype dtype, const void* x, const void* dy, void* dx, int64_t n, float alpha,
@@ -140,12 +141,14 @@ kiln_status kiln_activation_xsilu_fwd(kiln_dtype dtype, const void* x, void* y, 
 kiln_status kiln_activation_xsilu_bwd(kiln_dtype dtype, const void* x, const void* dy, void* dx, int64_t n, float alpha,
                                       float* dalpha, void* workspace, int64_t workspace_bytes, void* stream);
 
-/* SmeLU (arXiv 2010.09931) with half-width beta > 0. */
+/* SmeLU (arXiv 2010.09931) with half-width beta > 0, normal and finite. */
 kiln_status kiln_activation_smelu_fwd(kiln_dtype dtype, const void* x, void* y, int64_t n, float beta, void* stream);
 kiln_status kiln_activation_smelu_bwd(kiln_dtype dtype, const void* x, const void* dy, void* dx, int64_t n, float beta,
                                       void* stream);
 
-/* Generalized SmeLU (arXiv 2010.09931 eq. 11); needs alpha + beta > 0, all values finite. */
+/* Generalized SmeLU (arXiv 2010.09931 eq. 11); needs all values finite, alpha and beta 0 or
+ * normal, alpha + beta a positive normal float, and its derived constants (g_pos - g_neg) /
+ * (2 (alpha + beta)) and t + (alpha + beta) g_neg / 2 + (alpha - beta) g_pos / 2 finite floats. */
 kiln_status kiln_activation_gsmelu_fwd(kiln_dtype dtype, const void* x, void* y, int64_t n, float alpha, float beta,
                                        float g_neg, float g_pos, float t, void* stream);
 kiln_status kiln_activation_gsmelu_bwd(kiln_dtype dtype, const void* x, const void* dy, void* dx, int64_t n,
@@ -167,7 +170,8 @@ kiln_status kiln_activation_prelu_bwd(kiln_dtype dtype, const void* x, const voi
  * JumpReLU (arXiv 2407.14435): y = x * H(x - theta[c]) (H(0) = 0), c = i % channels.
  * Backward: dx = dy * H(x - theta[c]); when dtheta is not NULL, the straight-through
  * dtheta[c] = sum over rows of dy * (-theta[c]/eps) * K((x - theta[c])/eps) with K the
- * rectangle K(u) = 1 for -1/2 <= u < 1/2, else 0; eps > 0. theta, dtheta: f32 [channels].
+ * rectangle K(u) = 1 on the open interval -1/2 < u < 1/2, else 0; eps a positive normal
+ * (not subnormal) finite float. theta, dtheta: f32 [channels].
  */
 kiln_status kiln_activation_jumprelu_fwd(kiln_dtype dtype, const void* x, void* y, int64_t n, const float* theta,
                                          int64_t channels, void* stream);
@@ -321,8 +325,8 @@ kiln_status kiln_glu_atglu_bwd(kiln_dtype dtype, const void* a, const void* b, i
                                void* da, void* db, int64_t dab_stride, int64_t rows, int64_t features, int32_t order,
                                void* stream);
 
-/* Expanded gates: alpha finite, order 1 or 2; dalpha (NULL skips it) uses a workspace of
- * kiln_glu_workspace_bytes(rows, features) bytes. */
+/* Expanded gates: alpha finite with 1 + 2 alpha a finite float, order 1 or 2; dalpha (NULL
+ * skips it) uses a workspace of kiln_glu_workspace_bytes(rows, features) bytes. */
 kiln_status kiln_glu_xatglu_fwd(kiln_dtype dtype, const void* a, const void* b, int64_t ab_stride, void* y,
                                 int64_t rows, int64_t features, float alpha, int32_t order, void* stream);
 kiln_status kiln_glu_xatglu_bwd(kiln_dtype dtype, const void* a, const void* b, int64_t ab_stride, const void* dy,
@@ -338,6 +342,35 @@ kiln_status kiln_glu_xswiglu_fwd(kiln_dtype dtype, const void* a, const void* b,
 kiln_status kiln_glu_xswiglu_bwd(kiln_dtype dtype, const void* a, const void* b, int64_t ab_stride, const void* dy,
                                  void* da, void* db, int64_t dab_stride, int64_t rows, int64_t features, float alpha,
                                  int32_t order, float* dalpha, void* workspace, int64_t workspace_bytes, void* stream);
+
+/* ------------------------------------------------------------------------------------------
+ * Attention family (shared/REFERENCE.md section 4): FlashAttention-2 forward with ALiBi.
+ *   out[i] = sum_j softmax_j(softmax_scale * q_i . k_j + bias(i, j)) v_j   per sequence and head
+ *   linear ALiBi:    bias = -slope * |i + sk - sq - j|   (i, j indices within the sequence)
+ *   geometric ALiBi: bias = -slope * ||p_i - p_j||        (p: per-token positions, f32 [total, 3])
+ *   causal: key j is visible from query i iff j <= i + sk - sq (bottom-right aligned).
+ * q, out: [total_q, heads, head_dim]; k, v: [total_k, heads_k, head_dim], f16 or bf16, 16-byte
+ * aligned; heads % heads_k == 0 (query head h reads key/value head h / (heads / heads_k));
+ * head_dim 32, 64, 96 or 128. cu_seqlens_q/k: int32 [batch + 1] device prefix sums of the
+ * sequence lengths (cu[0] = 0, non-decreasing, cu[batch] = total; zero-length sequences are
+ * allowed); max_seqlen_q must be >= every query length (rows past it are not computed). A
+ * sequence whose cu_seqlens entries are inconsistent (decreasing, outside [0, total]) is skipped
+ * and its rows are left unwritten. slopes: NULL (no bias), f32 [heads] (slopes_per_batch = 0)
+ * or [batch, heads] (slopes_per_batch = 1); positions: NULL (linear ALiBi) or f32 [total, 3]
+ * (geometric; needs slopes and total_q == total_k: q and k are the same tokens). lse: f32
+ * [heads, total_q], the true natural log-sum-exp of each row's scaled, biased scores; a row
+ * with no visible key gets out = 0 and lse = -inf.
+ * ---------------------------------------------------------------------------------------- */
+
+/** 1 if the attention kernels take this head dimension, else 0. */
+int32_t kiln_attention_head_dim_supported(int64_t head_dim);
+
+kiln_status kiln_attention_alibi_fwd(kiln_dtype dtype, const void* q, const void* k, const void* v,
+                                     const int32_t* cu_seqlens_q, const int32_t* cu_seqlens_k, const float* slopes,
+                                     int32_t slopes_per_batch, const float* positions, int64_t batch,
+                                     int64_t total_q, int64_t total_k, int64_t heads, int64_t heads_k,
+                                     int64_t head_dim, int64_t max_seqlen_q, int32_t causal, float softmax_scale,
+                                     void* out, float* lse, void* stream);
 
 #ifdef __cplusplus
 }

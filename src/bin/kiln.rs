@@ -39,6 +39,19 @@ enum Command {
         #[arg(long)]
         runs: Option<usize>,
     },
+    /// A MODEL of each op's memory traffic, counted on the emulator (no GPU needed): DRAM bytes
+    /// against the op's ideal, sectors per warp load/store, shared-memory wavefronts, and the
+    /// bandwidth-bound time on an H100. `--backend` is ignored: it always runs on the emulator.
+    Model {
+        #[command(flatten)]
+        common: Common,
+        /// Main-input shape, e.g. `256,1024` (default: each op's CPU bench shape).
+        #[arg(long, value_delimiter = ',')]
+        shape: Vec<usize>,
+        /// Also print every call site (sectors or wavefronts per request, file:line).
+        #[arg(long)]
+        sites: bool,
+    },
     /// Run one op on .npy inputs from DIR and write its outputs there as f32 .npy.
     Run {
         /// `<family>/<op>`, as `kiln list` prints it.
@@ -121,6 +134,7 @@ fn main() -> ExitCode {
         Command::List => list(),
         Command::Check { common } => check(&common),
         Command::Bench { common, runs } => bench(&common, runs),
+        Command::Model { common, shape, sites } => model(&common, &shape, sites),
         Command::Run { op, dir, bwd, backend, dtype, params } => run(&op, &dir, bwd, backend, dtype, &params),
     };
     match result {
@@ -225,7 +239,7 @@ fn abi_version() -> i32 {
 fn list() -> Result<ExitCode> {
     for op in registry() {
         let dtypes: Vec<&str> = op.dtypes().iter().map(|d| d.name()).collect();
-        for dir in Direction::BOTH {
+        for &dir in op.directions() {
             println!("{} {dir} {}", op.full_name(), dtypes.join(","));
         }
     }
@@ -292,6 +306,74 @@ fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     std::fs::write(path, text).map_err(|e| Error::File { path: path.display().to_string(), reason: e.to_string() })
 }
 
+/// `kiln model`: every selected op, direction and dtype once in a traffic window.
+fn model(common: &Common, shape: &[usize], sites: bool) -> Result<ExitCode> {
+    let device = Device::emu()?;
+    let mut rng = rng_for(common.seed);
+    println!(
+        "MODEL, not a measurement: traffic counted on kiln's CUDA emulator; time bound = DRAM bytes / {:.1} TB/s (H100)",
+        kiln::model::H100_COPY_BYTES_PER_S / 1e12
+    );
+    let line = |c: [&str; 11]| {
+        format!(
+            "{:<24} {:<4} {:<5} {:<16} {:>6} {:>9} {:>6} {:>8} {:>6} {:>6} {:>8}",
+            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10]
+        )
+    };
+    println!(
+        "{}",
+        line(["op", "dir", "dtype", "shape", "launch", "ideal_MB", "ratio", "ld_sec/r", "ld_eff", "st_eff", "smem_wf"])
+    );
+    let mut rows = Vec::new();
+    for op in selected(common)? {
+        let shape = if shape.is_empty() { op.bench_shape_cpu() } else { shape.to_vec() };
+        for &dir in op.directions() {
+            let problem = op.random_problem(dir, &shape, &mut rng);
+            for dtype in dtypes(common, op.as_ref()) {
+                let r = kiln::model::traffic(op.as_ref(), dir, dtype, &problem, &device)?;
+                println!(
+                    "{}",
+                    line([
+                        &r.op,
+                        &r.dir,
+                        r.dtype.name(),
+                        &format!("{:?}", r.shape),
+                        &r.launches.to_string(),
+                        &format!("{:.2}", r.ideal_bytes as f64 / 1e6),
+                        &format!("{:.3}", r.traffic_ratio),
+                        &format!("{:.2}", r.load_sectors_per_request),
+                        &format!("{:.2}", r.load_efficiency),
+                        &format!("{:.2}", r.store_efficiency),
+                        &format!("{:.2}", r.shared_wavefronts_per_request),
+                    ])
+                );
+                if sites {
+                    print!("{}", kiln::model::last_sites());
+                }
+                rows.push(r);
+            }
+        }
+    }
+    if let Some(path) = &common.json {
+        let results: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                json!({"op": r.op, "dir": r.dir, "dtype": r.dtype.name(), "shape": r.shape, "launches": r.launches,
+                       "ideal_bytes": r.ideal_bytes, "dram_bytes": r.dram_bytes, "traffic_ratio": r.traffic_ratio,
+                       "load_sectors_per_request": r.load_sectors_per_request, "load_efficiency": r.load_efficiency,
+                       "load_bytes_per_request": r.load_bytes_per_request,
+                       "store_sectors_per_request": r.store_sectors_per_request, "store_efficiency": r.store_efficiency,
+                       "shared_wavefronts_per_request": r.shared_wavefronts_per_request,
+                       "shared_worst_wavefronts": r.shared_worst_wavefronts, "h100_bound_us": r.h100_bound_us})
+            })
+            .collect();
+        let label = "model: memory traffic counted on kiln's CUDA emulator (not a GPU measurement); \
+                     h100_bound_us = dram_bytes / 3.0 TB/s";
+        write_json(path, &json!({"label": label, "results": results}))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// One line of the bench table: the header and every row share these column widths (text
 /// left-aligned, figures right-aligned).
 fn bench_line([op, dir, dtype, shape, variant, median_us, gbps, pct, tflops]: [&str; 9]) -> String {
@@ -313,7 +395,7 @@ fn bench(common: &Common, runs: Option<usize>) -> Result<ExitCode> {
     for op in selected(common)? {
         // The emulator takes the CPU's small shapes: it runs some 20-40 M elements/s unchecked.
         let shape = if device.is_cuda() { op.bench_shape_gpu() } else { op.bench_shape_cpu() };
-        for dir in Direction::BOTH {
+        for &dir in op.directions() {
             // One problem per op and direction, uploaded in each dtype: generating 2^26
             // random inputs costs more than timing them.
             let problem = op.random_problem(dir, &shape, &mut rng);

@@ -4,6 +4,7 @@
 //! One binary keeps links few and the GPU bundle small.
 
 mod activation;
+mod attention;
 mod c_abi;
 mod common;
 #[cfg(feature = "emu")]
@@ -11,6 +12,9 @@ mod emu;
 mod glu;
 mod glu_mlp;
 mod kernels_build;
+#[cfg(feature = "emu")]
+mod model;
 mod norm;
 mod padding;
+mod ptx;
 mod tensor;

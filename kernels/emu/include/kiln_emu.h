@@ -43,6 +43,29 @@ const char* kiln_emu_last_finding(void);
 /* Launches run since start-up (for `kiln info` and tests). */
 uint64_t kiln_emu_launch_count(void);
 
+/* The memory-traffic model (kernels/emu/traffic.cpp): between begin and end, every kernel access
+ * is counted as the GPU's memory system would see it (checked mode is on meanwhile). Loads and
+ * stores are per warp instruction (the k-th execution of a call site by a warp's lanes). */
+typedef struct kiln_emu_traffic {
+    uint64_t launches;
+    uint64_t load_requests;    /* global load warp instructions */
+    uint64_t load_sectors;     /* 32-byte sectors they touched, summed over requests */
+    uint64_t load_bytes;       /* bytes the lanes asked for */
+    uint64_t store_requests;
+    uint64_t store_sectors;
+    uint64_t store_bytes;
+    uint64_t dram_read_bytes;  /* 32 x distinct sectors read, per launch, summed */
+    uint64_t dram_write_bytes; /* 32 x distinct sectors written, per launch, summed */
+    uint64_t shared_requests;  /* shared-memory warp instructions */
+    uint64_t shared_wavefronts;
+    uint64_t shared_worst_wavefronts; /* the most wavefronts of one request */
+} kiln_emu_traffic;
+void kiln_emu_traffic_begin(void);
+void kiln_emu_traffic_end(kiln_emu_traffic* out);
+/* One line per call site of the last window (busiest first, with file:line where the binary has
+ * line tables) into buf; returns the length the whole text needs, NUL included. */
+size_t kiln_emu_traffic_sites(char* buf, size_t len);
+
 /* The emulator's own tests (kernels/emu/selftest/planted.cu): runs case `name` with its planted
  * bug (buggy != 0) or as its correct twin, and returns the launch's cudaError_t (0 = clean; -1 for
  * an unknown name or a short results buffer). Cases that compute something write it to results. */

@@ -169,6 +169,19 @@ __global__ void allgather_kernel(int* out) {
     out[t] = all[(3 * (t % 32)) % 32][1];
 }
 
+// Known traffic for the model's own tests: 64 threads (two warps) read one float each, either
+// consecutive (4 sectors per warp request) or 32 bytes apart (32 sectors, 12.5% coalesced), and
+// write shared memory either along the banks (1 wavefront) or down one bank (32 wavefronts),
+// then all read one word (a broadcast: 1 wavefront).
+__global__ void traffic_kernel(const float* in, float* out, bool strided) {
+    __shared__ float slots[kThreads * 32];
+    const int t = threadIdx.x;
+    const float v = in[strided ? 8 * t : t];
+    slots[strided ? 32 * t : t] = v;
+    __syncthreads();
+    out[t] = slots[0] + v;
+}
+
 // Atomics from every thread of several blocks: a counter, a float sum and a CAS-claimed slot.
 __global__ void atomics_kernel(int* counter, float* sum, int* claimed) {
     atomicAdd(counter, 1);
@@ -232,6 +245,10 @@ int run(const char* name, bool buggy, int32_t* results, int64_t results_len) {
         KILN_LAUNCH(1, kThreads, 0, nullptr, collectives_kernel)(r.as<int>());
         if (results_len < kCollectiveResults * kThreads) return -1;
         kiln_emu_memcpy(results, r.p, kCollectiveResults * kThreads * sizeof(int));
+    } else if (is("traffic")) {
+        Buffer in(8 * kThreads * sizeof(float));
+        fill(in, 1.0f, 8 * kThreads);
+        KILN_LAUNCH(1, kThreads, 0, nullptr, traffic_kernel)(in.as<float>(), o, buggy);
     } else if (is("allgather")) {
         Buffer r(kThreads * sizeof(int));
         KILN_LAUNCH(1, kThreads, 0, nullptr, allgather_kernel)(r.as<int>());

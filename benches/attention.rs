@@ -1,0 +1,13 @@
+//! Criterion benchmarks of the attention family (`cargo bench --bench attention`): TFLOP/s by
+//! REFERENCE §4's count (criterion's Telem/s), at the H100 shape on a GPU.
+
+mod support;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn attention(c: &mut Criterion) {
+    support::bench_family_flops(c, "attention");
+}
+
+criterion_group!(benches, attention);
+criterion_main!(benches);

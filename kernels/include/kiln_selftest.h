@@ -1,0 +1,47 @@
+/*
+ * kiln_selftest.h: test kernels of the inline-PTX wrappers (kernels/common/ptx.cuh), each
+ * checked against the instruction's scalar definition (PTX ISA) by tests/suite/ptx.rs. They
+ * are built into both libraries, so one binary runs each wrapper on the emulator and on a GPU
+ * and the first GPU run proves the emulator's fragment layouts. Not part of the stable C ABI.
+ * Conventions as in kiln.h: device pointers, the stream last, NULL stream on the emulator.
+ */
+#ifndef KILN_SELFTEST_H
+#define KILN_SELFTEST_H
+
+#include <stdint.h>
+
+#include "kiln.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/**
+ * One warp runs mma.sync.m16n8k16 with f32 accumulators: d = a * b + c. a: [16, 16] and
+ * b: [16, 8] (k, n), row-major, f16 or bf16 (dtype); c, d: f32 [16, 8], row-major. Each lane
+ * builds its fragments from these by the PTX ISA's layout and stores d by the same layout.
+ */
+kiln_status kiln_selftest_mma(kiln_dtype dtype, const void* a, const void* b, const float* c, float* d, void* stream);
+
+/**
+ * One warp stages src (int32 [32, 16], the low 16 bits of each element) in shared memory and
+ * runs ldmatrix.x{count} (count 1, 2 or 4), with .trans when trans != 0. Lane l names the row
+ * address (row (7 l + 3) % 32, column 8 ((l / 8) % 2)); out (int32 [32, 4]) receives lane l's
+ * registers 0..count-1 in out[4 l ..] (the rest is left unwritten).
+ */
+kiln_status kiln_selftest_ldmatrix(int32_t count, int32_t trans, const int32_t* src, int32_t* out, void* stream);
+
+/**
+ * 64 threads copy src (int32 [512], 128 chunks of 16 bytes) to shared memory with cp.async in
+ * two groups: chunk t (group 0) and chunk 64 + t (group 1, zero-filled when t % 3 == 0). After
+ * wait_group 1 and a barrier, thread t copies chunk (t + 1) % 64 to out (int32 [512]); after
+ * wait_group 0 and a barrier, chunk 64 + (t + 1) % 64. skip_wait != 0 leaves out the
+ * wait_group 0 (a planted bug the emulator must report; never run it on a GPU).
+ */
+kiln_status kiln_selftest_cp_async(const int32_t* src, int32_t* out, int32_t skip_wait, void* stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KILN_SELFTEST_H */

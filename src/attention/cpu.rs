@@ -1,0 +1,187 @@
+//! CPU reference of attention with ALiBi (f64): for each sequence and head, the explicit score
+//! matrix scale·q·kᵀ + bias with masked entries at −∞, a softmax over each row, and the
+//! weighted sum of v. Plain loops, nothing tiled: the reference the kernels are checked against.
+
+/// The bias added to the scaled scores of one sequence and head.
+#[derive(Clone, Copy, Debug)]
+pub enum BiasRef<'a> {
+    /// Plain attention.
+    None,
+    /// Linear ALiBi: −slope·|i + sk − sq − j| (query i aligned to the keys' end).
+    Linear {
+        /// `[H]` or `[B, H]` (told apart by length).
+        slopes: &'a [f64],
+    },
+    /// Geometric ALiBi: −slope·‖p_i − p_j‖ with per-token positions `[total, 3]` shared by the
+    /// queries and the keys (self-attention: both use the same sequence layout).
+    Geometric {
+        /// `[H]` or `[B, H]`.
+        slopes: &'a [f64],
+        /// `[total, 3]`.
+        positions: &'a [f64],
+    },
+}
+
+/// One attention problem in the packed (varlen) layout.
+#[derive(Clone, Copy, Debug)]
+pub struct Problem<'a> {
+    /// `[total_q, heads, head_dim]`.
+    pub q: &'a [f64],
+    /// `[total_k, heads_k, head_dim]`.
+    pub k: &'a [f64],
+    /// `[total_k, heads_k, head_dim]`.
+    pub v: &'a [f64],
+    /// `[B + 1]` prefix sums of the query lengths.
+    pub cu_seqlens_q: &'a [usize],
+    /// `[B + 1]` prefix sums of the key lengths.
+    pub cu_seqlens_k: &'a [usize],
+    /// H (a multiple of `heads_k`).
+    pub heads: usize,
+    /// H_k: query head h reads key/value head h / (H / H_k).
+    pub heads_k: usize,
+    /// D.
+    pub head_dim: usize,
+    /// The bias.
+    pub bias: BiasRef<'a>,
+    /// Key j is visible from query i only when j ≤ i + sk − sq (bottom-right aligned).
+    pub causal: bool,
+    /// The softmax scale.
+    pub scale: f64,
+}
+
+/// What the forward computes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Forward {
+    /// `[total_q, heads, head_dim]`; 0 for a row that sees no key.
+    pub out: Vec<f64>,
+    /// `[heads, total_q]`: ln Σ_j exp(score_ij) over the visible keys; −∞ when there is none.
+    pub lse: Vec<f64>,
+}
+
+/// ALiBi slopes for `n` heads (Press et al.; flash-attn's `get_alibi_slopes`): for a power of
+/// two, 2^(−8(h+1)/n); otherwise the slopes of the largest power of two m < n, then every other
+/// slope of the 2m-head set for the remaining n − m heads.
+pub fn alibi_slopes(n: usize) -> Vec<f64> {
+    fn power_of_two(n: usize) -> Vec<f64> {
+        (0..n).map(|h| 2f64.powf(-8.0 * (h + 1) as f64 / n as f64)).collect()
+    }
+    if n == 0 || n.is_power_of_two() {
+        return power_of_two(n);
+    }
+    let m = 1usize << n.ilog2();
+    let mut slopes = power_of_two(m);
+    slopes.extend(power_of_two(2 * m).into_iter().step_by(2).take(n - m));
+    slopes
+}
+
+/// The slope of head h in sequence b from `[H]` or `[B, H]` slopes.
+fn slope(slopes: &[f64], heads: usize, b: usize, h: usize) -> f64 {
+    if slopes.len() == heads { slopes[h] } else { slopes[b * heads + h] }
+}
+
+/// Attention forward over every sequence and head.
+pub fn forward(p: &Problem) -> Forward {
+    let (h_all, d) = (p.heads, p.head_dim);
+    let total_q = p.cu_seqlens_q.last().copied().unwrap_or(0);
+    let mut out = Forward { out: vec![0.0; total_q * h_all * d], lse: vec![f64::NEG_INFINITY; h_all * total_q] };
+    let group = h_all / p.heads_k.max(1);
+    for b in 0..p.cu_seqlens_q.len().saturating_sub(1) {
+        let (q0, q1) = (p.cu_seqlens_q[b], p.cu_seqlens_q[b + 1]);
+        let (k0, k1) = (p.cu_seqlens_k[b], p.cu_seqlens_k[b + 1]);
+        let (sq, sk) = (q1 - q0, k1 - k0);
+        for h in 0..h_all {
+            let hk = h / group;
+            let q_row = |i: usize| &p.q[((q0 + i) * h_all + h) * d..][..d];
+            let k_row = |j: usize| &p.k[((k0 + j) * p.heads_k + hk) * d..][..d];
+            let v_row = |j: usize| &p.v[((k0 + j) * p.heads_k + hk) * d..][..d];
+            for i in 0..sq {
+                // i aligned to the keys' end: the causal limit and the linear bias use it.
+                let aligned = i as i64 + sk as i64 - sq as i64;
+                let scores: Vec<f64> = (0..sk)
+                    .map(|j| {
+                        if p.causal && j as i64 > aligned {
+                            return f64::NEG_INFINITY;
+                        }
+                        let dot: f64 = q_row(i).iter().zip(k_row(j)).map(|(a, b)| a * b).sum();
+                        let bias = match p.bias {
+                            BiasRef::None => 0.0,
+                            BiasRef::Linear { slopes } => {
+                                -slope(slopes, h_all, b, h) * (aligned - j as i64).unsigned_abs() as f64
+                            }
+                            BiasRef::Geometric { slopes, positions } => {
+                                let (pi, pj) = (&positions[(q0 + i) * 3..][..3], &positions[(k0 + j) * 3..][..3]);
+                                let dist = (0..3).map(|c| (pi[c] - pj[c]).powi(2)).sum::<f64>().sqrt();
+                                -slope(slopes, h_all, b, h) * dist
+                            }
+                        };
+                        p.scale * dot + bias
+                    })
+                    .collect();
+                let o = &mut out.out[((q0 + i) * h_all + h) * d..][..d];
+                out.lse[h * total_q + q0 + i] = softmax_times_v(&scores, v_row, o);
+            }
+        }
+    }
+    out
+}
+
+/// Writes Σ_j softmax(scores)_j · v_row(j) into `out` (left 0 when every score is −∞) and
+/// returns the log-sum-exp of the scores (−∞ then).
+fn softmax_times_v<'v>(scores: &[f64], v_row: impl Fn(usize) -> &'v [f64], out: &mut [f64]) -> f64 {
+    let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if max == f64::NEG_INFINITY {
+        return max;
+    }
+    let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+    let sum: f64 = weights.iter().sum();
+    for (j, w) in weights.iter().enumerate() {
+        for (o, v) in out.iter_mut().zip(v_row(j)) {
+            *o += w / sum * v;
+        }
+    }
+    max + sum.ln()
+}
+
+/// The padded-batch form (BERT): q `[B, S, H, D]`, k and v `[B, S_k, H_k, D]`, a key-padding
+/// mask `[B, S_k]` (true keeps a key; `None` keeps all) and linear ALiBi slopes (`[H]` or
+/// `[B, H]`, or none). Positions are indices in the padded sequences; every query row is
+/// computed. Returns out `[B, S, H, D]` and lse `[H, B·S]`. With prefix masks (right padding),
+/// the kept rows equal [`forward`] on the unpadded sequences.
+///
+/// # Panics
+/// On geometric ALiBi, whose positions belong to packed tokens.
+pub fn forward_padded(
+    p: &Problem,
+    (batch, seqlen_q, seqlen_k): (usize, usize, usize),
+    key_mask: Option<&[bool]>,
+) -> Forward {
+    assert!(!matches!(p.bias, BiasRef::Geometric { .. }), "the padded form takes linear ALiBi or none");
+    let (h_all, hk_all, d) = (p.heads, p.heads_k, p.head_dim);
+    let total_q = batch * seqlen_q;
+    let mut out = Forward { out: vec![0.0; total_q * h_all * d], lse: vec![f64::NEG_INFINITY; h_all * total_q] };
+    for (b, h, i) in (0..batch).flat_map(|b| (0..h_all).flat_map(move |h| (0..seqlen_q).map(move |i| (b, h, i)))) {
+        let hk = h / (h_all / hk_all);
+        let aligned = i as i64 + seqlen_k as i64 - seqlen_q as i64;
+        let q_row = &p.q[((b * seqlen_q + i) * h_all + h) * d..][..d];
+        let row = |j: usize| ((b * seqlen_k + j) * hk_all + hk) * d;
+        let scores: Vec<f64> = (0..seqlen_k)
+            .map(|j| {
+                let masked = key_mask.is_some_and(|m| !m[b * seqlen_k + j]) || (p.causal && j as i64 > aligned);
+                if masked {
+                    return f64::NEG_INFINITY;
+                }
+                let dot: f64 = q_row.iter().zip(&p.k[row(j)..][..d]).map(|(a, c)| a * c).sum();
+                let bias = match p.bias {
+                    BiasRef::Linear { slopes } => {
+                        -slope(slopes, h_all, b, h) * (aligned - j as i64).unsigned_abs() as f64
+                    }
+                    BiasRef::None | BiasRef::Geometric { .. } => 0.0,
+                };
+                p.scale * dot + bias
+            })
+            .collect();
+        let o = &mut out.out[((b * seqlen_q + i) * h_all + h) * d..][..d];
+        out.lse[h * total_q + b * seqlen_q + i] = softmax_times_v(&scores, |j| &p.v[row(j)..][..d], o);
+    }
+    out
+}

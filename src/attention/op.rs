@@ -1,0 +1,390 @@
+//! The attention family's registry entry: `attention/alibi` (forward only). Inputs q, k, v,
+//! cu_seqlens_q, cu_seqlens_k and the optional slopes (linear ALiBi) and positions (geometric
+//! ALiBi, with slopes); params `causal` (0 or 1) and `scale` (0 means 1/√D); outputs out, lse.
+//! The main-input shape of checks and benches is `[batch, seqlen, heads, heads_k, head_dim]`.
+
+use std::collections::BTreeMap;
+
+use rand::Rng;
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, Normal};
+
+use super::{Attention, Bias, cpu};
+use crate::check::CheckRow;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Storage, Tensors, input, put_output};
+
+/// `attention/alibi` in the registry.
+pub struct AlibiAttention;
+
+/// The attention ops, as registry entries.
+pub fn entries() -> Vec<Box<dyn Op>> {
+    vec![Box::new(AlibiAttention)]
+}
+
+/// Which bias a generated problem has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BiasKind {
+    /// No slopes.
+    None,
+    /// Linear ALiBi.
+    Alibi,
+    /// Geometric ALiBi (then the key lengths are the query lengths).
+    Geometric,
+}
+
+/// The layout and options of a generated problem.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    /// Query length of each sequence.
+    pub seqlens_q: Vec<usize>,
+    /// Key length of each sequence (ignored for geometric ALiBi: the query lengths).
+    pub seqlens_k: Vec<usize>,
+    /// H.
+    pub heads: usize,
+    /// H_k.
+    pub heads_k: usize,
+    /// D.
+    pub head_dim: usize,
+    /// Causal mask.
+    pub causal: bool,
+    /// The bias.
+    pub bias: BiasKind,
+    /// Slopes `[B, H]` random in [0, 0.3) (flash-attn's test), else `[H]` from the standard rule.
+    pub slopes_per_batch: bool,
+}
+
+fn normal(n: usize, sd: f64, rng: &mut StdRng) -> Vec<f64> {
+    let d = Normal::new(0.0, sd).expect("sd > 0");
+    (0..n).map(|_| d.sample(rng)).collect()
+}
+
+fn prefix_sums(lens: &[usize]) -> Vec<f64> {
+    let mut total = 0;
+    std::iter::once(0.0)
+        .chain(lens.iter().map(|l| {
+            total += l;
+            total as f64
+        }))
+        .collect()
+}
+
+/// A problem with random N(0, 1) q, k, v (positions N(0, 2) per coordinate) for `spec`.
+pub fn problem(spec: &Spec, rng: &mut StdRng) -> Problem {
+    let seqlens_k = if spec.bias == BiasKind::Geometric { &spec.seqlens_q } else { &spec.seqlens_k };
+    let (total_q, total_k): (usize, usize) = (spec.seqlens_q.iter().sum(), seqlens_k.iter().sum());
+    let (h, hk, d, batch) = (spec.heads, spec.heads_k, spec.head_dim, spec.seqlens_q.len());
+    let mut p = Problem::default();
+    p.inputs.insert("q".into(), Array::new(vec![total_q, h, d], normal(total_q * h * d, 1.0, rng)));
+    p.inputs.insert("k".into(), Array::new(vec![total_k, hk, d], normal(total_k * hk * d, 1.0, rng)));
+    p.inputs.insert("v".into(), Array::new(vec![total_k, hk, d], normal(total_k * hk * d, 1.0, rng)));
+    p.inputs.insert("cu_seqlens_q".into(), Array::new(vec![batch + 1], prefix_sums(&spec.seqlens_q)));
+    p.inputs.insert("cu_seqlens_k".into(), Array::new(vec![batch + 1], prefix_sums(seqlens_k)));
+    if spec.bias != BiasKind::None {
+        let slopes = if spec.slopes_per_batch {
+            Array::new(vec![batch, h], (0..batch * h).map(|_| rng.random_range(0.0..0.3)).collect())
+        } else {
+            Array::new(vec![h], cpu::alibi_slopes(h))
+        };
+        p.inputs.insert("slopes".into(), slopes);
+    }
+    if spec.bias == BiasKind::Geometric {
+        p.inputs.insert("positions".into(), Array::new(vec![total_q, 3], normal(total_q * 3, 2.0, rng)));
+    }
+    p.params.insert("causal".into(), spec.causal as u8 as f64);
+    p.params.insert("scale".into(), 0.0);
+    p
+}
+
+/// `[batch, seqlen, heads, heads_k, head_dim]` of a check or bench shape.
+fn unpack(shape: &[usize]) -> (usize, usize, usize, usize, usize) {
+    match *shape {
+        [b, s, h, hk, d] => (b, s, h, hk, d),
+        _ => (1, 1, 1, 1, 32),
+    }
+}
+
+/// Sequence lengths as a usize vector from a cu_seqlens array.
+fn offsets(a: &Array) -> Vec<usize> {
+    a.data.iter().map(|&x| x as usize).collect()
+}
+
+/// The reference's view of a problem: its arrays and options.
+struct Parts<'a> {
+    q: &'a Array,
+    k: &'a Array,
+    v: &'a Array,
+    cu_q: Vec<usize>,
+    cu_k: Vec<usize>,
+    slopes: Option<&'a [f64]>,
+    positions: Option<&'a [f64]>,
+    causal: bool,
+    scale: f64,
+}
+
+fn parts(problem: &Problem) -> Result<Parts<'_>> {
+    let q = problem.input("q")?;
+    let head_dim = q.shape.get(2).copied().unwrap_or(1);
+    let scale = problem.params.get("scale").copied().unwrap_or(0.0);
+    // The kernel sees the scale as f32.
+    let scale = if scale == 0.0 { 1.0 / (head_dim as f32).sqrt() } else { scale as f32 } as f64;
+    Ok(Parts {
+        q,
+        k: problem.input("k")?,
+        v: problem.input("v")?,
+        cu_q: offsets(problem.input("cu_seqlens_q")?),
+        cu_k: offsets(problem.input("cu_seqlens_k")?),
+        slopes: problem.get("slopes").map(|a| a.data.as_slice()),
+        positions: problem.get("positions").map(|a| a.data.as_slice()),
+        causal: problem.params.get("causal").copied().unwrap_or(0.0) != 0.0,
+        scale,
+    })
+}
+
+impl Parts<'_> {
+    fn cpu(&self) -> cpu::Problem<'_> {
+        let bias = match (self.slopes, self.positions) {
+            (None, _) => cpu::BiasRef::None,
+            (Some(slopes), None) => cpu::BiasRef::Linear { slopes },
+            (Some(slopes), Some(positions)) => cpu::BiasRef::Geometric { slopes, positions },
+        };
+        cpu::Problem {
+            q: &self.q.data,
+            k: &self.k.data,
+            v: &self.v.data,
+            cu_seqlens_q: &self.cu_q,
+            cu_seqlens_k: &self.cu_k,
+            heads: self.q.shape[1],
+            heads_k: self.k.shape[1],
+            head_dim: self.q.shape[2],
+            bias,
+            causal: self.causal,
+            scale: self.scale,
+        }
+    }
+}
+
+/// The forward done naively in the low precision of `dtype` (flash-attn's yardstick): scores
+/// q·k summed in f32 and rounded to `dtype` (a low-precision matmul's output), scale, bias and
+/// softmax in f32, probabilities rounded to `dtype`, P·V summed in f32 and rounded to `dtype`.
+fn naive_forward(p: &cpu::Problem, dtype: DType) -> cpu::Forward {
+    let r = |x: f32| dtype.round(x as f64) as f32;
+    let (h_all, d) = (p.heads, p.head_dim);
+    let total_q = p.cu_seqlens_q.last().copied().unwrap_or(0);
+    let mut out = cpu::Forward { out: vec![0.0; total_q * h_all * d], lse: vec![f64::NEG_INFINITY; h_all * total_q] };
+    let group = h_all / p.heads_k;
+    for b in 0..p.cu_seqlens_q.len() - 1 {
+        let (q0, k0) = (p.cu_seqlens_q[b], p.cu_seqlens_k[b]);
+        let (sq, sk) = (p.cu_seqlens_q[b + 1] - q0, p.cu_seqlens_k[b + 1] - k0);
+        for (h, i) in (0..h_all).flat_map(|h| (0..sq).map(move |i| (h, i))) {
+            let hk = h / group;
+            let aligned = i as i64 + sk as i64 - sq as i64;
+            let scores: Vec<f32> = (0..sk)
+                .map(|j| {
+                    if p.causal && j as i64 > aligned {
+                        return f32::NEG_INFINITY;
+                    }
+                    let (qi, kj) =
+                        (&p.q[((q0 + i) * h_all + h) * d..][..d], &p.k[((k0 + j) * p.heads_k + hk) * d..][..d]);
+                    let dot = r(qi.iter().zip(kj).map(|(a, c)| (a * c) as f32).sum::<f32>());
+                    let bias = match p.bias {
+                        cpu::BiasRef::None => 0.0,
+                        cpu::BiasRef::Linear { slopes } => {
+                            let s = if slopes.len() == h_all { slopes[h] } else { slopes[b * h_all + h] };
+                            -(s as f32) * (aligned - j as i64).unsigned_abs() as f32
+                        }
+                        cpu::BiasRef::Geometric { slopes, positions } => {
+                            let s = if slopes.len() == h_all { slopes[h] } else { slopes[b * h_all + h] };
+                            let dist: f32 = (0..3)
+                                .map(|c| ((positions[(q0 + i) * 3 + c] - positions[(k0 + j) * 3 + c]) as f32).powi(2))
+                                .sum::<f32>()
+                                .sqrt();
+                            -(s as f32) * dist
+                        }
+                    };
+                    p.scale as f32 * dot + bias
+                })
+                .collect();
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            if max == f32::NEG_INFINITY {
+                continue;
+            }
+            let e: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+            let sum: f32 = e.iter().sum();
+            out.lse[h * total_q + q0 + i] = (max + sum.ln()) as f64;
+            for c in 0..d {
+                let acc: f32 = (0..sk).map(|j| r(e[j] / sum) * p.v[((k0 + j) * p.heads_k + hk) * d + c] as f32).sum();
+                out.out[((q0 + i) * h_all + h) * d + c] = r(acc) as f64;
+            }
+        }
+    }
+    out
+}
+
+impl Op for AlibiAttention {
+    fn family(&self) -> &'static str {
+        "attention"
+    }
+
+    fn name(&self) -> &'static str {
+        "alibi"
+    }
+
+    fn dtypes(&self) -> &'static [DType] {
+        &[DType::F16, DType::BF16]
+    }
+
+    fn directions(&self) -> &'static [Direction] {
+        &[Direction::Fwd]
+    }
+
+    fn inputs(&self, _: Direction) -> Vec<ArgSpec> {
+        vec![
+            ArgSpec::op("q"),
+            ArgSpec::op("k"),
+            ArgSpec::op("v"),
+            ArgSpec::i32("cu_seqlens_q"),
+            ArgSpec::i32("cu_seqlens_k"),
+            ArgSpec::f32("slopes").optional(),
+            ArgSpec::f32("positions").optional(),
+        ]
+    }
+
+    fn outputs(&self, _: Direction, problem: &Problem) -> Result<Vec<(ArgSpec, Vec<usize>)>> {
+        let q = problem.input_shape("q")?;
+        let (total_q, heads) = (q.first().copied().unwrap_or(0), q.get(1).copied().unwrap_or(0));
+        // Each output element is a sum over keys: checked by the naive-error rule.
+        let out = ArgSpec { name: "out", storage: Storage::Op, reduction: true, optional: false };
+        Ok(vec![(out, q), (ArgSpec::f32_reduction("lse"), vec![heads, total_q])])
+    }
+
+    fn params(&self) -> &'static [(&'static str, f64)] {
+        &[("causal", 0.0), ("scale", 0.0)]
+    }
+
+    fn launcher(&self, _: Direction) -> String {
+        "kiln_attention_alibi_fwd".into()
+    }
+
+    fn random_problem(&self, _: Direction, shape: &[usize], rng: &mut StdRng) -> Problem {
+        let (batch, seqlen, heads, heads_k, head_dim) = unpack(shape);
+        // The first sequence is full length (it sets max_seqlen); the others random, zero allowed.
+        let lens = |rng: &mut StdRng| -> Vec<usize> {
+            (0..batch).map(|b| if b == 0 { seqlen } else { rng.random_range(0..=seqlen) }).collect()
+        };
+        let (seqlens_q, seqlens_k) = (lens(rng), lens(rng));
+        let bias = [BiasKind::None, BiasKind::Alibi, BiasKind::Geometric][rng.random_range(0..3)];
+        let spec = Spec {
+            seqlens_q,
+            seqlens_k,
+            heads,
+            heads_k,
+            head_dim,
+            causal: rng.random_bool(0.5),
+            bias,
+            slopes_per_batch: rng.random_bool(0.5),
+        };
+        problem(&spec, rng)
+    }
+
+    fn reference(&self, _: Direction, problem: &Problem) -> Result<Arrays> {
+        let p = parts(problem)?;
+        let f = cpu::forward(&p.cpu());
+        let mut out = Arrays::new();
+        let heads = p.q.shape[1];
+        out.insert("out".into(), Array::new(p.q.shape.clone(), f.out));
+        out.insert("lse".into(), Array::new(vec![heads, p.q.shape[0]], f.lse));
+        Ok(out)
+    }
+
+    fn naive_reductions(&self, _: Direction, problem: &Problem, dtype: DType) -> Result<Arrays> {
+        let p = parts(problem)?;
+        let f = naive_forward(&p.cpu(), dtype);
+        let mut out = Arrays::new();
+        out.insert("out".into(), Array::new(p.q.shape.clone(), f.out));
+        out.insert("lse".into(), Array::new(vec![p.q.shape[1], p.q.shape[0]], f.lse));
+        Ok(out)
+    }
+
+    fn run(
+        &self,
+        dir: Direction,
+        inputs: &Tensors,
+        params: &BTreeMap<String, f64>,
+        outputs: &mut Tensors,
+    ) -> Result<()> {
+        if dir != Direction::Fwd {
+            return Err(Error::InvalidValue { arg: "direction", reason: "attention/alibi has a forward only".into() });
+        }
+        let scale = params.get("scale").copied().unwrap_or(0.0);
+        let bias = match (inputs.get("slopes"), inputs.get("positions")) {
+            (None, None) => Bias::None,
+            (Some(slopes), None) => Bias::Alibi { slopes },
+            (Some(slopes), Some(positions)) => Bias::Geometric { slopes, positions },
+            (None, Some(_)) => {
+                return Err(Error::InvalidValue { arg: "positions", reason: "geometric ALiBi needs slopes".into() });
+            }
+        };
+        let attn = Attention {
+            causal: params.get("causal").copied().unwrap_or(0.0) != 0.0,
+            scale: if scale == 0.0 { None } else { Some(scale as f32) },
+            bias,
+        };
+        let o = super::forward(
+            &attn,
+            input(inputs, "q")?,
+            input(inputs, "k")?,
+            input(inputs, "v")?,
+            input(inputs, "cu_seqlens_q")?,
+            input(inputs, "cu_seqlens_k")?,
+        )?;
+        put_output(outputs, "out", o.out)?;
+        put_output(outputs, "lse", o.lse)
+    }
+
+    fn bytes(&self, _: Direction, problem: &Problem, dtype: DType) -> u64 {
+        let n = |k: &str| problem.get(k).map_or(0, |a| a.data.len()) as u64;
+        let total_q = problem.get("q").map_or(0, |a| a.shape[0]) as u64;
+        let heads = problem.get("q").map_or(0, |a| a.shape[1]) as u64;
+        // Read q, k, v; write out (the size of q) and the f32 log-sum-exp.
+        (2 * n("q") + n("k") + n("v")) * dtype.size_in_bytes() as u64 + total_q * heads * 4
+    }
+
+    fn flops(&self, _: Direction, problem: &Problem) -> u64 {
+        // REFERENCE §4: 4·Σ sq·sk·H·D, halved under causal.
+        let Ok(p) = parts(problem) else { return 0 };
+        let pairs: usize = p.cu_q.windows(2).zip(p.cu_k.windows(2)).map(|(q, k)| (q[1] - q[0]) * (k[1] - k[0])).sum();
+        let f = 4 * pairs as u64 * (p.q.shape[1] * p.q.shape[2]) as u64;
+        if p.causal { f / 2 } else { f }
+    }
+
+    fn check_shapes(&self) -> Vec<Vec<usize>> {
+        // [batch, seqlen, heads, heads_k, head_dim]: every head dim, GQA and MQA, lengths that
+        // are not multiples of the tiles (the first is small enough for the sanitizer runs of
+        // scripts/gpu-run.sh); the last three are for a GPU.
+        vec![
+            vec![2, 17, 2, 1, 32],
+            vec![3, 37, 6, 2, 32],
+            vec![2, 70, 6, 6, 64],
+            vec![2, 45, 6, 1, 96],
+            vec![2, 33, 4, 2, 128],
+            vec![4, 203, 6, 2, 64],
+            vec![2, 512, 6, 1, 128],
+            vec![3, 1023, 6, 6, 96],
+        ]
+    }
+
+    fn bench_shape_gpu(&self) -> Vec<usize> {
+        // B·S = 16k tokens, H·D = 2048 (the H100 target), d128.
+        vec![16, 1024, 16, 16, 128]
+    }
+
+    fn bench_shape_cpu(&self) -> Vec<usize> {
+        vec![1, 128, 2, 2, 64]
+    }
+
+    fn self_checks(&self, rng: &mut StdRng) -> Vec<CheckRow> {
+        super::identities::rows(self, rng)
+    }
+}

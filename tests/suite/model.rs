@@ -1,0 +1,36 @@
+//! The traffic model (feature `emu`): its counts on a kernel with known traffic.
+
+use std::ffi::CString;
+
+use kiln::ffi_emu::runtime::{kiln_emu_selftest, kiln_emu_traffic, kiln_emu_traffic_begin, kiln_emu_traffic_end};
+
+/// The counts of one run of the planted `traffic` case (strided or not).
+fn counted(strided: bool) -> kiln_emu_traffic {
+    let name = CString::new("traffic").unwrap();
+    let mut t = kiln_emu_traffic::default();
+    // SAFETY: opens and closes the emulator's window around one selftest launch; `t` is writable.
+    let status = unsafe {
+        kiln_emu_traffic_begin();
+        let s = kiln_emu_selftest(name.as_ptr(), i32::from(strided), std::ptr::null_mut(), 0);
+        kiln_emu_traffic_end(&mut t);
+        s
+    };
+    assert_eq!(status, 0);
+    t
+}
+
+#[test]
+fn the_model_counts_sectors_and_wavefronts_exactly() {
+    let (c, s) = (counted(false), counted(true));
+    // Two warps, each one load of 32 floats: consecutive 128 bytes = 4 sectors; 32 bytes apart = 32.
+    assert_eq!((c.load_requests, c.load_sectors, c.load_bytes), (2, 8, 256));
+    assert_eq!((s.load_requests, s.load_sectors, s.load_bytes), (2, 64, 256));
+    // One store per warp of out[t]: 4 sectors each.
+    assert_eq!((c.store_requests, c.store_sectors), (2, 8));
+    // Shared: per warp one store (1 or 32 wavefronts) and one broadcast load (1).
+    assert_eq!((c.shared_requests, c.shared_wavefronts, c.shared_worst_wavefronts), (4, 4, 1));
+    assert_eq!((s.shared_requests, s.shared_wavefronts, s.shared_worst_wavefronts), (4, 66, 32));
+    // DRAM: distinct sectors of `in` read (8 of 2 KiB contiguous, or 64 strided), `out` written.
+    assert_eq!((c.dram_read_bytes, c.dram_write_bytes), (256, 256));
+    assert_eq!((s.dram_read_bytes, s.dram_write_bytes), (2048, 256));
+}
