@@ -32,6 +32,12 @@ cargo run --quiet --release --features emu -- check --backend emu >target/check-
   exit 1
 }
 tail -n 1 target/check-emu.log
+echo "== kiln model (the emulator's traffic model for every op, bf16)"
+cargo run --quiet --release --features emu -- model --dtype bf16 --seed 1 >target/model.log 2>&1 || {
+  tail -n 20 target/model.log
+  exit 1
+}
+echo "kiln model: $(grep -c ' bf16 ' target/model.log) op/direction rows"
 echo "== cargo clippy --all-targets --all-features -- -D warnings"
 cargo clippy --quiet --all-targets --all-features -- -D warnings
 echo "test.sh: all passed"
