@@ -155,8 +155,11 @@ void reset_serials();
 
 // ---- the traffic model (traffic.cpp) ----------------------------------------------------------
 
-// Whether a traffic window is open: the hooks then count every access they check.
+// Whether the running launch is counted: a traffic window is open and the launch comes from the
+// OS thread that opened it (count_this_launch, at launch start); the hooks then count every
+// access they check.
 extern bool g_counting;
+bool count_this_launch();
 void count_global(Launch& L, uintptr_t addr, size_t n, bool write, const void* pc);
 void count_shared(Launch& L, uintptr_t addr, size_t n, bool write, const void* pc);
 // Closes the warp instructions of the block that just ran / the launch that just ended.

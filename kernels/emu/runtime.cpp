@@ -524,6 +524,8 @@ cudaError_t launch(dim3 grid, dim3 block, size_t smem, cudaStream_t, Invoke invo
 
     Launch* outer = t_launch;
     t_launch = &L;
+    const bool outer_counting = g_counting;
+    g_counting = count_this_launch();
     if (g_checked) set_dynamic_shared(L.dynamic_shared, L.dynamic_bytes);
     bool ok = true;
     for (uint64_t b = 0; b < blocks && ok; ++b) {
@@ -535,6 +537,7 @@ cudaError_t launch(dim3 grid, dim3 block, size_t smem, cudaStream_t, Invoke invo
     }
     if (g_checked) set_dynamic_shared(nullptr, 0);
     if (g_counting) count_launch_end(L);
+    g_counting = outer_counting;
     cudaError_t err = cudaSuccess;
     if (!ok) {
         Finding* f = t_finding;

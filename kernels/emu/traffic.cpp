@@ -15,7 +15,10 @@
 
 #include <algorithm>
 #include <cinttypes>
+#include <pthread.h>
+
 #include <cstdio>
+#include <mutex>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -25,6 +28,19 @@
 namespace kiln_emu {
 
 bool g_counting = false;
+
+namespace {
+// The open window and the OS thread that opened it (under big_lock()). Only that thread's
+// launches are counted, so launches of other threads (cargo's parallel tests) never leak into a
+// window's counts; and a window is exclusive: its owner holds g_window_mutex from
+// kiln_emu_traffic_begin to kiln_emu_traffic_end, so another thread's begin waits for the end.
+// (pthread_t rather than std::thread: <thread> does not compile under the emulator's prelude.)
+bool g_window = false;
+pthread_t g_owner;
+std::mutex g_window_mutex;
+}  // namespace
+
+bool count_this_launch() { return g_window && pthread_equal(g_owner, pthread_self()) != 0; }
 
 namespace {
 
@@ -147,23 +163,37 @@ void fold_sites() {
 extern "C" {
 
 void kiln_emu_traffic_begin(void) {
+    bool reopen;  // this thread's window is open: restart it (it already holds g_window_mutex)
+    {
+        std::lock_guard<std::recursive_mutex> lock(big_lock());
+        reopen = count_this_launch();
+    }
+    if (!reopen) g_window_mutex.lock();  // waits while another thread's window is open
     std::lock_guard<std::recursive_mutex> lock(big_lock());
     g_sites.clear();
     g_read_sectors.clear();
     g_written_sectors.clear();
     g_totals = kiln_emu_traffic{};
     // The counts come from the checked-mode hooks.
-    g_was_checked = g_checked;
+    if (!g_window) g_was_checked = g_checked;
     g_checked = true;
-    g_counting = true;
+    g_window = true;
+    g_owner = pthread_self();
 }
 
 void kiln_emu_traffic_end(kiln_emu_traffic* out) {
-    std::lock_guard<std::recursive_mutex> lock(big_lock());
-    fold_sites();
-    if (out != nullptr) *out = g_totals;
-    g_counting = false;
-    g_checked = g_was_checked;
+    {
+        std::lock_guard<std::recursive_mutex> lock(big_lock());
+        if (!count_this_launch()) {  // no window of this thread's is open: nothing was counted
+            if (out != nullptr) *out = kiln_emu_traffic{};
+            return;
+        }
+        fold_sites();
+        if (out != nullptr) *out = g_totals;
+        g_window = false;
+        g_checked = g_was_checked;
+    }
+    g_window_mutex.unlock();
 }
 
 size_t kiln_emu_traffic_sites(char* buf, size_t len) {
