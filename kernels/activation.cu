@@ -60,12 +60,14 @@ constexpr int64_t kMinRowsPerChunk = 64;
 // rows get many rows per block (few partials) without giving up blocks.
 constexpr int kTileColumns = 32;
 
-// The reduction partitions are planned in groups of kGroup elements (flat) or channels (per
-// channel), the widest pack of any storage type, whatever pack width a launch then uses, so
-// that the vector and the scalar path (an aligned and a misaligned pointer) sum every term in
-// the same order and give bitwise the same parameter gradient.
-constexpr int kGroup = 8;
-static_assert(kGroup % kVecWidth<float> == 0 && kGroup % kVecWidth<__half> == 0, "a group is whole packs");
+// The reduction partitions are planned in groups of kGroup<T> elements (flat) or channels (per
+// channel): one 16-byte pack of the storage type (4 for f32, 8 for f16/bf16), whatever pack
+// width a launch then uses. The vector path's step is then exactly one pack, so each warp
+// load/store moves 512 contiguous bytes (whole sectors), and the scalar path (a misaligned
+// pointer) walks the same groups element by element, so both sum every term in the same order
+// and give bitwise the same parameter gradient. The partition depends on (n, channels, dtype).
+template <typename T>
+constexpr int kGroup = kVecWidth<T>;
 
 // Largest channel count whose grids fit CUDA's grid.x limit: a block then holds ≥ 16 column
 // groups (see channel_plan), so grid.x ≤ channels / 16.
@@ -309,14 +311,16 @@ __global__ void __launch_bounds__(kThreads) flat_fwd_kernel(const T* x, T* y, in
 // dy·∂f/∂p over this block's elements into partials[blockIdx.x] (partials: [gridDim.x]).
 // Reads 2·sizeof(T), writes sizeof(T) per element; FLOPs: Op's bwd (+ dparam with kReduce).
 // With kReduce the grid is the fixed partition of the sum (scalar_partials), not a free choice,
-// and a thread's step is a group of kGroup consecutive elements (kGroup / kW packs) instead of
-// one pack: group g goes to thread g mod (grid threads), which sums its elements in index
-// order, and the n mod kGroup elements past the last group go to the first threads of the
-// grid; so the partition and every partial's order of additions depend on n alone.
+// and a thread's step is a group of kGroup<T> consecutive elements (one pack on the vector
+// path, kGroup<T> scalars on the scalar path) instead of one pack: group g goes to thread
+// g mod (grid threads), which sums its elements in index order, and the n mod kGroup<T>
+// elements past the last group go to the first threads of the grid; so the partition and every
+// partial's order of additions depend on (n, dtype) alone.
 template <typename T, typename Op, int kW, bool kReduce>
 __global__ void __launch_bounds__(kThreads)
     flat_bwd_kernel(const T* x, const T* dy, T* dx, int64_t n, Op op, const float* param, float* partials) {
-    constexpr int kUnit = kReduce ? kGroup : kW;  // elements per step of a thread
+    static_assert(kW == 1 || kW == kGroup<T>, "a group is one pack or kGroup<T> scalars");
+    constexpr int kUnit = kReduce ? kGroup<T> : kW;  // elements per step of a thread
     constexpr int kPacks = kUnit / kW;
     const Op f = bind_shared(op, param);
     const int64_t first = int64_t(blockIdx.x) * kThreads + threadIdx.x;
@@ -430,11 +434,16 @@ __global__ void __launch_bounds__(kThreads) channel_bwd_kernel(const T* x, const
     if constexpr (kReduce) {
         __shared__ float lanes[kThreads * kW];
         sum_over_lanes<kW>(acc, lanes);
-        if (threadIdx.y == 0 && active) {
-            float* out = partials + int64_t(blockIdx.y) * shape.channels + col;
-#pragma unroll
-            for (int j = 0; j < kW; ++j) out[j] = acc[j];
-        }
+        // The totals of the block's blockDim.x·kW channels are lanes[0, blockDim.x·kW), in
+        // channel order (lane 0's row): the whole block writes them, consecutive threads to
+        // consecutive channels, so each warp store covers whole sectors (lane 0 storing its kW
+        // totals itself would leave kW-float gaps between lanes).
+        __syncthreads();
+        const int64_t base = int64_t(blockIdx.x) * blockDim.x * kW;
+        float* out = partials + int64_t(blockIdx.y) * shape.channels + base;
+        const int64_t left = shape.channels - base;  // > 0: the block has an active column
+        const int count = left < int64_t(blockDim.x) * kW ? static_cast<int>(left) : int(blockDim.x) * kW;
+        for (int t = threadIdx.y * blockDim.x + threadIdx.x; t < count; t += blockDim.x * blockDim.y) out[t] = lanes[t];
     }
 }
 
@@ -455,9 +464,9 @@ __global__ void __launch_bounds__(kThreads)
 
 // ------------------------------------------------------------------------------------------
 // Launch plans. The reduction partition (which terms each partial sums, in which order, and
-// how partials combine) depends only on (n, channels), not on the pack width, so a parameter
-// gradient is bitwise the same across runs and across pointer alignments (vector or scalar
-// path), as norm's dγ/dβ.
+// how partials combine) depends only on (n, channels) and the dtype's group (kGroup<T>), not
+// on the pack width, so a parameter gradient is bitwise the same across runs and across
+// pointer alignments (vector or scalar path), as norm's dγ/dβ.
 // ------------------------------------------------------------------------------------------
 
 namespace {
@@ -472,17 +481,21 @@ int64_t flat_blocks(int64_t n, int width) {
 }
 
 // Blocks = partial sums of a scalar gradient (n ≥ 1): the whole grid covers kThreads groups of
-// kGroup elements per step of its grid-stride loop (flat_bwd_kernel), whatever the pack width.
-int64_t scalar_partials(int64_t n) { return std::min(kReduceMaxBlocks, ceil_div(n, int64_t(kThreads) * kGroup)); }
+// `group` (kGroup<T>) elements per step of its grid-stride loop (flat_bwd_kernel), whatever
+// the pack width.
+int64_t scalar_partials(int64_t n, int group) {
+    return std::min(kReduceMaxBlocks, ceil_div(n, int64_t(kThreads) * group));
+}
 
 // The 2-D partition of x as [rows, channels] (see ChannelShape). The reduction's part is planned
-// for column groups of kGroup channels whatever the launch's width: those groups split into
+// for column groups of `group` (kGroup<T>) channels whatever the launch's width (kGroup<T>
+// exactly when channels % kGroup<T> == 0, 1 otherwise): those groups split into
 // near-equal tiles of ≤ kTileColumns groups, the rest of a block's threads become ty row lanes
 // (so a small channel count (3, 64) still fills the block), and row chunks bring the grid to
 // about kReduceMaxBlocks blocks with at least kMinRowsPerChunk rows (and one row per lane) each.
 // ty and the chunks fix each channel's order of additions (lane l of chunk k sums rows
 // k·rows_per_chunk + l, + ty, …; sum_over_lanes then combines the ty lanes by a fixed tree);
-// they depend on (n, channels) only. The launch's own column groups of `width` channels then
+// they depend on (n, channels, group) only. The launch's own column groups of `width` channels then
 // fill each block's kThreads / ty columns (tx), in as many tiles as that takes.
 struct ChannelPlan {
     int64_t rows;
@@ -493,11 +506,11 @@ struct ChannelPlan {
     int64_t chunks;          // grid.y: partial sums per channel
 };
 
-ChannelPlan channel_plan(int64_t n, int64_t channels, int width) {
+ChannelPlan channel_plan(int64_t n, int64_t channels, int group, int width) {
     ChannelPlan p;
     p.rows = n / channels;
-    // The reduction's partition, from (n, channels) alone.
-    const int64_t plan_groups = ceil_div(channels, kGroup);
+    // The reduction's partition, from (n, channels, group) alone.
+    const int64_t plan_groups = ceil_div(channels, group);
     const int64_t plan_tiles = ceil_div(plan_groups, kTileColumns);
     p.ty = static_cast<int>(kThreads / ceil_div(plan_groups, plan_tiles));  // ≥ kThreads / kTileColumns
     const int64_t wanted = std::max(int64_t(1), kReduceMaxBlocks / plan_tiles);
@@ -516,12 +529,24 @@ bool valid_sizes(int64_t n, int64_t channels) {
     return n >= 0 && channels >= 1 && channels <= kMaxChannels && n % channels == 0;
 }
 
-// Bytes of partials: the partition depends on (n, channels) only, so the query needs neither
-// the dtype nor the pointers.
-int64_t partial_bytes(int64_t n, int64_t channels) {
+// The group of a storage dtype: kGroup<T> of the T it stores.
+int group_of(kiln_dtype dtype) { return kVecBytes / static_cast<int>(storage_bytes(dtype)); }
+
+// Bytes of partials for a dtype's group: the partition depends on (n, channels, group) only,
+// not on the pointers.
+int64_t partial_bytes(int64_t n, int64_t channels, int group) {
     if (n == 0) return 0;
-    if (channels == 1) return scalar_partials(n) * int64_t(sizeof(float));
-    return channel_plan(n, channels, 1).chunks * channels * int64_t(sizeof(float));
+    if (channels == 1) return scalar_partials(n, group) * int64_t(sizeof(float));
+    return channel_plan(n, channels, group, 1).chunks * channels * int64_t(sizeof(float));
+}
+
+// Bytes of partials enough for every dtype (the workspace query has no dtype argument). The
+// flat count only grows as the group shrinks, but the per-channel chunk count does not move
+// monotonically with it (more column tiles aim at fewer chunks), so take the larger of the two
+// groups there are (4: f32; 8: f16, bf16).
+int64_t workspace_bytes(int64_t n, int64_t channels) {
+    static_assert(kGroup<__half> == kGroup<__nv_bfloat16>, "two groups in all");
+    return std::max(partial_bytes(n, channels, kGroup<float>), partial_bytes(n, channels, kGroup<__half>));
 }
 
 // ------------------------------------------------------------------------------------------
@@ -586,7 +611,7 @@ kiln_status validate(const Problem& p, Pass pass, bool needs_param, bool* empty)
         !is_aligned(p.dparam, f32) || (p.dparam != nullptr && !is_aligned(p.workspace, f32))) {
         return KILN_ERROR_MISALIGNED;
     }
-    if (p.dparam != nullptr && p.workspace_bytes < partial_bytes(p.n, p.channels)) {
+    if (p.dparam != nullptr && p.workspace_bytes < partial_bytes(p.n, p.channels, group_of(p.dtype))) {
         return KILN_ERROR_WORKSPACE_TOO_SMALL;
     }
     return KILN_SUCCESS;
@@ -605,7 +630,7 @@ kiln_status launch_flat(const Problem& p, const Op& op, Pass pass) {
     const T* dy = static_cast<const T*>(p.dy);
     if constexpr (Op::kGrad != Grad::kNone) {
         if (p.dparam != nullptr) {
-            const int64_t blocks = scalar_partials(p.n);
+            const int64_t blocks = scalar_partials(p.n, kGroup<T>);
             // A single partial is the total: write it in place and skip the second pass.
             float* partials = blocks == 1 ? p.dparam : static_cast<float*>(p.workspace);
             KILN_LAUNCH(blocks, kThreads, 0, stream, flat_bwd_kernel<T, Op, kW, true>)(x, dy, out, p.n, op, p.param,
@@ -627,7 +652,7 @@ kiln_status launch_channels(const Problem& p, const Op& op, Pass pass) {
     const auto stream = static_cast<cudaStream_t>(p.stream);
     const T* x = static_cast<const T*>(p.x);
     T* out = static_cast<T*>(p.out);
-    const ChannelPlan plan = channel_plan(p.n, p.channels, kW);
+    const ChannelPlan plan = channel_plan(p.n, p.channels, kGroup<T>, kW);
     const ChannelShape shape{plan.rows, p.channels, plan.rows_per_chunk};
     const dim3 grid(static_cast<unsigned>(plan.tiles), static_cast<unsigned>(plan.chunks));
     const dim3 block(static_cast<unsigned>(plan.tx), static_cast<unsigned>(plan.ty));
@@ -755,7 +780,7 @@ namespace act = kiln::activation;
 extern "C" {
 
 int64_t kiln_activation_workspace_bytes(int64_t n, int64_t channels) {
-    return act::valid_sizes(n, channels) ? act::partial_bytes(n, channels) : -1;
+    return act::valid_sizes(n, channels) ? act::workspace_bytes(n, channels) : -1;
 }
 
 // Parameter-free activations.

@@ -42,18 +42,25 @@ constexpr int64_t kMaxGridBlocks = int64_t(1) << 15;
 // and the workspace stays ≤ 4 KiB. The same value as the activation family's.
 constexpr int64_t kReduceMaxBlocks = 1024;
 
-// The dα partition is planned in groups of kGroup consecutive elements of the view (flat,
-// row-major order), the widest pack of any storage type, whatever pack width a launch uses: the
-// vector and the scalar path (aligned and misaligned pointers) then sum every term in the same
-// order and give bitwise the same dα.
-constexpr int kGroup = 8;
-static_assert(kGroup % kVecWidth<float> == 0 && kGroup % kVecWidth<__half> == 0, "a group is whole packs");
+// The dα partition is planned in groups of kGroup<T> consecutive elements of the view (flat,
+// row-major order): one 16-byte pack of the storage type (4 for f32, 8 for f16/bf16), whatever
+// pack width a launch uses. The vector path's step is then exactly one pack, so each warp
+// load/store moves 512 contiguous bytes (whole sectors), and the scalar path (misaligned
+// pointers, odd F or strides) walks the same groups element by element: both sum every term in
+// the same order and give bitwise the same dα. The partition depends on (rows, F, dtype).
+template <typename T>
+constexpr int kGroup = kVecWidth<T>;
+
+// The widest group of any storage type (f16, bf16) and the narrowest (f32).
+constexpr int kMaxGroup = kGroup<__half>;
+constexpr int kMinGroup = kGroup<float>;
+static_assert(kGroup<__nv_bfloat16> == kMaxGroup, "every storage type's group is in [kMinGroup, kMaxGroup]");
 
 // A thread's first flat pack index is below kMaxGridBlocks·kThreads = 2^23 (streaming) or
-// kReduceMaxBlocks·kThreads·kGroup = 2^21 (dα), so the one division that places it in the view
-// can be done in 32 bits.
+// kReduceMaxBlocks·kThreads·kMaxGroup = 2^21 (dα; a step of kGroup<T> / kW ≤ kMaxGroup packs), so
+// the one division that places it in the view can be done in 32 bits.
 static_assert(kMaxGridBlocks * kThreads <= (int64_t(1) << 31), "first pack index must fit 32 bits");
-static_assert(kReduceMaxBlocks * kThreads * kGroup <= (int64_t(1) << 31), "first pack index must fit 32 bits");
+static_assert(kReduceMaxBlocks * kThreads * kMaxGroup <= (int64_t(1) << 31), "first pack index must fit 32 bits");
 
 // Largest element extent (rows·stride) of a view: byte offsets of f32, the widest storage type,
 // then fit int64_t, and so does every offset a kernel forms.
@@ -137,14 +144,17 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(const T* a, const T* b, T
 // contiguous); with kReduce also this block's Σ dy·b·∂h/∂α into partials[blockIdx.x].
 // Reads 3·sizeof(T), writes 2·sizeof(T) per element; FLOPs: the gate's bwd + 3 (+ 1 with kReduce).
 // With kReduce the grid is the fixed partition of the sum (reduce_blocks), not a free choice,
-// and a thread's step is a group of kGroup consecutive elements of the view (kGroup / kW packs
-// in flat order, which may cross a row end) instead of one pack: group g goes to thread
-// g mod (grid threads), which sums its elements in flat order (the last group may be short), so
-// the partition and every partial's order of additions depend on (rows, F) alone.
+// and a thread's step is a group of kGroup<T> consecutive elements of the view (one pack on the
+// vector path; kGroup<T> elements in flat order on the scalar path, which may cross a row end)
+// instead of one pack: group g goes to thread g mod (grid threads), which sums its elements in
+// flat order (the last group may be short), so the partition and every partial's order of
+// additions depend on (rows, F, dtype) alone.
 template <typename T, typename Gate, int kW, bool kReduce>
 __global__ void __launch_bounds__(kThreads)
     bwd_kernel(const T* a, const T* b, const T* dy, T* da, T* db, Shape s, Gate gate, float* partials) {
-    constexpr int kPacks = kReduce ? kGroup / kW : 1;  // packs per step of a thread
+    static_assert(kW == 1 || kW == kGroup<T>, "a group is one pack or kGroup<T> scalars");
+    constexpr int kPacks = kReduce ? kGroup<T> / kW : 1;  // packs per step of a thread
+    static_assert(kPacks <= kMaxGroup, "first_pack's 32-bit index (see kMaxGroup)");
     float acc = 0.0f;
 #pragma unroll 1
     for (Cursor c = first_pack(s, kPacks); c.row < s.rows; advance(c, s)) {
@@ -182,9 +192,9 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // ------------------------------------------------------------------------------------------
-// Launch plans. The dα partition depends only on (rows, F), not on the pack width, so dα is
-// bitwise the same across runs and across pointer alignments and strides (vector or scalar
-// path).
+// Launch plans. The dα partition depends only on (rows, F) and the dtype's group (kGroup<T>),
+// not on the pack width, so dα is bitwise the same across runs and across pointer alignments
+// and strides (vector or scalar path).
 // ------------------------------------------------------------------------------------------
 
 namespace {
@@ -196,9 +206,9 @@ int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b != 0); }
 int64_t stream_blocks(int64_t packs) { return std::min(ceil_div(packs, kThreads), kMaxGridBlocks); }
 
 // Blocks, hence partial sums, of the dα reduction over `elements` elements (≥ 1): kThreads
-// groups of kGroup elements per step of the grid, whatever the pack width.
-int64_t reduce_blocks(int64_t elements) {
-    return std::min(ceil_div(elements, int64_t(kThreads) * kGroup), kReduceMaxBlocks);
+// groups of `group` (kGroup<T>) elements per step of the grid, whatever the pack width.
+int64_t reduce_blocks(int64_t elements, int group) {
+    return std::min(ceil_div(elements, int64_t(kThreads) * group), kReduceMaxBlocks);
 }
 
 // Sizes a view can have: F ≥ 1, rows ≥ 0 and rows·F within kMaxElements.
@@ -206,12 +216,16 @@ bool valid_sizes(int64_t rows, int64_t features) {
     return rows >= 0 && features >= 1 && rows <= kMaxElements / features;
 }
 
-// Bytes of partials: the partition depends on (rows, F) only, so the query needs neither the
-// dtype nor the pointers.
-int64_t partial_bytes(int64_t rows, int64_t features) {
+// Bytes of partials for a dtype's group: the partition depends on (rows, F, group) only, not on
+// the pointers. The workspace query has no dtype argument, so it plans with kMinGroup: the
+// most partials of any storage type.
+int64_t partial_bytes(int64_t rows, int64_t features, int group) {
     if (rows == 0) return 0;
-    return reduce_blocks(rows * features) * int64_t(sizeof(float));
+    return reduce_blocks(rows * features, group) * int64_t(sizeof(float));
 }
+
+// The group of a storage dtype: kGroup<T> of the T it stores.
+int group_of(kiln_dtype dtype) { return kVecBytes / static_cast<int>(storage_bytes(dtype)); }
 
 // The Shape of the view cut into packs of `width` for a grid of `blocks` blocks whose threads
 // take `packs` packs per step.
@@ -312,7 +326,7 @@ kiln_status validate(const Problem& p, Pass pass, bool* empty) {
         (p.dalpha != nullptr && !is_aligned(p.workspace, f32))) {
         return KILN_ERROR_MISALIGNED;
     }
-    if (p.dalpha != nullptr && p.workspace_bytes < partial_bytes(p.rows, p.features)) {
+    if (p.dalpha != nullptr && p.workspace_bytes < partial_bytes(p.rows, p.features, group_of(p.dtype))) {
         return KILN_ERROR_WORKSPACE_TOO_SMALL;
     }
     return KILN_SUCCESS;
@@ -335,8 +349,8 @@ kiln_status launch_path(const Problem& p, const Gate& gate, Pass pass) {
     T* db = static_cast<T*>(p.db);
     if constexpr (Gate::kHasAlpha) {
         if (p.dalpha != nullptr) {
-            const int64_t blocks = reduce_blocks(p.rows * p.features);
-            const Shape s = make_shape(p.rows, p.features, kW, p.ab_stride, p.dab_stride, blocks, kGroup / kW);
+            const int64_t blocks = reduce_blocks(p.rows * p.features, kGroup<T>);
+            const Shape s = make_shape(p.rows, p.features, kW, p.ab_stride, p.dab_stride, blocks, kGroup<T> / kW);
             // A single partial is the total: write it in place and skip the second pass.
             float* partials = blocks == 1 ? p.dalpha : static_cast<float*>(p.workspace);
             KILN_LAUNCH(blocks, kThreads, 0, stream, bwd_kernel<T, Gate, kW, true>)(a, b, dy, da, db, s, gate,
@@ -419,7 +433,7 @@ using glu::Problem;
 extern "C" {
 
 int64_t kiln_glu_workspace_bytes(int64_t rows, int64_t features) {
-    return glu::valid_sizes(rows, features) ? glu::partial_bytes(rows, features) : -1;
+    return glu::valid_sizes(rows, features) ? glu::partial_bytes(rows, features, glu::kMinGroup) : -1;
 }
 
 // Gates without a parameter.

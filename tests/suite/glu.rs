@@ -297,7 +297,8 @@ fn dalpha_is_bitwise_equal_at_every_alignment() {
     use kiln::ffi_emu as ffi;
     use std::ptr::null_mut;
     let mut rng = rng();
-    // F a multiple of every pack width; F = 36 (f32 packs, but 8-element groups cross rows);
+    // F a multiple of every pack width; F = 36 (whole f32 packs; bf16 takes the scalar path and
+    // its 8-element groups cross rows);
     // many rows of one element per row.
     for dtype in [DType::F32, DType::BF16] {
         let size = dtype.size_in_bytes();
