@@ -22,7 +22,7 @@ fn pm(addr: usize) -> *mut c_void {
 
 #[test]
 fn status_strings_and_version() {
-    for code in 0..=7u32 {
+    for code in 0..=8u32 {
         // SAFETY: returns a static string for any code.
         let s = unsafe { CStr::from_ptr(ffi::kiln_status_string(kiln_status(code))) };
         assert!(!s.to_bytes().is_empty());
@@ -403,5 +403,108 @@ fn glu_norm_and_padding_validate_before_launching() {
             kiln_status::KILN_ERROR_NULL_POINTER,
             "no status word"
         );
+    }
+}
+
+/// The arguments of one kiln_attention_alibi_fwd call: valid defaults (fake, aligned pointers),
+/// each test changes one.
+#[derive(Clone, Copy)]
+struct AttnCall {
+    dtype: kiln_dtype,
+    q: usize,
+    k: usize,
+    cu: usize,
+    slopes: usize,
+    positions: usize,
+    total_q: i64,
+    total_k: i64,
+    heads: i64,
+    heads_k: i64,
+    head_dim: i64,
+    scale: f32,
+}
+
+impl AttnCall {
+    fn valid() -> AttnCall {
+        AttnCall {
+            dtype: BF16,
+            q: FAKE,
+            k: FAKE,
+            cu: FAKE,
+            slopes: 0,
+            positions: 0,
+            total_q: 16,
+            total_k: 16,
+            heads: 6,
+            heads_k: 2,
+            head_dim: 64,
+            scale: 0.125,
+        }
+    }
+
+    /// # Safety
+    /// Only for calls that validation rejects (or that have nothing to do).
+    unsafe fn run(self) -> kiln_status {
+        let (cu, f) = (self.cu as *const i32, |a: usize| a as *const f32);
+        // SAFETY: forwarded from the caller: the call is rejected before any pointer is used.
+        unsafe {
+            ffi::kiln_attention_alibi_fwd(
+                self.dtype,
+                p(self.q),
+                p(self.k),
+                p(FAKE),
+                cu,
+                cu,
+                f(self.slopes),
+                0,
+                f(self.positions),
+                2,
+                self.total_q,
+                self.total_k,
+                self.heads,
+                self.heads_k,
+                self.head_dim,
+                8,
+                1,
+                self.scale,
+                pm(FAKE),
+                FAKE as *mut f32,
+                null_mut(),
+            )
+        }
+    }
+}
+
+#[test]
+fn attention_validates_before_launching() {
+    let v = AttnCall::valid();
+    let cases: [(AttnCall, kiln_status); 11] = [
+        (AttnCall { dtype: F32, ..v }, kiln_status::KILN_ERROR_INVALID_DTYPE),
+        (AttnCall { dtype: kiln_dtype(9), ..v }, kiln_status::KILN_ERROR_INVALID_DTYPE),
+        (AttnCall { heads_k: 4, ..v }, kiln_status::KILN_ERROR_INVALID_SIZE),
+        (AttnCall { head_dim: 80, ..v }, kiln_status::KILN_ERROR_INVALID_SIZE),
+        (AttnCall { total_q: -1, ..v }, kiln_status::KILN_ERROR_INVALID_SIZE),
+        (AttnCall { scale: f32::INFINITY, ..v }, kiln_status::KILN_ERROR_INVALID_VALUE),
+        (AttnCall { positions: FAKE, ..v }, kiln_status::KILN_ERROR_INVALID_VALUE),
+        (AttnCall { positions: FAKE, slopes: FAKE, total_k: 8, ..v }, kiln_status::KILN_ERROR_INVALID_SIZE),
+        (AttnCall { cu: 0, ..v }, kiln_status::KILN_ERROR_NULL_POINTER),
+        (AttnCall { q: 0, ..v }, kiln_status::KILN_ERROR_NULL_POINTER),
+        (AttnCall { k: FAKE + 8, ..v }, kiln_status::KILN_ERROR_MISALIGNED),
+    ];
+    for (i, (call, want)) in cases.into_iter().enumerate() {
+        // SAFETY: every case fails validation before any pointer is used.
+        assert_eq!(unsafe { call.run() }, want, "case {i}");
+    }
+    // Nothing to compute: success without touching a pointer.
+    // SAFETY: total_q == 0 returns before any pointer is used.
+    assert_eq!(unsafe { AttnCall { total_q: 0, q: 0, ..v }.run() }, kiln_status::KILN_SUCCESS);
+    // SAFETY: pure functions.
+    unsafe {
+        for d in [32, 64, 96, 128] {
+            assert_eq!(ffi::kiln_attention_head_dim_supported(d), 1, "d = {d}");
+        }
+        for d in [0, 16, 80, 256] {
+            assert_eq!(ffi::kiln_attention_head_dim_supported(d), 0, "d = {d}");
+        }
     }
 }
