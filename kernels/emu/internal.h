@@ -4,6 +4,7 @@
 //   memory.cpp   emulated device memory: allocations with redzones and their shadow
 //   runtime.cpp  launches, the block scheduler, barriers, warp collectives, atomics, runtime API
 //   check.cpp    the __tsan_* hooks of checked mode: bounds, initialisation, races; findings
+//   traffic.cpp  the memory-traffic model: sectors, wavefronts and DRAM bytes per launch
 #pragma once
 
 #include <cuda_runtime.h>
