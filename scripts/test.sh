@@ -38,6 +38,7 @@ cargo run --quiet --release --features emu -- model --dtype bf16 --seed 1 >targe
   exit 1
 }
 echo "kiln model: $(grep -c ' bf16 ' target/model.log) op/direction rows"
-echo "== cargo clippy --all-targets --all-features -- -D warnings"
+echo "== cargo clippy --all-targets [--all-features] -- -D warnings"
 cargo clippy --quiet --all-targets --all-features -- -D warnings
+cargo clippy --quiet --all-targets -- -D warnings
 echo "test.sh: all passed"

@@ -116,7 +116,8 @@ impl<'a> Prepared<'a> {
         device: &Device,
         with_reductions: bool,
     ) -> Result<Prepared<'a>> {
-        let inputs = problem.tensors(op, dir, dtype, device)?;
+        let mut inputs = problem.tensors(op, dir, dtype, device)?;
+        op.prepare(dir, &mut inputs, &problem.params)?;
         let mut outputs = Tensors::new();
         for (spec, shape) in op.outputs(dir, problem)? {
             if with_reductions || !spec.reduction {

@@ -54,6 +54,7 @@ pub struct TrafficRow {
     pub h100_bound_us: f64,
 }
 
+#[cfg_attr(not(feature = "emu"), allow(dead_code))]
 fn ratio(a: u64, b: u64) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }

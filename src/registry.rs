@@ -235,6 +235,12 @@ pub trait Op: Send + Sync {
         params: &BTreeMap<String, f64>,
         outputs: &mut Tensors,
     ) -> Result<()>;
+    /// Adds to `inputs` what a timed [`Op::run`] should not recompute every time (the norm
+    /// backward's mean and rstd, which its run otherwise gets from a forward). Benchmarks and
+    /// the traffic model call it once before timing; [`Op::run`] must work without it.
+    fn prepare(&self, _dir: Direction, _inputs: &mut Tensors, _params: &BTreeMap<String, f64>) -> Result<()> {
+        Ok(())
+    }
     /// True when [`Op::run`] can skip its reduction outputs (they are left out of `outputs`),
     /// so a benchmark can price them.
     fn reductions_are_optional(&self) -> bool {

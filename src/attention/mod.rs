@@ -96,6 +96,8 @@ pub struct AttentionOutput {
 
 /// Shapes and sequence layout, validated.
 #[derive(Clone, Debug)]
+// Some fields serve only the launch code, absent without a backend.
+#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
 struct Dims {
     total_q: usize,
     total_k: usize,
@@ -108,6 +110,7 @@ struct Dims {
     scale: f32,
 }
 
+#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
 impl Dims {
     fn batch(&self) -> usize {
         self.cu_q.len() - 1

@@ -6,7 +6,7 @@
 use std::ffi::c_void;
 use std::ptr::{null, null_mut};
 
-use super::{Norm, NormGrads, NormKind, NormOutput, Stats};
+use super::{Norm, NormGrads, NormKind, NormOutput, Stats, StatsRef};
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::launch::{Gpu, Guard, check_status};
@@ -108,7 +108,7 @@ pub(in crate::norm) fn backward(
     dy: &Tensor,
     x: &Tensor,
     residual: Option<&Tensor>,
-    stats: &Stats,
+    stats: StatsRef,
     dresidual_out: Option<&Tensor>,
     (rows, dim): (usize, usize),
     gpu: &Gpu,
@@ -131,7 +131,7 @@ pub(in crate::norm) fn backward(
         let (dyp, _dyg) = dy.dev_ptr(gpu);
         let (xp, _xg) = x.dev_ptr(gpu);
         let (rp, _rg) = opt(residual, gpu);
-        let (mp, _mg) = opt(stats.mean.as_ref(), gpu);
+        let (mp, _mg) = opt(stats.mean, gpu);
         let (sp, _sg) = stats.rstd.dev_ptr(gpu);
         let (gp, _gg) = opt(norm.gamma, gpu);
         let (dop, _dog) = opt(dresidual_out, gpu);

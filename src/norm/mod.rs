@@ -178,6 +178,25 @@ pub fn backward(
     stats: &Stats,
     dresidual_out: Option<&Tensor>,
 ) -> Result<NormGrads> {
+    backward_with(norm, dy, x, residual, StatsRef { mean: stats.mean.as_ref(), rstd: &stats.rstd }, dresidual_out)
+}
+
+/// The statistics [`backward`] reads, borrowed (the registry keeps them among its inputs).
+#[derive(Clone, Copy)]
+pub(crate) struct StatsRef<'a> {
+    pub(crate) mean: Option<&'a Tensor>,
+    pub(crate) rstd: &'a Tensor,
+}
+
+/// [`backward`] over borrowed statistics.
+pub(crate) fn backward_with(
+    norm: &Norm,
+    dy: &Tensor,
+    x: &Tensor,
+    residual: Option<&Tensor>,
+    stats: StatsRef,
+    dresidual_out: Option<&Tensor>,
+) -> Result<NormGrads> {
     let (rows, dim) = norm.validate(x)?;
     like_x("dy", x, dy)?;
     if let Some(r) = residual {
@@ -186,8 +205,8 @@ pub fn backward(
     if let Some(d) = dresidual_out {
         like_x("dresidual_out", x, d)?;
     }
-    f32_vector("rstd", x, &stats.rstd, rows)?;
-    match (&stats.mean, norm.kind) {
+    f32_vector("rstd", x, stats.rstd, rows)?;
+    match (stats.mean, norm.kind) {
         (Some(m), NormKind::LayerNorm) => f32_vector("mean", x, m, rows)?,
         (None, NormKind::LayerNorm) => {
             return Err(Error::InvalidValue {

@@ -6,7 +6,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
 
-use super::{Norm, NormKind, Stats, cpu};
+use super::{Norm, NormKind, Stats, StatsRef, cpu};
 use crate::check::{CheckRow, central_difference, reference_row, rms_key};
 use crate::dtype::DType;
 use crate::error::Result;
@@ -56,7 +56,18 @@ fn parts(problem: &Problem) -> Result<Parts<'_>> {
     })
 }
 
+/// Where prepare() leaves the forward's statistics for timed backward runs (names no input
+/// spec uses, so `kiln run` and the checks never see them).
+const PREPARED_MEAN: &str = "prepared:mean";
+const PREPARED_RSTD: &str = "prepared:rstd";
+
 impl NormOp {
+    /// The op's Norm over its optional γ/β inputs and eps parameter.
+    fn norm<'a>(&self, inputs: &'a Tensors, params: &BTreeMap<String, f64>) -> Norm<'a> {
+        let eps = params.get("eps").copied().unwrap_or(EPS_DEFAULT) as f32;
+        Norm { kind: self.0, eps, gamma: inputs.get("gamma"), beta: inputs.get("beta") }
+    }
+
     fn forward_ref(&self, p: &Parts) -> cpu::Forward {
         let (_, dim) = rows_dim(&p.x.shape);
         cpu::forward(self.0, &p.x.data, p.residual, p.gamma, p.beta, dim, p.eps)
@@ -231,28 +242,49 @@ impl Op for NormOp {
         params: &BTreeMap<String, f64>,
         outputs: &mut Tensors,
     ) -> Result<()> {
-        let eps = params.get("eps").copied().unwrap_or(EPS_DEFAULT) as f32;
-        let norm = Norm { kind: self.0, eps, gamma: inputs.get("gamma"), beta: inputs.get("beta") };
+        let norm = self.norm(inputs, params);
         let x = input(inputs, "x")?;
         let residual = inputs.get("residual");
-        let f = super::forward(&norm, x, residual, residual.is_some())?;
         let mut put = |name, t| put_output(outputs, name, t);
         match dir {
             Direction::Fwd => {
+                let f = super::forward(&norm, x, residual, residual.is_some())?;
                 put("y", Some(f.y))?;
                 put("residual_out", f.residual_out)?;
                 put("mean", f.stats.mean)?;
                 put("rstd", Some(f.stats.rstd))
             }
             Direction::Bwd => {
-                let stats = Stats { mean: f.stats.mean, rstd: f.stats.rstd };
-                let g = super::backward(&norm, input(inputs, "dy")?, x, residual, &stats, inputs.get("dresidual_out"))?;
+                // The statistics prepare() left, or a forward's (kiln run, check).
+                let computed: Stats;
+                let stats = match inputs.get(PREPARED_RSTD) {
+                    Some(rstd) => StatsRef { mean: inputs.get(PREPARED_MEAN), rstd },
+                    None => {
+                        computed = super::forward(&norm, x, residual, false)?.stats;
+                        StatsRef { mean: computed.mean.as_ref(), rstd: &computed.rstd }
+                    }
+                };
+                let dresidual_out = inputs.get("dresidual_out");
+                let g = super::backward_with(&norm, input(inputs, "dy")?, x, residual, stats, dresidual_out)?;
                 put("dx", Some(g.dx))?;
                 put("dresidual", g.dresidual)?;
                 put("dgamma", g.dgamma)?;
                 put("dbeta", g.dbeta)
             }
         }
+    }
+
+    fn prepare(&self, dir: Direction, inputs: &mut Tensors, params: &BTreeMap<String, f64>) -> Result<()> {
+        if dir == Direction::Bwd {
+            let norm = self.norm(inputs, params);
+            let x = input(inputs, "x")?;
+            let stats = super::forward(&norm, x, inputs.get("residual"), false)?.stats;
+            if let Some(mean) = stats.mean {
+                inputs.insert(PREPARED_MEAN.into(), mean);
+            }
+            inputs.insert(PREPARED_RSTD.into(), stats.rstd);
+        }
+        Ok(())
     }
 
     fn bytes(&self, dir: Direction, problem: &Problem, dtype: DType) -> u64 {

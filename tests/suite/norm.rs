@@ -157,6 +157,37 @@ fn backward_on_offset_rows(device: &Device, rows: usize) {
     }
 }
 
+/// The backward that benchmarks time (statistics computed once by `Op::prepare`) gives bitwise
+/// what the plain run (statistics from its own forward) gives.
+#[test]
+fn prepared_backward_equals_the_plain_run() {
+    let mut rng = rng();
+    for device in kernel_devices() {
+        for op in family() {
+            let problem = op.random_problem(Direction::Bwd, &[33, 200], &mut rng);
+            let run = |prepare: bool| {
+                let mut inputs = problem.tensors(op.as_ref(), Direction::Bwd, DType::BF16, &device).unwrap();
+                if prepare {
+                    op.prepare(Direction::Bwd, &mut inputs, &problem.params).unwrap();
+                }
+                let mut outputs = kiln::registry::Tensors::new();
+                for (spec, shape) in op.outputs(Direction::Bwd, &problem).unwrap() {
+                    let dtype = spec.storage.dtype(DType::BF16);
+                    outputs.insert(spec.name.to_string(), Tensor::zeros(&shape, dtype, &device).unwrap());
+                }
+                op.run(Direction::Bwd, &inputs, &problem.params, &mut outputs).unwrap();
+                outputs.into_iter().map(|(k, t)| (k, t.to_f32_vec().unwrap())).collect::<Vec<_>>()
+            };
+            let (plain, prepared) = (run(false), run(true));
+            assert!(!plain.is_empty());
+            for ((name, a), (_, b)) in plain.iter().zip(&prepared) {
+                let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{} {name} on {device}", op.full_name());
+            }
+        }
+    }
+}
+
 #[test]
 fn constant_rows_give_beta_without_nan() {
     for device in devices() {
