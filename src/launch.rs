@@ -167,6 +167,25 @@ pub(crate) fn check_status(gpu: &Gpu, status: kiln_status, launcher: impl FnOnce
     Err(Error::Kernel { launcher: launcher(), status: status.0, message: gpu.describe(status) })
 }
 
+/// `launch_code!("cuda.rs")` in a family's mod.rs compiles its launch code, the one copy, once
+/// per kernel library built in: `on_cuda` against [`crate::ffi`] (feature `cuda`) and `on_emu`
+/// against [`crate::ffi_emu`] (feature `emu`); [`on_backend!`] picks between them.
+macro_rules! launch_code {
+    ($file:literal) => {
+        #[cfg(feature = "cuda")]
+        mod on_cuda {
+            use crate::ffi;
+            include!($file);
+        }
+        #[cfg(feature = "emu")]
+        mod on_emu {
+            use crate::ffi_emu as ffi;
+            include!($file);
+        }
+    };
+}
+pub(crate) use launch_code;
+
 /// `on_backend!(gpu, f(args…))` calls `on_cuda::f(args…)` or `on_emu::f(args…)` in the calling
 /// module, by `gpu`'s (a `&Gpu`) variant: the family's launch code compiled against that
 /// backend's library. Use it as a function's tail or a match arm.

@@ -109,12 +109,6 @@ bool in_static(uintptr_t a) {
     return false;
 }
 
-std::string xyz(uint3 v) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "(%u,%u,%u)", v.x, v.y, v.z);
-    return buf;
-}
-
 uint3 thread_of(const Launch& L, uint32_t linear) {
     return uint3{linear % L.block.x, (linear / L.block.x) % L.block.y, linear / (L.block.x * L.block.y)};
 }
@@ -205,7 +199,7 @@ SharedRegion* static_page(uintptr_t page) {
     return r;
 }
 
-void shared_byte(Launch& L, SharedRegion& s, uintptr_t addr, size_t n, uintptr_t byte, bool write, const void* pc) {
+void shared_byte(Launch& L, SharedRegion& s, size_t n, uintptr_t byte, bool write, const void* pc) {
     const Thread& t = *L.current;
     const size_t i = byte - s.lo;
     Cell& c = s.cells[i];
@@ -240,7 +234,6 @@ void shared_byte(Launch& L, SharedRegion& s, uintptr_t addr, size_t n, uintptr_t
         }
         return;
     }
-    (void)addr;
     if (c.u_epoch == e && c.u_tid != t.linear && !ordered(c.u_tid, c.u_wsync)) {
         fail(FindingKind::kRace,
              sized(c.u_bytes, false) + " of " + space + " by thread " + xyz(thread_of(L, c.u_tid)) + " before thread " +
@@ -282,7 +275,7 @@ void shared_access(Launch& L, SharedRegion& s, uintptr_t addr, size_t n, bool wr
         fail(FindingKind::kMisaligned, sized(n, write) + " of shared memory not " + std::to_string(n) + "-byte aligned",
              nullptr, 0, pc);
     }
-    for (uintptr_t b = addr; b < addr + n; ++b) shared_byte(L, s, addr, n, b, write, pc);
+    for (uintptr_t b = addr; b < addr + n; ++b) shared_byte(L, s, n, b, write, pc);
 }
 
 void static_access(Launch& L, uintptr_t addr, size_t n, bool write, bool aligned, const void* pc) {
@@ -292,7 +285,7 @@ void static_access(Launch& L, uintptr_t addr, size_t n, bool write, bool aligned
     }
     for (uintptr_t b = addr; b < addr + n; ++b) {
         SharedRegion* page = static_page(b & ~(kPage - 1));
-        shared_byte(L, *page, addr, n, b, write, pc);
+        shared_byte(L, *page, n, b, write, pc);
     }
 }
 

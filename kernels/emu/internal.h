@@ -71,8 +71,6 @@ struct Launch {
     dim3 grid{}, block{};
     uint3 block_idx{};
     uint32_t block_threads = 0;
-    uint32_t warps = 0;
-    uint64_t block_linear = 0;
     const char* file = nullptr;  // KILN_LAUNCH site
     int line = 0;
     const char* kernel = nullptr;
@@ -101,6 +99,9 @@ extern bool g_checked;
 std::recursive_mutex& big_lock();
 
 // ---- findings ---------------------------------------------------------------------------------
+
+// "(x,y,z)" of a thread or block index, for finding texts.
+std::string xyz(uint3 v);
 
 enum class FindingKind {
     kOutOfBounds,
@@ -135,7 +136,6 @@ struct Alloc {
     char* base = nullptr;
     size_t size = 0;
     size_t capacity = 0;  // size rounded up: base + capacity is where the right redzone starts
-    uint64_t id = 0;
     // Shadow, one entry per byte of [base, base + capacity): written?, last writing block's
     // serial, last reading block's serial (serial_base = several).
     uint8_t* written = nullptr;
@@ -164,8 +164,8 @@ bool count_this_launch();
 void count_global(Launch& L, uintptr_t addr, size_t n, bool write, const void* pc);
 void count_shared(Launch& L, uintptr_t addr, size_t n, bool write, const void* pc);
 // Closes the warp instructions of the block that just ran / the launch that just ended.
-void count_block_end(Launch& L);
-void count_launch_end(Launch& L);
+void count_block_end();
+void count_launch_end();
 
 // ---- the shared-memory shadow (check.cpp) -----------------------------------------------------
 

@@ -18,8 +18,6 @@ std::map<uintptr_t, Alloc*>& allocs() {
     return m;
 }
 
-uint64_t g_next_id = 1;
-
 // cudaMalloc's alignment; also keeps every 16-byte vector access of a kernel aligned.
 constexpr size_t kAlign = 256;
 
@@ -78,7 +76,6 @@ void* kiln_emu_malloc(size_t bytes) {
     a->base = raw + kRedzone;
     a->size = bytes;
     a->capacity = capacity;
-    a->id = g_next_id++;
     // calloc: untouched shadow pages cost nothing until a kernel or a copy reaches them.
     a->written = static_cast<uint8_t*>(std::calloc(capacity + 1, 1));
     a->writer = static_cast<uint32_t*>(std::calloc(capacity + 1, sizeof(uint32_t)));

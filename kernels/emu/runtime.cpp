@@ -8,7 +8,6 @@
 // Everything that breaks CUDA's rules here is a finding that fails the launch (check.cpp reports
 // the memory findings of checked mode the same way).
 
-#include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -62,12 +61,6 @@ void yield() {
 std::string where(const char* file, int line) {
     char buf[512];
     std::snprintf(buf, sizeof buf, "%s:%d", file, line);
-    return buf;
-}
-
-std::string xyz(uint3 v) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "(%u,%u,%u)", v.x, v.y, v.z);
     return buf;
 }
 
@@ -329,7 +322,7 @@ bool run_block(Launch& L) {
             if (L.aborted) return false;
         }
         if (!live) {
-            if (g_counting) count_block_end(L);
+            if (g_counting) count_block_end();
             PendingRead read;
             if (!g_checked || !pending_reads(&read)) return true;
             record(FindingKind::kUninitialised, read.what, nullptr, 0, read.pc, read.thread);
@@ -397,6 +390,12 @@ cudaError_t finding_error(FindingKind kind) {
 }
 
 void set_last_finding(const std::string& text) { t_last_finding = text; }
+
+std::string xyz(uint3 v) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "(%u,%u,%u)", v.x, v.y, v.z);
+    return buf;
+}
 
 bool abort_on_finding() {
     static const bool on = [] {
@@ -497,7 +496,6 @@ cudaError_t launch(dim3 grid, dim3 block, size_t smem, cudaStream_t, Invoke invo
     L.grid = grid;
     L.block = block;
     L.block_threads = uint32_t(threads);
-    L.warps = (L.block_threads + kWarpSize - 1) / kWarpSize;
     L.file = site.file;
     L.line = site.line;
     L.kernel = site.kernel;
@@ -529,14 +527,13 @@ cudaError_t launch(dim3 grid, dim3 block, size_t smem, cudaStream_t, Invoke invo
     if (g_checked) set_dynamic_shared(L.dynamic_shared, L.dynamic_bytes);
     bool ok = true;
     for (uint64_t b = 0; b < blocks && ok; ++b) {
-        L.block_linear = b;
         L.block_idx =
             uint3{uint32_t(b % grid.x), uint32_t((b / grid.x) % grid.y), uint32_t(b / (uint64_t(grid.x) * grid.y))};
         L.serial = L.serial_base + 1 + uint32_t(b);
         ok = run_block(L);
     }
     if (g_checked) set_dynamic_shared(nullptr, 0);
-    if (g_counting) count_launch_end(L);
+    if (g_counting) count_launch_end();
     g_counting = outer_counting;
     cudaError_t err = cudaSuccess;
     if (!ok) {

@@ -55,7 +55,7 @@ struct CallSite {
     const void* pc = nullptr;
     bool shared = false;
     bool write = false;
-    std::vector<uint32_t> executions;  // per thread of the running block
+    std::vector<uint32_t> executions;             // per thread of the running block
     std::unordered_map<uint64_t, Instr> pending;  // (warp, k) -> instruction
     uint64_t requests = 0;
     uint64_t units = 0;  // sectors or wavefronts, summed over requests
@@ -108,7 +108,7 @@ void count_shared(Launch& L, uintptr_t addr, size_t n, bool write, const void* p
     count(L, addr, n, write, true, pc);
 }
 
-void count_block_end(Launch&) {
+void count_block_end() {
     for (auto& [_, site] : g_sites) {
         for (auto& [__, in] : site.pending) {
             std::sort(in.units.begin(), in.units.end());
@@ -124,7 +124,7 @@ void count_block_end(Launch&) {
     }
 }
 
-void count_launch_end(Launch&) {
+void count_launch_end() {
     g_totals.launches += 1;
     g_totals.dram_read_bytes += 32 * g_read_sectors.size();
     g_totals.dram_write_bytes += 32 * g_written_sectors.size();
@@ -207,13 +207,13 @@ size_t kiln_emu_traffic_sites(char* buf, size_t len) {
         char line[256];
         const double per = double(s->units) / double(s->requests);
         if (s->shared) {
-            std::snprintf(line, sizeof line, "shared %-5s %8" PRIu64 " requests %6.2f wavefronts/request (worst %" PRIu64 ") ",
+            std::snprintf(line, sizeof line,
+                          "shared %-5s %8" PRIu64 " requests %6.2f wavefronts/request (worst %" PRIu64 ") ",
                           s->write ? "store" : "load", s->requests, per, s->worst);
         } else {
-            std::snprintf(line, sizeof line,
-                          "global %-5s %8" PRIu64 " requests %6.2f sectors/request, %5.1f%% coalesced ",
-                          s->write ? "store" : "load", s->requests, per,
-                          100.0 * double(s->bytes) / (32.0 * double(s->units)));
+            std::snprintf(
+                line, sizeof line, "global %-5s %8" PRIu64 " requests %6.2f sectors/request, %5.1f%% coalesced ",
+                s->write ? "store" : "load", s->requests, per, 100.0 * double(s->bytes) / (32.0 * double(s->units)));
         }
         const std::string where = symbolize(s->pc);
         text += line + (where.empty() ? std::string("(no line tables)") : where) + "\n";

@@ -23,16 +23,7 @@ pub mod cpu;
 pub mod op;
 
 // cuda.rs is the one copy of the launch code, compiled against each kernel library built in.
-#[cfg(feature = "cuda")]
-mod on_cuda {
-    use crate::ffi;
-    include!("cuda.rs");
-}
-#[cfg(feature = "emu")]
-mod on_emu {
-    use crate::ffi_emu as ffi;
-    include!("cuda.rs");
-}
+crate::launch::launch_code!("cuda.rs");
 
 use crate::args::{float, like_x, same_device};
 use crate::dtype::DType;
