@@ -10,6 +10,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
@@ -321,6 +322,31 @@ kiln_status dispatch_dim(int64_t head_dim, const Params& p, int64_t batch, int64
     }
 }
 
+// The padded form's lse [heads, tokens] from the packed one [heads, nnz]: every padded token's
+// entry is -inf (a dropped token sees no key), then each kept token's entry is its packed one.
+// Two launches on one stream: the fill finishes before the scatter starts.
+__global__ void lse_fill_kernel(float* lse, int64_t n) {
+    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+        lse[i] = -INFINITY;
+}
+
+__global__ void lse_scatter_kernel(const float* packed, const int32_t* indices, int64_t nnz, int64_t tokens,
+                                   int64_t n, float* lse) {
+    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+        const int64_t h = i / nnz;
+        const int32_t t = indices[i - h * nnz];
+        // Indices come from unpad; one out of range is skipped, never written.
+        if (t >= 0 && t < tokens) lse[h * tokens + t] = packed[i];
+    }
+}
+
+constexpr int kLseThreads = 256;
+constexpr int64_t kLseMaxBlocks = 4096;
+
+unsigned lse_blocks(int64_t n) {
+    return static_cast<unsigned>(std::min<int64_t>((n + kLseThreads - 1) / kLseThreads, kLseMaxBlocks));
+}
+
 // Grid y and z (batch, heads) are limited to 65535 by CUDA.
 constexpr int64_t kMaxGridYZ = 65535;
 
@@ -380,6 +406,24 @@ kiln_status kiln_attention_alibi_fwd(kiln_dtype dtype, const void* q, const void
     const auto s = static_cast<cudaStream_t>(stream);
     if (d == KILN_DTYPE_F16) return dispatch_dim<__half>(head_dim, p, batch, max_seqlen_q, s);
     return dispatch_dim<__nv_bfloat16>(head_dim, p, batch, max_seqlen_q, s);
+}
+
+kiln_status kiln_attention_lse_pad_fwd(const float* lse_packed, const int32_t* indices, int64_t heads, int64_t nnz,
+                                       int64_t tokens, float* lse, void* stream) {
+    using namespace kiln;
+    if (heads < 0 || nnz < 0 || tokens < 0 || nnz > tokens || tokens > INT32_MAX) return KILN_ERROR_INVALID_SIZE;
+    if (heads > 0 && tokens > 0 && lse == nullptr) return KILN_ERROR_NULL_POINTER;
+    if (heads > 0 && nnz > 0 && (lse_packed == nullptr || indices == nullptr)) return KILN_ERROR_NULL_POINTER;
+    if (!is_aligned(lse_packed, 4) || !is_aligned(indices, 4) || !is_aligned(lse, 4)) return KILN_ERROR_MISALIGNED;
+    const auto s = static_cast<cudaStream_t>(stream);
+    const int64_t n = heads * tokens;
+    if (n == 0) return KILN_SUCCESS;
+    KILN_LAUNCH(lse_blocks(n), kLseThreads, 0, s, lse_fill_kernel)(lse, n);
+    const kiln_status filled = launch_status();
+    if (filled != KILN_SUCCESS || nnz == 0) return filled;
+    KILN_LAUNCH(lse_blocks(heads * nnz), kLseThreads, 0, s, lse_scatter_kernel)(lse_packed, indices, nnz, tokens,
+                                                                               heads * nnz, lse);
+    return launch_status();
 }
 
 }  // extern "C"

@@ -372,6 +372,13 @@ kiln_status kiln_attention_alibi_fwd(kiln_dtype dtype, const void* q, const void
                                      int64_t head_dim, int64_t max_seqlen_q, int32_t causal, float softmax_scale,
                                      void* out, float* lse, void* stream);
 
+/** The padded form's lse (kiln::attention::forward_padded): lse [heads, tokens] (f32) gets -inf
+ * everywhere, then lse[h, indices[i]] = lse_packed[h, i] for the nnz kept tokens (lse_packed
+ * [heads, nnz] f32 from kiln_attention_alibi_fwd on the unpadded tokens, indices [nnz] int32
+ * from kiln_padding_unpad_fwd). An index outside [0, tokens) is skipped. */
+kiln_status kiln_attention_lse_pad_fwd(const float* lse_packed, const int32_t* indices, int64_t heads, int64_t nnz,
+                                       int64_t tokens, float* lse, void* stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -81,48 +81,56 @@ fn slope(slopes: &[f64], heads: usize, b: usize, h: usize) -> f64 {
 
 /// Attention forward over every sequence and head.
 pub fn forward(p: &Problem) -> Forward {
-    let (h_all, d) = (p.heads, p.head_dim);
     let total_q = p.cu_seqlens_q.last().copied().unwrap_or(0);
-    let mut out = Forward { out: vec![0.0; total_q * h_all * d], lse: vec![f64::NEG_INFINITY; h_all * total_q] };
-    let group = h_all / p.heads_k.max(1);
+    let mut out =
+        Forward { out: vec![0.0; total_q * p.heads * p.head_dim], lse: vec![f64::NEG_INFINITY; p.heads * total_q] };
     for b in 0..p.cu_seqlens_q.len().saturating_sub(1) {
-        let (q0, q1) = (p.cu_seqlens_q[b], p.cu_seqlens_q[b + 1]);
-        let (k0, k1) = (p.cu_seqlens_k[b], p.cu_seqlens_k[b + 1]);
-        let (sq, sk) = (q1 - q0, k1 - k0);
-        for h in 0..h_all {
-            let hk = h / group;
-            let q_row = |i: usize| &p.q[((q0 + i) * h_all + h) * d..][..d];
-            let k_row = |j: usize| &p.k[((k0 + j) * p.heads_k + hk) * d..][..d];
-            let v_row = |j: usize| &p.v[((k0 + j) * p.heads_k + hk) * d..][..d];
-            for i in 0..sq {
-                // i aligned to the keys' end: the causal limit and the linear bias use it.
-                let aligned = i as i64 + sk as i64 - sq as i64;
-                let scores: Vec<f64> = (0..sk)
-                    .map(|j| {
-                        if p.causal && j as i64 > aligned {
-                            return f64::NEG_INFINITY;
-                        }
-                        let dot: f64 = q_row(i).iter().zip(k_row(j)).map(|(a, b)| a * b).sum();
-                        let bias = match p.bias {
-                            BiasRef::None => 0.0,
-                            BiasRef::Linear { slopes } => {
-                                -slope(slopes, h_all, b, h) * (aligned - j as i64).unsigned_abs() as f64
-                            }
-                            BiasRef::Geometric { slopes, positions } => {
-                                let (pi, pj) = (&positions[(q0 + i) * 3..][..3], &positions[(k0 + j) * 3..][..3]);
-                                let dist = (0..3).map(|c| (pi[c] - pj[c]).powi(2)).sum::<f64>().sqrt();
-                                -slope(slopes, h_all, b, h) * dist
-                            }
-                        };
-                        p.scale * dot + bias
-                    })
-                    .collect();
-                let o = &mut out.out[((q0 + i) * h_all + h) * d..][..d];
-                out.lse[h * total_q + q0 + i] = softmax_times_v(&scores, v_row, o);
-            }
-        }
+        let q_tokens: Vec<usize> = (p.cu_seqlens_q[b]..p.cu_seqlens_q[b + 1]).collect();
+        let k_tokens: Vec<usize> = (p.cu_seqlens_k[b]..p.cu_seqlens_k[b + 1]).collect();
+        attend(p, b, &q_tokens, &k_tokens, total_q, &mut out);
     }
     out
+}
+
+/// One sequence b whose queries are the rows `q_tokens` of q and whose keys are the rows
+/// `k_tokens` of k and v, in order: query i and key j of the sequence are `q_tokens[i]` and
+/// `k_tokens[j]`. Writes the query rows of `out` (`total_q` rows in all).
+fn attend(p: &Problem, b: usize, q_tokens: &[usize], k_tokens: &[usize], total_q: usize, out: &mut Forward) {
+    let (h_all, d) = (p.heads, p.head_dim);
+    let group = h_all / p.heads_k.max(1);
+    let (sq, sk) = (q_tokens.len(), k_tokens.len());
+    for h in 0..h_all {
+        let hk = h / group;
+        let k_row = |j: usize| &p.k[(k_tokens[j] * p.heads_k + hk) * d..][..d];
+        let v_row = |j: usize| &p.v[(k_tokens[j] * p.heads_k + hk) * d..][..d];
+        for (i, &qt) in q_tokens.iter().enumerate() {
+            let q_row = &p.q[(qt * h_all + h) * d..][..d];
+            // i aligned to the keys' end: the causal limit and the linear bias use it.
+            let aligned = i as i64 + sk as i64 - sq as i64;
+            let scores: Vec<f64> = (0..sk)
+                .map(|j| {
+                    if p.causal && j as i64 > aligned {
+                        return f64::NEG_INFINITY;
+                    }
+                    let dot: f64 = q_row.iter().zip(k_row(j)).map(|(a, b)| a * b).sum();
+                    let bias = match p.bias {
+                        BiasRef::None => 0.0,
+                        BiasRef::Linear { slopes } => {
+                            -slope(slopes, h_all, b, h) * (aligned - j as i64).unsigned_abs() as f64
+                        }
+                        BiasRef::Geometric { slopes, positions } => {
+                            let (pi, pj) = (&positions[qt * 3..][..3], &positions[k_tokens[j] * 3..][..3]);
+                            let dist = (0..3).map(|c| (pi[c] - pj[c]).powi(2)).sum::<f64>().sqrt();
+                            -slope(slopes, h_all, b, h) * dist
+                        }
+                    };
+                    p.scale * dot + bias
+                })
+                .collect();
+            let o = &mut out.out[(qt * h_all + h) * d..][..d];
+            out.lse[h * total_q + qt] = softmax_times_v(&scores, v_row, o);
+        }
+    }
 }
 
 /// Writes Σ_j softmax(scores)_j · v_row(j) into `out` (left 0 when every score is −∞) and
@@ -142,46 +150,25 @@ fn softmax_times_v<'v>(scores: &[f64], v_row: impl Fn(usize) -> &'v [f64], out: 
     max + sum.ln()
 }
 
-/// The padded-batch form (BERT): q `[B, S, H, D]`, k and v `[B, S_k, H_k, D]`, a key-padding
-/// mask `[B, S_k]` (true keeps a key; `None` keeps all) and linear ALiBi slopes (`[H]` or
-/// `[B, H]`, or none). Positions are indices in the padded sequences; every query row is
-/// computed. Returns out `[B, S, H, D]` and lse `[H, B·S]`. With prefix masks (right padding),
-/// the kept rows equal [`forward`] on the unpadded sequences.
-///
-/// # Panics
-/// On geometric ALiBi, whose positions belong to packed tokens.
+/// The padded-batch form (BERT): q `[B, S_q, H, D]`, k and v `[B, S_k, H_k, D]`, bias none,
+/// linear (slopes `[H]` or `[B, H]`) or geometric (positions `[B, S, 3]`), and an optional
+/// padding mask `[B, S]` (true keeps a token; needs S_q = S_k = S) that drops tokens as queries
+/// and as keys. The kept tokens of each sequence are numbered 0, 1, … in order, as unpadding
+/// them (MosaicBERT) does: with right padding these are the padded positions. A dropped
+/// token's row gets out 0 and lse −∞. Returns out `[B, S_q, H, D]` and lse `[H, B·S_q]`.
 pub fn forward_padded(
     p: &Problem,
     (batch, seqlen_q, seqlen_k): (usize, usize, usize),
-    key_mask: Option<&[bool]>,
+    mask: Option<&[bool]>,
 ) -> Forward {
-    assert!(!matches!(p.bias, BiasRef::Geometric { .. }), "the padded form takes linear ALiBi or none");
-    let (h_all, hk_all, d) = (p.heads, p.heads_k, p.head_dim);
     let total_q = batch * seqlen_q;
-    let mut out = Forward { out: vec![0.0; total_q * h_all * d], lse: vec![f64::NEG_INFINITY; h_all * total_q] };
-    for (b, h, i) in (0..batch).flat_map(|b| (0..h_all).flat_map(move |h| (0..seqlen_q).map(move |i| (b, h, i)))) {
-        let hk = h / (h_all / hk_all);
-        let aligned = i as i64 + seqlen_k as i64 - seqlen_q as i64;
-        let q_row = &p.q[((b * seqlen_q + i) * h_all + h) * d..][..d];
-        let row = |j: usize| ((b * seqlen_k + j) * hk_all + hk) * d;
-        let scores: Vec<f64> = (0..seqlen_k)
-            .map(|j| {
-                let masked = key_mask.is_some_and(|m| !m[b * seqlen_k + j]) || (p.causal && j as i64 > aligned);
-                if masked {
-                    return f64::NEG_INFINITY;
-                }
-                let dot: f64 = q_row.iter().zip(&p.k[row(j)..][..d]).map(|(a, c)| a * c).sum();
-                let bias = match p.bias {
-                    BiasRef::Linear { slopes } => {
-                        -slope(slopes, h_all, b, h) * (aligned - j as i64).unsigned_abs() as f64
-                    }
-                    BiasRef::None | BiasRef::Geometric { .. } => 0.0,
-                };
-                p.scale * dot + bias
-            })
-            .collect();
-        let o = &mut out.out[((b * seqlen_q + i) * h_all + h) * d..][..d];
-        out.lse[h * total_q + b * seqlen_q + i] = softmax_times_v(&scores, |j| &p.v[row(j)..][..d], o);
+    let mut out =
+        Forward { out: vec![0.0; total_q * p.heads * p.head_dim], lse: vec![f64::NEG_INFINITY; p.heads * total_q] };
+    let kept = |b: usize, seqlen: usize| -> Vec<usize> {
+        (b * seqlen..(b + 1) * seqlen).filter(|&t| mask.is_none_or(|m| m[t])).collect()
+    };
+    for b in 0..batch {
+        attend(p, b, &kept(b, seqlen_q), &kept(b, seqlen_k), total_q, &mut out);
     }
     out
 }

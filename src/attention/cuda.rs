@@ -75,3 +75,31 @@ pub(in crate::attention) fn forward(
     check_status(gpu, status, || "kiln_attention_alibi_fwd".into())?;
     Ok(AttentionOutput { out, lse })
 }
+
+/// The padded form's lse `[heads, tokens]` from the packed `[heads, nnz]` one and the kept
+/// tokens' `indices` (from unpad, so in range and distinct).
+pub(in crate::attention) fn lse_pad(lse_packed: &Tensor, indices: &Tensor, tokens: usize, gpu: &Gpu) -> Result<Tensor> {
+    gpu.bind()?;
+    let (heads, nnz) = (lse_packed.shape()[0], lse_packed.shape()[1]);
+    let mut lse = Tensor::uninit(&[heads, tokens], DType::F32, &gpu.device())?;
+    let status = {
+        let (pp, _pg) = lse_packed.dev_ptr(gpu);
+        let (ip, _ig) = indices.dev_ptr(gpu);
+        let (lp, _lg) = lse.dev_ptr_mut(gpu);
+        // SAFETY: lse_packed is f32 [heads, nnz], indices i32 [nnz] with values in [0, tokens),
+        // lse a fresh f32 [heads, tokens]; the guards outlive the launch.
+        unsafe {
+            ffi::kiln_attention_lse_pad_fwd(
+                pp as *const f32,
+                ip as *const i32,
+                heads as i64,
+                nnz as i64,
+                tokens as i64,
+                lp as *mut f32,
+                gpu.stream(),
+            )
+        }
+    };
+    check_status(gpu, status, || "kiln_attention_lse_pad_fwd".into())?;
+    Ok(lse)
+}

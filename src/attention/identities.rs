@@ -120,27 +120,30 @@ pub fn rows(op: &dyn Op, rng: &mut StdRng) -> Vec<CheckRow> {
         1e-8,
     ));
 
-    // Padded batch with a prefix key-padding mask equals the packed sequences on their rows.
+    // The padded batch with a padding mask that has holes equals the packed sequences of the
+    // kept tokens on their rows (kept tokens renumbered in order, as unpadding does), and the
+    // dropped rows are 0 with lse −∞; causal, so the renumbering matters to the mask too.
     let (batch, seqlen) = (3, 10);
     let lens = [10, 4, 7];
-    let s = spec(lens.to_vec(), lens.to_vec(), false, BiasKind::Alibi);
+    let s = spec(lens.to_vec(), lens.to_vec(), true, BiasKind::Alibi);
     let p = problem(&s, rng);
     let (h, hk, d) = (s.heads, s.heads_k, s.head_dim);
     let slopes = data(&p, "slopes");
-    let packed = run(&p, &s, BiasRef::Linear { slopes }, false);
-    // Pad q, k, v with arbitrary rows (they must not matter).
-    let pad = |t: &[f64], heads: usize| -> Vec<f64> {
-        let mut out = Vec::new();
-        let mut start = 0;
-        for &len in &lens {
-            out.extend_from_slice(&t[start * heads * d..(start + len) * heads * d]);
-            out.extend((0..(seqlen - len) * heads * d).map(|i| (i % 5) as f64 - 2.0));
-            start += len;
+    let packed = run(&p, &s, BiasRef::Linear { slopes }, true);
+    // Sequence b keeps the positions i with (3i + b) mod 10 < lens[b]: i ↦ 3i + b is a bijection
+    // of Z/10, so exactly lens[b] of them, spread with holes.
+    let mask: Vec<bool> =
+        (0..batch * seqlen).map(|t| (3 * (t % seqlen) + t / seqlen) % seqlen < lens[t / seqlen]).collect();
+    let kept: Vec<usize> = (0..batch * seqlen).filter(|&t| mask[t]).collect();
+    // Pad q, k, v: packed rows at the kept tokens, arbitrary rows elsewhere (they must not matter).
+    let scatter = |t: &[f64], heads: usize| -> Vec<f64> {
+        let mut out: Vec<f64> = (0..batch * seqlen * heads * d).map(|i| (i % 5) as f64 - 2.0).collect();
+        for (r, &tok) in kept.iter().enumerate() {
+            out[tok * heads * d..][..heads * d].copy_from_slice(&t[r * heads * d..][..heads * d]);
         }
         out
     };
-    let (q, k, v) = (pad(data(&p, "q"), h), pad(data(&p, "k"), hk), pad(data(&p, "v"), hk));
-    let mask: Vec<bool> = (0..batch * seqlen).map(|i| i % seqlen < lens[i / seqlen]).collect();
+    let (q, k, v) = (scatter(data(&p, "q"), h), scatter(data(&p, "k"), hk), scatter(data(&p, "v"), hk));
     let padded_problem = cpu::Problem {
         q: &q,
         k: &k,
@@ -151,18 +154,18 @@ pub fn rows(op: &dyn Op, rng: &mut StdRng) -> Vec<CheckRow> {
         heads_k: hk,
         head_dim: d,
         bias: BiasRef::Linear { slopes },
-        causal: false,
+        causal: true,
         scale: 0.3,
     };
-    let padded = cpu::forward_padded(&padded_problem, (batch, seqlen, seqlen), Some(&mask));
-    // The kept rows of the padded result, in packed order.
-    let kept: Vec<usize> = (0..batch * seqlen).filter(|&t| mask[t]).collect();
-    let got = Forward {
-        out: kept.iter().flat_map(|&t| padded.out[t * h * d..][..h * d].to_vec()).collect(),
-        lse: (0..h)
-            .flat_map(|hh| kept.iter().map(|&t| padded.lse[hh * batch * seqlen + t]).collect::<Vec<_>>())
-            .collect(),
-    };
-    rows.push(row(op, "padded batch with key-padding mask equals packed", &got, &packed));
+    let got = cpu::forward_padded(&padded_problem, (batch, seqlen, seqlen), Some(&mask));
+    let tokens = batch * seqlen;
+    let mut want = Forward { out: vec![0.0; tokens * h * d], lse: vec![f64::NEG_INFINITY; h * tokens] };
+    for (r, &tok) in kept.iter().enumerate() {
+        want.out[tok * h * d..][..h * d].copy_from_slice(&packed.out[r * h * d..][..h * d]);
+        for hh in 0..h {
+            want.lse[hh * tokens + tok] = packed.lse[hh * kept.len() + r];
+        }
+    }
+    rows.push(row(op, "padded batch with a holey padding mask equals packed; dropped rows 0, lse -inf", &got, &want));
     rows
 }

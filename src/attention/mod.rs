@@ -25,6 +25,9 @@
 pub mod cpu;
 mod identities;
 pub mod op;
+mod padded;
+
+pub use padded::forward_padded;
 
 // cuda.rs is the one copy of the launch code, compiled against each kernel library built in.
 crate::launch::launch_code!("cuda.rs");
@@ -144,6 +147,37 @@ fn f32_of_shape(arg: &'static str, t: &Tensor, shapes: &[Vec<usize>]) -> Result<
     Ok(())
 }
 
+/// Checks the bias tensors: slopes f32 `[heads]` or `[batch, heads]`, positions f32 of
+/// `positions_shape`. Returns whether the slopes are per batch.
+fn check_bias(
+    attn: &Attention,
+    device: &crate::Device,
+    batch: usize,
+    heads: usize,
+    positions_shape: &[usize],
+) -> Result<bool> {
+    let slope_shapes = [vec![heads], vec![batch, heads]];
+    let slopes = match attn.bias {
+        Bias::None => return Ok(false),
+        Bias::Alibi { slopes } => slopes,
+        Bias::Geometric { slopes, positions } => {
+            same_device("positions", device, positions)?;
+            f32_of_shape("positions", positions, &[positions_shape.to_vec()])?;
+            slopes
+        }
+    };
+    same_device("slopes", device, slopes)?;
+    f32_of_shape("slopes", slopes, &slope_shapes)?;
+    Ok(slopes.shape().len() == 2)
+}
+
+/// The softmax scale: the given one (finite) or 1/√D.
+fn softmax_scale(attn: &Attention, head_dim: usize) -> Result<f32> {
+    let scale = attn.scale.unwrap_or(1.0 / (head_dim as f32).sqrt());
+    ensure(scale.is_finite(), "scale", || format!("must be finite, got {scale}"))?;
+    Ok(scale)
+}
+
 fn validate(
     attn: &Attention,
     q: &Tensor,
@@ -188,28 +222,13 @@ fn validate(
         return Err(shape_err("cu_seqlens_k", format!("[{}] (the length of cu_seqlens_q)", cu_q.len()), cu_seqlens_k));
     }
     let batch = cu_q.len() - 1;
-    let mut slopes_per_batch = false;
-    let slope_shapes = [vec![heads], vec![batch, heads]];
-    match attn.bias {
-        Bias::None => {}
-        Bias::Alibi { slopes } => {
-            same_device("slopes", &device, slopes)?;
-            f32_of_shape("slopes", slopes, &slope_shapes)?;
-            slopes_per_batch = slopes.shape().len() == 2;
-        }
-        Bias::Geometric { slopes, positions } => {
-            same_device("slopes", &device, slopes)?;
-            same_device("positions", &device, positions)?;
-            f32_of_shape("slopes", slopes, &slope_shapes)?;
-            f32_of_shape("positions", positions, &[vec![total_q, 3]])?;
-            ensure(cu_q == cu_k, "positions", || {
-                "geometric ALiBi is self-attention: cu_seqlens_q must equal cu_seqlens_k".into()
-            })?;
-            slopes_per_batch = slopes.shape().len() == 2;
-        }
+    let slopes_per_batch = check_bias(attn, &device, batch, heads, &[total_q, 3])?;
+    if matches!(attn.bias, Bias::Geometric { .. }) {
+        ensure(cu_q == cu_k, "positions", || {
+            "geometric ALiBi is self-attention: cu_seqlens_q must equal cu_seqlens_k".into()
+        })?;
     }
-    let scale = attn.scale.unwrap_or(1.0 / (head_dim as f32).sqrt());
-    ensure(scale.is_finite(), "scale", || format!("must be finite, got {scale}"))?;
+    let scale = softmax_scale(attn, head_dim)?;
     Ok(Dims { total_q, total_k, heads, heads_k, head_dim, cu_q, cu_k, slopes_per_batch, scale })
 }
 
