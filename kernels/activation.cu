@@ -221,7 +221,7 @@ struct Smelu {
 struct GSmelu {
     static constexpr Grad kGrad = Grad::kNone;
     float alpha, beta, g_neg, g_pos, t;
-    float quad;   // A = (g₊ − g₋) / (2(α + β))
+    float quad;  // A = (g₊ − g₋) / (2(α + β))
     float right;
     __device__ float fwd(float x) const {
         const float u = x + alpha;
@@ -379,16 +379,37 @@ __device__ __forceinline__ int64_t chunk_end(const ChannelShape& shape) {
     return end < shape.rows ? end : shape.rows;
 }
 
+// The block's per-channel parameters, staged through shared memory: the block's blockDim.x·kW
+// channels are read with consecutive threads on consecutive floats (whole sectors; a thread
+// reading its own kW floats directly would use 1/kW of each sector it touches), into records
+// of lane_record_floats<kW>() floats so that each thread's reads of its own are conflict-free.
+// Every thread of the block must call it; `stage` holds blockDim.x·lane_record_floats<kW>()
+// floats. Returns through `f` the op bound to each of the thread's channels, when it has any.
+template <typename Op, int kW>
+__device__ __forceinline__ void bind_channel_params(const Op& op, const float* param, int64_t channels, float* stage,
+                                                    Op (&f)[kW]) {
+    constexpr int kRecord = lane_record_floats<kW>();
+    const int64_t base = int64_t(blockIdx.x) * blockDim.x * kW;
+    const int64_t left = channels - base;  // > 0: the grid covers the channels exactly
+    const int count = left < int64_t(blockDim.x) * kW ? static_cast<int>(left) : int(blockDim.x) * kW;
+    for (int i = threadIdx.y * blockDim.x + threadIdx.x; i < count; i += blockDim.x * blockDim.y)
+        stage[(i / kW) * kRecord + i % kW] = param[base + i];
+    __syncthreads();
+    if (base + int64_t(threadIdx.x) * kW >= channels) return;
+#pragma unroll
+    for (int j = 0; j < kW; ++j) f[j] = op.at(stage[threadIdx.x * kRecord + j]);
+}
+
 // y[r, c] = f_c(x[r, c]) with the op bound to param[c] (x, y: [rows, channels]; param: [channels]).
-// Reads sizeof(T), writes sizeof(T) per element (param once per thread); FLOPs: 1-2 per element.
+// Reads sizeof(T), writes sizeof(T) per element (params once per block, staged); FLOPs: 1-2 per element.
 template <typename T, typename Op, int kW>
 __global__ void __launch_bounds__(kThreads)
     channel_fwd_kernel(const T* x, T* y, const float* param, ChannelShape shape, Op op) {
+    __shared__ float stage[kThreads * lane_record_floats<kW>()];
     const int64_t col = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * kW;
-    if (col >= shape.channels) return;  // no block-wide step follows
     Op f[kW];
-#pragma unroll
-    for (int j = 0; j < kW; ++j) f[j] = op.at(param[col + j]);
+    bind_channel_params(op, param, shape.channels, stage, f);
+    if (col >= shape.channels) return;  // no block-wide step follows
     const int64_t row_end = chunk_end(shape);
 #pragma unroll 1
     for (int64_t r = int64_t(blockIdx.y) * shape.rows_per_chunk + threadIdx.y; r < row_end; r += blockDim.y) {
@@ -405,15 +426,15 @@ __global__ void __launch_bounds__(kThreads)
 // dy·∂f/∂p_c (partials: [gridDim.y, channels]), combined across row lanes by a fixed tree.
 // Reads 2·sizeof(T), writes sizeof(T) per element; 4 bytes per (chunk, channel) of partials.
 template <typename T, typename Op, int kW, bool kReduce>
-__global__ void __launch_bounds__(kThreads) channel_bwd_kernel(const T* x, const T* dy, T* dx, const float* param,
-                                                               float* partials, ChannelShape shape, Op op) {
+__global__ void __launch_bounds__(kThreads)
+    channel_bwd_kernel(const T* x, const T* dy, T* dx, const float* param, float* partials, ChannelShape shape, Op op) {
     const int64_t col = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * kW;
     const bool active = col < shape.channels;  // idle threads still join the lane tree
     float acc[kW] = {};
+    __shared__ float stage[kThreads * lane_record_floats<kW>()];
+    Op f[kW];
+    bind_channel_params(op, param, shape.channels, stage, f);
     if (active) {
-        Op f[kW];
-#pragma unroll
-        for (int j = 0; j < kW; ++j) f[j] = op.at(param[col + j]);
         const int64_t row_end = chunk_end(shape);
 #pragma unroll 1
         for (int64_t r = int64_t(blockIdx.y) * shape.rows_per_chunk + threadIdx.y; r < row_end; r += blockDim.y) {
@@ -432,10 +453,10 @@ __global__ void __launch_bounds__(kThreads) channel_bwd_kernel(const T* x, const
         }
     }
     if constexpr (kReduce) {
-        __shared__ float lanes[kThreads * kW];
+        __shared__ float lanes[kThreads * lane_record_floats<kW>()];
         sum_over_lanes<kW>(acc, lanes);
-        // The totals of the block's blockDim.x·kW channels are lanes[0, blockDim.x·kW), in
-        // channel order (lane 0's row): the whole block writes them, consecutive threads to
+        // The totals of the block's blockDim.x·kW channels are lane 0's records, in channel
+        // order (lane_total): the whole block writes them, consecutive threads to
         // consecutive channels, so each warp store covers whole sectors (lane 0 storing its kW
         // totals itself would leave kW-float gaps between lanes).
         __syncthreads();
@@ -443,7 +464,8 @@ __global__ void __launch_bounds__(kThreads) channel_bwd_kernel(const T* x, const
         float* out = partials + int64_t(blockIdx.y) * shape.channels + base;
         const int64_t left = shape.channels - base;  // > 0: the block has an active column
         const int count = left < int64_t(blockDim.x) * kW ? static_cast<int>(left) : int(blockDim.x) * kW;
-        for (int t = threadIdx.y * blockDim.x + threadIdx.x; t < count; t += blockDim.x * blockDim.y) out[t] = lanes[t];
+        for (int t = threadIdx.y * blockDim.x + threadIdx.x; t < count; t += blockDim.x * blockDim.y)
+            out[t] = lane_total<kW>(lanes, t);
     }
 }
 
@@ -499,11 +521,11 @@ int64_t scalar_partials(int64_t n, int group) {
 // fill each block's kThreads / ty columns (tx), in as many tiles as that takes.
 struct ChannelPlan {
     int64_t rows;
-    int64_t tiles;           // grid.x
-    int tx;                  // block.x: column groups per block
-    int ty;                  // block.y: row lanes
+    int64_t tiles;  // grid.x
+    int tx;         // block.x: column groups per block
+    int ty;         // block.y: row lanes
     int64_t rows_per_chunk;
-    int64_t chunks;          // grid.y: partial sums per channel
+    int64_t chunks;  // grid.y: partial sums per channel
 };
 
 ChannelPlan channel_plan(int64_t n, int64_t channels, int group, int width) {
@@ -558,16 +580,16 @@ enum class Pass { kForward, kBackward };
 // One launcher call as given through the C ABI.
 struct Problem {
     kiln_dtype dtype;
-    const void* x;            // [n]
-    const void* dy;           // [n], backward only
-    void* out;                // y or dx, [n]
+    const void* x;   // [n]
+    const void* dy;  // [n], backward only
+    void* out;       // y or dx, [n]
     int64_t n;
-    const float* param;       // [channels], Grad::kPerChannel ops only
-    int64_t channels;         // 1 unless the op has a per-channel parameter
-    float* dparam;            // [channels]; NULL skips the parameter gradient
-    void* workspace;          // partial sums, used only with dparam
+    const float* param;  // [channels], Grad::kPerChannel ops only
+    int64_t channels;    // 1 unless the op has a per-channel parameter
+    float* dparam;       // [channels]; NULL skips the parameter gradient
+    void* workspace;     // partial sums, used only with dparam
     int64_t workspace_bytes;
-    bool scalars_ok;          // the op's host scalars are in their domain
+    bool scalars_ok;  // the op's host scalars are in their domain
     void* stream;
 };
 
@@ -686,7 +708,8 @@ kiln_status launch(const Problem& p, const Op& op, Pass pass) {
     const bool vec = is_aligned(p.x, kVecBytes) && is_aligned(p.dy, kVecBytes) && is_aligned(p.out, kVecBytes);
     if constexpr (Op::kGrad == Grad::kPerChannel) {
         if (p.channels > 1) {
-            return vec && p.channels % kV == 0 ? launch_channels<T, kV>(p, op, pass) : launch_channels<T, 1>(p, op, pass);
+            return vec && p.channels % kV == 0 ? launch_channels<T, kV>(p, op, pass)
+                                               : launch_channels<T, 1>(p, op, pass);
         }
     }
     return vec ? launch_flat<T, kV>(p, op, pass) : launch_flat<T, 1>(p, op, pass);
@@ -784,13 +807,13 @@ int64_t kiln_activation_workspace_bytes(int64_t n, int64_t channels) {
 }
 
 // Parameter-free activations.
-#define KILN_PLAIN_ACTIVATION(name, Op)                                                                           \
-    kiln_status kiln_activation_##name##_fwd(kiln_dtype dtype, const void* x, void* y, int64_t n, void* stream) { \
-        return act::run(act::forward(dtype, x, y, n, stream), act::Op{}, Pass::kForward);                        \
-    }                                                                                                             \
+#define KILN_PLAIN_ACTIVATION(name, Op)                                                                            \
+    kiln_status kiln_activation_##name##_fwd(kiln_dtype dtype, const void* x, void* y, int64_t n, void* stream) {  \
+        return act::run(act::forward(dtype, x, y, n, stream), act::Op{}, Pass::kForward);                          \
+    }                                                                                                              \
     kiln_status kiln_activation_##name##_bwd(kiln_dtype dtype, const void* x, const void* dy, void* dx, int64_t n, \
-                                             void* stream) {                                                      \
-        return act::run(act::backward(dtype, x, dy, dx, n, stream), act::Op{}, Pass::kBackward);                 \
+                                             void* stream) {                                                       \
+        return act::run(act::backward(dtype, x, dy, dx, n, stream), act::Op{}, Pass::kBackward);                   \
     }
 
 KILN_PLAIN_ACTIVATION(relu, Relu)
@@ -804,19 +827,19 @@ KILN_PLAIN_ACTIVATION(atlu, Atlu)
 #undef KILN_PLAIN_ACTIVATION
 
 // Expanded gating with a trainable scalar α.
-#define KILN_EXPANDED_ACTIVATION(name, Op)                                                                        \
-    kiln_status kiln_activation_##name##_fwd(kiln_dtype dtype, const void* x, void* y, int64_t n, float alpha,    \
-                                             void* stream) {                                                      \
-        Problem p = act::forward(dtype, x, y, n, stream);                                                        \
+#define KILN_EXPANDED_ACTIVATION(name, Op)                                                                         \
+    kiln_status kiln_activation_##name##_fwd(kiln_dtype dtype, const void* x, void* y, int64_t n, float alpha,     \
+                                             void* stream) {                                                       \
+        Problem p = act::forward(dtype, x, y, n, stream);                                                          \
         p.scalars_ok = act::expansion_ok(alpha);                                                                   \
-        return act::run(p, act::expanded<act::Op>(alpha), Pass::kForward);                                      \
-    }                                                                                                             \
+        return act::run(p, act::expanded<act::Op>(alpha), Pass::kForward);                                         \
+    }                                                                                                              \
     kiln_status kiln_activation_##name##_bwd(kiln_dtype dtype, const void* x, const void* dy, void* dx, int64_t n, \
                                              float alpha, float* dalpha, void* workspace, int64_t workspace_bytes, \
-                                             void* stream) {                                                      \
-        Problem p = act::backward_grad(dtype, x, dy, dx, n, dalpha, workspace, workspace_bytes, stream);         \
+                                             void* stream) {                                                       \
+        Problem p = act::backward_grad(dtype, x, dy, dx, n, dalpha, workspace, workspace_bytes, stream);           \
         p.scalars_ok = act::expansion_ok(alpha);                                                                   \
-        return act::run(p, act::expanded<act::Op>(alpha), Pass::kBackward);                                     \
+        return act::run(p, act::expanded<act::Op>(alpha), Pass::kBackward);                                        \
     }
 
 KILN_EXPANDED_ACTIVATION(xatlu, XAtlu)

@@ -301,7 +301,7 @@ __global__ void __launch_bounds__(kMaxRowThreads, kMinBlocksPerSm) bwd_cached_ke
     // The row sums: LayerNorm Σ (s − shift), Σ g, Σ g·(s − shift); RMSNorm Σ g·s.
     constexpr int kSums = kLayer ? 3 : 1;
     __shared__ float slots[2][kSums][kMaxRowWarps];
-    __shared__ float lanes[kBlockThreads * 2 * kElems];  // row groups' accumulators, blockDim.y > 1 only
+    __shared__ float lanes[kBlockThreads * lane_record_floats<2 * kElems>()];  // row groups' records, blockDim.y > 1
     const int tx = threadIdx.x;
     const int threads = blockDim.x;
     const int packs = p.dim / kW;

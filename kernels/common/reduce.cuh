@@ -36,16 +36,27 @@ __device__ __forceinline__ float block_sum(float v) {
     return total;
 }
 
+// Floats per thread record in sum_over_lanes' shared memory: kW, padded to an odd count so
+// that 32 consecutive threads storing or loading component j of their records hit 32 distinct
+// banks (an odd stride is coprime with the 32 banks); a record of kW = 8 floats unpadded makes
+// every such access 8-way conflicted.
+template <int kW>
+__host__ __device__ constexpr int lane_record_floats() {
+    return kW % 2 == 0 ? kW + 1 : kW;
+}
+
 // For a 2-D block, sums acc[0..kW) over the blockDim.y lanes that share a threadIdx.x; the
-// totals land in lane threadIdx.y == 0. Lane l adds lane l+s when l % 2s == 0 (s = 1, 2, 4, ...),
-// which works for any lane count. smem holds blockDim.x * blockDim.y * kW floats. Every thread
-// of the block must call it.
+// totals land in lane threadIdx.y == 0 (in its acc, and in its records: lane_total). Lane l
+// adds lane l+s when l % 2s == 0 (s = 1, 2, 4, ...), which works for any lane count. smem holds
+// blockDim.x * blockDim.y * lane_record_floats<kW>() floats. Every thread of the block must
+// call it.
 template <int kW>
 __device__ __forceinline__ void sum_over_lanes(float (&acc)[kW], float* smem) {
+    constexpr int kRecord = lane_record_floats<kW>();
     const int lanes = blockDim.y;
     const int lane = threadIdx.y;
-    const int lane_stride = blockDim.x * kW;
-    float* mine = smem + lane * lane_stride + threadIdx.x * kW;
+    const int lane_stride = blockDim.x * kRecord;
+    float* mine = smem + lane * lane_stride + threadIdx.x * kRecord;
 #pragma unroll
     for (int j = 0; j < kW; ++j) mine[j] = acc[j];
     for (int s = 1; s < lanes; s <<= 1) {
@@ -60,6 +71,14 @@ __device__ __forceinline__ void sum_over_lanes(float (&acc)[kW], float* smem) {
             }
         }
     }
+}
+
+// After sum_over_lanes<kW> and a __syncthreads(): total i of lane 0, i = threadIdx.x * kW + j
+// (the block's values in column order), from any thread. Consecutive i read consecutive words
+// but for one skipped word per record: at most 2 wavefronts per warp.
+template <int kW>
+__device__ __forceinline__ float lane_total(const float* smem, int i) {
+    return smem[(i / kW) * lane_record_floats<kW>() + i % kW];
 }
 
 // out[0] = Σ partials[0..count) in a fixed order: the second pass of the scalar parameter
