@@ -24,7 +24,7 @@ cargo test --quiet
 # sm_80/sm_90a, ptxas report checked) and the emulated one, on which every family's
 # device-vs-reference tests and the emulator's planted-bug tests run in checked mode.
 echo "== cargo test --features cuda,emu (kernels on the emulator, checked; GPU tests skip without a device)"
-cargo test --quiet --features cuda,emu
+KILN_REQUIRE_SASS=1 cargo test --quiet --features cuda,emu
 echo "== kiln check --backend emu (every op, every direction and dtype, against its reference)"
 cargo run --quiet --release --features emu -- check --backend emu >target/check-emu.log 2>&1 || {
   grep -E "FAIL|error" target/check-emu.log | head -n 40

@@ -14,6 +14,10 @@ pub const CUDA_ARCHS: &str = env!("KILN_CUDA_ARCHS_BUILT");
 /// The nvcc that compiled the kernels and its version line (empty without `cuda`).
 pub const NVCC: &str = env!("KILN_NVCC_BUILT");
 
+/// The static kernel library of the CUDA build (`libkiln_kernels.a`, holding the sm_80/sm_90a
+/// cubins; it exists only when built with `cuda`), for SASS inspection ([`crate::sass`]).
+pub const KERNEL_LIBRARY: &str = concat!(env!("OUT_DIR"), "/libkiln_kernels.a");
+
 /// The `ptxas -v` output of the kernel build (empty without `cuda`).
 pub const PTXAS_REPORT: &str = include_str!(concat!(env!("OUT_DIR"), "/ptxas-report.txt"));
 

@@ -50,6 +50,7 @@ pub mod norm;
 pub mod npy;
 pub mod padding;
 pub mod registry;
+pub mod sass;
 pub mod selftest;
 mod tensor;
 

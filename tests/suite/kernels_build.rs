@@ -1,8 +1,12 @@
 //! The kernel build: with `--features cuda`, every kernel is compiled for the default
 //! architectures, and no kernel of any family spills or uses a stack frame (parsed from
-//! the `ptxas -v` report build.rs keeps).
+//! the `ptxas -v` report build.rs keeps); the vector paths of the memory-bound families issue
+//! 128-bit global loads and stores in their loops (the sm_90a SASS, through cuobjdump).
+
+use std::path::Path;
 
 use kiln::build_info::{self, parse_ptxas_report};
+use kiln::sass;
 
 #[test]
 fn ptxas_report_parses() {
@@ -22,7 +26,7 @@ fn no_kernel_spills_or_has_a_stack_frame() {
         return;
     }
     let kernels = parse_ptxas_report(build_info::PTXAS_REPORT);
-    for family in ["activation", "glu", "padding", "norm"] {
+    for family in ["activation", "glu", "padding", "norm", "attention"] {
         let ours: Vec<_> = kernels.iter().filter(|k| k.name.contains(family)).collect();
         assert!(!ours.is_empty(), "no {family} kernel in the ptxas report");
         let bad: Vec<_> =
@@ -42,4 +46,45 @@ fn kernels_are_built_for_the_default_architectures() {
         assert!(kernels.iter().any(|k| k.arch == arch), "nothing compiled for {arch}");
     }
     assert!(build_info::CUDA_ARCHS.contains("code=compute_80"), "no compute_80 PTX: {}", build_info::CUDA_ARCHS);
+}
+
+/// Every vector-path kernel of activation, GLU, norm and padding (a `…_kernel<T, …, kW>` whose
+/// kW is T's 16-byte pack) issues `LDG.E.128` and `STG.E.128`, inside its loop when it has
+/// one, in the sm_90a SASS. Needs cuobjdump (scripts/install-cuda.sh installs the pinned one;
+/// `KILN_REQUIRE_SASS=1`, set by scripts/test.sh, turns its absence into a failure).
+#[test]
+fn vector_paths_issue_128_bit_loads_and_stores_in_their_loops() {
+    let required = std::env::var_os("KILN_REQUIRE_SASS").is_some();
+    if !build_info::CUDA_COMPILED || std::env::var_os("KILN_CUDA_ARCHS").is_some() {
+        assert!(!required || build_info::CUDA_COMPILED, "KILN_REQUIRE_SASS needs the cuda feature");
+        eprintln!("skipped: built without the cuda feature or with KILN_CUDA_ARCHS");
+        return;
+    }
+    let Some(cuobjdump) = sass::find_cuobjdump() else {
+        assert!(!required, "KILN_REQUIRE_SASS is set and no cuobjdump was found (scripts/install-cuda.sh)");
+        eprintln!("skipped: no cuobjdump (scripts/install-cuda.sh installs the pinned one)");
+        return;
+    };
+    let text = sass::disassemble(&cuobjdump, Path::new(build_info::KERNEL_LIBRARY), "sm_90a").unwrap();
+    let kernels = sass::parse(&text);
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for family in ["activation", "glu", "norm", "padding"] {
+        let vector: Vec<_> =
+            kernels.iter().filter(|k| k.name.contains(family) && sass::is_vector_path(&k.name)).collect();
+        assert!(!vector.is_empty(), "no {family} vector-path kernel in the SASS");
+        for k in vector {
+            checked += 1;
+            let (ld, st) = if k.loops > 0 { (k.ldg128_in_loop, k.stg128_in_loop) } else { (k.ldg128, k.stg128) };
+            if ld == 0 || st == 0 {
+                failures.push(format!("{k:?}"));
+            }
+        }
+    }
+    eprintln!("{checked} vector-path kernels checked");
+    assert!(
+        failures.is_empty(),
+        "vector paths without 128-bit global loads/stores in their loops:\n{}",
+        failures.join("\n")
+    );
 }

@@ -1,0 +1,197 @@
+//! The SASS of the CUDA build, inspected without a GPU (DESIGN.md "Performance method"): the
+//! sm_90a cubins of the kernel library are disassembled with the pinned `cuobjdump` (the
+//! `nvidia-cuda-cuobjdump`/`nvidia-cuda-nvdisasm` 13.2.51 wheels, the first that exist, which
+//! `scripts/install-cuda.sh` puts in `.cuda-sass/`), and each kernel's global memory
+//! instructions are counted, in and out of its loops. The memory-bound families must issue
+//! 128-bit loads and stores (`LDG.E.128`, `STG.E.128`) in the loops of their vector paths: the
+//! bandwidth they reach on a GPU depends on it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// One kernel's global memory instructions in its SASS.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SassKernel {
+    /// The mangled name.
+    pub name: String,
+    /// Backward branches (loops).
+    pub loops: usize,
+    /// 128-bit global loads, and how many of them lie inside a loop.
+    pub ldg128: usize,
+    /// 128-bit global loads inside a loop.
+    pub ldg128_in_loop: usize,
+    /// 128-bit global stores.
+    pub stg128: usize,
+    /// 128-bit global stores inside a loop.
+    pub stg128_in_loop: usize,
+    /// Narrower global loads (8 to 64 bits).
+    pub ldg_narrow: usize,
+    /// Narrower global stores.
+    pub stg_narrow: usize,
+}
+
+/// The `cuobjdump` to use: `$CUOBJDUMP`, the project-local `.cuda-sass/` toolchain, then `PATH`.
+pub fn find_cuobjdump() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("CUOBJDUMP") {
+        return Some(PathBuf::from(p));
+    }
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join(".cuda-sass/nvidia/cu13/bin/cuobjdump");
+    if local.is_file() {
+        return Some(local);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join("cuobjdump")).find(|p| p.is_file())
+}
+
+/// The SASS of every kernel for `arch` (e.g. `sm_90a`) in `object` (a `.o` or `.a`), through
+/// `cuobjdump` (whose directory must also hold `nvdisasm`).
+pub fn disassemble(cuobjdump: &Path, object: &Path, arch: &str) -> Result<String, String> {
+    let mut cmd = Command::new(cuobjdump);
+    cmd.args(["-sass", "-arch", arch]).arg(object);
+    // cuobjdump runs nvdisasm from PATH (or NVDISASM_PATH): the wheels put both in one folder.
+    if let Some(dir) = cuobjdump.parent().filter(|d| d.join("nvdisasm").is_file()) {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let joined = std::env::join_paths(std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&path)))
+            .map_err(|e| e.to_string())?;
+        cmd.env("PATH", joined);
+    }
+    let out = cmd.output().map_err(|e| format!("{}: {e}", cuobjdump.display()))?;
+    if !out.status.success() {
+        return Err(format!("{} failed: {}", cuobjdump.display(), String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The address of a SASS line `/*0150*/ …` and its instruction text.
+fn instruction(line: &str) -> Option<(u64, &str)> {
+    let rest = line.trim_start().strip_prefix("/*")?;
+    let (addr, text) = rest.split_once("*/")?;
+    let addr = u64::from_str_radix(addr, 16).ok()?;
+    Some((addr, text.split(";").next().unwrap_or_default().trim()))
+}
+
+/// Counts each kernel's global memory instructions in `cuobjdump -sass` output. A loop is a
+/// branch to an earlier address (`BRA 0x…` with a target below the branch; a branch to itself
+/// is the trap loop after EXIT, not a loop); an instruction is in a loop when its address lies
+/// between such a target and its branch.
+pub fn parse(sass: &str) -> Vec<SassKernel> {
+    let mut kernels = Vec::new();
+    let mut name: Option<String> = None;
+    let mut body: Vec<(u64, String)> = Vec::new();
+    let mut finish = |name: Option<String>, body: &mut Vec<(u64, String)>| {
+        if let Some(name) = name {
+            kernels.push(count(name, body));
+        }
+        body.clear();
+    };
+    for line in sass.lines() {
+        if let Some(rest) = line.split("Function : ").nth(1) {
+            finish(name.take(), &mut body);
+            name = Some(rest.trim().to_string());
+        } else if let Some((addr, text)) = instruction(line) {
+            body.push((addr, text.to_string()));
+        }
+    }
+    finish(name, &mut body);
+    kernels
+}
+
+fn count(name: String, body: &[(u64, String)]) -> SassKernel {
+    // The opcode: the first word after an optional predicate (`@P0`, `@!P1`).
+    let opcode = |text: &str| -> String {
+        let mut words = text.split_whitespace();
+        let first = words.next().unwrap_or_default();
+        if first.starts_with('@') { words.next().unwrap_or_default() } else { first }.to_string()
+    };
+    let loops: Vec<(u64, u64)> = body
+        .iter()
+        .filter(|(_, t)| opcode(t) == "BRA")
+        .filter_map(|(addr, t)| {
+            let target = t.split_whitespace().last()?.trim_start_matches("0x");
+            let target = u64::from_str_radix(target, 16).ok()?;
+            (target < *addr).then_some((target, *addr))
+        })
+        .collect();
+    let in_loop = |addr: u64| loops.iter().any(|&(lo, hi)| (lo..=hi).contains(&addr));
+    let mut k = SassKernel { name, loops: loops.len(), ..SassKernel::default() };
+    for (addr, text) in body {
+        let op = opcode(text);
+        let wide = op.split('.').any(|p| p == "128");
+        match (op.starts_with("LDG"), op.starts_with("STG"), wide) {
+            (true, _, true) => {
+                k.ldg128 += 1;
+                k.ldg128_in_loop += usize::from(in_loop(*addr));
+            }
+            (_, true, true) => {
+                k.stg128 += 1;
+                k.stg128_in_loop += usize::from(in_loop(*addr));
+            }
+            (true, _, false) => k.ldg_narrow += 1,
+            (_, true, false) => k.stg_narrow += 1,
+            _ => {}
+        }
+    }
+    k
+}
+
+/// Whether a kernel is a vector path: its name (mangled) is a `…_kernel<T, …, kW, …>` template
+/// whose first integer argument kW is the 16-byte pack of its element type T (4 for 4-byte
+/// types, 8 for 2-byte ones).
+pub fn is_vector_path(mangled: &str) -> bool {
+    let Some(args) = mangled.split("_kernelI").nth(1) else { return false };
+    let element_bytes = if args.starts_with('f') || args.starts_with('j') {
+        4
+    } else if args.starts_with("6__half") || args.starts_with("13__nv_bfloat16") || args.starts_with('t') {
+        2
+    } else {
+        return false;
+    };
+    let Some(first_int) = args.split("Li").nth(1).and_then(|s| s.split('E').next()) else { return false };
+    first_int.parse::<usize>().is_ok_and(|w| w * element_bytes == 16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "\
+        Function : _ZN4kiln10activation18flat_fwd_kernelIfNS0_4ReluELi4EEEvPKT_\n\
+        /*0000*/                   MOV R1, c[0x0][0x28] ;\n\
+        /*0010*/                   LDG.E.128 R4, desc[UR4][R2.64] ;\n\
+        /*0020*/                   LDG.E.128 R8, desc[UR4][R6.64] ;\n\
+        /*0030*/                   STG.E.128 desc[UR4][R2.64], R4 ;\n\
+        /*0040*/              @!P0 BRA 0x20 ;\n\
+        /*0050*/                   STG.E desc[UR4][R2.64], R4 ;\n\
+        /*0060*/                   EXIT ;\n\
+        /*0070*/                   BRA 0x70;\n\
+        Function : _ZN4kiln4norm15finalize_kernelEPKfllPf\n\
+        /*0000*/                   LDG.E R4, desc[UR4][R2.64] ;\n";
+
+    #[test]
+    fn parses_loops_and_widths() {
+        let k = parse(SAMPLE);
+        assert_eq!(k.len(), 2);
+        let want = SassKernel {
+            name: "_ZN4kiln10activation18flat_fwd_kernelIfNS0_4ReluELi4EEEvPKT_".into(),
+            loops: 1,
+            ldg128: 2,
+            ldg128_in_loop: 1,
+            stg128: 1,
+            stg128_in_loop: 1,
+            ldg_narrow: 0,
+            stg_narrow: 1,
+        };
+        assert_eq!(k[0], want);
+        assert_eq!((k[1].loops, k[1].ldg_narrow), (0, 1));
+    }
+
+    #[test]
+    fn tells_vector_paths_from_their_names() {
+        assert!(is_vector_path("_ZN4kiln10activation18flat_fwd_kernelIfNS0_4ReluELi4EEEvPKT_"));
+        assert!(is_vector_path("_ZN4kiln4norm17fwd_cached_kernelI13__nv_bfloat16Li8ELi2ELb0EEEvNS0_9FwdParamsIT_EE"));
+        assert!(!is_vector_path("_ZN4kiln4norm17fwd_cached_kernelI13__nv_bfloat16Li1ELi16ELb0EEEvNS0_9FwdParamsIT_EE"));
+        assert!(is_vector_path("_ZN4kiln7padding16copy_rows_kernelItLi8EEEvPKT_"));
+        assert!(!is_vector_path("_ZN4kiln7padding18count_tiles_kernelIhEEvPKT_"));
+        assert!(!is_vector_path("_ZN4kiln4norm15finalize_kernelEPKfllPf"));
+    }
+}
