@@ -36,6 +36,8 @@ pub struct KernelResources {
     pub spill_load_bytes: u64,
     /// Registers per thread.
     pub registers: u64,
+    /// Bytes of static shared memory per block.
+    pub shared_bytes: u64,
 }
 
 /// Parses a ptxas `-v` report into one entry per (kernel, architecture).
@@ -62,6 +64,7 @@ pub fn parse_ptxas_report(report: &str) -> Vec<KernelResources> {
                 spill_store_bytes: 0,
                 spill_load_bytes: 0,
                 registers: 0,
+                shared_bytes: 0,
             });
         } else if let Some(k) = current.as_mut() {
             if line.contains("bytes stack frame") {
@@ -75,6 +78,7 @@ pub fn parse_ptxas_report(report: &str) -> Vec<KernelResources> {
                     .and_then(|r| r.split_whitespace().next())
                     .and_then(|r| r.parse().ok())
                     .unwrap_or(0);
+                k.shared_bytes = number_before(line, "bytes smem");
             }
         }
     }

@@ -48,6 +48,7 @@ mod launch;
 pub mod model;
 pub mod norm;
 pub mod npy;
+pub mod occupancy;
 pub mod padding;
 pub mod registry;
 pub mod sass;

@@ -134,6 +134,44 @@ fn count(name: String, body: &[(u64, String)]) -> SassKernel {
     k
 }
 
+/// Each kernel's `__launch_bounds__` block size (threads), from `cuobjdump -elf` output: the
+/// `EIATTR_MAX_THREADS` attribute (x y z) of its `.nv.info.<name>` section. Kernels without
+/// launch bounds have none.
+pub fn max_threads(elf: &str) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut current: Option<&str> = None;
+    let mut lines = elf.lines();
+    while let Some(line) = lines.next() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix(".nv.info.") {
+            current = Some(name.split_whitespace().next().unwrap_or_default());
+        } else if line.ends_with("EIATTR_MAX_THREADS") {
+            // The attribute's "Format:" line, then "Value:\t0x100 0x1 0x1".
+            let value = lines.by_ref().take(2).find_map(|l| l.trim().strip_prefix("Value:"));
+            let threads = value.map(|v| {
+                v.split_whitespace().filter_map(|h| u64::from_str_radix(h.trim_start_matches("0x"), 16).ok()).product()
+            });
+            if let (Some(name), Some(threads)) = (current, threads) {
+                out.push((name.to_string(), threads));
+            }
+        }
+    }
+    out
+}
+
+/// The ELF sections of every cubin for `arch` in `object`, through `cuobjdump -elf`.
+pub fn elf(cuobjdump: &Path, object: &Path, arch: &str) -> Result<String, String> {
+    let out = Command::new(cuobjdump)
+        .args(["-elf", "-arch", arch])
+        .arg(object)
+        .output()
+        .map_err(|e| format!("{}: {e}", cuobjdump.display()))?;
+    if !out.status.success() {
+        return Err(format!("{} -elf failed: {}", cuobjdump.display(), String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Whether a kernel is a vector path: its name (mangled) is a `…_kernel<T, …, kW, …>` template
 /// whose first integer argument kW is the 16-byte pack of its element type T (4 for 4-byte
 /// types, 8 for 2-byte ones).
@@ -183,6 +221,23 @@ mod tests {
         };
         assert_eq!(k[0], want);
         assert_eq!((k[1].loops, k[1].ldg_narrow), (0, 1));
+    }
+
+    #[test]
+    fn reads_launch_bounds() {
+        let elf = ".nv.info._ZN4kiln4norm15finalize_kernelEPKfllPf\n\
+                   \tAttribute:\tEIATTR_KPARAM_INFO\n\tFormat:\tEIFMT_SVAL\n\tValue:\tIndex : 0x0\n\
+                   \tAttribute:\tEIATTR_MAX_THREADS\n\tFormat:\tEIFMT_SVAL\n\tValue:\t0x100 0x1 0x1 \n\
+                   .nv.info._ZN4kiln7padding18count_tiles_kernelIhEEvPKT_\n\
+                   \tAttribute:\tEIATTR_MAX_THREADS\n\tFormat:\tEIFMT_SVAL\n\tValue:\t0x20 0x4 0x1\n";
+        let m = max_threads(elf);
+        assert_eq!(
+            m,
+            vec![
+                ("_ZN4kiln4norm15finalize_kernelEPKfllPf".to_string(), 256),
+                ("_ZN4kiln7padding18count_tiles_kernelIhEEvPKT_".to_string(), 128)
+            ]
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use kiln::build_info::{self, parse_ptxas_report};
-use kiln::sass;
+use kiln::{occupancy, sass};
 
 #[test]
 fn ptxas_report_parses() {
@@ -87,4 +87,52 @@ fn vector_paths_issue_128_bit_loads_and_stores_in_their_loops() {
         "vector paths without 128-bit global loads/stores in their loops:\n{}",
         failures.join("\n")
     );
+}
+
+/// Every kernel of the memory-bound families declares its block size (`__launch_bounds__`, read
+/// from the sm_90a ELF) and, with the registers and static shared memory ptxas reports, reaches
+/// at least half of an H100 SM's 64 warp slots at that size (theoretical occupancy: what hides
+/// the latency of the streaming loads). Prints the table.
+#[test]
+fn memory_bound_kernels_keep_half_the_warp_slots() {
+    let required = std::env::var_os("KILN_REQUIRE_SASS").is_some();
+    if !build_info::CUDA_COMPILED || std::env::var_os("KILN_CUDA_ARCHS").is_some() {
+        eprintln!("skipped: built without the cuda feature or with KILN_CUDA_ARCHS");
+        return;
+    }
+    let Some(cuobjdump) = sass::find_cuobjdump() else {
+        assert!(!required, "KILN_REQUIRE_SASS is set and no cuobjdump was found (scripts/install-cuda.sh)");
+        eprintln!("skipped: no cuobjdump (scripts/install-cuda.sh installs the pinned one)");
+        return;
+    };
+    let bounds = sass::max_threads(&sass::elf(&cuobjdump, Path::new(build_info::KERNEL_LIBRARY), "sm_90a").unwrap());
+    let kernels = parse_ptxas_report(build_info::PTXAS_REPORT);
+    let mut failures = Vec::new();
+    let mut rows = 0;
+    for k in kernels.iter().filter(|k| k.arch == "sm_90a") {
+        if !["activation", "glu", "norm", "padding"].iter().any(|f| k.name.contains(f)) {
+            continue;
+        }
+        let Some(&(_, threads)) = bounds.iter().find(|(n, _)| *n == k.name) else {
+            failures.push(format!("{}: no __launch_bounds__", k.name));
+            continue;
+        };
+        let o = occupancy::sm90(k.registers, k.shared_bytes, threads);
+        eprintln!(
+            "{:>4} threads {:>3} regs {:>6} B smem: {:>2} blocks {:>3.0}% ({:?}) {}",
+            threads,
+            k.registers,
+            k.shared_bytes,
+            o.blocks,
+            100.0 * o.fraction,
+            o.limiter,
+            k.name
+        );
+        rows += 1;
+        if o.fraction < 0.5 {
+            failures.push(format!("{}: {:.0}% ({:?})", k.name, 100.0 * o.fraction, o.limiter));
+        }
+    }
+    assert!(rows > 100, "only {rows} memory-bound kernels found");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
