@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Turns a GPU run's output folder (check.json, bench.json, REVISION, nvidia-smi.txt from
-scripts/gpu-run.sh) into perf/latest.json and perf/<card>-<date>.md (shared/GPU.md).
+scripts/gpu-run.sh) into perf/latest.json and perf/<card>-<date>.md (shared/GPU.md), with the
+traffic model of perf/model.json (kiln model: counted on the emulator, not measured) beside each
+measured figure: its traffic ratio and the % of copy bandwidth it bounds the kernel to
+(100 / ratio), so a GPU run shows at once which kernels fall short of what their traffic allows.
 
-usage: scripts/perf-record.py OUT_DIR
+usage: scripts/perf-record.py OUT_DIR   (KILN_PERF_DIR overrides the perf/ folder written)
 """
+import os
 import datetime
 import json
 import pathlib
@@ -37,6 +41,16 @@ def main() -> None:
         e["tflops" + suffix] = round(r["tflops"], 2)
         e["pct_of_copy" + suffix] = round(r["pct_of_copy"], 1)
         e["shape"] = r["shape"]
+    # The model beside the measurements (its shapes are the emulator's, smaller than the bench's:
+    # the ratio, not the time, carries over).
+    perf = pathlib.Path(os.environ.get("KILN_PERF_DIR") or pathlib.Path(__file__).resolve().parent.parent / "perf")
+    model_path = pathlib.Path(__file__).resolve().parent.parent / "perf" / "model.json"
+    model = json.loads(model_path.read_text())["results"] if model_path.exists() else []
+    for m in model:
+        e = results.get((m["op"], m["dir"], m["dtype"]))
+        if e is not None:
+            e["model_traffic_ratio"] = round(m["traffic_ratio"], 3)
+            e["model_bound_pct_of_copy"] = round(100.0 / m["traffic_ratio"], 1) if m["traffic_ratio"] > 0 else None
     latest = {
         "card": card,
         "date": date,
@@ -46,20 +60,26 @@ def main() -> None:
         "ceilings": bench.get("ceilings", {}),
         "results": sorted(results.values(), key=lambda e: (e["op"], e["dir"], e["dtype"])),
     }
-    perf = pathlib.Path(__file__).resolve().parent.parent / "perf"
     perf.mkdir(exist_ok=True)
     (perf / "latest.json").write_text(json.dumps(latest, indent=1) + "\n")
     slug = re.sub(r"[^a-z0-9]+", "-", card.lower()).strip("-")
     lines = [f"# {card}, {date}", "", f"commit {latest['commit']}, kernels tree {latest['kernels_tree']}", ""]
     lines.append(f"copy ceiling: {bench.get('ceilings', {}).get('copy_gbps', 0):.0f} GB/s")
-    lines += ["", "| op | dir | dtype | pass | max_err | GB/s | % copy | % copy without dparam |", "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Model columns: kiln model's traffic ratio (emulator, not measured) and the % of copy it bounds the kernel to.",
+        "",
+        "| op | dir | dtype | pass | max_err | GB/s | % copy | % copy without dparam | model ratio | model bound % copy |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for e in latest["results"]:
         lines.append(
             f"| {e['op']} | {e['dir']} | {e['dtype']} | {e.get('pass', '-')} | {e.get('max_err', '-')} | "
-            f"{e.get('gbps', '-')} | {e.get('pct_of_copy', '-')} | {e.get('pct_of_copy_no_dparam', '-')} |"
+            f"{e.get('gbps', '-')} | {e.get('pct_of_copy', '-')} | {e.get('pct_of_copy_no_dparam', '-')} | "
+            f"{e.get('model_traffic_ratio', '-')} | {e.get('model_bound_pct_of_copy', '-')} |"
         )
     (perf / f"{slug}-{date}.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote perf/latest.json and perf/{slug}-{date}.md")
+    print(f"wrote {perf}/latest.json and {perf}/{slug}-{date}.md")
 
 
 if __name__ == "__main__":

@@ -128,3 +128,48 @@ fn bench_on_emu_times_the_emulated_kernels() {
         "{out}"
     );
 }
+
+/// scripts/perf-record.py on a minimal GPU-run folder: the measured figures land in latest.json
+/// and the card's table with perf/model.json's traffic ratio beside them.
+#[test]
+fn perf_record_puts_the_model_beside_the_measurements() {
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("skipped: no python3");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("kiln-perf-record-{}", std::process::id()));
+    let (out, perf) = (dir.join("out"), dir.join("perf"));
+    std::fs::create_dir_all(&out).unwrap();
+    let write = |name: &str, text: &str| std::fs::write(out.join(name), text).unwrap();
+    write("REVISION", "commit abc\nkernels_tree def\ndirty no\n");
+    write("nvidia-smi.txt", "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0)\n");
+    write(
+        "check.json",
+        r#"{"results":[{"op":"activation/relu","dir":"fwd","dtype":"bf16","pass":true,"max_err":0.0}]}"#,
+    );
+    write(
+        "bench.json",
+        r#"{"results":[{"op":"activation/relu","dir":"fwd","dtype":"bf16","variant":"default","gbps":2800.0,
+            "tflops":0.7,"pct_of_copy":93.3,"shape":[1,2]}],"ceilings":{"copy_gbps":3000}}"#,
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/perf-record.py");
+    let status = Command::new("python3").arg(script).arg(&out).env("KILN_PERF_DIR", &perf).status().unwrap();
+    assert!(status.success());
+    let latest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(perf.join("latest.json")).unwrap()).unwrap();
+    let relu = &latest["results"][0];
+    assert_eq!((relu["op"].as_str(), relu["gbps"].as_f64()), (Some("activation/relu"), Some(2800.0)));
+    // perf/model.json models activation/relu fwd bf16 at every byte once.
+    assert_eq!(relu["model_traffic_ratio"].as_f64(), Some(1.0), "{relu}");
+    assert_eq!(latest["card"].as_str(), Some("NVIDIA H100 80GB HBM3"));
+    let table = std::fs::read_dir(&perf)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.path().extension().is_some_and(|x| x == "md"));
+    let table = std::fs::read_to_string(table.unwrap().path()).unwrap();
+    assert!(
+        table.contains("| activation/relu | fwd | bf16 | True | 0.0 | 2800.0 | 93.3 | - | 1.0 | 100.0 |"),
+        "{table}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
