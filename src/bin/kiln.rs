@@ -314,15 +314,18 @@ fn model(common: &Common, shape: &[usize], sites: bool) -> Result<ExitCode> {
         "MODEL, not a measurement: traffic counted on kiln's CUDA emulator; time bound = DRAM bytes / {:.1} TB/s (H100)",
         kiln::model::H100_COPY_BYTES_PER_S / 1e12
     );
-    let line = |c: [&str; 11]| {
+    let line = |c: [&str; 12]| {
         format!(
-            "{:<24} {:<4} {:<5} {:<16} {:>6} {:>9} {:>6} {:>8} {:>6} {:>6} {:>8}",
-            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10]
+            "{:<24} {:<4} {:<5} {:<16} {:>6} {:>9} {:>6} {:>8} {:>6} {:>6} {:>8} {:>8}",
+            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11]
         )
     };
     println!(
         "{}",
-        line(["op", "dir", "dtype", "shape", "launch", "ideal_MB", "ratio", "ld_sec/r", "ld_eff", "st_eff", "smem_wf"])
+        line([
+            "op", "dir", "dtype", "shape", "launch", "ideal_MB", "ratio", "ld_sec/r", "ld_eff", "st_eff", "smem_wf",
+            "smem_max"
+        ])
     );
     let mut rows = Vec::new();
     for op in selected(common)? {
@@ -345,6 +348,7 @@ fn model(common: &Common, shape: &[usize], sites: bool) -> Result<ExitCode> {
                         &format!("{:.2}", r.load_efficiency),
                         &format!("{:.2}", r.store_efficiency),
                         &format!("{:.2}", r.shared_wavefronts_per_request),
+                        &r.shared_worst_wavefronts.to_string(),
                     ])
                 );
                 if sites {
