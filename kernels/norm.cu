@@ -210,7 +210,7 @@ __device__ __forceinline__ float row_shift(const T* x, const T* residual, int64_
 
 // ------------------------------------------------------------------------------------------
 // Kernels: rows cached in registers. A block is blockDim.y row groups of blockDim.x threads
-// (whole warps); thread tx of a group owns the packs tx, tx + blockDim.x, ... of its row, at
+// (a power of two below 32, or whole warps); thread tx of a group owns the packs tx, tx + blockDim.x, ... of its row, at
 // most kPacks of them. Block-wide steps sit in loops whose trip count is uniform over the block.
 // ------------------------------------------------------------------------------------------
 
@@ -604,17 +604,26 @@ namespace {
 // a ≥ 0, b > 0.
 int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b != 0); }
 
-// The block of a register-cached kernel: whole warps per row, enough for `packs` packs at
-// `packs_per_thread` each, and as many rows per block as fit kBlockThreads.
+// The block of a register-cached kernel: enough threads per row for `packs` packs at
+// `packs_per_thread` each (a power of two below a warp, so that rows of 128-256 elements do not
+// leave 16-24 lanes of a warp idle, or whole warps), and as many rows per block as fit
+// kBlockThreads. packs / packs_per_thread = dim / kElems, so the shape (and with it the order of
+// the dγ/dβ sums) depends on dim alone, not on the pack width.
 struct RowShape {
     int threads;         // blockDim.x: threads per row
     int rows_per_block;  // blockDim.y
 };
 
 RowShape row_shape(int64_t packs, int packs_per_thread) {
-    const int64_t warps = ceil_div(ceil_div(packs, packs_per_thread), kWarpSize);
+    const int64_t needed = ceil_div(packs, packs_per_thread);
     RowShape r;
-    r.threads = static_cast<int>(std::clamp(warps * kWarpSize, int64_t(kWarpSize), int64_t(kMaxRowThreads)));
+    if (needed < kWarpSize) {
+        int width = 1;
+        while (width < needed) width *= 2;
+        r.threads = width;
+    } else {
+        r.threads = static_cast<int>(std::min(ceil_div(needed, kWarpSize) * kWarpSize, int64_t(kMaxRowThreads)));
+    }
     r.rows_per_block = std::max(1, kBlockThreads / r.threads);
     return r;
 }

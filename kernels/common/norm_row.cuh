@@ -1,5 +1,6 @@
 // Row groups of the norm kernels: a 2-D block of blockDim.y groups, each of blockDim.x threads
-// (whole warps, at most 1024) working on one row, and the deterministic sum over one group.
+// (a power of two below 32, so that short rows share a warp, or whole warps, at most 1024)
+// working on one row, and the deterministic sum over one group.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -19,6 +20,16 @@ constexpr int kMaxRowWarps = 32;
 // barrier, so callers alternate two slot arrays between consecutive calls.
 template <int kN>
 __device__ __forceinline__ void row_group_sum(float (&v)[kN], float (&slots)[kN][kMaxRowWarps]) {
+    if (blockDim.x < kWarpSize) {
+        // Groups of a power-of-two width tile each warp aligned: a butterfly over offsets below
+        // the width never leaves the group. Every lane of the warp takes part (full mask).
+#pragma unroll
+        for (int i = 0; i < kN; ++i) {
+            for (int offset = blockDim.x / 2; offset > 0; offset >>= 1)
+                v[i] += __shfl_xor_sync(kFullWarp, v[i], offset);
+        }
+        return;
+    }
 #pragma unroll
     for (int i = 0; i < kN; ++i) v[i] = warp_sum(v[i]);
     const int warps = blockDim.x / kWarpSize;  // the same for every thread: a uniform branch

@@ -96,3 +96,24 @@ fn memory_bound_kernels_meet_the_traffic_targets() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Short norm rows share warps: forward rows of 128 and 256 bf16 elements (8 and 16 threads of
+/// 16 elements) and backward rows of 128 (16 threads of 8) no longer own a whole warp with 16-24
+/// idle lanes, so the loads use whole sectors (load efficiency ≥ 0.95 counting γ/β and the
+/// LayerNorm shift; 0.60-0.73 when a row owned a warp).
+#[test]
+fn short_norm_rows_fill_their_warps() {
+    let Some(device) = emu() else { return };
+    let mut rng = rng();
+    for op in select(&["norm/".into()]) {
+        for &dir in op.directions() {
+            let dims: &[usize] = if dir == Direction::Fwd { &[128, 256] } else { &[128] };
+            for &dim in dims {
+                let problem = op.random_problem(dir, &[256, dim], &mut rng);
+                let r = kiln::model::traffic(op.as_ref(), dir, DType::BF16, &problem, &device).unwrap();
+                assert!(r.load_efficiency >= 0.95, "{} {} dim {dim}: {r:?}", r.op, r.dir);
+                assert!(r.traffic_ratio <= 1.05, "{} {} dim {dim}: {r:?}", r.op, r.dir);
+            }
+        }
+    }
+}
