@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "common/dtype.cuh"
 #include "common/launch.cuh"
 #include "common/ptx.cuh"
 #include "common/vec.cuh"
@@ -115,13 +116,17 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(const Params p)
     const int row_local[2] = {warp * 16 + g, warp * 16 + g + 8};
 
     if (n_tiles == 0) {
-        // Every row of the tile is fully masked: output 0, log-sum-exp −inf.
+        // Every row of the tile is fully masked: output 0 (whole 16-byte chunks), lse −inf.
+        Pack<T, 8> zeros;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) zeros.v[j] = from_float<T>(0.0f);
+        for (int c = lane; c < 16 * kChunks; c += 32) {
+            const int i = m0 + warp * 16 + c / kChunks;
+            if (i < sq) store_pack<T, 8>(out + int64_t(i) * q_row + (c % kChunks) * 8, zeros);
+        }
         for (int r = 0; r < 2; ++r) {
             const int i = m0 + row_local[r];
-            if (i >= sq) continue;
-            for (int c = 2 * t; c < kD; c += 8)
-                *reinterpret_cast<uint32_t*>(out + int64_t(i) * q_row + c) = ptx::pack2<kType>(0.0f, 0.0f);
-            if (t == 0) lse[i] = -INFINITY;
+            if (i < sq && t == 0) lse[i] = -INFINITY;
         }
         return;
     }
@@ -276,21 +281,30 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(const Params p)
         pipe.commit();
     }
 
-    // Normalise and store. A row that saw no key (sum 0) gets output 0 and log-sum-exp −inf.
+    // Normalise into this warp's own 16 rows of s_q (free: Q lives in registers since the start),
+    // then store whole 16-byte chunks of each row. The C fragments hold 4-byte pairs; storing them
+    // directly fills each 32-byte sector in quarters from four instructions (kiln model: 51% store
+    // efficiency). A row that saw no key (sum 0) gets output 0 and log-sum-exp −inf.
+    T* s_o = s_q + warp * 16 * kStride;
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
         float sum = row_sum[r];
         sum += __shfl_xor_sync(0xffffffffu, sum, 1);
         sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-        const int i = m0 + row_local[r];
-        if (i >= sq) continue;
         const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
 #pragma unroll
         for (int dt = 0; dt < kD / 8; ++dt) {
-            *reinterpret_cast<uint32_t*>(out + int64_t(i) * q_row + dt * 8 + 2 * t) =
+            *reinterpret_cast<uint32_t*>(s_o + (g + 8 * r) * kStride + dt * 8 + 2 * t) =
                 ptx::pack2<kType>(o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
         }
-        if (t == 0) lse[i] = sum > 0.0f ? (row_max[r] + log2f(sum)) * kLn2 : -INFINITY;
+        const int i = m0 + row_local[r];
+        if (i < sq && t == 0) lse[i] = sum > 0.0f ? (row_max[r] + log2f(sum)) * kLn2 : -INFINITY;
+    }
+    __syncwarp();
+    for (int c = lane; c < 16 * kChunks; c += 32) {
+        const int r = c / kChunks, col = (c % kChunks) * 8;
+        const int i = m0 + warp * 16 + r;
+        if (i < sq) store_pack<T, 8>(out + int64_t(i) * q_row + col, load_pack<T, 8>(s_o + r * kStride + col));
     }
 }
 
@@ -379,8 +393,8 @@ kiln_status kiln_attention_alibi_fwd(kiln_dtype dtype, const void* q, const void
     if (cu_seqlens_q == nullptr || cu_seqlens_k == nullptr) return KILN_ERROR_NULL_POINTER;
     if (total_q > 0 && (q == nullptr || out == nullptr || lse == nullptr)) return KILN_ERROR_NULL_POINTER;
     if (total_k > 0 && (k == nullptr || v == nullptr)) return KILN_ERROR_NULL_POINTER;
-    // cp.async moves 16-byte chunks of q, k, v rows; out is written in element pairs.
-    if (!is_aligned(q, 16) || !is_aligned(k, 16) || !is_aligned(v, 16) || !is_aligned(out, 4) ||
+    // cp.async moves 16-byte chunks of q, k, v rows; out is written in 16-byte chunks.
+    if (!is_aligned(q, 16) || !is_aligned(k, 16) || !is_aligned(v, 16) || !is_aligned(out, 16) ||
         !is_aligned(lse, 4) || !is_aligned(slopes, 4) || !is_aligned(positions, 4) || !is_aligned(cu_seqlens_q, 4) ||
         !is_aligned(cu_seqlens_k, 4))
         return KILN_ERROR_MISALIGNED;

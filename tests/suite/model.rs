@@ -117,3 +117,18 @@ fn short_norm_rows_fill_their_warps() {
         }
     }
 }
+
+/// The attention forward stores its output rows in whole 16-byte chunks staged through shared
+/// memory: every output sector is written by one request (the C fragments' 4-byte pairs stored
+/// directly reached 51%).
+#[test]
+fn attention_forward_stores_whole_sectors() {
+    let Some(device) = emu() else { return };
+    let op = select(&["attention/alibi".into()]).remove(0);
+    let problem = op.random_problem(Direction::Fwd, &op.bench_shape_cpu(), &mut rng());
+    for dtype in [DType::BF16, DType::F16] {
+        let r = kiln::model::traffic(op.as_ref(), Direction::Fwd, dtype, &problem, &device).unwrap();
+        assert!(r.store_efficiency >= 0.99, "{r:?}");
+        assert!(r.traffic_ratio <= 1.05, "{r:?}");
+    }
+}
