@@ -39,6 +39,10 @@ pub mod runtime {
         pub shared_wavefronts: u64,
         /// The most wavefronts of one request.
         pub shared_worst_wavefronts: u64,
+        /// Bank conflicts: wavefronts beyond ceil(distinct words / 32), summed over requests.
+        pub shared_conflict_wavefronts: u64,
+        /// The most conflict wavefronts of one request.
+        pub shared_worst_conflict: u64,
     }
 
     unsafe extern "C" {

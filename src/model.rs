@@ -49,6 +49,11 @@ pub struct TrafficRow {
     pub shared_wavefronts_per_request: f64,
     /// The most wavefronts one shared-memory request needed.
     pub shared_worst_wavefronts: u64,
+    /// Bank-conflict wavefronts per shared request: those beyond the fewest its distinct words
+    /// need (ceil(words / 32); 4 for a 16-byte access by 32 lanes). 0.0: conflict-free.
+    pub shared_conflicts_per_request: f64,
+    /// The most bank-conflict wavefronts of one shared request.
+    pub shared_worst_conflict: u64,
     /// The bandwidth-bound time on an H100, dram_bytes / 3.0 TB/s, in µs: a lower bound for the
     /// GPU measurement.
     pub h100_bound_us: f64,
@@ -113,6 +118,8 @@ fn measure(op: &dyn Op, dir: Direction, dtype: DType, problem: &Problem, device:
         load_bytes_per_request: ratio(t.load_bytes, t.load_requests),
         shared_wavefronts_per_request: ratio(t.shared_wavefronts, t.shared_requests),
         shared_worst_wavefronts: t.shared_worst_wavefronts,
+        shared_conflicts_per_request: ratio(t.shared_conflict_wavefronts, t.shared_requests),
+        shared_worst_conflict: t.shared_worst_conflict,
         h100_bound_us: dram as f64 / H100_COPY_BYTES_PER_S * 1e6,
     })
 }

@@ -227,11 +227,14 @@ private:
         bool valid;
     };
     // As the GPU does it, in 16-byte accesses; the checker sees the global read and the shared
-    // write here, at the wait, attributed to this thread.
+    // write here, at the wait, attributed to this thread. A vector type keeps each a single
+    // 16-byte access (g++ splits a uint4 assembled by make_uint4 into four 4-byte stores, which
+    // the traffic model would count as a 4-way bank conflict).
     static void perform(const Copy& c) {
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (c.valid) v = *static_cast<const uint4*>(c.src);
-        *static_cast<uint4*>(c.dst) = v;
+        using Raw = unsigned __attribute__((vector_size(16)));
+        Raw v = {0, 0, 0, 0};
+        if (c.valid) v = *static_cast<const Raw*>(c.src);
+        *static_cast<Raw*>(c.dst) = v;
     }
     Copy copies_[kMaxPending];
     int pending_ = 0;           // copies in flight, committed or not, oldest first

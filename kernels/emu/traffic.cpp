@@ -6,7 +6,8 @@
 //   lanes' global accesses touch a set of 32-byte sectors (sectors per request; coalescing
 //   efficiency = requested bytes / (32 · sectors)), its shared accesses a set of 4-byte words in
 //   32 banks (wavefronts = the most distinct words any one bank must serve; the same word is a
-//   broadcast and costs nothing extra).
+//   broadcast and costs nothing extra). Bank conflicts are the wavefronts beyond the fewest the
+//   distinct words need, ceil(words / 32): a 16-byte access by 32 lanes takes 4 without any.
 // - DRAM traffic of a launch is 32 bytes per distinct sector it reads and per distinct sector it
 //   writes (a sector touched twice in one launch is assumed to stay in L2); launches add up.
 //
@@ -61,6 +62,8 @@ struct CallSite {
     uint64_t units = 0;  // sectors or wavefronts, summed over requests
     uint64_t bytes = 0;
     uint64_t worst = 0;  // the most sectors / wavefronts of one request
+    uint64_t conflict = 0;        // shared: wavefronts beyond ceil(words / 32), summed
+    uint64_t worst_conflict = 0;  // shared: the most of one request
 };
 
 std::unordered_map<uint64_t, CallSite> g_sites;
@@ -118,6 +121,12 @@ void count_block_end() {
             site.units += units;
             site.bytes += in.bytes;
             site.worst = std::max(site.worst, units);
+            if (site.shared) {
+                const uint64_t fewest = (in.units.size() + 31) / 32;
+                const uint64_t conflict = units > fewest ? units - fewest : 0;
+                site.conflict += conflict;
+                site.worst_conflict = std::max(site.worst_conflict, conflict);
+            }
         }
         site.pending.clear();
         std::fill(site.executions.begin(), site.executions.end(), 0);
@@ -146,6 +155,8 @@ void fold_sites() {
             g_totals.shared_requests += site.requests;
             g_totals.shared_wavefronts += site.units;
             g_totals.shared_worst_wavefronts = std::max(g_totals.shared_worst_wavefronts, site.worst);
+            g_totals.shared_conflict_wavefronts += site.conflict;
+            g_totals.shared_worst_conflict = std::max(g_totals.shared_worst_conflict, site.worst_conflict);
         } else if (site.write) {
             g_totals.store_requests += site.requests;
             g_totals.store_sectors += site.units;
@@ -208,8 +219,10 @@ size_t kiln_emu_traffic_sites(char* buf, size_t len) {
         const double per = double(s->units) / double(s->requests);
         if (s->shared) {
             std::snprintf(line, sizeof line,
-                          "shared %-5s %8" PRIu64 " requests %6.2f wavefronts/request (worst %" PRIu64 ") ",
-                          s->write ? "store" : "load", s->requests, per, s->worst);
+                          "shared %-5s %8" PRIu64 " requests %6.2f wavefronts/request (worst %" PRIu64
+                          ", conflicts %.2f/request, worst %" PRIu64 ") ",
+                          s->write ? "store" : "load", s->requests, per, s->worst,
+                          double(s->conflict) / double(s->requests), s->worst_conflict);
         } else {
             std::snprintf(
                 line, sizeof line, "global %-5s %8" PRIu64 " requests %6.2f sectors/request, %5.1f%% coalesced ",

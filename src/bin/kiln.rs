@@ -324,7 +324,7 @@ fn model(common: &Common, shape: &[usize], sites: bool) -> Result<ExitCode> {
         "{}",
         line([
             "op", "dir", "dtype", "shape", "launch", "ideal_MB", "ratio", "ld_sec/r", "ld_eff", "st_eff", "smem_wf",
-            "smem_max"
+            "smem_cf"
         ])
     );
     let mut rows = Vec::new();
@@ -348,7 +348,7 @@ fn model(common: &Common, shape: &[usize], sites: bool) -> Result<ExitCode> {
                         &format!("{:.2}", r.load_efficiency),
                         &format!("{:.2}", r.store_efficiency),
                         &format!("{:.2}", r.shared_wavefronts_per_request),
-                        &r.shared_worst_wavefronts.to_string(),
+                        &r.shared_worst_conflict.to_string(),
                     ])
                 );
                 if sites {
@@ -368,7 +368,9 @@ fn model(common: &Common, shape: &[usize], sites: bool) -> Result<ExitCode> {
                        "load_bytes_per_request": r.load_bytes_per_request,
                        "store_sectors_per_request": r.store_sectors_per_request, "store_efficiency": r.store_efficiency,
                        "shared_wavefronts_per_request": r.shared_wavefronts_per_request,
-                       "shared_worst_wavefronts": r.shared_worst_wavefronts, "h100_bound_us": r.h100_bound_us})
+                       "shared_worst_wavefronts": r.shared_worst_wavefronts,
+                       "shared_conflicts_per_request": r.shared_conflicts_per_request,
+                       "shared_worst_conflict": r.shared_worst_conflict, "h100_bound_us": r.h100_bound_us})
             })
             .collect();
         let label = "model: memory traffic counted on kiln's CUDA emulator (not a GPU measurement); \

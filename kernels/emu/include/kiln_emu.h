@@ -59,6 +59,10 @@ typedef struct kiln_emu_traffic {
     uint64_t shared_requests;  /* shared-memory warp instructions */
     uint64_t shared_wavefronts;
     uint64_t shared_worst_wavefronts; /* the most wavefronts of one request */
+    /* Bank conflicts: wavefronts beyond the fewest the request's distinct words need
+     * (ceil(words / 32): 4 for 16-byte accesses by 32 lanes), summed, and the most of one. */
+    uint64_t shared_conflict_wavefronts;
+    uint64_t shared_worst_conflict;
 } kiln_emu_traffic;
 void kiln_emu_traffic_begin(void);
 void kiln_emu_traffic_end(kiln_emu_traffic* out);
