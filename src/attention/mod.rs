@@ -23,6 +23,7 @@
 //! ```
 
 pub mod cpu;
+pub mod cpu_backward;
 mod identities;
 pub mod op;
 mod padded;

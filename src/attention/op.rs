@@ -385,6 +385,8 @@ impl Op for AlibiAttention {
     }
 
     fn self_checks(&self, rng: &mut StdRng) -> Vec<CheckRow> {
-        super::identities::rows(self, rng)
+        let mut rows = super::identities::rows(self, rng);
+        rows.extend(super::cpu_backward::finite_difference_rows(self, rng));
+        rows
     }
 }
