@@ -876,3 +876,41 @@ unsafe extern "C" {
         stream: *mut ::std::os::raw::c_void,
     ) -> kiln_status;
 }
+unsafe extern "C" {
+    #[doc = " Bytes of workspace kiln_attention_alibi_bwd needs (-1 if the sizes are invalid)."]
+    pub fn kiln_attention_alibi_bwd_workspace_bytes(total_q: i64, total_k: i64, heads: i64, heads_k: i64) -> i64;
+}
+unsafe extern "C" {
+    pub fn kiln_attention_alibi_bwd(
+        dtype: kiln_dtype,
+        q: *const ::std::os::raw::c_void,
+        k: *const ::std::os::raw::c_void,
+        v: *const ::std::os::raw::c_void,
+        out: *const ::std::os::raw::c_void,
+        lse: *const f32,
+        dout: *const ::std::os::raw::c_void,
+        cu_seqlens_q: *const i32,
+        cu_seqlens_k: *const i32,
+        slopes: *const f32,
+        slopes_per_batch: i32,
+        positions: *const f32,
+        batch: i64,
+        total_q: i64,
+        total_k: i64,
+        heads: i64,
+        heads_k: i64,
+        head_dim: i64,
+        max_seqlen_q: i64,
+        max_seqlen_k: i64,
+        causal: i32,
+        softmax_scale: f32,
+        dq: *mut ::std::os::raw::c_void,
+        dk: *mut ::std::os::raw::c_void,
+        dv: *mut ::std::os::raw::c_void,
+        dslopes: *mut f32,
+        dpositions: *mut f32,
+        workspace: *mut ::std::os::raw::c_void,
+        workspace_bytes: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}

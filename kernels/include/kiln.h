@@ -379,6 +379,31 @@ kiln_status kiln_attention_alibi_fwd(kiln_dtype dtype, const void* q, const void
 kiln_status kiln_attention_lse_pad_fwd(const float* lse_packed, const int32_t* indices, int64_t heads, int64_t nnz,
                                        int64_t tokens, float* lse, void* stream);
 
+/* ----------------------------------------------------------------------------------------
+ * Attention backward with ALiBi: dq, dk, dv (and optionally dslopes, dpositions) from the
+ * forward's inputs, its out and lse, and dout (the gradient of out). Arguments as
+ * kiln_attention_alibi_fwd, plus max_seqlen_k (>= every key length); out, dout, dq: [total_q,
+ * heads, head_dim]; dk, dv: [total_k, heads_k, head_dim] (GQA: summed over the query heads that
+ * share a kv head), all in dtype. dslopes (optional, needs slopes): f32 of the slopes' shape,
+ * sum of dS_ij * d(bias_ij)/d(slope); dpositions (optional, needs positions): f32 [total, 3].
+ * Deterministic: no float atomics, bitwise identical results run to run. The workspace of
+ * kiln_attention_alibi_bwd_workspace_bytes(total_q, total_k, heads, heads_k) bytes (16-byte
+ * aligned) is always needed. Rows that see no key get dq = 0; keys that no query sees get
+ * dk = dv = 0.
+ * ---------------------------------------------------------------------------------------- */
+
+/** Bytes of workspace kiln_attention_alibi_bwd needs (-1 if the sizes are invalid). */
+int64_t kiln_attention_alibi_bwd_workspace_bytes(int64_t total_q, int64_t total_k, int64_t heads, int64_t heads_k);
+
+kiln_status kiln_attention_alibi_bwd(kiln_dtype dtype, const void* q, const void* k, const void* v, const void* out,
+                                     const float* lse, const void* dout, const int32_t* cu_seqlens_q,
+                                     const int32_t* cu_seqlens_k, const float* slopes, int32_t slopes_per_batch,
+                                     const float* positions, int64_t batch, int64_t total_q, int64_t total_k,
+                                     int64_t heads, int64_t heads_k, int64_t head_dim, int64_t max_seqlen_q,
+                                     int64_t max_seqlen_k, int32_t causal, float softmax_scale, void* dq, void* dk,
+                                     void* dv, float* dslopes, float* dpositions, void* workspace,
+                                     int64_t workspace_bytes, void* stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -22,9 +22,11 @@
 //! # Ok::<(), kiln::Error>(())
 //! ```
 
+pub mod backward;
 pub mod cpu;
 pub mod cpu_backward;
 mod identities;
+mod naive_backward;
 pub mod op;
 mod padded;
 
@@ -38,6 +40,8 @@ use crate::dtype::DType;
 use crate::error::{Error, Result, ensure};
 use crate::launch::{Gpu, on_backend};
 use crate::tensor::Tensor;
+
+pub use backward::{AttentionGrads, BackwardInputs, BiasGrads, backward};
 
 /// The head dimensions the kernels take.
 pub const HEAD_DIMS: [usize; 4] = [32, 64, 96, 128];

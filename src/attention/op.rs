@@ -1,6 +1,8 @@
-//! The attention family's registry entry: `attention/alibi` (forward only). Inputs q, k, v,
+//! The attention family's registry entry: `attention/alibi`. Forward inputs q, k, v,
 //! cu_seqlens_q, cu_seqlens_k and the optional slopes (linear ALiBi) and positions (geometric
 //! ALiBi, with slopes); params `causal` (0 or 1) and `scale` (0 means 1/√D); outputs out, lse.
+//! Backward inputs: the forward's plus out, lse and dout; outputs dq, dk, dv, and dslopes
+//! whenever slopes is an input, dpositions whenever positions is.
 //! The main-input shape of checks and benches is `[batch, seqlen, heads, heads_k, head_dim]`.
 
 use std::collections::BTreeMap;
@@ -9,7 +11,8 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
 
-use super::{Attention, Bias, cpu};
+use super::backward::{BackwardInputs, BiasGrads};
+use super::{Attention, Bias, cpu, cpu_backward, naive_backward};
 use crate::check::CheckRow;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -95,6 +98,42 @@ pub fn problem(spec: &Spec, rng: &mut StdRng) -> Problem {
     p.params.insert("causal".into(), spec.causal as u8 as f64);
     p.params.insert("scale".into(), 0.0);
     p
+}
+
+/// Adds what the backward reads to a forward problem: q, k, v rounded to bf16 (exact in f16
+/// too, so out and lse stay the forward of the inputs a check rounds to either dtype), the f64
+/// forward's out and lse, and dout N(0, 1).
+pub fn with_forward(mut p: Problem, rng: &mut StdRng) -> Problem {
+    for name in ["q", "k", "v"] {
+        if let Some(a) = p.inputs.get_mut(name) {
+            *a = a.rounded(DType::BF16);
+        }
+    }
+    let (f, q_shape, heads) = match parts(&p) {
+        Ok(parts) => (cpu::forward(&parts.cpu()), parts.q.shape.clone(), parts.q.shape[1]),
+        Err(_) => return p,
+    };
+    let dout = normal(f.out.len(), 1.0, rng);
+    p.inputs.insert("lse".into(), Array::new(vec![heads, q_shape[0]], f.lse));
+    p.inputs.insert("out".into(), Array::new(q_shape.clone(), f.out));
+    p.inputs.insert("dout".into(), Array::new(q_shape, dout));
+    p
+}
+
+/// The backward's outputs by name (dslopes and dpositions where the problem has the input).
+fn grads(problem: &Problem, g: cpu_backward::Backward) -> Arrays {
+    let mut out = Arrays::new();
+    let shape = |name: &'static str| problem.get(name).map(|a| a.shape.clone()).unwrap_or_default();
+    out.insert("dq".into(), Array::new(shape("q"), g.dq));
+    out.insert("dk".into(), Array::new(shape("k"), g.dk));
+    out.insert("dv".into(), Array::new(shape("v"), g.dv));
+    if problem.get("slopes").is_some() {
+        out.insert("dslopes".into(), Array::new(shape("slopes"), g.dslopes));
+    }
+    if problem.get("positions").is_some() {
+        out.insert("dpositions".into(), Array::new(shape("positions"), g.dpositions));
+    }
+    out
 }
 
 /// `[batch, seqlen, heads, heads_k, head_dim]` of a check or bench shape.
@@ -236,11 +275,11 @@ impl Op for AlibiAttention {
     }
 
     fn directions(&self) -> &'static [Direction] {
-        &[Direction::Fwd]
+        &Direction::BOTH
     }
 
-    fn inputs(&self, _: Direction) -> Vec<ArgSpec> {
-        vec![
+    fn inputs(&self, dir: Direction) -> Vec<ArgSpec> {
+        let mut v = vec![
             ArgSpec::op("q"),
             ArgSpec::op("k"),
             ArgSpec::op("v"),
@@ -248,11 +287,28 @@ impl Op for AlibiAttention {
             ArgSpec::i32("cu_seqlens_k"),
             ArgSpec::f32("slopes").optional(),
             ArgSpec::f32("positions").optional(),
-        ]
+        ];
+        if dir == Direction::Bwd {
+            v.extend([ArgSpec::op("out"), ArgSpec::f32("lse"), ArgSpec::op("dout")]);
+        }
+        v
     }
 
-    fn outputs(&self, _: Direction, problem: &Problem) -> Result<Vec<(ArgSpec, Vec<usize>)>> {
+    fn outputs(&self, dir: Direction, problem: &Problem) -> Result<Vec<(ArgSpec, Vec<usize>)>> {
         let q = problem.input_shape("q")?;
+        if dir == Direction::Bwd {
+            // Every gradient is a sum over keys, queries or heads: the naive-error rule.
+            let grad = |name| ArgSpec { name, storage: Storage::Op, reduction: true, optional: false };
+            let k = problem.input_shape("k")?;
+            let mut v = vec![(grad("dq"), q), (grad("dk"), k.clone()), (grad("dv"), k)];
+            if let Some(s) = problem.get("slopes") {
+                v.push((ArgSpec::f32_reduction("dslopes"), s.shape.clone()));
+            }
+            if let Some(p) = problem.get("positions") {
+                v.push((ArgSpec::f32_reduction("dpositions"), p.shape.clone()));
+            }
+            return Ok(v);
+        }
         let (total_q, heads) = (q.first().copied().unwrap_or(0), q.get(1).copied().unwrap_or(0));
         // Each output element is a sum over keys: checked by the naive-error rule.
         let out = ArgSpec { name: "out", storage: Storage::Op, reduction: true, optional: false };
@@ -263,11 +319,11 @@ impl Op for AlibiAttention {
         &[("causal", 0.0), ("scale", 0.0)]
     }
 
-    fn launcher(&self, _: Direction) -> String {
-        "kiln_attention_alibi_fwd".into()
+    fn launcher(&self, dir: Direction) -> String {
+        format!("kiln_attention_alibi_{dir}")
     }
 
-    fn random_problem(&self, _: Direction, shape: &[usize], rng: &mut StdRng) -> Problem {
+    fn random_problem(&self, dir: Direction, shape: &[usize], rng: &mut StdRng) -> Problem {
         let (batch, seqlen, heads, heads_k, head_dim) = unpack(shape);
         // The first sequence is full length (it sets max_seqlen); the others random, zero allowed.
         let lens = |rng: &mut StdRng| -> Vec<usize> {
@@ -285,11 +341,16 @@ impl Op for AlibiAttention {
             bias,
             slopes_per_batch: rng.random_bool(0.5),
         };
-        problem(&spec, rng)
+        let p = problem(&spec, rng);
+        if dir == Direction::Bwd { with_forward(p, rng) } else { p }
     }
 
-    fn reference(&self, _: Direction, problem: &Problem) -> Result<Arrays> {
+    fn reference(&self, dir: Direction, problem: &Problem) -> Result<Arrays> {
         let p = parts(problem)?;
+        if dir == Direction::Bwd {
+            let g = cpu_backward::backward(&p.cpu(), &problem.input("dout")?.data);
+            return Ok(grads(problem, g));
+        }
         let f = cpu::forward(&p.cpu());
         let mut out = Arrays::new();
         let heads = p.q.shape[1];
@@ -298,8 +359,12 @@ impl Op for AlibiAttention {
         Ok(out)
     }
 
-    fn naive_reductions(&self, _: Direction, problem: &Problem, dtype: DType) -> Result<Arrays> {
+    fn naive_reductions(&self, dir: Direction, problem: &Problem, dtype: DType) -> Result<Arrays> {
         let p = parts(problem)?;
+        if dir == Direction::Bwd {
+            let (out, dout) = (&problem.input("out")?.data, &problem.input("dout")?.data);
+            return Ok(grads(problem, naive_backward::naive_backward(&p.cpu(), out, dout, dtype)));
+        }
         let f = naive_forward(&p.cpu(), dtype);
         let mut out = Arrays::new();
         out.insert("out".into(), Array::new(p.q.shape.clone(), f.out));
@@ -314,9 +379,6 @@ impl Op for AlibiAttention {
         params: &BTreeMap<String, f64>,
         outputs: &mut Tensors,
     ) -> Result<()> {
-        if dir != Direction::Fwd {
-            return Err(Error::InvalidValue { arg: "direction", reason: "attention/alibi has a forward only".into() });
-        }
         let scale = params.get("scale").copied().unwrap_or(0.0);
         let bias = match (inputs.get("slopes"), inputs.get("positions")) {
             (None, None) => Bias::None,
@@ -331,6 +393,25 @@ impl Op for AlibiAttention {
             scale: if scale == 0.0 { None } else { Some(scale as f32) },
             bias,
         };
+        if dir == Direction::Bwd {
+            let x = BackwardInputs {
+                q: input(inputs, "q")?,
+                k: input(inputs, "k")?,
+                v: input(inputs, "v")?,
+                cu_seqlens_q: input(inputs, "cu_seqlens_q")?,
+                cu_seqlens_k: input(inputs, "cu_seqlens_k")?,
+                out: input(inputs, "out")?,
+                lse: input(inputs, "lse")?,
+                dout: input(inputs, "dout")?,
+            };
+            let want = BiasGrads { slopes: inputs.contains_key("slopes"), positions: inputs.contains_key("positions") };
+            let g = super::backward(&attn, &x, want)?;
+            put_output(outputs, "dq", g.dq)?;
+            put_output(outputs, "dk", g.dk)?;
+            put_output(outputs, "dv", g.dv)?;
+            put_output(outputs, "dslopes", g.dslopes)?;
+            return put_output(outputs, "dpositions", g.dpositions);
+        }
         let o = super::forward(
             &attn,
             input(inputs, "q")?,
@@ -343,20 +424,26 @@ impl Op for AlibiAttention {
         put_output(outputs, "lse", o.lse)
     }
 
-    fn bytes(&self, _: Direction, problem: &Problem, dtype: DType) -> u64 {
+    fn bytes(&self, dir: Direction, problem: &Problem, dtype: DType) -> u64 {
         let n = |k: &str| problem.get(k).map_or(0, |a| a.data.len()) as u64;
         let total_q = problem.get("q").map_or(0, |a| a.shape[0]) as u64;
         let heads = problem.get("q").map_or(0, |a| a.shape[1]) as u64;
+        if dir == Direction::Bwd {
+            // Read q, k, v, out, dout and the log-sum-exp; write dq, dk, dv.
+            return (4 * n("q") + 2 * (n("k") + n("v"))) * dtype.size_in_bytes() as u64 + total_q * heads * 4;
+        }
         // Read q, k, v; write out (the size of q) and the f32 log-sum-exp.
         (2 * n("q") + n("k") + n("v")) * dtype.size_in_bytes() as u64 + total_q * heads * 4
     }
 
-    fn flops(&self, _: Direction, problem: &Problem) -> u64 {
+    fn flops(&self, dir: Direction, problem: &Problem) -> u64 {
         // REFERENCE §4: 4·Σ sq·sk·H·D, halved under causal.
         let Ok(p) = parts(problem) else { return 0 };
         let pairs: usize = p.cu_q.windows(2).zip(p.cu_k.windows(2)).map(|(q, k)| (q[1] - q[0]) * (k[1] - k[0])).sum();
         let f = 4 * pairs as u64 * (p.q.shape[1] * p.q.shape[2]) as u64;
-        if p.causal { f / 2 } else { f }
+        let f = if p.causal { f / 2 } else { f };
+        // The backward: 2.5× the forward (five matmuls against two; flash-attn's count).
+        if dir == Direction::Bwd { f * 5 / 2 } else { f }
     }
 
     fn check_shapes(&self) -> Vec<Vec<usize>> {

@@ -5,6 +5,7 @@
 
 mod activation;
 mod attention;
+mod attention_bwd;
 mod attention_padded;
 mod c_abi;
 mod common;

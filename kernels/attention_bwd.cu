@@ -1,0 +1,685 @@
+// Attention backward with ALiBi, FlashAttention-2 style, deterministic: no float atomics, every
+// sum in an order fixed by the launch shape alone, so two runs give the same bits.
+//
+//  1. delta_kernel: D_i = rowsum(dO ∘ O) in f32 (one warp per row and head), into the workspace.
+//  2. dq_kernel: per (64-query tile, sequence, head) it streams the sequence's K/V tiles,
+//     recomputes S = scale·Q·Kᵀ + bias and P = exp(S − LSE) from the forward's log-sum-exp,
+//     dP = dO·Vᵀ, dS = P ∘ (dP − D), and accumulates dQ = scale·dS·K in registers. It also sums,
+//     per query row, dS·∂bias/∂slope and (geometric ALiBi) dS·∂bias/∂p_i into the workspace.
+//  3. dkdv_kernel: per (64-key tile, sequence, kv head) it loops over the query heads that share
+//     the kv head and, for each, over the query tiles, recomputing Sᵀ and dPᵀ with the keys as
+//     rows (each warp owns 16 keys, so nothing crosses warps), and accumulates dV = Pᵀ·dO and
+//     dK = scale·dSᵀ·Q in registers: GQA's sum over heads is a loop, not an atomic. It also sums,
+//     per key, dS·∂bias/∂p_j (geometric ALiBi).
+//  4. dslopes_kernel / dpositions_kernel: the per-row partials reduced in a fixed order.
+//
+// Why a separate dQ kernel rather than FlashAttention-2's atomicAdd of dQ from the dK/dV
+// kernel: the atomics make dQ depend on the order blocks finish (not bitwise reproducible), and
+// the deterministic alternative inside one kernel, a per-K/V-tile partial dQ in an f32
+// workspace reduced afterwards, needs (sk / 64)·total_q·H·D·4 bytes (2 GiB at 16k tokens,
+// H·D = 2048). Recomputing S and dP in the dQ kernel costs two of the backward's five matmuls
+// again (7 instead of 5) but no workspace beyond O(total·H) and no ordering at all.
+//
+// Tensor cores through kernels/common/ptx.cuh (mma.sync m16n8k16 with f32 accumulators,
+// ldmatrix with and without .trans, cp.async). Scores are kept in base 2 as in the forward.
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+#include "common/dtype.cuh"
+#include "common/launch.cuh"
+#include "common/ptx.cuh"
+#include "common/reduce.cuh"
+#include "common/vec.cuh"
+#include "kiln.h"
+
+namespace kiln {
+namespace {
+
+enum class Bias { kNone, kLinear, kGeometric };
+
+constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * 32;
+constexpr float kLog2e = 1.4426950408889634f;
+
+template <typename T>
+constexpr ptx::MmaType kMma = std::is_same_v<T, __half> ? ptx::MmaType::kF16 : ptx::MmaType::kBF16;
+
+// Shared-memory rows are padded by one 16-byte chunk (conflict-free ldmatrix, as the forward).
+template <int kD>
+struct Row {
+    static_assert(kD % 32 == 0 && kD <= 128, "head dims 32, 64, 96, 128");
+    static constexpr int kStride = kD + 8;
+    static constexpr int kChunks = kD / 8;
+};
+
+// dq_kernel: 64 queries per block (16 per warp); K/V tiles of 64 keys, 32 at D = 96 and 128 (the
+// dQ, Q and dO fragments with S and dP then fit the registers without spills). Q and dO are staged through the same
+// shared rows that K and V use afterwards: 128 rows.
+template <int kD>
+struct DqTiles {
+    static constexpr int kBlockM = kWarps * 16;
+    static constexpr int kBlockN = kD <= 64 ? 64 : 32;
+    static constexpr int kRows = 2 * kBlockM;
+    static_assert(2 * kBlockN <= kRows, "K and V fit where Q and dO were");
+};
+
+// dkdv_kernel: 64 keys per block (16 per warp); query tiles of 64, 32 or 16 rows so that K, V,
+// Q, dO, the LSE and D fit the 48 KiB of dynamic shared memory and the dK/dV accumulators
+// (2·D floats per thread) leave room for Sᵀ and dPᵀ (geometric ALiBi's position terms take 64
+// queries at D = 64 past the register file).
+template <int kD, Bias kBias>
+struct DkdvTiles {
+    static constexpr int kBlockN = kWarps * 16;
+    static constexpr int kBlockM = kD <= 32 || (kD == 64 && kBias != Bias::kGeometric) ? 64 : (kD <= 96 ? 32 : 16);
+    static constexpr int kRows = 2 * kBlockN + 2 * kBlockM;
+};
+
+struct Params {
+    const void* q;                // [total_q, H, D]
+    const void* k;                // [total_k, H_k, D]
+    const void* v;                // [total_k, H_k, D]
+    const void* out;              // [total_q, H, D]
+    const void* dout;             // [total_q, H, D]
+    const float* lse;             // [H, total_q]
+    const int32_t* cu_seqlens_q;  // [B + 1]
+    const int32_t* cu_seqlens_k;  // [B + 1]
+    const float* slopes;          // slope of (b, h) at b * slope_batch_stride + h; NULL: no bias
+    int64_t slope_batch_stride;   // 0 for [H] slopes, H for [B, H]
+    const float* positions;       // [total, 3], geometric ALiBi only
+    void* dq;                     // [total_q, H, D]
+    void* dk;                     // [total_k, H_k, D]
+    void* dv;                     // [total_k, H_k, D]
+    float* delta;                 // workspace [H, total_q]: rowsum(dO ∘ O)
+    float* dslope_rows;           // workspace [H, total_q]: Σ_j dS_ij·|i + sk − sq − j| or ‖p_i − p_j‖
+    float* dpos_q;                // workspace [H, total_q, 3]: Σ_j dS_ij·(p_i − p_j)/‖p_i − p_j‖
+    float* dpos_k;                // workspace [H_k, total_k, 3]: Σ_h slope·Σ_i dS_ij·(p_i − p_j)/‖·‖
+    int64_t total_q;
+    int64_t total_k;
+    int heads;
+    int heads_k;
+    int head_dim;
+    int causal;
+    float scale;       // softmax scale
+    float scale_log2;  // scale · log2(e)
+};
+
+__device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
+__device__ __forceinline__ int imax(int a, int b) { return a > b ? a : b; }
+
+__device__ __forceinline__ bool sequence(const int32_t* cu, int b, int64_t total, int& begin, int& end) {
+    begin = cu[b];
+    end = cu[b + 1];
+    return 0 <= begin && begin <= end && end <= total;
+}
+
+// The bias distance of query i and key j (|i + diag − j|, or ‖p_i − p_j‖ with the difference
+// vector in diff), the quantity whose product with −slope is the bias.
+template <Bias kBias>
+__device__ __forceinline__ float distance(int i, int j, int diag, const float (&pi)[3], const float* pj,
+                                          float (&diff)[3]) {
+    if constexpr (kBias == Bias::kGeometric) {
+        diff[0] = pi[0] - pj[0];
+        diff[1] = pi[1] - pj[1];
+        diff[2] = pi[2] - pj[2];
+        return sqrtf(diff[0] * diff[0] + diff[1] * diff[1] + diff[2] * diff[2]);
+    } else {
+        return fabsf(float(i + diag - j));
+    }
+}
+
+// Copies `rows` rows of kD elements from row `first` of a sequence with `len` rows into shared
+// memory with cp.async; rows past `len` become zeros.
+template <typename T, int kD>
+__device__ __forceinline__ void load_rows(ptx::CpAsync& pipe, T* dst, const T* src, int64_t row_stride, int first,
+                                          int rows, int len) {
+    constexpr int kStride = Row<kD>::kStride, kChunks = Row<kD>::kChunks;
+    for (int c = threadIdx.x; c < rows * kChunks; c += kThreads) {
+        const int r = c / kChunks, col = (c % kChunks) * 8;
+        const bool valid = first + r < len;
+        const int src_row = valid ? first + r : 0;
+        pipe.copy16(dst + r * kStride + col, src + int64_t(src_row) * row_stride + col, valid);
+    }
+}
+
+// The A fragment (16 rows × 16 columns, columns col0..col0+15) of rows row0.. of a shared tile.
+template <int kD>
+__device__ __forceinline__ void load_a(uint32_t (&a)[4], const void* tile, int row0, int col0) {
+    const int lane = threadIdx.x % 32;
+    const int r = row0 + lane % 8 + 8 * ((lane / 8) % 2), col = col0 + 8 * (lane / 16);
+    ptx::ldmatrix<4, false>(a, static_cast<const uint16_t*>(tile) + r * Row<kD>::kStride + col);
+}
+
+// acc[nt] (16 × 8 tiles over kN columns) += A·Bᵀ where A's rows come from the fragments `a`
+// (kD/16 k-steps) and B's rows (kN of them, the n index) are rows of the shared tile `b_rows`:
+// S = Q·Kᵀ with Q in registers and K in shared memory.
+template <typename T, int kD, int kN>
+__device__ __forceinline__ void mma_abt(float (&acc)[kN / 8][4], const uint32_t (&a)[kD / 16][4], const T* b_rows) {
+    constexpr ptx::MmaType kType = kMma<T>;
+    const int lane = threadIdx.x % 32;
+#pragma unroll
+    for (int kk = 0; kk < kD / 32; ++kk) {
+#pragma unroll
+        for (int nt = 0; nt < kN / 8; ++nt) {
+            uint32_t bb[4];
+            ptx::ldmatrix<4, false>(bb, b_rows + (nt * 8 + lane % 8) * Row<kD>::kStride + kk * 32 + 8 * (lane / 8));
+            const uint32_t b0[2] = {bb[0], bb[1]}, b1[2] = {bb[2], bb[3]};
+            ptx::mma_m16n8k16<kType>(acc[nt], a[2 * kk], b0, acc[nt]);
+            ptx::mma_m16n8k16<kType>(acc[nt], a[2 * kk + 1], b1, acc[nt]);
+        }
+    }
+}
+
+// acc (16 × kD) += C·B where C (16 × kK) is given as f32 C fragments (kK/8 tiles, rounded to T
+// here: they become A fragments) and B (kK × kD) is row-major in the shared tile `b_rows`.
+template <typename T, int kD, int kK>
+__device__ __forceinline__ void mma_cb(float (&acc)[kD / 8][4], const float (&c)[kK / 8][4], const T* b_rows) {
+    constexpr ptx::MmaType kType = kMma<T>;
+    const int lane = threadIdx.x % 32;
+#pragma unroll
+    for (int kk = 0; kk < kK / 16; ++kk) {
+        const uint32_t a[4] = {ptx::pack2<kType>(c[2 * kk][0], c[2 * kk][1]),
+                               ptx::pack2<kType>(c[2 * kk][2], c[2 * kk][3]),
+                               ptx::pack2<kType>(c[2 * kk + 1][0], c[2 * kk + 1][1]),
+                               ptx::pack2<kType>(c[2 * kk + 1][2], c[2 * kk + 1][3])};
+        const int r = kk * 16 + lane % 8 + 8 * ((lane / 8) % 2), col = 8 * (lane / 16);
+#pragma unroll
+        for (int dt = 0; dt < kD / 16; ++dt) {
+            uint32_t bb[4];
+            ptx::ldmatrix<4, true>(bb, b_rows + r * Row<kD>::kStride + dt * 16 + col);
+            const uint32_t b0[2] = {bb[0], bb[1]}, b1[2] = {bb[2], bb[3]};
+            ptx::mma_m16n8k16<kType>(acc[2 * dt], a, b0, acc[2 * dt]);
+            ptx::mma_m16n8k16<kType>(acc[2 * dt + 1], a, b1, acc[2 * dt + 1]);
+        }
+    }
+}
+
+// D_i = Σ_c dO[i, h, c]·O[i, h, c] in f32, one warp per (row, head); lanes sum strided columns
+// and combine through warp_sum's fixed butterfly.
+template <typename T, int kD>
+__global__ void __launch_bounds__(kThreads) delta_kernel(const Params p) {
+    const int64_t pair = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;  // i·H + h
+    if (pair >= p.total_q * p.heads) return;
+    const int lane = threadIdx.x % 32;
+    const T* o = static_cast<const T*>(p.out) + pair * kD;
+    const T* dout = static_cast<const T*>(p.dout) + pair * kD;
+    float acc = 0.0f;
+#pragma unroll
+    for (int c = lane; c < kD; c += 32) acc += to_float(o[c]) * to_float(dout[c]);
+    acc = warp_sum(acc);
+    const int64_t i = pair / p.heads, h = pair % p.heads;
+    if (lane == 0) p.delta[h * p.total_q + i] = acc;
+}
+
+template <typename T, int kD, Bias kBias>
+__global__ void __launch_bounds__(kThreads) dq_kernel(const Params p) {
+    using Tile = DqTiles<kD>;
+    constexpr int kBlockM = Tile::kBlockM, kBlockN = Tile::kBlockN, kStride = Row<kD>::kStride;
+    constexpr ptx::MmaType kType = kMma<T>;
+
+    const int b = blockIdx.y, h = blockIdx.z, m0 = blockIdx.x * kBlockM;
+    int q_begin, q_end, k_begin, k_end;
+    if (!sequence(p.cu_seqlens_q, b, p.total_q, q_begin, q_end)) return;
+    if (!sequence(p.cu_seqlens_k, b, p.total_k, k_begin, k_end)) return;
+    const int sq = q_end - q_begin, sk = k_end - k_begin;
+    if (m0 >= sq) return;
+    const int diag = sk - sq;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int hk = h / (p.heads / p.heads_k);
+    const int64_t q_row = int64_t(p.heads) * kD, k_row = int64_t(p.heads_k) * kD;
+    const T* q = static_cast<const T*>(p.q) + int64_t(q_begin) * q_row + int64_t(h) * kD;
+    const T* dout = static_cast<const T*>(p.dout) + int64_t(q_begin) * q_row + int64_t(h) * kD;
+    const T* k = static_cast<const T*>(p.k) + int64_t(k_begin) * k_row + int64_t(hk) * kD;
+    const T* v = static_cast<const T*>(p.v) + int64_t(k_begin) * k_row + int64_t(hk) * kD;
+    T* dq = static_cast<T*>(p.dq) + int64_t(q_begin) * q_row + int64_t(h) * kD;
+    const int64_t row_base = int64_t(h) * p.total_q + q_begin;  // [H, total_q] index of row 0
+
+    int kv_end = sk;
+    if (p.causal) kv_end = imax(0, imin(sk, m0 + kBlockM + diag));
+    const int n_tiles = (kv_end + kBlockN - 1) / kBlockN;
+    const int row_local[2] = {warp * 16 + g, warp * 16 + g + 8};
+
+    float slope = 0.0f;
+    if constexpr (kBias != Bias::kNone) slope = p.slopes[b * p.slope_batch_stride + h];
+    float acc[kD / 8][4] = {};
+    float dslope[2] = {0.0f, 0.0f};
+    float dpos[2][3] = {};
+
+    if (n_tiles > 0) {
+        T* s_a = dynamic_shared<T>();      // Q, then K tiles
+        T* s_b = s_a + kBlockM * kStride;  // dO, then V tiles
+        ptx::CpAsync pipe;
+        load_rows<T, kD>(pipe, s_a, q, q_row, m0, kBlockM, sq);
+        load_rows<T, kD>(pipe, s_b, dout, q_row, m0, kBlockM, sq);
+        pipe.commit();
+        pipe.wait<0>();
+        __syncthreads();
+        uint32_t q_frag[kD / 16][4], do_frag[kD / 16][4];
+#pragma unroll
+        for (int ks = 0; ks < kD / 16; ++ks) {
+            load_a<kD>(q_frag[ks], s_a, warp * 16, ks * 16);
+            load_a<kD>(do_frag[ks], s_b, warp * 16, ks * 16);
+        }
+
+        // Per row: the LSE in base 2 (+inf for a row past sq or one that sees no key, so that
+        // P = 2^(x − inf) = 0 there), D, and for geometric ALiBi the query position.
+        float lse_log2[2], delta[2], pos_q[2][3] = {};
+        for (int r = 0; r < 2; ++r) {
+            const int i = m0 + row_local[r];
+            const float l = i < sq ? p.lse[row_base + i] : -INFINITY;
+            lse_log2[r] = l == -INFINITY ? INFINITY : l * kLog2e;
+            delta[r] = i < sq ? p.delta[row_base + i] : 0.0f;
+            if constexpr (kBias == Bias::kGeometric) {
+                for (int c = 0; c < 3; ++c) pos_q[r][c] = p.positions[(int64_t(q_begin) + imin(i, sq - 1)) * 3 + c];
+            }
+        }
+        const float slope_log2 = slope * kLog2e;
+
+        for (int tile = 0; tile < n_tiles; ++tile) {
+            const int n0 = tile * kBlockN;
+            __syncthreads();  // every warp is done with the previous contents of s_a and s_b
+            load_rows<T, kD>(pipe, s_a, k, k_row, n0, kBlockN, sk);
+            load_rows<T, kD>(pipe, s_b, v, k_row, n0, kBlockN, sk);
+            pipe.commit();
+            pipe.wait<0>();
+            __syncthreads();
+
+            float s[kBlockN / 8][4] = {}, dp[kBlockN / 8][4] = {};
+            mma_abt<T, kD, kBlockN>(s, q_frag, s_a);
+            mma_abt<T, kD, kBlockN>(dp, do_frag, s_b);
+
+            // P = 2^(x − lse) and dS = P ∘ (dP − D), written over dp; the bias-gradient terms.
+#pragma unroll
+            for (int nt = 0; nt < kBlockN / 8; ++nt) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int r = e / 2, i = m0 + row_local[r], j = n0 + nt * 8 + 2 * t + e % 2;
+                    float x = s[nt][e] * p.scale_log2;
+                    float dist = 0.0f, diff[3] = {0.0f, 0.0f, 0.0f};
+                    if constexpr (kBias != Bias::kNone) {
+                        const float* pk = nullptr;
+                        if constexpr (kBias == Bias::kGeometric)
+                            pk = p.positions + (int64_t(k_begin) + imin(j, sk - 1)) * 3;
+                        dist = distance<kBias>(i, j, diag, pos_q[r], pk, diff);
+                        x -= slope_log2 * dist;
+                    }
+                    if (j >= sk || (p.causal && j > i + diag)) x = -INFINITY;
+                    const float prob = exp2f(x - lse_log2[r]);
+                    const float ds = prob * (dp[nt][e] - delta[r]);
+                    dp[nt][e] = ds;
+                    if constexpr (kBias != Bias::kNone) dslope[r] += ds * dist;
+                    if constexpr (kBias == Bias::kGeometric) {
+                        const float inv = dist > 0.0f ? ds / dist : 0.0f;
+                        for (int c = 0; c < 3; ++c) dpos[r][c] += inv * diff[c];
+                    }
+                }
+            }
+            // dQ += dS·K (K rows are the keys: B row-major, ldmatrix .trans).
+            mma_cb<T, kD, kBlockN>(acc, dp, s_a);
+        }
+        __syncthreads();
+    }
+
+    // dslope partial: Σ_j dS·(−dist); dpositions (query side): −slope·Σ_j dS·(p_i − p_j)/dist.
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int i = m0 + row_local[r];
+        float ds = dslope[r];
+        ds += __shfl_xor_sync(0xffffffffu, ds, 1);
+        ds += __shfl_xor_sync(0xffffffffu, ds, 2);
+        float dpr[3];
+        for (int c = 0; c < 3; ++c) {
+            dpr[c] = dpos[r][c];
+            dpr[c] += __shfl_xor_sync(0xffffffffu, dpr[c], 1);
+            dpr[c] += __shfl_xor_sync(0xffffffffu, dpr[c], 2);
+        }
+        if (i >= sq) continue;
+#pragma unroll
+        for (int dt = 0; dt < kD / 8; ++dt) {
+            *reinterpret_cast<uint32_t*>(dq + int64_t(i) * q_row + dt * 8 + 2 * t) =
+                ptx::pack2<kType>(acc[dt][2 * r] * p.scale, acc[dt][2 * r + 1] * p.scale);
+        }
+        if (t == 0 && p.dslope_rows != nullptr) p.dslope_rows[row_base + i] = -ds;
+        if (t == 0 && p.dpos_q != nullptr) {
+            for (int c = 0; c < 3; ++c) p.dpos_q[(row_base + i) * 3 + c] = -slope * dpr[c];
+        }
+    }
+}
+
+template <typename T, int kD, Bias kBias>
+__global__ void __launch_bounds__(kThreads) dkdv_kernel(const Params p) {
+    using Tile = DkdvTiles<kD, kBias>;
+    constexpr int kBlockM = Tile::kBlockM, kBlockN = Tile::kBlockN, kStride = Row<kD>::kStride;
+    constexpr ptx::MmaType kType = kMma<T>;
+
+    const int b = blockIdx.y, hk = blockIdx.z, n0 = blockIdx.x * kBlockN;
+    int q_begin, q_end, k_begin, k_end;
+    if (!sequence(p.cu_seqlens_q, b, p.total_q, q_begin, q_end)) return;
+    if (!sequence(p.cu_seqlens_k, b, p.total_k, k_begin, k_end)) return;
+    const int sq = q_end - q_begin, sk = k_end - k_begin;
+    if (n0 >= sk) return;
+    const int diag = sk - sq;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int group = p.heads / p.heads_k;
+    const int64_t q_row = int64_t(p.heads) * kD, k_row = int64_t(p.heads_k) * kD;
+    const T* k = static_cast<const T*>(p.k) + int64_t(k_begin) * k_row + int64_t(hk) * kD;
+    const T* v = static_cast<const T*>(p.v) + int64_t(k_begin) * k_row + int64_t(hk) * kD;
+
+    // The queries that can see a key of this block: i + diag >= n0 under causal.
+    const int m_first = p.causal ? imax(0, n0 - diag) / kBlockM * kBlockM : 0;
+    // This thread's keys: the warp's 16, g and g + 8 (rows of the C fragments of Sᵀ).
+    const int key_local[2] = {warp * 16 + g, warp * 16 + g + 8};
+
+    T* s_k = dynamic_shared<T>();
+    T* s_v = s_k + kBlockN * kStride;
+    T* s_q = s_v + kBlockN * kStride;
+    T* s_do = s_q + kBlockM * kStride;
+    float* s_lse = reinterpret_cast<float*>(s_do + kBlockM * kStride);  // base 2, +inf: P = 0
+    float* s_delta = s_lse + kBlockM;
+    ptx::CpAsync pipe;
+    load_rows<T, kD>(pipe, s_k, k, k_row, n0, kBlockN, sk);
+    load_rows<T, kD>(pipe, s_v, v, k_row, n0, kBlockN, sk);
+    pipe.commit();
+
+    float pos_k[2][3] = {};
+    if constexpr (kBias == Bias::kGeometric) {
+        for (int r = 0; r < 2; ++r)
+            for (int c = 0; c < 3; ++c)
+                pos_k[r][c] = p.positions[(int64_t(k_begin) + imin(n0 + key_local[r], sk - 1)) * 3 + c];
+    }
+
+    float dk_acc[kD / 8][4] = {}, dv_acc[kD / 8][4] = {};
+    float dpos[2][3] = {};
+
+    for (int gi = 0; gi < group; ++gi) {
+        const int h = hk * group + gi;
+        const T* q = static_cast<const T*>(p.q) + int64_t(q_begin) * q_row + int64_t(h) * kD;
+        const T* dout = static_cast<const T*>(p.dout) + int64_t(q_begin) * q_row + int64_t(h) * kD;
+        const int64_t row_base = int64_t(h) * p.total_q + q_begin;
+        float slope = 0.0f;
+        if constexpr (kBias != Bias::kNone) slope = p.slopes[b * p.slope_batch_stride + h];
+        const float slope_log2 = slope * kLog2e;
+
+        for (int m0 = m_first; m0 < sq; m0 += kBlockM) {
+            __syncthreads();  // every warp is done with the previous Q, dO, LSE and D
+            load_rows<T, kD>(pipe, s_q, q, q_row, m0, kBlockM, sq);
+            load_rows<T, kD>(pipe, s_do, dout, q_row, m0, kBlockM, sq);
+            pipe.commit();
+            for (int c = threadIdx.x; c < kBlockM; c += kThreads) {
+                const int i = m0 + c;
+                const float l = i < sq ? p.lse[row_base + i] : -INFINITY;
+                s_lse[c] = l == -INFINITY ? INFINITY : l * kLog2e;
+                s_delta[c] = i < sq ? p.delta[row_base + i] : 0.0f;
+            }
+            pipe.wait<0>();
+            __syncthreads();
+
+            // Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ for the warp's 16 keys (A from shared memory per k-step).
+            float st[kBlockM / 8][4] = {}, dpt[kBlockM / 8][4] = {};
+            {
+                uint32_t kf[kD / 16][4];
+#pragma unroll
+                for (int ks = 0; ks < kD / 16; ++ks) load_a<kD>(kf[ks], s_k, warp * 16, ks * 16);
+                mma_abt<T, kD, kBlockM>(st, kf, s_q);
+#pragma unroll
+                for (int ks = 0; ks < kD / 16; ++ks) load_a<kD>(kf[ks], s_v, warp * 16, ks * 16);
+                mma_abt<T, kD, kBlockM>(dpt, kf, s_do);
+            }
+
+#pragma unroll
+            for (int nt = 0; nt < kBlockM / 8; ++nt) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int r = e / 2, col = nt * 8 + 2 * t + e % 2;
+                    const int i = m0 + col, j = n0 + key_local[r];
+                    float x = st[nt][e] * p.scale_log2;
+                    float dist = 0.0f, diff[3] = {0.0f, 0.0f, 0.0f};
+                    if constexpr (kBias != Bias::kNone) {
+                        float pq[3] = {0.0f, 0.0f, 0.0f};
+                        if constexpr (kBias == Bias::kGeometric) {
+                            const float* pi = p.positions + (int64_t(q_begin) + imin(i, sq - 1)) * 3;
+                            pq[0] = pi[0];
+                            pq[1] = pi[1];
+                            pq[2] = pi[2];
+                        }
+                        dist = distance<kBias>(i, j, diag, pq, pos_k[r], diff);  // diff = p_i − p_j
+                        x -= slope_log2 * dist;
+                    }
+                    if (j >= sk || i >= sq || (p.causal && j > i + diag)) x = -INFINITY;
+                    const float prob = exp2f(x - s_lse[col]);
+                    const float ds = prob * (dpt[nt][e] - s_delta[col]);
+                    st[nt][e] = prob;
+                    dpt[nt][e] = ds;
+                    if constexpr (kBias == Bias::kGeometric) {
+                        // ∂bias_ij/∂p_j = slope·(p_i − p_j)/‖p_i − p_j‖.
+                        const float w = dist > 0.0f ? ds * slope / dist : 0.0f;
+                        for (int c = 0; c < 3; ++c) dpos[r][c] += w * diff[c];
+                    }
+                }
+            }
+            // dV += Pᵀ·dO and dK += dSᵀ·Q (dO and Q rows are the queries: ldmatrix .trans).
+            mma_cb<T, kD, kBlockM>(dv_acc, st, s_do);
+            mma_cb<T, kD, kBlockM>(dk_acc, dpt, s_q);
+        }
+    }
+    pipe.wait<0>();  // no copy left in flight (a block whose keys no query sees)
+
+    T* dk = static_cast<T*>(p.dk) + int64_t(k_begin) * k_row + int64_t(hk) * kD;
+    T* dv = static_cast<T*>(p.dv) + int64_t(k_begin) * k_row + int64_t(hk) * kD;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int j = n0 + key_local[r];
+        float dpr[3];
+        for (int c = 0; c < 3; ++c) {
+            dpr[c] = dpos[r][c];
+            dpr[c] += __shfl_xor_sync(0xffffffffu, dpr[c], 1);
+            dpr[c] += __shfl_xor_sync(0xffffffffu, dpr[c], 2);
+        }
+        if (j >= sk) continue;
+#pragma unroll
+        for (int dt = 0; dt < kD / 8; ++dt) {
+            const int64_t at = int64_t(j) * k_row + dt * 8 + 2 * t;
+            *reinterpret_cast<uint32_t*>(dk + at) =
+                ptx::pack2<kType>(dk_acc[dt][2 * r] * p.scale, dk_acc[dt][2 * r + 1] * p.scale);
+            *reinterpret_cast<uint32_t*>(dv + at) = ptx::pack2<kType>(dv_acc[dt][2 * r], dv_acc[dt][2 * r + 1]);
+        }
+        if (t == 0 && p.dpos_k != nullptr) {
+            for (int c = 0; c < 3; ++c) p.dpos_k[((int64_t(hk) * p.total_k) + k_begin + j) * 3 + c] = dpr[c];
+        }
+    }
+}
+
+constexpr int kReduceThreads = 256;
+
+// dslopes[b, h] (per batch) or dslopes[h]: the per-row partials of head h summed over the rows
+// of sequence b (or over every row), strided per thread, then block_sum's fixed tree.
+__global__ void __launch_bounds__(kReduceThreads)
+    dslopes_kernel(const float* rows, const int32_t* cu_seqlens_q, int64_t total_q, int heads, int per_batch,
+                   float* dslopes) {
+    const int h = blockIdx.x % heads, b = blockIdx.x / heads;
+    int64_t begin = 0, end = total_q;
+    if (per_batch) {
+        int s, e;
+        if (!sequence(cu_seqlens_q, b, total_q, s, e)) s = e = 0;
+        begin = s;
+        end = e;
+    }
+    float acc = 0.0f;
+    for (int64_t i = begin + threadIdx.x; i < end; i += kReduceThreads) acc += rows[int64_t(h) * total_q + i];
+    acc = block_sum<kReduceThreads>(acc);
+    if (threadIdx.x == 0) dslopes[blockIdx.x] = acc;
+}
+
+// dpositions[t, c] = Σ_h dpos_q[h, t, c] + Σ_hk dpos_k[hk, t, c], heads in order.
+__global__ void __launch_bounds__(kReduceThreads)
+    dpositions_kernel(const float* dpos_q, const float* dpos_k, int64_t total, int heads, int heads_k,
+                      float* dpositions) {
+    const int64_t e = int64_t(blockIdx.x) * kReduceThreads + threadIdx.x;  // t·3 + c
+    if (e >= total * 3) return;
+    float acc = 0.0f;
+    for (int h = 0; h < heads; ++h) acc += dpos_q[int64_t(h) * total * 3 + e];
+    for (int h = 0; h < heads_k; ++h) acc += dpos_k[int64_t(h) * total * 3 + e];
+    dpositions[e] = acc;
+}
+
+struct Launch {
+    int64_t batch, max_seqlen_q, max_seqlen_k;
+    cudaStream_t stream;
+};
+
+template <typename T, int kD, Bias kBias>
+kiln_status launch(const Params& p, const Launch& l) {
+    if (p.total_q > 0) {
+        const int64_t pairs = p.total_q * p.heads;
+        KILN_LAUNCH(static_cast<unsigned>((pairs + kWarps - 1) / kWarps), kThreads, 0, l.stream,
+                    delta_kernel<T, kD>)(p);
+        if (const kiln_status s = launch_status(); s != KILN_SUCCESS) return s;
+        if (l.max_seqlen_q > 0) {
+            const dim3 grid(static_cast<unsigned>((l.max_seqlen_q + DqTiles<kD>::kBlockM - 1) / DqTiles<kD>::kBlockM),
+                            static_cast<unsigned>(l.batch), static_cast<unsigned>(p.heads));
+            const size_t smem = sizeof(T) * DqTiles<kD>::kRows * Row<kD>::kStride;
+            KILN_LAUNCH(grid, kThreads, smem, l.stream, dq_kernel<T, kD, kBias>)(p);
+            if (const kiln_status s = launch_status(); s != KILN_SUCCESS) return s;
+        }
+    }
+    if (p.total_k > 0 && l.max_seqlen_k > 0) {
+        const dim3 grid(
+            static_cast<unsigned>((l.max_seqlen_k + DkdvTiles<kD, kBias>::kBlockN - 1) / DkdvTiles<kD, kBias>::kBlockN),
+            static_cast<unsigned>(l.batch), static_cast<unsigned>(p.heads_k));
+        const size_t smem = sizeof(T) * DkdvTiles<kD, kBias>::kRows * Row<kD>::kStride +
+                            2 * sizeof(float) * DkdvTiles<kD, kBias>::kBlockM;
+        KILN_LAUNCH(grid, kThreads, smem, l.stream, dkdv_kernel<T, kD, kBias>)(p);
+        if (const kiln_status s = launch_status(); s != KILN_SUCCESS) return s;
+    }
+    return KILN_SUCCESS;
+}
+
+template <typename T, int kD>
+kiln_status dispatch_bias(const Params& p, const Launch& l) {
+    if (p.slopes == nullptr) return launch<T, kD, Bias::kNone>(p, l);
+    if (p.positions == nullptr) return launch<T, kD, Bias::kLinear>(p, l);
+    return launch<T, kD, Bias::kGeometric>(p, l);
+}
+
+template <typename T>
+kiln_status dispatch_dim(const Params& p, const Launch& l) {
+    switch (p.head_dim) {
+        case 32: return dispatch_bias<T, 32>(p, l);
+        case 64: return dispatch_bias<T, 64>(p, l);
+        case 96: return dispatch_bias<T, 96>(p, l);
+        case 128: return dispatch_bias<T, 128>(p, l);
+        default: return KILN_ERROR_INVALID_SIZE;
+    }
+}
+
+constexpr int64_t kMaxGridYZ = 65535;
+
+// Workspace layout: delta, dslope rows [H, total_q]; dpos_q [H, total_q, 3]; dpos_k [H_k,
+// total_k, 3]; each region starts on a 16-byte boundary.
+int64_t round16(int64_t bytes) { return (bytes + 15) / 16 * 16; }
+
+}  // namespace
+}  // namespace kiln
+
+extern "C" {
+
+int64_t kiln_attention_alibi_bwd_workspace_bytes(int64_t total_q, int64_t total_k, int64_t heads, int64_t heads_k) {
+    using kiln::round16;
+    if (total_q < 0 || total_k < 0 || heads < 1 || heads_k < 1 || total_q > (int64_t(1) << 40) ||
+        total_k > (int64_t(1) << 40) || heads > kiln::kMaxGridYZ || heads_k > kiln::kMaxGridYZ)
+        return -1;
+    const int64_t rows = heads * total_q * 4;
+    return 2 * round16(rows) + round16(3 * rows) + round16(heads_k * total_k * 12);
+}
+
+kiln_status kiln_attention_alibi_bwd(kiln_dtype dtype, const void* q, const void* k, const void* v, const void* out,
+                                     const float* lse, const void* dout, const int32_t* cu_seqlens_q,
+                                     const int32_t* cu_seqlens_k, const float* slopes, int32_t slopes_per_batch,
+                                     const float* positions, int64_t batch, int64_t total_q, int64_t total_k,
+                                     int64_t heads, int64_t heads_k, int64_t head_dim, int64_t max_seqlen_q,
+                                     int64_t max_seqlen_k, int32_t causal, float softmax_scale, void* dq, void* dk,
+                                     void* dv, float* dslopes, float* dpositions, void* workspace,
+                                     int64_t workspace_bytes, void* stream) {
+    using namespace kiln;
+    const int d = static_cast<int>(dtype);
+    if (d != KILN_DTYPE_F16 && d != KILN_DTYPE_BF16) return KILN_ERROR_INVALID_DTYPE;
+    if (batch < 0 || total_q < 0 || total_k < 0 || max_seqlen_q < 0 || max_seqlen_k < 0 || heads < 1 || heads_k < 1 ||
+        heads % heads_k != 0 || batch > kMaxGridYZ || heads > kMaxGridYZ || max_seqlen_q > INT32_MAX ||
+        max_seqlen_k > INT32_MAX || !kiln_attention_head_dim_supported(head_dim))
+        return KILN_ERROR_INVALID_SIZE;
+    if (!std::isfinite(softmax_scale) || (positions != nullptr && slopes == nullptr) ||
+        (dslopes != nullptr && slopes == nullptr) || (dpositions != nullptr && positions == nullptr))
+        return KILN_ERROR_INVALID_VALUE;
+    if (positions != nullptr && total_q != total_k) return KILN_ERROR_INVALID_SIZE;
+    if (cu_seqlens_q == nullptr || cu_seqlens_k == nullptr) return KILN_ERROR_NULL_POINTER;
+    if (total_q > 0 && (q == nullptr || out == nullptr || lse == nullptr || dout == nullptr || dq == nullptr))
+        return KILN_ERROR_NULL_POINTER;
+    if (total_k > 0 && (k == nullptr || v == nullptr || dk == nullptr || dv == nullptr)) return KILN_ERROR_NULL_POINTER;
+    const int64_t needed = kiln_attention_alibi_bwd_workspace_bytes(total_q, total_k, heads, heads_k);
+    if (needed < 0) return KILN_ERROR_INVALID_SIZE;
+    if (workspace == nullptr && needed > 0) return KILN_ERROR_NULL_POINTER;
+    if (workspace_bytes < needed) return KILN_ERROR_WORKSPACE_TOO_SMALL;
+    // cp.async moves 16-byte chunks of q, k, v, dout rows; gradients are written in pairs.
+    if (!is_aligned(q, 16) || !is_aligned(k, 16) || !is_aligned(v, 16) || !is_aligned(dout, 16) ||
+        !is_aligned(out, 4) || !is_aligned(dq, 4) || !is_aligned(dk, 4) || !is_aligned(dv, 4) || !is_aligned(lse, 4) ||
+        !is_aligned(slopes, 4) || !is_aligned(positions, 4) || !is_aligned(dslopes, 4) || !is_aligned(dpositions, 4) ||
+        !is_aligned(cu_seqlens_q, 4) || !is_aligned(cu_seqlens_k, 4) || !is_aligned(workspace, 16))
+        return KILN_ERROR_MISALIGNED;
+
+    const int64_t rows = round16(heads * total_q * 4);
+    char* ws = static_cast<char*>(workspace);
+    Params p{};
+    p.q = q;
+    p.k = k;
+    p.v = v;
+    p.out = out;
+    p.dout = dout;
+    p.lse = lse;
+    p.cu_seqlens_q = cu_seqlens_q;
+    p.cu_seqlens_k = cu_seqlens_k;
+    p.slopes = slopes;
+    p.slope_batch_stride = slopes_per_batch ? heads : 0;
+    p.positions = positions;
+    p.dq = dq;
+    p.dk = dk;
+    p.dv = dv;
+    p.delta = reinterpret_cast<float*>(ws);
+    p.dslope_rows = dslopes != nullptr ? reinterpret_cast<float*>(ws + rows) : nullptr;
+    p.dpos_q = dpositions != nullptr ? reinterpret_cast<float*>(ws + 2 * rows) : nullptr;
+    p.dpos_k =
+        dpositions != nullptr ? reinterpret_cast<float*>(ws + 2 * rows + round16(3 * heads * total_q * 4)) : nullptr;
+    p.total_q = total_q;
+    p.total_k = total_k;
+    p.heads = static_cast<int>(heads);
+    p.heads_k = static_cast<int>(heads_k);
+    p.head_dim = static_cast<int>(head_dim);
+    p.causal = causal != 0;
+    p.scale = softmax_scale;
+    p.scale_log2 = softmax_scale * kLog2e;
+    const auto s = static_cast<cudaStream_t>(stream);
+    const Launch l{batch, max_seqlen_q, max_seqlen_k, s};
+    if (batch > 0) {
+        const kiln_status status = d == KILN_DTYPE_F16 ? dispatch_dim<__half>(p, l) : dispatch_dim<__nv_bfloat16>(p, l);
+        if (status != KILN_SUCCESS) return status;
+    }
+    if (dslopes != nullptr) {
+        const int64_t n = slopes_per_batch ? batch * heads : heads;
+        if (n > 0) {
+            KILN_LAUNCH(static_cast<unsigned>(n), kReduceThreads, 0, s, dslopes_kernel)(
+                p.dslope_rows, cu_seqlens_q, total_q, p.heads, int(slopes_per_batch != 0), dslopes);
+            if (const kiln_status st = launch_status(); st != KILN_SUCCESS) return st;
+        }
+    }
+    if (dpositions != nullptr && total_q > 0) {
+        KILN_LAUNCH(static_cast<unsigned>((total_q * 3 + kReduceThreads - 1) / kReduceThreads), kReduceThreads, 0, s,
+                    dpositions_kernel)(p.dpos_q, p.dpos_k, total_q, p.heads, p.heads_k, dpositions);
+        if (const kiln_status st = launch_status(); st != KILN_SUCCESS) return st;
+    }
+    return KILN_SUCCESS;
+}
+
+}  // extern "C"
