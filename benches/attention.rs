@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the attention family (`cargo bench --bench attention`): TFLOP/s by
-//! REFERENCE §4's count (criterion's Telem/s), at the H100 shape on a GPU.
+//! REFERENCE §4's count (criterion's Telem/s; the backward counts 2.5× the forward's FLOPs,
+//! flash-attn's convention), forward and backward, at the H100 shape on a GPU.
 
 mod support;
 

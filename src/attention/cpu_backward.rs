@@ -89,14 +89,14 @@ pub fn backward(p: &Problem, dout: &[f64]) -> Backward {
                 let d_o = &dout[q_at(i)..][..d];
                 // rowsum(dO ∘ O) with O = Σ_j P_ij v_j.
                 let delta: f64 = (0..sk).map(|j| prob[j] * dot(d_o, &p.v[k_at(j)..][..d])).sum();
-                for j in 0..sk {
-                    if prob[j] == 0.0 {
+                for (j, &pj) in prob.iter().enumerate() {
+                    if pj == 0.0 {
                         continue;
                     }
                     let dp = dot(d_o, &p.v[k_at(j)..][..d]);
-                    let ds = prob[j] * (dp - delta);
-                    for c in 0..d {
-                        g.dv[k_at(j) + c] += prob[j] * d_o[c];
+                    let ds = pj * (dp - delta);
+                    for (c, &g_o) in d_o.iter().enumerate() {
+                        g.dv[k_at(j) + c] += pj * g_o;
                         g.dq[q_at(i) + c] += p.scale * ds * p.k[k_at(j) + c];
                         g.dk[k_at(j) + c] += p.scale * ds * p.q[q_at(i) + c];
                     }
@@ -106,9 +106,9 @@ pub fn backward(p: &Problem, dout: &[f64]) -> Backward {
                     }
                     if positions.is_some() {
                         // bias = −slope·‖p_i − p_j‖: ∂/∂p_i = −slope·unit, ∂/∂p_j = +slope·unit.
-                        for c in 0..3 {
-                            g.dpositions[(q0 + i) * 3 + c] -= ds * slope * unit[c];
-                            g.dpositions[(k0 + j) * 3 + c] += ds * slope * unit[c];
+                        for (c, u) in unit.iter().enumerate() {
+                            g.dpositions[(q0 + i) * 3 + c] -= ds * slope * u;
+                            g.dpositions[(k0 + j) * 3 + c] += ds * slope * u;
                         }
                     }
                 }
