@@ -40,15 +40,16 @@ fn host_path_matches_reference() {
 /// One sweep case: (sq, sk) of the first sequence, head dim, H_k (H = 6), causal, bias.
 type Case = ((usize, usize), usize, usize, bool, BiasKind);
 
-/// Every head dim meets every (sq, sk) pair while H_k cycles through {6, 2, 1}, causal through
-/// both, and the bias through none, linear and geometric.
+/// Every head dim meets every (sq, sk) pair while H_k cycles through {6, 2, 1}, the bias through
+/// geometric, linear and none, and causal alternates so that every pair meets both (sq > sk
+/// under causal: rows that see no key).
 fn cases(pairs: &[(usize, usize)]) -> Vec<Case> {
     let mut v = Vec::new();
     let mut n = 0usize;
     for &d in &attention::HEAD_DIMS {
         for &pair in pairs {
             let bias = [BiasKind::Geometric, BiasKind::Alibi, BiasKind::None][n % 3];
-            v.push((pair, d, [6, 2, 1][(n / 3) % 3], n % 2 == 0, bias));
+            v.push((pair, d, [6, 2, 1][(n / 3) % 3], (n + n / pairs.len()) % 2 == 0, bias));
             n += 1;
         }
     }
@@ -125,6 +126,37 @@ fn kernels_are_deterministic() {
         let first = run_bits(&device, &p, DType::BF16);
         assert_eq!(first.len(), 5, "dq dk dv dslopes dpositions: {:?}", first.keys());
         assert_eq!(first, run_bits(&device, &p, DType::BF16), "{device}: two runs differ");
+    }
+}
+
+#[test]
+fn empty_queries_give_zero_gradients() {
+    for device in devices() {
+        // Every query sequence is empty: dk, dv and dslopes are empty sums, 0.
+        let k = on(&device, Tensor::from_f32(&[0.5; 5 * 2 * 32], &[5, 2, 32], DType::BF16).unwrap());
+        let q = on(&device, Tensor::from_f32(&[], &[0, 4, 32], DType::BF16).unwrap());
+        let lse = on(&device, Tensor::from_f32(&[], &[4, 0], DType::F32).unwrap());
+        let (cu_q, cu_k) = (
+            on(&device, Tensor::from_vec(vec![0i32, 0, 0], &[3]).unwrap()),
+            on(&device, Tensor::from_vec(vec![0i32, 2, 5], &[3]).unwrap()),
+        );
+        let slopes = on(&device, Tensor::from_f32(&[0.25; 8], &[2, 4], DType::F32).unwrap());
+        let attn = Attention { causal: true, scale: None, bias: Bias::Alibi { slopes: &slopes } };
+        let x = BackwardInputs {
+            q: &q,
+            k: &k,
+            v: &k,
+            cu_seqlens_q: &cu_q,
+            cu_seqlens_k: &cu_k,
+            out: &q,
+            lse: &lse,
+            dout: &q,
+        };
+        let g = attention::backward(&attn, &x, BiasGrads { slopes: true, positions: false }).unwrap();
+        assert_eq!(g.dq.shape(), &[0, 4, 32]);
+        for (name, t) in [("dk", &g.dk), ("dv", &g.dv), ("dslopes", g.dslopes.as_ref().unwrap())] {
+            assert!(t.to_f32_vec().unwrap().iter().all(|&v| v == 0.0), "{device} {name}");
+        }
     }
 }
 
