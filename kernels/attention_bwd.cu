@@ -58,14 +58,14 @@ struct Row {
 };
 
 // dq_kernel: 64 queries per block (16 per warp); K/V tiles of 64 keys, 32 at D = 96 and 128 (the
-// dQ, Q and dO fragments with S and dP then fit the registers without spills). Q and dO are staged through the same
-// shared rows that K and V use afterwards: 128 rows.
+// dQ, Q and dO fragments with S and dP then fit the registers without spills). Q and dO are
+// staged through the shared rows that the two K/V buffers (double buffering: the next tile is in
+// flight while this one is used) take afterwards.
 template <int kD>
 struct DqTiles {
     static constexpr int kBlockM = kWarps * 16;
     static constexpr int kBlockN = kD <= 64 ? 64 : 32;
-    static constexpr int kRows = 2 * kBlockM;
-    static_assert(2 * kBlockN <= kRows, "K and V fit where Q and dO were");
+    static constexpr int kRows = 2 * kBlockM > 4 * kBlockN ? 2 * kBlockM : 4 * kBlockN;
 };
 
 // dkdv_kernel: 64 keys per block (16 per warp); query tiles of 64, 32 or 16 rows so that K, V,
@@ -250,8 +250,8 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p) {
     float dpos[2][3] = {};
 
     if (n_tiles > 0) {
-        T* s_a = dynamic_shared<T>();      // Q, then K tiles
-        T* s_b = s_a + kBlockM * kStride;  // dO, then V tiles
+        T* s_a = dynamic_shared<T>();      // Q, then the K/V buffers
+        T* s_b = s_a + kBlockM * kStride;  // dO
         ptx::CpAsync pipe;
         load_rows<T, kD>(pipe, s_a, q, q_row, m0, kBlockM, sq);
         load_rows<T, kD>(pipe, s_b, dout, q_row, m0, kBlockM, sq);
@@ -279,18 +279,29 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p) {
         }
         const float slope_log2 = slope * kLog2e;
 
+        // K/V buffer b: K at s_a + 2b·kBlockN rows, V kBlockN rows after it.
+        auto load_kv = [&](int tile) {
+            T* buf = s_a + (tile % 2) * 2 * kBlockN * kStride;
+            load_rows<T, kD>(pipe, buf, k, k_row, tile * kBlockN, kBlockN, sk);
+            load_rows<T, kD>(pipe, buf + kBlockN * kStride, v, k_row, tile * kBlockN, kBlockN, sk);
+        };
+        __syncthreads();  // every warp holds its Q and dO fragments: the staging rows are free
+        load_kv(0);
+        pipe.commit();
         for (int tile = 0; tile < n_tiles; ++tile) {
             const int n0 = tile * kBlockN;
-            __syncthreads();  // every warp is done with the previous contents of s_a and s_b
-            load_rows<T, kD>(pipe, s_a, k, k_row, n0, kBlockN, sk);
-            load_rows<T, kD>(pipe, s_b, v, k_row, n0, kBlockN, sk);
+            // Prefetch the next tile into the other buffer (the barrier that ended the previous
+            // iteration says every warp is done with it); an empty group keeps the count uniform.
+            if (tile + 1 < n_tiles) load_kv(tile + 1);
             pipe.commit();
-            pipe.wait<0>();
+            pipe.wait<1>();  // this tile's group has landed
             __syncthreads();
+            const T* s_k = s_a + (tile % 2) * 2 * kBlockN * kStride;
+            const T* s_v = s_k + kBlockN * kStride;
 
             float s[kBlockN / 8][4] = {}, dp[kBlockN / 8][4] = {};
-            mma_abt<T, kD, kBlockN>(s, q_frag, s_a);
-            mma_abt<T, kD, kBlockN>(dp, do_frag, s_b);
+            mma_abt<T, kD, kBlockN>(s, q_frag, s_k);
+            mma_abt<T, kD, kBlockN>(dp, do_frag, s_v);
 
             // P = 2^(x − lse) and dS = P ∘ (dP − D), written over dp; the bias-gradient terms.
 #pragma unroll
@@ -319,9 +330,10 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p) {
                 }
             }
             // dQ += dS·K (K rows are the keys: B row-major, ldmatrix .trans).
-            mma_cb<T, kD, kBlockN>(acc, dp, s_a);
+            mma_cb<T, kD, kBlockN>(acc, dp, s_k);
+            __syncthreads();  // every warp is done with this buffer before it is refilled
         }
-        __syncthreads();
+        pipe.wait<0>();
     }
 
     // dslope partial: Σ_j dS·(−dist); dpositions (query side): −slope·Σ_j dS·(p_i − p_j)/dist.

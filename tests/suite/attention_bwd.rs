@@ -87,8 +87,9 @@ fn sweep(device: &Device, pairs: &[(usize, usize)], dtypes: &[DType], rng: &mut 
 fn emu_matches_reference() {
     let Some(device) = emu() else { return };
     // Small shapes (checked emulation is slow): not multiples of the tiles, sq < sk and sq > sk
-    // (rows with nothing visible under causal), a full 64 × 64 tile.
-    let pairs = [(1, 33), (17, 40), (64, 64), (70, 45)];
+    // (rows with nothing visible under causal), a full 64 × 64 tile, three 64-key tiles (both of
+    // the dQ pass's K/V buffers, one twice).
+    let pairs = [(1, 33), (17, 40), (64, 64), (70, 45), (20, 130)];
     assert_rows(&sweep(&device, &pairs, &[DType::BF16, DType::F16], &mut rng()));
 }
 
@@ -120,8 +121,9 @@ fn run_bits(device: &Device, p: &kiln::registry::Problem, dtype: DType) -> BTree
 fn kernels_are_deterministic() {
     let mut rng = rng();
     for device in kernel_devices() {
-        // GQA (each kv head sums three query heads), geometric [B, H] slopes (every reduction).
-        let case = ((45, 45), 64, 2, false, BiasKind::Geometric);
+        // GQA (each kv head sums three query heads), geometric [B, H] slopes (every reduction),
+        // two query and two key tiles.
+        let case = ((100, 100), 64, 2, false, BiasKind::Geometric);
         let p = with_forward(problem(&spec(case, true), &mut rng), &mut rng);
         let first = run_bits(&device, &p, DType::BF16);
         assert_eq!(first.len(), 5, "dq dk dv dslopes dpositions: {:?}", first.keys());
