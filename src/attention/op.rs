@@ -100,24 +100,61 @@ pub fn problem(spec: &Spec, rng: &mut StdRng) -> Problem {
     p
 }
 
+/// Forward FLOPs past which [`with_forward`] leaves out and lse to the run (the f64 reference
+/// would take minutes: a GPU benchmark shape); every check shape is below it.
+const REFERENCE_FORWARD_FLOPS: u64 = 1 << 33;
+
 /// Adds what the backward reads to a forward problem: q, k, v rounded to bf16 (exact in f16
-/// too, so out and lse stay the forward of the inputs a check rounds to either dtype), the f64
-/// forward's out and lse, and dout N(0, 1).
+/// too, so out and lse stay the forward of the inputs a check rounds to either dtype), dout
+/// N(0, 1), and the f64 forward's out and lse (left out past [`REFERENCE_FORWARD_FLOPS`]: the
+/// run, or [`Op::prepare`] for a benchmark, then computes them on the device).
 pub fn with_forward(mut p: Problem, rng: &mut StdRng) -> Problem {
     for name in ["q", "k", "v"] {
         if let Some(a) = p.inputs.get_mut(name) {
             *a = a.rounded(DType::BF16);
         }
     }
-    let (f, q_shape, heads) = match parts(&p) {
-        Ok(parts) => (cpu::forward(&parts.cpu()), parts.q.shape.clone(), parts.q.shape[1]),
-        Err(_) => return p,
-    };
-    let dout = normal(f.out.len(), 1.0, rng);
-    p.inputs.insert("lse".into(), Array::new(vec![heads, q_shape[0]], f.lse));
-    p.inputs.insert("out".into(), Array::new(q_shape.clone(), f.out));
+    let Ok(parts) = parts(&p) else { return p };
+    let (q_shape, heads) = (parts.q.shape.clone(), parts.q.shape[1]);
+    let forward =
+        (AlibiAttention.flops(Direction::Fwd, &p) <= REFERENCE_FORWARD_FLOPS).then(|| cpu::forward(&parts.cpu()));
+    let dout = normal(q_shape.iter().product(), 1.0, rng);
+    if let Some(f) = forward {
+        p.inputs.insert("lse".into(), Array::new(vec![heads, q_shape[0]], f.lse));
+        p.inputs.insert("out".into(), Array::new(q_shape.clone(), f.out));
+    }
     p.inputs.insert("dout".into(), Array::new(q_shape, dout));
     p
+}
+
+/// The attention configuration of a run's inputs and params.
+fn attention<'a>(inputs: &'a Tensors, params: &BTreeMap<String, f64>) -> Result<Attention<'a>> {
+    let scale = params.get("scale").copied().unwrap_or(0.0);
+    let bias = match (inputs.get("slopes"), inputs.get("positions")) {
+        (None, None) => Bias::None,
+        (Some(slopes), None) => Bias::Alibi { slopes },
+        (Some(slopes), Some(positions)) => Bias::Geometric { slopes, positions },
+        (None, Some(_)) => {
+            return Err(Error::InvalidValue { arg: "positions", reason: "geometric ALiBi needs slopes".into() });
+        }
+    };
+    Ok(Attention {
+        causal: params.get("causal").copied().unwrap_or(0.0) != 0.0,
+        scale: if scale == 0.0 { None } else { Some(scale as f32) },
+        bias,
+    })
+}
+
+/// The forward of a run's inputs.
+fn forward(attn: &Attention, inputs: &Tensors) -> Result<super::AttentionOutput> {
+    super::forward(
+        attn,
+        input(inputs, "q")?,
+        input(inputs, "k")?,
+        input(inputs, "v")?,
+        input(inputs, "cu_seqlens_q")?,
+        input(inputs, "cu_seqlens_k")?,
+    )
 }
 
 /// The backward's outputs by name (dslopes and dpositions where the problem has the input).
@@ -289,7 +326,8 @@ impl Op for AlibiAttention {
             ArgSpec::f32("positions").optional(),
         ];
         if dir == Direction::Bwd {
-            v.extend([ArgSpec::op("out"), ArgSpec::f32("lse"), ArgSpec::op("dout")]);
+            // out and lse: both or neither (then the run computes them first).
+            v.extend([ArgSpec::op("out").optional(), ArgSpec::f32("lse").optional(), ArgSpec::op("dout")]);
         }
         v
     }
@@ -362,8 +400,13 @@ impl Op for AlibiAttention {
     fn naive_reductions(&self, dir: Direction, problem: &Problem, dtype: DType) -> Result<Arrays> {
         let p = parts(problem)?;
         if dir == Direction::Bwd {
-            let (out, dout) = (&problem.input("out")?.data, &problem.input("dout")?.data);
-            return Ok(grads(problem, naive_backward::naive_backward(&p.cpu(), out, dout, dtype)));
+            // The stored out, or (a problem without one) the forward's rounded to the dtype.
+            let out = match problem.get("out") {
+                Some(a) => a.data.clone(),
+                None => cpu::forward(&p.cpu()).out.into_iter().map(|x| dtype.round(x)).collect(),
+            };
+            let dout = &problem.input("dout")?.data;
+            return Ok(grads(problem, naive_backward::naive_backward(&p.cpu(), &out, dout, dtype)));
         }
         let f = naive_forward(&p.cpu(), dtype);
         let mut out = Arrays::new();
@@ -379,29 +422,30 @@ impl Op for AlibiAttention {
         params: &BTreeMap<String, f64>,
         outputs: &mut Tensors,
     ) -> Result<()> {
-        let scale = params.get("scale").copied().unwrap_or(0.0);
-        let bias = match (inputs.get("slopes"), inputs.get("positions")) {
-            (None, None) => Bias::None,
-            (Some(slopes), None) => Bias::Alibi { slopes },
-            (Some(slopes), Some(positions)) => Bias::Geometric { slopes, positions },
-            (None, Some(_)) => {
-                return Err(Error::InvalidValue { arg: "positions", reason: "geometric ALiBi needs slopes".into() });
-            }
-        };
-        let attn = Attention {
-            causal: params.get("causal").copied().unwrap_or(0.0) != 0.0,
-            scale: if scale == 0.0 { None } else { Some(scale as f32) },
-            bias,
-        };
+        let attn = attention(inputs, params)?;
         if dir == Direction::Bwd {
+            // out and lse come together; without them the forward runs first.
+            let recomputed;
+            let (out, lse) = match (inputs.get("out"), inputs.get("lse")) {
+                (Some(out), Some(lse)) => (out, lse),
+                (None, None) => {
+                    recomputed = forward(&attn, inputs)?;
+                    (&recomputed.out, &recomputed.lse)
+                }
+                (Some(_), None) | (None, Some(_)) => {
+                    let missing = if inputs.contains_key("out") { "lse" } else { "out" };
+                    let reason = "out and lse come together (or neither: the forward is run first)";
+                    return Err(Error::InvalidValue { arg: missing, reason: reason.into() });
+                }
+            };
             let x = BackwardInputs {
                 q: input(inputs, "q")?,
                 k: input(inputs, "k")?,
                 v: input(inputs, "v")?,
                 cu_seqlens_q: input(inputs, "cu_seqlens_q")?,
                 cu_seqlens_k: input(inputs, "cu_seqlens_k")?,
-                out: input(inputs, "out")?,
-                lse: input(inputs, "lse")?,
+                out,
+                lse,
                 dout: input(inputs, "dout")?,
             };
             let want = BiasGrads { slopes: inputs.contains_key("slopes"), positions: inputs.contains_key("positions") };
@@ -412,16 +456,19 @@ impl Op for AlibiAttention {
             put_output(outputs, "dslopes", g.dslopes)?;
             return put_output(outputs, "dpositions", g.dpositions);
         }
-        let o = super::forward(
-            &attn,
-            input(inputs, "q")?,
-            input(inputs, "k")?,
-            input(inputs, "v")?,
-            input(inputs, "cu_seqlens_q")?,
-            input(inputs, "cu_seqlens_k")?,
-        )?;
+        let o = forward(&attn, inputs)?;
         put_output(outputs, "out", o.out)?;
         put_output(outputs, "lse", o.lse)
+    }
+
+    fn prepare(&self, dir: Direction, inputs: &mut Tensors, params: &BTreeMap<String, f64>) -> Result<()> {
+        // A backward timed without out and lse would time the forward too: run it once here.
+        if dir == Direction::Bwd && !inputs.contains_key("out") && !inputs.contains_key("lse") {
+            let o = forward(&attention(inputs, params)?, inputs)?;
+            inputs.insert("out".into(), o.out);
+            inputs.insert("lse".into(), o.lse);
+        }
+        Ok(())
     }
 
     fn bytes(&self, dir: Direction, problem: &Problem, dtype: DType) -> u64 {

@@ -132,6 +132,18 @@ fn kernels_are_deterministic() {
 }
 
 #[test]
+fn without_out_and_lse_the_forward_runs_first() {
+    let mut rng = rng();
+    for device in devices() {
+        let case = ((23, 41), 32, 2, true, BiasKind::Alibi);
+        let mut p = with_forward(problem(&spec(case, true), &mut rng), &mut rng);
+        p.inputs.remove("out");
+        p.inputs.remove("lse");
+        assert_rows(&check_problem(op().as_ref(), Direction::Bwd, DType::BF16, &p, &device, "no out, lse").unwrap());
+    }
+}
+
+#[test]
 fn empty_queries_give_zero_gradients() {
     for device in devices() {
         // Every query sequence is empty: dk, dv and dslopes are empty sums, 0.
