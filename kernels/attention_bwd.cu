@@ -69,9 +69,9 @@ struct DqTiles {
 };
 
 // dkdv_kernel: 64 keys per block (16 per warp); query tiles of 64, 32 or 16 rows so that K, V,
-// Q, dO, the LSE and D fit the 48 KiB of dynamic shared memory and the dK/dV accumulators
-// (2·D floats per thread) leave room for Sᵀ and dPᵀ (geometric ALiBi's position terms take 64
-// queries at D = 64 past the register file).
+// Q, dO, the LSE, D and the query positions fit the 48 KiB of dynamic shared memory and the
+// dK/dV accumulators (2·D floats per thread) leave room for Sᵀ and dPᵀ (geometric ALiBi's
+// position terms take 64 queries at D = 64 past the register file).
 template <int kD, Bias kBias>
 struct DkdvTiles {
     static constexpr int kBlockN = kWarps * 16;
@@ -279,11 +279,20 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p) {
         }
         const float slope_log2 = slope * kLog2e;
 
-        // K/V buffer b: K at s_a + 2b·kBlockN rows, V kBlockN rows after it.
+        // K/V buffer b: K at s_a + 2b·kBlockN rows, V kBlockN rows after it; for geometric ALiBi
+        // the keys' positions (plain stores, published by the barrier after the wait) in
+        // s_kpos + b·3·kBlockN, past the rows.
+        float* s_kpos = reinterpret_cast<float*>(s_a + Tile::kRows * kStride);
         auto load_kv = [&](int tile) {
             T* buf = s_a + (tile % 2) * 2 * kBlockN * kStride;
             load_rows<T, kD>(pipe, buf, k, k_row, tile * kBlockN, kBlockN, sk);
             load_rows<T, kD>(pipe, buf + kBlockN * kStride, v, k_row, tile * kBlockN, kBlockN, sk);
+            if constexpr (kBias == Bias::kGeometric) {
+                for (int c = threadIdx.x; c < 3 * kBlockN; c += kThreads) {
+                    const int j = imin(tile * kBlockN + c / 3, sk - 1);
+                    s_kpos[(tile % 2) * 3 * kBlockN + c] = p.positions[(int64_t(k_begin) + j) * 3 + c % 3];
+                }
+            }
         };
         __syncthreads();  // every warp holds its Q and dO fragments: the staging rows are free
         load_kv(0);
@@ -313,8 +322,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p) {
                     float dist = 0.0f, diff[3] = {0.0f, 0.0f, 0.0f};
                     if constexpr (kBias != Bias::kNone) {
                         const float* pk = nullptr;
-                        if constexpr (kBias == Bias::kGeometric)
-                            pk = p.positions + (int64_t(k_begin) + imin(j, sk - 1)) * 3;
+                        if constexpr (kBias == Bias::kGeometric) pk = s_kpos + (tile % 2) * 3 * kBlockN + (j - n0) * 3;
                         dist = distance<kBias>(i, j, diag, pos_q[r], pk, diff);
                         x -= slope_log2 * dist;
                     }
@@ -392,6 +400,7 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const Params p) {
     T* s_do = s_q + kBlockM * kStride;
     float* s_lse = reinterpret_cast<float*>(s_do + kBlockM * kStride);  // base 2, +inf: P = 0
     float* s_delta = s_lse + kBlockM;
+    float* s_qpos = s_delta + kBlockM;  // geometric ALiBi: the tile's query positions
     ptx::CpAsync pipe;
     load_rows<T, kD>(pipe, s_k, k, k_row, n0, kBlockN, sk);
     load_rows<T, kD>(pipe, s_v, v, k_row, n0, kBlockN, sk);
@@ -427,6 +436,10 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const Params p) {
                 s_lse[c] = l == -INFINITY ? INFINITY : l * kLog2e;
                 s_delta[c] = i < sq ? p.delta[row_base + i] : 0.0f;
             }
+            if constexpr (kBias == Bias::kGeometric) {
+                for (int c = threadIdx.x; c < 3 * kBlockM; c += kThreads)
+                    s_qpos[c] = p.positions[(int64_t(q_begin) + imin(m0 + c / 3, sq - 1)) * 3 + c % 3];
+            }
             pipe.wait<0>();
             __syncthreads();
 
@@ -453,7 +466,7 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const Params p) {
                     if constexpr (kBias != Bias::kNone) {
                         float pq[3] = {0.0f, 0.0f, 0.0f};
                         if constexpr (kBias == Bias::kGeometric) {
-                            const float* pi = p.positions + (int64_t(q_begin) + imin(i, sq - 1)) * 3;
+                            const float* pi = s_qpos + col * 3;
                             pq[0] = pi[0];
                             pq[1] = pi[1];
                             pq[2] = pi[2];
@@ -553,7 +566,9 @@ kiln_status launch(const Params& p, const Launch& l) {
         if (l.max_seqlen_q > 0) {
             const dim3 grid(static_cast<unsigned>((l.max_seqlen_q + DqTiles<kD>::kBlockM - 1) / DqTiles<kD>::kBlockM),
                             static_cast<unsigned>(l.batch), static_cast<unsigned>(p.heads));
-            const size_t smem = sizeof(T) * DqTiles<kD>::kRows * Row<kD>::kStride;
+            // The rows, then the two buffers' key positions (geometric ALiBi).
+            const size_t smem =
+                sizeof(T) * DqTiles<kD>::kRows * Row<kD>::kStride + 6 * sizeof(float) * DqTiles<kD>::kBlockN;
             KILN_LAUNCH(grid, kThreads, smem, l.stream, dq_kernel<T, kD, kBias>)(p);
             if (const kiln_status s = launch_status(); s != KILN_SUCCESS) return s;
         }
@@ -563,7 +578,7 @@ kiln_status launch(const Params& p, const Launch& l) {
             static_cast<unsigned>((l.max_seqlen_k + DkdvTiles<kD, kBias>::kBlockN - 1) / DkdvTiles<kD, kBias>::kBlockN),
             static_cast<unsigned>(l.batch), static_cast<unsigned>(p.heads_k));
         const size_t smem = sizeof(T) * DkdvTiles<kD, kBias>::kRows * Row<kD>::kStride +
-                            2 * sizeof(float) * DkdvTiles<kD, kBias>::kBlockM;
+                            5 * sizeof(float) * DkdvTiles<kD, kBias>::kBlockM;  // LSE, D, positions
         KILN_LAUNCH(grid, kThreads, smem, l.stream, dkdv_kernel<T, kD, kBias>)(p);
         if (const kiln_status s = launch_status(); s != KILN_SUCCESS) return s;
     }
