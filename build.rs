@@ -13,6 +13,8 @@ use std::process::Command;
 
 #[path = "build/emu.rs"]
 mod emu;
+#[path = "build/shared.rs"]
+mod shared;
 
 /// SASS for A100 (sm_80) and H100 (sm_90a: wgmma/TMA-capable), plus compute_80 PTX so
 /// newer GPUs can JIT. PTX newer than the driver fails to JIT: the toolchain is pinned.
@@ -102,6 +104,7 @@ fn main() {
 
     cc::Build::new().objects(&objects).cargo_warnings(false).compile("kiln_kernels");
     let lib_dir = cuda_lib_dir(&nvcc);
+    shared::link_cuda(&out, &objects, &lib_dir);
     println!("cargo:rustc-link-search=native={}", lib_dir.display());
     println!("cargo:rustc-link-lib=static=cudart_static");
     for lib in ["stdc++", "dl", "rt", "pthread"] {

@@ -41,7 +41,7 @@ pub fn build(out: &Path) {
 }
 
 /// Every `kiln_*` identifier of kiln.h that is followed by `(`: the C ABI's functions.
-fn abi_function_names(header: &str) -> Vec<String> {
+pub(crate) fn abi_function_names(header: &str) -> Vec<String> {
     let bytes = header.as_bytes();
     let mut names = Vec::new();
     let mut i = 0;
@@ -65,7 +65,7 @@ fn abi_function_names(header: &str) -> Vec<String> {
 }
 
 /// `kiln_x` → `kiln_emu_x`.
-fn emu_name(name: &str) -> String {
+pub(crate) fn emu_name(name: &str) -> String {
     format!("kiln_emu_{}", &name["kiln_".len()..])
 }
 
@@ -234,6 +234,7 @@ fn compile(out: &Path) {
         objects.push(obj);
     }
     cc::Build::new().objects(&objects).cargo_warnings(false).compile("kiln_kernels_emu");
+    crate::shared::link_emu(out, &cxx, &objects);
     for lib in ["stdc++", "pthread"] {
         println!("cargo:rustc-link-lib=dylib={lib}");
     }

@@ -207,6 +207,7 @@ fn info() -> Result<ExitCode> {
         Ok(_) => unreachable!("Device::emu returns the emulator"),
         Err(_) => println!("emu: not compiled (build with --features emu)"),
     }
+    shared_libraries();
     match Device::cuda(0) {
         Ok(Device::Cuda(d)) => {
             let i = d.info()?;
@@ -223,6 +224,29 @@ fn info() -> Result<ExitCode> {
         Err(e) => println!("device: {e}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the shared libraries of the C ABI are (build/shared.rs): beside this executable (cargo
+/// copies them to `target/<profile>/`; the GPU bundle carries them), else where the build wrote
+/// them.
+fn shared_libraries() {
+    let beside = std::env::current_exe().ok().and_then(|e| e.parent().map(std::path::Path::to_path_buf));
+    let libs = [
+        ("libkiln.so", "CUDA", option_env!("KILN_SHARED_CUDA_BUILT"), "--features cuda"),
+        ("libkiln_emu.so", "emulated", option_env!("KILN_SHARED_EMU_BUILT"), "--features emu"),
+    ];
+    println!("shared libraries (the C ABI for Python, C, C++; scripts/build-shared.sh):");
+    for (name, what, built, feature) in libs {
+        let found = beside
+            .as_ref()
+            .map(|d| d.join(name))
+            .filter(|p| p.is_file())
+            .or_else(|| built.filter(|b| !b.is_empty()).map(std::path::PathBuf::from).filter(|p| p.is_file()));
+        match found {
+            Some(p) => println!("  {name} ({what}): {}", p.display()),
+            None => println!("  {name} ({what}): not built (build with {feature})"),
+        }
+    }
 }
 
 #[cfg(feature = "cuda")]
