@@ -1,0 +1,23 @@
+"""Tests of the shared libraries and the Python package (scripts/test.sh runs them; no GPU needed).
+
+The emulated library is taken from KILN_LIBRARY, else the newest target/{release,debug}/
+libkiln_emu.so, else beside the package; the package from python/ (or an installed copy).
+"""
+import os
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "python"))
+
+
+def _default_library():
+    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    found = [p for p in (target / "release/libkiln_emu.so", target / "debug/libkiln_emu.so") if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+if not os.environ.get("KILN_LIBRARY"):
+    lib = _default_library()
+    if lib is not None:
+        os.environ["KILN_LIBRARY"] = str(lib)
