@@ -25,11 +25,21 @@ for line in sys.stdin:
             shutil.copy(m["executable"], sys.argv[1] + "/tests/" + m["target"]["name"])
 ' "$BUNDLE"
 strip "$BUNDLE/kiln" "$BUNDLE"/tests/*
+# The peer benchmarks (benches/peers) drive kiln from Python: the CUDA shared library the release
+# build above linked (build/shared.rs), the Python package and the scripts. The library is mostly
+# uncompressed fatbins, so it travels xz-compressed (13 MiB -> 2 MiB) and run.sh unpacks it.
+strip --strip-unneeded -o "$BUNDLE/libkiln.so" "${CARGO_TARGET_DIR:-target}/release/libkiln.so"
+python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(open(sys.argv[1], "rb"), lzma.open(sys.argv[2], "wb"))' \
+  "$BUNDLE/libkiln.so" "$BUNDLE/libkiln.so.xz"
+rm "$BUNDLE/libkiln.so"
+mkdir -p "$BUNDLE/python/kiln" "$BUNDLE/peers"
+cp python/kiln/*.py "$BUNDLE/python/kiln/"
+cp benches/peers/*.py "$BUNDLE/peers/"
 cp scripts/gpu-run.sh "$BUNDLE/run.sh"
 {
   echo "commit $(git rev-parse HEAD)"
   echo "kernels_tree $(git rev-parse HEAD:kernels)"
-  if [ -n "$(git status --porcelain -- kernels src build.rs Cargo.toml)" ]; then echo "dirty yes"; else echo "dirty no"; fi
+  if [ -n "$(git status --porcelain -- kernels src build build.rs Cargo.toml python benches/peers)" ]; then echo "dirty yes"; else echo "dirty no"; fi
   echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 } > "$BUNDLE/REVISION"
 size=$(du -sm "$BUNDLE" | cut -f1)

@@ -2,7 +2,7 @@
 # Runs on the GPU machine from the bundle (scripts/gpu-bundle.sh puts it there as run.sh).
 # Full logs and JSON go to $OUT; a short summary prints LAST, since only the tail of the
 # output comes back. Order (shared/GPU.md): device, GPU tests, check, memcheck, racecheck,
-# bench with the measured copy ceiling.
+# bench with the measured copy ceiling, the peer benchmarks (kiln against PyTorch).
 set -u
 B=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$B/out}
@@ -52,6 +52,16 @@ step bench-mlp "$B/kiln" bench --backend cuda --dtype bf16 --runs 10 --json "$OU
 # Attention at the issue's shape (B·S = 16k, H·D = 2048, d128): TFLOP/s is the last column.
 step bench-attention "$B/kiln" bench --backend cuda --runs 20 --json "$OUT/bench_attention.json" attention/
 
+# kiln against PyTorch (benches/peers): the Python package on libkiln.so, the same tensors for
+# every peer, CUDA events; kiln/peer ratios into peers.json (scripts/perf-record.py reads it).
+if [ -f "$B/libkiln.so.xz" ]; then
+  python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+    "$B/libkiln.so.xz" "$B/libkiln.so"
+  step peers env KILN_LIBRARY="$B/libkiln.so" timeout 300 python3 "$B/peers/run.py" --out "$OUT/peers.json" --budget-s 150
+else
+  SUMMARY+=("peers: no libkiln.so.xz in the bundle")
+fi
+
 echo "==== $(head -n 1 "$OUT/nvidia-smi.txt")"
 cat "$B/REVISION"
 echo "==== failing checks (first 30)"
@@ -73,6 +83,15 @@ for path in sys.argv[1:]:
     print(f"copy {d['ceilings']['copy_gbps']:.0f} GB/s")
     for r in d["results"]:
         print(r["op"], r["dir"], r["dtype"], r["variant"] or "-", f"{r['gbps']:.0f}GB/s", f"{r['pct_of_copy']:.1f}%", f"{r['tflops']:.1f}TF")
+PY
+echo "==== peers (op dir dtype kiln-ms kiln/peer; < 1: kiln faster)"
+python3 - "$OUT/peers.json" <<'PY' || tail -n 5 "$OUT/peers.log"
+import json, sys
+d = json.load(open(sys.argv[1]))
+for r in d["results"]:
+    print(r["op"], r["dir"], r["dtype"], f"{r['kiln_ms']:.3f}", " ".join(f"{k}={v:.2f}" for k, v in r["ratios"].items()))
+for n in d["notes"][:8]:
+    print("note:", n[:160])
 PY
 echo "==== steps"
 printf '%s\n' "${SUMMARY[@]}"

@@ -4,6 +4,9 @@ scripts/gpu-run.sh) into perf/latest.json and perf/<card>-<date>.md (shared/GPU.
 traffic model of perf/model.json (kiln model: counted on the emulator, not measured) beside each
 measured figure: its traffic ratio and the % of copy bandwidth it bounds the kernel to
 (100 / ratio), so a GPU run shows at once which kernels fall short of what their traffic allows.
+peers.json (benches/peers/run.py), when present, adds kiln/peer time ratios to the rows it
+measured: a row's "peers" maps each peer (eager, compile, sdpa_flash, sdpa_efficient_bias,
+flex_alibi) to kiln_ms / peer_ms, below 1 where kiln is faster; its "dir" is fwd or fwd+bwd.
 
 usage: scripts/perf-record.py OUT_DIR   (KILN_PERF_DIR overrides the perf/ folder written)
 """
@@ -51,6 +54,16 @@ def main() -> None:
         if e is not None:
             e["model_traffic_ratio"] = round(m["traffic_ratio"], 3)
             e["model_bound_pct_of_copy"] = round(100.0 / m["traffic_ratio"], 1) if m["traffic_ratio"] > 0 else None
+    peers = json.loads((out / "peers.json").read_text()) if (out / "peers.json").exists() else None
+    for r in (peers or {}).get("results", []):
+        key = (r["op"], r["dir"], r["dtype"])
+        e = results.setdefault(key, {"op": r["op"], "dir": r["dir"], "dtype": r["dtype"]})
+        e["peer_shape"] = r["shape"]
+        e["kiln_ms"] = round(r["kiln_ms"], 4)
+        if "kiln_tflops" in r:
+            e["kiln_tflops"] = round(r["kiln_tflops"], 1)
+        e["peer_ms"] = {k: round(v, 4) for k, v in r["peers"].items()}
+        e["peers"] = {k: round(v, 3) for k, v in r["ratios"].items()}
     latest = {
         "card": card,
         "date": date,
@@ -60,6 +73,9 @@ def main() -> None:
         "ceilings": bench.get("ceilings", {}),
         "results": sorted(results.values(), key=lambda e: (e["op"], e["dir"], e["dtype"])),
     }
+    if peers is not None:
+        latest["peers_env"] = peers.get("env", {})
+        latest["peers_notes"] = peers.get("notes", [])
     perf.mkdir(exist_ok=True)
     (perf / "latest.json").write_text(json.dumps(latest, indent=1) + "\n")
     slug = re.sub(r"[^a-z0-9]+", "-", card.lower()).strip("-")
@@ -78,6 +94,16 @@ def main() -> None:
             f"{e.get('gbps', '-')} | {e.get('pct_of_copy', '-')} | {e.get('pct_of_copy_no_dparam', '-')} | "
             f"{e.get('model_traffic_ratio', '-')} | {e.get('model_bound_pct_of_copy', '-')} |"
         )
+    peer_rows = [e for e in latest["results"] if "peers" in e]
+    if peer_rows:
+        env = latest["peers_env"]
+        lines += ["", f"## kiln against PyTorch (torch {env.get('torch')}, CUDA {env.get('cuda')})", "",
+                  "kiln time / peer time on the same tensors (below 1: kiln faster).", "",
+                  "| op | dir | dtype | kiln ms | kiln/peer |", "|---|---|---|---|---|"]
+        for e in peer_rows:
+            ratios = ", ".join(f"{k} {v}" for k, v in e["peers"].items())
+            lines.append(f"| {e['op']} | {e['dir']} | {e['dtype']} | {e['kiln_ms']} | {ratios} |")
+        lines += [f"- {n}" for n in latest["peers_notes"]]
     (perf / f"{slug}-{date}.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {perf}/latest.json and {perf}/{slug}-{date}.md")
 

@@ -38,6 +38,18 @@ cargo run --quiet --release --features emu -- model --dtype bf16 --seed 1 >targe
   exit 1
 }
 echo "kiln model: $(grep -c ' bf16 ' target/model.log) op/direction rows"
+# The shared libraries (build/shared.rs) the two cargo builds above left in target/: the emulated
+# one from the release build, the CUDA one from the cuda,emu test build. A venv of its own keeps
+# pip away from the system Python (PEP 668); torch is not on it (PyPI has no CUDA-free wheel), so
+# tests/python/test_torch.py skips here and runs where torch is installed.
+echo "== tests/python (shared library symbols, the C example, the Python package on the emulated library)"
+if [ ! -x target/python-venv/bin/python ]; then
+  python3 -m venv target/python-venv
+fi
+target/python-venv/bin/python -m pip install -q --disable-pip-version-check numpy pytest ml_dtypes
+target/python-venv/bin/python -m pip install -q --disable-pip-version-check -e python
+python3 scripts/python-abi.py --check
+KILN_LIBRARY="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/release/libkiln_emu.so" target/python-venv/bin/python -m pytest -q -p no:cacheprovider tests/python
 echo "== cargo clippy --all-targets [--all-features] -- -D warnings"
 cargo clippy --quiet --all-targets --all-features -- -D warnings
 cargo clippy --quiet --all-targets -- -D warnings

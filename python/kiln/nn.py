@@ -336,19 +336,22 @@ class RMSNorm(nn.Module):
 
 
 # ----------------------------------------------------------------------------------- padding
-class _Gather(torch.autograd.Function):
-    """packed = hidden[indices]; backward: pad."""
+class _Unpad(torch.autograd.Function):
+    """(packed, indices, cu_seqlens) = unpad(hidden, mask); backward: pad into dhidden."""
 
     @staticmethod
-    def forward(ctx, hidden, indices):
-        ctx.save_for_backward(indices)
+    def forward(ctx, hidden, mask, max_seqlen_out):
+        u = _pad.unpad(hidden, mask=mask)
+        max_seqlen_out.append(u.max_seqlen)
         ctx.bs = hidden.shape[:2]
-        return _pad.gather(hidden, indices)
+        ctx.save_for_backward(u.indices)
+        ctx.mark_non_differentiable(u.indices, u.cu_seqlens)
+        return u.packed, u.indices, u.cu_seqlens
 
     @staticmethod
-    def backward(ctx, dpacked):
+    def backward(ctx, dpacked, _dindices, _dcu):
         (indices,) = ctx.saved_tensors
-        return _pad.pad(dpacked.contiguous(), indices, *ctx.bs), None
+        return _pad.pad(dpacked.contiguous(), indices, *ctx.bs, check_data=False), None, None
 
 
 class _Pad(torch.autograd.Function):
@@ -362,15 +365,15 @@ class _Pad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dhidden):
         (indices,) = ctx.saved_tensors
-        return _pad.gather(dhidden.contiguous(), indices), None, None, None
+        return _pad.gather(dhidden.contiguous(), indices, check_data=False), None, None, None
 
 
 def unpad_input(hidden, mask):
     """flash-attn's ``unpad_input``: ``(packed, indices, cu_seqlens, max_seqlen)`` from hidden
     ``[batch, seqlen, ...]`` and a ``[batch, seqlen]`` mask, with autograd into hidden."""
-    u = _pad.unpad(hidden.detach(), mask=mask)
-    packed = _Gather.apply(hidden, u.indices) if hidden.requires_grad else u.packed
-    return packed, u.indices, u.cu_seqlens, u.max_seqlen
+    max_seqlen = []
+    packed, indices, cu = _Unpad.apply(hidden, mask, max_seqlen)
+    return packed, indices, cu, max_seqlen[0]
 
 
 def pad_input(packed, indices, batch, seqlen):

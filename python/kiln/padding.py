@@ -63,9 +63,11 @@ def _packed_args(L, packed, indices):
     return dt, nnz, prod(packed.shape[1:])
 
 
-def pad(packed, indices, batch, seqlen):
+def pad(packed, indices, batch, seqlen, check_data=True):
     """``hidden [batch, seqlen, ...]``: zeros, with ``hidden[indices[i]] = packed[i]`` (the
-    backward of unpad). Indices must be distinct and in range (``ValueError`` otherwise)."""
+    backward of unpad). Indices must be distinct and in range: ``ValueError`` otherwise, which
+    on CUDA costs a host read of the kernels' data-status word; ``check_data=False`` skips that
+    read (for indices known good, e.g. unpad's), and then bad indices leave the output unwritten."""
     op = "padding/pad fwd"
     with Launch(op, packed, "packed") as L:
         dt, nnz, dim = _packed_args(L, packed, indices)
@@ -76,12 +78,14 @@ def pad(packed, indices, batch, seqlen):
         ws = L.lib.kiln_padding_workspace_bytes(batch, seqlen)
         L.call("kiln_padding_pad_fwd", dt, pp, ip, None, nnz, batch, seqlen, dim, hp, wp, L.workspace(ws),
                max(ws, 0))
-        _data_status(L, word.cpu() if L.cuda else word)
+        if check_data or not L.cuda:
+            _data_status(L, word.cpu() if L.cuda else word)
         return hidden
 
 
-def gather(hidden, indices):
-    """``packed[i] = hidden[indices[i]]`` for hidden ``[batch, seqlen, ...]`` (the backward of pad)."""
+def gather(hidden, indices, check_data=True):
+    """``packed[i] = hidden[indices[i]]`` for hidden ``[batch, seqlen, ...]`` (the backward of
+    pad); ``check_data`` as in ``pad``."""
     op = "padding/gather fwd"
     with Launch(op, hidden, "hidden") as L:
         dt = L.check(hidden, "hidden", dtypes=FLOAT)
@@ -94,7 +98,8 @@ def gather(hidden, indices):
         packed, pp = L.empty((nnz,) + tuple(hidden.shape[2:]), hidden)
         word, wp = L.zeros_word()
         L.call("kiln_padding_gather_fwd", dt, hp, ip, None, nnz, batch, seqlen, prod(hidden.shape[2:]), pp, wp)
-        _data_status(L, word.cpu() if L.cuda else word)
+        if check_data or not L.cuda:
+            _data_status(L, word.cpu() if L.cuda else word)
         return packed
 
 

@@ -11,13 +11,19 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "python"))
 
 
-def _default_library():
+def _newest(name):
     target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-    found = [p for p in (target / "release/libkiln_emu.so", target / "debug/libkiln_emu.so") if p.is_file()]
+    found = [p for p in (target / "release" / name, target / "debug" / name) if p.is_file()]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
+def cuda_library():
+    """libkiln.so beside the emulated library, else the newest cargo build of it (or None)."""
+    beside = pathlib.Path(os.environ["KILN_LIBRARY"]).parent / "libkiln.so"
+    return beside if beside.is_file() else _newest("libkiln.so")
+
+
 if not os.environ.get("KILN_LIBRARY"):
-    lib = _default_library()
+    lib = _newest("libkiln_emu.so")
     if lib is not None:
         os.environ["KILN_LIBRARY"] = str(lib)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import kiln
-from conftest import ROOT
+from conftest import ROOT, cuda_library
 
 
 def f32(*shape):
@@ -125,9 +125,10 @@ def test_library_not_found_names_the_places_and_the_fix(tmp_path):
 
 
 def test_cuda_library_without_a_gpu_is_an_error_not_a_crash():
-    lib_path = os.path.join(os.path.dirname(os.environ["KILN_LIBRARY"]), "libkiln.so")
-    if not os.path.isfile(lib_path):
+    lib_path = cuda_library()
+    if lib_path is None:
         pytest.skip("libkiln.so not built")
+    lib_path = str(lib_path)
     code = (
         "import kiln._lib as l; lib = l.library('cuda'); s = lib.kiln_activation_relu_fwd(0, 256, 512, 4, None);\n"
         "print(s, l.status_name(s))"

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, cuda_library
 
 sys.path.insert(0, str(ROOT / "scripts"))
 
@@ -44,9 +44,9 @@ def test_emulated_library_exports_exactly_the_headers():
 
 
 def test_cuda_library_exports_exactly_kiln_h():
-    lib = emu_library().parent / "libkiln.so"
-    if not lib.is_file():
-        pytest.skip(f"{lib} not built (cargo build --features cuda)")
+    lib = cuda_library()
+    if lib is None:
+        pytest.skip("libkiln.so not built (cargo build --features cuda)")
     want = header_functions("kernels/include/kiln.h")
     got = exported(lib)
     assert got == want, f"missing {sorted(want - got)}, extra {sorted(got - want)}"
