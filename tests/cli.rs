@@ -34,6 +34,22 @@ fn info_runs_without_a_gpu() {
 }
 
 #[test]
+fn info_says_where_the_shared_libraries_are() {
+    let (code, out, _) = kiln(&["info"]);
+    assert_eq!(code, 0);
+    let libs = [("libkiln.so", kiln::build_info::CUDA_COMPILED), ("libkiln_emu.so", kiln::build_info::EMU_COMPILED)];
+    for (name, compiled) in libs {
+        let line = out.lines().find(|l| l.trim_start().starts_with(name)).unwrap_or_else(|| panic!("{out}"));
+        if compiled {
+            let path = line.rsplit(": ").next().unwrap_or_default();
+            assert!(std::path::Path::new(path).is_file(), "{line}");
+        } else {
+            assert!(line.contains("not built"), "{line}");
+        }
+    }
+}
+
+#[test]
 fn check_on_emu_compares_kernels_with_references() {
     let (code, out, err) =
         kiln(&["check", "--backend", "emu", "activation/xgelu", "glu/swiglu", "--max-elements", "5000"]);

@@ -14,7 +14,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from ._launch import BF16, F16, F32, I32, Launch, is_torch
+from ._launch import BF16, F16, F32, I32, Launch
 from . import _lib
 
 Output = namedtuple("Output", "out lse")
@@ -99,4 +99,4 @@ def backward(*args, **kwargs):
     )
 
 
-__all__ = ["Output", "alibi_slopes", "forward", "backward", "has_backward", "is_torch"]
+__all__ = ["Output", "alibi_slopes", "forward", "backward", "has_backward"]

@@ -50,6 +50,7 @@ class _Activation(torch.autograd.Function):
             kw["alpha"] = _scalar(param)
         ctx.name, ctx.kw = name, kw
         ctx.param_shape = None if param is None else param.shape
+        ctx.param_device = None if param is None else param.device
         ctx.save_for_backward(x)
         return _act.forward(name, x, **{k: v for k, v in kw.items() if k != "eps"})
 
@@ -59,7 +60,8 @@ class _Activation(torch.autograd.Function):
         need = ctx.needs_input_grad[1]
         dx, dparam = _act.backward(ctx.name, x, dy.contiguous(), need_dparam=need, **ctx.kw)
         if dparam is not None and ctx.param_shape is not None:
-            dparam = dparam.reshape(ctx.param_shape)
+            # α may live on the host while x is on a GPU (the C ABI takes it by value).
+            dparam = dparam.reshape(ctx.param_shape).to(ctx.param_device)
         return dx, dparam, None, None
 
 
@@ -211,6 +213,7 @@ class _GLU(torch.autograd.Function):
         ctx.kw = {"gate_half": gate_half, "alpha": a, "order": order}
         ctx.kind = kind
         ctx.alpha_shape = None if not isinstance(alpha, torch.Tensor) else alpha.shape
+        ctx.alpha_device = None if not isinstance(alpha, torch.Tensor) else alpha.device
         ctx.save_for_backward(ab)
         return _glu.forward(kind, ab, **ctx.kw)
 
@@ -220,7 +223,7 @@ class _GLU(torch.autograd.Function):
         need = ctx.needs_input_grad[1] and ctx.kind in _glu.EXPANDED
         dab, _, dalpha = _glu.backward(ctx.kind, ab, None, dy.contiguous(), need_dalpha=need, **ctx.kw)
         if dalpha is not None and ctx.alpha_shape is not None:
-            dalpha = dalpha.reshape(ctx.alpha_shape)
+            dalpha = dalpha.reshape(ctx.alpha_shape).to(ctx.alpha_device)
         return dab, dalpha, None, None, None
 
 

@@ -230,18 +230,25 @@ fn info() -> Result<ExitCode> {
 /// copies them to `target/<profile>/`; the GPU bundle carries them), else where the build wrote
 /// them.
 fn shared_libraries() {
-    let beside = std::env::current_exe().ok().and_then(|e| e.parent().map(std::path::Path::to_path_buf));
+    let beside = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf));
     let libs = [
-        ("libkiln.so", "CUDA", option_env!("KILN_SHARED_CUDA_BUILT"), "--features cuda"),
-        ("libkiln_emu.so", "emulated", option_env!("KILN_SHARED_EMU_BUILT"), "--features emu"),
+        ("libkiln.so", "CUDA", build_info::CUDA_COMPILED, option_env!("KILN_SHARED_CUDA_BUILT"), "--features cuda"),
+        (
+            "libkiln_emu.so",
+            "emulated",
+            build_info::EMU_COMPILED,
+            option_env!("KILN_SHARED_EMU_BUILT"),
+            "--features emu",
+        ),
     ];
     println!("shared libraries (the C ABI for Python, C, C++; scripts/build-shared.sh):");
-    for (name, what, built, feature) in libs {
+    for (name, what, compiled, built, feature) in libs {
+        // A build without the feature links no library (a file beside the binary would be another build's).
         let found = beside
             .as_ref()
             .map(|d| d.join(name))
-            .filter(|p| p.is_file())
-            .or_else(|| built.filter(|b| !b.is_empty()).map(std::path::PathBuf::from).filter(|p| p.is_file()));
+            .filter(|p| compiled && p.is_file())
+            .or_else(|| built.filter(|b| !b.is_empty()).map(PathBuf::from).filter(|p| p.is_file()));
         match found {
             Some(p) => println!("  {name} ({what}): {}", p.display()),
             None => println!("  {name} ({what}): not built (build with {feature})"),
