@@ -5,6 +5,7 @@ q ``[total_q, H, D]``, k/v ``[total_k, H_k, D]`` packed by ``cu_seqlens_q/k`` (i
 linear ALiBi ``−slope·|i + sk − sq − j|`` with slopes f32 ``[H]`` or ``[batch, H]``, or
 geometric ``−slope·‖p_i − p_j‖`` from positions f32 ``[total, 3]`` (self-attention). Causal is
 bottom-right aligned. Returns the output and the true log-sum-exp f32 ``[H, total_q]``.
+``forward_padded`` takes a padded batch ``[B, S, H, D]`` with an optional padding mask.
 
 The backward exists when the C ABI has ``kiln_attention_alibi_bwd`` (``has_backward()``).
 """
@@ -91,6 +92,70 @@ def forward(q, k, v, cu_seqlens_q, cu_seqlens_k, *, slopes=None, positions=None,
         return Output(out, lse)
 
 
+def _lse_pad(lse_packed, indices, tokens):
+    """lse [H, tokens]: −inf, with lse[h, indices[i]] = lse_packed[h, i]."""
+    op = "attention/lse_pad fwd"
+    with Launch(op, lse_packed, "lse_packed") as L:
+        L.check(lse_packed, "lse_packed", dtypes=(F32,), shape=(None, None))
+        heads, nnz = (int(s) for s in lse_packed.shape)
+        L.check(indices, "indices", dtypes=(I32,), shape=(nnz,))
+        lp, ip = L.ptr(lse_packed), L.ptr(indices)
+        lse, lsep = L.empty((heads, int(tokens)), F32)
+        L.call("kiln_attention_lse_pad_fwd", lp, ip, heads, nnz, int(tokens), lsep)
+        return lse
+
+
+def forward_padded(q, k, v, padding_mask=None, *, slopes=None, positions=None, causal=False, softmax_scale=None):
+    """Attention over a padded batch: q ``[B, S_q, H, D]``, k/v ``[B, S_k, H_k, D]``, an optional
+    padding mask ``[B, S]`` (bool/uint8/int32, nonzero keeps the token as a query and a key; needs
+    S_q = S_k), slopes ``[H]`` or ``[B, H]``, geometric positions f32 ``[B, S, 3]``. Without a mask
+    the kernel reads the padded tensors as they are; with one the kept tokens are unpadded,
+    attended and padded back (MosaicBERT): kept tokens are numbered 0, 1, … within their
+    sequence, dropped rows get out 0 and lse −inf. Returns out ``[B, S_q, H, D]`` and lse f32
+    ``[H, B, S_q]`` (the Rust ``attention::forward_padded``)."""
+    from . import padding
+
+    op = "attention/alibi fwd (padded)"
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if getattr(t, "ndim", None) != 4:
+            raise ValueError(f"{op}: {name} must be [batch, seqlen, heads, head_dim], got shape "
+                             f"{list(getattr(t, 'shape', []))}")
+    batch, sq, heads, d = (int(x) for x in q.shape)
+    sk = int(k.shape[1])
+    if int(k.shape[0]) != batch:
+        raise ValueError(f"{op}: k has batch {int(k.shape[0])}, q has {batch}")
+    if positions is not None and tuple(positions.shape) != (batch, sq, 3):
+        raise ValueError(f"{op}: positions has shape {list(positions.shape)}, expected [{batch}, {sq}, 3]")
+    if padding_mask is None:
+        torch_like = not isinstance(q, np.ndarray)
+
+        def cu(s):
+            c = np.arange(0, batch * s + 1, max(s, 1), dtype=np.int32)[: batch + 1]
+            if torch_like:
+                import torch
+
+                return torch.from_numpy(c).to(q.device)
+            return c
+
+        def flat(t):
+            return t.reshape((t.shape[0] * t.shape[1],) + tuple(t.shape[2:]))
+
+        o = forward(flat(q), flat(k), flat(v), cu(sq), cu(sk), slopes=slopes, causal=causal,
+                    positions=None if positions is None else flat(positions), softmax_scale=softmax_scale,
+                    max_seqlen_q=sq)
+        return Output(o.out.reshape(q.shape), o.lse.reshape(heads, batch, sq))
+    if sk != sq:
+        raise ValueError(f"{op}: a padding mask needs seqlen_k = seqlen_q, got {sk} and {sq}")
+    u = padding.unpad(q, mask=padding_mask)
+    kp, vp = padding.gather(k, u.indices), padding.gather(v, u.indices)
+    pp = None if positions is None else padding.gather(positions, u.indices)
+    o = forward(u.packed, kp, vp, u.cu_seqlens, u.cu_seqlens, slopes=slopes, positions=pp, causal=causal,
+                softmax_scale=softmax_scale, max_seqlen_q=u.max_seqlen)
+    out = padding.pad(o.out, u.indices, batch, sq)
+    lse = _lse_pad(o.lse, u.indices, batch * sq)
+    return Output(out, lse.reshape(heads, batch, sq))
+
+
 def backward(*args, **kwargs):
     """The attention backward: not in this C ABI yet (see ``has_backward()``)."""
     raise NotImplementedError(
@@ -99,4 +164,4 @@ def backward(*args, **kwargs):
     )
 
 
-__all__ = ["Output", "alibi_slopes", "forward", "backward", "has_backward"]
+__all__ = ["Output", "alibi_slopes", "forward", "forward_padded", "backward", "has_backward"]

@@ -25,6 +25,7 @@ from . import padding as _pad
 
 __all__ = [
     "activation", "glu", "layer_norm", "rms_norm", "unpad_input", "pad_input", "alibi_attention",
+    "alibi_attention_padded",
     "Activation", "ReLU", "GELU", "QuickGELU", "SiLU", "Sigmoid", "SquaredReLU", "ATLU", "XATLU", "XGELU", "XSiLU",
     "SmeLU", "GSmeLU", "PReLU", "JumpReLU", "GLU", "GLUMLP", "LayerNorm", "RMSNorm", "ALiBiAttention",
 ]
@@ -406,6 +407,26 @@ def alibi_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, causal=Fal
                             max_seqlen_q)
 
 
+class _AttentionPadded(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, padding_mask, slopes, positions, causal, scale):
+        o = _attn.forward_padded(q, k, v, padding_mask, slopes=slopes, positions=positions, causal=causal,
+                                 softmax_scale=scale)
+        return o.out
+
+    @staticmethod
+    def backward(ctx, dout):
+        return _attn.backward()
+
+
+def alibi_attention_padded(q, k, v, padding_mask=None, slopes=None, causal=False, softmax_scale=None,
+                           positions=None):
+    """Attention over a padded batch ``[B, S, H, D]`` with an optional padding mask ``[B, S]``
+    (``kiln.attention.forward_padded``: unpad, attend, pad back when masked); forward only, like
+    ``alibi_attention``."""
+    return _AttentionPadded.apply(q, k, v, padding_mask, slopes, positions, causal, softmax_scale)
+
+
 class ALiBiAttention(nn.Module):
     """Attention over packed ``[total, H, D]`` q/k/v with the standard ALiBi slopes of H heads."""
 
@@ -417,3 +438,7 @@ class ALiBiAttention(nn.Module):
     def forward(self, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None):
         return alibi_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, self.slopes, self.causal, self.softmax_scale,
                                max_seqlen_q)
+
+    def forward_padded(self, q, k, v, padding_mask=None):
+        """The padded form: q/k/v ``[B, S, H, D]``, an optional padding mask ``[B, S]``."""
+        return alibi_attention_padded(q, k, v, padding_mask, self.slopes, self.causal, self.softmax_scale)

@@ -305,3 +305,37 @@ def test_alibi_slopes_standard_rule():
     s12 = kiln.attention.alibi_slopes(12)
     np.testing.assert_allclose(s12[:8], [2.0 ** -(i + 1) for i in range(8)])
     np.testing.assert_allclose(s12[8:], [2 ** -0.5, 2 ** -1.5, 2 ** -2.5, 2 ** -3.5], rtol=1e-6)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_padded(masked, causal):
+    """The padded form: without a mask every sequence has the full length; with one the kept
+    tokens of each sequence, numbered 0, 1, … in order, attend to each other and dropped rows
+    get out 0 and lse −inf."""
+    dtype = np.dtype(np.float16)
+    r = rng("padded", masked, causal)
+    batch, s, heads, heads_k, d = 3, 9, 4, 2, 32
+    q, q64 = rounded(r.normal(size=(batch, s, heads, d)), dtype)
+    k, k64 = rounded(r.normal(size=(batch, s, heads_k, d)), dtype)
+    v, v64 = rounded(r.normal(size=(batch, s, heads_k, d)), dtype)
+    slopes = kiln.attention.alibi_slopes(heads)
+    mask = (r.random((batch, s)) < 0.6) if masked else np.ones((batch, s), bool)
+    mask[1] = False if masked else mask[1]  # a sequence with no kept token
+    out = kiln.attention.forward_padded(q, k, v, mask if masked else None, slopes=slopes, causal=causal)
+    assert out.out.shape == q.shape and out.lse.shape == (heads, batch, s)
+    scale = float(np.float32(1 / math.sqrt(d)))
+    got = out.out.astype(np.float64)
+    for b in range(batch):
+        keep = np.flatnonzero(mask[b])
+        n = len(keep)
+        if n:
+            ref, lse = refs.attention(q64[b, keep], k64[b, keep], v64[b, keep], [0, n], [0, n], slopes, causal, scale)
+            naive, _ = refs.attention(q64[b, keep], k64[b, keep], v64[b, keep], [0, n], [0, n], slopes, causal, scale,
+                                      dtype=np.float16)
+            err, naive_err = np.abs(got[b, keep] - ref).max(), np.abs(naive - ref).max()
+            assert err <= 2 * naive_err + 1e-3, (b, err, naive_err)
+            np.testing.assert_allclose(out.lse[:, b, keep], lse, rtol=1e-4, atol=1e-4)
+        dropped = np.flatnonzero(~mask[b])
+        np.testing.assert_array_equal(got[b, dropped], 0.0)
+        assert np.all(out.lse[:, b, dropped] == -np.inf)

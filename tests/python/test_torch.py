@@ -193,6 +193,23 @@ def test_alibi_attention_matches_sdpa_with_a_materialised_bias(dtype, causal):
     assert err <= 2 * naive_err + 1e-3, (err, naive_err)
 
 
+def test_padded_attention_with_a_mask_matches_sdpa_per_sequence():
+    heads, d, batch, s = 2, 32, 2, 7
+    q, k, v = (rand(batch, s, heads, d, dtype=torch.float16, seed=50 + i, scale=1.0) for i in range(3))
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1]], dtype=torch.bool)
+    attn = knn.ALiBiAttention(heads)
+    out = attn.forward_padded(q, k, v, mask)
+    assert out.shape == q.shape
+    for b in range(batch):
+        n = int(mask[b].sum())
+        i = torch.arange(n)
+        bias = -attn.slopes.double()[:, None, None] * (i[:, None] - i[None, :]).abs()
+        ref = F.scaled_dot_product_attention(*(t[b, :n].double().transpose(0, 1) for t in (q, k, v)),
+                                             attn_mask=bias).transpose(0, 1)
+        torch.testing.assert_close(out[b, :n].double(), ref, rtol=0, atol=4e-3)
+        assert (out[b, n:] == 0).all()
+
+
 def test_attention_backward_says_it_is_missing():
     if kiln.attention.has_backward():
         pytest.skip("the C ABI has the attention backward")
