@@ -49,7 +49,9 @@ fi
 target/python-venv/bin/python -m pip install -q --disable-pip-version-check numpy pytest ml_dtypes
 target/python-venv/bin/python -m pip install -q --disable-pip-version-check -e python
 python3 scripts/python-abi.py --check
-KILN_LIBRARY="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/release/libkiln_emu.so" target/python-venv/bin/python -m pytest -q -p no:cacheprovider tests/python
+target_dir="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)"
+KILN_LIBRARY="$target_dir/release/libkiln_emu.so" KILN_CUDA_LIBRARY="$target_dir/debug/libkiln.so" \
+  target/python-venv/bin/python -m pytest -q -p no:cacheprovider tests/python
 echo "== cargo clippy --all-targets [--all-features] -- -D warnings"
 cargo clippy --quiet --all-targets --all-features -- -D warnings
 cargo clippy --quiet --all-targets -- -D warnings

@@ -18,7 +18,10 @@ def _newest(name):
 
 
 def cuda_library():
-    """libkiln.so beside the emulated library, else the newest cargo build of it (or None)."""
+    """libkiln.so: $KILN_CUDA_LIBRARY (scripts/test.sh names the one its cargo test built), else
+    beside the emulated library, else the newest cargo build of it (or None)."""
+    if os.environ.get("KILN_CUDA_LIBRARY"):
+        return pathlib.Path(os.environ["KILN_CUDA_LIBRARY"])
     beside = pathlib.Path(os.environ["KILN_LIBRARY"]).parent / "libkiln.so"
     return beside if beside.is_file() else _newest("libkiln.so")
 
