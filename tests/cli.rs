@@ -43,6 +43,7 @@ fn info_says_where_the_shared_libraries_are() {
         if compiled {
             let path = line.rsplit(": ").next().unwrap_or_default();
             assert!(std::path::Path::new(path).is_file(), "{line}");
+            assert!(path.ends_with(name), "{line}");
         } else {
             assert!(line.contains("not built"), "{line}");
         }

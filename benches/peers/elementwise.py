@@ -43,6 +43,9 @@ def activations(res, kiln, dtype, tag, n):
         res.add(f"activation/{name}", "fwd+bwd", tag, x.shape, fwd_bwd(k, [xr], dy),
                 {"eager": fwd_bwd(peer, [xr], dy), "compile": fwd_bwd(pc, [xr], dy) if pc else None})
     # The expanded GELU with a trainable alpha: kiln's fused dalpha reduction against autograd's.
+    # kiln takes alpha by value, so an alpha on the GPU is read back at each call (a sync): timed
+    # as a model would see it.
+    res.notes.append("activation/xgelu: kiln reads the CUDA alpha to the host at each call (the C ABI takes it by value)")
     xr = x.detach().requires_grad_(True)
     cx = compiled(xgelu)
     res.add("activation/xgelu", "fwd", tag, x.shape, lambda: knn.activation(x, "xgelu", alpha=alpha),

@@ -249,9 +249,12 @@ fn shared_libraries() {
             .map(|d| d.join(name))
             .filter(|p| compiled && p.is_file())
             .or_else(|| built.filter(|b| !b.is_empty()).map(PathBuf::from).filter(|p| p.is_file()));
-        match found {
-            Some(p) => println!("  {name} ({what}): {}", p.display()),
-            None => println!("  {name} ({what}): not built (build with {feature})"),
+        match (found, built.filter(|b| compiled && !b.is_empty())) {
+            (Some(p), _) => println!("  {name} ({what}): {}", p.display()),
+            (None, Some(b)) => {
+                println!("  {name} ({what}): not here (built at {b}; the GPU bundle carries libkiln.so)")
+            }
+            (None, None) => println!("  {name} ({what}): not built (build with {feature})"),
         }
     }
 }
