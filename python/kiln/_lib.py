@@ -7,8 +7,8 @@ Two libraries export the same C ABI (kernels/include/kiln.h):
 
 Where they are looked for, first hit wins:
 1. ``KILN_LIBRARY``: a path to either library, or to a folder holding them; the other library
-   is looked for beside the named one;
-2. beside this package (``scripts/build-shared.sh`` copies them there).
+   is looked for beside the named one. When it is set, nowhere else;
+2. otherwise beside this package (``scripts/build-shared.sh`` copies them there).
 """
 
 import ctypes
@@ -67,6 +67,7 @@ def _candidates(kind):
         else:
             yield p
             yield p.parent / name
+        return  # an explicit path is authoritative: a typo must not silently load another copy
     yield pathlib.Path(__file__).resolve().parent / name
 
 
