@@ -65,6 +65,8 @@ def _describe(x):
 class Launch:
     """Stages arguments for one C ABI call and hands back its outputs (see the module doc)."""
 
+    direct_host = False
+
     def __init__(self, op, first, first_name="x"):
         self.op = op
         if is_torch(first):
@@ -80,6 +82,10 @@ class Launch:
         if is_torch(first) and not self.cuda and first.device.type != "cpu":
             raise TypeError(f"{op}: {first_name} is on {first.device}; kiln takes CUDA tensors and CPU tensors")
         self.lib = _lib.library("cuda" if self.cuda else "emu")
+        # Pointers handed over as they are (no staging): CUDA tensors always; torch CPU tensors on
+        # the emulated library when Launch.direct_host is set (tests use it to run the CUDA path's
+        # pointer, offset, output and workspace handling without a GPU).
+        self.direct = self.cuda or (self.torch and Launch.direct_host)
         self._emu = []  # emulated buffers to free
         self._back = []  # (emulated pointer, host array, bytes) to copy back after the call
         self._keep = []  # CUDA tensors that must live until the launch is enqueued
@@ -137,7 +143,7 @@ class Launch:
             return None
         nbytes = x.numel() * x.element_size() if self.torch else x.nbytes
         itemsize = x.element_size() if self.torch else x.itemsize
-        if self.cuda:
+        if self.direct:
             self._keep.append(x)
             p = x.data_ptr()
             if p == 0:  # an empty tensor: the launcher reads nothing, but takes no NULL
@@ -168,7 +174,7 @@ class Launch:
             arr = torch.empty(shape, dtype=dt, device=self.device)
         else:
             arr = np.empty(shape, dtype=dt)
-        if self.cuda:
+        if self.direct:
             p = arr.data_ptr() or self._dummy()
             return arr, p
         nbytes = arr.numel() * arr.element_size() if self.torch else arr.nbytes
@@ -182,7 +188,7 @@ class Launch:
             raise ValueError(f"{self.op}: the sizes are invalid (the workspace query returned {nbytes})")
         if nbytes == 0:
             return None
-        if self.cuda:
+        if self.direct:
             t = torch.empty(int(nbytes), dtype=torch.uint8, device=self.device)
             self._keep.append(t)
             return t.data_ptr()
@@ -191,7 +197,7 @@ class Launch:
     def zeros_word(self):
         """One int32 device word set to 0 (data statuses): ``(array, pointer)``."""
         arr, p = self.empty((1,), I32)
-        if self.cuda:
+        if self.direct:
             arr.zero_()
         else:
             self.lib.kiln_emu_memset(p, 0, 4)

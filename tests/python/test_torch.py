@@ -249,3 +249,53 @@ def test_a_model_trains():
         losses.append(loss.item())
     assert losses[-1] < 0.8 * losses[0], losses
     assert model[2].alpha.grad is not None and model[1].gate.alpha.grad is not None
+
+
+def test_the_cuda_pointer_path_without_a_gpu():
+    """Launch.direct_host hands torch CPU tensors' own pointers to the emulated library, as the
+    CUDA path hands data_ptr() to libkiln.so (no staging; outputs, workspaces and the data-status
+    word are torch tensors; packed halves are pointer offsets). Every op must give exactly what the
+    staged path gives."""
+    from kiln._launch import Launch
+
+    x = rand(3, 24, seed=60).requires_grad_(True)
+    ab = rand(3, 48, dtype=torch.bfloat16, seed=61).requires_grad_(True)
+    hidden = rand(2, 5, 24, seed=62).requires_grad_(True)
+    mask = torch.tensor([[1, 1, 0, 1, 0], [0, 1, 1, 1, 1]], dtype=torch.bool)
+    q = rand(2, 5, 2, 32, dtype=torch.float16, seed=63, scale=1.0)
+
+    def run():
+        torch.manual_seed(3)
+        x.grad = ab.grad = hidden.grad = None
+        out = []
+        xg, ws = knn.XGELU(0.2), knn.PReLU(24)
+        y = xg(x) + ws(x) + knn.activation(x, "jumprelu", theta=torch.full((24,), 0.1), eps=0.5)
+        y.backward(torch.ones_like(y))
+        out += [y, x.grad, xg.alpha.grad, ws.weight.grad]
+        g = knn.glu(ab, "xswiglu", "second", alpha=torch.tensor(0.3, requires_grad=True))
+        g.float().sum().backward()
+        out += [g, ab.grad]
+        n = knn.LayerNorm(24)
+        yn, s = n(x.detach(), residual=x.detach() * 2)
+        out += [yn, s]
+        packed, idx, cu, _ = knn.unpad_input(hidden, mask)
+        back = knn.pad_input(packed * 3, idx, 2, 5)
+        back.sum().backward()
+        out += [packed, idx, cu, back, hidden.grad]
+        out.append(knn.ALiBiAttention(2, causal=True).forward_padded(q, q, q, mask))
+        return out
+
+    staged = run()
+
+    def no_staging(self, nbytes):
+        raise AssertionError(f"{self.op}: staged {nbytes} bytes on the direct path")
+
+    Launch.direct_host = True
+    saved, Launch._emu_alloc = Launch._emu_alloc, no_staging
+    try:
+        direct = run()
+    finally:
+        Launch.direct_host = False
+        Launch._emu_alloc = saved
+    for a, b in zip(staged, direct):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
