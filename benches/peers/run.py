@@ -25,7 +25,7 @@ def main():
         return 2
     t0 = time.monotonic()
     res = Results(args.budget_s)
-    for part in (elementwise, attention):
+    for part in (attention, elementwise):  # attention first: its peers matter most and compile longest
         try:
             part.main(res, quick=args.quick)
         except Exception as e:  # noqa: BLE001 - keep what the other part measured
