@@ -75,6 +75,8 @@ FUNCTIONS = {
     'kiln_attention_head_dim_supported': ('i32', [('i64', 'head_dim')]),
     'kiln_attention_alibi_fwd': ('i32', [('i32', 'dtype'), ('ptr', 'q'), ('ptr', 'k'), ('ptr', 'v'), ('ptr', 'cu_seqlens_q'), ('ptr', 'cu_seqlens_k'), ('ptr', 'slopes'), ('i32', 'slopes_per_batch'), ('ptr', 'positions'), ('i64', 'batch'), ('i64', 'total_q'), ('i64', 'total_k'), ('i64', 'heads'), ('i64', 'heads_k'), ('i64', 'head_dim'), ('i64', 'max_seqlen_q'), ('i32', 'causal'), ('f32', 'softmax_scale'), ('ptr', 'out'), ('ptr', 'lse'), ('ptr', 'stream')]),
     'kiln_attention_lse_pad_fwd': ('i32', [('ptr', 'lse_packed'), ('ptr', 'indices'), ('i64', 'heads'), ('i64', 'nnz'), ('i64', 'tokens'), ('ptr', 'lse'), ('ptr', 'stream')]),
+    'kiln_attention_alibi_bwd_workspace_bytes': ('i64', [('i64', 'total_q'), ('i64', 'total_k'), ('i64', 'heads'), ('i64', 'heads_k')]),
+    'kiln_attention_alibi_bwd': ('i32', [('i32', 'dtype'), ('ptr', 'q'), ('ptr', 'k'), ('ptr', 'v'), ('ptr', 'out'), ('ptr', 'lse'), ('ptr', 'dout'), ('ptr', 'cu_seqlens_q'), ('ptr', 'cu_seqlens_k'), ('ptr', 'slopes'), ('i32', 'slopes_per_batch'), ('ptr', 'positions'), ('i64', 'batch'), ('i64', 'total_q'), ('i64', 'total_k'), ('i64', 'heads'), ('i64', 'heads_k'), ('i64', 'head_dim'), ('i64', 'max_seqlen_q'), ('i64', 'max_seqlen_k'), ('i32', 'causal'), ('f32', 'softmax_scale'), ('ptr', 'dq'), ('ptr', 'dk'), ('ptr', 'dv'), ('ptr', 'dslopes'), ('ptr', 'dpositions'), ('ptr', 'workspace'), ('i64', 'workspace_bytes'), ('ptr', 'stream')]),
 }
 
 EMU_FUNCTIONS = {
