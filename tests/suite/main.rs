@@ -11,6 +11,7 @@ mod c_abi;
 mod common;
 #[cfg(feature = "emu")]
 mod emu;
+mod equivariant;
 mod glu;
 mod glu_mlp;
 mod kernels_build;

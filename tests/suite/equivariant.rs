@@ -1,0 +1,878 @@
+//! The equivariant family's CPU layer: irreps parsing and layout, wigner_3j against
+//! REFERENCE.md §5 (values, norm, orthogonality, equivariance), Wigner D matrices (D¹ = R,
+//! homomorphism), spherical harmonics (e3nn's table, normalizations, equivariance, finite
+//! differences), tensor-product plans (e3nn's instruction lists and path coefficients),
+//! the tensor product, the convolution and the Hessian assembly (equivariance for every path,
+//! finite differences for every gradient, conv = TP then scatter-sum, exact symmetry), and bad
+//! input.
+
+use crate::common::rng;
+use kiln::Error;
+use kiln::equivariant::irreps::Sorted;
+use kiln::equivariant::wigner::{rotation_matrix, rotation_vector, so3_generators, wigner_d_of_vector};
+use kiln::equivariant::{
+    Irrep, IrrepNormalization, Irreps, IrrepsError, LMAX, Mode, Parity, PathNormalization, Sh, ShNormalization, TpPlan,
+    cpu, sh_dim, wigner_3j, wigner_d,
+};
+use rand::Rng;
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, StandardNormal};
+
+fn randn(rng: &mut StdRng, n: usize) -> Vec<f64> {
+    (0..n).map(|_| StandardNormal.sample(rng)).collect()
+}
+
+fn random_rotation(rng: &mut StdRng) -> [[f64; 3]; 3] {
+    let v = randn(rng, 3);
+    rotation_matrix([v[0], v[1], v[2]])
+}
+
+fn close(a: f64, b: f64, tol: f64) -> bool {
+    (a - b).abs() <= tol * (1.0 + b.abs())
+}
+
+fn assert_all_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(close(*g, *w, tol), "{what}[{i}]: got {g}, want {w}");
+    }
+}
+
+fn mat_vec(m: &[f64], v: &[f64]) -> Vec<f64> {
+    let n = v.len();
+    (0..n).map(|i| (0..n).map(|j| m[i * n + j] * v[j]).sum()).collect()
+}
+
+/// The representation of `irreps` for the rotation R times `inversion` (k = 1: −R): a
+/// block-diagonal of p^k D^l(R) per copy, applied to one sample.
+fn rotate(irreps: &Irreps, r: &[[f64; 3]; 3], inversion: bool, x: &[f64]) -> Vec<f64> {
+    let mut out = Vec::with_capacity(x.len());
+    let mut at = 0;
+    for b in irreps.blocks() {
+        let d = wigner_d(b.ir.l, r).unwrap();
+        let sign = if inversion && b.ir.p == Parity::Odd { -1.0 } else { 1.0 };
+        for _ in 0..b.mul {
+            let n = b.ir.dim();
+            out.extend(mat_vec(&d, &x[at..at + n]).into_iter().map(|v| sign * v));
+            at += n;
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Irreps
+
+#[test]
+fn irreps_parse_print_and_layout() {
+    let irreps: Irreps = "128x0e+64x1o+32x2e".parse().unwrap();
+    assert_eq!(irreps.to_string(), "128x0e+64x1o+32x2e");
+    assert_eq!(irreps.dim(), 128 + 192 + 160);
+    assert_eq!(irreps.num_irreps(), 224);
+    assert_eq!(irreps.offsets(), vec![0, 128, 320, 480]);
+    assert_eq!(irreps.slices(), vec![0..128, 128..320, 320..480]);
+    assert_eq!(irreps.lmax(), Some(2));
+    // Spaces, implicit multiplicity, the 'y' parity (−1)^l, zero multiplicities, empty.
+    let loose: Irreps = " 2x1o + 0e + 1y + 2y + 0x3e ".parse().unwrap();
+    assert_eq!(loose.to_string(), "2x1o+1x0e+1x1o+1x2e+0x3e");
+    assert_eq!(loose.dim(), 6 + 1 + 3 + 5);
+    assert_eq!("".parse::<Irreps>().unwrap(), Irreps::default());
+    assert_eq!(Irreps::spherical_harmonics(3, Parity::Odd).to_string(), "1x0e+1x1o+1x2e+1x3o");
+    assert_eq!(Irreps::spherical_harmonics(2, Parity::Even).to_string(), "1x0e+1x1e+1x2e");
+    assert_eq!("3o".parse::<Irrep>().unwrap(), Irrep::new(3, Parity::Odd));
+}
+
+#[test]
+fn irreps_sort_and_simplify_follow_e3nn() {
+    // e3nn's docstring examples.
+    let s: Irreps = "1e + 1e + 0e".parse().unwrap();
+    assert_eq!(s.simplify().to_string(), "2x1e+1x0e");
+    let s: Irreps = "1e + 1e + 0e + 1e".parse().unwrap();
+    assert_eq!(s.simplify().to_string(), "2x1e+1x0e+1x1e");
+    let s: Irreps = "4x0e + 0x1o + 2x3e".parse().unwrap();
+    assert_eq!(s.simplify().to_string(), "4x0e+2x3e");
+    assert_eq!(s.remove_zero_multiplicities().to_string(), "4x0e+2x3e");
+    let Sorted { irreps, p, inv } = "2o + 1e + 0e + 1e".parse::<Irreps>().unwrap().sort();
+    assert_eq!(irreps.to_string(), "1x0e+1x1e+1x1e+1x2o");
+    assert_eq!(p, vec![3, 1, 0, 2]);
+    assert_eq!(inv, vec![2, 1, 3, 0]);
+    // (l, p) order: odd before even at the same l, as e3nn's (l, p) tuples.
+    let sorted = "1x0e+1x0o+1x1e+1x1o".parse::<Irreps>().unwrap().sort().irreps;
+    assert_eq!(sorted.to_string(), "1x0o+1x0e+1x1o+1x1e");
+}
+
+#[test]
+fn malformed_irreps_are_typed_errors() {
+    for (text, kind) in [
+        ("0e+", "empty"),
+        ("0e++1o", "empty"),
+        ("x0e", "mul"),
+        ("-1x0e", "mul"),
+        ("ax0e", "mul"),
+        ("1.5x0e", "mul"),
+        ("1x", "irrep"),
+        ("1x0q", "irrep"),
+        ("2x3", "irrep"),
+        ("2xe", "irrep"),
+        ("2x-1e", "irrep"),
+        ("2x1.5e", "irrep"),
+        ("1x1x1e", "irrep"),
+    ] {
+        let err = text.parse::<Irreps>().expect_err(text);
+        let ok = matches!(
+            (&err, kind),
+            (IrrepsError::EmptyBlock(_), "empty")
+                | (IrrepsError::BadMultiplicity { .. }, "mul")
+                | (IrrepsError::BadIrrep { .. }, "irrep")
+        );
+        assert!(ok, "{text}: {err:?}");
+        let err: Error = err.into();
+        assert!(matches!(err, Error::InvalidValue { arg: "irreps", .. }), "{err}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// wigner_3j and Wigner D
+
+fn triples() -> Vec<(u32, u32, u32)> {
+    let mut out = Vec::new();
+    for l1 in 0..=LMAX {
+        for l2 in 0..=LMAX {
+            for l3 in l1.abs_diff(l2)..=(l1 + l2).min(LMAX) {
+                out.push((l1, l2, l3));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn wigner_3j_matches_reference_values() {
+    let s3 = 3f64.sqrt();
+    let s6 = 6f64.sqrt();
+    let (s10, s30) = (10f64.sqrt(), 30f64.sqrt());
+    let delta = |a: usize, b: usize| if a == b { 1.0 } else { 0.0 };
+    let eps = |a: usize, b: usize, c: usize| -> f64 {
+        match (a, b, c) {
+            (0, 1, 2) | (1, 2, 0) | (2, 0, 1) => 1.0,
+            (0, 2, 1) | (2, 1, 0) | (1, 0, 2) => -1.0,
+            _ => 0.0,
+        }
+    };
+    let c110 = wigner_3j(1, 1, 0).unwrap();
+    let c111 = wigner_3j(1, 1, 1).unwrap();
+    let c112 = wigner_3j(1, 1, 2).unwrap();
+    for a in 0..3 {
+        for b in 0..3 {
+            assert!(close(c110.get(a, b, 0), delta(a, b) / s3, 1e-14));
+            for m in 0..3 {
+                assert!(close(c111.get(a, b, m), eps(a, b, m) / s6, 1e-14), "(1,1,1)[{a},{b},{m}]");
+            }
+            // (x, y, z) = (0, 1, 2).
+            let sym = |p: usize, q: usize| delta(a, p) * delta(b, q) + delta(a, q) * delta(b, p);
+            let want = [
+                sym(0, 2) / s10,
+                sym(0, 1) / s10,
+                [-1.0, 2.0, -1.0][a] * delta(a, b) / s30,
+                sym(1, 2) / s10,
+                [-1.0, 0.0, 1.0][a] * delta(a, b) / s10,
+            ];
+            for (m, w) in want.iter().enumerate() {
+                assert!(close(c112.get(a, b, m), *w, 1e-14), "(1,1,2)[{a},{b},{m}] = {}", c112.get(a, b, m));
+            }
+        }
+    }
+    for l in 0..=LMAX {
+        let c = wigner_3j(0, l, l).unwrap();
+        let n = 2 * l as usize + 1;
+        for i in 0..n {
+            for k in 0..n {
+                assert!(close(c.get(0, i, k), delta(i, k) / (n as f64).sqrt(), 1e-14), "(0,{l},{l})");
+            }
+        }
+    }
+}
+
+#[test]
+fn wigner_3j_norm_orthogonality_and_completeness() {
+    for (l1, l2, l3) in triples() {
+        let c = wigner_3j(l1, l2, l3).unwrap();
+        let norm: f64 = c.data.iter().map(|v| v * v).sum();
+        assert!(close(norm, 1.0, 1e-13), "({l1},{l2},{l3}) norm {norm}");
+    }
+    // Σ_ij C^{l3}_ijk C^{l3'}_ijk' = δ_{l3 l3'} δ_kk' / (2l3 + 1), and completeness
+    // Σ_{l3,k} (2l3+1) C_ijk C_i'j'k = δ_ii' δ_jj' when every l3 ≤ 4 is allowed.
+    for l1 in 0..=LMAX {
+        for l2 in 0..=LMAX {
+            let ls: Vec<u32> = (l1.abs_diff(l2)..=(l1 + l2).min(LMAX)).collect();
+            let cs: Vec<_> = ls.iter().map(|&l3| wigner_3j(l1, l2, l3).unwrap()).collect();
+            let (d1, d2) = (2 * l1 as usize + 1, 2 * l2 as usize + 1);
+            for (a, ca) in cs.iter().enumerate() {
+                for (b, cb) in cs.iter().enumerate() {
+                    let (na, nb) = (ca.dims()[2], cb.dims()[2]);
+                    for k in 0..na {
+                        for k2 in 0..nb {
+                            let mut s = 0.0;
+                            for i in 0..d1 {
+                                for j in 0..d2 {
+                                    s += ca.get(i, j, k) * cb.get(i, j, k2);
+                                }
+                            }
+                            let want = if a == b && k == k2 { 1.0 / na as f64 } else { 0.0 };
+                            assert!((s - want).abs() < 1e-13, "({l1},{l2}) l3 {} vs {}: {s}", ls[a], ls[b]);
+                        }
+                    }
+                }
+            }
+            if l1 + l2 <= LMAX {
+                for i in 0..d1 {
+                    for j in 0..d2 {
+                        for i2 in 0..d1 {
+                            for j2 in 0..d2 {
+                                let s: f64 = cs
+                                    .iter()
+                                    .map(|c| {
+                                        let n = c.dims()[2];
+                                        (0..n).map(|k| n as f64 * c.get(i, j, k) * c.get(i2, j2, k)).sum::<f64>()
+                                    })
+                                    .sum();
+                                let want = if i == i2 && j == j2 { 1.0 } else { 0.0 };
+                                assert!((s - want).abs() < 1e-13, "completeness ({l1},{l2})");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn wigner_3j_is_invariant_under_rotations() {
+    let mut rng = rng();
+    for _ in 0..3 {
+        let r = random_rotation(&mut rng);
+        for (l1, l2, l3) in triples() {
+            let c = wigner_3j(l1, l2, l3).unwrap();
+            let [n1, n2, n3] = c.dims();
+            let (d1, d2, d3) = (wigner_d(l1, &r).unwrap(), wigner_d(l2, &r).unwrap(), wigner_d(l3, &r).unwrap());
+            // C'_ijk = Σ D1_ia D2_jb D3_kc C_abc must equal C.
+            let mut worst: f64 = 0.0;
+            for i in 0..n1 {
+                for j in 0..n2 {
+                    for k in 0..n3 {
+                        let mut s = 0.0;
+                        for (a, b, cc, v) in c.nonzeros() {
+                            s += d1[i * n1 + a] * d2[j * n2 + b] * d3[k * n3 + cc] * v;
+                        }
+                        worst = worst.max((s - c.get(i, j, k)).abs());
+                    }
+                }
+            }
+            assert!(worst < 1e-12, "({l1},{l2},{l3}): {worst}");
+        }
+    }
+}
+
+#[test]
+fn wigner_3j_rejects_bad_degrees() {
+    assert!(matches!(wigner_3j(5, 1, 4), Err(Error::InvalidValue { arg: "l1", .. })));
+    assert!(matches!(wigner_3j(1, 5, 4), Err(Error::InvalidValue { arg: "l2", .. })));
+    assert!(matches!(wigner_3j(2, 2, 5), Err(Error::InvalidValue { arg: "l3", .. })));
+    assert!(matches!(wigner_3j(1, 1, 3), Err(Error::InvalidValue { arg: "l3", .. })));
+    assert!(matches!(wigner_3j(4, 0, 3), Err(Error::InvalidValue { arg: "l3", .. })));
+    assert!(wigner_d(5, &rotation_matrix([0.1, 0.2, 0.3])).is_err());
+}
+
+#[test]
+fn wigner_d_is_a_representation_with_d1_equal_r() {
+    let mut rng = rng();
+    // The generators of (x, y, z): G¹ = L with (L_a)_bc = −ε_abc.
+    let g = so3_generators(1).unwrap();
+    let l_x = [0.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 1.0, 0.0];
+    let l_y = [0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0];
+    let l_z = [0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+    assert_all_close(&g[0], &l_x, 1e-14, "G_x");
+    assert_all_close(&g[1], &l_y, 1e-14, "G_y");
+    assert_all_close(&g[2], &l_z, 1e-14, "G_z");
+    for _ in 0..5 {
+        let (r1, r2) = (random_rotation(&mut rng), random_rotation(&mut rng));
+        let flat: Vec<f64> = r1.iter().flatten().copied().collect();
+        assert_all_close(&wigner_d(1, &r1).unwrap(), &flat, 1e-12, "D¹(R) = R");
+        // rotation_vector inverts rotation_matrix.
+        let back = rotation_matrix(rotation_vector(&r1));
+        assert_all_close(&back.iter().flatten().copied().collect::<Vec<_>>(), &flat, 1e-12, "log/exp");
+        let mut r12 = [[0.0; 3]; 3];
+        for i in 0..3 {
+            for j in 0..3 {
+                r12[i][j] = (0..3).map(|k| r1[i][k] * r2[k][j]).sum();
+            }
+        }
+        for l in 0..=LMAX {
+            let n = 2 * l as usize + 1;
+            let (d1, d2, d12) = (wigner_d(l, &r1).unwrap(), wigner_d(l, &r2).unwrap(), wigner_d(l, &r12).unwrap());
+            let mut prod = vec![0.0; n * n];
+            let mut gram = vec![0.0; n * n];
+            for i in 0..n {
+                for j in 0..n {
+                    prod[i * n + j] = (0..n).map(|k| d1[i * n + k] * d2[k * n + j]).sum();
+                    gram[i * n + j] = (0..n).map(|k| d1[i * n + k] * d1[j * n + k]).sum();
+                }
+            }
+            assert_all_close(&prod, &d12, 1e-11, &format!("D^{l}(R1 R2)"));
+            let eye: Vec<f64> = (0..n * n).map(|i| if i % (n + 1) == 0 { 1.0 } else { 0.0 }).collect();
+            assert_all_close(&gram, &eye, 1e-12, &format!("D^{l} Dᵀ"));
+            assert_all_close(&wigner_d_of_vector(l, [0.0; 3]).unwrap(), &eye, 0.0, "D(I)");
+        }
+    }
+    // Near a half turn the quaternion path stays accurate.
+    let r = rotation_matrix([std::f64::consts::PI - 1e-9, 0.0, 0.0]);
+    let flat: Vec<f64> = r.iter().flatten().copied().collect();
+    assert_all_close(&wigner_d(1, &r).unwrap(), &flat, 1e-9, "half turn");
+}
+
+// ---------------------------------------------------------------------------------------
+// Spherical harmonics
+
+fn sh(lmax: u32, normalization: ShNormalization, normalize: bool) -> Sh {
+    Sh { lmax, normalization, normalize }
+}
+
+#[test]
+fn spherical_harmonics_match_e3nn_table() {
+    let mut rng = rng();
+    let (s3, s5, s15) = (3f64.sqrt(), 5f64.sqrt(), 15f64.sqrt());
+    for _ in 0..20 {
+        let v = randn(&mut rng, 3);
+        let (x, y, z) = (v[0], v[1], v[2]);
+        let got = sh(4, ShNormalization::Component, false).forward(&v).unwrap();
+        // REFERENCE §5: l = 0, 1, 2 (y polar).
+        let want = [
+            1.0,
+            s3 * x,
+            s3 * y,
+            s3 * z,
+            s15 * x * z,
+            s15 * x * y,
+            s5 * (y * y - (x * x + z * z) / 2.0),
+            s15 * y * z,
+            s15 / 2.0 * (z * z - x * x),
+        ];
+        assert_all_close(&got[..9], &want, 1e-13, "Y^0..Y^2");
+        // l = 3, 4: the standard real table (Wikipedia, as e3nn's docs say) with (x, y, z)
+        // of that table = (z, x, y) here, times √(4π) for 'component'.
+        let r2 = x * x + y * y + z * z;
+        let y3_m3 = 70f64.sqrt() / 4.0 * (3.0 * x * z * z - x * x * x);
+        let y3_0 = 7f64.sqrt() / 2.0 * y * (2.0 * y * y - 3.0 * (x * x + z * z));
+        let y3_p3 = 70f64.sqrt() / 4.0 * (z * z * z - 3.0 * x * x * z);
+        let y4_m4 = 1.5 * 35f64.sqrt() * x * z * (z * z - x * x);
+        let y4_0 = 3.0 / 8.0 * (35.0 * y.powi(4) - 30.0 * y * y * r2 + 3.0 * r2 * r2);
+        let y4_p4 = 0.375 * 35f64.sqrt() * (z.powi(4) - 6.0 * x * x * z * z + x.powi(4));
+        let got3 = &got[9..16];
+        let got4 = &got[16..25];
+        assert!(close(got3[0], y3_m3, 1e-12), "Y3_-3 {} vs {y3_m3}", got3[0]);
+        assert!(close(got3[3], y3_0, 1e-12), "Y3_0 {} vs {y3_0}", got3[3]);
+        assert!(close(got3[6], y3_p3, 1e-12), "Y3_3 {} vs {y3_p3}", got3[6]);
+        assert!(close(got4[0], y4_m4, 1e-12), "Y4_-4 {} vs {y4_m4}", got4[0]);
+        assert!(close(got4[4], y4_0, 1e-12), "Y4_0 {} vs {y4_0}", got4[4]);
+        assert!(close(got4[8], y4_p4, 1e-12), "Y4_4 {} vs {y4_p4}", got4[8]);
+    }
+}
+
+#[test]
+fn spherical_harmonics_normalizations() {
+    let mut rng = rng();
+    let v = randn(&mut rng, 3 * 7);
+    let comp = sh(4, ShNormalization::Component, true).forward(&v).unwrap();
+    let norm = sh(4, ShNormalization::Norm, true).forward(&v).unwrap();
+    let integral = sh(4, ShNormalization::Integral, true).forward(&v).unwrap();
+    let raw = sh(4, ShNormalization::Component, false).forward(&v).unwrap();
+    let four_pi = 4.0 * std::f64::consts::PI;
+    for n in 0..7 {
+        let r: f64 = v[3 * n..3 * n + 3].iter().map(|a| a * a).sum::<f64>().sqrt();
+        for l in 0..=4usize {
+            let block = |t: &[f64]| -> Vec<f64> { t[n * 25 + l * l..n * 25 + (l + 1) * (l + 1)].to_vec() };
+            let sq = |t: &[f64]| block(t).iter().map(|a| a * a).sum::<f64>();
+            let k = (2 * l + 1) as f64;
+            assert!(close(sq(&comp), k, 1e-12), "component l={l}");
+            assert!(close(sq(&norm), 1.0, 1e-12), "norm l={l}");
+            assert!(close(sq(&integral), k / four_pi, 1e-12), "integral l={l}");
+            // Unnormalized input: Y^l is homogeneous of degree l.
+            assert!(close(sq(&raw), k * r.powi(2 * l as i32), 1e-11), "homogeneous l={l}");
+        }
+    }
+    // The zero vector normalizes to 0: Y^0 = 1, the rest 0, and a zero gradient.
+    let zero = sh(2, ShNormalization::Component, true);
+    assert_eq!(zero.forward(&[0.0; 3]).unwrap(), [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    assert_eq!(zero.backward(&[0.0; 3], &[1.0; 9]).unwrap(), [0.0; 3]);
+}
+
+#[test]
+fn spherical_harmonics_are_equivariant() {
+    let mut rng = rng();
+    let irreps = Irreps::spherical_harmonics(4, Parity::Odd);
+    for normalize in [false, true] {
+        for _ in 0..5 {
+            let r = random_rotation(&mut rng);
+            let v = randn(&mut rng, 3);
+            let rv: Vec<f64> = (0..3).map(|i| (0..3).map(|j| r[i][j] * v[j]).sum()).collect();
+            let s = sh(4, ShNormalization::Integral, normalize);
+            let y = s.forward(&v).unwrap();
+            assert_all_close(&s.forward(&rv).unwrap(), &rotate(&irreps, &r, false, &y), 1e-11, "Y(Rx) = D Y(x)");
+            // Parity: Y^l(−x) = (−1)^l Y^l(x), the parity of 1x0e+1x1o+1x2e+…
+            let neg: Vec<f64> = v.iter().map(|a| -a).collect();
+            let eye = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+            assert_all_close(&s.forward(&neg).unwrap(), &rotate(&irreps, &eye, true, &y), 1e-13, "parity");
+        }
+    }
+}
+
+#[test]
+fn spherical_harmonics_gradient_matches_finite_differences() {
+    let mut rng = rng();
+    for normalization in [ShNormalization::Component, ShNormalization::Norm, ShNormalization::Integral] {
+        for normalize in [false, true] {
+            let s = sh(4, normalization, normalize);
+            let n = 4;
+            let v = randn(&mut rng, 3 * n);
+            let dsh = randn(&mut rng, n * sh_dim(4));
+            let dx = s.backward(&v, &dsh).unwrap();
+            let loss = |v: &[f64]| -> f64 { s.forward(v).unwrap().iter().zip(&dsh).map(|(a, b)| a * b).sum() };
+            let h = 1e-5;
+            for i in 0..v.len() {
+                let (mut p, mut m) = (v.clone(), v.clone());
+                p[i] += h;
+                m[i] -= h;
+                let fd = (loss(&p) - loss(&m)) / (2.0 * h);
+                assert!(
+                    (fd - dx[i]).abs() < 1e-6 * (1.0 + fd.abs()),
+                    "{normalization} {normalize} [{i}]: {fd} vs {}",
+                    dx[i]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn spherical_harmonics_bad_input() {
+    let s = sh(5, ShNormalization::Component, true);
+    assert!(matches!(s.forward(&[1.0, 0.0, 0.0]), Err(Error::InvalidValue { arg: "lmax", .. })));
+    let s = sh(2, ShNormalization::Component, true);
+    assert!(matches!(s.forward(&[1.0, 0.0]), Err(Error::Shape { arg: "vec", .. })));
+    assert!(matches!(s.backward(&[1.0, 0.0, 0.0], &[0.0; 8]), Err(Error::Shape { arg: "dsh", .. })));
+    assert!(matches!("unit".parse::<ShNormalization>(), Err(Error::InvalidValue { arg: "normalization", .. })));
+}
+
+// ---------------------------------------------------------------------------------------
+// Tensor-product plans
+
+fn ir(s: &str) -> Irreps {
+    s.parse().unwrap()
+}
+
+#[test]
+fn plans_follow_e3nn_instruction_lists_and_coefficients() {
+    // uvu: every allowed (i1, i2, i_out) with m_out = m1, in (i1, i2, i_out) order.
+    let plan = TpPlan::channelwise(&ir("2x0e+2x1o"), &ir("3x0e+1o"), &ir("2x0e+2x1o+5x1o"), PathNormalization::Element)
+        .unwrap();
+    let paths: Vec<_> = plan.instructions.iter().map(|i| (i.i1, i.i2, i.i_out)).collect();
+    assert_eq!(paths, vec![(0, 0, 0), (0, 1, 1), (1, 0, 1), (1, 1, 0)]);
+    // 'element': output 0e gets (0,0,0) with n = m2 = 3 and (1,1,0) with n = 1: X = 4.
+    let coefs: Vec<f64> = plan.instructions.iter().map(|i| i.coef).collect();
+    let want = [(1.0f64 / 4.0).sqrt(), (3.0f64 / 4.0).sqrt(), (3.0f64 / 4.0).sqrt(), (1.0f64 / 4.0).sqrt()];
+    assert_all_close(&coefs, &want, 1e-15, "element coefficients");
+    let weights: Vec<(usize, usize)> = plan.instructions.iter().map(|i| (i.weight_offset, i.weight_numel)).collect();
+    assert_eq!(weights, vec![(0, 6), (6, 2), (8, 6), (14, 2)]);
+    assert_eq!(plan.weight_numel, 16);
+    // 'path': X = n · (paths into that output) = n · 2.
+    let plan =
+        TpPlan::channelwise(&ir("2x0e+2x1o"), &ir("3x0e+1o"), &ir("2x0e+2x1o+5x1o"), PathNormalization::Path).unwrap();
+    let coefs: Vec<f64> = plan.instructions.iter().map(|i| i.coef).collect();
+    let want = [(1.0f64 / 6.0).sqrt(), (3.0f64 / 2.0).sqrt(), (3.0f64 / 6.0).sqrt(), (1.0f64 / 2.0).sqrt()];
+    assert_all_close(&coefs, &want, 1e-15, "path coefficients");
+
+    // uvw: FullyConnectedTensorProduct simplifies first, then every allowed path.
+    let plan =
+        TpPlan::fully_connected(&ir("1x0e+1x0e+1x1o"), &ir("0e+1o"), &ir("3x0e+1x1o+2x1e"), PathNormalization::Element)
+            .unwrap();
+    assert_eq!(plan.irreps_in1.to_string(), "2x0e+1x1o");
+    let paths: Vec<_> = plan.instructions.iter().map(|i| (i.i1, i.i2, i.i_out, i.mode)).collect();
+    assert_eq!(
+        paths,
+        vec![
+            (0, 0, 0, Mode::Uvw),
+            (0, 1, 1, Mode::Uvw),
+            (1, 0, 1, Mode::Uvw),
+            (1, 1, 0, Mode::Uvw),
+            (1, 1, 2, Mode::Uvw)
+        ]
+    );
+    // 0e out: X = 2·1 + 1·1 = 3; 1o out: X = 2 + 1 = 3; 1e out: X = 1.
+    let coefs: Vec<f64> = plan.instructions.iter().map(|i| i.coef).collect();
+    let want = [(1.0f64 / 3.0).sqrt(), 1.0, 1.0, (1.0f64 / 3.0).sqrt(), 3f64.sqrt()];
+    assert_all_close(&coefs, &want, 1e-15, "uvw coefficients");
+    // m1·m2·m_out per path.
+    assert_eq!(plan.weight_numel, 6 + 2 + 1 + 3 + 2);
+
+    // MACE-large (REFERENCE §5) plans and counts its FLOPs.
+    let plan = TpPlan::channelwise(
+        &ir("128x0e+128x1o+128x2e"),
+        &ir("0e+1o+2e+3o"),
+        &ir("128x0e+128x1o+128x2e+128x3o"),
+        PathNormalization::Element,
+    )
+    .unwrap();
+    // 0e: 4 paths, 1o: 6, 2e: 7 (parity and l ≤ 3 of the output prune the rest).
+    assert_eq!(plan.instructions.len(), 17);
+    assert!(plan.flops_forward() > 0);
+}
+
+#[test]
+fn plans_reject_bad_instructions() {
+    let (a, b) = (ir("2x0e+2x1o"), ir("0e+1o"));
+    let el = PathNormalization::Element;
+    let comp = IrrepNormalization::Component;
+    let bad = |r: kiln::Result<TpPlan>, arg: &str| match r {
+        Err(Error::InvalidValue { arg: got, .. }) => assert_eq!(got, arg),
+        other => panic!("expected an error on {arg}, got {other:?}"),
+    };
+    // Out of range, selection rules (l and parity), uvu with m_out ≠ m1, l > 4.
+    bad(TpPlan::new(&a, &b, &ir("2x0e"), &[(2, 0, 0, Mode::Uvw)], el, comp), "instructions");
+    bad(TpPlan::new(&a, &b, &ir("2x2e"), &[(0, 0, 0, Mode::Uvw)], el, comp), "instructions");
+    bad(TpPlan::new(&a, &b, &ir("2x1e"), &[(1, 0, 0, Mode::Uvw)], el, comp), "instructions");
+    bad(TpPlan::new(&a, &b, &ir("3x0e"), &[(0, 0, 0, Mode::Uvu)], el, comp), "instructions");
+    bad(TpPlan::fully_connected(&ir("1x5e"), &b, &ir("1x5e"), el), "irreps_in1");
+    bad(TpPlan::fully_connected(&a, &ir("0e+5o"), &a, el), "irreps_in2");
+    bad(TpPlan::channelwise(&a, &b, &ir("2x0e+2x7o"), el), "irreps_out");
+    assert!(matches!("uvv".parse::<Mode>(), Err(Error::InvalidValue { arg: "mode", .. })));
+}
+
+// ---------------------------------------------------------------------------------------
+// Tensor product, convolution
+
+#[test]
+fn tensor_product_matches_closed_forms() {
+    // 1o ⊗ 1o, uvw with w = 1: → 0e is x·y/√3, → 1e is (x × y)/√2 (coef √3 · ε/√6).
+    let plan = TpPlan::fully_connected(&ir("1o"), &ir("1o"), &ir("0e+1e"), PathNormalization::Element).unwrap();
+    let (x, y) = ([0.3, -1.2, 0.7], [2.0, 0.5, -0.4]);
+    let out = cpu::tp_forward(&plan, &x, &y, &[1.0, 1.0], 1).unwrap();
+    let dot = x[0] * y[0] + x[1] * y[1] + x[2] * y[2];
+    let cross = [x[1] * y[2] - x[2] * y[1], x[2] * y[0] - x[0] * y[2], x[0] * y[1] - x[1] * y[0]];
+    let s2 = 2f64.sqrt();
+    let want = [dot / 3f64.sqrt(), cross[0] / s2, cross[1] / s2, cross[2] / s2];
+    assert_all_close(&out, &want, 1e-14, "1o ⊗ 1o");
+}
+
+/// Every irrep with l ≤ 4, both parities: x1 and x2 reach every allowed path.
+fn all_irreps(mul: usize) -> Irreps {
+    let s: Vec<String> = (0..=LMAX).flat_map(|l| [format!("{mul}x{l}e"), format!("{mul}x{l}o")]).collect();
+    s.join("+").parse().unwrap()
+}
+
+#[test]
+fn tensor_product_is_equivariant_for_every_path() {
+    let mut rng = rng();
+    let (a, b, c) = (all_irreps(2), all_irreps(1), all_irreps(2));
+    let r = random_rotation(&mut rng);
+    let mut checked = 0;
+    for mode in [Mode::Uvu, Mode::Uvw] {
+        let full = TpPlan::new(&a, &b, &c, &[], PathNormalization::Element, IrrepNormalization::Component).unwrap();
+        assert_eq!(full.weight_numel, 0);
+        for (i1, m1) in a.blocks().iter().enumerate() {
+            for (i2, m2) in b.blocks().iter().enumerate() {
+                for (io, mo) in c.blocks().iter().enumerate() {
+                    if !m1.ir.couples_to(m2.ir, mo.ir) {
+                        continue;
+                    }
+                    let plan = TpPlan::new(
+                        &a,
+                        &b,
+                        &c,
+                        &[(i1, i2, io, mode)],
+                        PathNormalization::Element,
+                        IrrepNormalization::Component,
+                    )
+                    .unwrap();
+                    let x1 = randn(&mut rng, a.dim());
+                    let x2 = randn(&mut rng, b.dim());
+                    let w = randn(&mut rng, plan.weight_numel);
+                    let out = cpu::tp_forward(&plan, &x1, &x2, &w, 1).unwrap();
+                    assert!(out.iter().any(|v| *v != 0.0), "path ({i1},{i2},{io}) produces nothing");
+                    for inversion in [false, true] {
+                        let rx1 = rotate(&a, &r, inversion, &x1);
+                        let rx2 = rotate(&b, &r, inversion, &x2);
+                        let got = cpu::tp_forward(&plan, &rx1, &rx2, &w, 1).unwrap();
+                        let want = rotate(&c, &r, inversion, &out);
+                        for (g, w) in got.iter().zip(&want) {
+                            assert!(
+                                (g - w).abs() < 1e-11 * (1.0 + w.abs()),
+                                "{mode} ({}, {}, {}) inv {inversion}",
+                                m1.ir,
+                                m2.ir,
+                                mo.ir
+                            );
+                        }
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    // Every (l1, l2, l3 ≤ 4) triple in the triangle, each with its one allowed parity per
+    // (p1, p2): 4 parity pairs, two modes.
+    let triangle = (0..=LMAX)
+        .flat_map(|l1| (0..=LMAX).map(move |l2| (l1, l2)))
+        .map(|(l1, l2)| (l1 + l2).min(LMAX) + 1 - l1.abs_diff(l2))
+        .sum::<u32>();
+    assert_eq!(checked, 2 * 4 * triangle as usize);
+}
+
+/// Σ dout·f(x) by central differences in every coordinate of `x` (f is multilinear, so this is
+/// exact up to rounding).
+fn fd_grad(x: &[f64], f: impl Fn(&[f64]) -> Vec<f64>, dout: &[f64]) -> Vec<f64> {
+    let h = 1e-3;
+    (0..x.len())
+        .map(|i| {
+            let (mut p, mut m) = (x.to_vec(), x.to_vec());
+            p[i] += h;
+            m[i] -= h;
+            let (fp, fm) = (f(&p), f(&m));
+            fp.iter().zip(&fm).zip(dout).map(|((a, b), d)| (a - b) * d).sum::<f64>() / (2.0 * h)
+        })
+        .collect()
+}
+
+fn fd_plans() -> Vec<TpPlan> {
+    let el = PathNormalization::Element;
+    vec![
+        TpPlan::channelwise(&ir("3x0e+2x1o+2x2e"), &ir("0e+1o+2e+3o"), &ir("3x0e+2x1o+2x2e+2x3o+2x1e"), el).unwrap(),
+        TpPlan::fully_connected(
+            &ir("2x0e+2x1o+1x2e"),
+            &ir("2x0e+1o+4e"),
+            &ir("3x0e+2x1o+2x1e+1x3o+1x4e"),
+            PathNormalization::Path,
+        )
+        .unwrap(),
+    ]
+}
+
+#[test]
+fn tensor_product_gradients_match_finite_differences() {
+    let mut rng = rng();
+    for plan in fd_plans() {
+        for shared in [true, false] {
+            let batch = 3;
+            let (d1, d2, dk) = (plan.irreps_in1.dim(), plan.irreps_in2.dim(), plan.irreps_out.dim());
+            let x1 = randn(&mut rng, batch * d1);
+            let x2 = randn(&mut rng, batch * d2);
+            let w = randn(&mut rng, if shared { plan.weight_numel } else { batch * plan.weight_numel });
+            let dout = randn(&mut rng, batch * dk);
+            let g = cpu::tp_backward(&plan, &x1, &x2, &w, &dout, batch).unwrap();
+            let f1 = fd_grad(&x1, |v| cpu::tp_forward(&plan, v, &x2, &w, batch).unwrap(), &dout);
+            let f2 = fd_grad(&x2, |v| cpu::tp_forward(&plan, &x1, v, &w, batch).unwrap(), &dout);
+            let fw = fd_grad(&w, |v| cpu::tp_forward(&plan, &x1, &x2, v, batch).unwrap(), &dout);
+            assert_all_close(&g.dx1, &f1, 1e-8, "dx1");
+            assert_all_close(&g.dx2, &f2, 1e-8, "dx2");
+            assert_all_close(&g.dw, &fw, 1e-8, "dw");
+        }
+    }
+}
+
+fn random_graph(rng: &mut StdRng, nodes: usize, edges: usize) -> (Vec<i64>, Vec<i64>) {
+    let src = (0..edges).map(|_| rng.random_range(0..nodes as i64)).collect();
+    let dst = (0..edges).map(|_| rng.random_range(0..nodes as i64)).collect();
+    (src, dst)
+}
+
+#[test]
+fn convolution_is_tensor_product_then_scatter_sum() {
+    let mut rng = rng();
+    for plan in fd_plans() {
+        let (nodes, edges) = (5, 13);
+        let (d1, d2, dk) = (plan.irreps_in1.dim(), plan.irreps_in2.dim(), plan.irreps_out.dim());
+        let (src, dst) = random_graph(&mut rng, nodes, edges);
+        let x = randn(&mut rng, nodes * d1);
+        let y = randn(&mut rng, edges * d2);
+        let w = randn(&mut rng, edges * plan.weight_numel);
+        let out = cpu::conv_forward(&plan, &x, &y, &w, &src, &dst).unwrap();
+        // Gather, batched TP, scatter-sum.
+        let gathered: Vec<f64> = src.iter().flat_map(|&s| x[s as usize * d1..(s as usize + 1) * d1].to_vec()).collect();
+        let msgs = cpu::tp_forward(&plan, &gathered, &y, &w, edges).unwrap();
+        let mut want = vec![0.0; nodes * dk];
+        for (e, &d) in dst.iter().enumerate() {
+            for k in 0..dk {
+                want[d as usize * dk + k] += msgs[e * dk + k];
+            }
+        }
+        assert_all_close(&out, &want, 1e-13, "conv");
+        // Same for the backward: dx is the scatter (by src) of the batched TP's dx1.
+        let dout = randn(&mut rng, nodes * dk);
+        let g = cpu::conv_backward(&plan, &x, &y, &w, &src, &dst, &dout).unwrap();
+        let dmsg: Vec<f64> = dst.iter().flat_map(|&d| dout[d as usize * dk..(d as usize + 1) * dk].to_vec()).collect();
+        let gt = cpu::tp_backward(&plan, &gathered, &y, &w, &dmsg, edges).unwrap();
+        let mut dx = vec![0.0; nodes * d1];
+        for (e, &s) in src.iter().enumerate() {
+            for k in 0..d1 {
+                dx[s as usize * d1 + k] += gt.dx1[e * d1 + k];
+            }
+        }
+        assert_all_close(&g.dx1, &dx, 1e-12, "conv dx");
+        assert_all_close(&g.dx2, &gt.dx2, 1e-13, "conv dy");
+        assert_all_close(&g.dw, &gt.dw, 1e-13, "conv dw");
+    }
+}
+
+#[test]
+fn convolution_gradients_match_finite_differences() {
+    let mut rng = rng();
+    for plan in fd_plans() {
+        for shared in [true, false] {
+            let (nodes, edges) = (4, 9);
+            let (src, dst) = random_graph(&mut rng, nodes, edges);
+            let x = randn(&mut rng, nodes * plan.irreps_in1.dim());
+            let y = randn(&mut rng, edges * plan.irreps_in2.dim());
+            let w = randn(&mut rng, if shared { plan.weight_numel } else { edges * plan.weight_numel });
+            let dout = randn(&mut rng, nodes * plan.irreps_out.dim());
+            let g = cpu::conv_backward(&plan, &x, &y, &w, &src, &dst, &dout).unwrap();
+            let conv = |x: &[f64], y: &[f64], w: &[f64]| cpu::conv_forward(&plan, x, y, w, &src, &dst).unwrap();
+            assert_all_close(&g.dx1, &fd_grad(&x, |v| conv(v, &y, &w), &dout), 1e-8, "dx");
+            assert_all_close(&g.dx2, &fd_grad(&y, |v| conv(&x, v, &w), &dout), 1e-8, "dy");
+            assert_all_close(&g.dw, &fd_grad(&w, |v| conv(&x, &y, v), &dout), 1e-8, "dw");
+        }
+    }
+}
+
+#[test]
+fn tensor_product_and_convolution_bad_input() {
+    let plan = fd_plans().remove(0);
+    let (d1, d2, dk, nw) = (plan.irreps_in1.dim(), plan.irreps_in2.dim(), plan.irreps_out.dim(), plan.weight_numel);
+    let (x1, x2, w) = (vec![0.1; 2 * d1], vec![0.2; 2 * d2], vec![0.3; nw]);
+    // Data that does not match the irreps.
+    assert!(matches!(cpu::tp_forward(&plan, &x1[1..], &x2, &w, 2), Err(Error::Shape { arg: "x1", .. })));
+    assert!(matches!(cpu::tp_forward(&plan, &x1, &x2[..d2], &w, 2), Err(Error::Shape { arg: "x2", .. })));
+    assert!(matches!(cpu::tp_forward(&plan, &x1, &x2, &w[1..], 2), Err(Error::Shape { arg: "w", .. })));
+    assert!(matches!(cpu::tp_backward(&plan, &x1, &x2, &w, &vec![0.0; dk], 2), Err(Error::Shape { arg: "dout", .. })));
+    // Edges: out of range, negative, lengths.
+    let x = vec![0.1; 3 * d1];
+    let y = vec![0.2; 2 * d2];
+    let err = cpu::conv_forward(&plan, &x, &y, &w, &[0, 3], &[1, 2]);
+    assert!(matches!(err, Err(Error::InvalidValue { arg: "src", .. })), "{err:?}");
+    let err = cpu::conv_forward(&plan, &x, &y, &w, &[0, 1], &[-1, 2]);
+    assert!(matches!(err, Err(Error::InvalidValue { arg: "dst", .. })), "{err:?}");
+    let err = cpu::conv_forward(&plan, &x, &y, &w, &[0, 1], &[1]);
+    assert!(matches!(err, Err(Error::Shape { arg: "dst", .. })), "{err:?}");
+    let err = cpu::conv_forward(&plan, &x, &y[1..], &w, &[0, 1], &[1, 2]);
+    assert!(matches!(err, Err(Error::Shape { arg: "y", .. })), "{err:?}");
+    let err = cpu::conv_forward(&plan, &x[1..], &y, &w, &[0, 1], &[1, 2]);
+    assert!(matches!(err, Err(Error::Shape { arg: "x", .. })), "{err:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Hessian assembly
+
+#[test]
+fn hessian_blocks_follow_reference() {
+    let s3 = 3f64.sqrt();
+    let (s6, s30) = (6f64.sqrt(), 30f64.sqrt());
+    let one_edge = |feat: [f64; 9]| -> Vec<f64> {
+        // Two atoms, one edge 0 → 1, no node terms: the block M sits at H[0, 1].
+        let h = cpu::hessian_forward(&feat, &[0.0; 18], &[0], &[1], &[2]).unwrap();
+        (0..9).map(|ab| h[(ab / 3) * 6 + 3 + ab % 3]).collect()
+    };
+    let mut f = [0.0; 9];
+    f[0] = 1.0;
+    assert_all_close(&one_edge(f), &[1.0 / s3, 0.0, 0.0, 0.0, 1.0 / s3, 0.0, 0.0, 0.0, 1.0 / s3], 1e-15, "h0 I/√3");
+    let mut f = [0.0; 9];
+    f[3] = 1.0; // l = 1, m = z
+    assert_all_close(&one_edge(f), &[0.0, 1.0 / s6, 0.0, -1.0 / s6, 0.0, 0.0, 0.0, 0.0, 0.0], 1e-15, "ε h1/√6");
+    let mut f = [0.0; 9];
+    f[6] = 1.0; // l = 2, m2
+    assert_all_close(&one_edge(f), &[-1.0 / s30, 0.0, 0.0, 0.0, 2.0 / s30, 0.0, 0.0, 0.0, -1.0 / s30], 1e-15, "l=2 m2");
+}
+
+#[test]
+fn hessian_is_exactly_symmetric_and_equivariant() {
+    let mut rng = rng();
+    let n_atoms = [3usize, 1, 4];
+    let atoms: usize = n_atoms.iter().sum();
+    // Edges within each molecule, both directions and self-loops included.
+    let mut src = Vec::new();
+    let mut dst = Vec::new();
+    let mut first = 0;
+    for &n in &n_atoms {
+        for _ in 0..2 * n {
+            src.push((first + rng.random_range(0..n)) as i64);
+            dst.push((first + rng.random_range(0..n)) as i64);
+        }
+        first += n;
+    }
+    let edges = src.len();
+    let ef = randn(&mut rng, edges * 9);
+    let nf = randn(&mut rng, atoms * 9);
+    let h = cpu::hessian_forward(&ef, &nf, &src, &dst, &n_atoms).unwrap();
+    assert_eq!(h.len(), 9 * (9 + 1 + 16));
+    let mut at = 0;
+    for &n in &n_atoms {
+        let m = 3 * n;
+        for r in 0..m {
+            for c in 0..m {
+                assert_eq!(
+                    h[at + r * m + c].to_bits(),
+                    h[at + c * m + r].to_bits(),
+                    "H[{r},{c}] of a {n}-atom molecule"
+                );
+            }
+        }
+        at += m * m;
+    }
+    // Rotating every feature (0e + 1e + 2e blocks: a Hessian is a true tensor) rotates each 3×3
+    // block: H' = R H Rᵀ.
+    let feat_irreps = ir("0e+1e+2e");
+    let r = random_rotation(&mut rng);
+    let rot = |f: &[f64]| -> Vec<f64> { f.chunks(9).flat_map(|c| rotate(&feat_irreps, &r, false, c)).collect() };
+    let h2 = cpu::hessian_forward(&rot(&ef), &rot(&nf), &src, &dst, &n_atoms).unwrap();
+    let mut at = 0;
+    for &n in &n_atoms {
+        let m = 3 * n;
+        for bi in 0..n {
+            for bj in 0..n {
+                for a in 0..3 {
+                    for b in 0..3 {
+                        let mut want = 0.0;
+                        for p in 0..3 {
+                            for q in 0..3 {
+                                want += r[a][p] * h[at + (3 * bi + p) * m + 3 * bj + q] * r[b][q];
+                            }
+                        }
+                        let got = h2[at + (3 * bi + a) * m + 3 * bj + b];
+                        assert!((got - want).abs() < 1e-12 * (1.0 + want.abs()), "R H Rᵀ");
+                    }
+                }
+            }
+        }
+        at += m * m;
+    }
+    // Backward against finite differences (the assembly is linear).
+    let dh = randn(&mut rng, h.len());
+    let (de, dn) = cpu::hessian_backward(&ef, &nf, &src, &dst, &n_atoms, &dh).unwrap();
+    let fe = fd_grad(&ef, |v| cpu::hessian_forward(v, &nf, &src, &dst, &n_atoms).unwrap(), &dh);
+    let fnode = fd_grad(&nf, |v| cpu::hessian_forward(&ef, v, &src, &dst, &n_atoms).unwrap(), &dh);
+    assert_all_close(&de, &fe, 1e-9, "d edge_feat");
+    assert_all_close(&dn, &fnode, 1e-9, "d node_feat");
+}
+
+#[test]
+fn hessian_bad_input() {
+    let (ef, nf) = (vec![0.1; 18], vec![0.2; 27]);
+    let h = |ef: &[f64], nf: &[f64], src: &[i64], dst: &[i64], n: &[usize]| cpu::hessian_forward(ef, nf, src, dst, n);
+    assert!(h(&ef, &nf, &[0, 1], &[1, 2], &[3]).is_ok());
+    assert!(matches!(h(&ef, &nf, &[0, 3], &[1, 2], &[3]), Err(Error::InvalidValue { arg: "src", .. })));
+    assert!(matches!(h(&ef, &nf, &[0, 1], &[1, -2], &[3]), Err(Error::InvalidValue { arg: "dst", .. })));
+    // An edge across molecules.
+    assert!(matches!(h(&ef, &nf, &[0, 1], &[1, 2], &[2, 1]), Err(Error::InvalidValue { arg: "dst", .. })));
+    assert!(matches!(h(&ef, &nf, &[0, 1], &[1, 2], &[2]), Err(Error::Shape { arg: "node_feat", .. })));
+    assert!(matches!(h(&ef[1..], &nf, &[0, 1], &[1, 2], &[3]), Err(Error::Shape { arg: "edge_feat", .. })));
+    let r = cpu::hessian_backward(&ef, &nf, &[0, 1], &[1, 2], &[3], &[0.0; 80]);
+    assert!(matches!(r, Err(Error::Shape { arg: "dhessian", .. })));
+}
