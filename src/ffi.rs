@@ -914,3 +914,192 @@ unsafe extern "C" {
         stream: *mut ::std::os::raw::c_void,
     ) -> kiln_status;
 }
+impl kiln_sh_normalization {
+    #[doc = " |Y^l(unit x)|^2 = 2l + 1 (MACE, NequIP)."]
+    pub const KILN_SH_COMPONENT: kiln_sh_normalization = kiln_sh_normalization(0);
+    #[doc = " |Y^l(unit x)| = 1: component / sqrt(2l + 1)."]
+    pub const KILN_SH_NORM: kiln_sh_normalization = kiln_sh_normalization(1);
+    #[doc = " Unit integral of each (Y^l_m)^2 over the sphere: component / sqrt(4 pi)."]
+    pub const KILN_SH_INTEGRAL: kiln_sh_normalization = kiln_sh_normalization(2);
+}
+#[repr(transparent)]
+#[doc = " How each Y^l is scaled."]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct kiln_sh_normalization(pub ::std::os::raw::c_uint);
+unsafe extern "C" {
+    pub fn kiln_equivariant_sh_fwd(
+        dtype: kiln_dtype,
+        vec: *const ::std::os::raw::c_void,
+        n: i64,
+        lmax: i32,
+        normalization: kiln_sh_normalization,
+        normalize: i32,
+        sh: *mut ::std::os::raw::c_void,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    pub fn kiln_equivariant_sh_bwd(
+        dtype: kiln_dtype,
+        vec: *const ::std::os::raw::c_void,
+        dsh: *const ::std::os::raw::c_void,
+        n: i64,
+        lmax: i32,
+        normalization: kiln_sh_normalization,
+        normalize: i32,
+        dvec: *mut ::std::os::raw::c_void,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+impl kiln_tp_mode {
+    pub const KILN_TP_UVU: kiln_tp_mode = kiln_tp_mode(0);
+    pub const KILN_TP_UVW: kiln_tp_mode = kiln_tp_mode(1);
+}
+#[repr(transparent)]
+#[doc = " How the channels of a path are connected."]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct kiln_tp_mode(pub ::std::os::raw::c_uint);
+#[doc = " One path of a plan (device memory)."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct kiln_tp_path {
+    pub off1: i32,
+    pub mul1: i32,
+    pub dim1: i32,
+    pub off2: i32,
+    pub mul2: i32,
+    pub dim2: i32,
+    pub off_out: i32,
+    pub mul_out: i32,
+    pub dim_out: i32,
+    #[doc = " A kiln_tp_mode."]
+    pub mode: i32,
+    pub weight_offset: i32,
+    pub cg_start: i32,
+    pub cg_count: i32,
+    pub coef: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of kiln_tp_path"][::std::mem::size_of::<kiln_tp_path>() - 56usize];
+    ["Alignment of kiln_tp_path"][::std::mem::align_of::<kiln_tp_path>() - 4usize];
+    ["Offset of field: kiln_tp_path::off1"][::std::mem::offset_of!(kiln_tp_path, off1) - 0usize];
+    ["Offset of field: kiln_tp_path::mul1"][::std::mem::offset_of!(kiln_tp_path, mul1) - 4usize];
+    ["Offset of field: kiln_tp_path::dim1"][::std::mem::offset_of!(kiln_tp_path, dim1) - 8usize];
+    ["Offset of field: kiln_tp_path::off2"][::std::mem::offset_of!(kiln_tp_path, off2) - 12usize];
+    ["Offset of field: kiln_tp_path::mul2"][::std::mem::offset_of!(kiln_tp_path, mul2) - 16usize];
+    ["Offset of field: kiln_tp_path::dim2"][::std::mem::offset_of!(kiln_tp_path, dim2) - 20usize];
+    ["Offset of field: kiln_tp_path::off_out"][::std::mem::offset_of!(kiln_tp_path, off_out) - 24usize];
+    ["Offset of field: kiln_tp_path::mul_out"][::std::mem::offset_of!(kiln_tp_path, mul_out) - 28usize];
+    ["Offset of field: kiln_tp_path::dim_out"][::std::mem::offset_of!(kiln_tp_path, dim_out) - 32usize];
+    ["Offset of field: kiln_tp_path::mode"][::std::mem::offset_of!(kiln_tp_path, mode) - 36usize];
+    ["Offset of field: kiln_tp_path::weight_offset"][::std::mem::offset_of!(kiln_tp_path, weight_offset) - 40usize];
+    ["Offset of field: kiln_tp_path::cg_start"][::std::mem::offset_of!(kiln_tp_path, cg_start) - 44usize];
+    ["Offset of field: kiln_tp_path::cg_count"][::std::mem::offset_of!(kiln_tp_path, cg_count) - 48usize];
+    ["Offset of field: kiln_tp_path::coef"][::std::mem::offset_of!(kiln_tp_path, coef) - 52usize];
+};
+#[doc = " A plan: paths and CG tables in device memory, row widths (host values)."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct kiln_tp_plan {
+    pub paths: *const kiln_tp_path,
+    pub n_paths: i32,
+    pub cg_ijk: *const i32,
+    pub cg_val: *const f32,
+    pub dim1: i64,
+    pub dim2: i64,
+    pub dim_out: i64,
+    pub weight_numel: i64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of kiln_tp_plan"][::std::mem::size_of::<kiln_tp_plan>() - 64usize];
+    ["Alignment of kiln_tp_plan"][::std::mem::align_of::<kiln_tp_plan>() - 8usize];
+    ["Offset of field: kiln_tp_plan::paths"][::std::mem::offset_of!(kiln_tp_plan, paths) - 0usize];
+    ["Offset of field: kiln_tp_plan::n_paths"][::std::mem::offset_of!(kiln_tp_plan, n_paths) - 8usize];
+    ["Offset of field: kiln_tp_plan::cg_ijk"][::std::mem::offset_of!(kiln_tp_plan, cg_ijk) - 16usize];
+    ["Offset of field: kiln_tp_plan::cg_val"][::std::mem::offset_of!(kiln_tp_plan, cg_val) - 24usize];
+    ["Offset of field: kiln_tp_plan::dim1"][::std::mem::offset_of!(kiln_tp_plan, dim1) - 32usize];
+    ["Offset of field: kiln_tp_plan::dim2"][::std::mem::offset_of!(kiln_tp_plan, dim2) - 40usize];
+    ["Offset of field: kiln_tp_plan::dim_out"][::std::mem::offset_of!(kiln_tp_plan, dim_out) - 48usize];
+    ["Offset of field: kiln_tp_plan::weight_numel"][::std::mem::offset_of!(kiln_tp_plan, weight_numel) - 56usize];
+};
+unsafe extern "C" {
+    #[doc = " Bytes of workspace the backward launchers need (f32 per-edge weight gradients when the\n weights are shared; 0 otherwise; -1 if the sizes are invalid)."]
+    pub fn kiln_equivariant_workspace_bytes(edges: i64, weight_numel: i64, shared_weights: i32) -> i64;
+}
+unsafe extern "C" {
+    #[doc = " Batched tensor product: out [batch, dim_out] = TP(x1 [batch, dim1], x2 [batch, dim2]; w)."]
+    pub fn kiln_equivariant_tp_fwd(
+        dtype: kiln_dtype,
+        plan: *const kiln_tp_plan,
+        x1: *const ::std::os::raw::c_void,
+        x2: *const ::std::os::raw::c_void,
+        w: *const ::std::os::raw::c_void,
+        shared_weights: i32,
+        batch: i64,
+        out: *mut ::std::os::raw::c_void,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    #[doc = " Its gradients dx1, dx2, dw (dw summed over the batch when shared) given dout."]
+    pub fn kiln_equivariant_tp_bwd(
+        dtype: kiln_dtype,
+        plan: *const kiln_tp_plan,
+        x1: *const ::std::os::raw::c_void,
+        x2: *const ::std::os::raw::c_void,
+        w: *const ::std::os::raw::c_void,
+        shared_weights: i32,
+        dout: *const ::std::os::raw::c_void,
+        batch: i64,
+        dx1: *mut ::std::os::raw::c_void,
+        dx2: *mut ::std::os::raw::c_void,
+        dw: *mut ::std::os::raw::c_void,
+        workspace: *mut ::std::os::raw::c_void,
+        workspace_bytes: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    #[doc = " Fused graph convolution, deterministic: out[n] = sum over the edges e with dst_e = n of\n TP(x[src_e], y[e]; w_e), x [nodes, dim1], y [edges, dim2], out [nodes, dim_out]. The edges\n must be sorted by dst, dst_ptr [nodes + 1] being the CSR offsets of each receiver's edges;\n each receiver sums its edges in order (no atomics, no per-edge message in memory). Indices\n are not checked on the device: 0 <= src < nodes and a valid dst_ptr are the caller's."]
+    pub fn kiln_equivariant_conv_fwd(
+        dtype: kiln_dtype,
+        plan: *const kiln_tp_plan,
+        x: *const ::std::os::raw::c_void,
+        y: *const ::std::os::raw::c_void,
+        w: *const ::std::os::raw::c_void,
+        shared_weights: i32,
+        src: *const i32,
+        dst_ptr: *const i32,
+        nodes: i64,
+        edges: i64,
+        out: *mut ::std::os::raw::c_void,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    #[doc = " Its gradients: dx [nodes, dim1] summed by sender in the order of src_perm (the edges\n stably sorted by src; src_ptr [nodes + 1] its CSR offsets), dy [edges, dim2], dw (per edge,\n or summed over the edges in edge order when shared: then the workspace is needed)."]
+    pub fn kiln_equivariant_conv_bwd(
+        dtype: kiln_dtype,
+        plan: *const kiln_tp_plan,
+        x: *const ::std::os::raw::c_void,
+        y: *const ::std::os::raw::c_void,
+        w: *const ::std::os::raw::c_void,
+        shared_weights: i32,
+        src: *const i32,
+        dst: *const i32,
+        dst_ptr: *const i32,
+        src_perm: *const i32,
+        src_ptr: *const i32,
+        dout: *const ::std::os::raw::c_void,
+        nodes: i64,
+        edges: i64,
+        dx: *mut ::std::os::raw::c_void,
+        dy: *mut ::std::os::raw::c_void,
+        dw: *mut ::std::os::raw::c_void,
+        workspace: *mut ::std::os::raw::c_void,
+        workspace_bytes: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}

@@ -404,6 +404,107 @@ kiln_status kiln_attention_alibi_bwd(kiln_dtype dtype, const void* q, const void
                                      void* dv, float* dslopes, float* dpositions, void* workspace,
                                      int64_t workspace_bytes, void* stream);
 
+/* ------------------------------------------------------------------------------------------
+ * Equivariant family (e3nn conventions, shared/REFERENCE.md section 5).
+ * Spherical harmonics: sh [n, (lmax+1)^2] = Y^0..Y^lmax of vec [n, 3] in e3nn's real basis
+ * (y is the polar axis; Y^1 = sqrt(3) (x, y, z) in component normalization), 0 <= lmax <= 4;
+ * with normalize != 0 the vector is first divided by its norm (the zero vector maps to 0 and
+ * gets a zero gradient). Backward: dvec [n, 3] = sum_d dsh[:, d] * d sh[:, d] / d vec.
+ * ---------------------------------------------------------------------------------------- */
+
+/** How each Y^l is scaled. */
+typedef enum kiln_sh_normalization {
+    /** |Y^l(unit x)|^2 = 2l + 1 (MACE, NequIP). */
+    KILN_SH_COMPONENT = 0,
+    /** |Y^l(unit x)| = 1: component / sqrt(2l + 1). */
+    KILN_SH_NORM = 1,
+    /** Unit integral of each (Y^l_m)^2 over the sphere: component / sqrt(4 pi). */
+    KILN_SH_INTEGRAL = 2
+} kiln_sh_normalization;
+
+kiln_status kiln_equivariant_sh_fwd(kiln_dtype dtype, const void* vec, int64_t n, int32_t lmax,
+                                    kiln_sh_normalization normalization, int32_t normalize, void* sh, void* stream);
+kiln_status kiln_equivariant_sh_bwd(kiln_dtype dtype, const void* vec, const void* dsh, int64_t n, int32_t lmax,
+                                    kiln_sh_normalization normalization, int32_t normalize, void* dvec,
+                                    void* stream);
+
+/*
+ * Tensor products and the graph convolution. A plan (kiln::equivariant::TpPlan in Rust) is a
+ * list of paths, each coupling block (off1, mul1, dim1 = 2 l1 + 1) of an x1 row and block
+ * (off2, mul2, dim2) of an x2 row into block (off_out, mul_out, dim_out) of an output row
+ * through its Clebsch-Gordan entries cg_ijk[c] = i | j << 8 | k << 16, cg_val[c] for
+ * cg_start <= c < cg_start + cg_count:
+ *   uvu: out[u, k] += coef * sum_v W[u, v] sum_ij C_ijk x1[u, i] x2[v, j]           (mul_out = mul1)
+ *   uvw: out[w, k] += coef * sum_uv W[u, v, w] sum_ij C_ijk x1[u, i] x2[v, j]
+ * with W the path's weights from weight_offset in a weight row (row-major (mul1, mul2) or
+ * (mul1, mul2, mul_out)). Paths, CG tables and weights are read as given: the caller builds
+ * them from a validated plan (paths inside the rows, weight ranges disjoint).
+ * Weights are one shared row [weight_numel] (shared_weights != 0) or one row per edge.
+ * Every float tensor has the storage dtype; math is f32.
+ * ---------------------------------------------------------------------------------------- */
+
+/** How the channels of a path are connected. */
+typedef enum kiln_tp_mode {
+    KILN_TP_UVU = 0,
+    KILN_TP_UVW = 1
+} kiln_tp_mode;
+
+/** One path of a plan (device memory). */
+typedef struct kiln_tp_path {
+    int32_t off1, mul1, dim1;
+    int32_t off2, mul2, dim2;
+    int32_t off_out, mul_out, dim_out;
+    /** A kiln_tp_mode. */
+    int32_t mode;
+    int32_t weight_offset;
+    int32_t cg_start, cg_count;
+    float coef;
+} kiln_tp_path;
+
+/** A plan: paths and CG tables in device memory, row widths (host values). */
+typedef struct kiln_tp_plan {
+    const kiln_tp_path* paths;
+    int32_t n_paths;
+    const int32_t* cg_ijk;
+    const float* cg_val;
+    int64_t dim1, dim2, dim_out, weight_numel;
+} kiln_tp_plan;
+
+/** Bytes of workspace the backward launchers need (f32 per-edge weight gradients when the
+ * weights are shared; 0 otherwise; -1 if the sizes are invalid). */
+int64_t kiln_equivariant_workspace_bytes(int64_t edges, int64_t weight_numel, int32_t shared_weights);
+
+/** Batched tensor product: out [batch, dim_out] = TP(x1 [batch, dim1], x2 [batch, dim2]; w). */
+kiln_status kiln_equivariant_tp_fwd(kiln_dtype dtype, const kiln_tp_plan* plan, const void* x1, const void* x2,
+                                    const void* w, int32_t shared_weights, int64_t batch, void* out, void* stream);
+/** Its gradients dx1, dx2, dw (dw summed over the batch when shared) given dout. */
+kiln_status kiln_equivariant_tp_bwd(kiln_dtype dtype, const kiln_tp_plan* plan, const void* x1, const void* x2,
+                                    const void* w, int32_t shared_weights, const void* dout, int64_t batch,
+                                    void* dx1, void* dx2, void* dw, void* workspace, int64_t workspace_bytes,
+                                    void* stream);
+
+/**
+ * Fused graph convolution, deterministic: out[n] = sum over the edges e with dst_e = n of
+ * TP(x[src_e], y[e]; w_e), x [nodes, dim1], y [edges, dim2], out [nodes, dim_out]. The edges
+ * must be sorted by dst, dst_ptr [nodes + 1] being the CSR offsets of each receiver's edges;
+ * each receiver sums its edges in order (no atomics, no per-edge message in memory). Indices
+ * are not checked on the device: 0 <= src < nodes and a valid dst_ptr are the caller's.
+ */
+kiln_status kiln_equivariant_conv_fwd(kiln_dtype dtype, const kiln_tp_plan* plan, const void* x, const void* y,
+                                      const void* w, int32_t shared_weights, const int32_t* src,
+                                      const int32_t* dst_ptr, int64_t nodes, int64_t edges, void* out,
+                                      void* stream);
+/**
+ * Its gradients: dx [nodes, dim1] summed by sender in the order of src_perm (the edges
+ * stably sorted by src; src_ptr [nodes + 1] its CSR offsets), dy [edges, dim2], dw (per edge,
+ * or summed over the edges in edge order when shared: then the workspace is needed).
+ */
+kiln_status kiln_equivariant_conv_bwd(kiln_dtype dtype, const kiln_tp_plan* plan, const void* x, const void* y,
+                                      const void* w, int32_t shared_weights, const int32_t* src, const int32_t* dst,
+                                      const int32_t* dst_ptr, const int32_t* src_perm, const int32_t* src_ptr,
+                                      const void* dout, int64_t nodes, int64_t edges, void* dx, void* dy, void* dw,
+                                      void* workspace, int64_t workspace_bytes, void* stream);
+
 #ifdef __cplusplus
 }
 #endif

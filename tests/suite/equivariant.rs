@@ -6,14 +6,15 @@
 //! finite differences for every gradient, conv = TP then scatter-sum, exact symmetry), and bad
 //! input.
 
-use crate::common::rng;
-use kiln::Error;
+use crate::common::{kernel_devices, rng};
+use kiln::equivariant;
 use kiln::equivariant::irreps::Sorted;
 use kiln::equivariant::wigner::{rotation_matrix, rotation_vector, so3_generators, wigner_d_of_vector};
 use kiln::equivariant::{
     Irrep, IrrepNormalization, Irreps, IrrepsError, LMAX, Mode, Parity, PathNormalization, Sh, ShNormalization, TpPlan,
     cpu, sh_dim, wigner_3j, wigner_d,
 };
+use kiln::{DType, Device, Error, Tensor};
 use rand::Rng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -875,4 +876,283 @@ fn hessian_bad_input() {
     assert!(matches!(h(&ef[1..], &nf, &[0, 1], &[1, 2], &[3]), Err(Error::Shape { arg: "edge_feat", .. })));
     let r = cpu::hessian_backward(&ef, &nf, &[0, 1], &[1, 2], &[3], &[0.0; 80]);
     assert!(matches!(r, Err(Error::Shape { arg: "dhessian", .. })));
+}
+
+/// The kernels' straight-line recursion is generated from the reference's table.
+#[test]
+fn sh_kernel_recursion_is_current() {
+    let want = kiln::equivariant::ShTable::new(LMAX).unwrap().cuda_source();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/kernels/equivariant/sh_poly.cuh");
+    if std::env::var_os("BLESS").is_some() {
+        std::fs::write(path, &want).unwrap();
+    }
+    let got = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(got == want, "{path} is stale: rerun this test with BLESS=1");
+}
+
+// ---------------------------------------------------------------------------------------
+// Kernels against the reference (the emulator in checked mode; the GPU when there is one)
+
+/// Storage rounding of each dtype (DESIGN.md): rtol, atol.
+fn storage_tol(dtype: DType) -> (f64, f64) {
+    match dtype {
+        DType::F16 => (1e-3, 1e-5),
+        DType::BF16 => (1.6e-2, 1e-5),
+        _ => (1.3e-6, 1e-5),
+    }
+}
+
+/// f32 math error of a value built from terms of size `scale`: a few ulps of the terms.
+const F32_TERM_EPS: f64 = 8.0 * f32::EPSILON as f64;
+
+fn random_vectors(rng: &mut StdRng, n: usize) -> Vec<f64> {
+    // Norms from 0.5 to 2, a zero vector when there is room for one.
+    let mut v = Vec::with_capacity(3 * n);
+    for i in 0..n {
+        let d = randn(rng, 3);
+        let r = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
+        let target = if i == 5 { 0.0 } else { rng.random_range(0.5..2.0) };
+        v.extend(d.iter().map(|a| a / r * target));
+    }
+    v
+}
+
+#[test]
+fn spherical_harmonics_kernels_match_reference() {
+    let mut rng = rng();
+    for device in kernel_devices() {
+        for dtype in DType::FLOATS {
+            for (n, lmax, normalization, normalize) in [
+                (1, 4, ShNormalization::Component, true),
+                (37, 4, ShNormalization::Integral, false),
+                (300, 3, ShNormalization::Norm, true),
+                (130, 2, ShNormalization::Component, false),
+                (9, 1, ShNormalization::Integral, true),
+                (3, 0, ShNormalization::Norm, false),
+            ] {
+                let s = Sh { lmax, normalization, normalize };
+                let d = sh_dim(lmax);
+                let vec = Tensor::from_f64(&random_vectors(&mut rng, n), &[n, 3], dtype).unwrap();
+                let dsh = Tensor::from_f64(&randn(&mut rng, n * d), &[n, d], dtype).unwrap();
+                let (v64, g64) = (vec.to_f64_vec().unwrap(), dsh.to_f64_vec().unwrap());
+                let want_y = s.forward(&v64).unwrap();
+                let want_dx = s.backward(&v64, &g64).unwrap();
+                let (dv, dd) = (vec.to_device(&device).unwrap(), dsh.to_device(&device).unwrap());
+                let y = equivariant::spherical_harmonics(&s, &dv).unwrap();
+                let dx = equivariant::spherical_harmonics_backward(&s, &dv, &dd).unwrap();
+                assert_eq!((y.shape(), y.dtype()), (&[n, d][..], dtype));
+                assert_eq!((dx.shape(), dx.dtype()), (&[n, 3][..], dtype));
+                let (y, dx) = (y.to_f64_vec().unwrap(), dx.to_f64_vec().unwrap());
+                let (rtol, atol) = storage_tol(dtype);
+                let ls: Vec<usize> = (0..=lmax as usize).flat_map(|l| std::iter::repeat_n(l, 2 * l + 1)).collect();
+                for i in 0..n {
+                    let r =
+                        if normalize { 1.0 } else { v64[3 * i..3 * i + 3].iter().map(|a| a * a).sum::<f64>().sqrt() };
+                    let big = r.max(1.0);
+                    let what =
+                        format!("{device} {dtype} n={n} lmax={lmax} {normalization} normalize={normalize} row {i}");
+                    for (k, &l) in ls.iter().enumerate() {
+                        let (g, w) = (y[i * d + k], want_y[i * d + k]);
+                        let tol =
+                            atol + rtol * w.abs() + F32_TERM_EPS * ((2 * l + 1) as f64).sqrt() * big.powi(l as i32);
+                        assert!((g - w).abs() <= tol, "Y {what} [{k}]: {g} vs {w}");
+                    }
+                    // Each dx term is at most ‖dsh_d‖·(l+1)·√(2l+1)·max(r, 1)^l / min(r, 1).
+                    let terms: f64 = ls
+                        .iter()
+                        .enumerate()
+                        .map(|(k, &l)| {
+                            g64[i * d + k].abs() * ((l + 1) as f64) * ((2 * l + 1) as f64).sqrt() * big.powi(l as i32)
+                        })
+                        .sum::<f64>()
+                        / r.clamp(1e-30, 1.0);
+                    for a in 0..3 {
+                        let (g, w) = (dx[3 * i + a], want_dx[3 * i + a]);
+                        let tol = atol + rtol * w.abs() + F32_TERM_EPS * terms;
+                        assert!((g - w).abs() <= tol, "dvec {what} [{a}]: {g} vs {w} (tol {tol})");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn spherical_harmonics_kernels_bad_input() {
+    for device in std::iter::once(Device::Cpu).chain(kernel_devices()) {
+        let s = Sh { lmax: 2, normalization: ShNormalization::Component, normalize: true };
+        let on = |t: Tensor| t.to_device(&device).unwrap();
+        let vec = on(Tensor::from_f64(&[1.0, 2.0, 3.0, 0.5, 0.0, -1.0], &[2, 3], DType::F32).unwrap());
+        let bad_shape = on(Tensor::from_f64(&[1.0; 8], &[2, 4], DType::F32).unwrap());
+        let ints = on(Tensor::from_vec(vec![1i32; 6], &[2, 3]).unwrap());
+        let too_high = Sh { lmax: 5, ..s };
+        assert!(matches!(equivariant::spherical_harmonics(&s, &bad_shape), Err(Error::Shape { arg: "vec", .. })));
+        assert!(matches!(equivariant::spherical_harmonics(&s, &ints), Err(Error::DType { arg: "vec", .. })));
+        assert!(matches!(
+            equivariant::spherical_harmonics(&too_high, &vec),
+            Err(Error::InvalidValue { arg: "lmax", .. })
+        ));
+        let dsh = on(Tensor::from_f64(&[0.5; 18], &[2, 9], DType::F32).unwrap());
+        assert!(equivariant::spherical_harmonics_backward(&s, &vec, &dsh).is_ok());
+        let short = on(Tensor::from_f64(&[0.5; 8], &[2, 4], DType::F32).unwrap());
+        assert!(matches!(
+            equivariant::spherical_harmonics_backward(&s, &vec, &short),
+            Err(Error::Shape { arg: "dsh", .. })
+        ));
+        let half = on(Tensor::from_f64(&[0.5; 18], &[2, 9], DType::F16).unwrap());
+        assert!(matches!(
+            equivariant::spherical_harmonics_backward(&s, &vec, &half),
+            Err(Error::DType { arg: "dsh", .. })
+        ));
+        if device.is_emu() || device.is_cuda() {
+            let host = Tensor::from_f64(&[0.5; 18], &[2, 9], DType::F32).unwrap();
+            let r = equivariant::spherical_harmonics_backward(&s, &vec, &host);
+            assert!(matches!(r, Err(Error::Device { arg: "dsh", .. })), "{r:?}");
+        }
+    }
+}
+
+/// The plan with |C|: its outputs on |inputs| bound the magnitude of the terms each output
+/// element sums, which is what f32 rounding error scales with.
+fn abs_plan(plan: &TpPlan) -> TpPlan {
+    let mut p = plan.clone();
+    for ins in &mut p.instructions {
+        for c in &mut ins.cg {
+            c.3 = c.3.abs();
+        }
+    }
+    p
+}
+
+fn abs(v: &[f64]) -> Vec<f64> {
+    v.iter().map(|a| a.abs()).collect()
+}
+
+/// Every element of `got` within storage rounding of `want` plus f32 error on terms of size
+/// `mag` (sums of up to a few hundred products: 32 ulps).
+fn assert_device_close(got: &Tensor, want: &[f64], mag: &[f64], what: &str) {
+    let (rtol, atol) = storage_tol(got.dtype());
+    let got = got.to_f64_vec().unwrap();
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, ((g, w), m)) in got.iter().zip(want).zip(mag).enumerate() {
+        let tol = atol + rtol * w.abs() + 32.0 * f32::EPSILON as f64 * m;
+        assert!((g - w).abs() <= tol, "{what}[{i}]: {g} vs {w} (tol {tol})");
+    }
+}
+
+/// A random graph with its edges sorted by receiver; node 0 receives nothing and the last node
+/// sends nothing.
+fn sorted_graph(rng: &mut StdRng, nodes: usize, edges: usize) -> (Vec<i32>, Vec<i32>) {
+    let mut pairs: Vec<(i32, i32)> =
+        (0..edges).map(|_| (rng.random_range(0..nodes as i32 - 1), rng.random_range(1..nodes as i32))).collect();
+    pairs.sort_by_key(|p| p.1);
+    pairs.into_iter().unzip()
+}
+
+fn round(v: &[f64], shape: &[usize], dtype: DType) -> Tensor {
+    Tensor::from_f64(v, shape, dtype).unwrap()
+}
+
+#[test]
+fn tensor_product_and_convolution_kernels_match_reference() {
+    let mut rng = rng();
+    for device in kernel_devices() {
+        for dtype in DType::FLOATS {
+            for plan in fd_plans() {
+                let aplan = abs_plan(&plan);
+                let (d1, d2, dk, nw) =
+                    (plan.irreps_in1.dim(), plan.irreps_in2.dim(), plan.irreps_out.dim(), plan.weight_numel);
+                for shared in [true, false] {
+                    for graph in [false, true] {
+                        let (nodes, edges) = if graph { (6, 17) } else { (5, 5) };
+                        let x = round(&randn(&mut rng, nodes * d1), &[nodes, d1], dtype);
+                        let y = round(&randn(&mut rng, edges * d2), &[edges, d2], dtype);
+                        let wshape: Vec<usize> = if shared { vec![nw] } else { vec![edges, nw] };
+                        let w = round(&randn(&mut rng, wshape.iter().product()), &wshape, dtype);
+                        let dout = round(&randn(&mut rng, nodes * dk), &[nodes, dk], dtype);
+                        let (xv, yv, wv, gv) = (
+                            x.to_f64_vec().unwrap(),
+                            y.to_f64_vec().unwrap(),
+                            w.to_f64_vec().unwrap(),
+                            dout.to_f64_vec().unwrap(),
+                        );
+                        let on = |t: &Tensor| t.to_device(&device).unwrap();
+                        let (dx, dy, dw, dg) = (on(&x), on(&y), on(&w), on(&dout));
+                        let what = format!("{device} {dtype} {} shared={shared} graph={graph}", plan.irreps_out);
+                        let (out, grads, want, want_g, mag, mag_g) = if graph {
+                            let (src, dst) = sorted_graph(&mut rng, nodes, edges);
+                            let (s64, d64): (Vec<i64>, Vec<i64>) =
+                                (src.iter().map(|&v| v as i64).collect(), dst.iter().map(|&v| v as i64).collect());
+                            let st = on(&Tensor::from_vec(src, &[edges]).unwrap());
+                            let dt = on(&Tensor::from_vec(dst, &[edges]).unwrap());
+                            (
+                                equivariant::conv(&plan, &dx, &dy, &dw, &st, &dt).unwrap(),
+                                equivariant::conv_backward(&plan, (&dx, &dy, &dw), &st, &dt, &dg).unwrap(),
+                                cpu::conv_forward(&plan, &xv, &yv, &wv, &s64, &d64).unwrap(),
+                                cpu::conv_backward(&plan, &xv, &yv, &wv, &s64, &d64, &gv).unwrap(),
+                                cpu::conv_forward(&aplan, &abs(&xv), &abs(&yv), &abs(&wv), &s64, &d64).unwrap(),
+                                cpu::conv_backward(&aplan, &abs(&xv), &abs(&yv), &abs(&wv), &s64, &d64, &abs(&gv))
+                                    .unwrap(),
+                            )
+                        } else {
+                            (
+                                equivariant::tensor_product(&plan, &dx, &dy, &dw).unwrap(),
+                                equivariant::tensor_product_backward(&plan, &dx, &dy, &dw, &dg).unwrap(),
+                                cpu::tp_forward(&plan, &xv, &yv, &wv, nodes).unwrap(),
+                                cpu::tp_backward(&plan, &xv, &yv, &wv, &gv, nodes).unwrap(),
+                                cpu::tp_forward(&aplan, &abs(&xv), &abs(&yv), &abs(&wv), nodes).unwrap(),
+                                cpu::tp_backward(&aplan, &abs(&xv), &abs(&yv), &abs(&wv), &abs(&gv), nodes).unwrap(),
+                            )
+                        };
+                        assert_eq!(out.shape(), &[nodes, dk]);
+                        assert_device_close(&out, &want, &mag, &format!("out {what}"));
+                        assert_device_close(&grads.dx1, &want_g.dx1, &mag_g.dx1, &format!("dx {what}"));
+                        assert_device_close(&grads.dx2, &want_g.dx2, &mag_g.dx2, &format!("dy {what}"));
+                        assert_device_close(&grads.dw, &want_g.dw, &mag_g.dw, &format!("dw {what}"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn convolution_bad_input_on_every_device() {
+    let plan = fd_plans().remove(0);
+    let (d1, d2, dk, nw) = (plan.irreps_in1.dim(), plan.irreps_in2.dim(), plan.irreps_out.dim(), plan.weight_numel);
+    for device in std::iter::once(Device::Cpu).chain(kernel_devices()) {
+        let on = |t: Tensor| t.to_device(&device).unwrap();
+        let f = |shape: &[usize]| on(Tensor::from_f64(&vec![0.25; shape.iter().product()], shape, DType::F32).unwrap());
+        let idx = |v: Vec<i32>| on(Tensor::from_vec(v.clone(), &[v.len()]).unwrap());
+        let (x, y, w) = (f(&[3, d1]), f(&[4, d2]), f(&[nw]));
+        let (src, dst) = (idx(vec![0, 1, 2, 2]), idx(vec![0, 0, 1, 2]));
+        assert!(equivariant::conv(&plan, &x, &y, &w, &src, &dst).is_ok());
+        let err = |r: kiln::Result<Tensor>| r.expect_err("bad input");
+        // Unsorted edges (deterministic mode), indices out of range, wrong index dtype.
+        let e = err(equivariant::conv(&plan, &x, &y, &w, &src, &idx(vec![0, 1, 0, 2])));
+        assert!(matches!(e, Error::InvalidValue { arg: "dst", .. }), "{e}");
+        let e = err(equivariant::conv(&plan, &x, &y, &w, &idx(vec![0, 1, 3, 2]), &dst));
+        assert!(matches!(e, Error::InvalidValue { arg: "src", .. }), "{e}");
+        let e = err(equivariant::conv(&plan, &x, &y, &w, &src, &idx(vec![0, 0, 1, -1])));
+        assert!(matches!(e, Error::InvalidValue { arg: "dst", .. }), "{e}");
+        let e = err(equivariant::conv(&plan, &x, &y, &w, &f(&[4]), &dst));
+        assert!(matches!(e, Error::DType { arg: "src", .. }), "{e}");
+        let e = err(equivariant::conv(&plan, &x, &y, &w, &idx(vec![0, 1, 2]), &dst));
+        assert!(matches!(e, Error::Shape { arg: "src", .. }), "{e}");
+        // Irreps that do not match the data.
+        let e = err(equivariant::conv(&plan, &f(&[3, d1 + 1]), &y, &w, &src, &dst));
+        assert!(matches!(e, Error::Shape { arg: "x", .. }), "{e}");
+        let e = err(equivariant::conv(&plan, &x, &f(&[4, d2 - 1]), &w, &src, &dst));
+        assert!(matches!(e, Error::Shape { arg: "y", .. }), "{e}");
+        let e = err(equivariant::conv(&plan, &x, &y, &f(&[3, nw]), &src, &dst));
+        assert!(matches!(e, Error::Shape { arg: "w", .. }), "{e}");
+        let half = on(Tensor::from_f64(&vec![0.25; 4 * d2], &[4, d2], DType::F16).unwrap());
+        let e = err(equivariant::conv(&plan, &x, &half, &w, &src, &dst));
+        assert!(matches!(e, Error::DType { arg: "y", .. }), "{e}");
+        let g = equivariant::conv_backward(&plan, (&x, &y, &w), &src, &dst, &f(&[3, dk + 1]));
+        assert!(matches!(g, Err(Error::Shape { arg: "dout", .. })), "{g:?}");
+        // The batched product: one x2 row per x1 row.
+        let e = err(equivariant::tensor_product(&plan, &x, &f(&[4, d2]), &w));
+        assert!(matches!(e, Error::Shape { arg: "x2", .. }), "{e}");
+    }
 }

@@ -26,7 +26,7 @@ fn no_kernel_spills_or_has_a_stack_frame() {
         return;
     }
     let kernels = parse_ptxas_report(build_info::PTXAS_REPORT);
-    for family in ["activation", "glu", "padding", "norm", "attention"] {
+    for family in ["activation", "glu", "padding", "norm", "attention", "equivariant"] {
         let ours: Vec<_> = kernels.iter().filter(|k| k.name.contains(family)).collect();
         assert!(!ours.is_empty(), "no {family} kernel in the ptxas report");
         let bad: Vec<_> =

@@ -1,0 +1,691 @@
+// Equivariant family (e3nn conventions, shared/REFERENCE.md §5): real spherical harmonics
+// Y^0..Y^lmax (lmax ≤ 4) of vectors and their gradient with respect to the vector.
+//
+//   u = x / ‖x‖ (when normalizing; the zero vector maps to 0 with a zero gradient), else u = x
+//   Y^0 = 1, Y^l_i = Σ c·Y^{l−1}_j·u_k (equivariant/sh_poly.cuh, generated from the Rust
+//   reference's table), each Y^l scaled by its normalization (1, 1/√(2l+1) or 1/√(4π))
+//   backward: reverse mode through the same recursion, then through u = x/‖x‖:
+//   dx = (g − u (u·g)) / ‖x‖.
+//
+// Tensor products and the graph convolution (plans from kiln::equivariant::TpPlan; the
+// Clebsch-Gordan entries of each path come in a sparse (i, j, k, value) table):
+//
+//   uvu: out[u, k] += coef · Σ_v W[u, v] Σ_ij C_ijk x1[u, i] x2[v, j]
+//   uvw: out[w, k] += coef · Σ_uv W[u, v, w] Σ_ij C_ijk x1[u, i] x2[v, j]
+//   conv: out[n] = Σ_{e: dst_e = n} TP(x[src_e], y[e]; w_e) with the edges sorted by dst
+//   (CSR row offsets dst_ptr): one warp per receiver, each lane owns output elements and sums
+//   its edges in order, so there are no atomics and no per-edge message in memory, and the
+//   result is deterministic. The batched tensor product is the graph with edge n = node n.
+//   backward: dx by sender (edges permuted by src, CSR src_ptr), dy and dw per edge (a warp
+//   per edge); shared weights reduce the per-edge dw of the workspace in edge order.
+// This first version filters each path's CG entries per element instead of grouping them,
+// and reads its operands from global memory (L1/L2) each time: correct and deterministic, not
+// yet tuned.
+//
+// Layout of this file: launch constants, the spherical-harmonics kernels, the tensor-product
+// kernels, validation and the C ABI.
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <initializer_list>
+#include <type_traits>
+#include <utility>
+
+#include "common/dtype.cuh"
+#include "common/launch.cuh"
+#include "common/vec.cuh"
+#include "equivariant/sh_poly.cuh"
+#include "kiln.h"
+
+namespace kiln::equivariant {
+
+// ------------------------------------------------------------------------------------------
+// Launch constants
+// ------------------------------------------------------------------------------------------
+
+// The largest degree: the generated recursion stops at 4.
+constexpr int kShLmax = 4;
+
+// One thread per vector: a vector is 3 loads and up to 25 stores, and the degree-4 backward
+// keeps 50 floats of Y and G in registers, so blocks stay small (4 warps) for occupancy.
+constexpr int kShThreads = 128;
+
+// Grid cap of the grid-stride loops: a few full waves on an H100 (132 SMs).
+constexpr int64_t kMaxGridBlocks = int64_t(1) << 15;
+
+constexpr double kPi = 3.14159265358979323846;
+
+// The scale of each Y^l (index l), from the normalization.
+struct ShScale {
+    float s[kShLmax + 1];
+};
+
+// ------------------------------------------------------------------------------------------
+// Spherical harmonics
+// ------------------------------------------------------------------------------------------
+
+// Y[0..(L+1)²) at (x, y, z), component normalization.
+template <int L>
+__device__ __forceinline__ void sh_all(float* Y, float x, float y, float z) {
+    if constexpr (L == 0) {
+        Y[0] = 1.0f;
+    } else {
+        sh_all<L - 1>(Y, x, y, z);
+        sh_step<L>(Y, x, y, z);
+    }
+}
+
+// G of Y^L..Y^1 carried back into G of Y^0 (unused) and g = ∂/∂(x, y, z).
+template <int L>
+__device__ __forceinline__ void sh_adjoint_all(const float* Y, float* G, float* g, float x, float y, float z) {
+    if constexpr (L > 0) {
+        sh_step_adjoint<L>(Y, G, g, x, y, z);
+        sh_adjoint_all<L - 1>(Y, G, g, x, y, z);
+    }
+}
+
+// The evaluation point of vector (x, y, z): itself, or x/‖x‖ with inv_r = 1/‖x‖ (0 for the
+// zero vector, which maps to 0).
+struct ShPoint {
+    float x, y, z, inv_r;
+};
+
+__device__ __forceinline__ ShPoint sh_point(float x, float y, float z, bool normalize) {
+    if (!normalize) return ShPoint{x, y, z, 1.0f};
+    const float r = sqrtf(x * x + y * y + z * z);
+    const float inv = r > 0.0f ? 1.0f / r : 0.0f;
+    return ShPoint{x * inv, y * inv, z * inv, inv};
+}
+
+// sh[i, :] = scaled Y^0..Y^L of vec[i] (vec: [n, 3]; sh: [n, (L+1)²]). Reads 3 and writes
+// (L+1)² elements per vector.
+template <typename T, int L>
+__global__ void __launch_bounds__(kShThreads)
+    sh_fwd_kernel(const T* __restrict__ vec, int64_t n, ShScale scale, int normalize, T* __restrict__ sh) {
+    constexpr int kD = (L + 1) * (L + 1);
+    const int64_t stride = int64_t(gridDim.x) * kShThreads;
+    for (int64_t i = int64_t(blockIdx.x) * kShThreads + threadIdx.x; i < n; i += stride) {
+        const ShPoint p =
+            sh_point(to_float(vec[3 * i]), to_float(vec[3 * i + 1]), to_float(vec[3 * i + 2]), normalize != 0);
+        float Y[kD];
+        sh_all<L>(Y, p.x, p.y, p.z);
+        T* row = sh + i * kD;
+#pragma unroll
+        for (int l = 0; l <= L; ++l) {
+#pragma unroll
+            for (int m = 0; m < 2 * l + 1; ++m) row[l * l + m] = from_float<T>(Y[l * l + m] * scale.s[l]);
+        }
+    }
+}
+
+// dvec[i] = Σ_d dsh[i, d]·∂sh[i, d]/∂vec[i] (vec, dvec: [n, 3]; dsh: [n, (L+1)²]). Reads
+// 3 + (L+1)² and writes 3 elements per vector.
+template <typename T, int L>
+__global__ void __launch_bounds__(kShThreads)
+    sh_bwd_kernel(const T* __restrict__ vec, const T* __restrict__ dsh, int64_t n, ShScale scale, int normalize,
+                  T* __restrict__ dvec) {
+    constexpr int kD = (L + 1) * (L + 1);
+    const int64_t stride = int64_t(gridDim.x) * kShThreads;
+    for (int64_t i = int64_t(blockIdx.x) * kShThreads + threadIdx.x; i < n; i += stride) {
+        const ShPoint p =
+            sh_point(to_float(vec[3 * i]), to_float(vec[3 * i + 1]), to_float(vec[3 * i + 2]), normalize != 0);
+        float Y[kD];
+        float G[kD];
+        sh_all<L>(Y, p.x, p.y, p.z);
+        const T* grow = dsh + i * kD;
+#pragma unroll
+        for (int l = 0; l <= L; ++l) {
+#pragma unroll
+            for (int m = 0; m < 2 * l + 1; ++m) G[l * l + m] = to_float(grow[l * l + m]) * scale.s[l];
+        }
+        float g[3] = {0.0f, 0.0f, 0.0f};
+        sh_adjoint_all<L>(Y, G, g, p.x, p.y, p.z);
+        if (normalize != 0) {
+            // Through u = x/‖x‖: (I − u uᵀ)/‖x‖ is symmetric.
+            const float dot = g[0] * p.x + g[1] * p.y + g[2] * p.z;
+#pragma unroll
+            for (int a = 0; a < 3; ++a) g[a] = (g[a] - (a == 0 ? p.x : a == 1 ? p.y : p.z) * dot) * p.inv_r;
+        }
+#pragma unroll
+        for (int a = 0; a < 3; ++a) dvec[3 * i + a] = from_float<T>(g[a]);
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Tensor products and the convolution
+// ------------------------------------------------------------------------------------------
+
+// One warp per row (receiver, sender or edge); 4 warps per block.
+constexpr int kTpThreads = 128;
+constexpr int kTpWarps = kTpThreads / 32;
+// With the thread count alone ptxas capped these loops at 48 registers and spilled; one block
+// per SM as the stated minimum lets them take the 56-89 they need (no spills, ≥ 5 blocks an SM).
+constexpr int kTpMinBlocks = 1;
+
+// A path's CG entry: (i, j, k) packed as i | j << 8 | k << 16 (2l+1 ≤ 9 each).
+__device__ __forceinline__ void unpack_ijk(int32_t ijk, int& i, int& j, int& k) {
+    i = ijk & 0xff;
+    j = (ijk >> 8) & 0xff;
+    k = (ijk >> 16) & 0xff;
+}
+
+// The graph: edges sorted by dst (dst_ptr: CSR offsets of each receiver), with src for the
+// forward; for the backward also dst per edge and the edges permuted by src (src_perm, CSR
+// src_ptr). All NULL: the batched tensor product (edge n joins node n to itself).
+struct Graph {
+    const int32_t* src;       // [edges]
+    const int32_t* dst;       // [edges]
+    const int32_t* dst_ptr;   // [nodes + 1]
+    const int32_t* src_perm;  // [edges]
+    const int32_t* src_ptr;   // [nodes + 1]
+};
+
+// out[n, o] for the rows n of this warp, lane-strided over o (x: [nodes, dim1]; y: [edges,
+// dim2]; w: [weight_numel] or [edges, weight_numel]; out: [nodes, dim_out]).
+template <typename T>
+__global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
+    tp_fwd_kernel(kiln_tp_plan plan, const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ w,
+                  int shared_weights, Graph g, int64_t nodes, T* __restrict__ out) {
+    const int lane = threadIdx.x % 32;
+    const int64_t warps = int64_t(gridDim.x) * kTpWarps;
+    for (int64_t n = int64_t(blockIdx.x) * kTpWarps + threadIdx.x / 32; n < nodes; n += warps) {
+        const int64_t e0 = g.dst_ptr != nullptr ? g.dst_ptr[n] : n;
+        const int64_t e1 = g.dst_ptr != nullptr ? g.dst_ptr[n + 1] : n + 1;
+        for (int64_t o = lane; o < plan.dim_out; o += 32) {
+            float acc = 0.0f;
+            for (int64_t e = e0; e < e1; ++e) {
+                const int64_t s = g.src != nullptr ? g.src[e] : e;
+                const T* x1 = x + s * plan.dim1;
+                const T* x2 = y + e * plan.dim2;
+                const T* we = w + (shared_weights != 0 ? 0 : e * plan.weight_numel);
+                for (int p = 0; p < plan.n_paths; ++p) {
+                    const kiln_tp_path& P = plan.paths[p];
+                    const int64_t rel64 = o - P.off_out;
+                    if (rel64 < 0 || rel64 >= int64_t(P.mul_out) * P.dim_out) continue;
+                    const int rel = static_cast<int>(rel64);  // 32-bit: 64-bit division is a call
+                    const int wo = static_cast<int>(rel / P.dim_out);
+                    const int k = static_cast<int>(rel % P.dim_out);
+                    float pacc = 0.0f;
+                    for (int c = P.cg_start; c < P.cg_start + P.cg_count; ++c) {
+                        int i, j, kk;
+                        unpack_ijk(plan.cg_ijk[c], i, j, kk);
+                        if (kk != k) continue;
+                        const float cv = plan.cg_val[c];
+                        if (P.mode == KILN_TP_UVU) {
+                            float sv = 0.0f;
+                            for (int v = 0; v < P.mul2; ++v) {
+                                sv += to_float(we[P.weight_offset + wo * P.mul2 + v]) *
+                                      to_float(x2[P.off2 + v * P.dim2 + j]);
+                            }
+                            pacc += cv * to_float(x1[P.off1 + wo * P.dim1 + i]) * sv;
+                        } else {
+                            for (int u = 0; u < P.mul1; ++u) {
+                                float sv = 0.0f;
+                                for (int v = 0; v < P.mul2; ++v) {
+                                    sv += to_float(we[P.weight_offset + (u * P.mul2 + v) * P.mul_out + wo]) *
+                                          to_float(x2[P.off2 + v * P.dim2 + j]);
+                                }
+                                pacc += cv * to_float(x1[P.off1 + u * P.dim1 + i]) * sv;
+                            }
+                        }
+                    }
+                    acc += P.coef * pacc;
+                }
+            }
+            out[n * plan.dim_out + o] = from_float<T>(acc);
+        }
+    }
+}
+
+// dx[n, q] = Σ over the edges e with src_e = n of ∂⟨dout[dst_e], TP(x[n], y[e])⟩/∂x[n, q], for
+// the rows n of this warp, lane-strided over q (dx: [nodes, dim1]).
+template <typename T>
+__global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
+    tp_bwd_dx1_kernel(kiln_tp_plan plan, const T* __restrict__ y, const T* __restrict__ w, int shared_weights, Graph g,
+                      const T* __restrict__ dout, int64_t nodes, T* __restrict__ dx) {
+    const int lane = threadIdx.x % 32;
+    const int64_t warps = int64_t(gridDim.x) * kTpWarps;
+    for (int64_t n = int64_t(blockIdx.x) * kTpWarps + threadIdx.x / 32; n < nodes; n += warps) {
+        const int64_t t0 = g.src_ptr != nullptr ? g.src_ptr[n] : n;
+        const int64_t t1 = g.src_ptr != nullptr ? g.src_ptr[n + 1] : n + 1;
+        for (int64_t q = lane; q < plan.dim1; q += 32) {
+            float acc = 0.0f;
+            for (int64_t t = t0; t < t1; ++t) {
+                const int64_t e = g.src_perm != nullptr ? g.src_perm[t] : t;
+                const int64_t d = g.dst != nullptr ? g.dst[e] : e;
+                const T* x2 = y + e * plan.dim2;
+                const T* we = w + (shared_weights != 0 ? 0 : e * plan.weight_numel);
+                const T* go = dout + d * plan.dim_out;
+                for (int p = 0; p < plan.n_paths; ++p) {
+                    const kiln_tp_path& P = plan.paths[p];
+                    const int64_t rel64 = q - P.off1;
+                    if (rel64 < 0 || rel64 >= int64_t(P.mul1) * P.dim1) continue;
+                    const int rel = static_cast<int>(rel64);  // 32-bit: 64-bit division is a call
+                    const int u = static_cast<int>(rel / P.dim1);
+                    const int i = static_cast<int>(rel % P.dim1);
+                    float pacc = 0.0f;
+                    for (int c = P.cg_start; c < P.cg_start + P.cg_count; ++c) {
+                        int ii, j, k;
+                        unpack_ijk(plan.cg_ijk[c], ii, j, k);
+                        if (ii != i) continue;
+                        const float cv = plan.cg_val[c];
+                        for (int v = 0; v < P.mul2; ++v) {
+                            const float b = to_float(x2[P.off2 + v * P.dim2 + j]);
+                            if (P.mode == KILN_TP_UVU) {
+                                pacc += cv * b * to_float(we[P.weight_offset + u * P.mul2 + v]) *
+                                        to_float(go[P.off_out + u * P.dim_out + k]);
+                            } else {
+                                float sw = 0.0f;
+                                for (int wo = 0; wo < P.mul_out; ++wo) {
+                                    sw += to_float(we[P.weight_offset + (u * P.mul2 + v) * P.mul_out + wo]) *
+                                          to_float(go[P.off_out + wo * P.dim_out + k]);
+                                }
+                                pacc += cv * b * sw;
+                            }
+                        }
+                    }
+                    acc += P.coef * pacc;
+                }
+            }
+            dx[n * plan.dim1 + q] = from_float<T>(acc);
+        }
+    }
+}
+
+// Per edge e (a warp each): dy[e] and the edge's weight gradient dw_edge[e] (dy: [edges, dim2];
+// dw_edge: [edges, weight_numel], the caller's dw or, with shared weights, the f32 workspace).
+template <typename T, typename W>
+__global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
+    tp_bwd_edge_kernel(kiln_tp_plan plan, const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ w,
+                       int shared_weights, Graph g, const T* __restrict__ dout, int64_t edges, T* __restrict__ dy,
+                       W* __restrict__ dw_edge) {
+    const int lane = threadIdx.x % 32;
+    const int64_t warps = int64_t(gridDim.x) * kTpWarps;
+    for (int64_t e = int64_t(blockIdx.x) * kTpWarps + threadIdx.x / 32; e < edges; e += warps) {
+        const int64_t s = g.src != nullptr ? g.src[e] : e;
+        const int64_t d = g.dst != nullptr ? g.dst[e] : e;
+        const T* x1 = x + s * plan.dim1;
+        const T* x2 = y + e * plan.dim2;
+        const T* we = w + (shared_weights != 0 ? 0 : e * plan.weight_numel);
+        const T* go = dout + d * plan.dim_out;
+        for (int64_t q = lane; q < plan.dim2; q += 32) {
+            float acc = 0.0f;
+            for (int p = 0; p < plan.n_paths; ++p) {
+                const kiln_tp_path& P = plan.paths[p];
+                const int64_t rel64 = q - P.off2;
+                if (rel64 < 0 || rel64 >= int64_t(P.mul2) * P.dim2) continue;
+                const int rel = static_cast<int>(rel64);  // 32-bit: 64-bit division is a call
+                const int v = static_cast<int>(rel / P.dim2);
+                const int j = static_cast<int>(rel % P.dim2);
+                float pacc = 0.0f;
+                for (int c = P.cg_start; c < P.cg_start + P.cg_count; ++c) {
+                    int i, jj, k;
+                    unpack_ijk(plan.cg_ijk[c], i, jj, k);
+                    if (jj != j) continue;
+                    const float cv = plan.cg_val[c];
+                    for (int u = 0; u < P.mul1; ++u) {
+                        const float a = to_float(x1[P.off1 + u * P.dim1 + i]);
+                        if (P.mode == KILN_TP_UVU) {
+                            pacc += cv * a * to_float(we[P.weight_offset + u * P.mul2 + v]) *
+                                    to_float(go[P.off_out + u * P.dim_out + k]);
+                        } else {
+                            float sw = 0.0f;
+                            for (int wo = 0; wo < P.mul_out; ++wo) {
+                                sw += to_float(we[P.weight_offset + (u * P.mul2 + v) * P.mul_out + wo]) *
+                                      to_float(go[P.off_out + wo * P.dim_out + k]);
+                            }
+                            pacc += cv * a * sw;
+                        }
+                    }
+                }
+                acc += P.coef * pacc;
+            }
+            dy[e * plan.dim2 + q] = from_float<T>(acc);
+        }
+        for (int64_t q = lane; q < plan.weight_numel; q += 32) {
+            float acc = 0.0f;
+            for (int p = 0; p < plan.n_paths; ++p) {
+                const kiln_tp_path& P = plan.paths[p];
+                const int64_t rel64 = q - P.weight_offset;
+                const int64_t numel = int64_t(P.mul1) * P.mul2 * (P.mode == KILN_TP_UVU ? 1 : P.mul_out);
+                if (rel64 < 0 || rel64 >= numel) continue;
+                const int rel = static_cast<int>(rel64);  // 32-bit: 64-bit division is a call
+                const int per_u = P.mul2 * (P.mode == KILN_TP_UVU ? 1 : P.mul_out);
+                const int u = static_cast<int>(rel / per_u);
+                const int v = static_cast<int>(P.mode == KILN_TP_UVU ? rel % P.mul2 : (rel / P.mul_out) % P.mul2);
+                const int wo = P.mode == KILN_TP_UVU ? u : static_cast<int>(rel % P.mul_out);
+                float pacc = 0.0f;
+                for (int c = P.cg_start; c < P.cg_start + P.cg_count; ++c) {
+                    int i, j, k;
+                    unpack_ijk(plan.cg_ijk[c], i, j, k);
+                    pacc += plan.cg_val[c] * to_float(x1[P.off1 + u * P.dim1 + i]) *
+                            to_float(x2[P.off2 + v * P.dim2 + j]) * to_float(go[P.off_out + wo * P.dim_out + k]);
+                }
+                acc = P.coef * pacc;  // each weight belongs to exactly one path
+            }
+            dw_edge[e * plan.weight_numel + q] = from_float<W>(acc);
+        }
+    }
+}
+
+// dw[c] = Σ_e partial[e, c] in edge order (shared weights): a thread per weight.
+template <typename T>
+__global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
+    sum_weight_grads_kernel(const float* __restrict__ partial, int64_t edges, int64_t weight_numel,
+                            T* __restrict__ dw) {
+    const int64_t stride = int64_t(gridDim.x) * kTpThreads;
+    for (int64_t c = int64_t(blockIdx.x) * kTpThreads + threadIdx.x; c < weight_numel; c += stride) {
+        float acc = 0.0f;
+        for (int64_t e = 0; e < edges; ++e) acc += partial[e * weight_numel + c];
+        dw[c] = from_float<T>(acc);
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Validation and launches
+// ------------------------------------------------------------------------------------------
+
+namespace {
+
+unsigned grid_blocks(int64_t items, int threads) {
+    const int64_t blocks = (items + threads - 1) / threads;
+    return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > kMaxGridBlocks ? kMaxGridBlocks : blocks));
+}
+
+bool valid_normalization(kiln_sh_normalization normalization) {
+    const int v = static_cast<int>(normalization);
+    return v == KILN_SH_COMPONENT || v == KILN_SH_NORM || v == KILN_SH_INTEGRAL;
+}
+
+ShScale sh_scale(kiln_sh_normalization normalization) {
+    ShScale scale{};
+    for (int l = 0; l <= kShLmax; ++l) {
+        switch (static_cast<int>(normalization)) {
+            case KILN_SH_NORM: scale.s[l] = static_cast<float>(1.0 / std::sqrt(2.0 * l + 1.0)); break;
+            case KILN_SH_INTEGRAL: scale.s[l] = static_cast<float>(1.0 / std::sqrt(4.0 * kPi)); break;
+            default: scale.s[l] = 1.0f; break;
+        }
+    }
+    return scale;
+}
+
+// Sizes every spherical-harmonics launcher shares: n ≥ 0 vectors, 0 ≤ lmax ≤ 4, and n·25
+// elements addressable.
+kiln_status check_sh_sizes(int64_t n, int32_t lmax) {
+    if (n < 0 || lmax < 0 || lmax > kShLmax || n > INT64_MAX / 32) return KILN_ERROR_INVALID_SIZE;
+    return KILN_SUCCESS;
+}
+
+// Calls f(std::integral_constant<int, L>{}) for L = lmax (0..4, already validated).
+template <typename F>
+kiln_status with_lmax(int32_t lmax, F&& f) {
+    switch (lmax) {
+        case 0: return f(std::integral_constant<int, 0>{});
+        case 1: return f(std::integral_constant<int, 1>{});
+        case 2: return f(std::integral_constant<int, 2>{});
+        case 3: return f(std::integral_constant<int, 3>{});
+        default: return f(std::integral_constant<int, 4>{});
+    }
+}
+
+// The tensor-product sizes: ≥ 0, row widths and weight counts addressable, and a plan.
+kiln_status check_plan(const kiln_tp_plan* plan) {
+    if (plan == nullptr) return KILN_ERROR_NULL_POINTER;
+    if (plan->n_paths < 0 || plan->dim1 < 0 || plan->dim2 < 0 || plan->dim_out < 0 || plan->weight_numel < 0 ||
+        plan->dim1 > INT32_MAX || plan->dim2 > INT32_MAX || plan->dim_out > INT32_MAX ||
+        plan->weight_numel > INT32_MAX) {
+        return KILN_ERROR_INVALID_SIZE;
+    }
+    if (plan->n_paths > 0 && (plan->paths == nullptr || plan->cg_ijk == nullptr || plan->cg_val == nullptr)) {
+        return KILN_ERROR_NULL_POINTER;
+    }
+    return KILN_SUCCESS;
+}
+
+// rows·width stays addressable.
+bool fits(int64_t rows, int64_t width) { return rows >= 0 && (width == 0 || rows <= INT64_MAX / 4 / width); }
+
+unsigned warp_blocks(int64_t rows) { return grid_blocks(rows, kTpWarps); }
+
+// Bytes of f32 partial weight gradients the backward needs (shared weights only).
+int64_t workspace_bytes(int64_t edges, int64_t weight_numel, int32_t shared_weights) {
+    return shared_weights != 0 ? edges * weight_numel * int64_t(sizeof(float)) : 0;
+}
+
+struct Backward {
+    kiln_dtype dtype;
+    const kiln_tp_plan* plan;
+    const void *x, *y, *w;
+    int32_t shared_weights;
+    Graph g;
+    const void* dout;
+    int64_t nodes, edges;
+    void *dx, *dy, *dw;
+    void* workspace;
+    cudaStream_t stream;
+};
+
+kiln_status launch_backward(const Backward& b) {
+    return kiln::with_storage_type(b.dtype, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        const T* x = static_cast<const T*>(b.x);
+        const T* y = static_cast<const T*>(b.y);
+        const T* w = static_cast<const T*>(b.w);
+        const T* dout = static_cast<const T*>(b.dout);
+        if (b.nodes > 0 && b.plan->dim1 > 0) {
+            KILN_LAUNCH(warp_blocks(b.nodes), kTpThreads, 0, b.stream, tp_bwd_dx1_kernel<T>)(
+                *b.plan, y, w, b.shared_weights, b.g, dout, b.nodes, static_cast<T*>(b.dx));
+            const kiln_status st = launch_status();
+            if (st != KILN_SUCCESS) return st;
+        }
+        if (b.edges > 0) {
+            if (b.shared_weights != 0) {
+                KILN_LAUNCH(warp_blocks(b.edges), kTpThreads, 0, b.stream, tp_bwd_edge_kernel<T, float>)(
+                    *b.plan, x, y, w, b.shared_weights, b.g, dout, b.edges, static_cast<T*>(b.dy),
+                    static_cast<float*>(b.workspace));
+            } else {
+                KILN_LAUNCH(warp_blocks(b.edges), kTpThreads, 0, b.stream, tp_bwd_edge_kernel<T, T>)(
+                    *b.plan, x, y, w, b.shared_weights, b.g, dout, b.edges, static_cast<T*>(b.dy),
+                    static_cast<T*>(b.dw));
+            }
+            const kiln_status st = launch_status();
+            if (st != KILN_SUCCESS) return st;
+        }
+        if (b.shared_weights != 0 && b.plan->weight_numel > 0) {
+            if (b.edges == 0) {
+                // An empty sum.
+                const cudaError_t err =
+                    cudaMemsetAsync(b.dw, 0, b.plan->weight_numel * kiln::storage_bytes(b.dtype), b.stream);
+                if (err != cudaSuccess) {
+                    kiln::t_last_cuda_error = err;
+                    return KILN_ERROR_CUDA;
+                }
+                return KILN_SUCCESS;
+            }
+            KILN_LAUNCH(grid_blocks(b.plan->weight_numel, kTpThreads), kTpThreads, 0, b.stream,
+                        sum_weight_grads_kernel<T>)(static_cast<const float*>(b.workspace), b.edges,
+                                                    b.plan->weight_numel, static_cast<T*>(b.dw));
+            return launch_status();
+        }
+        return KILN_SUCCESS;
+    });
+}
+
+kiln_status launch_forward(kiln_dtype dtype, const kiln_tp_plan* plan, const void* x, const void* y, const void* w,
+                           int32_t shared_weights, Graph g, int64_t nodes, void* out, cudaStream_t stream) {
+    if (nodes == 0 || plan->dim_out == 0) return KILN_SUCCESS;
+    return kiln::with_storage_type(dtype, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        KILN_LAUNCH(warp_blocks(nodes), kTpThreads, 0, stream, tp_fwd_kernel<T>)(
+            *plan, static_cast<const T*>(x), static_cast<const T*>(y), static_cast<const T*>(w), shared_weights, g,
+            nodes, static_cast<T*>(out));
+        return launch_status();
+    });
+}
+
+// Pointers of the operands: NULL only where the tensor is empty; aligned to the storage size.
+kiln_status check_operands(kiln_dtype dtype, std::initializer_list<std::pair<const void*, int64_t>> tensors) {
+    const int64_t elem = kiln::storage_bytes(dtype);
+    for (const auto& t : tensors) {
+        if (t.second > 0 && t.first == nullptr) return KILN_ERROR_NULL_POINTER;
+    }
+    for (const auto& t : tensors) {
+        if (!is_aligned(t.first, elem)) return KILN_ERROR_MISALIGNED;
+    }
+    return KILN_SUCCESS;
+}
+
+}  // namespace
+}  // namespace kiln::equivariant
+
+// ------------------------------------------------------------------------------------------
+// C ABI (kernels/include/kiln.h). Checks in the order: dtype, sizes, values, pointers,
+// alignment; a pointer may be NULL where its tensor is empty.
+// ------------------------------------------------------------------------------------------
+
+namespace eq = kiln::equivariant;
+using kiln::is_aligned;
+using kiln::launch_status;
+
+extern "C" {
+
+kiln_status kiln_equivariant_sh_fwd(kiln_dtype dtype, const void* vec, int64_t n, int32_t lmax,
+                                    kiln_sh_normalization normalization, int32_t normalize, void* sh, void* stream) {
+    if (!kiln::valid_dtype(dtype)) return KILN_ERROR_INVALID_DTYPE;
+    const kiln_status sizes = eq::check_sh_sizes(n, lmax);
+    if (sizes != KILN_SUCCESS) return sizes;
+    if (!eq::valid_normalization(normalization)) return KILN_ERROR_INVALID_VALUE;
+    if (n == 0) return KILN_SUCCESS;
+    if (vec == nullptr || sh == nullptr) return KILN_ERROR_NULL_POINTER;
+    const int64_t elem = kiln::storage_bytes(dtype);
+    if (!is_aligned(vec, elem) || !is_aligned(sh, elem)) return KILN_ERROR_MISALIGNED;
+    const eq::ShScale scale = eq::sh_scale(normalization);
+    const auto s = static_cast<cudaStream_t>(stream);
+    const unsigned blocks = eq::grid_blocks(n, eq::kShThreads);
+    return kiln::with_storage_type(dtype, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        return eq::with_lmax(lmax, [&](auto l) {
+            constexpr int L = decltype(l)::value;
+            KILN_LAUNCH(blocks, eq::kShThreads, 0, s, eq::sh_fwd_kernel<T, L>)(static_cast<const T*>(vec), n, scale,
+                                                                               normalize, static_cast<T*>(sh));
+            return launch_status();
+        });
+    });
+}
+
+kiln_status kiln_equivariant_sh_bwd(kiln_dtype dtype, const void* vec, const void* dsh, int64_t n, int32_t lmax,
+                                    kiln_sh_normalization normalization, int32_t normalize, void* dvec, void* stream) {
+    if (!kiln::valid_dtype(dtype)) return KILN_ERROR_INVALID_DTYPE;
+    const kiln_status sizes = eq::check_sh_sizes(n, lmax);
+    if (sizes != KILN_SUCCESS) return sizes;
+    if (!eq::valid_normalization(normalization)) return KILN_ERROR_INVALID_VALUE;
+    if (n == 0) return KILN_SUCCESS;
+    if (vec == nullptr || dsh == nullptr || dvec == nullptr) return KILN_ERROR_NULL_POINTER;
+    const int64_t elem = kiln::storage_bytes(dtype);
+    if (!is_aligned(vec, elem) || !is_aligned(dsh, elem) || !is_aligned(dvec, elem)) return KILN_ERROR_MISALIGNED;
+    const eq::ShScale scale = eq::sh_scale(normalization);
+    const auto s = static_cast<cudaStream_t>(stream);
+    const unsigned blocks = eq::grid_blocks(n, eq::kShThreads);
+    return kiln::with_storage_type(dtype, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        return eq::with_lmax(lmax, [&](auto l) {
+            constexpr int L = decltype(l)::value;
+            KILN_LAUNCH(blocks, eq::kShThreads, 0, s, eq::sh_bwd_kernel<T, L>)(
+                static_cast<const T*>(vec), static_cast<const T*>(dsh), n, scale, normalize, static_cast<T*>(dvec));
+            return launch_status();
+        });
+    });
+}
+
+int64_t kiln_equivariant_workspace_bytes(int64_t edges, int64_t weight_numel, int32_t shared_weights) {
+    if (!eq::fits(edges, weight_numel) || weight_numel < 0) return -1;
+    return eq::workspace_bytes(edges, weight_numel, shared_weights);
+}
+
+kiln_status kiln_equivariant_tp_fwd(kiln_dtype dtype, const kiln_tp_plan* plan, const void* x1, const void* x2,
+                                    const void* w, int32_t shared_weights, int64_t batch, void* out, void* stream) {
+    return kiln_equivariant_conv_fwd(dtype, plan, x1, x2, w, shared_weights, nullptr, nullptr, batch, batch, out,
+                                     stream);
+}
+
+kiln_status kiln_equivariant_tp_bwd(kiln_dtype dtype, const kiln_tp_plan* plan, const void* x1, const void* x2,
+                                    const void* w, int32_t shared_weights, const void* dout, int64_t batch, void* dx1,
+                                    void* dx2, void* dw, void* workspace, int64_t workspace_bytes, void* stream) {
+    return kiln_equivariant_conv_bwd(dtype, plan, x1, x2, w, shared_weights, nullptr, nullptr, nullptr, nullptr,
+                                     nullptr, dout, batch, batch, dx1, dx2, dw, workspace, workspace_bytes, stream);
+}
+
+kiln_status kiln_equivariant_conv_fwd(kiln_dtype dtype, const kiln_tp_plan* plan, const void* x, const void* y,
+                                      const void* w, int32_t shared_weights, const int32_t* src, const int32_t* dst_ptr,
+                                      int64_t nodes, int64_t edges, void* out, void* stream) {
+    if (!kiln::valid_dtype(dtype)) return KILN_ERROR_INVALID_DTYPE;
+    const kiln_status p = eq::check_plan(plan);
+    if (p != KILN_SUCCESS) return p;
+    const bool graph = src != nullptr || dst_ptr != nullptr;
+    if (!eq::fits(nodes, plan->dim1) || !eq::fits(nodes, plan->dim_out) || !eq::fits(edges, plan->dim2) ||
+        !eq::fits(edges, plan->weight_numel) || (!graph && nodes != edges) || nodes > INT32_MAX || edges > INT32_MAX) {
+        return KILN_ERROR_INVALID_SIZE;
+    }
+    if (graph && (dst_ptr == nullptr || (edges > 0 && src == nullptr))) return KILN_ERROR_NULL_POINTER;
+    const int64_t wn = shared_weights != 0 ? plan->weight_numel : edges * plan->weight_numel;
+    const kiln_status ops = eq::check_operands(
+        dtype, {{x, nodes * plan->dim1}, {y, edges * plan->dim2}, {w, wn}, {out, nodes * plan->dim_out}});
+    if (ops != KILN_SUCCESS) return ops;
+    if (!is_aligned(src, 4) || !is_aligned(dst_ptr, 4)) return KILN_ERROR_MISALIGNED;
+    const eq::Graph g{src, nullptr, dst_ptr, nullptr, nullptr};
+    return eq::launch_forward(dtype, plan, x, y, w, shared_weights, g, nodes, out, static_cast<cudaStream_t>(stream));
+}
+
+kiln_status kiln_equivariant_conv_bwd(kiln_dtype dtype, const kiln_tp_plan* plan, const void* x, const void* y,
+                                      const void* w, int32_t shared_weights, const int32_t* src, const int32_t* dst,
+                                      const int32_t* dst_ptr, const int32_t* src_perm, const int32_t* src_ptr,
+                                      const void* dout, int64_t nodes, int64_t edges, void* dx, void* dy, void* dw,
+                                      void* workspace, int64_t workspace_bytes, void* stream) {
+    if (!kiln::valid_dtype(dtype)) return KILN_ERROR_INVALID_DTYPE;
+    const kiln_status p = eq::check_plan(plan);
+    if (p != KILN_SUCCESS) return p;
+    const bool graph = src != nullptr || dst != nullptr || src_perm != nullptr || src_ptr != nullptr;
+    if (!eq::fits(nodes, plan->dim1) || !eq::fits(nodes, plan->dim_out) || !eq::fits(edges, plan->dim2) ||
+        !eq::fits(edges, plan->weight_numel) || (!graph && nodes != edges) || nodes > INT32_MAX || edges > INT32_MAX) {
+        return KILN_ERROR_INVALID_SIZE;
+    }
+    if (graph && (src_ptr == nullptr || (edges > 0 && (src == nullptr || dst == nullptr || src_perm == nullptr)))) {
+        return KILN_ERROR_NULL_POINTER;
+    }
+    const int64_t wn = shared_weights != 0 ? plan->weight_numel : edges * plan->weight_numel;
+    const int64_t needed = eq::workspace_bytes(edges, plan->weight_numel, shared_weights);
+    if (needed > 0 && workspace == nullptr) return KILN_ERROR_NULL_POINTER;
+    const kiln_status ops = eq::check_operands(dtype, {{x, nodes * plan->dim1},
+                                                       {y, edges * plan->dim2},
+                                                       {w, wn},
+                                                       {dout, nodes * plan->dim_out},
+                                                       {dx, nodes * plan->dim1},
+                                                       {dy, edges * plan->dim2},
+                                                       {dw, wn}});
+    if (ops != KILN_SUCCESS) return ops;
+    if (!is_aligned(src, 4) || !is_aligned(dst, 4) || !is_aligned(dst_ptr, 4) || !is_aligned(src_perm, 4) ||
+        !is_aligned(src_ptr, 4) || !is_aligned(workspace, 4)) {
+        return KILN_ERROR_MISALIGNED;
+    }
+    if (workspace_bytes < needed) return KILN_ERROR_WORKSPACE_TOO_SMALL;
+    const eq::Backward b{dtype,
+                         plan,
+                         x,
+                         y,
+                         w,
+                         shared_weights,
+                         eq::Graph{src, dst, dst_ptr, src_perm, src_ptr},
+                         dout,
+                         nodes,
+                         edges,
+                         dx,
+                         dy,
+                         dw,
+                         workspace,
+                         static_cast<cudaStream_t>(stream)};
+    return eq::launch_backward(b);
+}
+
+}  // extern "C"
