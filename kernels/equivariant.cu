@@ -22,8 +22,13 @@
 // and reads its operands from global memory (L1/L2) each time: correct and deterministic, not
 // yet tuned.
 //
+// Hessian assembly (HIP): per edge e = (i → j) and per atom i a 9-vector (l = 0, 1, 2) becomes a
+// 3×3 block M through wigner_3j(1, 1, l); H[i, j] += M_e, H[j, i] += M_eᵀ, H[i, i] += N_i + N_iᵀ,
+// one dense [3n, 3n] Hessian per molecule. Each row is gathered by one warp from the edges of
+// its atom (no atomics; exactly symmetric).
+//
 // Layout of this file: launch constants, the spherical-harmonics kernels, the tensor-product
-// kernels, validation and the C ABI.
+// kernels, the Hessian kernels, validation and the C ABI.
 
 #include <cuda_runtime.h>
 
@@ -384,6 +389,142 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
 }
 
 // ------------------------------------------------------------------------------------------
+// Hessian assembly (HIP)
+// ------------------------------------------------------------------------------------------
+
+// A warp per Hessian row; lanes over the columns of its molecule.
+constexpr int kHessThreads = 128;
+constexpr int kHessWarps = kHessThreads / 32;
+// The feature of an edge or atom: l = 0, 1, 2 (1 + 3 + 5).
+constexpr int kHessFeat = 9;
+
+// M[a][b] = Σ_l Σ_m wigner_3j(1, 1, l)[a, b, m] f[offset(l) + m], written out from the
+// closed forms of REFERENCE.md §5 (the Rust reference builds the same block from its CG
+// tables, so the tests compare two derivations): f0·I/√3 + ε_abm f1_m/√6 + the symmetric
+// traceless part of l = 2 (xz, xy, diag(−1, 2, −1)/√3, yz, diag(−1, 0, 1)), each /√10.
+__device__ __forceinline__ float hessian_block(const float* f, int a, int b) {
+    const float r3 = 0.57735026918962576f;   // 1/√3
+    const float r6 = 0.40824829046386302f;   // 1/√6
+    const float r10 = 0.31622776601683794f;  // 1/√10
+    const float r30 = 0.18257418583505537f;  // 1/√30
+    switch (a * 3 + b) {
+        case 0: return f[0] * r3 - f[6] * r30 - f[8] * r10;   // xx
+        case 1: return f[3] * r6 + f[5] * r10;                // xy
+        case 2: return -f[2] * r6 + f[4] * r10;               // xz
+        case 3: return -f[3] * r6 + f[5] * r10;               // yx
+        case 4: return f[0] * r3 + 2.0f * f[6] * r30;         // yy
+        case 5: return f[1] * r6 + f[7] * r10;                // yz
+        case 6: return f[2] * r6 + f[4] * r10;                // zx
+        case 7: return -f[1] * r6 + f[7] * r10;               // zy
+        default: return f[0] * r3 - f[6] * r30 + f[8] * r10;  // zz
+    }
+}
+
+// The adjoint: ∂⟨G, M(f)⟩/∂f for a 3×3 gradient G (row-major), accumulated into df.
+__device__ __forceinline__ void hessian_block_adjoint(const float* G, float* df) {
+    const float r3 = 0.57735026918962576f;
+    const float r6 = 0.40824829046386302f;
+    const float r10 = 0.31622776601683794f;
+    const float r30 = 0.18257418583505537f;
+    df[0] += (G[0] + G[4] + G[8]) * r3;
+    df[1] += (G[5] - G[7]) * r6;
+    df[2] += (G[6] - G[2]) * r6;
+    df[3] += (G[1] - G[3]) * r6;
+    df[4] += (G[2] + G[6]) * r10;
+    df[5] += (G[1] + G[3]) * r10;
+    df[6] += (2.0f * G[4] - G[0] - G[8]) * r30;
+    df[7] += (G[5] + G[7]) * r10;
+    df[8] += (G[8] - G[0]) * r10;
+}
+
+// Molecules: atom_mol[i] is atom i's molecule, mol_first [molecules + 1] the first atom of each
+// (atoms are consecutive), mol_offset [molecules + 1] where each dense [3n, 3n] Hessian starts.
+// Edges: e joins src_e = i to dst_e = j of the same molecule; src_perm lists the edges by src,
+// src_ptr [atoms + 1] its CSR offsets.
+struct Molecules {
+    const int32_t* atom_mol;
+    const int32_t* mol_first;
+    const int64_t* mol_offset;
+};
+
+// H[3i + a, 3j + b] = Σ_{e: (i → j)} M_e[a][b] + Σ_{e: (j → i)} M_e[b][a] (+ N_i[a][b] + N_i[b][a]
+// when i = j), each molecule's dense [3n, 3n] block written in full. Reads each incident
+// edge's 9 features twice per column pair; writes 4·9n² bytes per molecule (f32).
+template <typename T>
+__global__ void __launch_bounds__(kHessThreads)
+    hessian_fwd_kernel(const T* __restrict__ edge_feat, const T* __restrict__ node_feat,
+                       const int32_t* __restrict__ dst, const int32_t* __restrict__ src_perm,
+                       const int32_t* __restrict__ src_ptr, Molecules m, int64_t atoms, T* __restrict__ hessian) {
+    const int lane = threadIdx.x % 32;
+    const int64_t warps = int64_t(gridDim.x) * kHessWarps;
+    for (int64_t row = int64_t(blockIdx.x) * kHessWarps + threadIdx.x / 32; row < 3 * atoms; row += warps) {
+        const int i = static_cast<int>(row / 3);
+        const int a = static_cast<int>(row % 3);
+        const int mol = m.atom_mol[i];
+        const int first = m.mol_first[mol];
+        const int n3 = 3 * (m.mol_first[mol + 1] - first);
+        T* out = hessian + m.mol_offset[mol] + int64_t(3 * (i - first) + a) * n3;
+        for (int col = lane; col < n3; col += 32) {
+            const int j = first + col / 3;
+            const int b = col % 3;
+            float f[kHessFeat];
+            float forward = 0.0f;  // edges i → j: M_e[a][b]
+            for (int t = src_ptr[i]; t < src_ptr[i + 1]; ++t) {
+                const int e = src_perm[t];
+                if (dst[e] != j) continue;
+                for (int c = 0; c < kHessFeat; ++c) f[c] = to_float(edge_feat[int64_t(e) * kHessFeat + c]);
+                forward += hessian_block(f, a, b);
+            }
+            float backward = 0.0f;  // edges j → i: M_e[b][a]
+            for (int t = src_ptr[j]; t < src_ptr[j + 1]; ++t) {
+                const int e = src_perm[t];
+                if (dst[e] != i) continue;
+                for (int c = 0; c < kHessFeat; ++c) f[c] = to_float(edge_feat[int64_t(e) * kHessFeat + c]);
+                backward += hessian_block(f, b, a);
+            }
+            // The same two partial sums land in H[i, j]_ab and H[j, i]_ba in swapped order:
+            // the result is exactly symmetric.
+            float h = forward + backward;
+            if (i == j) {
+                for (int c = 0; c < kHessFeat; ++c) f[c] = to_float(node_feat[int64_t(i) * kHessFeat + c]);
+                h += hessian_block(f, a, b) + hessian_block(f, b, a);
+            }
+            out[col] = from_float<T>(h);
+        }
+    }
+}
+
+// d edge_feat[e] = adjoint of M at G = dH[i, j] + dH[j, i]ᵀ; d node_feat[i] at dH[i, i] + dH[i, i]ᵀ.
+// A thread per edge, then per atom (items = edges + atoms). Reads 2·9 and writes 9 values each.
+template <typename T>
+__global__ void __launch_bounds__(kHessThreads)
+    hessian_bwd_kernel(const T* __restrict__ dhessian, const int32_t* __restrict__ src, const int32_t* __restrict__ dst,
+                       Molecules m, int64_t edges, int64_t atoms, T* __restrict__ dedge, T* __restrict__ dnode) {
+    const int64_t stride = int64_t(gridDim.x) * kHessThreads;
+    for (int64_t t = int64_t(blockIdx.x) * kHessThreads + threadIdx.x; t < edges + atoms; t += stride) {
+        const bool edge = t < edges;
+        const int i = edge ? src[t] : static_cast<int>(t - edges);
+        const int j = edge ? dst[t] : i;
+        const int mol = m.atom_mol[i];
+        const int first = m.mol_first[mol];
+        const int64_t n3 = 3 * (m.mol_first[mol + 1] - first);
+        const T* dh = dhessian + m.mol_offset[mol];
+        float G[9];
+        for (int a = 0; a < 3; ++a) {
+            for (int b = 0; b < 3; ++b) {
+                const int64_t ij = int64_t(3 * (i - first) + a) * n3 + 3 * (j - first) + b;
+                const int64_t ji = int64_t(3 * (j - first) + b) * n3 + 3 * (i - first) + a;
+                G[a * 3 + b] = to_float(dh[ij]) + to_float(dh[ji]);
+            }
+        }
+        float df[kHessFeat] = {};
+        hessian_block_adjoint(G, df);
+        T* out = edge ? dedge + t * kHessFeat : dnode + (t - edges) * kHessFeat;
+        for (int c = 0; c < kHessFeat; ++c) out[c] = from_float<T>(df[c]);
+    }
+}
+
+// ------------------------------------------------------------------------------------------
 // Validation and launches
 // ------------------------------------------------------------------------------------------
 
@@ -686,6 +827,67 @@ kiln_status kiln_equivariant_conv_bwd(kiln_dtype dtype, const kiln_tp_plan* plan
                          workspace,
                          static_cast<cudaStream_t>(stream)};
     return eq::launch_backward(b);
+}
+
+kiln_status kiln_equivariant_hessian_fwd(kiln_dtype dtype, const void* edge_feat, const void* node_feat,
+                                         const int32_t* dst, const int32_t* src_perm, const int32_t* src_ptr,
+                                         const int32_t* atom_mol, const int32_t* mol_first, const int64_t* mol_offset,
+                                         int64_t atoms, int64_t edges, int64_t molecules, void* hessian, void* stream) {
+    if (!kiln::valid_dtype(dtype)) return KILN_ERROR_INVALID_DTYPE;
+    if (atoms < 0 || edges < 0 || molecules < 0 || atoms > INT32_MAX / 3 || edges > INT32_MAX || molecules > atoms) {
+        return KILN_ERROR_INVALID_SIZE;
+    }
+    if (atoms == 0) return KILN_SUCCESS;
+    if (node_feat == nullptr || hessian == nullptr || src_ptr == nullptr || atom_mol == nullptr ||
+        mol_first == nullptr || mol_offset == nullptr ||
+        (edges > 0 && (edge_feat == nullptr || dst == nullptr || src_perm == nullptr))) {
+        return KILN_ERROR_NULL_POINTER;
+    }
+    const int64_t elem = kiln::storage_bytes(dtype);
+    if (!is_aligned(edge_feat, elem) || !is_aligned(node_feat, elem) || !is_aligned(hessian, elem) ||
+        !is_aligned(dst, 4) || !is_aligned(src_perm, 4) || !is_aligned(src_ptr, 4) || !is_aligned(atom_mol, 4) ||
+        !is_aligned(mol_first, 4) || !is_aligned(mol_offset, 8)) {
+        return KILN_ERROR_MISALIGNED;
+    }
+    const eq::Molecules m{atom_mol, mol_first, mol_offset};
+    const auto s = static_cast<cudaStream_t>(stream);
+    return kiln::with_storage_type(dtype, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        KILN_LAUNCH(eq::grid_blocks(3 * atoms, eq::kHessWarps), eq::kHessThreads, 0, s, eq::hessian_fwd_kernel<T>)(
+            static_cast<const T*>(edge_feat), static_cast<const T*>(node_feat), dst, src_perm, src_ptr, m, atoms,
+            static_cast<T*>(hessian));
+        return launch_status();
+    });
+}
+
+kiln_status kiln_equivariant_hessian_bwd(kiln_dtype dtype, const void* dhessian, const int32_t* src, const int32_t* dst,
+                                         const int32_t* atom_mol, const int32_t* mol_first, const int64_t* mol_offset,
+                                         int64_t atoms, int64_t edges, int64_t molecules, void* dedge_feat,
+                                         void* dnode_feat, void* stream) {
+    if (!kiln::valid_dtype(dtype)) return KILN_ERROR_INVALID_DTYPE;
+    if (atoms < 0 || edges < 0 || molecules < 0 || atoms > INT32_MAX / 3 || edges > INT32_MAX || molecules > atoms) {
+        return KILN_ERROR_INVALID_SIZE;
+    }
+    if (atoms == 0) return KILN_SUCCESS;
+    if (dhessian == nullptr || dnode_feat == nullptr || atom_mol == nullptr || mol_first == nullptr ||
+        mol_offset == nullptr || (edges > 0 && (dedge_feat == nullptr || src == nullptr || dst == nullptr))) {
+        return KILN_ERROR_NULL_POINTER;
+    }
+    const int64_t elem = kiln::storage_bytes(dtype);
+    if (!is_aligned(dhessian, elem) || !is_aligned(dedge_feat, elem) || !is_aligned(dnode_feat, elem) ||
+        !is_aligned(src, 4) || !is_aligned(dst, 4) || !is_aligned(atom_mol, 4) || !is_aligned(mol_first, 4) ||
+        !is_aligned(mol_offset, 8)) {
+        return KILN_ERROR_MISALIGNED;
+    }
+    const eq::Molecules m{atom_mol, mol_first, mol_offset};
+    const auto s = static_cast<cudaStream_t>(stream);
+    return kiln::with_storage_type(dtype, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        KILN_LAUNCH(eq::grid_blocks(edges + atoms, eq::kHessThreads), eq::kHessThreads, 0, s,
+                    eq::hessian_bwd_kernel<T>)(static_cast<const T*>(dhessian), src, dst, m, edges, atoms,
+                                               static_cast<T*>(dedge_feat), static_cast<T*>(dnode_feat));
+        return launch_status();
+    });
 }
 
 }  // extern "C"

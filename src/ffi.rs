@@ -1103,3 +1103,39 @@ unsafe extern "C" {
         stream: *mut ::std::os::raw::c_void,
     ) -> kiln_status;
 }
+unsafe extern "C" {
+    pub fn kiln_equivariant_hessian_fwd(
+        dtype: kiln_dtype,
+        edge_feat: *const ::std::os::raw::c_void,
+        node_feat: *const ::std::os::raw::c_void,
+        dst: *const i32,
+        src_perm: *const i32,
+        src_ptr: *const i32,
+        atom_mol: *const i32,
+        mol_first: *const i32,
+        mol_offset: *const i64,
+        atoms: i64,
+        edges: i64,
+        molecules: i64,
+        hessian: *mut ::std::os::raw::c_void,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    #[doc = " Gradients of the features given dhessian (laid out as hessian)."]
+    pub fn kiln_equivariant_hessian_bwd(
+        dtype: kiln_dtype,
+        dhessian: *const ::std::os::raw::c_void,
+        src: *const i32,
+        dst: *const i32,
+        atom_mol: *const i32,
+        mol_first: *const i32,
+        mol_offset: *const i64,
+        atoms: i64,
+        edges: i64,
+        molecules: i64,
+        dedge_feat: *mut ::std::os::raw::c_void,
+        dnode_feat: *mut ::std::os::raw::c_void,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}

@@ -505,6 +505,29 @@ kiln_status kiln_equivariant_conv_bwd(kiln_dtype dtype, const kiln_tp_plan* plan
                                       const void* dout, int64_t nodes, int64_t edges, void* dx, void* dy, void* dw,
                                       void* workspace, int64_t workspace_bytes, void* stream);
 
+/*
+ * Hessian assembly (HIP): per edge e = (src_e -> dst_e) a 9-vector edge_feat [edges, 9] and per
+ * atom node_feat [atoms, 9] (l = 0, 1, 2 in e3nn's basis) become 3x3 blocks
+ * M = sum_l sum_m wigner_3j(1, 1, l)[:, :, m] h^l_m; H[i, j] += M_e, H[j, i] += M_e^T,
+ * H[i, i] += N_i + N_i^T. Molecules are consecutive atoms: atom_mol [atoms] names each atom's
+ * molecule, mol_first [molecules + 1] their first atoms, mol_offset [molecules + 1] (int64)
+ * where each dense [3n, 3n] row-major Hessian (row 3i + a, column 3j + b) starts in `hessian`.
+ * The forward reads the edges by source: src_perm [edges] (edge ids stably sorted by src) with
+ * CSR offsets src_ptr [atoms + 1]. Every element of every molecule's Hessian is written
+ * (deterministic, no atomics, exactly symmetric). Indices are the caller's to validate (both
+ * ends of an edge in one molecule).
+ */
+kiln_status kiln_equivariant_hessian_fwd(kiln_dtype dtype, const void* edge_feat, const void* node_feat,
+                                         const int32_t* dst, const int32_t* src_perm, const int32_t* src_ptr,
+                                         const int32_t* atom_mol, const int32_t* mol_first,
+                                         const int64_t* mol_offset, int64_t atoms, int64_t edges,
+                                         int64_t molecules, void* hessian, void* stream);
+/** Gradients of the features given dhessian (laid out as hessian). */
+kiln_status kiln_equivariant_hessian_bwd(kiln_dtype dtype, const void* dhessian, const int32_t* src,
+                                         const int32_t* dst, const int32_t* atom_mol, const int32_t* mol_first,
+                                         const int64_t* mol_offset, int64_t atoms, int64_t edges, int64_t molecules,
+                                         void* dedge_feat, void* dnode_feat, void* stream);
+
 #ifdef __cplusplus
 }
 #endif

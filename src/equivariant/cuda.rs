@@ -7,7 +7,7 @@ use std::ffi::c_void;
 
 use super::sh::{Sh, ShNormalization, sh_dim};
 use super::tp::{Mode, TpPlan};
-use super::{Grads, Operands};
+use super::{Grads, HessianOperands, Operands};
 use crate::error::Result;
 use crate::launch::{Gpu, check_status};
 use crate::tensor::Tensor;
@@ -243,4 +243,88 @@ pub(in crate::equivariant) fn conv_backward(plan: &TpPlan, ops: &Operands, dout:
     };
     check_status(gpu, status, || "kiln_equivariant_conv_bwd".into())?;
     Ok(Grads { dx1: dx, dx2: dy, dw })
+}
+
+/// An i32 buffer on the device, padded by one unread element (never empty).
+fn upload_i32(v: &[i32], gpu: &Gpu) -> Result<Tensor> {
+    let mut padded = v.to_vec();
+    padded.push(0);
+    let n = padded.len();
+    Tensor::from_vec(padded, &[n])?.to_device(&gpu.device())
+}
+
+pub(in crate::equivariant) fn hessian_forward(ops: &HessianOperands, gpu: &Gpu) -> Result<Tensor> {
+    gpu.bind()?;
+    let [perm, ptr, mol, first, offset] = ops.layout();
+    let bufs: Vec<Tensor> =
+        [&ops.dst, &perm, &ptr, &mol, &first, &offset].iter().map(|v| upload_i32(v, gpu)).collect::<Result<_>>()?;
+    let mut h = Tensor::uninit(&ops.shape, ops.node_feat.dtype(), &gpu.device())?;
+    let status = {
+        let (ep, _eg) = ops.edge_feat.dev_ptr(gpu);
+        let (np, _ng) = ops.node_feat.dev_ptr(gpu);
+        let ptrs: Vec<_> = bufs.iter().map(|t| t.dev_ptr(gpu)).collect();
+        let (hp, _hg) = h.dev_ptr_mut(gpu);
+        // SAFETY: operands validated by mod.rs (shapes, dtypes, indices, one molecule per
+        // edge); the index buffers and every guard outlive the launch.
+        unsafe {
+            ffi::kiln_equivariant_hessian_fwd(
+                ops.node_feat.dtype().to_ffi(),
+                ep as *const c_void,
+                np as *const c_void,
+                ptrs[0].0 as *const i32,
+                ptrs[1].0 as *const i32,
+                ptrs[2].0 as *const i32,
+                ptrs[3].0 as *const i32,
+                ptrs[4].0 as *const i32,
+                ptrs[5].0 as *const i64,
+                ops.atoms as i64,
+                ops.src.len() as i64,
+                ops.n_atoms.len() as i64,
+                hp as *mut c_void,
+                gpu.stream(),
+            )
+        }
+    };
+    check_status(gpu, status, || "kiln_equivariant_hessian_fwd".into())?;
+    Ok(h)
+}
+
+pub(in crate::equivariant) fn hessian_backward(
+    ops: &HessianOperands,
+    dhessian: &Tensor,
+    gpu: &Gpu,
+) -> Result<(Tensor, Tensor)> {
+    gpu.bind()?;
+    let [_, _, mol, first, offset] = ops.layout();
+    let bufs: Vec<Tensor> =
+        [&ops.src, &ops.dst, &mol, &first, &offset].iter().map(|v| upload_i32(v, gpu)).collect::<Result<_>>()?;
+    let dtype = ops.node_feat.dtype();
+    let mut de = Tensor::uninit(ops.edge_feat.shape(), dtype, &gpu.device())?;
+    let mut dn = Tensor::uninit(ops.node_feat.shape(), dtype, &gpu.device())?;
+    let status = {
+        let (gp, _gg) = dhessian.dev_ptr(gpu);
+        let ptrs: Vec<_> = bufs.iter().map(|t| t.dev_ptr(gpu)).collect();
+        let (ep, _eg) = de.dev_ptr_mut(gpu);
+        let (np, _ng) = dn.dev_ptr_mut(gpu);
+        // SAFETY: as in hessian_forward.
+        unsafe {
+            ffi::kiln_equivariant_hessian_bwd(
+                dtype.to_ffi(),
+                gp as *const c_void,
+                ptrs[0].0 as *const i32,
+                ptrs[1].0 as *const i32,
+                ptrs[2].0 as *const i32,
+                ptrs[3].0 as *const i32,
+                ptrs[4].0 as *const i64,
+                ops.atoms as i64,
+                ops.src.len() as i64,
+                ops.n_atoms.len() as i64,
+                ep as *mut c_void,
+                np as *mut c_void,
+                gpu.stream(),
+            )
+        }
+    };
+    check_status(gpu, status, || "kiln_equivariant_hessian_bwd".into())?;
+    Ok((de, dn))
 }

@@ -367,3 +367,156 @@ pub fn conv_backward(
 ) -> Result<Grads> {
     run_backward(plan, &validate_conv(plan, (x, y, w), src, dst)?, dout)
 }
+
+/// Validated HIP Hessian operands: features, edges and molecules.
+#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
+struct HessianOperands<'a> {
+    edge_feat: &'a Tensor,
+    node_feat: &'a Tensor,
+    src: Vec<i32>,
+    dst: Vec<i32>,
+    n_atoms: Vec<usize>,
+    atoms: usize,
+    /// The output's shape: `[3n, 3n]` for one molecule, `[Σ (3n)²]` for several.
+    shape: Vec<usize>,
+}
+
+#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
+impl HessianOperands<'_> {
+    /// (src_perm, src_ptr, atom_mol, mol_first, mol_offset as i32 pairs) for the kernels.
+    fn layout(&self) -> [Vec<i32>; 5] {
+        let graph = HostGraph::new(self.src.clone(), self.dst.clone(), self.atoms);
+        let atom_mol: Vec<i32> =
+            self.n_atoms.iter().enumerate().flat_map(|(k, &n)| std::iter::repeat_n(k as i32, n)).collect();
+        let (mut first, mut offset) = (vec![0i32], vec![0i64]);
+        for &n in &self.n_atoms {
+            first.push(first[first.len() - 1] + n as i32);
+            offset.push(offset[offset.len() - 1] + 9 * (n * n) as i64);
+        }
+        // int64 offsets travel as little-endian i32 pairs (Tensor has no i64 storage).
+        let offset_words = offset.iter().flat_map(|&o| [o as i32, (o >> 32) as i32]).collect();
+        [graph.src_perm, graph.src_ptr, atom_mol, first, offset_words]
+    }
+}
+
+fn validate_hessian<'a>(
+    edge_feat: &'a Tensor,
+    node_feat: &'a Tensor,
+    src: &Tensor,
+    dst: &Tensor,
+    n_atoms: &[usize],
+) -> Result<HessianOperands<'a>> {
+    float("node_feat", node_feat)?;
+    same_device("edge_feat", &node_feat.device(), edge_feat)?;
+    if edge_feat.dtype() != node_feat.dtype() {
+        return Err(Error::DType {
+            arg: "edge_feat",
+            expected: format!("{} (the dtype of node_feat)", node_feat.dtype()),
+            got: edge_feat.dtype(),
+        });
+    }
+    let atoms: usize = n_atoms.iter().sum();
+    if n_atoms.is_empty() || n_atoms.contains(&0) {
+        return Err(Error::InvalidValue {
+            arg: "n_atoms",
+            reason: "one or more molecules of at least one atom".into(),
+        });
+    }
+    if atoms > (i32::MAX / 3) as usize {
+        return Err(Error::InvalidValue { arg: "n_atoms", reason: format!("{atoms} atoms: at most 2^31/3") });
+    }
+    if node_feat.shape() != [atoms, 9] {
+        return Err(Error::Shape {
+            arg: "node_feat",
+            expected: format!("[{atoms}, 9] (l = 0, 1, 2 per atom; atoms = Σ n_atoms)"),
+            got: node_feat.shape().to_vec(),
+        });
+    }
+    let edges = match edge_feat.shape() {
+        &[e, 9] => e,
+        other => return Err(Error::Shape { arg: "edge_feat", expected: "[edges, 9]".into(), got: other.to_vec() }),
+    };
+    let src = indices("src", src, node_feat, edges, atoms)?;
+    let dst = indices("dst", dst, node_feat, edges, atoms)?;
+    let mol: Vec<usize> = n_atoms.iter().enumerate().flat_map(|(k, &n)| std::iter::repeat_n(k, n)).collect();
+    if let Some(e) = (0..edges).find(|&e| mol[src[e] as usize] != mol[dst[e] as usize]) {
+        return Err(Error::InvalidValue {
+            arg: "dst",
+            reason: format!("edge {e} joins atoms {} and {} of different molecules", src[e], dst[e]),
+        });
+    }
+    let shape = match n_atoms {
+        &[n] => vec![3 * n, 3 * n],
+        _ => vec![n_atoms.iter().map(|n| 9 * n * n).sum()],
+    };
+    Ok(HessianOperands { edge_feat, node_feat, src, dst, n_atoms: n_atoms.to_vec(), atoms, shape })
+}
+
+/// HIP Hessian assembly (REFERENCE.md §5): edge_feat `[edges, 9]` and node_feat `[atoms, 9]`
+/// (l = 0, 1, 2 in e3nn's basis) become 3×3 blocks through wigner_3j(1, 1, l);
+/// H[i, j] += M_e, H[j, i] += M_eᵀ for each edge e = (src_e → dst_e), H[i, i] += N_i + N_iᵀ.
+/// Molecules of `n_atoms[k]` consecutive atoms, edges within one. Returns the dense Hessian
+/// `[3n, 3n]` (row 3i + a, column 3j + b) of a single molecule, or each molecule's
+/// concatenated (`[Σ (3n)²]`), exactly symmetric, in the features' dtype and device.
+pub fn hessian(
+    edge_feat: &Tensor,
+    node_feat: &Tensor,
+    src: &Tensor,
+    dst: &Tensor,
+    n_atoms: &[usize],
+) -> Result<Tensor> {
+    let ops = validate_hessian(edge_feat, node_feat, src, dst, n_atoms)?;
+    match Gpu::of(&node_feat.device())? {
+        None => {
+            let (s, d): (Vec<i64>, Vec<i64>) =
+                (ops.src.iter().map(|&v| v as i64).collect(), ops.dst.iter().map(|&v| v as i64).collect());
+            let h = cpu::hessian_forward(&edge_feat.host_f64(), &node_feat.host_f64(), &s, &d, n_atoms)?;
+            Tensor::from_f64(&h, &ops.shape, node_feat.dtype())
+        }
+        Some(gpu) => on_backend!(&gpu, hessian_forward(&ops, &gpu)),
+    }
+}
+
+/// The gradients (d edge_feat, d node_feat) of [`hessian`] given dhessian (its shape).
+pub fn hessian_backward(
+    edge_feat: &Tensor,
+    node_feat: &Tensor,
+    src: &Tensor,
+    dst: &Tensor,
+    n_atoms: &[usize],
+    dhessian: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let ops = validate_hessian(edge_feat, node_feat, src, dst, n_atoms)?;
+    same_device("dhessian", &node_feat.device(), dhessian)?;
+    if dhessian.dtype() != node_feat.dtype() {
+        return Err(Error::DType {
+            arg: "dhessian",
+            expected: format!("{}", node_feat.dtype()),
+            got: dhessian.dtype(),
+        });
+    }
+    if dhessian.shape() != ops.shape.as_slice() {
+        return Err(Error::Shape {
+            arg: "dhessian",
+            expected: format!("{:?}", ops.shape),
+            got: dhessian.shape().to_vec(),
+        });
+    }
+    match Gpu::of(&node_feat.device())? {
+        None => {
+            let (s, d): (Vec<i64>, Vec<i64>) =
+                (ops.src.iter().map(|&v| v as i64).collect(), ops.dst.iter().map(|&v| v as i64).collect());
+            let (de, dn) = cpu::hessian_backward(
+                &edge_feat.host_f64(),
+                &node_feat.host_f64(),
+                &s,
+                &d,
+                n_atoms,
+                &dhessian.host_f64(),
+            )?;
+            let dtype = node_feat.dtype();
+            Ok((Tensor::from_f64(&de, edge_feat.shape(), dtype)?, Tensor::from_f64(&dn, node_feat.shape(), dtype)?))
+        }
+        Some(gpu) => on_backend!(&gpu, hessian_backward(&ops, dhessian, &gpu)),
+    }
+}

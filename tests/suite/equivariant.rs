@@ -1156,3 +1156,151 @@ fn convolution_bad_input_on_every_device() {
         assert!(matches!(e, Error::Shape { arg: "x2", .. }), "{e}");
     }
 }
+
+/// Random edges within each molecule (self-loops and both directions included).
+fn molecule_edges(rng: &mut StdRng, n_atoms: &[usize], per_atom: usize) -> (Vec<i32>, Vec<i32>) {
+    let (mut src, mut dst) = (Vec::new(), Vec::new());
+    let mut first = 0;
+    for &n in n_atoms {
+        for _ in 0..per_atom * n {
+            src.push((first + rng.random_range(0..n)) as i32);
+            dst.push((first + rng.random_range(0..n)) as i32);
+        }
+        first += n;
+    }
+    (src, dst)
+}
+
+/// Index of H[3i + a, 3j + b] in the concatenated Hessians of `n_atoms` (i, j in one molecule).
+fn hessian_index(n_atoms: &[usize], i: usize, a: usize, j: usize, b: usize) -> usize {
+    let (mut first, mut at) = (0, 0);
+    for &n in n_atoms {
+        if i < first + n {
+            return at + (3 * (i - first) + a) * 3 * n + 3 * (j - first) + b;
+        }
+        first += n;
+        at += 9 * n * n;
+    }
+    unreachable!("atom {i} past the molecules")
+}
+
+/// Per Hessian element, the sum of |terms| it adds up: Σ_c |f_c| per contributing block (every
+/// basis entry is at most 1 in size).
+fn hessian_term_bound(ef: &[f64], nf: &[f64], src: &[i32], dst: &[i32], n_atoms: &[usize]) -> Vec<f64> {
+    let total: usize = n_atoms.iter().map(|n| 9 * n * n).sum();
+    let mut mag = vec![0.0; total];
+    let size = |f: &[f64]| f.iter().map(|v| v.abs()).sum::<f64>();
+    for e in 0..src.len() {
+        let (i, j, m) = (src[e] as usize, dst[e] as usize, size(&ef[9 * e..9 * e + 9]));
+        for a in 0..3 {
+            for b in 0..3 {
+                mag[hessian_index(n_atoms, i, a, j, b)] += m;
+                mag[hessian_index(n_atoms, j, b, i, a)] += m;
+            }
+        }
+    }
+    for i in 0..nf.len() / 9 {
+        let m = size(&nf[9 * i..9 * i + 9]);
+        for a in 0..3 {
+            for b in 0..3 {
+                mag[hessian_index(n_atoms, i, a, i, b)] += 2.0 * m;
+            }
+        }
+    }
+    mag
+}
+
+/// Per feature gradient, the sum of |terms|: the |dH| entries of its blocks.
+fn hessian_grad_bound(dh: &[f64], src: &[i32], dst: &[i32], n_atoms: &[usize]) -> (Vec<f64>, Vec<f64>) {
+    let atoms: usize = n_atoms.iter().sum();
+    let block = |i: usize, j: usize| -> f64 {
+        let mut s = 0.0;
+        for a in 0..3 {
+            for b in 0..3 {
+                s += dh[hessian_index(n_atoms, i, a, j, b)].abs() + dh[hessian_index(n_atoms, j, b, i, a)].abs();
+            }
+        }
+        s
+    };
+    let de = (0..src.len()).flat_map(|e| vec![block(src[e] as usize, dst[e] as usize); 9]).collect();
+    let dn = (0..atoms).flat_map(|i| vec![block(i, i); 9]).collect();
+    (de, dn)
+}
+
+#[test]
+fn hessian_kernels_match_reference_and_are_symmetric() {
+    let mut rng = rng();
+    for device in kernel_devices() {
+        for dtype in DType::FLOATS {
+            for n_atoms in [vec![1usize], vec![5], vec![3, 1, 4, 2]] {
+                let atoms: usize = n_atoms.iter().sum();
+                let (src, dst) = molecule_edges(&mut rng, &n_atoms, 3);
+                let edges = src.len();
+                let ef = round(&randn(&mut rng, edges * 9), &[edges, 9], dtype);
+                let nf = round(&randn(&mut rng, atoms * 9), &[atoms, 9], dtype);
+                let (efv, nfv) = (ef.to_f64_vec().unwrap(), nf.to_f64_vec().unwrap());
+                let (s64, d64): (Vec<i64>, Vec<i64>) =
+                    (src.iter().map(|&v| v as i64).collect(), dst.iter().map(|&v| v as i64).collect());
+                let want = cpu::hessian_forward(&efv, &nfv, &s64, &d64, &n_atoms).unwrap();
+                let mag = hessian_term_bound(&efv, &nfv, &src, &dst, &n_atoms);
+                let on = |t: &Tensor| t.to_device(&device).unwrap();
+                let (st, dt) = (
+                    on(&Tensor::from_vec(src.clone(), &[edges]).unwrap()),
+                    on(&Tensor::from_vec(dst.clone(), &[edges]).unwrap()),
+                );
+                let h = equivariant::hessian(&on(&ef), &on(&nf), &st, &dt, &n_atoms).unwrap();
+                let what = format!("{device} {dtype} n_atoms={n_atoms:?}");
+                if n_atoms.len() == 1 {
+                    assert_eq!(h.shape(), &[3 * atoms, 3 * atoms]);
+                }
+                assert_device_close(&h, &want, &mag, &format!("hessian {what}"));
+                let hv = h.to_f64_vec().unwrap();
+                let mut at = 0;
+                for &n in &n_atoms {
+                    let m = 3 * n;
+                    for r in 0..m {
+                        for c in 0..m {
+                            assert_eq!(hv[at + r * m + c].to_bits(), hv[at + c * m + r].to_bits(), "{what} H[{r},{c}]");
+                        }
+                    }
+                    at += m * m;
+                }
+                let dh = round(&randn(&mut rng, want.len()), h.shape(), dtype);
+                let dhv = dh.to_f64_vec().unwrap();
+                let (de, dn) = equivariant::hessian_backward(&on(&ef), &on(&nf), &st, &dt, &n_atoms, &on(&dh)).unwrap();
+                let (wde, wdn) = cpu::hessian_backward(&efv, &nfv, &s64, &d64, &n_atoms, &dhv).unwrap();
+                let (mde, mdn) = hessian_grad_bound(&dhv, &src, &dst, &n_atoms);
+                assert_device_close(&de, &wde, &mde, &format!("d edge_feat {what}"));
+                assert_device_close(&dn, &wdn, &mdn, &format!("d node_feat {what}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn hessian_bad_input_on_every_device() {
+    for device in std::iter::once(Device::Cpu).chain(kernel_devices()) {
+        let on = |t: Tensor| t.to_device(&device).unwrap();
+        let f = |shape: &[usize]| on(Tensor::from_f64(&vec![0.25; shape.iter().product()], shape, DType::F32).unwrap());
+        let idx = |v: Vec<i32>| on(Tensor::from_vec(v.clone(), &[v.len()]).unwrap());
+        let (ef, nf) = (f(&[2, 9]), f(&[3, 9]));
+        let (src, dst) = (idx(vec![0, 1]), idx(vec![1, 2]));
+        assert_eq!(equivariant::hessian(&ef, &nf, &src, &dst, &[3]).unwrap().shape(), &[9, 9]);
+        assert_eq!(
+            equivariant::hessian(&ef, &nf, &idx(vec![0, 2]), &idx(vec![1, 2]), &[2, 1]).unwrap().shape(),
+            &[36 + 9]
+        );
+        let e = equivariant::hessian(&ef, &nf, &src, &dst, &[2, 1]).unwrap_err();
+        assert!(matches!(e, Error::InvalidValue { arg: "dst", .. }), "across molecules: {e}");
+        let e = equivariant::hessian(&ef, &nf, &idx(vec![0, 3]), &dst, &[3]).unwrap_err();
+        assert!(matches!(e, Error::InvalidValue { arg: "src", .. }), "{e}");
+        let e = equivariant::hessian(&ef, &nf, &src, &dst, &[2]).unwrap_err();
+        assert!(matches!(e, Error::Shape { arg: "node_feat", .. }), "{e}");
+        let e = equivariant::hessian(&f(&[2, 8]), &nf, &src, &dst, &[3]).unwrap_err();
+        assert!(matches!(e, Error::Shape { arg: "edge_feat", .. }), "{e}");
+        let e = equivariant::hessian(&ef, &nf, &src, &dst, &[3, 0]).unwrap_err();
+        assert!(matches!(e, Error::InvalidValue { arg: "n_atoms", .. }), "{e}");
+        let e = equivariant::hessian_backward(&ef, &nf, &src, &dst, &[3], &f(&[81])).unwrap_err();
+        assert!(matches!(e, Error::Shape { arg: "dhessian", .. }), "{e}");
+    }
+}
