@@ -25,6 +25,7 @@
 
 pub mod cpu;
 pub mod irreps;
+pub mod op;
 pub mod sh;
 pub mod tp;
 pub mod wigner;

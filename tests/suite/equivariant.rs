@@ -1304,3 +1304,35 @@ fn hessian_bad_input_on_every_device() {
         assert!(matches!(e, Error::Shape { arg: "dhessian", .. }), "{e}");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Registry entries (equivariant/sh, equivariant/hessian)
+
+fn family() -> Vec<Box<dyn kiln::registry::Op>> {
+    kiln::registry::select(&["equivariant/".into()])
+}
+
+#[test]
+fn registry_references_pass_their_own_checks() {
+    let mut rng = rng();
+    let ops = family();
+    assert_eq!(ops.iter().map(|o| o.full_name()).collect::<Vec<_>>(), ["equivariant/sh", "equivariant/hessian"]);
+    for op in ops {
+        crate::common::assert_rows(&op.self_checks(&mut rng));
+    }
+}
+
+#[test]
+fn registry_entries_match_reference_on_every_device() {
+    let mut rng = rng();
+    for device in std::iter::once(Device::Cpu).chain(kernel_devices()) {
+        for op in family() {
+            let shapes = if device.is_emu() { crate::common::emu_shapes(op.as_ref()) } else { op.check_shapes() };
+            // The host path is the reference itself: small shapes suffice there.
+            let host = !device.is_emu() && !device.is_cuda();
+            let shapes: Vec<_> = if host { shapes.into_iter().take(3).collect() } else { shapes };
+            let rows = kiln::check::check_shapes(op.as_ref(), &device, &DType::FLOATS, &shapes, &mut rng).unwrap();
+            crate::common::assert_rows(&rows);
+        }
+    }
+}
