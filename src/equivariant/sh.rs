@@ -149,7 +149,8 @@ impl ShTable {
         s.push_str("// checks it is current (BLESS=1 rewrites it). Do not edit.\n");
         s.push_str("#pragma once\n\nnamespace kiln::equivariant {\n\n");
         s.push_str("template <int L>\n__device__ __forceinline__ void sh_step(float* Y, float x, float y, float z);\n");
-        s.push_str("template <int L>\n__device__ __forceinline__ void sh_step_adjoint(const float* Y, float* G, float* g, float x, float y, float z);\n");
+        s.push_str("template <int L>\n__device__ __forceinline__ void sh_step_adjoint(");
+        s.push_str("const float* Y, float* G, float* g, float x, float y, float z);\n");
         for l in 1..=self.lmax as usize {
             let (cur, prev) = (l * l, (l - 1) * (l - 1));
             s.push_str(&format!(
@@ -165,9 +166,8 @@ impl ShTable {
                 s.push_str(&format!("    Y[{}] = {};\n", cur + i, terms.join(" + ")));
             }
             s.push_str("}\n");
-            s.push_str(&format!(
-                "\ntemplate <>\n__device__ __forceinline__ void sh_step_adjoint<{l}>(const float* Y, float* G, float* g, float x, float y, float z) {{\n"
-            ));
+            s.push_str(&format!("\ntemplate <>\n__device__ __forceinline__ void sh_step_adjoint<{l}>("));
+            s.push_str("const float* Y, float* G, float* g, float x, float y, float z) {\n");
             s.push_str("    (void)x;\n    (void)y;\n    (void)z;\n");
             for &(i, j, k, v) in &self.steps[l - 1] {
                 s.push_str(&format!("    G[{}] += {v:.9e}f * {} * G[{}];\n", prev + j, axis[k], cur + i));

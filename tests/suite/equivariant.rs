@@ -1336,3 +1336,219 @@ fn registry_entries_match_reference_on_every_device() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The C ABI's argument validation, against each kernel library built in (the emulated one
+// with `emu`, the nvcc-built one with `cuda`): every call here fails validation (or is empty)
+// before any pointer is used, so the fake addresses are never dereferenced.
+
+macro_rules! c_abi_validation {
+    ($module:ident, $ffi:path, $feature:literal) => {
+        #[cfg(feature = $feature)]
+        mod $module {
+            use std::ffi::c_void;
+            use std::ptr::{null, null_mut};
+
+            use ffi::{kiln_dtype, kiln_sh_normalization as Norm, kiln_status as S};
+            use $ffi as ffi;
+
+            const F32: kiln_dtype = kiln_dtype::KILN_DTYPE_F32;
+            const FAKE: usize = 0x1000_0000;
+            const COMPONENT: Norm = Norm::KILN_SH_COMPONENT;
+
+            fn p(addr: usize) -> *const c_void {
+                addr as *const c_void
+            }
+            fn pm(addr: usize) -> *mut c_void {
+                addr as *mut c_void
+            }
+            fn ip(addr: usize) -> *const i32 {
+                addr as *const i32
+            }
+
+            fn plan(dim1: i64, n_paths: i32, paths: usize) -> ffi::kiln_tp_plan {
+                ffi::kiln_tp_plan {
+                    paths: paths as *const ffi::kiln_tp_path,
+                    n_paths,
+                    cg_ijk: ip(FAKE),
+                    cg_val: FAKE as *const f32,
+                    dim1,
+                    dim2: 4,
+                    dim_out: 4,
+                    weight_numel: 4,
+                }
+            }
+
+            #[test]
+            fn spherical_harmonics_launchers_validate() {
+                // SAFETY: every call fails validation or is empty before a pointer is used.
+                unsafe {
+                    let fwd = |dtype, vec, n, lmax, norm, sh| {
+                        ffi::kiln_equivariant_sh_fwd(dtype, vec, n, lmax, norm, 1, sh, null_mut())
+                    };
+                    assert_eq!(fwd(kiln_dtype(9), p(FAKE), 4, 2, COMPONENT, pm(FAKE)), S::KILN_ERROR_INVALID_DTYPE);
+                    assert_eq!(fwd(F32, p(FAKE), -1, 2, COMPONENT, pm(FAKE)), S::KILN_ERROR_INVALID_SIZE);
+                    assert_eq!(fwd(F32, p(FAKE), 4, 5, COMPONENT, pm(FAKE)), S::KILN_ERROR_INVALID_SIZE);
+                    assert_eq!(fwd(F32, p(FAKE), 4, -1, COMPONENT, pm(FAKE)), S::KILN_ERROR_INVALID_SIZE);
+                    assert_eq!(fwd(F32, p(FAKE), 4, 2, Norm(7), pm(FAKE)), S::KILN_ERROR_INVALID_VALUE);
+                    assert_eq!(fwd(F32, null(), 4, 2, COMPONENT, pm(FAKE)), S::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(fwd(F32, p(FAKE), 4, 2, COMPONENT, null_mut()), S::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(fwd(F32, p(FAKE + 2), 4, 2, COMPONENT, pm(FAKE)), S::KILN_ERROR_MISALIGNED);
+                    assert_eq!(fwd(F32, null(), 0, 2, COMPONENT, null_mut()), S::KILN_SUCCESS);
+                    let bwd = |vec, dsh, n, dvec| {
+                        ffi::kiln_equivariant_sh_bwd(F32, vec, dsh, n, 3, COMPONENT, 0, dvec, null_mut())
+                    };
+                    assert_eq!(bwd(p(FAKE), null(), 4, pm(FAKE)), S::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(bwd(p(FAKE), p(FAKE + 1), 4, pm(FAKE)), S::KILN_ERROR_MISALIGNED);
+                    assert_eq!(bwd(null(), null(), 0, null_mut()), S::KILN_SUCCESS);
+                }
+            }
+
+            #[test]
+            fn tensor_product_launchers_validate() {
+                let good = plan(4, 1, FAKE);
+                // SAFETY: every call fails validation before a pointer is used.
+                unsafe {
+                    let conv = |plan: *const ffi::kiln_tp_plan, x, src, dst_ptr, nodes, edges| {
+                        ffi::kiln_equivariant_conv_fwd(
+                            F32,
+                            plan,
+                            x,
+                            p(FAKE),
+                            p(FAKE),
+                            1,
+                            src,
+                            dst_ptr,
+                            nodes,
+                            edges,
+                            pm(FAKE),
+                            null_mut(),
+                        )
+                    };
+                    assert_eq!(conv(null(), p(FAKE), ip(FAKE), ip(FAKE), 2, 3), S::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(conv(&plan(-1, 1, FAKE), p(FAKE), ip(FAKE), ip(FAKE), 2, 3), S::KILN_ERROR_INVALID_SIZE);
+                    assert_eq!(conv(&plan(4, 1, 0), p(FAKE), ip(FAKE), ip(FAKE), 2, 3), S::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(conv(&good, p(FAKE), ip(FAKE), ip(FAKE), -2, 3), S::KILN_ERROR_INVALID_SIZE);
+                    // No graph: one x2 row per x1 row.
+                    assert_eq!(conv(&good, p(FAKE), null(), null(), 2, 3), S::KILN_ERROR_INVALID_SIZE);
+                    // A graph needs its CSR offsets, and src when there are edges.
+                    assert_eq!(conv(&good, p(FAKE), ip(FAKE), null(), 2, 3), S::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(conv(&good, p(FAKE), null(), ip(FAKE), 2, 3), S::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(conv(&good, null(), ip(FAKE), ip(FAKE), 2, 3), S::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(conv(&good, p(FAKE + 2), ip(FAKE), ip(FAKE), 2, 3), S::KILN_ERROR_MISALIGNED);
+                    assert_eq!(conv(&good, p(FAKE), ip(FAKE + 2), ip(FAKE), 2, 3), S::KILN_ERROR_MISALIGNED);
+                    let tp = ffi::kiln_equivariant_tp_fwd(
+                        kiln_dtype(9),
+                        &good,
+                        p(FAKE),
+                        p(FAKE),
+                        p(FAKE),
+                        1,
+                        2,
+                        pm(FAKE),
+                        null_mut(),
+                    );
+                    assert_eq!(tp, S::KILN_ERROR_INVALID_DTYPE);
+
+                    assert_eq!(ffi::kiln_equivariant_workspace_bytes(-1, 4, 1), -1);
+                    assert_eq!(ffi::kiln_equivariant_workspace_bytes(10, 4, 1), 160);
+                    assert_eq!(ffi::kiln_equivariant_workspace_bytes(10, 4, 0), 0);
+                    // Shared weights need the workspace, of the size asked for.
+                    let bwd = |workspace, bytes| {
+                        ffi::kiln_equivariant_tp_bwd(
+                            F32,
+                            &good,
+                            p(FAKE),
+                            p(FAKE),
+                            p(FAKE),
+                            1,
+                            p(FAKE),
+                            10,
+                            pm(FAKE),
+                            pm(FAKE),
+                            pm(FAKE),
+                            workspace,
+                            bytes,
+                            null_mut(),
+                        )
+                    };
+                    assert_eq!(bwd(null_mut(), 0), S::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(bwd(pm(FAKE), 159), S::KILN_ERROR_WORKSPACE_TOO_SMALL);
+                    let graph = ffi::kiln_equivariant_conv_bwd(
+                        F32,
+                        &good,
+                        p(FAKE),
+                        p(FAKE),
+                        p(FAKE),
+                        0,
+                        ip(FAKE),
+                        null(),
+                        ip(FAKE),
+                        ip(FAKE),
+                        ip(FAKE),
+                        p(FAKE),
+                        2,
+                        3,
+                        pm(FAKE),
+                        pm(FAKE),
+                        pm(FAKE),
+                        null_mut(),
+                        0,
+                        null_mut(),
+                    );
+                    assert_eq!(graph, S::KILN_ERROR_NULL_POINTER, "dst is needed by the backward");
+                }
+            }
+
+            #[test]
+            fn hessian_launchers_validate() {
+                let o64 = FAKE as *const i64;
+                // SAFETY: every call fails validation or is empty before a pointer is used.
+                unsafe {
+                    let fwd = |node_feat, mol_offset, atoms, edges, molecules| {
+                        ffi::kiln_equivariant_hessian_fwd(
+                            F32,
+                            p(FAKE),
+                            node_feat,
+                            ip(FAKE),
+                            ip(FAKE),
+                            ip(FAKE),
+                            ip(FAKE),
+                            ip(FAKE),
+                            mol_offset,
+                            atoms,
+                            edges,
+                            molecules,
+                            pm(FAKE),
+                            null_mut(),
+                        )
+                    };
+                    assert_eq!(fwd(p(FAKE), o64, -1, 2, 1), S::KILN_ERROR_INVALID_SIZE);
+                    assert_eq!(fwd(p(FAKE), o64, 3, 2, 4), S::KILN_ERROR_INVALID_SIZE);
+                    assert_eq!(fwd(null(), o64, 3, 2, 1), S::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(fwd(p(FAKE), (FAKE + 4) as *const i64, 3, 2, 1), S::KILN_ERROR_MISALIGNED);
+                    assert_eq!(fwd(null(), null(), 0, 0, 0), S::KILN_SUCCESS);
+                    let bwd = ffi::kiln_equivariant_hessian_bwd(
+                        F32,
+                        p(FAKE),
+                        ip(FAKE),
+                        null(),
+                        ip(FAKE),
+                        ip(FAKE),
+                        o64,
+                        3,
+                        2,
+                        1,
+                        pm(FAKE),
+                        pm(FAKE),
+                        null_mut(),
+                    );
+                    assert_eq!(bwd, S::KILN_ERROR_NULL_POINTER);
+                }
+            }
+        }
+    };
+}
+
+c_abi_validation!(c_abi_emu, kiln::ffi_emu, "emu");
+c_abi_validation!(c_abi_cuda, kiln::ffi, "cuda");
