@@ -213,7 +213,7 @@ fn check_indices(arg: &'static str, idx: &[i64], edges: usize, n: usize) -> Resu
         .collect()
 }
 
-/// The graph convolution out[i] = Σ_{e: dst_e = i} TP(x[src_e], y_e; w_e): x `[nodes, dim1]`,
+/// The graph convolution `out[i] = Σ_{e: dst_e = i} TP(x[src_e], y_e; w_e)`: x `[nodes, dim1]`,
 /// y `[edges, dim2]`, w `[W]` or `[edges, W]`, src and dst `[edges]` → `[nodes, dim_out]`.
 pub fn conv_forward(plan: &TpPlan, x: &[f64], y: &[f64], w: &[f64], src: &[i64], dst: &[i64]) -> Result<Vec<f64>> {
     let (d1, d2, dout) = (plan.irreps_in1.dim(), plan.irreps_in2.dim(), plan.irreps_out.dim());
@@ -280,7 +280,7 @@ pub fn conv_backward(
 /// Width of a HIP feature: l = 0, 1, 2 (1 + 3 + 5 components, in that order).
 pub const HESSIAN_FEAT: usize = 9;
 
-/// B[a][b][c]: the 3×3 block of feature component c, Σ_l wigner_3j(1, 1, l)[a, b, m] at
+/// `B[a][b][c]`: the 3×3 block of feature component c, `Σ_l wigner_3j(1, 1, l)[a, b, m]` at
 /// c = offset(l) + m.
 pub fn hessian_basis() -> [[[f64; HESSIAN_FEAT]; 3]; 3] {
     let mut basis = [[[0.0; HESSIAN_FEAT]; 3]; 3];

@@ -2,7 +2,7 @@
 //! spherical harmonics, Clebsch-Gordan coefficients (`wigner_3j`) and Wigner D matrices for
 //! l ≤ 4, tensor-product plans (uvu and uvw paths, 'element' and 'path' normalization), and
 //! the f64 CPU references of the batched tensor product, the graph convolution
-//! out[i] = Σ_{e: dst_e = i} TP(x[src_e], Y_e, w_e) and the HIP Hessian assembly.
+//! `out[i] = Σ_{e: dst_e = i} TP(x[src_e], Y_e, w_e)` and the HIP Hessian assembly.
 //!
 //! ```
 //! use kiln::equivariant::{cpu, Irreps, PathNormalization, Sh, ShNormalization, TpPlan};
@@ -351,7 +351,7 @@ pub fn tensor_product_backward(plan: &TpPlan, x1: &Tensor, x2: &Tensor, w: &Tens
     run_backward(plan, &validate_tp(plan, x1, x2, w)?, dout)
 }
 
-/// The fused, deterministic graph convolution out[n] = Σ_{e: dst_e = n} TP(x[src_e], y[e]; w_e):
+/// The fused, deterministic graph convolution `out[n] = Σ_{e: dst_e = n} TP(x[src_e], y[e]; w_e)`:
 /// x `[nodes, dim1]`, y `[edges, dim2]`, w `[W]` or `[edges, W]`, src and dst i32 `[edges]` with
 /// the edges sorted by dst (else a typed error) → `[nodes, dim_out]`.
 pub fn conv(plan: &TpPlan, x: &Tensor, y: &Tensor, w: &Tensor, src: &Tensor, dst: &Tensor) -> Result<Tensor> {
