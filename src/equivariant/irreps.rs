@@ -280,7 +280,7 @@ impl FromStr for Irreps {
     type Err = IrrepsError;
 
     /// e3nn's grammar: blocks joined by `+`, each `<mul>x<l><e|o|y>` or `<l><e|o|y>` (mul 1),
-    /// spaces around blocks allowed; the empty string is no blocks.
+    /// spaces around blocks and around `x` allowed; the empty string is no blocks.
     fn from_str(s: &str) -> Result<Irreps, IrrepsError> {
         if s.trim().is_empty() {
             return Ok(Irreps::default());
@@ -293,6 +293,7 @@ impl FromStr for Irreps {
             }
             let (mul, ir) = match part.split_once('x') {
                 Some((mul, ir)) => {
+                    let (mul, ir) = (mul.trim(), ir.trim());
                     let bad = || IrrepsError::BadMultiplicity { mul: mul.to_string(), text: s.to_string() };
                     if mul.is_empty() || !mul.bytes().all(|b| b.is_ascii_digit()) {
                         return Err(bad());

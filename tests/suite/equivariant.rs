@@ -44,21 +44,31 @@ fn mat_vec(m: &[f64], v: &[f64]) -> Vec<f64> {
     (0..n).map(|i| (0..n).map(|j| m[i * n + j] * v[j]).sum()).collect()
 }
 
-/// The representation of `irreps` for the rotation R times `inversion` (k = 1: −R): a
-/// block-diagonal of p^k D^l(R) per copy, applied to one sample.
-fn rotate(irreps: &Irreps, r: &[[f64; 3]; 3], inversion: bool, x: &[f64]) -> Vec<f64> {
+/// D^0(R)..D^4(R).
+fn wigner_ds(r: &[[f64; 3]; 3]) -> Vec<Vec<f64>> {
+    (0..=LMAX).map(|l| wigner_d(l, r).unwrap()).collect()
+}
+
+/// The representation of `irreps` for the rotation with Wigner matrices `ds` (from
+/// [`wigner_ds`]) times `inversion` (k = 1: −R): a block-diagonal of p^k D^l(R) per copy,
+/// applied to one sample.
+fn rotate_with(irreps: &Irreps, ds: &[Vec<f64>], inversion: bool, x: &[f64]) -> Vec<f64> {
     let mut out = Vec::with_capacity(x.len());
     let mut at = 0;
     for b in irreps.blocks() {
-        let d = wigner_d(b.ir.l, r).unwrap();
+        let d = &ds[b.ir.l as usize];
         let sign = if inversion && b.ir.p == Parity::Odd { -1.0 } else { 1.0 };
         for _ in 0..b.mul {
             let n = b.ir.dim();
-            out.extend(mat_vec(&d, &x[at..at + n]).into_iter().map(|v| sign * v));
+            out.extend(mat_vec(d, &x[at..at + n]).into_iter().map(|v| sign * v));
             at += n;
         }
     }
     out
+}
+
+fn rotate(irreps: &Irreps, r: &[[f64; 3]; 3], inversion: bool, x: &[f64]) -> Vec<f64> {
+    rotate_with(irreps, &wigner_ds(r), inversion, x)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -74,7 +84,7 @@ fn irreps_parse_print_and_layout() {
     assert_eq!(irreps.slices(), vec![0..128, 128..320, 320..480]);
     assert_eq!(irreps.lmax(), Some(2));
     // Spaces, implicit multiplicity, the 'y' parity (−1)^l, zero multiplicities, empty.
-    let loose: Irreps = " 2x1o + 0e + 1y + 2y + 0x3e ".parse().unwrap();
+    let loose: Irreps = " 2x1o + 0e + 1y + 2y + 0 x 3e ".parse().unwrap();
     assert_eq!(loose.to_string(), "2x1o+1x0e+1x1o+1x2e+0x3e");
     assert_eq!(loose.dim(), 6 + 1 + 3 + 5);
     assert_eq!("".parse::<Irreps>().unwrap(), Irreps::default());
@@ -575,7 +585,7 @@ fn all_irreps(mul: usize) -> Irreps {
 fn tensor_product_is_equivariant_for_every_path() {
     let mut rng = rng();
     let (a, b, c) = (all_irreps(2), all_irreps(1), all_irreps(2));
-    let r = random_rotation(&mut rng);
+    let ds = wigner_ds(&random_rotation(&mut rng));
     let mut checked = 0;
     for mode in [Mode::Uvu, Mode::Uvw] {
         let full = TpPlan::new(&a, &b, &c, &[], PathNormalization::Element, IrrepNormalization::Component).unwrap();
@@ -601,10 +611,10 @@ fn tensor_product_is_equivariant_for_every_path() {
                     let out = cpu::tp_forward(&plan, &x1, &x2, &w, 1).unwrap();
                     assert!(out.iter().any(|v| *v != 0.0), "path ({i1},{i2},{io}) produces nothing");
                     for inversion in [false, true] {
-                        let rx1 = rotate(&a, &r, inversion, &x1);
-                        let rx2 = rotate(&b, &r, inversion, &x2);
+                        let rx1 = rotate_with(&a, &ds, inversion, &x1);
+                        let rx2 = rotate_with(&b, &ds, inversion, &x2);
                         let got = cpu::tp_forward(&plan, &rx1, &rx2, &w, 1).unwrap();
-                        let want = rotate(&c, &r, inversion, &out);
+                        let want = rotate_with(&c, &ds, inversion, &out);
                         for (g, w) in got.iter().zip(&want) {
                             assert!(
                                 (g - w).abs() < 1e-11 * (1.0 + w.abs()),
@@ -831,7 +841,8 @@ fn hessian_is_exactly_symmetric_and_equivariant() {
     // block: H' = R H Rᵀ.
     let feat_irreps = ir("0e+1e+2e");
     let r = random_rotation(&mut rng);
-    let rot = |f: &[f64]| -> Vec<f64> { f.chunks(9).flat_map(|c| rotate(&feat_irreps, &r, false, c)).collect() };
+    let ds = wigner_ds(&r);
+    let rot = |f: &[f64]| -> Vec<f64> { f.chunks(9).flat_map(|c| rotate_with(&feat_irreps, &ds, false, c)).collect() };
     let h2 = cpu::hessian_forward(&rot(&ef), &rot(&nf), &src, &dst, &n_atoms).unwrap();
     let mut at = 0;
     for &n in &n_atoms {
