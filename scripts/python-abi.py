@@ -18,6 +18,8 @@ TARGET = ROOT / "python/kiln/_abi.py"
 SCALARS = {
     "kiln_status": "i32",
     "kiln_dtype": "i32",
+    "kiln_sh_normalization": "i32",
+    "kiln_tp_mode": "i32",
     "int32_t": "i32",
     "int": "i32",
     "int64_t": "i64",

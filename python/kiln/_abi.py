@@ -77,6 +77,15 @@ FUNCTIONS = {
     'kiln_attention_lse_pad_fwd': ('i32', [('ptr', 'lse_packed'), ('ptr', 'indices'), ('i64', 'heads'), ('i64', 'nnz'), ('i64', 'tokens'), ('ptr', 'lse'), ('ptr', 'stream')]),
     'kiln_attention_alibi_bwd_workspace_bytes': ('i64', [('i64', 'total_q'), ('i64', 'total_k'), ('i64', 'heads'), ('i64', 'heads_k')]),
     'kiln_attention_alibi_bwd': ('i32', [('i32', 'dtype'), ('ptr', 'q'), ('ptr', 'k'), ('ptr', 'v'), ('ptr', 'out'), ('ptr', 'lse'), ('ptr', 'dout'), ('ptr', 'cu_seqlens_q'), ('ptr', 'cu_seqlens_k'), ('ptr', 'slopes'), ('i32', 'slopes_per_batch'), ('ptr', 'positions'), ('i64', 'batch'), ('i64', 'total_q'), ('i64', 'total_k'), ('i64', 'heads'), ('i64', 'heads_k'), ('i64', 'head_dim'), ('i64', 'max_seqlen_q'), ('i64', 'max_seqlen_k'), ('i32', 'causal'), ('f32', 'softmax_scale'), ('ptr', 'dq'), ('ptr', 'dk'), ('ptr', 'dv'), ('ptr', 'dslopes'), ('ptr', 'dpositions'), ('ptr', 'workspace'), ('i64', 'workspace_bytes'), ('ptr', 'stream')]),
+    'kiln_equivariant_sh_fwd': ('i32', [('i32', 'dtype'), ('ptr', 'vec'), ('i64', 'n'), ('i32', 'lmax'), ('i32', 'normalization'), ('i32', 'normalize'), ('ptr', 'sh'), ('ptr', 'stream')]),
+    'kiln_equivariant_sh_bwd': ('i32', [('i32', 'dtype'), ('ptr', 'vec'), ('ptr', 'dsh'), ('i64', 'n'), ('i32', 'lmax'), ('i32', 'normalization'), ('i32', 'normalize'), ('ptr', 'dvec'), ('ptr', 'stream')]),
+    'kiln_equivariant_workspace_bytes': ('i64', [('i64', 'edges'), ('i64', 'weight_numel'), ('i32', 'shared_weights')]),
+    'kiln_equivariant_tp_fwd': ('i32', [('i32', 'dtype'), ('ptr', 'plan'), ('ptr', 'x1'), ('ptr', 'x2'), ('ptr', 'w'), ('i32', 'shared_weights'), ('i64', 'batch'), ('ptr', 'out'), ('ptr', 'stream')]),
+    'kiln_equivariant_tp_bwd': ('i32', [('i32', 'dtype'), ('ptr', 'plan'), ('ptr', 'x1'), ('ptr', 'x2'), ('ptr', 'w'), ('i32', 'shared_weights'), ('ptr', 'dout'), ('i64', 'batch'), ('ptr', 'dx1'), ('ptr', 'dx2'), ('ptr', 'dw'), ('ptr', 'workspace'), ('i64', 'workspace_bytes'), ('ptr', 'stream')]),
+    'kiln_equivariant_conv_fwd': ('i32', [('i32', 'dtype'), ('ptr', 'plan'), ('ptr', 'x'), ('ptr', 'y'), ('ptr', 'w'), ('i32', 'shared_weights'), ('ptr', 'src'), ('ptr', 'dst_ptr'), ('i64', 'nodes'), ('i64', 'edges'), ('ptr', 'out'), ('ptr', 'stream')]),
+    'kiln_equivariant_conv_bwd': ('i32', [('i32', 'dtype'), ('ptr', 'plan'), ('ptr', 'x'), ('ptr', 'y'), ('ptr', 'w'), ('i32', 'shared_weights'), ('ptr', 'src'), ('ptr', 'dst'), ('ptr', 'dst_ptr'), ('ptr', 'src_perm'), ('ptr', 'src_ptr'), ('ptr', 'dout'), ('i64', 'nodes'), ('i64', 'edges'), ('ptr', 'dx'), ('ptr', 'dy'), ('ptr', 'dw'), ('ptr', 'workspace'), ('i64', 'workspace_bytes'), ('ptr', 'stream')]),
+    'kiln_equivariant_hessian_fwd': ('i32', [('i32', 'dtype'), ('ptr', 'edge_feat'), ('ptr', 'node_feat'), ('ptr', 'dst'), ('ptr', 'src_perm'), ('ptr', 'src_ptr'), ('ptr', 'atom_mol'), ('ptr', 'mol_first'), ('ptr', 'mol_offset'), ('i64', 'atoms'), ('i64', 'edges'), ('i64', 'molecules'), ('ptr', 'hessian'), ('ptr', 'stream')]),
+    'kiln_equivariant_hessian_bwd': ('i32', [('i32', 'dtype'), ('ptr', 'dhessian'), ('ptr', 'src'), ('ptr', 'dst'), ('ptr', 'atom_mol'), ('ptr', 'mol_first'), ('ptr', 'mol_offset'), ('i64', 'atoms'), ('i64', 'edges'), ('i64', 'molecules'), ('ptr', 'dedge_feat'), ('ptr', 'dnode_feat'), ('ptr', 'stream')]),
 }
 
 EMU_FUNCTIONS = {
@@ -114,4 +123,9 @@ CONSTANTS = {
     'KILN_DATA_SEQLEN_OUT_OF_RANGE': 2,
     'KILN_DATA_INDEX_OUT_OF_RANGE': 3,
     'KILN_DATA_DUPLICATE_INDEX': 4,
+    'KILN_SH_COMPONENT': 0,
+    'KILN_SH_NORM': 1,
+    'KILN_SH_INTEGRAL': 2,
+    'KILN_TP_UVU': 0,
+    'KILN_TP_UVW': 1,
 }
