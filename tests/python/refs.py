@@ -116,8 +116,10 @@ def norm_backward(kind, dy, s, gamma, eps):
     return ds, (dy * xhat).reshape(-1, d).sum(0), dy.reshape(-1, d).sum(0)
 
 
-def attention(q, k, v, cu_q, cu_k, slopes, causal, scale, dtype=np.float64):
-    """Per sequence and head, softmax(scale·q·kᵀ − slope·|i + sk − sq − j|)·v, in ``dtype``."""
+def attention(q, k, v, cu_q, cu_k, slopes, causal, scale, dtype=np.float64, positions=None):
+    """Per sequence and head, softmax(scale·q·kᵀ − slope·|i + sk − sq − j|)·v, in ``dtype``;
+    with ``positions`` [total, 3] the geometric bias −slope·‖p_i − p_j‖ instead. slopes [H] or
+    [B, H]."""
     total_q, heads, d = q.shape
     heads_k = k.shape[1]
     out = np.zeros(q.shape, dtype)
@@ -132,7 +134,12 @@ def attention(q, k, v, cu_q, cu_k, slopes, causal, scale, dtype=np.float64):
             hk = h // (heads // heads_k)
             s = (q[q0:q1, h] @ k[k0:k1, hk].T) * dtype(scale)
             if slopes is not None:
-                s = s - (dtype(slopes[h]) * np.abs(i + sk - sq - j)).astype(dtype)
+                slope = dtype(slopes[b, h] if np.ndim(slopes) == 2 else slopes[h])
+                if positions is None:
+                    dist = np.abs(i + sk - sq - j)
+                else:
+                    dist = np.sqrt(((positions[q0:q1, None, :] - positions[None, k0:k1, :]) ** 2).sum(-1))
+                s = s - (slope * dist).astype(dtype)
             if causal:
                 s = np.where(j <= i + sk - sq, s, -np.inf)
             m = s.max(-1, keepdims=True) if sk else np.zeros((sq, 1))
@@ -143,3 +150,82 @@ def attention(q, k, v, cu_q, cu_k, slopes, causal, scale, dtype=np.float64):
                 out[q0:q1, h] = np.where(z > 0, (p / np.where(z > 0, z, 1)) @ v[k0:k1, hk], 0)
                 lse[h, q0:q1] = (np.log(z) + m)[:, 0]
     return out, lse
+
+
+def attention_backward(q, k, v, dout, cu_q, cu_k, slopes, causal, scale, positions=None, out=None, low=None):
+    """(dq, dk, dv, dslopes, dpositions) of the loss Σ dout·O, O = softmax(S)·v per sequence and
+    head, S = scale·q·kᵀ + bias, bias −slope·|i + sk − sq − j| (linear) or −slope·‖p_i − p_j‖
+    (geometric, ``positions`` [total, 3], token q0 + i against token k0 + j), by the chain rule
+    of the softmax: dV = Pᵀ·dO, dP = dO·vᵀ, dS = P∘(dP − rowsum(dP∘P)), dQ = scale·dS·k,
+    dK = scale·dSᵀ·q (GQA: summed over the query heads of a kv head), dslope = Σ dS∘∂bias/∂slope,
+    ∂bias/∂p_i = −slope·(p_i − p_j)/‖p_i − p_j‖ = −∂bias/∂p_j. slopes [H] or [B, H]. In f64; with
+    ``low`` (a storage dtype) the naive low-precision computation instead (DESIGN.md's yardstick):
+    f32 arithmetic with the scores, P, dP, dS and dq/dk/dv rounded to ``low``, rowsum(dout∘out)
+    from the given (rounded) ``out``."""
+    total_q, heads, d = q.shape
+    heads_k = k.shape[1]
+    if low is None:
+        f = np.float64
+
+        def r(x):
+            return x
+    else:
+        f = np.float32
+
+        def r(x):
+            return np.asarray(x).astype(low).astype(np.float32)
+    q, k, v, dout = (np.asarray(t, np.float64).astype(f) for t in (q, k, v, dout))
+    dq, dk, dv = np.zeros(q.shape, f), np.zeros(k.shape, f), np.zeros(v.shape, f)
+    dslopes = None if slopes is None else np.zeros(np.shape(slopes), f)
+    dpos = None if positions is None else np.zeros(np.shape(positions), f)
+    pos = None if positions is None else np.asarray(positions, np.float64).astype(f)
+    for b in range(len(cu_q) - 1):
+        q0, q1, k0, k1 = cu_q[b], cu_q[b + 1], cu_k[b], cu_k[b + 1]
+        sq, sk = q1 - q0, k1 - k0
+        if sq == 0 or sk == 0:
+            continue
+        i = np.arange(sq)[:, None]
+        j = np.arange(sk)[None, :]
+        if pos is None:
+            dist = np.abs(i + sk - sq - j).astype(f)
+            unit = None
+        else:
+            diff = pos[q0:q1, None, :] - pos[None, k0:k1, :]  # [sq, sk, 3]
+            dist = np.sqrt((diff ** 2).sum(-1))
+            unit = diff / np.where(dist > 0, dist, 1)[..., None]
+        visible = (j <= i + sk - sq) if causal else np.ones((sq, sk), bool)
+        for h in range(heads):
+            hk = h // (heads // heads_k)
+            slope = None
+            if slopes is not None:
+                at = (b, h) if np.ndim(slopes) == 2 else (h,)
+                slope = f(np.asarray(slopes, np.float64)[at])
+            qh, kh, vh, doh = q[q0:q1, h], k[k0:k1, hk], v[k0:k1, hk], dout[q0:q1, h]
+            s = r(qh @ kh.T) * f(scale)
+            if slope is not None:
+                s = s - slope * dist
+            s = np.where(visible, s, -np.inf)
+            m = s.max(-1, keepdims=True)
+            m = np.where(np.isfinite(m), m, 0)
+            e = np.where(visible, np.exp(s - m), 0)
+            z = e.sum(-1, keepdims=True)
+            p = r(e / np.where(z > 0, z, 1))
+            dp = r(doh @ vh.T)
+            if low is None:
+                delta = (dp * p).sum(-1, keepdims=True)
+            else:
+                delta = (doh * np.asarray(out, np.float64)[q0:q1, h].astype(f)).sum(-1, keepdims=True)
+            ds = r(p * (dp - delta))
+            dv[k0:k1, hk] += p.T @ doh
+            dq[q0:q1, h] = f(scale) * (ds @ kh)
+            dk[k0:k1, hk] += f(scale) * (ds.T @ qh)
+            if slope is not None:
+                dslopes[at] -= (ds * dist).sum()
+                if unit is not None:
+                    g = ds[..., None] * slope * unit  # dS_ij · slope · (p_i − p_j)/‖p_i − p_j‖
+                    dpos[q0:q1] -= g.sum(1)
+                    dpos[k0:k1] += g.sum(0)
+    if low is not None:
+        dq, dk, dv = r(dq), r(dk), r(dv)
+    as64 = [None if t is None else np.asarray(t, np.float64) for t in (dq, dk, dv, dslopes, dpos)]
+    return tuple(as64)

@@ -94,11 +94,60 @@ def test_glu_norm_padding_attention_shapes():
         kiln.attention.forward(q, q, q, cu, cu, slopes=np.ones(3, np.float32))
 
 
-def test_attention_backward_is_reported_missing_until_the_abi_has_it():
-    if kiln.attention.has_backward():
-        pytest.skip("the C ABI has the attention backward")
-    with pytest.raises(NotImplementedError, match="kiln_attention_alibi_bwd"):
-        kiln.attention.backward()
+def test_attention_backward_arguments():
+    """The backward checks the forward's arguments and its own: out/dout like q, lse f32 [H, total_q],
+    the optional gradients only with what they differentiate; the padded form checks its shapes."""
+    assert kiln.attention.has_backward()
+    q = np.ones((4, 2, 32), np.float16)
+    cu = np.array([0, 4], np.int32)
+    lse = np.zeros((2, 4), np.float32)
+    slopes = kiln.attention.alibi_slopes(2)
+    bwd = kiln.attention.backward
+    with pytest.raises(ValueError, match=r"attention/alibi bwd: out has shape \[3, 2, 32\], expected \[4, 2, 32\]"):
+        bwd(q, q, q, q[:3], lse, q, cu, cu)
+    with pytest.raises(ValueError, match=r"attention/alibi bwd: dout has shape \[4, 1, 32\], expected \[4, 2, 32\]"):
+        bwd(q, q, q, q, lse, q[:, :1].copy(), cu, cu)
+    with pytest.raises(TypeError, match=r"attention/alibi bwd: dout has dtype float32; kiln takes float16, bfloat16"):
+        bwd(q, q, q, q, lse, q.astype(np.float32), cu, cu)
+    with pytest.raises(ValueError, match=r"attention/alibi bwd: lse has shape \[4, 2\], expected \[2, 4\]"):
+        bwd(q, q, q, q, lse.T.copy(), q, cu, cu)
+    with pytest.raises(TypeError, match=r"attention/alibi bwd: lse has dtype float16; kiln takes float32"):
+        bwd(q, q, q, q, lse.astype(np.float16), q, cu, cu)
+    with pytest.raises(ValueError, match=r"attention/alibi bwd: lse must be contiguous"):
+        bwd(q, q, q, q, np.zeros((4, 2), np.float32).T, q, cu, cu)
+    with pytest.raises(ValueError, match=r"attention/alibi bwd: slope_grad needs ALiBi slopes, but slopes is None"):
+        bwd(q, q, q, q, lse, q, cu, cu, slope_grad=True)
+    with pytest.raises(ValueError, match=r"attention/alibi bwd: position_grad needs geometric ALiBi, but positions"):
+        bwd(q, q, q, q, lse, q, cu, cu, slopes=slopes, slope_grad=True, position_grad=True)
+    with pytest.raises(ValueError, match=r"attention/alibi bwd: slopes has shape \[3\], expected \[2\] or \[1, 2\]"):
+        bwd(q, q, q, q, lse, q, cu, cu, slopes=np.ones(3, np.float32), slope_grad=True)
+    with pytest.raises(ValueError, match=r"attention/alibi bwd: positions has shape \[3, 3\], expected \[4, 3\]"):
+        bwd(q, q, q, q, lse, q, cu, cu, slopes=slopes, positions=np.zeros((3, 3), np.float32))
+    with pytest.raises(ValueError, match=r"attention/alibi bwd: head_dim 48 is not supported"):
+        q48 = np.ones((4, 2, 48), np.float16)
+        bwd(q48, q48, q48, q48, lse, q48, cu, cu)
+    with pytest.raises(TypeError, match=r"attention/alibi bwd: dout must be a numpy array like the other arguments"):
+        bwd(q, q, q, q, lse, q.tolist(), cu, cu)
+    try:
+        import ml_dtypes
+    except ImportError:
+        pass
+    else:
+        with pytest.raises(TypeError, match=r"attention/alibi bwd: out has dtype bfloat16, it must match the input's "
+                                            r"float16"):
+            bwd(q, q, q, q.astype(ml_dtypes.bfloat16), lse, q, cu, cu)
+    qp = np.ones((2, 2, 2, 32), np.float16)
+    mask = np.ones((2, 2), bool)
+    bwdp = kiln.attention.backward_padded
+    with pytest.raises(ValueError, match=r"attention/alibi bwd \(padded\): lse has shape \[2, 4\], expected "
+                                         r"\[2, 2, 2\]"):
+        bwdp(qp, qp, qp, qp, lse, qp, mask)
+    with pytest.raises(ValueError, match=r"attention/alibi bwd \(padded\): q must be \[batch, seqlen, heads, "
+                                         r"head_dim\]"):
+        bwdp(q, q, q, q, lse, q)
+    with pytest.raises(ValueError, match=r"attention/alibi bwd \(padded\): a padding mask needs seqlen_k = seqlen_q"):
+        k3 = np.ones((2, 3, 2, 32), np.float16)
+        bwdp(qp, k3, k3, qp, np.zeros((2, 2, 2), np.float32), qp, mask)
 
 
 def test_emulator_finding_surfaces_in_the_exception():

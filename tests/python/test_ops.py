@@ -339,3 +339,172 @@ def test_attention_padded(masked, causal):
         dropped = np.flatnonzero(~mask[b])
         np.testing.assert_array_equal(got[b, dropped], 0.0)
         assert np.all(out.lse[:, b, dropped] == -np.inf)
+
+
+# ----------------------------------------------------------------------- attention backward
+def cumsum0(lens):
+    return np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
+
+
+def f64(t):
+    return None if t is None else np.asarray(t).astype(np.float64)
+
+
+def attention_grads_check(g, q, k, v, dout, out, cu_q, cu_k, slopes, positions, causal, dtype):
+    """Each gradient within 3× the error of the naive low-precision backward (refs, ``low``) of
+    the f64 formula, plus a floor (DESIGN.md); no NaN; exact zeros where the formula has them."""
+    scale = float(np.float32(1 / math.sqrt(q.shape[2])))
+    args = (f64(q), f64(k), f64(v), f64(dout), cu_q, cu_k, f64(slopes), causal, scale)
+    ref = refs.attention_backward(*args, positions=f64(positions))
+    naive = refs.attention_backward(*args, positions=f64(positions), out=f64(out), low=dtype)
+    for name, got, want, low in zip(("dq", "dk", "dv", "dslopes", "dpositions"), g, ref, naive):
+        if want is None:
+            assert got is None, f"{name}: not asked for, got an array"
+            continue
+        assert got.dtype == (q.dtype if name in ("dq", "dk", "dv") else np.float32), name
+        got = got.astype(np.float64)
+        assert got.shape == want.shape, (name, got.shape, want.shape)
+        assert not np.isnan(got).any(), f"{name}: NaN"
+        err, naive_err = np.abs(got - want).max(initial=0), np.abs(low - want).max(initial=0)
+        assert err <= 3 * naive_err + 1e-3, (name, err, naive_err)
+    return ref
+
+
+ATTN_BWD = {  # (head_dim, heads, heads_k, bias)
+    "alibi-gqa": (32, 4, 2, "alibi"),
+    "per_batch-mqa": (64, 2, 1, "per_batch"),
+    "none": (32, 2, 2, "none"),
+    "geometric-gqa": (32, 4, 2, "geometric"),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.dtype(np.float16)] + ([BF16] if BF16 is not None else []), ids=lambda d: d.name)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("case", list(ATTN_BWD))
+def test_attention_backward(dtype, causal, case):
+    """Varlen backward against the f64 chain rule of explicit softmax attention with the ALiBi
+    bias matrix: dq, dk, dv, dslopes (linear [H], linear [B, H], geometric) and dpositions, with
+    empty query and key sequences (rows that see no key: dq = 0; keys no query sees: dk = dv = 0)."""
+    d, heads, heads_k, bias = ATTN_BWD[case]
+    r = rng("attn bwd", causal, case)
+    if bias == "geometric":  # self-attention: q and k are the same tokens
+        lens_q = lens_k = [6, 0, 11]
+    else:
+        lens_q, lens_k = [5, 0, 11, 4], [9, 3, 11, 0]
+    cu_q, cu_k = cumsum0(lens_q), cumsum0(lens_k)
+    q, _ = rounded(r.normal(size=(cu_q[-1], heads, d)), dtype)
+    k, _ = rounded(r.normal(size=(cu_k[-1], heads_k, d)), dtype)
+    v, _ = rounded(r.normal(size=(cu_k[-1], heads_k, d)), dtype)
+    dout, _ = rounded(r.normal(size=q.shape), dtype)
+    slopes = {"alibi": kiln.attention.alibi_slopes(heads), "none": None,
+              "per_batch": r.uniform(0, 0.3, size=(len(lens_q), heads)).astype(np.float32),
+              "geometric": r.uniform(0.1, 1.0, size=heads).astype(np.float32)}[bias]
+    positions = r.normal(size=(cu_q[-1], 3)).astype(np.float32) if bias == "geometric" else None
+    o = kiln.attention.forward(q, k, v, cu_q, cu_k, slopes=slopes, positions=positions, causal=causal)
+    g = kiln.attention.backward(q, k, v, o.out, o.lse, dout, cu_q, cu_k, slopes=slopes, positions=positions,
+                                causal=causal, slope_grad=slopes is not None, position_grad=positions is not None)
+    assert isinstance(g, kiln.attention.Grads)
+    attention_grads_check(g, q, k, v, dout, o.out, cu_q, cu_k, slopes, positions, causal, dtype)
+    sees_no_key = ~np.isfinite(o.lse).T  # [total_q, H]
+    assert sees_no_key.any() == (bias != "geometric")
+    np.testing.assert_array_equal(g.dq[sees_no_key], 0.0)
+    seen = np.repeat(np.asarray(lens_q) > 0, lens_k)
+    assert not seen.all() or bias == "geometric"
+    np.testing.assert_array_equal(g.dk[~seen], 0.0)
+    np.testing.assert_array_equal(g.dv[~seen], 0.0)
+    # Deterministic: the same bits again; the optional gradients change nothing else.
+    again = kiln.attention.backward(q, k, v, o.out, o.lse, dout, cu_q, cu_k, slopes=slopes, positions=positions,
+                                    causal=causal)
+    assert again.dslopes is None and again.dpositions is None
+    for a, b in zip(g[:3], again[:3]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_attention_backward_reference_is_the_gradient():
+    """refs.attention_backward against central differences of refs.attention (f64): the formula
+    the kernels are checked against is itself right, for linear [B, H] and geometric slopes."""
+    r = rng("attn bwd fd")
+    lens = [4, 0, 5]
+    cu = cumsum0(lens)
+    heads, heads_k, d, scale = 4, 2, 3, 0.7
+    q, k, v = (r.normal(size=(cu[-1], h, d)) for h in (heads, heads_k, heads_k))
+    dout = r.normal(size=q.shape)
+    for causal, slopes, positions in ((True, r.uniform(0.1, 0.5, size=(3, heads)), None),
+                                      (False, r.uniform(0.1, 0.5, size=heads), r.normal(size=(cu[-1], 3)))):
+        x = {"q": q, "k": k, "v": v, "slopes": slopes}
+        if positions is not None:
+            x["positions"] = positions
+
+        def loss(x):
+            out, _ = refs.attention(x["q"], x["k"], x["v"], cu, cu, x["slopes"], causal, scale,
+                                    positions=x.get("positions"))
+            return (out * dout).sum()
+
+        grads = dict(zip(("q", "k", "v", "slopes", "positions"),
+                         refs.attention_backward(q, k, v, dout, cu, cu, slopes, causal, scale, positions=positions)))
+        for name, a in x.items():
+            for idx in list(np.ndindex(a.shape))[:: max(1, a.size // 12)]:
+                def at(h, a=a, idx=idx, name=name):
+                    b = a.copy()
+                    b[idx] += h
+                    return loss({**x, name: b})
+
+                fd = (at(1e-6) - at(-1e-6)) / 2e-6
+                assert abs(grads[name][idx] - fd) <= 1e-6 * (1 + abs(fd)), (causal, name, idx, grads[name][idx], fd)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("bias", ["alibi", "geometric"])
+def test_attention_backward_padded(causal, bias):
+    """The padded form's backward with a holey mask (one sequence with no kept token) equals the
+    varlen backward of the packed kept tokens on those tokens, bit for bit, and is 0 on the
+    dropped ones; without a mask it is the varlen backward of the flattened batch."""
+    dtype = np.dtype(np.float16)
+    r = rng("padded bwd", causal, bias)
+    batch, s, heads, heads_k, d = 3, 9, 4, 2, 32
+    q, _ = rounded(r.normal(size=(batch, s, heads, d)), dtype)
+    k, _ = rounded(r.normal(size=(batch, s, heads_k, d)), dtype)
+    v, _ = rounded(r.normal(size=(batch, s, heads_k, d)), dtype)
+    dout, _ = rounded(r.normal(size=q.shape), dtype)
+    slopes = kiln.attention.alibi_slopes(heads)
+    positions = r.normal(size=(batch, s, 3)).astype(np.float32) if bias == "geometric" else None
+    mask = r.random((batch, s)) < 0.6
+    mask[0, [0, 3]] = [True, False]  # holes inside the first sequence
+    mask[1] = False
+    kw = dict(slopes=slopes, positions=positions, causal=causal)
+    want = dict(slope_grad=True, position_grad=positions is not None)
+    o = kiln.attention.forward_padded(q, k, v, mask, **kw)
+    g = kiln.attention.backward_padded(q, k, v, o.out, o.lse, dout, mask, **kw, **want)
+    assert g.dq.shape == q.shape and g.dk.shape == k.shape and g.dslopes.shape == (heads,)
+    cu = cumsum0(mask.sum(1))
+    packed = {"positions": None if positions is None else positions[mask]}
+    p = kiln.attention.forward(q[mask], k[mask], v[mask], cu, cu, slopes=slopes, positions=packed["positions"],
+                               causal=causal)
+    gp = kiln.attention.backward(q[mask], k[mask], v[mask], p.out, p.lse, dout[mask], cu, cu, slopes=slopes,
+                                 positions=packed["positions"], causal=causal, **want)
+    np.testing.assert_array_equal(o.out[mask], p.out)
+    for name, padded, varlen in zip(g._fields, g, gp):
+        if varlen is None:
+            assert padded is None, name
+            continue
+        if name == "dslopes":
+            np.testing.assert_array_equal(padded, varlen)
+            continue
+        np.testing.assert_array_equal(padded[mask], varlen, err_msg=name)
+        np.testing.assert_array_equal(padded[~mask], 0.0, err_msg=name)
+    attention_grads_check(gp, q[mask], k[mask], v[mask], dout[mask], p.out, cu, cu, slopes, packed["positions"],
+                          causal, dtype)
+    # No mask: the flattened batch with uniform cu_seqlens (here with seqlen_k != seqlen_q).
+    if bias == "alibi":
+        k2, _ = rounded(r.normal(size=(batch, s + 2, heads_k, d)), dtype)
+        v2, _ = rounded(r.normal(size=(batch, s + 2, heads_k, d)), dtype)
+        o = kiln.attention.forward_padded(q, k2, v2, None, slopes=slopes, causal=causal)
+        g = kiln.attention.backward_padded(q, k2, v2, o.out, o.lse, dout, None, slopes=slopes, causal=causal,
+                                           slope_grad=True)
+        cu_q, cu_k = cumsum0([s] * batch), cumsum0([s + 2] * batch)
+        flat = [t.reshape(-1, *t.shape[2:]) for t in (q, k2, v2, o.out, dout)]
+        gf = kiln.attention.backward(flat[0], flat[1], flat[2], flat[3], o.lse.reshape(heads, -1), flat[4], cu_q,
+                                     cu_k, slopes=slopes, causal=causal, slope_grad=True)
+        for padded, varlen in zip(g[:4], gf[:4]):
+            np.testing.assert_array_equal(padded.reshape(varlen.shape), varlen)
+        attention_grads_check(gf, *flat[:3], flat[4], flat[3], cu_q, cu_k, slopes, None, causal, dtype)
