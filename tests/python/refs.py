@@ -152,7 +152,8 @@ def attention(q, k, v, cu_q, cu_k, slopes, causal, scale, dtype=np.float64, posi
     return out, lse
 
 
-def attention_backward(q, k, v, dout, cu_q, cu_k, slopes, causal, scale, positions=None, out=None, low=None):
+def attention_backward(q, k, v, dout, cu_q, cu_k, slopes, causal, scale, positions=None, out=None, low=None,
+                       spread=False):
     """(dq, dk, dv, dslopes, dpositions) of the loss Σ dout·O, O = softmax(S)·v per sequence and
     head, S = scale·q·kᵀ + bias, bias −slope·|i + sk − sq − j| (linear) or −slope·‖p_i − p_j‖
     (geometric, ``positions`` [total, 3], token q0 + i against token k0 + j), by the chain rule
@@ -161,9 +162,9 @@ def attention_backward(q, k, v, dout, cu_q, cu_k, slopes, causal, scale, positio
     ∂bias/∂p_i = −slope·(p_i − p_j)/‖p_i − p_j‖ = −∂bias/∂p_j. slopes [H] or [B, H]. In f64; with
     ``low`` (a storage dtype) the naive low-precision computation instead (DESIGN.md's yardstick):
     f32 arithmetic with the scores, P, dP, dS and dq/dk/dv rounded to ``low``, rowsum(dout∘out)
-    from the given (rounded) ``out``."""
-    total_q, heads, d = q.shape
-    heads_k = k.shape[1]
+    from the given (rounded) ``out``. With ``spread`` (f64 only) it returns, second, the root sum
+    of squares of each gradient's terms (the size of independently rounded terms' sum error)."""
+    heads, heads_k = q.shape[1], k.shape[1]
     if low is None:
         f = np.float64
 
@@ -178,6 +179,8 @@ def attention_backward(q, k, v, dout, cu_q, cu_k, slopes, causal, scale, positio
     dq, dk, dv = np.zeros(q.shape, f), np.zeros(k.shape, f), np.zeros(v.shape, f)
     dslopes = None if slopes is None else np.zeros(np.shape(slopes), f)
     dpos = None if positions is None else np.zeros(np.shape(positions), f)
+    # Sums of the squared terms of each gradient (spread).
+    sq_terms = [np.zeros(np.shape(t)) if t is not None else None for t in (dq, dk, dv, dslopes, dpos)]
     pos = None if positions is None else np.asarray(positions, np.float64).astype(f)
     for b in range(len(cu_q) - 1):
         q0, q1, k0, k1 = cu_q[b], cu_q[b + 1], cu_k[b], cu_k[b + 1]
@@ -219,13 +222,24 @@ def attention_backward(q, k, v, dout, cu_q, cu_k, slopes, causal, scale, positio
             dv[k0:k1, hk] += p.T @ doh
             dq[q0:q1, h] = f(scale) * (ds @ kh)
             dk[k0:k1, hk] += f(scale) * (ds.T @ qh)
+            if spread:
+                sq_terms[0][q0:q1, h] += scale ** 2 * (ds ** 2 @ kh ** 2)
+                sq_terms[1][k0:k1, hk] += scale ** 2 * (ds.T ** 2 @ qh ** 2)
+                sq_terms[2][k0:k1, hk] += p.T ** 2 @ doh ** 2
             if slope is not None:
                 dslopes[at] -= (ds * dist).sum()
+                if spread:
+                    sq_terms[3][at] += ((ds * dist) ** 2).sum()
                 if unit is not None:
                     g = ds[..., None] * slope * unit  # dS_ij · slope · (p_i − p_j)/‖p_i − p_j‖
                     dpos[q0:q1] -= g.sum(1)
                     dpos[k0:k1] += g.sum(0)
+                    if spread:
+                        sq_terms[4][q0:q1] += (g ** 2).sum(1)
+                        sq_terms[4][k0:k1] += (g ** 2).sum(0)
     if low is not None:
         dq, dk, dv = r(dq), r(dk), r(dv)
-    as64 = [None if t is None else np.asarray(t, np.float64) for t in (dq, dk, dv, dslopes, dpos)]
-    return tuple(as64)
+    as64 = tuple(None if t is None else np.asarray(t, np.float64) for t in (dq, dk, dv, dslopes, dpos))
+    if spread:
+        return as64, tuple(None if t is None else np.sqrt(t) for t in sq_terms)
+    return as64

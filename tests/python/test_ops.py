@@ -350,14 +350,19 @@ def f64(t):
     return None if t is None else np.asarray(t).astype(np.float64)
 
 
+UNIT_ROUNDOFF = {"float16": 2.0 ** -11, "bfloat16": 2.0 ** -8}
+
+
 def attention_grads_check(g, q, k, v, dout, out, cu_q, cu_k, slopes, positions, causal, dtype):
     """Each gradient within 3× the error of the naive low-precision backward (refs, ``low``) of
-    the f64 formula, plus a floor (DESIGN.md); no NaN; exact zeros where the formula has them."""
+    the f64 formula, plus a floor (DESIGN.md; as kiln's check.rs: 1e-3, and four roundings in
+    the dtype of the root sum of squares of each element's terms, since on small problems the
+    naive error alone can cancel by chance); no NaN."""
     scale = float(np.float32(1 / math.sqrt(q.shape[2])))
     args = (f64(q), f64(k), f64(v), f64(dout), cu_q, cu_k, f64(slopes), causal, scale)
-    ref = refs.attention_backward(*args, positions=f64(positions))
+    ref, rss = refs.attention_backward(*args, positions=f64(positions), spread=True)
     naive = refs.attention_backward(*args, positions=f64(positions), out=f64(out), low=dtype)
-    for name, got, want, low in zip(("dq", "dk", "dv", "dslopes", "dpositions"), g, ref, naive):
+    for name, got, want, low, spread in zip(("dq", "dk", "dv", "dslopes", "dpositions"), g, ref, naive, rss):
         if want is None:
             assert got is None, f"{name}: not asked for, got an array"
             continue
@@ -365,8 +370,10 @@ def attention_grads_check(g, q, k, v, dout, out, cu_q, cu_k, slopes, positions, 
         got = got.astype(np.float64)
         assert got.shape == want.shape, (name, got.shape, want.shape)
         assert not np.isnan(got).any(), f"{name}: NaN"
-        err, naive_err = np.abs(got - want).max(initial=0), np.abs(low - want).max(initial=0)
-        assert err <= 3 * naive_err + 1e-3, (name, err, naive_err)
+        err, naive_err = np.abs(got - want), np.abs(low - want).max(initial=0)
+        bound = 3 * naive_err + 1e-3 + 4 * UNIT_ROUNDOFF[np.dtype(dtype).name] * spread
+        worst = np.unravel_index(np.argmax(err - bound), err.shape) if err.size else ()
+        assert np.all(err <= bound), (name, worst, err[worst], bound[worst], naive_err)
     return ref
 
 
@@ -435,7 +442,7 @@ def test_attention_backward_reference_is_the_gradient():
         if positions is not None:
             x["positions"] = positions
 
-        def loss(x):
+        def loss(x, causal=causal):
             out, _ = refs.attention(x["q"], x["k"], x["v"], cu, cu, x["slopes"], causal, scale,
                                     positions=x.get("positions"))
             return (out * dout).sum()
@@ -444,7 +451,7 @@ def test_attention_backward_reference_is_the_gradient():
                          refs.attention_backward(q, k, v, dout, cu, cu, slopes, causal, scale, positions=positions)))
         for name, a in x.items():
             for idx in list(np.ndindex(a.shape))[:: max(1, a.size // 12)]:
-                def at(h, a=a, idx=idx, name=name):
+                def at(h, x=x, a=a, idx=idx, name=name, loss=loss):
                     b = a.copy()
                     b[idx] += h
                     return loss({**x, name: b})
