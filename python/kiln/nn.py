@@ -2,8 +2,8 @@
 
 CUDA tensors run on ``libkiln.so`` (the tensor's device, the current stream); CPU tensors on the
 emulated library (slow, checked: for tests). Inputs must be contiguous and f32/f16/bf16;
-trainable parameters (α, slope, θ, γ, β) are f32 ``nn.Parameter``s (cast to f32 at each call if a
-model was cast to a lower precision, so their gradients flow back in the parameter's dtype).
+trainable parameters (α, slope, θ, γ, β, ALiBi slopes) are f32 ``nn.Parameter``s (cast to f32 at each
+call if a model was cast to a lower precision, so their gradients flow back in the parameter's dtype).
 A scalar α is read to the host at each call (``float(alpha)``: the C ABI takes it by value).
 
     import kiln.nn as knn
@@ -391,20 +391,28 @@ class _Attention(torch.autograd.Function):
     def forward(ctx, q, k, v, cu_q, cu_k, slopes, positions, causal, scale, max_seqlen_q):
         o = _attn.forward(q, k, v, cu_q, cu_k, slopes=slopes, positions=positions, causal=causal,
                           softmax_scale=scale, max_seqlen_q=max_seqlen_q)
-        ctx.save_for_backward(q, k, v, o.out, o.lse)
+        ctx.kw = {"causal": causal, "softmax_scale": scale, "max_seqlen_q": max_seqlen_q}
+        ctx.save_for_backward(q, k, v, o.out, o.lse, cu_q, cu_k, slopes, positions)
         return o.out
 
     @staticmethod
     def backward(ctx, dout):
-        return _attn.backward()
+        q, k, v, out, lse, cu_q, cu_k, slopes, positions = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        g = _attn.backward(q, k, v, out, lse, dout.contiguous(), cu_q, cu_k, slopes=slopes, positions=positions,
+                           slope_grad=slopes is not None and need[5],
+                           position_grad=positions is not None and need[6], **ctx.kw)
+        return g.dq, g.dk, g.dv, None, None, g.dslopes, g.dpositions, None, None, None
 
 
 def alibi_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, causal=False, softmax_scale=None,
                     max_seqlen_q=None, positions=None):
-    """Varlen attention with ALiBi (``kiln.attention.forward``) as an autograd op; the backward
-    raises NotImplementedError until the C ABI has ``kiln_attention_alibi_bwd``."""
-    return _Attention.apply(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes, positions, causal, softmax_scale,
-                            max_seqlen_q)
+    """Varlen attention with ALiBi (``kiln.attention.forward``) as an autograd op. The backward
+    (``kiln.attention.backward``) gives q, k, v their gradients, and the slopes (``[H]`` or
+    ``[B, H]``) and geometric positions (``[total, 3]``) theirs when they require grad: trainable
+    ALiBi slopes. Slopes and positions are used in f32 (cast if they are not)."""
+    return _Attention.apply(q, k, v, cu_seqlens_q, cu_seqlens_k, _f32(slopes), _f32(positions), causal,
+                            softmax_scale, max_seqlen_q)
 
 
 class _AttentionPadded(torch.autograd.Function):
@@ -412,28 +420,44 @@ class _AttentionPadded(torch.autograd.Function):
     def forward(ctx, q, k, v, padding_mask, slopes, positions, causal, scale):
         o = _attn.forward_padded(q, k, v, padding_mask, slopes=slopes, positions=positions, causal=causal,
                                  softmax_scale=scale)
+        ctx.kw = {"causal": causal, "softmax_scale": scale}
+        ctx.save_for_backward(q, k, v, o.out, o.lse, padding_mask, slopes, positions)
         return o.out
 
     @staticmethod
     def backward(ctx, dout):
-        return _attn.backward()
+        # The packed form's backward on the tokens the mask keeps (unpadded again, as the forward
+        # did), its gradients padded back: 0 for dropped tokens.
+        q, k, v, out, lse, padding_mask, slopes, positions = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        g = _attn.backward_padded(q, k, v, out, lse, dout.contiguous(), padding_mask, slopes=slopes,
+                                  positions=positions, slope_grad=slopes is not None and need[4],
+                                  position_grad=positions is not None and need[5], **ctx.kw)
+        return g.dq, g.dk, g.dv, None, g.dslopes, g.dpositions, None, None
 
 
 def alibi_attention_padded(q, k, v, padding_mask=None, slopes=None, causal=False, softmax_scale=None,
                            positions=None):
     """Attention over a padded batch ``[B, S, H, D]`` with an optional padding mask ``[B, S]``
-    (``kiln.attention.forward_padded``: unpad, attend, pad back when masked); forward only, like
-    ``alibi_attention``."""
-    return _AttentionPadded.apply(q, k, v, padding_mask, slopes, positions, causal, softmax_scale)
+    (``kiln.attention.forward_padded``: unpad, attend, pad back when masked) as an autograd op;
+    the backward (``kiln.attention.backward_padded``) as in ``alibi_attention``, dropped tokens
+    getting zero gradients (geometric positions are ``[B, S, 3]``)."""
+    return _AttentionPadded.apply(q, k, v, padding_mask, _f32(slopes), _f32(positions), causal, softmax_scale)
 
 
 class ALiBiAttention(nn.Module):
-    """Attention over packed ``[total, H, D]`` q/k/v with the standard ALiBi slopes of H heads."""
+    """Attention over packed ``[total, H, D]`` q/k/v with ALiBi slopes of H heads, initialised to
+    the standard ones: a fixed buffer, or with ``trainable=True`` an f32 ``nn.Parameter`` that
+    gets its gradient from kiln's backward (trainable ALiBi slopes)."""
 
-    def __init__(self, heads, causal=False, softmax_scale=None):
+    def __init__(self, heads, causal=False, softmax_scale=None, trainable=False):
         super().__init__()
         self.causal, self.softmax_scale = causal, softmax_scale
-        self.register_buffer("slopes", torch.from_numpy(_attn.alibi_slopes(heads)))
+        slopes = torch.from_numpy(_attn.alibi_slopes(heads))
+        if trainable:
+            self.slopes = nn.Parameter(slopes)
+        else:
+            self.register_buffer("slopes", slopes)
 
     def forward(self, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None):
         return alibi_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, self.slopes, self.causal, self.softmax_scale,

@@ -210,14 +210,147 @@ def test_padded_attention_with_a_mask_matches_sdpa_per_sequence():
         assert (out[b, n:] == 0).all()
 
 
-def test_attention_backward_says_it_is_missing():
-    if kiln.attention.has_backward():
-        pytest.skip("the C ABI has the attention backward")
-    q = rand(4, 2, 32, dtype=torch.float16, seed=30).requires_grad_(True)
-    cu = torch.tensor([0, 4], dtype=torch.int32)
-    out = knn.alibi_attention(q, q, q, cu, cu)
-    with pytest.raises(NotImplementedError, match="kiln_attention_alibi_bwd"):
-        out.sum().backward()
+def attention_f64(q, k, v, cu_q, cu_k, slopes, causal, scale, positions=None):
+    """Explicit softmax attention with the ALiBi bias matrix in torch (f64 inputs: autograd gives
+    the reference gradients), sequence by sequence; a row that sees no key gives 0."""
+    heads, group = q.shape[1], q.shape[1] // k.shape[1]
+    outs = []
+    for b in range(len(cu_q) - 1):
+        q0, q1, k0, k1 = (int(c) for c in (cu_q[b], cu_q[b + 1], cu_k[b], cu_k[b + 1]))
+        sq, sk = q1 - q0, k1 - k0
+        qb = q[q0:q1].transpose(0, 1)
+        kb, vb = (t[k0:k1].repeat_interleave(group, dim=1).transpose(0, 1) for t in (k, v))
+        s = scale * qb @ kb.transpose(1, 2)
+        i, j = torch.arange(sq)[:, None], torch.arange(sk)[None, :]
+        if slopes is not None:
+            slope = (slopes[b] if slopes.dim() == 2 else slopes).reshape(heads, 1, 1)
+            if positions is None:
+                dist = (i + sk - sq - j).abs().double()
+            else:
+                d2 = ((positions[q0:q1, None, :] - positions[None, k0:k1, :]) ** 2).sum(-1)
+                dist = torch.where(d2 > 0, torch.where(d2 > 0, d2, 1.0).sqrt(), 0.0)  # no NaN gradient at 0
+            s = s - slope * dist
+        visible = (j <= i + sk - sq) if causal else torch.ones(sq, sk, dtype=torch.bool)
+        sees = visible.any(-1)[:, None]
+        s = torch.where(sees, s.masked_fill(~visible, -math.inf), 0.0)
+        outs.append(((torch.softmax(s, -1) * sees) @ vb).transpose(0, 1))
+    return torch.cat(outs)
+
+
+def check_grads(got, want, naive, naive_ref, spread, u, what):
+    """err ≤ 3× the naive low-precision backward's error + a floor (shared/DESIGN.md; as in
+    test_ops.attention_grads_check); the naive error is measured against the f64 formula it
+    rounds (refs.attention_backward), so that a wrong torch reference cannot widen its bound."""
+    assert got is not None, f"{what}: no gradient"
+    got = got.double()
+    assert not got.isnan().any(), f"{what}: NaN"
+    err = (got - want).abs().numpy()
+    bound = 3 * np.abs(naive - naive_ref).max() + 1e-3 + 4 * u * spread
+    assert np.all(err <= bound), (what, err.max(), np.abs(naive - naive_ref).max())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("bias", ["alibi", "per_batch", "geometric"])
+def test_alibi_attention_backward_matches_f64_autograd(dtype, causal, bias):
+    """kiln.nn.alibi_attention's gradients for q, k, v, trainable slopes ([H] or [B, H]) and
+    geometric positions against torch's f64 autograd of the explicit formula (GQA, an empty
+    sequence); inputs that need no gradient get none."""
+    import refs
+
+    heads, heads_k, d = 4, 2, 32
+    lens_q, lens_k = ([6, 0, 9], [6, 0, 9]) if bias == "geometric" else ([5, 0, 9], [7, 3, 9])
+    cu_q = torch.tensor(np.concatenate([[0], np.cumsum(lens_q)]), dtype=torch.int32)
+    cu_k = torch.tensor(np.concatenate([[0], np.cumsum(lens_k)]), dtype=torch.int32)
+    q = rand(int(cu_q[-1]), heads, d, dtype=dtype, seed=70, scale=1.0).requires_grad_(True)
+    k = rand(int(cu_k[-1]), heads_k, d, dtype=dtype, seed=71, scale=1.0).requires_grad_(True)
+    v = rand(int(cu_k[-1]), heads_k, d, dtype=dtype, seed=72, scale=1.0).requires_grad_(True)
+    dout = rand(*q.shape, dtype=dtype, seed=73, scale=1.0)
+    slopes = torch.nn.Parameter(torch.from_numpy(kiln.attention.alibi_slopes(heads)))
+    if bias == "per_batch":
+        slopes = torch.nn.Parameter(torch.rand(3, heads, generator=torch.Generator().manual_seed(74)) * 0.3)
+    positions = rand(int(cu_q[-1]), 3, seed=75).requires_grad_(True) if bias == "geometric" else None
+    out = knn.alibi_attention(q, k, v, cu_q, cu_k, slopes, causal, positions=positions)
+    out.backward(dout)
+    scale = float(np.float32(1 / math.sqrt(d)))
+    leaves = [t.detach().double().requires_grad_(True) for t in (q, k, v, slopes)]
+    pos64 = None if positions is None else positions.detach().double().requires_grad_(True)
+    attention_f64(*leaves[:3], cu_q, cu_k, leaves[3], causal, scale, positions=pos64).backward(dout.double())
+    low = np.float16 if dtype == torch.float16 else pytest.importorskip("ml_dtypes").bfloat16
+    args = [t.detach().double().numpy() for t in (q, k, v, dout)] + [cu_q.numpy(), cu_k.numpy(),
+                                                                     slopes.detach().double().numpy(), causal, scale]
+    pos = None if positions is None else positions.detach().double().numpy()
+    f64_ref, spread = refs.attention_backward(*args, positions=pos, spread=True)
+    naive = refs.attention_backward(*args, positions=pos, out=out.detach().double().numpy(), low=low)
+    u = 2.0 ** -11 if dtype == torch.float16 else 2.0 ** -8
+    for i, (name, t, ref) in enumerate(zip(("q", "k", "v", "slopes"), (q, k, v, slopes), leaves)):
+        assert t.grad.dtype == t.dtype and t.grad.shape == t.shape, name
+        check_grads(t.grad, ref.grad, naive[i], f64_ref[i], spread[i], u, name)
+    if positions is not None:
+        check_grads(positions.grad, pos64.grad, naive[4], f64_ref[4], spread[4], u, "positions")
+    # The same op without trainable parameters: no gradient for them, the rest unchanged.
+    q2 = q.detach().requires_grad_(True)
+    knn.alibi_attention(q2, k.detach(), v.detach(), cu_q, cu_k, slopes.detach(), causal,
+                        positions=None if positions is None else positions.detach()).backward(dout)
+    torch.testing.assert_close(q2.grad, q.grad, rtol=0, atol=0)
+
+
+def test_trainable_alibi_slopes_learn():
+    """ALiBiAttention(trainable=True): the slopes are an nn.Parameter that gets a gradient and
+    moves towards slopes that produced the target (a few Adam steps lower the loss)."""
+    torch.manual_seed(2)
+    heads, d, s = 2, 32, 12
+    q, k, v = (rand(s, heads, d, dtype=torch.float16, seed=80 + i, scale=1.0) for i in range(3))
+    cu = torch.tensor([0, 5, s], dtype=torch.int32)
+    target = knn.alibi_attention(q, k, v, cu, cu, torch.tensor([0.9, 0.05]), causal=True)
+    attn = knn.ALiBiAttention(heads, causal=True, trainable=True)
+    assert isinstance(attn.slopes, torch.nn.Parameter) and attn.slopes.dtype == torch.float32
+    assert not isinstance(knn.ALiBiAttention(heads).slopes, torch.nn.Parameter)
+    opt = torch.optim.Adam(attn.parameters(), lr=0.05)
+    losses = []
+    for _ in range(12):
+        opt.zero_grad()
+        loss = (attn(q, k, v, cu, cu).float() - target.float()).pow(2).mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert attn.slopes.grad is not None and attn.slopes.grad.shape == (heads,)
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_padded_attention_backward_equals_the_packed_one(causal):
+    """alibi_attention_padded with a holey mask: the gradients of q, k, v, the slopes and the
+    geometric positions are those of alibi_attention on the packed kept tokens, bit for bit, and 0
+    for dropped tokens."""
+    heads, heads_k, d, batch, s = 4, 2, 32, 3, 7
+    q = rand(batch, s, heads, d, dtype=torch.float16, seed=90, scale=1.0).requires_grad_(True)
+    k, v = (rand(batch, s, heads_k, d, dtype=torch.float16, seed=91 + i, scale=1.0).requires_grad_(True)
+            for i in range(2))
+    positions = rand(batch, s, 3, seed=93).requires_grad_(True)
+    dout = rand(batch, s, heads, d, dtype=torch.float16, seed=94, scale=1.0)
+    mask = torch.tensor([[1, 0, 1, 1, 0, 1, 0], [0] * 7, [1, 1, 1, 1, 1, 0, 1]], dtype=torch.bool)
+    slopes = torch.nn.Parameter(torch.from_numpy(kiln.attention.alibi_slopes(heads)))
+    out = knn.alibi_attention_padded(q, k, v, mask, slopes, causal, positions=positions)
+    out.backward(dout)
+    leaves = [t.detach()[mask].requires_grad_(True) for t in (q, k, v, positions)]
+    sl = slopes.detach().clone().requires_grad_(True)
+    cu = torch.tensor([0, 4, 4, 10], dtype=torch.int32)
+    packed = knn.alibi_attention(*leaves[:3], cu, cu, sl, causal, positions=leaves[3])
+    packed.backward(dout[mask])
+    torch.testing.assert_close(out[mask], packed, rtol=0, atol=0)
+    for name, t, p in zip(("q", "k", "v", "positions"), (q, k, v, positions), leaves):
+        torch.testing.assert_close(t.grad[mask], p.grad, rtol=0, atol=0, msg=name)
+        assert (t.grad[~mask] == 0).all(), name
+    torch.testing.assert_close(slopes.grad, sl.grad, rtol=0, atol=0)
+    # Without a mask: the backward of the flattened batch.
+    q.grad = None
+    knn.alibi_attention_padded(q, k.detach(), v.detach(), None, slopes.detach(), causal).backward(dout)
+    qf = q.detach().reshape(batch * s, heads, d).requires_grad_(True)
+    cu = torch.arange(0, batch * s + 1, s, dtype=torch.int32)
+    knn.alibi_attention(qf, k.detach().reshape(-1, heads_k, d), v.detach().reshape(-1, heads_k, d), cu, cu,
+                        slopes.detach(), causal).backward(dout.reshape(qf.shape))
+    torch.testing.assert_close(q.grad.reshape(qf.shape), qf.grad, rtol=0, atol=0)
 
 
 def test_argument_errors():
@@ -255,7 +388,7 @@ def test_the_cuda_pointer_path_without_a_gpu():
     """Launch.direct_host hands torch CPU tensors' own pointers to the emulated library, as the
     CUDA path hands data_ptr() to libkiln.so (no staging; outputs, workspaces and the data-status
     word are torch tensors; packed halves are pointer offsets). Every op must give exactly what the
-    staged path gives."""
+    staged path gives, the attention backward (a workspace; dslopes, dpositions) included."""
     from kiln._launch import Launch
 
     x = rand(3, 24, seed=60).requires_grad_(True)
@@ -282,7 +415,12 @@ def test_the_cuda_pointer_path_without_a_gpu():
         back = knn.pad_input(packed * 3, idx, 2, 5)
         back.sum().backward()
         out += [packed, idx, cu, back, hidden.grad]
-        out.append(knn.ALiBiAttention(2, causal=True).forward_padded(q, q, q, mask))
+        qa, pos = q.detach().clone().requires_grad_(True), torch.ones(2, 5, 3).cumsum(1).requires_grad_(True)
+        attn = knn.ALiBiAttention(2, causal=True, trainable=True)
+        oa = attn.forward_padded(qa, qa, qa, mask)
+        ob = knn.alibi_attention_padded(qa, qa, qa, mask, attn.slopes, positions=pos)
+        (oa.float().sum() + ob.float().pow(2).sum()).backward()
+        out += [oa, ob, qa.grad, attn.slopes.grad, pos.grad]
         return out
 
     staged = run()
