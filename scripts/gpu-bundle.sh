@@ -35,6 +35,15 @@ rm "$BUNDLE/libkiln.so"
 mkdir -p "$BUNDLE/python/kiln" "$BUNDLE/peers"
 cp python/kiln/*.py "$BUNDLE/python/kiln/"
 cp benches/peers/*.py "$BUNDLE/peers/"
+# The binaries are mostly fatbins, which xz shrinks ~5x: they travel compressed (the device tool
+# carries at most 64 MiB) and run.sh unpacks them first.
+python3 - "$BUNDLE/kiln" "$BUNDLE"/tests/* <<'PY'
+import lzma, os, shutil, sys
+for path in sys.argv[1:]:
+    with open(path, "rb") as src, lzma.open(path + ".xz", "wb", preset=6) as dst:
+        shutil.copyfileobj(src, dst)
+    os.remove(path)
+PY
 cp scripts/gpu-run.sh "$BUNDLE/run.sh"
 {
   echo "commit $(git rev-parse HEAD)"

@@ -9,6 +9,17 @@ OUT=${OUT:-$B/out}
 mkdir -p "$OUT"
 SUMMARY=()
 
+# scripts/gpu-bundle.sh ships the binaries and libkiln.so xz-compressed: unpack them here.
+python3 - "$B" <<'PY'
+import glob, lzma, os, shutil, sys
+b = sys.argv[1]
+for packed in glob.glob(b + "/*.xz") + glob.glob(b + "/tests/*.xz"):
+    path = packed[: -len(".xz")]
+    with lzma.open(packed) as src, open(path, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    os.chmod(path, 0o755)
+PY
+
 step() {
   local name=$1
   shift
@@ -32,6 +43,7 @@ nvidia-smi -L >"$OUT/nvidia-smi.txt" 2>&1
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem --format=csv >>"$OUT/nvidia-smi.txt" 2>&1
 step info "$B/kiln" info
 for t in "$B"/tests/*; do
+  case "$t" in *.xz) continue ;; esac
   step "test-$(basename "$t")" "$t" --nocapture
 done
 step check "$B/kiln" check --backend cuda --json "$OUT/check.json"
@@ -54,12 +66,10 @@ step bench-attention "$B/kiln" bench --backend cuda --runs 20 --json "$OUT/bench
 
 # kiln against PyTorch (benches/peers): the Python package on libkiln.so, the same tensors for
 # every peer, CUDA events; kiln/peer ratios into peers.json (scripts/perf-record.py reads it).
-if [ -f "$B/libkiln.so.xz" ]; then
-  python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
-    "$B/libkiln.so.xz" "$B/libkiln.so"
+if [ -f "$B/libkiln.so" ]; then
   step peers env KILN_LIBRARY="$B/libkiln.so" timeout 300 python3 "$B/peers/run.py" --out "$OUT/peers.json" --budget-s 150
 else
-  SUMMARY+=("peers: no libkiln.so.xz in the bundle")
+  SUMMARY+=("peers: no libkiln.so in the bundle")
 fi
 
 echo "==== $(head -n 1 "$OUT/nvidia-smi.txt")"
