@@ -6,13 +6,14 @@
   kernel sources on kiln's CUDA emulator, checked), so everything is testable without a GPU.
 
 Functional API per family: ``kiln.activation``, ``kiln.glu``, ``kiln.norm``, ``kiln.padding``,
-``kiln.attention`` (``forward``/``backward`` returning arrays of the caller's kind). With torch
+``kiln.attention`` (``forward``/``backward`` returning arrays of the caller's kind), ``kiln.equivariant``
+(spherical harmonics, HIP Hessian). With torch
 installed, ``kiln.nn`` has ``torch.autograd.Function`` wrappers and ``torch.nn.Module``s.
 The libraries are found through ``KILN_LIBRARY`` (a path to one of them or their folder) or
 beside this package (``scripts/build-shared.sh`` puts them there).
 """
 
-from . import activation, attention, glu, norm, padding
+from . import activation, attention, equivariant, glu, norm, padding
 from ._abi import ABI_VERSION
 from ._lib import KilnArgumentError, KilnError, LibraryNotFound, library
 
@@ -45,6 +46,7 @@ __all__ = [
     "attention",
     "available",
     "emu_checked",
+    "equivariant",
     "glu",
     "library",
     "norm",

@@ -19,6 +19,7 @@ from torch import nn
 
 from . import activation as _act
 from . import attention as _attn
+from . import equivariant as _eq
 from . import glu as _glu
 from . import norm as _norm
 from . import padding as _pad
@@ -28,6 +29,7 @@ __all__ = [
     "alibi_attention_padded",
     "Activation", "ReLU", "GELU", "QuickGELU", "SiLU", "Sigmoid", "SquaredReLU", "ATLU", "XATLU", "XGELU", "XSiLU",
     "SmeLU", "GSmeLU", "PReLU", "JumpReLU", "GLU", "GLUMLP", "LayerNorm", "RMSNorm", "ALiBiAttention",
+    "spherical_harmonics", "hessian", "SphericalHarmonics",
 ]
 
 
@@ -466,3 +468,61 @@ class ALiBiAttention(nn.Module):
     def forward_padded(self, q, k, v, padding_mask=None):
         """The padded form: q/k/v ``[B, S, H, D]``, an optional padding mask ``[B, S]``."""
         return alibi_attention_padded(q, k, v, padding_mask, self.slopes, self.causal, self.softmax_scale)
+
+
+# ----------------------------------------------------------------------------- equivariant
+class _SphericalHarmonics(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, vec, lmax, normalization, normalize):
+        ctx.args = (lmax, normalization, normalize)
+        ctx.save_for_backward(vec)
+        return _eq.spherical_harmonics(vec, lmax, normalization, normalize)
+
+    @staticmethod
+    def backward(ctx, dsh):
+        (vec,) = ctx.saved_tensors
+        dvec = _eq.spherical_harmonics_backward(vec, dsh.contiguous(), *ctx.args)
+        return dvec, None, None, None
+
+
+def spherical_harmonics(vec, lmax, normalization="component", normalize=True):
+    """Real spherical harmonics Y⁰..Y^lmax of vec ``[N, 3]`` (e3nn basis) with autograd:
+    ``[N, (lmax+1)²]`` (see kiln.equivariant)."""
+    return _SphericalHarmonics.apply(vec, int(lmax), normalization, bool(normalize))
+
+
+class SphericalHarmonics(nn.Module):
+    """``forward(vec [N, 3]) -> [N, (lmax+1)²]``: e3nn's real spherical harmonics (0 ≤ lmax ≤ 4),
+    'component', 'norm' or 'integral' normalization, the vector normalised first when asked."""
+
+    def __init__(self, lmax, normalization="component", normalize=True):
+        super().__init__()
+        _eq._sh_args("SphericalHarmonics", lmax, normalization)
+        self.lmax, self.normalization, self.normalize = int(lmax), normalization, bool(normalize)
+
+    def forward(self, vec):
+        return spherical_harmonics(vec, self.lmax, self.normalization, self.normalize)
+
+    def extra_repr(self):
+        return f"lmax={self.lmax}, normalization={self.normalization!r}, normalize={self.normalize}"
+
+
+class _Hessian(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, edge_feat, node_feat, src, dst, n_atoms):
+        ctx.n_atoms = n_atoms
+        ctx.save_for_backward(edge_feat, node_feat, src, dst)
+        return _eq.hessian(edge_feat, node_feat, src, dst, n_atoms)
+
+    @staticmethod
+    def backward(ctx, dh):
+        edge_feat, node_feat, src, dst = ctx.saved_tensors
+        g = _eq.hessian_backward(edge_feat, node_feat, src, dst, ctx.n_atoms, dh.contiguous())
+        return g.dedge_feat, g.dnode_feat, None, None, None
+
+
+def hessian(edge_feat, node_feat, src, dst, n_atoms=None):
+    """The HIP Hessian assembly (kiln.equivariant.hessian) with autograd to both features."""
+    if n_atoms is not None and not isinstance(n_atoms, int):
+        n_atoms = tuple(int(n) for n in n_atoms)
+    return _Hessian.apply(edge_feat, node_feat, src, dst, n_atoms)
