@@ -421,6 +421,14 @@ def test_the_cuda_pointer_path_without_a_gpu():
         ob = knn.alibi_attention_padded(qa, qa, qa, mask, attn.slopes, positions=pos)
         (oa.float().sum() + ob.float().pow(2).sum()).backward()
         out += [oa, ob, qa.grad, attn.slopes.grad, pos.grad]
+        vec = rand(7, 3, seed=64).requires_grad_(True)
+        ysh = knn.SphericalHarmonics(4, "integral")(vec)
+        ysh.pow(2).sum().backward()
+        ef, nf = rand(4, 9, seed=65).requires_grad_(True), rand(3, 9, seed=66).requires_grad_(True)
+        e = torch.tensor([0, 1, 2, 2], dtype=torch.int32)
+        hh = knn.hessian(ef, nf, e, e.flip(0).contiguous())
+        hh.pow(2).sum().backward()
+        out += [ysh, vec.grad, hh, ef.grad, nf.grad]
         return out
 
     staged = run()
@@ -437,3 +445,47 @@ def test_the_cuda_pointer_path_without_a_gpu():
         Launch._emu_alloc = saved
     for a, b in zip(staged, direct):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------- equivariant
+def sh2_torch(v):
+    """e3nn's Y⁰..Y² (component, normalised vector; REFERENCE.md §5) in torch, for autograd."""
+    u = v / v.norm(dim=1, keepdim=True)
+    x, y, z = u.unbind(1)
+    s3, s5, s15 = math.sqrt(3), math.sqrt(5), math.sqrt(15)
+    return torch.stack([torch.ones_like(x), s3 * x, s3 * y, s3 * z, s15 * x * z, s15 * x * y,
+                        s5 * (y * y - (x * x + z * z) / 2), s15 * y * z, s15 / 2 * (z * z - x * x)], 1)
+
+
+def test_spherical_harmonics_module():
+    v = rand(13, 3, seed=7)
+    dsh = rand(13, 9, seed=8)
+    m = knn.SphericalHarmonics(2)
+    assert "lmax=2" in repr(m)
+    leaf = v.clone().requires_grad_(True)
+    y = m(leaf)
+    y.backward(dsh)
+    want, (dv,) = grads(sh2_torch, v, dy=dsh)
+    close(y.detach(), want, torch.float32, atol=2e-6, rtol=2e-6)
+    close(leaf.grad, dv, torch.float32, atol=2e-5, rtol=2e-5)
+    with pytest.raises(ValueError, match="lmax must be in 0..4"):
+        knn.SphericalHarmonics(5)
+    y4 = knn.spherical_harmonics(v, 4, "norm")
+    assert y4.shape == (13, 25)
+    torch.testing.assert_close(y4, torch.from_numpy(kiln.equivariant.spherical_harmonics(v.numpy(), 4, "norm")))
+
+
+def test_hessian_autograd():
+    src = torch.tensor([0, 1, 2, 3, 4, 4], dtype=torch.int32)
+    dst = torch.tensor([1, 2, 0, 4, 3, 4], dtype=torch.int32)
+    ef, nf = rand(6, 9, seed=9).requires_grad_(True), rand(5, 9, seed=10).requires_grad_(True)
+    h = knn.hessian(ef, nf, src, dst, [3, 2])
+    assert h.shape == (9 * 9 + 9 * 4,)
+    dh = rand(*h.shape, seed=11)
+    h.backward(dh)
+    g = kiln.equivariant.hessian_backward(ef.detach(), nf.detach(), src, dst, [3, 2], dh)
+    assert torch.equal(ef.grad, g.dedge_feat) and torch.equal(nf.grad, g.dnode_feat)
+    # linearity: <dh, H(ef, nf)> = <d ef, ef> + <d nf, nf>
+    lhs = (dh.double() * h.detach().double()).sum()
+    rhs = (ef.grad.double() * ef.detach().double()).sum() + (nf.grad.double() * nf.detach().double()).sum()
+    assert abs(float(lhs - rhs)) < 1e-4 * (1 + abs(float(lhs)))
