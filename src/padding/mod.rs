@@ -197,17 +197,19 @@ pub fn unpad(hidden: &Tensor, keep: Keep) -> Result<Unpadded> {
             })
         }
         Some(gpu) => {
-            // First only the counts (capacity 0), then the rows into a tensor of exactly nnz.
+            // First only the counts (capacity 0): nnz, max_seqlen and the data status come back
+            // to the host; then the rows into a tensor of exactly nnz. Nothing of the second
+            // pass is read back: its capacity is exact and the one data error it could meet
+            // (seqlens out of range, checked before anything is counted) was reported by the
+            // first, so the call synchronises twice, not four times.
             let counted = unpad_on(&gpu, hidden, &keep, 0)?;
             let counts = counted.counts.to_f64_vec()?;
             let status = counted.status.to_f64_vec()?[0] as i32;
-            let nnz = counts[0] as usize;
+            let (nnz, max_seqlen) = (counts[0] as usize, counts[1] as usize);
             if status != 1 || nnz == 0 {
                 data_status(status, nnz, 0)?;
             }
             let full = unpad_on(&gpu, hidden, &keep, nnz)?;
-            let (nnz, max_seqlen) = full.finish()?;
-            debug_assert_eq!(nnz, full.indices.len());
             Ok(Unpadded { packed: full.packed, indices: full.indices, cu_seqlens: full.cu_seqlens, max_seqlen })
         }
     }
