@@ -3,15 +3,28 @@
 //! plain low-precision implementation would: scores q·k summed in f32 and rounded to the dtype,
 //! scale, bias and softmax in f32, P rounded to the dtype; dP = dO·v summed in f32 and rounded;
 //! D = rowsum(dO ∘ out) in f32 from the stored (rounded) out; dS = P∘(dP − D) rounded; dV, dQ, dK
-//! summed in f32 and rounded once; dslopes and dpositions summed in f32.
+//! summed in f32 and rounded once; dslopes and dpositions summed in f32. It also gives, for
+//! check.rs's reduction floor, the root sum of squares of the terms each dslopes and dpositions
+//! entry sums (dS_ij·dist_ij, dS_ij·slope·unit_ij): on small problems the naive error of such a
+//! cancelling sum can vanish by chance.
 
 use super::cpu::{BiasRef, Problem};
 use super::cpu_backward::Backward;
 use crate::dtype::DType;
 
+/// What [`naive_backward`] computes.
+pub(crate) struct Naive {
+    /// The gradients.
+    pub grads: Backward,
+    /// Root sum of squares of the terms of each dslopes entry.
+    pub dslopes_rms: Vec<f64>,
+    /// Root sum of squares of the terms of each dpositions entry.
+    pub dpositions_rms: Vec<f64>,
+}
+
 /// The naive low-precision backward of `p` for `dout` and the forward output `out` (both
 /// `[total_q, H, D]`, already rounded to `dtype`).
-pub(crate) fn naive_backward(p: &Problem, out: &[f64], dout: &[f64], dtype: DType) -> Backward {
+pub(crate) fn naive_backward(p: &Problem, out: &[f64], dout: &[f64], dtype: DType) -> Naive {
     let r = |x: f32| dtype.round(x as f64) as f32;
     let (h_all, hk_all, d) = (p.heads, p.heads_k, p.head_dim);
     let total_q = p.cu_seqlens_q.last().copied().unwrap_or(0);
@@ -28,6 +41,8 @@ pub(crate) fn naive_backward(p: &Problem, out: &[f64], dout: &[f64], dtype: DTyp
     let mut dv = vec![0f32; total_k * hk_all * d];
     let mut dslopes = vec![0f32; slopes.map_or(0, |s| s.len())];
     let mut dpos = vec![0f32; positions.map_or(0, |x| x.len())];
+    let mut dslopes_sq = vec![0f64; dslopes.len()];
+    let mut dpos_sq = vec![0f64; dpos.len()];
     let f = |x: f64| x as f32;
     for b in 0..p.cu_seqlens_q.len() - 1 {
         let (q0, k0) = (p.cu_seqlens_q[b], p.cu_seqlens_k[b]);
@@ -80,10 +95,14 @@ pub(crate) fn naive_backward(p: &Problem, out: &[f64], dout: &[f64], dtype: DTyp
                 if slopes.is_some() {
                     let (dist, unit) = geo(j);
                     dslopes[slope_at] -= ds * dist;
+                    dslopes_sq[slope_at] += f64::from(ds * dist).powi(2);
                     if positions.is_some() {
                         for c in 0..3 {
                             dpos[(q0 + i) * 3 + c] -= ds * slope * unit[c];
                             dpos[(k0 + j) * 3 + c] += ds * slope * unit[c];
+                            let sq = f64::from(ds * slope * unit[c]).powi(2);
+                            dpos_sq[(q0 + i) * 3 + c] += sq;
+                            dpos_sq[(k0 + j) * 3 + c] += sq;
                         }
                     }
                 }
@@ -95,5 +114,10 @@ pub(crate) fn naive_backward(p: &Problem, out: &[f64], dout: &[f64], dtype: DTyp
     }
     let low = |v: Vec<f32>| v.into_iter().map(|x| r(x) as f64).collect();
     let wide = |v: Vec<f32>| v.into_iter().map(|x| x as f64).collect();
-    Backward { dq: wide(dq), dk: low(dk), dv: low(dv), dslopes: wide(dslopes), dpositions: wide(dpos) }
+    let root = |v: Vec<f64>| v.into_iter().map(f64::sqrt).collect();
+    Naive {
+        grads: Backward { dq: wide(dq), dk: low(dk), dv: low(dv), dslopes: wide(dslopes), dpositions: wide(dpos) },
+        dslopes_rms: root(dslopes_sq),
+        dpositions_rms: root(dpos_sq),
+    }
 }
