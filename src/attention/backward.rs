@@ -23,7 +23,7 @@
 //! # Ok::<(), kiln::Error>(())
 //! ```
 
-use super::{Attention, Bias, Dims, cpu, cpu_backward, validate};
+use super::{Attention, Bias, Dims, HostBias, cpu, cpu_backward, validate};
 use crate::args::same_device;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -127,16 +127,8 @@ pub fn backward(attn: &Attention, x: &BackwardInputs, want: BiasGrads) -> Result
     let dims = validate_backward(attn, x, want)?;
     match Gpu::of(&x.q.device())? {
         None => {
-            let (slopes, positions) = match attn.bias {
-                Bias::None => (None, None),
-                Bias::Alibi { slopes } => (Some(slopes.host_f64()), None),
-                Bias::Geometric { slopes, positions } => (Some(slopes.host_f64()), Some(positions.host_f64())),
-            };
-            let bias = match (&slopes, &positions) {
-                (None, _) => cpu::BiasRef::None,
-                (Some(s), None) => cpu::BiasRef::Linear { slopes: s },
-                (Some(s), Some(p)) => cpu::BiasRef::Geometric { slopes: s, positions: p },
-            };
+            let host_bias = HostBias::of(&attn.bias);
+            let bias = host_bias.as_ref();
             let (qh, kh, vh) = (x.q.host_f64(), x.k.host_f64(), x.v.host_f64());
             let g = cpu_backward::backward(
                 &cpu::Problem {

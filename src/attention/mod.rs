@@ -176,6 +176,47 @@ fn check_bias(
     Ok(slopes.shape().len() == 2)
 }
 
+/// The bias tensors copied to the host, for the reference path.
+struct HostBias {
+    slopes: Option<Vec<f64>>,
+    positions: Option<Vec<f64>>,
+}
+
+impl HostBias {
+    fn of(bias: &Bias) -> HostBias {
+        match *bias {
+            Bias::None => HostBias { slopes: None, positions: None },
+            Bias::Alibi { slopes } => HostBias { slopes: Some(slopes.host_f64()), positions: None },
+            Bias::Geometric { slopes, positions } => {
+                HostBias { slopes: Some(slopes.host_f64()), positions: Some(positions.host_f64()) }
+            }
+        }
+    }
+
+    fn as_ref(&self) -> cpu::BiasRef<'_> {
+        match (&self.slopes, &self.positions) {
+            (None, _) => cpu::BiasRef::None,
+            (Some(s), None) => cpu::BiasRef::Linear { slopes: s },
+            (Some(s), Some(p)) => cpu::BiasRef::Geometric { slopes: s, positions: p },
+        }
+    }
+}
+
+/// q f16 or bf16; k and v on q's device in q's dtype.
+fn check_qkv(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<()> {
+    if !matches!(q.dtype(), DType::F16 | DType::BF16) {
+        return Err(Error::DType { arg: "q", expected: "f16 or bf16".into(), got: q.dtype() });
+    }
+    let device = q.device();
+    for (arg, t) in [("k", k), ("v", v)] {
+        same_device(arg, &device, t)?;
+        if t.dtype() != q.dtype() {
+            return Err(Error::DType { arg, expected: format!("{} (the dtype of q)", q.dtype()), got: t.dtype() });
+        }
+    }
+    Ok(())
+}
+
 /// The softmax scale: the given one (finite) or 1/√D.
 fn softmax_scale(attn: &Attention, head_dim: usize) -> Result<f32> {
     let scale = attn.scale.unwrap_or(1.0 / (head_dim as f32).sqrt());
@@ -191,16 +232,8 @@ fn validate(
     cu_seqlens_q: &Tensor,
     cu_seqlens_k: &Tensor,
 ) -> Result<Dims> {
-    if !matches!(q.dtype(), DType::F16 | DType::BF16) {
-        return Err(Error::DType { arg: "q", expected: "f16 or bf16".into(), got: q.dtype() });
-    }
+    check_qkv(q, k, v)?;
     let device = q.device();
-    for (arg, t) in [("k", k), ("v", v)] {
-        same_device(arg, &device, t)?;
-        if t.dtype() != q.dtype() {
-            return Err(Error::DType { arg, expected: format!("{} (the dtype of q)", q.dtype()), got: t.dtype() });
-        }
-    }
     same_device("cu_seqlens_q", &device, cu_seqlens_q)?;
     same_device("cu_seqlens_k", &device, cu_seqlens_k)?;
     let &[total_q, heads, head_dim] = q.shape() else {
@@ -252,16 +285,8 @@ pub fn forward(
     let dims = validate(attn, q, k, v, cu_seqlens_q, cu_seqlens_k)?;
     match Gpu::of(&q.device())? {
         None => {
-            let (slopes, positions) = match attn.bias {
-                Bias::None => (None, None),
-                Bias::Alibi { slopes } => (Some(slopes.host_f64()), None),
-                Bias::Geometric { slopes, positions } => (Some(slopes.host_f64()), Some(positions.host_f64())),
-            };
-            let bias = match (&slopes, &positions) {
-                (None, _) => cpu::BiasRef::None,
-                (Some(s), None) => cpu::BiasRef::Linear { slopes: s },
-                (Some(s), Some(p)) => cpu::BiasRef::Geometric { slopes: s, positions: p },
-            };
+            let host_bias = HostBias::of(&attn.bias);
+            let bias = host_bias.as_ref();
             let (qh, kh, vh) = (q.host_f64(), k.host_f64(), v.host_f64());
             let f = cpu::forward(&cpu::Problem {
                 q: &qh,

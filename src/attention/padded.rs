@@ -9,7 +9,9 @@
 use super::on_cuda;
 #[cfg(feature = "emu")]
 use super::on_emu;
-use super::{Attention, AttentionOutput, Bias, HEAD_DIMS, check_bias, cpu, shape_err, softmax_scale};
+use super::{
+    Attention, AttentionOutput, Bias, HEAD_DIMS, HostBias, check_bias, check_qkv, cpu, shape_err, softmax_scale,
+};
 use crate::args::same_device;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -37,16 +39,8 @@ fn validate_padded(
     v: &Tensor,
     padding_mask: Option<&Tensor>,
 ) -> Result<PaddedDims> {
-    if !matches!(q.dtype(), DType::F16 | DType::BF16) {
-        return Err(Error::DType { arg: "q", expected: "f16 or bf16".into(), got: q.dtype() });
-    }
+    check_qkv(q, k, v)?;
     let device = q.device();
-    for (arg, t) in [("k", k), ("v", v)] {
-        same_device(arg, &device, t)?;
-        if t.dtype() != q.dtype() {
-            return Err(Error::DType { arg, expected: format!("{} (the dtype of q)", q.dtype()), got: t.dtype() });
-        }
-    }
     let &[batch, seqlen_q, heads, head_dim] = q.shape() else {
         return Err(shape_err("q", "[batch, seqlen_q, heads, head_dim]".into(), q));
     };
@@ -198,16 +192,8 @@ fn reference(
     padding_mask: Option<&Tensor>,
     dims: &PaddedDims,
 ) -> Result<AttentionOutput> {
-    let (slopes, positions) = match attn.bias {
-        Bias::None => (None, None),
-        Bias::Alibi { slopes } => (Some(slopes.host_f64()), None),
-        Bias::Geometric { slopes, positions } => (Some(slopes.host_f64()), Some(positions.host_f64())),
-    };
-    let bias = match (&slopes, &positions) {
-        (None, _) => cpu::BiasRef::None,
-        (Some(s), None) => cpu::BiasRef::Linear { slopes: s },
-        (Some(s), Some(p)) => cpu::BiasRef::Geometric { slopes: s, positions: p },
-    };
+    let host_bias = HostBias::of(&attn.bias);
+    let bias = host_bias.as_ref();
     let mask: Option<Vec<bool>> = padding_mask.map(|m| m.host_f64().into_iter().map(|x| x != 0.0).collect());
     let (qh, kh, vh) = (q.host_f64(), k.host_f64(), v.host_f64());
     let f = cpu::forward_padded(
