@@ -26,8 +26,15 @@ def main() -> None:
     date = datetime.date.today().isoformat()
     check = json.loads((out / "check.json").read_text()) if (out / "check.json").exists() else {"results": []}
     bench = json.loads((out / "bench.json").read_text()) if (out / "bench.json").exists() else {"results": [], "ceilings": {}}
-    if (out / "bench_mlp.json").exists():
-        bench["results"] += json.loads((out / "bench_mlp.json").read_text())["results"]
+    # gpu-run.sh checks and times attention and the MLP block in steps of their own.
+    for extra in ("check_attention.json",):
+        if (out / extra).exists():
+            check["results"] += json.loads((out / extra).read_text())["results"]
+    for extra in ("bench_mlp.json", "bench_attention.json"):
+        if (out / extra).exists():
+            more = json.loads((out / extra).read_text())
+            bench["results"] += more["results"]
+            bench.setdefault("ceilings", {}).setdefault("copy_gbps", more.get("ceilings", {}).get("copy_gbps"))
 
     # One entry per op/direction/dtype: pass = every check row passed; max_err = worst row.
     results = {}

@@ -317,17 +317,35 @@ fn check(common: &Common) -> Result<ExitCode> {
             );
         }
         rows.extend(new_rows);
+        // Written after every op, so a run stopped by a time limit (the GPU session's) still
+        // leaves what it checked.
+        write_check_json(common.json.as_deref(), &device, &rows)?;
     }
+    write_check_json(common.json.as_deref(), &device, &rows)?;
     let failed = rows.iter().filter(|r| !r.pass).count();
     println!("check on {device}: {} passed, {failed} failed", rows.len() - failed);
-    if let Some(path) = &common.json {
-        let results: Vec<_> = rows
-            .iter()
-            .map(|r| json!({"op": r.op, "dir": r.dir, "dtype": r.dtype, "what": r.what, "max_err": finite(r.max_err), "tol": r.tol, "pass": r.pass}))
-            .collect();
-        write_json(path, &json!({"backend": device.to_string(), "results": results}))?;
-    }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn write_check_json(path: Option<&Path>, device: &Device, rows: &[CheckRow]) -> Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let results: Vec<_> = rows
+        .iter()
+        .map(|r| json!({"op": r.op, "dir": r.dir, "dtype": r.dtype, "what": r.what, "max_err": finite(r.max_err), "tol": r.tol, "pass": r.pass}))
+        .collect();
+    write_json(path, &json!({"backend": device.to_string(), "results": results}))
+}
+
+fn write_bench_json(path: Option<&Path>, device: &Device, copy: f64, rows: &[BenchRow]) -> Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let results: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            json!({"op": r.op, "dir": r.dir, "dtype": r.dtype.name(), "shape": r.shape, "variant": r.variant,
+                   "median_us": r.median_us, "gbps": r.gbps, "tflops": r.tflops, "pct_of_copy": 100.0 * r.gbps / copy})
+        })
+        .collect();
+    write_json(path, &json!({"device": device.to_string(), "ceilings": {"copy_gbps": copy}, "results": results}))
 }
 
 /// JSON has no NaN: a NaN error is written as null.
@@ -463,18 +481,11 @@ fn bench(common: &Common, runs: Option<usize>) -> Result<ExitCode> {
                     rows.push(r);
                 }
             }
+            // After every op and direction, as `check` does: a stopped run keeps its rows.
+            write_bench_json(common.json.as_deref(), &device, copy, &rows)?;
         }
     }
-    if let Some(path) = &common.json {
-        let results: Vec<_> = rows
-            .iter()
-            .map(|r| {
-                json!({"op": r.op, "dir": r.dir, "dtype": r.dtype.name(), "shape": r.shape, "variant": r.variant,
-                       "median_us": r.median_us, "gbps": r.gbps, "tflops": r.tflops, "pct_of_copy": 100.0 * r.gbps / copy})
-            })
-            .collect();
-        write_json(path, &json!({"device": device.to_string(), "ceilings": {"copy_gbps": copy}, "results": results}))?;
-    }
+    write_bench_json(common.json.as_deref(), &device, copy, &rows)?;
     Ok(ExitCode::SUCCESS)
 }
 

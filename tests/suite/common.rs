@@ -31,7 +31,13 @@ pub fn gpu() -> Option<Device> {
 }
 
 /// The CUDA emulator, or `None` after printing why the test skips (built without `emu`).
+/// `KILN_TEST_NO_EMU=1` skips it too: the GPU session (scripts/gpu-run.sh) spends its few
+/// minutes on the hardware, since CI runs every emulator test.
 pub fn emu() -> Option<Device> {
+    if std::env::var_os("KILN_TEST_NO_EMU").is_some() {
+        eprintln!("skipped: KILN_TEST_NO_EMU is set");
+        return None;
+    }
     Device::emu().map_err(|e| eprintln!("skipped: {e}")).ok()
 }
 
