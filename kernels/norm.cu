@@ -201,6 +201,13 @@ __device__ __forceinline__ void store_floats(T* dst, int64_t off, const float (&
 // as (s − shift) − delta with delta = Σ(s − shift)/D, never through the f32 mean itself: a
 // constant row gives exactly 0 (so y is exactly β), and a row with a large common offset
 // (|s| ~ 1e4, spread ~ 1) keeps the digits that rounding mean to f32 would cost x̂.
+// g = dy·γ, rounded once by an explicit multiply that nvcc may not contract: the backward sums g
+// for mean(g) and later subtracts mean(g) from g, and a product fused into that subtraction
+// (fma(dy, γ, −mean_g)) keeps the low bits the sum lost. At D = 1 (g − mean(g) = 0 exactly)
+// that left rstd·(dy·γ − round(dy·γ)), ~1e-5 at eps 1e-5: the H200's first run found it
+// (perf/), the emulator, which compiles without contraction, cannot.
+__device__ __forceinline__ float upstream_gradient(float dy, float gamma) { return __fmul_rn(dy, gamma); }
+
 template <typename T>
 __device__ __forceinline__ float row_shift(const T* x, const T* residual, int64_t off) {
     float s = to_float(x[off]);
@@ -343,7 +350,7 @@ __global__ void __launch_bounds__(kMaxRowThreads, kMinBlocksPerSm) bwd_cached_ke
             load_param<kW>(p.gamma, col, 1.0f, gamma);
 #pragma unroll
             for (int j = 0; j < kW; ++j) {
-                const float g = to_float(dy[q].v[j]) * gamma[j];
+                const float g = upstream_gradient(to_float(dy[q].v[j]), gamma[j]);
                 c[q][j] = s[j] - shift;
                 if constexpr (kLayer) {
                     sums[0] += c[q][j];
@@ -375,7 +382,7 @@ __global__ void __launch_bounds__(kMaxRowThreads, kMinBlocksPerSm) bwd_cached_ke
 #pragma unroll
             for (int j = 0; j < kW; ++j) {
                 const float d = to_float(dy[q].v[j]);
-                const float g = d * gamma[j];
+                const float g = upstream_gradient(d, gamma[j]);
                 const float xhat = (c[q][j] - delta) * rstd;
                 acc[q * kW + j] = fmaf(d, xhat, acc[q * kW + j]);
                 acc[kElems + q * kW + j] += d;
@@ -508,7 +515,7 @@ __global__ void __launch_bounds__(kLoopThreads, kMinBlocksPerSm) bwd_looped_kern
             load_param<kW>(p.gamma, col, 1.0f, gamma);
 #pragma unroll
             for (int j = 0; j < kW; ++j) {
-                const float g = to_float(pdy.v[j]) * gamma[j];
+                const float g = upstream_gradient(to_float(pdy.v[j]), gamma[j]);
                 const float c = s[j] - shift;
                 sums[0] += c;
                 sums[1] += g;
@@ -551,7 +558,7 @@ __global__ void __launch_bounds__(kLoopThreads, kMinBlocksPerSm) bwd_looped_kern
                     const float xhat = ((s[j] - c.shift) - c.delta) * rstd;
                     acc[q * kW + j] = fmaf(dy, xhat, acc[q * kW + j]);
                     acc[kSliceElems + q * kW + j] += dy;
-                    ds[j] = rstd * fmaf(-xhat, c.mean_gx, dy * gamma[j] - c.mean_g);
+                    ds[j] = rstd * fmaf(-xhat, c.mean_gx, upstream_gradient(dy, gamma[j]) - c.mean_g);
                 }
                 if (p.dresidual_out != nullptr) {
                     const Pack<T, kW> pd = load_pack<T, kW>(p.dresidual_out + off + col);

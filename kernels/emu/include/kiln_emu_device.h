@@ -340,6 +340,10 @@ inline float __fdividef(float a, float b) { return a / b; }
 inline float __expf(float x) { return expf(x); }
 inline float __logf(float x) { return logf(x); }
 inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
+// Round-to-nearest arithmetic that nvcc never contracts into an FMA (the emulator compiles
+// with -ffp-contract=off, so plain operators are already uncontracted here).
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __saturatef(float x) { return x != x ? 0.0f : (x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x)); }
 inline int __float_as_int(float x) { return ::kiln_emu::from_bits<int>(::kiln_emu::to_bits(x)); }
 inline unsigned __float_as_uint(float x) { return ::kiln_emu::from_bits<unsigned>(::kiln_emu::to_bits(x)); }
