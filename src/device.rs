@@ -61,6 +61,7 @@ impl Device {
             return Err(Error::NoDevice(format!("device {ordinal} requested, {count} present")));
         }
         let ctx = CudaContext::new(ordinal)?;
+        retain_freed_memory(&ctx)?;
         let stream = ctx.new_stream()?;
         Ok(Device::Cuda(CudaDevice::from_stream(stream)))
     }
@@ -210,4 +211,35 @@ impl fmt::Debug for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
     }
+}
+
+/// Keeps memory freed into the device's default pool (where cudarc's stream-ordered allocations
+/// come from) instead of returning it to the driver at every synchronisation, CUDA's default
+/// (release threshold 0). Every safe-API call allocates its outputs: with the default, a 128 MiB
+/// output is unmapped at one sync and mapped afresh at the next call, which the H200's first run
+/// measured at some 1.7 µs per MB (perf/nvidia-h200-2026-11-30.md: `kiln bench` at 24–38% of
+/// copy for kernels that ncu timed at 71–75% of DRAM peak). The CUDA programming guide's
+/// stream-ordered allocator chapter recommends exactly this setting (UINT64_MAX) for
+/// allocate-per-iteration code; the memory stays with the process, as PyTorch's caching
+/// allocator keeps it. Only `Device::cuda` does this: a device on a framework's stream
+/// (`cuda_from_stream`) leaves the framework's pool settings alone.
+fn retain_freed_memory(ctx: &CudaContext) -> Result<()> {
+    use cudarc::driver::sys;
+    if !ctx.has_async_alloc() {
+        return Ok(()); // no pools: cudarc allocates with cuMemAlloc
+    }
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    let mut threshold: u64 = u64::MAX;
+    // SAFETY: `pool` and `threshold` outlive the calls; the device handle comes from a live
+    // context, and the attribute takes a pointer to a u64 (CUDA driver API reference).
+    unsafe {
+        sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()).result()?;
+        sys::cuMemPoolSetAttribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut threshold as *mut u64).cast(),
+        )
+        .result()?;
+    }
+    Ok(())
 }
