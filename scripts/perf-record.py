@@ -8,7 +8,12 @@ peers.json (benches/peers/run.py), when present, adds kiln/peer time ratios to t
 measured: a row's "peers" maps each peer (eager, compile, sdpa_flash, sdpa_efficient_bias,
 flex_alibi) to kiln_ms / peer_ms, below 1 where kiln is faster; its "dir" is fwd or fwd+bwd.
 
-usage: scripts/perf-record.py OUT_DIR   (KILN_PERF_DIR overrides the perf/ folder written)
+usage: scripts/perf-record.py OUT_DIR [OUT_DIR...]   (KILN_PERF_DIR overrides the perf/ folder written)
+
+Several folders merge, in order: a later run (a rerun after a fix, or one that reached the steps an
+earlier run's time cap cut) replaces the check verdicts and timings it has for an op/direction/
+dtype, and every entry names the commit whose run produced its verdict ("commit" on the entry when
+the runs' commits differ). latest.json's "runs" lists each folder's revision and test summary.
 """
 import os
 import datetime
@@ -18,39 +23,74 @@ import re
 import sys
 
 
+def load_json(path: pathlib.Path, empty: dict) -> dict:
+    return json.loads(path.read_text()) if path.exists() else empty
+
+
+def revision(out: pathlib.Path) -> dict:
+    return dict(line.split(" ", 1) for line in (out / "REVISION").read_text().splitlines() if " " in line)
+
+
+def test_summary(out: pathlib.Path) -> list:
+    """The test harness's result lines and failing tests from gpu-run.sh's tests.log."""
+    log = out / "tests.log"
+    if not log.exists():
+        return []
+    lines = log.read_text(errors="replace").splitlines()
+    return [l.strip() for l in lines if l.startswith("test result") or l.endswith("... FAILED")]
+
+
 def main() -> None:
-    out = pathlib.Path(sys.argv[1])
-    rev = dict(line.split(" ", 1) for line in (out / "REVISION").read_text().splitlines() if " " in line)
-    smi = (out / "nvidia-smi.txt").read_text().splitlines()
+    outs = [pathlib.Path(a) for a in sys.argv[1:]]
+    if not outs:
+        sys.exit(__doc__)
+    revs = [revision(out) for out in outs]
+    rev = revs[-1]
+    smi = (outs[-1] / "nvidia-smi.txt").read_text().splitlines()
     card = re.sub(r"^GPU \d+: ", "", smi[0]).split(" (UUID")[0] if smi else "unknown"
     date = datetime.date.today().isoformat()
-    check = json.loads((out / "check.json").read_text()) if (out / "check.json").exists() else {"results": []}
-    bench = json.loads((out / "bench.json").read_text()) if (out / "bench.json").exists() else {"results": [], "ceilings": {}}
-    # gpu-run.sh checks and times attention and the MLP block in steps of their own.
-    for extra in ("check_attention.json",):
-        if (out / extra).exists():
-            check["results"] += json.loads((out / extra).read_text())["results"]
-    for extra in ("bench_mlp.json", "bench_attention.json"):
-        if (out / extra).exists():
-            more = json.loads((out / extra).read_text())
+    several_commits = len({r.get("commit") for r in revs}) > 1
+
+    results = {}
+    ceilings = {}
+    for out, run_rev in zip(outs, revs):
+        check = load_json(out / "check.json", {"results": []})
+        # gpu-run.sh checks and times attention and the MLP block in steps of their own.
+        check["results"] += load_json(out / "check_attention.json", {"results": []})["results"]
+        bench = load_json(out / "bench.json", {"results": [], "ceilings": {}})
+        for extra in ("bench_mlp.json", "bench_attention.json"):
+            more = load_json(out / extra, {"results": [], "ceilings": {}})
             bench["results"] += more["results"]
             bench.setdefault("ceilings", {}).setdefault("copy_gbps", more.get("ceilings", {}).get("copy_gbps"))
+        if bench.get("ceilings", {}).get("copy_gbps"):
+            ceilings = bench["ceilings"]
 
-    # One entry per op/direction/dtype: pass = every check row passed; max_err = worst row.
-    results = {}
-    for r in check["results"]:
-        key = (r["op"], r["dir"], r["dtype"])
-        e = results.setdefault(key, {"op": r["op"], "dir": r["dir"], "dtype": r["dtype"], "pass": True, "max_err": 0.0})
-        e["pass"] = e["pass"] and r["pass"]
-        e["max_err"] = max(e["max_err"], r["max_err"] if r["max_err"] is not None else float("inf"))
-    for r in bench["results"]:
-        key = (r["op"], r["dir"], r["dtype"])
-        e = results.setdefault(key, {"op": r["op"], "dir": r["dir"], "dtype": r["dtype"]})
-        suffix = "_no_dparam" if r["variant"] == "no-dparam" else ""
-        e["gbps" + suffix] = round(r["gbps"], 1)
-        e["tflops" + suffix] = round(r["tflops"], 2)
-        e["pct_of_copy" + suffix] = round(r["pct_of_copy"], 1)
-        e["shape"] = r["shape"]
+        # One entry per op/direction/dtype: pass = every check row of this run passed; max_err =
+        # worst row. A later run's rows for a key replace an earlier run's.
+        fresh = {}
+        for r in check["results"]:
+            key = (r["op"], r["dir"], r["dtype"])
+            e = fresh.setdefault(key, {"pass": True, "max_err": 0.0})
+            e["pass"] = e["pass"] and r["pass"]
+            e["max_err"] = max(e["max_err"], r["max_err"] if r["max_err"] is not None else float("inf"))
+        for key, verdict in fresh.items():
+            e = results.setdefault(key, {"op": key[0], "dir": key[1], "dtype": key[2]})
+            e.update(verdict)
+            if several_commits:
+                e["commit"] = run_rev.get("commit")
+        for r in bench["results"]:
+            key = (r["op"], r["dir"], r["dtype"])
+            e = results.setdefault(key, {"op": r["op"], "dir": r["dir"], "dtype": r["dtype"]})
+            suffix = "_no_dparam" if r["variant"] == "no-dparam" else ""
+            e["gbps" + suffix] = round(r["gbps"], 1)
+            e["tflops" + suffix] = round(r["tflops"], 2)
+            e["pct_of_copy" + suffix] = round(r["pct_of_copy"], 1)
+            if "median_us" in r:
+                e["median_us" + suffix] = round(r["median_us"], 1)
+            e["shape"] = r["shape"]
+            if several_commits:
+                e["bench_commit"] = run_rev.get("commit")
+    bench = {"ceilings": ceilings}
     # The model beside the measurements (its shapes are the emulator's, smaller than the bench's:
     # the ratio, not the time, carries over).
     perf = pathlib.Path(os.environ.get("KILN_PERF_DIR") or pathlib.Path(__file__).resolve().parent.parent / "perf")
@@ -61,7 +101,8 @@ def main() -> None:
         if e is not None:
             e["model_traffic_ratio"] = round(m["traffic_ratio"], 3)
             e["model_bound_pct_of_copy"] = round(100.0 / m["traffic_ratio"], 1) if m["traffic_ratio"] > 0 else None
-    peers = json.loads((out / "peers.json").read_text()) if (out / "peers.json").exists() else None
+    # The last run that has peer figures.
+    peers = next((load_json(out / "peers.json", {}) for out in reversed(outs) if (out / "peers.json").exists()), None)
     for r in (peers or {}).get("results", []):
         key = (r["op"], r["dir"], r["dtype"])
         e = results.setdefault(key, {"op": r["op"], "dir": r["dir"], "dtype": r["dtype"]})
@@ -78,6 +119,11 @@ def main() -> None:
         "kernels_tree": rev.get("kernels_tree"),
         "dirty": rev.get("dirty"),
         "ceilings": bench.get("ceilings", {}),
+        "runs": [
+            {"commit": r.get("commit"), "kernels_tree": r.get("kernels_tree"), "dirty": r.get("dirty"),
+             "tests": test_summary(out)}
+            for out, r in zip(outs, revs)
+        ],
         "results": sorted(results.values(), key=lambda e: (e["op"], e["dir"], e["dtype"])),
     }
     if peers is not None:
@@ -86,20 +132,24 @@ def main() -> None:
     perf.mkdir(exist_ok=True)
     (perf / "latest.json").write_text(json.dumps(latest, indent=1) + "\n")
     slug = re.sub(r"[^a-z0-9]+", "-", card.lower()).strip("-")
-    lines = [f"# {card}, {date}", "", f"commit {latest['commit']}, kernels tree {latest['kernels_tree']}", ""]
+    lines = [f"# {card}, {date}", ""]
+    for i, run in enumerate(latest["runs"], 1):
+        tests = "; ".join(run["tests"]) or "no test log"
+        lines.append(f"- run {i}: commit {run['commit']}, kernels tree {run['kernels_tree']}; tests: {tests}")
+    lines.append("")
     lines.append(f"copy ceiling: {bench.get('ceilings', {}).get('copy_gbps', 0):.0f} GB/s")
     lines += [
         "",
         "Model columns: kiln model's traffic ratio (emulator, not measured) and the % of copy it bounds the kernel to.",
         "",
-        "| op | dir | dtype | pass | max_err | GB/s | % copy | % copy without dparam | model ratio | model bound % copy |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| op | dir | dtype | pass | max_err | GB/s | % copy | % copy without dparam | model ratio | model bound % copy | TFLOP/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in latest["results"]:
         lines.append(
             f"| {e['op']} | {e['dir']} | {e['dtype']} | {e.get('pass', '-')} | {e.get('max_err', '-')} | "
             f"{e.get('gbps', '-')} | {e.get('pct_of_copy', '-')} | {e.get('pct_of_copy_no_dparam', '-')} | "
-            f"{e.get('model_traffic_ratio', '-')} | {e.get('model_bound_pct_of_copy', '-')} |"
+            f"{e.get('model_traffic_ratio', '-')} | {e.get('model_bound_pct_of_copy', '-')} | {e.get('tflops', '-')} |"
         )
     peer_rows = [e for e in latest["results"] if "peers" in e]
     if peer_rows:

@@ -169,8 +169,24 @@ fn perf_record_puts_the_model_beside_the_measurements() {
         r#"{"results":[{"op":"activation/relu","dir":"fwd","dtype":"bf16","variant":"default","gbps":2800.0,
             "tflops":0.7,"pct_of_copy":93.3,"shape":[1,2]}],"ceilings":{"copy_gbps":3000}}"#,
     );
+    // A rerun after a fix (another commit) replaces the verdict it has and keeps the rest.
+    let rerun = dir.join("rerun");
+    std::fs::create_dir_all(&rerun).unwrap();
+    let write2 = |name: &str, text: &str| std::fs::write(rerun.join(name), text).unwrap();
+    write2("REVISION", "commit fix\nkernels_tree ghi\ndirty no\n");
+    write2("nvidia-smi.txt", "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0)\n");
+    write2(
+        "check.json",
+        r#"{"results":[{"op":"norm/layernorm","dir":"bwd","dtype":"f32","pass":true,"max_err":1e-7}]}"#,
+    );
+    write(
+        "check_attention.json",
+        r#"{"results":[{"op":"norm/layernorm","dir":"bwd","dtype":"f32","pass":false,"max_err":1e-5}]}"#,
+    );
+    write2("tests.log", "test norm::x ... ok\ntest result: ok. 2 passed; 0 failed\n");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/perf-record.py");
-    let status = Command::new("python3").arg(script).arg(&out).env("KILN_PERF_DIR", &perf).status().unwrap();
+    let status =
+        Command::new("python3").arg(script).arg(&out).arg(&rerun).env("KILN_PERF_DIR", &perf).status().unwrap();
     assert!(status.success());
     let latest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(perf.join("latest.json")).unwrap()).unwrap();
@@ -179,13 +195,17 @@ fn perf_record_puts_the_model_beside_the_measurements() {
     // perf/model.json models activation/relu fwd bf16 at every byte once.
     assert_eq!(relu["model_traffic_ratio"].as_f64(), Some(1.0), "{relu}");
     assert_eq!(latest["card"].as_str(), Some("NVIDIA H100 80GB HBM3"));
+    let norm = latest["results"].as_array().unwrap().iter().find(|e| e["op"] == "norm/layernorm").unwrap();
+    assert_eq!((norm["pass"].as_bool(), norm["commit"].as_str()), (Some(true), Some("fix")), "{norm}");
+    assert_eq!(relu["commit"].as_str(), Some("abc"), "{relu}");
+    assert_eq!(latest["runs"][1]["tests"][0].as_str(), Some("test result: ok. 2 passed; 0 failed"));
     let table = std::fs::read_dir(&perf)
         .unwrap()
         .filter_map(|e| e.ok())
         .find(|e| e.path().extension().is_some_and(|x| x == "md"));
     let table = std::fs::read_to_string(table.unwrap().path()).unwrap();
     assert!(
-        table.contains("| activation/relu | fwd | bf16 | True | 0.0 | 2800.0 | 93.3 | - | 1.0 | 100.0 |"),
+        table.contains("| activation/relu | fwd | bf16 | True | 0.0 | 2800.0 | 93.3 | - | 1.0 | 100.0 | 0.7 |"),
         "{table}"
     );
     std::fs::remove_dir_all(&dir).ok();
