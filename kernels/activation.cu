@@ -86,14 +86,18 @@ enum class Grad {
 
 struct Relu {
     static constexpr Grad kGrad = Grad::kNone;
+    template <typename M>
     __device__ float fwd(float x) const { return x < 0.0f ? 0.0f : x; }  // NaN propagates
+    template <typename M>
     __device__ float bwd(float x, float dy) const { return x > 0.0f ? dy : 0.0f; }
 };
 
 struct Gelu {
     static constexpr Grad kGrad = Grad::kNone;
-    __device__ float fwd(float x) const { return x * normal_cdf(x); }
-    __device__ float bwd(float x, float dy) const { return dy * (normal_cdf(x) + x * normal_pdf(x)); }
+    template <typename M>
+    __device__ float fwd(float x) const { return x * normal_cdf<M>(x); }
+    template <typename M>
+    __device__ float bwd(float x, float dy) const { return dy * (normal_cdf<M>(x) + x * normal_pdf<M>(x)); }
 };
 
 // ½x(1 + tanh u) computed as x·σ(2u), which is the same function: σ(2u) and
@@ -105,9 +109,11 @@ struct GeluTanh {
     // except that 0·inf can no longer turn the derivative into NaN for |x| > 1.8e19.
     static constexpr float kSquareCap = 1.0e4f;
     __device__ float two_u(float x) const { return 2.0f * kSqrt2OverPi * x * fmaf(kCoeff * x, x, 1.0f); }
-    __device__ float fwd(float x) const { return x * sigmoid_pair(two_u(x)).pos; }
+    template <typename M>
+    __device__ float fwd(float x) const { return x * sigmoid_pair<M>(two_u(x)).pos; }
+    template <typename M>
     __device__ float bwd(float x, float dy) const {
-        const SigmoidPair s = sigmoid_pair(two_u(x));
+        const SigmoidPair s = sigmoid_pair<M>(two_u(x));
         const float du_dx = kSqrt2OverPi * fmaf(3.0f * kCoeff, fminf(x * x, kSquareCap), 1.0f);
         return dy * (s.pos + 2.0f * (x * (s.pos * s.neg)) * du_dx);
     }
@@ -116,37 +122,45 @@ struct GeluTanh {
 struct QuickGelu {
     static constexpr Grad kGrad = Grad::kNone;
     static constexpr float kScale = 1.702f;
-    __device__ float fwd(float x) const { return x * sigmoid_pair(kScale * x).pos; }
+    template <typename M>
+    __device__ float fwd(float x) const { return x * sigmoid_pair<M>(kScale * x).pos; }
+    template <typename M>
     __device__ float bwd(float x, float dy) const {
-        const SigmoidPair s = sigmoid_pair(kScale * x);
+        const SigmoidPair s = sigmoid_pair<M>(kScale * x);
         return dy * (s.pos + x * (kScale * (s.pos * s.neg)));
     }
 };
 
 struct Silu {
     static constexpr Grad kGrad = Grad::kNone;
-    __device__ float fwd(float x) const { return x * sigmoid_pair(x).pos; }
+    template <typename M>
+    __device__ float fwd(float x) const { return x * sigmoid_pair<M>(x).pos; }
+    template <typename M>
     __device__ float bwd(float x, float dy) const {
-        const SigmoidPair s = sigmoid_pair(x);
+        const SigmoidPair s = sigmoid_pair<M>(x);
         return dy * (s.pos + x * (s.pos * s.neg));  // σ(1 + x(1 − σ))
     }
 };
 
 struct Sigmoid {
     static constexpr Grad kGrad = Grad::kNone;
-    __device__ float fwd(float x) const { return sigmoid_pair(x).pos; }
+    template <typename M>
+    __device__ float fwd(float x) const { return sigmoid_pair<M>(x).pos; }
+    template <typename M>
     __device__ float bwd(float x, float dy) const {
-        const SigmoidPair s = sigmoid_pair(x);
+        const SigmoidPair s = sigmoid_pair<M>(x);
         return dy * (s.pos * s.neg);
     }
 };
 
 struct SquaredRelu {
     static constexpr Grad kGrad = Grad::kNone;
+    template <typename M>
     __device__ float fwd(float x) const {
         const float r = x < 0.0f ? 0.0f : x;
         return r * r;
     }
+    template <typename M>
     __device__ float bwd(float x, float dy) const { return dy * (2.0f * (x < 0.0f ? 0.0f : x)); }
 };
 
@@ -155,7 +169,9 @@ __device__ __forceinline__ float atan_gate_slope(float x) { return x * kInvPi / 
 
 struct Atlu {
     static constexpr Grad kGrad = Grad::kNone;
+    template <typename M>
     __device__ float fwd(float x) const { return x * atan_gate(x).gate; }
+    template <typename M>
     __device__ float bwd(float x, float dy) const { return dy * (atan_gate(x).gate + atan_gate_slope(x)); }
 };
 
@@ -164,11 +180,14 @@ struct XAtlu {
     static constexpr Grad kGrad = Grad::kScalar;
     float alpha;
     float widen;
+    template <typename M>
     __device__ float fwd(float x) const { return x * fmaf(widen, atan_gate(x).gate, -alpha); }
+    template <typename M>
     __device__ float bwd(float x, float dy) const {
         const float g = fmaf(widen, atan_gate(x).gate, -alpha);
         return dy * (g + widen * atan_gate_slope(x));
     }
+    template <typename M>
     __device__ float dparam(float x, float dy) const { return dy * (2.0f * x * atan_gate(x).atan_pi); }
 };
 
@@ -176,11 +195,14 @@ struct XGelu {
     static constexpr Grad kGrad = Grad::kScalar;
     float alpha;
     float widen;
-    __device__ float fwd(float x) const { return x * fmaf(widen, normal_cdf(x), -alpha); }
+    template <typename M>
+    __device__ float fwd(float x) const { return x * fmaf(widen, normal_cdf<M>(x), -alpha); }
+    template <typename M>
     __device__ float bwd(float x, float dy) const {
-        const float g = fmaf(widen, normal_cdf(x), -alpha);
-        return dy * (g + x * (widen * normal_pdf(x)));
+        const float g = fmaf(widen, normal_cdf<M>(x), -alpha);
+        return dy * (g + x * (widen * normal_pdf<M>(x)));
     }
+    template <typename M>
     __device__ float dparam(float x, float dy) const { return dy * (x * erff(x * kInvSqrt2)); }
 };
 
@@ -188,13 +210,16 @@ struct XSilu {
     static constexpr Grad kGrad = Grad::kScalar;
     float alpha;
     float widen;
-    __device__ float fwd(float x) const { return x * fmaf(widen, sigmoid_pair(x).pos, -alpha); }
+    template <typename M>
+    __device__ float fwd(float x) const { return x * fmaf(widen, sigmoid_pair<M>(x).pos, -alpha); }
+    template <typename M>
     __device__ float bwd(float x, float dy) const {
-        const SigmoidPair s = sigmoid_pair(x);
+        const SigmoidPair s = sigmoid_pair<M>(x);
         return dy * (fmaf(widen, s.pos, -alpha) + x * (widen * (s.pos * s.neg)));
     }
+    template <typename M>
     __device__ float dparam(float x, float dy) const {
-        const SigmoidPair s = sigmoid_pair(x);
+        const SigmoidPair s = sigmoid_pair<M>(x);
         return dy * (x * (s.pos - s.neg));  // x(2σ − 1)
     }
 };
@@ -204,10 +229,12 @@ struct XSilu {
 struct Smelu {
     static constexpr Grad kGrad = Grad::kNone;
     float beta;
+    template <typename M>
     __device__ float fwd(float x) const {
         const float u = x + beta;
         return x <= -beta ? 0.0f : (x < beta ? u * (0.25f * u / beta) : x);
     }
+    template <typename M>
     __device__ float bwd(float x, float dy) const {
         const float u = x + beta;
         return x <= -beta ? 0.0f : (x < beta ? dy * (0.5f * u / beta) : dy);
@@ -223,10 +250,12 @@ struct GSmelu {
     float alpha, beta, g_neg, g_pos, t;
     float quad;  // A = (g₊ − g₋) / (2(α + β))
     float right;
+    template <typename M>
     __device__ float fwd(float x) const {
         const float u = x + alpha;
         return x <= -alpha ? fmaf(g_neg, u, t) : (x <= beta ? fmaf(fmaf(quad, u, g_neg), u, t) : fmaf(g_pos, x, right));
     }
+    template <typename M>
     __device__ float bwd(float x, float dy) const {
         const float u = x + alpha;
         return dy * (x <= -alpha ? g_neg : (x <= beta ? fmaf(2.0f * quad, u, g_neg) : g_pos));
@@ -238,8 +267,11 @@ struct Prelu {
     static constexpr Grad kGrad = Grad::kPerChannel;
     float slope;
     __device__ Prelu at(float p) const { return Prelu{p}; }
+    template <typename M>
     __device__ float fwd(float x) const { return x < 0.0f ? slope * x : x; }
+    template <typename M>
     __device__ float bwd(float x, float dy) const { return x > 0.0f ? dy : slope * dy; }
+    template <typename M>
     __device__ float dparam(float x, float dy) const { return x < 0.0f ? dy * x : 0.0f; }
 };
 
@@ -250,13 +282,16 @@ struct JumpRelu {
     float half_eps;  // ε/2 (exact for a normal ε)
     float inv_eps;   // 1/ε from the host: a division per channel in at() (a slow-path call) spilled
     __device__ JumpRelu at(float p) const { return JumpRelu{p, half_eps, inv_eps}; }
+    template <typename M>
     __device__ float fwd(float x) const { return x <= theta ? 0.0f : x; }  // H(0) = 0; NaN propagates
+    template <typename M>
     __device__ float bwd(float x, float dy) const { return x > theta ? dy : 0.0f; }
     // K((x−θ)/ε) = 1 on the OPEN window −ε/2 < x − θ < ε/2 (the JumpReLU paper's pseudo-code,
     // SAELens), decided exactly: an f32 (x−θ)/ε can round across a window edge, and each such
     // element moves dθ by |dy·θ/ε|. With x − θ = diff + err exactly, rounding is monotone, so
     // diff alone decides unless diff lands on the edge itself; there the sign of err does (an
     // exact edge, err = 0, is outside). NaN or infinite x is outside (0, whatever dy is).
+    template <typename M>
     __device__ float dparam(float x, float dy) const {
         const ExactDiff d = exact_diff(x, theta);
         const bool above_low = d.diff > -half_eps || (d.diff == -half_eps && d.err > 0.0f);
@@ -288,6 +323,7 @@ __device__ __forceinline__ Op bind_shared(const Op& op, const float* param) {
 // Reads sizeof(T), writes sizeof(T) per element; FLOPs per element: Op's (1 for relu, ~40 for gelu).
 template <typename T, typename Op, int kW>
 __global__ void __launch_bounds__(kThreads) flat_fwd_kernel(const T* x, T* y, int64_t n, Op op, const float* param) {
+    using M = MathFor<T>;  // the math policy of the storage type (common/math.cuh)
     const Op f = bind_shared(op, param);
     const int64_t first = int64_t(blockIdx.x) * kThreads + threadIdx.x;
     const int64_t stride = int64_t(gridDim.x) * kThreads;
@@ -297,13 +333,13 @@ __global__ void __launch_bounds__(kThreads) flat_fwd_kernel(const T* x, T* y, in
         const Pack<T, kW> px = load_pack<T, kW>(x + i * kW);
         Pack<T, kW> py;
 #pragma unroll
-        for (int j = 0; j < kW; ++j) py.v[j] = from_float<T>(f.fwd(to_float(px.v[j])));
+        for (int j = 0; j < kW; ++j) py.v[j] = from_float<T>(f.template fwd<M>(to_float(px.v[j])));
         store_pack<T, kW>(y + i * kW, py);
     }
     if constexpr (kW > 1) {
         // The < kW elements past the last whole pack go to the first threads of the grid.
         const int64_t t = packs * kW + first;
-        if (t < n) y[t] = from_float<T>(f.fwd(to_float(x[t])));
+        if (t < n) y[t] = from_float<T>(f.template fwd<M>(to_float(x[t])));
     }
 }
 
@@ -319,6 +355,7 @@ __global__ void __launch_bounds__(kThreads) flat_fwd_kernel(const T* x, T* y, in
 template <typename T, typename Op, int kW, bool kReduce>
 __global__ void __launch_bounds__(kThreads)
     flat_bwd_kernel(const T* x, const T* dy, T* dx, int64_t n, Op op, const float* param, float* partials) {
+    using M = MathFor<T>;  // the math policy of the storage type (common/math.cuh)
     static_assert(kW == 1 || kW == kGroup<T>, "a group is one pack or kGroup<T> scalars");
     constexpr int kUnit = kReduce ? kGroup<T> : kW;  // elements per step of a thread
     constexpr int kPacks = kUnit / kW;
@@ -343,8 +380,8 @@ __global__ void __launch_bounds__(kThreads)
             for (int j = 0; j < kW; ++j) {
                 const float xf = to_float(px[q].v[j]);
                 const float dyf = to_float(pdy[q].v[j]);
-                pdx.v[j] = from_float<T>(f.bwd(xf, dyf));
-                if constexpr (kReduce) acc += f.dparam(xf, dyf);
+                pdx.v[j] = from_float<T>(f.template bwd<M>(xf, dyf));
+                if constexpr (kReduce) acc += f.template dparam<M>(xf, dyf);
             }
             store_pack<T, kW>(dx + i * kUnit + q * kW, pdx);
         }
@@ -354,8 +391,8 @@ __global__ void __launch_bounds__(kThreads)
         if (t < n) {
             const float xf = to_float(x[t]);
             const float dyf = to_float(dy[t]);
-            dx[t] = from_float<T>(f.bwd(xf, dyf));
-            if constexpr (kReduce) acc += f.dparam(xf, dyf);
+            dx[t] = from_float<T>(f.template bwd<M>(xf, dyf));
+            if constexpr (kReduce) acc += f.template dparam<M>(xf, dyf);
         }
     }
     if constexpr (kReduce) {
@@ -405,6 +442,7 @@ __device__ __forceinline__ void bind_channel_params(const Op& op, const float* p
 template <typename T, typename Op, int kW>
 __global__ void __launch_bounds__(kThreads)
     channel_fwd_kernel(const T* x, T* y, const float* param, ChannelShape shape, Op op) {
+    using M = MathFor<T>;  // the math policy of the storage type (common/math.cuh)
     __shared__ float stage[kThreads * lane_record_floats<kW>()];
     const int64_t col = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * kW;
     Op f[kW];
@@ -417,7 +455,7 @@ __global__ void __launch_bounds__(kThreads)
         const Pack<T, kW> px = load_pack<T, kW>(x + off);
         Pack<T, kW> py;
 #pragma unroll
-        for (int j = 0; j < kW; ++j) py.v[j] = from_float<T>(f[j].fwd(to_float(px.v[j])));
+        for (int j = 0; j < kW; ++j) py.v[j] = from_float<T>(f[j].template fwd<M>(to_float(px.v[j])));
         store_pack<T, kW>(y + off, py);
     }
 }
@@ -428,6 +466,7 @@ __global__ void __launch_bounds__(kThreads)
 template <typename T, typename Op, int kW, bool kReduce>
 __global__ void __launch_bounds__(kThreads)
     channel_bwd_kernel(const T* x, const T* dy, T* dx, const float* param, float* partials, ChannelShape shape, Op op) {
+    using M = MathFor<T>;  // the math policy of the storage type (common/math.cuh)
     const int64_t col = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * kW;
     const bool active = col < shape.channels;  // idle threads still join the lane tree
     float acc[kW] = {};
@@ -446,8 +485,8 @@ __global__ void __launch_bounds__(kThreads)
             for (int j = 0; j < kW; ++j) {
                 const float xf = to_float(px.v[j]);
                 const float dyf = to_float(pdy.v[j]);
-                pdx.v[j] = from_float<T>(f[j].bwd(xf, dyf));
-                if constexpr (kReduce) acc[j] += f[j].dparam(xf, dyf);
+                pdx.v[j] = from_float<T>(f[j].template bwd<M>(xf, dyf));
+                if constexpr (kReduce) acc[j] += f[j].template dparam<M>(xf, dyf);
             }
             store_pack<T, kW>(dx + off, pdx);
         }

@@ -128,6 +128,7 @@ __device__ __forceinline__ void advance(Cursor& c, const Shape& s) {
 // Reads 2·sizeof(T), writes sizeof(T) per element; FLOPs: the gate's (1 for bilinear, ~40 for geglu) + 1.
 template <typename T, typename Gate, int kW>
 __global__ void __launch_bounds__(kThreads) fwd_kernel(const T* a, const T* b, T* y, Shape s, Gate gate) {
+    using M = MathFor<T>;  // the math policy of the storage type (common/math.cuh)
 #pragma unroll 1
     for (Cursor c = first_pack(s, 1); c.row < s.rows; advance(c, s)) {
         const int64_t ab = c.row * s.ab_stride + c.col * kW;
@@ -135,7 +136,7 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(const T* a, const T* b, T
         const Pack<T, kW> pb = load_pack<T, kW>(b + ab);
         Pack<T, kW> py;
 #pragma unroll
-        for (int j = 0; j < kW; ++j) py.v[j] = from_float<T>(gate.fwd(to_float(pa.v[j])) * to_float(pb.v[j]));
+        for (int j = 0; j < kW; ++j) py.v[j] = from_float<T>(gate.template fwd<M>(to_float(pa.v[j])) * to_float(pb.v[j]));
         store_pack<T, kW>(y + c.pack * kW, py);
     }
 }
@@ -152,6 +153,7 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(const T* a, const T* b, T
 template <typename T, typename Gate, int kW, bool kReduce>
 __global__ void __launch_bounds__(kThreads)
     bwd_kernel(const T* a, const T* b, const T* dy, T* da, T* db, Shape s, Gate gate, float* partials) {
+    using M = MathFor<T>;  // the math policy of the storage type (common/math.cuh)
     static_assert(kW == 1 || kW == kGroup<T>, "a group is one pack or kGroup<T> scalars");
     constexpr int kPacks = kReduce ? kGroup<T> / kW : 1;  // packs per step of a thread
     static_assert(kPacks <= kMaxGroup, "first_pack's 32-bit index (see kMaxGroup)");
@@ -176,7 +178,7 @@ __global__ void __launch_bounds__(kThreads)
             for (int j = 0; j < kW; ++j) {
                 const float dyf = to_float(pdy.v[j]);
                 const float dyb = dyf * to_float(pb.v[j]);
-                const GateGrad g = gate.bwd(to_float(pa.v[j]));
+                const GateGrad g = gate.template bwd<M>(to_float(pa.v[j]));
                 pda.v[j] = from_float<T>(dyb * g.slope);
                 pdb.v[j] = from_float<T>(dyf * g.value);
                 if constexpr (kReduce) acc += dyb * g.dalpha;

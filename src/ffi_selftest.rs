@@ -34,3 +34,14 @@ unsafe extern "C" {
         stream: *mut ::std::os::raw::c_void,
     ) -> kiln_status;
 }
+unsafe extern "C" {
+    #[doc = " y[i] = function(x[i]) for i < n (x, y: f32 [n]), in the f16/bf16 kernels' precision policy\n when fast != 0 (StorageMath16), else in the f32 kernels' (PreciseMath)."]
+    pub fn kiln_selftest_math(
+        function: i32,
+        fast: i32,
+        x: *const f32,
+        y: *mut f32,
+        n: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}

@@ -28,6 +28,21 @@ pub struct SassKernel {
     pub ldg_narrow: usize,
     /// Narrower global stores.
     pub stg_narrow: usize,
+    /// Instructions (NOPs aside) inside a loop: with the loop's 128-bit accesses, the issue
+    /// cost of each 16-byte-per-lane access (see [`SassKernel::instructions_per_wide_access`]).
+    pub instructions_in_loop: usize,
+}
+
+impl SassKernel {
+    /// Loop instructions per 128-bit global load or store in the loop (None without one). A
+    /// warp's 128-bit access moves 512 bytes, which an H200 SM scheduler's share of DRAM
+    /// bandwidth (4.2 TB/s / (132 × 4)) takes about 127 issue cycles to deliver (H100: ~160):
+    /// a loop that issues more instructions per access than that is bound by instruction issue,
+    /// not memory (perf/nvidia-h200-2026-11-30.md: GELU bf16 at ~270 ran at 38% of copy).
+    pub fn instructions_per_wide_access(&self) -> Option<f64> {
+        let wide = self.ldg128_in_loop + self.stg128_in_loop;
+        (wide > 0).then(|| self.instructions_in_loop as f64 / wide as f64)
+    }
 }
 
 /// The `cuobjdump` to use: `$CUOBJDUMP`, the project-local `.cuda-sass/` toolchain, then `PATH`.
@@ -116,6 +131,9 @@ fn count(name: String, body: &[(u64, String)]) -> SassKernel {
     let mut k = SassKernel { name, loops: loops.len(), ..SassKernel::default() };
     for (addr, text) in body {
         let op = opcode(text);
+        if in_loop(*addr) && op != "NOP" {
+            k.instructions_in_loop += 1;
+        }
         let wide = op.split('.').any(|p| p == "128");
         match (op.starts_with("LDG"), op.starts_with("STG"), wide) {
             (true, _, true) => {
@@ -218,9 +236,11 @@ mod tests {
             stg128_in_loop: 1,
             ldg_narrow: 0,
             stg_narrow: 1,
+            instructions_in_loop: 3, // LDG, STG and the branch at 0x20..0x40
         };
         assert_eq!(k[0], want);
-        assert_eq!((k[1].loops, k[1].ldg_narrow), (0, 1));
+        assert_eq!(k[0].instructions_per_wide_access(), Some(1.5));
+        assert_eq!((k[1].loops, k[1].ldg_narrow, k[1].instructions_per_wide_access()), (0, 1, None));
     }
 
     #[test]

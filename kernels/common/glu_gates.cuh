@@ -28,9 +28,11 @@ struct GateGrad {
 // GLU: h = σ(a), h' = σ(a)σ(−a).
 struct SigmoidGate {
     static constexpr bool kHasAlpha = false;
-    __device__ float fwd(float a) const { return sigmoid_pair(a).pos; }
+    template <typename M>
+    __device__ float fwd(float a) const { return sigmoid_pair<M>(a).pos; }
+    template <typename M>
     __device__ GateGrad bwd(float a) const {
-        const SigmoidPair s = sigmoid_pair(a);
+        const SigmoidPair s = sigmoid_pair<M>(a);
         return {s.pos, s.pos * s.neg, 0.0f};
     }
 };
@@ -38,24 +40,30 @@ struct SigmoidGate {
 // Bilinear: h = a, h' = 1.
 struct IdentityGate {
     static constexpr bool kHasAlpha = false;
+    template <typename M>
     __device__ float fwd(float a) const { return a; }
+    template <typename M>
     __device__ GateGrad bwd(float a) const { return {a, 1.0f, 0.0f}; }
 };
 
 // ReGLU: h = max(0, a) (NaN propagates), h' = 1[a > 0] (0 at a = 0).
 struct ReluGate {
     static constexpr bool kHasAlpha = false;
+    template <typename M>
     __device__ float fwd(float a) const { return a < 0.0f ? 0.0f : a; }
+    template <typename M>
     __device__ GateGrad bwd(float a) const { return {a < 0.0f ? 0.0f : a, a > 0.0f ? 1.0f : 0.0f, 0.0f}; }
 };
 
 // GEGLU: h = a·Φ(a), h' = Φ(a) + a·φ(a).
 struct GeluGate {
     static constexpr bool kHasAlpha = false;
-    __device__ float fwd(float a) const { return a * normal_cdf(a); }
+    template <typename M>
+    __device__ float fwd(float a) const { return a * normal_cdf<M>(a); }
+    template <typename M>
     __device__ GateGrad bwd(float a) const {
-        const float cdf = normal_cdf(a);
-        return {a * cdf, cdf + a * normal_pdf(a), 0.0f};
+        const float cdf = normal_cdf<M>(a);
+        return {a * cdf, cdf + a * normal_pdf<M>(a), 0.0f};
     }
 };
 
@@ -68,9 +76,11 @@ struct GeluTanhGate {
     // except that 0·inf can no longer turn the slope into NaN for |a| > 1.8e19.
     static constexpr float kSquareCap = 1.0e4f;
     __device__ static float two_u(float a) { return 2.0f * kSqrt2OverPi * a * fmaf(kCoeff * a, a, 1.0f); }
-    __device__ float fwd(float a) const { return a * sigmoid_pair(two_u(a)).pos; }
+    template <typename M>
+    __device__ float fwd(float a) const { return a * sigmoid_pair<M>(two_u(a)).pos; }
+    template <typename M>
     __device__ GateGrad bwd(float a) const {
-        const SigmoidPair s = sigmoid_pair(two_u(a));
+        const SigmoidPair s = sigmoid_pair<M>(two_u(a));
         const float du_da = kSqrt2OverPi * fmaf(3.0f * kCoeff, fminf(a * a, kSquareCap), 1.0f);
         return {a * s.pos, s.pos + 2.0f * (a * (s.pos * s.neg)) * du_da, 0.0f};
     }
@@ -79,9 +89,11 @@ struct GeluTanhGate {
 // SwiGLU: h = a·σ(a), h' = σ(a)(1 + a·σ(−a)).
 struct SiluGate {
     static constexpr bool kHasAlpha = false;
-    __device__ float fwd(float a) const { return a * sigmoid_pair(a).pos; }
+    template <typename M>
+    __device__ float fwd(float a) const { return a * sigmoid_pair<M>(a).pos; }
+    template <typename M>
     __device__ GateGrad bwd(float a) const {
-        const SigmoidPair s = sigmoid_pair(a);
+        const SigmoidPair s = sigmoid_pair<M>(a);
         return {a * s.pos, s.pos + a * (s.pos * s.neg), 0.0f};
     }
 };
@@ -96,7 +108,9 @@ struct BaseGate {
 
 // g0 = atan(a)/π + ½, g0' = 1/(π(1 + a²)) (0, not NaN, once a² overflows), 2g0 − 1 = 2atan(a)/π.
 struct AtanBase {
+    template <typename M>
     __device__ static float value(float a) { return atan_gate(a).gate; }
+    template <typename M>
     __device__ static BaseGate eval(float a) {
         const AtanGate t = atan_gate(a);
         return {t.gate, kInvPi / fmaf(a, a, 1.0f), 2.0f * t.atan_pi};
@@ -105,15 +119,19 @@ struct AtanBase {
 
 // g0 = Φ(a), g0' = φ(a), 2Φ(a) − 1 = erf(a/√2).
 struct NormalBase {
-    __device__ static float value(float a) { return normal_cdf(a); }
-    __device__ static BaseGate eval(float a) { return {normal_cdf(a), normal_pdf(a), erff(a * kInvSqrt2)}; }
+    template <typename M>
+    __device__ static float value(float a) { return normal_cdf<M>(a); }
+    template <typename M>
+    __device__ static BaseGate eval(float a) { return {normal_cdf<M>(a), normal_pdf<M>(a), erff(a * kInvSqrt2)}; }
 };
 
 // g0 = σ(a), g0' = σ(a)σ(−a), 2σ(a) − 1 = σ(a) − σ(−a).
 struct SigmoidBase {
-    __device__ static float value(float a) { return sigmoid_pair(a).pos; }
+    template <typename M>
+    __device__ static float value(float a) { return sigmoid_pair<M>(a).pos; }
+    template <typename M>
     __device__ static BaseGate eval(float a) {
-        const SigmoidPair s = sigmoid_pair(a);
+        const SigmoidPair s = sigmoid_pair<M>(a);
         return {s.pos, s.pos * s.neg, s.pos - s.neg};
     }
 };
@@ -128,12 +146,14 @@ struct ExpandedGate {
     float alpha;
     float widen;   // 1 + 2α, rounded once from f64 on the host
     bool times_a;  // order 2
+    template <typename M>
     __device__ float fwd(float a) const {
-        const float g = fmaf(widen, Base::value(a), -alpha);
+        const float g = fmaf(widen, Base::template value<M>(a), -alpha);
         return times_a ? a * g : g;
     }
+    template <typename M>
     __device__ GateGrad bwd(float a) const {
-        const BaseGate b = Base::eval(a);
+        const BaseGate b = Base::template eval<M>(a);
         const float g = fmaf(widen, b.value, -alpha);
         const float g_slope = widen * b.slope;
         if (times_a) return {a * g, g + a * g_slope, a * b.centered};

@@ -1,4 +1,5 @@
-// The only home of inline PTX in kiln: tensor-core MMA, ldmatrix and cp.async, each a wrapper
+// The only home of inline PTX in kiln: tensor-core MMA, ldmatrix, cp.async and the SFU's
+// approximate rcp/ex2, each a wrapper
 // whose emulated body (KILN_EMU) follows the PTX ISA's definition exactly, fragment layouts
 // included, so a kernel built on them runs on the emulator as it would on a GPU.
 //
@@ -22,6 +23,7 @@
 #include <cstring>
 
 #ifdef KILN_EMU
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #endif
@@ -242,6 +244,39 @@ private:
     int committed_groups_ = 0;
 #endif
 };
+
+// The SFU's approximate reciprocal and base-2 exponential with subnormals flushed (PTX ISA
+// "rcp.approx.ftz.f32", "ex2.approx.ftz.f32": max relative error 2^-23 and 2 ulp). CUDA's
+// __fdividef and __expf wrap the same units in range checks for subnormal operands, 3–4
+// instructions per call that the 16-bit math (common/math.cuh) never needs: its reciprocals
+// take values ≥ 1 and its exponentials arguments ≤ 0. Emulated with the correctly rounded
+// operation and the same flushing (a subnormal operand or result is a signed zero; rcp(±0) is
+// ±inf), which is within the unit's error.
+#ifdef KILN_EMU
+namespace emu {
+inline float flush_subnormal(float v) { return std::fpclassify(v) == FP_SUBNORMAL ? std::copysign(0.0f, v) : v; }
+}  // namespace emu
+#endif
+
+__device__ __forceinline__ float rcp_approx_ftz(float x) {
+#ifdef KILN_EMU
+    return emu::flush_subnormal(1.0f / emu::flush_subnormal(x));
+#else
+    float r;
+    asm("rcp.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
+    return r;
+#endif
+}
+
+__device__ __forceinline__ float ex2_approx_ftz(float x) {
+#ifdef KILN_EMU
+    return emu::flush_subnormal(std::exp2(emu::flush_subnormal(x)));
+#else
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
+    return r;
+#endif
+}
 
 // Two f32 values rounded to a packed pair of 16-bit elements (the first in the low half): the
 // register format of mma's A and B operands.

@@ -1,7 +1,8 @@
 /*
  * kiln_selftest.h: test kernels of the inline-PTX wrappers (kernels/common/ptx.cuh), each
- * checked against the instruction's scalar definition (PTX ISA) by tests/suite/ptx.rs. They
- * are built into both libraries, so one binary runs each wrapper on the emulator and on a GPU
+ * checked against the instruction's scalar definition (PTX ISA) by tests/suite/ptx.rs, and of
+ * the special functions (kernels/common/math.cuh), checked against f64 by tests/suite/math.rs.
+ * They are built into both libraries, so one binary runs each on the emulator and on a GPU
  * and the first GPU run proves the emulator's fragment layouts. Not part of the stable C ABI.
  * Conventions as in kiln.h: device pointers, the stream last, NULL stream on the emulator.
  */
@@ -39,6 +40,20 @@ kiln_status kiln_selftest_ldmatrix(int32_t count, int32_t trans, const int32_t* 
  * wait_group 0 (a planted bug the emulator must report; never run it on a GPU).
  */
 kiln_status kiln_selftest_cp_async(const int32_t* src, int32_t* out, int32_t skip_wait, void* stream);
+
+/** The helpers kiln_selftest_math evaluates. */
+typedef enum kiln_selftest_function {
+    KILN_SELFTEST_NORMAL_CDF = 0, /**< Φ(x) */
+    KILN_SELFTEST_NORMAL_PDF = 1, /**< φ(x) */
+    KILN_SELFTEST_SIGMOID = 2,    /**< σ(x), sigmoid_pair(x).pos */
+    KILN_SELFTEST_SIGMOID_NEG = 3 /**< σ(−x), sigmoid_pair(x).neg */
+} kiln_selftest_function;
+
+/**
+ * y[i] = function(x[i]) for i < n (x, y: f32 [n]), in the f16/bf16 kernels' precision policy
+ * when fast != 0 (StorageMath16), else in the f32 kernels' (PreciseMath).
+ */
+kiln_status kiln_selftest_math(int32_t function, int32_t fast, const float* x, float* y, int64_t n, void* stream);
 
 #ifdef __cplusplus
 }

@@ -63,3 +63,20 @@ pub(in crate::selftest) fn cp_async(src: &Tensor, skip_wait: bool, gpu: &Gpu) ->
     check_status(gpu, status, || "kiln_selftest_cp_async".into())?;
     Ok(out)
 }
+
+pub(in crate::selftest) fn math(function: i32, fast: bool, x: &Tensor, gpu: &Gpu) -> Result<Tensor> {
+    gpu.bind()?;
+    let n = x.len();
+    let mut y = Tensor::zeros(&[n], DType::F32, &gpu.device())?;
+    let status = {
+        let (xp, _xg) = x.dev_ptr(gpu);
+        let (yp, _yg) = y.dev_ptr_mut(gpu);
+        // SAFETY: x is f32 [n] (mod.rs); the kernel reads and writes n floats; the guards
+        // outlive the launch.
+        unsafe {
+            ffi::kiln_selftest_math(function, i32::from(fast), xp as *const f32, yp as *mut f32, n as i64, gpu.stream())
+        }
+    };
+    check_status(gpu, status, || "kiln_selftest_math".into())?;
+    Ok(y)
+}

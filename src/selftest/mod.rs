@@ -2,7 +2,9 @@
 //! (`kernels/selftest_ptx.cu`) that run one wrapper on operands laid out by the PTX ISA's
 //! definition and return what it produced, for a comparison with the instruction's scalar
 //! definition (`tests/suite/ptx.rs`). The same call runs on the emulator and on a GPU, so the
-//! first GPU run proves the emulated fragment layouts. Not a stable API.
+//! first GPU run proves the emulated fragment layouts. Likewise the special functions of
+//! `kernels/common/math.cuh` in both precision policies (`kernels/selftest_math.cu`,
+//! `tests/suite/math.rs`). Not a stable API.
 
 // cuda.rs is the one copy of the launch code, compiled against each kernel library built in.
 #[cfg(feature = "cuda")]
@@ -73,4 +75,32 @@ pub fn cp_async(src: &Tensor, skip_wait: bool) -> Result<Tensor> {
     expect("src", src, &[DType::I32], &[512])?;
     let gpu = device_of(src)?;
     on_backend!(&gpu, cp_async(src, skip_wait, &gpu))
+}
+
+/// A special function of `kernels/common/math.cuh` that [`math`] evaluates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MathFunction {
+    /// Φ(x), the standard normal CDF.
+    NormalCdf,
+    /// φ(x), the standard normal density.
+    NormalPdf,
+    /// σ(x).
+    Sigmoid,
+    /// σ(−x), from the same `sigmoid_pair`.
+    SigmoidNeg,
+}
+
+/// `function` at every element of x (f32 `[n]`), in the precision policy of the f16/bf16
+/// kernels when `fast` (StorageMath16: the MUFU intrinsics), else of the f32 kernels; returns
+/// f32 `[n]`.
+pub fn math(function: MathFunction, fast: bool, x: &Tensor) -> Result<Tensor> {
+    expect("x", x, &[DType::F32], &[x.len()])?;
+    let gpu = device_of(x)?;
+    let id = match function {
+        MathFunction::NormalCdf => 0,
+        MathFunction::NormalPdf => 1,
+        MathFunction::Sigmoid => 2,
+        MathFunction::SigmoidNeg => 3,
+    };
+    on_backend!(&gpu, math(id, fast, x, &gpu))
 }

@@ -15,6 +15,7 @@ mod equivariant;
 mod glu;
 mod glu_mlp;
 mod kernels_build;
+mod math;
 #[cfg(feature = "emu")]
 mod model;
 mod norm;

@@ -336,8 +336,21 @@ inline T __ldg(const T* p) {
 inline float normcdff(float x) { return static_cast<float>(0.5 * std::erfc(-static_cast<double>(x) * M_SQRT1_2)); }
 inline double normcdf(double x) { return 0.5 * std::erfc(-x * M_SQRT1_2); }
 inline float rsqrtf(float x) { return static_cast<float>(1.0 / std::sqrt(static_cast<double>(x))); }
-inline float __fdividef(float a, float b) { return a / b; }
-inline float __expf(float x) { return expf(x); }
+// The MUFU intrinsics as the hardware computes them, up to the unit's own ≤ 2 ulp: __expf is
+// ex2.approx of the f32 product x·log2(e), whose rounding is the error that grows with |x| (the
+// guide's 2 + 1.173|x| ulp); __fdividef is a times rcp.approx(b), and 0 for 2^126 < |b| < 2^128
+// (CUDA programming guide, intrinsic functions). Modelling the rounding keeps the emulator's
+// 16-bit math (common/math.cuh, StorageMath16) within what the GPU does, not more accurate.
+inline float __fdividef(float a, float b) {
+    const float mag = fabsf(b);
+    if (mag > 8.507059173e37f && mag < INFINITY) return a * 0.0f;
+    const float r = 1.0f / b;
+    return a * r;
+}
+inline float __expf(float x) {
+    const float scaled = x * 1.44269504088896340736f;
+    return exp2f(scaled);
+}
 inline float __logf(float x) { return logf(x); }
 inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
 // Round-to-nearest arithmetic that nvcc never contracts into an FMA (the emulator compiles
