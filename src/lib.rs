@@ -51,6 +51,7 @@ pub mod norm;
 pub mod npy;
 pub mod occupancy;
 pub mod padding;
+pub mod params;
 pub mod registry;
 pub mod sass;
 pub mod selftest;

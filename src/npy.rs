@@ -1,5 +1,6 @@
 //! `.npy` files for `kiln run`: inputs are read as f32, f64, int32 or int64 (C order) and
-//! widened to f64; outputs are written as f32 (floating data) or i32 (indices, counts).
+//! widened to f64 (index inputs narrowed to i32 with a range check, [`read_indices`]);
+//! outputs are written as f32 (floating data) or i32 (indices, counts).
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
@@ -16,6 +17,11 @@ fn file_error(path: &Path, reason: impl ToString) -> Error {
 
 /// Reads a C-ordered `.npy` array of f32, f64, i32 or i64.
 pub fn read(path: &Path) -> Result<Array> {
+    read_with_dtype(path).map(|(array, _)| array)
+}
+
+/// [`read`], with the file's element type (`f4`, `f8`, `i4` or `i8`).
+fn read_with_dtype(path: &Path) -> Result<(Array, String)> {
     let file = File::open(path).map_err(|e| file_error(path, e))?;
     let npy = npyz::NpyFile::new(BufReader::new(file)).map_err(|e| file_error(path, e))?;
     if npy.order() != npyz::Order::C {
@@ -37,7 +43,23 @@ pub fn read(path: &Path) -> Result<Array> {
     if data.len() != shape.iter().product::<usize>() {
         return Err(file_error(path, "the data does not match the header's shape"));
     }
-    Ok(Array::new(shape, data))
+    Ok((Array::new(shape, data), type_str[1..].to_string()))
+}
+
+/// Reads the index input `arg` (edge indices, lengths, masks: i32 on the device) from an
+/// array [`read`] accepts. int64 files, numpy's default integer, are narrowed to i32: a value
+/// that is negative or past `i32::MAX` is `Error::InvalidValue` naming `arg`, never wrapped.
+pub fn read_indices(path: &Path, arg: &'static str) -> Result<Array> {
+    let (array, dtype) = read_with_dtype(path)?;
+    if dtype == "i8" {
+        if let Some((i, v)) = array.data.iter().enumerate().find(|(_, v)| !(0.0..=i32::MAX as f64).contains(*v)) {
+            return Err(Error::InvalidValue {
+                arg,
+                reason: format!("{}: element {i} is {v}, outside the i32 index range 0..={}", path.display(), i32::MAX),
+            });
+        }
+    }
+    Ok(array)
 }
 
 /// Writes `array` as a C-ordered f32 `.npy` file.

@@ -16,6 +16,7 @@ use rand::rngs::StdRng;
 use crate::check::CheckRow;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+pub use crate::params::{Param, Params};
 use crate::tensor::Tensor;
 
 /// Forward or backward.
@@ -131,13 +132,13 @@ impl Array {
     }
 }
 
-/// One problem instance: named inputs and scalar parameters.
+/// One problem instance: named inputs and parameters.
 #[derive(Clone, Debug, Default)]
 pub struct Problem {
     /// Inputs by name, in f64 (rounded to their storage before a check).
     pub inputs: BTreeMap<String, Array>,
-    /// Scalar parameters by name.
-    pub params: BTreeMap<String, f64>,
+    /// Parameters by name (numbers and strings).
+    pub params: Params,
 }
 
 impl Problem {
@@ -146,9 +147,9 @@ impl Problem {
         self.inputs.get(name)
     }
 
-    /// The scalar parameter `name`, or `Error::InvalidValue` naming it.
+    /// The number parameter `name`, or `Error::InvalidValue` naming it.
     pub fn param(&self, name: &'static str) -> Result<f64> {
-        self.params.get(name).copied().ok_or(Error::InvalidValue { arg: name, reason: "missing parameter".into() })
+        self.params.number(name)
     }
 
     /// Host tensors of the inputs of `op` in `dir` that this problem has, each in its
@@ -212,8 +213,12 @@ pub trait Op: Send + Sync {
     /// Tensor outputs a direction produces for `problem` (which depend on the optional
     /// inputs it has), with their shapes.
     fn outputs(&self, dir: Direction, problem: &Problem) -> Result<Vec<(ArgSpec, Vec<usize>)>>;
-    /// Scalar parameters and their defaults.
+    /// Number parameters and their defaults.
     fn params(&self) -> &'static [(&'static str, f64)];
+    /// String parameters (irreps, modes) and their defaults; none unless the op says so.
+    fn string_params(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
     /// The C ABI function that runs a direction on a GPU.
     fn launcher(&self, dir: Direction) -> String;
     /// A random problem (never zeros) whose main input has `shape`.
@@ -228,17 +233,11 @@ pub trait Op: Send + Sync {
     /// Runs the op through the safe API on the tensors' device (host: reference; CUDA:
     /// kernels), writing into the preallocated `outputs` (from [`Op::outputs`]); reduction
     /// outputs (see [`ArgSpec::reduction`]) may be left out to skip them.
-    fn run(
-        &self,
-        dir: Direction,
-        inputs: &Tensors,
-        params: &BTreeMap<String, f64>,
-        outputs: &mut Tensors,
-    ) -> Result<()>;
+    fn run(&self, dir: Direction, inputs: &Tensors, params: &Params, outputs: &mut Tensors) -> Result<()>;
     /// Adds to `inputs` what a timed [`Op::run`] should not recompute every time (the norm
     /// backward's mean and rstd, which its run otherwise gets from a forward). Benchmarks and
     /// the traffic model call it once before timing; [`Op::run`] must work without it.
-    fn prepare(&self, _dir: Direction, _inputs: &mut Tensors, _params: &BTreeMap<String, f64>) -> Result<()> {
+    fn prepare(&self, _dir: Direction, _inputs: &mut Tensors, _params: &Params) -> Result<()> {
         Ok(())
     }
     /// True when [`Op::run`] can skip its reduction outputs (they are left out of `outputs`),

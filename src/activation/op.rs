@@ -10,7 +10,7 @@ use super::{Activation, ActivationKind as K, Scalars, cpu};
 use crate::check::{CheckRow, central_difference, reference_row, rms_key};
 use crate::dtype::DType;
 use crate::error::Result;
-use crate::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input, output};
+use crate::registry::{ArgSpec, Array, Arrays, Direction, Op, Params, Problem, Tensors, input, output};
 use crate::tensor::Tensor;
 
 /// One activation op in the registry.
@@ -37,7 +37,7 @@ const FD_RTOL: f64 = 1e-7;
 const IDENTITY_RTOL: f64 = 1e-14;
 
 impl ActivationOp {
-    fn activation<'a>(&self, params: &BTreeMap<String, f64>, tensor: Option<&'a Tensor>) -> Result<Activation<'a>> {
+    fn activation<'a>(&self, params: &Params, tensor: Option<&'a Tensor>) -> Result<Activation<'a>> {
         Activation::from_parts(self.0, |name| params.get(name).copied(), tensor)
     }
 
@@ -135,7 +135,7 @@ impl Op for ActivationOp {
 
     fn random_problem(&self, dir: Direction, shape: &[usize], rng: &mut StdRng) -> Problem {
         let n = shape.iter().product();
-        let mut problem = Problem { params: random_scalars(self.0, rng), ..Problem::default() };
+        let mut problem = Problem { params: random_scalars(self.0, rng).into(), ..Problem::default() };
         problem.inputs.insert("x".into(), Array::new(shape.to_vec(), normal(n, 3.0, rng)));
         if dir == Direction::Bwd {
             problem.inputs.insert("dy".into(), Array::new(shape.to_vec(), normal(n, 1.0, rng)));
@@ -190,13 +190,7 @@ impl Op for ActivationOp {
         ]))
     }
 
-    fn run(
-        &self,
-        dir: Direction,
-        inputs: &Tensors,
-        params: &BTreeMap<String, f64>,
-        outputs: &mut Tensors,
-    ) -> Result<()> {
+    fn run(&self, dir: Direction, inputs: &Tensors, params: &Params, outputs: &mut Tensors) -> Result<()> {
         let x = input(inputs, "x")?;
         let param = match self.0.tensor_param() {
             Some(name) => Some(input(inputs, name)?),

@@ -5,8 +5,6 @@
 //! whenever slopes is an input, dpositions whenever positions is.
 //! The main-input shape of checks and benches is `[batch, seqlen, heads, heads_k, head_dim]`.
 
-use std::collections::BTreeMap;
-
 use rand::Rng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
@@ -16,7 +14,7 @@ use super::{Attention, Bias, cpu, cpu_backward, naive_backward};
 use crate::check::CheckRow;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Storage, Tensors, input, put_output};
+use crate::registry::{ArgSpec, Array, Arrays, Direction, Op, Params, Problem, Storage, Tensors, input, put_output};
 
 /// `attention/alibi` in the registry.
 pub struct AlibiAttention;
@@ -128,7 +126,7 @@ pub fn with_forward(mut p: Problem, rng: &mut StdRng) -> Problem {
 }
 
 /// The attention configuration of a run's inputs and params.
-fn attention<'a>(inputs: &'a Tensors, params: &BTreeMap<String, f64>) -> Result<Attention<'a>> {
+fn attention<'a>(inputs: &'a Tensors, params: &Params) -> Result<Attention<'a>> {
     let scale = params.get("scale").copied().unwrap_or(0.0);
     let bias = match (inputs.get("slopes"), inputs.get("positions")) {
         (None, None) => Bias::None,
@@ -425,13 +423,7 @@ impl Op for AlibiAttention {
         Ok(out)
     }
 
-    fn run(
-        &self,
-        dir: Direction,
-        inputs: &Tensors,
-        params: &BTreeMap<String, f64>,
-        outputs: &mut Tensors,
-    ) -> Result<()> {
+    fn run(&self, dir: Direction, inputs: &Tensors, params: &Params, outputs: &mut Tensors) -> Result<()> {
         let attn = attention(inputs, params)?;
         if dir == Direction::Bwd {
             // out and lse come together; without them the forward runs first.
@@ -471,7 +463,7 @@ impl Op for AlibiAttention {
         put_output(outputs, "lse", o.lse)
     }
 
-    fn prepare(&self, dir: Direction, inputs: &mut Tensors, params: &BTreeMap<String, f64>) -> Result<()> {
+    fn prepare(&self, dir: Direction, inputs: &mut Tensors, params: &Params) -> Result<()> {
         // A backward timed without out and lse would time the forward too: run it once here.
         if dir == Direction::Bwd && !inputs.contains_key("out") && !inputs.contains_key("lse") {
             let o = forward(&attention(inputs, params)?, inputs)?;

@@ -1,13 +1,12 @@
 //! The kiln command line: info, list, check, bench, run.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use kiln::bench::{BenchRow, copy_bandwidth, time_op};
 use kiln::check::{CheckRow, check_shapes};
-use kiln::registry::{Direction, Op, Tensors, find, registry, select};
+use kiln::registry::{Direction, Op, Params, Storage, Tensors, find, registry, select};
 use kiln::{DType, Device, Error, Result, Tensor, build_info};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -67,9 +66,10 @@ enum Command {
         /// Storage dtype the inputs are cast to.
         #[arg(long, default_value = "f32", value_parser = parse_dtype)]
         dtype: DType,
-        /// A scalar parameter, `NAME=VALUE` (repeatable).
+        /// A parameter, `NAME=VALUE` (repeatable): a number (`gate_half` also takes `first` or
+        /// `second`) or, where the op takes one, a string (`irreps_in1=8x0e+8x1o`, `mode=uvu`).
         #[arg(long = "param", value_parser = parse_param)]
-        params: Vec<(String, f64)>,
+        params: Vec<(String, String)>,
     },
 }
 
@@ -116,15 +116,10 @@ fn parse_dtype(s: &str) -> std::result::Result<DType, String> {
     DType::parse(s).ok_or_else(|| format!("unknown dtype `{s}`: expected f32, f16 or bf16"))
 }
 
-/// `NAME=VALUE` with a number, or `gate_half=first|second` (0 and 1).
-fn parse_param(s: &str) -> std::result::Result<(String, f64), String> {
+/// `NAME=VALUE`, split; the op's declared kinds decide how VALUE is read (`Params::for_op`).
+fn parse_param(s: &str) -> std::result::Result<(String, String), String> {
     let (name, value) = s.split_once('=').ok_or_else(|| format!("`{s}`: expected NAME=VALUE"))?;
-    let value = match value {
-        "first" => kiln::glu::op::GATE_FIRST,
-        "second" => kiln::glu::op::GATE_SECOND,
-        v => v.parse().map_err(|e| format!("`{s}`: {e}"))?,
-    };
-    Ok((name.to_string(), value))
+    Ok((name.to_string(), value.to_string()))
 }
 
 fn main() -> ExitCode {
@@ -495,24 +490,14 @@ fn run(
     bwd: bool,
     backend: Backend,
     dtype: DType,
-    params: &[(String, f64)],
+    params: &[(String, String)],
 ) -> Result<ExitCode> {
     let op = find(name)?;
     let direction = if bwd { Direction::Bwd } else { Direction::Fwd };
     if !op.dtypes().contains(&dtype) {
         return Err(Error::DType { arg: "dtype", expected: format!("{:?}", op.dtypes()), got: dtype });
     }
-    let mut values: BTreeMap<String, f64> = op.params().iter().map(|(k, v)| (k.to_string(), *v)).collect();
-    for (k, v) in params {
-        if !values.contains_key(k) {
-            let known: Vec<&str> = op.params().iter().map(|p| p.0).collect();
-            return Err(Error::InvalidValue {
-                arg: "param",
-                reason: format!("`{k}` is not a parameter of {name} (it takes {known:?})"),
-            });
-        }
-        values.insert(k.clone(), *v);
-    }
+    let values = Params::for_op(op.as_ref(), params)?;
     let device = device_for(backend)?;
     let mut problem = kiln::registry::Problem { params: values, ..Default::default() };
     for spec in op.inputs(direction) {
@@ -520,7 +505,12 @@ fn run(
         if spec.optional && !path.exists() {
             continue;
         }
-        problem.inputs.insert(spec.name.into(), kiln::npy::read(&path)?);
+        // Indices may come as i64 (numpy's default integer): narrowed to i32 with a range check.
+        let array = match spec.storage {
+            Storage::I32 => kiln::npy::read_indices(&path, spec.name)?,
+            _ => kiln::npy::read(&path)?,
+        };
+        problem.inputs.insert(spec.name.into(), array);
     }
     let inputs = problem.tensors(op.as_ref(), direction, dtype, &device)?;
     let outs = op.outputs(direction, &problem)?;

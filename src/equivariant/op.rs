@@ -5,8 +5,6 @@
 //! registry's numeric parameters cannot carry yet; they are reached through the safe API
 //! ([`super::tensor_product`], [`super::conv`]) and tested in tests/suite/equivariant.rs.
 
-use std::collections::BTreeMap;
-
 use rand::Rng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -16,7 +14,7 @@ use super::{cpu, hessian, hessian_backward, spherical_harmonics, spherical_harmo
 use crate::check::{CheckRow, central_difference, reference_row, rms_key};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input, put_output};
+use crate::registry::{ArgSpec, Array, Arrays, Direction, Op, Params, Problem, Tensors, input, put_output};
 
 /// The two ops with registry entries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,13 +35,13 @@ fn normal(n: usize, rng: &mut StdRng) -> Vec<f64> {
     (0..n).map(|_| StandardNormal.sample(rng)).collect()
 }
 
-fn get(params: &BTreeMap<String, f64>, name: &'static str) -> Result<f64> {
+fn get(params: &Params, name: &'static str) -> Result<f64> {
     params.get(name).copied().ok_or(Error::InvalidValue { arg: name, reason: "missing parameter".into() })
 }
 
 /// The spherical-harmonics options of the parameters `lmax`, `normalization` (0 component,
 /// 1 norm, 2 integral) and `normalize` (0 or 1).
-fn sh_of(params: &BTreeMap<String, f64>) -> Result<Sh> {
+fn sh_of(params: &Params) -> Result<Sh> {
     let lmax = get(params, "lmax")?;
     if !(0.0..=4.0).contains(&lmax) || lmax.fract() != 0.0 {
         return Err(Error::InvalidValue { arg: "lmax", reason: format!("an integer 0..=4, got {lmax}") });
@@ -63,7 +61,7 @@ fn sh_of(params: &BTreeMap<String, f64>) -> Result<Sh> {
 }
 
 /// Atoms per molecule (`n_atoms`; 0: one molecule of every atom) → the molecule sizes.
-fn molecules(params: &BTreeMap<String, f64>, atoms: usize) -> Result<Vec<usize>> {
+fn molecules(params: &Params, atoms: usize) -> Result<Vec<usize>> {
     let n = get(params, "n_atoms")?;
     if n < 0.0 || n.fract() != 0.0 {
         return Err(Error::InvalidValue { arg: "n_atoms", reason: format!("a whole number, got {n}") });
@@ -284,13 +282,7 @@ impl Op for EquivariantOp {
         Ok(out)
     }
 
-    fn run(
-        &self,
-        dir: Direction,
-        inputs: &Tensors,
-        params: &BTreeMap<String, f64>,
-        outputs: &mut Tensors,
-    ) -> Result<()> {
+    fn run(&self, dir: Direction, inputs: &Tensors, params: &Params, outputs: &mut Tensors) -> Result<()> {
         match (self, dir) {
             (EquivariantOp::Sh, Direction::Fwd) => {
                 put_output(outputs, "sh", spherical_harmonics(&sh_of(params)?, input(inputs, "vec")?)?)

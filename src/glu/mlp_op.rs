@@ -1,7 +1,5 @@
 //! The GLU MLP block's registry entries: `glu/mlp_<gate>` for every gate.
 
-use std::collections::BTreeMap;
-
 use rand::Rng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
@@ -11,7 +9,7 @@ use super::{Glu, GluKind as K, cpu};
 use crate::check::{CheckRow, central_difference, reference_row, rms_key};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input, put_output};
+use crate::registry::{ArgSpec, Array, Arrays, Direction, Op, Params, Problem, Tensors, input, put_output};
 use crate::tensor::Tensor;
 
 /// The MLP block with one gate, in the registry.
@@ -96,7 +94,7 @@ fn round(dtype: DType, v: Vec<f64>) -> Vec<f64> {
 }
 
 impl MlpOp {
-    fn glu(&self, params: &BTreeMap<String, f64>) -> Glu {
+    fn glu(&self, params: &Params) -> Glu {
         let mut g = Glu::new(self.kind);
         if let Some(&a) = params.get("alpha") {
             g.alpha = a as f32;
@@ -279,13 +277,7 @@ impl Op for MlpOp {
         Ok(out)
     }
 
-    fn run(
-        &self,
-        dir: Direction,
-        inputs: &Tensors,
-        params: &BTreeMap<String, f64>,
-        outputs: &mut Tensors,
-    ) -> Result<()> {
+    fn run(&self, dir: Direction, inputs: &Tensors, params: &Params, outputs: &mut Tensors) -> Result<()> {
         let block = Mlp {
             glu: self.glu(params),
             gate_up: GateUp::Separate {
@@ -392,7 +384,7 @@ impl Op for MlpOp {
             // The block takes α as f32, so the difference is taken between f32-exact values
             // (α on a 2^-10 grid, step 1/4); the loss is linear in α, so any step is exact.
             let mut problem = problem.clone();
-            let alpha = (problem.params["alpha"] * 1024.0).round() / 1024.0;
+            let Ok(alpha) = problem.param("alpha").map(|a| (a * 1024.0).round() / 1024.0) else { return rows };
             problem.params.insert("alpha".into(), alpha);
             let Ok(reference) = self.reference(Direction::Bwd, &problem) else { return rows };
             let fd = central_difference(

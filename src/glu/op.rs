@@ -1,8 +1,6 @@
 //! The GLU family's registry entries: one [`Op`] per [`GluKind`] (the MLP block has its
 //! own, in `mlp.rs`).
 
-use std::collections::BTreeMap;
-
 use rand::Rng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
@@ -12,7 +10,7 @@ use crate::activation::{ActivationKind, Scalars};
 use crate::check::{CheckRow, central_difference, reference_row, rms_key};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input, put_output};
+use crate::registry::{ArgSpec, Array, Arrays, Direction, Op, Params, Problem, Tensors, input, put_output};
 use crate::tensor::Tensor;
 
 /// One fused GLU op in the registry.
@@ -76,7 +74,7 @@ fn operands(problem: &Problem) -> Result<(Array, Array, Option<GateHalf>)> {
     }
 }
 
-fn gate_of(params: &BTreeMap<String, f64>) -> Result<GateHalf> {
+fn gate_of(params: &Params) -> Result<GateHalf> {
     match params.get("gate_half").copied().unwrap_or(GATE_FIRST) {
         v if v == GATE_FIRST => Ok(GateHalf::First),
         v if v == GATE_SECOND => Ok(GateHalf::Second),
@@ -87,7 +85,7 @@ fn gate_of(params: &BTreeMap<String, f64>) -> Result<GateHalf> {
 }
 
 impl GluOp {
-    fn glu(&self, params: &BTreeMap<String, f64>) -> Glu {
+    fn glu(&self, params: &Params) -> Glu {
         let mut g = Glu::new(self.0);
         if let Some(&a) = params.get("alpha") {
             g.alpha = a as f32;
@@ -233,13 +231,7 @@ impl Op for GluOp {
         Ok(out)
     }
 
-    fn run(
-        &self,
-        dir: Direction,
-        inputs: &Tensors,
-        params: &BTreeMap<String, f64>,
-        outputs: &mut Tensors,
-    ) -> Result<()> {
+    fn run(&self, dir: Direction, inputs: &Tensors, params: &Params, outputs: &mut Tensors) -> Result<()> {
         let glu = self.glu(params);
         let operands = match inputs.get("ab") {
             Some(ab) => GluInput::Packed { ab, gate: gate_of(params)? },

@@ -1,7 +1,5 @@
 //! The norm family's registry entries: `norm/layernorm` and `norm/rmsnorm`.
 
-use std::collections::BTreeMap;
-
 use rand::Rng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
@@ -10,7 +8,7 @@ use super::{Norm, NormKind, Stats, StatsRef, cpu};
 use crate::check::{CheckRow, central_difference, reference_row, rms_key};
 use crate::dtype::DType;
 use crate::error::Result;
-use crate::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input, put_output};
+use crate::registry::{ArgSpec, Array, Arrays, Direction, Op, Params, Problem, Tensors, input, put_output};
 
 /// One normalisation in the registry.
 pub struct NormOp(pub NormKind);
@@ -63,7 +61,7 @@ const PREPARED_RSTD: &str = "prepared:rstd";
 
 impl NormOp {
     /// The op's Norm over its optional γ/β inputs and eps parameter.
-    fn norm<'a>(&self, inputs: &'a Tensors, params: &BTreeMap<String, f64>) -> Norm<'a> {
+    fn norm<'a>(&self, inputs: &'a Tensors, params: &Params) -> Norm<'a> {
         let eps = params.get("eps").copied().unwrap_or(EPS_DEFAULT) as f32;
         Norm { kind: self.0, eps, gamma: inputs.get("gamma"), beta: inputs.get("beta") }
     }
@@ -235,13 +233,7 @@ impl Op for NormOp {
         Ok(out)
     }
 
-    fn run(
-        &self,
-        dir: Direction,
-        inputs: &Tensors,
-        params: &BTreeMap<String, f64>,
-        outputs: &mut Tensors,
-    ) -> Result<()> {
+    fn run(&self, dir: Direction, inputs: &Tensors, params: &Params, outputs: &mut Tensors) -> Result<()> {
         let norm = self.norm(inputs, params);
         let x = input(inputs, "x")?;
         let residual = inputs.get("residual");
@@ -274,7 +266,7 @@ impl Op for NormOp {
         }
     }
 
-    fn prepare(&self, dir: Direction, inputs: &mut Tensors, params: &BTreeMap<String, f64>) -> Result<()> {
+    fn prepare(&self, dir: Direction, inputs: &mut Tensors, params: &Params) -> Result<()> {
         if dir == Direction::Bwd {
             let norm = self.norm(inputs, params);
             let x = input(inputs, "x")?;

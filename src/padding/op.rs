@@ -1,8 +1,6 @@
 //! The padding family's registry entries: `padding/unpad` and `padding/pad`, each with its
 //! backward (the other one's forward: pad of the gradient, and gather).
 
-use std::collections::BTreeMap;
-
 use rand::Rng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
@@ -11,7 +9,7 @@ use super::{Keep, cpu};
 use crate::check::{CheckRow, reference_row};
 use crate::dtype::DType;
 use crate::error::Result;
-use crate::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input, output};
+use crate::registry::{ArgSpec, Array, Arrays, Direction, Op, Params, Problem, Tensors, input, output};
 use crate::tensor::Tensor;
 
 /// Which of the two ops.
@@ -228,13 +226,7 @@ impl Op for PaddingOp {
         Ok(Arrays::new())
     }
 
-    fn run(
-        &self,
-        dir: Direction,
-        inputs: &Tensors,
-        params: &BTreeMap<String, f64>,
-        outputs: &mut Tensors,
-    ) -> Result<()> {
+    fn run(&self, dir: Direction, inputs: &Tensors, params: &Params, outputs: &mut Tensors) -> Result<()> {
         let (packed_name, hidden_name) = self.names(dir);
         let dims = || {
             let get = |k: &'static str| {
