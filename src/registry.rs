@@ -270,6 +270,7 @@ pub fn registry() -> Vec<Box<dyn Op>> {
     ops.extend(crate::glu::mlp_op::entries());
     ops.extend(crate::attention::op::entries());
     ops.extend(crate::equivariant::op::entries());
+    ops.extend(crate::equivariant::tp_op::entries());
     ops
 }
 

@@ -107,6 +107,67 @@ fn run_reads_npy_and_writes_outputs() {
     let _ = std::fs::remove_dir_all(Path::new(&dir));
 }
 
+/// `kiln run equivariant/tp` with irreps and mode as string parameters, on .npy files written
+/// here: the output is e3nn's fully connected product, computed here from the same inputs.
+#[test]
+fn run_takes_irreps_and_mode_as_string_parameters() {
+    use kiln::equivariant::{PathNormalization, TpPlan, cpu};
+    let dir = std::env::temp_dir().join(format!("kiln-cli-tp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (in1, in2, out) = ("2x0e+1x1o", "1x0e+1x1o", "1x0e+2x1o+1x1e");
+    let plan = TpPlan::with_mode(
+        "uvw".parse().unwrap(),
+        &in1.parse().unwrap(),
+        &in2.parse().unwrap(),
+        &out.parse().unwrap(),
+        PathNormalization::Element,
+    )
+    .unwrap();
+    let (batch, d1, d2) = (3, plan.irreps_in1.dim(), plan.irreps_in2.dim());
+    // Values exact in f32, never zero.
+    let values =
+        |n: usize, k: usize| -> Vec<f64> { (0..n).map(|i| ((i * 7 + k) % 11) as f64 / 8.0 - 0.6875).collect() };
+    let (x1, x2, w) = (values(batch * d1, 1), values(batch * d2, 2), values(plan.weight_numel, 3));
+    for (name, shape, data) in
+        [("x1", vec![batch, d1], &x1), ("x2", vec![batch, d2], &x2), ("w", vec![plan.weight_numel], &w)]
+    {
+        npy::write_f32(&dir.join(format!("{name}.npy")), &Array::new(shape, data.clone())).unwrap();
+    }
+    let d = dir.to_str().unwrap();
+    let backend = if kiln::build_info::EMU_COMPILED { "emu" } else { "cpu" };
+    let params = [
+        "--param",
+        &format!("irreps_in1={in1}"),
+        "--param",
+        &format!("irreps_in2={in2}"),
+        "--param",
+        &format!("irreps_out={out}"),
+        "--param",
+        "mode=uvw",
+    ]
+    .map(str::to_string);
+    let mut args: Vec<&str> = vec!["run", "equivariant/tp", "--dir", d, "--backend", backend];
+    args.extend(params.iter().map(String::as_str));
+    let (code, stdout, err) = kiln(&args);
+    assert_eq!(code, 0, "{stdout}{err}");
+    let got = npy::read(&dir.join("out.npy")).unwrap();
+    let want = cpu::tp_forward(&plan, &x1, &x2, &w, batch).unwrap();
+    assert_eq!(got.shape, [batch, plan.irreps_out.dim()]);
+    for (i, (g, w)) in got.data.iter().zip(&want).enumerate() {
+        assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "out[{i}]: {g} vs {w}");
+    }
+    // A malformed irreps string and a word for a number parameter are errors naming them.
+    let mut bad = args.clone();
+    bad.extend(["--param", "irreps_out=2x1q"]);
+    let (code, _, err) = kiln(&bad);
+    assert_eq!(code, 2);
+    assert!(err.contains("argument `irreps_out`"), "{err}");
+    let (code, _, err) = kiln(&["run", "equivariant/sh", "--dir", d, "--param", "lmax=two", "--backend", "cpu"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("argument `lmax`") && err.contains("takes a number"), "{err}");
+    let _ = std::fs::remove_dir_all(Path::new(&dir));
+}
+
 #[test]
 fn bench_on_cpu_writes_json() {
     let path = std::env::temp_dir().join(format!("kiln-bench-{}.json", std::process::id()));

@@ -25,9 +25,11 @@
 
 pub mod cpu;
 pub mod irreps;
+mod naive;
 pub mod op;
 pub mod sh;
 pub mod tp;
+pub mod tp_op;
 pub mod wigner;
 
 // cuda.rs is the one copy of the launch code, compiled against each kernel library built in.

@@ -1,9 +1,6 @@
-//! The equivariant family's registry entries: `equivariant/sh` (spherical harmonics of
-//! vectors) and `equivariant/hessian` (HIP Hessian assembly), each with its backward.
-//!
-//! The tensor product and the convolution take irreps strings as parameters, which the
-//! registry's numeric parameters cannot carry yet; they are reached through the safe API
-//! ([`super::tensor_product`], [`super::conv`]) and tested in tests/suite/equivariant.rs.
+//! The equivariant family's registry entries `equivariant/sh` (spherical harmonics of
+//! vectors) and `equivariant/hessian` (HIP Hessian assembly), each with its backward. The
+//! tensor product and the convolution, which take irreps strings, are in tp_op.rs.
 
 use rand::Rng;
 use rand::rngs::StdRng;

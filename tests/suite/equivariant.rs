@@ -1317,7 +1317,7 @@ fn hessian_bad_input_on_every_device() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Registry entries (equivariant/sh, equivariant/hessian)
+// Registry entries (equivariant/sh, equivariant/hessian, equivariant/tp, equivariant/conv)
 
 fn family() -> Vec<Box<dyn kiln::registry::Op>> {
     kiln::registry::select(&["equivariant/".into()])
@@ -1327,7 +1327,10 @@ fn family() -> Vec<Box<dyn kiln::registry::Op>> {
 fn registry_references_pass_their_own_checks() {
     let mut rng = rng();
     let ops = family();
-    assert_eq!(ops.iter().map(|o| o.full_name()).collect::<Vec<_>>(), ["equivariant/sh", "equivariant/hessian"]);
+    assert_eq!(
+        ops.iter().map(|o| o.full_name()).collect::<Vec<_>>(),
+        ["equivariant/sh", "equivariant/hessian", "equivariant/tp", "equivariant/conv"]
+    );
     for op in ops {
         crate::common::assert_rows(&op.self_checks(&mut rng));
     }

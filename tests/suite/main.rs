@@ -12,6 +12,7 @@ mod common;
 #[cfg(feature = "emu")]
 mod emu;
 mod equivariant;
+mod equivariant_registry;
 mod glu;
 mod glu_mlp;
 mod kernels_build;
