@@ -22,14 +22,16 @@ T0=$(date +%s)
 rm -rf "$W"
 mkdir -p "$OUT" "$W"
 SUMMARY=()
-ALL_STEPS="info check check-attention tests bench-attention bench-mlp bench memcheck racecheck peers check-emu"
+ALL_STEPS="info tests-bg check check-attention bench-attention bench-mlp bench bench-activation ncu memcheck racecheck peers check-emu"
 STEPS=${*:-$ALL_STEPS}
 # A rerun narrows the steps with these (space-separated filters, as kiln and the test harness
 # take them); "tests-bg" in STEPS runs the test suite in the background beside the other steps.
 CHECK_FILTER=${KILN_GPU_CHECK:-activation/ glu/ norm/ padding/ equivariant/}
 TEST_FILTER=${KILN_GPU_TESTS:-}
-BENCH_FILTER=${KILN_GPU_BENCH:-glu/swiglu glu/geglu activation/ norm/ padding/ glu/glu glu/bilinear glu/reglu glu/atglu glu/xatglu glu/xgeglu glu/xswiglu equivariant/}
-BENCH_DTYPE=${KILN_GPU_BENCH_DTYPE:+--dtype $KILN_GPU_BENCH_DTYPE}
+BENCH_FILTER=${KILN_GPU_BENCH:-glu/glu glu/bilinear glu/reglu glu/geglu glu/swiglu glu/atglu glu/xatglu glu/xgeglu glu/xswiglu norm/ padding/ equivariant/}
+# bf16 and f32 by default: f16 runs the same code as bf16, and the host's random inputs (not the
+# GPU) are what a bench row costs.
+BENCH_DTYPE="--dtype ${KILN_GPU_BENCH_DTYPE:-bf16,f32}"
 
 pack() {
   printf '%s\n' "${SUMMARY[@]}" >"$W/steps.txt"
@@ -92,14 +94,11 @@ pack
 
 K="$B/kiln"
 step info 15 "$K" info
-# Every kernel against its f64 reference on the hardware (every check shape: the large ones
-# exist for a GPU). Attention apart: its references at S = 1023 cost most of the host's time.
-# shellcheck disable=SC2086 # the filters are words
-step check 120 "$K" check --backend cuda --json "$W/check.json" $CHECK_FILTER
-step check-attention 90 "$K" check --backend cuda --json "$W/check_attention.json" attention/
-# The test suite on the GPU: every device-vs-reference test, the PTX wrappers against the ISA
-# (which, with CI's emulator runs of the same tests, proves the emulator's fragment layouts),
-# the C ABI. The emulator's own tests, the model and the build tests ran in CI.
+# The test suite on the GPU: every device-vs-reference test, the PTX wrappers and the 16-bit
+# math against their definitions (which, with CI's emulator runs of the same tests, proves the
+# emulator's fragment layouts and intrinsic models), the C ABI. The emulator's own tests, the
+# model and the build tests ran in CI. "tests-bg" (the default) runs it beside the checks, which
+# keep the GPU busy only lightly; every timed step waits for it (wait_tests).
 SUITE="$B/tests/suite"
 TEST_ARGS=(--skip model:: --skip kernels_build:: --skip emu:: $TEST_FILTER)
 step tests 120 env KILN_TEST_NO_EMU=1 "$SUITE" "${TEST_ARGS[@]}"
@@ -110,12 +109,43 @@ case " $STEPS " in *" tests-bg "*)
    echo "tests (background) rc=$?" >"$W/tests.rc") &
   BG=$!
 esac
+wait_tests() {
+  if [ -n "$BG" ]; then
+    wait "$BG"
+    SUMMARY+=("$(cat "$W/tests.rc" 2>/dev/null || echo "tests (background): no status")")
+    BG=""
+    pack
+  fi
+}
+# Every kernel against its f64 reference on the hardware (every check shape: the large ones
+# exist for a GPU). Attention apart: its references at S = 1023 cost most of the host's time.
+# shellcheck disable=SC2086 # the filters are words
+step check 120 "$K" check --backend cuda --json "$W/check.json" $CHECK_FILTER
+step check-attention 90 "$K" check --backend cuda --json "$W/check_attention.json" attention/
+# Timings from here: nothing else may use the GPU.
+wait_tests
 # Attention at the issue's shape (B·S = 16k, H·D = 2048, d128): TFLOP/s is the last column.
 step bench-attention 40 "$K" bench --backend cuda --runs 20 --json "$W/bench_attention.json" attention/
 # The MLP block (GEMM-bound; slow to fill with random weights on the host) once, bf16, Llama-7B.
 step bench-mlp 30 "$K" bench --backend cuda --dtype bf16 --runs 10 --json "$W/bench_mlp.json" glu/mlp_swiglu
 # Every memory-bound kernel at its GPU bench shape, against the measured copy bandwidth.
-step bench 100 "$K" bench --backend cuda --runs 20 $BENCH_DTYPE --json "$W/bench.json" $BENCH_FILTER
+step bench 90 "$K" bench --backend cuda --runs 20 $BENCH_DTYPE --json "$W/bench.json" $BENCH_FILTER
+step bench-activation 80 "$K" bench --backend cuda --runs 20 $BENCH_DTYPE --json "$W/bench_activation.json" activation/
+# Nsight Compute on one launch of each op's main kernel (after the bench's warm-up launches):
+# duration, DRAM throughput, occupancy, eligible warps: what a bench figure alone cannot say.
+NCU_OPS=${KILN_GPU_NCU:-norm/layernorm norm/rmsnorm glu/swiglu activation/gelu padding/unpad attention/alibi}
+ncu_ops() {
+  for op in $NCU_OPS; do
+    echo "==== $op"
+    ncu --clock-control none --launch-skip 3 --launch-count 2 --section SpeedOfLight --section Occupancy \
+      --section LaunchStats --section SchedulerStats "$K" bench --backend cuda --runs 2 --dtype bf16 "$op" 2>&1
+  done
+}
+if command -v ncu >/dev/null; then
+  export -f ncu_ops
+  export K NCU_OPS
+  step ncu 90 bash -c ncu_ops
+fi
 if command -v compute-sanitizer >/dev/null; then
   step memcheck 60 compute-sanitizer --tool memcheck --error-exitcode 9 "$K" check --backend cuda --max-elements 5000 --seed 1
   step racecheck 40 compute-sanitizer --tool racecheck --error-exitcode 9 "$K" check --backend cuda --max-elements 5000 --dtype f32 --seed 1
@@ -130,10 +160,7 @@ fi
 # The emulator on this machine's 16 cores, same kernels, fixed seed (CI runs it on every commit).
 step check-emu 60 "$K" check --backend emu --seed 1 --json "$W/check_emu.json"
 
-if [ -n "$BG" ]; then
-  wait "$BG"
-  SUMMARY+=("$(cat "$W/tests.rc" 2>/dev/null || echo "tests (background): no status")")
-fi
+wait_tests
 
 echo "==== $(head -n 1 "$W/nvidia-smi.txt")"
 cat "$B/REVISION"
@@ -144,8 +171,10 @@ grep -h "test result\|panicked\|^    [a-z_]*::" "$W/tests.log" 2>/dev/null | hea
 echo "==== sanitizer"
 grep -h "ERROR SUMMARY" "$W/memcheck.log" "$W/racecheck.log" 2>/dev/null
 grep -h -m 3 -A 4 "Invalid\|Race" "$W/memcheck.log" "$W/racecheck.log" 2>/dev/null | head -n 20
+echo "==== ncu (kernel: duration, DRAM %, achieved occupancy)"
+grep -E "^==== |^  [A-Za-z_].*\(|Duration|DRAM Throughput|Achieved Occupancy" "$W/ncu.log" 2>/dev/null | cut -c1-110 | head -n 40
 echo "==== bench (op dir dtype variant GB/s %copy TFLOP/s)"
-python3 - "$W/bench_attention.json" "$W/bench_mlp.json" "$W/bench.json" <<'PY'
+python3 - "$W/bench_attention.json" "$W/bench_mlp.json" "$W/bench.json" "$W/bench_activation.json" <<'PY'
 import json, os, sys
 for path in sys.argv[1:]:
     if not os.path.exists(path):

@@ -58,7 +58,7 @@ def main() -> None:
         # gpu-run.sh checks and times attention and the MLP block in steps of their own.
         check["results"] += load_json(out / "check_attention.json", {"results": []})["results"]
         bench = load_json(out / "bench.json", {"results": [], "ceilings": {}})
-        for extra in ("bench_mlp.json", "bench_attention.json"):
+        for extra in ("bench_mlp.json", "bench_attention.json", "bench_activation.json"):
             more = load_json(out / extra, {"results": [], "ceilings": {}})
             bench["results"] += more["results"]
             bench.setdefault("ceilings", {}).setdefault("copy_gbps", more.get("ceilings", {}).get("copy_gbps"))
