@@ -6,7 +6,9 @@ measured figure: its traffic ratio and the % of copy bandwidth it bounds the ker
 (100 / ratio), so a GPU run shows at once which kernels fall short of what their traffic allows.
 peers.json (benches/peers/run.py), when present, adds kiln/peer time ratios to the rows it
 measured: a row's "peers" maps each peer (eager, compile, sdpa_flash, sdpa_efficient_bias,
-flex_alibi) to kiln_ms / peer_ms, below 1 where kiln is faster; its "dir" is fwd or fwd+bwd.
+flex_alibi, e3nn_eager, e3nn_compile) to kiln_ms / peer_ms, below 1 where kiln is faster; its
+"dir" is fwd or fwd+bwd. A peer-only row (kiln_ms null: the e3nn convolution) takes kiln's time
+from the bench's medians of the same op (fwd, or fwd + bwd).
 
 usage: scripts/perf-record.py OUT_DIR [OUT_DIR...]   (KILN_PERF_DIR overrides the perf/ folder written)
 
@@ -105,13 +107,24 @@ def main() -> None:
     peers = next((load_json(out / "peers.json", {}) for out in reversed(outs) if (out / "peers.json").exists()), None)
     for r in (peers or {}).get("results", []):
         key = (r["op"], r["dir"], r["dtype"])
+        kiln_ms = r["kiln_ms"]
+        ratios = r["ratios"]
+        if kiln_ms is None:
+            # A peer-only row (benches/peers/equivariant.py): kiln's time is the bench's median,
+            # fwd alone or fwd + bwd.
+            parts = ["fwd"] if r["dir"] == "fwd" else ["fwd", "bwd"]
+            medians = [results.get((r["op"], d, r["dtype"]), {}).get("median_us") for d in parts]
+            if any(m is None for m in medians):
+                continue  # the bench did not time this op: no ratio to record
+            kiln_ms = sum(medians) / 1000.0
+            ratios = {k: kiln_ms / v for k, v in r["peers"].items()}
         e = results.setdefault(key, {"op": r["op"], "dir": r["dir"], "dtype": r["dtype"]})
         e["peer_shape"] = r["shape"]
-        e["kiln_ms"] = round(r["kiln_ms"], 4)
+        e["kiln_ms"] = round(kiln_ms, 4)
         if "kiln_tflops" in r:
             e["kiln_tflops"] = round(r["kiln_tflops"], 1)
         e["peer_ms"] = {k: round(v, 4) for k, v in r["peers"].items()}
-        e["peers"] = {k: round(v, 3) for k, v in r["ratios"].items()}
+        e["peers"] = {k: round(v, 3) for k, v in ratios.items()}
     latest = {
         "card": card,
         "date": date,

@@ -245,6 +245,22 @@ fn perf_record_puts_the_model_beside_the_measurements() {
         r#"{"results":[{"op":"norm/layernorm","dir":"bwd","dtype":"f32","pass":false,"max_err":1e-5}]}"#,
     );
     write2("tests.log", "test norm::x ... ok\ntest result: ok. 2 passed; 0 failed\n");
+    // e3nn's convolution times alone (benches/peers/equivariant.py); kiln's come from the bench.
+    write2(
+        "bench.json",
+        r#"{"results":[{"op":"equivariant/conv","dir":"fwd","dtype":"f32","variant":"","gbps":1.0,"tflops":1.0,
+            "pct_of_copy":1.0,"median_us":400.0,"shape":[100000,1152]},
+            {"op":"equivariant/conv","dir":"bwd","dtype":"f32","variant":"","gbps":1.0,"tflops":1.0,
+            "pct_of_copy":1.0,"median_us":1100.0,"shape":[100000,1152]}],"ceilings":{"copy_gbps":3000}}"#,
+    );
+    write2(
+        "peers.json",
+        r#"{"env":{},"notes":[],"results":[
+            {"op":"equivariant/conv","dir":"fwd","dtype":"f32","shape":[100000,1152],"kiln_ms":null,
+             "peers":{"e3nn_compile":4.0},"ratios":{}},
+            {"op":"equivariant/conv","dir":"fwd+bwd","dtype":"f32","shape":[100000,1152],"kiln_ms":null,
+             "peers":{"e3nn_compile":15.0},"ratios":{}}]}"#,
+    );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/perf-record.py");
     let status =
         Command::new("python3").arg(script).arg(&out).arg(&rerun).env("KILN_PERF_DIR", &perf).status().unwrap();
@@ -260,6 +276,12 @@ fn perf_record_puts_the_model_beside_the_measurements() {
     assert_eq!((norm["pass"].as_bool(), norm["commit"].as_str()), (Some(true), Some("fix")), "{norm}");
     assert_eq!(relu["commit"].as_str(), Some("abc"), "{relu}");
     assert_eq!(latest["runs"][1]["tests"][0].as_str(), Some("test result: ok. 2 passed; 0 failed"));
+    let conv = |dir: &str| {
+        latest["results"].as_array().unwrap().iter().find(|e| e["op"] == "equivariant/conv" && e["dir"] == dir).unwrap()
+    };
+    // kiln fwd 0.4 ms against 4 ms; fwd + bwd 1.5 ms against 15 ms.
+    assert_eq!(conv("fwd")["peers"]["e3nn_compile"].as_f64(), Some(0.1), "{}", conv("fwd"));
+    assert_eq!(conv("fwd+bwd")["peers"]["e3nn_compile"].as_f64(), Some(0.1), "{}", conv("fwd+bwd"));
     let table = std::fs::read_dir(&perf)
         .unwrap()
         .filter_map(|e| e.ok())

@@ -89,6 +89,25 @@ class Results:
         print(f"{op:28s} {direction:8s} {dtype:5s} kiln {row['kiln_ms']:8.3f} ms  kiln/peer: {ratios}", flush=True)
 
 
+    def add_peers_only(self, op, direction, dtype, shape, peers, runs=30, inner=5):
+        """A row of peer times alone, for an op whose kiln time comes from `kiln bench` (no Python
+        binding): scripts/perf-record.py divides the bench's median by these. kiln_ms is None."""
+        row = {"op": op, "dir": direction, "dtype": dtype, "shape": list(shape), "kiln_ms": None, "peers": {},
+               "ratios": {}}
+        for name, fn in peers.items():
+            if self.time_left() < 0:
+                self.notes.append(f"{op} {direction} {dtype} {name}: skipped (time budget spent)")
+                continue
+            try:
+                row["peers"][name] = time_ms(fn, runs, inner)
+            except Exception as e:  # noqa: BLE001
+                self.notes.append(f"{op} {direction} {dtype} {name}: {type(e).__name__}: {str(e)[:200]}")
+        if row["peers"]:
+            self.rows.append(row)
+            times = " ".join(f"{k}={v:.3f}ms" for k, v in row["peers"].items())
+            print(f"{op:28s} {direction:8s} {dtype:5s} (kiln from kiln bench) {times}", flush=True)
+
+
 def env_info():
     return {
         "torch": torch.__version__,
