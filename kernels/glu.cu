@@ -45,9 +45,10 @@ constexpr int64_t kReduceMaxBlocks = 1024;
 // The dα partition is planned in groups of kGroup<T> consecutive elements of the view (flat,
 // row-major order): one 16-byte pack of the storage type (4 for f32, 8 for f16/bf16), whatever
 // pack width a launch uses. The vector path's step is then exactly one pack, so each warp
-// load/store moves 512 contiguous bytes (whole sectors), and the scalar path (misaligned
-// pointers, odd F or strides) walks the same groups element by element: both sum every term in
-// the same order and give bitwise the same dα. The partition depends on (rows, F, dtype).
+// load/store moves 512 contiguous bytes (whole sectors); the 4-byte path (16-bit types, even F)
+// walks a group as 4 packs of 2 and the scalar path (misaligned pointers, odd F or strides)
+// element by element: all sum every term in the same order and give bitwise the same dα. The
+// partition depends on (rows, F, dtype).
 template <typename T>
 constexpr int kGroup = kVecWidth<T>;
 
@@ -68,7 +69,8 @@ constexpr int64_t kMaxElements = INT64_MAX / int64_t(sizeof(float));
 
 // ------------------------------------------------------------------------------------------
 // Kernels. kW is the pack width: kVecWidth<T> (16-byte accesses; F and both strides multiples
-// of kW, every pointer 16-byte aligned) or 1 (any element-aligned view). Outputs may alias
+// of kW, every pointer 16-byte aligned), 2 for the 16-bit types (4-byte accesses; F and the
+// strides even, every pointer 4-byte aligned) or 1 (any element-aligned view). Outputs may alias
 // inputs element for element (da == a and db == b with dab_stride == ab_stride; y == a when
 // ab_stride == F): each pack is read before the same thread writes it, and no load moves past a
 // store (no __restrict__, no __ldg, no unrolling of the streaming loops). Overlapping halves
@@ -146,7 +148,7 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(const T* a, const T* b, T
 // Reads 3·sizeof(T), writes 2·sizeof(T) per element; FLOPs: the gate's bwd + 3 (+ 1 with kReduce).
 // With kReduce the grid is the fixed partition of the sum (reduce_blocks), not a free choice,
 // and a thread's step is a group of kGroup<T> consecutive elements of the view (one pack on the
-// vector path; kGroup<T> elements in flat order on the scalar path, which may cross a row end)
+// vector path; kGroup<T> / kW packs in flat order on the narrower paths, which may cross a row end)
 // instead of one pack: group g goes to thread g mod (grid threads), which sums its elements in
 // flat order (the last group may be short), so the partition and every partial's order of
 // additions depend on (rows, F, dtype) alone.
@@ -154,7 +156,7 @@ template <typename T, typename Gate, int kW, bool kReduce>
 __global__ void __launch_bounds__(kThreads)
     bwd_kernel(const T* a, const T* b, const T* dy, T* da, T* db, Shape s, Gate gate, float* partials) {
     using M = MathFor<T>;  // the math policy of the storage type (common/math.cuh)
-    static_assert(kW == 1 || kW == kGroup<T>, "a group is one pack or kGroup<T> scalars");
+    static_assert(kGroup<T> % kW == 0, "a group is whole packs");
     constexpr int kPacks = kReduce ? kGroup<T> / kW : 1;  // packs per step of a thread
     static_assert(kPacks <= kMaxGroup, "first_pack's 32-bit index (see kMaxGroup)");
     float acc = 0.0f;
@@ -369,16 +371,28 @@ kiln_status launch_path(const Problem& p, const Gate& gate, Pass pass) {
     return launch_status();
 }
 
-// The vector path needs whole packs per row (F and both strides multiples of the pack width)
-// and every tensor pointer 16-byte aligned; otherwise the scalar path, correct for any
-// element-aligned view.
+// Whether the view splits into packs of `width` elements of `elem` bytes: F and both strides
+// multiples of the width, every tensor pointer aligned to the pack.
+bool packs_fit(const Problem& p, int64_t width, int64_t elem) {
+    const int64_t bytes = width * elem;
+    return p.features % width == 0 && p.ab_stride % width == 0 && p.dab_stride % width == 0 &&
+           is_aligned(p.a, bytes) && is_aligned(p.b, bytes) && is_aligned(p.y, bytes) && is_aligned(p.dy, bytes) &&
+           is_aligned(p.da, bytes) && is_aligned(p.db, bytes);
+}
+
+// The widest path the view allows: 16-byte packs; for the 16-bit types 4-byte packs (any even
+// F, e.g. the F % 8 != 0 widths of packed layouts, F = 2730): still whole 32-byte sectors per
+// warp request, with a quarter of the vector path's instructions per element rather than the
+// scalar path's half (by the sm_90a SASS, the scalar SwiGLU/GEGLU forward sits at or over an
+// H200's issue budget); else the scalar path, correct for any element-aligned view.
 template <typename T, typename Gate>
 kiln_status launch(const Problem& p, const Gate& gate, Pass pass) {
     constexpr int kV = kVecWidth<T>;
-    const bool vec = p.features % kV == 0 && p.ab_stride % kV == 0 && p.dab_stride % kV == 0 &&
-                     is_aligned(p.a, kVecBytes) && is_aligned(p.b, kVecBytes) && is_aligned(p.y, kVecBytes) &&
-                     is_aligned(p.dy, kVecBytes) && is_aligned(p.da, kVecBytes) && is_aligned(p.db, kVecBytes);
-    return vec ? launch_path<T, kV>(p, gate, pass) : launch_path<T, 1>(p, gate, pass);
+    if (packs_fit(p, kV, sizeof(T))) return launch_path<T, kV>(p, gate, pass);
+    if constexpr (sizeof(T) == 2) {
+        if (packs_fit(p, 2, sizeof(T))) return launch_path<T, 2>(p, gate, pass);
+    }
+    return launch_path<T, 1>(p, gate, pass);
 }
 
 // rows == 0: no element is read, but a requested dα is an empty sum: zero it, so a caller's

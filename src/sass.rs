@@ -28,20 +28,40 @@ pub struct SassKernel {
     pub ldg_narrow: usize,
     /// Narrower global stores.
     pub stg_narrow: usize,
-    /// Instructions (NOPs aside) inside a loop: with the loop's 128-bit accesses, the issue
-    /// cost of each 16-byte-per-lane access (see [`SassKernel::instructions_per_wide_access`]).
+    /// Instructions (NOPs aside) inside a loop: with the bytes the loop's global accesses move,
+    /// the issue cost of its memory traffic (see [`SassKernel::instructions_per_512_bytes`]).
     pub instructions_in_loop: usize,
+    /// Bytes one lane moves through the global loads and stores inside a loop, per iteration
+    /// (16 per 128-bit access, 8 per 64-bit, 4 per plain, 2 or 1 per 16-/8-bit).
+    pub bytes_per_lane_in_loop: usize,
 }
 
 impl SassKernel {
-    /// Loop instructions per 128-bit global load or store in the loop (None without one). A
-    /// warp's 128-bit access moves 512 bytes, which an H200 SM scheduler's share of DRAM
-    /// bandwidth (4.2 TB/s / (132 × 4)) takes about 127 issue cycles to deliver (H100: ~160):
-    /// a loop that issues more instructions per access than that is bound by instruction issue,
-    /// not memory (perf/nvidia-h200-2026-11-30.md: GELU bf16 at ~270 ran at 38% of copy).
-    pub fn instructions_per_wide_access(&self) -> Option<f64> {
-        let wide = self.ldg128_in_loop + self.stg128_in_loop;
-        (wide > 0).then(|| self.instructions_in_loop as f64 / wide as f64)
+    /// Loop instructions per 512 bytes a warp moves in the loop, i.e. per 128-bit access of a
+    /// vector loop (None without a global access in a loop). 512 bytes are what an H200 SM
+    /// scheduler's share of DRAM bandwidth (4.2 TB/s / (132 × 4)) takes about 127 issue cycles
+    /// to deliver (H100: ~160): a loop that issues more instructions than that per 512 bytes is
+    /// bound by instruction issue, not memory (perf/nvidia-h200-2026-11-30.md: GELU bf16 at 256
+    /// ran at 38% of copy).
+    pub fn instructions_per_512_bytes(&self) -> Option<f64> {
+        let warp_bytes = 32 * self.bytes_per_lane_in_loop;
+        (warp_bytes > 0).then(|| self.instructions_in_loop as f64 * 512.0 / warp_bytes as f64)
+    }
+}
+
+/// Bytes one lane moves with a global load or store opcode (`LDG.E.128`, `STG.E.U16`, …).
+fn access_bytes(op: &str) -> usize {
+    let parts: Vec<&str> = op.split('.').collect();
+    if parts.contains(&"128") {
+        16
+    } else if parts.contains(&"64") {
+        8
+    } else if parts.iter().any(|p| matches!(*p, "U16" | "S16")) {
+        2
+    } else if parts.iter().any(|p| matches!(*p, "U8" | "S8")) {
+        1
+    } else {
+        4
     }
 }
 
@@ -133,6 +153,9 @@ fn count(name: String, body: &[(u64, String)]) -> SassKernel {
         let op = opcode(text);
         if in_loop(*addr) && op != "NOP" {
             k.instructions_in_loop += 1;
+            if op.starts_with("LDG") || op.starts_with("STG") {
+                k.bytes_per_lane_in_loop += access_bytes(&op);
+            }
         }
         let wide = op.split('.').any(|p| p == "128");
         match (op.starts_with("LDG"), op.starts_with("STG"), wide) {
@@ -237,10 +260,12 @@ mod tests {
             ldg_narrow: 0,
             stg_narrow: 1,
             instructions_in_loop: 3, // LDG, STG and the branch at 0x20..0x40
+            bytes_per_lane_in_loop: 32,
         };
         assert_eq!(k[0], want);
-        assert_eq!(k[0].instructions_per_wide_access(), Some(1.5));
-        assert_eq!((k[1].loops, k[1].ldg_narrow, k[1].instructions_per_wide_access()), (0, 1, None));
+        assert_eq!(k[0].instructions_per_512_bytes(), Some(1.5));
+        assert_eq!((k[1].loops, k[1].ldg_narrow, k[1].instructions_per_512_bytes()), (0, 1, None));
+        assert_eq!(["LDG.E.128", "STG.E.64", "LDG.E", "LDG.E.U16", "STG.E.U8"].map(access_bytes), [16, 8, 4, 2, 1]);
     }
 
     #[test]

@@ -15,7 +15,8 @@ constexpr int kVecBytes = 16;
 template <typename T>
 constexpr int kVecWidth = kVecBytes / static_cast<int>(sizeof(T));
 
-// kW elements of T; kW is kVecWidth<T> (the vector path) or 1 (the scalar path).
+// kW elements of T; kW is kVecWidth<T> (the vector path), 1 (the scalar path) or, for GLU's
+// 4-byte path, 2 elements of a 16-bit type.
 template <typename T, int kW>
 struct alignas(sizeof(T) * kW) Pack {
     T v[kW];
@@ -28,8 +29,11 @@ __device__ __forceinline__ Pack<T, kW> load_pack(const T* p) {
     if constexpr (sizeof(Pack<T, kW>) == kVecBytes) {
         const uint4 raw = *reinterpret_cast<const uint4*>(p);
         memcpy(&out, &raw, kVecBytes);
+    } else if constexpr (sizeof(Pack<T, kW>) == 4 && kW > 1) {
+        const uint32_t raw = *reinterpret_cast<const uint32_t*>(p);
+        memcpy(&out, &raw, 4);
     } else {
-        static_assert(kW == 1, "a pack is either one element or 16 bytes");
+        static_assert(kW == 1, "a pack is one element, 4 bytes or 16 bytes");
         out.v[0] = *p;
     }
     return out;
@@ -41,8 +45,12 @@ __device__ __forceinline__ void store_pack(T* p, const Pack<T, kW>& in) {
         uint4 raw;
         memcpy(&raw, &in, kVecBytes);
         *reinterpret_cast<uint4*>(p) = raw;
+    } else if constexpr (sizeof(Pack<T, kW>) == 4 && kW > 1) {
+        uint32_t raw;
+        memcpy(&raw, &in, 4);
+        *reinterpret_cast<uint32_t*>(p) = raw;
     } else {
-        static_assert(kW == 1, "a pack is either one element or 16 bytes");
+        static_assert(kW == 1, "a pack is one element, 4 bytes or 16 bytes");
         *p = in.v[0];
     }
 }

@@ -267,8 +267,9 @@ impl Op for GluOp {
     }
 
     fn check_shapes(&self) -> Vec<Vec<usize>> {
-        // F odd, F not a multiple of 8, long rows, many rows.
-        vec![vec![1, 1], vec![3, 7], vec![5, 11], vec![64, 1000], vec![1027, 1021], vec![2, 3, 8]]
+        // F odd, F not a multiple of 8, long rows, many rows; F = 2730 (even, not a multiple of 8:
+        // the 16-bit 4-byte path).
+        vec![vec![1, 1], vec![3, 7], vec![5, 11], vec![64, 1000], vec![1027, 1021], vec![2, 3, 8], vec![7, 2730]]
     }
 
     fn bench_shape_gpu(&self) -> Vec<usize> {

@@ -297,12 +297,12 @@ fn dalpha_is_bitwise_equal_at_every_alignment() {
     use kiln::ffi_emu as ffi;
     use std::ptr::null_mut;
     let mut rng = rng();
-    // F a multiple of every pack width; F = 36 (whole f32 packs; bf16 takes the scalar path and
-    // its 8-element groups cross rows);
+    // F a multiple of every pack width; F = 36 (whole f32 packs; bf16 takes the 4-byte path and
+    // its 8-element groups cross rows); F = 10 (bf16 groups of 4-byte packs across rows);
     // many rows of one element per row.
     for dtype in [DType::F32, DType::BF16] {
         let size = dtype.size_in_bytes();
-        for (rows, f) in [(300usize, 64usize), (150, 36), (4099, 8), (1031, 1)] {
+        for (rows, f) in [(300usize, 64usize), (150, 36), (333, 10), (4099, 8), (1031, 1)] {
             let n = rows * f;
             let (a, b, dy) = (
                 random_storage(dtype, n, 2.0, 0.0, &mut rng),
@@ -344,7 +344,8 @@ fn dalpha_is_bitwise_equal_at_every_alignment() {
             for order in [1, 2] {
                 let aligned = run(0, order);
                 assert_ne!(f32::from_bits(aligned), 0.0);
-                for offset in [1, 5] {
+                // 1 and 5: the scalar path; 2 (4 bytes): the 4-byte path of 16-bit types.
+                for offset in [1, 2, 5] {
                     assert_eq!(run(offset, order), aligned, "{dtype:?} [{rows}, {f}] order {order}: offset {offset}");
                 }
             }

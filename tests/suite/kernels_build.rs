@@ -137,12 +137,12 @@ fn memory_bound_kernels_keep_half_the_warp_slots() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// The issue budget of a memory-bound loop (sass::SassKernel::instructions_per_wide_access):
-/// a warp's 128-bit access moves 512 bytes, which one H200 SM scheduler's share of the card's
+/// The issue budget of a memory-bound loop (sass::SassKernel::instructions_per_512_bytes): a
+/// warp's 128-bit access moves 512 bytes, which one H200 SM scheduler's share of the card's
 /// DRAM bandwidth (4.2 TB/s over 132 × 4 schedulers at 1.98 GHz) delivers in ~127 cycles. The
 /// first GPU run fitted the model: GELU, SiLU and GELU-tanh bf16 at 256, 126 and 144
-/// instructions per access ran at 38%, 75% and 69% of copy, ~97/ratio (perf/).
-const H200_ISSUE_CYCLES_PER_WIDE_ACCESS: f64 = 127.0;
+/// instructions per 512 bytes ran at 38%, 75% and 69% of copy, ~97/ratio (perf/).
+const H200_ISSUE_CYCLES_PER_512_BYTES: f64 = 127.0;
 
 /// Ops whose 16-bit kernels are still issue-bound by design: atan (no SFU form) and the erf of
 /// the expanded gates' ∂/∂α and NormalBase, which keep CUDA's accurate erff (common/math.cuh).
@@ -150,9 +150,11 @@ fn issue_bound_by_design(name: &str) -> bool {
     ["NS0_4AtluE", "NS0_5XAtluE", "NS0_8AtanBaseE", "NS0_5XGeluE", "NS0_10NormalBaseE"].iter().any(|m| name.contains(m))
 }
 
-/// Every f16/bf16 vector-path loop of the activation and GLU kernels, but the ops named above,
-/// issues no more instructions per 128-bit access than an H200 takes to deliver it: they are
-/// memory-bound, not issue-bound, in the 16-bit math policy (common/math.cuh StorageMath16).
+/// Every f16/bf16 loop of the activation and GLU kernels on their 16-byte paths and GLU's 4-byte
+/// path, but the ops named above, issues no more instructions per 512 bytes moved than an H200
+/// takes to deliver them: memory-bound, not issue-bound, in the 16-bit math policy
+/// (common/math.cuh StorageMath16). (The scalar paths are not held to it: the scalar SwiGLU
+/// forward sits at the budget, GEGLU over it, which is why even F takes the 4-byte path.)
 #[test]
 fn sixteen_bit_activation_and_glu_loops_fit_the_issue_budget() {
     let required = std::env::var_os("KILN_REQUIRE_SASS").is_some();
@@ -169,23 +171,26 @@ fn sixteen_bit_activation_and_glu_loops_fit_the_issue_budget() {
     let sixteen_bit = |name: &str| {
         name.split("_kernelI").nth(1).is_some_and(|a| a.starts_with("6__half") || a.starts_with("13__nv_bfloat16"))
     };
+    // GLU's 4-byte path: two 16-bit elements per pack (`…ELi2E…` after the gate type).
+    let glu_four_byte = |name: &str| name.contains("4kiln3glu") && name.contains("ELi2E");
     let mut rows: Vec<(f64, String)> = sass::parse(&text)
         .into_iter()
         .filter(|k| {
             (k.name.contains("4kiln10activation") || k.name.contains("4kiln3glu"))
-                && sass::is_vector_path(&k.name)
                 && sixteen_bit(&k.name)
+                && (sass::is_vector_path(&k.name) || glu_four_byte(&k.name))
         })
-        .filter_map(|k| Some((k.instructions_per_wide_access()?, k.name)))
+        .filter_map(|k| Some((k.instructions_per_512_bytes()?, k.name)))
         .collect();
     rows.sort_by(|a, b| a.0.total_cmp(&b.0));
     for (ratio, name) in &rows {
         eprintln!("{ratio:6.1} {name}");
     }
     assert!(rows.len() > 100, "only {} 16-bit vector loops found", rows.len());
+    assert!(rows.iter().filter(|(_, n)| glu_four_byte(n)).count() >= 20, "GLU's 4-byte path is missing");
     let over: Vec<_> = rows
         .iter()
-        .filter(|(ratio, name)| *ratio > H200_ISSUE_CYCLES_PER_WIDE_ACCESS && !issue_bound_by_design(name))
+        .filter(|(ratio, name)| *ratio > H200_ISSUE_CYCLES_PER_512_BYTES && !issue_bound_by_design(name))
         .collect();
-    assert!(over.is_empty(), "issue-bound 16-bit loops (instructions per 128-bit access): {over:#?}");
+    assert!(over.is_empty(), "issue-bound 16-bit loops (instructions per 512 bytes): {over:#?}");
 }
