@@ -43,12 +43,19 @@ constexpr int kThreads = 256;
 // blocks on an H100 (132 SMs × 8); more blocks would only add scheduling work.
 constexpr int64_t kMaxGridBlocks = int64_t(1) << 15;
 
-// Partial sums of a scalar parameter gradient (one per block of the fused backward kernel), the
-// total block count aimed at by the per-channel partition, and KILN_REDUCE_MAX_BLOCKS of the
-// design notes. 1024 blocks of 256 threads is about one full wave on an H100 (1056 resident at
-// ≤ 32 registers), so the fused reduction still streams at full bandwidth, and the partials
-// stay ≤ 4 KiB. (Capping the heavier ops' fused kernels at 32 or 40 registers spills.)
+// The total block count aimed at by the per-channel partition (KILN_REDUCE_MAX_BLOCKS of the
+// design notes): 1024 blocks of 256 threads is about one full wave on an H100 at ≤ 32 registers.
 constexpr int64_t kReduceMaxBlocks = 1024;
+
+// Partial sums of a scalar parameter gradient: one per block of the fused backward kernel, the
+// fixed partition that makes dα/dslope/dθ bitwise reproducible on any device. The fused
+// kernels use 30–48 registers, so an SM holds 5–8 of their blocks (660–1056 on an H100 or
+// H200): 1024 blocks took two waves where 792 fit, the second a third full. 8192 smaller
+// blocks quantize to ≤ 6% at any of those residencies (ceil(8192/r)/(8192/r)), for 32 KiB of
+// partials written and read once. Sizing the grid from the occupancy at run time instead would
+// change the partition with the device (and so dα's bits); a fixed partition run by fewer
+// resident blocks keeps the same waves.
+constexpr int64_t kScalarPartials = 8192;
 
 // Per-channel partials cost 8 bytes (written, then read) per (row chunk, channel) against at
 // least 6 bytes per element of data (bf16 x, dy, dx): 64 rows per chunk bound that at 2%.
@@ -545,7 +552,7 @@ int64_t flat_blocks(int64_t n, int width) {
 // `group` (kGroup<T>) elements per step of its grid-stride loop (flat_bwd_kernel), whatever
 // the pack width.
 int64_t scalar_partials(int64_t n, int group) {
-    return std::min(kReduceMaxBlocks, ceil_div(n, int64_t(kThreads) * group));
+    return std::min(kScalarPartials, ceil_div(n, int64_t(kThreads) * group));
 }
 
 // The 2-D partition of x as [rows, channels] (see ChannelShape). The reduction's part is planned

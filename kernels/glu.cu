@@ -37,10 +37,12 @@ constexpr int kThreads = 256;
 // on an H100 (132 SMs × 8); more blocks would only add scheduling work.
 constexpr int64_t kMaxGridBlocks = int64_t(1) << 15;
 
-// Blocks, hence f32 partial sums, of the backward that reduces dα: 1024 blocks of 256 threads
-// is about one full wave on an H100, so the fused reduction still streams at full bandwidth,
-// and the workspace stays ≤ 4 KiB. The same value as the activation family's.
-constexpr int64_t kReduceMaxBlocks = 1024;
+// Blocks, hence f32 partial sums, of the backward that reduces dα: the fixed partition that makes
+// dα bitwise reproducible on any device. The fused kernels use 34–64 registers (4–7 blocks of
+// 256 threads per SM), so 1024 blocks took up to two waves with the second partly empty; 8192
+// quantize to ≤ 6% at any of those residencies, for 32 KiB of partials. The same value as the
+// activation family's scalar partition (kScalarPartials there).
+constexpr int64_t kReduceMaxBlocks = 8192;
 
 // The dα partition is planned in groups of kGroup<T> consecutive elements of the view (flat,
 // row-major order): one 16-byte pack of the storage type (4 for f32, 8 for f16/bf16), whatever
@@ -58,7 +60,7 @@ constexpr int kMinGroup = kGroup<float>;
 static_assert(kGroup<__nv_bfloat16> == kMaxGroup, "every storage type's group is in [kMinGroup, kMaxGroup]");
 
 // A thread's first flat pack index is below kMaxGridBlocks·kThreads = 2^23 (streaming) or
-// kReduceMaxBlocks·kThreads·kMaxGroup = 2^21 (dα; a step of kGroup<T> / kW ≤ kMaxGroup packs), so
+// kReduceMaxBlocks·kThreads·kMaxGroup = 2^24 (dα; a step of kGroup<T> / kW ≤ kMaxGroup packs), so
 // the one division that places it in the view can be done in 32 bits.
 static_assert(kMaxGridBlocks * kThreads <= (int64_t(1) << 31), "first pack index must fit 32 bits");
 static_assert(kReduceMaxBlocks * kThreads * kMaxGroup <= (int64_t(1) << 31), "first pack index must fit 32 bits");

@@ -93,6 +93,22 @@ fn emu_matches_reference() {
     }
 }
 
+/// A scalar gradient reduced over more than 1024 partials (the fixed partition holds up to
+/// 8192): f32 at 2^20·2 + 5 elements is 2049 blocks of 256 threads × 4, past the old cap, with a
+/// tail. One op per kind of scalar parameter (dα, and a shared slope) on the emulator.
+#[test]
+fn emu_scalar_gradient_past_a_thousand_partials_matches_reference() {
+    let Some(device) = emu() else { return };
+    let mut rng = rng();
+    let ops = select(&["activation/xsilu".to_string(), "activation/prelu".to_string()]);
+    assert_eq!(ops.len(), 2);
+    for op in ops {
+        let rows = check_shapes(op.as_ref(), &device, &[DType::F32], &[vec![(1 << 21) + 5]], &mut rng).unwrap();
+        assert!(rows.iter().any(|r| r.dir == "bwd"), "no backward row");
+        assert_rows(&rows);
+    }
+}
+
 #[test]
 fn gpu_inplace_and_deterministic() {
     let Some(device) = gpu() else { return };
