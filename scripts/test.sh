@@ -33,11 +33,13 @@ cargo run --quiet --release --features emu -- check --backend emu >target/check-
 }
 tail -n 1 target/check-emu.log
 echo "== kiln model (the emulator's traffic model for every op, bf16)"
-cargo run --quiet --release --features emu -- model --dtype bf16 --seed 1 >target/model.log 2>&1 || {
+# The debug build of the test step with both features: the model then has nvcc's ptxas report
+# for its occupancy column (the emulated kernels are compiled with -O2 in every profile).
+cargo run --quiet --features cuda,emu -- model --dtype bf16 --seed 1 >target/model.log 2>&1 || {
   tail -n 20 target/model.log
   exit 1
 }
-echo "kiln model: $(grep -c ' bf16 ' target/model.log) op/direction rows"
+echo "kiln model: $(grep -c ' bf16 ' target/model.log) op/direction rows, $(grep -c '%$' target/model.log) with an sm_90 occupancy"
 # The shared libraries (build/shared.rs) the two cargo builds above left in target/: the emulated
 # one from the release build, the CUDA one from the cuda,emu test build. A venv of its own keeps
 # pip away from the system Python (PEP 668); torch is not on it (PyPI has no CUDA-free wheel), so

@@ -69,6 +69,9 @@ pub mod runtime {
         pub fn kiln_emu_traffic_end(out: *mut kiln_emu_traffic);
         /// The last window's call sites as text into `buf`; returns the length needed (NUL included).
         pub fn kiln_emu_traffic_sites(buf: *mut c_char, len: usize) -> usize;
+        /// The last window's launches, one tab-separated line each (kiln_emu.h); returns the
+        /// length needed (NUL included).
+        pub fn kiln_emu_traffic_launches(buf: *mut c_char, len: usize) -> usize;
         /// Runs one of the emulator's planted-bug cases (kernels/emu/selftest/planted.cu) with its
         /// bug (`buggy != 0`) or as its correct twin; returns the launch's cudaError_t (-1 for an
         /// unknown case or a short `results`).

@@ -18,7 +18,8 @@
 #ifdef KILN_EMU
 #define KILN_LAUNCH(grid, block, smem, stream, ...)                                            \
     for (bool kiln_launch_ = ::kiln::nothing_pending(); kiln_launch_; kiln_launch_ = false) \
-    ::kiln_emu::make_launcher(grid, block, smem, stream, &__VA_ARGS__, __FILE__, __LINE__, #__VA_ARGS__)
+    ::kiln_emu::make_launcher(grid, block, smem, stream, &__VA_ARGS__, __FILE__, __LINE__, #__VA_ARGS__, \
+                              ::kiln_emu::kernel_signature<&__VA_ARGS__>())
 #else
 #define KILN_LAUNCH(grid, block, smem, stream, ...)                                            \
     for (bool kiln_launch_ = ::kiln::nothing_pending(); kiln_launch_; kiln_launch_ = false) \

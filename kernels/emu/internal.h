@@ -74,6 +74,7 @@ struct Launch {
     const char* file = nullptr;  // KILN_LAUNCH site
     int line = 0;
     const char* kernel = nullptr;
+    const char* signature = nullptr;  // kernel_signature's text of the instance (LaunchSite)
     void (*invoke)(const void*) = nullptr;
     const void* ctx = nullptr;
     uintptr_t args_lo = 0, args_hi = 0;  // the parameter buffer (not device memory)
@@ -165,7 +166,7 @@ void count_global(Launch& L, uintptr_t addr, size_t n, bool write, const void* p
 void count_shared(Launch& L, uintptr_t addr, size_t n, bool write, const void* pc);
 // Closes the warp instructions of the block that just ran / the launch that just ended.
 void count_block_end();
-void count_launch_end();
+void count_launch_end(const Launch& L);
 
 // ---- the shared-memory shadow (check.cpp) -----------------------------------------------------
 

@@ -499,6 +499,7 @@ cudaError_t launch(dim3 grid, dim3 block, size_t smem, cudaStream_t, Invoke invo
     L.file = site.file;
     L.line = site.line;
     L.kernel = site.kernel;
+    L.signature = site.signature;
     L.invoke = invoke;
     L.ctx = frame;
     L.args_lo = reinterpret_cast<uintptr_t>(frame);
@@ -533,7 +534,7 @@ cudaError_t launch(dim3 grid, dim3 block, size_t smem, cudaStream_t, Invoke invo
         ok = run_block(L);
     }
     if (g_checked) set_dynamic_shared(nullptr, 0);
-    if (g_counting) count_launch_end();
+    if (g_counting) count_launch_end(L);
     g_counting = outer_counting;
     cudaError_t err = cudaSuccess;
     if (!ok) {

@@ -69,6 +69,9 @@ struct CallSite {
 std::unordered_map<uint64_t, CallSite> g_sites;
 std::unordered_set<uint64_t> g_read_sectors, g_written_sectors;
 kiln_emu_traffic g_totals{};
+// The window's launches, one line each: the instance (kernel_signature's text), threads per
+// block, dynamic shared bytes, blocks, DRAM bytes read + written.
+std::string g_launches_text;
 
 uint64_t site_key(const void* pc, bool shared) { return reinterpret_cast<uint64_t>(pc) ^ (uint64_t(shared) << 63); }
 
@@ -133,10 +136,16 @@ void count_block_end() {
     }
 }
 
-void count_launch_end() {
+void count_launch_end(const Launch& L) {
     g_totals.launches += 1;
     g_totals.dram_read_bytes += 32 * g_read_sectors.size();
     g_totals.dram_write_bytes += 32 * g_written_sectors.size();
+    char line[96];
+    const uint64_t blocks = uint64_t(L.grid.x) * L.grid.y * L.grid.z;
+    std::snprintf(line, sizeof line, "\t%u\t%zu\t%" PRIu64 "\t%zu\n", L.block_threads, L.dynamic_bytes, blocks,
+                  size_t(32) * (g_read_sectors.size() + g_written_sectors.size()));
+    g_launches_text += (L.signature != nullptr ? L.signature : (L.kernel != nullptr ? L.kernel : "?"));
+    g_launches_text += line;
     g_read_sectors.clear();
     g_written_sectors.clear();
 }
@@ -185,6 +194,7 @@ void kiln_emu_traffic_begin(void) {
     g_read_sectors.clear();
     g_written_sectors.clear();
     g_totals = kiln_emu_traffic{};
+    g_launches_text.clear();
     // The counts come from the checked-mode hooks.
     if (!g_window) g_was_checked = g_checked;
     g_checked = true;
@@ -205,6 +215,16 @@ void kiln_emu_traffic_end(kiln_emu_traffic* out) {
         g_checked = g_was_checked;
     }
     g_window_mutex.unlock();
+}
+
+size_t kiln_emu_traffic_launches(char* buf, size_t len) {
+    std::lock_guard<std::recursive_mutex> lock(big_lock());
+    if (buf != nullptr && len > 0) {
+        const size_t n = std::min(len - 1, g_launches_text.size());
+        std::copy(g_launches_text.begin(), g_launches_text.begin() + n, buf);
+        buf[n] = '\0';
+    }
+    return g_launches_text.size() + 1;
 }
 
 size_t kiln_emu_traffic_sites(char* buf, size_t len) {

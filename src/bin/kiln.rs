@@ -39,8 +39,9 @@ enum Command {
         runs: Option<usize>,
     },
     /// A MODEL of each op's memory traffic, counted on the emulator (no GPU needed): DRAM bytes
-    /// against the op's ideal, sectors per warp load/store, shared-memory wavefronts, and the
-    /// bandwidth-bound time on an H100. `--backend` is ignored: it always runs on the emulator.
+    /// against the op's ideal, sectors per warp load/store, shared-memory wavefronts, the
+    /// bandwidth-bound time on an H100 and, in a build with `cuda`, the sm_90 occupancy of the
+    /// busiest launch. `--backend` is ignored: it always runs on the emulator.
     Model {
         #[command(flatten)]
         common: Common,
@@ -361,17 +362,17 @@ fn model(common: &Common, shape: &[usize], sites: bool) -> Result<ExitCode> {
         "MODEL, not a measurement: traffic counted on kiln's CUDA emulator; time bound = DRAM bytes / {:.1} TB/s (H100)",
         kiln::model::H100_COPY_BYTES_PER_S / 1e12
     );
-    let line = |c: [&str; 12]| {
+    let line = |c: [&str; 13]| {
         format!(
-            "{:<24} {:<4} {:<5} {:<16} {:>6} {:>9} {:>6} {:>8} {:>6} {:>6} {:>8} {:>8}",
-            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11]
+            "{:<24} {:<4} {:<5} {:<16} {:>6} {:>9} {:>6} {:>8} {:>6} {:>6} {:>8} {:>8} {:>5}",
+            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12]
         )
     };
     println!(
         "{}",
         line([
             "op", "dir", "dtype", "shape", "launch", "ideal_MB", "ratio", "ld_sec/r", "ld_eff", "st_eff", "smem_wf",
-            "smem_cf"
+            "smem_cf", "occ"
         ])
     );
     let mut rows = Vec::new();
@@ -396,6 +397,7 @@ fn model(common: &Common, shape: &[usize], sites: bool) -> Result<ExitCode> {
                         &format!("{:.2}", r.store_efficiency),
                         &format!("{:.2}", r.shared_wavefronts_per_request),
                         &r.shared_worst_conflict.to_string(),
+                        &r.occupancy.map_or("-".to_string(), |o| format!("{:.0}%", 100.0 * o)),
                     ])
                 );
                 if sites {
@@ -417,11 +419,13 @@ fn model(common: &Common, shape: &[usize], sites: bool) -> Result<ExitCode> {
                        "shared_wavefronts_per_request": r.shared_wavefronts_per_request,
                        "shared_worst_wavefronts": r.shared_worst_wavefronts,
                        "shared_conflicts_per_request": r.shared_conflicts_per_request,
-                       "shared_worst_conflict": r.shared_worst_conflict, "h100_bound_us": r.h100_bound_us})
+                       "shared_worst_conflict": r.shared_worst_conflict, "h100_bound_us": r.h100_bound_us,
+                       "sm90_occupancy": r.occupancy})
             })
             .collect();
         let label = "model: memory traffic counted on kiln's CUDA emulator (not a GPU measurement); \
-                     h100_bound_us = dram_bytes / 3.0 TB/s";
+                     h100_bound_us = dram_bytes / 3.0 TB/s; sm90_occupancy = theoretical occupancy of the \
+                     launch moving the most bytes, from the sm_90a ptxas report (null without a cuda build)";
         write_json(path, &json!({"label": label, "results": results}))?;
     }
     Ok(ExitCode::SUCCESS)

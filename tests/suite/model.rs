@@ -137,3 +137,44 @@ fn attention_forward_stores_whole_sectors() {
         assert_eq!(r.shared_worst_conflict, 0, "{r:?}");
     }
 }
+
+/// With the CUDA build beside the emulator, every memory-bound op's report carries the sm_90
+/// occupancy of its busiest launch (the instance the host compiler names, matched in nvcc's
+/// ptxas report), and it is at least half the warp slots, as kernels_build holds per kernel.
+/// Needs c++filt (binutils) to read the report's names; KILN_REQUIRE_SASS makes it required.
+#[test]
+fn the_report_carries_each_memory_bound_ops_occupancy() {
+    let Some(device) = emu() else { return };
+    if !kiln::build_info::CUDA_COMPILED {
+        eprintln!("skipped: no ptxas report without the cuda feature");
+        return;
+    }
+    if std::process::Command::new("c++filt").arg("--version").output().is_err() {
+        assert!(std::env::var_os("KILN_REQUIRE_SASS").is_none(), "KILN_REQUIRE_SASS is set and c++filt is missing");
+        eprintln!("skipped: no c++filt");
+        return;
+    }
+    let mut rng = rng();
+    let ops: Vec<Box<dyn Op>> =
+        select(&["activation/".into(), "glu/".into(), "norm/".into(), "padding/".into(), "equivariant/".into()])
+            .into_iter()
+            .filter(|o| !o.name().starts_with("mlp"))
+            .collect();
+    let mut missing = Vec::new();
+    for op in &ops {
+        for &dir in op.directions() {
+            let problem = op.random_problem(dir, &op.bench_shape_cpu(), &mut rng);
+            let r = kiln::model::traffic(op.as_ref(), dir, DType::BF16, &problem, &device).unwrap();
+            match r.occupancy {
+                Some(o) if o >= 0.5 && o <= 1.0 => {}
+                other => missing.push(format!("{} {}: {other:?}", r.op, r.dir)),
+            }
+        }
+    }
+    assert!(missing.is_empty(), "occupancy missing or below 50%: {missing:#?}");
+    // A streaming kernel at ≤ 32 registers fills every warp slot.
+    let relu = select(&["activation/relu".into()]).remove(0);
+    let problem = relu.random_problem(Direction::Fwd, &relu.bench_shape_cpu(), &mut rng);
+    let r = kiln::model::traffic(relu.as_ref(), Direction::Fwd, DType::BF16, &problem, &device).unwrap();
+    assert_eq!(r.occupancy, Some(1.0));
+}

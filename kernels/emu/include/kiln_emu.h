@@ -69,6 +69,10 @@ void kiln_emu_traffic_end(kiln_emu_traffic* out);
 /* One line per call site of the last window (busiest first, with file:line where the binary has
  * line tables) into buf; returns the length the whole text needs, NUL included. */
 size_t kiln_emu_traffic_sites(char* buf, size_t len);
+/* One line per launch of the last window into buf: the kernel instance as the host compiler names
+ * it ("… [with auto K = kiln::…::name<args>]"), threads per block, dynamic shared bytes, blocks
+ * and DRAM bytes, tab-separated; returns the length the whole text needs, NUL included. */
+size_t kiln_emu_traffic_launches(char* buf, size_t len);
 
 /* The emulator's own tests (kernels/emu/selftest/planted.cu): runs case `name` with its planted
  * bug (buggy != 0) or as its correct twin, and returns the launch's cudaError_t (0 = clean; -1 for

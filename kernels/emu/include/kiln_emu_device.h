@@ -235,8 +235,17 @@ struct Site {
 struct LaunchSite {
     const char* file;
     int line;
-    const char* kernel;  // the kernel expression as written, e.g. "flat_fwd_kernel<T, Op, kW>"
+    const char* kernel;     // the kernel expression as written, e.g. "flat_fwd_kernel<T, Op, kW>"
+    const char* signature;  // the compiler's name of the instance (kernel_signature), or NULL
 };
+
+// "… [with auto K = <the kernel instance, template arguments resolved>]": the host compiler's
+// __PRETTY_FUNCTION__ names the instance a launch runs, which the traffic model matches with
+// nvcc's build of the same kernel (its registers and shared memory, hence its occupancy).
+template <auto K>
+const char* kernel_signature() {
+    return __PRETTY_FUNCTION__;
+}
 
 // Runs every thread of every block of the launch; `invoke(frame)` calls the kernel with a fresh
 // copy of its arguments, which live in [frame, frame + frame_bytes) (the checker ignores that
@@ -276,8 +285,8 @@ struct Launcher {
 
 template <typename... P>
 Launcher<P...> make_launcher(dim3 grid, dim3 block, size_t smem, cudaStream_t stream, void (*kernel)(P...),
-                             const char* file, int line, const char* name) {
-    return Launcher<P...>{grid, block, smem, stream, kernel, LaunchSite{file, line, name}};
+                             const char* file, int line, const char* name, const char* signature = nullptr) {
+    return Launcher<P...>{grid, block, smem, stream, kernel, LaunchSite{file, line, name, signature}};
 }
 
 }  // namespace kiln_emu
