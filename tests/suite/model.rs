@@ -166,7 +166,7 @@ fn the_report_carries_each_memory_bound_ops_occupancy() {
             let problem = op.random_problem(dir, &op.bench_shape_cpu(), &mut rng);
             let r = kiln::model::traffic(op.as_ref(), dir, DType::BF16, &problem, &device).unwrap();
             match r.occupancy {
-                Some(o) if o >= 0.5 && o <= 1.0 => {}
+                Some(o) if (0.5..=1.0).contains(&o) => {}
                 other => missing.push(format!("{} {}: {other:?}", r.op, r.dir)),
             }
         }
