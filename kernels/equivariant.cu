@@ -27,6 +27,8 @@
 // one dense [3n, 3n] Hessian per molecule. Each row is gathered by one warp from the edges of
 // its atom (no atomics; exactly symmetric).
 //
+// Storage f32, f16, bf16 (math in f32) or f64 (math in f64: compute_t, common/compute.cuh).
+//
 // Layout of this file: launch constants, the spherical-harmonics kernels, the tensor-product
 // kernels, the Hessian kernels, validation and the C ABI.
 
@@ -38,6 +40,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "common/compute.cuh"
 #include "common/dtype.cuh"
 #include "common/launch.cuh"
 #include "common/vec.cuh"
@@ -62,9 +65,10 @@ constexpr int64_t kMaxGridBlocks = int64_t(1) << 15;
 
 constexpr double kPi = 3.14159265358979323846;
 
-// The scale of each Y^l (index l), from the normalization.
+// The scale of each Y^l (index l), from the normalization, in compute type C.
+template <typename C>
 struct ShScale {
-    float s[kShLmax + 1];
+    C s[kShLmax + 1];
 };
 
 // ------------------------------------------------------------------------------------------
@@ -72,55 +76,59 @@ struct ShScale {
 // ------------------------------------------------------------------------------------------
 
 // Y[0..(L+1)²) at (x, y, z), component normalization.
-template <int L>
-__device__ __forceinline__ void sh_all(float* Y, float x, float y, float z) {
+template <int L, typename C>
+__device__ __forceinline__ void sh_all(C* Y, C x, C y, C z) {
     if constexpr (L == 0) {
-        Y[0] = 1.0f;
+        Y[0] = C(1);
     } else {
         sh_all<L - 1>(Y, x, y, z);
-        sh_step<L>(Y, x, y, z);
+        ShStep<L>::forward(Y, x, y, z);
     }
 }
 
 // G of Y^L..Y^1 carried back into G of Y^0 (unused) and g = ∂/∂(x, y, z).
-template <int L>
-__device__ __forceinline__ void sh_adjoint_all(const float* Y, float* G, float* g, float x, float y, float z) {
+template <int L, typename C>
+__device__ __forceinline__ void sh_adjoint_all(const C* Y, C* G, C* g, C x, C y, C z) {
     if constexpr (L > 0) {
-        sh_step_adjoint<L>(Y, G, g, x, y, z);
+        ShStep<L>::adjoint(Y, G, g, x, y, z);
         sh_adjoint_all<L - 1>(Y, G, g, x, y, z);
     }
 }
 
 // The evaluation point of vector (x, y, z): itself, or x/‖x‖ with inv_r = 1/‖x‖ (0 for the
 // zero vector, which maps to 0).
+template <typename C>
 struct ShPoint {
-    float x, y, z, inv_r;
+    C x, y, z, inv_r;
 };
 
-__device__ __forceinline__ ShPoint sh_point(float x, float y, float z, bool normalize) {
-    if (!normalize) return ShPoint{x, y, z, 1.0f};
-    const float r = sqrtf(x * x + y * y + z * z);
-    const float inv = r > 0.0f ? 1.0f / r : 0.0f;
-    return ShPoint{x * inv, y * inv, z * inv, inv};
+template <typename C>
+__device__ __forceinline__ ShPoint<C> sh_point(C x, C y, C z, bool normalize) {
+    if (!normalize) return ShPoint<C>{x, y, z, C(1)};
+    const C r = compute_sqrt(x * x + y * y + z * z);
+    const C inv = r > C(0) ? C(1) / r : C(0);
+    return ShPoint<C>{x * inv, y * inv, z * inv, inv};
 }
 
 // sh[i, :] = scaled Y^0..Y^L of vec[i] (vec: [n, 3]; sh: [n, (L+1)²]). Reads 3 and writes
 // (L+1)² elements per vector.
 template <typename T, int L>
 __global__ void __launch_bounds__(kShThreads)
-    sh_fwd_kernel(const T* __restrict__ vec, int64_t n, ShScale scale, int normalize, T* __restrict__ sh) {
+    sh_fwd_kernel(const T* __restrict__ vec, int64_t n, ShScale<compute_t<T>> scale, int normalize,
+                  T* __restrict__ sh) {
+    using C = compute_t<T>;
     constexpr int kD = (L + 1) * (L + 1);
     const int64_t stride = int64_t(gridDim.x) * kShThreads;
     for (int64_t i = int64_t(blockIdx.x) * kShThreads + threadIdx.x; i < n; i += stride) {
-        const ShPoint p =
-            sh_point(to_float(vec[3 * i]), to_float(vec[3 * i + 1]), to_float(vec[3 * i + 2]), normalize != 0);
-        float Y[kD];
+        const ShPoint<C> p =
+            sh_point(to_compute(vec[3 * i]), to_compute(vec[3 * i + 1]), to_compute(vec[3 * i + 2]), normalize != 0);
+        C Y[kD];
         sh_all<L>(Y, p.x, p.y, p.z);
         T* row = sh + i * kD;
 #pragma unroll
         for (int l = 0; l <= L; ++l) {
 #pragma unroll
-            for (int m = 0; m < 2 * l + 1; ++m) row[l * l + m] = from_float<T>(Y[l * l + m] * scale.s[l]);
+            for (int m = 0; m < 2 * l + 1; ++m) row[l * l + m] = from_compute<T>(Y[l * l + m] * scale.s[l]);
         }
     }
 }
@@ -129,32 +137,34 @@ __global__ void __launch_bounds__(kShThreads)
 // 3 + (L+1)² and writes 3 elements per vector.
 template <typename T, int L>
 __global__ void __launch_bounds__(kShThreads)
-    sh_bwd_kernel(const T* __restrict__ vec, const T* __restrict__ dsh, int64_t n, ShScale scale, int normalize,
+    sh_bwd_kernel(const T* __restrict__ vec, const T* __restrict__ dsh, int64_t n, ShScale<compute_t<T>> scale,
+                  int normalize,
                   T* __restrict__ dvec) {
+    using C = compute_t<T>;
     constexpr int kD = (L + 1) * (L + 1);
     const int64_t stride = int64_t(gridDim.x) * kShThreads;
     for (int64_t i = int64_t(blockIdx.x) * kShThreads + threadIdx.x; i < n; i += stride) {
-        const ShPoint p =
-            sh_point(to_float(vec[3 * i]), to_float(vec[3 * i + 1]), to_float(vec[3 * i + 2]), normalize != 0);
-        float Y[kD];
-        float G[kD];
+        const ShPoint<C> p =
+            sh_point(to_compute(vec[3 * i]), to_compute(vec[3 * i + 1]), to_compute(vec[3 * i + 2]), normalize != 0);
+        C Y[kD];
+        C G[kD];
         sh_all<L>(Y, p.x, p.y, p.z);
         const T* grow = dsh + i * kD;
 #pragma unroll
         for (int l = 0; l <= L; ++l) {
 #pragma unroll
-            for (int m = 0; m < 2 * l + 1; ++m) G[l * l + m] = to_float(grow[l * l + m]) * scale.s[l];
+            for (int m = 0; m < 2 * l + 1; ++m) G[l * l + m] = to_compute(grow[l * l + m]) * scale.s[l];
         }
-        float g[3] = {0.0f, 0.0f, 0.0f};
+        C g[3] = {C(0), C(0), C(0)};
         sh_adjoint_all<L>(Y, G, g, p.x, p.y, p.z);
         if (normalize != 0) {
             // Through u = x/‖x‖: (I − u uᵀ)/‖x‖ is symmetric.
-            const float dot = g[0] * p.x + g[1] * p.y + g[2] * p.z;
+            const C dot = g[0] * p.x + g[1] * p.y + g[2] * p.z;
 #pragma unroll
             for (int a = 0; a < 3; ++a) g[a] = (g[a] - (a == 0 ? p.x : a == 1 ? p.y : p.z) * dot) * p.inv_r;
         }
 #pragma unroll
-        for (int a = 0; a < 3; ++a) dvec[3 * i + a] = from_float<T>(g[a]);
+        for (int a = 0; a < 3; ++a) dvec[3 * i + a] = from_compute<T>(g[a]);
     }
 }
 
@@ -168,6 +178,26 @@ constexpr int kTpWarps = kTpThreads / 32;
 // With the thread count alone ptxas capped these loops at 48 registers and spilled; one block
 // per SM as the stated minimum lets them take the 56-89 they need (no spills, ≥ 5 blocks an SM).
 constexpr int kTpMinBlocks = 1;
+
+// CG value c and path p's coefficient in compute type C: the f32 plan fields, or for f64
+// storage the f64 tables (cg_val_f64, coef_f64) so that no f32 rounding enters an f64 result.
+template <typename C>
+__device__ __forceinline__ C cg_value(const kiln_tp_plan& plan, int c) {
+    if constexpr (std::is_same_v<C, double>) {
+        return plan.cg_val_f64[c];
+    } else {
+        return plan.cg_val[c];
+    }
+}
+
+template <typename C>
+__device__ __forceinline__ C path_coef(const kiln_tp_plan& plan, int p) {
+    if constexpr (std::is_same_v<C, double>) {
+        return plan.coef_f64[p];
+    } else {
+        return plan.paths[p].coef;
+    }
+}
 
 // A path's CG entry: (i, j, k) packed as i | j << 8 | k << 16 (2l+1 ≤ 9 each).
 __device__ __forceinline__ void unpack_ijk(int32_t ijk, int& i, int& j, int& k) {
@@ -193,13 +223,14 @@ template <typename T>
 __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
     tp_fwd_kernel(kiln_tp_plan plan, const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ w,
                   int shared_weights, Graph g, int64_t nodes, T* __restrict__ out) {
+    using C = compute_t<T>;
     const int lane = threadIdx.x % 32;
     const int64_t warps = int64_t(gridDim.x) * kTpWarps;
     for (int64_t n = int64_t(blockIdx.x) * kTpWarps + threadIdx.x / 32; n < nodes; n += warps) {
         const int64_t e0 = g.dst_ptr != nullptr ? g.dst_ptr[n] : n;
         const int64_t e1 = g.dst_ptr != nullptr ? g.dst_ptr[n + 1] : n + 1;
         for (int64_t o = lane; o < plan.dim_out; o += 32) {
-            float acc = 0.0f;
+            C acc = C(0);
             for (int64_t e = e0; e < e1; ++e) {
                 const int64_t s = g.src != nullptr ? g.src[e] : e;
                 const T* x1 = x + s * plan.dim1;
@@ -212,34 +243,34 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
                     const int rel = static_cast<int>(rel64);  // 32-bit: 64-bit division is a call
                     const int wo = static_cast<int>(rel / P.dim_out);
                     const int k = static_cast<int>(rel % P.dim_out);
-                    float pacc = 0.0f;
+                    C pacc = C(0);
                     for (int c = P.cg_start; c < P.cg_start + P.cg_count; ++c) {
                         int i, j, kk;
                         unpack_ijk(plan.cg_ijk[c], i, j, kk);
                         if (kk != k) continue;
-                        const float cv = plan.cg_val[c];
+                        const C cv = cg_value<C>(plan, c);
                         if (P.mode == KILN_TP_UVU) {
-                            float sv = 0.0f;
+                            C sv = C(0);
                             for (int v = 0; v < P.mul2; ++v) {
-                                sv += to_float(we[P.weight_offset + wo * P.mul2 + v]) *
-                                      to_float(x2[P.off2 + v * P.dim2 + j]);
+                                sv += to_compute(we[P.weight_offset + wo * P.mul2 + v]) *
+                                      to_compute(x2[P.off2 + v * P.dim2 + j]);
                             }
-                            pacc += cv * to_float(x1[P.off1 + wo * P.dim1 + i]) * sv;
+                            pacc += cv * to_compute(x1[P.off1 + wo * P.dim1 + i]) * sv;
                         } else {
                             for (int u = 0; u < P.mul1; ++u) {
-                                float sv = 0.0f;
+                                C sv = C(0);
                                 for (int v = 0; v < P.mul2; ++v) {
-                                    sv += to_float(we[P.weight_offset + (u * P.mul2 + v) * P.mul_out + wo]) *
-                                          to_float(x2[P.off2 + v * P.dim2 + j]);
+                                    sv += to_compute(we[P.weight_offset + (u * P.mul2 + v) * P.mul_out + wo]) *
+                                          to_compute(x2[P.off2 + v * P.dim2 + j]);
                                 }
-                                pacc += cv * to_float(x1[P.off1 + u * P.dim1 + i]) * sv;
+                                pacc += cv * to_compute(x1[P.off1 + u * P.dim1 + i]) * sv;
                             }
                         }
                     }
-                    acc += P.coef * pacc;
+                    acc += path_coef<C>(plan, p) * pacc;
                 }
             }
-            out[n * plan.dim_out + o] = from_float<T>(acc);
+            out[n * plan.dim_out + o] = from_compute<T>(acc);
         }
     }
 }
@@ -250,13 +281,14 @@ template <typename T>
 __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
     tp_bwd_dx1_kernel(kiln_tp_plan plan, const T* __restrict__ y, const T* __restrict__ w, int shared_weights, Graph g,
                       const T* __restrict__ dout, int64_t nodes, T* __restrict__ dx) {
+    using C = compute_t<T>;
     const int lane = threadIdx.x % 32;
     const int64_t warps = int64_t(gridDim.x) * kTpWarps;
     for (int64_t n = int64_t(blockIdx.x) * kTpWarps + threadIdx.x / 32; n < nodes; n += warps) {
         const int64_t t0 = g.src_ptr != nullptr ? g.src_ptr[n] : n;
         const int64_t t1 = g.src_ptr != nullptr ? g.src_ptr[n + 1] : n + 1;
         for (int64_t q = lane; q < plan.dim1; q += 32) {
-            float acc = 0.0f;
+            C acc = C(0);
             for (int64_t t = t0; t < t1; ++t) {
                 const int64_t e = g.src_perm != nullptr ? g.src_perm[t] : t;
                 const int64_t d = g.dst != nullptr ? g.dst[e] : e;
@@ -270,42 +302,44 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
                     const int rel = static_cast<int>(rel64);  // 32-bit: 64-bit division is a call
                     const int u = static_cast<int>(rel / P.dim1);
                     const int i = static_cast<int>(rel % P.dim1);
-                    float pacc = 0.0f;
+                    C pacc = C(0);
                     for (int c = P.cg_start; c < P.cg_start + P.cg_count; ++c) {
                         int ii, j, k;
                         unpack_ijk(plan.cg_ijk[c], ii, j, k);
                         if (ii != i) continue;
-                        const float cv = plan.cg_val[c];
+                        const C cv = cg_value<C>(plan, c);
                         for (int v = 0; v < P.mul2; ++v) {
-                            const float b = to_float(x2[P.off2 + v * P.dim2 + j]);
+                            const C b = to_compute(x2[P.off2 + v * P.dim2 + j]);
                             if (P.mode == KILN_TP_UVU) {
-                                pacc += cv * b * to_float(we[P.weight_offset + u * P.mul2 + v]) *
-                                        to_float(go[P.off_out + u * P.dim_out + k]);
+                                pacc += cv * b * to_compute(we[P.weight_offset + u * P.mul2 + v]) *
+                                        to_compute(go[P.off_out + u * P.dim_out + k]);
                             } else {
-                                float sw = 0.0f;
+                                C sw = C(0);
                                 for (int wo = 0; wo < P.mul_out; ++wo) {
-                                    sw += to_float(we[P.weight_offset + (u * P.mul2 + v) * P.mul_out + wo]) *
-                                          to_float(go[P.off_out + wo * P.dim_out + k]);
+                                    sw += to_compute(we[P.weight_offset + (u * P.mul2 + v) * P.mul_out + wo]) *
+                                          to_compute(go[P.off_out + wo * P.dim_out + k]);
                                 }
                                 pacc += cv * b * sw;
                             }
                         }
                     }
-                    acc += P.coef * pacc;
+                    acc += path_coef<C>(plan, p) * pacc;
                 }
             }
-            dx[n * plan.dim1 + q] = from_float<T>(acc);
+            dx[n * plan.dim1 + q] = from_compute<T>(acc);
         }
     }
 }
 
 // Per edge e (a warp each): dy[e] and the edge's weight gradient dw_edge[e] (dy: [edges, dim2];
-// dw_edge: [edges, weight_numel], the caller's dw or, with shared weights, the f32 workspace).
+// dw_edge: [edges, weight_numel], the caller's dw or, with shared weights, the workspace in the
+// compute type).
 template <typename T, typename W>
 __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
     tp_bwd_edge_kernel(kiln_tp_plan plan, const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ w,
                        int shared_weights, Graph g, const T* __restrict__ dout, int64_t edges, T* __restrict__ dy,
                        W* __restrict__ dw_edge) {
+    using C = compute_t<T>;
     const int lane = threadIdx.x % 32;
     const int64_t warps = int64_t(gridDim.x) * kTpWarps;
     for (int64_t e = int64_t(blockIdx.x) * kTpWarps + threadIdx.x / 32; e < edges; e += warps) {
@@ -316,7 +350,7 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
         const T* we = w + (shared_weights != 0 ? 0 : e * plan.weight_numel);
         const T* go = dout + d * plan.dim_out;
         for (int64_t q = lane; q < plan.dim2; q += 32) {
-            float acc = 0.0f;
+            C acc = C(0);
             for (int p = 0; p < plan.n_paths; ++p) {
                 const kiln_tp_path& P = plan.paths[p];
                 const int64_t rel64 = q - P.off2;
@@ -324,33 +358,33 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
                 const int rel = static_cast<int>(rel64);  // 32-bit: 64-bit division is a call
                 const int v = static_cast<int>(rel / P.dim2);
                 const int j = static_cast<int>(rel % P.dim2);
-                float pacc = 0.0f;
+                C pacc = C(0);
                 for (int c = P.cg_start; c < P.cg_start + P.cg_count; ++c) {
                     int i, jj, k;
                     unpack_ijk(plan.cg_ijk[c], i, jj, k);
                     if (jj != j) continue;
-                    const float cv = plan.cg_val[c];
+                    const C cv = cg_value<C>(plan, c);
                     for (int u = 0; u < P.mul1; ++u) {
-                        const float a = to_float(x1[P.off1 + u * P.dim1 + i]);
+                        const C a = to_compute(x1[P.off1 + u * P.dim1 + i]);
                         if (P.mode == KILN_TP_UVU) {
-                            pacc += cv * a * to_float(we[P.weight_offset + u * P.mul2 + v]) *
-                                    to_float(go[P.off_out + u * P.dim_out + k]);
+                            pacc += cv * a * to_compute(we[P.weight_offset + u * P.mul2 + v]) *
+                                    to_compute(go[P.off_out + u * P.dim_out + k]);
                         } else {
-                            float sw = 0.0f;
+                            C sw = C(0);
                             for (int wo = 0; wo < P.mul_out; ++wo) {
-                                sw += to_float(we[P.weight_offset + (u * P.mul2 + v) * P.mul_out + wo]) *
-                                      to_float(go[P.off_out + wo * P.dim_out + k]);
+                                sw += to_compute(we[P.weight_offset + (u * P.mul2 + v) * P.mul_out + wo]) *
+                                      to_compute(go[P.off_out + wo * P.dim_out + k]);
                             }
                             pacc += cv * a * sw;
                         }
                     }
                 }
-                acc += P.coef * pacc;
+                acc += path_coef<C>(plan, p) * pacc;
             }
-            dy[e * plan.dim2 + q] = from_float<T>(acc);
+            dy[e * plan.dim2 + q] = from_compute<T>(acc);
         }
         for (int64_t q = lane; q < plan.weight_numel; q += 32) {
-            float acc = 0.0f;
+            C acc = C(0);
             for (int p = 0; p < plan.n_paths; ++p) {
                 const kiln_tp_path& P = plan.paths[p];
                 const int64_t rel64 = q - P.weight_offset;
@@ -361,30 +395,32 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
                 const int u = static_cast<int>(rel / per_u);
                 const int v = static_cast<int>(P.mode == KILN_TP_UVU ? rel % P.mul2 : (rel / P.mul_out) % P.mul2);
                 const int wo = P.mode == KILN_TP_UVU ? u : static_cast<int>(rel % P.mul_out);
-                float pacc = 0.0f;
+                C pacc = C(0);
                 for (int c = P.cg_start; c < P.cg_start + P.cg_count; ++c) {
                     int i, j, k;
                     unpack_ijk(plan.cg_ijk[c], i, j, k);
-                    pacc += plan.cg_val[c] * to_float(x1[P.off1 + u * P.dim1 + i]) *
-                            to_float(x2[P.off2 + v * P.dim2 + j]) * to_float(go[P.off_out + wo * P.dim_out + k]);
+                    pacc += cg_value<C>(plan, c) * to_compute(x1[P.off1 + u * P.dim1 + i]) *
+                            to_compute(x2[P.off2 + v * P.dim2 + j]) * to_compute(go[P.off_out + wo * P.dim_out + k]);
                 }
-                acc = P.coef * pacc;  // each weight belongs to exactly one path
+                acc = path_coef<C>(plan, p) * pacc;  // each weight belongs to exactly one path
             }
-            dw_edge[e * plan.weight_numel + q] = from_float<W>(acc);
+            dw_edge[e * plan.weight_numel + q] = from_compute<W>(acc);
         }
     }
 }
 
-// dw[c] = Σ_e partial[e, c] in edge order (shared weights): a thread per weight.
+// dw[c] = Σ_e partial[e, c] in edge order (shared weights): a thread per weight; the
+// partials are in T's compute type.
 template <typename T>
 __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
-    sum_weight_grads_kernel(const float* __restrict__ partial, int64_t edges, int64_t weight_numel,
+    sum_weight_grads_kernel(const compute_t<T>* __restrict__ partial, int64_t edges, int64_t weight_numel,
                             T* __restrict__ dw) {
+    using C = compute_t<T>;
     const int64_t stride = int64_t(gridDim.x) * kTpThreads;
     for (int64_t c = int64_t(blockIdx.x) * kTpThreads + threadIdx.x; c < weight_numel; c += stride) {
-        float acc = 0.0f;
+        C acc = C(0);
         for (int64_t e = 0; e < edges; ++e) acc += partial[e * weight_numel + c];
-        dw[c] = from_float<T>(acc);
+        dw[c] = from_compute<T>(acc);
     }
 }
 
@@ -402,17 +438,18 @@ constexpr int kHessFeat = 9;
 // closed forms of REFERENCE.md §5 (the Rust reference builds the same block from its CG
 // tables, so the tests compare two derivations): f0·I/√3 + ε_abm f1_m/√6 + the symmetric
 // traceless part of l = 2 (xz, xy, diag(−1, 2, −1)/√3, yz, diag(−1, 0, 1)), each /√10.
-__device__ __forceinline__ float hessian_block(const float* f, int a, int b) {
-    const float r3 = 0.57735026918962576f;   // 1/√3
-    const float r6 = 0.40824829046386302f;   // 1/√6
-    const float r10 = 0.31622776601683794f;  // 1/√10
-    const float r30 = 0.18257418583505537f;  // 1/√30
+template <typename C>
+__device__ __forceinline__ C hessian_block(const C* f, int a, int b) {
+    const C r3 = precision_constant<C>(0.57735026918962576f, 0.57735026918962576);   // 1/√3
+    const C r6 = precision_constant<C>(0.40824829046386302f, 0.40824829046386302);   // 1/√6
+    const C r10 = precision_constant<C>(0.31622776601683794f, 0.31622776601683794);  // 1/√10
+    const C r30 = precision_constant<C>(0.18257418583505537f, 0.18257418583505537);  // 1/√30
     switch (a * 3 + b) {
         case 0: return f[0] * r3 - f[6] * r30 - f[8] * r10;   // xx
         case 1: return f[3] * r6 + f[5] * r10;                // xy
         case 2: return -f[2] * r6 + f[4] * r10;               // xz
         case 3: return -f[3] * r6 + f[5] * r10;               // yx
-        case 4: return f[0] * r3 + 2.0f * f[6] * r30;         // yy
+        case 4: return f[0] * r3 + C(2) * f[6] * r30;         // yy
         case 5: return f[1] * r6 + f[7] * r10;                // yz
         case 6: return f[2] * r6 + f[4] * r10;                // zx
         case 7: return -f[1] * r6 + f[7] * r10;               // zy
@@ -421,18 +458,19 @@ __device__ __forceinline__ float hessian_block(const float* f, int a, int b) {
 }
 
 // The adjoint: ∂⟨G, M(f)⟩/∂f for a 3×3 gradient G (row-major), accumulated into df.
-__device__ __forceinline__ void hessian_block_adjoint(const float* G, float* df) {
-    const float r3 = 0.57735026918962576f;
-    const float r6 = 0.40824829046386302f;
-    const float r10 = 0.31622776601683794f;
-    const float r30 = 0.18257418583505537f;
+template <typename C>
+__device__ __forceinline__ void hessian_block_adjoint(const C* G, C* df) {
+    const C r3 = precision_constant<C>(0.57735026918962576f, 0.57735026918962576);
+    const C r6 = precision_constant<C>(0.40824829046386302f, 0.40824829046386302);
+    const C r10 = precision_constant<C>(0.31622776601683794f, 0.31622776601683794);
+    const C r30 = precision_constant<C>(0.18257418583505537f, 0.18257418583505537);
     df[0] += (G[0] + G[4] + G[8]) * r3;
     df[1] += (G[5] - G[7]) * r6;
     df[2] += (G[6] - G[2]) * r6;
     df[3] += (G[1] - G[3]) * r6;
     df[4] += (G[2] + G[6]) * r10;
     df[5] += (G[1] + G[3]) * r10;
-    df[6] += (2.0f * G[4] - G[0] - G[8]) * r30;
+    df[6] += (C(2) * G[4] - G[0] - G[8]) * r30;
     df[7] += (G[5] + G[7]) * r10;
     df[8] += (G[8] - G[0]) * r10;
 }
@@ -455,6 +493,7 @@ __global__ void __launch_bounds__(kHessThreads)
     hessian_fwd_kernel(const T* __restrict__ edge_feat, const T* __restrict__ node_feat,
                        const int32_t* __restrict__ dst, const int32_t* __restrict__ src_perm,
                        const int32_t* __restrict__ src_ptr, Molecules m, int64_t atoms, T* __restrict__ hessian) {
+    using C = compute_t<T>;
     const int lane = threadIdx.x % 32;
     const int64_t warps = int64_t(gridDim.x) * kHessWarps;
     for (int64_t row = int64_t(blockIdx.x) * kHessWarps + threadIdx.x / 32; row < 3 * atoms; row += warps) {
@@ -467,29 +506,29 @@ __global__ void __launch_bounds__(kHessThreads)
         for (int col = lane; col < n3; col += 32) {
             const int j = first + col / 3;
             const int b = col % 3;
-            float f[kHessFeat];
-            float forward = 0.0f;  // edges i → j: M_e[a][b]
+            C f[kHessFeat];
+            C forward = C(0);  // edges i → j: M_e[a][b]
             for (int t = src_ptr[i]; t < src_ptr[i + 1]; ++t) {
                 const int e = src_perm[t];
                 if (dst[e] != j) continue;
-                for (int c = 0; c < kHessFeat; ++c) f[c] = to_float(edge_feat[int64_t(e) * kHessFeat + c]);
+                for (int c = 0; c < kHessFeat; ++c) f[c] = to_compute(edge_feat[int64_t(e) * kHessFeat + c]);
                 forward += hessian_block(f, a, b);
             }
-            float backward = 0.0f;  // edges j → i: M_e[b][a]
+            C backward = C(0);  // edges j → i: M_e[b][a]
             for (int t = src_ptr[j]; t < src_ptr[j + 1]; ++t) {
                 const int e = src_perm[t];
                 if (dst[e] != i) continue;
-                for (int c = 0; c < kHessFeat; ++c) f[c] = to_float(edge_feat[int64_t(e) * kHessFeat + c]);
+                for (int c = 0; c < kHessFeat; ++c) f[c] = to_compute(edge_feat[int64_t(e) * kHessFeat + c]);
                 backward += hessian_block(f, b, a);
             }
             // The same two partial sums land in H[i, j]_ab and H[j, i]_ba in swapped order:
             // the result is exactly symmetric.
-            float h = forward + backward;
+            C h = forward + backward;
             if (i == j) {
-                for (int c = 0; c < kHessFeat; ++c) f[c] = to_float(node_feat[int64_t(i) * kHessFeat + c]);
+                for (int c = 0; c < kHessFeat; ++c) f[c] = to_compute(node_feat[int64_t(i) * kHessFeat + c]);
                 h += hessian_block(f, a, b) + hessian_block(f, b, a);
             }
-            out[col] = from_float<T>(h);
+            out[col] = from_compute<T>(h);
         }
     }
 }
@@ -500,6 +539,7 @@ template <typename T>
 __global__ void __launch_bounds__(kHessThreads)
     hessian_bwd_kernel(const T* __restrict__ dhessian, const int32_t* __restrict__ src, const int32_t* __restrict__ dst,
                        Molecules m, int64_t edges, int64_t atoms, T* __restrict__ dedge, T* __restrict__ dnode) {
+    using C = compute_t<T>;
     const int64_t stride = int64_t(gridDim.x) * kHessThreads;
     for (int64_t t = int64_t(blockIdx.x) * kHessThreads + threadIdx.x; t < edges + atoms; t += stride) {
         const bool edge = t < edges;
@@ -509,18 +549,18 @@ __global__ void __launch_bounds__(kHessThreads)
         const int first = m.mol_first[mol];
         const int64_t n3 = 3 * (m.mol_first[mol + 1] - first);
         const T* dh = dhessian + m.mol_offset[mol];
-        float G[9];
+        C G[9];
         for (int a = 0; a < 3; ++a) {
             for (int b = 0; b < 3; ++b) {
                 const int64_t ij = int64_t(3 * (i - first) + a) * n3 + 3 * (j - first) + b;
                 const int64_t ji = int64_t(3 * (j - first) + b) * n3 + 3 * (i - first) + a;
-                G[a * 3 + b] = to_float(dh[ij]) + to_float(dh[ji]);
+                G[a * 3 + b] = to_compute(dh[ij]) + to_compute(dh[ji]);
             }
         }
-        float df[kHessFeat] = {};
+        C df[kHessFeat] = {};
         hessian_block_adjoint(G, df);
         T* out = edge ? dedge + t * kHessFeat : dnode + (t - edges) * kHessFeat;
-        for (int c = 0; c < kHessFeat; ++c) out[c] = from_float<T>(df[c]);
+        for (int c = 0; c < kHessFeat; ++c) out[c] = from_compute<T>(df[c]);
     }
 }
 
@@ -540,13 +580,14 @@ bool valid_normalization(kiln_sh_normalization normalization) {
     return v == KILN_SH_COMPONENT || v == KILN_SH_NORM || v == KILN_SH_INTEGRAL;
 }
 
-ShScale sh_scale(kiln_sh_normalization normalization) {
-    ShScale scale{};
+template <typename C>
+ShScale<C> sh_scale(kiln_sh_normalization normalization) {
+    ShScale<C> scale{};
     for (int l = 0; l <= kShLmax; ++l) {
         switch (static_cast<int>(normalization)) {
-            case KILN_SH_NORM: scale.s[l] = static_cast<float>(1.0 / std::sqrt(2.0 * l + 1.0)); break;
-            case KILN_SH_INTEGRAL: scale.s[l] = static_cast<float>(1.0 / std::sqrt(4.0 * kPi)); break;
-            default: scale.s[l] = 1.0f; break;
+            case KILN_SH_NORM: scale.s[l] = static_cast<C>(1.0 / std::sqrt(2.0 * l + 1.0)); break;
+            case KILN_SH_INTEGRAL: scale.s[l] = static_cast<C>(1.0 / std::sqrt(4.0 * kPi)); break;
+            default: scale.s[l] = C(1); break;
         }
     }
     return scale;
@@ -571,15 +612,19 @@ kiln_status with_lmax(int32_t lmax, F&& f) {
     }
 }
 
-// The tensor-product sizes: ≥ 0, row widths and weight counts addressable, and a plan.
-kiln_status check_plan(const kiln_tp_plan* plan) {
+// The tensor-product sizes: ≥ 0, row widths and weight counts addressable, and a plan with
+// the CG tables the dtype reads (f64 storage: cg_val_f64 and coef_f64; otherwise cg_val).
+kiln_status check_plan(kiln_dtype dtype, const kiln_tp_plan* plan) {
     if (plan == nullptr) return KILN_ERROR_NULL_POINTER;
     if (plan->n_paths < 0 || plan->dim1 < 0 || plan->dim2 < 0 || plan->dim_out < 0 || plan->weight_numel < 0 ||
         plan->dim1 > INT32_MAX || plan->dim2 > INT32_MAX || plan->dim_out > INT32_MAX ||
         plan->weight_numel > INT32_MAX) {
         return KILN_ERROR_INVALID_SIZE;
     }
-    if (plan->n_paths > 0 && (plan->paths == nullptr || plan->cg_ijk == nullptr || plan->cg_val == nullptr)) {
+    if (plan->n_paths > 0 && (plan->paths == nullptr || plan->cg_ijk == nullptr)) return KILN_ERROR_NULL_POINTER;
+    const bool f64 = static_cast<int>(dtype) == KILN_DTYPE_F64;
+    if (plan->n_paths > 0 && !f64 && plan->cg_val == nullptr) return KILN_ERROR_NULL_POINTER;
+    if (plan->n_paths > 0 && f64 && (plan->cg_val_f64 == nullptr || plan->coef_f64 == nullptr)) {
         return KILN_ERROR_NULL_POINTER;
     }
     return KILN_SUCCESS;
@@ -590,9 +635,14 @@ bool fits(int64_t rows, int64_t width) { return rows >= 0 && (width == 0 || rows
 
 unsigned warp_blocks(int64_t rows) { return grid_blocks(rows, kTpWarps); }
 
-// Bytes of f32 partial weight gradients the backward needs (shared weights only).
-int64_t workspace_bytes(int64_t edges, int64_t weight_numel, int32_t shared_weights) {
-    return shared_weights != 0 ? edges * weight_numel * int64_t(sizeof(float)) : 0;
+// Bytes per partial weight gradient: the compute type of the dtype (f64 for f64 storage).
+int64_t partial_bytes(kiln_dtype dtype) {
+    return static_cast<int>(dtype) == KILN_DTYPE_F64 ? int64_t(sizeof(double)) : int64_t(sizeof(float));
+}
+
+// Bytes of partial weight gradients the backward needs (shared weights only).
+int64_t workspace_bytes(kiln_dtype dtype, int64_t edges, int64_t weight_numel, int32_t shared_weights) {
+    return shared_weights != 0 ? edges * weight_numel * partial_bytes(dtype) : 0;
 }
 
 struct Backward {
@@ -609,8 +659,9 @@ struct Backward {
 };
 
 kiln_status launch_backward(const Backward& b) {
-    return kiln::with_storage_type(b.dtype, [&](auto tag) {
+    return kiln::with_storage_type_or_f64(b.dtype, [&](auto tag) {
         using T = typename decltype(tag)::type;
+        using C = compute_t<T>;
         const T* x = static_cast<const T*>(b.x);
         const T* y = static_cast<const T*>(b.y);
         const T* w = static_cast<const T*>(b.w);
@@ -623,9 +674,9 @@ kiln_status launch_backward(const Backward& b) {
         }
         if (b.edges > 0) {
             if (b.shared_weights != 0) {
-                KILN_LAUNCH(warp_blocks(b.edges), kTpThreads, 0, b.stream, tp_bwd_edge_kernel<T, float>)(
+                KILN_LAUNCH(warp_blocks(b.edges), kTpThreads, 0, b.stream, tp_bwd_edge_kernel<T, C>)(
                     *b.plan, x, y, w, b.shared_weights, b.g, dout, b.edges, static_cast<T*>(b.dy),
-                    static_cast<float*>(b.workspace));
+                    static_cast<C*>(b.workspace));
             } else {
                 KILN_LAUNCH(warp_blocks(b.edges), kTpThreads, 0, b.stream, tp_bwd_edge_kernel<T, T>)(
                     *b.plan, x, y, w, b.shared_weights, b.g, dout, b.edges, static_cast<T*>(b.dy),
@@ -646,7 +697,7 @@ kiln_status launch_backward(const Backward& b) {
                 return KILN_SUCCESS;
             }
             KILN_LAUNCH(grid_blocks(b.plan->weight_numel, kTpThreads), kTpThreads, 0, b.stream,
-                        sum_weight_grads_kernel<T>)(static_cast<const float*>(b.workspace), b.edges,
+                        sum_weight_grads_kernel<T>)(static_cast<const C*>(b.workspace), b.edges,
                                                     b.plan->weight_numel, static_cast<T*>(b.dw));
             return launch_status();
         }
@@ -657,7 +708,7 @@ kiln_status launch_backward(const Backward& b) {
 kiln_status launch_forward(kiln_dtype dtype, const kiln_tp_plan* plan, const void* x, const void* y, const void* w,
                            int32_t shared_weights, Graph g, int64_t nodes, void* out, cudaStream_t stream) {
     if (nodes == 0 || plan->dim_out == 0) return KILN_SUCCESS;
-    return kiln::with_storage_type(dtype, [&](auto tag) {
+    return kiln::with_storage_type_or_f64(dtype, [&](auto tag) {
         using T = typename decltype(tag)::type;
         KILN_LAUNCH(warp_blocks(nodes), kTpThreads, 0, stream, tp_fwd_kernel<T>)(
             *plan, static_cast<const T*>(x), static_cast<const T*>(y), static_cast<const T*>(w), shared_weights, g,
@@ -694,7 +745,7 @@ extern "C" {
 
 kiln_status kiln_equivariant_sh_fwd(kiln_dtype dtype, const void* vec, int64_t n, int32_t lmax,
                                     kiln_sh_normalization normalization, int32_t normalize, void* sh, void* stream) {
-    if (!kiln::valid_dtype(dtype)) return KILN_ERROR_INVALID_DTYPE;
+    if (!kiln::valid_dtype_or_f64(dtype)) return KILN_ERROR_INVALID_DTYPE;
     const kiln_status sizes = eq::check_sh_sizes(n, lmax);
     if (sizes != KILN_SUCCESS) return sizes;
     if (!eq::valid_normalization(normalization)) return KILN_ERROR_INVALID_VALUE;
@@ -702,11 +753,11 @@ kiln_status kiln_equivariant_sh_fwd(kiln_dtype dtype, const void* vec, int64_t n
     if (vec == nullptr || sh == nullptr) return KILN_ERROR_NULL_POINTER;
     const int64_t elem = kiln::storage_bytes(dtype);
     if (!is_aligned(vec, elem) || !is_aligned(sh, elem)) return KILN_ERROR_MISALIGNED;
-    const eq::ShScale scale = eq::sh_scale(normalization);
     const auto s = static_cast<cudaStream_t>(stream);
     const unsigned blocks = eq::grid_blocks(n, eq::kShThreads);
-    return kiln::with_storage_type(dtype, [&](auto tag) {
+    return kiln::with_storage_type_or_f64(dtype, [&](auto tag) {
         using T = typename decltype(tag)::type;
+        const eq::ShScale<kiln::compute_t<T>> scale = eq::sh_scale<kiln::compute_t<T>>(normalization);
         return eq::with_lmax(lmax, [&](auto l) {
             constexpr int L = decltype(l)::value;
             KILN_LAUNCH(blocks, eq::kShThreads, 0, s, eq::sh_fwd_kernel<T, L>)(static_cast<const T*>(vec), n, scale,
@@ -718,7 +769,7 @@ kiln_status kiln_equivariant_sh_fwd(kiln_dtype dtype, const void* vec, int64_t n
 
 kiln_status kiln_equivariant_sh_bwd(kiln_dtype dtype, const void* vec, const void* dsh, int64_t n, int32_t lmax,
                                     kiln_sh_normalization normalization, int32_t normalize, void* dvec, void* stream) {
-    if (!kiln::valid_dtype(dtype)) return KILN_ERROR_INVALID_DTYPE;
+    if (!kiln::valid_dtype_or_f64(dtype)) return KILN_ERROR_INVALID_DTYPE;
     const kiln_status sizes = eq::check_sh_sizes(n, lmax);
     if (sizes != KILN_SUCCESS) return sizes;
     if (!eq::valid_normalization(normalization)) return KILN_ERROR_INVALID_VALUE;
@@ -726,11 +777,11 @@ kiln_status kiln_equivariant_sh_bwd(kiln_dtype dtype, const void* vec, const voi
     if (vec == nullptr || dsh == nullptr || dvec == nullptr) return KILN_ERROR_NULL_POINTER;
     const int64_t elem = kiln::storage_bytes(dtype);
     if (!is_aligned(vec, elem) || !is_aligned(dsh, elem) || !is_aligned(dvec, elem)) return KILN_ERROR_MISALIGNED;
-    const eq::ShScale scale = eq::sh_scale(normalization);
     const auto s = static_cast<cudaStream_t>(stream);
     const unsigned blocks = eq::grid_blocks(n, eq::kShThreads);
-    return kiln::with_storage_type(dtype, [&](auto tag) {
+    return kiln::with_storage_type_or_f64(dtype, [&](auto tag) {
         using T = typename decltype(tag)::type;
+        const eq::ShScale<kiln::compute_t<T>> scale = eq::sh_scale<kiln::compute_t<T>>(normalization);
         return eq::with_lmax(lmax, [&](auto l) {
             constexpr int L = decltype(l)::value;
             KILN_LAUNCH(blocks, eq::kShThreads, 0, s, eq::sh_bwd_kernel<T, L>)(
@@ -741,8 +792,13 @@ kiln_status kiln_equivariant_sh_bwd(kiln_dtype dtype, const void* vec, const voi
 }
 
 int64_t kiln_equivariant_workspace_bytes(int64_t edges, int64_t weight_numel, int32_t shared_weights) {
-    if (!eq::fits(edges, weight_numel) || weight_numel < 0) return -1;
-    return eq::workspace_bytes(edges, weight_numel, shared_weights);
+    return kiln_equivariant_workspace_bytes_for(KILN_DTYPE_F32, edges, weight_numel, shared_weights);
+}
+
+int64_t kiln_equivariant_workspace_bytes_for(kiln_dtype dtype, int64_t edges, int64_t weight_numel,
+                                             int32_t shared_weights) {
+    if (!kiln::valid_dtype_or_f64(dtype) || !eq::fits(edges, weight_numel) || weight_numel < 0) return -1;
+    return eq::workspace_bytes(dtype, edges, weight_numel, shared_weights);
 }
 
 kiln_status kiln_equivariant_tp_fwd(kiln_dtype dtype, const kiln_tp_plan* plan, const void* x1, const void* x2,
@@ -761,8 +817,8 @@ kiln_status kiln_equivariant_tp_bwd(kiln_dtype dtype, const kiln_tp_plan* plan, 
 kiln_status kiln_equivariant_conv_fwd(kiln_dtype dtype, const kiln_tp_plan* plan, const void* x, const void* y,
                                       const void* w, int32_t shared_weights, const int32_t* src, const int32_t* dst_ptr,
                                       int64_t nodes, int64_t edges, void* out, void* stream) {
-    if (!kiln::valid_dtype(dtype)) return KILN_ERROR_INVALID_DTYPE;
-    const kiln_status p = eq::check_plan(plan);
+    if (!kiln::valid_dtype_or_f64(dtype)) return KILN_ERROR_INVALID_DTYPE;
+    const kiln_status p = eq::check_plan(dtype, plan);
     if (p != KILN_SUCCESS) return p;
     const bool graph = src != nullptr || dst_ptr != nullptr;
     if (!eq::fits(nodes, plan->dim1) || !eq::fits(nodes, plan->dim_out) || !eq::fits(edges, plan->dim2) ||
@@ -784,8 +840,8 @@ kiln_status kiln_equivariant_conv_bwd(kiln_dtype dtype, const kiln_tp_plan* plan
                                       const int32_t* dst_ptr, const int32_t* src_perm, const int32_t* src_ptr,
                                       const void* dout, int64_t nodes, int64_t edges, void* dx, void* dy, void* dw,
                                       void* workspace, int64_t workspace_bytes, void* stream) {
-    if (!kiln::valid_dtype(dtype)) return KILN_ERROR_INVALID_DTYPE;
-    const kiln_status p = eq::check_plan(plan);
+    if (!kiln::valid_dtype_or_f64(dtype)) return KILN_ERROR_INVALID_DTYPE;
+    const kiln_status p = eq::check_plan(dtype, plan);
     if (p != KILN_SUCCESS) return p;
     const bool graph = src != nullptr || dst != nullptr || src_perm != nullptr || src_ptr != nullptr;
     if (!eq::fits(nodes, plan->dim1) || !eq::fits(nodes, plan->dim_out) || !eq::fits(edges, plan->dim2) ||
@@ -796,7 +852,7 @@ kiln_status kiln_equivariant_conv_bwd(kiln_dtype dtype, const kiln_tp_plan* plan
         return KILN_ERROR_NULL_POINTER;
     }
     const int64_t wn = shared_weights != 0 ? plan->weight_numel : edges * plan->weight_numel;
-    const int64_t needed = eq::workspace_bytes(edges, plan->weight_numel, shared_weights);
+    const int64_t needed = eq::workspace_bytes(dtype, edges, plan->weight_numel, shared_weights);
     if (needed > 0 && workspace == nullptr) return KILN_ERROR_NULL_POINTER;
     const kiln_status ops = eq::check_operands(dtype, {{x, nodes * plan->dim1},
                                                        {y, edges * plan->dim2},
@@ -807,7 +863,7 @@ kiln_status kiln_equivariant_conv_bwd(kiln_dtype dtype, const kiln_tp_plan* plan
                                                        {dw, wn}});
     if (ops != KILN_SUCCESS) return ops;
     if (!is_aligned(src, 4) || !is_aligned(dst, 4) || !is_aligned(dst_ptr, 4) || !is_aligned(src_perm, 4) ||
-        !is_aligned(src_ptr, 4) || !is_aligned(workspace, 4)) {
+        !is_aligned(src_ptr, 4) || !is_aligned(workspace, eq::partial_bytes(dtype))) {
         return KILN_ERROR_MISALIGNED;
     }
     if (workspace_bytes < needed) return KILN_ERROR_WORKSPACE_TOO_SMALL;
@@ -833,7 +889,7 @@ kiln_status kiln_equivariant_hessian_fwd(kiln_dtype dtype, const void* edge_feat
                                          const int32_t* dst, const int32_t* src_perm, const int32_t* src_ptr,
                                          const int32_t* atom_mol, const int32_t* mol_first, const int64_t* mol_offset,
                                          int64_t atoms, int64_t edges, int64_t molecules, void* hessian, void* stream) {
-    if (!kiln::valid_dtype(dtype)) return KILN_ERROR_INVALID_DTYPE;
+    if (!kiln::valid_dtype_or_f64(dtype)) return KILN_ERROR_INVALID_DTYPE;
     if (atoms < 0 || edges < 0 || molecules < 0 || atoms > INT32_MAX / 3 || edges > INT32_MAX || molecules > atoms) {
         return KILN_ERROR_INVALID_SIZE;
     }
@@ -851,7 +907,7 @@ kiln_status kiln_equivariant_hessian_fwd(kiln_dtype dtype, const void* edge_feat
     }
     const eq::Molecules m{atom_mol, mol_first, mol_offset};
     const auto s = static_cast<cudaStream_t>(stream);
-    return kiln::with_storage_type(dtype, [&](auto tag) {
+    return kiln::with_storage_type_or_f64(dtype, [&](auto tag) {
         using T = typename decltype(tag)::type;
         KILN_LAUNCH(eq::grid_blocks(3 * atoms, eq::kHessWarps), eq::kHessThreads, 0, s, eq::hessian_fwd_kernel<T>)(
             static_cast<const T*>(edge_feat), static_cast<const T*>(node_feat), dst, src_perm, src_ptr, m, atoms,
@@ -864,7 +920,7 @@ kiln_status kiln_equivariant_hessian_bwd(kiln_dtype dtype, const void* dhessian,
                                          const int32_t* atom_mol, const int32_t* mol_first, const int64_t* mol_offset,
                                          int64_t atoms, int64_t edges, int64_t molecules, void* dedge_feat,
                                          void* dnode_feat, void* stream) {
-    if (!kiln::valid_dtype(dtype)) return KILN_ERROR_INVALID_DTYPE;
+    if (!kiln::valid_dtype_or_f64(dtype)) return KILN_ERROR_INVALID_DTYPE;
     if (atoms < 0 || edges < 0 || molecules < 0 || atoms > INT32_MAX / 3 || edges > INT32_MAX || molecules > atoms) {
         return KILN_ERROR_INVALID_SIZE;
     }
@@ -881,7 +937,7 @@ kiln_status kiln_equivariant_hessian_bwd(kiln_dtype dtype, const void* dhessian,
     }
     const eq::Molecules m{atom_mol, mol_first, mol_offset};
     const auto s = static_cast<cudaStream_t>(stream);
-    return kiln::with_storage_type(dtype, [&](auto tag) {
+    return kiln::with_storage_type_or_f64(dtype, [&](auto tag) {
         using T = typename decltype(tag)::type;
         KILN_LAUNCH(eq::grid_blocks(edges + atoms, eq::kHessThreads), eq::kHessThreads, 0, s,
                     eq::hessian_bwd_kernel<T>)(static_cast<const T*>(dhessian), src, dst, m, edges, atoms,

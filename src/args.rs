@@ -23,6 +23,15 @@ pub(crate) fn float(arg: &'static str, t: &Tensor) -> Result<()> {
     }
 }
 
+/// `t` is stored as f32, f16, bf16 or f64 (the families with f64 kernels: equivariant).
+pub(crate) fn float_or_f64(arg: &'static str, t: &Tensor) -> Result<()> {
+    if t.dtype().is_floating() {
+        Ok(())
+    } else {
+        Err(Error::DType { arg, expected: "f32, f16, bf16 or f64".into(), got: t.dtype() })
+    }
+}
+
 /// `t` has x's device, dtype and shape (outputs and gradients laid out like x).
 pub(crate) fn like_x(arg: &'static str, x: &Tensor, t: &Tensor) -> Result<()> {
     same_device(arg, &x.device(), t)?;

@@ -3,8 +3,8 @@
 //! Elementwise outputs must satisfy |got − ref| ≤ atol + rtol·|ref| at every element
 //! (DESIGN.md rule 3; NaN never passes where the reference is finite). Where the reference
 //! is NaN or infinite (NaN or ±inf inputs), the result must be NaN or the same infinity.
-//! Reductions must be within k× the error of the same reduction done naively in f32 (k = 2
-//! forward, 3 backward), plus a floor.
+//! Reductions must be within k× the error of the same reduction done naively in the kernel's
+//! compute type (f32; f64 for f64 storage) (k = 2 forward, 3 backward), plus a floor.
 
 use rand::rngs::StdRng;
 
@@ -83,7 +83,8 @@ pub fn compare_elementwise(got: &[f64], reference: &[f64], dtype: DType) -> Comp
 }
 
 /// The reduction rule: error ≤ `factor` × the naive low-precision computation's largest
-/// error, plus a floor: a few f32 roundings of the result's scale, and, where the op gives
+/// error, plus a floor: a few roundings of the result's scale in the compute type (f32; f64
+/// for f64 storage, so an f64 check still fails at any f32 step), and, where the op gives
 /// the root sum of squares of the reduced terms (`rms`), four roundings in the run's dtype
 /// of that (the standard deviation of independently rounded terms; on small problems the
 /// naive error alone can cancel by chance, and a missing or doubled block of terms still
@@ -105,9 +106,18 @@ pub fn compare_reduction(
         .map(|(n, r)| (n - r).abs())
         .fold(0.0, f64::max);
     let scale = reference.iter().filter(|r| r.is_finite()).fold(0.0f64, |m, r| m.max(r.abs()));
-    let floor = 16.0 * DType::F32.unit_roundoff() * scale + 1e-6;
+    let floor = 16.0 * dtype.compute_roundoff() * scale + reduction_abs_floor(dtype);
     let spread = |i: usize| rms.and_then(|r| r.get(i)).map_or(0.0, |r| 4.0 * dtype.unit_roundoff() * r);
     compare_with(got, reference, |i| factor * naive_err + floor + spread(i))
+}
+
+/// The absolute part of the reduction floor: 1e-6 (f32 math: results near zero from
+/// cancelling terms of size ~1), or f64's atol for f64 (the same cancellation at 2^-53).
+fn reduction_abs_floor(dtype: DType) -> f64 {
+    match dtype {
+        DType::F64 => DType::F64.tolerance().1,
+        _ => 1e-6,
+    }
 }
 
 /// The key under which [`Op::naive_reductions`] gives the root sum of squares of the terms

@@ -35,6 +35,8 @@ impl kiln_dtype {
     pub const KILN_DTYPE_I32: kiln_dtype = kiln_dtype(3);
     #[doc = " One byte per element: boolean masks (nonzero is true)."]
     pub const KILN_DTYPE_U8: kiln_dtype = kiln_dtype(4);
+    #[doc = " IEEE binary64 storage with f64 math: the equivariant family only (appended after the\n existing values, which keep their numbers)."]
+    pub const KILN_DTYPE_F64: kiln_dtype = kiln_dtype(5);
 }
 #[repr(transparent)]
 #[doc = " Storage dtype of tensors."]
@@ -1005,15 +1007,19 @@ pub struct kiln_tp_plan {
     pub paths: *const kiln_tp_path,
     pub n_paths: i32,
     pub cg_ijk: *const i32,
+    #[doc = " CG values for f32, f16 and bf16 storage (may be NULL for f64)."]
     pub cg_val: *const f32,
     pub dim1: i64,
     pub dim2: i64,
     pub dim_out: i64,
     pub weight_numel: i64,
+    #[doc = " Appended for KILN_DTYPE_F64 and read only for it (may be NULL otherwise, so a plan\n built before they existed still runs every other dtype): the CG values in f64, aligned\n with cg_ijk, and each path's coef in f64 [n_paths]."]
+    pub cg_val_f64: *const f64,
+    pub coef_f64: *const f64,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of kiln_tp_plan"][::std::mem::size_of::<kiln_tp_plan>() - 64usize];
+    ["Size of kiln_tp_plan"][::std::mem::size_of::<kiln_tp_plan>() - 80usize];
     ["Alignment of kiln_tp_plan"][::std::mem::align_of::<kiln_tp_plan>() - 8usize];
     ["Offset of field: kiln_tp_plan::paths"][::std::mem::offset_of!(kiln_tp_plan, paths) - 0usize];
     ["Offset of field: kiln_tp_plan::n_paths"][::std::mem::offset_of!(kiln_tp_plan, n_paths) - 8usize];
@@ -1023,10 +1029,21 @@ const _: () = {
     ["Offset of field: kiln_tp_plan::dim2"][::std::mem::offset_of!(kiln_tp_plan, dim2) - 40usize];
     ["Offset of field: kiln_tp_plan::dim_out"][::std::mem::offset_of!(kiln_tp_plan, dim_out) - 48usize];
     ["Offset of field: kiln_tp_plan::weight_numel"][::std::mem::offset_of!(kiln_tp_plan, weight_numel) - 56usize];
+    ["Offset of field: kiln_tp_plan::cg_val_f64"][::std::mem::offset_of!(kiln_tp_plan, cg_val_f64) - 64usize];
+    ["Offset of field: kiln_tp_plan::coef_f64"][::std::mem::offset_of!(kiln_tp_plan, coef_f64) - 72usize];
 };
 unsafe extern "C" {
-    #[doc = " Bytes of workspace the backward launchers need (f32 per-edge weight gradients when the\n weights are shared; 0 otherwise; -1 if the sizes are invalid)."]
+    #[doc = " Bytes of workspace the backward launchers need for f32, f16 or bf16 storage (f32 per-edge\n weight gradients when the weights are shared; 0 otherwise; -1 if the sizes are invalid)."]
     pub fn kiln_equivariant_workspace_bytes(edges: i64, weight_numel: i64, shared_weights: i32) -> i64;
+}
+unsafe extern "C" {
+    #[doc = " The same for any dtype the family takes: the per-edge partials are in the compute type\n (f64 for KILN_DTYPE_F64); -1 for an invalid dtype or sizes."]
+    pub fn kiln_equivariant_workspace_bytes_for(
+        dtype: kiln_dtype,
+        edges: i64,
+        weight_numel: i64,
+        shared_weights: i32,
+    ) -> i64;
 }
 unsafe extern "C" {
     #[doc = " Batched tensor product: out [batch, dim_out] = TP(x1 [batch, dim1], x2 [batch, dim2]; w)."]

@@ -1,6 +1,7 @@
 //! `.npy` files for `kiln run`: inputs are read as f32, f64, int32 or int64 (C order) and
 //! widened to f64 (index inputs narrowed to i32 with a range check, [`read_indices`]);
-//! outputs are written as f32 (floating data) or i32 (indices, counts).
+//! outputs are written as f64 (outputs of ops run in f64: an f32 file would lose the precision
+//! an f64 check needs), f32 (other floating data) or i32 (indices, counts).
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
@@ -8,6 +9,7 @@ use std::path::Path;
 
 use npyz::WriterBuilder;
 
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::registry::Array;
 
@@ -65,6 +67,21 @@ pub fn read_indices(path: &Path, arg: &'static str) -> Result<Array> {
 /// Writes `array` as a C-ordered f32 `.npy` file.
 pub fn write_f32(path: &Path, array: &Array) -> Result<()> {
     write(path, &array.shape, array.data.iter().map(|&v| v as f32))
+}
+
+/// Writes `array` as a C-ordered f64 `.npy` file (bit for bit).
+pub fn write_f64(path: &Path, array: &Array) -> Result<()> {
+    write(path, &array.shape, array.data.iter().copied())
+}
+
+/// Writes `array`, an output stored in `dtype`, in the file type that keeps its values: f64
+/// for f64, f32 for the other floating dtypes, i32 for integers.
+pub fn write_output(path: &Path, array: &Array, dtype: DType) -> Result<()> {
+    match dtype {
+        DType::F64 => write_f64(path, array),
+        DType::F32 | DType::F16 | DType::BF16 => write_f32(path, array),
+        DType::I32 | DType::U8 => write_i32(path, array),
+    }
 }
 
 /// Writes `array` as a C-ordered i32 `.npy` file (values must be integers in range).

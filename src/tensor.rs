@@ -1,4 +1,4 @@
-//! `Tensor`: a contiguous, row-major array of f32/f16/bf16 (or i32/u8 for indices and
+//! `Tensor`: a contiguous, row-major array of f32/f16/bf16/f64 (or i32/u8 for indices and
 //! masks) on the host, on a CUDA device, or in the CUDA emulator's memory.
 
 use std::fmt;
@@ -37,6 +37,7 @@ enum HostData {
     F32(Vec<f32>),
     F16(Vec<f16>),
     BF16(Vec<bf16>),
+    F64(Vec<f64>),
     I32(Vec<i32>),
     U8(Vec<u8>),
 }
@@ -45,11 +46,12 @@ enum CudaData {
     F32(CudaSlice<f32>),
     F16(CudaSlice<f16>),
     BF16(CudaSlice<bf16>),
+    F64(CudaSlice<f64>),
     I32(CudaSlice<i32>),
     U8(CudaSlice<u8>),
 }
 
-/// The element types a tensor can hold. Sealed: f32, `half::f16`, `half::bf16`, i32, u8.
+/// The element types a tensor can hold. Sealed: f32, `half::f16`, `half::bf16`, f64, i32, u8.
 pub trait Element: Copy + Send + Sync + cudarc::driver::DeviceRepr + sealed::Sealed + 'static {
     /// The dtype of this element type.
     const DTYPE: DType;
@@ -63,6 +65,9 @@ impl Element for f16 {
 impl Element for bf16 {
     const DTYPE: DType = DType::BF16;
 }
+impl Element for f64 {
+    const DTYPE: DType = DType::F64;
+}
 impl Element for i32 {
     const DTYPE: DType = DType::I32;
 }
@@ -74,6 +79,7 @@ mod sealed {
     impl Sealed for f32 {}
     impl Sealed for half::f16 {}
     impl Sealed for half::bf16 {}
+    impl Sealed for f64 {}
     impl Sealed for i32 {}
     impl Sealed for u8 {}
 }
@@ -99,6 +105,7 @@ impl HostData {
             DType::F32 => HostData::F32(values.iter().map(|&v| v as f32).collect()),
             DType::F16 => HostData::F16(values.iter().map(|&v| f16::from_f64(v)).collect()),
             DType::BF16 => HostData::BF16(values.iter().map(|&v| bf16::from_f64(v)).collect()),
+            DType::F64 => HostData::F64(values.to_vec()),
             DType::I32 => HostData::I32(values.iter().map(|&v| v.round() as i32).collect()),
             DType::U8 => HostData::U8(values.iter().map(|&v| v.round() as u8).collect()),
         }
@@ -110,6 +117,7 @@ impl HostData {
             HostData::F32(v) => bytemuck::cast_slice(v),
             HostData::F16(v) => bytemuck::cast_slice(v),
             HostData::BF16(v) => bytemuck::cast_slice(v),
+            HostData::F64(v) => bytemuck::cast_slice(v),
             HostData::I32(v) => bytemuck::cast_slice(v),
             HostData::U8(v) => v,
         }
@@ -126,6 +134,7 @@ impl HostData {
             DType::F32 => HostData::F32(read(buf, n)?),
             DType::F16 => HostData::F16(read(buf, n)?),
             DType::BF16 => HostData::BF16(read(buf, n)?),
+            DType::F64 => HostData::F64(read(buf, n)?),
             DType::I32 => HostData::I32(read(buf, n)?),
             DType::U8 => HostData::U8(read(buf, n)?),
         })
@@ -136,6 +145,7 @@ impl HostData {
             HostData::F32(v) => v.iter().map(|&x| x as f64).collect(),
             HostData::F16(v) => v.iter().map(|x| x.to_f64()).collect(),
             HostData::BF16(v) => v.iter().map(|x| x.to_f64()).collect(),
+            HostData::F64(v) => v.clone(),
             HostData::I32(v) => v.iter().map(|&x| x as f64).collect(),
             HostData::U8(v) => v.iter().map(|&x| x as f64).collect(),
         }
@@ -158,12 +168,13 @@ impl Tensor {
     /// A host tensor that takes ownership of `values`.
     pub fn from_vec<T: Element>(values: Vec<T>, shape: &[usize]) -> Result<Tensor> {
         check_len("values", values.len(), shape)?;
-        // The sealed trait leaves exactly three types; dispatch on the dtype.
+        // The sealed trait leaves exactly the dtypes' types; dispatch on the dtype.
         let any: Box<dyn std::any::Any> = Box::new(values);
         let data = match T::DTYPE {
             DType::F32 => HostData::F32(*any.downcast::<Vec<f32>>().expect("f32")),
             DType::F16 => HostData::F16(*any.downcast::<Vec<f16>>().expect("f16")),
             DType::BF16 => HostData::BF16(*any.downcast::<Vec<bf16>>().expect("bf16")),
+            DType::F64 => HostData::F64(*any.downcast::<Vec<f64>>().expect("f64")),
             DType::I32 => HostData::I32(*any.downcast::<Vec<i32>>().expect("i32")),
             DType::U8 => HostData::U8(*any.downcast::<Vec<u8>>().expect("u8")),
         };
@@ -186,6 +197,7 @@ impl Tensor {
             DType::F32 => CudaData::F32(*any.downcast::<CudaSlice<f32>>().expect("f32")),
             DType::F16 => CudaData::F16(*any.downcast::<CudaSlice<f16>>().expect("f16")),
             DType::BF16 => CudaData::BF16(*any.downcast::<CudaSlice<bf16>>().expect("bf16")),
+            DType::F64 => CudaData::F64(*any.downcast::<CudaSlice<f64>>().expect("f64")),
             DType::I32 => CudaData::I32(*any.downcast::<CudaSlice<i32>>().expect("i32")),
             DType::U8 => CudaData::U8(*any.downcast::<CudaSlice<u8>>().expect("u8")),
         };
@@ -198,6 +210,7 @@ impl Tensor {
             Data::Cuda { buf: CudaData::F32(s), .. } => s,
             Data::Cuda { buf: CudaData::F16(s), .. } => s,
             Data::Cuda { buf: CudaData::BF16(s), .. } => s,
+            Data::Cuda { buf: CudaData::F64(s), .. } => s,
             Data::Cuda { buf: CudaData::I32(s), .. } => s,
             Data::Cuda { buf: CudaData::U8(s), .. } => s,
             Data::Host(_) | Data::Emu { .. } => return None,
@@ -211,6 +224,7 @@ impl Tensor {
             Data::Cuda { buf: CudaData::F32(s), .. } => s,
             Data::Cuda { buf: CudaData::F16(s), .. } => s,
             Data::Cuda { buf: CudaData::BF16(s), .. } => s,
+            Data::Cuda { buf: CudaData::F64(s), .. } => s,
             Data::Cuda { buf: CudaData::I32(s), .. } => s,
             Data::Cuda { buf: CudaData::U8(s), .. } => s,
             Data::Host(_) | Data::Emu { .. } => return None,
@@ -239,6 +253,7 @@ impl Tensor {
             Data::Host(HostData::F32(_)) | Data::Cuda { buf: CudaData::F32(_), .. } => DType::F32,
             Data::Host(HostData::F16(_)) | Data::Cuda { buf: CudaData::F16(_), .. } => DType::F16,
             Data::Host(HostData::BF16(_)) | Data::Cuda { buf: CudaData::BF16(_), .. } => DType::BF16,
+            Data::Host(HostData::F64(_)) | Data::Cuda { buf: CudaData::F64(_), .. } => DType::F64,
             Data::Host(HostData::I32(_)) | Data::Cuda { buf: CudaData::I32(_), .. } => DType::I32,
             Data::Host(HostData::U8(_)) | Data::Cuda { buf: CudaData::U8(_), .. } => DType::U8,
             Data::Emu { dtype, .. } => *dtype,
@@ -282,6 +297,7 @@ impl Tensor {
                     HostData::F32(v) => CudaData::F32(s.clone_htod(v)?),
                     HostData::F16(v) => CudaData::F16(s.clone_htod(v)?),
                     HostData::BF16(v) => CudaData::BF16(s.clone_htod(v)?),
+                    HostData::F64(v) => CudaData::F64(s.clone_htod(v)?),
                     HostData::I32(v) => CudaData::I32(s.clone_htod(v)?),
                     HostData::U8(v) => CudaData::U8(s.clone_htod(v)?),
                 };
@@ -304,6 +320,7 @@ impl Tensor {
             Data::Host(HostData::F32(v)) => HostData::F32(v.clone()),
             Data::Host(HostData::F16(v)) => HostData::F16(v.clone()),
             Data::Host(HostData::BF16(v)) => HostData::BF16(v.clone()),
+            Data::Host(HostData::F64(v)) => HostData::F64(v.clone()),
             Data::Host(HostData::I32(v)) => HostData::I32(v.clone()),
             Data::Host(HostData::U8(v)) => HostData::U8(v.clone()),
             Data::Cuda { buf, device } => {
@@ -314,6 +331,7 @@ impl Tensor {
                     CudaData::F32(b) => HostData::F32(truncated(s.clone_dtoh(b)?, n)),
                     CudaData::F16(b) => HostData::F16(truncated(s.clone_dtoh(b)?, n)),
                     CudaData::BF16(b) => HostData::BF16(truncated(s.clone_dtoh(b)?, n)),
+                    CudaData::F64(b) => HostData::F64(truncated(s.clone_dtoh(b)?, n)),
                     CudaData::I32(b) => HostData::I32(truncated(s.clone_dtoh(b)?, n)),
                     CudaData::U8(b) => HostData::U8(truncated(s.clone_dtoh(b)?, n)),
                 }
@@ -364,6 +382,7 @@ impl Tensor {
                         DType::F32 => CudaData::F32(s.alloc(device_len(n))?),
                         DType::F16 => CudaData::F16(s.alloc(device_len(n))?),
                         DType::BF16 => CudaData::BF16(s.alloc(device_len(n))?),
+                        DType::F64 => CudaData::F64(s.alloc(device_len(n))?),
                         DType::I32 => CudaData::I32(s.alloc(device_len(n))?),
                         DType::U8 => CudaData::U8(s.alloc(device_len(n))?),
                     }
@@ -388,6 +407,7 @@ impl Tensor {
                     DType::F32 => CudaData::F32(s.alloc_zeros(device_len(n))?),
                     DType::F16 => CudaData::F16(s.alloc_zeros(device_len(n))?),
                     DType::BF16 => CudaData::BF16(s.alloc_zeros(device_len(n))?),
+                    DType::F64 => CudaData::F64(s.alloc_zeros(device_len(n))?),
                     DType::I32 => CudaData::I32(s.alloc_zeros(device_len(n))?),
                     DType::U8 => CudaData::U8(s.alloc_zeros(device_len(n))?),
                 };
@@ -413,6 +433,7 @@ impl Tensor {
                     CudaData::F32(b) => b.device_ptr(s),
                     CudaData::F16(b) => b.device_ptr(s),
                     CudaData::BF16(b) => b.device_ptr(s),
+                    CudaData::F64(b) => b.device_ptr(s),
                     CudaData::I32(b) => b.device_ptr(s),
                     CudaData::U8(b) => b.device_ptr(s),
                 };
@@ -437,6 +458,7 @@ impl Tensor {
                     CudaData::F32(b) => b.device_ptr_mut(s),
                     CudaData::F16(b) => b.device_ptr_mut(s),
                     CudaData::BF16(b) => b.device_ptr_mut(s),
+                    CudaData::F64(b) => b.device_ptr_mut(s),
                     CudaData::I32(b) => b.device_ptr_mut(s),
                     CudaData::U8(b) => b.device_ptr_mut(s),
                 };
@@ -473,7 +495,7 @@ impl Tensor {
                         }
                     };
                 }
-                copy!(F32, F16, BF16, I32, U8);
+                copy!(F32, F16, BF16, F64, I32, U8);
                 Ok(())
             }
             _ => unreachable!("copy_region: two tensors in one device memory"),

@@ -293,3 +293,40 @@ fn perf_record_puts_the_model_beside_the_measurements() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `kiln run … --dtype f64` computes in f64 and writes f64 `.npy` outputs (an f32 file would
+/// lose the precision an f64 check needs); the default f32 run still writes f32.
+#[test]
+fn run_in_f64_writes_f64_npy() {
+    use kiln::equivariant::{Sh, ShNormalization};
+    let dir = std::env::temp_dir().join(format!("kiln-run-f64-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Components no f32 holds, so an f32 path anywhere shows in the result.
+    let vec: Vec<f64> = (0..12).map(|i| (i as f64 * 0.7 - 3.1) * (1.0 + 1e-10)).collect();
+    npy::write_f64(&dir.join("vec.npy"), &Array::new(vec![4, 3], vec.clone())).unwrap();
+    let d = dir.to_str().unwrap();
+    let backend = if kiln::build_info::EMU_COMPILED { "emu" } else { "cpu" };
+    let base = ["run", "equivariant/sh", "--dir", d, "--backend", backend, "--param", "lmax=3"];
+    let (code, stdout, err) = kiln(&[&base[..], &["--dtype", "f64", "--param", "normalization=0"]].concat());
+    assert_eq!(code, 0, "{stdout}{err}");
+    let out = dir.join("sh.npy");
+    let header = std::fs::read(&out).unwrap();
+    assert!(String::from_utf8_lossy(&header[..128]).contains("'descr': '<f8'"), "an f64 file");
+    let got = npy::read(&out).unwrap();
+    let sh = Sh { lmax: 3, normalization: ShNormalization::Component, normalize: true };
+    let want = sh.forward(&vec).unwrap();
+    assert_eq!(got.shape, [4, 16]);
+    for (i, (g, w)) in got.data.iter().zip(&want).enumerate() {
+        assert!((g - w).abs() <= 1e-13 + 1e-12 * w.abs(), "sh[{i}]: {g} vs {w}");
+    }
+    // The default dtype writes f32.
+    let (code, stdout, err) = kiln(&[&base[..], &["--param", "normalization=0"]].concat());
+    assert_eq!(code, 0, "{stdout}{err}");
+    let header = std::fs::read(&out).unwrap();
+    assert!(String::from_utf8_lossy(&header[..128]).contains("'descr': '<f4'"), "an f32 file");
+    // A family without f64 kernels refuses the dtype by name.
+    let (code, _, err) = kiln(&["run", "activation/relu", "--dir", d, "--backend", "cpu", "--dtype", "f64"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("dtype"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

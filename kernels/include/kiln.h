@@ -5,7 +5,9 @@
  *  - every launcher is kiln_<family>_<op>_<fwd|bwd>, returns a kiln_status and never exits;
  *  - pointers are raw device pointers, sizes are int64_t element counts, the stream
  *    (a cudaStream_t or CUstream, NULL for the legacy default stream) comes last;
- *  - storage is f32, f16 or bf16 (kiln_dtype); math inside kernels is f32;
+ *  - storage is f32, f16 or bf16 (kiln_dtype); math inside kernels is f32; the equivariant
+ *    family also takes f64 storage (KILN_DTYPE_F64), computed in f64; every other family
+ *    returns KILN_ERROR_INVALID_DTYPE for it;
  *  - trainable parameters (slope, theta) and their gradients are always f32;
  *  - n == 0 is a valid size: no kernel runs and x, y, dy, dx are not touched; a requested
  *    parameter gradient (non-NULL dalpha, dslope, dtheta) is set to 0, an empty sum;
@@ -61,7 +63,10 @@ typedef enum kiln_dtype {
     /** Integer data: indices, sequence lengths, masks. */
     KILN_DTYPE_I32 = 3,
     /** One byte per element: boolean masks (nonzero is true). */
-    KILN_DTYPE_U8 = 4
+    KILN_DTYPE_U8 = 4,
+    /** IEEE binary64 storage with f64 math: the equivariant family only (appended after the
+     * existing values, which keep their numbers). */
+    KILN_DTYPE_F64 = 5
 } kiln_dtype;
 
 /**
@@ -440,7 +445,8 @@ kiln_status kiln_equivariant_sh_bwd(kiln_dtype dtype, const void* vec, const voi
  * (mul1, mul2, mul_out)). Paths, CG tables and weights are read as given: the caller builds
  * them from a validated plan (paths inside the rows, weight ranges disjoint).
  * Weights are one shared row [weight_numel] (shared_weights != 0) or one row per edge.
- * Every float tensor has the storage dtype; math is f32.
+ * Every float tensor has the storage dtype; math is f32, or f64 for KILN_DTYPE_F64, which reads
+ * the plan's f64 tables (cg_val_f64, coef_f64) in place of cg_val and the paths' coef.
  * ---------------------------------------------------------------------------------------- */
 
 /** How the channels of a path are connected. */
@@ -466,13 +472,23 @@ typedef struct kiln_tp_plan {
     const kiln_tp_path* paths;
     int32_t n_paths;
     const int32_t* cg_ijk;
+    /** CG values for f32, f16 and bf16 storage (may be NULL for f64). */
     const float* cg_val;
     int64_t dim1, dim2, dim_out, weight_numel;
+    /** Appended for KILN_DTYPE_F64 and read only for it (may be NULL otherwise, so a plan
+     * built before they existed still runs every other dtype): the CG values in f64, aligned
+     * with cg_ijk, and each path's coef in f64 [n_paths]. */
+    const double* cg_val_f64;
+    const double* coef_f64;
 } kiln_tp_plan;
 
-/** Bytes of workspace the backward launchers need (f32 per-edge weight gradients when the
- * weights are shared; 0 otherwise; -1 if the sizes are invalid). */
+/** Bytes of workspace the backward launchers need for f32, f16 or bf16 storage (f32 per-edge
+ * weight gradients when the weights are shared; 0 otherwise; -1 if the sizes are invalid). */
 int64_t kiln_equivariant_workspace_bytes(int64_t edges, int64_t weight_numel, int32_t shared_weights);
+/** The same for any dtype the family takes: the per-edge partials are in the compute type
+ * (f64 for KILN_DTYPE_F64); -1 for an invalid dtype or sizes. */
+int64_t kiln_equivariant_workspace_bytes_for(kiln_dtype dtype, int64_t edges, int64_t weight_numel,
+                                             int32_t shared_weights);
 
 /** Batched tensor product: out [batch, dim_out] = TP(x1 [batch, dim1], x2 [batch, dim2]; w). */
 kiln_status kiln_equivariant_tp_fwd(kiln_dtype dtype, const kiln_tp_plan* plan, const void* x1, const void* x2,

@@ -114,7 +114,9 @@ enum Backend {
 const EMU_CHECK_MAX_ELEMENTS: usize = 1 << 18;
 
 fn parse_dtype(s: &str) -> std::result::Result<DType, String> {
-    DType::parse(s).ok_or_else(|| format!("unknown dtype `{s}`: expected f32, f16 or bf16"))
+    DType::parse(s).ok_or_else(|| {
+        format!("unknown dtype `{s}`: expected f32, f16, bf16 or f64 (f64: the equivariant family only)")
+    })
 }
 
 /// `NAME=VALUE`, split; the op's declared kinds decide how VALUE is read (`Params::for_op`).
@@ -527,11 +529,7 @@ fn run(
         let t = &outputs[spec.name];
         let path = dir.join(format!("{}.npy", spec.name));
         let array = kiln::registry::Array::new(t.shape().to_vec(), t.to_f64_vec()?);
-        if t.dtype().is_float() {
-            kiln::npy::write_f32(&path, &array)?;
-        } else {
-            kiln::npy::write_i32(&path, &array)?;
-        }
+        kiln::npy::write_output(&path, &array, t.dtype())?;
         println!("wrote {} {:?}", path.display(), t.shape());
     }
     Ok(ExitCode::SUCCESS)

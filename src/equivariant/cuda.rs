@@ -8,6 +8,7 @@ use std::ffi::c_void;
 use super::sh::{Sh, ShNormalization, sh_dim};
 use super::tp::{Mode, TpPlan};
 use super::{Grads, HessianOperands, Operands};
+use crate::dtype::DType;
 use crate::error::Result;
 use crate::launch::{Gpu, check_status};
 use crate::tensor::Tensor;
@@ -70,19 +71,23 @@ pub(in crate::equivariant) fn sh_backward(sh: &Sh, vec: &Tensor, dsh: &Tensor, n
     Ok(dvec)
 }
 
-/// A plan's paths and CG tables, uploaded.
+/// A plan's paths and CG tables, uploaded: the f32 values, or for f64 storage the f64 values
+/// and path coefficients (the f32 ones are then not uploaded).
 struct DevicePlan {
     paths: Tensor,
     cg_ijk: Tensor,
-    cg_val: Tensor,
+    cg_val: Option<Tensor>,
+    cg_val_f64: Option<Tensor>,
+    coef_f64: Option<Tensor>,
 }
 
-fn upload_plan(plan: &TpPlan, gpu: &Gpu) -> Result<DevicePlan> {
+fn upload_plan(plan: &TpPlan, dtype: DType, gpu: &Gpu) -> Result<DevicePlan> {
     let (b1, b2, bo) = (plan.irreps_in1.blocks(), plan.irreps_in2.blocks(), plan.irreps_out.blocks());
     let (o1, o2, oo) = (plan.irreps_in1.offsets(), plan.irreps_in2.offsets(), plan.irreps_out.offsets());
     let mut paths: Vec<i32> = Vec::new();
     let mut ijk: Vec<i32> = Vec::new();
-    let mut val: Vec<f32> = Vec::new();
+    let mut val: Vec<f64> = Vec::new();
+    let mut coef: Vec<f64> = Vec::new();
     for ins in &plan.instructions {
         let mode = match ins.mode {
             Mode::Uvu => ffi::kiln_tp_mode::KILN_TP_UVU.0 as i32,
@@ -102,9 +107,10 @@ fn upload_plan(plan: &TpPlan, gpu: &Gpu) -> Result<DevicePlan> {
         paths.extend(fields.iter().map(|&f| f as i32));
         paths.extend([mode, ins.weight_offset as i32, ijk.len() as i32, ins.cg.len() as i32]);
         paths.push((ins.coef as f32).to_bits() as i32);
+        coef.push(ins.coef);
         for &(i, j, k, c) in &ins.cg {
             ijk.push((i | j << 8 | k << 16) as i32);
-            val.push(c as f32);
+            val.push(c);
         }
     }
     // Never an empty buffer: an empty plan still passes valid (unread) pointers.
@@ -113,15 +119,20 @@ fn upload_plan(plan: &TpPlan, gpu: &Gpu) -> Result<DevicePlan> {
             v.push(0);
         }
     }
-    if val.is_empty() {
-        val.push(0.0);
+    for v in [&mut val, &mut coef] {
+        if v.is_empty() {
+            v.push(0.0);
+        }
     }
     let device = gpu.device();
-    let (np, ni, nv) = (paths.len(), ijk.len(), val.len());
+    let (np, ni, nv, nc) = (paths.len(), ijk.len(), val.len(), coef.len());
+    let f64 = dtype == DType::F64;
     Ok(DevicePlan {
         paths: Tensor::from_vec(paths, &[np])?.to_device(&device)?,
         cg_ijk: Tensor::from_vec(ijk, &[ni])?.to_device(&device)?,
-        cg_val: Tensor::from_vec(val, &[nv])?.to_device(&device)?,
+        cg_val: (!f64).then(|| Tensor::from_f64(&val, &[nv], DType::F32)?.to_device(&device)).transpose()?,
+        cg_val_f64: f64.then(|| Tensor::from_vec(val, &[nv])?.to_device(&device)).transpose()?,
+        coef_f64: f64.then(|| Tensor::from_vec(coef, &[nc])?.to_device(&device)).transpose()?,
     })
 }
 
@@ -129,12 +140,16 @@ fn upload_plan(plan: &TpPlan, gpu: &Gpu) -> Result<DevicePlan> {
 fn with_plan<R>(plan: &TpPlan, dev: &DevicePlan, gpu: &Gpu, f: impl FnOnce(&ffi::kiln_tp_plan) -> R) -> R {
     let (pp, _pg) = dev.paths.dev_ptr(gpu);
     let (ip, _ig) = dev.cg_ijk.dev_ptr(gpu);
-    let (vp, _vg) = dev.cg_val.dev_ptr(gpu);
+    let (vp, _vg) = dev.cg_val.as_ref().map(|t| t.dev_ptr(gpu)).unzip();
+    let (v64p, _v64g) = dev.cg_val_f64.as_ref().map(|t| t.dev_ptr(gpu)).unzip();
+    let (c64p, _c64g) = dev.coef_f64.as_ref().map(|t| t.dev_ptr(gpu)).unzip();
     let c = ffi::kiln_tp_plan {
         paths: pp as *const ffi::kiln_tp_path,
         n_paths: plan.instructions.len() as i32,
         cg_ijk: ip as *const i32,
-        cg_val: vp as *const f32,
+        cg_val: vp.map_or(std::ptr::null(), |p| p as *const f32),
+        cg_val_f64: v64p.map_or(std::ptr::null(), |p| p as *const f64),
+        coef_f64: c64p.map_or(std::ptr::null(), |p| p as *const f64),
         dim1: plan.irreps_in1.dim() as i64,
         dim2: plan.irreps_in2.dim() as i64,
         dim_out: plan.irreps_out.dim() as i64,
@@ -149,7 +164,7 @@ fn i32_ptr(p: u64) -> *const i32 {
 
 pub(in crate::equivariant) fn conv_forward(plan: &TpPlan, ops: &Operands, gpu: &Gpu) -> Result<Tensor> {
     gpu.bind()?;
-    let dev = upload_plan(plan, gpu)?;
+    let dev = upload_plan(plan, ops.x.dtype(), gpu)?;
     let device = gpu.device();
     let graph = ops.graph.as_ref().map(|g| g.upload(&device)).transpose()?;
     let mut out = Tensor::uninit(&[ops.nodes, plan.irreps_out.dim()], ops.x.dtype(), &device)?;
@@ -187,7 +202,7 @@ pub(in crate::equivariant) fn conv_forward(plan: &TpPlan, ops: &Operands, gpu: &
 
 pub(in crate::equivariant) fn conv_backward(plan: &TpPlan, ops: &Operands, dout: &Tensor, gpu: &Gpu) -> Result<Grads> {
     gpu.bind()?;
-    let dev = upload_plan(plan, gpu)?;
+    let dev = upload_plan(plan, ops.x.dtype(), gpu)?;
     let device = gpu.device();
     let dtype = ops.x.dtype();
     let graph = ops.graph.as_ref().map(|g| g.upload(&device)).transpose()?;
@@ -196,7 +211,12 @@ pub(in crate::equivariant) fn conv_backward(plan: &TpPlan, ops: &Operands, dout:
     let mut dw = Tensor::uninit(ops.w.shape(), dtype, &device)?;
     // SAFETY: a pure size query.
     let bytes = unsafe {
-        ffi::kiln_equivariant_workspace_bytes(ops.edges as i64, plan.weight_numel as i64, i32::from(ops.shared))
+        ffi::kiln_equivariant_workspace_bytes_for(
+            dtype.to_ffi(),
+            ops.edges as i64,
+            plan.weight_numel as i64,
+            i32::from(ops.shared),
+        )
     };
     let mut workspace = gpu.workspace(bytes)?;
     let status = {

@@ -35,7 +35,7 @@ pub mod wigner;
 // cuda.rs is the one copy of the launch code, compiled against each kernel library built in.
 crate::launch::launch_code!("cuda.rs");
 
-use crate::args::{float, same_device};
+use crate::args::{float_or_f64, same_device};
 use crate::error::{Error, Result};
 use crate::launch::{Gpu, on_backend};
 use crate::tensor::Tensor;
@@ -48,14 +48,14 @@ pub use wigner::{LMAX, Wigner3j, wigner_3j, wigner_d};
 /// `vec` is a float `[n, 3]` tensor and the degree is supported: returns n.
 fn validate_vec(sh: &Sh, vec: &Tensor) -> Result<usize> {
     wigner::check_l("lmax", sh.lmax)?;
-    float("vec", vec)?;
+    float_or_f64("vec", vec)?;
     match vec.shape() {
         &[n, 3] => Ok(n),
         other => Err(Error::Shape { arg: "vec", expected: "[n, 3]".into(), got: other.to_vec() }),
     }
 }
 
-/// The real spherical harmonics Y^0..Y^lmax of `vec` (f32/f16/bf16 `[n, 3]`): `[n, (lmax+1)²]`
+/// The real spherical harmonics Y^0..Y^lmax of `vec` (f32/f16/bf16/f64 `[n, 3]`): `[n, (lmax+1)²]`
 /// in vec's dtype, on vec's device (the host runs the f64 reference, [`Sh::forward`]).
 pub fn spherical_harmonics(sh: &Sh, vec: &Tensor) -> Result<Tensor> {
     let n = validate_vec(sh, vec)?;
@@ -194,7 +194,7 @@ fn check_operands<'a>(
     (x, y, w): (&'a Tensor, &'a Tensor, &'a Tensor),
     (xname, yname): (&'static str, &'static str),
 ) -> Result<(usize, usize, bool)> {
-    float(xname, x)?;
+    float_or_f64(xname, x)?;
     for (arg, t) in [(yname, y), ("w", w)] {
         same_device(arg, &x.device(), t)?;
         if t.dtype() != x.dtype() {
@@ -409,7 +409,7 @@ fn validate_hessian<'a>(
     dst: &Tensor,
     n_atoms: &[usize],
 ) -> Result<HessianOperands<'a>> {
-    float("node_feat", node_feat)?;
+    float_or_f64("node_feat", node_feat)?;
     same_device("edge_feat", &node_feat.device(), edge_feat)?;
     if edge_feat.dtype() != node_feat.dtype() {
         return Err(Error::DType {

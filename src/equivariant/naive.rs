@@ -63,7 +63,8 @@ fn for_each_term(
 #[derive(Clone, Debug)]
 pub struct NaiveSum {
     dtype: DType,
-    sum: Vec<f32>,
+    /// Sums in the compute type of `dtype` (f32 values, or f64 for f64 storage).
+    sum: Vec<f64>,
     squares: Vec<f64>,
 }
 
@@ -73,13 +74,14 @@ impl NaiveSum {
     }
 
     fn add(&mut self, i: usize, term: f64) {
-        self.sum[i] += self.dtype.round(term) as f32;
+        let d = self.dtype;
+        self.sum[i] = d.round_compute(self.sum[i] + d.round_compute(d.round(term)));
         self.squares[i] += term * term;
     }
 
     /// The naive sums, widened to f64.
     pub fn values(&self) -> Vec<f64> {
-        self.sum.iter().map(|&s| f64::from(s)).collect()
+        self.sum.clone()
     }
 
     /// The root sum of squares of each element's terms.

@@ -93,8 +93,9 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 }
 
 impl EquivariantOp {
-    /// The naive f32 backward of the spherical harmonics: each term dsh·∂Y rounded to `dtype`
-    /// and summed in order in f32, then the normalization's projection in f32; and the root
+    /// The naive backward of the spherical harmonics in the kernel's compute type (f32; f64 for
+    /// f64 storage): each term dsh·∂Y rounded to `dtype`
+    /// and summed in order, then the normalization's projection; and the root
     /// sum of squares of the terms.
     fn sh_naive_backward(sh: &Sh, vecs: &[f64], dsh: &[f64], dtype: DType) -> Result<(Vec<f64>, Vec<f64>)> {
         let table = ShTable::new(sh.lmax)?;
@@ -107,23 +108,26 @@ impl EquivariantOp {
             let r = (x[0] * x[0] + x[1] * x[1] + x[2] * x[2]).sqrt();
             let u = if sh.normalize && r > 0.0 { [x[0] / r, x[1] / r, x[2] / r] } else { [x[0], x[1], x[2]] };
             table.eval(u, &mut y, Some(&mut g));
-            let mut acc = [0f32; 3];
+            // Every operation rounded to the kernel's compute type (f32, or f64 for f64).
+            let c = |v: f64| dtype.round_compute(v);
+            let mut acc = [0.0f64; 3];
             let mut sq = [0.0f64; 3];
             for i in 0..d {
                 for a in 0..3 {
                     let term = dy[i] * scales[i] * g[i][a];
-                    acc[a] += dtype.round(term) as f32;
+                    acc[a] = c(acc[a] + c(dtype.round(term)));
                     sq[a] += term * term;
                 }
             }
             let v: [f64; 3] = if !sh.normalize {
-                acc.map(|a| a as f64)
+                acc
             } else if r == 0.0 {
                 [0.0; 3]
             } else {
-                let dotp = acc[0] * u[0] as f32 + acc[1] * u[1] as f32 + acc[2] * u[2] as f32;
-                let inv = (1.0 / r) as f32;
-                [0, 1, 2].map(|a| ((acc[a] - u[a] as f32 * dotp) * inv) as f64)
+                let uc = u.map(c);
+                let dotp = c(c(c(acc[0] * uc[0]) + c(acc[1] * uc[1])) + c(acc[2] * uc[2]));
+                let inv = c(1.0 / r);
+                [0, 1, 2].map(|a| c(c(acc[a] - c(uc[a] * dotp)) * inv))
             };
             naive.extend(v);
             let scale = if sh.normalize && r > 0.0 { 1.0 / r } else { 1.0 };
@@ -136,6 +140,11 @@ impl EquivariantOp {
 impl Op for EquivariantOp {
     fn family(&self) -> &'static str {
         "equivariant"
+    }
+
+    /// The 32- and 16-bit storages, and f64 (f64 math end to end).
+    fn dtypes(&self) -> &'static [DType] {
+        &DType::FLOATS_AND_F64
     }
 
     fn name(&self) -> &'static str {

@@ -255,6 +255,11 @@ impl Op for TpOp {
         "equivariant"
     }
 
+    /// The 32- and 16-bit storages, and f64 (f64 math end to end).
+    fn dtypes(&self) -> &'static [DType] {
+        &DType::FLOATS_AND_F64
+    }
+
     fn name(&self) -> &'static str {
         match self {
             TpOp::Tp => "tp",

@@ -19,7 +19,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
-fn randn(rng: &mut StdRng, n: usize) -> Vec<f64> {
+pub(crate) fn randn(rng: &mut StdRng, n: usize) -> Vec<f64> {
     (0..n).map(|_| StandardNormal.sample(rng)).collect()
 }
 
@@ -654,7 +654,7 @@ fn fd_grad(x: &[f64], f: impl Fn(&[f64]) -> Vec<f64>, dout: &[f64]) -> Vec<f64> 
         .collect()
 }
 
-fn fd_plans() -> Vec<TpPlan> {
+pub(crate) fn fd_plans() -> Vec<TpPlan> {
     let el = PathNormalization::Element;
     vec![
         TpPlan::channelwise(&ir("3x0e+2x1o+2x2e"), &ir("0e+1o+2e+3o"), &ir("3x0e+2x1o+2x2e+2x3o+2x1e"), el).unwrap(),
@@ -916,7 +916,7 @@ fn storage_tol(dtype: DType) -> (f64, f64) {
 /// f32 math error of a value built from terms of size `scale`: a few ulps of the terms.
 const F32_TERM_EPS: f64 = 8.0 * f32::EPSILON as f64;
 
-fn random_vectors(rng: &mut StdRng, n: usize) -> Vec<f64> {
+pub(crate) fn random_vectors(rng: &mut StdRng, n: usize) -> Vec<f64> {
     // Norms from 0.5 to 2, a zero vector when there is room for one.
     let mut v = Vec::with_capacity(3 * n);
     for i in 0..n {
@@ -1025,7 +1025,7 @@ fn spherical_harmonics_kernels_bad_input() {
 
 /// The plan with |C|: its outputs on |inputs| bound the magnitude of the terms each output
 /// element sums, which is what f32 rounding error scales with.
-fn abs_plan(plan: &TpPlan) -> TpPlan {
+pub(crate) fn abs_plan(plan: &TpPlan) -> TpPlan {
     let mut p = plan.clone();
     for ins in &mut p.instructions {
         for c in &mut ins.cg {
@@ -1035,7 +1035,7 @@ fn abs_plan(plan: &TpPlan) -> TpPlan {
     p
 }
 
-fn abs(v: &[f64]) -> Vec<f64> {
+pub(crate) fn abs(v: &[f64]) -> Vec<f64> {
     v.iter().map(|a| a.abs()).collect()
 }
 
@@ -1053,7 +1053,7 @@ fn assert_device_close(got: &Tensor, want: &[f64], mag: &[f64], what: &str) {
 
 /// A random graph with its edges sorted by receiver; node 0 receives nothing and the last node
 /// sends nothing.
-fn sorted_graph(rng: &mut StdRng, nodes: usize, edges: usize) -> (Vec<i32>, Vec<i32>) {
+pub(crate) fn sorted_graph(rng: &mut StdRng, nodes: usize, edges: usize) -> (Vec<i32>, Vec<i32>) {
     let mut pairs: Vec<(i32, i32)> =
         (0..edges).map(|_| (rng.random_range(0..nodes as i32 - 1), rng.random_range(1..nodes as i32))).collect();
     pairs.sort_by_key(|p| p.1);
@@ -1169,7 +1169,7 @@ fn convolution_bad_input_on_every_device() {
 }
 
 /// Random edges within each molecule (self-loops and both directions included).
-fn molecule_edges(rng: &mut StdRng, n_atoms: &[usize], per_atom: usize) -> (Vec<i32>, Vec<i32>) {
+pub(crate) fn molecule_edges(rng: &mut StdRng, n_atoms: &[usize], per_atom: usize) -> (Vec<i32>, Vec<i32>) {
     let (mut src, mut dst) = (Vec::new(), Vec::new());
     let mut first = 0;
     for &n in n_atoms {
@@ -1197,7 +1197,7 @@ fn hessian_index(n_atoms: &[usize], i: usize, a: usize, j: usize, b: usize) -> u
 
 /// Per Hessian element, the sum of |terms| it adds up: Σ_c |f_c| per contributing block (every
 /// basis entry is at most 1 in size).
-fn hessian_term_bound(ef: &[f64], nf: &[f64], src: &[i32], dst: &[i32], n_atoms: &[usize]) -> Vec<f64> {
+pub(crate) fn hessian_term_bound(ef: &[f64], nf: &[f64], src: &[i32], dst: &[i32], n_atoms: &[usize]) -> Vec<f64> {
     let total: usize = n_atoms.iter().map(|n| 9 * n * n).sum();
     let mut mag = vec![0.0; total];
     let size = |f: &[f64]| f.iter().map(|v| v.abs()).sum::<f64>();
@@ -1222,7 +1222,7 @@ fn hessian_term_bound(ef: &[f64], nf: &[f64], src: &[i32], dst: &[i32], n_atoms:
 }
 
 /// Per feature gradient, the sum of |terms|: the |dH| entries of its blocks.
-fn hessian_grad_bound(dh: &[f64], src: &[i32], dst: &[i32], n_atoms: &[usize]) -> (Vec<f64>, Vec<f64>) {
+pub(crate) fn hessian_grad_bound(dh: &[f64], src: &[i32], dst: &[i32], n_atoms: &[usize]) -> (Vec<f64>, Vec<f64>) {
     let atoms: usize = n_atoms.iter().sum();
     let block = |i: usize, j: usize| -> f64 {
         let mut s = 0.0;
@@ -1390,6 +1390,8 @@ macro_rules! c_abi_validation {
                     dim2: 4,
                     dim_out: 4,
                     weight_numel: 4,
+                    cg_val_f64: FAKE as *const f64,
+                    coef_f64: FAKE as *const f64,
                 }
             }
 

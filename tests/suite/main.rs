@@ -9,9 +9,11 @@ mod attention_bwd;
 mod attention_padded;
 mod c_abi;
 mod common;
+mod dtype_f64;
 #[cfg(feature = "emu")]
 mod emu;
 mod equivariant;
+mod equivariant_f64;
 mod equivariant_registry;
 mod glu;
 mod glu_mlp;

@@ -34,7 +34,10 @@ fn dtype_names_parse_back() {
         assert_eq!(DType::parse(d.name()), Some(d));
         assert_eq!(format!("{d:<5}|"), format!("{:<5}|", d.name()));
     }
-    assert_eq!(DType::parse("f64"), None);
+    assert_eq!(DType::parse("f64"), Some(DType::F64));
+    assert_eq!(DType::parse("f8"), None);
+    assert_eq!((DType::F64.size_in_bytes(), DType::F64.unit_roundoff()), (8, 2f64.powi(-53)));
+    assert!(!DType::F64.is_float() && DType::F64.is_floating() && !DType::FLOATS.contains(&DType::F64));
 }
 
 #[test]
