@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstdint>
+#include <cstring>
 
 #include "common/dtype.cuh"
 #include "common/launch.cuh"
@@ -86,6 +87,40 @@ __device__ __forceinline__ TileSlice tile_slice(int tiles_per_seq) {
                      int64_t(tile % tiles_per_seq) * kTileTokens + int64_t(threadIdx.x) * kTileItems};
 }
 
+// Bit j: token first + j of a mask row is kept (mask != 0), for the thread's kTileItems tokens.
+// Where all of them lie in the row and their mask words are aligned, one 8-byte load (u8) or two
+// 16-byte loads (i32), so a warp reads 256 or 1024 contiguous bytes per instruction instead of 32
+// lanes × 1 byte strided by 8; else token by token (a row's end, or rows whose start is not
+// aligned: seqlen not a multiple of 8 or 2).
+template <typename Mask>
+__device__ __forceinline__ unsigned mask_bits(const Mask* row, int64_t first, int seqlen) {
+    static_assert(kTileItems == 8, "one 8-byte or two 16-byte loads per thread");
+    constexpr size_t kBytes = kTileItems * sizeof(Mask);
+    const Mask* p = row + first;
+    unsigned bits = 0;
+    if (first + kTileItems <= seqlen && reinterpret_cast<uintptr_t>(p) % kBytes == 0) {
+        Mask v[kTileItems];
+        if constexpr (kBytes == 8) {
+            const uint2 raw = *reinterpret_cast<const uint2*>(p);
+            memcpy(v, &raw, kBytes);
+        } else {
+            static_assert(kBytes == 32, "u8 or i32 masks");
+            const uint4 lo = reinterpret_cast<const uint4*>(p)[0];
+            const uint4 hi = reinterpret_cast<const uint4*>(p)[1];
+            memcpy(v, &lo, 16);
+            memcpy(v + 16 / sizeof(Mask), &hi, 16);
+        }
+#pragma unroll
+        for (int j = 0; j < kTileItems; ++j) bits |= static_cast<unsigned>(v[j] != 0) << j;
+    } else {
+#pragma unroll
+        for (int j = 0; j < kTileItems; ++j) {
+            if (first + j < seqlen && p[j] != 0) bits |= 1u << j;
+        }
+    }
+    return bits;
+}
+
 // tile_counts[t] = tokens of tile t with mask != 0 (mask: [batch, seqlen]; tile_counts:
 // [batch·tiles_per_seq]). Reads sizeof(Mask) bytes per token, writes 4 bytes per tile.
 template <typename Mask>
@@ -93,12 +128,7 @@ __global__ void __launch_bounds__(kTileThreads)
     count_tiles_kernel(const Mask* __restrict__ mask, int seqlen, int tiles_per_seq, int32_t* __restrict__ tile_counts) {
     const TileSlice slice = tile_slice(tiles_per_seq);
     const Mask* row = mask + int64_t(slice.seq) * seqlen;
-    int kept = 0;
-#pragma unroll
-    for (int j = 0; j < kTileItems; ++j) {
-        const int64_t s = slice.first + j;
-        if (s < seqlen && row[s] != 0) ++kept;
-    }
+    const int kept = __popc(mask_bits(row, slice.first, seqlen));
     int total;
     block_exclusive_scan<kTileThreads>(kept, &total);
     if (threadIdx.x == 0) tile_counts[blockIdx.x] = total;
@@ -207,14 +237,16 @@ __global__ void __launch_bounds__(kTileThreads)
     const int64_t row = int64_t(slice.seq) * seqlen;
     const int64_t len = seqlens != nullptr ? seqlens[slice.seq] : 0;
     unsigned keep = 0;  // bit j: token first + j is kept
-    int kept = 0;
+    if (seqlens != nullptr) {
 #pragma unroll
-    for (int j = 0; j < kTileItems; ++j) {
-        const int64_t s = slice.first + j;
-        const bool k = s < seqlen && (seqlens != nullptr ? s < len : mask[row + s] != 0);
-        keep |= static_cast<unsigned>(k) << j;
-        kept += k;
+        for (int j = 0; j < kTileItems; ++j) {
+            const int64_t s = slice.first + j;
+            keep |= static_cast<unsigned>(s < seqlen && s < len) << j;
+        }
+    } else {
+        keep = mask_bits(mask + row, slice.first, seqlen);
     }
+    const int kept = __popc(keep);
     if (word != KILN_DATA_OK) return;  // the same word in every thread: the whole block leaves
     int total;
     int rank = base + block_exclusive_scan<kTileThreads>(kept, &total);

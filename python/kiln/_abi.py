@@ -101,6 +101,7 @@ EMU_FUNCTIONS = {
     'kiln_emu_traffic_begin': (None, []),
     'kiln_emu_traffic_end': (None, [('ptr', 'out')]),
     'kiln_emu_traffic_sites': ('usize', [('ptr', 'buf'), ('usize', 'len')]),
+    'kiln_emu_traffic_launches': ('usize', [('ptr', 'buf'), ('usize', 'len')]),
     'kiln_emu_selftest': ('i32', [('ptr', 'name'), ('i32', 'buggy'), ('ptr', 'results'), ('i64', 'results_len')]),
 }
 
