@@ -48,24 +48,31 @@ fn kernels_are_built_for_the_default_architectures() {
     assert!(build_info::CUDA_ARCHS.contains("code=compute_80"), "no compute_80 PTX: {}", build_info::CUDA_ARCHS);
 }
 
+/// The sm_90a SASS of the kernel library, or None after printing why the test skips (a build
+/// without `cuda`, or with KILN_CUDA_ARCHS, or no cuobjdump). KILN_REQUIRE_SASS=1 (set by
+/// scripts/test.sh) turns a missing build or cuobjdump into a failure.
+fn sm90a_sass() -> Option<String> {
+    let required = std::env::var_os("KILN_REQUIRE_SASS").is_some();
+    if !build_info::CUDA_COMPILED || std::env::var_os("KILN_CUDA_ARCHS").is_some() {
+        assert!(!required || build_info::CUDA_COMPILED, "KILN_REQUIRE_SASS needs the cuda feature");
+        eprintln!("skipped: built without the cuda feature or with KILN_CUDA_ARCHS");
+        return None;
+    }
+    let Some(cuobjdump) = sass::find_cuobjdump() else {
+        assert!(!required, "KILN_REQUIRE_SASS is set and no cuobjdump was found (scripts/install-cuda.sh)");
+        eprintln!("skipped: no cuobjdump (scripts/install-cuda.sh installs the pinned one)");
+        return None;
+    };
+    Some(sass::disassemble(&cuobjdump, Path::new(build_info::KERNEL_LIBRARY), "sm_90a").unwrap())
+}
+
 /// Every vector-path kernel of activation, GLU, norm and padding (a `…_kernel<T, …, kW>` whose
 /// kW is T's 16-byte pack) issues `LDG.E.128` and `STG.E.128`, inside its loop when it has
 /// one, in the sm_90a SASS. Needs cuobjdump (scripts/install-cuda.sh installs the pinned one;
 /// `KILN_REQUIRE_SASS=1`, set by scripts/test.sh, turns its absence into a failure).
 #[test]
 fn vector_paths_issue_128_bit_loads_and_stores_in_their_loops() {
-    let required = std::env::var_os("KILN_REQUIRE_SASS").is_some();
-    if !build_info::CUDA_COMPILED || std::env::var_os("KILN_CUDA_ARCHS").is_some() {
-        assert!(!required || build_info::CUDA_COMPILED, "KILN_REQUIRE_SASS needs the cuda feature");
-        eprintln!("skipped: built without the cuda feature or with KILN_CUDA_ARCHS");
-        return;
-    }
-    let Some(cuobjdump) = sass::find_cuobjdump() else {
-        assert!(!required, "KILN_REQUIRE_SASS is set and no cuobjdump was found (scripts/install-cuda.sh)");
-        eprintln!("skipped: no cuobjdump (scripts/install-cuda.sh installs the pinned one)");
-        return;
-    };
-    let text = sass::disassemble(&cuobjdump, Path::new(build_info::KERNEL_LIBRARY), "sm_90a").unwrap();
+    let Some(text) = sm90a_sass() else { return };
     let kernels = sass::parse(&text);
     let mut checked = 0;
     let mut failures = Vec::new();
@@ -157,17 +164,7 @@ fn issue_bound_by_design(name: &str) -> bool {
 /// forward sits at the budget, GEGLU over it, which is why even F takes the 4-byte path.)
 #[test]
 fn sixteen_bit_activation_and_glu_loops_fit_the_issue_budget() {
-    let required = std::env::var_os("KILN_REQUIRE_SASS").is_some();
-    if !build_info::CUDA_COMPILED || std::env::var_os("KILN_CUDA_ARCHS").is_some() {
-        eprintln!("skipped: built without the cuda feature or with KILN_CUDA_ARCHS");
-        return;
-    }
-    let Some(cuobjdump) = sass::find_cuobjdump() else {
-        assert!(!required, "KILN_REQUIRE_SASS is set and no cuobjdump was found (scripts/install-cuda.sh)");
-        eprintln!("skipped: no cuobjdump (scripts/install-cuda.sh installs the pinned one)");
-        return;
-    };
-    let text = sass::disassemble(&cuobjdump, Path::new(build_info::KERNEL_LIBRARY), "sm_90a").unwrap();
+    let Some(text) = sm90a_sass() else { return };
     let sixteen_bit = |name: &str| {
         name.split("_kernelI").nth(1).is_some_and(|a| a.starts_with("6__half") || a.starts_with("13__nv_bfloat16"))
     };
