@@ -206,6 +206,23 @@ __device__ __forceinline__ void unpack_ijk(int32_t ijk, int& i, int& j, int& k) 
     k = (ijk >> 16) & 0xff;
 }
 
+// The dout side of one (u, v) pair of path P at output component k, times `pre` (the CG value
+// times the other input's element): pre·w[u, v]·dout[u, k] (uvu) or pre·Σ_o w[u, v, o]·dout[o, k]
+// (uvw). The dx pass sums it over v, the dy pass over u.
+template <typename T, typename C>
+__device__ __forceinline__ C path_dout_term(const kiln_tp_path& P, const T* we, const T* go, int u, int v, int k,
+                                            C pre) {
+    if (P.mode == KILN_TP_UVU) {
+        return pre * to_compute(we[P.weight_offset + u * P.mul2 + v]) * to_compute(go[P.off_out + u * P.dim_out + k]);
+    }
+    C sw = C(0);
+    for (int wo = 0; wo < P.mul_out; ++wo) {
+        sw += to_compute(we[P.weight_offset + (u * P.mul2 + v) * P.mul_out + wo]) *
+              to_compute(go[P.off_out + wo * P.dim_out + k]);
+    }
+    return pre * sw;
+}
+
 // The graph: edges sorted by dst (dst_ptr: CSR offsets of each receiver), with src for the
 // forward; for the backward also dst per edge and the edges permuted by src (src_perm, CSR
 // src_ptr). All NULL: the batched tensor product (edge n joins node n to itself).
@@ -310,17 +327,7 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
                         const C cv = cg_value<C>(plan, c);
                         for (int v = 0; v < P.mul2; ++v) {
                             const C b = to_compute(x2[P.off2 + v * P.dim2 + j]);
-                            if (P.mode == KILN_TP_UVU) {
-                                pacc += cv * b * to_compute(we[P.weight_offset + u * P.mul2 + v]) *
-                                        to_compute(go[P.off_out + u * P.dim_out + k]);
-                            } else {
-                                C sw = C(0);
-                                for (int wo = 0; wo < P.mul_out; ++wo) {
-                                    sw += to_compute(we[P.weight_offset + (u * P.mul2 + v) * P.mul_out + wo]) *
-                                          to_compute(go[P.off_out + wo * P.dim_out + k]);
-                                }
-                                pacc += cv * b * sw;
-                            }
+                            pacc += path_dout_term<T, C>(P, we, go, u, v, k, cv * b);
                         }
                     }
                     acc += path_coef<C>(plan, p) * pacc;
@@ -366,17 +373,7 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
                     const C cv = cg_value<C>(plan, c);
                     for (int u = 0; u < P.mul1; ++u) {
                         const C a = to_compute(x1[P.off1 + u * P.dim1 + i]);
-                        if (P.mode == KILN_TP_UVU) {
-                            pacc += cv * a * to_compute(we[P.weight_offset + u * P.mul2 + v]) *
-                                    to_compute(go[P.off_out + u * P.dim_out + k]);
-                        } else {
-                            C sw = C(0);
-                            for (int wo = 0; wo < P.mul_out; ++wo) {
-                                sw += to_compute(we[P.weight_offset + (u * P.mul2 + v) * P.mul_out + wo]) *
-                                      to_compute(go[P.off_out + wo * P.dim_out + k]);
-                            }
-                            pacc += cv * a * sw;
-                        }
+                        pacc += path_dout_term<T, C>(P, we, go, u, v, k, cv * a);
                     }
                 }
                 acc += path_coef<C>(plan, p) * pacc;

@@ -23,7 +23,7 @@
 //! # Ok::<(), kiln::Error>(())
 //! ```
 
-use super::{Attention, Bias, Dims, HostBias, cpu, cpu_backward, validate};
+use super::{Attention, Bias, Dims, HostInputs, cpu_backward, validate};
 use crate::args::same_device;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -127,23 +127,9 @@ pub fn backward(attn: &Attention, x: &BackwardInputs, want: BiasGrads) -> Result
     let dims = validate_backward(attn, x, want)?;
     match Gpu::of(&x.q.device())? {
         None => {
-            let host_bias = HostBias::of(&attn.bias);
-            let bias = host_bias.as_ref();
-            let (qh, kh, vh) = (x.q.host_f64(), x.k.host_f64(), x.v.host_f64());
+            let host = HostInputs::of(attn, x.q, x.k, x.v);
             let g = cpu_backward::backward(
-                &cpu::Problem {
-                    q: &qh,
-                    k: &kh,
-                    v: &vh,
-                    cu_seqlens_q: &dims.cu_q,
-                    cu_seqlens_k: &dims.cu_k,
-                    heads: dims.heads,
-                    heads_k: dims.heads_k,
-                    head_dim: dims.head_dim,
-                    bias,
-                    causal: attn.causal,
-                    scale: dims.scale as f64,
-                },
+                &host.problem(attn, (&dims.cu_q, &dims.cu_k), [dims.heads, dims.heads_k, dims.head_dim], dims.scale),
                 &x.dout.host_f64(),
             );
             let dslopes = match (want.slopes, attn.bias) {

@@ -176,28 +176,55 @@ fn check_bias(
     Ok(slopes.shape().len() == 2)
 }
 
-/// The bias tensors copied to the host, for the reference path.
-struct HostBias {
+/// q, k, v and the bias tensors copied to the host, for the reference path of the forward, the
+/// padded forward and the backward.
+struct HostInputs {
+    q: Vec<f64>,
+    k: Vec<f64>,
+    v: Vec<f64>,
     slopes: Option<Vec<f64>>,
     positions: Option<Vec<f64>>,
 }
 
-impl HostBias {
-    fn of(bias: &Bias) -> HostBias {
-        match *bias {
-            Bias::None => HostBias { slopes: None, positions: None },
-            Bias::Alibi { slopes } => HostBias { slopes: Some(slopes.host_f64()), positions: None },
-            Bias::Geometric { slopes, positions } => {
-                HostBias { slopes: Some(slopes.host_f64()), positions: Some(positions.host_f64()) }
-            }
-        }
+impl HostInputs {
+    fn of(attn: &Attention, q: &Tensor, k: &Tensor, v: &Tensor) -> HostInputs {
+        let (slopes, positions) = match attn.bias {
+            Bias::None => (None, None),
+            Bias::Alibi { slopes } => (Some(slopes.host_f64()), None),
+            Bias::Geometric { slopes, positions } => (Some(slopes.host_f64()), Some(positions.host_f64())),
+        };
+        HostInputs { q: q.host_f64(), k: k.host_f64(), v: v.host_f64(), slopes, positions }
     }
 
-    fn as_ref(&self) -> cpu::BiasRef<'_> {
+    fn bias(&self) -> cpu::BiasRef<'_> {
         match (&self.slopes, &self.positions) {
             (None, _) => cpu::BiasRef::None,
             (Some(s), None) => cpu::BiasRef::Linear { slopes: s },
             (Some(s), Some(p)) => cpu::BiasRef::Geometric { slopes: s, positions: p },
+        }
+    }
+
+    /// The reference problem on these inputs: sequence layout `cu_q`/`cu_k` (empty for the padded
+    /// form), `[heads, heads_k, head_dim]` and the softmax scale as validated.
+    fn problem<'a>(
+        &'a self,
+        attn: &Attention,
+        (cu_q, cu_k): (&'a [usize], &'a [usize]),
+        [heads, heads_k, head_dim]: [usize; 3],
+        scale: f32,
+    ) -> cpu::Problem<'a> {
+        cpu::Problem {
+            q: &self.q,
+            k: &self.k,
+            v: &self.v,
+            cu_seqlens_q: cu_q,
+            cu_seqlens_k: cu_k,
+            heads,
+            heads_k,
+            head_dim,
+            bias: self.bias(),
+            causal: attn.causal,
+            scale: scale as f64,
         }
     }
 }
@@ -285,22 +312,13 @@ pub fn forward(
     let dims = validate(attn, q, k, v, cu_seqlens_q, cu_seqlens_k)?;
     match Gpu::of(&q.device())? {
         None => {
-            let host_bias = HostBias::of(&attn.bias);
-            let bias = host_bias.as_ref();
-            let (qh, kh, vh) = (q.host_f64(), k.host_f64(), v.host_f64());
-            let f = cpu::forward(&cpu::Problem {
-                q: &qh,
-                k: &kh,
-                v: &vh,
-                cu_seqlens_q: &dims.cu_q,
-                cu_seqlens_k: &dims.cu_k,
-                heads: dims.heads,
-                heads_k: dims.heads_k,
-                head_dim: dims.head_dim,
-                bias,
-                causal: attn.causal,
-                scale: dims.scale as f64,
-            });
+            let host = HostInputs::of(attn, q, k, v);
+            let f = cpu::forward(&host.problem(
+                attn,
+                (&dims.cu_q, &dims.cu_k),
+                [dims.heads, dims.heads_k, dims.head_dim],
+                dims.scale,
+            ));
             Ok(AttentionOutput {
                 out: Tensor::from_f64(&f.out, q.shape(), q.dtype())?,
                 lse: Tensor::from_f64(&f.lse, &[dims.heads, dims.total_q], DType::F32)?,

@@ -10,7 +10,7 @@ use super::on_cuda;
 #[cfg(feature = "emu")]
 use super::on_emu;
 use super::{
-    Attention, AttentionOutput, Bias, HEAD_DIMS, HostBias, check_bias, check_qkv, cpu, shape_err, softmax_scale,
+    Attention, AttentionOutput, Bias, HEAD_DIMS, HostInputs, check_bias, check_qkv, cpu, shape_err, softmax_scale,
 };
 use crate::args::same_device;
 use crate::dtype::DType;
@@ -192,24 +192,10 @@ fn reference(
     padding_mask: Option<&Tensor>,
     dims: &PaddedDims,
 ) -> Result<AttentionOutput> {
-    let host_bias = HostBias::of(&attn.bias);
-    let bias = host_bias.as_ref();
+    let host = HostInputs::of(attn, q, k, v);
     let mask: Option<Vec<bool>> = padding_mask.map(|m| m.host_f64().into_iter().map(|x| x != 0.0).collect());
-    let (qh, kh, vh) = (q.host_f64(), k.host_f64(), v.host_f64());
     let f = cpu::forward_padded(
-        &cpu::Problem {
-            q: &qh,
-            k: &kh,
-            v: &vh,
-            cu_seqlens_q: &[],
-            cu_seqlens_k: &[],
-            heads: dims.heads,
-            heads_k: dims.heads_k,
-            head_dim: dims.head_dim,
-            bias,
-            causal: attn.causal,
-            scale: dims.scale as f64,
-        },
+        &host.problem(attn, (&[], &[]), [dims.heads, dims.heads_k, dims.head_dim], dims.scale),
         (dims.batch, dims.seqlen_q, dims.seqlen_k),
         mask.as_deref(),
     );
