@@ -5,7 +5,7 @@
 //!   renamed `kiln_emu_*` (a generated prelude of `#define`s, force-included before anything
 //!   else), so the emulated and the nvcc-built library link into one binary;
 //!   `$OUT_DIR/ffi_emu_fns.rs` and `ffi_selftest_emu_fns.rs` declare the renamed functions for
-//!   `src/ffi_emu.rs` and `src/selftest/`.
+//!   `src/bindings/ffi_emu.rs` and `src/selftest/`.
 //! - Kernel translation units are compiled with `-fsanitize=thread` but libtsan is NOT linked:
 //!   the `__tsan_*` hooks every load and store calls are defined by the emulator
 //!   (kernels/emu/check.cpp), which checks bounds, initialisation and races in checked mode.
@@ -20,8 +20,8 @@ use std::process::Command;
 /// The C headers whose functions the emulated library renames, each with the committed bindgen
 /// output that declares them in Rust and the file the `kiln_emu_` twin declarations go to.
 const HEADERS: [(&str, &str, &str); 2] = [
-    ("kernels/include/kiln.h", "src/ffi.rs", "ffi_emu_fns.rs"),
-    ("kernels/include/kiln_selftest.h", "src/ffi_selftest.rs", "ffi_selftest_emu_fns.rs"),
+    ("kernels/include/kiln.h", "src/bindings/ffi.rs", "ffi_emu_fns.rs"),
+    ("kernels/include/kiln_selftest.h", "src/bindings/ffi_selftest.rs", "ffi_selftest_emu_fns.rs"),
 ];
 
 pub fn build(out: &Path) {
@@ -87,7 +87,7 @@ fn write_prelude(out: &Path, names: &[String]) {
     write_if_changed(&out.join("kiln_emu_prelude.h"), &s);
 }
 
-/// The `extern "C"` blocks of a committed bindgen output (`ffi`, e.g. src/ffi.rs) with each
+/// The `extern "C"` blocks of a committed bindgen output (`ffi`, e.g. src/bindings/ffi.rs) with each
 /// function linked to its `kiln_emu_` twin, written to `$OUT_DIR/generated`; types come from the
 /// including module's imports.
 fn write_rust_bindings(out: &Path, names: &[String], ffi_path: &str, generated: &str) {

@@ -18,7 +18,7 @@ DEST=.cuda
 MARKER="$DEST/.installed"
 NVCC="$DEST/nvidia/cu13/bin/nvcc"
 
-# SASS inspection (src/sass.rs): no 13.0 wheels of cuobjdump/nvdisasm exist; the earliest,
+# SASS inspection (src/tools/sass.rs): no 13.0 wheels of cuobjdump/nvdisasm exist; the earliest,
 # 13.2.51, disassemble the 13.0 toolchain's cubins. Kept apart so that neither install
 # replaces the other.
 SASS_PACKAGES=(

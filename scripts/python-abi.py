@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generates python/kiln/_abi.py, the ctypes signatures of the C ABI, from the headers
 (kernels/include/kiln.h and kernels/emu/include/kiln_emu.h), as scripts/bindgen.sh does for
-src/ffi.rs. `--check` exits 1 when the committed file differs (tests/python runs it).
+src/bindings/ffi.rs. `--check` exits 1 when the committed file differs (tests/python runs it).
 
 usage: scripts/python-abi.py [--check]
 """

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 scripts/install-cuda.sh
 
-# libclang: bindgen loads it at run time for tests/abi.rs (src/ffi.rs drift check).
+# libclang: bindgen loads it at run time for tests/abi.rs (src/bindings/ffi.rs drift check).
 if ! ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so'; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "test.sh: installing libclang-dev for the FFI drift test"

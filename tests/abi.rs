@@ -1,4 +1,4 @@
-//! The committed Rust FFI (`src/ffi.rs`, `src/ffi_selftest.rs`) must be exactly what bindgen
+//! The committed Rust FFI (`src/bindings/ffi.rs`, `src/bindings/ffi_selftest.rs`) must be exactly what bindgen
 //! makes of `kernels/include/kiln.h` and `kiln_selftest.h`. Skips where libclang is missing;
 //! `BLESS=1` rewrites the files (that is what `scripts/bindgen.sh` does).
 
@@ -28,8 +28,10 @@ fn generate(header: &str, functions: &str, own_types: bool) -> String {
 }
 
 /// Each header and the committed file generated from it.
-const BINDINGS: [(&str, &str, &str, bool); 2] =
-    [("kiln.h", "kiln_.*", "src/ffi.rs", true), ("kiln_selftest.h", "kiln_selftest_.*", "src/ffi_selftest.rs", false)];
+const BINDINGS: [(&str, &str, &str, bool); 2] = [
+    ("kiln.h", "kiln_.*", "src/bindings/ffi.rs", true),
+    ("kiln_selftest.h", "kiln_selftest_.*", "src/bindings/ffi_selftest.rs", false),
+];
 
 #[test]
 fn ffi_matches_header() {

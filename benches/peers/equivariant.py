@@ -9,7 +9,7 @@ per-edge messages ([edges, dim_out]) and scatters them with index_add_, as NequI
 """
 from common import Results, compiled, random, torch
 
-# REFERENCE.md §5's MACE-large, as src/equivariant/tp_op.rs configures it.
+# REFERENCE.md §5's MACE-large, as src/ops/equivariant/tp.rs configures it.
 IRREPS_IN1 = "128x0e+128x1o+128x2e"
 IRREPS_SH = "1x0e+1x1o+1x2e+1x3o"
 IRREPS_OUT = "128x0e+128x1o+128x2e+128x3o"

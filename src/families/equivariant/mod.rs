@@ -1,0 +1,523 @@
+//! Equivariant building blocks in e3nn's conventions (REFERENCE.md §5): irreps, real
+//! spherical harmonics, Clebsch-Gordan coefficients (`wigner_3j`) and Wigner D matrices for
+//! l ≤ 4, tensor-product plans (uvu and uvw paths, 'element' and 'path' normalization), and
+//! the f64 CPU references of the batched tensor product, the graph convolution
+//! `out[i] = Σ_{e: dst_e = i} TP(x[src_e], Y_e, w_e)` and the HIP Hessian assembly.
+//!
+//! ```
+//! use kiln::equivariant::{cpu, Irreps, PathNormalization, Sh, ShNormalization, TpPlan};
+//!
+//! // Y^0..Y^2 of one edge vector (component normalization: Y¹ = √3·x̂).
+//! let sh = Sh { lmax: 2, normalization: ShNormalization::Component, normalize: true };
+//! let y = sh.forward(&[0.0, 2.0, 0.0])?;
+//! assert!((y[2] - 3f64.sqrt()).abs() < 1e-12);
+//!
+//! // A channelwise (MACE-style) tensor product of 4x0e+4x1o features with those harmonics.
+//! let x: Irreps = "4x0e+4x1o".parse()?;
+//! let plan = TpPlan::channelwise(&x, &"0e+1o+2e".parse()?, &"4x0e+4x1o+4x2e".parse()?,
+//!                                PathNormalization::Element)?;
+//! let x1 = vec![0.5; x.dim()];
+//! let w = vec![1.0; plan.weight_numel];
+//! let out = cpu::tp_forward(&plan, &x1, &y, &w, 1)?;
+//! assert_eq!(out.len(), plan.irreps_out.dim());
+//! # Ok::<(), kiln::Error>(())
+//! ```
+
+pub mod cpu;
+pub mod irreps;
+pub mod sh;
+pub mod tp;
+pub mod wigner;
+
+// cuda.rs is the one copy of the launch code, compiled against each kernel library built in.
+crate::core::launch::launch_code!("cuda.rs");
+
+use crate::core::error::{Error, Result};
+use crate::core::gpu::Gpu;
+use crate::core::launch::on_backend;
+use crate::core::tensor::Tensor;
+use crate::core::validate::{float_or_f64, same_device};
+
+pub use irreps::{Irrep, Irreps, IrrepsError, MulIr, Parity};
+pub use sh::{Sh, ShNormalization, ShTable, sh_dim};
+pub use tp::{Instruction, IrrepNormalization, Mode, PathNormalization, TpPlan};
+pub use wigner::{LMAX, Wigner3j, wigner_3j, wigner_d};
+
+/// `vec` is a float `[n, 3]` tensor and the degree is supported: returns n.
+fn validate_vec(sh: &Sh, vec: &Tensor) -> Result<usize> {
+    wigner::check_l("lmax", sh.lmax)?;
+    float_or_f64("vec", vec)?;
+    match vec.shape() {
+        &[n, 3] => Ok(n),
+        other => Err(Error::Shape { arg: "vec", expected: "[n, 3]".into(), got: other.to_vec() }),
+    }
+}
+
+/// The real spherical harmonics Y^0..Y^lmax of `vec` (f32/f16/bf16/f64 `[n, 3]`): `[n, (lmax+1)²]`
+/// in vec's dtype, on vec's device (the host runs the f64 reference, [`Sh::forward`]).
+pub fn spherical_harmonics(sh: &Sh, vec: &Tensor) -> Result<Tensor> {
+    let n = validate_vec(sh, vec)?;
+    match Gpu::of(&vec.device())? {
+        None => Tensor::from_f64(&sh.forward(&vec.host_f64())?, &[n, sh_dim(sh.lmax)], vec.dtype()),
+        Some(gpu) => on_backend!(&gpu, sh_forward(sh, vec, n, &gpu)),
+    }
+}
+
+/// The gradient `[n, 3]` of Σ dsh·Y(vec) with respect to `vec`; `dsh` `[n, (lmax+1)²]` in vec's
+/// dtype and device.
+pub fn spherical_harmonics_backward(sh: &Sh, vec: &Tensor, dsh: &Tensor) -> Result<Tensor> {
+    let n = validate_vec(sh, vec)?;
+    same_device("dsh", &vec.device(), dsh)?;
+    if dsh.dtype() != vec.dtype() {
+        return Err(Error::DType {
+            arg: "dsh",
+            expected: format!("{} (the dtype of vec)", vec.dtype()),
+            got: dsh.dtype(),
+        });
+    }
+    let d = sh_dim(sh.lmax);
+    if dsh.shape() != [n, d] {
+        return Err(Error::Shape { arg: "dsh", expected: format!("[{n}, {d}]"), got: dsh.shape().to_vec() });
+    }
+    match Gpu::of(&vec.device())? {
+        None => Tensor::from_f64(&sh.backward(&vec.host_f64(), &dsh.host_f64())?, &[n, 3], vec.dtype()),
+        Some(gpu) => on_backend!(&gpu, sh_backward(sh, vec, dsh, n, &gpu)),
+    }
+}
+
+/// Gradients of [`tensor_product_backward`] and [`conv_backward`], in the inputs' dtype and
+/// device.
+#[derive(Debug)]
+pub struct Grads {
+    /// ∂L/∂x1 (∂L/∂x for the convolution).
+    pub dx1: Tensor,
+    /// ∂L/∂x2 (∂L/∂y, one row per edge, for the convolution).
+    pub dx2: Tensor,
+    /// ∂L/∂w, w's shape (shared weights: summed over the samples or edges, in order).
+    pub dw: Tensor,
+}
+
+/// A validated edge list (edges sorted by receiver) with the layouts the kernels read.
+#[derive(Clone, Debug)]
+// The CSR layouts serve only the launch code, absent without a backend.
+#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
+struct HostGraph {
+    src: Vec<i32>,
+    dst: Vec<i32>,
+    /// CSR offsets of each receiver's edges `[nodes + 1]`.
+    dst_ptr: Vec<i32>,
+    /// The edges stably sorted by sender.
+    src_perm: Vec<i32>,
+    /// CSR offsets of each sender's edges in `src_perm` `[nodes + 1]`.
+    src_ptr: Vec<i32>,
+}
+
+/// [`HostGraph`] on a device (each buffer padded by one unread element, never empty).
+#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
+struct DeviceGraph {
+    src: Tensor,
+    dst: Tensor,
+    dst_ptr: Tensor,
+    src_perm: Tensor,
+    src_ptr: Tensor,
+}
+
+#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
+impl HostGraph {
+    fn new(src: Vec<i32>, dst: Vec<i32>, nodes: usize) -> HostGraph {
+        let mut dst_ptr = vec![0i32; nodes + 1];
+        for &d in &dst {
+            dst_ptr[d as usize + 1] += 1;
+        }
+        for n in 0..nodes {
+            dst_ptr[n + 1] += dst_ptr[n];
+        }
+        let mut src_perm: Vec<i32> = (0..src.len() as i32).collect();
+        src_perm.sort_by_key(|&e| src[e as usize]);
+        let mut src_ptr = vec![0i32; nodes + 1];
+        for &s in &src {
+            src_ptr[s as usize + 1] += 1;
+        }
+        for n in 0..nodes {
+            src_ptr[n + 1] += src_ptr[n];
+        }
+        HostGraph { src, dst, dst_ptr, src_perm, src_ptr }
+    }
+
+    fn upload(&self, device: &crate::core::device::Device) -> Result<DeviceGraph> {
+        let up = |v: &[i32]| -> Result<Tensor> {
+            let mut padded = v.to_vec();
+            padded.push(0);
+            let n = padded.len();
+            Tensor::from_vec(padded, &[n])?.to_device(device)
+        };
+        Ok(DeviceGraph {
+            src: up(&self.src)?,
+            dst: up(&self.dst)?,
+            dst_ptr: up(&self.dst_ptr)?,
+            src_perm: up(&self.src_perm)?,
+            src_ptr: up(&self.src_ptr)?,
+        })
+    }
+}
+
+/// Validated operands of a tensor product (no graph: sample n is edge n of node n) or of a
+/// convolution.
+// `shared` and `edges` serve only the launch code, absent without a backend.
+#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
+struct Operands<'a> {
+    x: &'a Tensor,
+    y: &'a Tensor,
+    w: &'a Tensor,
+    shared: bool,
+    nodes: usize,
+    edges: usize,
+    graph: Option<HostGraph>,
+}
+
+/// The largest row width, weight count, node or edge count the kernels index with 32 bits.
+const MAX_I32: usize = i32::MAX as usize;
+
+fn rows_of(arg: &'static str, t: &Tensor, width: usize, what: &str) -> Result<usize> {
+    match t.shape() {
+        &[rows, w] if w == width => Ok(rows),
+        other => Err(Error::Shape { arg, expected: format!("[rows, {width}] ({what})"), got: other.to_vec() }),
+    }
+}
+
+/// Shapes, dtypes and devices of (x, y, w) against the plan: x `[nodes, dim1]`, y
+/// `[edges, dim2]`, w `[W]` or `[edges, W]`, all of x's float dtype and device.
+fn check_operands<'a>(
+    plan: &TpPlan,
+    (x, y, w): (&'a Tensor, &'a Tensor, &'a Tensor),
+    (xname, yname): (&'static str, &'static str),
+) -> Result<(usize, usize, bool)> {
+    float_or_f64(xname, x)?;
+    for (arg, t) in [(yname, y), ("w", w)] {
+        same_device(arg, &x.device(), t)?;
+        if t.dtype() != x.dtype() {
+            return Err(Error::DType {
+                arg,
+                expected: format!("{} (the dtype of {xname})", x.dtype()),
+                got: t.dtype(),
+            });
+        }
+    }
+    let (d1, d2, dk, nw) = (plan.irreps_in1.dim(), plan.irreps_in2.dim(), plan.irreps_out.dim(), plan.weight_numel);
+    if [d1, d2, dk, nw].iter().any(|&d| d > MAX_I32) {
+        return Err(Error::InvalidValue { arg: "plan", reason: "row widths and weight counts must fit in i32".into() });
+    }
+    let nodes = rows_of(xname, x, d1, "irreps_in1")?;
+    let edges = rows_of(yname, y, d2, "irreps_in2")?;
+    let shared = match w.shape() {
+        &[n] if n == nw => true,
+        &[e, n] if e == edges && n == nw => false,
+        other => {
+            return Err(Error::Shape {
+                arg: "w",
+                expected: format!("[{nw}] (shared) or [{edges}, {nw}] (one set per row of {yname})"),
+                got: other.to_vec(),
+            });
+        }
+    };
+    if nodes > MAX_I32 || edges > MAX_I32 {
+        return Err(Error::Shape { arg: yname, expected: "at most 2^31 - 1 rows".into(), got: y.shape().to_vec() });
+    }
+    Ok((nodes, edges, shared))
+}
+
+fn validate_tp<'a>(plan: &TpPlan, x1: &'a Tensor, x2: &'a Tensor, w: &'a Tensor) -> Result<Operands<'a>> {
+    let (nodes, edges, shared) = check_operands(plan, (x1, x2, w), ("x1", "x2"))?;
+    if nodes != edges {
+        return Err(Error::Shape {
+            arg: "x2",
+            expected: format!("[{nodes}, {}] (one row per row of x1)", plan.irreps_in2.dim()),
+            got: x2.shape().to_vec(),
+        });
+    }
+    Ok(Operands { x: x1, y: x2, w, shared, nodes, edges, graph: None })
+}
+
+/// i32 `[edges]` indices in `0..nodes` on x's device.
+fn indices(arg: &'static str, t: &Tensor, x: &Tensor, edges: usize, nodes: usize) -> Result<Vec<i32>> {
+    same_device(arg, &x.device(), t)?;
+    if t.dtype() != crate::core::dtype::DType::I32 {
+        return Err(Error::DType { arg, expected: "i32".into(), got: t.dtype() });
+    }
+    if t.shape() != [edges] {
+        return Err(Error::Shape { arg, expected: format!("[{edges}] (one per edge)"), got: t.shape().to_vec() });
+    }
+    let v = t.to_f64_vec()?;
+    if let Some(e) = v.iter().position(|&i| i < 0.0 || i >= nodes as f64) {
+        return Err(Error::InvalidValue { arg, reason: format!("edge {e} has index {}, outside 0..{nodes}", v[e]) });
+    }
+    Ok(v.into_iter().map(|i| i as i32).collect())
+}
+
+fn validate_conv<'a>(
+    plan: &TpPlan,
+    (x, y, w): (&'a Tensor, &'a Tensor, &'a Tensor),
+    src: &Tensor,
+    dst: &Tensor,
+) -> Result<Operands<'a>> {
+    let (nodes, edges, shared) = check_operands(plan, (x, y, w), ("x", "y"))?;
+    let src = indices("src", src, x, edges, nodes)?;
+    let dst = indices("dst", dst, x, edges, nodes)?;
+    if let Some(e) = dst.windows(2).position(|p| p[1] < p[0]) {
+        return Err(Error::InvalidValue {
+            arg: "dst",
+            reason: format!(
+                "the deterministic convolution needs the edges sorted by receiver: dst[{}] = {} follows {}",
+                e + 1,
+                dst[e + 1],
+                dst[e]
+            ),
+        });
+    }
+    Ok(Operands { x, y, w, shared, nodes, edges, graph: Some(HostGraph::new(src, dst, nodes)) })
+}
+
+/// Out of `ops` on the host: the f64 reference, rounded to the dtype.
+fn host_forward(plan: &TpPlan, ops: &Operands) -> Result<Tensor> {
+    let (x, y, w) = (ops.x.host_f64(), ops.y.host_f64(), ops.w.host_f64());
+    let out = match &ops.graph {
+        None => cpu::tp_forward(plan, &x, &y, &w, ops.nodes)?,
+        Some(g) => {
+            let (s, d): (Vec<i64>, Vec<i64>) =
+                (g.src.iter().map(|&v| v as i64).collect(), g.dst.iter().map(|&v| v as i64).collect());
+            cpu::conv_forward(plan, &x, &y, &w, &s, &d)?
+        }
+    };
+    Tensor::from_f64(&out, &[ops.nodes, plan.irreps_out.dim()], ops.x.dtype())
+}
+
+fn host_backward(plan: &TpPlan, ops: &Operands, dout: &Tensor) -> Result<Grads> {
+    let (x, y, w, g) = (ops.x.host_f64(), ops.y.host_f64(), ops.w.host_f64(), dout.host_f64());
+    let grads = match &ops.graph {
+        None => cpu::tp_backward(plan, &x, &y, &w, &g, ops.nodes)?,
+        Some(gr) => {
+            let (s, d): (Vec<i64>, Vec<i64>) =
+                (gr.src.iter().map(|&v| v as i64).collect(), gr.dst.iter().map(|&v| v as i64).collect());
+            cpu::conv_backward(plan, &x, &y, &w, &s, &d, &g)?
+        }
+    };
+    let dtype = ops.x.dtype();
+    Ok(Grads {
+        dx1: Tensor::from_f64(&grads.dx1, ops.x.shape(), dtype)?,
+        dx2: Tensor::from_f64(&grads.dx2, ops.y.shape(), dtype)?,
+        dw: Tensor::from_f64(&grads.dw, ops.w.shape(), dtype)?,
+    })
+}
+
+fn check_dout(plan: &TpPlan, ops: &Operands, dout: &Tensor) -> Result<()> {
+    same_device("dout", &ops.x.device(), dout)?;
+    if dout.dtype() != ops.x.dtype() {
+        return Err(Error::DType { arg: "dout", expected: format!("{}", ops.x.dtype()), got: dout.dtype() });
+    }
+    let want = [ops.nodes, plan.irreps_out.dim()];
+    if dout.shape() != want {
+        return Err(Error::Shape {
+            arg: "dout",
+            expected: format!("{want:?} (irreps_out)"),
+            got: dout.shape().to_vec(),
+        });
+    }
+    Ok(())
+}
+
+fn run_forward(plan: &TpPlan, ops: &Operands) -> Result<Tensor> {
+    match Gpu::of(&ops.x.device())? {
+        None => host_forward(plan, ops),
+        Some(gpu) => on_backend!(&gpu, conv_forward(plan, ops, &gpu)),
+    }
+}
+
+fn run_backward(plan: &TpPlan, ops: &Operands, dout: &Tensor) -> Result<Grads> {
+    check_dout(plan, ops, dout)?;
+    match Gpu::of(&ops.x.device())? {
+        None => host_backward(plan, ops, dout),
+        Some(gpu) => on_backend!(&gpu, conv_backward(plan, ops, dout, &gpu)),
+    }
+}
+
+/// The batched tensor product of `plan`: x1 `[batch, dim1]`, x2 `[batch, dim2]`, w `[W]`
+/// (shared) or `[batch, W]`, one float dtype and device → `[batch, dim_out]`.
+pub fn tensor_product(plan: &TpPlan, x1: &Tensor, x2: &Tensor, w: &Tensor) -> Result<Tensor> {
+    run_forward(plan, &validate_tp(plan, x1, x2, w)?)
+}
+
+/// The gradients of [`tensor_product`] given dout `[batch, dim_out]`.
+pub fn tensor_product_backward(plan: &TpPlan, x1: &Tensor, x2: &Tensor, w: &Tensor, dout: &Tensor) -> Result<Grads> {
+    run_backward(plan, &validate_tp(plan, x1, x2, w)?, dout)
+}
+
+/// The fused, deterministic graph convolution `out[n] = Σ_{e: dst_e = n} TP(x[src_e], y[e]; w_e)`:
+/// x `[nodes, dim1]`, y `[edges, dim2]`, w `[W]` or `[edges, W]`, src and dst i32 `[edges]` with
+/// the edges sorted by dst (else a typed error) → `[nodes, dim_out]`.
+pub fn conv(plan: &TpPlan, x: &Tensor, y: &Tensor, w: &Tensor, src: &Tensor, dst: &Tensor) -> Result<Tensor> {
+    run_forward(plan, &validate_conv(plan, (x, y, w), src, dst)?)
+}
+
+/// The gradients (dx, dy, dw) of [`conv`] given dout `[nodes, dim_out]`.
+pub fn conv_backward(
+    plan: &TpPlan,
+    (x, y, w): (&Tensor, &Tensor, &Tensor),
+    src: &Tensor,
+    dst: &Tensor,
+    dout: &Tensor,
+) -> Result<Grads> {
+    run_backward(plan, &validate_conv(plan, (x, y, w), src, dst)?, dout)
+}
+
+/// Validated HIP Hessian operands: features, edges and molecules.
+#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
+struct HessianOperands<'a> {
+    edge_feat: &'a Tensor,
+    node_feat: &'a Tensor,
+    src: Vec<i32>,
+    dst: Vec<i32>,
+    n_atoms: Vec<usize>,
+    atoms: usize,
+    /// The output's shape: `[3n, 3n]` for one molecule, `[Σ (3n)²]` for several.
+    shape: Vec<usize>,
+}
+
+#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
+impl HessianOperands<'_> {
+    /// (src_perm, src_ptr, atom_mol, mol_first, mol_offset as i32 pairs) for the kernels.
+    fn layout(&self) -> [Vec<i32>; 5] {
+        let graph = HostGraph::new(self.src.clone(), self.dst.clone(), self.atoms);
+        let atom_mol: Vec<i32> =
+            self.n_atoms.iter().enumerate().flat_map(|(k, &n)| std::iter::repeat_n(k as i32, n)).collect();
+        let (mut first, mut offset) = (vec![0i32], vec![0i64]);
+        for &n in &self.n_atoms {
+            first.push(first[first.len() - 1] + n as i32);
+            offset.push(offset[offset.len() - 1] + 9 * (n * n) as i64);
+        }
+        // int64 offsets travel as little-endian i32 pairs (Tensor has no i64 storage).
+        let offset_words = offset.iter().flat_map(|&o| [o as i32, (o >> 32) as i32]).collect();
+        [graph.src_perm, graph.src_ptr, atom_mol, first, offset_words]
+    }
+}
+
+fn validate_hessian<'a>(
+    edge_feat: &'a Tensor,
+    node_feat: &'a Tensor,
+    src: &Tensor,
+    dst: &Tensor,
+    n_atoms: &[usize],
+) -> Result<HessianOperands<'a>> {
+    float_or_f64("node_feat", node_feat)?;
+    same_device("edge_feat", &node_feat.device(), edge_feat)?;
+    if edge_feat.dtype() != node_feat.dtype() {
+        return Err(Error::DType {
+            arg: "edge_feat",
+            expected: format!("{} (the dtype of node_feat)", node_feat.dtype()),
+            got: edge_feat.dtype(),
+        });
+    }
+    let atoms: usize = n_atoms.iter().sum();
+    if n_atoms.is_empty() || n_atoms.contains(&0) {
+        return Err(Error::InvalidValue {
+            arg: "n_atoms",
+            reason: "one or more molecules of at least one atom".into(),
+        });
+    }
+    if atoms > (i32::MAX / 3) as usize {
+        return Err(Error::InvalidValue { arg: "n_atoms", reason: format!("{atoms} atoms: at most 2^31/3") });
+    }
+    if node_feat.shape() != [atoms, 9] {
+        return Err(Error::Shape {
+            arg: "node_feat",
+            expected: format!("[{atoms}, 9] (l = 0, 1, 2 per atom; atoms = Σ n_atoms)"),
+            got: node_feat.shape().to_vec(),
+        });
+    }
+    let edges = match edge_feat.shape() {
+        &[e, 9] => e,
+        other => return Err(Error::Shape { arg: "edge_feat", expected: "[edges, 9]".into(), got: other.to_vec() }),
+    };
+    let src = indices("src", src, node_feat, edges, atoms)?;
+    let dst = indices("dst", dst, node_feat, edges, atoms)?;
+    let mol: Vec<usize> = n_atoms.iter().enumerate().flat_map(|(k, &n)| std::iter::repeat_n(k, n)).collect();
+    if let Some(e) = (0..edges).find(|&e| mol[src[e] as usize] != mol[dst[e] as usize]) {
+        return Err(Error::InvalidValue {
+            arg: "dst",
+            reason: format!("edge {e} joins atoms {} and {} of different molecules", src[e], dst[e]),
+        });
+    }
+    let shape = match n_atoms {
+        &[n] => vec![3 * n, 3 * n],
+        _ => vec![n_atoms.iter().map(|n| 9 * n * n).sum()],
+    };
+    Ok(HessianOperands { edge_feat, node_feat, src, dst, n_atoms: n_atoms.to_vec(), atoms, shape })
+}
+
+/// HIP Hessian assembly (REFERENCE.md §5): edge_feat `[edges, 9]` and node_feat `[atoms, 9]`
+/// (l = 0, 1, 2 in e3nn's basis) become 3×3 blocks through wigner_3j(1, 1, l);
+/// H[i, j] += M_e, H[j, i] += M_eᵀ for each edge e = (src_e → dst_e), H[i, i] += N_i + N_iᵀ.
+/// Molecules of `n_atoms[k]` consecutive atoms, edges within one. Returns the dense Hessian
+/// `[3n, 3n]` (row 3i + a, column 3j + b) of a single molecule, or each molecule's
+/// concatenated (`[Σ (3n)²]`), exactly symmetric, in the features' dtype and device.
+pub fn hessian(
+    edge_feat: &Tensor,
+    node_feat: &Tensor,
+    src: &Tensor,
+    dst: &Tensor,
+    n_atoms: &[usize],
+) -> Result<Tensor> {
+    let ops = validate_hessian(edge_feat, node_feat, src, dst, n_atoms)?;
+    match Gpu::of(&node_feat.device())? {
+        None => {
+            let (s, d): (Vec<i64>, Vec<i64>) =
+                (ops.src.iter().map(|&v| v as i64).collect(), ops.dst.iter().map(|&v| v as i64).collect());
+            let h = cpu::hessian_forward(&edge_feat.host_f64(), &node_feat.host_f64(), &s, &d, n_atoms)?;
+            Tensor::from_f64(&h, &ops.shape, node_feat.dtype())
+        }
+        Some(gpu) => on_backend!(&gpu, hessian_forward(&ops, &gpu)),
+    }
+}
+
+/// The gradients (d edge_feat, d node_feat) of [`hessian`] given dhessian (its shape).
+pub fn hessian_backward(
+    edge_feat: &Tensor,
+    node_feat: &Tensor,
+    src: &Tensor,
+    dst: &Tensor,
+    n_atoms: &[usize],
+    dhessian: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let ops = validate_hessian(edge_feat, node_feat, src, dst, n_atoms)?;
+    same_device("dhessian", &node_feat.device(), dhessian)?;
+    if dhessian.dtype() != node_feat.dtype() {
+        return Err(Error::DType {
+            arg: "dhessian",
+            expected: format!("{}", node_feat.dtype()),
+            got: dhessian.dtype(),
+        });
+    }
+    if dhessian.shape() != ops.shape.as_slice() {
+        return Err(Error::Shape {
+            arg: "dhessian",
+            expected: format!("{:?}", ops.shape),
+            got: dhessian.shape().to_vec(),
+        });
+    }
+    match Gpu::of(&node_feat.device())? {
+        None => {
+            let (s, d): (Vec<i64>, Vec<i64>) =
+                (ops.src.iter().map(|&v| v as i64).collect(), ops.dst.iter().map(|&v| v as i64).collect());
+            let (de, dn) = cpu::hessian_backward(
+                &edge_feat.host_f64(),
+                &node_feat.host_f64(),
+                &s,
+                &d,
+                n_atoms,
+                &dhessian.host_f64(),
+            )?;
+            let dtype = node_feat.dtype();
+            Ok((Tensor::from_f64(&de, edge_feat.shape(), dtype)?, Tensor::from_f64(&dn, node_feat.shape(), dtype)?))
+        }
+        Some(gpu) => on_backend!(&gpu, hessian_backward(&ops, dhessian, &gpu)),
+    }
+}

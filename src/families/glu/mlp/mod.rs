@@ -1,0 +1,430 @@
+//! The GLU MLP block: y = (h(x·W_gᵀ + b_g) ⊙ (x·W_uᵀ + b_u))·W_dᵀ + b_d, forward and
+//! backward. On a GPU the GEMMs run in cuBLASLt and the gate in the fused GLU kernel (on the
+//! emulator the GEMMs run on the host, the gate emulated); the reference is an f64
+//! matmul-based block. Weights, biases and their gradients share x's
+//! dtype (the α gradient is f32).
+//!
+//! ```
+//! use kiln::glu::{Glu, GluKind, mlp::{self, GateUp, Mlp, Mode}};
+//! use kiln::{DType, Tensor};
+//!
+//! let (t, d, f) = (2, 3, 4);
+//! let w = |rows: usize, cols: usize| Tensor::full(&[rows, cols], DType::F32, 0.1, &kiln::Device::Cpu);
+//! let (w_gate, w_up, w_down) = (w(f, d)?, w(f, d)?, w(d, f)?);
+//! let block = Mlp {
+//!     glu: Glu::new(GluKind::Swiglu),
+//!     gate_up: GateUp::Separate { w_gate: &w_gate, w_up: &w_up, b_gate: None, b_up: None },
+//!     w_down: &w_down,
+//!     b_down: None,
+//! };
+//! let x = Tensor::full(&[t, d], DType::F32, 1.0, &kiln::Device::Cpu)?;
+//! let out = mlp::forward(&block, &x, Mode::Training)?;
+//! assert_eq!(out.y.shape(), &[t, d]);
+//! let dy = Tensor::full(&[t, d], DType::F32, 1.0, &kiln::Device::Cpu)?;
+//! let g = mlp::backward(&block, &x, out.saved.as_ref().unwrap(), &dy)?;
+//! assert_eq!(g.dw_down.shape(), &[d, f]);
+//! # Ok::<(), kiln::Error>(())
+//! ```
+
+use super::{GateHalf, Glu, GluInput, GluInputGrads};
+use crate::core::dtype::DType;
+use crate::core::error::{Error, Result};
+use crate::core::gpu::Gpu;
+use crate::core::tensor::Tensor;
+use crate::core::validate::float;
+
+mod gemm;
+
+/// The gate and up projections: two `[F, d]` weights, or one packed `[2F, d]` with the
+/// gate rows first.
+#[derive(Clone, Copy, Debug)]
+pub enum GateUp<'a> {
+    /// W_g and W_u `[F, d]`, biases `[F]`.
+    Separate {
+        /// Gate weight.
+        w_gate: &'a Tensor,
+        /// Up (value) weight.
+        w_up: &'a Tensor,
+        /// Gate bias.
+        b_gate: Option<&'a Tensor>,
+        /// Up bias.
+        b_up: Option<&'a Tensor>,
+    },
+    /// `[2F, d]`: rows 0..F gate, F..2F up; bias `[2F]` likewise.
+    Packed {
+        /// Packed weight.
+        w: &'a Tensor,
+        /// Packed bias.
+        b: Option<&'a Tensor>,
+    },
+}
+
+/// The block's parameters.
+#[derive(Clone, Copy, Debug)]
+pub struct Mlp<'a> {
+    /// The gate (and α, order for the x-gates).
+    pub glu: Glu,
+    /// Gate and up projections.
+    pub gate_up: GateUp<'a>,
+    /// Down projection `[d, F]`.
+    pub w_down: &'a Tensor,
+    /// Down bias `[d]`.
+    pub b_down: Option<&'a Tensor>,
+}
+
+/// Training saves what backward needs; inference saves nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Keep the pre-activations for [`backward`].
+    Training,
+    /// Keep nothing.
+    Inference,
+}
+
+/// What a training forward keeps: the pre-activations `h = [x·W_gᵀ + b_g | x·W_uᵀ + b_u]`,
+/// `[T, 2F]` (gate half first). The gate output is recomputed in backward (one elementwise
+/// pass) rather than stored (T·F elements).
+#[derive(Debug)]
+pub struct Saved {
+    /// `[T, 2F]` pre-activations.
+    pub h: Tensor,
+}
+
+/// What [`forward`] returns.
+#[derive(Debug)]
+pub struct MlpOutput {
+    /// `[T, d]`.
+    pub y: Tensor,
+    /// Present in training mode.
+    pub saved: Option<Saved>,
+}
+
+/// Gradients of the gate/up projections, in the layout they came in.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // made once per backward; boxing would only add a hop
+pub enum GateUpGrads {
+    /// dW_g, dW_u `[F, d]`; db_g, db_u `[F]` when the biases were given.
+    Separate {
+        /// dL/dW_g.
+        dw_gate: Tensor,
+        /// dL/dW_u.
+        dw_up: Tensor,
+        /// dL/db_g.
+        db_gate: Option<Tensor>,
+        /// dL/db_u.
+        db_up: Option<Tensor>,
+    },
+    /// dW `[2F, d]`, db `[2F]`.
+    Packed {
+        /// dL/dW.
+        dw: Tensor,
+        /// dL/db.
+        db: Option<Tensor>,
+    },
+}
+
+/// What [`backward`] returns.
+#[derive(Debug)]
+pub struct MlpGrads {
+    /// `[T, d]`.
+    pub dx: Tensor,
+    /// Gate and up projections.
+    pub gate_up: GateUpGrads,
+    /// `[d, F]`.
+    pub dw_down: Tensor,
+    /// `[d]` when b_down was given.
+    pub db_down: Option<Tensor>,
+    /// f32 `[1]` for the x-gates.
+    pub dalpha: Option<Tensor>,
+}
+
+/// (T, d, F): tokens, model width, hidden width.
+pub(crate) struct Dims {
+    pub(crate) t: usize,
+    pub(crate) d: usize,
+    pub(crate) f: usize,
+}
+
+fn expect(arg: &'static str, t: &Tensor, x: &Tensor, shape: &[usize]) -> Result<()> {
+    if !x.device().same_memory(&t.device()) {
+        return Err(Error::Device { arg, expected: x.device().to_string(), got: t.device().to_string() });
+    }
+    if t.dtype() != x.dtype() {
+        return Err(Error::DType { arg, expected: format!("{} (the dtype of x)", x.dtype()), got: t.dtype() });
+    }
+    if t.shape() != shape {
+        return Err(Error::Shape { arg, expected: format!("{shape:?}"), got: t.shape().to_vec() });
+    }
+    Ok(())
+}
+
+impl Mlp<'_> {
+    fn validate(&self, x: &Tensor) -> Result<Dims> {
+        float("x", x)?;
+        if x.shape().len() != 2 || x.shape()[1] == 0 {
+            return Err(Error::Shape { arg: "x", expected: "[T, d] with d ≥ 1".into(), got: x.shape().to_vec() });
+        }
+        let (t, d) = (x.shape()[0], x.shape()[1]);
+        let f = match self.w_down.shape() {
+            [dd, f] if *dd == d && *f > 0 => *f,
+            s => {
+                return Err(Error::Shape {
+                    arg: "w_down", expected: format!("[{d}, F] with F ≥ 1"), got: s.to_vec()
+                });
+            }
+        };
+        expect("w_down", self.w_down, x, &[d, f])?;
+        match self.gate_up {
+            GateUp::Separate { w_gate, w_up, b_gate, b_up } => {
+                expect("w_gate", w_gate, x, &[f, d])?;
+                expect("w_up", w_up, x, &[f, d])?;
+                if let Some(b) = b_gate {
+                    expect("b_gate", b, x, &[f])?;
+                }
+                if let Some(b) = b_up {
+                    expect("b_up", b, x, &[f])?;
+                }
+            }
+            GateUp::Packed { w, b } => {
+                expect("w_gate_up", w, x, &[2 * f, d])?;
+                if let Some(b) = b {
+                    expect("b_gate_up", b, x, &[2 * f])?;
+                }
+            }
+        }
+        if let Some(b) = self.b_down {
+            expect("b_down", b, x, &[d])?;
+        }
+        // The gate's own checks (α, order) run on a one-element probe.
+        super::forward(&self.glu, GluInput::Separate { a: &probe()?, b: &probe()? })?;
+        Ok(Dims { t, d, f })
+    }
+}
+
+fn probe() -> Result<Tensor> {
+    Tensor::from_f32(&[0.0], &[1], DType::F32)
+}
+
+/// y for `x [T, d]`; in training mode also what backward needs.
+pub fn forward(mlp: &Mlp, x: &Tensor, mode: Mode) -> Result<MlpOutput> {
+    let dims = mlp.validate(x)?;
+    match Gpu::of(&x.device())? {
+        None => {
+            let r = reference::forward(mlp, x, &dims);
+            let h = Tensor::from_f64(&r.h, &[dims.t, 2 * dims.f], x.dtype())?;
+            Ok(MlpOutput {
+                y: Tensor::from_f64(&r.y, &[dims.t, dims.d], x.dtype())?,
+                saved: (mode == Mode::Training).then_some(Saved { h }),
+            })
+        }
+        Some(gpu) => gemm::forward(mlp, x, mode, &dims, &gpu),
+    }
+}
+
+/// Gradients of every parameter and of x, given the training forward's `saved`.
+pub fn backward(mlp: &Mlp, x: &Tensor, saved: &Saved, dy: &Tensor) -> Result<MlpGrads> {
+    let dims = mlp.validate(x)?;
+    expect("saved.h", &saved.h, x, &[dims.t, 2 * dims.f])?;
+    expect("dy", dy, x, &[dims.t, dims.d])?;
+    match Gpu::of(&x.device())? {
+        None => reference::backward_tensors(mlp, x, &saved.h, dy, &dims),
+        Some(gpu) => gemm::backward(mlp, x, &saved.h, dy, &dims, &gpu),
+    }
+}
+
+/// The gate on packed pre-activations (the device path's).
+pub(crate) fn gate_forward(glu: &Glu, h: &Tensor) -> Result<Tensor> {
+    super::forward(glu, GluInput::Packed { ab: h, gate: GateHalf::First })
+}
+
+/// (dh packed, dα) from the packed pre-activations and dz (the device path's).
+pub(crate) fn gate_backward(glu: &Glu, h: &Tensor, dz: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
+    let g = super::backward(glu, GluInput::Packed { ab: h, gate: GateHalf::First }, dz)?;
+    match g.input {
+        GluInputGrads::Packed { dab } => Ok((dab, g.dalpha)),
+        GluInputGrads::Separate { .. } => unreachable!("packed in, packed out"),
+    }
+}
+
+/// The f64 matmul-based reference of the block.
+pub mod reference {
+    use super::*;
+    use crate::families::glu::cpu;
+
+    /// C[m, n] = op(A)·op(B) with A `[m, k]` (or `[k, m]` when `ta`) and B `[k, n]` (or
+    /// `[n, k]` when `tb`), row-major, f64.
+    pub fn matmul(a: &[f64], b: &[f64], (m, k, n): (usize, usize, usize), ta: bool, tb: bool) -> Vec<f64> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for p in 0..k {
+                let av = if ta { a[p * m + i] } else { a[i * k + p] };
+                if av == 0.0 {
+                    continue;
+                }
+                for j in 0..n {
+                    let bv = if tb { b[j * k + p] } else { b[p * n + j] };
+                    c[i * n + j] += av * bv;
+                }
+            }
+        }
+        c
+    }
+
+    /// Column sums of `[rows, cols]`.
+    pub fn column_sums(a: &[f64], cols: usize) -> Vec<f64> {
+        let mut s = vec![0.0; cols];
+        for row in a.chunks(cols) {
+            for (acc, v) in s.iter_mut().zip(row) {
+                *acc += v;
+            }
+        }
+        s
+    }
+
+    /// The packed gate/up weight `[2F, d]` and bias `[2F]` of either layout, in f64.
+    pub fn packed_gate_up(gate_up: &GateUp) -> (Vec<f64>, Option<Vec<f64>>) {
+        match *gate_up {
+            GateUp::Separate { w_gate, w_up, b_gate, b_up } => {
+                let w = [w_gate.host_f64(), w_up.host_f64()].concat();
+                let f = w_gate.shape()[0];
+                let b = match (b_gate, b_up) {
+                    (None, None) => None,
+                    (g, u) => Some(
+                        [g.map_or(vec![0.0; f], |t| t.host_f64()), u.map_or(vec![0.0; f], |t| t.host_f64())].concat(),
+                    ),
+                };
+                (w, b)
+            }
+            GateUp::Packed { w, b } => (w.host_f64(), b.map(|t| t.host_f64())),
+        }
+    }
+
+    /// Forward results in f64.
+    pub struct Forward {
+        /// `[T, 2F]` pre-activations, gate half first.
+        pub h: Vec<f64>,
+        /// `[T, F]` gate output.
+        pub z: Vec<f64>,
+        /// `[T, d]`.
+        pub y: Vec<f64>,
+    }
+
+    /// The block in f64 from host tensors.
+    pub(crate) fn forward(mlp: &Mlp, x: &Tensor, dims: &Dims) -> Forward {
+        let (w, b) = packed_gate_up(&mlp.gate_up);
+        let bd = mlp.b_down.map(|t| t.host_f64());
+        forward_f64(&mlp.glu, &x.host_f64(), &w, b.as_deref(), &mlp.w_down.host_f64(), bd.as_deref(), dims)
+    }
+
+    /// The block in f64: h = x·Wᵀ + b, z = gate(h), y = z·W_dᵀ + b_d.
+    pub(crate) fn forward_f64(
+        glu: &Glu,
+        x: &[f64],
+        w: &[f64],
+        b: Option<&[f64]>,
+        w_down: &[f64],
+        b_down: Option<&[f64]>,
+        dims: &Dims,
+    ) -> Forward {
+        let (t, d, f) = (dims.t, dims.d, dims.f);
+        let mut h = matmul(x, w, (t, d, 2 * f), false, true);
+        if let Some(b) = b {
+            for row in h.chunks_mut(2 * f) {
+                row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+            }
+        }
+        let (a, bv) = split(&h, f);
+        let z = cpu::forward(glu.kind, glu.alpha as f64, glu.order, &a, &bv);
+        let mut y = matmul(&z, w_down, (t, f, d), false, true);
+        if let Some(bd) = b_down {
+            for row in y.chunks_mut(d) {
+                row.iter_mut().zip(bd).for_each(|(v, b)| *v += b);
+            }
+        }
+        Forward { h, z, y }
+    }
+
+    /// (gate half, up half) of packed `[T, 2F]` rows.
+    pub fn split(h: &[f64], f: usize) -> (Vec<f64>, Vec<f64>) {
+        let (mut a, mut b) = (Vec::with_capacity(h.len() / 2), Vec::with_capacity(h.len() / 2));
+        for row in h.chunks(2 * f) {
+            a.extend_from_slice(&row[..f]);
+            b.extend_from_slice(&row[f..]);
+        }
+        (a, b)
+    }
+
+    /// Backward results in f64.
+    pub struct Backward {
+        /// `[T, d]`.
+        pub dx: Vec<f64>,
+        /// `[2F, d]` packed gate/up weight gradient.
+        pub dw: Vec<f64>,
+        /// `[2F]`.
+        pub db: Vec<f64>,
+        /// `[d, F]`.
+        pub dw_down: Vec<f64>,
+        /// `[d]`.
+        pub db_down: Vec<f64>,
+        /// dα.
+        pub dalpha: f64,
+    }
+
+    /// The block's backward in f64 from the pre-activations h.
+    pub(crate) fn backward_f64(
+        glu: &Glu,
+        x: &[f64],
+        w: &[f64],
+        w_down: &[f64],
+        h: &[f64],
+        dy: &[f64],
+        dims: &Dims,
+    ) -> Backward {
+        let (t, d, f) = (dims.t, dims.d, dims.f);
+        let (a, b) = split(h, f);
+        let z = cpu::forward(glu.kind, glu.alpha as f64, glu.order, &a, &b);
+        let dz = matmul(dy, w_down, (t, d, f), false, false);
+        let dw_down = matmul(dy, &z, (d, t, f), true, false);
+        let db_down = column_sums(dy, d);
+        let (da, dbv, dalpha) = cpu::backward(glu.kind, glu.alpha as f64, glu.order, &a, &b, &dz);
+        let mut dh = Vec::with_capacity(2 * t * f);
+        for r in 0..t {
+            dh.extend_from_slice(&da[r * f..(r + 1) * f]);
+            dh.extend_from_slice(&dbv[r * f..(r + 1) * f]);
+        }
+        Backward {
+            dx: matmul(&dh, w, (t, 2 * f, d), false, false),
+            dw: matmul(&dh, x, (2 * f, t, d), true, false),
+            db: column_sums(&dh, 2 * f),
+            dw_down,
+            db_down,
+            dalpha,
+        }
+    }
+
+    pub(crate) fn backward_tensors(mlp: &Mlp, x: &Tensor, h: &Tensor, dy: &Tensor, dims: &Dims) -> Result<MlpGrads> {
+        let (w, _) = packed_gate_up(&mlp.gate_up);
+        let r = backward_f64(&mlp.glu, &x.host_f64(), &w, &mlp.w_down.host_f64(), &h.host_f64(), &dy.host_f64(), dims);
+        let dt = x.dtype();
+        let (d, f) = (dims.d, dims.f);
+        let gate_up = match mlp.gate_up {
+            GateUp::Separate { b_gate, b_up, .. } => GateUpGrads::Separate {
+                dw_gate: Tensor::from_f64(&r.dw[..f * d], &[f, d], dt)?,
+                dw_up: Tensor::from_f64(&r.dw[f * d..], &[f, d], dt)?,
+                db_gate: b_gate.map(|_| Tensor::from_f64(&r.db[..f], &[f], dt)).transpose()?,
+                db_up: b_up.map(|_| Tensor::from_f64(&r.db[f..], &[f], dt)).transpose()?,
+            },
+            GateUp::Packed { b, .. } => GateUpGrads::Packed {
+                dw: Tensor::from_f64(&r.dw, &[2 * f, d], dt)?,
+                db: b.map(|_| Tensor::from_f64(&r.db, &[2 * f], dt)).transpose()?,
+            },
+        };
+        Ok(MlpGrads {
+            dx: Tensor::from_f64(&r.dx, x.shape(), dt)?,
+            gate_up,
+            dw_down: Tensor::from_f64(&r.dw_down, &[d, f], dt)?,
+            db_down: mlp.b_down.map(|_| Tensor::from_f64(&r.db_down, &[d], dt)).transpose()?,
+            dalpha: mlp.glu.kind.has_alpha().then(|| Tensor::from_f64(&[r.dalpha], &[1], DType::F32)).transpose()?,
+        })
+    }
+}

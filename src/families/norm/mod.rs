@@ -1,0 +1,237 @@
+//! Fused residual add + LayerNorm / RMSNorm in low precision (MosaicBERT's encoder):
+//! y = norm(x + residual)·γ + β over the last dimension, with the residual, γ and β each
+//! optional; f32 statistics saved for the backward; deterministic dγ/dβ.
+//!
+//! ```
+//! use kiln::{norm::{self, Norm, NormKind}, DType, Tensor};
+//!
+//! let x = Tensor::from_f32(&[1.0, 2.0, 3.0, 4.0, 5.0, 5.0, 5.0, 5.0], &[2, 4], DType::BF16)?;
+//! let ln = Norm { kind: NormKind::LayerNorm, eps: 1e-5, gamma: None, beta: None };
+//! let out = norm::forward(&ln, &x, None, false)?;
+//! let y = out.y.to_f32_vec()?;
+//! assert!((y[0] + 1.3416).abs() < 1e-2);   // (1 − 2.5)/√1.25
+//! assert_eq!(&y[4..], &[0.0; 4]);          // a constant row normalises to β = 0
+//! let dy = Tensor::from_f32(&[1.0; 8], &[2, 4], DType::BF16)?;
+//! let g = norm::backward(&ln, &dy, &x, None, &out.stats, None)?;
+//! assert!(g.dx.to_f32_vec()?.iter().all(|v| v.abs() < 1e-3)); // a uniform dy has no effect
+//! # Ok::<(), kiln::Error>(())
+//! ```
+
+pub mod cpu;
+
+// cuda.rs is the one copy of the launch code, compiled against each kernel library built in.
+crate::core::launch::launch_code!("cuda.rs");
+
+use crate::core::dtype::DType;
+use crate::core::error::{Error, Result, ensure};
+use crate::core::gpu::Gpu;
+use crate::core::launch::on_backend;
+use crate::core::tensor::Tensor;
+use crate::core::validate::{float, like_x, same_device};
+
+/// The largest hidden size the kernels take.
+pub const MAX_DIM: usize = 65536;
+
+/// Which normalisation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NormKind {
+    /// (s − mean)/sqrt(var + eps).
+    LayerNorm,
+    /// s/sqrt(mean(s²) + eps).
+    RmsNorm,
+}
+
+/// A normalisation and its parameters.
+#[derive(Clone, Copy, Debug)]
+pub struct Norm<'a> {
+    /// LayerNorm or RMSNorm.
+    pub kind: NormKind,
+    /// Added to the variance (or mean square); finite and > 0.
+    pub eps: f32,
+    /// Scale γ, f32 `[dim]` (1 when `None`).
+    pub gamma: Option<&'a Tensor>,
+    /// Shift β, f32 `[dim]` (0 when `None`).
+    pub beta: Option<&'a Tensor>,
+}
+
+/// Row statistics the forward saves for the backward (f32, `[rows]`).
+#[derive(Debug)]
+pub struct Stats {
+    /// Row means (LayerNorm only).
+    pub mean: Option<Tensor>,
+    /// Reciprocal standard deviations (or root mean squares).
+    pub rstd: Tensor,
+}
+
+/// What [`forward`] returns.
+#[derive(Debug)]
+pub struct NormOutput {
+    /// The normalised output, shape and dtype of x.
+    pub y: Tensor,
+    /// x + residual rounded to x's dtype, when asked for.
+    pub residual_out: Option<Tensor>,
+    /// Statistics for [`backward`].
+    pub stats: Stats,
+}
+
+/// What [`backward`] returns.
+#[derive(Debug)]
+pub struct NormGrads {
+    /// dL/dx.
+    pub dx: Tensor,
+    /// dL/dresidual (equal to dx), when the forward had a residual.
+    pub dresidual: Option<Tensor>,
+    /// dL/dγ, f32 `[dim]`, when γ was given.
+    pub dgamma: Option<Tensor>,
+    /// dL/dβ, f32 `[dim]`, when β was given.
+    pub dbeta: Option<Tensor>,
+}
+
+/// (rows, dim) of x, after checking its dtype and hidden size.
+fn dims(x: &Tensor) -> Result<(usize, usize)> {
+    float("x", x)?;
+    let dim = x.shape().last().copied().unwrap_or(0);
+    if !(1..=MAX_DIM).contains(&dim) {
+        return Err(Error::Shape {
+            arg: "x",
+            expected: format!("[…, dim] with 1 ≤ dim ≤ {MAX_DIM}"),
+            got: x.shape().to_vec(),
+        });
+    }
+    Ok((x.len() / dim, dim))
+}
+
+fn f32_vector(arg: &'static str, x: &Tensor, t: &Tensor, len: usize) -> Result<()> {
+    same_device(arg, &x.device(), t)?;
+    if t.dtype() != DType::F32 {
+        return Err(Error::DType { arg, expected: "f32".into(), got: t.dtype() });
+    }
+    if t.shape() != [len] {
+        return Err(Error::Shape { arg, expected: format!("[{len}]"), got: t.shape().to_vec() });
+    }
+    Ok(())
+}
+
+impl Norm<'_> {
+    fn validate(&self, x: &Tensor) -> Result<(usize, usize)> {
+        let (rows, dim) = dims(x)?;
+        ensure(self.eps.is_finite() && self.eps > 0.0, "eps", || format!("must be > 0, got {}", self.eps))?;
+        if let Some(g) = self.gamma {
+            f32_vector("gamma", x, g, dim)?;
+        }
+        if let Some(b) = self.beta {
+            f32_vector("beta", x, b, dim)?;
+        }
+        Ok((rows, dim))
+    }
+}
+
+fn host_opt(t: Option<&Tensor>) -> Option<Vec<f64>> {
+    t.map(|t| t.host_f64())
+}
+
+/// y = norm(x + residual)·γ + β. `keep_residual` also returns x + residual (for the next
+/// block's residual stream); it needs a residual.
+pub fn forward(norm: &Norm, x: &Tensor, residual: Option<&Tensor>, keep_residual: bool) -> Result<NormOutput> {
+    let (rows, dim) = norm.validate(x)?;
+    if let Some(r) = residual {
+        like_x("residual", x, r)?;
+    }
+    ensure(!keep_residual || residual.is_some(), "residual", || "keep_residual needs a residual".into())?;
+    match Gpu::of(&x.device())? {
+        None => {
+            let (g, b, r) = (host_opt(norm.gamma), host_opt(norm.beta), host_opt(residual));
+            let f =
+                cpu::forward(norm.kind, &x.host_f64(), r.as_deref(), g.as_deref(), b.as_deref(), dim, norm.eps as f64);
+            let stat = |v: &[f64]| Tensor::from_f64(v, &[rows], DType::F32);
+            Ok(NormOutput {
+                y: Tensor::from_f64(&f.y, x.shape(), x.dtype())?,
+                residual_out: if keep_residual { Some(Tensor::from_f64(&f.s, x.shape(), x.dtype())?) } else { None },
+                stats: Stats {
+                    mean: if norm.kind == NormKind::LayerNorm { Some(stat(&f.mean)?) } else { None },
+                    rstd: stat(&f.rstd)?,
+                },
+            })
+        }
+        Some(gpu) => on_backend!(&gpu, forward(norm, x, residual, keep_residual, (rows, dim), &gpu)),
+    }
+}
+
+/// Gradients of y (and of residual_out through `dresidual_out`) given the forward's inputs
+/// and statistics. Pass the same `x` and `residual` as the forward, or the forward's
+/// residual_out as `x` with no residual. (The host path checks `stats` but recomputes them
+/// in f64; the kernels read them.)
+pub fn backward(
+    norm: &Norm,
+    dy: &Tensor,
+    x: &Tensor,
+    residual: Option<&Tensor>,
+    stats: &Stats,
+    dresidual_out: Option<&Tensor>,
+) -> Result<NormGrads> {
+    backward_with(norm, dy, x, residual, StatsRef { mean: stats.mean.as_ref(), rstd: &stats.rstd }, dresidual_out)
+}
+
+/// The statistics [`backward`] reads, borrowed (the registry keeps them among its inputs).
+#[derive(Clone, Copy)]
+pub(crate) struct StatsRef<'a> {
+    pub(crate) mean: Option<&'a Tensor>,
+    pub(crate) rstd: &'a Tensor,
+}
+
+/// [`backward`] over borrowed statistics.
+pub(crate) fn backward_with(
+    norm: &Norm,
+    dy: &Tensor,
+    x: &Tensor,
+    residual: Option<&Tensor>,
+    stats: StatsRef,
+    dresidual_out: Option<&Tensor>,
+) -> Result<NormGrads> {
+    let (rows, dim) = norm.validate(x)?;
+    like_x("dy", x, dy)?;
+    if let Some(r) = residual {
+        like_x("residual", x, r)?;
+    }
+    if let Some(d) = dresidual_out {
+        like_x("dresidual_out", x, d)?;
+    }
+    f32_vector("rstd", x, stats.rstd, rows)?;
+    match (stats.mean, norm.kind) {
+        (Some(m), NormKind::LayerNorm) => f32_vector("mean", x, m, rows)?,
+        (None, NormKind::LayerNorm) => {
+            return Err(Error::InvalidValue {
+                arg: "mean",
+                reason: "LayerNorm's backward needs the forward's mean".into(),
+            });
+        }
+        _ => {}
+    }
+    match Gpu::of(&x.device())? {
+        None => {
+            let xs = x.host_f64();
+            let s: Vec<f64> = match residual {
+                Some(r) => xs.iter().zip(r.host_f64()).map(|(a, b)| a + b).collect(),
+                None => xs,
+            };
+            // The reference recomputes the statistics in f64 rather than reading the f32
+            // ones (which only the kernels need): it stays the exact f64 computation.
+            let f = cpu::forward(norm.kind, &s, None, None, None, dim, norm.eps as f64);
+            let g = host_opt(norm.gamma);
+            let dro = host_opt(dresidual_out);
+            let b = cpu::backward(norm.kind, &dy.host_f64(), &s, (&f.mean, &f.rstd), g.as_deref(), dro.as_deref(), dim);
+            let ds = Tensor::from_f64(&b.ds, x.shape(), x.dtype())?;
+            Ok(NormGrads {
+                dresidual: if residual.is_some() { Some(Tensor::from_f64(&b.ds, x.shape(), x.dtype())?) } else { None },
+                dx: ds,
+                dgamma: if norm.gamma.is_some() {
+                    Some(Tensor::from_f64(&b.dgamma, &[dim], DType::F32)?)
+                } else {
+                    None
+                },
+                dbeta: if norm.beta.is_some() { Some(Tensor::from_f64(&b.dbeta, &[dim], DType::F32)?) } else { None },
+            })
+        }
+        Some(gpu) => on_backend!(&gpu, backward(norm, dy, x, residual, stats, dresidual_out, (rows, dim), &gpu)),
+    }
+}

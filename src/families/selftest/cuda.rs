@@ -1,0 +1,83 @@
+// The PTX self-tests' launch code, compiled once per kernel library: selftest/mod.rs includes
+// this file in `on_cuda` (with `ffi` = crate::bindings::ffi_selftest) and in `on_emu` (with `ffi` = the
+// emulated library's twins). Arguments are validated by mod.rs.
+
+use std::ffi::c_void;
+
+use crate::core::dtype::DType;
+use crate::core::error::Result;
+use crate::core::gpu::Gpu;
+use crate::core::launch::check_status;
+use crate::core::tensor::Tensor;
+
+pub(in crate::families::selftest) fn mma(a: &Tensor, b: &Tensor, c: &Tensor, gpu: &Gpu) -> Result<Tensor> {
+    gpu.bind()?;
+    let mut d = Tensor::zeros(&[16, 8], DType::F32, &gpu.device())?;
+    let status = {
+        let (ap, _ag) = a.dev_ptr(gpu);
+        let (bp, _bg) = b.dev_ptr(gpu);
+        let (cp, _cg) = c.dev_ptr(gpu);
+        let (dp, _dg) = d.dev_ptr_mut(gpu);
+        // SAFETY: shapes and dtypes validated by mod.rs (the kernel reads 256 + 128 elements
+        // and 128 floats, writes 128 floats); the guards outlive the launch.
+        unsafe {
+            ffi::kiln_selftest_mma(
+                a.dtype().to_ffi(),
+                ap as *const c_void,
+                bp as *const c_void,
+                cp as *const f32,
+                dp as *mut f32,
+                gpu.stream(),
+            )
+        }
+    };
+    check_status(gpu, status, || "kiln_selftest_mma".into())?;
+    Ok(d)
+}
+
+pub(in crate::families::selftest) fn ldmatrix(count: usize, trans: bool, src: &Tensor, gpu: &Gpu) -> Result<Tensor> {
+    gpu.bind()?;
+    let mut out = Tensor::zeros(&[32, 4], DType::I32, &gpu.device())?;
+    let status = {
+        let (sp, _sg) = src.dev_ptr(gpu);
+        let (op, _og) = out.dev_ptr_mut(gpu);
+        // SAFETY: src is i32 [32, 16] and out i32 [32, 4] (validated by mod.rs); the guards
+        // outlive the launch.
+        unsafe {
+            ffi::kiln_selftest_ldmatrix(count as i32, trans as i32, sp as *const i32, op as *mut i32, gpu.stream())
+        }
+    };
+    check_status(gpu, status, || "kiln_selftest_ldmatrix".into())?;
+    Ok(out)
+}
+
+pub(in crate::families::selftest) fn cp_async(src: &Tensor, skip_wait: bool, gpu: &Gpu) -> Result<Tensor> {
+    gpu.bind()?;
+    let mut out = Tensor::zeros(&[512], DType::I32, &gpu.device())?;
+    let status = {
+        let (sp, _sg) = src.dev_ptr(gpu);
+        let (op, _og) = out.dev_ptr_mut(gpu);
+        // SAFETY: src and out are i32 [512] (validated by mod.rs; device allocations are 256-byte
+        // aligned, as cp.async needs 16); the guards outlive the launch.
+        unsafe { ffi::kiln_selftest_cp_async(sp as *const i32, op as *mut i32, skip_wait as i32, gpu.stream()) }
+    };
+    check_status(gpu, status, || "kiln_selftest_cp_async".into())?;
+    Ok(out)
+}
+
+pub(in crate::families::selftest) fn math(function: i32, fast: bool, x: &Tensor, gpu: &Gpu) -> Result<Tensor> {
+    gpu.bind()?;
+    let n = x.len();
+    let mut y = Tensor::zeros(&[n], DType::F32, &gpu.device())?;
+    let status = {
+        let (xp, _xg) = x.dev_ptr(gpu);
+        let (yp, _yg) = y.dev_ptr_mut(gpu);
+        // SAFETY: x is f32 [n] (mod.rs); the kernel reads and writes n floats; the guards
+        // outlive the launch.
+        unsafe {
+            ffi::kiln_selftest_math(function, i32::from(fast), xp as *const f32, yp as *mut f32, n as i64, gpu.stream())
+        }
+    };
+    check_status(gpu, status, || "kiln_selftest_math".into())?;
+    Ok(y)
+}
