@@ -14,7 +14,7 @@
 //!   comparison is false (relu/jumprelu dx = 0, prelu dx = slope·dy, smelu dx = dy, gsmelu
 //!   dx = g₊·dy, dslope/dθ terms 0). See [`dx_term`] and [`dparam_term`].
 
-use super::{ActivationKind as K, Scalars};
+use super::spec::{ActivationKind as K, Scalars};
 
 const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
 const GELU_TANH_CUBIC: f64 = 0.044_715;

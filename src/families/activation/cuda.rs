@@ -5,7 +5,7 @@
 
 use std::ffi::c_void;
 
-use super::Activation;
+use super::spec::Activation;
 use crate::core::error::Result;
 use crate::bindings::ffi::{kiln_dtype, kiln_status};
 use crate::core::gpu::Gpu;

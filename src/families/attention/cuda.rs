@@ -6,7 +6,7 @@
 use std::ffi::c_void;
 use std::ptr::null;
 
-use super::{Attention, AttentionOutput, Bias, Dims};
+use crate::families::attention::spec::{Attention, AttentionOutput, Bias, Dims};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::gpu::Gpu;

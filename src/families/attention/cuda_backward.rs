@@ -6,8 +6,7 @@
 use std::ffi::c_void;
 use std::ptr::{null, null_mut};
 
-use super::super::{Attention, Bias, Dims};
-use super::{AttentionGrads, BackwardInputs, BiasGrads};
+use crate::families::attention::spec::{Attention, AttentionGrads, BackwardInputs, Bias, BiasGrads, Dims};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::gpu::Gpu;

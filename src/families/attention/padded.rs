@@ -5,12 +5,9 @@
 //! numbered 0, 1, … in order for the causal mask and the linear bias: with right padding (valid
 //! tokens first) these are their padded positions.
 
-#[cfg(feature = "cuda")]
-use super::on_cuda;
-#[cfg(feature = "emu")]
-use super::on_emu;
-use super::{
-    Attention, AttentionOutput, Bias, HEAD_DIMS, HostInputs, check_bias, check_qkv, cpu, shape_err, softmax_scale,
+use super::cpu;
+use super::spec::{
+    Attention, AttentionOutput, Bias, HEAD_DIMS, HostInputs, check_bias, check_qkv, shape_err, softmax_scale,
 };
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
@@ -137,8 +134,8 @@ fn on_device(
     dims: &PaddedDims,
     gpu: &Gpu,
 ) -> Result<AttentionOutput> {
-    use super::{Dims, forward};
-    use crate::core::launch::on_backend;
+    use super::spec::Dims;
+    use super::varlen::{forward, launch_forward, launch_lse_pad};
     use crate::families::padding::{self, Keep};
 
     let (batch, sq, sk, heads) = (dims.batch, dims.seqlen_q, dims.seqlen_k, dims.heads);
@@ -159,7 +156,7 @@ fn on_device(
                 scale: dims.scale,
             };
             // The launch writes out in q's shape [B, S_q, H, D] and lse [H, B·S_q].
-            let o: AttentionOutput = on_backend!(gpu, forward(attn, q, k, v, &cu_q, &cu_k, &varlen, gpu))?;
+            let o: AttentionOutput = launch_forward(attn, q, k, v, &cu_q, &cu_k, &varlen, gpu)?;
             Ok(AttentionOutput { out: o.out, lse: o.lse.reshape(&[heads, batch, sq])? })
         }
         Some(mask) => {
@@ -177,7 +174,7 @@ fn on_device(
             let cu = &unpadded.cu_seqlens;
             let o = forward(&packed_attn, &unpadded.packed, &kp, &vp, cu, cu)?;
             let out = padding::pad(&o.out, &unpadded.indices, batch, sq)?;
-            let lse: Tensor = on_backend!(gpu, lse_pad(&o.lse, &unpadded.indices, batch * sq, gpu))?;
+            let lse: Tensor = launch_lse_pad(&o.lse, &unpadded.indices, batch * sq, gpu)?;
             Ok(AttentionOutput { out, lse: lse.reshape(&[heads, batch, sq])? })
         }
     }

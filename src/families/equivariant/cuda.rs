@@ -7,7 +7,7 @@ use std::ffi::c_void;
 
 use super::sh::{Sh, ShNormalization, sh_dim};
 use super::tp::{Mode, TpPlan};
-use super::{Grads, HessianOperands, Operands};
+use super::operands::{Grads, HessianOperands, Operands};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::gpu::Gpu;

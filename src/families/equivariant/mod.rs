@@ -25,9 +25,12 @@
 
 pub mod cpu;
 pub mod irreps;
+mod operands;
 pub mod sh;
 pub mod tp;
 pub mod wigner;
+pub use operands::Grads;
+use operands::{HessianOperands, HostGraph, Operands};
 
 // cuda.rs is the one copy of the launch code, compiled against each kernel library built in.
 crate::core::launch::launch_code!("cuda.rs");
@@ -83,96 +86,6 @@ pub fn spherical_harmonics_backward(sh: &Sh, vec: &Tensor, dsh: &Tensor) -> Resu
         None => Tensor::from_f64(&sh.backward(&vec.host_f64(), &dsh.host_f64())?, &[n, 3], vec.dtype()),
         Some(gpu) => on_backend!(&gpu, sh_backward(sh, vec, dsh, n, &gpu)),
     }
-}
-
-/// Gradients of [`tensor_product_backward`] and [`conv_backward`], in the inputs' dtype and
-/// device.
-#[derive(Debug)]
-pub struct Grads {
-    /// ∂L/∂x1 (∂L/∂x for the convolution).
-    pub dx1: Tensor,
-    /// ∂L/∂x2 (∂L/∂y, one row per edge, for the convolution).
-    pub dx2: Tensor,
-    /// ∂L/∂w, w's shape (shared weights: summed over the samples or edges, in order).
-    pub dw: Tensor,
-}
-
-/// A validated edge list (edges sorted by receiver) with the layouts the kernels read.
-#[derive(Clone, Debug)]
-// The CSR layouts serve only the launch code, absent without a backend.
-#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
-struct HostGraph {
-    src: Vec<i32>,
-    dst: Vec<i32>,
-    /// CSR offsets of each receiver's edges `[nodes + 1]`.
-    dst_ptr: Vec<i32>,
-    /// The edges stably sorted by sender.
-    src_perm: Vec<i32>,
-    /// CSR offsets of each sender's edges in `src_perm` `[nodes + 1]`.
-    src_ptr: Vec<i32>,
-}
-
-/// [`HostGraph`] on a device (each buffer padded by one unread element, never empty).
-#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
-struct DeviceGraph {
-    src: Tensor,
-    dst: Tensor,
-    dst_ptr: Tensor,
-    src_perm: Tensor,
-    src_ptr: Tensor,
-}
-
-#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
-impl HostGraph {
-    fn new(src: Vec<i32>, dst: Vec<i32>, nodes: usize) -> HostGraph {
-        let mut dst_ptr = vec![0i32; nodes + 1];
-        for &d in &dst {
-            dst_ptr[d as usize + 1] += 1;
-        }
-        for n in 0..nodes {
-            dst_ptr[n + 1] += dst_ptr[n];
-        }
-        let mut src_perm: Vec<i32> = (0..src.len() as i32).collect();
-        src_perm.sort_by_key(|&e| src[e as usize]);
-        let mut src_ptr = vec![0i32; nodes + 1];
-        for &s in &src {
-            src_ptr[s as usize + 1] += 1;
-        }
-        for n in 0..nodes {
-            src_ptr[n + 1] += src_ptr[n];
-        }
-        HostGraph { src, dst, dst_ptr, src_perm, src_ptr }
-    }
-
-    fn upload(&self, device: &crate::core::device::Device) -> Result<DeviceGraph> {
-        let up = |v: &[i32]| -> Result<Tensor> {
-            let mut padded = v.to_vec();
-            padded.push(0);
-            let n = padded.len();
-            Tensor::from_vec(padded, &[n])?.to_device(device)
-        };
-        Ok(DeviceGraph {
-            src: up(&self.src)?,
-            dst: up(&self.dst)?,
-            dst_ptr: up(&self.dst_ptr)?,
-            src_perm: up(&self.src_perm)?,
-            src_ptr: up(&self.src_ptr)?,
-        })
-    }
-}
-
-/// Validated operands of a tensor product (no graph: sample n is edge n of node n) or of a
-/// convolution.
-// `shared` and `edges` serve only the launch code, absent without a backend.
-#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
-struct Operands<'a> {
-    x: &'a Tensor,
-    y: &'a Tensor,
-    w: &'a Tensor,
-    shared: bool,
-    nodes: usize,
-    edges: usize,
-    graph: Option<HostGraph>,
 }
 
 /// The largest row width, weight count, node or edge count the kernels index with 32 bits.
@@ -367,37 +280,6 @@ pub fn conv_backward(
     dout: &Tensor,
 ) -> Result<Grads> {
     run_backward(plan, &validate_conv(plan, (x, y, w), src, dst)?, dout)
-}
-
-/// Validated HIP Hessian operands: features, edges and molecules.
-#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
-struct HessianOperands<'a> {
-    edge_feat: &'a Tensor,
-    node_feat: &'a Tensor,
-    src: Vec<i32>,
-    dst: Vec<i32>,
-    n_atoms: Vec<usize>,
-    atoms: usize,
-    /// The output's shape: `[3n, 3n]` for one molecule, `[Σ (3n)²]` for several.
-    shape: Vec<usize>,
-}
-
-#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
-impl HessianOperands<'_> {
-    /// (src_perm, src_ptr, atom_mol, mol_first, mol_offset as i32 pairs) for the kernels.
-    fn layout(&self) -> [Vec<i32>; 5] {
-        let graph = HostGraph::new(self.src.clone(), self.dst.clone(), self.atoms);
-        let atom_mol: Vec<i32> =
-            self.n_atoms.iter().enumerate().flat_map(|(k, &n)| std::iter::repeat_n(k as i32, n)).collect();
-        let (mut first, mut offset) = (vec![0i32], vec![0i64]);
-        for &n in &self.n_atoms {
-            first.push(first[first.len() - 1] + n as i32);
-            offset.push(offset[offset.len() - 1] + 9 * (n * n) as i64);
-        }
-        // int64 offsets travel as little-endian i32 pairs (Tensor has no i64 storage).
-        let offset_words = offset.iter().flat_map(|&o| [o as i32, (o >> 32) as i32]).collect();
-        [graph.src_perm, graph.src_ptr, atom_mol, first, offset_words]
-    }
 }
 
 fn validate_hessian<'a>(

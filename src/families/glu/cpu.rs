@@ -6,7 +6,7 @@
 //! are products formed in the kernels' order, so NaN reaches every output it multiplies and
 //! 0·∞ is NaN. ReGLU's h'(NaN) is 0 (the kernel's `a > 0 ? 1 : 0`).
 
-use super::GluKind as K;
+use super::spec::GluKind as K;
 use crate::families::activation::cpu::{erf, normal_cdf, normal_pdf, sigmoid};
 use crate::families::activation::{ActivationKind, Scalars};
 

@@ -6,7 +6,7 @@
 use std::ffi::c_void;
 use std::ptr::null_mut;
 
-use super::{GateHalf, Glu, GluInput, GluInputGrads, GluInputMut, GluKind as K, Layout};
+use super::spec::{GateHalf, Glu, GluInput, GluInputGrads, GluInputMut, GluKind as K, Layout};
 use crate::core::error::Result;
 use crate::bindings::ffi::{kiln_dtype, kiln_status};
 use crate::core::gpu::Gpu;

@@ -1,7 +1,7 @@
 //! CPU references of the fused residual add + LayerNorm / RMSNorm (f64, two-pass row
 //! statistics). Rows are the leading dimensions, `dim` the last one.
 
-use super::NormKind;
+use super::spec::NormKind;
 
 /// What the forward computes, in f64.
 #[derive(Clone, Debug, PartialEq)]

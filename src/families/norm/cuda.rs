@@ -6,7 +6,7 @@
 use std::ffi::c_void;
 use std::ptr::{null, null_mut};
 
-use super::{Norm, NormGrads, NormKind, NormOutput, Stats, StatsRef};
+use super::spec::{Norm, NormGrads, NormKind, NormOutput, Stats, StatsRef};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::gpu::{Gpu, Guard};

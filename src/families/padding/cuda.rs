@@ -6,7 +6,7 @@
 use std::ffi::c_void;
 use std::ptr::{null, null_mut};
 
-use super::{Keep, UnpaddedOnDevice, data_status};
+use super::spec::{Keep, UnpaddedOnDevice, data_status};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::gpu::Gpu;

@@ -3,13 +3,27 @@
 //! column-major API); on the emulator they run on the host (see `host`). The gate is the
 //! fused GLU kernel in both cases, through `glu::forward/backward`.
 
-use super::{Dims, Mlp, MlpGrads, MlpOutput, Mode};
+use super::spec::{Dims, GateUp, GateUpGrads, Mlp, MlpGrads, MlpOutput, Mode, Saved};
 use crate::core::device::Device;
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::gpu::Gpu;
 use crate::core::tensor::Tensor;
-use crate::families::glu::mlp::{GateUp, GateUpGrads, Saved, gate_backward, gate_forward};
+use crate::families::glu::spec::{GateHalf, Glu, GluInput, GluInputGrads};
+
+/// The gate on packed pre-activations (the device path's).
+fn gate_forward(glu: &Glu, h: &Tensor) -> Result<Tensor> {
+    crate::families::glu::forward(glu, GluInput::Packed { ab: h, gate: GateHalf::First })
+}
+
+/// (dh packed, dα) from the packed pre-activations and dz (the device path's).
+fn gate_backward(glu: &Glu, h: &Tensor, dz: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
+    let g = crate::families::glu::backward(glu, GluInput::Packed { ab: h, gate: GateHalf::First }, dz)?;
+    match g.input {
+        GluInputGrads::Packed { dab } => Ok((dab, g.dalpha)),
+        GluInputGrads::Separate { .. } => unreachable!("packed in, packed out"),
+    }
+}
 
 /// A row-major operand: a tensor, the element where the matrix starts, its row stride,
 /// and whether it is used transposed (stored `[K, M]` for A, `[N, K]` for B).

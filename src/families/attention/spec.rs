@@ -1,0 +1,344 @@
+//! What an attention call is and the rules its arguments obey: the bias and options
+//! ([`Attention`], [`Bias`]), what the forward returns, what the backward reads and returns,
+//! and the validation both run before a kernel or the reference sees an argument.
+//!
+//! Layer: families. Imports core and the attention reference's problem type; the forward
+//! (varlen.rs), the padded form, the backward and the launch code import it.
+
+use crate::core::dtype::DType;
+use crate::core::error::{Error, Result, ensure};
+use crate::core::tensor::Tensor;
+use crate::core::validate::same_device;
+use crate::families::attention::cpu;
+
+/// The head dimensions the kernels take.
+pub const HEAD_DIMS: [usize; 4] = [32, 64, 96, 128];
+
+/// The bias added to the scaled scores.
+#[derive(Clone, Copy, Debug)]
+pub enum Bias<'a> {
+    /// Plain attention.
+    None,
+    /// Linear ALiBi −slope·|i + sk − sq − j|; slopes f32 `[H]` or `[B, H]`.
+    Alibi {
+        /// f32 `[H]` or `[B, H]`.
+        slopes: &'a Tensor,
+    },
+    /// Geometric ALiBi −slope·‖p_i − p_j‖ (self-attention: q and k are the same tokens, so
+    /// `cu_seqlens_q` must equal `cu_seqlens_k`).
+    Geometric {
+        /// f32 `[H]` or `[B, H]`.
+        slopes: &'a Tensor,
+        /// f32 `[total, 3]`: each token's position.
+        positions: &'a Tensor,
+    },
+}
+
+/// An attention configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct Attention<'a> {
+    /// Causal mask aligned to the bottom-right corner: query i sees keys j ≤ i + sk − sq.
+    pub causal: bool,
+    /// Softmax scale; `None` is 1/√D.
+    pub scale: Option<f32>,
+    /// The bias.
+    pub bias: Bias<'a>,
+}
+
+/// What [`forward`] returns.
+#[derive(Debug)]
+pub struct AttentionOutput {
+    /// `[total_q, H, D]` in q's dtype.
+    pub out: Tensor,
+    /// f32 `[H, total_q]`: the natural log-sum-exp of each row's scaled, biased scores.
+    pub lse: Tensor,
+}
+
+/// Shapes and sequence layout, validated.
+#[derive(Clone, Debug)]
+// Some fields serve only the launch code, absent without a backend.
+#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
+pub(super) struct Dims {
+    pub(super) total_q: usize,
+    pub(super) total_k: usize,
+    pub(super) heads: usize,
+    pub(super) heads_k: usize,
+    pub(super) head_dim: usize,
+    pub(super) cu_q: Vec<usize>,
+    pub(super) cu_k: Vec<usize>,
+    pub(super) slopes_per_batch: bool,
+    pub(super) scale: f32,
+}
+
+#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
+impl Dims {
+    pub(super) fn batch(&self) -> usize {
+        self.cu_q.len() - 1
+    }
+
+    pub(super) fn max_seqlen_q(&self) -> usize {
+        self.cu_q.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0)
+    }
+}
+
+pub(super) fn shape_err(arg: &'static str, expected: String, t: &Tensor) -> Error {
+    Error::Shape { arg, expected, got: t.shape().to_vec() }
+}
+
+/// cu_seqlens of `total` tokens: i32 `[batch + 1]`, starting at 0, non-decreasing, ending at total.
+pub(super) fn cu_seqlens(arg: &'static str, t: &Tensor, total: usize) -> Result<Vec<usize>> {
+    if t.dtype() != DType::I32 {
+        return Err(Error::DType { arg, expected: "i32".into(), got: t.dtype() });
+    }
+    if t.shape().len() != 1 || t.shape()[0] < 2 {
+        return Err(shape_err(arg, "[batch + 1] with batch ≥ 1".into(), t));
+    }
+    let v = t.to_f64_vec()?;
+    ensure(v[0] == 0.0, arg, || format!("must start at 0, got {}", v[0]))?;
+    ensure(v.windows(2).all(|w| w[1] >= w[0]), arg, || "must be non-decreasing".into())?;
+    let last = v[v.len() - 1];
+    ensure(last == total as f64, arg, || format!("must end at the token count {total}, got {last}"))?;
+    Ok(v.into_iter().map(|x| x as usize).collect())
+}
+
+/// An f32 tensor of one of the `shapes`.
+pub(super) fn f32_of_shape(arg: &'static str, t: &Tensor, shapes: &[Vec<usize>]) -> Result<()> {
+    if t.dtype() != DType::F32 {
+        return Err(Error::DType { arg, expected: "f32".into(), got: t.dtype() });
+    }
+    if !shapes.iter().any(|s| s == t.shape()) {
+        let expected: Vec<String> = shapes.iter().map(|s| format!("{s:?}")).collect();
+        return Err(shape_err(arg, expected.join(" or "), t));
+    }
+    Ok(())
+}
+
+/// Checks the bias tensors: slopes f32 `[heads]` or `[batch, heads]`, positions f32 of
+/// `positions_shape`. Returns whether the slopes are per batch.
+pub(super) fn check_bias(
+    attn: &Attention,
+    device: &crate::core::device::Device,
+    batch: usize,
+    heads: usize,
+    positions_shape: &[usize],
+) -> Result<bool> {
+    let slope_shapes = [vec![heads], vec![batch, heads]];
+    let slopes = match attn.bias {
+        Bias::None => return Ok(false),
+        Bias::Alibi { slopes } => slopes,
+        Bias::Geometric { slopes, positions } => {
+            same_device("positions", device, positions)?;
+            f32_of_shape("positions", positions, &[positions_shape.to_vec()])?;
+            slopes
+        }
+    };
+    same_device("slopes", device, slopes)?;
+    f32_of_shape("slopes", slopes, &slope_shapes)?;
+    Ok(slopes.shape().len() == 2)
+}
+
+/// q, k, v and the bias tensors copied to the host, for the reference path of the forward, the
+/// padded forward and the backward.
+pub(super) struct HostInputs {
+    pub(super) q: Vec<f64>,
+    pub(super) k: Vec<f64>,
+    pub(super) v: Vec<f64>,
+    pub(super) slopes: Option<Vec<f64>>,
+    pub(super) positions: Option<Vec<f64>>,
+}
+
+impl HostInputs {
+    pub(super) fn of(attn: &Attention, q: &Tensor, k: &Tensor, v: &Tensor) -> HostInputs {
+        let (slopes, positions) = match attn.bias {
+            Bias::None => (None, None),
+            Bias::Alibi { slopes } => (Some(slopes.host_f64()), None),
+            Bias::Geometric { slopes, positions } => (Some(slopes.host_f64()), Some(positions.host_f64())),
+        };
+        HostInputs { q: q.host_f64(), k: k.host_f64(), v: v.host_f64(), slopes, positions }
+    }
+
+    pub(super) fn bias(&self) -> cpu::BiasRef<'_> {
+        match (&self.slopes, &self.positions) {
+            (None, _) => cpu::BiasRef::None,
+            (Some(s), None) => cpu::BiasRef::Linear { slopes: s },
+            (Some(s), Some(p)) => cpu::BiasRef::Geometric { slopes: s, positions: p },
+        }
+    }
+
+    /// The reference problem on these inputs: sequence layout `cu_q`/`cu_k` (empty for the padded
+    /// form), `[heads, heads_k, head_dim]` and the softmax scale as validated.
+    pub(super) fn problem<'a>(
+        &'a self,
+        attn: &Attention,
+        (cu_q, cu_k): (&'a [usize], &'a [usize]),
+        [heads, heads_k, head_dim]: [usize; 3],
+        scale: f32,
+    ) -> cpu::Problem<'a> {
+        cpu::Problem {
+            q: &self.q,
+            k: &self.k,
+            v: &self.v,
+            cu_seqlens_q: cu_q,
+            cu_seqlens_k: cu_k,
+            heads,
+            heads_k,
+            head_dim,
+            bias: self.bias(),
+            causal: attn.causal,
+            scale: scale as f64,
+        }
+    }
+}
+
+/// q f16 or bf16; k and v on q's device in q's dtype.
+pub(super) fn check_qkv(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<()> {
+    if !matches!(q.dtype(), DType::F16 | DType::BF16) {
+        return Err(Error::DType { arg: "q", expected: "f16 or bf16".into(), got: q.dtype() });
+    }
+    let device = q.device();
+    for (arg, t) in [("k", k), ("v", v)] {
+        same_device(arg, &device, t)?;
+        if t.dtype() != q.dtype() {
+            return Err(Error::DType { arg, expected: format!("{} (the dtype of q)", q.dtype()), got: t.dtype() });
+        }
+    }
+    Ok(())
+}
+
+/// The softmax scale: the given one (finite) or 1/√D.
+pub(super) fn softmax_scale(attn: &Attention, head_dim: usize) -> Result<f32> {
+    let scale = attn.scale.unwrap_or(1.0 / (head_dim as f32).sqrt());
+    ensure(scale.is_finite(), "scale", || format!("must be finite, got {scale}"))?;
+    Ok(scale)
+}
+
+pub(super) fn validate(
+    attn: &Attention,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    cu_seqlens_q: &Tensor,
+    cu_seqlens_k: &Tensor,
+) -> Result<Dims> {
+    check_qkv(q, k, v)?;
+    let device = q.device();
+    same_device("cu_seqlens_q", &device, cu_seqlens_q)?;
+    same_device("cu_seqlens_k", &device, cu_seqlens_k)?;
+    let &[total_q, heads, head_dim] = q.shape() else {
+        return Err(shape_err("q", "[total_q, heads, head_dim]".into(), q));
+    };
+    if !HEAD_DIMS.contains(&head_dim) {
+        return Err(shape_err("q", format!("[total_q, heads, head_dim] with head_dim in {HEAD_DIMS:?}"), q));
+    }
+    if heads == 0 {
+        return Err(shape_err("q", "[total_q, heads, head_dim] with heads ≥ 1".into(), q));
+    }
+    let &[total_k, heads_k, kd] = k.shape() else {
+        return Err(shape_err("k", "[total_k, heads_k, head_dim]".into(), k));
+    };
+    if kd != head_dim || heads_k == 0 || heads % heads_k != 0 {
+        return Err(shape_err("k", format!("[total_k, heads_k, {head_dim}] with heads_k dividing {heads}"), k));
+    }
+    if v.shape() != k.shape() {
+        return Err(shape_err("v", format!("{:?} (the shape of k)", k.shape()), v));
+    }
+    let cu_q = cu_seqlens("cu_seqlens_q", cu_seqlens_q, total_q)?;
+    let cu_k = cu_seqlens("cu_seqlens_k", cu_seqlens_k, total_k)?;
+    if cu_k.len() != cu_q.len() {
+        return Err(shape_err("cu_seqlens_k", format!("[{}] (the length of cu_seqlens_q)", cu_q.len()), cu_seqlens_k));
+    }
+    let batch = cu_q.len() - 1;
+    let slopes_per_batch = check_bias(attn, &device, batch, heads, &[total_q, 3])?;
+    if matches!(attn.bias, Bias::Geometric { .. }) {
+        ensure(cu_q == cu_k, "positions", || {
+            "geometric ALiBi is self-attention: cu_seqlens_q must equal cu_seqlens_k".into()
+        })?;
+    }
+    let scale = softmax_scale(attn, head_dim)?;
+    Ok(Dims { total_q, total_k, heads, heads_k, head_dim, cu_q, cu_k, slopes_per_batch, scale })
+}
+
+/// The tensors the backward reads.
+#[derive(Clone, Copy, Debug)]
+pub struct BackwardInputs<'a> {
+    /// `[total_q, H, D]`, as given to the forward.
+    pub q: &'a Tensor,
+    /// `[total_k, H_k, D]`.
+    pub k: &'a Tensor,
+    /// `[total_k, H_k, D]`.
+    pub v: &'a Tensor,
+    /// i32 `[B + 1]`.
+    pub cu_seqlens_q: &'a Tensor,
+    /// i32 `[B + 1]`.
+    pub cu_seqlens_k: &'a Tensor,
+    /// The forward's output, `[total_q, H, D]` in q's dtype.
+    pub out: &'a Tensor,
+    /// The forward's log-sum-exp, f32 `[H, total_q]`.
+    pub lse: &'a Tensor,
+    /// The gradient of `out`, `[total_q, H, D]` in q's dtype.
+    pub dout: &'a Tensor,
+}
+
+/// Which optional gradients to compute.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BiasGrads {
+    /// dslopes (needs ALiBi).
+    pub slopes: bool,
+    /// dpositions (needs geometric ALiBi).
+    pub positions: bool,
+}
+
+/// What [`backward`](crate::families::attention::backward()) returns.
+#[derive(Debug)]
+pub struct AttentionGrads {
+    /// `[total_q, H, D]` in q's dtype.
+    pub dq: Tensor,
+    /// `[total_k, H_k, D]`.
+    pub dk: Tensor,
+    /// `[total_k, H_k, D]`.
+    pub dv: Tensor,
+    /// f32, the shape of the slopes, when asked for.
+    pub dslopes: Option<Tensor>,
+    /// f32 `[total, 3]`, when asked for.
+    pub dpositions: Option<Tensor>,
+}
+
+pub(super) fn like_q(arg: &'static str, q: &Tensor, t: &Tensor) -> Result<()> {
+    same_device(arg, &q.device(), t)?;
+    if t.dtype() != q.dtype() {
+        return Err(Error::DType { arg, expected: format!("{} (the dtype of q)", q.dtype()), got: t.dtype() });
+    }
+    if t.shape() != q.shape() {
+        return Err(Error::Shape {
+            arg,
+            expected: format!("{:?} (the shape of q)", q.shape()),
+            got: t.shape().to_vec(),
+        });
+    }
+    Ok(())
+}
+
+/// Validates the backward's arguments on top of the forward's.
+pub(super) fn validate_backward(attn: &Attention, x: &BackwardInputs, want: BiasGrads) -> Result<Dims> {
+    let dims = validate(attn, x.q, x.k, x.v, x.cu_seqlens_q, x.cu_seqlens_k)?;
+    like_q("out", x.q, x.out)?;
+    like_q("dout", x.q, x.dout)?;
+    same_device("lse", &x.q.device(), x.lse)?;
+    if x.lse.dtype() != DType::F32 {
+        return Err(Error::DType { arg: "lse", expected: "f32".into(), got: x.lse.dtype() });
+    }
+    if x.lse.shape() != [dims.heads, dims.total_q] {
+        return Err(Error::Shape {
+            arg: "lse",
+            expected: format!("[{}, {}] ([heads, total_q])", dims.heads, dims.total_q),
+            got: x.lse.shape().to_vec(),
+        });
+    }
+    if want.slopes && matches!(attn.bias, Bias::None) {
+        return Err(Error::InvalidValue { arg: "dslopes", reason: "asked for without ALiBi slopes".into() });
+    }
+    if want.positions && !matches!(attn.bias, Bias::Geometric { .. }) {
+        return Err(Error::InvalidValue { arg: "dpositions", reason: "asked for without geometric ALiBi".into() });
+    }
+    Ok(dims)
+}

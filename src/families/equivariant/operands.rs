@@ -1,0 +1,130 @@
+//! What the equivariant ops hand their launch code and return: validated operands of a tensor
+//! product, convolution or Hessian, the edge list in the layouts the kernels read (on the host
+//! and on a device), and the gradients.
+//!
+//! Layer: families. Imports core; the API (mod.rs) and the launch code import it.
+
+use crate::core::device::Device;
+use crate::core::error::Result;
+use crate::core::tensor::Tensor;
+
+/// Gradients of [`tensor_product_backward`](super::tensor_product_backward) and [`conv_backward`](super::conv_backward), in the inputs' dtype and
+/// device.
+#[derive(Debug)]
+pub struct Grads {
+    /// ∂L/∂x1 (∂L/∂x for the convolution).
+    pub dx1: Tensor,
+    /// ∂L/∂x2 (∂L/∂y, one row per edge, for the convolution).
+    pub dx2: Tensor,
+    /// ∂L/∂w, w's shape (shared weights: summed over the samples or edges, in order).
+    pub dw: Tensor,
+}
+
+/// A validated edge list (edges sorted by receiver) with the layouts the kernels read.
+#[derive(Clone, Debug)]
+// The CSR layouts serve only the launch code, absent without a backend.
+#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
+pub(super) struct HostGraph {
+    pub(super) src: Vec<i32>,
+    pub(super) dst: Vec<i32>,
+    /// CSR offsets of each receiver's edges `[nodes + 1]`.
+    pub(super) dst_ptr: Vec<i32>,
+    /// The edges stably sorted by sender.
+    pub(super) src_perm: Vec<i32>,
+    /// CSR offsets of each sender's edges in `src_perm` `[nodes + 1]`.
+    pub(super) src_ptr: Vec<i32>,
+}
+
+/// [`HostGraph`] on a device (each buffer padded by one unread element, never empty).
+#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
+pub(super) struct DeviceGraph {
+    pub(super) src: Tensor,
+    pub(super) dst: Tensor,
+    pub(super) dst_ptr: Tensor,
+    pub(super) src_perm: Tensor,
+    pub(super) src_ptr: Tensor,
+}
+
+#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
+impl HostGraph {
+    pub(super) fn new(src: Vec<i32>, dst: Vec<i32>, nodes: usize) -> HostGraph {
+        let mut dst_ptr = vec![0i32; nodes + 1];
+        for &d in &dst {
+            dst_ptr[d as usize + 1] += 1;
+        }
+        for n in 0..nodes {
+            dst_ptr[n + 1] += dst_ptr[n];
+        }
+        let mut src_perm: Vec<i32> = (0..src.len() as i32).collect();
+        src_perm.sort_by_key(|&e| src[e as usize]);
+        let mut src_ptr = vec![0i32; nodes + 1];
+        for &s in &src {
+            src_ptr[s as usize + 1] += 1;
+        }
+        for n in 0..nodes {
+            src_ptr[n + 1] += src_ptr[n];
+        }
+        HostGraph { src, dst, dst_ptr, src_perm, src_ptr }
+    }
+
+    pub(super) fn upload(&self, device: &Device) -> Result<DeviceGraph> {
+        let up = |v: &[i32]| -> Result<Tensor> {
+            let mut padded = v.to_vec();
+            padded.push(0);
+            let n = padded.len();
+            Tensor::from_vec(padded, &[n])?.to_device(device)
+        };
+        Ok(DeviceGraph {
+            src: up(&self.src)?,
+            dst: up(&self.dst)?,
+            dst_ptr: up(&self.dst_ptr)?,
+            src_perm: up(&self.src_perm)?,
+            src_ptr: up(&self.src_ptr)?,
+        })
+    }
+}
+
+/// Validated operands of a tensor product (no graph: sample n is edge n of node n) or of a
+/// convolution.
+// `shared` and `edges` serve only the launch code, absent without a backend.
+#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
+pub(super) struct Operands<'a> {
+    pub(super) x: &'a Tensor,
+    pub(super) y: &'a Tensor,
+    pub(super) w: &'a Tensor,
+    pub(super) shared: bool,
+    pub(super) nodes: usize,
+    pub(super) edges: usize,
+    pub(super) graph: Option<HostGraph>,
+}
+
+/// Validated HIP Hessian operands: features, edges and molecules.
+#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
+pub(super) struct HessianOperands<'a> {
+    pub(super) edge_feat: &'a Tensor,
+    pub(super) node_feat: &'a Tensor,
+    pub(super) src: Vec<i32>,
+    pub(super) dst: Vec<i32>,
+    pub(super) n_atoms: Vec<usize>,
+    pub(super) atoms: usize,
+    /// The output's shape: `[3n, 3n]` for one molecule, `[Σ (3n)²]` for several.
+    pub(super) shape: Vec<usize>,
+}
+
+#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
+impl HessianOperands<'_> {
+    /// (src_perm, src_ptr, atom_mol, mol_first, mol_offset as i32 pairs) for the kernels.
+    pub(super) fn layout(&self) -> [Vec<i32>; 5] {
+        let graph = HostGraph::new(self.src.clone(), self.dst.clone(), self.atoms);
+        let atom_mol: Vec<i32> =
+            self.n_atoms.iter().enumerate().flat_map(|(k, &n)| std::iter::repeat_n(k as i32, n)).collect();
+        let (mut first, mut offset) = (vec![0i32], vec![0i64]);
+        for &n in &self.n_atoms {
+            first.push(first[first.len() - 1] + n as i32);
+            offset.push(offset[offset.len() - 1] + 9 * (n * n) as i64);
+        }
+        // int64 offsets travel as little-endian i32 pairs (Tensor has no i64 storage).
+        let offset_words = offset.iter().flat_map(|&o| [o as i32, (o >> 32) as i32]).collect();
+        [graph.src_perm, graph.src_ptr, atom_mol, first, offset_words]
+    }
+}
