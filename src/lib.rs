@@ -27,6 +27,10 @@ pub mod families;
 pub mod ops;
 pub mod tools;
 
+// The Rust blocks of README.md and docs/, run as doctests.
+#[cfg(doctest)]
+mod doc_pages;
+
 // The public paths: what users write (`kiln::activation::forward`, `kiln::registry::find`,
 // `kiln::check::check_shapes`, …), re-exported from the layers.
 #[cfg(feature = "emu")]

@@ -1,0 +1,28 @@
+//! The pages of docs/ as doctests: every Rust block in them compiles and runs under `cargo test --doc`.
+
+#[doc = include_str!("../README.md")]
+pub struct ReadmePage;
+
+#[doc = include_str!("../docs/activation.md")]
+pub struct ActivationPage;
+
+#[doc = include_str!("../docs/glu.md")]
+pub struct GluPage;
+
+#[doc = include_str!("../docs/padding.md")]
+pub struct PaddingPage;
+
+#[doc = include_str!("../docs/norm.md")]
+pub struct NormPage;
+
+#[doc = include_str!("../docs/attention.md")]
+pub struct AttentionPage;
+
+#[doc = include_str!("../docs/equivariant.md")]
+pub struct EquivariantPage;
+
+#[doc = include_str!("../docs/emulator.md")]
+pub struct EmulatorPage;
+
+#[doc = include_str!("../docs/gpu.md")]
+pub struct GpuPage;
