@@ -5,7 +5,7 @@
 //!   renamed `kiln_emu_*` (a generated prelude of `#define`s, force-included before anything
 //!   else), so the emulated and the nvcc-built library link into one binary;
 //!   `$OUT_DIR/ffi_emu_fns.rs` and `ffi_selftest_emu_fns.rs` declare the renamed functions for
-//!   `src/bindings/ffi_emu.rs` and `src/selftest/`.
+//!   `src/bindings/ffi_emu.rs` and `src/families/selftest/`.
 //! - Kernel translation units are compiled with `-fsanitize=thread` but libtsan is NOT linked:
 //!   the `__tsan_*` hooks every load and store calls are defined by the emulator
 //!   (kernels/emu/check.cpp), which checks bounds, initialisation and races in checked mode.

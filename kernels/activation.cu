@@ -6,7 +6,7 @@
 // Every op is a struct with fwd(x) -> y and bwd(x, dy) -> dx; ops with a trainable parameter
 // add dparam(x, dy) -> dy·∂f/∂p. Math is f32 whatever the storage type.
 //
-// NaN and ±inf (the convention src/activation/cpu.rs follows element for element): fwd(NaN) is
+// NaN and ±inf (the convention src/families/activation/cpu.rs follows element for element): fwd(NaN) is
 // NaN for every op (the piecewise ops test x < 0, x <= θ, ... and return x or a product with
 // it); ±inf go through the formulas in IEEE arithmetic (0·∞ = NaN: gelu(−∞) = silu(−∞) = NaN,
 // as PyTorch). bwd is dy·f'(x) as a product except where an op selects: Relu and JumpRelu
@@ -800,7 +800,7 @@ GSmelu gsmelu(float alpha, float beta, float g_neg, float g_pos, float t) {
     return GSmelu{alpha, beta, g_neg, g_pos, t, static_cast<float>(quad), static_cast<float>(right)};
 }
 
-// Scalar domains, the same as the Rust API's (src/activation/mod.rs): finite, no subnormal
+// Scalar domains, the same as the Rust API's (src/families/activation/spec.rs): finite, no subnormal
 // knee or divisor, and every constant derived from them in f32 finite, so that no 1/ε, 1 + 2α
 // or A = (g₊ − g₋)/(2(α + β)) overflows into an ∞ (and then a NaN) inside the kernels.
 bool zero_or_normal(float v) { return v == 0.0f || std::isnormal(v); }

@@ -19,7 +19,7 @@ struct GateGrad {
 
 // Every gate has fwd(a) -> h(a) and bwd(a) -> GateGrad; kHasAlpha says whether ∂h/∂α exists.
 //
-// NaN and ±inf (the convention src/glu/cpu.rs follows): h(NaN) is NaN for every gate (ReLU's
+// NaN and ±inf (the convention src/families/glu/cpu.rs follows): h(NaN) is NaN for every gate (ReLU's
 // a < 0 ? 0 : a keeps it), and y = h(a)·b, da = (dy·b)·h'(a), db = dy·h(a), dα += (dy·b)·∂h/∂α
 // are plain products, so NaN in a, b or dy reaches each output it multiplies, and 0·∞ is NaN
 // (e.g. GEGLU/SwiGLU at a = −∞, any h(a) = 0 against b = ±∞). The one select is ReLU's slope,

@@ -32,7 +32,7 @@ use crate::core::error::{Error, Result};
 use crate::core::gpu::Gpu;
 use crate::core::launch::on_backend;
 use crate::core::tensor::Tensor;
-use crate::core::validate::{like_x, same_device};
+use crate::core::validate::{Arg, check};
 
 /// What [`backward`] returns.
 #[derive(Debug)]
@@ -46,32 +46,21 @@ pub struct Gradients {
 
 /// y = f(x) into a new tensor on x's device.
 pub fn forward(act: &Activation, x: &Tensor) -> Result<Tensor> {
-    act.validate_scalars(false)?;
-    act.channels(x)?;
+    let channels = validate(act, Pass::Forward, x, &[], None)?;
     let mut y = Tensor::uninit(x.shape(), x.dtype(), &x.device())?;
-    forward_into(act, x, &mut y)?;
+    run_forward(act, channels, x, &mut y)?;
     Ok(y)
 }
 
 /// y = f(x) into `y` (same shape, dtype and device as x).
 pub fn forward_into(act: &Activation, x: &Tensor, y: &mut Tensor) -> Result<()> {
-    act.validate_scalars(false)?;
-    let channels = act.channels(x)?;
-    like_x("y", x, y)?;
-    match Gpu::of(&x.device())? {
-        None => {
-            let (s, p) = reference_params(act);
-            y.set_host_f64(&cpu::forward(act.kind(), &s, &p, &x.host_f64()));
-            Ok(())
-        }
-        Some(gpu) => on_backend!(&gpu, forward(act, channels, x, y, &gpu)),
-    }
+    let channels = validate(act, Pass::Forward, x, &[("y", y)], None)?;
+    run_forward(act, channels, x, y)
 }
 
 /// x = f(x) in place.
 pub fn forward_inplace(act: &Activation, x: &mut Tensor) -> Result<()> {
-    act.validate_scalars(false)?;
-    let channels = act.channels(x)?;
+    let channels = validate(act, Pass::Forward, x, &[], None)?;
     match Gpu::of(&x.device())? {
         None => {
             let (s, p) = reference_params(act);
@@ -85,16 +74,14 @@ pub fn forward_inplace(act: &Activation, x: &mut Tensor) -> Result<()> {
 
 /// dx = dy·f'(x), and the parameter gradient where the op has one, into new tensors.
 pub fn backward(act: &Activation, x: &Tensor, dy: &Tensor) -> Result<Gradients> {
-    act.validate_scalars(true)?;
-    let channels = act.channels(x)?;
-    like_x("dy", x, dy)?;
+    let channels = validate(act, Pass::Backward, x, &[("dy", dy)], None)?;
     let device = x.device();
     let mut dx = Tensor::uninit(x.shape(), x.dtype(), &device)?;
     let mut dparam = match act.kind().grad_name() {
         Some(_) => Some(Tensor::uninit(&[channels], DType::F32, &device)?),
         None => None,
     };
-    backward_into(act, x, dy, &mut dx, dparam.as_mut())?;
+    run_backward(act, channels, x, dy, &mut dx, dparam.as_mut())?;
     Ok(Gradients { dx, dparam })
 }
 
@@ -107,13 +94,81 @@ pub fn backward_into(
     dx: &mut Tensor,
     dparam: Option<&mut Tensor>,
 ) -> Result<()> {
-    act.validate_scalars(true)?;
-    let channels = act.channels(x)?;
-    like_x("dy", x, dy)?;
-    like_x("dx", x, dx)?;
-    if let Some(dp) = dparam.as_deref() {
-        check_dparam(act, x, channels, dp)?;
+    let channels = validate(act, Pass::Backward, x, &[("dy", dy), ("dx", dx)], dparam.as_deref())?;
+    run_backward(act, channels, x, dy, dx, dparam)
+}
+
+/// Which pass a call validates for: the backward also needs JumpReLU's ε.
+#[derive(Clone, Copy, PartialEq)]
+enum Pass {
+    Forward,
+    Backward,
+}
+
+/// Every rule of an activation call, checked once before anything runs: the scalar
+/// parameters' domains, x a float tensor, the per-channel parameter f32 on x's device with
+/// one value or one per channel, each of `like_x` laid out like x, and `dparam` f32
+/// `[channels]`. Returns the channel count.
+fn validate(
+    act: &Activation,
+    pass: Pass,
+    x: &Tensor,
+    like_x: &[(&'static str, &Tensor)],
+    dparam: Option<&Tensor>,
+) -> Result<usize> {
+    act.validate_scalars(pass == Pass::Backward)?;
+    let device = x.device();
+    let param = act.param_tensor().map(|p| (act.kind().tensor_param().expect("ops with a tensor name it"), p));
+    let mut args = vec![Arg::new("x", x).float()];
+    args.extend(param.map(|(name, p)| Arg::new(name, p).dtype(DType::F32)));
+    check(&device, &args)?;
+    let channels = match param {
+        None => 1,
+        Some((name, p)) => act.channels_of(name, x, p)?,
+    };
+    let args: Vec<Arg> = like_x.iter().map(|&(name, t)| Arg::new(name, t).like("x", x)).collect();
+    check(&device, &args)?;
+    // Passing a gradient the op does not have is a misuse, reported after the tensors above.
+    if let Some(dp) = dparam {
+        check(&device, &[Arg::new(dparam_name(act)?, dp).dtype(DType::F32).shape(vec![channels])])?;
     }
+    Ok(channels)
+}
+
+/// The name of the parameter gradient `act` has, or the error for passing one it has not.
+fn dparam_name(act: &Activation) -> Result<&'static str> {
+    match act.kind().grad_name() {
+        Some("dalpha") => Ok("dalpha"),
+        Some("dslope") => Ok("dslope"),
+        Some("dtheta") => Ok("dtheta"),
+        _ => Err(Error::InvalidValue {
+            arg: "dparam",
+            reason: format!("{} has no trainable parameter", act.kind().name()),
+        }),
+    }
+}
+
+/// The forward on validated arguments.
+fn run_forward(act: &Activation, channels: usize, x: &Tensor, y: &mut Tensor) -> Result<()> {
+    match Gpu::of(&x.device())? {
+        None => {
+            let (s, p) = reference_params(act);
+            y.set_host_f64(&cpu::forward(act.kind(), &s, &p, &x.host_f64()));
+            Ok(())
+        }
+        Some(gpu) => on_backend!(&gpu, forward(act, channels, x, y, &gpu)),
+    }
+}
+
+/// The backward on validated arguments.
+fn run_backward(
+    act: &Activation,
+    channels: usize,
+    x: &Tensor,
+    dy: &Tensor,
+    dx: &mut Tensor,
+    dparam: Option<&mut Tensor>,
+) -> Result<()> {
     match Gpu::of(&x.device())? {
         None => {
             let (s, p) = reference_params(act);
@@ -126,28 +181,6 @@ pub fn backward_into(
         }
         Some(gpu) => on_backend!(&gpu, backward(act, channels, x, dy, dx, dparam, &gpu)),
     }
-}
-
-fn check_dparam(act: &Activation, x: &Tensor, channels: usize, dp: &Tensor) -> Result<()> {
-    let arg = match act.kind().grad_name() {
-        Some("dalpha") => "dalpha",
-        Some("dslope") => "dslope",
-        Some("dtheta") => "dtheta",
-        _ => {
-            return Err(Error::InvalidValue {
-                arg: "dparam",
-                reason: format!("{} has no trainable parameter", act.kind().name()),
-            });
-        }
-    };
-    same_device(arg, &x.device(), dp)?;
-    if dp.dtype() != DType::F32 {
-        return Err(Error::DType { arg, expected: "f32".into(), got: dp.dtype() });
-    }
-    if dp.shape() != [channels] {
-        return Err(Error::Shape { arg, expected: format!("[{channels}]"), got: dp.shape().to_vec() });
-    }
-    Ok(())
 }
 
 /// The f64 scalars and channel parameters the references take.

@@ -4,10 +4,8 @@
 //!
 //! Layer: families. Imports core; the API (mod.rs), the reference and the launch code import it.
 
-use crate::core::dtype::DType;
 use crate::core::error::{Error, Result, ensure};
 use crate::core::tensor::Tensor;
-use crate::core::validate::{float, same_device};
 
 /// Parameters of the generalized SmeLU (arXiv 2010.09931 eq. 11).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -335,21 +333,15 @@ impl<'a> Activation<'a> {
         }
     }
 
-    /// Validates `x`'s dtype and the parameter tensor against `x`; returns the channel count.
-    pub(super) fn channels(&self, x: &Tensor) -> Result<usize> {
-        float("x", x)?;
-        let Some(p) = self.param_tensor() else { return Ok(1) };
-        let arg = self.kind().tensor_param().expect("ops with a tensor name it");
-        same_device(arg, &x.device(), p)?;
-        if p.dtype() != DType::F32 {
-            return Err(Error::DType { arg, expected: "f32".into(), got: p.dtype() });
-        }
+    /// The channel count the per-channel parameter `p` (called `name`) gives against x: one
+    /// value for every element, or one per element of x's last dimension.
+    pub(super) fn channels_of(&self, name: &'static str, x: &Tensor, p: &Tensor) -> Result<usize> {
         let last = x.shape().last().copied().unwrap_or(1);
         if p.len() == 1 || (p.len() == last && p.shape().len() == 1) {
             Ok(p.len())
         } else {
             Err(Error::Shape {
-                arg,
+                arg: name,
                 expected: format!("[1] or [{last}] (the last dimension of x)"),
                 got: p.shape().to_vec(),
             })

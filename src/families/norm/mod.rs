@@ -20,7 +20,6 @@
 pub mod cpu;
 mod spec;
 pub(crate) use spec::StatsRef;
-use spec::f32_vector;
 pub use spec::{MAX_DIM, Norm, NormGrads, NormKind, NormOutput, Stats};
 
 // cuda.rs is the one copy of the launch code, compiled against each kernel library built in.
@@ -31,7 +30,7 @@ use crate::core::error::{Error, Result, ensure};
 use crate::core::gpu::Gpu;
 use crate::core::launch::on_backend;
 use crate::core::tensor::Tensor;
-use crate::core::validate::like_x;
+use crate::core::validate::Arg;
 
 fn host_opt(t: Option<&Tensor>) -> Option<Vec<f64>> {
     t.map(|t| t.host_f64())
@@ -40,10 +39,8 @@ fn host_opt(t: Option<&Tensor>) -> Option<Vec<f64>> {
 /// y = norm(x + residual)·γ + β. `keep_residual` also returns x + residual (for the next
 /// block's residual stream); it needs a residual.
 pub fn forward(norm: &Norm, x: &Tensor, residual: Option<&Tensor>, keep_residual: bool) -> Result<NormOutput> {
-    let (rows, dim) = norm.validate(x)?;
-    if let Some(r) = residual {
-        like_x("residual", x, r)?;
-    }
+    let (rows, dim) =
+        norm.validate(x, |_| residual.map(|r| Arg::new("residual", r).like("x", x)).into_iter().collect())?;
     ensure(!keep_residual || residual.is_some(), "residual", || "keep_residual needs a residual".into())?;
     match Gpu::of(&x.device())? {
         None => {
@@ -88,24 +85,21 @@ pub(crate) fn backward_with(
     stats: StatsRef,
     dresidual_out: Option<&Tensor>,
 ) -> Result<NormGrads> {
-    let (rows, dim) = norm.validate(x)?;
-    like_x("dy", x, dy)?;
-    if let Some(r) = residual {
-        like_x("residual", x, r)?;
-    }
-    if let Some(d) = dresidual_out {
-        like_x("dresidual_out", x, d)?;
-    }
-    f32_vector("rstd", x, stats.rstd, rows)?;
-    match (stats.mean, norm.kind) {
-        (Some(m), NormKind::LayerNorm) => f32_vector("mean", x, m, rows)?,
-        (None, NormKind::LayerNorm) => {
-            return Err(Error::InvalidValue {
-                arg: "mean",
-                reason: "LayerNorm's backward needs the forward's mean".into(),
-            });
+    let (rows, dim) = norm.validate(x, |rows| {
+        let like = [("dy", Some(dy)), ("residual", residual), ("dresidual_out", dresidual_out)];
+        let mut args: Vec<Arg> =
+            like.into_iter().filter_map(|(name, t)| t.map(|t| Arg::new(name, t).like("x", x))).collect();
+        args.push(Arg::new("rstd", stats.rstd).dtype(DType::F32).shape(vec![rows]));
+        if let (Some(m), NormKind::LayerNorm) = (stats.mean, norm.kind) {
+            args.push(Arg::new("mean", m).dtype(DType::F32).shape(vec![rows]));
         }
-        _ => {}
+        args
+    })?;
+    if stats.mean.is_none() && norm.kind == NormKind::LayerNorm {
+        return Err(Error::InvalidValue {
+            arg: "mean",
+            reason: "LayerNorm's backward needs the forward's mean".into(),
+        });
     }
     match Gpu::of(&x.device())? {
         None => {

@@ -6,7 +6,7 @@
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result, ensure};
 use crate::core::tensor::Tensor;
-use crate::core::validate::{float, same_device};
+use crate::core::validate::{Arg, check};
 
 /// The largest hidden size the kernels take.
 pub const MAX_DIM: usize = 65536;
@@ -66,41 +66,37 @@ pub struct NormGrads {
     pub dbeta: Option<Tensor>,
 }
 
-/// (rows, dim) of x, after checking its dtype and hidden size.
-pub(super) fn dims(x: &Tensor) -> Result<(usize, usize)> {
-    float("x", x)?;
-    let dim = x.shape().last().copied().unwrap_or(0);
-    if !(1..=MAX_DIM).contains(&dim) {
-        return Err(Error::Shape {
-            arg: "x",
-            expected: format!("[…, dim] with 1 ≤ dim ≤ {MAX_DIM}"),
-            got: x.shape().to_vec(),
-        });
-    }
-    Ok((x.len() / dim, dim))
-}
-
-pub(super) fn f32_vector(arg: &'static str, x: &Tensor, t: &Tensor, len: usize) -> Result<()> {
-    same_device(arg, &x.device(), t)?;
-    if t.dtype() != DType::F32 {
-        return Err(Error::DType { arg, expected: "f32".into(), got: t.dtype() });
-    }
-    if t.shape() != [len] {
-        return Err(Error::Shape { arg, expected: format!("[{len}]"), got: t.shape().to_vec() });
-    }
-    Ok(())
-}
-
 impl Norm<'_> {
-    pub(super) fn validate(&self, x: &Tensor) -> Result<(usize, usize)> {
-        let (rows, dim) = dims(x)?;
+    /// Every rule of a norm call, checked before anything runs: x a float tensor whose hidden
+    /// size the kernels take, ε > 0, γ and β f32 `[dim]`, then the call's other tensors as
+    /// `others(rows)` declares them. Returns (rows, dim).
+    pub(super) fn validate<'t>(
+        &self,
+        x: &'t Tensor,
+        others: impl FnOnce(usize) -> Vec<Arg<'t>>,
+    ) -> Result<(usize, usize)>
+    where
+        Self: 't,
+    {
+        let device = x.device();
+        check(&device, &[Arg::new("x", x).float()])?;
+        let dim = x.shape().last().copied().unwrap_or(0);
+        if !(1..=MAX_DIM).contains(&dim) {
+            return Err(Error::Shape {
+                arg: "x",
+                expected: format!("[…, dim] with 1 ≤ dim ≤ {MAX_DIM}"),
+                got: x.shape().to_vec(),
+            });
+        }
         ensure(self.eps.is_finite() && self.eps > 0.0, "eps", || format!("must be > 0, got {}", self.eps))?;
-        if let Some(g) = self.gamma {
-            f32_vector("gamma", x, g, dim)?;
-        }
-        if let Some(b) = self.beta {
-            f32_vector("beta", x, b, dim)?;
-        }
+        let rows = x.len() / dim;
+        let affine = [("gamma", self.gamma), ("beta", self.beta)];
+        let mut args: Vec<Arg> = affine
+            .into_iter()
+            .filter_map(|(name, t)| t.map(|t| Arg::new(name, t).dtype(DType::F32).shape(vec![dim])))
+            .collect();
+        args.extend(others(rows));
+        check(&device, &args)?;
         Ok((rows, dim))
     }
 }

@@ -340,7 +340,7 @@ impl Op for AlibiAttention {
             let dout = &problem.input("dout")?.data;
             let naive = naive_backward::naive_backward(&p.cpu(), &out, dout, dtype);
             let mut arrays = grads(problem, naive.grads);
-            // The reduction floor of check.rs: the spread of the bias gradients' rounded terms.
+            // The reduction floor of check_row.rs: the spread of the bias gradients' rounded terms.
             for (name, input, rms) in
                 [("dslopes", "slopes", naive.dslopes_rms), ("dpositions", "positions", naive.dpositions_rms)]
             {

@@ -4,7 +4,7 @@
 //! scale, bias and softmax in f32, P rounded to the dtype; dP = dO·v summed in f32 and rounded;
 //! D = rowsum(dO ∘ out) in f32 from the stored (rounded) out; dS = P∘(dP − D) rounded; dV, dQ, dK
 //! summed in f32 and rounded once; dslopes and dpositions summed in f32. It also gives, for
-//! check.rs's reduction floor, the root sum of squares of the terms each dslopes and dpositions
+//! check_row.rs's reduction floor, the root sum of squares of the terms each dslopes and dpositions
 //! entry sums (dS_ij·dist_ij, dS_ij·slope·unit_ij): on small problems the naive error of such a
 //! cancelling sum can vanish by chance.
 

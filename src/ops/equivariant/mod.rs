@@ -1,6 +1,6 @@
 //! The equivariant family's registry entries `equivariant/sh` (spherical harmonics of
 //! vectors) and `equivariant/hessian` (HIP Hessian assembly), each with its backward. The
-//! tensor product and the convolution, which take irreps strings, are in tp_op.rs.
+//! tensor product and the convolution, which take irreps strings, are in tp.rs.
 
 mod naive;
 pub mod tp;

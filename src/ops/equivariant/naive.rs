@@ -1,7 +1,7 @@
 //! The tensor product and the convolution as sums of terms, summed the naive way: each term
 //! rounded to the run's dtype and added in order into an f32 accumulator. Every output and
 //! gradient element of these ops is such a sum (over paths, channels, CG entries and, for the
-//! convolution, edges), so the registry checks them with the reduction rule (check.rs), whose
+//! convolution, edges), so the registry checks them with the reduction rule (check_row.rs), whose
 //! yardstick this is; the root sum of squares of the terms goes with it.
 
 use crate::core::dtype::DType;
