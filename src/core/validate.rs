@@ -162,26 +162,6 @@ pub(crate) fn check(device: &Device, args: &[Arg]) -> Result<()> {
     args.iter().try_for_each(|a| a.check(device))
 }
 
-/// `t` lives on `expected` (one argument, no other rule).
-pub(crate) fn same_device(arg: &'static str, expected: &Device, t: &Tensor) -> Result<()> {
-    check(expected, &[Arg::new(arg, t)])
-}
-
-/// `t` is stored as f32, f16 or bf16 (one argument).
-pub(crate) fn float(arg: &'static str, t: &Tensor) -> Result<()> {
-    check(&t.device(), &[Arg::new(arg, t).float()])
-}
-
-/// `t` is stored as f32, f16, bf16 or f64 (one argument).
-pub(crate) fn float_or_f64(arg: &'static str, t: &Tensor) -> Result<()> {
-    check(&t.device(), &[Arg::new(arg, t).float_or_f64()])
-}
-
-/// `t` has x's device, dtype and shape (outputs and gradients laid out like x).
-pub(crate) fn like_x(arg: &'static str, x: &Tensor, t: &Tensor) -> Result<()> {
-    check(&x.device(), &[Arg::new(arg, t).like("x", x)])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,13 +7,13 @@
 
 use super::cpu;
 use super::spec::{
-    Attention, AttentionOutput, Bias, HEAD_DIMS, HostInputs, check_bias, check_qkv, shape_err, softmax_scale,
+    Attention, AttentionOutput, Bias, HEAD_DIMS, HostInputs, bias_args, shape_err, slopes_per_batch, softmax_scale,
 };
 use crate::core::dtype::DType;
-use crate::core::error::{Error, Result};
+use crate::core::error::Result;
 use crate::core::gpu::Gpu;
 use crate::core::tensor::Tensor;
-use crate::core::validate::same_device;
+use crate::core::validate::{Arg, check};
 
 /// Shapes of the padded form, validated.
 // slopes_per_batch serves only the launch code, absent without a backend.
@@ -29,6 +29,7 @@ struct PaddedDims {
     scale: f32,
 }
 
+/// Validates the padded form's arguments; returns their dimensions.
 fn validate_padded(
     attn: &Attention,
     q: &Tensor,
@@ -36,8 +37,13 @@ fn validate_padded(
     v: &Tensor,
     padding_mask: Option<&Tensor>,
 ) -> Result<PaddedDims> {
-    check_qkv(q, k, v)?;
     let device = q.device();
+    // q and k first: their shapes, read below as code that names the dimensions, give the
+    // others' (v must have k's shape once k's is known to be right).
+    check(
+        &device,
+        &[Arg::new("q", q).dtype_in(&[DType::F16, DType::BF16], "f16 or bf16"), Arg::new("k", k).dtype_of("q", q)],
+    )?;
     let &[batch, seqlen_q, heads, head_dim] = q.shape() else {
         return Err(shape_err("q", "[batch, seqlen_q, heads, head_dim]".into(), q));
     };
@@ -52,9 +58,6 @@ fn validate_padded(
         let expected = format!("[{batch}, seqlen_k, heads_k, {head_dim}] with heads_k dividing {heads}");
         return Err(shape_err("k", expected, k));
     }
-    if v.shape() != k.shape() {
-        return Err(shape_err("v", format!("{:?} (the shape of k)", k.shape()), v));
-    }
     // Token indices (unpad's) and the kernels' row offsets are int32.
     if batch.checked_mul(seqlen_q.max(seqlen_k)).is_none_or(|t| t >= 1 << 31) {
         return Err(shape_err("q", "batch·seqlen < 2^31".into(), q));
@@ -68,16 +71,17 @@ fn validate_padded(
             k,
         ));
     }
-    if let Some(m) = padding_mask {
-        same_device("padding_mask", &device, m)?;
-        if !matches!(m.dtype(), DType::U8 | DType::I32) {
-            return Err(Error::DType { arg: "padding_mask", expected: "u8 (bool) or i32".into(), got: m.dtype() });
-        }
-        if m.shape() != [batch, seqlen_q] {
-            return Err(shape_err("padding_mask", format!("[{batch}, {seqlen_q}]"), m));
-        }
-    }
-    let slopes_per_batch = check_bias(attn, &device, batch, heads, &[batch, seqlen_q, 3])?;
+    // Then every other argument, stated in the dimensions read above.
+    let mask = padding_mask.map(|m| {
+        Arg::new("padding_mask", m).dtype_in(&[DType::U8, DType::I32], "u8 (bool) or i32").shape(vec![batch, seqlen_q])
+    });
+    let args: Vec<Arg> = [Arg::new("v", v).dtype_of("q", q).shape_of("k", k)]
+        .into_iter()
+        .chain(mask)
+        .chain(bias_args(attn.bias, batch, heads, vec![batch, seqlen_q, 3]))
+        .collect();
+    check(&device, &args)?;
+    let slopes_per_batch = slopes_per_batch(attn.bias);
     let scale = softmax_scale(attn, head_dim)?;
     Ok(PaddedDims { batch, seqlen_q, seqlen_k, heads, heads_k, head_dim, slopes_per_batch, scale })
 }

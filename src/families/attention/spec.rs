@@ -8,7 +8,7 @@
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result, ensure};
 use crate::core::tensor::Tensor;
-use crate::core::validate::same_device;
+use crate::core::validate::{Arg, check};
 use crate::families::attention::cpu;
 
 /// The head dimensions the kernels take.
@@ -85,11 +85,10 @@ pub(super) fn shape_err(arg: &'static str, expected: String, t: &Tensor) -> Erro
     Error::Shape { arg, expected, got: t.shape().to_vec() }
 }
 
-/// cu_seqlens of `total` tokens: i32 `[batch + 1]`, starting at 0, non-decreasing, ending at total.
+/// cu_seqlens of `total` tokens, its device and dtype (i32) already checked: `[batch + 1]`,
+/// starting at 0, non-decreasing, ending at total. Code, not a declaration: the engine states
+/// exact shapes, and this one is "rank 1 with at least 2 entries" before its values are read.
 pub(super) fn cu_seqlens(arg: &'static str, t: &Tensor, total: usize) -> Result<Vec<usize>> {
-    if t.dtype() != DType::I32 {
-        return Err(Error::DType { arg, expected: "i32".into(), got: t.dtype() });
-    }
     if t.shape().len() != 1 || t.shape()[0] < 2 {
         return Err(shape_err(arg, "[batch + 1] with batch ≥ 1".into(), t));
     }
@@ -101,40 +100,28 @@ pub(super) fn cu_seqlens(arg: &'static str, t: &Tensor, total: usize) -> Result<
     Ok(v.into_iter().map(|x| x as usize).collect())
 }
 
-/// An f32 tensor of one of the `shapes`.
-pub(super) fn f32_of_shape(arg: &'static str, t: &Tensor, shapes: &[Vec<usize>]) -> Result<()> {
-    if t.dtype() != DType::F32 {
-        return Err(Error::DType { arg, expected: "f32".into(), got: t.dtype() });
+/// The bias tensors' rules, in the order they are checked: the positions (geometric ALiBi), f32
+/// `positions_shape`, then the slopes, f32 `[heads]` or `[batch, heads]`. None without a bias.
+pub(super) fn bias_args<'a>(bias: Bias<'a>, batch: usize, heads: usize, positions_shape: Vec<usize>) -> Vec<Arg<'a>> {
+    let slopes_arg = |slopes| {
+        let expected = format!("[{heads}] or [{batch}, {heads}]");
+        Arg::new("slopes", slopes).dtype(DType::F32).shape_in(vec![vec![heads], vec![batch, heads]], expected)
+    };
+    match bias {
+        Bias::None => vec![],
+        Bias::Alibi { slopes } => vec![slopes_arg(slopes)],
+        Bias::Geometric { slopes, positions } => {
+            vec![Arg::new("positions", positions).dtype(DType::F32).shape(positions_shape), slopes_arg(slopes)]
+        }
     }
-    if !shapes.iter().any(|s| s == t.shape()) {
-        let expected: Vec<String> = shapes.iter().map(|s| format!("{s:?}")).collect();
-        return Err(shape_err(arg, expected.join(" or "), t));
-    }
-    Ok(())
 }
 
-/// Checks the bias tensors: slopes f32 `[heads]` or `[batch, heads]`, positions f32 of
-/// `positions_shape`. Returns whether the slopes are per batch.
-pub(super) fn check_bias(
-    attn: &Attention,
-    device: &crate::core::device::Device,
-    batch: usize,
-    heads: usize,
-    positions_shape: &[usize],
-) -> Result<bool> {
-    let slope_shapes = [vec![heads], vec![batch, heads]];
-    let slopes = match attn.bias {
-        Bias::None => return Ok(false),
-        Bias::Alibi { slopes } => slopes,
-        Bias::Geometric { slopes, positions } => {
-            same_device("positions", device, positions)?;
-            f32_of_shape("positions", positions, &[positions_shape.to_vec()])?;
-            slopes
-        }
-    };
-    same_device("slopes", device, slopes)?;
-    f32_of_shape("slopes", slopes, &slope_shapes)?;
-    Ok(slopes.shape().len() == 2)
+/// Whether the (checked) slopes are `[batch, heads]` rather than shared `[heads]`.
+pub(super) fn slopes_per_batch(bias: Bias) -> bool {
+    match bias {
+        Bias::None => false,
+        Bias::Alibi { slopes } | Bias::Geometric { slopes, .. } => slopes.shape().len() == 2,
+    }
 }
 
 /// q, k, v and the bias tensors copied to the host, for the reference path of the forward, the
@@ -190,21 +177,6 @@ impl HostInputs {
     }
 }
 
-/// q f16 or bf16; k and v on q's device in q's dtype.
-pub(super) fn check_qkv(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<()> {
-    if !matches!(q.dtype(), DType::F16 | DType::BF16) {
-        return Err(Error::DType { arg: "q", expected: "f16 or bf16".into(), got: q.dtype() });
-    }
-    let device = q.device();
-    for (arg, t) in [("k", k), ("v", v)] {
-        same_device(arg, &device, t)?;
-        if t.dtype() != q.dtype() {
-            return Err(Error::DType { arg, expected: format!("{} (the dtype of q)", q.dtype()), got: t.dtype() });
-        }
-    }
-    Ok(())
-}
-
 /// The softmax scale: the given one (finite) or 1/√D.
 pub(super) fn softmax_scale(attn: &Attention, head_dim: usize) -> Result<f32> {
     let scale = attn.scale.unwrap_or(1.0 / (head_dim as f32).sqrt());
@@ -212,6 +184,7 @@ pub(super) fn softmax_scale(attn: &Attention, head_dim: usize) -> Result<f32> {
     Ok(scale)
 }
 
+/// Validates the forward's arguments; returns their dimensions and sequence layout.
 pub(super) fn validate(
     attn: &Attention,
     q: &Tensor,
@@ -220,10 +193,13 @@ pub(super) fn validate(
     cu_seqlens_q: &Tensor,
     cu_seqlens_k: &Tensor,
 ) -> Result<Dims> {
-    check_qkv(q, k, v)?;
     let device = q.device();
-    same_device("cu_seqlens_q", &device, cu_seqlens_q)?;
-    same_device("cu_seqlens_k", &device, cu_seqlens_k)?;
+    // q and k first: their shapes, read below as code that names the dimensions, give the
+    // others' (v must have k's shape once k's is known to be right).
+    check(
+        &device,
+        &[Arg::new("q", q).dtype_in(&[DType::F16, DType::BF16], "f16 or bf16"), Arg::new("k", k).dtype_of("q", q)],
+    )?;
     let &[total_q, heads, head_dim] = q.shape() else {
         return Err(shape_err("q", "[total_q, heads, head_dim]".into(), q));
     };
@@ -239,16 +215,24 @@ pub(super) fn validate(
     if kd != head_dim || heads_k == 0 || heads % heads_k != 0 {
         return Err(shape_err("k", format!("[total_k, heads_k, {head_dim}] with heads_k dividing {heads}"), k));
     }
-    if v.shape() != k.shape() {
-        return Err(shape_err("v", format!("{:?} (the shape of k)", k.shape()), v));
-    }
+    // Then v and the cu_seqlens (whose values are read next, so their dtype comes first).
+    check(
+        &device,
+        &[
+            Arg::new("v", v).dtype_of("q", q).shape_of("k", k),
+            Arg::new("cu_seqlens_q", cu_seqlens_q).dtype(DType::I32),
+            Arg::new("cu_seqlens_k", cu_seqlens_k).dtype(DType::I32),
+        ],
+    )?;
     let cu_q = cu_seqlens("cu_seqlens_q", cu_seqlens_q, total_q)?;
     let cu_k = cu_seqlens("cu_seqlens_k", cu_seqlens_k, total_k)?;
     if cu_k.len() != cu_q.len() {
         return Err(shape_err("cu_seqlens_k", format!("[{}] (the length of cu_seqlens_q)", cu_q.len()), cu_seqlens_k));
     }
     let batch = cu_q.len() - 1;
-    let slopes_per_batch = check_bias(attn, &device, batch, heads, &[total_q, 3])?;
+    // The slopes' shape names the batch, known once the cu_seqlens are.
+    check(&device, &bias_args(attn.bias, batch, heads, vec![total_q, 3]))?;
+    let slopes_per_batch = slopes_per_batch(attn.bias);
     if matches!(attn.bias, Bias::Geometric { .. }) {
         ensure(cu_q == cu_k, "positions", || {
             "geometric ALiBi is self-attention: cu_seqlens_q must equal cu_seqlens_k".into()
@@ -303,37 +287,20 @@ pub struct AttentionGrads {
     pub dpositions: Option<Tensor>,
 }
 
-pub(super) fn like_q(arg: &'static str, q: &Tensor, t: &Tensor) -> Result<()> {
-    same_device(arg, &q.device(), t)?;
-    if t.dtype() != q.dtype() {
-        return Err(Error::DType { arg, expected: format!("{} (the dtype of q)", q.dtype()), got: t.dtype() });
-    }
-    if t.shape() != q.shape() {
-        return Err(Error::Shape {
-            arg,
-            expected: format!("{:?} (the shape of q)", q.shape()),
-            got: t.shape().to_vec(),
-        });
-    }
-    Ok(())
-}
-
 /// Validates the backward's arguments on top of the forward's.
 pub(super) fn validate_backward(attn: &Attention, x: &BackwardInputs, want: BiasGrads) -> Result<Dims> {
     let dims = validate(attn, x.q, x.k, x.v, x.cu_seqlens_q, x.cu_seqlens_k)?;
-    like_q("out", x.q, x.out)?;
-    like_q("dout", x.q, x.dout)?;
-    same_device("lse", &x.q.device(), x.lse)?;
-    if x.lse.dtype() != DType::F32 {
-        return Err(Error::DType { arg: "lse", expected: "f32".into(), got: x.lse.dtype() });
-    }
-    if x.lse.shape() != [dims.heads, dims.total_q] {
-        return Err(Error::Shape {
-            arg: "lse",
-            expected: format!("[{}, {}] ([heads, total_q])", dims.heads, dims.total_q),
-            got: x.lse.shape().to_vec(),
-        });
-    }
+    let (heads, total_q) = (dims.heads, dims.total_q);
+    check(
+        &x.q.device(),
+        &[
+            Arg::new("out", x.out).like("q", x.q),
+            Arg::new("dout", x.dout).like("q", x.q),
+            Arg::new("lse", x.lse)
+                .dtype(DType::F32)
+                .shape_described(vec![heads, total_q], format!("[{heads}, {total_q}] ([heads, total_q])")),
+        ],
+    )?;
     if want.slopes && matches!(attn.bias, Bias::None) {
         return Err(Error::InvalidValue { arg: "dslopes", reason: "asked for without ALiBi slopes".into() });
     }

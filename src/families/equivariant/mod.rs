@@ -35,31 +35,40 @@ use operands::{HessianOperands, HostGraph, Operands};
 // cuda.rs is the one copy of the launch code, compiled against each kernel library built in.
 crate::core::launch::launch_code!("cuda.rs");
 
+use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
 use crate::core::gpu::Gpu;
 use crate::core::launch::on_backend;
 use crate::core::tensor::Tensor;
-use crate::core::validate::{float_or_f64, same_device};
+use crate::core::validate::{Arg, check};
 
 pub use irreps::{Irrep, Irreps, IrrepsError, MulIr, Parity};
 pub use sh::{Sh, ShNormalization, ShTable, sh_dim};
 pub use tp::{Instruction, IrrepNormalization, Mode, PathNormalization, TpPlan};
 pub use wigner::{LMAX, Wigner3j, wigner_3j, wigner_d};
 
-/// `vec` is a float `[n, 3]` tensor and the degree is supported: returns n.
-fn validate_vec(sh: &Sh, vec: &Tensor) -> Result<usize> {
+/// The rows `t` claims: its first dimension (0 for a scalar). A rule "shape `[rows, width]`"
+/// built on it holds exactly when t is `[r, width]` for some r, so an op can name the rows of
+/// x or y in the rules of the arguments declared after them, before any shape is checked.
+fn claimed_rows(t: &Tensor) -> usize {
+    t.shape().first().copied().unwrap_or(0)
+}
+
+/// `vec` is a float `[n, 3]` tensor (and `dsh`, when given, `[n, (lmax+1)²]` in vec's dtype)
+/// and the degree is supported: returns n.
+fn validate_vec(sh: &Sh, vec: &Tensor, dsh: Option<&Tensor>) -> Result<usize> {
     wigner::check_l("lmax", sh.lmax)?;
-    float_or_f64("vec", vec)?;
-    match vec.shape() {
-        &[n, 3] => Ok(n),
-        other => Err(Error::Shape { arg: "vec", expected: "[n, 3]".into(), got: other.to_vec() }),
-    }
+    let n = claimed_rows(vec);
+    let mut args = vec![Arg::new("vec", vec).float_or_f64().shape_described(vec![n, 3], "[n, 3]".into())];
+    args.extend(dsh.map(|dsh| Arg::new("dsh", dsh).dtype_of("vec", vec).shape(vec![n, sh_dim(sh.lmax)])));
+    check(&vec.device(), &args)?;
+    Ok(n)
 }
 
 /// The real spherical harmonics Y^0..Y^lmax of `vec` (f32/f16/bf16/f64 `[n, 3]`): `[n, (lmax+1)²]`
 /// in vec's dtype, on vec's device (the host runs the f64 reference, [`Sh::forward`]).
 pub fn spherical_harmonics(sh: &Sh, vec: &Tensor) -> Result<Tensor> {
-    let n = validate_vec(sh, vec)?;
+    let n = validate_vec(sh, vec, None)?;
     match Gpu::of(&vec.device())? {
         None => Tensor::from_f64(&sh.forward(&vec.host_f64())?, &[n, sh_dim(sh.lmax)], vec.dtype()),
         Some(gpu) => on_backend!(&gpu, sh_forward(sh, vec, n, &gpu)),
@@ -69,19 +78,7 @@ pub fn spherical_harmonics(sh: &Sh, vec: &Tensor) -> Result<Tensor> {
 /// The gradient `[n, 3]` of Σ dsh·Y(vec) with respect to `vec`; `dsh` `[n, (lmax+1)²]` in vec's
 /// dtype and device.
 pub fn spherical_harmonics_backward(sh: &Sh, vec: &Tensor, dsh: &Tensor) -> Result<Tensor> {
-    let n = validate_vec(sh, vec)?;
-    same_device("dsh", &vec.device(), dsh)?;
-    if dsh.dtype() != vec.dtype() {
-        return Err(Error::DType {
-            arg: "dsh",
-            expected: format!("{} (the dtype of vec)", vec.dtype()),
-            got: dsh.dtype(),
-        });
-    }
-    let d = sh_dim(sh.lmax);
-    if dsh.shape() != [n, d] {
-        return Err(Error::Shape { arg: "dsh", expected: format!("[{n}, {d}]"), got: dsh.shape().to_vec() });
-    }
+    let n = validate_vec(sh, vec, Some(dsh))?;
     match Gpu::of(&vec.device())? {
         None => Tensor::from_f64(&sh.backward(&vec.host_f64(), &dsh.host_f64())?, &[n, 3], vec.dtype()),
         Some(gpu) => on_backend!(&gpu, sh_backward(sh, vec, dsh, n, &gpu)),
@@ -91,56 +88,45 @@ pub fn spherical_harmonics_backward(sh: &Sh, vec: &Tensor, dsh: &Tensor) -> Resu
 /// The largest row width, weight count, node or edge count the kernels index with 32 bits.
 const MAX_I32: usize = i32::MAX as usize;
 
-fn rows_of(arg: &'static str, t: &Tensor, width: usize, what: &str) -> Result<usize> {
-    match t.shape() {
-        &[rows, w] if w == width => Ok(rows),
-        other => Err(Error::Shape { arg, expected: format!("[rows, {width}] ({what})"), got: other.to_vec() }),
-    }
-}
-
-/// Shapes, dtypes and devices of (x, y, w) against the plan: x `[nodes, dim1]`, y
-/// `[edges, dim2]`, w `[W]` or `[edges, W]`, all of x's float dtype and device.
-fn check_operands<'a>(
+/// The rules of (x, y, w) against the plan: x `[nodes, dim1]`, y `[edges, dim2]`, w `[W]`
+/// (shared) or `[edges, W]`, all in x's float dtype on x's device. The plan's widths are
+/// checked first, since the rules are stated in them.
+fn operand_args<'a>(
     plan: &TpPlan,
     (x, y, w): (&'a Tensor, &'a Tensor, &'a Tensor),
     (xname, yname): (&'static str, &'static str),
-) -> Result<(usize, usize, bool)> {
-    float_or_f64(xname, x)?;
-    for (arg, t) in [(yname, y), ("w", w)] {
-        same_device(arg, &x.device(), t)?;
-        if t.dtype() != x.dtype() {
-            return Err(Error::DType {
-                arg,
-                expected: format!("{} (the dtype of {xname})", x.dtype()),
-                got: t.dtype(),
-            });
-        }
-    }
+) -> Result<Vec<Arg<'a>>> {
     let (d1, d2, dk, nw) = (plan.irreps_in1.dim(), plan.irreps_in2.dim(), plan.irreps_out.dim(), plan.weight_numel);
     if [d1, d2, dk, nw].iter().any(|&d| d > MAX_I32) {
         return Err(Error::InvalidValue { arg: "plan", reason: "row widths and weight counts must fit in i32".into() });
     }
-    let nodes = rows_of(xname, x, d1, "irreps_in1")?;
-    let edges = rows_of(yname, y, d2, "irreps_in2")?;
-    let shared = match w.shape() {
-        &[n] if n == nw => true,
-        &[e, n] if e == edges && n == nw => false,
-        other => {
-            return Err(Error::Shape {
-                arg: "w",
-                expected: format!("[{nw}] (shared) or [{edges}, {nw}] (one set per row of {yname})"),
-                got: other.to_vec(),
-            });
-        }
-    };
+    let edges = claimed_rows(y);
+    Ok(vec![
+        Arg::new(xname, x)
+            .float_or_f64()
+            .shape_described(vec![claimed_rows(x), d1], format!("[rows, {d1}] (irreps_in1)")),
+        Arg::new(yname, y).dtype_of(xname, x).shape_described(vec![edges, d2], format!("[rows, {d2}] (irreps_in2)")),
+        Arg::new("w", w).dtype_of(xname, x).shape_in(
+            vec![vec![nw], vec![edges, nw]],
+            format!("[{nw}] (shared) or [{edges}, {nw}] (one set per row of {yname})"),
+        ),
+    ])
+}
+
+/// (nodes, edges, shared) of operands whose rules [`check`] accepted, with the one rule left as
+/// code: both row counts fit the kernels' 32-bit indices.
+fn rows(x: &Tensor, y: &Tensor, w: &Tensor, yname: &'static str) -> Result<(usize, usize, bool)> {
+    let (nodes, edges) = (x.shape()[0], y.shape()[0]);
     if nodes > MAX_I32 || edges > MAX_I32 {
         return Err(Error::Shape { arg: yname, expected: "at most 2^31 - 1 rows".into(), got: y.shape().to_vec() });
     }
-    Ok((nodes, edges, shared))
+    Ok((nodes, edges, w.shape().len() == 1))
 }
 
 fn validate_tp<'a>(plan: &TpPlan, x1: &'a Tensor, x2: &'a Tensor, w: &'a Tensor) -> Result<Operands<'a>> {
-    let (nodes, edges, shared) = check_operands(plan, (x1, x2, w), ("x1", "x2"))?;
+    check(&x1.device(), &operand_args(plan, (x1, x2, w), ("x1", "x2"))?)?;
+    let (nodes, edges, shared) = rows(x1, x2, w, "x2")?;
+    // One x2 row per x1 row: a rule between two dimensions' values, with its own message.
     if nodes != edges {
         return Err(Error::Shape {
             arg: "x2",
@@ -151,15 +137,13 @@ fn validate_tp<'a>(plan: &TpPlan, x1: &'a Tensor, x2: &'a Tensor, w: &'a Tensor)
     Ok(Operands { x: x1, y: x2, w, shared, nodes, edges, graph: None })
 }
 
-/// i32 `[edges]` indices in `0..nodes` on x's device.
-fn indices(arg: &'static str, t: &Tensor, x: &Tensor, edges: usize, nodes: usize) -> Result<Vec<i32>> {
-    same_device(arg, &x.device(), t)?;
-    if t.dtype() != crate::core::dtype::DType::I32 {
-        return Err(Error::DType { arg, expected: "i32".into(), got: t.dtype() });
-    }
-    if t.shape() != [edges] {
-        return Err(Error::Shape { arg, expected: format!("[{edges}] (one per edge)"), got: t.shape().to_vec() });
-    }
+/// An index tensor: i32 `[edges]`.
+fn index_arg<'a>(arg: &'static str, t: &'a Tensor, edges: usize) -> Arg<'a> {
+    Arg::new(arg, t).dtype(DType::I32).shape_described(vec![edges], format!("[{edges}] (one per edge)"))
+}
+
+/// The values of an index tensor that [`index_arg`]'s rules accepted, each in `0..nodes`.
+fn index_values(arg: &'static str, t: &Tensor, nodes: usize) -> Result<Vec<i32>> {
     let v = t.to_f64_vec()?;
     if let Some(e) = v.iter().position(|&i| i < 0.0 || i >= nodes as f64) {
         return Err(Error::InvalidValue { arg, reason: format!("edge {e} has index {}, outside 0..{nodes}", v[e]) });
@@ -173,9 +157,14 @@ fn validate_conv<'a>(
     src: &Tensor,
     dst: &Tensor,
 ) -> Result<Operands<'a>> {
-    let (nodes, edges, shared) = check_operands(plan, (x, y, w), ("x", "y"))?;
-    let src = indices("src", src, x, edges, nodes)?;
-    let dst = indices("dst", dst, x, edges, nodes)?;
+    let mut args = operand_args(plan, (x, y, w), ("x", "y"))?;
+    let edges = claimed_rows(y);
+    args.extend([index_arg("src", src, edges), index_arg("dst", dst, edges)]);
+    check(&x.device(), &args)?;
+    let (nodes, edges, shared) = rows(x, y, w, "y")?;
+    // The indices' values (in range, dst sorted) are no part of their description: code.
+    let src = index_values("src", src, nodes)?;
+    let dst = index_values("dst", dst, nodes)?;
     if let Some(e) = dst.windows(2).position(|p| p[1] < p[0]) {
         return Err(Error::InvalidValue {
             arg: "dst",
@@ -222,22 +211,6 @@ fn host_backward(plan: &TpPlan, ops: &Operands, dout: &Tensor) -> Result<Grads> 
     })
 }
 
-fn check_dout(plan: &TpPlan, ops: &Operands, dout: &Tensor) -> Result<()> {
-    same_device("dout", &ops.x.device(), dout)?;
-    if dout.dtype() != ops.x.dtype() {
-        return Err(Error::DType { arg: "dout", expected: format!("{}", ops.x.dtype()), got: dout.dtype() });
-    }
-    let want = [ops.nodes, plan.irreps_out.dim()];
-    if dout.shape() != want {
-        return Err(Error::Shape {
-            arg: "dout",
-            expected: format!("{want:?} (irreps_out)"),
-            got: dout.shape().to_vec(),
-        });
-    }
-    Ok(())
-}
-
 fn run_forward(plan: &TpPlan, ops: &Operands) -> Result<Tensor> {
     match Gpu::of(&ops.x.device())? {
         None => host_forward(plan, ops),
@@ -246,7 +219,10 @@ fn run_forward(plan: &TpPlan, ops: &Operands) -> Result<Tensor> {
 }
 
 fn run_backward(plan: &TpPlan, ops: &Operands, dout: &Tensor) -> Result<Grads> {
-    check_dout(plan, ops, dout)?;
+    // Declared once the operands are valid: dout's rows are the nodes they gave.
+    let want = vec![ops.nodes, plan.irreps_out.dim()];
+    let expected = format!("{want:?} (irreps_out)");
+    check(&ops.x.device(), &[Arg::new("dout", dout).dtype(ops.x.dtype()).shape_described(want, expected)])?;
     match Gpu::of(&ops.x.device())? {
         None => host_backward(plan, ops, dout),
         Some(gpu) => on_backend!(&gpu, conv_backward(plan, ops, dout, &gpu)),
@@ -289,15 +265,7 @@ fn validate_hessian<'a>(
     dst: &Tensor,
     n_atoms: &[usize],
 ) -> Result<HessianOperands<'a>> {
-    float_or_f64("node_feat", node_feat)?;
-    same_device("edge_feat", &node_feat.device(), edge_feat)?;
-    if edge_feat.dtype() != node_feat.dtype() {
-        return Err(Error::DType {
-            arg: "edge_feat",
-            expected: format!("{} (the dtype of node_feat)", node_feat.dtype()),
-            got: edge_feat.dtype(),
-        });
-    }
+    // n_atoms first: the shapes below are stated in its atom count.
     let atoms: usize = n_atoms.iter().sum();
     if n_atoms.is_empty() || n_atoms.contains(&0) {
         return Err(Error::InvalidValue {
@@ -308,19 +276,26 @@ fn validate_hessian<'a>(
     if atoms > (i32::MAX / 3) as usize {
         return Err(Error::InvalidValue { arg: "n_atoms", reason: format!("{atoms} atoms: at most 2^31/3") });
     }
-    if node_feat.shape() != [atoms, 9] {
-        return Err(Error::Shape {
-            arg: "node_feat",
-            expected: format!("[{atoms}, 9] (l = 0, 1, 2 per atom; atoms = Σ n_atoms)"),
-            got: node_feat.shape().to_vec(),
-        });
-    }
-    let edges = match edge_feat.shape() {
-        &[e, 9] => e,
-        other => return Err(Error::Shape { arg: "edge_feat", expected: "[edges, 9]".into(), got: other.to_vec() }),
+    let shape = match n_atoms {
+        &[n] => vec![3 * n, 3 * n],
+        _ => vec![n_atoms.iter().map(|n| 9 * n * n).sum()],
     };
-    let src = indices("src", src, node_feat, edges, atoms)?;
-    let dst = indices("dst", dst, node_feat, edges, atoms)?;
+    let edges = claimed_rows(edge_feat);
+    check(
+        &node_feat.device(),
+        &[
+            Arg::new("node_feat", node_feat)
+                .float_or_f64()
+                .shape_described(vec![atoms, 9], format!("[{atoms}, 9] (l = 0, 1, 2 per atom; atoms = Σ n_atoms)")),
+            Arg::new("edge_feat", edge_feat)
+                .dtype_of("node_feat", node_feat)
+                .shape_described(vec![edges, 9], "[edges, 9]".into()),
+            index_arg("src", src, edges),
+            index_arg("dst", dst, edges),
+        ],
+    )?;
+    let src = index_values("src", src, atoms)?;
+    let dst = index_values("dst", dst, atoms)?;
     let mol: Vec<usize> = n_atoms.iter().enumerate().flat_map(|(k, &n)| std::iter::repeat_n(k, n)).collect();
     if let Some(e) = (0..edges).find(|&e| mol[src[e] as usize] != mol[dst[e] as usize]) {
         return Err(Error::InvalidValue {
@@ -328,10 +303,6 @@ fn validate_hessian<'a>(
             reason: format!("edge {e} joins atoms {} and {} of different molecules", src[e], dst[e]),
         });
     }
-    let shape = match n_atoms {
-        &[n] => vec![3 * n, 3 * n],
-        _ => vec![n_atoms.iter().map(|n| 9 * n * n).sum()],
-    };
     Ok(HessianOperands { edge_feat, node_feat, src, dst, n_atoms: n_atoms.to_vec(), atoms, shape })
 }
 
@@ -370,21 +341,9 @@ pub fn hessian_backward(
     dhessian: &Tensor,
 ) -> Result<(Tensor, Tensor)> {
     let ops = validate_hessian(edge_feat, node_feat, src, dst, n_atoms)?;
-    same_device("dhessian", &node_feat.device(), dhessian)?;
-    if dhessian.dtype() != node_feat.dtype() {
-        return Err(Error::DType {
-            arg: "dhessian",
-            expected: format!("{}", node_feat.dtype()),
-            got: dhessian.dtype(),
-        });
-    }
-    if dhessian.shape() != ops.shape.as_slice() {
-        return Err(Error::Shape {
-            arg: "dhessian",
-            expected: format!("{:?}", ops.shape),
-            got: dhessian.shape().to_vec(),
-        });
-    }
+    // Declared once the operands are valid: its shape is the Hessian's.
+    let rule = Arg::new("dhessian", dhessian).dtype(node_feat.dtype()).shape(ops.shape.clone());
+    check(&node_feat.device(), &[rule])?;
     match Gpu::of(&node_feat.device())? {
         None => {
             let (s, d): (Vec<i64>, Vec<i64>) =

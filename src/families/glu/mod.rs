@@ -30,7 +30,7 @@ use crate::core::error::{Error, Result, ensure};
 use crate::core::gpu::Gpu;
 use crate::core::launch::on_backend;
 use crate::core::tensor::Tensor;
-use crate::core::validate::same_device;
+use crate::core::validate::{Arg, check};
 
 /// The f64 values of a and b (`[rows, F]` each).
 fn host_operands(input: &GluInput, l: &Layout) -> (Vec<f64>, Vec<f64>) {
@@ -52,15 +52,15 @@ fn host_operands(input: &GluInput, l: &Layout) -> (Vec<f64>, Vec<f64>) {
     }
 }
 
-fn check_out(arg: &'static str, l: &Layout, t: &Tensor) -> Result<()> {
-    same_device(arg, &l.device, t)?;
-    if t.dtype() != l.dtype {
-        return Err(Error::DType { arg, expected: format!("{} (the dtype of the inputs)", l.dtype), got: t.dtype() });
-    }
-    if t.shape() != l.out_shape.as_slice() {
-        return Err(Error::Shape { arg, expected: format!("{:?}", l.out_shape), got: t.shape().to_vec() });
-    }
-    Ok(())
+/// The rules of y or dy (`arg`): the inputs' device and dtype, shape `[…, F]`. Declared after
+/// [`layout`] has checked the inputs, since F comes from their (checked) last dimension.
+fn output<'a>(arg: &'static str, input: &GluInput<'a>, l: &Layout, t: &'a Tensor) -> Arg<'a> {
+    // a or ab carries the inputs' dtype (b matches a); named "the inputs" in the error.
+    let inputs = match *input {
+        GluInput::Separate { a, .. } => a,
+        GluInput::Packed { ab, .. } => ab,
+    };
+    Arg::new(arg, t).dtype_of("the inputs", inputs).shape(l.out_shape.clone())
 }
 
 /// y = h(a)·b into a new tensor.
@@ -76,7 +76,7 @@ pub fn forward(glu: &Glu, input: GluInput) -> Result<Tensor> {
 pub fn forward_into(glu: &Glu, input: GluInput, y: &mut Tensor) -> Result<()> {
     glu.validate()?;
     let l = layout(&input)?;
-    check_out("y", &l, y)?;
+    check(&l.device, &[output("y", &input, &l, y)])?;
     match Gpu::of(&l.device)? {
         None => {
             let (a, b) = host_operands(&input, &l);
@@ -91,7 +91,7 @@ pub fn forward_into(glu: &Glu, input: GluInput, y: &mut Tensor) -> Result<()> {
 pub fn backward(glu: &Glu, input: GluInput, dy: &Tensor) -> Result<GluGrads> {
     glu.validate()?;
     let l = layout(&input)?;
-    check_out("dy", &l, dy)?;
+    check(&l.device, &[output("dy", &input, &l, dy)])?;
     let device = l.device.clone();
     let dtype = l.dtype;
     let dalpha = if glu.kind.has_alpha() { Some(Tensor::uninit(&[1], DType::F32, &device)?) } else { None };
@@ -156,10 +156,11 @@ pub fn backward_inplace(glu: &Glu, input: GluInputMut, dy: &Tensor, dalpha: Opti
         (None, None) => unreachable!("a layout has either b or a gate half"),
     };
     let l = layout(&view)?;
-    check_out("dy", &l, dy)?;
+    check(&l.device, &[output("dy", &view, &l, dy)])?;
     if let Some(t) = dalpha.as_deref() {
         ensure(glu.kind.has_alpha(), "dalpha", || format!("{} has no α", glu.kind.name()))?;
-        same_device("dalpha", &l.device, t)?;
+        check(&l.device, &[Arg::new("dalpha", t)])?;
+        // Kept as code: a dtype or a shape fault is one Shape error, "f32 [1]".
         if t.dtype() != DType::F32 || t.shape() != [1] {
             return Err(Error::Shape { arg: "dalpha", expected: "f32 [1]".into(), got: t.shape().to_vec() });
         }

@@ -9,7 +9,7 @@ use crate::core::device::Device;
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result, ensure};
 use crate::core::tensor::Tensor;
-use crate::core::validate::{float, same_device};
+use crate::core::validate::{Arg, check};
 
 /// The gate h of y = h(a)·b.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -183,22 +183,8 @@ pub(crate) struct Layout {
 pub(super) fn layout(input: &GluInput) -> Result<Layout> {
     match *input {
         GluInput::Separate { a, b } => {
-            float("a", a)?;
-            same_device("b", &a.device(), b)?;
-            if b.dtype() != a.dtype() {
-                return Err(Error::DType {
-                    arg: "b",
-                    expected: format!("{} (the dtype of a)", a.dtype()),
-                    got: b.dtype(),
-                });
-            }
-            if b.shape() != a.shape() {
-                return Err(Error::Shape {
-                    arg: "b",
-                    expected: format!("{:?} (the shape of a)", a.shape()),
-                    got: b.shape().to_vec(),
-                });
-            }
+            check(&a.device(), &[Arg::new("a", a).float(), Arg::new("b", b).like("a", a)])?;
+            // F ≥ 1 is a rule on a dimension's value, which the engine's shapes do not state.
             let features = a.shape().last().copied().unwrap_or(0);
             if features == 0 {
                 return Err(Error::Shape {
@@ -214,7 +200,8 @@ pub(super) fn layout(input: &GluInput) -> Result<Layout> {
             })
         }
         GluInput::Packed { ab, .. } => {
-            float("ab", ab)?;
+            check(&ab.device(), &[Arg::new("ab", ab).float()])?;
+            // An even, nonzero last dimension: a rule on its value, kept as code.
             let width = ab.shape().last().copied().unwrap_or(0);
             if width == 0 || width % 2 != 0 {
                 return Err(Error::Shape {

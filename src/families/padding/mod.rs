@@ -27,18 +27,17 @@ pub use spec::{Keep, Unpadded, UnpaddedOnDevice};
 // cuda.rs is the one copy of the launch code, compiled against each kernel library built in.
 crate::core::launch::launch_code!("cuda.rs");
 
-use crate::core::device::Device;
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
 use crate::core::gpu::Gpu;
 use crate::core::launch::on_backend;
 use crate::core::tensor::Tensor;
-use crate::core::validate::{float, same_device};
+use crate::core::validate::{Arg, check};
 
-/// Shape bookkeeping of `hidden [batch, seqlen, …]`: (batch, seqlen, row elements).
-fn hidden_dims(arg: &'static str, t: &Tensor) -> Result<(usize, usize, usize)> {
-    float(arg, t)?;
-    let s = t.shape();
+/// `hidden [batch, seqlen, …]` (its dtype and device already checked): (batch, seqlen, row
+/// elements). Code, not a declaration: the shape is any rank ≥ 2 within int32 indexing.
+fn hidden_dims(hidden: &Tensor) -> Result<(usize, usize, usize)> {
+    let (arg, s) = ("hidden", hidden.shape());
     if s.len() < 2 {
         return Err(Error::Shape { arg, expected: "[batch, seqlen, …]".into(), got: s.to_vec() });
     }
@@ -57,39 +56,25 @@ fn hidden_dims(arg: &'static str, t: &Tensor) -> Result<(usize, usize, usize)> {
     Ok((s[0], s[1], dim))
 }
 
-fn check_keep(keep: &Keep, hidden: &Tensor, batch: usize, seqlen: usize) -> Result<()> {
-    match *keep {
+/// Validates unpad's arguments: hidden floating, then the mask or the lengths, whose shapes
+/// are stated in hidden's (batch, seqlen). Returns (batch, seqlen, row elements).
+fn validate_unpad(hidden: &Tensor, keep: &Keep) -> Result<(usize, usize, usize)> {
+    let device = hidden.device();
+    check(&device, &[Arg::new("hidden", hidden).float()])?;
+    let dims @ (batch, seqlen, _) = hidden_dims(hidden)?;
+    let keep = match *keep {
         Keep::Mask(m) => {
-            same_device("mask", &hidden.device(), m)?;
-            if !matches!(m.dtype(), DType::U8 | DType::I32) {
-                return Err(Error::DType { arg: "mask", expected: "u8 (bool) or i32".into(), got: m.dtype() });
-            }
-            if m.shape() != [batch, seqlen] {
-                return Err(Error::Shape {
-                    arg: "mask",
-                    expected: format!("[{batch}, {seqlen}]"),
-                    got: m.shape().to_vec(),
-                });
-            }
+            Arg::new("mask", m).dtype_in(&[DType::U8, DType::I32], "u8 (bool) or i32").shape(vec![batch, seqlen])
         }
-        Keep::Seqlens(l) => {
-            same_device("seqlens", &hidden.device(), l)?;
-            if l.dtype() != DType::I32 {
-                return Err(Error::DType { arg: "seqlens", expected: "i32".into(), got: l.dtype() });
-            }
-            if l.shape() != [batch] {
-                return Err(Error::Shape { arg: "seqlens", expected: format!("[{batch}]"), got: l.shape().to_vec() });
-            }
-        }
-    }
-    Ok(())
+        Keep::Seqlens(l) => Arg::new("seqlens", l).dtype(DType::I32).shape(vec![batch]),
+    };
+    check(&device, &[keep])?;
+    Ok(dims)
 }
 
-fn check_indices(indices: &Tensor, device: &Device) -> Result<usize> {
-    same_device("indices", device, indices)?;
-    if indices.dtype() != DType::I32 {
-        return Err(Error::DType { arg: "indices", expected: "i32".into(), got: indices.dtype() });
-    }
+/// The number of indices (their dtype and device already checked). Code, not a declaration:
+/// any length, rank 1.
+fn indices_len(indices: &Tensor) -> Result<usize> {
     if indices.shape().len() != 1 {
         return Err(Error::Shape { arg: "indices", expected: "[nnz]".into(), got: indices.shape().to_vec() });
     }
@@ -125,8 +110,7 @@ fn i32_tensor(values: impl IntoIterator<Item = usize>) -> Result<Tensor> {
 /// Packs the kept tokens. On a GPU this reads nnz back to the host once (to size
 /// `packed`); [`unpad_with_capacity`] does not synchronise.
 pub fn unpad(hidden: &Tensor, keep: Keep) -> Result<Unpadded> {
-    let (batch, seqlen, dim) = hidden_dims("hidden", hidden)?;
-    check_keep(&keep, hidden, batch, seqlen)?;
+    let (batch, seqlen, dim) = validate_unpad(hidden, &keep)?;
     match Gpu::of(&hidden.device())? {
         None => {
             let u = cpu::unpad(&hidden.host_f64(), &cpu_keep(&keep, seqlen)?, batch, seqlen, dim);
@@ -162,8 +146,7 @@ pub fn unpad(hidden: &Tensor, keep: Keep) -> Result<Unpadded> {
 /// nnz and max_seqlen stay on the device ([`UnpaddedOnDevice::finish`] reads them). More
 /// kept tokens than `capacity` is a data error reported through `status`, never an overflow.
 pub fn unpad_with_capacity(hidden: &Tensor, keep: Keep, capacity: usize) -> Result<UnpaddedOnDevice> {
-    let (batch, seqlen, dim) = hidden_dims("hidden", hidden)?;
-    check_keep(&keep, hidden, batch, seqlen)?;
+    let (batch, seqlen, dim) = validate_unpad(hidden, &keep)?;
     match Gpu::of(&hidden.device())? {
         None => {
             let u = cpu::unpad(&hidden.host_f64(), &cpu_keep(&keep, seqlen)?, batch, seqlen, dim);
@@ -197,7 +180,8 @@ fn unpad_on(gpu: &Gpu, hidden: &Tensor, keep: &Keep, capacity: usize) -> Result<
 /// `[batch, seqlen, …]` zeros except row `indices[i]` = `packed[i]` (indices distinct and in
 /// range; checked, which on a GPU waits for the device). Also the backward of [`unpad`].
 pub fn pad(packed: &Tensor, indices: &Tensor, batch: usize, seqlen: usize) -> Result<Tensor> {
-    float("packed", packed)?;
+    let device = packed.device();
+    check(&device, &[Arg::new("packed", packed).float(), Arg::new("indices", indices).dtype(DType::I32)])?;
     if packed.shape().is_empty() || packed.shape()[1..].contains(&0) {
         return Err(Error::Shape {
             arg: "packed",
@@ -205,8 +189,7 @@ pub fn pad(packed: &Tensor, indices: &Tensor, batch: usize, seqlen: usize) -> Re
             got: packed.shape().to_vec(),
         });
     }
-    let device = packed.device();
-    let nnz = check_indices(indices, &device)?;
+    let nnz = indices_len(indices)?;
     if packed.shape()[0] != nnz {
         return Err(Error::Shape {
             arg: "packed",
@@ -232,9 +215,10 @@ pub fn pad(packed: &Tensor, indices: &Tensor, batch: usize, seqlen: usize) -> Re
 /// `[nnz, …]` with row i = `hidden[indices[i]]` (indices in range; checked, which on a GPU
 /// waits for the device). The backward of [`pad`].
 pub fn gather(hidden: &Tensor, indices: &Tensor) -> Result<Tensor> {
-    let (batch, seqlen, dim) = hidden_dims("hidden", hidden)?;
     let device = hidden.device();
-    let nnz = check_indices(indices, &device)?;
+    check(&device, &[Arg::new("hidden", hidden).float(), Arg::new("indices", indices).dtype(DType::I32)])?;
+    let (batch, seqlen, dim) = hidden_dims(hidden)?;
+    let nnz = indices_len(indices)?;
     let mut shape = hidden.shape()[1..].to_vec();
     shape[0] = nnz;
     match Gpu::of(&device)? {

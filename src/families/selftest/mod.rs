@@ -28,16 +28,10 @@ use crate::core::error::{Error, Result};
 use crate::core::gpu::Gpu;
 use crate::core::launch::on_backend;
 use crate::core::tensor::Tensor;
+use crate::core::validate::{Arg, check};
 
-fn expect(arg: &'static str, t: &Tensor, dtypes: &[DType], shape: &[usize]) -> Result<()> {
-    if !dtypes.contains(&t.dtype()) {
-        return Err(Error::DType { arg, expected: format!("{dtypes:?}"), got: t.dtype() });
-    }
-    if t.shape() != shape {
-        return Err(Error::Shape { arg, expected: format!("{shape:?}"), got: t.shape().to_vec() });
-    }
-    Ok(())
-}
+// Each dtype rule below spells its `expected` as a list ("[F16, BF16]", "[I32]"): the wording
+// of these self-tests' errors, kept unchanged.
 
 fn device_of(t: &Tensor) -> Result<Gpu> {
     Gpu::of(&t.device())?.ok_or(Error::InvalidValue {
@@ -49,9 +43,18 @@ fn device_of(t: &Tensor) -> Result<Gpu> {
 /// `mma.sync.m16n8k16` with f32 accumulators on one warp: d = a·b + c for a `[16, 16]` and
 /// b `[16, 8]` (k, n) in f16 or bf16 (one dtype) and c f32 `[16, 8]`; returns d f32 `[16, 8]`.
 pub fn mma(a: &Tensor, b: &Tensor, c: &Tensor) -> Result<Tensor> {
-    expect("a", a, &[DType::F16, DType::BF16], &[16, 16])?;
-    expect("b", b, &[a.dtype()], &[16, 8])?;
-    expect("c", c, &[DType::F32], &[16, 8])?;
+    // b in a's dtype, in the same list wording. a's rule comes first in the list, so this
+    // choice only matters once a is f16 or bf16.
+    let b_dtype: (&'static [DType], &'static str) =
+        if a.dtype() == DType::F16 { (&[DType::F16], "[F16]") } else { (&[DType::BF16], "[BF16]") };
+    check(
+        &a.device(),
+        &[
+            Arg::new("a", a).dtype_in(&[DType::F16, DType::BF16], "[F16, BF16]").shape(vec![16, 16]),
+            Arg::new("b", b).dtype_in(b_dtype.0, b_dtype.1).shape(vec![16, 8]),
+            Arg::new("c", c).dtype_in(&[DType::F32], "[F32]").shape(vec![16, 8]),
+        ],
+    )?;
     let gpu = device_of(a)?;
     on_backend!(&gpu, mma(a, b, c, &gpu))
 }
@@ -60,7 +63,7 @@ pub fn mma(a: &Tensor, b: &Tensor, c: &Tensor) -> Result<Tensor> {
 /// bits of each element) staged in shared memory, lane l naming row (7l + 3) % 32, column
 /// 8·((l / 8) % 2); returns i32 `[32, 4]`: lane l's registers 0..count (the rest zero).
 pub fn ldmatrix(count: usize, trans: bool, src: &Tensor) -> Result<Tensor> {
-    expect("src", src, &[DType::I32], &[32, 16])?;
+    check(&src.device(), &[Arg::new("src", src).dtype_in(&[DType::I32], "[I32]").shape(vec![32, 16])])?;
     if ![1, 2, 4].contains(&count) {
         return Err(Error::InvalidValue { arg: "count", reason: format!("must be 1, 2 or 4, got {count}") });
     }
@@ -73,7 +76,7 @@ pub fn ldmatrix(count: usize, trans: bool, src: &Tensor) -> Result<Tensor> {
 /// `skip_wait` plants the bug of reading the second group without waiting for it: the emulator
 /// must report it (never run it on a GPU, where it is a real race).
 pub fn cp_async(src: &Tensor, skip_wait: bool) -> Result<Tensor> {
-    expect("src", src, &[DType::I32], &[512])?;
+    check(&src.device(), &[Arg::new("src", src).dtype_in(&[DType::I32], "[I32]").shape(vec![512])])?;
     let gpu = device_of(src)?;
     on_backend!(&gpu, cp_async(src, skip_wait, &gpu))
 }
@@ -95,7 +98,8 @@ pub enum MathFunction {
 /// kernels when `fast` (StorageMath16: the MUFU intrinsics), else of the f32 kernels; returns
 /// f32 `[n]`.
 pub fn math(function: MathFunction, fast: bool, x: &Tensor) -> Result<Tensor> {
-    expect("x", x, &[DType::F32], &[x.len()])?;
+    // `[x.len()]`: any one-dimensional x.
+    check(&x.device(), &[Arg::new("x", x).dtype_in(&[DType::F32], "[F32]").shape(vec![x.len()])])?;
     let gpu = device_of(x)?;
     let id = match function {
         MathFunction::NormalCdf => 0,

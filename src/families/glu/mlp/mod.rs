@@ -30,11 +30,11 @@ use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::gpu::Gpu;
 use crate::core::tensor::Tensor;
+use crate::core::validate::{Arg, check};
 
 mod gemm;
 mod spec;
 pub(crate) use spec::Dims;
-use spec::expect;
 pub use spec::{GateUp, GateUpGrads, Mlp, MlpGrads, MlpOutput, Mode, Saved};
 
 /// y for `x [T, d]`; in training mode also what backward needs.
@@ -56,8 +56,14 @@ pub fn forward(mlp: &Mlp, x: &Tensor, mode: Mode) -> Result<MlpOutput> {
 /// Gradients of every parameter and of x, given the training forward's `saved`.
 pub fn backward(mlp: &Mlp, x: &Tensor, saved: &Saved, dy: &Tensor) -> Result<MlpGrads> {
     let dims = mlp.validate(x)?;
-    expect("saved.h", &saved.h, x, &[dims.t, 2 * dims.f])?;
-    expect("dy", dy, x, &[dims.t, dims.d])?;
+    // Declared once the block's own arguments have given (T, d, F).
+    check(
+        &x.device(),
+        &[
+            Arg::new("saved.h", &saved.h).dtype_of("x", x).shape(vec![dims.t, 2 * dims.f]),
+            Arg::new("dy", dy).dtype_of("x", x).shape(vec![dims.t, dims.d]),
+        ],
+    )?;
     match Gpu::of(&x.device())? {
         None => reference::backward_tensors(mlp, x, &saved.h, dy, &dims),
         Some(gpu) => gemm::backward(mlp, x, &saved.h, dy, &dims, &gpu),

@@ -7,7 +7,7 @@
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
 use crate::core::tensor::Tensor;
-use crate::core::validate::float;
+use crate::core::validate::{Arg, check};
 use crate::families::glu::spec::{Glu, GluInput};
 
 /// The gate and up projections: two `[F, d]` weights, or one packed `[2F, d]` with the
@@ -120,22 +120,11 @@ pub(crate) struct Dims {
     pub(crate) f: usize,
 }
 
-pub(super) fn expect(arg: &'static str, t: &Tensor, x: &Tensor, shape: &[usize]) -> Result<()> {
-    if !x.device().same_memory(&t.device()) {
-        return Err(Error::Device { arg, expected: x.device().to_string(), got: t.device().to_string() });
-    }
-    if t.dtype() != x.dtype() {
-        return Err(Error::DType { arg, expected: format!("{} (the dtype of x)", x.dtype()), got: t.dtype() });
-    }
-    if t.shape() != shape {
-        return Err(Error::Shape { arg, expected: format!("{shape:?}"), got: t.shape().to_vec() });
-    }
-    Ok(())
-}
-
 impl Mlp<'_> {
     pub(super) fn validate(&self, x: &Tensor) -> Result<Dims> {
-        float("x", x)?;
+        check(&x.device(), &[Arg::new("x", x).float()])?;
+        // Rank and nonzero widths are rules on dimensions' values, kept as code; they give d
+        // and F, which the declarations below need.
         if x.shape().len() != 2 || x.shape()[1] == 0 {
             return Err(Error::Shape { arg: "x", expected: "[T, d] with d ≥ 1".into(), got: x.shape().to_vec() });
         }
@@ -148,28 +137,23 @@ impl Mlp<'_> {
                 });
             }
         };
-        expect("w_down", self.w_down, x, &[d, f])?;
+        // Every parameter on x's device, in x's dtype. w_down's shape was checked as F was read.
+        let param = |arg, t| Arg::new(arg, t).dtype_of("x", x);
+        let mut args = vec![param("w_down", self.w_down)];
         match self.gate_up {
             GateUp::Separate { w_gate, w_up, b_gate, b_up } => {
-                expect("w_gate", w_gate, x, &[f, d])?;
-                expect("w_up", w_up, x, &[f, d])?;
-                if let Some(b) = b_gate {
-                    expect("b_gate", b, x, &[f])?;
-                }
-                if let Some(b) = b_up {
-                    expect("b_up", b, x, &[f])?;
-                }
+                args.push(param("w_gate", w_gate).shape(vec![f, d]));
+                args.push(param("w_up", w_up).shape(vec![f, d]));
+                args.extend(b_gate.map(|b| param("b_gate", b).shape(vec![f])));
+                args.extend(b_up.map(|b| param("b_up", b).shape(vec![f])));
             }
             GateUp::Packed { w, b } => {
-                expect("w_gate_up", w, x, &[2 * f, d])?;
-                if let Some(b) = b {
-                    expect("b_gate_up", b, x, &[2 * f])?;
-                }
+                args.push(param("w_gate_up", w).shape(vec![2 * f, d]));
+                args.extend(b.map(|b| param("b_gate_up", b).shape(vec![2 * f])));
             }
         }
-        if let Some(b) = self.b_down {
-            expect("b_down", b, x, &[d])?;
-        }
+        args.extend(self.b_down.map(|b| param("b_down", b).shape(vec![d])));
+        check(&x.device(), &args)?;
         // The gate's own checks (α, order) run on a one-element probe.
         crate::families::glu::forward(&self.glu, GluInput::Separate { a: &probe()?, b: &probe()? })?;
         Ok(Dims { t, d, f })
