@@ -5,7 +5,7 @@
 use std::path::Path;
 
 /// bindgen's output for `header`: the functions matching `functions`; with `own_types`, also
-/// the `kiln_*` types and `KILN_*` constants (kiln.h's), otherwise those come from `crate::ffi`.
+/// the `kiln_*` types and `KILN_*` constants (kiln.h's), otherwise those come from the sibling `super::ffi` (src/bindings/ffi.rs).
 fn generate(header: &str, functions: &str, own_types: bool) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let path = root.join("kernels/include").join(header);
@@ -21,7 +21,7 @@ fn generate(header: &str, functions: &str, own_types: bool) -> String {
     builder = if own_types {
         builder.allowlist_type("kiln_.*").allowlist_var("KILN_.*")
     } else {
-        builder.blocklist_type("kiln_.*").raw_line("use crate::ffi::{kiln_dtype, kiln_status};")
+        builder.blocklist_type("kiln_.*").raw_line("use super::ffi::{kiln_dtype, kiln_status};")
     };
     // libclang is present (checked by the caller), so a failure here is a broken header.
     builder.generate().unwrap_or_else(|e| panic!("bindgen failed on {header}: {e}")).to_string()
