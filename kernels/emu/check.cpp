@@ -56,7 +56,7 @@ constexpr int16_t kManyWarps = -1;
 
 struct SharedRegion {
     uintptr_t lo = 0, hi = 0;  // usable bytes
-    uintptr_t end = 0;         // hi + redzone (dynamic shared memory only)
+    uintptr_t end = 0;         // hi + redzone (dynamic shared memory only; a redzone precedes lo too)
     std::vector<uint8_t> written;
     std::vector<Cell> cells;
 };
@@ -265,6 +265,12 @@ void shared_byte(Launch& L, SharedRegion& s, size_t n, uintptr_t byte, bool writ
 }
 
 void shared_access(Launch& L, SharedRegion& s, uintptr_t addr, size_t n, bool write, bool aligned, const void* pc) {
+    if (addr < s.lo) {
+        fail(FindingKind::kOutOfBounds,
+             sized(n, write) + " " + std::to_string(s.lo - addr) + " bytes before the start of " +
+                 std::to_string(s.hi - s.lo) + " bytes of dynamic shared memory",
+             nullptr, 0, pc);
+    }
     if (addr + n > s.hi) {
         fail(FindingKind::kOutOfBounds,
              sized(n, write) + " at byte " + std::to_string(addr - s.lo) + " of " + std::to_string(s.hi - s.lo) +
@@ -290,14 +296,14 @@ void static_access(Launch& L, uintptr_t addr, size_t n, bool write, bool aligned
 }
 
 __attribute__((noinline)) void slow_access(Launch& L, uintptr_t a, size_t n, bool write, bool aligned, const void* pc) {
-    if (g_dynamic.lo != 0 && a >= g_dynamic.lo && a < g_dynamic.end) {
+    if (g_dynamic.lo != 0 && a >= g_dynamic.lo - kRedzone && a < g_dynamic.end) {
         shared_access(L, g_dynamic, a, n, write, aligned, pc);
         if (g_counting) count_shared(L, a, n, write, pc);
         return;
     }
     Alloc* al = g_last_alloc;
-    if (al == nullptr || a < reinterpret_cast<uintptr_t>(al->raw) ||
-        a >= reinterpret_cast<uintptr_t>(al->base) + al->capacity + kRedzone) {
+    if (al == nullptr || a < reinterpret_cast<uintptr_t>(al->reserve) ||
+        a >= reinterpret_cast<uintptr_t>(al->reserve) + al->reserve_bytes) {
         al = find_alloc(a);
         if (al != nullptr) g_last_alloc = al;
     }
@@ -309,7 +315,14 @@ __attribute__((noinline)) void slow_access(Launch& L, uintptr_t a, size_t n, boo
     if (in_static(a)) {
         static_access(L, a, n, write, aligned, pc);
         if (g_counting) count_shared(L, a, n, write, pc);
+        return;
     }
+    // Not a fiber's stack, the parameters, shared memory, static storage or any allocation (with
+    // its guards): an index far out of range, a freed buffer, or a pointer that never pointed
+    // into device memory. A GPU faults or corrupts something; here it is a finding.
+    fail(FindingKind::kOutOfBounds,
+         sized(n, write) + " at an address outside every allocation, shared memory and static storage", nullptr, 0,
+         pc);
 }
 
 __attribute__((always_inline)) inline void access(const void* p, size_t n, bool write, bool aligned, const void* pc) {

@@ -133,6 +133,12 @@ bool abort_on_finding();
 
 // An emulated allocation: [base, base + size) usable, redzones of kRedzone on both sides.
 struct Alloc {
+    // The reservation: kGuard unmapped bytes, then raw (redzone, capacity, redzone), then kGuard
+    // unmapped bytes. An access anywhere in it is an access derived from this allocation: the
+    // guards keep other allocations at least kGuard away, so an index that runs kilobytes past
+    // the end (or before the start) is reported against the allocation it came from.
+    char* reserve = nullptr;
+    size_t reserve_bytes = 0;
     char* raw = nullptr;
     char* base = nullptr;
     size_t size = 0;
@@ -145,6 +151,8 @@ struct Alloc {
 };
 
 constexpr size_t kRedzone = 256;
+// Unmapped bytes on either side of every emulated allocation (see Alloc::reserve).
+constexpr size_t kGuard = size_t(1) << 20;
 
 // The allocation whose [raw, raw + redzones + capacity) holds p, or null (lock held).
 Alloc* find_alloc(uintptr_t p);

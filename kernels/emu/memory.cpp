@@ -6,6 +6,9 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "internal.h"
 #include "kiln_emu.h"
 
@@ -29,7 +32,7 @@ Alloc* find_alloc(uintptr_t p) {
     if (it == m.begin()) return nullptr;
     --it;
     Alloc* a = it->second;
-    const uintptr_t end = reinterpret_cast<uintptr_t>(a->base) + a->capacity + kRedzone;
+    const uintptr_t end = reinterpret_cast<uintptr_t>(a->reserve) + a->reserve_bytes;
     return p < end ? a : nullptr;
 }
 
@@ -69,14 +72,25 @@ void* kiln_emu_malloc(size_t bytes) {
     std::lock_guard<std::recursive_mutex> lock(big_lock());
     const size_t capacity = (bytes + kAlign - 1) / kAlign * kAlign;
     const size_t total = kRedzone + capacity + kRedzone;
-    char* raw = static_cast<char*>(std::aligned_alloc(kAlign, total));
-    if (raw == nullptr) return nullptr;
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    const size_t mapped = (total + page - 1) / page * page;
+    const size_t reserve_bytes = kGuard + mapped + kGuard;
+    // Reserved without access (the guards stay so; only the hooks ever look at their addresses,
+    // and a finding abandons the access before it happens), then the middle made usable.
+    void* reserve = mmap(nullptr, reserve_bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (reserve == MAP_FAILED) return nullptr;
+    char* raw = static_cast<char*>(reserve) + kGuard;
+    if (mprotect(raw, mapped, PROT_READ | PROT_WRITE) != 0) {
+        munmap(reserve, reserve_bytes);
+        return nullptr;
+    }
     Alloc* a = new Alloc;
+    a->reserve = static_cast<char*>(reserve);
+    a->reserve_bytes = reserve_bytes;
     a->raw = raw;
     a->base = raw + kRedzone;
     a->size = bytes;
     a->capacity = capacity;
-    // calloc: untouched shadow pages cost nothing until a kernel or a copy reaches them.
     a->written = static_cast<uint8_t*>(std::calloc(capacity + 1, 1));
     a->writer = static_cast<uint32_t*>(std::calloc(capacity + 1, sizeof(uint32_t)));
     a->reader = static_cast<uint32_t*>(std::calloc(capacity + 1, sizeof(uint32_t)));
@@ -84,14 +98,12 @@ void* kiln_emu_malloc(size_t bytes) {
         std::free(a->written);
         std::free(a->writer);
         std::free(a->reader);
-        std::free(raw);
+        munmap(reserve, reserve_bytes);
         delete a;
         return nullptr;
     }
-    // Unwritten bytes hold a pattern that is NaN in f32, f16 and bf16 (0xFF..): an unchecked run
-    // that reads them shows it in its results, as uninitialised GPU memory would.
     std::memset(raw, 0xff, total);
-    allocs()[reinterpret_cast<uintptr_t>(raw)] = a;
+    allocs()[reinterpret_cast<uintptr_t>(reserve)] = a;
     return a->base;
 }
 
@@ -100,11 +112,11 @@ void kiln_emu_free(void* ptr) {
     std::lock_guard<std::recursive_mutex> lock(big_lock());
     Alloc* a = find_alloc(reinterpret_cast<uintptr_t>(ptr));
     if (a == nullptr || a->base != ptr) return;
-    allocs().erase(reinterpret_cast<uintptr_t>(a->raw));
+    allocs().erase(reinterpret_cast<uintptr_t>(a->reserve));
     std::free(a->written);
     std::free(a->writer);
     std::free(a->reader);
-    std::free(a->raw);
+    munmap(a->reserve, a->reserve_bytes);
     delete a;
 }
 

@@ -507,9 +507,10 @@ cudaError_t launch(dim3 grid, dim3 block, size_t smem, cudaStream_t, Invoke invo
     L.threads.resize(L.block_threads);
     std::vector<char> dyn;
     if (smem > 0) {
-        // Poisoned like unwritten device memory: NaN in every float format.
-        dyn.assign(smem + kRedzone, char(0xff));
-        L.dynamic_shared = dyn.data();
+        // Poisoned like unwritten device memory: NaN in every float format. A redzone on either
+        // side: a negative offset from the buffer is reported as such.
+        dyn.assign(kRedzone + smem + kRedzone, char(0xff));
+        L.dynamic_shared = dyn.data() + kRedzone;
         L.dynamic_bytes = smem;
     }
     const uint64_t blocks = uint64_t(grid.x) * grid.y * grid.z;

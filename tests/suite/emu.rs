@@ -119,6 +119,13 @@ fn misaligned_vector_load_is_found() {
 }
 
 #[test]
+fn misaligned_vector_accesses_are_seen_at_their_width() {
+    caught("misaligned_8_load", "misaligned access", MISALIGNED_ADDRESS);
+    caught("misaligned_8_store", "misaligned access", MISALIGNED_ADDRESS);
+    caught("misaligned_float4", "misaligned access", MISALIGNED_ADDRESS);
+}
+
+#[test]
 fn deadlock_is_found() {
     caught("deadlock", "deadlock", LAUNCH_FAILURE);
 }
@@ -126,6 +133,17 @@ fn deadlock_is_found() {
 #[test]
 fn dynamic_shared_overrun_is_found() {
     caught("dynamic_shared", "out-of-bounds access", ILLEGAL_ADDRESS);
+}
+
+#[test]
+fn out_of_bounds_far_from_the_buffer_is_found() {
+    caught("far_past_end", "out-of-bounds access", ILLEGAL_ADDRESS);
+    caught("far_before_start", "out-of-bounds access", ILLEGAL_ADDRESS);
+    caught("dynamic_shared_negative", "out-of-bounds access", ILLEGAL_ADDRESS);
+    let (_, finding) = run("far_past_end", true, &mut []);
+    assert!(finding.contains("past its end"), "reported against the table it indexes: {finding}");
+    let (_, finding) = run("dynamic_shared_negative", true, &mut []);
+    assert!(finding.contains("before the start of"), "a negative offset says so: {finding}");
 }
 
 #[test]

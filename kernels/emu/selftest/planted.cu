@@ -113,6 +113,33 @@ __global__ void misaligned_kernel(const float* in, float* out, bool buggy) {
     out[threadIdx.x] = v.v[0] + v.v[1] + v.v[2] + v.v[3];
 }
 
+// 16-byte vector accesses through pointers that are 8- but not 16-byte aligned: a GPU faults on
+// them. The host compiler may split such a copy into narrower accesses that are each aligned to
+// their own size, so the checker must see the width the kernel wrote.
+__global__ void misaligned_8_load_kernel(const float* in, float* out, bool buggy) {
+    const float* p = in + (buggy ? 2 : 0) + 4 * threadIdx.x;
+    const kiln::Pack<float, 4> v = kiln::load_pack<float, 4>(p);  // PLANTED: misaligned_8_load
+    out[threadIdx.x] = v.v[2];
+}
+
+__global__ void misaligned_8_store_kernel(float* out, bool buggy) {
+    kiln::Pack<float, 4> v;
+    for (int j = 0; j < 4; ++j) v.v[j] = float(threadIdx.x + j);
+    kiln::store_pack<float, 4>(out + (buggy ? 2 : 0) + 4 * threadIdx.x, v);  // PLANTED: misaligned_8_store
+}
+
+// The same through CUDA's own vector type, as a kernel written without kiln's vector I/O would:
+// a load, its fields changed one by one, a store. Scalar replacement of aggregates splits exactly
+// this shape into 4-byte accesses unless the emulated build turns it off (build/emu.rs).
+__global__ void misaligned_float4_kernel(const float* in, float* out, bool buggy) {
+    float4 v = reinterpret_cast<const float4*>(in + (buggy ? 2 : 0))[threadIdx.x];  // PLANTED: misaligned_float4
+    v.x *= 2.0f;
+    v.y *= 2.0f;
+    v.z *= 2.0f;
+    v.w *= 2.0f;
+    reinterpret_cast<float4*>(out)[threadIdx.x] = v;
+}
+
 // Lane 0 waits for lane 1 at __syncwarp while lane 1 waits at __syncthreads for everyone.
 __global__ void deadlock_kernel(float* out, bool buggy) {
     const int lane = threadIdx.x % 32;
@@ -134,6 +161,27 @@ __global__ void dynamic_shared_kernel(float* out, bool buggy) {
     __syncthreads();
     const int i = buggy ? int(threadIdx.x) + 1 : kThreads - 1 - int(threadIdx.x);
     out[threadIdx.x] = slots[i];  // PLANTED: dynamic_shared
+}
+
+// A table index that runs far past the end of its buffer (kilobytes: beyond any redzone).
+__global__ void far_past_end_kernel(const float* table, float* out, int n, bool buggy) {
+    const int i = buggy ? n + 1000 + int(threadIdx.x) : int(threadIdx.x) % n;
+    out[threadIdx.x] = table[i];  // PLANTED: far_past_end
+}
+
+// A negative index, hundreds of elements before the start of a buffer.
+__global__ void far_before_start_kernel(float* out, bool buggy) {
+    const int i = buggy ? -300 - int(threadIdx.x) : int(threadIdx.x);
+    out[i] = 1.0f;  // PLANTED: far_before_start
+}
+
+// A negative offset from the launch's dynamic shared memory.
+__global__ void dynamic_shared_negative_kernel(float* out, bool buggy) {
+    float* slots = kiln::dynamic_shared<float>();
+    slots[threadIdx.x] = float(threadIdx.x);
+    __syncthreads();
+    const int i = buggy ? int(threadIdx.x) - 1 : kThreads - 1 - int(threadIdx.x);
+    out[threadIdx.x] = slots[i];  // PLANTED: dynamic_shared_negative
 }
 
 // Every collective's result, for comparison with its scalar definition (tests/suite/emu.rs):
@@ -236,10 +284,28 @@ int run(const char* name, bool buggy, int32_t* results, int64_t results_len) {
         Buffer in((4 * kThreads + 4) * sizeof(float));
         fill(in, 1.0f, 4 * kThreads + 4);
         KILN_LAUNCH(1, kThreads, 0, nullptr, misaligned_kernel)(in.as<float>(), o, buggy);
+    } else if (is("misaligned_8_load")) {
+        Buffer in((4 * kThreads + 4) * sizeof(float));
+        fill(in, 1.0f, 4 * kThreads + 4);
+        KILN_LAUNCH(1, kThreads, 0, nullptr, misaligned_8_load_kernel)(in.as<float>(), o, buggy);
+    } else if (is("misaligned_float4")) {
+        Buffer in((4 * kThreads + 4) * sizeof(float));
+        fill(in, 1.0f, 4 * kThreads + 4);
+        KILN_LAUNCH(1, kThreads, 0, nullptr, misaligned_float4_kernel)(in.as<float>(), o, buggy);
+    } else if (is("misaligned_8_store")) {
+        KILN_LAUNCH(1, kThreads, 0, nullptr, misaligned_8_store_kernel)(o, buggy);
     } else if (is("deadlock")) {
         KILN_LAUNCH(1, kThreads, 0, nullptr, deadlock_kernel)(o, buggy);
     } else if (is("dynamic_shared")) {
         KILN_LAUNCH(1, kThreads, kThreads * sizeof(float), nullptr, dynamic_shared_kernel)(o, buggy);
+    } else if (is("far_past_end")) {
+        Buffer table(100 * sizeof(float));
+        fill(table, 1.0f, 100);
+        KILN_LAUNCH(1, kThreads, 0, nullptr, far_past_end_kernel)(table.as<float>(), o, 100, buggy);
+    } else if (is("far_before_start")) {
+        KILN_LAUNCH(1, kThreads, 0, nullptr, far_before_start_kernel)(o, buggy);
+    } else if (is("dynamic_shared_negative")) {
+        KILN_LAUNCH(1, kThreads, kThreads * sizeof(float), nullptr, dynamic_shared_negative_kernel)(o, buggy);
     } else if (is("collectives")) {
         Buffer r(kCollectiveResults * kThreads * sizeof(int));
         KILN_LAUNCH(1, kThreads, 0, nullptr, collectives_kernel)(r.as<int>());
