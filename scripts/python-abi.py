@@ -26,6 +26,7 @@ SCALARS = {
     "uint64_t": "u64",
     "size_t": "usize",
     "float": "f32",
+    "double": "f64",
     "void": None,
 }
 

@@ -325,9 +325,14 @@ __attribute__((noinline)) void slow_access(Launch& L, uintptr_t a, size_t n, boo
          pc);
 }
 
+thread_local uint32_t t_accesses = 0;
+
 __attribute__((always_inline)) inline void access(const void* p, size_t n, bool write, bool aligned, const void* pc) {
     Launch* L = t_launch;
     if (L == nullptr || L->current == nullptr || !g_checked) return;  // host code, or unchecked
+    // Every 16384 accesses, how long this thread has run since it was last switched to: a
+    // spin-wait reads memory, so it comes here (fibers are never preempted).
+    if ((++t_accesses & 0x3fffu) == 0) check_hang(*L, pc);
     const uintptr_t a = reinterpret_cast<uintptr_t>(p);
     if (a - g_stack_lo < g_stack_span) return;             // a fiber's own stack
     if (a - L->args_lo < L->args_hi - L->args_lo) return;  // the parameter buffer

@@ -84,6 +84,9 @@ struct Launch {
     Thread* current = nullptr;
     void* scheduler_sp = nullptr;
     bool aborted = false;
+    // When the scheduler last switched to `current` (steady clock, ns): a thread that runs longer
+    // than the hang limit without reaching a barrier or collective is spinning (check_hang).
+    uint64_t switched_in_ns = 0;
     // Checked mode: every barrier interval of every block gets a new epoch; block serials are
     // unique across launches ([serial_base + 1, serial_base + blocks] for this launch;
     // serial_base itself marks "read by several blocks").
@@ -100,6 +103,15 @@ extern bool g_checked;
 std::recursive_mutex& big_lock();
 
 // ---- findings ---------------------------------------------------------------------------------
+
+// Fails the launch when the running thread has run past the hang limit since it was switched to:
+// a spin-wait on a flag no one will set, or a livelock (fibers are never preempted). Called every
+// few thousand checked accesses and at every atomic.
+void check_hang(Launch& L, const void* pc, const char* file = nullptr, int line = 0);
+// Steady-clock nanoseconds.
+uint64_t now_ns();
+// Where every waiting thread of the block waits, one line per distinct site with its count.
+std::string waiting_sites(const Launch& L);
 
 // "(x,y,z)" of a thread or block index, for finding texts.
 std::string xyz(uint3 v);

@@ -10,6 +10,8 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "internal.h"
@@ -317,6 +319,7 @@ bool run_block(Launch& L) {
             if (t.state != State::kReady) continue;
             ran = true;
             L.current = &t;
+            L.switched_in_ns = now_ns();
             kiln_emu_switch(&L.scheduler_sp, t.sp);
             L.current = nullptr;
             if (L.aborted) return false;
@@ -329,21 +332,7 @@ bool run_block(Launch& L) {
             return false;
         }
         if (!ran) {
-            std::string what = "no thread of the block can proceed:";
-            int shown = 0;
-            for (const Thread& t : L.threads) {
-                if (t.state == State::kExited) continue;
-                if (shown++ == 4) {
-                    what += " ...";
-                    break;
-                }
-                what +=
-                    " thread " + xyz(t.idx) +
-                    (t.state == State::kBarrier ? " waits at __syncthreads " : " waits at a warp collective (") +
-                    (t.state == State::kBarrier ? ""
-                                                : std::string(op_name(WarpOp(t.op))) + " mask " + hex(t.mask) + ") ") +
-                    "at " + where(t.file, t.line) + ";";
-            }
+            const std::string what = "no thread of the block can proceed:" + waiting_sites(L);
             record(FindingKind::kDeadlock, what, nullptr, 0, nullptr, L.threads[0].idx);
             return false;
         }
@@ -369,6 +358,65 @@ void record(FindingKind kind, const std::string& what, const char* file, int lin
     Launch& L = cur();
     if (t_finding == nullptr) t_finding = new Finding{kind, what, file, line, pc, L.block_idx, thread};
     L.aborted = true;
+}
+
+uint64_t now_ns() {
+    return uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                        std::chrono::steady_clock::now().time_since_epoch())
+                        .count());
+}
+
+std::string waiting_sites(const Launch& L) {
+    // Every distinct (what, where) with how many threads wait there and the first of them, in
+    // thread order: a report names each site, however many threads the block has.
+    struct Site {
+        std::string what;
+        const Thread* first;
+        int count;
+    };
+    std::vector<Site> sites;
+    for (const Thread& t : L.threads) {
+        if (t.state == State::kExited || t.state == State::kReady) continue;
+        const std::string what =
+            (t.state == State::kBarrier ? std::string("__syncthreads")
+                                        : std::string("a warp collective (") + op_name(WarpOp(t.op)) + " mask " +
+                                              hex(t.mask) + ")") +
+            " at " + where(t.file, t.line);
+        auto it = std::find_if(sites.begin(), sites.end(), [&](const Site& x) { return x.what == what; });
+        if (it == sites.end()) {
+            sites.push_back(Site{what, &t, 1});
+        } else {
+            ++it->count;
+        }
+    }
+    std::string text;
+    for (const Site& x : sites) {
+        text += std::string(text.empty() ? " " : "; ") + std::to_string(x.count) +
+                (x.count == 1 ? " thread waits" : " threads wait") + " at " + x.what + " (first: thread " +
+                xyz(x.first->idx) + ")";
+    }
+    return text;
+}
+
+// Seconds a thread may run without reaching a barrier or collective (KILN_EMU_HANG_SECONDS or
+// kiln_emu_set_hang_seconds; 5 by default: far above what any kernel's stretch between barriers
+// takes here, and a diagnosis within seconds instead of a test that never ends).
+double g_hang_seconds = [] {
+    const char* v = std::getenv("KILN_EMU_HANG_SECONDS");
+    const double s = v != nullptr ? std::atof(v) : 0.0;
+    return s > 0.0 ? s : 5.0;
+}();
+
+void check_hang(Launch& L, const void* pc, const char* file, int line) {
+    if (L.current == nullptr) return;
+    const uint64_t ran = now_ns() - L.switched_in_ns;
+    if (double(ran) < g_hang_seconds * 1e9) return;
+    std::string what = "thread has run " + std::to_string(ran / 1000000) +
+                       " ms without reaching a barrier or collective (a spin-wait on a flag no one sets, or a "
+                       "livelock)";
+    const std::string others = waiting_sites(L);
+    if (!others.empty()) what += "; meanwhile" + others;
+    fail(FindingKind::kDeadlock, what, file, line, pc);
 }
 
 void fail(FindingKind kind, const std::string& what, const char* file, int line, const void* pc) {
@@ -587,6 +635,8 @@ T apply_atomic(T* p, AtomicOp op, T v, T compare) {
 template <typename T>
 uint64_t atomic_as(void* addr, AtomicOp op, uint64_t v, uint64_t c, const char* file, int line) {
     check_atomic(addr, sizeof(T), file, line);
+    // A spin on an atomic never reaches a checked load: the hang clock is read here too.
+    if (Launch* L = t_launch; L != nullptr && L->current != nullptr) check_hang(*L, nullptr, file, line);
     return to_bits(apply_atomic(static_cast<T*>(addr), op, from_bits<T>(v), from_bits<T>(c)));
 }
 
@@ -645,6 +695,13 @@ void kiln_emu_set_checked(int on) {
 }
 
 int kiln_emu_checked(void) { return g_checked ? 1 : 0; }
+
+void kiln_emu_set_hang_seconds(double seconds) {
+    std::lock_guard<std::recursive_mutex> lock(big_lock());
+    if (seconds > 0.0) g_hang_seconds = seconds;
+}
+
+double kiln_emu_hang_seconds(void) { return g_hang_seconds; }
 
 const char* kiln_emu_last_finding(void) { return t_last_finding.c_str(); }
 

@@ -96,6 +96,8 @@ EMU_FUNCTIONS = {
     'kiln_emu_memset': ('i32', [('ptr', 'dst'), ('i32', 'value'), ('usize', 'bytes')]),
     'kiln_emu_set_checked': (None, [('i32', 'on')]),
     'kiln_emu_checked': ('i32', []),
+    'kiln_emu_set_hang_seconds': (None, [('f64', 'seconds')]),
+    'kiln_emu_hang_seconds': ('f64', []),
     'kiln_emu_last_finding': ('str', []),
     'kiln_emu_launch_count': ('u64', []),
     'kiln_emu_traffic_begin': (None, []),

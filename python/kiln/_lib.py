@@ -25,6 +25,7 @@ _CTYPES = {
     "u64": ctypes.c_uint64,
     "usize": ctypes.c_size_t,
     "f32": ctypes.c_float,
+    "f64": ctypes.c_double,
     "ptr": ctypes.c_void_p,
     "str": ctypes.c_char_p,
     None: None,

@@ -59,6 +59,11 @@ pub mod runtime {
         pub fn kiln_emu_set_checked(on: c_int);
         /// Whether checked mode is on.
         pub fn kiln_emu_checked() -> c_int;
+        /// Seconds a thread may run without reaching a barrier or collective before its launch
+        /// fails as a hang (values <= 0 are ignored).
+        pub fn kiln_emu_set_hang_seconds(seconds: f64);
+        /// The current hang limit in seconds.
+        pub fn kiln_emu_hang_seconds() -> f64;
         /// The finding that failed this thread's last failed launch ("" when none).
         pub fn kiln_emu_last_finding() -> *const c_char;
         /// Launches run since start-up.

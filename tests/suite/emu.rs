@@ -4,7 +4,9 @@
 
 use std::ffi::{CStr, CString};
 
-use kiln::ffi_emu::runtime::{kiln_emu_last_finding, kiln_emu_selftest, kiln_emu_set_checked};
+use kiln::ffi_emu::runtime::{
+    kiln_emu_hang_seconds, kiln_emu_last_finding, kiln_emu_selftest, kiln_emu_set_checked, kiln_emu_set_hang_seconds,
+};
 
 const PLANTED: &str = include_str!("../../kernels/emu/selftest/planted.cu");
 
@@ -128,6 +130,23 @@ fn misaligned_vector_accesses_are_seen_at_their_width() {
 #[test]
 fn deadlock_is_found() {
     caught("deadlock", "deadlock", LAUNCH_FAILURE);
+    // Every distinct waiting site, with how many threads wait there, not the first few threads.
+    let (_, finding) = run("deadlock", true, &mut []);
+    let sites = finding.matches(" wait").count();
+    assert!(sites >= 2, "each waiting site is named: {finding}");
+    assert!(finding.contains("2 threads wait at a warp collective (__syncwarp"), "lane 0 of each warp: {finding}");
+    assert!(finding.contains("threads wait at __syncthreads"), "the block's barrier: {finding}");
+}
+
+#[test]
+fn a_spin_wait_ends_with_a_diagnosis() {
+    // SAFETY: reads and sets a number; this test restores it.
+    let default = unsafe { kiln_emu_hang_seconds() };
+    unsafe { kiln_emu_set_hang_seconds(1.0) };
+    let started = std::time::Instant::now();
+    caught("spin", "has run", LAUNCH_FAILURE);
+    unsafe { kiln_emu_set_hang_seconds(default) };
+    assert!(started.elapsed().as_secs_f64() < 10.0, "the hang ended within seconds");
 }
 
 #[test]

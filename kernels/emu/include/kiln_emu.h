@@ -35,6 +35,12 @@ int kiln_emu_memset(void* dst, int value, size_t bytes);
 void kiln_emu_set_checked(int on);
 int kiln_emu_checked(void);
 
+/* A thread that runs this many seconds without reaching a barrier or warp collective fails its
+ * launch with a finding naming its line (a spin-wait on a flag no one sets, a livelock). Default
+ * 5, or the environment variable KILN_EMU_HANG_SECONDS; values <= 0 are ignored. */
+void kiln_emu_set_hang_seconds(double seconds);
+double kiln_emu_hang_seconds(void);
+
 /* The text of the finding that failed this thread's last failed launch ("" when none): what,
  * where (file:line of the kernel source), which block and thread. KILN_EMU_ABORT=1 aborts the
  * process at the first finding instead. */

@@ -184,6 +184,21 @@ __global__ void dynamic_shared_negative_kernel(float* out, bool buggy) {
     out[threadIdx.x] = slots[i];  // PLANTED: dynamic_shared_negative
 }
 
+// Thread 0 of one block spins on a flag that thread 0 of the other block sets. Blocks run in order
+// here: block 1 waiting for block 0 finds the flag set; block 0 waiting for block 1 would spin
+// forever (on a GPU too, where block 1 need not be resident), which must end with a diagnosis.
+__global__ void spin_kernel(int* flag, float* out, bool buggy) {
+    if (threadIdx.x == 0) {
+        if (blockIdx.x == (buggy ? 0u : 1u)) {
+            while (atomicAdd(flag, 0) == 0) {  // PLANTED: spin
+            }
+        } else {
+            atomicExch(flag, 1);
+        }
+    }
+    out[blockIdx.x * blockDim.x + threadIdx.x] = 1.0f;
+}
+
 // Every collective's result, for comparison with its scalar definition (tests/suite/emu.rs):
 // out[k * 64 + t] is result k of thread t.
 constexpr int kCollectiveResults = 12;
@@ -306,6 +321,10 @@ int run(const char* name, bool buggy, int32_t* results, int64_t results_len) {
         KILN_LAUNCH(1, kThreads, 0, nullptr, far_before_start_kernel)(o, buggy);
     } else if (is("dynamic_shared_negative")) {
         KILN_LAUNCH(1, kThreads, kThreads * sizeof(float), nullptr, dynamic_shared_negative_kernel)(o, buggy);
+    } else if (is("spin")) {
+        Buffer flag(sizeof(int));
+        kiln_emu_memset(flag.p, 0, sizeof(int));
+        KILN_LAUNCH(2, kThreads, 0, nullptr, spin_kernel)(flag.as<int>(), o, buggy);
     } else if (is("collectives")) {
         Buffer r(kCollectiveResults * kThreads * sizeof(int));
         KILN_LAUNCH(1, kThreads, 0, nullptr, collectives_kernel)(r.as<int>());
