@@ -124,6 +124,8 @@ __device__ __forceinline__ void ldmatrix(uint32_t (&r)[kN], const void* row) {
     const void* rows[32];
     ::kiln_emu::warp_allgather(emu::kFullWarp, &row, sizeof(row), rows, __FILE__, __LINE__);
     const int lane = emu::lane_id();
+    // PTX ISA: each row address of the matrices loaded is 16-byte aligned, in shared memory.
+    if (lane < 8 * kN) ::kiln_emu::ptx_operand(row, 16, ::kiln_emu::PtxSpace::kShared, "ldmatrix row address");
     // Plain loads, so the checker sees each shared-memory read of this lane.
     auto element = [&](int matrix, int m_row, int m_col) {
         return static_cast<const uint16_t*>(rows[8 * matrix + m_row])[m_col];
@@ -180,6 +182,11 @@ public:
             std::fprintf(stderr, "kiln emulator: more than %d cp.async copies in flight in one thread\n", kMaxPending);
             std::abort();
         }
+        // PTX ISA: cp.async's addresses are aligned to its size (16), dst in shared memory, src
+        // in global memory (not read when the source size is 0).
+        ::kiln_emu::ptx_operand(dst, 16, ::kiln_emu::PtxSpace::kShared, "cp.async destination");
+        if (valid) ::kiln_emu::ptx_operand(src, 16, ::kiln_emu::PtxSpace::kGlobal, "cp.async source");
+        ::kiln_emu::cp_async_in_flight(dst, 16);
         copies_[pending_++] = Copy{dst, src, valid};
 #else
         const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(dst));

@@ -58,6 +58,9 @@ struct SharedRegion {
     uintptr_t lo = 0, hi = 0;  // usable bytes
     uintptr_t end = 0;         // hi + redzone (dynamic shared memory only; a redzone precedes lo too)
     std::vector<uint8_t> written;
+    // The destination of a cp.async this block issued and no wait_group has completed yet: the
+    // copy may land at any moment until then, so reading it is reading a stale value.
+    std::vector<uint8_t> in_flight;
     std::vector<Cell> cells;
 };
 
@@ -194,6 +197,7 @@ SharedRegion* static_page(uintptr_t page) {
     r->lo = page;
     r->hi = r->end = page + kPage;
     r->written.assign(kPage, 0);
+    r->in_flight.assign(kPage, 0);
     r->cells.assign(kPage, Cell{});
     g_pages.emplace(page, r);
     return r;
@@ -207,6 +211,17 @@ void shared_byte(Launch& L, SharedRegion& s, size_t n, uintptr_t byte, bool writ
     auto ordered = [&](uint32_t tid, uint32_t wsync) { return tid / kWarpSize == t.warp && t.wsync > wsync; };
     const bool other_write = c.w_epoch == e && c.w_tid != t.linear && !ordered(c.w_tid, c.w_wsync);
     const char* space = &s == &g_dynamic ? "dynamic shared memory" : "shared memory";
+    if (s.in_flight[i]) {
+        if (!write) {
+            // Its value is undefined until the wait, as unwritten memory's is.
+            fail(FindingKind::kUninitialised,
+                 sized(n, false) + " of " + space +
+                     " that a cp.async still in flight will overwrite (no wait_group has covered its group: "
+                     "a stale value)",
+                 nullptr, 0, pc);
+        }
+        s.in_flight[i] = 0;  // the copy landing (its wait), or a plain write after it
+    }
     if (!write) {
         if (!s.written[i] && c.u_epoch != e) {
             c.u_epoch = e;
@@ -359,8 +374,12 @@ void reset_shared_shadow() {
     g_pending.clear();
     ensure_init();
     g_last_alloc = nullptr;  // allocations may have been freed since the last launch
-    for (auto& [_, page] : g_pages) std::fill(page->written.begin(), page->written.end(), 0);
+    for (auto& [_, page] : g_pages) {
+        std::fill(page->written.begin(), page->written.end(), 0);
+        std::fill(page->in_flight.begin(), page->in_flight.end(), 0);
+    }
     std::fill(g_dynamic.written.begin(), g_dynamic.written.end(), 0);
+    std::fill(g_dynamic.in_flight.begin(), g_dynamic.in_flight.end(), 0);
 }
 
 void set_dynamic_shared(char* p, size_t n) {
@@ -368,6 +387,7 @@ void set_dynamic_shared(char* p, size_t n) {
     g_dynamic.hi = g_dynamic.lo + n;
     g_dynamic.end = p == nullptr ? 0 : g_dynamic.hi + kRedzone;
     g_dynamic.written.assign(n, 0);
+    g_dynamic.in_flight.assign(n, 0);
     g_dynamic.cells.assign(n, Cell{});
 }
 
@@ -388,6 +408,45 @@ void check_atomic(void* addr, size_t bytes, const char* file, int line) {
         if (!al->written[i]) {
             fail(FindingKind::kUninitialised, "atomic on memory that nothing has written", file, line, nullptr);
         }
+    }
+}
+
+namespace {
+
+// The shared-memory region holding byte `a` (the dynamic buffer, or a page of static storage),
+// or null.
+SharedRegion* shared_region_of(uintptr_t a) {
+    if (g_dynamic.lo != 0 && a >= g_dynamic.lo && a < g_dynamic.hi) return &g_dynamic;
+    if (in_static(a)) return static_page(a & ~(kPage - 1));
+    return nullptr;
+}
+
+}  // namespace
+
+__attribute__((noinline)) void ptx_operand(const void* p, size_t bytes, PtxSpace space, const char* rule) {
+    Launch* L = t_launch;
+    if (L == nullptr || L->current == nullptr) return;
+    const void* pc = __builtin_return_address(0);
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    // A GPU faults on a misaligned operand whatever the checking mode.
+    if (a % bytes != 0) {
+        fail(FindingKind::kMisaligned,
+             std::string(rule) + ": operand address not " + std::to_string(bytes) + "-byte aligned", nullptr, 0, pc);
+    }
+    if (!g_checked) return;  // the regions below are tracked in checked mode only
+    const bool ok = space == PtxSpace::kShared ? shared_region_of(a) != nullptr : find_alloc(a) != nullptr;
+    if (!ok) {
+        fail(FindingKind::kOutOfBounds,
+             std::string(rule) + ": operand not in " + (space == PtxSpace::kShared ? "shared" : "global") + " memory",
+             nullptr, 0, pc);
+    }
+}
+
+__attribute__((noinline)) void cp_async_in_flight(void* dst, size_t bytes) {
+    Launch* L = t_launch;
+    if (L == nullptr || L->current == nullptr || !g_checked) return;
+    for (uintptr_t b = reinterpret_cast<uintptr_t>(dst); b < reinterpret_cast<uintptr_t>(dst) + bytes; ++b) {
+        if (SharedRegion* r = shared_region_of(b)) r->in_flight[b - r->lo] = 1;
     }
 }
 

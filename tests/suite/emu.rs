@@ -166,6 +166,17 @@ fn out_of_bounds_far_from_the_buffer_is_found() {
 }
 
 #[test]
+fn ptx_operand_rules_are_enforced() {
+    caught("ldmatrix_misaligned", "misaligned access", MISALIGNED_ADDRESS);
+    caught("cp_async_misaligned", "misaligned access", MISALIGNED_ADDRESS);
+}
+
+#[test]
+fn reading_a_cp_async_destination_before_its_wait_is_found() {
+    caught("cp_async_stale", "cp.async still in flight", LAUNCH_FAILURE);
+}
+
+#[test]
 fn launch_configuration_is_checked() {
     let (status, _) = run("bad_config", true, &mut []);
     assert_eq!(status, INVALID_CONFIGURATION, "2048 threads per block must not launch");

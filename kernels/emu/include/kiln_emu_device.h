@@ -76,6 +76,15 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int 
 // common/ptx.cuh): a rendezvous of the lanes in `mask` after which every one of them holds
 // all[l * bytes .. (l + 1) * bytes) = lane l's `mine` for each lane l of the mask (other slots
 // are left as they were). bytes <= 256.
+// The operand rules of the PTX instructions kiln wraps (common/ptx.cuh), enforced by their
+// emulated bodies: `p` aligned to `bytes` (always: a GPU faults) and, in checked mode, in the
+// state space the instruction names. A finding names `rule` and the kernel's line.
+enum class PtxSpace { kShared, kGlobal };
+void ptx_operand(const void* p, size_t bytes, PtxSpace space, const char* rule);
+// A cp.async into `dst` was issued: until a wait_group completes it (the write that lands it),
+// a read of those bytes reads a stale value and is a finding (checked mode).
+void cp_async_in_flight(void* dst, size_t bytes);
+
 void warp_allgather(unsigned mask, const void* mine, size_t bytes, void* all, const char* file, int line);
 unsigned active_mask();
 

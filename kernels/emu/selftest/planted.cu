@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/launch.cuh"
+#include "common/ptx.cuh"
 #include "common/vec.cuh"
 #include "kiln_emu.h"
 
@@ -199,6 +200,56 @@ __global__ void spin_kernel(int* flag, float* out, bool buggy) {
     out[blockIdx.x * blockDim.x + threadIdx.x] = 1.0f;
 }
 
+// ldmatrix with row addresses 8 bytes off the 16-byte alignment the PTX ISA requires.
+__global__ void ldmatrix_misaligned_kernel(float* out, bool buggy) {
+    __shared__ __align__(16) uint16_t tile[8 * 8 + 8];
+    for (int i = threadIdx.x; i < 8 * 8 + 8; i += blockDim.x) tile[i] = uint16_t(i);
+    __syncthreads();
+    uint32_t r[1];
+    const uint16_t* row = tile + (buggy ? 4 : 0) + 8 * (threadIdx.x % 8);
+    kiln::ptx::ldmatrix<1, false>(r, row);  // PLANTED: ldmatrix_misaligned
+    out[threadIdx.x] = float(r[0] & 0xffffu);
+}
+
+// cp.async from a global address that is 8- but not 16-byte aligned.
+__global__ void cp_async_misaligned_kernel(const float* in, float* out, bool buggy) {
+    __shared__ __align__(16) float tile[4 * kThreads];
+    kiln::ptx::CpAsync pipe;
+    pipe.copy16(tile + 4 * threadIdx.x, in + (buggy ? 2 : 0) + 4 * threadIdx.x);  // PLANTED: cp_async_misaligned
+    pipe.commit();
+    pipe.wait<0>();
+    __syncthreads();
+    out[threadIdx.x] = tile[4 * threadIdx.x];
+}
+
+// Two tiles in a double-buffered pipeline; the buggy loop waits with wait_group<1> on the last
+// tile too (without the empty commit that would make that right), so it reads the tile's old
+// contents while its copy is still in flight: a stale value, not an unwritten one.
+__global__ void cp_async_stale_kernel(const float* in, float* out, bool buggy) {
+    __shared__ __align__(16) float tile[2][4 * kThreads];
+    for (int s = 0; s < 2; ++s) {
+        for (int j = 0; j < 4; ++j) tile[s][4 * threadIdx.x + j] = 0.0f;
+    }
+    __syncthreads();
+    kiln::ptx::CpAsync pipe;
+    for (int s = 0; s < 2; ++s) {
+        pipe.copy16(&tile[s][4 * threadIdx.x], in + s * 4 * kThreads + 4 * threadIdx.x);
+        pipe.commit();
+    }
+    float acc = 0.0f;
+    for (int s = 0; s < 2; ++s) {
+        if (buggy || s == 0) {
+            pipe.wait<1>();
+        } else {
+            pipe.wait<0>();
+        }
+        __syncthreads();
+        acc += tile[s][4 * threadIdx.x];  // PLANTED: cp_async_stale
+        __syncthreads();
+    }
+    out[threadIdx.x] = acc;
+}
+
 // Every collective's result, for comparison with its scalar definition (tests/suite/emu.rs):
 // out[k * 64 + t] is result k of thread t.
 constexpr int kCollectiveResults = 12;
@@ -325,6 +376,16 @@ int run(const char* name, bool buggy, int32_t* results, int64_t results_len) {
         Buffer flag(sizeof(int));
         kiln_emu_memset(flag.p, 0, sizeof(int));
         KILN_LAUNCH(2, kThreads, 0, nullptr, spin_kernel)(flag.as<int>(), o, buggy);
+    } else if (is("ldmatrix_misaligned")) {
+        KILN_LAUNCH(1, kThreads, 0, nullptr, ldmatrix_misaligned_kernel)(o, buggy);
+    } else if (is("cp_async_misaligned")) {
+        Buffer in((4 * kThreads + 4) * sizeof(float));
+        fill(in, 1.0f, 4 * kThreads + 4);
+        KILN_LAUNCH(1, kThreads, 0, nullptr, cp_async_misaligned_kernel)(in.as<float>(), o, buggy);
+    } else if (is("cp_async_stale")) {
+        Buffer in(8 * kThreads * sizeof(float));
+        fill(in, 1.0f, 8 * kThreads);
+        KILN_LAUNCH(1, kThreads, 0, nullptr, cp_async_stale_kernel)(in.as<float>(), o, buggy);
     } else if (is("collectives")) {
         Buffer r(kCollectiveResults * kThreads * sizeof(int));
         KILN_LAUNCH(1, kThreads, 0, nullptr, collectives_kernel)(r.as<int>());
