@@ -159,7 +159,7 @@ void global_access(Launch& L, Alloc* a, uintptr_t addr, size_t n, bool write, bo
                          "-byte allocation that nothing has written",
                      nullptr, 0, pc);
             }
-            if (other_writer) {
+            if (other_writer && !(L.block_acquired && L.released.count(w) != 0)) {
                 fail(FindingKind::kRace,
                      sized(n, false) + " at byte " + std::to_string(off) + " of an allocation that block " +
                          xyz(block_of(L, w)) + " of the same launch wrote",

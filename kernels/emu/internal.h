@@ -14,6 +14,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 namespace kiln_emu {
@@ -87,6 +88,15 @@ struct Launch {
     // When the scheduler last switched to `current` (steady clock, ns): a thread that runs longer
     // than the hang limit without reaching a barrier or collective is spinning (check_hang).
     uint64_t switched_in_ns = 0;
+    // Release and acquire through atomics, as far as CUDA's threadFenceReduction needs: a block
+    // that ran __threadfence and then an atomic has published its writes (its serial joins
+    // `released`); a block that has run an atomic may read what released blocks wrote without a
+    // race. Blocks run one after another, so any later atomic of the reader comes after the
+    // writer's. Approximation: a release publishes all of the block's writes, even those after
+    // its fence.
+    std::unordered_set<uint32_t> released;
+    bool block_fenced = false;
+    bool block_acquired = false;
     // Checked mode: every barrier interval of every block gets a new epoch; block serials are
     // unique across launches ([serial_base + 1, serial_base + blocks] for this launch;
     // serial_base itself marks "read by several blocks").

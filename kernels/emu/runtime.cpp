@@ -360,6 +360,10 @@ void record(FindingKind kind, const std::string& what, const char* file, int lin
     L.aborted = true;
 }
 
+void thread_fence() {
+    if (Launch* L = t_launch; L != nullptr && L->current != nullptr) L->block_fenced = true;
+}
+
 uint64_t now_ns() {
     return uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
                         std::chrono::steady_clock::now().time_since_epoch())
@@ -580,6 +584,7 @@ cudaError_t launch(dim3 grid, dim3 block, size_t smem, cudaStream_t, Invoke invo
         L.block_idx =
             uint3{uint32_t(b % grid.x), uint32_t((b / grid.x) % grid.y), uint32_t(b / (uint64_t(grid.x) * grid.y))};
         L.serial = L.serial_base + 1 + uint32_t(b);
+        L.block_fenced = L.block_acquired = false;
         ok = run_block(L);
     }
     if (g_checked) set_dynamic_shared(nullptr, 0);
@@ -635,8 +640,12 @@ T apply_atomic(T* p, AtomicOp op, T v, T compare) {
 template <typename T>
 uint64_t atomic_as(void* addr, AtomicOp op, uint64_t v, uint64_t c, const char* file, int line) {
     check_atomic(addr, sizeof(T), file, line);
-    // A spin on an atomic never reaches a checked load: the hang clock is read here too.
-    if (Launch* L = t_launch; L != nullptr && L->current != nullptr) check_hang(*L, nullptr, file, line);
+    if (Launch* L = t_launch; L != nullptr && L->current != nullptr) {
+        if (L->block_fenced) L->released.insert(L->serial);
+        L->block_acquired = true;
+        // A spin on an atomic never reaches a checked load: the hang clock is read here too.
+        check_hang(*L, nullptr, file, line);
+    }
     return to_bits(apply_atomic(static_cast<T*>(addr), op, from_bits<T>(v), from_bits<T>(c)));
 }
 

@@ -177,6 +177,14 @@ fn reading_a_cp_async_destination_before_its_wait_is_found() {
 }
 
 #[test]
+fn a_fenced_ticket_reduction_is_legal_and_its_missing_fence_a_race() {
+    caught("fence_reduction", "data race", LAUNCH_FAILURE);
+    let mut total = [0i32];
+    assert_eq!(run("fence_reduction", false, &mut total).0, 0);
+    assert_eq!(total[0], 4 * 64, "the last block sums every partial");
+}
+
+#[test]
 fn launch_configuration_is_checked() {
     let (status, _) = run("bad_config", true, &mut []);
     assert_eq!(status, INVALID_CONFIGURATION, "2048 threads per block must not launch");

@@ -85,6 +85,9 @@ void ptx_operand(const void* p, size_t bytes, PtxSpace space, const char* rule);
 // a read of those bytes reads a stale value and is a finding (checked mode).
 void cp_async_in_flight(void* dst, size_t bytes);
 
+// __threadfence: this block's writes so far are ordered before its next atomic (see Launch).
+void thread_fence();
+
 void warp_allgather(unsigned mask, const void* mine, size_t bytes, void* all, const char* file, int line);
 unsigned active_mask();
 
@@ -339,8 +342,10 @@ Launcher<P...> make_launcher(dim3 grid, dim3 block, size_t smem, cudaStream_t st
 #define atomicXor KILN_EMU_SITE.atomic_xor
 
 inline unsigned __activemask() { return ::kiln_emu::active_mask(); }
-// Fences order memory between threads; the emulator runs one fiber at a time, in order.
-inline void __threadfence() {}
+// The emulator runs one fiber at a time, in order, so a fence orders nothing more; but a
+// __threadfence followed by an atomic publishes the block's writes to a block that later
+// synchronises through an atomic (CUDA's threadFenceReduction), which the race check must know.
+inline void __threadfence() { ::kiln_emu::thread_fence(); }
 inline void __threadfence_block() {}
 template <typename T>
 inline T __ldg(const T* p) {

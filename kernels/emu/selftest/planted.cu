@@ -250,6 +250,22 @@ __global__ void cp_async_stale_kernel(const float* in, float* out, bool buggy) {
     out[threadIdx.x] = acc;
 }
 
+// CUDA's threadFenceReduction: every block writes its partial sum, fences, takes a ticket; the
+// block with the last ticket reads all partials. Legal with the fence (it orders the partial
+// before the ticket); without it the last block may read a partial that is not yet visible.
+__global__ void fence_reduction_kernel(const float* in, float* partial, unsigned* ticket, float* out, bool buggy) {
+    if (threadIdx.x != 0) return;
+    float sum = 0.0f;
+    for (int i = 0; i < kThreads; ++i) sum += in[blockIdx.x * kThreads + i];
+    partial[blockIdx.x] = sum;
+    if (!buggy) __threadfence();
+    if (atomicAdd(ticket, 1u) == gridDim.x - 1) {
+        float total = 0.0f;
+        for (unsigned b = 0; b < gridDim.x; ++b) total += partial[b];  // PLANTED: fence_reduction
+        out[0] = total;
+    }
+}
+
 // Every collective's result, for comparison with its scalar definition (tests/suite/emu.rs):
 // out[k * 64 + t] is result k of thread t.
 constexpr int kCollectiveResults = 12;
@@ -386,6 +402,18 @@ int run(const char* name, bool buggy, int32_t* results, int64_t results_len) {
         Buffer in(8 * kThreads * sizeof(float));
         fill(in, 1.0f, 8 * kThreads);
         KILN_LAUNCH(1, kThreads, 0, nullptr, cp_async_stale_kernel)(in.as<float>(), o, buggy);
+    } else if (is("fence_reduction")) {
+        constexpr int kBlocks = 4;
+        Buffer in(kBlocks * kThreads * sizeof(float)), partial(kBlocks * sizeof(float)), ticket(sizeof(unsigned));
+        fill(in, 1.0f, kBlocks * kThreads);
+        kiln_emu_memset(ticket.p, 0, sizeof(unsigned));
+        KILN_LAUNCH(kBlocks, kThreads, 0, nullptr, fence_reduction_kernel)(
+            in.as<float>(), partial.as<float>(), ticket.as<unsigned>(), o, buggy);
+        if (results_len >= 1) {
+            float total = 0.0f;
+            kiln_emu_memcpy(&total, o, sizeof total);
+            results[0] = int32_t(total);
+        }
     } else if (is("collectives")) {
         Buffer r(kCollectiveResults * kThreads * sizeof(int));
         KILN_LAUNCH(1, kThreads, 0, nullptr, collectives_kernel)(r.as<int>());
