@@ -426,6 +426,8 @@ kiln_status kiln_attention_lse_pad_fwd(const float* lse_packed, const int32_t* i
                                        int64_t tokens, float* lse, void* stream) {
     using namespace kiln;
     if (heads < 0 || nnz < 0 || tokens < 0 || nnz > tokens || tokens > INT32_MAX) return KILN_ERROR_INVALID_SIZE;
+    // heads·tokens floats (and heads·nnz <= that) must be addressable: found by tests/fuzz.
+    if (tokens > 0 && heads > INT64_MAX / int64_t(sizeof(float)) / tokens) return KILN_ERROR_INVALID_SIZE;
     if (heads > 0 && tokens > 0 && lse == nullptr) return KILN_ERROR_NULL_POINTER;
     if (heads > 0 && nnz > 0 && (lse_packed == nullptr || indices == nullptr)) return KILN_ERROR_NULL_POINTER;
     if (!is_aligned(lse_packed, 4) || !is_aligned(indices, 4) || !is_aligned(lse, 4)) return KILN_ERROR_MISALIGNED;

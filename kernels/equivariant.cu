@@ -638,8 +638,12 @@ int64_t partial_bytes(kiln_dtype dtype) {
 }
 
 // Bytes of partial weight gradients the backward needs (shared weights only).
+// -1 when the count overflows int64 (fits() bounds rows·width by INT64_MAX / 4: f64 partials
+// take 8 bytes each).
 int64_t workspace_bytes(kiln_dtype dtype, int64_t edges, int64_t weight_numel, int32_t shared_weights) {
-    return shared_weights != 0 ? edges * weight_numel * partial_bytes(dtype) : 0;
+    if (shared_weights == 0) return 0;
+    if (weight_numel > 0 && edges > INT64_MAX / partial_bytes(dtype) / weight_numel) return -1;
+    return edges * weight_numel * partial_bytes(dtype);
 }
 
 struct Backward {
@@ -850,6 +854,7 @@ kiln_status kiln_equivariant_conv_bwd(kiln_dtype dtype, const kiln_tp_plan* plan
     }
     const int64_t wn = shared_weights != 0 ? plan->weight_numel : edges * plan->weight_numel;
     const int64_t needed = eq::workspace_bytes(dtype, edges, plan->weight_numel, shared_weights);
+    if (needed < 0) return KILN_ERROR_INVALID_SIZE;
     if (needed > 0 && workspace == nullptr) return KILN_ERROR_NULL_POINTER;
     const kiln_status ops = eq::check_operands(dtype, {{x, nodes * plan->dim1},
                                                        {y, edges * plan->dim2},
