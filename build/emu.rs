@@ -11,6 +11,15 @@
 //!   (kernels/emu/check.cpp), which checks bounds, initialisation and races in checked mode.
 //! - The runtime itself (kernels/emu/*.cpp) is not instrumented.
 //! - `-g1` keeps line tables, so a finding names the kernel source's file:line.
+//! - `KILN_EMU_COVERAGE=1` (opt-in, scripts/coverage.sh) also compiles the kernel translation
+//!   units, and only those (not the runtime, not the planted-bug kernels of kernels/emu/selftest),
+//!   with gcc's `--coverage`: each object's `.gcno` is written beside it in `$OUT_DIR/emu/`, and
+//!   every process that runs the kernels adds its counts to the `.gcda` there when it exits.
+//!   Counters are updated with `-fprofile-update=atomic`: a plain counter increment is a load and
+//!   a store that `-fsanitize=thread` instruments like any other, and checked mode would report
+//!   the counters (static storage, like `__shared__`) as racing between a block's threads; gcc
+//!   emits the atomic update as a `lock add` that the sanitizer leaves alone. It also makes the
+//!   counts exact when cargo's test threads call the host code at once.
 
 use std::env;
 use std::fs;
@@ -189,6 +198,10 @@ fn compile(out: &Path) {
     // checker would see as 4-byte aligned, so a 16-byte access through an 8-byte aligned pointer
     // (a fault on the GPU) would run clean.
     let instrument = ["-fsanitize=thread", "--param", "tsan-instrument-func-entry-exit=0", "-fno-tree-sra"];
+    println!("cargo:rerun-if-env-changed=KILN_EMU_COVERAGE");
+    let coverage = env::var("KILN_EMU_COVERAGE").is_ok_and(|v| !v.is_empty() && v != "0");
+    // Absolute source paths in the .gcno, so gcov finds the sources from any directory.
+    let coverage_flags = ["--coverage", "-fprofile-update=atomic", "-fprofile-abs-path"];
 
     let jobs: Vec<(PathBuf, Vec<String>)> = kernels
         .iter()
@@ -196,6 +209,9 @@ fn compile(out: &Path) {
             let mut args: Vec<String> = vec!["-x".into(), "c++".into()];
             args.extend(common.iter().cloned());
             args.extend(instrument.iter().map(|s| s.to_string()));
+            if coverage && !src.starts_with("kernels/emu") {
+                args.extend(coverage_flags.iter().map(|s| s.to_string()));
+            }
             (src.clone(), args)
         })
         .chain(runtime.iter().map(|src| (src.clone(), common.clone())))
@@ -238,8 +254,11 @@ fn compile(out: &Path) {
         objects.push(obj);
     }
     cc::Build::new().objects(&objects).cargo_warnings(false).compile("kiln_kernels_emu");
-    crate::shared::link_emu(out, &cxx, &objects);
-    for lib in ["stdc++", "pthread"] {
+    // gcov's runtime (libgcov.a, in the compiler's own library directory, which the `cc` that
+    // links every binary searches): the counters' registration and the .gcda writer at exit.
+    let coverage_libs: &[&str] = if coverage { &["gcov"] } else { &[] };
+    crate::shared::link_emu(out, &cxx, &objects, coverage_libs);
+    for lib in coverage_libs.iter().chain(&["stdc++", "pthread"]) {
         println!("cargo:rustc-link-lib=dylib={lib}");
     }
     println!("cargo:rustc-env=KILN_EMU_CXX_BUILT={}", cxx.display());

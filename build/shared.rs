@@ -104,8 +104,9 @@ pub fn link_cuda(out: &Path, objects: &[PathBuf], cuda_lib_dir: &Path) {
     link(out, &cxx, "libkiln.so", objects, &libs, &exported, "KILN_SHARED_CUDA_BUILT");
 }
 
-/// `libkiln_emu.so` from the emulated objects, with kiln.h's functions under their header names.
-pub fn link_emu(out: &Path, cxx: &Path, objects: &[PathBuf]) {
+/// `libkiln_emu.so` from the emulated objects, with kiln.h's functions under their header names;
+/// `extra_libs` (e.g. `gcov` for a coverage build) are linked in too.
+pub fn link_emu(out: &Path, cxx: &Path, objects: &[PathBuf], extra_libs: &[&str]) {
     let abi = header_functions("kernels/include/kiln.h");
     let emu_api = header_functions("kernels/emu/include/kiln_emu.h");
     let combined = out.join("kiln_emu_shared.o");
@@ -125,6 +126,10 @@ pub fn link_emu(out: &Path, cxx: &Path, objects: &[PathBuf]) {
         "objcopy --redefine-syms",
     );
     let exported: Vec<String> = abi.iter().chain(emu_api.iter()).cloned().collect();
-    let libs: Vec<String> = vec!["-lstdc++".into(), "-lpthread".into(), "-ldl".into()];
+    let libs: Vec<String> = extra_libs
+        .iter()
+        .map(|l| format!("-l{l}"))
+        .chain(["-lstdc++".into(), "-lpthread".into(), "-ldl".into()])
+        .collect();
     link(out, cxx, "libkiln_emu.so", &[combined], &libs, &exported, "KILN_SHARED_EMU_BUILT");
 }

@@ -2,7 +2,8 @@
 # The project's test command (README; .ci/run calls it). Installs what a fresh machine
 # lacks (the pinned CUDA compiler and headers, libclang for the FFI drift test), then runs
 # every test without a backend and with both (`cuda`: GPU tests skip without a device; `emu`:
-# every kernel runs on the emulator in checked mode), `kiln check` on the emulator, and clippy.
+# every kernel runs on the emulator in checked mode; tests/fuzz.rs among them), the kernel line
+# coverage gate, `kiln check` on the emulator, and clippy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,8 +24,13 @@ cargo test --quiet
 # Both libraries in one binary, as the GPU bundle links them: the nvcc build (every kernel for
 # sm_80/sm_90a, ptxas report checked) and the emulated one, on which every family's
 # device-vs-reference tests and the emulator's planted-bug tests run in checked mode.
-echo "== cargo test --features cuda,emu (kernels on the emulator, checked; GPU tests skip without a device)"
-KILN_REQUIRE_SASS=1 cargo test --quiet --features cuda,emu
+echo "== cargo test --features cuda,emu (kernels on the emulator, checked and coverage-instrumented; GPU tests skip without a device)"
+KILN_EMU_COVERAGE=1 KILN_REQUIRE_SASS=1 cargo test --quiet --features cuda,emu
+# The same instrumented build, each suite test in its own process (a loop's iterations per entry
+# are only provable per test): every kernel line executed and every input-sized loop run twice,
+# except what kernels/coverage-exemptions.txt lists with a reason.
+echo "== kernel coverage (scripts/coverage.sh: gcov and the gate of kernels/coverage-exemptions.txt)"
+scripts/coverage.sh --features cuda,emu
 echo "== kiln check --backend emu (every op, every direction and dtype, against its reference)"
 cargo run --quiet --release --features emu -- check --backend emu >target/check-emu.log 2>&1 || {
   grep -E "FAIL|error" target/check-emu.log | head -n 40

@@ -109,6 +109,66 @@ fn emu_scalar_gradient_past_a_thousand_partials_matches_reference() {
     }
 }
 
+/// A per-channel op's backward without its parameter gradient (backward_into with no dslope or
+/// dθ) takes the 2-D kernel without the reduction: dx must match the reference (the host path),
+/// and be bitwise the dx of the run that also reduces the gradient. 24 channels: whole vector
+/// packs per row; 7: element by element.
+#[test]
+fn per_channel_backward_without_the_parameter_gradient_matches_reference() {
+    use rand::Rng;
+    let mut rng = rng();
+    let rows = 37;
+    for (device, dtype) in kernel_devices().into_iter().flat_map(|d| DType::FLOATS.map(|t| (d.clone(), t))) {
+        for channels in [24, 7] {
+            let n = rows * channels;
+            let mut values =
+                |lo: f32, hi: f32, len: usize| -> Vec<f32> { (0..len).map(|_| rng.random_range(lo..hi)).collect() };
+            let x = Tensor::from_f32(&values(-3.0, 3.0, n), &[rows, channels], dtype).unwrap();
+            let dy = Tensor::from_f32(&values(-1.0, 1.0, n), &[rows, channels], dtype).unwrap();
+            let param = Tensor::from_f32(&values(-0.5, 0.5, channels), &[channels], DType::F32).unwrap();
+            let on = |t: &Tensor| t.to_device(&device).unwrap();
+            let (xe, dye, pe) = (on(&x), on(&dy), on(&param));
+            let cases = [
+                ("prelu", Activation::Prelu { slope: &param }, Activation::Prelu { slope: &pe }),
+                (
+                    "jumprelu",
+                    Activation::JumpRelu { theta: &param, eps: 0.1 },
+                    Activation::JumpRelu { theta: &pe, eps: 0.1 },
+                ),
+            ];
+            for (name, host_act, emu_act) in cases {
+                let dx_only = |act: &Activation, x: &Tensor, dy: &Tensor, on: &Device| {
+                    let mut dx = Tensor::full(&[rows, channels], dtype, f64::NAN, on).unwrap();
+                    activation::backward_into(act, x, dy, &mut dx, None).unwrap();
+                    dx.to_f64_vec().unwrap()
+                };
+                let want = dx_only(&host_act, &x, &dy, &Device::Cpu);
+                let got = dx_only(&emu_act, &xe, &dye, &device);
+                let c = kiln::check::compare_elementwise(&got, &want, dtype);
+                let what = format!("{name} {dtype} [{rows}, {channels}] on {device}");
+                assert!(c.pass, "{what}: max error {} > {}", c.max_err, c.tol);
+                let with_grad = activation::backward(&emu_act, &xe, &dye).unwrap().dx.to_f64_vec().unwrap();
+                let same = got.iter().zip(&with_grad).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{what}: dx depends on whether the gradient is reduced");
+            }
+        }
+    }
+}
+
+/// A per-channel gradient over more row chunks than the finalize kernel has lanes: 577 rows of
+/// 32 channels are 10 chunks of 64 rows against its 8 lanes a channel, so lanes sum two chunks.
+#[test]
+fn per_channel_gradient_over_many_row_chunks_matches_reference() {
+    let mut rng = rng();
+    let ops = select(&["activation/prelu".to_string(), "activation/jumprelu".to_string()]);
+    for (device, op) in kernel_devices().iter().flat_map(|d| ops.iter().map(move |op| (d, op))) {
+        let rows = check_shapes(op.as_ref(), device, &DType::FLOATS, &[vec![577, 32]], &mut rng).unwrap();
+        let grad = |r: &&kiln::check::CheckRow| r.what.starts_with("dslope") || r.what.starts_with("dtheta");
+        assert!(rows.iter().any(|r| grad(&r)), "no parameter gradient row: {rows:#?}");
+        assert_rows(&rows);
+    }
+}
+
 #[test]
 fn gpu_inplace_and_deterministic() {
     let Some(device) = gpu() else { return };
@@ -539,6 +599,18 @@ pub(crate) mod emu_mem {
                 assert!(!ptr.is_null());
                 assert_eq!(kiln_emu_memset(ptr, 0, bytes.max(16)), 0);
                 Buf { ptr, bytes: bytes.max(16) }
+            }
+        }
+
+        /// Exactly `bytes` of emulated memory, zeroed: a write past them fails (`zeroed` keeps at
+        /// least 16).
+        pub fn exact(bytes: usize) -> Buf {
+            // SAFETY: allocates; checked for null; memset covers exactly the allocation.
+            unsafe {
+                let ptr = kiln_emu_malloc(bytes);
+                assert!(!ptr.is_null());
+                assert_eq!(kiln_emu_memset(ptr, 0, bytes), 0);
+                Buf { ptr, bytes }
             }
         }
 

@@ -93,6 +93,33 @@ fn emu_matches_reference() {
     assert_rows(&sweep(&device, &pairs, &[DType::BF16, DType::F16], &mut rng()));
 }
 
+/// ALiBi's slope gradient summed over more query rows than its reduction block has threads
+/// (257 > 256: a thread adds two rows), with one slope a head ([H]) and one a sequence and head
+/// ([B, H]).
+#[test]
+fn slope_gradient_over_more_rows_than_threads_matches_reference() {
+    let mut rng = rng();
+    let op = op();
+    let mut rows = Vec::new();
+    for (device, slopes_per_batch) in kernel_devices().into_iter().flat_map(|d| [(d.clone(), false), (d, true)]) {
+        let s = Spec {
+            seqlens_q: vec![257],
+            seqlens_k: vec![9],
+            heads: 2,
+            heads_k: 1,
+            head_dim: 32,
+            causal: false,
+            bias: BiasKind::Alibi,
+            slopes_per_batch,
+        };
+        let p = with_forward(problem(&s, &mut rng), &mut rng);
+        let label = format!("sq 257 sk 9 slopes_per_batch {slopes_per_batch} on {device}");
+        rows.extend(check_problem(op.as_ref(), Direction::Bwd, DType::BF16, &p, &device, &label).unwrap());
+    }
+    assert!(rows.iter().any(|r| r.what.starts_with("dslopes")), "no dslopes row: {rows:#?}");
+    assert_rows(&rows);
+}
+
 #[test]
 fn gpu_matches_reference() {
     let Some(device) = gpu() else { return };

@@ -1,510 +1,749 @@
 //! The C ABI's argument validation (kernels/include/kiln.h): every launcher checks its
 //! arguments before touching memory or launching, so these run without a GPU; fake
-//! pointers are never dereferenced because validation rejects the call first.
-#![cfg(feature = "cuda")]
+//! pointers are never dereferenced because validation rejects the call first. They run against
+//! each kernel library built in: the nvcc-built one (`cuda`) and the emulated one (`emu`, whose
+//! launchers are the same sources compiled for the host: scripts/coverage.sh counts their lines).
+#![cfg(any(feature = "cuda", feature = "emu"))]
 
-use std::ffi::{CStr, c_void};
-use std::ptr::{null, null_mut};
+macro_rules! c_abi_tests {
+    ($module:ident, $ffi:path, $feature:literal) => {
+        #[cfg(feature = $feature)]
+        mod $module {
+            use std::ffi::{CStr, c_void};
+            use std::ptr::{null, null_mut};
 
-use kiln::ffi::{self, kiln_dtype, kiln_status};
+            use ffi::{kiln_dtype, kiln_status};
+            use $ffi as ffi;
 
-const F32: kiln_dtype = kiln_dtype::KILN_DTYPE_F32;
-const BF16: kiln_dtype = kiln_dtype::KILN_DTYPE_BF16;
-/// A well-aligned address that is never dereferenced (validation fails first).
-const FAKE: usize = 0x1000_0000;
+            const F32: kiln_dtype = kiln_dtype::KILN_DTYPE_F32;
+            const BF16: kiln_dtype = kiln_dtype::KILN_DTYPE_BF16;
+            /// A well-aligned address that is never dereferenced (validation fails first).
+            const FAKE: usize = 0x1000_0000;
 
-fn p(addr: usize) -> *const c_void {
-    addr as *const c_void
+            fn p(addr: usize) -> *const c_void {
+                addr as *const c_void
+            }
+            fn pm(addr: usize) -> *mut c_void {
+                addr as *mut c_void
+            }
+
+            #[test]
+            fn status_strings_and_version() {
+                for code in 0..=8u32 {
+                    // SAFETY: returns a static string for any code.
+                    let s = unsafe { CStr::from_ptr(ffi::kiln_status_string(kiln_status(code))) };
+                    assert!(!s.to_bytes().is_empty());
+                }
+                // SAFETY: pure functions.
+                unsafe {
+                    assert_eq!(ffi::kiln_version() as u32, ffi::KILN_ABI_VERSION);
+                    assert_eq!(
+                        CStr::from_ptr(ffi::kiln_status_string(kiln_status(99))).to_str().unwrap(),
+                        "unknown kiln_status"
+                    );
+                }
+            }
+
+            #[test]
+            fn invalid_arguments_get_distinct_codes() {
+                // SAFETY: every call fails validation before any pointer is used.
+                unsafe {
+                    assert_eq!(
+                        ffi::kiln_activation_relu_fwd(kiln_dtype(9), p(FAKE), pm(FAKE), 16, null_mut()),
+                        kiln_status::KILN_ERROR_INVALID_DTYPE
+                    );
+                    assert_eq!(
+                        ffi::kiln_activation_relu_fwd(F32, p(FAKE), pm(FAKE), -1, null_mut()),
+                        kiln_status::KILN_ERROR_INVALID_SIZE
+                    );
+                    assert_eq!(
+                        ffi::kiln_activation_relu_fwd(F32, null(), pm(FAKE), 16, null_mut()),
+                        kiln_status::KILN_ERROR_NULL_POINTER
+                    );
+                    assert_eq!(
+                        ffi::kiln_activation_gelu_bwd(F32, p(FAKE), null(), pm(FAKE), 16, null_mut()),
+                        kiln_status::KILN_ERROR_NULL_POINTER
+                    );
+                    assert_eq!(
+                        ffi::kiln_activation_relu_fwd(F32, p(FAKE + 2), pm(FAKE), 16, null_mut()),
+                        kiln_status::KILN_ERROR_MISALIGNED
+                    );
+                    assert_eq!(
+                        ffi::kiln_activation_relu_fwd(BF16, p(FAKE + 1), pm(FAKE), 16, null_mut()),
+                        kiln_status::KILN_ERROR_MISALIGNED
+                    );
+                    assert_eq!(
+                        ffi::kiln_activation_smelu_fwd(F32, p(FAKE), pm(FAKE), 16, 0.0, null_mut()),
+                        kiln_status::KILN_ERROR_INVALID_VALUE
+                    );
+                    assert_eq!(
+                        ffi::kiln_activation_xgelu_fwd(F32, p(FAKE), pm(FAKE), 16, f32::NAN, null_mut()),
+                        kiln_status::KILN_ERROR_INVALID_VALUE
+                    );
+                    assert_eq!(
+                        ffi::kiln_activation_gsmelu_fwd(
+                            F32,
+                            p(FAKE),
+                            pm(FAKE),
+                            16,
+                            -1.0,
+                            0.5,
+                            0.0,
+                            1.0,
+                            0.0,
+                            null_mut()
+                        ),
+                        kiln_status::KILN_ERROR_INVALID_VALUE
+                    );
+                    let slope = FAKE as *const f32;
+                    assert_eq!(
+                        ffi::kiln_activation_prelu_fwd(F32, p(FAKE), pm(FAKE), 16, slope, 3, null_mut()),
+                        kiln_status::KILN_ERROR_INVALID_SIZE
+                    );
+                    assert_eq!(
+                        ffi::kiln_activation_prelu_fwd(F32, p(FAKE), pm(FAKE), 16, slope, 0, null_mut()),
+                        kiln_status::KILN_ERROR_INVALID_SIZE
+                    );
+                    assert_eq!(
+                        ffi::kiln_activation_prelu_fwd(F32, p(FAKE), pm(FAKE), 16, null(), 4, null_mut()),
+                        kiln_status::KILN_ERROR_NULL_POINTER
+                    );
+                    let theta = FAKE as *const f32;
+                    let dtheta = FAKE as *mut f32;
+                    assert_eq!(
+                        ffi::kiln_activation_jumprelu_bwd(
+                            F32,
+                            p(FAKE),
+                            p(FAKE),
+                            pm(FAKE),
+                            16,
+                            theta,
+                            4,
+                            -1.0,
+                            dtheta,
+                            pm(FAKE),
+                            1 << 20,
+                            null_mut()
+                        ),
+                        kiln_status::KILN_ERROR_INVALID_VALUE
+                    );
+                    // A requested gradient needs a workspace, and a large enough one.
+                    let dalpha = FAKE as *mut f32;
+                    assert_eq!(
+                        ffi::kiln_activation_xsilu_bwd(
+                            F32,
+                            p(FAKE),
+                            p(FAKE),
+                            pm(FAKE),
+                            1 << 20,
+                            0.0,
+                            dalpha,
+                            null_mut(),
+                            0,
+                            null_mut()
+                        ),
+                        kiln_status::KILN_ERROR_NULL_POINTER
+                    );
+                    let need = ffi::kiln_activation_workspace_bytes(1 << 20, 1);
+                    assert!(need > 0);
+                    assert_eq!(
+                        ffi::kiln_activation_xsilu_bwd(
+                            F32,
+                            p(FAKE),
+                            p(FAKE),
+                            pm(FAKE),
+                            1 << 20,
+                            0.0,
+                            dalpha,
+                            pm(FAKE),
+                            need - 4,
+                            null_mut()
+                        ),
+                        kiln_status::KILN_ERROR_WORKSPACE_TOO_SMALL
+                    );
+                }
+            }
+
+            #[test]
+            fn workspace_query() {
+                // SAFETY: a pure size computation.
+                unsafe {
+                    assert_eq!(ffi::kiln_activation_workspace_bytes(-1, 1), -1);
+                    assert_eq!(ffi::kiln_activation_workspace_bytes(10, 0), -1);
+                    assert_eq!(ffi::kiln_activation_workspace_bytes(10, 3), -1);
+                    assert_eq!(ffi::kiln_activation_workspace_bytes(0, 4), 0);
+                    // At most 8192 partials for a scalar, whatever n.
+                    assert!(ffi::kiln_activation_workspace_bytes(1 << 34, 1) <= 8192 * 4);
+                    // Per channel: at least one partial per channel, and enough for 4096 rows of 64.
+                    let per_channel = ffi::kiln_activation_workspace_bytes(4096 * 64, 64);
+                    assert!(per_channel >= 64 * 4 && per_channel % (64 * 4) == 0, "{per_channel}");
+                }
+            }
+
+            #[test]
+            fn empty_is_success_without_touching_pointers() {
+                // SAFETY: n == 0 touches no tensor pointer.
+                unsafe {
+                    assert_eq!(
+                        ffi::kiln_activation_gelu_fwd(BF16, null(), null_mut(), 0, null_mut()),
+                        kiln_status::KILN_SUCCESS
+                    );
+                    assert_eq!(
+                        ffi::kiln_activation_prelu_bwd(
+                            F32,
+                            null(),
+                            null(),
+                            null_mut(),
+                            0,
+                            null(),
+                            1,
+                            null_mut(),
+                            null_mut(),
+                            0,
+                            null_mut()
+                        ),
+                        kiln_status::KILN_SUCCESS
+                    );
+                }
+            }
+
+            #[test]
+            fn glu_norm_and_padding_validate_before_launching() {
+                let (f, nf) = (FAKE as *const f32, FAKE as *mut f32);
+                // SAFETY: every call fails validation (or is empty) before any pointer is used.
+                unsafe {
+                    // GLU
+                    assert_eq!(
+                        ffi::kiln_glu_swiglu_fwd(kiln_dtype(9), p(FAKE), p(FAKE), 8, pm(FAKE), 4, 8, null_mut()),
+                        kiln_status::KILN_ERROR_INVALID_DTYPE
+                    );
+                    assert_eq!(
+                        ffi::kiln_glu_swiglu_fwd(F32, p(FAKE), p(FAKE), 8, pm(FAKE), 4, 0, null_mut()),
+                        kiln_status::KILN_ERROR_INVALID_SIZE
+                    );
+                    assert_eq!(
+                        ffi::kiln_glu_swiglu_fwd(F32, p(FAKE), p(FAKE), 7, pm(FAKE), 4, 8, null_mut()),
+                        kiln_status::KILN_ERROR_INVALID_SIZE
+                    );
+                    assert_eq!(
+                        ffi::kiln_glu_swiglu_fwd(F32, null(), p(FAKE), 8, pm(FAKE), 4, 8, null_mut()),
+                        kiln_status::KILN_ERROR_NULL_POINTER
+                    );
+                    assert_eq!(
+                        ffi::kiln_glu_atglu_fwd(F32, p(FAKE), p(FAKE), 8, pm(FAKE), 4, 8, 3, null_mut()),
+                        kiln_status::KILN_ERROR_INVALID_VALUE
+                    );
+                    assert_eq!(
+                        ffi::kiln_glu_xgeglu_fwd(F32, p(FAKE), p(FAKE), 8, pm(FAKE), 4, 8, f32::NAN, 1, null_mut()),
+                        kiln_status::KILN_ERROR_INVALID_VALUE
+                    );
+                    assert_eq!(
+                        ffi::kiln_glu_swiglu_fwd(F32, null(), null(), 8, null_mut(), 0, 8, null_mut()),
+                        kiln_status::KILN_SUCCESS
+                    );
+                    assert_eq!(ffi::kiln_glu_workspace_bytes(-1, 8), -1);
+                    // Norm
+                    assert_eq!(
+                        ffi::kiln_norm_layernorm_fwd(
+                            F32,
+                            p(FAKE),
+                            null(),
+                            null(),
+                            null(),
+                            4,
+                            0,
+                            1e-5,
+                            pm(FAKE),
+                            null_mut(),
+                            nf,
+                            nf,
+                            null_mut()
+                        ),
+                        kiln_status::KILN_ERROR_INVALID_SIZE
+                    );
+                    assert_eq!(
+                        ffi::kiln_norm_layernorm_fwd(
+                            F32,
+                            p(FAKE),
+                            null(),
+                            null(),
+                            null(),
+                            4,
+                            65537,
+                            1e-5,
+                            pm(FAKE),
+                            null_mut(),
+                            nf,
+                            nf,
+                            null_mut()
+                        ),
+                        kiln_status::KILN_ERROR_INVALID_SIZE
+                    );
+                    assert_eq!(
+                        ffi::kiln_norm_rmsnorm_fwd(
+                            F32,
+                            p(FAKE),
+                            null(),
+                            f,
+                            null(),
+                            4,
+                            8,
+                            0.0,
+                            pm(FAKE),
+                            null_mut(),
+                            nf,
+                            null_mut()
+                        ),
+                        kiln_status::KILN_ERROR_INVALID_VALUE
+                    );
+                    assert_eq!(
+                        ffi::kiln_norm_rmsnorm_fwd(
+                            F32,
+                            null(),
+                            null(),
+                            f,
+                            null(),
+                            4,
+                            8,
+                            1e-5,
+                            pm(FAKE),
+                            null_mut(),
+                            nf,
+                            null_mut()
+                        ),
+                        kiln_status::KILN_ERROR_NULL_POINTER
+                    );
+                    assert_eq!(
+                        ffi::kiln_norm_rmsnorm_fwd(
+                            BF16,
+                            null(),
+                            null(),
+                            null(),
+                            null(),
+                            0,
+                            8,
+                            1e-5,
+                            null_mut(),
+                            null_mut(),
+                            null_mut(),
+                            null_mut()
+                        ),
+                        kiln_status::KILN_SUCCESS
+                    );
+                    // x of an f32 call not 4-byte aligned; dy of an f32 backward not either.
+                    assert_eq!(
+                        ffi::kiln_norm_rmsnorm_fwd(
+                            F32,
+                            p(FAKE + 2),
+                            null(),
+                            f,
+                            null(),
+                            4,
+                            8,
+                            1e-5,
+                            pm(FAKE),
+                            null_mut(),
+                            nf,
+                            null_mut()
+                        ),
+                        kiln_status::KILN_ERROR_MISALIGNED
+                    );
+                    assert_eq!(
+                        ffi::kiln_norm_rmsnorm_bwd(
+                            F32,
+                            p(FAKE + 2),
+                            p(FAKE),
+                            null(),
+                            f,
+                            null(),
+                            null(),
+                            4,
+                            8,
+                            pm(FAKE),
+                            null_mut(),
+                            null_mut(),
+                            null_mut(),
+                            null_mut(),
+                            0,
+                            null_mut()
+                        ),
+                        kiln_status::KILN_ERROR_MISALIGNED
+                    );
+                    assert_eq!(ffi::kiln_norm_workspace_bytes(4, 0), -1);
+                    // Padding
+                    let (i, ni) = (FAKE as *const i32, FAKE as *mut i32);
+                    assert_eq!(
+                        ffi::kiln_padding_workspace_bytes(1 << 16, 1 << 15),
+                        -1,
+                        "batch·seqlen must fit int32 indices"
+                    );
+                    assert_eq!(
+                        ffi::kiln_padding_unpad_fwd(
+                            F32,
+                            p(FAKE),
+                            kiln_dtype::KILN_DTYPE_U8,
+                            null(),
+                            null(),
+                            2,
+                            4,
+                            8,
+                            8,
+                            pm(FAKE),
+                            ni,
+                            ni,
+                            ni,
+                            ni,
+                            pm(FAKE),
+                            1 << 20,
+                            null_mut()
+                        ),
+                        kiln_status::KILN_ERROR_NULL_POINTER,
+                        "neither a mask nor lengths"
+                    );
+                    assert_eq!(
+                        ffi::kiln_padding_unpad_fwd(
+                            F32,
+                            p(FAKE),
+                            kiln_dtype::KILN_DTYPE_U8,
+                            p(FAKE),
+                            i,
+                            2,
+                            4,
+                            8,
+                            8,
+                            pm(FAKE),
+                            ni,
+                            ni,
+                            ni,
+                            ni,
+                            pm(FAKE),
+                            1 << 20,
+                            null_mut()
+                        ),
+                        kiln_status::KILN_ERROR_INVALID_VALUE,
+                        "both a mask and lengths"
+                    );
+                    assert_eq!(
+                        ffi::kiln_padding_unpad_fwd(
+                            F32,
+                            p(FAKE),
+                            kiln_dtype::KILN_DTYPE_F32,
+                            p(FAKE),
+                            null(),
+                            2,
+                            4,
+                            8,
+                            8,
+                            pm(FAKE),
+                            ni,
+                            ni,
+                            ni,
+                            ni,
+                            pm(FAKE),
+                            1 << 20,
+                            null_mut()
+                        ),
+                        kiln_status::KILN_ERROR_INVALID_DTYPE,
+                        "an f32 mask"
+                    );
+                    assert_eq!(
+                        ffi::kiln_padding_pad_fwd(
+                            F32,
+                            p(FAKE),
+                            i,
+                            null(),
+                            4,
+                            2,
+                            4,
+                            0,
+                            pm(FAKE),
+                            ni,
+                            pm(FAKE),
+                            1 << 20,
+                            null_mut()
+                        ),
+                        kiln_status::KILN_ERROR_INVALID_SIZE,
+                        "dim 0"
+                    );
+                    assert_eq!(
+                        ffi::kiln_padding_gather_fwd(
+                            F32,
+                            p(FAKE),
+                            i,
+                            null(),
+                            4,
+                            2,
+                            4,
+                            8,
+                            pm(FAKE),
+                            null_mut(),
+                            null_mut()
+                        ),
+                        kiln_status::KILN_ERROR_NULL_POINTER,
+                        "no status word"
+                    );
+                }
+            }
+
+            /// The arguments of one kiln_attention_alibi_fwd call: valid defaults (fake, aligned pointers),
+            /// each test changes one.
+            #[derive(Clone, Copy)]
+            struct AttnCall {
+                dtype: kiln_dtype,
+                q: usize,
+                k: usize,
+                cu: usize,
+                slopes: usize,
+                positions: usize,
+                total_q: i64,
+                total_k: i64,
+                heads: i64,
+                heads_k: i64,
+                head_dim: i64,
+                scale: f32,
+            }
+
+            impl AttnCall {
+                fn valid() -> AttnCall {
+                    AttnCall {
+                        dtype: BF16,
+                        q: FAKE,
+                        k: FAKE,
+                        cu: FAKE,
+                        slopes: 0,
+                        positions: 0,
+                        total_q: 16,
+                        total_k: 16,
+                        heads: 6,
+                        heads_k: 2,
+                        head_dim: 64,
+                        scale: 0.125,
+                    }
+                }
+
+                /// # Safety
+                /// Only for calls that validation rejects (or that have nothing to do).
+                unsafe fn run(self) -> kiln_status {
+                    let (cu, f) = (self.cu as *const i32, |a: usize| a as *const f32);
+                    // SAFETY: forwarded from the caller: the call is rejected before any pointer is used.
+                    unsafe {
+                        ffi::kiln_attention_alibi_fwd(
+                            self.dtype,
+                            p(self.q),
+                            p(self.k),
+                            p(FAKE),
+                            cu,
+                            cu,
+                            f(self.slopes),
+                            0,
+                            f(self.positions),
+                            2,
+                            self.total_q,
+                            self.total_k,
+                            self.heads,
+                            self.heads_k,
+                            self.head_dim,
+                            8,
+                            1,
+                            self.scale,
+                            pm(FAKE),
+                            FAKE as *mut f32,
+                            null_mut(),
+                        )
+                    }
+                }
+            }
+
+            #[test]
+            fn attention_validates_before_launching() {
+                let v = AttnCall::valid();
+                let cases: [(AttnCall, kiln_status); 11] = [
+                    (AttnCall { dtype: F32, ..v }, kiln_status::KILN_ERROR_INVALID_DTYPE),
+                    (AttnCall { dtype: kiln_dtype(9), ..v }, kiln_status::KILN_ERROR_INVALID_DTYPE),
+                    (AttnCall { heads_k: 4, ..v }, kiln_status::KILN_ERROR_INVALID_SIZE),
+                    (AttnCall { head_dim: 80, ..v }, kiln_status::KILN_ERROR_INVALID_SIZE),
+                    (AttnCall { total_q: -1, ..v }, kiln_status::KILN_ERROR_INVALID_SIZE),
+                    (AttnCall { scale: f32::INFINITY, ..v }, kiln_status::KILN_ERROR_INVALID_VALUE),
+                    (AttnCall { positions: FAKE, ..v }, kiln_status::KILN_ERROR_INVALID_VALUE),
+                    (AttnCall { positions: FAKE, slopes: FAKE, total_k: 8, ..v }, kiln_status::KILN_ERROR_INVALID_SIZE),
+                    (AttnCall { cu: 0, ..v }, kiln_status::KILN_ERROR_NULL_POINTER),
+                    (AttnCall { q: 0, ..v }, kiln_status::KILN_ERROR_NULL_POINTER),
+                    (AttnCall { k: FAKE + 8, ..v }, kiln_status::KILN_ERROR_MISALIGNED),
+                ];
+                for (i, (call, want)) in cases.into_iter().enumerate() {
+                    // SAFETY: every case fails validation before any pointer is used.
+                    assert_eq!(unsafe { call.run() }, want, "case {i}");
+                }
+                // Nothing to compute: success without touching a pointer.
+                // SAFETY: total_q == 0 returns before any pointer is used.
+                assert_eq!(unsafe { AttnCall { total_q: 0, q: 0, ..v }.run() }, kiln_status::KILN_SUCCESS);
+                // SAFETY: pure functions.
+                unsafe {
+                    for d in [32, 64, 96, 128] {
+                        assert_eq!(ffi::kiln_attention_head_dim_supported(d), 1, "d = {d}");
+                    }
+                    for d in [0, 16, 80, 256] {
+                        assert_eq!(ffi::kiln_attention_head_dim_supported(d), 0, "d = {d}");
+                    }
+                }
+            }
+        }
+    };
 }
-fn pm(addr: usize) -> *mut c_void {
-    addr as *mut c_void
-}
 
-#[test]
-fn status_strings_and_version() {
-    for code in 0..=8u32 {
-        // SAFETY: returns a static string for any code.
-        let s = unsafe { CStr::from_ptr(ffi::kiln_status_string(kiln_status(code))) };
-        assert!(!s.to_bytes().is_empty());
-    }
-    // SAFETY: pure functions.
-    unsafe {
-        assert_eq!(ffi::kiln_version() as u32, ffi::KILN_ABI_VERSION);
-        assert_eq!(CStr::from_ptr(ffi::kiln_status_string(kiln_status(99))).to_str().unwrap(), "unknown kiln_status");
-    }
-}
+c_abi_tests!(emu, kiln::ffi_emu, "emu");
+c_abi_tests!(cuda, kiln::ffi, "cuda");
 
-#[test]
-fn invalid_arguments_get_distinct_codes() {
-    // SAFETY: every call fails validation before any pointer is used.
-    unsafe {
-        assert_eq!(
-            ffi::kiln_activation_relu_fwd(kiln_dtype(9), p(FAKE), pm(FAKE), 16, null_mut()),
-            kiln_status::KILN_ERROR_INVALID_DTYPE
-        );
-        assert_eq!(
-            ffi::kiln_activation_relu_fwd(F32, p(FAKE), pm(FAKE), -1, null_mut()),
-            kiln_status::KILN_ERROR_INVALID_SIZE
-        );
-        assert_eq!(
-            ffi::kiln_activation_relu_fwd(F32, null(), pm(FAKE), 16, null_mut()),
-            kiln_status::KILN_ERROR_NULL_POINTER
-        );
-        assert_eq!(
-            ffi::kiln_activation_gelu_bwd(F32, p(FAKE), null(), pm(FAKE), 16, null_mut()),
-            kiln_status::KILN_ERROR_NULL_POINTER
-        );
-        assert_eq!(
-            ffi::kiln_activation_relu_fwd(F32, p(FAKE + 2), pm(FAKE), 16, null_mut()),
-            kiln_status::KILN_ERROR_MISALIGNED
-        );
-        assert_eq!(
-            ffi::kiln_activation_relu_fwd(BF16, p(FAKE + 1), pm(FAKE), 16, null_mut()),
-            kiln_status::KILN_ERROR_MISALIGNED
-        );
-        assert_eq!(
-            ffi::kiln_activation_smelu_fwd(F32, p(FAKE), pm(FAKE), 16, 0.0, null_mut()),
-            kiln_status::KILN_ERROR_INVALID_VALUE
-        );
-        assert_eq!(
-            ffi::kiln_activation_xgelu_fwd(F32, p(FAKE), pm(FAKE), 16, f32::NAN, null_mut()),
-            kiln_status::KILN_ERROR_INVALID_VALUE
-        );
-        assert_eq!(
-            ffi::kiln_activation_gsmelu_fwd(F32, p(FAKE), pm(FAKE), 16, -1.0, 0.5, 0.0, 1.0, 0.0, null_mut()),
-            kiln_status::KILN_ERROR_INVALID_VALUE
-        );
-        let slope = FAKE as *const f32;
-        assert_eq!(
-            ffi::kiln_activation_prelu_fwd(F32, p(FAKE), pm(FAKE), 16, slope, 3, null_mut()),
-            kiln_status::KILN_ERROR_INVALID_SIZE
-        );
-        assert_eq!(
-            ffi::kiln_activation_prelu_fwd(F32, p(FAKE), pm(FAKE), 16, slope, 0, null_mut()),
-            kiln_status::KILN_ERROR_INVALID_SIZE
-        );
-        assert_eq!(
-            ffi::kiln_activation_prelu_fwd(F32, p(FAKE), pm(FAKE), 16, null(), 4, null_mut()),
-            kiln_status::KILN_ERROR_NULL_POINTER
-        );
-        let theta = FAKE as *const f32;
-        let dtheta = FAKE as *mut f32;
-        assert_eq!(
-            ffi::kiln_activation_jumprelu_bwd(
-                F32,
-                p(FAKE),
-                p(FAKE),
-                pm(FAKE),
-                16,
-                theta,
-                4,
-                -1.0,
-                dtheta,
-                pm(FAKE),
-                1 << 20,
-                null_mut()
-            ),
-            kiln_status::KILN_ERROR_INVALID_VALUE
-        );
-        // A requested gradient needs a workspace, and a large enough one.
-        let dalpha = FAKE as *mut f32;
-        assert_eq!(
-            ffi::kiln_activation_xsilu_bwd(
-                F32,
-                p(FAKE),
-                p(FAKE),
-                pm(FAKE),
-                1 << 20,
-                0.0,
-                dalpha,
-                null_mut(),
-                0,
-                null_mut()
-            ),
-            kiln_status::KILN_ERROR_NULL_POINTER
-        );
-        let need = ffi::kiln_activation_workspace_bytes(1 << 20, 1);
-        assert!(need > 0);
-        assert_eq!(
-            ffi::kiln_activation_xsilu_bwd(
-                F32,
-                p(FAKE),
-                p(FAKE),
-                pm(FAKE),
-                1 << 20,
-                0.0,
-                dalpha,
-                pm(FAKE),
-                need - 4,
-                null_mut()
-            ),
-            kiln_status::KILN_ERROR_WORKSPACE_TOO_SMALL
-        );
-    }
-}
-
-#[test]
-fn workspace_query() {
-    // SAFETY: a pure size computation.
-    unsafe {
-        assert_eq!(ffi::kiln_activation_workspace_bytes(-1, 1), -1);
-        assert_eq!(ffi::kiln_activation_workspace_bytes(10, 0), -1);
-        assert_eq!(ffi::kiln_activation_workspace_bytes(10, 3), -1);
-        assert_eq!(ffi::kiln_activation_workspace_bytes(0, 4), 0);
-        // At most 8192 partials for a scalar, whatever n.
-        assert!(ffi::kiln_activation_workspace_bytes(1 << 34, 1) <= 8192 * 4);
-        // Per channel: at least one partial per channel, and enough for 4096 rows of 64.
-        let per_channel = ffi::kiln_activation_workspace_bytes(4096 * 64, 64);
-        assert!(per_channel >= 64 * 4 && per_channel % (64 * 4) == 0, "{per_channel}");
-    }
-}
-
-#[test]
-fn empty_is_success_without_touching_pointers() {
-    // SAFETY: n == 0 touches no tensor pointer.
-    unsafe {
-        assert_eq!(ffi::kiln_activation_gelu_fwd(BF16, null(), null_mut(), 0, null_mut()), kiln_status::KILN_SUCCESS);
-        assert_eq!(
-            ffi::kiln_activation_prelu_bwd(
-                F32,
-                null(),
-                null(),
-                null_mut(),
-                0,
-                null(),
-                1,
-                null_mut(),
-                null_mut(),
-                0,
-                null_mut()
-            ),
-            kiln_status::KILN_SUCCESS
-        );
-    }
-}
-
+/// The nvcc-built library with no driver to launch on (the emulated one needs none).
+#[cfg(feature = "cuda")]
 #[test]
 fn a_launch_without_a_driver_is_a_cuda_error_not_a_crash() {
+    use kiln::ffi::{self, kiln_dtype, kiln_status};
     if kiln::cuda_device_count().is_ok() {
         eprintln!("skipped: a GPU is present (this test needs its absence)");
         return;
     }
+    let fake = 0x1000_0000usize;
     // SAFETY: with no driver the runtime refuses the launch; the fake pointers are never used.
     unsafe {
-        let s = ffi::kiln_activation_relu_fwd(F32, p(FAKE), pm(FAKE), 16, null_mut());
+        let s = ffi::kiln_activation_relu_fwd(
+            kiln_dtype::KILN_DTYPE_F32,
+            fake as *const std::ffi::c_void,
+            fake as *mut std::ffi::c_void,
+            16,
+            std::ptr::null_mut(),
+        );
         assert_eq!(s, kiln_status::KILN_ERROR_CUDA);
         assert_ne!(ffi::kiln_last_cuda_error(), 0);
     }
 }
 
+/// The launchers that zero an empty sum themselves with cudaMemsetAsync (a parameter gradient,
+/// dw, dγ and dβ, gather's status word) return the memset's failure as KILN_ERROR_CUDA with
+/// kiln_last_cuda_error() set, as they do a failed launch. The emulator refuses a memset that
+/// runs past the end of its allocation with cudaErrorInvalidValue, as CUDA's runtime does, so
+/// each buffer below is one element short.
+#[cfg(feature = "emu")]
 #[test]
-fn glu_norm_and_padding_validate_before_launching() {
-    let (f, nf) = (FAKE as *const f32, FAKE as *mut f32);
-    // SAFETY: every call fails validation (or is empty) before any pointer is used.
+fn emu_a_failed_memset_is_a_cuda_error() {
+    use std::ptr::{null, null_mut};
+
+    use crate::activation::emu_mem::Buf;
+    use ffi::{kiln_dtype, kiln_status};
+    use kiln::ffi_emu as ffi;
+
+    const INVALID_VALUE: i32 = 1; // cudaErrorInvalidValue
+    let f32_ = kiln_dtype::KILN_DTYPE_F32;
+    let (one_float, half_float, w) = (Buf::exact(4), Buf::exact(2), Buf::zeroed(8));
+    let check = |what: &str, status: kiln_status| {
+        assert_eq!(status, kiln_status::KILN_ERROR_CUDA, "{what}");
+        // SAFETY: reads this thread's last CUDA error.
+        assert_eq!(unsafe { ffi::kiln_last_cuda_error() }, INVALID_VALUE, "{what}");
+    };
+    // SAFETY: every tensor is empty except the gradient the call zeroes (and dw's w, never read
+    // without edges); each of those is a live emulated buffer.
     unsafe {
-        // GLU
-        assert_eq!(
-            ffi::kiln_glu_swiglu_fwd(kiln_dtype(9), p(FAKE), p(FAKE), 8, pm(FAKE), 4, 8, null_mut()),
-            kiln_status::KILN_ERROR_INVALID_DTYPE
+        // activation: n == 0 with 2 channels zeroes dslope [2].
+        let s = ffi::kiln_activation_prelu_bwd(
+            f32_,
+            null(),
+            null(),
+            null_mut(),
+            0,
+            null(),
+            2,
+            one_float.at::<f32>(0).cast(),
+            null_mut(),
+            0,
+            null_mut(),
         );
-        assert_eq!(
-            ffi::kiln_glu_swiglu_fwd(F32, p(FAKE), p(FAKE), 8, pm(FAKE), 4, 0, null_mut()),
-            kiln_status::KILN_ERROR_INVALID_SIZE
+        check("prelu dslope [2]", s);
+        // glu: rows == 0 zeroes dα [1].
+        let s = ffi::kiln_glu_xswiglu_bwd(
+            f32_,
+            null(),
+            null(),
+            8,
+            null(),
+            null_mut(),
+            null_mut(),
+            8,
+            0,
+            8,
+            0.0,
+            1,
+            half_float.at::<u16>(0).cast(),
+            null_mut(),
+            0,
+            null_mut(),
         );
-        assert_eq!(
-            ffi::kiln_glu_swiglu_fwd(F32, p(FAKE), p(FAKE), 7, pm(FAKE), 4, 8, null_mut()),
-            kiln_status::KILN_ERROR_INVALID_SIZE
+        check("xswiglu dalpha [1]", s);
+        // norm: rows == 0 zeroes dγ [2] (and dβ, absent here).
+        let s = ffi::kiln_norm_layernorm_bwd(
+            f32_,
+            null(),
+            null(),
+            null(),
+            null(),
+            null(),
+            null(),
+            null(),
+            0,
+            2,
+            null_mut(),
+            null_mut(),
+            one_float.at::<f32>(0).cast(),
+            null_mut(),
+            null_mut(),
+            0,
+            null_mut(),
         );
-        assert_eq!(
-            ffi::kiln_glu_swiglu_fwd(F32, null(), p(FAKE), 8, pm(FAKE), 4, 8, null_mut()),
-            kiln_status::KILN_ERROR_NULL_POINTER
+        check("layernorm dgamma [2]", s);
+        // equivariant: no edges with shared weights zeroes dw [weight_numel]; a plan of sizes
+        // and no path needs no table.
+        let plan = ffi::kiln_tp_plan {
+            paths: null(),
+            n_paths: 0,
+            cg_ijk: null(),
+            cg_val: null(),
+            dim1: 1,
+            dim2: 1,
+            dim_out: 1,
+            weight_numel: 2,
+            cg_val_f64: null(),
+            coef_f64: null(),
+        };
+        let s = ffi::kiln_equivariant_tp_bwd(
+            f32_,
+            &plan,
+            null(),
+            null(),
+            w.at::<f32>(0),
+            1,
+            null(),
+            0,
+            null_mut(),
+            null_mut(),
+            one_float.at::<f32>(0).cast(),
+            null_mut(),
+            0,
+            null_mut(),
         );
-        assert_eq!(
-            ffi::kiln_glu_atglu_fwd(F32, p(FAKE), p(FAKE), 8, pm(FAKE), 4, 8, 3, null_mut()),
-            kiln_status::KILN_ERROR_INVALID_VALUE
+        check("tp dw [2]", s);
+        // padding: gather clears its status word [1] before anything else.
+        let s = ffi::kiln_padding_gather_fwd(
+            f32_,
+            null(),
+            null(),
+            null(),
+            0,
+            0,
+            0,
+            1,
+            null_mut(),
+            half_float.at::<u16>(0).cast(),
+            null_mut(),
         );
-        assert_eq!(
-            ffi::kiln_glu_xgeglu_fwd(F32, p(FAKE), p(FAKE), 8, pm(FAKE), 4, 8, f32::NAN, 1, null_mut()),
-            kiln_status::KILN_ERROR_INVALID_VALUE
-        );
-        assert_eq!(
-            ffi::kiln_glu_swiglu_fwd(F32, null(), null(), 8, null_mut(), 0, 8, null_mut()),
-            kiln_status::KILN_SUCCESS
-        );
-        assert_eq!(ffi::kiln_glu_workspace_bytes(-1, 8), -1);
-        // Norm
-        assert_eq!(
-            ffi::kiln_norm_layernorm_fwd(
-                F32,
-                p(FAKE),
-                null(),
-                null(),
-                null(),
-                4,
-                0,
-                1e-5,
-                pm(FAKE),
-                null_mut(),
-                nf,
-                nf,
-                null_mut()
-            ),
-            kiln_status::KILN_ERROR_INVALID_SIZE
-        );
-        assert_eq!(
-            ffi::kiln_norm_layernorm_fwd(
-                F32,
-                p(FAKE),
-                null(),
-                null(),
-                null(),
-                4,
-                65537,
-                1e-5,
-                pm(FAKE),
-                null_mut(),
-                nf,
-                nf,
-                null_mut()
-            ),
-            kiln_status::KILN_ERROR_INVALID_SIZE
-        );
-        assert_eq!(
-            ffi::kiln_norm_rmsnorm_fwd(
-                F32,
-                p(FAKE),
-                null(),
-                f,
-                null(),
-                4,
-                8,
-                0.0,
-                pm(FAKE),
-                null_mut(),
-                nf,
-                null_mut()
-            ),
-            kiln_status::KILN_ERROR_INVALID_VALUE
-        );
-        assert_eq!(
-            ffi::kiln_norm_rmsnorm_fwd(
-                F32,
-                null(),
-                null(),
-                f,
-                null(),
-                4,
-                8,
-                1e-5,
-                pm(FAKE),
-                null_mut(),
-                nf,
-                null_mut()
-            ),
-            kiln_status::KILN_ERROR_NULL_POINTER
-        );
-        assert_eq!(
-            ffi::kiln_norm_rmsnorm_fwd(
-                BF16,
-                null(),
-                null(),
-                null(),
-                null(),
-                0,
-                8,
-                1e-5,
-                null_mut(),
-                null_mut(),
-                null_mut(),
-                null_mut()
-            ),
-            kiln_status::KILN_SUCCESS
-        );
-        assert_eq!(ffi::kiln_norm_workspace_bytes(4, 0), -1);
-        // Padding
-        let (i, ni) = (FAKE as *const i32, FAKE as *mut i32);
-        assert_eq!(ffi::kiln_padding_workspace_bytes(1 << 16, 1 << 15), -1, "batch·seqlen must fit int32 indices");
-        assert_eq!(
-            ffi::kiln_padding_unpad_fwd(
-                F32,
-                p(FAKE),
-                kiln_dtype::KILN_DTYPE_U8,
-                null(),
-                null(),
-                2,
-                4,
-                8,
-                8,
-                pm(FAKE),
-                ni,
-                ni,
-                ni,
-                ni,
-                pm(FAKE),
-                1 << 20,
-                null_mut()
-            ),
-            kiln_status::KILN_ERROR_NULL_POINTER,
-            "neither a mask nor lengths"
-        );
-        assert_eq!(
-            ffi::kiln_padding_unpad_fwd(
-                F32,
-                p(FAKE),
-                kiln_dtype::KILN_DTYPE_U8,
-                p(FAKE),
-                i,
-                2,
-                4,
-                8,
-                8,
-                pm(FAKE),
-                ni,
-                ni,
-                ni,
-                ni,
-                pm(FAKE),
-                1 << 20,
-                null_mut()
-            ),
-            kiln_status::KILN_ERROR_INVALID_VALUE,
-            "both a mask and lengths"
-        );
-        assert_eq!(
-            ffi::kiln_padding_unpad_fwd(
-                F32,
-                p(FAKE),
-                kiln_dtype::KILN_DTYPE_F32,
-                p(FAKE),
-                null(),
-                2,
-                4,
-                8,
-                8,
-                pm(FAKE),
-                ni,
-                ni,
-                ni,
-                ni,
-                pm(FAKE),
-                1 << 20,
-                null_mut()
-            ),
-            kiln_status::KILN_ERROR_INVALID_DTYPE,
-            "an f32 mask"
-        );
-        assert_eq!(
-            ffi::kiln_padding_pad_fwd(F32, p(FAKE), i, null(), 4, 2, 4, 0, pm(FAKE), ni, pm(FAKE), 1 << 20, null_mut()),
-            kiln_status::KILN_ERROR_INVALID_SIZE,
-            "dim 0"
-        );
-        assert_eq!(
-            ffi::kiln_padding_gather_fwd(F32, p(FAKE), i, null(), 4, 2, 4, 8, pm(FAKE), null_mut(), null_mut()),
-            kiln_status::KILN_ERROR_NULL_POINTER,
-            "no status word"
-        );
-    }
-}
-
-/// The arguments of one kiln_attention_alibi_fwd call: valid defaults (fake, aligned pointers),
-/// each test changes one.
-#[derive(Clone, Copy)]
-struct AttnCall {
-    dtype: kiln_dtype,
-    q: usize,
-    k: usize,
-    cu: usize,
-    slopes: usize,
-    positions: usize,
-    total_q: i64,
-    total_k: i64,
-    heads: i64,
-    heads_k: i64,
-    head_dim: i64,
-    scale: f32,
-}
-
-impl AttnCall {
-    fn valid() -> AttnCall {
-        AttnCall {
-            dtype: BF16,
-            q: FAKE,
-            k: FAKE,
-            cu: FAKE,
-            slopes: 0,
-            positions: 0,
-            total_q: 16,
-            total_k: 16,
-            heads: 6,
-            heads_k: 2,
-            head_dim: 64,
-            scale: 0.125,
-        }
-    }
-
-    /// # Safety
-    /// Only for calls that validation rejects (or that have nothing to do).
-    unsafe fn run(self) -> kiln_status {
-        let (cu, f) = (self.cu as *const i32, |a: usize| a as *const f32);
-        // SAFETY: forwarded from the caller: the call is rejected before any pointer is used.
-        unsafe {
-            ffi::kiln_attention_alibi_fwd(
-                self.dtype,
-                p(self.q),
-                p(self.k),
-                p(FAKE),
-                cu,
-                cu,
-                f(self.slopes),
-                0,
-                f(self.positions),
-                2,
-                self.total_q,
-                self.total_k,
-                self.heads,
-                self.heads_k,
-                self.head_dim,
-                8,
-                1,
-                self.scale,
-                pm(FAKE),
-                FAKE as *mut f32,
-                null_mut(),
-            )
-        }
-    }
-}
-
-#[test]
-fn attention_validates_before_launching() {
-    let v = AttnCall::valid();
-    let cases: [(AttnCall, kiln_status); 11] = [
-        (AttnCall { dtype: F32, ..v }, kiln_status::KILN_ERROR_INVALID_DTYPE),
-        (AttnCall { dtype: kiln_dtype(9), ..v }, kiln_status::KILN_ERROR_INVALID_DTYPE),
-        (AttnCall { heads_k: 4, ..v }, kiln_status::KILN_ERROR_INVALID_SIZE),
-        (AttnCall { head_dim: 80, ..v }, kiln_status::KILN_ERROR_INVALID_SIZE),
-        (AttnCall { total_q: -1, ..v }, kiln_status::KILN_ERROR_INVALID_SIZE),
-        (AttnCall { scale: f32::INFINITY, ..v }, kiln_status::KILN_ERROR_INVALID_VALUE),
-        (AttnCall { positions: FAKE, ..v }, kiln_status::KILN_ERROR_INVALID_VALUE),
-        (AttnCall { positions: FAKE, slopes: FAKE, total_k: 8, ..v }, kiln_status::KILN_ERROR_INVALID_SIZE),
-        (AttnCall { cu: 0, ..v }, kiln_status::KILN_ERROR_NULL_POINTER),
-        (AttnCall { q: 0, ..v }, kiln_status::KILN_ERROR_NULL_POINTER),
-        (AttnCall { k: FAKE + 8, ..v }, kiln_status::KILN_ERROR_MISALIGNED),
-    ];
-    for (i, (call, want)) in cases.into_iter().enumerate() {
-        // SAFETY: every case fails validation before any pointer is used.
-        assert_eq!(unsafe { call.run() }, want, "case {i}");
-    }
-    // Nothing to compute: success without touching a pointer.
-    // SAFETY: total_q == 0 returns before any pointer is used.
-    assert_eq!(unsafe { AttnCall { total_q: 0, q: 0, ..v }.run() }, kiln_status::KILN_SUCCESS);
-    // SAFETY: pure functions.
-    unsafe {
-        for d in [32, 64, 96, 128] {
-            assert_eq!(ffi::kiln_attention_head_dim_supported(d), 1, "d = {d}");
-        }
-        for d in [0, 16, 80, 256] {
-            assert_eq!(ffi::kiln_attention_head_dim_supported(d), 0, "d = {d}");
-        }
+        check("gather status [1]", s);
     }
 }

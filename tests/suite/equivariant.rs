@@ -1070,61 +1070,95 @@ fn tensor_product_and_convolution_kernels_match_reference() {
     for device in kernel_devices() {
         for dtype in DType::FLOATS {
             for plan in fd_plans() {
-                let aplan = abs_plan(&plan);
-                let (d1, d2, dk, nw) =
-                    (plan.irreps_in1.dim(), plan.irreps_in2.dim(), plan.irreps_out.dim(), plan.weight_numel);
                 for shared in [true, false] {
-                    for graph in [false, true] {
-                        let (nodes, edges) = if graph { (6, 17) } else { (5, 5) };
-                        let x = round(&randn(&mut rng, nodes * d1), &[nodes, d1], dtype);
-                        let y = round(&randn(&mut rng, edges * d2), &[edges, d2], dtype);
-                        let wshape: Vec<usize> = if shared { vec![nw] } else { vec![edges, nw] };
-                        let w = round(&randn(&mut rng, wshape.iter().product()), &wshape, dtype);
-                        let dout = round(&randn(&mut rng, nodes * dk), &[nodes, dk], dtype);
-                        let (xv, yv, wv, gv) = (
-                            x.to_f64_vec().unwrap(),
-                            y.to_f64_vec().unwrap(),
-                            w.to_f64_vec().unwrap(),
-                            dout.to_f64_vec().unwrap(),
-                        );
-                        let on = |t: &Tensor| t.to_device(&device).unwrap();
-                        let (dx, dy, dw, dg) = (on(&x), on(&y), on(&w), on(&dout));
-                        let what = format!("{device} {dtype} {} shared={shared} graph={graph}", plan.irreps_out);
-                        let (out, grads, want, want_g, mag, mag_g) = if graph {
-                            let (src, dst) = sorted_graph(&mut rng, nodes, edges);
-                            let (s64, d64): (Vec<i64>, Vec<i64>) =
-                                (src.iter().map(|&v| v as i64).collect(), dst.iter().map(|&v| v as i64).collect());
-                            let st = on(&Tensor::from_vec(src, &[edges]).unwrap());
-                            let dt = on(&Tensor::from_vec(dst, &[edges]).unwrap());
-                            (
-                                equivariant::conv(&plan, &dx, &dy, &dw, &st, &dt).unwrap(),
-                                equivariant::conv_backward(&plan, (&dx, &dy, &dw), &st, &dt, &dg).unwrap(),
-                                cpu::conv_forward(&plan, &xv, &yv, &wv, &s64, &d64).unwrap(),
-                                cpu::conv_backward(&plan, &xv, &yv, &wv, &s64, &d64, &gv).unwrap(),
-                                cpu::conv_forward(&aplan, &abs(&xv), &abs(&yv), &abs(&wv), &s64, &d64).unwrap(),
-                                cpu::conv_backward(&aplan, &abs(&xv), &abs(&yv), &abs(&wv), &s64, &d64, &abs(&gv))
-                                    .unwrap(),
-                            )
-                        } else {
-                            (
-                                equivariant::tensor_product(&plan, &dx, &dy, &dw).unwrap(),
-                                equivariant::tensor_product_backward(&plan, &dx, &dy, &dw, &dg).unwrap(),
-                                cpu::tp_forward(&plan, &xv, &yv, &wv, nodes).unwrap(),
-                                cpu::tp_backward(&plan, &xv, &yv, &wv, &gv, nodes).unwrap(),
-                                cpu::tp_forward(&aplan, &abs(&xv), &abs(&yv), &abs(&wv), nodes).unwrap(),
-                                cpu::tp_backward(&aplan, &abs(&xv), &abs(&yv), &abs(&wv), &abs(&gv), nodes).unwrap(),
-                            )
-                        };
-                        assert_eq!(out.shape(), &[nodes, dk]);
-                        assert_device_close(&out, &want, &mag, &format!("out {what}"));
-                        assert_device_close(&grads.dx1, &want_g.dx1, &mag_g.dx1, &format!("dx {what}"));
-                        assert_device_close(&grads.dx2, &want_g.dx2, &mag_g.dx2, &format!("dy {what}"));
-                        assert_device_close(&grads.dw, &want_g.dw, &mag_g.dw, &format!("dw {what}"));
+                    for graph in [None, Some((6, 17))] {
+                        check_tp_kernels(&device, dtype, &plan, shared, graph, &mut rng);
                     }
                 }
             }
         }
     }
+}
+
+/// Rows wider than a warp (34 x1, 33 x2 components: the backward kernels' lanes loop over a row
+/// twice), several x2 channels in every uvu path (the kernels sum over them), and a graph
+/// without edges, whose dx, dw and out are empty sums (dw is zeroed by the launcher, not by a
+/// kernel).
+#[test]
+fn tensor_product_kernels_on_wide_rows_and_no_edges_match_reference() {
+    let plan = TpPlan::channelwise(
+        &ir("10x0e+8x1o"),
+        &ir("6x0e+4x1o+3x2e"),
+        &ir("10x0e+10x1o+8x0e+8x1o+8x1e+8x2e"),
+        PathNormalization::Element,
+    )
+    .unwrap();
+    assert_eq!((plan.irreps_in1.dim(), plan.irreps_in2.dim()), (34, 33));
+    let mut rng = rng();
+    for device in kernel_devices() {
+        for dtype in DType::FLOATS {
+            for shared in [true, false] {
+                for graph in [None, Some((5, 9)), Some((4, 0))] {
+                    check_tp_kernels(&device, dtype, &plan, shared, graph, &mut rng);
+                }
+            }
+        }
+    }
+}
+
+/// The kernels against the f64 reference: the tensor product of `plan` over 5 rows (`graph`
+/// None) or the convolution over a random graph of (nodes, edges), forward and backward, with
+/// one weight vector (`shared`) or one per row or edge.
+fn check_tp_kernels(
+    device: &Device,
+    dtype: DType,
+    plan: &TpPlan,
+    shared: bool,
+    graph: Option<(usize, usize)>,
+    rng: &mut StdRng,
+) {
+    let aplan = abs_plan(plan);
+    let (d1, d2, dk, nw) = (plan.irreps_in1.dim(), plan.irreps_in2.dim(), plan.irreps_out.dim(), plan.weight_numel);
+    let (nodes, edges) = graph.unwrap_or((5, 5));
+    let x = round(&randn(rng, nodes * d1), &[nodes, d1], dtype);
+    let y = round(&randn(rng, edges * d2), &[edges, d2], dtype);
+    let wshape: Vec<usize> = if shared { vec![nw] } else { vec![edges, nw] };
+    let w = round(&randn(rng, wshape.iter().product()), &wshape, dtype);
+    let dout = round(&randn(rng, nodes * dk), &[nodes, dk], dtype);
+    let (xv, yv, wv, gv) =
+        (x.to_f64_vec().unwrap(), y.to_f64_vec().unwrap(), w.to_f64_vec().unwrap(), dout.to_f64_vec().unwrap());
+    let on = |t: &Tensor| t.to_device(device).unwrap();
+    let (dx, dy, dw, dg) = (on(&x), on(&y), on(&w), on(&dout));
+    let what = format!("{device} {dtype} {} shared={shared} graph={graph:?}", plan.irreps_out);
+    let (out, grads, want, want_g, mag, mag_g) = if graph.is_some() {
+        let (src, dst) = sorted_graph(rng, nodes, edges);
+        let (s64, d64): (Vec<i64>, Vec<i64>) =
+            (src.iter().map(|&v| v as i64).collect(), dst.iter().map(|&v| v as i64).collect());
+        let st = on(&Tensor::from_vec(src, &[edges]).unwrap());
+        let dt = on(&Tensor::from_vec(dst, &[edges]).unwrap());
+        (
+            equivariant::conv(plan, &dx, &dy, &dw, &st, &dt).unwrap(),
+            equivariant::conv_backward(plan, (&dx, &dy, &dw), &st, &dt, &dg).unwrap(),
+            cpu::conv_forward(plan, &xv, &yv, &wv, &s64, &d64).unwrap(),
+            cpu::conv_backward(plan, &xv, &yv, &wv, &s64, &d64, &gv).unwrap(),
+            cpu::conv_forward(&aplan, &abs(&xv), &abs(&yv), &abs(&wv), &s64, &d64).unwrap(),
+            cpu::conv_backward(&aplan, &abs(&xv), &abs(&yv), &abs(&wv), &s64, &d64, &abs(&gv)).unwrap(),
+        )
+    } else {
+        (
+            equivariant::tensor_product(plan, &dx, &dy, &dw).unwrap(),
+            equivariant::tensor_product_backward(plan, &dx, &dy, &dw, &dg).unwrap(),
+            cpu::tp_forward(plan, &xv, &yv, &wv, nodes).unwrap(),
+            cpu::tp_backward(plan, &xv, &yv, &wv, &gv, nodes).unwrap(),
+            cpu::tp_forward(&aplan, &abs(&xv), &abs(&yv), &abs(&wv), nodes).unwrap(),
+            cpu::tp_backward(&aplan, &abs(&xv), &abs(&yv), &abs(&wv), &abs(&gv), nodes).unwrap(),
+        )
+    };
+    assert_eq!(out.shape(), &[nodes, dk]);
+    assert_device_close(&out, &want, &mag, &format!("out {what}"));
+    assert_device_close(&grads.dx1, &want_g.dx1, &mag_g.dx1, &format!("dx {what}"));
+    assert_device_close(&grads.dx2, &want_g.dx2, &mag_g.dx2, &format!("dy {what}"));
+    assert_device_close(&grads.dw, &want_g.dw, &mag_g.dw, &format!("dw {what}"));
 }
 
 #[test]
@@ -1466,6 +1500,21 @@ macro_rules! c_abi_validation {
                     );
                     assert_eq!(tp, S::KILN_ERROR_INVALID_DTYPE);
 
+                    // f64 storage reads the f64 tables, which a plan built before they existed
+                    // leaves NULL: refused for f64 (every other dtype runs without them).
+                    let old = ffi::kiln_tp_plan { cg_val_f64: null(), coef_f64: null(), ..good };
+                    let f64_tp = ffi::kiln_equivariant_tp_fwd(
+                        kiln_dtype::KILN_DTYPE_F64,
+                        &old,
+                        p(FAKE),
+                        p(FAKE),
+                        p(FAKE),
+                        1,
+                        2,
+                        pm(FAKE),
+                        null_mut(),
+                    );
+                    assert_eq!(f64_tp, S::KILN_ERROR_NULL_POINTER);
                     assert_eq!(ffi::kiln_equivariant_workspace_bytes(-1, 4, 1), -1);
                     assert_eq!(ffi::kiln_equivariant_workspace_bytes(10, 4, 1), 160);
                     assert_eq!(ffi::kiln_equivariant_workspace_bytes(10, 4, 0), 0);

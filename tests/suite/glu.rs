@@ -161,6 +161,22 @@ fn bad_input_is_rejected() {
     }
 }
 
+/// No rows: nothing is read, but dα is an empty sum, 0 on every device (the launcher zeroes it,
+/// so a caller's buffer never keeps a stale value), and the outputs are empty.
+#[test]
+fn empty_rows_give_an_empty_output_and_a_zero_dalpha() {
+    for device in devices() {
+        let empty = Tensor::zeros(&[0, 8], DType::BF16, &device).unwrap();
+        let glu = Glu { kind: GluKind::XSwiglu, alpha: 0.25, order: 1 };
+        let input = || GluInput::Separate { a: &empty, b: &empty };
+        assert_eq!(glu::forward(&glu, input()).unwrap().shape(), &[0, 8], "{device}");
+        let g = glu::backward(&glu, input(), &empty).unwrap();
+        assert_eq!(g.dalpha.unwrap().to_f32_vec().unwrap(), [0.0], "{device}");
+        let GluInputGrads::Separate { da, db } = g.input else { panic!("separate inputs, separate gradients") };
+        assert_eq!((da.shape(), db.shape()), (&[0, 8][..], &[0, 8][..]), "{device}");
+    }
+}
+
 #[test]
 fn mixed_devices_are_rejected() {
     for device in kernel_devices() {

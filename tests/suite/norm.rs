@@ -82,6 +82,51 @@ fn matches_reference(device: &Device, shapes: &dyn Fn(&dyn Op) -> Vec<Vec<usize>
     }
 }
 
+/// The looped kernels (rows longer than the register-cached ones hold: 8192 elements backward,
+/// 16384 forward) on the element-by-element path (a length no vector width divides), where each
+/// thread's slice of a row holds several elements (4 f32, 8 f16 or bf16).
+#[test]
+fn long_rows_on_the_scalar_path_match_reference() {
+    let mut rng = rng();
+    for (device, op) in kernel_devices().into_iter().flat_map(|d| family().into_iter().map(move |op| (d.clone(), op))) {
+        let shapes = [vec![3, 8193], vec![2, 16387]];
+        assert_rows(&check_shapes(op.as_ref(), &device, &DType::FLOATS, &shapes, &mut rng).unwrap());
+    }
+}
+
+/// dγ and dβ over more row chunks than the finalize kernel has lanes: 577 rows are 10 chunks of
+/// 64 against its 8 lanes a column, so lanes sum more than one chunk.
+#[test]
+fn parameter_gradients_over_many_row_chunks_match_reference() {
+    let mut rng = rng();
+    for (device, op) in kernel_devices().into_iter().flat_map(|d| family().into_iter().map(move |op| (d.clone(), op))) {
+        let rows = check_shapes(op.as_ref(), &device, &DType::FLOATS, &[vec![577, 40]], &mut rng).unwrap();
+        assert!(rows.iter().any(|r| r.what.starts_with("dgamma")), "no dgamma row: {rows:#?}");
+        assert_rows(&rows);
+    }
+}
+
+/// No rows: nothing is read, but dγ and dβ are empty sums, zero on every device (the launcher
+/// zeroes them, so a caller's buffers never keep stale values).
+#[test]
+fn empty_rows_give_zero_parameter_gradients() {
+    for device in devices() {
+        let on = |t: Tensor| t.to_device(&device).unwrap();
+        let x = on(Tensor::zeros(&[0, 8], DType::F16, &Device::Cpu).unwrap());
+        let (gamma, beta) = (
+            on(Tensor::from_f32(&[1.5; 8], &[8], DType::F32).unwrap()),
+            on(Tensor::zeros(&[8], DType::F32, &Device::Cpu).unwrap()),
+        );
+        let ln = Norm { kind: NormKind::LayerNorm, eps: 1e-5, gamma: Some(&gamma), beta: Some(&beta) };
+        let out = norm::forward(&ln, &x, None, false).unwrap();
+        assert_eq!(out.y.shape(), &[0, 8], "{device}");
+        let g = norm::backward(&ln, &x, &x, None, &out.stats, None).unwrap();
+        assert_eq!(g.dx.shape(), &[0, 8], "{device}");
+        assert_eq!(g.dgamma.unwrap().to_f32_vec().unwrap(), [0.0; 8], "{device}");
+        assert_eq!(g.dbeta.unwrap().to_f32_vec().unwrap(), [0.0; 8], "{device}");
+    }
+}
+
 #[test]
 fn gpu_large_magnitude_bf16_rows_are_finite_and_accurate() {
     let Some(device) = gpu() else { return };

@@ -131,3 +131,147 @@ fn mixed_devices_are_rejected() {
         assert!(matches!(padding::unpad(&h, Keep::Mask(&mask)), Err(Error::Device { arg: "mask", .. })));
     }
 }
+
+/// 4097 sequences of at most one token: 4097 tiles (one a sequence), more than the scan kernel
+/// takes in one step (4096), and more sequences than its 1024 threads, so its loops over tiles
+/// and over sequences (the lengths, cu_seqlens) each go round more than once. Against the host
+/// path exactly (unpad copies), then pad(unpad) back. (Lengths, not a mask: the scan is the
+/// same, and 4097 tiles of mask counting would double the test's few seconds of emulation.)
+#[test]
+fn unpad_of_more_tiles_than_one_scan_step_matches_host() {
+    use rand::Rng;
+    let mut rng = rng();
+    let (batch, dim) = (4097, 8);
+    let lens: Vec<i32> = (0..batch).map(|_| rng.random_range(0..=1)).collect();
+    let values: Vec<f32> = (0..batch * dim).map(|_| rng.random_range(-2.0..2.0)).collect();
+    let hidden = Tensor::from_f32(&values, &[batch, 1, dim], DType::F32).unwrap();
+    let lens_t = Tensor::from_vec(lens.clone(), &[batch]).unwrap();
+    let want = padding::unpad(&hidden, Keep::Seqlens(&lens_t)).unwrap();
+    let want_back: Vec<f32> = values
+        .chunks(dim)
+        .zip(&lens)
+        .flat_map(|(row, &l)| row.iter().map(move |&v| if l == 1 { v } else { 0.0 }))
+        .collect();
+    for device in kernel_devices() {
+        let on = |t: &Tensor| t.to_device(&device).unwrap();
+        let (h, lens_d) = (on(&hidden), on(&lens_t));
+        let got = padding::unpad(&h, Keep::Seqlens(&lens_d)).unwrap();
+        assert_eq!(got.packed.to_f32_vec().unwrap(), want.packed.to_f32_vec().unwrap(), "packed on {device}");
+        assert_eq!(got.indices.to_f32_vec().unwrap(), want.indices.to_f32_vec().unwrap(), "indices on {device}");
+        let cu = (got.cu_seqlens.to_f32_vec().unwrap(), want.cu_seqlens.to_f32_vec().unwrap());
+        assert_eq!(cu.0, cu.1, "cu_seqlens on {device}");
+        assert_eq!(got.max_seqlen, want.max_seqlen, "max_seqlen on {device}");
+        let back = padding::pad(&got.packed, &got.indices, batch, 1).unwrap();
+        assert_eq!(back.to_f32_vec().unwrap(), want_back, "pad(unpad) on {device}");
+    }
+}
+
+/// pad's index check lowers the status word to the lowest nonzero code whatever order its warps
+/// report in: an index out of range (KILN_DATA_INDEX_OUT_OF_RANGE, 3) wins over a duplicate (4)
+/// whether the duplicate is found by the first warp or by the second. (Warps report one after
+/// the other on the emulator, so one order retries the compare-and-swap with the word the other
+/// warp wrote, and the other finds the lower code already there.) The host path names the first
+/// bad index instead, so this is the kernels' rule.
+#[test]
+fn out_of_range_wins_over_duplicate_in_either_warp_order() {
+    for device in kernel_devices() {
+        let packed = Tensor::from_f32(&[1.0; 64 * 2], &[64, 2], DType::BF16).unwrap().to_device(&device).unwrap();
+        for (dup_warp, far_warp) in [(0, 1), (1, 0)] {
+            let mut idx: Vec<i32> = (0..64).collect();
+            idx[32 * dup_warp + 1] = idx[32 * dup_warp];
+            idx[32 * far_warp + 5] = 100; // tokens: 1 × 100
+            let indices = Tensor::from_vec(idx, &[64]).unwrap().to_device(&device).unwrap();
+            let e = padding::pad(&packed, &indices, 1, 100).unwrap_err();
+            let ok = matches!(&e, Error::InvalidValue { arg: "indices", reason } if reason.contains("outside"));
+            assert!(ok, "duplicate in warp {dup_warp}, out of range in warp {far_warp}: {e}");
+        }
+    }
+}
+
+/// pad and gather with the row count on the device (kiln.h's `nnz`, as unpad_with_capacity
+/// leaves it in counts[0]): only the first *nnz of the capacity's indices are checked and moved
+/// (the rest may hold anything), and a count outside [0, capacity] is CAPACITY_EXCEEDED with
+/// nothing written. The safe API always passes the host count, so this calls the emulated C ABI
+/// as a framework holding device pointers would.
+#[cfg(feature = "emu")]
+#[test]
+fn emu_device_row_count_bounds_pad_and_gather() {
+    use std::ptr::null_mut;
+
+    use crate::activation::emu_mem::Buf;
+    use kiln::ffi_emu::{self as ffi, kiln_dtype};
+
+    let (batch, seqlen, dim, capacity) = (2usize, 5usize, 3usize, 6usize);
+    let tokens = batch * seqlen;
+    let f32_ = kiln_dtype::KILN_DTYPE_F32;
+    let hidden: Vec<f32> = (0..tokens * dim).map(|i| i as f32 + 0.5).collect();
+    // Four rows, then two slots past nnz that would fail the check if it read them.
+    let indices = [7i32, 0, 4, 9, 99, -5];
+    const SENTINEL: f32 = -7.0;
+    let (h, idx) = (Buf::with(&hidden, 0), Buf::with(&indices, 0));
+    for nnz in [4i32, 0, 7, -1] {
+        let fits = (0..=capacity as i32).contains(&nnz);
+        let rows = if fits { nnz as usize } else { 0 };
+        let n = Buf::with(&[nnz], 0);
+        // gather: packed rows [0, nnz) = hidden[indices], the others untouched.
+        let packed = Buf::with(&vec![SENTINEL; capacity * dim], 0);
+        let status = Buf::zeroed(4);
+        // SAFETY: every pointer is a live emulated buffer of the size the call reads or writes.
+        let s = unsafe {
+            ffi::kiln_padding_gather_fwd(
+                f32_,
+                h.at::<f32>(0).cast(),
+                idx.at::<i32>(0).cast(),
+                n.at::<i32>(0).cast(),
+                capacity as i64,
+                batch as i64,
+                seqlen as i64,
+                dim as i64,
+                packed.at::<f32>(0).cast(),
+                status.at::<i32>(0).cast(),
+                null_mut(),
+            )
+        };
+        assert_eq!(s, ffi::kiln_status::KILN_SUCCESS, "gather, nnz {nnz}");
+        assert_eq!(status.read::<i32>(0, 1), [if fits { 0 } else { 1 }], "gather status, nnz {nnz}");
+        let mut want = vec![SENTINEL; capacity * dim];
+        for (r, &from) in indices[..rows].iter().enumerate() {
+            want[r * dim..(r + 1) * dim].copy_from_slice(&hidden[from as usize * dim..(from as usize + 1) * dim]);
+        }
+        assert_eq!(packed.read::<f32>(0, capacity * dim), want, "gather, nnz {nnz}");
+
+        // pad: hidden rows indices[0..nnz] = packed rows, every other row zero; nothing at all
+        // when the count is out of range.
+        let rows_in: Vec<f32> = (0..capacity * dim).map(|i| 100.0 + i as f32).collect();
+        let packed = Buf::with(&rows_in, 0);
+        let out = Buf::with(&vec![SENTINEL; tokens * dim], 0);
+        // SAFETY: a pure size computation.
+        let ws_bytes = unsafe { ffi::kiln_padding_workspace_bytes(batch as i64, seqlen as i64) };
+        let workspace = Buf::zeroed(ws_bytes as usize);
+        // SAFETY: as above.
+        let s = unsafe {
+            ffi::kiln_padding_pad_fwd(
+                f32_,
+                packed.at::<f32>(0).cast(),
+                idx.at::<i32>(0).cast(),
+                n.at::<i32>(0).cast(),
+                capacity as i64,
+                batch as i64,
+                seqlen as i64,
+                dim as i64,
+                out.at::<f32>(0).cast(),
+                status.at::<i32>(0).cast(),
+                workspace.at::<i32>(0).cast(),
+                ws_bytes,
+                null_mut(),
+            )
+        };
+        assert_eq!(s, ffi::kiln_status::KILN_SUCCESS, "pad, nnz {nnz}");
+        assert_eq!(status.read::<i32>(0, 1), [if fits { 0 } else { 1 }], "pad status, nnz {nnz}");
+        let mut want = vec![if fits { 0.0 } else { SENTINEL }; tokens * dim];
+        for (r, &to) in indices[..rows].iter().enumerate() {
+            want[to as usize * dim..(to as usize + 1) * dim].copy_from_slice(&rows_in[r * dim..(r + 1) * dim]);
+        }
+        assert_eq!(out.read::<f32>(0, tokens * dim), want, "pad, nnz {nnz}");
+    }
+}
