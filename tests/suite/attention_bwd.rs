@@ -101,7 +101,11 @@ fn slope_gradient_over_more_rows_than_threads_matches_reference() {
     let mut rng = rng();
     let op = op();
     let mut rows = Vec::new();
-    for (device, slopes_per_batch) in kernel_devices().into_iter().flat_map(|d| [(d.clone(), false), (d, true)]) {
+    let devices = kernel_devices();
+    if devices.is_empty() {
+        return; // no kernels to run: emu() and gpu() said why
+    }
+    for (device, slopes_per_batch) in devices.into_iter().flat_map(|d| [(d.clone(), false), (d, true)]) {
         let s = Spec {
             seqlens_q: vec![257],
             seqlens_k: vec![9],
