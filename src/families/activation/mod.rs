@@ -137,15 +137,10 @@ fn validate(
 
 /// The name of the parameter gradient `act` has, or the error for passing one it has not.
 fn dparam_name(act: &Activation) -> Result<&'static str> {
-    match act.kind().grad_name() {
-        Some("dalpha") => Ok("dalpha"),
-        Some("dslope") => Ok("dslope"),
-        Some("dtheta") => Ok("dtheta"),
-        _ => Err(Error::InvalidValue {
-            arg: "dparam",
-            reason: format!("{} has no trainable parameter", act.kind().name()),
-        }),
-    }
+    act.kind().grad_name().ok_or_else(|| Error::InvalidValue {
+        arg: "dparam",
+        reason: format!("{} has no trainable parameter", act.kind().name()),
+    })
 }
 
 /// The forward on validated arguments.
