@@ -37,6 +37,7 @@ struct Range {
     uintptr_t lo, hi;
 };
 std::vector<Range> g_static;  // writable segments of the object the emulator is linked into
+std::vector<Range> g_image;   // all its loaded segments (constant tables are read from these)
 
 // Per byte of shared memory: the last write and the reads since it, within a barrier interval.
 // A read of a byte not yet written is held back until the barrier interval ends ("pending"): if
@@ -86,10 +87,10 @@ int find_static_segments(dl_phdr_info* info, size_t, void* self) {
     if (!mine) return 0;
     for (int i = 0; i < info->dlpi_phnum; ++i) {
         const ElfW(Phdr) & ph = info->dlpi_phdr[i];
-        if (ph.p_type == PT_LOAD && (ph.p_flags & PF_W)) {
-            const uintptr_t lo = info->dlpi_addr + ph.p_vaddr;
-            g_static.push_back(Range{lo, lo + ph.p_memsz});
-        }
+        if (ph.p_type != PT_LOAD) continue;
+        const uintptr_t lo = info->dlpi_addr + ph.p_vaddr;
+        g_image.push_back(Range{lo, lo + ph.p_memsz});
+        if (ph.p_flags & PF_W) g_static.push_back(Range{lo, lo + ph.p_memsz});
     }
     return 1;
 }
@@ -105,12 +106,14 @@ void ensure_init() {
     dl_iterate_phdr(find_static_segments, &g_stack_lo);
 }
 
-bool in_static(uintptr_t a) {
-    for (const Range& r : g_static) {
+bool in_ranges(const std::vector<Range>& ranges, uintptr_t a) {
+    for (const Range& r : ranges) {
         if (a >= r.lo && a < r.hi) return true;
     }
     return false;
 }
+
+bool in_static(uintptr_t a) { return in_ranges(g_static, a); }
 
 uint3 thread_of(const Launch& L, uint32_t linear) {
     return uint3{linear % L.block.x, (linear / L.block.x) % L.block.y, linear / (L.block.x * L.block.y)};
@@ -125,6 +128,24 @@ uint3 block_of(const Launch& L, uint32_t serial) {
 const char* verb(bool write) { return write ? "write" : "read"; }
 
 std::string sized(size_t n, bool write) { return std::to_string(n) + "-byte " + verb(write); }
+
+// An access that is no allocation's, no shared memory's, no fiber stack's and not the parameter
+// buffer's: a freed allocation's (always a finding: freed reservations stay reserved, so nothing
+// else can be there), the library's own constant data (legal), or, unless the launch was given
+// host pointers, a wild pointer.
+void unowned_access(const Launch& L, uintptr_t a, size_t n, bool write, const void* pc, const char* file, int line) {
+    if (const size_t size = freed_size(a)) {
+        fail(FindingKind::kOutOfBounds, sized(n, write) + " of a freed " + std::to_string(size) + "-byte allocation",
+             file, line, pc);
+    }
+    if (L.host_pointers || in_ranges(g_image, a)) return;
+    char buf[192];
+    std::snprintf(buf, sizeof buf,
+                  "%s at 0x%" PRIxPTR ", which is in no allocation (more than %zu KiB from every one), shared "
+                  "memory or constant data: a wild pointer",
+                  sized(n, write).c_str(), a, kGuard >> 10);
+    fail(FindingKind::kOutOfBounds, buf, file, line, pc);
+}
 
 // ---- emulated allocations (global memory) -----------------------------------------------------
 
@@ -330,9 +351,11 @@ __attribute__((noinline)) void slow_access(Launch& L, uintptr_t a, size_t n, boo
     if (in_static(a)) {
         static_access(L, a, n, write, aligned, pc);
         if (g_counting) count_shared(L, a, n, write, pc);
+        return;
     }
-    // Anything else is host memory: the emulated shared library runs kernels on host pointers
-    // (C, Python). Indices far out of range of an allocation land in its guards, above.
+    // Indices far out of range of an allocation land in its guards, above; the emulated shared
+    // library may run kernels on host pointers (C, Python), which unowned_access allows.
+    unowned_access(L, a, n, write, pc, nullptr, 0);
 }
 
 thread_local uint32_t t_accesses = 0;
@@ -391,7 +414,12 @@ void check_atomic(void* addr, size_t bytes, const char* file, int line) {
     if (L == nullptr || L->current == nullptr || !g_checked) return;
     const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
     Alloc* al = find_alloc(a);
-    if (al == nullptr) return;  // shared memory atomics: nothing to check beyond the hooks
+    if (al == nullptr) {
+        // Shared memory atomics: nothing to check beyond the hooks.
+        const bool shared = (g_dynamic.lo != 0 && a >= g_dynamic.lo - kRedzone && a < g_dynamic.end) || in_static(a);
+        if (!shared) unowned_access(*L, a, bytes, true, nullptr, file, line);
+        return;
+    }
     const uintptr_t base = reinterpret_cast<uintptr_t>(al->base);
     if (a < base || a + bytes > base + al->size) {
         fail(FindingKind::kOutOfBounds,

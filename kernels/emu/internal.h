@@ -79,6 +79,11 @@ struct Launch {
     void (*invoke)(const void*) = nullptr;
     const void* ctx = nullptr;
     uintptr_t args_lo = 0, args_hi = 0;  // the parameter buffer (not device memory)
+    // Whether a pointer argument of the kernel is host memory (the emulated shared library run
+    // on host pointers from C or Python). When none is, every access must land in an emulated
+    // allocation, shared memory, a fiber stack, the parameter buffer or the library's own data:
+    // anything else is a wild pointer.
+    bool host_pointers = false;
     char* dynamic_shared = nullptr;
     size_t dynamic_bytes = 0;
     std::vector<Thread> threads;
@@ -184,6 +189,14 @@ bool mark_host_write(void* p, size_t n);
 bool host_range_ok(const void* p, size_t n);
 // Forgets every block serial in every shadow (when serials wrap around).
 void reset_serials();
+// The size of the freed allocation whose reservation holds p, or 0 (lock held). Freed
+// reservations stay reserved without access (a quarantine of the last kQuarantine frees), so no
+// later allocation or host mapping can take their addresses: an access there is a use after free.
+size_t freed_size(uintptr_t p);
+constexpr size_t kQuarantine = 4096;
+// Whether p is a pointer a GPU kernel could not have been given: not null, and inside no
+// emulated allocation (a host pointer, or a freed one).
+bool is_host_pointer(const void* p);
 
 // ---- the traffic model (traffic.cpp) ----------------------------------------------------------
 

@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -24,6 +25,21 @@ std::map<uintptr_t, Alloc*>& allocs() {
 // cudaMalloc's alignment; also keeps every 16-byte vector access of a kernel aligned.
 constexpr size_t kAlign = 256;
 
+// Freed reservations, still reserved without access: by start, [start, end) and the size the
+// allocation had; and the order they were freed in (the oldest is unmapped past kQuarantine).
+struct Freed {
+    uintptr_t end;
+    size_t size;
+};
+std::map<uintptr_t, Freed>& freed() {
+    static std::map<uintptr_t, Freed> m;
+    return m;
+}
+std::deque<uintptr_t>& freed_order() {
+    static std::deque<uintptr_t> q;
+    return q;
+}
+
 }  // namespace
 
 Alloc* find_alloc(uintptr_t p) {
@@ -36,9 +52,22 @@ Alloc* find_alloc(uintptr_t p) {
     return p < end ? a : nullptr;
 }
 
+size_t freed_size(uintptr_t p) {
+    auto& m = freed();
+    auto it = m.upper_bound(p);
+    if (it == m.begin()) return 0;
+    --it;
+    return p < it->second.end ? it->second.size : 0;
+}
+
+bool is_host_pointer(const void* p) {
+    return p != nullptr && find_alloc(reinterpret_cast<uintptr_t>(p)) == nullptr;
+}
+
 bool host_range_ok(const void* p, size_t n) {
     if (n == 0) return true;
     const uintptr_t lo = reinterpret_cast<uintptr_t>(p);
+    if (freed_size(lo) != 0 || freed_size(lo + n - 1) != 0) return false;  // a freed allocation
     Alloc* a = find_alloc(lo);
     Alloc* b = find_alloc(lo + n - 1);
     if (a == nullptr && b == nullptr) return true;  // host memory
@@ -116,7 +145,22 @@ void kiln_emu_free(void* ptr) {
     std::free(a->written);
     std::free(a->writer);
     std::free(a->reader);
-    munmap(a->reserve, a->reserve_bytes);
+    // Quarantined: the pages go back to the system, the addresses stay reserved (freed_size).
+    const uintptr_t lo = reinterpret_cast<uintptr_t>(a->reserve);
+    if (mprotect(a->reserve, a->reserve_bytes, PROT_NONE) != 0 ||
+        madvise(a->reserve, a->reserve_bytes, MADV_DONTNEED) != 0) {
+        munmap(a->reserve, a->reserve_bytes);
+    } else {
+        freed()[lo] = Freed{lo + a->reserve_bytes, a->size};
+        freed_order().push_back(lo);
+        if (freed_order().size() > kQuarantine) {
+            const uintptr_t old = freed_order().front();
+            freed_order().pop_front();
+            auto it = freed().find(old);
+            munmap(reinterpret_cast<void*>(old), it->second.end - old);
+            freed().erase(it);
+        }
+    }
     delete a;
 }
 

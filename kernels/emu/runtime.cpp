@@ -14,6 +14,9 @@
 #include <chrono>
 #include <cstring>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "internal.h"
 #include "kiln_emu.h"
 
@@ -525,8 +528,24 @@ void warp_allgather(unsigned mask, const void* mine, size_t bytes, void* all, co
     t->gather_bytes = 0;
 }
 
+bool is_host_pointer_arg(const void* p) {
+    std::lock_guard<std::recursive_mutex> lock(big_lock());
+    return is_host_pointer(p);
+}
+
+bool is_host_pointer_word(uint64_t word) {
+    // User-space addresses of x86-64 Linux; small integers are never taken for pointers.
+    if (word < (uint64_t(1) << 16) || word >= (uint64_t(1) << 47)) return false;
+    std::lock_guard<std::recursive_mutex> lock(big_lock());
+    if (!is_host_pointer(reinterpret_cast<const void*>(word))) return false;
+    // Mapped? mincore fails with ENOMEM on an unmapped page.
+    const uintptr_t page = uintptr_t(word) & ~uintptr_t(sysconf(_SC_PAGESIZE) - 1);
+    unsigned char resident;
+    return mincore(reinterpret_cast<void*>(page), 1, &resident) == 0;
+}
+
 cudaError_t launch(dim3 grid, dim3 block, size_t smem, cudaStream_t, Invoke invoke, const void* frame,
-                   size_t frame_bytes, const LaunchSite& site) {
+                   size_t frame_bytes, const LaunchSite& site, bool host_pointers) {
     const uint64_t threads = uint64_t(block.x) * block.y * block.z;
     // CUDA's limits for every architecture kiln targets (sm_80, sm_90).
     const bool bad_block = block.x == 0 || block.y == 0 || block.z == 0 || block.x > 1024 || block.y > 1024 ||
@@ -556,6 +575,7 @@ cudaError_t launch(dim3 grid, dim3 block, size_t smem, cudaStream_t, Invoke invo
     L.ctx = frame;
     L.args_lo = reinterpret_cast<uintptr_t>(frame);
     L.args_hi = L.args_lo + frame_bytes;
+    L.host_pointers = host_pointers;
     L.threads.resize(L.block_threads);
     std::vector<char> dyn;
     if (smem > 0) {

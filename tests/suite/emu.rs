@@ -166,6 +166,22 @@ fn out_of_bounds_far_from_the_buffer_is_found() {
 }
 
 #[test]
+fn wild_and_freed_pointers_are_found() {
+    caught("wild_pointer", "out-of-bounds access", ILLEGAL_ADDRESS);
+    let (_, finding) = run("wild_pointer", true, &mut []);
+    assert!(finding.contains("wild pointer"), "named as a wild pointer: {finding}");
+    caught("use_after_free", "out-of-bounds access", ILLEGAL_ADDRESS);
+    let (_, finding) = run("use_after_free", true, &mut []);
+    assert!(finding.contains("freed 256-byte allocation"), "named as a use after free: {finding}");
+    // Host pointers (the emulated library called from C or Python) are not wild.
+    // Both as raw pointer arguments and inside a parameter block.
+    let mut last = [0i32; 2];
+    let (status, finding) = run("host_pointers", false, &mut last);
+    assert_eq!(status, 0, "a launch on host memory reported {finding}");
+    assert_eq!(last, [63, 62], "the kernels ran on the host buffers");
+}
+
+#[test]
 fn ptx_operand_rules_are_enforced() {
     caught("ldmatrix_misaligned", "misaligned access", MISALIGNED_ADDRESS);
     caught("cp_async_misaligned", "misaligned access", MISALIGNED_ADDRESS);

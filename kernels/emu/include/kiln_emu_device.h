@@ -263,9 +263,33 @@ const char* kernel_signature() {
 // copy of its arguments, which live in [frame, frame + frame_bytes) (the checker ignores that
 // range: it is the parameter buffer, not device memory). Returns the launch's cudaError_t and
 // records it for cudaGetLastError.
+// `host_pointers`: a pointer argument is host memory (no emulated allocation holds it); without
+// one, an access outside every allocation, shared memory and the library's data is a wild pointer.
 using Invoke = void (*)(const void* frame);
 cudaError_t launch(dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Invoke invoke, const void* frame,
-                   size_t frame_bytes, const LaunchSite& site);
+                   size_t frame_bytes, const LaunchSite& site, bool host_pointers);
+
+// Whether a kernel argument is a pointer into host memory: not null and inside no emulated
+// allocation. A struct argument (a kernel's parameter block) is read as 8-byte words, and a word
+// that is the address of mapped memory no allocation holds counts as a host pointer: a word that
+// only looks like one (packed scalars) makes the launch lenient, never a false finding.
+bool is_host_pointer_arg(const void* p);
+bool is_host_pointer_word(uint64_t word);
+template <typename T>
+bool host_pointer_arg(const T& v) {
+    if constexpr (std::is_pointer_v<T>) {
+        return is_host_pointer_arg(static_cast<const void*>(v));
+    } else if constexpr (std::is_class_v<T> && std::is_trivially_copyable_v<T>) {
+        for (size_t at = 0; at + sizeof(uint64_t) <= sizeof(T); at += alignof(void*)) {
+            uint64_t word;
+            std::memcpy(&word, reinterpret_cast<const char*>(&v) + at, sizeof word);
+            if (is_host_pointer_word(word)) return true;
+        }
+        return false;
+    } else {
+        return false;
+    }
+}
 
 // KILN_LAUNCH(grid, block, smem, stream, kernel)(args...): the arguments are converted to the
 // kernel's parameter types once, as CUDA copies them into the parameter buffer, and each
@@ -291,7 +315,8 @@ struct Launcher {
             const Frame* x = static_cast<const Frame*>(f);
             std::apply(x->kernel, x->params);
         };
-        launch(grid, block, smem, stream, invoke, &frame, sizeof(frame), site);
+        const bool host = std::apply([](const auto&... p) { return (false || ... || host_pointer_arg(p)); }, frame.params);
+        launch(grid, block, smem, stream, invoke, &frame, sizeof(frame), site, host);
     }
 };
 

@@ -176,6 +176,27 @@ __global__ void far_before_start_kernel(float* out, bool buggy) {
     out[i] = 1.0f;  // PLANTED: far_before_start
 }
 
+// An index so far out of range (gigabytes) that it lands in no allocation's guard: a wild pointer.
+__global__ void wild_pointer_kernel(const float* table, float* out, bool buggy) {
+    const int64_t i = buggy ? (int64_t(1) << 31) + int64_t(threadIdx.x) * 64 : int64_t(threadIdx.x);
+    out[threadIdx.x] = table[i];  // PLANTED: wild_pointer
+}
+
+// A buffer read after it was freed (the launch is given a stale pointer).
+__global__ void use_after_free_kernel(const float* table, float* out) {
+    out[threadIdx.x] = table[threadIdx.x];  // PLANTED: use_after_free
+}
+
+// The same through a parameter block, as kiln's attention kernels take their pointers.
+struct CopyParams {
+    const float* in;
+    int n;
+    float* out;
+};
+__global__ void copy_params_kernel(CopyParams p) {
+    if (int(threadIdx.x) < p.n) p.out[threadIdx.x] = p.in[threadIdx.x];
+}
+
 // A negative offset from the launch's dynamic shared memory.
 __global__ void dynamic_shared_negative_kernel(float* out, bool buggy) {
     float* slots = kiln::dynamic_shared<float>();
@@ -386,6 +407,29 @@ int run(const char* name, bool buggy, int32_t* results, int64_t results_len) {
         KILN_LAUNCH(1, kThreads, 0, nullptr, far_past_end_kernel)(table.as<float>(), o, 100, buggy);
     } else if (is("far_before_start")) {
         KILN_LAUNCH(1, kThreads, 0, nullptr, far_before_start_kernel)(o, buggy);
+    } else if (is("wild_pointer")) {
+        Buffer table(kThreads * sizeof(float));
+        fill(table, 1.0f, kThreads);
+        KILN_LAUNCH(1, kThreads, 0, nullptr, wild_pointer_kernel)(table.as<float>(), o, buggy);
+    } else if (is("use_after_free")) {
+        // The twin reads a live buffer; the bug, one freed before the launch.
+        Buffer live(kThreads * sizeof(float));
+        fill(live, 1.0f, kThreads);
+        void* stale = kiln_emu_malloc(kThreads * sizeof(float));
+        kiln_emu_memcpy(stale, live.p, kThreads * sizeof(float));
+        kiln_emu_free(stale);
+        const float* table = buggy ? static_cast<const float*>(stale) : live.as<float>();
+        KILN_LAUNCH(1, kThreads, 0, nullptr, use_after_free_kernel)(table, o);
+    } else if (is("host_pointers")) {
+        // The emulated shared library run on host memory (as from C or Python): legal, not wild.
+        std::vector<float> host_in(kThreads), host_out(kThreads);
+        for (int i = 0; i < kThreads; ++i) host_in[i] = float(i);
+        KILN_LAUNCH(1, kThreads, 0, nullptr, use_after_free_kernel)(host_in.data(), host_out.data());
+        if (results_len >= 1) results[0] = int32_t(host_out[kThreads - 1]);
+        if (cudaPeekAtLastError() != cudaSuccess) return int(cudaGetLastError());
+        std::vector<float> struct_out(kThreads);
+        KILN_LAUNCH(1, kThreads, 0, nullptr, copy_params_kernel)(CopyParams{host_in.data(), kThreads, struct_out.data()});
+        if (results_len >= 2) results[1] = int32_t(struct_out[kThreads - 2]);
     } else if (is("dynamic_shared_negative")) {
         KILN_LAUNCH(1, kThreads, kThreads * sizeof(float), nullptr, dynamic_shared_negative_kernel)(o, buggy);
     } else if (is("spin")) {
