@@ -22,7 +22,7 @@ T0=$(date +%s)
 rm -rf "$W"
 mkdir -p "$OUT" "$W"
 SUMMARY=()
-ALL_STEPS="info tests-bg check check-attention bench-attention bench-mlp bench bench-activation ncu memcheck racecheck peers check-emu"
+ALL_STEPS="info tests-bg check check-attention bench-attention sweep-attention bench-mlp bench bench-activation ncu memcheck racecheck peers check-emu"
 STEPS=${*:-$ALL_STEPS}
 # A rerun narrows the steps with these (space-separated filters, as kiln and the test harness
 # take them); "tests-bg" in STEPS runs the test suite in the background beside the other steps.
@@ -124,8 +124,18 @@ step check 120 "$K" check --backend cuda --json "$W/check.json" $CHECK_FILTER
 step check-attention 90 "$K" check --backend cuda --json "$W/check_attention.json" attention/
 # Timings from here: nothing else may use the GPU.
 wait_tests
-# Attention at the issue's shape (B·S = 16k, H·D = 2048, d128): TFLOP/s is the last column.
-step bench-attention 40 "$K" bench --backend cuda --runs 20 --json "$W/bench_attention.json" attention/
+# Attention's fixed cases (B·S = 16k, H·D = 2048: d128 dense and varlen, a d64 subset; full and
+# causal; no bias, ALiBi, geometric ALiBi): TFLOP/s is the last column. bf16 only: f16 runs the
+# same code, and the host's inputs (~100 M normals per case and direction, ~3 s a case on a
+# 2-core host: 34 cases need ~2 min) are what a row costs; rows are written after every case, so
+# a capped step keeps the cases it reached (d128 first; `--case` narrows them).
+step bench-attention 40 "$K" bench --backend cuda --runs 20 --dtype bf16 --json "$W/bench_attention.json" attention/
+# The forward's tile variants (kiln sweep): each gated against the reference, then timed on the
+# dense B=8·S=2048 bf16 cases (D 128 and 64, full and causal, no bias and ALiBi) in two rounds,
+# the variant list forwards then backwards; the fastest passing one per case is marked. 8 cases'
+# inputs (~3 s each on the host) and ~1 s of GPU per case; rehearsed on the emulator by
+# `kiln sweep --backend emu --small` (tests/suite/attention_variants.rs).
+step sweep-attention 90 "$K" sweep --backend cuda --runs 20 --json "$W/sweep_attention.json"
 # The MLP block (GEMM-bound; slow to fill with random weights on the host) once, bf16, Llama-7B.
 step bench-mlp 30 "$K" bench --backend cuda --dtype bf16 --runs 10 --json "$W/bench_mlp.json" glu/mlp_swiglu
 # Every memory-bound kernel at its GPU bench shape, against the measured copy bandwidth.
@@ -137,8 +147,11 @@ NCU_OPS=${KILN_GPU_NCU:-norm/layernorm norm/rmsnorm glu/swiglu activation/gelu p
 ncu_ops() {
   for op in $NCU_OPS; do
     echo "==== $op"
+    # One named case of an op that has several (attention: 34 of them, seconds of host inputs each).
+    local cases=()
+    case $op in attention/*) cases=(--case "B8xS2048xH16xD128 full nobias") ;; esac
     ncu --clock-control none --launch-skip 3 --launch-count 2 --section SpeedOfLight --section Occupancy \
-      --section LaunchStats --section SchedulerStats "$K" bench --backend cuda --runs 2 --dtype bf16 "$op" 2>&1
+      --section LaunchStats --section SchedulerStats "$K" bench --backend cuda --runs 2 --dtype bf16 "${cases[@]}" "$op" 2>&1
   done
 }
 if command -v ncu >/dev/null; then
@@ -173,7 +186,7 @@ grep -h "ERROR SUMMARY" "$W/memcheck.log" "$W/racecheck.log" 2>/dev/null
 grep -h -m 3 -A 4 "Invalid\|Race" "$W/memcheck.log" "$W/racecheck.log" 2>/dev/null | head -n 20
 echo "==== ncu (kernel: duration, DRAM %, achieved occupancy)"
 grep -E "^==== |^  [A-Za-z_].*\(|Duration|DRAM Throughput|Achieved Occupancy" "$W/ncu.log" 2>/dev/null | cut -c1-110 | head -n 40
-echo "==== bench (op dir dtype variant GB/s %copy TFLOP/s)"
+echo "==== bench (op dir dtype case variant GB/s %copy TFLOP/s)"
 python3 - "$W/bench_attention.json" "$W/bench_mlp.json" "$W/bench.json" "$W/bench_activation.json" <<'PY'
 import json, os, sys
 for path in sys.argv[1:]:
@@ -184,7 +197,22 @@ for path in sys.argv[1:]:
     print(f"{os.path.basename(path)}: copy {d['ceilings']['copy_gbps']:.0f} GB/s, {len(d['results'])} rows")
     rows = d["results"] if "attention" in path or "mlp" in path else [r for r in d["results"] if r["dtype"] == "bf16"][:25]
     for r in rows:
-        print(r["op"], r["dir"], r["dtype"], r["variant"] or "-", f"{r['gbps']:.0f}GB/s", f"{r['pct_of_copy']:.1f}%", f"{r['tflops']:.1f}TF")
+        print(r["op"], r["dir"], r["dtype"], f"[{r.get('case', '-')}]", r["variant"] or "-", f"{r['gbps']:.0f}GB/s",
+              f"{r['pct_of_copy']:.1f}%", f"{r['tflops']:.1f}TF")
+PY
+echo "==== sweep-attention (the fastest passing variant of each case; variant 0 is the default)"
+python3 - "$W/sweep_attention.json" <<'PY' 2>&1 | tail -n 10
+import json, os, sys
+if not os.path.exists(sys.argv[1]):
+    sys.exit("missing sweep_attention.json")
+rows = json.load(open(sys.argv[1]))["rows"]
+failed = [f"{r['case']} v{r['variant']}" for r in rows if not r["pass"]]
+default = {r["case"]: r for r in rows if r["variant"] == 0}
+for r in rows:
+    if r["best"]:
+        print(f"{r['case']}: v{r['variant']} {r['name']} {r['tflops']:.0f} TF (default {default[r['case']]['tflops']:.0f} TF)")
+if failed:
+    print("FAILED gates:", " ".join(failed))
 PY
 echo "==== peers (op dir dtype kiln-ms kiln/peer; < 1: kiln faster)"
 python3 - "$W/peers.json" <<'PY' 2>&1 | tail -n 15

@@ -10,11 +10,16 @@ flex_alibi, e3nn_eager, e3nn_compile) to kiln_ms / peer_ms, below 1 where kiln i
 "dir" is fwd or fwd+bwd. A peer-only row (kiln_ms null: the e3nn convolution) takes kiln's time
 from the bench's medians of the same op (fwd, or fwd + bwd).
 
+latest.json has one entry per op/direction/dtype and bench case: "case" is the label of the fixed,
+named problem `kiln bench` timed (`16384x4096`, `B8xS2048xH16xD128 causal alibi`) and "shape" its
+main-input shape (a list of integers); the check verdict and the model ratio of the op/direction/
+dtype are on each of its cases. A peer row goes to the one case, or to the cases of its shape.
+
 usage: scripts/perf-record.py OUT_DIR [OUT_DIR...]   (KILN_PERF_DIR overrides the perf/ folder written)
 
 Several folders merge, in order: a later run (a rerun after a fix, or one that reached the steps an
 earlier run's time cap cut) replaces the check verdicts and timings it has for an op/direction/
-dtype, and every entry names the commit whose run produced its verdict ("commit" on the entry when
+dtype (and case), and every entry names the commit whose run produced its verdict ("commit" on the entry when
 the runs' commits differ). latest.json's "runs" lists each folder's revision and test summary.
 """
 import os
@@ -53,7 +58,8 @@ def main() -> None:
     date = datetime.date.today().isoformat()
     several_commits = len({r.get("commit") for r in revs}) > 1
 
-    results = {}
+    verdicts = {}  # (op, dir, dtype) -> pass, max_err (and commit)
+    timings = {}  # (op, dir, dtype, case) -> the bench's figures of one case
     ceilings = {}
     for out, run_rev in zip(outs, revs):
         check = load_json(out / "check.json", {"results": []})
@@ -67,7 +73,7 @@ def main() -> None:
         if bench.get("ceilings", {}).get("copy_gbps"):
             ceilings = bench["ceilings"]
 
-        # One entry per op/direction/dtype: pass = every check row of this run passed; max_err =
+        # One verdict per op/direction/dtype: pass = every check row of this run passed; max_err =
         # worst row. A later run's rows for a key replace an earlier run's.
         fresh = {}
         for r in check["results"]:
@@ -76,13 +82,14 @@ def main() -> None:
             e["pass"] = e["pass"] and r["pass"]
             e["max_err"] = max(e["max_err"], r["max_err"] if r["max_err"] is not None else float("inf"))
         for key, verdict in fresh.items():
-            e = results.setdefault(key, {"op": key[0], "dir": key[1], "dtype": key[2]})
-            e.update(verdict)
             if several_commits:
-                e["commit"] = run_rev.get("commit")
+                verdict["commit"] = run_rev.get("commit")
+            verdicts[key] = verdict
+        # One timing per op/direction/dtype and bench case (`kiln bench`'s fixed, named problems;
+        # a bench.json without cases names each row by its shape).
         for r in bench["results"]:
-            key = (r["op"], r["dir"], r["dtype"])
-            e = results.setdefault(key, {"op": r["op"], "dir": r["dir"], "dtype": r["dtype"]})
+            case = r.get("case") or "x".join(str(d) for d in r.get("shape", []))
+            e = timings.setdefault((r["op"], r["dir"], r["dtype"], case), {})
             suffix = "_no_dparam" if r["variant"] == "no-dparam" else ""
             e["gbps" + suffix] = round(r["gbps"], 1)
             e["tflops" + suffix] = round(r["tflops"], 2)
@@ -92,6 +99,18 @@ def main() -> None:
             e["shape"] = r["shape"]
             if several_commits:
                 e["bench_commit"] = run_rev.get("commit")
+    # One entry per op/direction/dtype and bench case, the verdict on each; an op/direction/dtype
+    # without a timing has one entry without a case.
+    results = {}  # (op, dir, dtype) -> its entries, in bench order
+    for key in list(verdicts) + [k[:3] for k in timings]:
+        results.setdefault(key, [])
+    for (op, d, dtype, case), figures in timings.items():
+        results[(op, d, dtype)].append({"op": op, "dir": d, "dtype": dtype, "case": case, **figures})
+    for key, entries in results.items():
+        if not entries:
+            entries.append({"op": key[0], "dir": key[1], "dtype": key[2]})
+        for e in entries:
+            e.update(verdicts.get(key, {}))
     bench = {"ceilings": ceilings}
     # The model beside the measurements (its shapes are the emulator's, smaller than the bench's:
     # the ratio, not the time, carries over).
@@ -99,10 +118,14 @@ def main() -> None:
     model_path = pathlib.Path(__file__).resolve().parent.parent / "perf" / "model.json"
     model = json.loads(model_path.read_text())["results"] if model_path.exists() else []
     for m in model:
-        e = results.get((m["op"], m["dir"], m["dtype"]))
-        if e is not None:
+        for e in results.get((m["op"], m["dir"], m["dtype"]), []):
             e["model_traffic_ratio"] = round(m["traffic_ratio"], 3)
             e["model_bound_pct_of_copy"] = round(100.0 / m["traffic_ratio"], 1) if m["traffic_ratio"] > 0 else None
+
+    def same_case(entries, shape):
+        """The entries a peer row (timed at `shape`) speaks for: the one entry, else those of its shape."""
+        return entries if len(entries) == 1 else [e for e in entries if e.get("shape") == shape]
+
     # The last run that has peer figures.
     peers = next((load_json(out / "peers.json", {}) for out in reversed(outs) if (out / "peers.json").exists()), None)
     for r in (peers or {}).get("results", []):
@@ -110,21 +133,27 @@ def main() -> None:
         kiln_ms = r["kiln_ms"]
         ratios = r["ratios"]
         if kiln_ms is None:
-            # A peer-only row (benches/peers/equivariant.py): kiln's time is the bench's median,
-            # fwd alone or fwd + bwd.
+            # A peer-only row (benches/peers/equivariant.py): kiln's time is the bench's median of
+            # the same case, fwd alone or fwd + bwd.
             parts = ["fwd"] if r["dir"] == "fwd" else ["fwd", "bwd"]
-            medians = [results.get((r["op"], d, r["dtype"]), {}).get("median_us") for d in parts]
+            timed = [same_case(results.get((r["op"], d, r["dtype"]), []), r["shape"]) for d in parts]
+            medians = [t[0].get("median_us") if len(t) == 1 else None for t in timed]
             if any(m is None for m in medians):
-                continue  # the bench did not time this op: no ratio to record
+                continue  # the bench did not time this op and case: no ratio to record
             kiln_ms = sum(medians) / 1000.0
             ratios = {k: kiln_ms / v for k, v in r["peers"].items()}
-        e = results.setdefault(key, {"op": r["op"], "dir": r["dir"], "dtype": r["dtype"]})
-        e["peer_shape"] = r["shape"]
-        e["kiln_ms"] = round(kiln_ms, 4)
-        if "kiln_tflops" in r:
-            e["kiln_tflops"] = round(r["kiln_tflops"], 1)
-        e["peer_ms"] = {k: round(v, 4) for k, v in r["peers"].items()}
-        e["peers"] = {k: round(v, 3) for k, v in ratios.items()}
+        entries = results.setdefault(key, [])
+        targets = same_case(entries, r["shape"])
+        if not targets:
+            targets = [{"op": r["op"], "dir": r["dir"], "dtype": r["dtype"]}]
+            entries.extend(targets)
+        for e in targets:
+            e["peer_shape"] = r["shape"]
+            e["kiln_ms"] = round(kiln_ms, 4)
+            if "kiln_tflops" in r:
+                e["kiln_tflops"] = round(r["kiln_tflops"], 1)
+            e["peer_ms"] = {k: round(v, 4) for k, v in r["peers"].items()}
+            e["peers"] = {k: round(v, 3) for k, v in ratios.items()}
     latest = {
         "card": card,
         "date": date,
@@ -137,7 +166,8 @@ def main() -> None:
              "tests": test_summary(out)}
             for out, r in zip(outs, revs)
         ],
-        "results": sorted(results.values(), key=lambda e: (e["op"], e["dir"], e["dtype"])),
+        # Sorted by op, direction and dtype; the cases of one in bench order.
+        "results": sorted((e for es in results.values() for e in es), key=lambda e: (e["op"], e["dir"], e["dtype"])),
     }
     if peers is not None:
         latest["peers_env"] = peers.get("env", {})
@@ -155,12 +185,12 @@ def main() -> None:
         "",
         "Model columns: kiln model's traffic ratio (emulator, not measured) and the % of copy it bounds the kernel to.",
         "",
-        "| op | dir | dtype | pass | max_err | GB/s | % copy | % copy without dparam | model ratio | model bound % copy | TFLOP/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| op | dir | dtype | case | pass | max_err | GB/s | % copy | % copy without dparam | model ratio | model bound % copy | TFLOP/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in latest["results"]:
         lines.append(
-            f"| {e['op']} | {e['dir']} | {e['dtype']} | {e.get('pass', '-')} | {e.get('max_err', '-')} | "
+            f"| {e['op']} | {e['dir']} | {e['dtype']} | {e.get('case', '-')} | {e.get('pass', '-')} | {e.get('max_err', '-')} | "
             f"{e.get('gbps', '-')} | {e.get('pct_of_copy', '-')} | {e.get('pct_of_copy_no_dparam', '-')} | "
             f"{e.get('model_traffic_ratio', '-')} | {e.get('model_bound_pct_of_copy', '-')} | {e.get('tflops', '-')} |"
         )

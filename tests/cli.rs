@@ -177,7 +177,54 @@ fn bench_on_cpu_writes_json() {
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert!(v["ceilings"]["copy_gbps"].as_f64().unwrap() > 0.0);
     assert_eq!(v["results"].as_array().unwrap().len(), 6, "relu fwd+bwd in three dtypes");
+    // Each row names its fixed case: relu's one case is its CPU bench shape.
+    for r in v["results"].as_array().unwrap() {
+        assert_eq!((r["case"].as_str(), r["shape"].clone()), (Some("256x1024"), serde_json::json!([256, 1024])), "{r}");
+    }
+    assert!(out.contains("seed 0x6b696c6e") && out.contains("256x1024"), "{out}");
     let _ = std::fs::remove_file(path);
+}
+
+/// Bench problems are fixed: a seed is refused rather than silently ignored.
+#[test]
+fn bench_refuses_a_seed() {
+    let (code, _, err) = kiln(&["bench", "--backend", "cpu", "activation/relu", "--runs", "1", "--seed", "3"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("seed") && err.contains("fixed problems"), "{err}");
+}
+
+/// `--case` keeps the cases whose label contains it (here on the CPU reference, attention's
+/// small cases); a filter no case matches is an error before anything is timed.
+#[test]
+fn bench_case_filter_selects_by_label() {
+    let args = ["bench", "--backend", "cpu", "attention/alibi", "--runs", "1", "--dtype", "bf16", "--case"];
+    let (code, out, err) = kiln(&[&args[..], &["causal geometric"]].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("attention/alibi")).collect();
+    assert_eq!(rows.len(), 2, "fwd and bwd of one case\n{out}");
+    assert!(rows.iter().all(|r| r.contains(" B2xS128xH2xD64 causal geometric ")), "{out}");
+    let (code, out, err) = kiln(&[&args[..], &["B99"]].concat());
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("case") && !out.contains("attention/alibi"), "{out}{err}");
+}
+
+/// Attention's emulator cases by name, each timed once per direction: B2·S128, H2, D64, full
+/// and causal, every bias.
+#[test]
+fn bench_on_emu_names_the_attention_cases() {
+    if !kiln::build_info::EMU_COMPILED {
+        return;
+    }
+    let (code, out, err) = kiln(&["bench", "--backend", "emu", "attention/alibi", "--runs", "1", "--dtype", "bf16"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("attention/alibi")).collect();
+    assert_eq!(rows.len(), 12, "{out}");
+    for mode in ["full", "causal"] {
+        for bias in ["nobias", "alibi", "geometric"] {
+            let label = format!(" B2xS128xH2xD64 {mode} {bias} ");
+            assert_eq!(rows.iter().filter(|r| r.contains(&label)).count(), 2, "{label}: fwd and bwd\n{out}");
+        }
+    }
 }
 
 #[test]
@@ -223,12 +270,22 @@ fn perf_record_puts_the_model_beside_the_measurements() {
     write("nvidia-smi.txt", "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0)\n");
     write(
         "check.json",
-        r#"{"results":[{"op":"activation/relu","dir":"fwd","dtype":"bf16","pass":true,"max_err":0.0}]}"#,
+        r#"{"results":[{"op":"activation/relu","dir":"fwd","dtype":"bf16","pass":true,"max_err":0.0},
+            {"op":"attention/alibi","dir":"fwd","dtype":"bf16","pass":true,"max_err":0.01}]}"#,
     );
     write(
         "bench.json",
         r#"{"results":[{"op":"activation/relu","dir":"fwd","dtype":"bf16","variant":"default","gbps":2800.0,
             "tflops":0.7,"pct_of_copy":93.3,"shape":[1,2]}],"ceilings":{"copy_gbps":3000}}"#,
+    );
+    // Two named cases of one op, direction and dtype: an entry each, the verdict on both.
+    write(
+        "bench_attention.json",
+        r#"{"results":[{"op":"attention/alibi","dir":"fwd","dtype":"bf16","case":"B16xS1024xH16xD128 full nobias",
+            "variant":"","gbps":1.0,"tflops":300.0,"pct_of_copy":0.1,"shape":[16,1024,16,16,128]},
+            {"op":"attention/alibi","dir":"fwd","dtype":"bf16","case":"B8xS2048xH16xD128 causal alibi",
+            "variant":"","gbps":1.0,"tflops":250.0,"pct_of_copy":0.1,"shape":[8,2048,16,16,128]}],
+            "ceilings":{"copy_gbps":3000}}"#,
     );
     // A rerun after a fix (another commit) replaces the verdict it has and keeps the rest.
     let rerun = dir.join("rerun");
@@ -272,6 +329,20 @@ fn perf_record_puts_the_model_beside_the_measurements() {
     // perf/model.json models activation/relu fwd bf16 at every byte once.
     assert_eq!(relu["model_traffic_ratio"].as_f64(), Some(1.0), "{relu}");
     assert_eq!(latest["card"].as_str(), Some("NVIDIA H100 80GB HBM3"));
+    assert_eq!(relu["case"].as_str(), Some("1x2"), "a row without a case is named by its shape: {relu}");
+    let attention: Vec<_> =
+        latest["results"].as_array().unwrap().iter().filter(|e| e["op"] == "attention/alibi").collect();
+    let cases: Vec<_> =
+        attention.iter().map(|e| (e["case"].as_str(), e["tflops"].as_f64(), e["pass"].as_bool())).collect();
+    assert_eq!(
+        cases,
+        [
+            (Some("B16xS1024xH16xD128 full nobias"), Some(300.0), Some(true)),
+            (Some("B8xS2048xH16xD128 causal alibi"), Some(250.0), Some(true))
+        ],
+        "{attention:?}"
+    );
+    assert_eq!(attention[1]["shape"], serde_json::json!([8, 2048, 16, 16, 128]));
     let norm = latest["results"].as_array().unwrap().iter().find(|e| e["op"] == "norm/layernorm").unwrap();
     assert_eq!((norm["pass"].as_bool(), norm["commit"].as_str()), (Some(true), Some("fix")), "{norm}");
     assert_eq!(relu["commit"].as_str(), Some("abc"), "{relu}");
@@ -288,7 +359,7 @@ fn perf_record_puts_the_model_beside_the_measurements() {
         .find(|e| e.path().extension().is_some_and(|x| x == "md"));
     let table = std::fs::read_to_string(table.unwrap().path()).unwrap();
     assert!(
-        table.contains("| activation/relu | fwd | bf16 | True | 0.0 | 2800.0 | 93.3 | - | 1.0 | 100.0 | 0.7 |"),
+        table.contains("| activation/relu | fwd | bf16 | 1x2 | True | 0.0 | 2800.0 | 93.3 | - | 1.0 | 100.0 | 0.7 |"),
         "{table}"
     );
     std::fs::remove_dir_all(&dir).ok();

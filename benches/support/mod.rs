@@ -1,6 +1,7 @@
 //! Shared criterion driver: every op of a family from the registry, forward and
 //! backward, on the CPU reference (always) and the CUDA kernels (when a device exists),
-//! with throughput from the op's bytes model (or its FLOP model, for compute-bound ops).
+//! with throughput from the op's bytes model (or its FLOP model, for compute-bound ops), on the
+//! op's fixed, named bench cases (`Op::bench_cases`, seeded with `BENCH_SEED`), as `kiln bench`.
 
 use std::time::Duration;
 
@@ -8,8 +9,6 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use kiln::bench::{Prepared, median_seconds};
 use kiln::registry::{Direction, Op, Problem, select};
 use kiln::{DType, Device, build_info};
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 
 /// Benchmarks every op whose name starts with `family/`, with throughput in bytes (GB/s).
 #[allow(dead_code)] // each bench binary uses one of the two
@@ -29,12 +28,10 @@ fn bench_with(c: &mut Criterion, family: &str, throughput: impl Fn(&dyn Op, Dire
     if build_info::CUDA_COMPILED {
         devices.extend(Device::cuda(0).ok());
     }
-    let mut rng = StdRng::seed_from_u64(rand::random());
     for device in &devices {
         let mut group = c.benchmark_group(format!("{family}/{device}"));
         group.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
         for op in select(&[format!("{family}/")]) {
-            let shape = if device.is_cuda() { op.bench_shape_gpu() } else { op.bench_shape_cpu() };
             // The reference in one dtype: f32 where the op takes it.
             let dtypes: &[DType] = if device.is_cuda() {
                 op.dtypes()
@@ -43,21 +40,24 @@ fn bench_with(c: &mut Criterion, family: &str, throughput: impl Fn(&dyn Op, Dire
             } else {
                 &op.dtypes()[..1]
             };
-            for &dir in op.directions() {
-                let problem = op.random_problem(dir, &shape, &mut rng);
-                for &dtype in dtypes {
-                    group.throughput(throughput(op.as_ref(), dir, &problem, dtype));
-                    let id = BenchmarkId::new(format!("{}/{dir}", op.name()), dtype);
-                    let mut prepared =
-                        Prepared::new(op.as_ref(), dir, dtype, &problem, device, true).expect("inputs upload");
-                    // Each sample times `iters` runs with the clock kiln bench uses (CUDA
-                    // events on a GPU), reported as their median times `iters`.
-                    group.bench_function(id, |b| {
-                        b.iter_custom(|iters| {
-                            let s = median_seconds(device, iters as usize, || prepared.run()).expect("benchmark run");
-                            Duration::from_secs_f64(s * iters as f64)
-                        })
-                    });
+            for case in op.bench_cases(device.is_cuda()) {
+                for &dir in op.directions() {
+                    let problem = case.problem(dir);
+                    for &dtype in dtypes {
+                        group.throughput(throughput(op.as_ref(), dir, &problem, dtype));
+                        let id = BenchmarkId::new(format!("{}/{dir}/{}", op.name(), case.label), dtype);
+                        let mut prepared =
+                            Prepared::new(op.as_ref(), dir, dtype, &problem, device, true).expect("inputs upload");
+                        // Each sample times `iters` runs with the clock kiln bench uses (CUDA
+                        // events on a GPU), reported as their median times `iters`.
+                        group.bench_function(id, |b| {
+                            b.iter_custom(|iters| {
+                                let s =
+                                    median_seconds(device, iters as usize, || prepared.run()).expect("benchmark run");
+                                Duration::from_secs_f64(s * iters as f64)
+                            })
+                        });
+                    }
                 }
             }
         }

@@ -15,14 +15,19 @@
 // library's failed launch) is not kiln's to report or to consume, so nothing is launched and
 // launch_status() returns KILN_ERROR_CUDA_PENDING with the error left in place. The `for` runs
 // the launch statement at most once and, unlike an `if`, cannot capture a caller's `else`.
+// A launch with more than 48 KiB of dynamic shared memory opts its kernel in first
+// (allow_dynamic_shared); if the device refuses, nothing is launched and launch_status() reports
+// the refusal.
 #ifdef KILN_EMU
-#define KILN_LAUNCH(grid, block, smem, stream, ...)                                            \
-    for (bool kiln_launch_ = ::kiln::nothing_pending(); kiln_launch_; kiln_launch_ = false) \
+#define KILN_LAUNCH(grid, block, smem, stream, ...)                                                  \
+    for (bool kiln_launch_ = ::kiln::nothing_pending() && ::kiln::allow_dynamic_shared(&__VA_ARGS__, smem); \
+         kiln_launch_; kiln_launch_ = false)                                                          \
     ::kiln_emu::make_launcher(grid, block, smem, stream, &__VA_ARGS__, __FILE__, __LINE__, #__VA_ARGS__, \
                               ::kiln_emu::kernel_signature<&__VA_ARGS__>())
 #else
-#define KILN_LAUNCH(grid, block, smem, stream, ...)                                            \
-    for (bool kiln_launch_ = ::kiln::nothing_pending(); kiln_launch_; kiln_launch_ = false) \
+#define KILN_LAUNCH(grid, block, smem, stream, ...)                                                  \
+    for (bool kiln_launch_ = ::kiln::nothing_pending() && ::kiln::allow_dynamic_shared(&__VA_ARGS__, smem); \
+         kiln_launch_; kiln_launch_ = false)                                                          \
     __VA_ARGS__<<<grid, block, smem, stream>>>
 #endif
 
@@ -46,6 +51,20 @@ inline bool unusable_runtime(cudaError_t err) {
         case cudaErrorDevicesUnavailable: return true;
         default: return false;
     }
+}
+
+// Dynamic shared memory every kernel may use without opting in.
+constexpr size_t kDefaultDynamicShared = size_t(48) << 10;
+
+// Opts `kernel` into `smem` bytes of dynamic shared memory when that is above the default
+// (cudaFuncAttributeMaxDynamicSharedMemorySize, set on every such launch: the attribute belongs
+// to the current device's context, and setting it costs a driver call of about a microsecond).
+// False when the device refuses (more than it has): the error is then the thread's last error.
+template <typename Kernel>
+inline bool allow_dynamic_shared(Kernel* kernel, size_t smem) {
+    if (smem <= kDefaultDynamicShared) return true;
+    return cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                static_cast<int>(smem)) == cudaSuccess;
 }
 
 // True when no CUDA error is pending on this thread (KILN_LAUNCH then launches).

@@ -1,5 +1,5 @@
 // The only home of inline PTX in kiln: tensor-core MMA, ldmatrix, cp.async and the SFU's
-// approximate rcp/ex2, each a wrapper
+// approximate rcp/ex2/sqrt, each a wrapper
 // whose emulated body (KILN_EMU) follows the PTX ISA's definition exactly, fragment layouts
 // included, so a kernel built on them runs on the emulator as it would on a GPU.
 //
@@ -281,6 +281,20 @@ __device__ __forceinline__ float ex2_approx_ftz(float x) {
 #else
     float r;
     asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
+    return r;
+#endif
+}
+
+// The SFU's approximate square root (PTX ISA "sqrt.approx.ftz.f32": one MUFU instruction, max
+// relative error 2^-23 on sm_80 and later). sqrtf compiles to the IEEE sequence (a reciprocal
+// square root and a Newton correction with range checks, ~8 instructions), which geometric
+// ALiBi's per-score distance need not pay. Emulated correctly rounded, with the same flushing.
+__device__ __forceinline__ float sqrt_approx_ftz(float x) {
+#ifdef KILN_EMU
+    return emu::flush_subnormal(std::sqrt(emu::flush_subnormal(x)));
+#else
+    float r;
+    asm("sqrt.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
     return r;
 #endif
 }

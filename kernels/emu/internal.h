@@ -178,6 +178,10 @@ struct Alloc {
 };
 
 constexpr size_t kRedzone = 256;
+// Dynamic shared memory a kernel gets without opting in, and the most it may opt into (sm_80's
+// 163 KiB: the smallest of the architectures kiln builds for; sm_90 allows 227 KiB).
+constexpr size_t kDefaultDynamicShared = size_t(48) << 10;
+constexpr size_t kMaxOptInShared = size_t(163) << 10;
 // Unmapped bytes on either side of every emulated allocation (see Alloc::reserve).
 constexpr size_t kGuard = size_t(1) << 20;
 

@@ -544,8 +544,14 @@ bool is_host_pointer_word(uint64_t word) {
     return mincore(reinterpret_cast<void*>(page), 1, &resident) == 0;
 }
 
-cudaError_t launch(dim3 grid, dim3 block, size_t smem, cudaStream_t, Invoke invoke, const void* frame,
-                   size_t frame_bytes, const LaunchSite& site, bool host_pointers) {
+// Dynamic shared memory each kernel opted into (cudaFuncSetAttribute), by kernel.
+std::map<const void*, size_t>& opted_in_shared() {
+    static std::map<const void*, size_t> m;
+    return m;
+}
+
+cudaError_t launch(const void* kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t, Invoke invoke,
+                   const void* frame, size_t frame_bytes, const LaunchSite& site, bool host_pointers) {
     const uint64_t threads = uint64_t(block.x) * block.y * block.z;
     // CUDA's limits for every architecture kiln targets (sm_80, sm_90).
     const bool bad_block = block.x == 0 || block.y == 0 || block.z == 0 || block.x > 1024 || block.y > 1024 ||
@@ -556,10 +562,15 @@ cudaError_t launch(dim3 grid, dim3 block, size_t smem, cudaStream_t, Invoke invo
         t_last_error = cudaErrorInvalidConfiguration;
         return t_last_error;
     }
-    // Dynamic shared memory above 48 KiB needs cudaFuncSetAttribute, which kiln does not call.
-    if (smem > size_t(48) << 10) {
-        t_last_error = cudaErrorInvalidValue;
-        return t_last_error;
+    // Dynamic shared memory above 48 KiB needs the kernel's opt-in (cudaFuncSetAttribute) for at
+    // least as much, as on a GPU.
+    if (smem > kDefaultDynamicShared) {
+        std::lock_guard<std::recursive_mutex> lock(big_lock());
+        const auto it = opted_in_shared().find(kernel);
+        if (it == opted_in_shared().end() || smem > it->second) {
+            t_last_error = cudaErrorInvalidValue;
+            return t_last_error;
+        }
     }
 
     std::lock_guard<std::recursive_mutex> lock(big_lock());
@@ -705,6 +716,19 @@ cudaError_t kiln_emu_cudaMemcpyAsync(void* dst, const void* src, size_t bytes, c
 }
 
 cudaError_t kiln_emu_cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+
+cudaError_t kiln_emu_cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
+    // Only the attribute kiln sets; the opt-in is bounded by the smallest architecture kiln
+    // targets (sm_80: 163 KiB), so a kernel that fits here fits every GPU kiln builds for.
+    if (func == nullptr || attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 ||
+        size_t(value) > kMaxOptInShared) {
+        t_last_error = cudaErrorInvalidValue;
+        return t_last_error;
+    }
+    std::lock_guard<std::recursive_mutex> lock(big_lock());
+    opted_in_shared()[func] = size_t(value);
+    return cudaSuccess;
+}
 
 const char* kiln_emu_cudaGetErrorString(cudaError_t err) {
     switch (err) {

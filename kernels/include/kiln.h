@@ -377,6 +377,23 @@ kiln_status kiln_attention_alibi_fwd(kiln_dtype dtype, const void* q, const void
                                      int64_t head_dim, int64_t max_seqlen_q, int32_t causal, float softmax_scale,
                                      void* out, float* lse, void* stream);
 
+/** Tile variants of the forward, for tuning sweeps (scripts/gpu-run.sh, step sweep-attention):
+ * how many a head dimension has (0: none; 64 and 128 have some), and variant `variant`'s name
+ * (warps x query rows per warp x keys per tile; NULL out of range). Variant 0 is the
+ * configuration kiln_attention_alibi_fwd runs. */
+int32_t kiln_attention_fwd_variants(int64_t head_dim);
+const char* kiln_attention_fwd_variant_name(int64_t head_dim, int32_t variant);
+/** kiln_attention_alibi_fwd through tile variant `variant` of head_dim: bf16 only
+ * (KILN_ERROR_INVALID_DTYPE otherwise), no bias or linear ALiBi (positions must be NULL:
+ * KILN_ERROR_INVALID_VALUE, as for a variant out of range); the same arguments, checks and
+ * results otherwise. */
+kiln_status kiln_attention_alibi_fwd_variant(int32_t variant, kiln_dtype dtype, const void* q, const void* k,
+                                             const void* v, const int32_t* cu_seqlens_q, const int32_t* cu_seqlens_k,
+                                             const float* slopes, int32_t slopes_per_batch, const float* positions,
+                                             int64_t batch, int64_t total_q, int64_t total_k, int64_t heads,
+                                             int64_t heads_k, int64_t head_dim, int64_t max_seqlen_q, int32_t causal,
+                                             float softmax_scale, void* out, float* lse, void* stream);
+
 /** The padded form's lse (kiln::attention::forward_padded): lse [heads, tokens] (f32) gets -inf
  * everywhere, then lse[h, indices[i]] = lse_packed[h, i] for the nnz kept tokens (lse_packed
  * [heads, nnz] f32 from kiln_attention_alibi_fwd on the unpadded tokens, indices [nnz] int32

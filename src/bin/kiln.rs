@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use kiln::bench::{BenchRow, copy_bandwidth, time_op};
 use kiln::check::{CheckRow, check_shapes};
-use kiln::registry::{Direction, Op, Params, Storage, Tensors, find, registry, select};
+use kiln::registry::{BENCH_SEED, Direction, Op, Params, Storage, Tensors, find, registry, select};
 use kiln::{DType, Device, Error, Result, Tensor, build_info};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -30,13 +30,38 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Time ops: GB/s against the bytes model and % of the measured copy bandwidth.
+    /// Time ops on fixed, named problems (each op's bench cases; one seed): GB/s against the
+    /// bytes model, % of the measured copy bandwidth, TFLOP/s against the FLOP model.
     Bench {
         #[command(flatten)]
         common: Common,
         /// Timed runs per configuration (median reported).
         #[arg(long)]
         runs: Option<usize>,
+        /// Only the bench cases whose label contains one of these (repeatable; e.g.
+        /// `--case "B8xS2048xH16xD128 causal"`); every case when none.
+        #[arg(long = "case")]
+        cases: Vec<String>,
+    },
+    /// Sweep the attention forward's tile variants (kiln.h `kiln_attention_alibi_fwd_variant`):
+    /// each checked against the reference, then timed on fixed dense bf16 shapes (16k tokens,
+    /// D = 128 and 64, causal and not, no bias and ALiBi) in two rounds, the list forwards then
+    /// backwards; the fastest passing variant of each case is marked `*`.
+    Sweep {
+        #[arg(long, value_enum, default_value_t = Backend::Auto)]
+        backend: Backend,
+        /// Timed runs per median (on a GPU).
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// The small shapes (B = 2 · S = 64, H = 2, two cases per head dim): the emulator's rehearsal.
+        #[arg(long)]
+        small: bool,
+        /// Head dims to sweep (comma-separated; 128 and 64 have variants).
+        #[arg(long, value_delimiter = ',', default_values_t = [128usize, 64])]
+        head_dim: Vec<usize>,
+        /// Also write the rows as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// A MODEL of each op's memory traffic, counted on the emulator (no GPU needed): DRAM bytes
     /// against the op's ideal, sectors per warp load/store, shared-memory wavefronts, the
@@ -83,7 +108,8 @@ struct Common {
     /// Only these dtypes (comma-separated).
     #[arg(long, value_delimiter = ',', value_parser = parse_dtype)]
     dtype: Vec<DType>,
-    /// RNG seed (a fresh one, printed, when absent).
+    /// RNG seed of check and model (a fresh one, printed, when absent); bench takes none: its
+    /// problems are fixed (`kiln::registry::BENCH_SEED`).
     #[arg(long)]
     seed: Option<u64>,
     /// Also write the results as JSON to this file.
@@ -131,8 +157,9 @@ fn main() -> ExitCode {
         Command::Info => info(),
         Command::List => list(),
         Command::Check { common } => check(&common),
-        Command::Bench { common, runs } => bench(&common, runs),
+        Command::Bench { common, runs, cases } => bench(&common, runs, &cases),
         Command::Model { common, shape, sites } => model(&common, &shape, sites),
+        Command::Sweep { backend, runs, small, head_dim, json } => sweep(backend, runs, small, head_dim, json),
         Command::Run { op, dir, bwd, backend, dtype, params } => run(&op, &dir, bwd, backend, dtype, &params),
     };
     match result {
@@ -339,8 +366,9 @@ fn write_bench_json(path: Option<&Path>, device: &Device, copy: f64, rows: &[Ben
     let results: Vec<_> = rows
         .iter()
         .map(|r| {
-            json!({"op": r.op, "dir": r.dir, "dtype": r.dtype.name(), "shape": r.shape, "variant": r.variant,
-                   "median_us": r.median_us, "gbps": r.gbps, "tflops": r.tflops, "pct_of_copy": 100.0 * r.gbps / copy})
+            json!({"op": r.op, "dir": r.dir, "dtype": r.dtype.name(), "case": r.case, "shape": r.shape,
+                   "variant": r.variant, "median_us": r.median_us, "gbps": r.gbps, "tflops": r.tflops,
+                   "pct_of_copy": 100.0 * r.gbps / copy})
         })
         .collect();
     write_json(path, &json!({"device": device.to_string(), "ceilings": {"copy_gbps": copy}, "results": results}))
@@ -435,13 +463,69 @@ fn model(common: &Common, shape: &[usize], sites: bool) -> Result<ExitCode> {
 
 /// One line of the bench table: the header and every row share these column widths (text
 /// left-aligned, figures right-aligned).
-fn bench_line([op, dir, dtype, shape, variant, median_us, gbps, pct, tflops]: [&str; 9]) -> String {
-    format!("{op:<24} {dir:<4} {dtype:<5} {shape:<18} {variant:<10} {median_us:>10} {gbps:>9} {pct:>7} {tflops:>8}")
+fn bench_line([op, dir, dtype, case, variant, median_us, gbps, pct, tflops]: [&str; 9]) -> String {
+    format!("{op:<24} {dir:<4} {dtype:<5} {case:<36} {variant:<10} {median_us:>10} {gbps:>9} {pct:>7} {tflops:>8}")
 }
 
-fn bench(common: &Common, runs: Option<usize>) -> Result<ExitCode> {
+fn sweep(backend: Backend, runs: usize, small: bool, head_dims: Vec<usize>, json: Option<PathBuf>) -> Result<ExitCode> {
+    if let Some(d) = head_dims.iter().find(|&&d| kiln::attention::forward_variants(d) == 0) {
+        let reason = format!("{d}: only head dims 128 and 64 have tile variants");
+        return Err(Error::InvalidValue { arg: "head-dim", reason });
+    }
+    let device = device_for(backend)?;
+    if matches!(device, Device::Cpu) {
+        let reason = "the sweep times kernels: it needs --backend cuda or emu".to_string();
+        return Err(Error::InvalidValue { arg: "backend", reason });
+    }
+    println!("{}", describe_backend(&device));
+    let options = kiln::sweep::SweepOptions { small, runs, head_dims };
+    let rows = kiln::sweep::sweep_attention(&device, &options)?;
+    println!(
+        "{:<36} {:>7} {:<18} {:>5} {:>10} {:>10} {:>8}",
+        "case", "variant", "name", "gate", "round1_us", "round2_us", "TFLOP/s"
+    );
+    for r in &rows {
+        println!(
+            "{:<36} {:>7} {:<18} {:>5} {:>10.1} {:>10.1} {:>8.1}{}",
+            r.case,
+            r.variant,
+            r.name,
+            if r.pass { "PASS" } else { "FAIL" },
+            r.median_us[0],
+            r.median_us[1],
+            r.tflops,
+            if r.best { " *" } else { "" }
+        );
+    }
+    if let Some(path) = json {
+        let rows: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "case": r.case, "head_dim": r.head_dim, "variant": r.variant, "name": r.name,
+                    "pass": r.pass, "median_us": [r.median_us[0], r.median_us[1]], "tflops": r.tflops,
+                    "best": r.best,
+                })
+            })
+            .collect();
+        write_json(&path, &json!({ "device": device.to_string(), "runs": runs, "rows": rows }))?;
+    }
+    let failed = rows.iter().filter(|r| !r.pass).count();
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn bench(common: &Common, runs: Option<usize>, case_filters: &[String]) -> Result<ExitCode> {
+    if common.seed.is_some() {
+        let reason = format!("kiln bench times fixed problems (seed {BENCH_SEED:#x}); --seed is for check and model");
+        return Err(Error::InvalidValue { arg: "seed", reason });
+    }
     let device = device_for(common.backend)?;
-    let mut rng = rng_for(common.seed);
+    let ops = selected(common)?;
+    let wanted = |label: &str| case_filters.is_empty() || case_filters.iter().any(|f| label.contains(f.as_str()));
+    if !ops.iter().any(|op| op.bench_cases(device.is_cuda()).iter().any(|c| wanted(&c.label))) {
+        let reason = format!("no bench case of the selected ops has a label containing any of {case_filters:?}");
+        return Err(Error::InvalidValue { arg: "case", reason });
+    }
     let (runs, copy_bytes) = match device {
         Device::Cpu | Device::Emu(_) => (runs.unwrap_or(5), 64 << 20),
         Device::Cuda(_) => (runs.unwrap_or(50), 1 << 30),
@@ -449,41 +533,42 @@ fn bench(common: &Common, runs: Option<usize>) -> Result<ExitCode> {
     println!("{}", describe_backend(&device));
     let copy = copy_bandwidth(&device, copy_bytes, runs)?;
     println!("device {device}; copy bandwidth {copy:.1} GB/s ({} MiB copied; the ceiling below)", copy_bytes >> 20);
-    println!("{}", bench_line(["op", "dir", "dtype", "shape", "variant", "median_us", "GB/s", "%copy", "TFLOP/s"]));
+    println!("every problem is a fixed, named case (the `case` column) built from seed {BENCH_SEED:#x}");
+    println!("{}", bench_line(["op", "dir", "dtype", "case", "variant", "median_us", "GB/s", "%copy", "TFLOP/s"]));
     let mut rows: Vec<BenchRow> = Vec::new();
-    for op in selected(common)? {
-        // The emulator takes the CPU's small shapes: it runs some 20-40 M elements/s unchecked.
-        let shape = if device.is_cuda() { op.bench_shape_gpu() } else { op.bench_shape_cpu() };
-        for &dir in op.directions() {
-            // One problem per op and direction, uploaded in each dtype: generating 2^26
-            // random inputs costs more than timing them.
-            let problem = op.random_problem(dir, &shape, &mut rng);
-            for dtype in dtypes(common, op.as_ref()) {
-                let has_reduction =
-                    op.reductions_are_optional() && op.outputs(dir, &problem)?.iter().any(|(o, _)| o.reduction);
-                let variants: &[bool] = if has_reduction { &[true, false] } else { &[true] };
-                for &with in variants {
-                    let mut r = time_op(op.as_ref(), dir, dtype, &problem, &device, runs, with)?;
-                    r.shape = shape.clone();
-                    println!(
-                        "{}",
-                        bench_line([
-                            &r.op,
-                            &r.dir,
-                            r.dtype.name(),
-                            &format!("{:?}", r.shape),
-                            &r.variant,
-                            &format!("{:.1}", r.median_us),
-                            &format!("{:.1}", r.gbps),
-                            &format!("{:.1}%", 100.0 * r.gbps / copy),
-                            &format!("{:.2}", r.tflops),
-                        ])
-                    );
-                    rows.push(r);
+    for op in ops {
+        // The emulator takes the CPU's small cases: it runs some 20-40 M elements/s unchecked.
+        for case in op.bench_cases(device.is_cuda()).into_iter().filter(|c| wanted(&c.label)) {
+            for &dir in op.directions() {
+                // One problem per case and direction, uploaded in each dtype: generating 2^26
+                // random inputs costs more than timing them.
+                let problem = case.problem(dir);
+                for dtype in dtypes(common, op.as_ref()) {
+                    let has_reduction =
+                        op.reductions_are_optional() && op.outputs(dir, &problem)?.iter().any(|(o, _)| o.reduction);
+                    let variants: &[bool] = if has_reduction { &[true, false] } else { &[true] };
+                    for &with in variants {
+                        let r = time_op(op.as_ref(), dir, dtype, &case, &problem, &device, runs, with)?;
+                        println!(
+                            "{}",
+                            bench_line([
+                                &r.op,
+                                &r.dir,
+                                r.dtype.name(),
+                                &r.case,
+                                &r.variant,
+                                &format!("{:.1}", r.median_us),
+                                &format!("{:.1}", r.gbps),
+                                &format!("{:.1}%", 100.0 * r.gbps / copy),
+                                &format!("{:.2}", r.tflops),
+                            ])
+                        );
+                        rows.push(r);
+                    }
                 }
+                // After every case and direction, as `check` does: a stopped run keeps its rows.
+                write_bench_json(common.json.as_deref(), &device, copy, &rows)?;
             }
-            // After every op and direction, as `check` does: a stopped run keeps its rows.
-            write_bench_json(common.json.as_deref(), &device, copy, &rows)?;
         }
     }
     write_bench_json(common.json.as_deref(), &device, copy, &rows)?;

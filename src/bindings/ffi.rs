@@ -867,6 +867,40 @@ unsafe extern "C" {
     ) -> kiln_status;
 }
 unsafe extern "C" {
+    #[doc = " Tile variants of the forward, for tuning sweeps (scripts/gpu-run.sh, step sweep-attention):\n how many a head dimension has (0: none; 64 and 128 have some), and variant `variant`'s name\n (warps x query rows per warp x keys per tile; NULL out of range). Variant 0 is the\n configuration kiln_attention_alibi_fwd runs."]
+    pub fn kiln_attention_fwd_variants(head_dim: i64) -> i32;
+}
+unsafe extern "C" {
+    pub fn kiln_attention_fwd_variant_name(head_dim: i64, variant: i32) -> *const ::std::os::raw::c_char;
+}
+unsafe extern "C" {
+    #[doc = " kiln_attention_alibi_fwd through tile variant `variant` of head_dim: bf16 only\n (KILN_ERROR_INVALID_DTYPE otherwise), no bias or linear ALiBi (positions must be NULL:\n KILN_ERROR_INVALID_VALUE, as for a variant out of range); the same arguments, checks and\n results otherwise."]
+    pub fn kiln_attention_alibi_fwd_variant(
+        variant: i32,
+        dtype: kiln_dtype,
+        q: *const ::std::os::raw::c_void,
+        k: *const ::std::os::raw::c_void,
+        v: *const ::std::os::raw::c_void,
+        cu_seqlens_q: *const i32,
+        cu_seqlens_k: *const i32,
+        slopes: *const f32,
+        slopes_per_batch: i32,
+        positions: *const f32,
+        batch: i64,
+        total_q: i64,
+        total_k: i64,
+        heads: i64,
+        heads_k: i64,
+        head_dim: i64,
+        max_seqlen_q: i64,
+        causal: i32,
+        softmax_scale: f32,
+        out: *mut ::std::os::raw::c_void,
+        lse: *mut f32,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
     #[doc = " The padded form's lse (kiln::attention::forward_padded): lse [heads, tokens] (f32) gets -inf\n everywhere, then lse[h, indices[i]] = lse_packed[h, i] for the nnz kept tokens (lse_packed\n [heads, nnz] f32 from kiln_attention_alibi_fwd on the unpadded tokens, indices [nnz] int32\n from kiln_padding_unpad_fwd). An index outside [0, tokens) is skipped."]
     pub fn kiln_attention_lse_pad_fwd(
         lse_packed: *const f32,

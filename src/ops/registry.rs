@@ -13,6 +13,7 @@ pub type Tensors = BTreeMap<String, Tensor>;
 /// Arrays by argument name: what references return.
 pub type Arrays = BTreeMap<String, Array>;
 
+use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::check_row::CheckRow;
@@ -136,7 +137,7 @@ impl Array {
 }
 
 /// One problem instance: named inputs and parameters.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Problem {
     /// Inputs by name, in f64 (rounded to their storage before a check).
     pub inputs: BTreeMap<String, Array>,
@@ -191,6 +192,60 @@ impl Problem {
         }
         p
     }
+}
+
+/// The seed of every benchmark problem (`kiln bench`, the criterion benches): each
+/// [`BenchCase`] builds its problem from a fresh generator seeded with it, so two runs, and
+/// two selections of ops, time the same tensors. ("kiln" in ASCII.)
+pub const BENCH_SEED: u64 = 0x6b69_6c6e;
+
+/// One fixed benchmark problem of an op: a label naming it (shape and options, as a bench row
+/// prints it) and the construction of its [`Problem`], seeded with [`BENCH_SEED`].
+pub struct BenchCase<'a> {
+    /// Names the problem: the shape and its options (`16384x4096`,
+    /// `B8xS2048xH16xD128 causal alibi`); the `case` of a bench row.
+    pub label: String,
+    /// The main-input shape in the op's bench-shape convention (the `shape` of a bench row;
+    /// attention: `[batch, seqlen, heads, heads_k, head_dim]`, seqlen the longest sequence).
+    pub shape: Vec<usize>,
+    build: Box<BuildProblem<'a>>,
+}
+
+/// How a [`BenchCase`] makes its problem in a direction from a seeded generator.
+type BuildProblem<'a> = dyn Fn(Direction, &mut StdRng) -> Problem + 'a;
+
+impl<'a> BenchCase<'a> {
+    /// A case whose problem `build` makes from a generator seeded with [`BENCH_SEED`].
+    pub fn new(
+        label: impl Into<String>,
+        shape: Vec<usize>,
+        build: impl Fn(Direction, &mut StdRng) -> Problem + 'a,
+    ) -> BenchCase<'a> {
+        BenchCase { label: label.into(), shape, build: Box::new(build) }
+    }
+
+    /// The op's random problem of `shape` with the fixed seed, labelled by the shape
+    /// (`16384x4096`): what [`Op::bench_cases`] gives unless the op names its own cases.
+    pub fn of_shape<O: Op + ?Sized>(op: &'a O, shape: Vec<usize>) -> BenchCase<'a> {
+        let dims = shape.clone();
+        BenchCase::new(shape_label(&shape), shape, move |dir, rng| op.random_problem(dir, &dims, rng))
+    }
+
+    /// The case's problem in direction `dir`: the same inputs every time.
+    pub fn problem(&self, dir: Direction) -> Problem {
+        (self.build)(dir, &mut StdRng::seed_from_u64(BENCH_SEED))
+    }
+}
+
+impl fmt::Debug for BenchCase<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BenchCase").field("label", &self.label).field("shape", &self.shape).finish_non_exhaustive()
+    }
+}
+
+/// A shape as a bench label: its dimensions joined by `x` (`16384x4096`).
+pub fn shape_label(shape: &[usize]) -> String {
+    shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x")
 }
 
 /// One op of one family: everything the CLI, the benches and the generic tests need.
@@ -256,8 +311,15 @@ pub trait Op: Send + Sync {
     fn check_shapes(&self) -> Vec<Vec<usize>>;
     /// Main-input shape for benchmarks on a GPU (≥ 2^26 elements where the issue asks).
     fn bench_shape_gpu(&self) -> Vec<usize>;
-    /// Main-input shape for benchmarks of the CPU reference.
+    /// Main-input shape for benchmarks of the CPU reference (and of the emulator).
     fn bench_shape_cpu(&self) -> Vec<usize>;
+    /// The fixed problems `kiln bench` and the criterion benches time: on a GPU (`gpu`) or on
+    /// the CPU and the emulator. By default one case, the bench shape
+    /// ([`Op::bench_shape_gpu`] / [`Op::bench_shape_cpu`]) labelled by itself; an op whose
+    /// figures depend on more than a shape (attention: lengths, causal, bias) names its cases.
+    fn bench_cases(&self, gpu: bool) -> Vec<BenchCase<'_>> {
+        vec![BenchCase::of_shape(self, if gpu { self.bench_shape_gpu() } else { self.bench_shape_cpu() })]
+    }
     /// The reference's own checks: finite differences for every gradient and the
     /// family's identities. Run by `kiln check --backend cpu` and the tests.
     fn self_checks(&self, rng: &mut StdRng) -> Vec<CheckRow>;

@@ -1,7 +1,9 @@
 //! Timing ops for `kiln bench` and the criterion benches: CUDA events after a warm-up,
 //! median of many runs (GPU); wall clock (CPU, and the emulator, which runs synchronously).
 //! Results are GB/s against the bytes model and, beside them, the device-to-device copy
-//! bandwidth measured in the same run.
+//! bandwidth measured in the same run. What is timed is always one of the op's fixed, named
+//! [`BenchCase`]s (its problem built from [`crate::ops::registry::BENCH_SEED`]), never a
+//! random problem, so every figure names a problem another run can time again.
 
 use std::time::Instant;
 
@@ -12,7 +14,7 @@ use crate::core::dtype::DType;
 use crate::core::emu::EmuBuffer;
 use crate::core::error::Result;
 use crate::core::tensor::Tensor;
-use crate::ops::registry::{Direction, Op, Problem, Tensors};
+use crate::ops::registry::{BenchCase, Direction, Op, Problem, Tensors};
 
 /// Runs before timing starts, to reach steady clocks and warm caches of code, not data.
 const WARMUP_RUNS: usize = 5;
@@ -26,7 +28,10 @@ pub struct BenchRow {
     pub dir: String,
     /// Storage dtype.
     pub dtype: DType,
-    /// Main-input shape.
+    /// The bench case's label: its shape and options (`16384x4096`,
+    /// `B8xS2048xH16xD128 causal alibi`).
+    pub case: String,
+    /// The bench case's main-input shape.
     pub shape: Vec<usize>,
     /// `""`, or `no-dparam` for a backward timed without its parameter reduction.
     pub variant: String,
@@ -146,12 +151,15 @@ impl<'a> Prepared<'a> {
     }
 }
 
-/// Times `op` in `dir` and `dtype` on `problem` (inputs are rounded on upload): the median
-/// of `runs`. With `with_reductions == false`, reduction outputs are not requested.
+/// Times `op` in `dir` and `dtype` on `problem`, the problem of `case` in `dir` (inputs are
+/// rounded on upload): the median of `runs`. With `with_reductions == false`, reduction
+/// outputs are not requested.
+#[allow(clippy::too_many_arguments)] // each is one axis of a bench row
 pub fn time_op(
     op: &dyn Op,
     dir: Direction,
     dtype: DType,
+    case: &BenchCase,
     problem: &Problem,
     device: &Device,
     runs: usize,
@@ -163,7 +171,8 @@ pub fn time_op(
         op: op.full_name(),
         dir: dir.name().into(),
         dtype,
-        shape: problem.inputs.get("x").or(problem.inputs.values().next()).map(|a| a.shape.clone()).unwrap_or_default(),
+        case: case.label.clone(),
+        shape: case.shape.clone(),
         variant: if with_reductions { String::new() } else { "no-dparam".into() },
         median_us: seconds * 1e6,
         gbps: op.bytes(dir, problem, dtype) as f64 / seconds / 1e9,

@@ -13,3 +13,4 @@ pub mod npy;
 pub mod occupancy;
 mod params;
 pub mod sass;
+pub mod sweep;

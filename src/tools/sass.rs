@@ -34,9 +34,27 @@ pub struct SassKernel {
     /// Bytes one lane moves through the global loads and stores inside a loop, per iteration
     /// (16 per 128-bit access, 8 per 64-bit, 4 per plain, 2 or 1 per 16-/8-bit).
     pub bytes_per_lane_in_loop: usize,
+    /// Tensor-core instructions (`HMMA`, `HGMMA`) in the kernel.
+    pub mma: usize,
+    /// The main loop: the loop (a backward branch's range) holding the most tensor-core
+    /// instructions, the innermost among equals; its tensor-core instructions and all its
+    /// instructions (NOPs aside). Zero when no loop holds one.
+    pub main_loop_mma: usize,
+    /// Instructions of the main loop (see `main_loop_mma`).
+    pub main_loop_instructions: usize,
+    /// Local-memory instructions (`LDL`, `STL`): spills or stack arrays, which a fast kernel has
+    /// none of.
+    pub local_memory: usize,
 }
 
 impl SassKernel {
+    /// The tensor-core share of the main loop: its MMA instructions over all of its instructions
+    /// (None without a loop holding an MMA). What else the loop issues (address arithmetic,
+    /// barriers, the softmax's scalar work) is what keeps the tensor cores idle.
+    pub fn tensor_core_share(&self) -> Option<f64> {
+        (self.main_loop_mma > 0).then(|| self.main_loop_mma as f64 / self.main_loop_instructions as f64)
+    }
+
     /// Loop instructions per 512 bytes a warp moves in the loop, i.e. per 128-bit access of a
     /// vector loop (None without a global access in a loop). 512 bytes are what an H200 SM
     /// scheduler's share of DRAM bandwidth (4.2 TB/s / (132 × 4)) takes about 127 issue cycles
@@ -148,9 +166,23 @@ fn count(name: String, body: &[(u64, String)]) -> SassKernel {
         })
         .collect();
     let in_loop = |addr: u64| loops.iter().any(|&(lo, hi)| (lo..=hi).contains(&addr));
+    let is_mma = |op: &str| op.starts_with("HMMA") || op.starts_with("HGMMA");
     let mut k = SassKernel { name, loops: loops.len(), ..SassKernel::default() };
+    // The main loop: most MMAs, then the shortest range (the innermost of nested loops).
+    let in_range = |lo: u64, hi: u64| body.iter().filter(move |(a, t)| (lo..=hi).contains(a) && opcode(t) != "NOP");
+    if let Some((mma, len)) = loops
+        .iter()
+        .map(|&(lo, hi)| (in_range(lo, hi).filter(|(_, t)| is_mma(&opcode(t))).count(), in_range(lo, hi).count()))
+        .filter(|&(mma, _)| mma > 0)
+        .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))
+    {
+        k.main_loop_mma = mma;
+        k.main_loop_instructions = len;
+    }
     for (addr, text) in body {
         let op = opcode(text);
+        k.mma += usize::from(is_mma(&op));
+        k.local_memory += usize::from(op.starts_with("LDL") || op.starts_with("STL"));
         if in_loop(*addr) && op != "NOP" {
             k.instructions_in_loop += 1;
             if op.starts_with("LDG") || op.starts_with("STG") {
@@ -261,11 +293,42 @@ mod tests {
             stg_narrow: 1,
             instructions_in_loop: 3, // LDG, STG and the branch at 0x20..0x40
             bytes_per_lane_in_loop: 32,
+            ..SassKernel::default()
         };
         assert_eq!(k[0], want);
         assert_eq!(k[0].instructions_per_512_bytes(), Some(1.5));
         assert_eq!((k[1].loops, k[1].ldg_narrow, k[1].instructions_per_512_bytes()), (0, 1, None));
         assert_eq!(["LDG.E.128", "STG.E.64", "LDG.E", "LDG.E.U16", "STG.E.U8"].map(access_bytes), [16, 8, 4, 2, 1]);
+    }
+
+    #[test]
+    fn finds_the_main_loop_and_its_tensor_core_share() {
+        // An outer loop 0x10..0x90 around an inner one 0x20..0x60 with 2 of its 4 HMMAs (plus
+        // one outside the inner loop); a spill.
+        let sass = "\
+            Function : _ZN4kiln9attention20attention_fwd_kernelEv\n\
+            /*0000*/                   MOV R1, c[0x0][0x28] ;\n\
+            /*0010*/                   HMMA.16816.F32.BF16 R4, R8, R12, R4 ;\n\
+            /*0020*/                   HMMA.16816.F32.BF16 R4, R8, R12, R4 ;\n\
+            /*0030*/                   FADD R4, R4, R5 ;\n\
+            /*0040*/                   NOP ;\n\
+            /*0050*/                   HMMA.16816.F32.BF16 R4, R8, R12, R4 ;\n\
+            /*0060*/              @!P0 BRA 0x20 ;\n\
+            /*0070*/                   STL [R1], R4 ;\n\
+            /*0080*/                   LDL R4, [R1] ;\n\
+            /*0090*/              @!P1 BRA 0x10 ;\n\
+            /*00a0*/                   EXIT ;\n";
+        let k = &parse(sass)[0];
+        assert_eq!((k.mma, k.main_loop_mma, k.local_memory), (3, 3, 2));
+        // The outer loop holds the most MMAs (3): 8 instructions without the NOP.
+        assert_eq!(k.main_loop_instructions, 8);
+        assert_eq!(k.tensor_core_share(), Some(3.0 / 8.0));
+        // Equal counts: the innermost loop wins.
+        let flat =
+            sass.replace("/*0010*/                   HMMA.16816.F32.BF16 R4, R8, R12, R4", "/*0010*/ MOV R2, R3");
+        let k = &parse(&flat)[0];
+        assert_eq!((k.main_loop_mma, k.main_loop_instructions), (2, 4));
+        assert_eq!(parse(SAMPLE)[0].tensor_core_share(), None);
     }
 
     #[test]

@@ -1347,6 +1347,7 @@ fn padding_launchers() -> Vec<Launcher> {
 /// The sizes, scalars and shared buffers (slots) of the two attention launchers.
 struct Attn {
     elem: u64,
+    positions_used: bool,
     batch: i64,
     tq: i64,
     tk: i64,
@@ -1450,6 +1451,7 @@ fn attention_common(c: &mut Ctx, bwd: bool) -> Attn {
     }
     Attn {
         elem: e,
+        positions_used: use_positions,
         batch,
         tq,
         tk,
@@ -1483,6 +1485,56 @@ fn attention_launchers() -> Vec<Launcher> {
         let d = c.dtype();
         Box::new(move |p| unsafe {
             ffi::kiln_attention_alibi_fwd(
+                d,
+                p.r(a.q),
+                p.r(a.k),
+                p.r(a.v),
+                p.r(a.cu_q),
+                p.r(a.cu_k),
+                p.r(a.slopes),
+                a.slopes_per_batch,
+                p.r(a.positions),
+                a.batch,
+                a.tq,
+                a.tk,
+                a.heads,
+                a.heads_k,
+                a.head_dim,
+                a.max_q,
+                a.causal,
+                a.scale,
+                p.w(out),
+                p.w(lse),
+                null_mut(),
+            )
+        })
+    }));
+    v.push(launcher("attention_alibi_fwd_variant", |c| {
+        let a = attention_common(c, false);
+        let e = a.elem;
+        // kiln.h: tile variants of D = 128 (5) and 64 (6), bf16, no geometric ALiBi.
+        let variant = c.case.ints[0].rem_euclid(24) / 3 - 1;
+        let count = match a.head_dim {
+            128 => 5,
+            64 => 6,
+            _ => 0,
+        };
+        if variant < 0 || variant >= count {
+            c.invalid(VALUE, format!("variant {variant} of head_dim {}", a.head_dim));
+        }
+        if c.case.dtype != BF16 {
+            c.invalid(DTYPE, "variants run bf16 only");
+        }
+        if a.positions_used {
+            c.invalid(VALUE, "variants do not run geometric ALiBi");
+        }
+        let out = c.output("out", e, prod(&[a.tq, a.heads, a.head_dim]));
+        c.set_align(out, 16, false);
+        let lse = c.output("lse", 4, prod(&[a.heads, a.tq]));
+        let d = c.dtype();
+        Box::new(move |p| unsafe {
+            ffi::kiln_attention_alibi_fwd_variant(
+                variant,
                 d,
                 p.r(a.q),
                 p.r(a.k),

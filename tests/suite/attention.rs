@@ -164,3 +164,114 @@ fn fully_masked_rows_give_zero_and_minus_infinity() {
         }
     }
 }
+
+/// The GPU bench cases are FlashAttention's dense shapes (16k tokens, H·D = 2048) and one fixed
+/// variable-length mix, each named by its label; checked on the specs and labels (building the
+/// 16k-token problems would take minutes in a debug build).
+#[test]
+fn gpu_bench_cases_are_the_named_dense_shapes() {
+    use kiln::attention::op::{GPU_DENSE, VARLEN_MIX, bench_specs, label};
+    let specs = bench_specs(true);
+    let op = op();
+    let cases = op.bench_cases(true);
+    assert_eq!(cases.len(), specs.len());
+    let labels: Vec<&str> = cases.iter().map(|c| c.label.as_str()).collect();
+    let unique: std::collections::BTreeSet<&str> = labels.iter().copied().collect();
+    assert_eq!(unique.len(), labels.len(), "labels name one case each: {labels:#?}");
+    for (case, spec) in cases.iter().zip(&specs) {
+        assert_eq!(case.label, label(spec));
+        assert_eq!(spec.seqlens_q.iter().sum::<usize>(), 16384, "{}", case.label);
+        assert_eq!((spec.seqlens_k.clone(), spec.heads_k), (spec.seqlens_q.clone(), spec.heads), "{}", case.label);
+        assert_eq!(spec.heads * spec.head_dim, 2048, "{}", case.label);
+        assert!(!spec.slopes_per_batch, "{}: slopes [H] by the standard rule", case.label);
+        let longest = spec.seqlens_q.iter().copied().max().unwrap();
+        assert_eq!(case.shape, [spec.seqlens_q.len(), longest, spec.heads, spec.heads, spec.head_dim]);
+    }
+    // Every dense shape at D = 128, full and causal, with every bias; the varlen mix likewise.
+    let bias_words = [(BiasKind::None, "nobias"), (BiasKind::Alibi, "alibi"), (BiasKind::Geometric, "geometric")];
+    for causal in [false, true] {
+        for (bias, word) in bias_words {
+            let mode = if causal { "causal" } else { "full" };
+            for (b, s) in GPU_DENSE {
+                let name = format!("B{b}xS{s}xH16xD128 {mode} {word}");
+                let i = labels.iter().position(|l| *l == name).unwrap_or_else(|| panic!("{name}: {labels:#?}"));
+                assert_eq!(specs[i].seqlens_q, vec![s; b]);
+                assert_eq!((specs[i].causal, specs[i].bias, specs[i].head_dim), (causal, bias, 128));
+            }
+            let name = format!("var16xT16384xH16xD128 {mode} {word}");
+            let i = labels.iter().position(|l| *l == name).unwrap_or_else(|| panic!("{name}: {labels:#?}"));
+            assert_eq!(
+                (specs[i].seqlens_q.as_slice(), specs[i].causal, specs[i].bias),
+                (&VARLEN_MIX[..], causal, bias)
+            );
+        }
+    }
+    assert!(labels.contains(&"B8xS2048xH16xD128 causal alibi"), "{labels:#?}");
+    // D = 64 (H = 32): a subset, linear ALiBi at every dense shape.
+    for (b, s) in GPU_DENSE {
+        assert!(labels.contains(&format!("B{b}xS{s}xH32xD64 causal alibi").as_str()), "{labels:#?}");
+    }
+    assert_eq!(VARLEN_MIX.iter().sum::<usize>(), 16384);
+    // The first case is the one bench shape of before.
+    assert_eq!(cases[0].shape, op.bench_shape_gpu());
+}
+
+/// FLOPs as FlashAttention counts them: 4·B·S²·H·D forward, halved under causal; the backward
+/// 2.5× the forward. The closed form against the count of every dense GPU case, and against the
+/// op's own count on the built CPU cases.
+#[test]
+fn bench_flops_are_flash_attentions_count() {
+    use kiln::attention::op::{bench_specs, flash_flops};
+    let closed = |b: u64, s: u64, h: u64, d: u64, causal: bool| 4 * b * s * s * h * d / if causal { 2 } else { 1 };
+    for spec in bench_specs(true).into_iter().filter(|s| s.seqlens_q.windows(2).all(|w| w[0] == w[1])) {
+        let (b, s) = (spec.seqlens_q.len() as u64, spec.seqlens_q[0] as u64);
+        let fwd = closed(b, s, spec.heads as u64, spec.head_dim as u64, spec.causal);
+        let count = |dir| flash_flops(dir, &spec.seqlens_q, &spec.seqlens_k, spec.heads, spec.head_dim, spec.causal);
+        assert_eq!(count(Direction::Fwd), fwd);
+        assert_eq!(count(Direction::Bwd) * 2, fwd * 5);
+    }
+    // B16·S1024, H16, D128: 137.4 GFLOP full, 68.7 causal.
+    assert_eq!(flash_flops(Direction::Fwd, &[1024; 16], &[1024; 16], 16, 128, false), 137_438_953_472);
+    assert_eq!(flash_flops(Direction::Fwd, &[1024; 16], &[1024; 16], 16, 128, true), 68_719_476_736);
+    let op = op();
+    for case in op.bench_cases(false) {
+        let causal = case.label.contains(" causal ");
+        for dir in [Direction::Fwd, Direction::Bwd] {
+            let fwd = closed(2, 128, 2, 64, causal);
+            let want = if dir == Direction::Bwd { fwd * 5 / 2 } else { fwd };
+            assert_eq!(op.flops(dir, &case.problem(dir)), want, "{} {dir}", case.label);
+        }
+    }
+}
+
+/// The CPU and emulator cases: B = 2·S = 128, H = 2, D = 64, full and causal, every bias; each
+/// problem is the same on every construction (the fixed seed) and has the options its label says.
+#[test]
+fn cpu_bench_cases_are_fixed_problems() {
+    let op = op();
+    let cases = op.bench_cases(false);
+    let labels: Vec<&str> = cases.iter().map(|c| c.label.as_str()).collect();
+    let want: Vec<String> = ["full", "causal"]
+        .iter()
+        .flat_map(|m| ["nobias", "alibi", "geometric"].map(|b| format!("B2xS128xH2xD64 {m} {b}")))
+        .collect();
+    assert_eq!(labels, want);
+    let again = op.bench_cases(false);
+    for (case, twin) in cases.iter().zip(&again) {
+        for dir in [Direction::Fwd, Direction::Bwd] {
+            let p = case.problem(dir);
+            assert_eq!(p, case.problem(dir), "{} {dir}: the same problem from one case", case.label);
+            assert_eq!(p, twin.problem(dir), "{} {dir}: the same problem from another construction", case.label);
+            assert_eq!(p.input("q").unwrap().shape, [256, 2, 64]);
+            assert_eq!(p.input("cu_seqlens_q").unwrap().data, [0.0, 128.0, 256.0]);
+            assert_eq!(p.params.get("causal").copied(), Some(if case.label.contains(" causal ") { 1.0 } else { 0.0 }));
+            let slopes = p.get("slopes").map(|a| a.data.clone());
+            assert_eq!(slopes, (!case.label.ends_with("nobias")).then(|| vec![2f64.powi(-4), 2f64.powi(-8)]));
+            assert_eq!(p.get("positions").is_some(), case.label.ends_with("geometric"), "{}", case.label);
+            assert_eq!(p.get("dout").is_some(), dir == Direction::Bwd);
+        }
+    }
+    // The same shape draws the same q, k, v whatever the options: cases compare on one tensor set.
+    let (a, b) = (cases[0].problem(Direction::Fwd), cases[4].problem(Direction::Fwd));
+    assert_eq!((a.input("q").unwrap(), a.input("v").unwrap()), (b.input("q").unwrap(), b.input("v").unwrap()));
+}

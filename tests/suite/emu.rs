@@ -208,6 +208,19 @@ fn launch_configuration_is_checked() {
 }
 
 #[test]
+fn dynamic_shared_memory_above_48_kib_needs_the_opt_in() {
+    const INVALID_VALUE: i32 = 1;
+    let (status, _) = run("shared_opt_in", true, &mut []);
+    assert_eq!(status, INVALID_VALUE, "64 KiB without cudaFuncSetAttribute must not launch");
+    let mut sum = [0i32];
+    let (status, finding) = run("shared_opt_in", false, &mut sum);
+    assert_eq!(status, 0, "KILN_LAUNCH opts the kernel in: {finding}");
+    assert_eq!(sum[0], 3, "the first and last float of the 64 KiB were both usable");
+    let (status, _) = run("shared_too_big", true, &mut []);
+    assert_eq!(status, INVALID_VALUE, "164 KiB is more than sm_80 allows");
+}
+
+#[test]
 fn an_error_pending_from_other_work_is_not_kiln_s() {
     use kiln::activation::{self, Activation};
     use kiln::{DType, Device, Error, Tensor};

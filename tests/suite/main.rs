@@ -7,6 +7,8 @@ mod activation;
 mod attention;
 mod attention_bwd;
 mod attention_padded;
+mod attention_variants;
+mod bench_cases;
 mod c_abi;
 mod common;
 mod dtype_f64;

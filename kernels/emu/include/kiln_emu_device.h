@@ -266,8 +266,9 @@ const char* kernel_signature() {
 // `host_pointers`: a pointer argument is host memory (no emulated allocation holds it); without
 // one, an access outside every allocation, shared memory and the library's data is a wild pointer.
 using Invoke = void (*)(const void* frame);
-cudaError_t launch(dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Invoke invoke, const void* frame,
-                   size_t frame_bytes, const LaunchSite& site, bool host_pointers);
+// `kernel` identifies the kernel for its dynamic shared memory limit (cudaFuncSetAttribute).
+cudaError_t launch(const void* kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Invoke invoke,
+                   const void* frame, size_t frame_bytes, const LaunchSite& site, bool host_pointers);
 
 // Whether a kernel argument is a pointer into host memory: not null and inside no emulated
 // allocation. A struct argument (a kernel's parameter block) is read as 8-byte words, and a word
@@ -316,7 +317,8 @@ struct Launcher {
             std::apply(x->kernel, x->params);
         };
         const bool host = std::apply([](const auto&... p) { return (false || ... || host_pointer_arg(p)); }, frame.params);
-        launch(grid, block, smem, stream, invoke, &frame, sizeof(frame), site, host);
+        launch(reinterpret_cast<const void*>(kernel), grid, block, smem, stream, invoke, &frame, sizeof(frame), site,
+               host);
     }
 };
 
@@ -425,6 +427,7 @@ cudaError_t kiln_emu_cudaMemcpyAsync(void* dst, const void* src, size_t bytes, c
                                      cudaStream_t stream);
 cudaError_t kiln_emu_cudaStreamSynchronize(cudaStream_t stream);
 const char* kiln_emu_cudaGetErrorString(cudaError_t err);
+cudaError_t kiln_emu_cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value);
 }
 #define cudaGetLastError kiln_emu_cudaGetLastError
 #define cudaPeekAtLastError kiln_emu_cudaPeekAtLastError
@@ -432,3 +435,4 @@ const char* kiln_emu_cudaGetErrorString(cudaError_t err);
 #define cudaMemcpyAsync kiln_emu_cudaMemcpyAsync
 #define cudaStreamSynchronize kiln_emu_cudaStreamSynchronize
 #define cudaGetErrorString kiln_emu_cudaGetErrorString
+#define cudaFuncSetAttribute kiln_emu_cudaFuncSetAttribute

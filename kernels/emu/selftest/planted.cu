@@ -197,6 +197,18 @@ __global__ void copy_params_kernel(CopyParams p) {
     if (int(threadIdx.x) < p.n) p.out[threadIdx.x] = p.in[threadIdx.x];
 }
 
+// Touches the first and last float of its dynamic shared memory (the opt-in cases). The opt-in
+// is per kernel and lasts: the case without it runs its own instance (kNeverOptedIn), which no
+// launch ever opts in.
+template <bool kNeverOptedIn>
+__global__ void big_shared_kernel(float* out, int floats) {
+    float* slots = kiln::dynamic_shared<float>();
+    if (threadIdx.x == 0) slots[0] = 1.0f;
+    if (threadIdx.x == 1) slots[floats - 1] = 2.0f;
+    __syncthreads();
+    if (threadIdx.x == 0) out[0] = slots[0] + slots[floats - 1];
+}
+
 // A negative offset from the launch's dynamic shared memory.
 __global__ void dynamic_shared_negative_kernel(float* out, bool buggy) {
     float* slots = kiln::dynamic_shared<float>();
@@ -494,6 +506,25 @@ int run(const char* name, bool buggy, int32_t* results, int64_t results_len) {
         return int(cudaPeekAtLastError());
     } else if (is("take_error")) {
         return int(cudaGetLastError());
+    } else if (is("shared_opt_in")) {
+        // 64 KiB of dynamic shared memory: through KILN_LAUNCH (which opts the kernel in) it runs;
+        // launched without the opt-in (the buggy case) it must fail as on a GPU.
+        constexpr int kFloats = 16 << 10;
+        if (buggy) {
+            ::kiln_emu::make_launcher(dim3(1), dim3(kThreads), kFloats * sizeof(float), nullptr,
+                                      &big_shared_kernel<true>, __FILE__, __LINE__, "big_shared_kernel<true>")(o, kFloats);
+        } else {
+            KILN_LAUNCH(1, kThreads, kFloats * sizeof(float), nullptr, big_shared_kernel<false>)(o, kFloats);
+            if (results_len >= 1 && cudaPeekAtLastError() == cudaSuccess) {
+                float r = 0.0f;
+                kiln_emu_memcpy(&r, o, sizeof r);
+                results[0] = int32_t(r);
+            }
+        }
+    } else if (is("shared_too_big")) {
+        // More than any architecture kiln targets allows (sm_80: 163 KiB): the opt-in is refused.
+        constexpr int kFloats = 164 << 8;
+        KILN_LAUNCH(1, kThreads, kFloats * sizeof(float), nullptr, big_shared_kernel<false>)(o, kFloats);
     } else if (is("bad_config")) {
         // More threads per block than CUDA allows: the launch must fail, nothing must run.
         KILN_LAUNCH(1, buggy ? 2048 : 1024, 0, nullptr, overlapping_blocks_kernel)(o, false);

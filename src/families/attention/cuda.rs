@@ -23,6 +23,7 @@ pub(in crate::families::attention) fn forward(
     cu_seqlens_k: &Tensor,
     dims: &Dims,
     gpu: &Gpu,
+    variant: Option<i32>,
 ) -> Result<AttentionOutput> {
     gpu.bind()?;
     let device = gpu.device();
@@ -48,32 +49,60 @@ pub(in crate::families::attention) fn forward(
         // the guards (the `_…g` bindings and those inside `slopes`/`positions`) outlive the
         // launch, and the outputs are fresh allocations of the sizes the launcher writes.
         unsafe {
-            ffi::kiln_attention_alibi_fwd(
-                q.dtype().to_ffi(),
-                qp as *const c_void,
-                kp as *const c_void,
-                vp as *const c_void,
-                cqp as *const i32,
-                ckp as *const i32,
-                f32_ptr(&slopes),
-                dims.slopes_per_batch as i32,
-                f32_ptr(&positions),
-                dims.batch() as i64,
-                dims.total_q as i64,
-                dims.total_k as i64,
-                dims.heads as i64,
-                dims.heads_k as i64,
-                dims.head_dim as i64,
-                dims.max_seqlen_q() as i64,
-                attn.causal as i32,
-                dims.scale,
-                op as *mut c_void,
-                lp as *mut f32,
-                gpu.stream(),
-            )
+            match variant {
+                None => ffi::kiln_attention_alibi_fwd(
+                    q.dtype().to_ffi(),
+                    qp as *const c_void,
+                    kp as *const c_void,
+                    vp as *const c_void,
+                    cqp as *const i32,
+                    ckp as *const i32,
+                    f32_ptr(&slopes),
+                    dims.slopes_per_batch as i32,
+                    f32_ptr(&positions),
+                    dims.batch() as i64,
+                    dims.total_q as i64,
+                    dims.total_k as i64,
+                    dims.heads as i64,
+                    dims.heads_k as i64,
+                    dims.head_dim as i64,
+                    dims.max_seqlen_q() as i64,
+                    attn.causal as i32,
+                    dims.scale,
+                    op as *mut c_void,
+                    lp as *mut f32,
+                    gpu.stream(),
+            ),
+                Some(variant) => ffi::kiln_attention_alibi_fwd_variant(
+                    variant,
+                    q.dtype().to_ffi(),
+                    qp as *const c_void,
+                    kp as *const c_void,
+                    vp as *const c_void,
+                    cqp as *const i32,
+                    ckp as *const i32,
+                    f32_ptr(&slopes),
+                    dims.slopes_per_batch as i32,
+                    f32_ptr(&positions),
+                    dims.batch() as i64,
+                    dims.total_q as i64,
+                    dims.total_k as i64,
+                    dims.heads as i64,
+                    dims.heads_k as i64,
+                    dims.head_dim as i64,
+                    dims.max_seqlen_q() as i64,
+                    attn.causal as i32,
+                    dims.scale,
+                    op as *mut c_void,
+                    lp as *mut f32,
+                    gpu.stream(),
+            ),
+            }
         }
     };
-    check_status(gpu, status, || "kiln_attention_alibi_fwd".into())?;
+    check_status(gpu, status, || {
+        if variant.is_some() { "kiln_attention_alibi_fwd_variant" } else { "kiln_attention_alibi_fwd" }.into()
+    })?;
     Ok(AttentionOutput { out, lse })
 }
 

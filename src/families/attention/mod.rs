@@ -34,7 +34,7 @@ mod varlen;
 
 pub use backward::backward;
 pub use spec::{Attention, AttentionGrads, AttentionOutput, BackwardInputs, Bias, BiasGrads, HEAD_DIMS};
-pub use varlen::forward;
+pub use varlen::{forward, forward_variant, forward_variant_names, forward_variants};
 
 /// ALiBi slopes for `n_heads` heads, the standard rule (powers of two and the interleaved rule
 /// for other counts): `alibi_slopes(12)` = [0.5, 0.25, …, 0.00390625, 0.7071, 0.3536, 0.1768,

@@ -6,9 +6,9 @@
 use super::cpu;
 #[cfg(any(feature = "cuda", feature = "emu"))]
 use super::spec::Dims;
-use super::spec::{Attention, AttentionOutput, HostInputs, validate};
+use super::spec::{Attention, AttentionOutput, Bias, HostInputs, validate};
 use crate::core::dtype::DType;
-use crate::core::error::Result;
+use crate::core::error::{Error, Result};
 use crate::core::gpu::Gpu;
 use crate::core::launch::on_backend;
 use crate::core::tensor::Tensor;
@@ -43,7 +43,66 @@ pub fn forward(
                 lse: Tensor::from_f64(&f.lse, &[dims.heads, dims.total_q], DType::F32)?,
             })
         }
-        Some(gpu) => on_backend!(&gpu, forward(attn, q, k, v, cu_seqlens_q, cu_seqlens_k, &dims, &gpu)),
+        Some(gpu) => on_backend!(&gpu, forward(attn, q, k, v, cu_seqlens_q, cu_seqlens_k, &dims, &gpu, None::<i32>)),
+    }
+}
+
+/// The forward's tile variants of each head dimension, as kiln.h's
+/// `kiln_attention_fwd_variant_name` names them (warps × query rows per warp × keys per tile;
+/// tests/suite/attention_variants.rs holds the two lists equal). The first is the default.
+const VARIANTS_128: [&str; 5] =
+    ["4w x 32q x 32k", "8w x 16q x 64k", "4w x 16q x 64k", "8w x 32q x 32k", "4w x 32q x 16k"];
+const VARIANTS_64: [&str; 6] =
+    ["4w x 32q x 64k", "8w x 16q x 64k", "4w x 16q x 64k", "4w x 16q x 128k", "8w x 32q x 64k", "8w x 16q x 128k"];
+
+/// The names of the forward kernel's tile variants for head dimension `head_dim` (kiln.h
+/// `kiln_attention_fwd_variants`): 5 at D = 128, 6 at D = 64, none otherwise.
+pub fn forward_variant_names(head_dim: usize) -> &'static [&'static str] {
+    match head_dim {
+        128 => &VARIANTS_128,
+        64 => &VARIANTS_64,
+        _ => &[],
+    }
+}
+
+/// How many tile variants the forward kernel has for head dimension `head_dim`.
+pub fn forward_variants(head_dim: usize) -> usize {
+    forward_variant_names(head_dim).len()
+}
+
+/// [`forward`] through tile variant `variant` of its head dimension (kiln.h
+/// `kiln_attention_alibi_fwd_variant`): the same results from another tile configuration
+/// (warps, query rows per warp, keys per tile), for tuning sweeps; variant 0 is the one
+/// [`forward`] runs. bf16 only, without geometric ALiBi. On the host it is [`forward`].
+pub fn forward_variant(
+    attn: &Attention,
+    variant: usize,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    cu_seqlens_q: &Tensor,
+    cu_seqlens_k: &Tensor,
+) -> Result<AttentionOutput> {
+    let dims = validate(attn, q, k, v, cu_seqlens_q, cu_seqlens_k)?;
+    let count = forward_variants(dims.head_dim);
+    if variant >= count {
+        return Err(Error::InvalidValue {
+            arg: "variant",
+            reason: format!("{variant}: head dim {} has {count} forward variants", dims.head_dim),
+        });
+    }
+    if q.dtype() != DType::BF16 {
+        return Err(Error::DType { arg: "q", expected: "bf16 (the variants' only dtype)".into(), got: q.dtype() });
+    }
+    if matches!(attn.bias, Bias::Geometric { .. }) {
+        return Err(Error::InvalidValue { arg: "bias", reason: "the variants run no geometric ALiBi".into() });
+    }
+    match Gpu::of(&q.device())? {
+        None => forward(attn, q, k, v, cu_seqlens_q, cu_seqlens_k),
+        Some(gpu) => {
+            let variant = Some(variant as i32);
+            on_backend!(&gpu, forward(attn, q, k, v, cu_seqlens_q, cu_seqlens_k, &dims, &gpu, variant))
+        }
     }
 }
 
@@ -61,7 +120,7 @@ pub(super) fn launch_forward(
     dims: &Dims,
     gpu: &Gpu,
 ) -> Result<AttentionOutput> {
-    on_backend!(gpu, forward(attn, q, k, v, cu_seqlens_q, cu_seqlens_k, dims, gpu))
+    on_backend!(gpu, forward(attn, q, k, v, cu_seqlens_q, cu_seqlens_k, dims, gpu, None::<i32>))
 }
 
 /// The packed log-sum-exp `[H, nnz]` scattered back to `[H, tokens]` rows by `indices` (the

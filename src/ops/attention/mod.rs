@@ -8,11 +8,13 @@
 use rand::Rng;
 use rand::rngs::StdRng;
 
+mod bench;
 mod finite_difference;
 mod identities;
 mod naive_backward;
 mod problem;
 
+pub use bench::{GPU_DENSE, VARLEN_MIX, bench_specs, flash_flops, label};
 use problem::normal;
 pub use problem::{BiasKind, Spec, problem};
 
@@ -22,7 +24,9 @@ use crate::families::attention::backward::{BackwardInputs, BiasGrads};
 use crate::families::attention::{Attention, Bias, cpu, cpu_backward};
 use crate::ops::check_row::CheckRow;
 use crate::ops::params::Params;
-use crate::ops::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Storage, Tensors, input, put_output};
+use crate::ops::registry::{
+    ArgSpec, Array, Arrays, BenchCase, Direction, Op, Problem, Storage, Tensors, input, put_output,
+};
 
 /// `attention/alibi` in the registry.
 pub struct AlibiAttention;
@@ -81,6 +85,31 @@ fn attention<'a>(inputs: &'a Tensors, params: &Params) -> Result<Attention<'a>> 
 fn forward(attn: &Attention, inputs: &Tensors) -> Result<crate::families::attention::AttentionOutput> {
     crate::families::attention::forward(
         attn,
+        input(inputs, "q")?,
+        input(inputs, "k")?,
+        input(inputs, "v")?,
+        input(inputs, "cu_seqlens_q")?,
+        input(inputs, "cu_seqlens_k")?,
+    )
+}
+
+/// The forward of a run: through tile variant `variant` (param `variant` ≥ 0, the GPU sweep's
+/// candidates: [`crate::families::attention::forward_variant`]) or the default kernel (< 0).
+fn forward_run(
+    attn: &Attention,
+    inputs: &Tensors,
+    params: &Params,
+) -> Result<crate::families::attention::AttentionOutput> {
+    let variant = params.get("variant").copied().unwrap_or(-1.0);
+    if variant < 0.0 {
+        return forward(attn, inputs);
+    }
+    if variant.fract() != 0.0 {
+        return Err(Error::InvalidValue { arg: "variant", reason: format!("{variant}: a variant is a whole number") });
+    }
+    crate::families::attention::forward_variant(
+        attn,
+        variant as usize,
         input(inputs, "q")?,
         input(inputs, "k")?,
         input(inputs, "v")?,
@@ -286,7 +315,8 @@ impl Op for AlibiAttention {
     }
 
     fn params(&self) -> &'static [(&'static str, f64)] {
-        &[("causal", 0.0), ("scale", 0.0)]
+        // variant: the forward's tile variant (-1: the default kernel; 0.. the sweep's, bf16 only).
+        &[("causal", 0.0), ("scale", 0.0), ("variant", -1.0)]
     }
 
     fn launcher(&self, dir: Direction) -> String {
@@ -392,7 +422,7 @@ impl Op for AlibiAttention {
             put_output(outputs, "dslopes", g.dslopes)?;
             return put_output(outputs, "dpositions", g.dpositions);
         }
-        let o = forward(&attn, inputs)?;
+        let o = forward_run(&attn, inputs, params)?;
         put_output(outputs, "out", o.out)?;
         put_output(outputs, "lse", o.lse)
     }
@@ -420,13 +450,10 @@ impl Op for AlibiAttention {
     }
 
     fn flops(&self, dir: Direction, problem: &Problem) -> u64 {
-        // REFERENCE §4: 4·Σ sq·sk·H·D, halved under causal.
+        // REFERENCE §4: 4·Σ sq·sk·H·D, halved under causal; the backward 2.5× (flash_flops).
         let Ok(p) = parts(problem) else { return 0 };
-        let pairs: usize = p.cu_q.windows(2).zip(p.cu_k.windows(2)).map(|(q, k)| (q[1] - q[0]) * (k[1] - k[0])).sum();
-        let f = 4 * pairs as u64 * (p.q.shape[1] * p.q.shape[2]) as u64;
-        let f = if p.causal { f / 2 } else { f };
-        // The backward: 2.5× the forward (five matmuls against two; flash-attn's count).
-        if dir == Direction::Bwd { f * 5 / 2 } else { f }
+        let lens = |cu: &[usize]| cu.windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>();
+        flash_flops(dir, &lens(&p.cu_q), &lens(&p.cu_k), p.q.shape[1], p.q.shape[2], p.causal)
     }
 
     fn check_shapes(&self) -> Vec<Vec<usize>> {
@@ -446,12 +473,28 @@ impl Op for AlibiAttention {
     }
 
     fn bench_shape_gpu(&self) -> Vec<usize> {
-        // B·S = 16k tokens, H·D = 2048 (the H100 target), d128.
+        // B·S = 16k tokens, H·D = 2048 (the H100 target), d128: the first bench case.
         vec![16, 1024, 16, 16, 128]
     }
 
     fn bench_shape_cpu(&self) -> Vec<usize> {
         vec![1, 128, 2, 2, 64]
+    }
+
+    fn bench_cases(&self, gpu: bool) -> Vec<BenchCase<'_>> {
+        // Named dense (and one variable-length) problems, not the random one (bench.rs), each
+        // built as a check's is from the fixed seed, with the forward's out and lse for the backward.
+        bench_specs(gpu)
+            .into_iter()
+            .map(|spec| {
+                let seqlen = spec.seqlens_q.iter().copied().max().unwrap_or(0);
+                let shape = vec![spec.seqlens_q.len(), seqlen, spec.heads, spec.heads_k, spec.head_dim];
+                BenchCase::new(label(&spec), shape, move |dir, rng| {
+                    let p = problem(&spec, rng);
+                    if dir == Direction::Bwd { with_forward(p, rng) } else { p }
+                })
+            })
+            .collect()
     }
 
     fn self_checks(&self, rng: &mut StdRng) -> Vec<CheckRow> {

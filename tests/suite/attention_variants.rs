@@ -1,0 +1,109 @@
+//! The forward's tile variants (kiln.h `kiln_attention_alibi_fwd_variant`; the GPU sweep's
+//! candidates): each one against the reference with the family's rule, on the emulator in checked
+//! mode and on a GPU, at shapes that cross several tiles of every variant (causal and not, GQA,
+//! no bias and ALiBi, an empty sequence); the Rust count agrees with the C ABI's; a bad variant is
+//! a typed error.
+
+use crate::common::{assert_rows, devices, kernel_devices, rng};
+use kiln::attention::op::{BiasKind, Spec, problem};
+use kiln::attention::{self, Attention, Bias};
+use kiln::check::check_problem;
+use kiln::registry::{Direction, Op, select};
+use kiln::{DType, Error, Tensor};
+
+fn op() -> Box<dyn Op> {
+    select(&["attention/alibi".into()]).remove(0)
+}
+
+#[test]
+fn every_variant_matches_the_reference() {
+    let op = op();
+    let mut rng = rng();
+    for device in kernel_devices() {
+        let mut rows = Vec::new();
+        for d in [64, 128] {
+            assert!(attention::forward_variants(d) >= 5, "D = {d} has its sweep variants");
+            for variant in 0..attention::forward_variants(d) {
+                // 300 and 150 keys: ≥ 2 tiles of the widest variant (128 keys); the block's 128 or
+                // 256 queries see several diagonal tiles under causal.
+                let causal = variant % 2 == 0;
+                let bias = if variant % 3 == 1 { BiasKind::None } else { BiasKind::Alibi };
+                let spec = Spec {
+                    seqlens_q: vec![300, 0, 77],
+                    seqlens_k: vec![300, 0, 150],
+                    heads: 2,
+                    heads_k: 1,
+                    head_dim: d,
+                    causal,
+                    bias,
+                    slopes_per_batch: variant % 2 == 1,
+                };
+                let mut p = problem(&spec, &mut rng);
+                p.params.insert("variant".into(), variant as f64);
+                let label = format!("variant {variant} d {d} causal {causal} {bias:?}");
+                rows.extend(check_problem(op.as_ref(), Direction::Fwd, DType::BF16, &p, &device, &label).unwrap());
+            }
+        }
+        assert_rows(&rows);
+    }
+}
+
+#[test]
+fn the_variant_count_is_the_c_abi_s() {
+    #[cfg(feature = "emu")]
+    for d in [32, 64, 96, 128, 256] {
+        // SAFETY: a pure query of the emulated library.
+        let n = unsafe { kiln::ffi_emu::kiln_attention_fwd_variants(d) };
+        assert_eq!(n as usize, attention::forward_variants(d as usize), "head dim {d}");
+        for v in 0..n {
+            // SAFETY: a static NUL-terminated string for every variant in range.
+            let name = unsafe { std::ffi::CStr::from_ptr(kiln::ffi_emu::kiln_attention_fwd_variant_name(d, v)) };
+            assert_eq!(name.to_str().unwrap(), attention::forward_variant_names(d as usize)[v as usize]);
+        }
+        // SAFETY: as above; out of range gives NULL.
+        assert!(unsafe { kiln::ffi_emu::kiln_attention_fwd_variant_name(d, n) }.is_null());
+    }
+    assert_eq!((attention::forward_variants(128), attention::forward_variants(64)), (5, 6));
+}
+
+#[test]
+fn bad_variants_are_typed_errors() {
+    for device in devices() {
+        let t = |shape: &[usize], dtype| Tensor::zeros(shape, dtype, &device).unwrap();
+        let cu = Tensor::from_vec(vec![0i32, 4], &[2]).unwrap().to_device(&device).unwrap();
+        let attn = Attention { causal: false, scale: None, bias: Bias::None };
+        let (q, k, v) = (t(&[4, 2, 64], DType::BF16), t(&[4, 2, 64], DType::BF16), t(&[4, 2, 64], DType::BF16));
+        let err = attention::forward_variant(&attn, 6, &q, &k, &v, &cu, &cu).unwrap_err();
+        assert!(matches!(err, Error::InvalidValue { arg: "variant", .. }), "{err:?}");
+        let q16 = t(&[4, 2, 64], DType::F16);
+        let (k16, v16) = (t(&[4, 2, 64], DType::F16), t(&[4, 2, 64], DType::F16));
+        let err = attention::forward_variant(&attn, 0, &q16, &k16, &v16, &cu, &cu).unwrap_err();
+        assert!(matches!(err, Error::DType { arg: "q", .. }), "{err:?}");
+        let slopes = Tensor::from_vec(vec![0.5f32, 0.25], &[2]).unwrap().to_device(&device).unwrap();
+        let positions = t(&[4, 3], DType::F32);
+        let geo =
+            Attention { causal: false, scale: None, bias: Bias::Geometric { slopes: &slopes, positions: &positions } };
+        let err = attention::forward_variant(&geo, 0, &q, &k, &v, &cu, &cu).unwrap_err();
+        assert!(matches!(err, Error::InvalidValue { arg: "bias", .. }), "{err:?}");
+    }
+}
+
+/// The sweep (kiln sweep; the GPU window's step) rehearsed on the emulator at its small shape:
+/// every D = 64 variant passes its gate and is timed in both rounds on both cases, and exactly
+/// one variant per case is marked fastest.
+#[test]
+fn the_sweep_runs_end_to_end() {
+    let Some(device) = crate::common::emu() else { return };
+    let options = kiln::sweep::SweepOptions { small: true, runs: 1, head_dims: vec![64] };
+    let rows = kiln::sweep::sweep_attention(&device, &options).unwrap();
+    assert_eq!(rows.len(), 2 * attention::forward_variants(64), "{rows:#?}");
+    for r in &rows {
+        assert!(r.pass, "{r:?}");
+        assert!(r.median_us.iter().all(|t| t.is_finite() && *t > 0.0), "{r:?}");
+        assert!(r.tflops > 0.0, "{r:?}");
+    }
+    for case in ["B2xS64xH2xD64 full nobias", "B2xS64xH2xD64 causal alibi"] {
+        let best = rows.iter().filter(|r| r.case == case && r.best).count();
+        assert_eq!(best, 1, "one fastest variant of {case}: {rows:#?}");
+    }
+}
