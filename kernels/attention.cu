@@ -2,7 +2,8 @@
 // block streams the sequence's K/V tiles through shared memory, computes S = scale·Q·Kᵀ + bias on
 // tensor cores (mma.sync m16n8k16, f32 accumulators), keeps an online softmax in f32 registers and
 // accumulates O = P·V; no S×S matrix ever reaches memory. Varlen (cu_seqlens), MHA/GQA/MQA,
-// causal (bottom-right aligned) or bidirectional, linear ALiBi −slope·|i + sk − sq − j| or
+// causal (bottom-right aligned; optionally prefix-LM: keys of a per-sequence prefix visible to
+// every query) or bidirectional, linear ALiBi −slope·|i + sk − sq − j| or
 // geometric ALiBi −slope·‖p_i − p_j‖, computed in registers. Returns the TRUE log-sum-exp.
 // Reads q once and k, v once per query tile; FLOPs 4·sq·sk·D per (sequence, head), halved
 // under causal (shared/REFERENCE.md §4).
@@ -84,6 +85,7 @@ struct Params {
     int heads;                     // H
     int heads_k;                   // H_k (H % H_k == 0)
     int causal;                    // nonzero: key j is visible from query i iff j <= i + sk - sq
+    const int32_t* prefix_len;     // [B] or NULL; causal: key j < prefix_len[b] is visible to all
     float scale_log2;              // softmax scale · log2(e): scores are kept in base 2
 };
 
@@ -127,9 +129,13 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
     float* lse = p.lse + int64_t(h) * p.total_q + q_begin;
     const int warp_row0 = warp * kWarpM;  // the warp's first row in the block
 
+    // Prefix-LM (causal only): keys [0, prefix) are visible to every query, as are keys the
+    // causal rule shows (query i sees key j iff j <= i + diag or j < prefix: "both in the
+    // prefix, or j <= i"). Clamped to [0, sk].
+    const int prefix = p.causal && p.prefix_len != nullptr ? imax(0, imin(sk, p.prefix_len[b])) : 0;
     // Keys [0, kv_end) can be visible to this tile's rows; tiles past it are skipped (causal).
     int kv_end = sk;
-    if (p.causal) kv_end = imax(0, imin(sk, m0 + kBlockM + diag));
+    if (p.causal) kv_end = imax(prefix, imax(0, imin(sk, m0 + kBlockM + diag)));
     const int n_tiles = (kv_end + kBlockN - 1) / kBlockN;
 
     // Row rr of this thread (rr = 2·mt + half): block row warp_row0 + 16·mt + g + 8·half.
@@ -301,7 +307,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
                     }
                     if constexpr (kMask) {
                         const int i = m0 + row_of(rr), j = n0 + col + 2 * t;
-                        if (j >= sk || (p.causal && j > i + diag)) x = -INFINITY;
+                        if (j >= sk || (p.causal && j > i + diag && j >= prefix)) x = -INFINITY;
                     }
                 }
             }
@@ -387,7 +393,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
     // Tiles [first_masked, n_tiles) need the mask: the condition only grows with the tile index.
     auto needs_mask = [&](int tile) {
         const int n0 = tile * kBlockN;
-        return n0 + kBlockN > sk || (p.causal && n0 + kBlockN - 1 > m0 + diag);
+        return n0 + kBlockN > sk || (p.causal && n0 + kBlockN - 1 > m0 + diag && n0 + kBlockN > prefix);
     };
     int first_masked = n_tiles;
     while (first_masked > 0 && needs_mask(first_masked - 1)) --first_masked;
@@ -535,7 +541,8 @@ namespace {
 kiln_status prepare_fwd(kiln_dtype dtype, const void* q, const void* k, const void* v, const int32_t* cu_seqlens_q,
                         const int32_t* cu_seqlens_k, const float* slopes, int32_t slopes_per_batch,
                         const float* positions, int64_t batch, int64_t total_q, int64_t total_k, int64_t heads,
-                        int64_t heads_k, int64_t head_dim, int64_t max_seqlen_q, int32_t causal, float softmax_scale,
+                        int64_t heads_k, int64_t head_dim, int64_t max_seqlen_q, int32_t causal,
+                        const int32_t* prefix_len, float softmax_scale,
                         void* out, float* lse, Params& p, bool* run) {
     *run = false;
     const int d = static_cast<int>(dtype);
@@ -554,7 +561,7 @@ kiln_status prepare_fwd(kiln_dtype dtype, const void* q, const void* k, const vo
     // cp.async moves 16-byte chunks of q, k, v rows; out is written in 16-byte chunks.
     if (!is_aligned(q, 16) || !is_aligned(k, 16) || !is_aligned(v, 16) || !is_aligned(out, 16) ||
         !is_aligned(lse, 4) || !is_aligned(slopes, 4) || !is_aligned(positions, 4) || !is_aligned(cu_seqlens_q, 4) ||
-        !is_aligned(cu_seqlens_k, 4))
+        !is_aligned(cu_seqlens_k, 4) || !is_aligned(prefix_len, 4))
         return KILN_ERROR_MISALIGNED;
     if (batch == 0 || max_seqlen_q == 0 || total_q == 0) return KILN_SUCCESS;
 
@@ -574,6 +581,7 @@ kiln_status prepare_fwd(kiln_dtype dtype, const void* q, const void* k, const vo
     p.heads = static_cast<int>(heads);
     p.heads_k = static_cast<int>(heads_k);
     p.causal = causal != 0;
+    p.prefix_len = prefix_len;
     p.scale_log2 = softmax_scale * kLog2e;
     *run = true;
     return KILN_SUCCESS;
@@ -592,14 +600,15 @@ kiln_status kiln_attention_alibi_fwd(kiln_dtype dtype, const void* q, const void
                                      const int32_t* cu_seqlens_q, const int32_t* cu_seqlens_k, const float* slopes,
                                      int32_t slopes_per_batch, const float* positions, int64_t batch,
                                      int64_t total_q, int64_t total_k, int64_t heads, int64_t heads_k,
-                                     int64_t head_dim, int64_t max_seqlen_q, int32_t causal, float softmax_scale,
+                                     int64_t head_dim, int64_t max_seqlen_q, int32_t causal,
+                                     const int32_t* prefix_len, float softmax_scale,
                                      void* out, float* lse, void* stream) {
     using namespace kiln;
     Params p{};
     bool run = false;
     const kiln_status st = prepare_fwd(dtype, q, k, v, cu_seqlens_q, cu_seqlens_k, slopes, slopes_per_batch, positions,
                                        batch, total_q, total_k, heads, heads_k, head_dim, max_seqlen_q, causal,
-                                       softmax_scale, out, lse, p, &run);
+                                       prefix_len, softmax_scale, out, lse, p, &run);
     if (st != KILN_SUCCESS || !run) return st;
     const auto s = static_cast<cudaStream_t>(stream);
     if (dtype == KILN_DTYPE_F16) return dispatch_dim<__half>(head_dim, p, batch, max_seqlen_q, s);
@@ -618,7 +627,8 @@ kiln_status kiln_attention_alibi_fwd_variant(int32_t variant, kiln_dtype dtype, 
                                              const float* slopes, int32_t slopes_per_batch, const float* positions,
                                              int64_t batch, int64_t total_q, int64_t total_k, int64_t heads,
                                              int64_t heads_k, int64_t head_dim, int64_t max_seqlen_q, int32_t causal,
-                                             float softmax_scale, void* out, float* lse, void* stream) {
+                                             const int32_t* prefix_len, float softmax_scale, void* out, float* lse,
+                                             void* stream) {
     using namespace kiln;
     const FwdVariant* var = fwd_variant_of(head_dim, variant);
     if (var == nullptr) return KILN_ERROR_INVALID_VALUE;
@@ -628,7 +638,7 @@ kiln_status kiln_attention_alibi_fwd_variant(int32_t variant, kiln_dtype dtype, 
     bool run = false;
     const kiln_status st = prepare_fwd(dtype, q, k, v, cu_seqlens_q, cu_seqlens_k, slopes, slopes_per_batch, positions,
                                        batch, total_q, total_k, heads, heads_k, head_dim, max_seqlen_q, causal,
-                                       softmax_scale, out, lse, p, &run);
+                                       prefix_len, softmax_scale, out, lse, p, &run);
     if (st != KILN_SUCCESS || !run) return st;
     // As dispatch_bias: the raw-score path needs a positive scale.
     const RunFwd f = slopes == nullptr && p.scale_log2 > 0.0f ? var->none : var->linear;

@@ -104,6 +104,7 @@ struct Params {
     int heads_k;
     int head_dim;
     int causal;
+    const int32_t* prefix_len;  // [B] or NULL: prefix-LM (causal only; see attention.cu)
     float scale;       // softmax scale
     float scale_log2;  // scale · log2(e)
 };
@@ -259,8 +260,10 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p) {
     T* dq = static_cast<T*>(p.dq) + int64_t(q_begin) * q_row + int64_t(h) * kD;
     const int64_t row_base = int64_t(h) * p.total_q + q_begin;  // [H, total_q] index of row 0
 
+    // Prefix-LM: keys [0, prefix) are visible to every query (clamped to [0, sk]).
+    const int prefix = p.causal && p.prefix_len != nullptr ? imax(0, imin(sk, p.prefix_len[b])) : 0;
     int kv_end = sk;
-    if (p.causal) kv_end = imax(0, imin(sk, m0 + kBlockM + diag));
+    if (p.causal) kv_end = imax(prefix, imax(0, imin(sk, m0 + kBlockM + diag)));
     const int n_tiles = (kv_end + kBlockN - 1) / kBlockN;
     const int row_local[2] = {warp * 16 + g, warp * 16 + g + 8};
 
@@ -347,7 +350,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p) {
                         dist = distance<kBias>(i, j, diag, pos_q[r], pk, diff);
                         x -= slope_log2 * dist;
                     }
-                    if (j >= sk || (p.causal && j > i + diag)) x = -INFINITY;
+                    if (j >= sk || (p.causal && j > i + diag && j >= prefix)) x = -INFINITY;
                     const float prob = ptx::ex2_approx_ftz(x - lse_log2[r]);
                     const float ds = prob * (dp[nt][e] - delta[r]);
                     dp[nt][e] = ds;
@@ -410,8 +413,11 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const Params p) {
     const T* k = static_cast<const T*>(p.k) + int64_t(k_begin) * k_row + int64_t(hk) * kD;
     const T* v = static_cast<const T*>(p.v) + int64_t(k_begin) * k_row + int64_t(hk) * kD;
 
-    // The queries that can see a key of this block: i + diag >= n0 under causal.
-    const int m_first = p.causal ? imax(0, n0 - diag) / kBlockM * kBlockM : 0;
+    // Prefix-LM: keys [0, prefix) are visible to every query (clamped to [0, sk]).
+    const int prefix = p.causal && p.prefix_len != nullptr ? imax(0, imin(sk, p.prefix_len[b])) : 0;
+    // The queries that can see a key of this block: i + diag >= n0 under causal, every query
+    // when the block starts inside the prefix.
+    const int m_first = p.causal && n0 >= prefix ? imax(0, n0 - diag) / kBlockM * kBlockM : 0;
     // This thread's keys: the warp's 16, g and g + 8 (rows of the C fragments of Sᵀ).
     const int key_local[2] = {warp * 16 + g, warp * 16 + g + 8};
 
@@ -495,7 +501,7 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const Params p) {
                         dist = distance<kBias>(i, j, diag, pq, pos_k[r], diff);  // diff = p_i − p_j
                         x -= slope_log2 * dist;
                     }
-                    if (j >= sk || i >= sq || (p.causal && j > i + diag)) x = -INFINITY;
+                    if (j >= sk || i >= sq || (p.causal && j > i + diag && j >= prefix)) x = -INFINITY;
                     const float prob = ptx::ex2_approx_ftz(x - s_lse[col]);
                     const float ds = prob * (dpt[nt][e] - s_delta[col]);
                     st[nt][e] = prob;
@@ -649,7 +655,8 @@ kiln_status kiln_attention_alibi_bwd(kiln_dtype dtype, const void* q, const void
                                      const int32_t* cu_seqlens_k, const float* slopes, int32_t slopes_per_batch,
                                      const float* positions, int64_t batch, int64_t total_q, int64_t total_k,
                                      int64_t heads, int64_t heads_k, int64_t head_dim, int64_t max_seqlen_q,
-                                     int64_t max_seqlen_k, int32_t causal, float softmax_scale, void* dq, void* dk,
+                                     int64_t max_seqlen_k, int32_t causal, const int32_t* prefix_len,
+                                     float softmax_scale, void* dq, void* dk,
                                      void* dv, float* dslopes, float* dpositions, void* workspace,
                                      int64_t workspace_bytes, void* stream) {
     using namespace kiln;
@@ -675,7 +682,8 @@ kiln_status kiln_attention_alibi_bwd(kiln_dtype dtype, const void* q, const void
     if (!is_aligned(q, 16) || !is_aligned(k, 16) || !is_aligned(v, 16) || !is_aligned(dout, 16) ||
         !is_aligned(out, 4) || !is_aligned(dq, 4) || !is_aligned(dk, 4) || !is_aligned(dv, 4) || !is_aligned(lse, 4) ||
         !is_aligned(slopes, 4) || !is_aligned(positions, 4) || !is_aligned(dslopes, 4) || !is_aligned(dpositions, 4) ||
-        !is_aligned(cu_seqlens_q, 4) || !is_aligned(cu_seqlens_k, 4) || !is_aligned(workspace, 16))
+        !is_aligned(cu_seqlens_q, 4) || !is_aligned(cu_seqlens_k, 4) || !is_aligned(workspace, 16) ||
+        !is_aligned(prefix_len, 4))
         return KILN_ERROR_MISALIGNED;
 
     const int64_t rows = round16(heads * total_q * 4);
@@ -706,6 +714,7 @@ kiln_status kiln_attention_alibi_bwd(kiln_dtype dtype, const void* q, const void
     p.heads_k = static_cast<int>(heads_k);
     p.head_dim = static_cast<int>(head_dim);
     p.causal = causal != 0;
+    p.prefix_len = prefix_len;
     p.scale = softmax_scale;
     p.scale_log2 = softmax_scale * kLog2e;
     const auto s = static_cast<cudaStream_t>(stream);

@@ -354,6 +354,9 @@ kiln_status kiln_glu_xswiglu_bwd(kiln_dtype dtype, const void* a, const void* b,
  *   linear ALiBi:    bias = -slope * |i + sk - sq - j|   (i, j indices within the sequence)
  *   geometric ALiBi: bias = -slope * ||p_i - p_j||        (p: per-token positions, f32 [total, 3])
  *   causal: key j is visible from query i iff j <= i + sk - sq (bottom-right aligned).
+ *   prefix-LM (causal with prefix_len, int32 [batch] device, or NULL): key j is also visible to
+ *   every query when j < prefix_len[b] (query i sees j when both lie in the prefix, or j <= i),
+ *   each length clamped to [0, sk]; ignored without causal.
  * q, out: [total_q, heads, head_dim]; k, v: [total_k, heads_k, head_dim], f16 or bf16, 16-byte
  * aligned; heads % heads_k == 0 (query head h reads key/value head h / (heads / heads_k));
  * head_dim 32, 64, 96 or 128. cu_seqlens_q/k: int32 [batch + 1] device prefix sums of the
@@ -374,8 +377,9 @@ kiln_status kiln_attention_alibi_fwd(kiln_dtype dtype, const void* q, const void
                                      const int32_t* cu_seqlens_q, const int32_t* cu_seqlens_k, const float* slopes,
                                      int32_t slopes_per_batch, const float* positions, int64_t batch,
                                      int64_t total_q, int64_t total_k, int64_t heads, int64_t heads_k,
-                                     int64_t head_dim, int64_t max_seqlen_q, int32_t causal, float softmax_scale,
-                                     void* out, float* lse, void* stream);
+                                     int64_t head_dim, int64_t max_seqlen_q, int32_t causal,
+                                     const int32_t* prefix_len, float softmax_scale, void* out, float* lse,
+                                     void* stream);
 
 /** Tile variants of the forward, for tuning sweeps (scripts/gpu-run.sh, step sweep-attention):
  * how many a head dimension has (0: none; 64 and 128 have some), and variant `variant`'s name
@@ -392,7 +396,8 @@ kiln_status kiln_attention_alibi_fwd_variant(int32_t variant, kiln_dtype dtype, 
                                              const float* slopes, int32_t slopes_per_batch, const float* positions,
                                              int64_t batch, int64_t total_q, int64_t total_k, int64_t heads,
                                              int64_t heads_k, int64_t head_dim, int64_t max_seqlen_q, int32_t causal,
-                                             float softmax_scale, void* out, float* lse, void* stream);
+                                             const int32_t* prefix_len, float softmax_scale, void* out, float* lse,
+                                             void* stream);
 
 /** The padded form's lse (kiln::attention::forward_padded): lse [heads, tokens] (f32) gets -inf
  * everywhere, then lse[h, indices[i]] = lse_packed[h, i] for the nnz kept tokens (lse_packed
@@ -422,7 +427,8 @@ kiln_status kiln_attention_alibi_bwd(kiln_dtype dtype, const void* q, const void
                                      const int32_t* cu_seqlens_k, const float* slopes, int32_t slopes_per_batch,
                                      const float* positions, int64_t batch, int64_t total_q, int64_t total_k,
                                      int64_t heads, int64_t heads_k, int64_t head_dim, int64_t max_seqlen_q,
-                                     int64_t max_seqlen_k, int32_t causal, float softmax_scale, void* dq, void* dk,
+                                     int64_t max_seqlen_k, int32_t causal, const int32_t* prefix_len,
+                                     float softmax_scale, void* dq, void* dk,
                                      void* dv, float* dslopes, float* dpositions, void* workspace,
                                      int64_t workspace_bytes, void* stream);
 

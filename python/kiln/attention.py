@@ -4,7 +4,9 @@ q ``[total_q, H, D]``, k/v ``[total_k, H_k, D]`` packed by ``cu_seqlens_q/k`` (i
 ``[batch + 1]``), f16 or bf16, D in 32/64/96/128, H a multiple of H_k (GQA/MQA). Bias: none,
 linear ALiBi ``−slope·|i + sk − sq − j|`` with slopes f32 ``[H]`` or ``[batch, H]``, or
 geometric ``−slope·‖p_i − p_j‖`` from positions f32 ``[total, 3]`` (self-attention). Causal is
-bottom-right aligned. Returns the output and the true log-sum-exp f32 ``[H, total_q]``.
+bottom-right aligned; with ``prefix_len`` (int32 ``[batch]``, lengths >= 0) it is prefix-LM: key j of
+sequence b is also visible to every query when j < prefix_len[b]. Returns the output and the true
+log-sum-exp f32 ``[H, total_q]``.
 ``forward_padded`` takes a padded batch ``[B, S, H, D]`` with an optional padding mask.
 
 ``backward`` gives dq, dk, dv from the forward's inputs, its out and lse and dout, and on request
@@ -91,13 +93,19 @@ def _max_seqlen(L, cu_seqlens):
     return max((b - a for a, b in zip(cu, cu[1:])), default=0)
 
 
+def _check_prefix(L, prefix_len, batch):
+    if prefix_len is not None:
+        L.check(prefix_len, "prefix_len", dtypes=(I32,), shape=(batch,))
+
+
 def forward(q, k, v, cu_seqlens_q, cu_seqlens_k, *, slopes=None, positions=None, causal=False,
-            softmax_scale=None, max_seqlen_q=None):
+            softmax_scale=None, max_seqlen_q=None, prefix_len=None):
     """``Output(out, lse)`` (see the module doc). ``max_seqlen_q`` defaults to the longest query
     sequence (read from cu_seqlens_q: a host sync for CUDA tensors)."""
     op = "attention/alibi fwd"
     with Launch(op, q, "q") as L:
         n = _check_inputs(L, q, k, v, cu_seqlens_q, cu_seqlens_k, slopes, positions)
+        _check_prefix(L, prefix_len, n.batch)
         if max_seqlen_q is None:
             max_seqlen_q = _max_seqlen(L, cu_seqlens_q)
         scale = 1.0 / math.sqrt(n.head_dim) if softmax_scale is None else float(softmax_scale)
@@ -106,7 +114,8 @@ def forward(q, k, v, cu_seqlens_q, cu_seqlens_k, *, slopes=None, positions=None,
         out, outp = L.empty(q.shape, q)
         lse, lsep = L.empty((n.heads, n.total_q), F32)
         L.call("kiln_attention_alibi_fwd", n.dtype, qp, kp, vp, cqp, ckp, sp, n.per_batch, pp, n.batch, n.total_q,
-               n.total_k, n.heads, n.heads_k, n.head_dim, int(max_seqlen_q), int(bool(causal)), scale, outp, lsep)
+               n.total_k, n.heads, n.heads_k, n.head_dim, int(max_seqlen_q), int(bool(causal)), L.ptr(prefix_len),
+               scale, outp, lsep)
         return Output(out, lse)
 
 
@@ -190,7 +199,8 @@ def forward_padded(q, k, v, padding_mask=None, *, slopes=None, positions=None, c
 
 
 def backward(q, k, v, out, lse, dout, cu_seqlens_q, cu_seqlens_k, *, slopes=None, positions=None, causal=False,
-             softmax_scale=None, max_seqlen_q=None, max_seqlen_k=None, slope_grad=False, position_grad=False):
+             softmax_scale=None, max_seqlen_q=None, max_seqlen_k=None, slope_grad=False, position_grad=False,
+             prefix_len=None):
     """``Grads(dq, dk, dv, dslopes, dpositions)``: the gradients of a loss with respect to q, k, v
     from ``dout`` (its gradient with respect to the forward's output, ``[total_q, H, D]`` in q's
     dtype), and with ``slope_grad`` / ``position_grad`` those of the slopes (f32, their shape:
@@ -206,6 +216,7 @@ def backward(q, k, v, out, lse, dout, cu_seqlens_q, cu_seqlens_k, *, slopes=None
                                   "regenerate python/kiln/_abi.py (scripts/python-abi.py)")
     with Launch(op, q, "q") as L:
         n = _check_inputs(L, q, k, v, cu_seqlens_q, cu_seqlens_k, slopes, positions)
+        _check_prefix(L, prefix_len, n.batch)
         L.check(out, "out", dtypes=(F16, BF16), like=q, shape=tuple(q.shape))
         L.check(dout, "dout", dtypes=(F16, BF16), like=q, shape=tuple(q.shape))
         L.check(lse, "lse", dtypes=(F32,), shape=(n.heads, n.total_q))
@@ -228,7 +239,7 @@ def backward(q, k, v, out, lse, dout, cu_seqlens_q, cu_seqlens_k, *, slopes=None
         ws = L.lib.kiln_attention_alibi_bwd_workspace_bytes(n.total_q, n.total_k, n.heads, n.heads_k)
         L.call("kiln_attention_alibi_bwd", n.dtype, qp, kp, vp, op_, lp, dop, cqp, ckp, sp, n.per_batch, pp, n.batch,
                n.total_q, n.total_k, n.heads, n.heads_k, n.head_dim, int(max_seqlen_q), int(max_seqlen_k),
-               int(bool(causal)), scale, dqp, dkp, dvp, dsp, dpp, L.workspace(ws), max(ws, 0))
+               int(bool(causal)), L.ptr(prefix_len), scale, dqp, dkp, dvp, dsp, dpp, L.workspace(ws), max(ws, 0))
         return Grads(dq, dk, dv, dslopes, dpositions)
 
 

@@ -1348,6 +1348,7 @@ fn padding_launchers() -> Vec<Launcher> {
 struct Attn {
     elem: u64,
     positions_used: bool,
+    prefix: usize,
     batch: i64,
     tq: i64,
     tk: i64,
@@ -1439,6 +1440,8 @@ fn attention_common(c: &mut Ctx, bwd: bool) -> Attn {
     let slopes_count = if slopes_per_batch != 0 { prod(&[batch, heads]) } else { Some(heads) };
     let slopes = c.opt_input("slopes", 4, slopes_count);
     let positions = c.opt_input("positions", 4, prod(&[tq, 3]));
+    // Prefix-LM lengths: any i32 is valid (kiln.h clamps them to [0, sk]); NULL is plain causal.
+    let prefix = c.opt_input("prefix_len", 4, Some(batch.max(0)));
     let use_positions = positions_wanted && !c.is_null(positions);
     if use_positions && c.is_null(slopes) {
         c.invalid(VALUE, "positions without slopes");
@@ -1452,6 +1455,7 @@ fn attention_common(c: &mut Ctx, bwd: bool) -> Attn {
     Attn {
         elem: e,
         positions_used: use_positions,
+        prefix,
         batch,
         tq,
         tk,
@@ -1502,6 +1506,7 @@ fn attention_launchers() -> Vec<Launcher> {
                 a.head_dim,
                 a.max_q,
                 a.causal,
+                p.r(a.prefix),
                 a.scale,
                 p.w(out),
                 p.w(lse),
@@ -1552,6 +1557,7 @@ fn attention_launchers() -> Vec<Launcher> {
                 a.head_dim,
                 a.max_q,
                 a.causal,
+                p.r(a.prefix),
                 a.scale,
                 p.w(out),
                 p.w(lse),
@@ -1622,6 +1628,7 @@ fn attention_launchers() -> Vec<Launcher> {
                 a.max_q,
                 a.max_k,
                 a.causal,
+                p.r(a.prefix),
                 a.scale,
                 p.w(dq),
                 p.w(dk),

@@ -103,7 +103,7 @@ fn bad_input_is_rejected() {
             on(&device, Tensor::from_f32(&vec![0.5; n], shape, DType::BF16).unwrap())
         };
         let cu = |v: Vec<i32>| on(&device, Tensor::from_vec(v.clone(), &[v.len()]).unwrap());
-        let plain = Attention { causal: false, scale: None, bias: Bias::None };
+        let plain = Attention { causal: false, scale: None, bias: Bias::None, prefix_len: None };
         let (q, k) = (half(&[5, 6, 64]), half(&[5, 2, 64]));
         let (cu_ok, cu_k_ok) = (cu(vec![0, 2, 5]), cu(vec![0, 3, 5]));
         attention::forward(&plain, &q, &k, &k, &cu_ok, &cu_k_ok).expect("valid input");
@@ -152,7 +152,7 @@ fn fully_masked_rows_give_zero_and_minus_infinity() {
         let k = on(&device, Tensor::from_f32(&[0.5; 2 * 32], &[2, 1, 32], DType::F16).unwrap());
         let cu_q = on(&device, Tensor::from_vec(vec![0i32, 4, 6], &[3]).unwrap());
         let cu_k = on(&device, Tensor::from_vec(vec![0i32, 2, 2], &[3]).unwrap());
-        let attn = Attention { causal: true, scale: None, bias: Bias::None };
+        let attn = Attention { causal: true, scale: None, bias: Bias::None, prefix_len: None };
         let o = attention::forward(&attn, &q, &k, &k, &cu_q, &cu_k).unwrap();
         let (out, lse) = (o.out.to_f32_vec().unwrap(), o.lse.to_f32_vec().unwrap());
         for h in 0..2 {
@@ -274,4 +274,66 @@ fn cpu_bench_cases_are_fixed_problems() {
     // The same shape draws the same q, k, v whatever the options: cases compare on one tensor set.
     let (a, b) = (cases[0].problem(Direction::Fwd), cases[4].problem(Direction::Fwd));
     assert_eq!((a.input("q").unwrap(), a.input("v").unwrap()), (b.input("q").unwrap(), b.input("v").unwrap()));
+}
+
+/// Prefix-LM (causal, with `prefix_len`): the kernels, forward and backward, against the reference
+/// on the emulator and a GPU, with prefixes of none, part and all of a sequence (and past it),
+/// sq below and above sk, both biases, GQA; the lengths are clamped by the kernels as by kiln.h.
+#[test]
+fn prefix_lm_matches_reference() {
+    use kiln::attention::op::{with_forward, with_prefix};
+    let op = op();
+    let mut rng = rng();
+    for device in crate::common::kernel_devices() {
+        let mut rows = Vec::new();
+        for (n, (d, (sq, sk), bias)) in
+            [(64, (130, 140), BiasKind::Alibi), (128, (77, 45), BiasKind::None), (128, (150, 150), BiasKind::Geometric)]
+                .into_iter()
+                .enumerate()
+        {
+            let spec = Spec {
+                seqlens_q: vec![sq, 0, sq / 3 + 1],
+                seqlens_k: vec![sk, 0, sk / 2 + 1],
+                heads: 2,
+                heads_k: if n == 1 { 1 } else { 2 },
+                head_dim: d,
+                causal: true,
+                bias,
+                slopes_per_batch: false,
+            };
+            // Part of the first sequence (across tiles), none of the empty one, past the third.
+            let p = with_prefix(problem(&spec, &mut rng), &[sk / 2 + 3, 0, sk]);
+            let label = format!("prefix-LM d {d} sq {sq} sk {sk} {bias:?}");
+            rows.extend(check_problem(op.as_ref(), Direction::Fwd, DType::BF16, &p, &device, &label).unwrap());
+            let pb = with_forward(p, &mut rng);
+            rows.extend(check_problem(op.as_ref(), Direction::Bwd, DType::BF16, &pb, &device, &label).unwrap());
+        }
+        assert!(rows.iter().any(|r| r.what.contains("dk")), "the backward ran");
+        assert_rows(&rows);
+    }
+}
+
+#[test]
+fn bad_prefix_lengths_are_rejected() {
+    for device in devices() {
+        let t = |shape: &[usize]| Tensor::zeros(shape, DType::BF16, &device).unwrap();
+        let (q, k) = (t(&[4, 2, 32]), t(&[4, 2, 32]));
+        let cu = on(&device, Tensor::from_vec(vec![0i32, 4], &[2]).unwrap());
+        let negative = on(&device, Tensor::from_vec(vec![-1i32], &[1]).unwrap());
+        let attn = Attention { causal: true, scale: None, bias: Bias::None, prefix_len: Some(&negative) };
+        let e = attention::forward(&attn, &q, &k, &k, &cu, &cu).unwrap_err();
+        assert!(matches!(e, Error::InvalidValue { arg: "prefix_len", .. }), "{e:?}");
+        let two = on(&device, Tensor::from_vec(vec![1i32, 2], &[2]).unwrap());
+        let e = attention::forward(&Attention { prefix_len: Some(&two), ..attn }, &q, &k, &k, &cu, &cu).unwrap_err();
+        assert!(matches!(e, Error::Shape { arg: "prefix_len", .. }), "{e:?}");
+        let f32s = on(&device, Tensor::from_vec(vec![1.0f32], &[1]).unwrap());
+        let e = attention::forward(&Attention { prefix_len: Some(&f32s), ..attn }, &q, &k, &k, &cu, &cu).unwrap_err();
+        assert!(matches!(e, Error::DType { arg: "prefix_len", .. }), "{e:?}");
+        // The padded form refuses prefix-LM.
+        let (qp, kp) = (t(&[1, 4, 2, 32]), t(&[1, 4, 2, 32]));
+        let ok = on(&device, Tensor::from_vec(vec![2i32], &[1]).unwrap());
+        let e =
+            attention::forward_padded(&Attention { prefix_len: Some(&ok), ..attn }, &qp, &kp, &kp, None).unwrap_err();
+        assert!(matches!(e, Error::InvalidValue { arg: "prefix_len", .. }), "{e:?}");
+    }
 }

@@ -185,7 +185,7 @@ fn empty_queries_give_zero_gradients() {
             on(&device, Tensor::from_vec(vec![0i32, 2, 5], &[3]).unwrap()),
         );
         let slopes = on(&device, Tensor::from_f32(&[0.25; 8], &[2, 4], DType::F32).unwrap());
-        let attn = Attention { causal: true, scale: None, bias: Bias::Alibi { slopes: &slopes } };
+        let attn = Attention { causal: true, scale: None, bias: Bias::Alibi { slopes: &slopes }, prefix_len: None };
         let x = BackwardInputs {
             q: &q,
             k: &k,
@@ -216,7 +216,7 @@ fn bad_input_is_rejected() {
             on(&device, Tensor::from_f32(&vec![0.5; n], shape, dtype).unwrap())
         };
         let cu = |v: Vec<i32>| on(&device, Tensor::from_vec(v.clone(), &[v.len()]).unwrap());
-        let plain = Attention { causal: false, scale: None, bias: Bias::None };
+        let plain = Attention { causal: false, scale: None, bias: Bias::None, prefix_len: None };
         let (q, k) = (half(&[5, 6, 64], DType::BF16), half(&[5, 2, 64], DType::BF16));
         let (cu_q, cu_k) = (cu(vec![0, 2, 5]), cu(vec![0, 3, 5]));
         let lse = half(&[6, 5], DType::F32);
@@ -332,6 +332,7 @@ fn c_abi_validates_before_launching() {
                 8,
                 8,
                 1,
+                std::ptr::null(),
                 0.125,
                 FAKE as *mut c_void,
                 FAKE as *mut c_void,

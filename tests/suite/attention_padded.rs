@@ -64,7 +64,7 @@ fn masked_equals_packed(device: &Device, c: &Case, rng: &mut StdRng) {
             _ => Bias::Geometric { slopes, positions },
         }
     }
-    let attn = Attention { causal: c.causal, scale: None, bias: bias(c.bias, &slopes_t, &pos) };
+    let attn = Attention { causal: c.causal, scale: None, bias: bias(c.bias, &slopes_t, &pos), prefix_len: None };
     let mask_t = on(device, Tensor::from_vec(mask.clone(), &[b, s]).unwrap());
     let padded = attention::forward_padded(&attn, &q, &k, &v, Some(&mask_t)).unwrap();
     assert_eq!(padded.out.shape(), &[b, s, h, d]);
@@ -128,7 +128,8 @@ fn unmasked_padded_form_equals_uniform_varlen() {
             (random(&mut rng, b * sq * h * d), random(&mut rng, b * sk * hk * d), random(&mut rng, b * sk * hk * d));
         let t = |v: &[f32], shape: &[usize]| on(&device, Tensor::from_f32(v, shape, DType::BF16).unwrap());
         let slopes = on(&device, Tensor::from_f32(&attention::alibi_slopes(h), &[h], DType::F32).unwrap());
-        let attn = Attention { causal: true, scale: Some(0.2), bias: Bias::Alibi { slopes: &slopes } };
+        let attn =
+            Attention { causal: true, scale: Some(0.2), bias: Bias::Alibi { slopes: &slopes }, prefix_len: None };
         let padded = attention::forward_padded(
             &attn,
             &t(&qv, &[b, sq, h, d]),
@@ -160,7 +161,7 @@ fn padded_bad_input_is_rejected() {
             let n = shape.iter().product();
             on(&device, Tensor::from_f32(&vec![0.5; n], shape, DType::BF16).unwrap())
         };
-        let plain = Attention { causal: false, scale: None, bias: Bias::None };
+        let plain = Attention { causal: false, scale: None, bias: Bias::None, prefix_len: None };
         let (q, k) = (half(&[2, 5, 6, 32]), half(&[2, 5, 2, 32]));
         let mask = on(&device, Tensor::from_vec(vec![1u8; 10], &[2, 5]).unwrap());
         attention::forward_padded(&plain, &q, &k, &k, Some(&mask)).expect("valid input");

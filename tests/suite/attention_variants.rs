@@ -71,7 +71,7 @@ fn bad_variants_are_typed_errors() {
     for device in devices() {
         let t = |shape: &[usize], dtype| Tensor::zeros(shape, dtype, &device).unwrap();
         let cu = Tensor::from_vec(vec![0i32, 4], &[2]).unwrap().to_device(&device).unwrap();
-        let attn = Attention { causal: false, scale: None, bias: Bias::None };
+        let attn = Attention { causal: false, scale: None, bias: Bias::None, prefix_len: None };
         let (q, k, v) = (t(&[4, 2, 64], DType::BF16), t(&[4, 2, 64], DType::BF16), t(&[4, 2, 64], DType::BF16));
         let err = attention::forward_variant(&attn, 6, &q, &k, &v, &cu, &cu).unwrap_err();
         assert!(matches!(err, Error::InvalidValue { arg: "variant", .. }), "{err:?}");
@@ -81,8 +81,12 @@ fn bad_variants_are_typed_errors() {
         assert!(matches!(err, Error::DType { arg: "q", .. }), "{err:?}");
         let slopes = Tensor::from_vec(vec![0.5f32, 0.25], &[2]).unwrap().to_device(&device).unwrap();
         let positions = t(&[4, 3], DType::F32);
-        let geo =
-            Attention { causal: false, scale: None, bias: Bias::Geometric { slopes: &slopes, positions: &positions } };
+        let geo = Attention {
+            causal: false,
+            scale: None,
+            bias: Bias::Geometric { slopes: &slopes, positions: &positions },
+            prefix_len: None,
+        };
         let err = attention::forward_variant(&geo, 0, &q, &k, &v, &cu, &cu).unwrap_err();
         assert!(matches!(err, Error::InvalidValue { arg: "bias", .. }), "{err:?}");
     }

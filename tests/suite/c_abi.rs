@@ -545,6 +545,7 @@ macro_rules! c_abi_tests {
                             self.head_dim,
                             8,
                             1,
+                            std::ptr::null(),
                             self.scale,
                             pm(FAKE),
                             FAKE as *mut f32,

@@ -45,8 +45,16 @@ pub struct Problem<'a> {
     pub bias: BiasRef<'a>,
     /// Key j is visible from query i only when j ≤ i + sk − sq (bottom-right aligned).
     pub causal: bool,
+    /// Prefix-LM (with `causal`): `[B]` prefix lengths; key j < prefix_len[b] is visible to every
+    /// query of sequence b. `None`: plain causal.
+    pub prefix_len: Option<&'a [usize]>,
     /// The softmax scale.
     pub scale: f64,
+}
+
+/// Whether key j of sequence b lies in its prefix (prefix-LM: visible to every query).
+pub(crate) fn in_prefix(p: &Problem, b: usize, j: usize) -> bool {
+    p.prefix_len.is_some_and(|prefix| j < prefix[b])
 }
 
 /// What the forward computes.
@@ -109,7 +117,7 @@ fn attend(p: &Problem, b: usize, q_tokens: &[usize], k_tokens: &[usize], total_q
             let aligned = i as i64 + sk as i64 - sq as i64;
             let scores: Vec<f64> = (0..sk)
                 .map(|j| {
-                    if p.causal && j as i64 > aligned {
+                    if p.causal && j as i64 > aligned && !in_prefix(p, b, j) {
                         return f64::NEG_INFINITY;
                     }
                     let dot: f64 = q_row.iter().zip(k_row(j)).map(|(a, b)| a * b).sum();

@@ -73,7 +73,7 @@ pub fn backward(p: &Problem, dout: &[f64]) -> Backward {
                 let aligned = i as i64 + sk as i64 - sq as i64;
                 let scores: Vec<f64> = (0..sk)
                     .map(|j| {
-                        if p.causal && j as i64 > aligned {
+                        if p.causal && j as i64 > aligned && !super::cpu::in_prefix(p, b, j) {
                             return f64::NEG_INFINITY;
                         }
                         p.scale * dot(&p.q[q_at(i)..][..d], &p.k[k_at(j)..][..d]) + slope * bias_grad(i, j).0

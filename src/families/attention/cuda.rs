@@ -42,6 +42,7 @@ pub(in crate::families::attention) fn forward(
         let (ckp, _ckg) = cu_seqlens_k.dev_ptr(gpu);
         let slopes = slopes.map(|t| t.dev_ptr(gpu));
         let positions = positions.map(|t| t.dev_ptr(gpu));
+        let prefix = attn.prefix_len.map(|t| t.dev_ptr(gpu));
         let (op, _og) = out.dev_ptr_mut(gpu);
         let (lp, _lg) = lse.dev_ptr_mut(gpu);
         let f32_ptr = |p: &Option<(u64, _)>| p.as_ref().map_or(null(), |(p, _)| *p as *const f32);
@@ -68,6 +69,7 @@ pub(in crate::families::attention) fn forward(
                     dims.head_dim as i64,
                     dims.max_seqlen_q() as i64,
                     attn.causal as i32,
+                    prefix.as_ref().map_or(null(), |(p, _)| *p as *const i32),
                     dims.scale,
                     op as *mut c_void,
                     lp as *mut f32,
@@ -92,6 +94,7 @@ pub(in crate::families::attention) fn forward(
                     dims.head_dim as i64,
                     dims.max_seqlen_q() as i64,
                     attn.causal as i32,
+                    prefix.as_ref().map_or(null(), |(p, _)| *p as *const i32),
                     dims.scale,
                     op as *mut c_void,
                     lp as *mut f32,

@@ -54,6 +54,7 @@ pub(in crate::families::attention) fn backward(
         let (ckp, _ckg) = x.cu_seqlens_k.dev_ptr(gpu);
         let slopes = slopes.map(|t| t.dev_ptr(gpu));
         let positions = positions.map(|t| t.dev_ptr(gpu));
+        let prefix = attn.prefix_len.map(|t| t.dev_ptr(gpu));
         let (dqp, _dqg) = dq.dev_ptr_mut(gpu);
         let (dkp, _dkg) = dk.dev_ptr_mut(gpu);
         let (dvp, _dvg) = dv.dev_ptr_mut(gpu);
@@ -90,6 +91,7 @@ pub(in crate::families::attention) fn backward(
                 dims.max_seqlen_q() as i64,
                 max_seqlen_k as i64,
                 attn.causal as i32,
+                prefix.as_ref().map_or(null(), |(p, _)| *p as *const i32),
                 dims.scale,
                 dqp as *mut c_void,
                 dkp as *mut c_void,

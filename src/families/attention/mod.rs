@@ -12,7 +12,7 @@
 //! let q = Tensor::from_f32(&values, &[3, 2, 32], DType::BF16)?;
 //! let cu = Tensor::from_vec(vec![0i32, 3], &[2])?;
 //! let slopes = Tensor::from_f32(&attention::alibi_slopes(2), &[2], DType::F32)?;
-//! let attn = Attention { causal: true, scale: None, bias: Bias::Alibi { slopes: &slopes } };
+//! let attn = Attention { causal: true, scale: None, bias: Bias::Alibi { slopes: &slopes }, prefix_len: None };
 //! let o = attention::forward(&attn, &q, &q, &q, &cu, &cu)?;
 //! assert_eq!(o.out.shape(), &[3, 2, 32]);
 //! assert_eq!(o.lse.shape(), &[2, 3]);

@@ -10,7 +10,7 @@ use super::spec::{
     Attention, AttentionOutput, Bias, HEAD_DIMS, HostInputs, bias_args, shape_err, slopes_per_batch, softmax_scale,
 };
 use crate::core::dtype::DType;
-use crate::core::error::Result;
+use crate::core::error::{Error, Result};
 use crate::core::gpu::Gpu;
 use crate::core::tensor::Tensor;
 use crate::core::validate::{Arg, check};
@@ -81,6 +81,10 @@ fn validate_padded(
         .chain(bias_args(attn.bias, batch, heads, vec![batch, seqlen_q, 3]))
         .collect();
     check(&device, &args)?;
+    if attn.prefix_len.is_some() {
+        let reason = "the padded form takes no prefix-LM lengths: run the packed form (attention::forward)".into();
+        return Err(Error::InvalidValue { arg: "prefix_len", reason });
+    }
     let slopes_per_batch = slopes_per_batch(attn.bias);
     let scale = softmax_scale(attn, head_dim)?;
     Ok(PaddedDims { batch, seqlen_q, seqlen_k, heads, heads_k, head_dim, slopes_per_batch, scale })
@@ -102,7 +106,7 @@ fn validate_padded(
 /// let values: Vec<f32> = (0..2 * 4 * 1 * 32).map(|i| ((i % 11) as f32 - 5.0) / 8.0).collect();
 /// let q = Tensor::from_f32(&values, &[2, 4, 1, 32], DType::F16)?;
 /// let mask = Tensor::from_vec(vec![1u8, 1, 1, 1, 1, 1, 0, 0], &[2, 4])?;
-/// let attn = Attention { causal: false, scale: None, bias: Bias::None };
+/// let attn = Attention { causal: false, scale: None, bias: Bias::None, prefix_len: None };
 /// let o = attention::forward_padded(&attn, &q, &q, &q, Some(&mask))?;
 /// assert_eq!(o.out.shape(), &[2, 4, 1, 32]);
 /// assert_eq!(o.lse.shape(), &[1, 2, 4]);

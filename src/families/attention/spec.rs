@@ -39,6 +39,11 @@ pub enum Bias<'a> {
 pub struct Attention<'a> {
     /// Causal mask aligned to the bottom-right corner: query i sees keys j ≤ i + sk − sq.
     pub causal: bool,
+    /// Prefix-LM (with `causal`): i32 `[B]`, each sequence's prefix length; key j < prefix_len[b]
+    /// is visible to every query of sequence b (query i sees key j when both lie in the prefix,
+    /// or j ≤ i + sk − sq). Lengths ≥ 0; past the sequence they mean all of it. `None`: plain
+    /// causal. Ignored without `causal`. The packed form only (the padded form refuses it).
+    pub prefix_len: Option<&'a Tensor>,
     /// Softmax scale; `None` is 1/√D.
     pub scale: Option<f32>,
     /// The bias.
@@ -68,6 +73,15 @@ pub(super) struct Dims {
     pub(super) cu_k: Vec<usize>,
     pub(super) slopes_per_batch: bool,
     pub(super) scale: f32,
+}
+
+/// The prefix lengths of `attn` (prefix-LM), validated against a batch of `batch` on `device`:
+/// i32 `[batch]`, every length ≥ 0 (read to the host: a synchronisation on a GPU).
+pub(super) fn prefix_lengths(attn: &Attention, batch: usize, device: &crate::core::device::Device) -> Result<()> {
+    let Some(t) = attn.prefix_len else { return Ok(()) };
+    check(device, &[Arg::new("prefix_len", t).dtype(DType::I32).shape(vec![batch])])?;
+    let v = t.to_f64_vec()?;
+    ensure(v.iter().all(|&x| x >= 0.0), "prefix_len", || format!("lengths must be ≥ 0, got {v:?}"))
 }
 
 #[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
@@ -132,6 +146,7 @@ pub(super) struct HostInputs {
     pub(super) v: Vec<f64>,
     pub(super) slopes: Option<Vec<f64>>,
     pub(super) positions: Option<Vec<f64>>,
+    pub(super) prefix_len: Option<Vec<usize>>,
 }
 
 impl HostInputs {
@@ -141,7 +156,8 @@ impl HostInputs {
             Bias::Alibi { slopes } => (Some(slopes.host_f64()), None),
             Bias::Geometric { slopes, positions } => (Some(slopes.host_f64()), Some(positions.host_f64())),
         };
-        HostInputs { q: q.host_f64(), k: k.host_f64(), v: v.host_f64(), slopes, positions }
+        let prefix_len = attn.prefix_len.map(|t| t.host_f64().into_iter().map(|x| x as usize).collect());
+        HostInputs { q: q.host_f64(), k: k.host_f64(), v: v.host_f64(), slopes, positions, prefix_len }
     }
 
     pub(super) fn bias(&self) -> cpu::BiasRef<'_> {
@@ -172,6 +188,7 @@ impl HostInputs {
             head_dim,
             bias: self.bias(),
             causal: attn.causal,
+            prefix_len: self.prefix_len.as_deref(),
             scale: scale as f64,
         }
     }
@@ -238,6 +255,7 @@ pub(super) fn validate(
             "geometric ALiBi is self-attention: cu_seqlens_q must equal cu_seqlens_k".into()
         })?;
     }
+    prefix_lengths(attn, batch, &device)?;
     let scale = softmax_scale(attn, head_dim)?;
     Ok(Dims { total_q, total_k, heads, heads_k, head_dim, cu_q, cu_k, slopes_per_batch, scale })
 }

@@ -35,6 +35,9 @@ pub(super) fn rows(op: &dyn Op, rng: &mut StdRng) -> Vec<CheckRow> {
         }
         let cu = |name: &str| pr.inputs[name].data.iter().map(|&x| x as usize).collect::<Vec<_>>();
         let (cu_q, cu_k) = (cu("cu_seqlens_q"), cu("cu_seqlens_k"));
+        // Two of the causal cases are prefix-LM: half of each sequence's keys plus one.
+        let prefix: Option<Vec<usize>> =
+            (causal && n % 2 == 1).then(|| cu_k.windows(2).map(|w| (w[1] - w[0]) / 2 + 1).collect());
         let normal = Normal::new(0.0, 1.0).expect("sd 1");
         let dout: Vec<f64> = (0..pr.inputs["q"].data.len()).map(|_| normal.sample(rng)).collect();
         let names = ["q", "k", "v", "slopes", "positions"];
@@ -56,6 +59,7 @@ pub(super) fn rows(op: &dyn Op, rng: &mut StdRng) -> Vec<CheckRow> {
                 head_dim: 4,
                 bias,
                 causal,
+                prefix_len: prefix.as_deref(),
                 scale: 0.4,
             });
             f.out.iter().zip(&dout).map(|(o, g)| o * g).sum()
@@ -77,6 +81,7 @@ pub(super) fn rows(op: &dyn Op, rng: &mut StdRng) -> Vec<CheckRow> {
                 head_dim: 4,
                 bias: bias_ref,
                 causal,
+                prefix_len: prefix.as_deref(),
                 scale: 0.4,
             },
             &dout,
@@ -99,7 +104,9 @@ pub(super) fn rows(op: &dyn Op, rng: &mut StdRng) -> Vec<CheckRow> {
                     )
                 })
                 .collect();
-            let what = format!("finite differences d{name} (case {n}: {bias:?}, causal {causal}, H {heads}/{heads_k})");
+            let what = format!(
+                "finite differences d{name} (case {n}: {bias:?}, causal {causal}, prefix {prefix:?}, H {heads}/{heads_k})"
+            );
             rows.push(reference_row(op, what, analytic[which], &numeric, 1e-6));
         }
     }

@@ -47,6 +47,7 @@ fn run(p: &Problem, s: &Spec, bias: BiasRef, causal: bool) -> Forward {
         head_dim: s.head_dim,
         bias,
         causal,
+        prefix_len: None,
         scale: 0.3,
     })
 }
@@ -82,34 +83,58 @@ pub fn rows(op: &dyn Op, rng: &mut StdRng) -> Vec<CheckRow> {
     rows.push(row(op, "shifting all positions changes nothing (geometric)", &moved, &base));
 
     // Causal row i equals bidirectional attention of that one query over keys 0..=i + sk − sq
-    // (nothing for a row with i + sk − sq < 0), for sq < sk and sq > sk.
+    // (nothing for a row with i + sk − sq < 0), for sq < sk and sq > sk; prefix-LM (lengths P)
+    // over keys 0..=max(i + sk − sq, P − 1): P = 0 is plain causal, P ≥ sk bidirectional.
     for (sq, sk) in [(5, 9), (9, 5)] {
-        let s = Spec { heads: 2, heads_k: 1, ..spec(vec![sq], vec![sk], true, BiasKind::None) };
-        let p = problem(&s, rng);
-        let causal = run(&p, &s, BiasRef::None, true);
-        let (d, h) = (s.head_dim, s.heads);
-        let mut want = Forward { out: Vec::new(), lse: vec![f64::NEG_INFINITY; h * sq] };
-        for i in 0..sq {
-            let visible = (i as i64 + sk as i64 - sq as i64 + 1).clamp(0, sk as i64) as usize;
-            let one = cpu::forward(&cpu::Problem {
-                q: &data(&p, "q")[i * h * d..][..h * d],
-                k: &data(&p, "k")[..visible * s.heads_k * d],
-                v: &data(&p, "v")[..visible * s.heads_k * d],
-                cu_seqlens_q: &[0, 1],
-                cu_seqlens_k: &[0, visible],
-                heads: h,
+        for prefix in [None, Some(0), Some(3), Some(sk + 1)] {
+            let s = Spec { heads: 2, heads_k: 1, ..spec(vec![sq], vec![sk], true, BiasKind::None) };
+            let p = problem(&s, rng);
+            let lengths = prefix.map(|l| vec![l]);
+            let (cu_q, cu_k) = (offsets(&p, "cu_seqlens_q"), offsets(&p, "cu_seqlens_k"));
+            let masked = cpu::forward(&cpu::Problem {
+                q: data(&p, "q"),
+                k: data(&p, "k"),
+                v: data(&p, "v"),
+                cu_seqlens_q: &cu_q,
+                cu_seqlens_k: &cu_k,
+                heads: s.heads,
                 heads_k: s.heads_k,
-                head_dim: d,
+                head_dim: s.head_dim,
                 bias: BiasRef::None,
-                causal: false,
+                causal: true,
+                prefix_len: lengths.as_deref(),
                 scale: 0.3,
             });
-            want.out.extend(one.out);
-            for hh in 0..h {
-                want.lse[hh * sq + i] = one.lse[hh];
+            let (d, h) = (s.head_dim, s.heads);
+            let mut want = Forward { out: Vec::new(), lse: vec![f64::NEG_INFINITY; h * sq] };
+            for i in 0..sq {
+                let causal_keys = (i as i64 + sk as i64 - sq as i64 + 1).clamp(0, sk as i64) as usize;
+                let visible = causal_keys.max(prefix.unwrap_or(0).min(sk));
+                let one = cpu::forward(&cpu::Problem {
+                    q: &data(&p, "q")[i * h * d..][..h * d],
+                    k: &data(&p, "k")[..visible * s.heads_k * d],
+                    v: &data(&p, "v")[..visible * s.heads_k * d],
+                    cu_seqlens_q: &[0, 1],
+                    cu_seqlens_k: &[0, visible],
+                    heads: h,
+                    heads_k: s.heads_k,
+                    head_dim: d,
+                    bias: BiasRef::None,
+                    causal: false,
+                    prefix_len: None,
+                    scale: 0.3,
+                });
+                want.out.extend(one.out);
+                for hh in 0..h {
+                    want.lse[hh * sq + i] = one.lse[hh];
+                }
             }
+            let what = match prefix {
+                None => format!("causal row i sees exactly j <= i + sk - sq (sq {sq}, sk {sk})"),
+                Some(l) => format!("prefix-LM {l}: row i sees j <= i + sk - sq or j < {l} (sq {sq}, sk {sk})"),
+            };
+            rows.push(row(op, &what, &masked, &want));
         }
-        rows.push(row(op, &format!("causal row i sees exactly j <= i + sk - sq (sq {sq}, sk {sk})"), &causal, &want));
     }
 
     // The slope rule reproduces the published values for 12 heads.
@@ -156,6 +181,7 @@ pub fn rows(op: &dyn Op, rng: &mut StdRng) -> Vec<CheckRow> {
         head_dim: d,
         bias: BiasRef::Linear { slopes },
         causal: true,
+        prefix_len: None,
         scale: 0.3,
     };
     let got = cpu::forward_padded(&padded_problem, (batch, seqlen, seqlen), Some(&mask));

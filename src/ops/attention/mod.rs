@@ -16,7 +16,7 @@ mod problem;
 
 pub use bench::{GPU_DENSE, VARLEN_MIX, bench_specs, flash_flops, label};
 use problem::normal;
-pub use problem::{BiasKind, Spec, problem};
+pub use problem::{BiasKind, Spec, problem, with_prefix};
 
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
@@ -78,6 +78,7 @@ fn attention<'a>(inputs: &'a Tensors, params: &Params) -> Result<Attention<'a>> 
         causal: params.get("causal").copied().unwrap_or(0.0) != 0.0,
         scale: if scale == 0.0 { None } else { Some(scale as f32) },
         bias,
+        prefix_len: inputs.get("prefix_len"),
     })
 }
 
@@ -157,6 +158,7 @@ struct Parts<'a> {
     slopes: Option<&'a [f64]>,
     positions: Option<&'a [f64]>,
     causal: bool,
+    prefix_len: Option<Vec<usize>>,
     scale: f64,
 }
 
@@ -175,6 +177,7 @@ fn parts(problem: &Problem) -> Result<Parts<'_>> {
         slopes: problem.get("slopes").map(|a| a.data.as_slice()),
         positions: problem.get("positions").map(|a| a.data.as_slice()),
         causal: problem.params.get("causal").copied().unwrap_or(0.0) != 0.0,
+        prefix_len: problem.get("prefix_len").map(|a| a.data.iter().map(|&x| x.max(0.0) as usize).collect()),
         scale,
     })
 }
@@ -197,6 +200,7 @@ impl Parts<'_> {
             head_dim: self.q.shape[2],
             bias,
             causal: self.causal,
+            prefix_len: self.prefix_len.as_deref(),
             scale: self.scale,
         }
     }
@@ -285,6 +289,8 @@ impl Op for AlibiAttention {
             ArgSpec::i32("cu_seqlens_k"),
             ArgSpec::f32("slopes").optional(),
             ArgSpec::f32("positions").optional(),
+            // Prefix-LM lengths [B] (with causal).
+            ArgSpec::i32("prefix_len").optional(),
         ];
         if dir == Direction::Bwd {
             // out and lse: both or neither (then the run computes them first).
@@ -341,7 +347,12 @@ impl Op for AlibiAttention {
             bias,
             slopes_per_batch: rng.random_bool(0.5),
         };
-        let p = problem(&spec, rng);
+        let mut p = problem(&spec, rng);
+        // Half the causal problems are prefix-LM, with lengths from 0 to past the sequence.
+        if spec.causal && rng.random_bool(0.5) {
+            let lengths: Vec<usize> = spec.seqlens_k.iter().map(|&sk| rng.random_range(0..=sk + 2)).collect();
+            p = with_prefix(p, &lengths);
+        }
         if dir == Direction::Bwd { with_forward(p, rng) } else { p }
     }
 

@@ -83,3 +83,11 @@ pub fn problem(spec: &Spec, rng: &mut StdRng) -> Problem {
     p.params.insert("scale".into(), 0.0);
     p
 }
+
+/// `p` made prefix-LM: the input `prefix_len` (i32 `[B]`) with `lengths` (key j < lengths[b] is
+/// visible to every query of sequence b under causal).
+pub fn with_prefix(mut p: Problem, lengths: &[usize]) -> Problem {
+    let values = lengths.iter().map(|&l| l as f64).collect();
+    p.inputs.insert("prefix_len".into(), Array::new(vec![lengths.len()], values));
+    p
+}
