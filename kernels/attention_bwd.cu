@@ -26,6 +26,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
@@ -168,6 +169,18 @@ __device__ __forceinline__ void load_rows_rolled(ptx::CpAsync& pipe, T* dst, con
     }
 }
 
+// load_rows unrolled, or rolled where kRolled (geometric ALiBi's dkdv: its position terms leave
+// no registers for the unrolled passes' addresses on sm_80).
+template <bool kRolled, typename T, int kD, int kRows>
+__device__ __forceinline__ void load_rows_as(ptx::CpAsync& pipe, T* dst, const T* src, int64_t row_stride, int first,
+                                             int len) {
+    if constexpr (kRolled) {
+        load_rows_rolled<T, kD, kRows>(pipe, dst, src, row_stride, first, len);
+    } else {
+        load_rows<T, kD, kRows>(pipe, dst, src, row_stride, first, len);
+    }
+}
+
 // The A fragment (16 rows × 16 columns, columns col0..col0+15) of rows row0.. of a shared tile.
 template <int kD>
 __device__ __forceinline__ void load_a(uint32_t (&a)[4], const void* tile, int row0, int col0) {
@@ -266,6 +279,14 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p) {
     if (p.causal) kv_end = imax(prefix, imax(0, imin(sk, m0 + kBlockM + diag)));
     const int n_tiles = (kv_end + kBlockN - 1) / kBlockN;
     const int row_local[2] = {warp * 16 + g, warp * 16 + g + 8};
+    // The keys each of this thread's rows sees are [0, key_end): every key, or under causal those
+    // up to the diagonal and the prefix (the mask as one comparison per score).
+    int key_end[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int i = m0 + row_local[r];
+        key_end[r] = p.causal ? imin(sk, imax(i + diag + 1, prefix)) : sk;
+    }
 
     float slope = 0.0f;
     if constexpr (kBias != Bias::kNone) slope = p.slopes[b * p.slope_batch_stride + h];
@@ -350,7 +371,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p) {
                         dist = distance<kBias>(i, j, diag, pos_q[r], pk, diff);
                         x -= slope_log2 * dist;
                     }
-                    if (j >= sk || (p.causal && j > i + diag && j >= prefix)) x = -INFINITY;
+                    if (j >= key_end[r]) x = -INFINITY;
                     const float prob = ptx::ex2_approx_ftz(x - lse_log2[r]);
                     const float ds = prob * (dp[nt][e] - delta[r]);
                     dp[nt][e] = ds;
@@ -420,6 +441,14 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const Params p) {
     const int m_first = p.causal && n0 >= prefix ? imax(0, n0 - diag) / kBlockM * kBlockM : 0;
     // This thread's keys: the warp's 16, g and g + 8 (rows of the C fragments of Sᵀ).
     const int key_local[2] = {warp * 16 + g, warp * 16 + g + 8};
+    // The first query that sees each of them (the mask as one comparison per score): none for a
+    // key past sk, query j − diag under causal unless the key lies in the prefix, else all.
+    int first_query[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int j = n0 + key_local[r];
+        first_query[r] = j >= sk ? INT_MAX : (p.causal && j >= prefix ? j - diag : INT_MIN);
+    }
 
     T* s_k = dynamic_shared<T>();
     T* s_v = s_k + kBlockN * kStride;
@@ -429,8 +458,8 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const Params p) {
     float* s_delta = s_lse + kBlockM;
     float* s_qpos = s_delta + kBlockM;  // geometric ALiBi: the tile's query positions
     ptx::CpAsync pipe;
-    load_rows<T, kD, kBlockN>(pipe, s_k, k, k_row, n0, sk);
-    load_rows<T, kD, kBlockN>(pipe, s_v, v, k_row, n0, sk);
+    load_rows_as<kBias == Bias::kGeometric, T, kD, kBlockN>(pipe, s_k, k, k_row, n0, sk);
+    load_rows_as<kBias == Bias::kGeometric, T, kD, kBlockN>(pipe, s_v, v, k_row, n0, sk);
     pipe.commit();
 
     float pos_k[2][3] = {};
@@ -454,8 +483,8 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const Params p) {
 
         for (int m0 = m_first; m0 < sq; m0 += kBlockM) {
             __syncthreads();  // every warp is done with the previous Q, dO, LSE and D
-            load_rows<T, kD, kBlockM>(pipe, s_q, q, q_row, m0, sq);
-            load_rows<T, kD, kBlockM>(pipe, s_do, dout, q_row, m0, sq);
+            load_rows_as<kBias == Bias::kGeometric, T, kD, kBlockM>(pipe, s_q, q, q_row, m0, sq);
+            load_rows_as<kBias == Bias::kGeometric, T, kD, kBlockM>(pipe, s_do, dout, q_row, m0, sq);
             pipe.commit();
             for (int c = threadIdx.x; c < kBlockM; c += kThreads) {
                 const int i = m0 + c;
@@ -501,7 +530,7 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const Params p) {
                         dist = distance<kBias>(i, j, diag, pq, pos_k[r], diff);  // diff = p_i − p_j
                         x -= slope_log2 * dist;
                     }
-                    if (j >= sk || i >= sq || (p.causal && j > i + diag && j >= prefix)) x = -INFINITY;
+                    if (i >= sq || i < first_query[r]) x = -INFINITY;
                     const float prob = ptx::ex2_approx_ftz(x - s_lse[col]);
                     const float ds = prob * (dpt[nt][e] - s_delta[col]);
                     st[nt][e] = prob;
