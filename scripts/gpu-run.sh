@@ -134,7 +134,9 @@ step bench-attention 40 "$K" bench --backend cuda --runs 20 --dtype bf16 --json 
 # dense B=8·S=2048 bf16 cases (D 128 and 64, full and causal, no bias and ALiBi) in two rounds,
 # the variant list forwards then backwards; the fastest passing one per case is marked. 8 cases'
 # inputs (~3 s each on the host) and ~1 s of GPU per case; rehearsed on the emulator by
-# `kiln sweep --backend emu --small` (tests/suite/attention_variants.rs).
+# `kiln sweep --backend emu --small` (tests/suite/attention_variants.rs). It starts with the
+# microbenchmarks (mma.sync, ldmatrix, L2 read: kernels/microbench.cu), the ceilings to read the
+# variants against.
 step sweep-attention 90 "$K" sweep --backend cuda --runs 20 --json "$W/sweep_attention.json"
 # The MLP block (GEMM-bound; slow to fill with random weights on the host) once, bf16, Llama-7B.
 step bench-mlp 30 "$K" bench --backend cuda --dtype bf16 --runs 10 --json "$W/bench_mlp.json" glu/mlp_swiglu
@@ -201,11 +203,14 @@ for path in sys.argv[1:]:
               f"{r['pct_of_copy']:.1f}%", f"{r['tflops']:.1f}TF")
 PY
 echo "==== sweep-attention (the fastest passing variant of each case; variant 0 is the default)"
-python3 - "$W/sweep_attention.json" <<'PY' 2>&1 | tail -n 10
+python3 - "$W/sweep_attention.json" <<'PY' 2>&1 | tail -n 13
 import json, os, sys
 if not os.path.exists(sys.argv[1]):
     sys.exit("missing sweep_attention.json")
-rows = json.load(open(sys.argv[1]))["rows"]
+d = json.load(open(sys.argv[1]))
+for m in d.get("micro", []):
+    print(f"{m['name']}: {m['value']:.1f} {m['unit']} (checksum {'PASS' if m['pass'] else 'FAIL'})")
+rows = d["rows"]
 failed = [f"{r['case']} v{r['variant']}" for r in rows if not r["pass"]]
 default = {r["case"]: r for r in rows if r["variant"] == 0}
 for r in rows:

@@ -55,6 +55,24 @@ typedef enum kiln_selftest_function {
  */
 kiln_status kiln_selftest_math(int32_t function, int32_t fast, const float* x, float* y, int64_t n, void* stream);
 
+/**
+ * Microbenchmarks (kernels/microbench.cu; timed by `kiln sweep` on a GPU), 128-thread blocks,
+ * each adding a checksum to its sink (which the caller zeroes first):
+ * - kiln_selftest_mma_peak: every warp runs `iterations` x 8 independent mma.sync.m16n8k16 (bf16,
+ *   f32 accumulators) on operands of ones; sink (f32) += 512 * iterations per thread, exactly
+ *   while the total stays below 2^24. 2 * 16 * 8 * 16 flops per mma.
+ * - kiln_selftest_ldmatrix_bandwidth: every warp runs `iterations` ldmatrix.x4 (512 bytes) over a shared
+ *   tile of 64 rows of 72 elements, element e holding (uint16) e; lane l names row
+ *   ((it + warp) % 2) * 32 + l, column 8 * (it % 8); sink (u32) += every word received, mod 2^32.
+ * - kiln_selftest_l2_bandwidth: `passes` grid-stride reads of buf (`bytes`, a multiple of 16, 16-byte
+ *   aligned) as 16-byte loads; sink (u32) += passes * (the sum of buf's 32-bit words), mod 2^32.
+ * Sizes < 1 (and bytes not a multiple of 16) give KILN_ERROR_INVALID_SIZE.
+ */
+kiln_status kiln_selftest_mma_peak(int64_t blocks, int32_t iterations, float* sink, void* stream);
+kiln_status kiln_selftest_ldmatrix_bandwidth(int64_t blocks, int32_t iterations, uint32_t* sink, void* stream);
+kiln_status kiln_selftest_l2_bandwidth(const void* buf, int64_t bytes, int32_t passes, int64_t blocks, uint32_t* sink,
+                                       void* stream);
+
 #ifdef __cplusplus
 }
 #endif

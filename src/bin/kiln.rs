@@ -46,7 +46,8 @@ enum Command {
     /// Sweep the attention forward's tile variants (kiln.h `kiln_attention_alibi_fwd_variant`):
     /// each checked against the reference, then timed on fixed dense bf16 shapes (16k tokens,
     /// D = 128 and 64, causal and not, no bias and ALiBi) in two rounds, the list forwards then
-    /// backwards; the fastest passing variant of each case is marked `*`.
+    /// backwards; the fastest passing variant of each case is marked `*`. First the ceilings:
+    /// mma.sync, ldmatrix and L2 read bandwidth (microbenchmarks checked by their checksums).
     Sweep {
         #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
@@ -478,6 +479,11 @@ fn sweep(backend: Backend, runs: usize, small: bool, head_dims: Vec<usize>, json
         return Err(Error::InvalidValue { arg: "backend", reason });
     }
     println!("{}", describe_backend(&device));
+    // The ceilings first: mma.sync, ldmatrix and L2 bandwidth, each checked by its checksum.
+    let micro = kiln::sweep::microbenchmarks(&device, small, runs)?;
+    for m in &micro {
+        println!("{:<16} {:>10.1} {:<8} checksum {}", m.name, m.value, m.unit, if m.pass { "PASS" } else { "FAIL" });
+    }
     let options = kiln::sweep::SweepOptions { small, runs, head_dims };
     let rows = kiln::sweep::sweep_attention(&device, &options)?;
     println!(
@@ -508,9 +514,11 @@ fn sweep(backend: Backend, runs: usize, small: bool, head_dims: Vec<usize>, json
                 })
             })
             .collect();
-        write_json(&path, &json!({ "device": device.to_string(), "runs": runs, "rows": rows }))?;
+        let micro: Vec<serde_json::Value> =
+            micro.iter().map(|m| json!({ "name": m.name, "value": m.value, "unit": m.unit, "pass": m.pass })).collect();
+        write_json(&path, &json!({ "device": device.to_string(), "runs": runs, "micro": micro, "rows": rows }))?;
     }
-    let failed = rows.iter().filter(|r| !r.pass).count();
+    let failed = rows.iter().filter(|r| !r.pass).count() + micro.iter().filter(|m| !m.pass).count();
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 

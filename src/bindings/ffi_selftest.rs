@@ -45,3 +45,30 @@ unsafe extern "C" {
         stream: *mut ::std::os::raw::c_void,
     ) -> kiln_status;
 }
+unsafe extern "C" {
+    #[doc = " Microbenchmarks (kernels/microbench.cu; timed by `kiln sweep` on a GPU), 128-thread blocks,\n each adding a checksum to its sink (which the caller zeroes first):\n - kiln_selftest_mma_peak: every warp runs `iterations` x 8 independent mma.sync.m16n8k16 (bf16,\n   f32 accumulators) on operands of ones; sink (f32) += 512 * iterations per thread, exactly\n   while the total stays below 2^24. 2 * 16 * 8 * 16 flops per mma.\n - kiln_selftest_ldmatrix_bandwidth: every warp runs `iterations` ldmatrix.x4 (512 bytes) over a shared\n   tile of 64 rows of 72 elements, element e holding (uint16) e; lane l names row\n   ((it + warp) % 2) * 32 + l, column 8 * (it % 8); sink (u32) += every word received, mod 2^32.\n - kiln_selftest_l2_bandwidth: `passes` grid-stride reads of buf (`bytes`, a multiple of 16, 16-byte\n   aligned) as 16-byte loads; sink (u32) += passes * (the sum of buf's 32-bit words), mod 2^32.\n Sizes < 1 (and bytes not a multiple of 16) give KILN_ERROR_INVALID_SIZE."]
+    pub fn kiln_selftest_mma_peak(
+        blocks: i64,
+        iterations: i32,
+        sink: *mut f32,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    pub fn kiln_selftest_ldmatrix_bandwidth(
+        blocks: i64,
+        iterations: i32,
+        sink: *mut u32,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    pub fn kiln_selftest_l2_bandwidth(
+        buf: *const ::std::os::raw::c_void,
+        bytes: i64,
+        passes: i32,
+        blocks: i64,
+        sink: *mut u32,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}

@@ -179,3 +179,77 @@ pub fn sweep_attention(device: &Device, o: &SweepOptions) -> Result<Vec<SweepRow
     }
     Ok(rows)
 }
+
+/// One microbenchmark's figure: what attention's tiles are read against.
+#[derive(Clone, Debug)]
+pub struct MicroRow {
+    /// `mma.sync bf16`, `ldmatrix`, `L2 read`.
+    pub name: &'static str,
+    /// The rate: TFLOP/s for mma.sync, TB/s for the others.
+    pub value: f64,
+    /// `TFLOP/s` or `TB/s`.
+    pub unit: &'static str,
+    /// Whether the checksum of one run equals the host's prediction (the work was done, right).
+    pub pass: bool,
+}
+
+/// The words ldmatrix_bw_kernel's warps receive in `iterations` rounds, summed mod 2^32 (see
+/// kiln_selftest.h): lane l of warp w names row ((it + w) % 2)·32 + l, column 8·(it % 8) of a
+/// tile whose element e holds e mod 2^16; the warp receives the 4 words of each named row.
+fn ldmatrix_checksum(blocks: usize, iterations: usize) -> u32 {
+    let element = |e: usize| (e & 0xffff) as u32;
+    let mut per_block = 0u32;
+    for warp in 0..4 {
+        for it in 0..iterations {
+            for lane in 0..32 {
+                let (row, col) = (((it + warp) % 2) * 32 + lane, 8 * (it % 8));
+                for m in 0..4 {
+                    let e = row * 72 + col + 2 * m;
+                    per_block = per_block.wrapping_add(element(e) | (element(e + 1) << 16));
+                }
+            }
+        }
+    }
+    per_block.wrapping_mul(blocks as u32)
+}
+
+/// Runs the three microbenchmarks on `device` (`small`: a few blocks and iterations, the
+/// emulator's rehearsal), each first checked by its checksum, then timed (`runs` calls).
+pub fn microbenchmarks(device: &Device, small: bool, runs: usize) -> Result<Vec<MicroRow>> {
+    use crate::core::tensor::Tensor;
+    use crate::families::selftest::{Microbench, microbench};
+    // 8 blocks of 128 threads per SM of an H100/H200 (132 SMs); iterations that make a call
+    // about a millisecond.
+    let (blocks, mma_iters, ld_iters, l2_words, l2_passes) =
+        if small { (2, 2, 16, 4096, 2) } else { (132 * 8, 4096, 16384, 4 << 20, 64) };
+    let mut rows = Vec::new();
+    let u32_of = |t: &Tensor| -> Result<u32> { Ok(t.to_f64_vec()?[0] as i64 as i32 as u32) };
+
+    // mma.sync: 2·16·8·16 flops per mma, 8 per warp iteration.
+    let mut sink = Tensor::zeros(&[1], DType::F32, device)?;
+    microbench(Microbench::MmaPeak, blocks, mma_iters, None, &mut sink)?;
+    let want = (blocks * 128 * 512 * mma_iters) as f64;
+    let pass = ((sink.to_f64_vec()?[0] - want) / want).abs() <= 1e-3;
+    let s = seconds(device, runs, || microbench(Microbench::MmaPeak, blocks, mma_iters, None, &mut sink))?;
+    let flops = (blocks * 4 * mma_iters * 8 * 2 * 16 * 8 * 16) as f64;
+    rows.push(MicroRow { name: "mma.sync bf16", value: flops / s / 1e12, unit: "TFLOP/s", pass });
+
+    // ldmatrix.x4: 512 bytes per warp instruction.
+    let mut sink = Tensor::zeros(&[1], DType::I32, device)?;
+    microbench(Microbench::LdmatrixBandwidth, blocks, ld_iters, None, &mut sink)?;
+    let pass = u32_of(&sink)? == ldmatrix_checksum(blocks, ld_iters);
+    let s = seconds(device, runs, || microbench(Microbench::LdmatrixBandwidth, blocks, ld_iters, None, &mut sink))?;
+    let bytes = (blocks * 4 * ld_iters * 512) as f64;
+    rows.push(MicroRow { name: "ldmatrix", value: bytes / s / 1e12, unit: "TB/s", pass });
+
+    // L2: a buffer of ones small enough to stay in L2 after its first pass.
+    let buf = Tensor::from_vec(vec![1i32; l2_words], &[l2_words])?.to_device(device)?;
+    let mut sink = Tensor::zeros(&[1], DType::I32, device)?;
+    let l2_blocks = if small { 2 } else { 132 * 16 };
+    microbench(Microbench::L2Bandwidth, l2_blocks, l2_passes, Some(&buf), &mut sink)?;
+    let pass = u32_of(&sink)? == (l2_words as u32).wrapping_mul(l2_passes as u32);
+    let s = seconds(device, runs, || microbench(Microbench::L2Bandwidth, l2_blocks, l2_passes, Some(&buf), &mut sink))?;
+    let bytes = (l2_words * 4 * l2_passes) as f64;
+    rows.push(MicroRow { name: "L2 read", value: bytes / s / 1e12, unit: "TB/s", pass });
+    Ok(rows)
+}

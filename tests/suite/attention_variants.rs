@@ -111,3 +111,33 @@ fn the_sweep_runs_end_to_end() {
         assert_eq!(best, 1, "one fastest variant of {case}: {rows:#?}");
     }
 }
+
+/// The microbenchmarks (kernels/microbench.cu) at their small size on the emulator: each one's
+/// checksum equals the host's prediction (the GPU run's check of the same kernels), and bad
+/// arguments are typed errors.
+#[test]
+fn the_microbenchmarks_do_their_work() {
+    use kiln::selftest::{Microbench, microbench};
+    let Some(device) = crate::common::emu() else { return };
+    let rows = kiln::sweep::microbenchmarks(&device, true, 1).unwrap();
+    assert_eq!(rows.iter().map(|r| r.name).collect::<Vec<_>>(), ["mma.sync bf16", "ldmatrix", "L2 read"]);
+    for r in &rows {
+        assert!(r.pass && r.value > 0.0, "{r:?}");
+    }
+    // Two runs add up: the sink accumulates (iterations ≥ 2 run the loops more than once).
+    let mut sink = Tensor::zeros(&[1], DType::F32, &device).unwrap();
+    for _ in 0..2 {
+        microbench(Microbench::MmaPeak, 1, 3, None, &mut sink).unwrap();
+    }
+    assert_eq!(sink.to_f64_vec().unwrap()[0], 2.0 * 128.0 * 512.0 * 3.0);
+    let mut wrong = Tensor::zeros(&[1], DType::I32, &device).unwrap();
+    let e = microbench(Microbench::MmaPeak, 1, 1, None, &mut wrong).unwrap_err();
+    assert!(matches!(e, Error::DType { arg: "sink", .. }), "{e:?}");
+    let e = microbench(Microbench::LdmatrixBandwidth, 0, 1, None, &mut wrong).unwrap_err();
+    assert!(matches!(e, Error::InvalidValue { arg: "blocks", .. }), "{e:?}");
+    let e = microbench(Microbench::L2Bandwidth, 1, 1, None, &mut wrong).unwrap_err();
+    assert!(matches!(e, Error::InvalidValue { arg: "buf", .. }), "{e:?}");
+    let odd = Tensor::zeros(&[3], DType::I32, &device).unwrap();
+    let e = microbench(Microbench::L2Bandwidth, 1, 1, Some(&odd), &mut wrong).unwrap_err();
+    assert!(matches!(e, Error::InvalidValue { arg: "buf", .. }), "{e:?}");
+}

@@ -81,3 +81,47 @@ pub(in crate::families::selftest) fn math(function: i32, fast: bool, x: &Tensor,
     check_status(gpu, status, || "kiln_selftest_math".into())?;
     Ok(y)
 }
+
+/// The microbenchmarks (kiln_selftest.h), accumulating into `sink` (validated by mod.rs):
+/// `which` 0 mma_peak, 1 ldmatrix_bandwidth, 2 l2_bandwidth (with `buf`).
+pub(in crate::families::selftest) fn microbench(
+    which: i32,
+    blocks: usize,
+    count: usize,
+    buf: Option<&Tensor>,
+    sink: &mut Tensor,
+    gpu: &Gpu,
+) -> Result<()> {
+    gpu.bind()?;
+    let (name, status) = {
+        let (sp, _sg) = sink.dev_ptr_mut(gpu);
+        let buf = buf.map(|b| (b.dev_ptr(gpu), b.len() * b.dtype().size_in_bytes()));
+        // SAFETY: sink is one 4-byte element, buf (geometric: 16-byte aligned, a multiple of 16
+        // bytes) is read in full (mod.rs); the guards outlive the launch.
+        unsafe {
+            match (which, buf) {
+                (0, _) => (
+                    "kiln_selftest_mma_peak",
+                    ffi::kiln_selftest_mma_peak(blocks as i64, count as i32, sp as *mut f32, gpu.stream()),
+                ),
+                (1, _) => (
+                    "kiln_selftest_ldmatrix_bandwidth",
+                    ffi::kiln_selftest_ldmatrix_bandwidth(blocks as i64, count as i32, sp as *mut u32, gpu.stream()),
+                ),
+                (_, Some(((bp, _bg), bytes))) => (
+                    "kiln_selftest_l2_bandwidth",
+                    ffi::kiln_selftest_l2_bandwidth(
+                        bp as *const c_void,
+                        bytes as i64,
+                        count as i32,
+                        blocks as i64,
+                        sp as *mut u32,
+                        gpu.stream(),
+                    ),
+                ),
+                (_, None) => unreachable!("mod.rs passes the L2 benchmark its buffer"),
+            }
+        }
+    };
+    check_status(gpu, status, || name.into())
+}

@@ -109,3 +109,62 @@ pub fn math(function: MathFunction, fast: bool, x: &Tensor) -> Result<Tensor> {
     };
     on_backend!(&gpu, math(id, fast, x, &gpu))
 }
+
+/// The microbenchmarks of kernels/microbench.cu (kiln_selftest.h): what `kiln sweep` times on a
+/// GPU as the ceilings of attention's tiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Microbench {
+    /// `iterations` × 8 mma.sync.m16n8k16 (bf16) per warp; sink f32 += 512·iterations per thread.
+    MmaPeak,
+    /// `iterations` ldmatrix.x4 (512 bytes) per warp; sink (u32 bits in an i32 tensor) += the
+    /// words received, mod 2^32.
+    LdmatrixBandwidth,
+    /// `passes` reads of a buffer as 16-byte loads; sink (u32 bits) += passes × its 32-bit
+    /// words' sum, mod 2^32.
+    L2Bandwidth,
+}
+
+/// Runs microbenchmark `which` once on `blocks` blocks of 128 threads with `count` iterations
+/// (passes over `buf` for [`Microbench::L2Bandwidth`]), adding its checksum to `sink` (f32 `[1]`
+/// for MmaPeak, i32 `[1]` holding u32 bits otherwise; zero it first). `buf`: the L2 benchmark's
+/// buffer (any dtype, 16-byte multiple), else None.
+pub fn microbench(
+    which: Microbench,
+    blocks: usize,
+    count: usize,
+    buf: Option<&Tensor>,
+    sink: &mut Tensor,
+) -> Result<()> {
+    let sink_dtype = if which == Microbench::MmaPeak { DType::F32 } else { DType::I32 };
+    check(&sink.device(), &[Arg::new("sink", sink).dtype(sink_dtype).shape(vec![1])])?;
+    if blocks == 0 || blocks > i32::MAX as usize {
+        return Err(Error::InvalidValue { arg: "blocks", reason: format!("must be in [1, 2^31), got {blocks}") });
+    }
+    if count == 0 || count > i32::MAX as usize {
+        return Err(Error::InvalidValue { arg: "count", reason: format!("must be in [1, 2^31), got {count}") });
+    }
+    match (which, buf) {
+        (Microbench::L2Bandwidth, None) => {
+            return Err(Error::InvalidValue { arg: "buf", reason: "the L2 benchmark reads a buffer".into() });
+        }
+        (Microbench::L2Bandwidth, Some(b)) => {
+            let bytes = b.len() * b.dtype().size_in_bytes();
+            if bytes == 0 || bytes % 16 != 0 {
+                let reason = format!("must hold a positive multiple of 16 bytes, got {bytes}");
+                return Err(Error::InvalidValue { arg: "buf", reason });
+            }
+            check(&sink.device(), &[Arg::new("buf", b)])?;
+        }
+        (_, Some(_)) => {
+            return Err(Error::InvalidValue { arg: "buf", reason: "only the L2 benchmark reads a buffer".into() });
+        }
+        (_, None) => {}
+    }
+    let gpu = device_of(sink)?;
+    let id = match which {
+        Microbench::MmaPeak => 0,
+        Microbench::LdmatrixBandwidth => 1,
+        Microbench::L2Bandwidth => 2,
+    };
+    on_backend!(&gpu, microbench(id, blocks, count, buf, sink, &gpu))
+}
