@@ -135,49 +135,28 @@ __device__ __forceinline__ float distance(int i, int j, int diag, const float (&
 }
 
 // Copies kRows rows of kD elements from row `first` of a sequence with `len` rows into shared
-// memory with cp.async; rows past `len` become zeros.
-template <typename T, int kD, int kRows>
+// memory with cp.async; rows past `len` become zeros. Unrolled: a fixed number of passes, the
+// column arithmetic out of the loop (the forward's instruction count per tile fell by a third
+// with it). kRolled: a loop over the block's threads instead, fewer registers live across the
+// main loop than the unrolled passes' hoisted addresses, which the dq kernel and geometric
+// ALiBi's dkdv, near their register limit, cannot spare (sm_80 spilled).
+template <bool kRolled, typename T, int kD, int kRows>
 __device__ __forceinline__ void load_rows(ptx::CpAsync& pipe, T* dst, const T* src, int64_t row_stride, int first,
                                           int len) {
     constexpr int kStride = Row<kD>::kStride, kChunks = Row<kD>::kChunks;
-    // A fixed number of passes (the compiler unrolls them and keeps the column arithmetic out of
-    // the loop): the forward's instruction count per tile fell by a third with it.
-    static_assert(kRows * kChunks % kThreads == 0, "every thread copies the same number of chunks");
-#pragma unroll
-    for (int pass = 0; pass < kRows * kChunks / kThreads; ++pass) {
-        const int c = int(threadIdx.x) + pass * kThreads;
+    auto copy = [&](int c) {
         const int r = c / kChunks, col = (c % kChunks) * 8;
         const bool valid = first + r < len;
         const int src_row = valid ? first + r : 0;
         pipe.copy16(dst + r * kStride + col, src + int64_t(src_row) * row_stride + col, valid);
-    }
-}
-
-// load_rows as a loop over the block's threads (not unrolled): fewer registers live across the
-// main loop than the unrolled passes' hoisted addresses, which the dq kernel, near 255 registers,
-// cannot spare (sm_80 spilled with the unrolled form); its loop stays above the 10% gate anyway.
-template <typename T, int kD, int kRows>
-__device__ __forceinline__ void load_rows_rolled(ptx::CpAsync& pipe, T* dst, const T* src, int64_t row_stride,
-                                                 int first, int len) {
-    constexpr int kStride = Row<kD>::kStride, kChunks = Row<kD>::kChunks;
-#pragma unroll 1
-    for (int c = threadIdx.x; c < kRows * kChunks; c += kThreads) {
-        const int r = c / kChunks, col = (c % kChunks) * 8;
-        const bool valid = first + r < len;
-        const int src_row = valid ? first + r : 0;
-        pipe.copy16(dst + r * kStride + col, src + int64_t(src_row) * row_stride + col, valid);
-    }
-}
-
-// load_rows unrolled, or rolled where kRolled (geometric ALiBi's dkdv: its position terms leave
-// no registers for the unrolled passes' addresses on sm_80).
-template <bool kRolled, typename T, int kD, int kRows>
-__device__ __forceinline__ void load_rows_as(ptx::CpAsync& pipe, T* dst, const T* src, int64_t row_stride, int first,
-                                             int len) {
+    };
     if constexpr (kRolled) {
-        load_rows_rolled<T, kD, kRows>(pipe, dst, src, row_stride, first, len);
+#pragma unroll 1
+        for (int c = threadIdx.x; c < kRows * kChunks; c += kThreads) copy(c);
     } else {
-        load_rows<T, kD, kRows>(pipe, dst, src, row_stride, first, len);
+        static_assert(kRows * kChunks % kThreads == 0, "every thread copies the same number of chunks");
+#pragma unroll
+        for (int pass = 0; pass < kRows * kChunks / kThreads; ++pass) copy(int(threadIdx.x) + pass * kThreads);
     }
 }
 
@@ -298,8 +277,8 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p) {
         T* s_a = dynamic_shared<T>();      // Q, then the K/V buffers
         T* s_b = s_a + kBlockM * kStride;  // dO
         ptx::CpAsync pipe;
-        load_rows_rolled<T, kD, kBlockM>(pipe, s_a, q, q_row, m0, sq);
-        load_rows_rolled<T, kD, kBlockM>(pipe, s_b, dout, q_row, m0, sq);
+        load_rows<true, T, kD, kBlockM>(pipe, s_a, q, q_row, m0, sq);
+        load_rows<true, T, kD, kBlockM>(pipe, s_b, dout, q_row, m0, sq);
         pipe.commit();
         pipe.wait<0>();
         __syncthreads();
@@ -330,8 +309,8 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p) {
         float* s_kpos = reinterpret_cast<float*>(s_a + Tile::kRows * kStride);
         auto load_kv = [&](int tile) {
             T* buf = s_a + (tile % 2) * 2 * kBlockN * kStride;
-            load_rows_rolled<T, kD, kBlockN>(pipe, buf, k, k_row, tile * kBlockN, sk);
-            load_rows_rolled<T, kD, kBlockN>(pipe, buf + kBlockN * kStride, v, k_row, tile * kBlockN, sk);
+            load_rows<true, T, kD, kBlockN>(pipe, buf, k, k_row, tile * kBlockN, sk);
+            load_rows<true, T, kD, kBlockN>(pipe, buf + kBlockN * kStride, v, k_row, tile * kBlockN, sk);
             if constexpr (kBias == Bias::kGeometric) {
                 for (int c = threadIdx.x; c < 3 * kBlockN; c += kThreads) {
                     const int j = imin(tile * kBlockN + c / 3, sk - 1);
@@ -458,8 +437,8 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const Params p) {
     float* s_delta = s_lse + kBlockM;
     float* s_qpos = s_delta + kBlockM;  // geometric ALiBi: the tile's query positions
     ptx::CpAsync pipe;
-    load_rows_as<kBias == Bias::kGeometric, T, kD, kBlockN>(pipe, s_k, k, k_row, n0, sk);
-    load_rows_as<kBias == Bias::kGeometric, T, kD, kBlockN>(pipe, s_v, v, k_row, n0, sk);
+    load_rows<kBias == Bias::kGeometric, T, kD, kBlockN>(pipe, s_k, k, k_row, n0, sk);
+    load_rows<kBias == Bias::kGeometric, T, kD, kBlockN>(pipe, s_v, v, k_row, n0, sk);
     pipe.commit();
 
     float pos_k[2][3] = {};
@@ -483,8 +462,8 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const Params p) {
 
         for (int m0 = m_first; m0 < sq; m0 += kBlockM) {
             __syncthreads();  // every warp is done with the previous Q, dO, LSE and D
-            load_rows_as<kBias == Bias::kGeometric, T, kD, kBlockM>(pipe, s_q, q, q_row, m0, sq);
-            load_rows_as<kBias == Bias::kGeometric, T, kD, kBlockM>(pipe, s_do, dout, q_row, m0, sq);
+            load_rows<kBias == Bias::kGeometric, T, kD, kBlockM>(pipe, s_q, q, q_row, m0, sq);
+            load_rows<kBias == Bias::kGeometric, T, kD, kBlockM>(pipe, s_do, dout, q_row, m0, sq);
             pipe.commit();
             for (int c = threadIdx.x; c < kBlockM; c += kThreads) {
                 const int i = m0 + c;

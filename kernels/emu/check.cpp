@@ -331,8 +331,11 @@ void static_access(Launch& L, uintptr_t addr, size_t n, bool write, bool aligned
     }
 }
 
+// Whether byte `a` lies in the launch's dynamic shared buffer or its redzones.
+bool in_dynamic_span(uintptr_t a) { return g_dynamic.lo != 0 && a >= g_dynamic.lo - kRedzone && a < g_dynamic.end; }
+
 __attribute__((noinline)) void slow_access(Launch& L, uintptr_t a, size_t n, bool write, bool aligned, const void* pc) {
-    if (g_dynamic.lo != 0 && a >= g_dynamic.lo - kRedzone && a < g_dynamic.end) {
+    if (in_dynamic_span(a)) {
         shared_access(L, g_dynamic, a, n, write, aligned, pc);
         if (g_counting) count_shared(L, a, n, write, pc);
         return;
@@ -416,8 +419,7 @@ void check_atomic(void* addr, size_t bytes, const char* file, int line) {
     Alloc* al = find_alloc(a);
     if (al == nullptr) {
         // Shared memory atomics: nothing to check beyond the hooks.
-        const bool shared = (g_dynamic.lo != 0 && a >= g_dynamic.lo - kRedzone && a < g_dynamic.end) || in_static(a);
-        if (!shared) unowned_access(*L, a, bytes, true, nullptr, file, line);
+        if (!in_dynamic_span(a) && !in_static(a)) unowned_access(*L, a, bytes, true, nullptr, file, line);
         return;
     }
     const uintptr_t base = reinterpret_cast<uintptr_t>(al->base);

@@ -49,57 +49,40 @@ pub(in crate::families::attention) fn forward(
         // SAFETY: shapes, dtypes, devices and the cu_seqlens contents were validated by mod.rs;
         // the guards (the `_…g` bindings and those inside `slopes`/`positions`) outlive the
         // launch, and the outputs are fresh allocations of the sizes the launcher writes.
+        // The default launcher and a tile variant take the same arguments after the variant's.
+        macro_rules! launch {
+            ($f:path $(, $variant:expr)?) => {
+                $f(
+                    $($variant,)?
+                    q.dtype().to_ffi(),
+                    qp as *const c_void,
+                    kp as *const c_void,
+                    vp as *const c_void,
+                    cqp as *const i32,
+                    ckp as *const i32,
+                    f32_ptr(&slopes),
+                    dims.slopes_per_batch as i32,
+                    f32_ptr(&positions),
+                    dims.batch() as i64,
+                    dims.total_q as i64,
+                    dims.total_k as i64,
+                    dims.heads as i64,
+                    dims.heads_k as i64,
+                    dims.head_dim as i64,
+                    dims.max_seqlen_q() as i64,
+                    attn.causal as i32,
+                    prefix.as_ref().map_or(null(), |(p, _)| *p as *const i32),
+                    dims.scale,
+                    op as *mut c_void,
+                    lp as *mut f32,
+                    gpu.stream(),
+                )
+            };
+        }
         unsafe {
             match variant {
-                None => ffi::kiln_attention_alibi_fwd(
-                    q.dtype().to_ffi(),
-                    qp as *const c_void,
-                    kp as *const c_void,
-                    vp as *const c_void,
-                    cqp as *const i32,
-                    ckp as *const i32,
-                    f32_ptr(&slopes),
-                    dims.slopes_per_batch as i32,
-                    f32_ptr(&positions),
-                    dims.batch() as i64,
-                    dims.total_q as i64,
-                    dims.total_k as i64,
-                    dims.heads as i64,
-                    dims.heads_k as i64,
-                    dims.head_dim as i64,
-                    dims.max_seqlen_q() as i64,
-                    attn.causal as i32,
-                    prefix.as_ref().map_or(null(), |(p, _)| *p as *const i32),
-                    dims.scale,
-                    op as *mut c_void,
-                    lp as *mut f32,
-                    gpu.stream(),
-            ),
-                Some(variant) => ffi::kiln_attention_alibi_fwd_variant(
-                    variant,
-                    q.dtype().to_ffi(),
-                    qp as *const c_void,
-                    kp as *const c_void,
-                    vp as *const c_void,
-                    cqp as *const i32,
-                    ckp as *const i32,
-                    f32_ptr(&slopes),
-                    dims.slopes_per_batch as i32,
-                    f32_ptr(&positions),
-                    dims.batch() as i64,
-                    dims.total_q as i64,
-                    dims.total_k as i64,
-                    dims.heads as i64,
-                    dims.heads_k as i64,
-                    dims.head_dim as i64,
-                    dims.max_seqlen_q() as i64,
-                    attn.causal as i32,
-                    prefix.as_ref().map_or(null(), |(p, _)| *p as *const i32),
-                    dims.scale,
-                    op as *mut c_void,
-                    lp as *mut f32,
-                    gpu.stream(),
-            ),
+                None => launch!(ffi::kiln_attention_alibi_fwd),
+                Some(variant) => launch!(ffi::kiln_attention_alibi_fwd_variant, variant),
             }
         }
     };

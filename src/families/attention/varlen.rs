@@ -4,7 +4,6 @@
 //! Layer: families. Imports core, the attention spec and its reference.
 
 use super::cpu;
-#[cfg(any(feature = "cuda", feature = "emu"))]
 use super::spec::Dims;
 use super::spec::{Attention, AttentionOutput, Bias, HostInputs, validate};
 use crate::core::dtype::DType;
@@ -30,19 +29,7 @@ pub fn forward(
 ) -> Result<AttentionOutput> {
     let dims = validate(attn, q, k, v, cu_seqlens_q, cu_seqlens_k)?;
     match Gpu::of(&q.device())? {
-        None => {
-            let host = HostInputs::of(attn, q, k, v);
-            let f = cpu::forward(&host.problem(
-                attn,
-                (&dims.cu_q, &dims.cu_k),
-                [dims.heads, dims.heads_k, dims.head_dim],
-                dims.scale,
-            ));
-            Ok(AttentionOutput {
-                out: Tensor::from_f64(&f.out, q.shape(), q.dtype())?,
-                lse: Tensor::from_f64(&f.lse, &[dims.heads, dims.total_q], DType::F32)?,
-            })
-        }
+        None => reference(attn, q, k, v, &dims),
         Some(gpu) => on_backend!(&gpu, forward(attn, q, k, v, cu_seqlens_q, cu_seqlens_k, &dims, &gpu, None::<i32>)),
     }
 }
@@ -63,6 +50,21 @@ pub fn forward_variant_names(head_dim: usize) -> &'static [&'static str] {
         64 => &VARIANTS_64,
         _ => &[],
     }
+}
+
+/// The host path: the f64 reference on validated `dims`.
+fn reference(attn: &Attention, q: &Tensor, k: &Tensor, v: &Tensor, dims: &Dims) -> Result<AttentionOutput> {
+    let host = HostInputs::of(attn, q, k, v);
+    let f = cpu::forward(&host.problem(
+        attn,
+        (&dims.cu_q, &dims.cu_k),
+        [dims.heads, dims.heads_k, dims.head_dim],
+        dims.scale,
+    ));
+    Ok(AttentionOutput {
+        out: Tensor::from_f64(&f.out, q.shape(), q.dtype())?,
+        lse: Tensor::from_f64(&f.lse, &[dims.heads, dims.total_q], DType::F32)?,
+    })
 }
 
 /// How many tile variants the forward kernel has for head dimension `head_dim`.
@@ -98,7 +100,7 @@ pub fn forward_variant(
         return Err(Error::InvalidValue { arg: "bias", reason: "the variants run no geometric ALiBi".into() });
     }
     match Gpu::of(&q.device())? {
-        None => forward(attn, q, k, v, cu_seqlens_q, cu_seqlens_k),
+        None => reference(attn, q, k, v, &dims),
         Some(gpu) => {
             let variant = Some(variant as i32);
             on_backend!(&gpu, forward(attn, q, k, v, cu_seqlens_q, cu_seqlens_k, &dims, &gpu, variant))
