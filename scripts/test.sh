@@ -7,6 +7,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each step prints its name and, when it ends, how long it took (the CI limit is 20 minutes).
+step_name=
+step_start=$SECONDS
+step() {
+  if [ -n "$step_name" ]; then echo "   ($((SECONDS - step_start)) s)"; fi
+  step_name=$1
+  step_start=$SECONDS
+  echo "== $1"
+}
+
+target_dir="$(mkdir -p "${CARGO_TARGET_DIR:-target}" && cd "${CARGO_TARGET_DIR:-target}" && pwd)"
+
+step "install what a fresh machine lacks (scripts/install-cuda.sh, libclang)"
 scripts/install-cuda.sh
 
 # libclang: bindgen loads it at run time for tests/abi.rs (src/bindings/ffi.rs drift check).
@@ -19,29 +32,40 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so'; then
   fi
 fi
 
-echo "== cargo test (CPU references, no kernel backend)"
+step "cargo test (CPU references, no kernel backend)"
 cargo test --quiet
 # Both libraries in one binary, as the GPU bundle links them: the nvcc build (every kernel for
 # sm_80/sm_90a, ptxas report checked) and the emulated one, on which every family's
 # device-vs-reference tests and the emulator's planted-bug tests run in checked mode.
-echo "== cargo test --features cuda,emu (kernels on the emulator, checked and coverage-instrumented; GPU tests skip without a device)"
-KILN_EMU_COVERAGE=1 KILN_REQUIRE_SASS=1 cargo test --quiet --features cuda,emu
-# The same instrumented build, each suite test in its own process (a loop's iterations per entry
-# are only provable per test): every kernel line executed and every input-sized loop run twice,
-# except what kernels/coverage-exemptions.txt lists with a reason.
-echo "== kernel coverage (scripts/coverage.sh: gcov and the gate of kernels/coverage-exemptions.txt)"
-scripts/coverage.sh --features cuda,emu
-echo "== kiln check --backend emu (every op, every direction and dtype, against its reference)"
+# tests/suite (every kernel against its reference) runs once, in the coverage step below, which
+# fails on any failing test; every other test target runs here.
+step "cargo test --features cuda,emu, all but tests/suite (kernels on the emulator, checked and coverage-instrumented; GPU tests skip without a device)"
+other_tests=()
+for file in tests/*.rs; do
+  name=$(basename "$file" .rs)
+  [ "$name" = suite ] || other_tests+=(--test "$name")
+done
+KILN_EMU_COVERAGE=1 KILN_REQUIRE_SASS=1 cargo test --quiet --features cuda,emu --lib --bins "${other_tests[@]}"
+KILN_EMU_COVERAGE=1 KILN_REQUIRE_SASS=1 cargo test --quiet --features cuda,emu --doc
+# The same instrumented build runs tests/suite, each test in its own process (a loop's iterations
+# per entry are only provable per test; the emulator runs one launch at a time per process, so
+# two processes also halve the time): every test passes, every kernel line executed and every
+# input-sized loop run twice, except what kernels/coverage-exemptions.txt lists with a reason.
+step "tests/suite and the kernel coverage gate (scripts/coverage.sh: gcov and kernels/coverage-exemptions.txt)"
+KILN_REQUIRE_SASS=1 scripts/coverage.sh --features cuda,emu
+step "kiln check --backend emu (every op, every direction and dtype, against its reference)"
 cargo run --quiet --release --features emu -- check --backend emu >target/check-emu.log 2>&1 || {
   grep -E "FAIL|error" target/check-emu.log | head -n 40
   tail -n 5 target/check-emu.log
   exit 1
 }
 tail -n 1 target/check-emu.log
-echo "== kiln model (the emulator's traffic model for every op, bf16)"
-# The debug build of the test step with both features: the model then has nvcc's ptxas report
-# for its occupancy column (the emulated kernels are compiled with -O2 in every profile).
-cargo run --quiet --features cuda,emu -- model --dtype bf16 --seed 1 >target/model.log 2>&1 || {
+step "kiln model (the emulator's traffic model for every op, bf16)"
+# The kiln binary of the test step (both features: the model then has nvcc's ptxas report for
+# its occupancy column; the emulated kernels are compiled with -O2 in every profile), run
+# directly: `cargo run` resolves the dev-dependencies differently from `cargo test`, keeps its own
+# copy of the build script's output and would compile every kernel again.
+"$target_dir/debug/kiln" model --dtype bf16 --seed 1 >target/model.log 2>&1 || {
   tail -n 20 target/model.log
   exit 1
 }
@@ -50,17 +74,17 @@ echo "kiln model: $(grep -c ' bf16 ' target/model.log) op/direction rows, $(grep
 # one from the release build, the CUDA one from the cuda,emu test build. A venv of its own keeps
 # pip away from the system Python (PEP 668); torch is not on it (PyPI has no CUDA-free wheel), so
 # tests/python/test_torch.py skips here and runs where torch is installed.
-echo "== tests/python (shared library symbols, the C example, the Python package on the emulated library)"
+step "tests/python (shared library symbols, the C example, the Python package on the emulated library)"
 if [ ! -x target/python-venv/bin/python ]; then
   python3 -m venv target/python-venv
 fi
 target/python-venv/bin/python -m pip install -q --disable-pip-version-check numpy pytest ml_dtypes
 target/python-venv/bin/python -m pip install -q --disable-pip-version-check -e python
 python3 scripts/python-abi.py --check
-target_dir="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)"
 KILN_LIBRARY="$target_dir/release/libkiln_emu.so" KILN_CUDA_LIBRARY="$target_dir/debug/libkiln.so" \
   target/python-venv/bin/python -m pytest -q -p no:cacheprovider tests/python
-echo "== cargo clippy --all-targets [--all-features] -- -D warnings"
+step "cargo clippy --all-targets [--all-features] -- -D warnings"
 cargo clippy --quiet --all-targets --all-features -- -D warnings
 cargo clippy --quiet --all-targets -- -D warnings
-echo "test.sh: all passed"
+step done
+echo "test.sh: all passed in $SECONDS s"
