@@ -43,8 +43,7 @@ namespace {
 
 enum class Bias { kNone, kLinear, kGeometric };
 
-constexpr int kWarps = 4;
-constexpr int kThreads = kWarps * 32;
+constexpr int kDeltaWarps = 4;  // delta_kernel: a warp per (row, head)
 constexpr float kLog2e = 1.4426950408889634f;
 
 template <typename T>
@@ -61,23 +60,39 @@ struct Row {
 // dq_kernel: 64 queries per block (16 per warp); K/V tiles of 64 keys, 32 at D = 96 and 128 (the
 // dQ, Q and dO fragments with S and dP then fit the registers without spills). Q and dO are
 // staged through the shared rows that the two K/V buffers (double buffering: the next tile is in
-// flight while this one is used) take afterwards.
-template <int kD>
+// flight while this one is used) take afterwards. Geometric ALiBi from D = 96 keeps dO in shared
+// memory instead of registers, past the K/V buffers (its distance and position-gradient terms
+// left the dO fragments no room: ptxas spilled at 255 registers); dP's A operand is then read
+// with ldmatrix per tile, 8 LDSM among ~700 instructions.
+// The default; the sweep's variants (kBwdVariants below) take other warps and key tiles.
+template <int kD, Bias kBias, int kWarpsT = 4, int kBlockNT = (kD <= 64 ? 64 : 32)>
 struct DqTiles {
+    static constexpr int kWarps = kWarpsT, kThreads = 32 * kWarpsT;
     static constexpr int kBlockM = kWarps * 16;
-    static constexpr int kBlockN = kD <= 64 ? 64 : 32;
-    static constexpr int kRows = 2 * kBlockM > 4 * kBlockN ? 2 * kBlockM : 4 * kBlockN;
+    static constexpr int kBlockN = kBlockNT;
+    static constexpr bool kDoShared = kBias == Bias::kGeometric && kD >= 96;
+    static constexpr int kKvRows = 4 * kBlockN;  // two buffers of K and V
+    // Where dO is staged: after Q (both then overwritten by the K/V buffers), or past the buffers.
+    static constexpr int kDoRow = kDoShared ? (kKvRows > kBlockM ? kKvRows : kBlockM) : kBlockM;
+    static constexpr int kRows = kDoRow + kBlockM > kKvRows ? kDoRow + kBlockM : kKvRows;
 };
 
-// dkdv_kernel: 64 keys per block (16 per warp); query tiles of 64, 32 or 16 rows so that K, V,
-// Q, dO, the LSE, D and the query positions fit the 48 KiB of dynamic shared memory and the
+// dkdv_kernel: 64 keys per block (16 per warp); query tiles of 64, 32 or 16 rows so that the
 // dK/dV accumulators (2·D floats per thread) leave room for Sᵀ and dPᵀ (geometric ALiBi's
-// position terms take 64 queries at D = 64 past the register file).
-template <int kD, Bias kBias>
+// position terms take 64 queries at D = 64, and 32 at D = 128, past the register file; 32 at
+// D = 128 without them: 242-254 registers, no spills on sm_80 or sm_90a). Shared memory holds K, V
+// and two stages of Q, dO and the per-query floats (LSE, D, positions): above 48 KiB at D = 128,
+// opted in by KILN_LAUNCH.
+// The default; the sweep's variants take other warps and query tiles.
+template <int kD, Bias kBias, int kWarpsT = 4,
+          int kBlockMT = (kD <= 32 || (kD == 64 && kBias != Bias::kGeometric) ? 64
+                                                                                 : (kD <= 96 || kBias != Bias::kGeometric ? 32 : 16))>
 struct DkdvTiles {
+    static constexpr int kWarps = kWarpsT, kThreads = 32 * kWarpsT;
     static constexpr int kBlockN = kWarps * 16;
-    static constexpr int kBlockM = kD <= 32 || (kD == 64 && kBias != Bias::kGeometric) ? 64 : (kD <= 96 ? 32 : 16);
-    static constexpr int kRows = 2 * kBlockN + 2 * kBlockM;
+    static constexpr int kBlockM = kBlockMT;
+    static constexpr int kRows = 2 * kBlockN + 2 * 2 * kBlockM;
+    static constexpr int kFloats = 2 * 5 * kBlockM;
 };
 
 struct Params {
@@ -120,16 +135,23 @@ __device__ __forceinline__ bool sequence(const int32_t* cu, int b, int64_t total
 }
 
 // The bias distance of query i and key j (|i + diag − j|, or ‖p_i − p_j‖ with the difference
-// vector in diff), the quantity whose product with −slope is the bias.
+// vector in diff and 1/‖p_i − p_j‖ in inv, 0 for coincident points), the quantity whose product
+// with −slope is the bias. Geometric: one reciprocal square root gives both the distance and the
+// reciprocal the position gradient needs (sqrtf and a division were IEEE sequences with
+// slow-path calls, ~40 instructions per score of the dq kernel's main loop).
 template <Bias kBias>
 __device__ __forceinline__ float distance(int i, int j, int diag, const float (&pi)[3], const float* pj,
-                                          float (&diff)[3]) {
+                                          float (&diff)[3], float& inv) {
     if constexpr (kBias == Bias::kGeometric) {
         diff[0] = pi[0] - pj[0];
         diff[1] = pi[1] - pj[1];
         diff[2] = pi[2] - pj[2];
-        return sqrtf(diff[0] * diff[0] + diff[1] * diff[1] + diff[2] * diff[2]);
+        const float d2 = diff[0] * diff[0] + diff[1] * diff[1] + diff[2] * diff[2];
+        const float r = ptx::rsqrt_approx_ftz(d2);
+        inv = d2 > 0.0f ? r : 0.0f;
+        return d2 * inv;
     } else {
+        inv = 0.0f;
         return fabsf(float(i + diag - j));
     }
 }
@@ -140,7 +162,7 @@ __device__ __forceinline__ float distance(int i, int j, int diag, const float (&
 // with it). kRolled: a loop over the block's threads instead, fewer registers live across the
 // main loop than the unrolled passes' hoisted addresses, which the dq kernel and geometric
 // ALiBi's dkdv, near their register limit, cannot spare (sm_80 spilled).
-template <bool kRolled, typename T, int kD, int kRows>
+template <bool kRolled, typename T, int kD, int kRows, int kThreads>
 __device__ __forceinline__ void load_rows(ptx::CpAsync& pipe, T* dst, const T* src, int64_t row_stride, int first,
                                           int len) {
     constexpr int kStride = Row<kD>::kStride, kChunks = Row<kD>::kChunks;
@@ -154,9 +176,12 @@ __device__ __forceinline__ void load_rows(ptx::CpAsync& pipe, T* dst, const T* s
 #pragma unroll 1
         for (int c = threadIdx.x; c < kRows * kChunks; c += kThreads) copy(c);
     } else {
-        static_assert(kRows * kChunks % kThreads == 0, "every thread copies the same number of chunks");
+        constexpr int kTotal = kRows * kChunks;
 #pragma unroll
-        for (int pass = 0; pass < kRows * kChunks / kThreads; ++pass) copy(int(threadIdx.x) + pass * kThreads);
+        for (int pass = 0; pass < (kTotal + kThreads - 1) / kThreads; ++pass) {
+            const int c = int(threadIdx.x) + pass * kThreads;
+            if (kTotal % kThreads == 0 || c < kTotal) copy(c);
+        }
     }
 }
 
@@ -188,6 +213,28 @@ __device__ __forceinline__ void mma_abt(float (&acc)[kN / 8][4], const uint32_t 
     }
 }
 
+// mma_abt with A's rows (row0.. of the shared tile `a_rows`) read per k-step instead of held
+// in registers: two A fragments live at a time instead of kD/16.
+template <typename T, int kD, int kN>
+__device__ __forceinline__ void mma_abt_shared(float (&acc)[kN / 8][4], const T* a_rows, int row0, const T* b_rows) {
+    constexpr ptx::MmaType kType = kMma<T>;
+    const int lane = threadIdx.x % 32;
+#pragma unroll
+    for (int kk = 0; kk < kD / 32; ++kk) {
+        uint32_t a0[4], a1[4];
+        load_a<kD>(a0, a_rows, row0, kk * 32);
+        load_a<kD>(a1, a_rows, row0, kk * 32 + 16);
+#pragma unroll
+        for (int nt = 0; nt < kN / 8; ++nt) {
+            uint32_t bb[4];
+            ptx::ldmatrix<4, false>(bb, b_rows + (nt * 8 + lane % 8) * Row<kD>::kStride + kk * 32 + 8 * (lane / 8));
+            const uint32_t b0[2] = {bb[0], bb[1]}, b1[2] = {bb[2], bb[3]};
+            ptx::mma_m16n8k16<kType>(acc[nt], a0, b0, acc[nt]);
+            ptx::mma_m16n8k16<kType>(acc[nt], a1, b1, acc[nt]);
+        }
+    }
+}
+
 // acc (16 × kD) += C·B where C (16 × kK) is given as f32 C fragments (kK/8 tiles, rounded to T
 // here: they become A fragments) and B (kK × kD) is row-major in the shared tile `b_rows`.
 template <typename T, int kD, int kK>
@@ -215,8 +262,8 @@ __device__ __forceinline__ void mma_cb(float (&acc)[kD / 8][4], const float (&c)
 // D_i = Σ_c dO[i, h, c]·O[i, h, c] in f32, one warp per (row, head); lanes sum strided columns
 // and combine through warp_sum's fixed butterfly.
 template <typename T, int kD>
-__global__ void __launch_bounds__(kThreads) delta_kernel(const Params p) {
-    const int64_t pair = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;  // i·H + h
+__global__ void __launch_bounds__(kDeltaWarps * 32) delta_kernel(const Params p) {
+    const int64_t pair = int64_t(blockIdx.x) * kDeltaWarps + threadIdx.x / 32;  // i·H + h
     if (pair >= p.total_q * p.heads) return;
     const int lane = threadIdx.x % 32;
     const T* o = static_cast<const T*>(p.out) + pair * kD;
@@ -229,10 +276,10 @@ __global__ void __launch_bounds__(kThreads) delta_kernel(const Params p) {
     if (lane == 0) p.delta[h * p.total_q + i] = acc;
 }
 
-template <typename T, int kD, Bias kBias>
-__global__ void __launch_bounds__(kThreads) dq_kernel(const Params p) {
-    using Tile = DqTiles<kD>;
+template <typename T, int kD, Bias kBias, class Tile>
+__global__ void __launch_bounds__(Tile::kThreads) dq_kernel(const Params p) {
     constexpr int kBlockM = Tile::kBlockM, kBlockN = Tile::kBlockN, kStride = Row<kD>::kStride;
+    constexpr int kThreads = Tile::kThreads;
     constexpr ptx::MmaType kType = kMma<T>;
 
     const int b = blockIdx.y, h = blockIdx.z, m0 = blockIdx.x * kBlockM;
@@ -275,18 +322,18 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p) {
 
     if (n_tiles > 0) {
         T* s_a = dynamic_shared<T>();      // Q, then the K/V buffers
-        T* s_b = s_a + kBlockM * kStride;  // dO
+        T* s_b = s_a + Tile::kDoRow * kStride;  // dO
         ptx::CpAsync pipe;
-        load_rows<true, T, kD, kBlockM>(pipe, s_a, q, q_row, m0, sq);
-        load_rows<true, T, kD, kBlockM>(pipe, s_b, dout, q_row, m0, sq);
+        load_rows<true, T, kD, kBlockM, kThreads>(pipe, s_a, q, q_row, m0, sq);
+        load_rows<true, T, kD, kBlockM, kThreads>(pipe, s_b, dout, q_row, m0, sq);
         pipe.commit();
         pipe.wait<0>();
         __syncthreads();
-        uint32_t q_frag[kD / 16][4], do_frag[kD / 16][4];
+        uint32_t q_frag[kD / 16][4], do_frag[Tile::kDoShared ? 1 : kD / 16][4];
 #pragma unroll
         for (int ks = 0; ks < kD / 16; ++ks) {
             load_a<kD>(q_frag[ks], s_a, warp * 16, ks * 16);
-            load_a<kD>(do_frag[ks], s_b, warp * 16, ks * 16);
+            if constexpr (!Tile::kDoShared) load_a<kD>(do_frag[ks], s_b, warp * 16, ks * 16);
         }
 
         // Per row: the LSE in base 2 (+inf for a row past sq or one that sees no key, so that
@@ -309,8 +356,8 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p) {
         float* s_kpos = reinterpret_cast<float*>(s_a + Tile::kRows * kStride);
         auto load_kv = [&](int tile) {
             T* buf = s_a + (tile % 2) * 2 * kBlockN * kStride;
-            load_rows<true, T, kD, kBlockN>(pipe, buf, k, k_row, tile * kBlockN, sk);
-            load_rows<true, T, kD, kBlockN>(pipe, buf + kBlockN * kStride, v, k_row, tile * kBlockN, sk);
+            load_rows<true, T, kD, kBlockN, kThreads>(pipe, buf, k, k_row, tile * kBlockN, sk);
+            load_rows<true, T, kD, kBlockN, kThreads>(pipe, buf + kBlockN * kStride, v, k_row, tile * kBlockN, sk);
             if constexpr (kBias == Bias::kGeometric) {
                 for (int c = threadIdx.x; c < 3 * kBlockN; c += kThreads) {
                     const int j = imin(tile * kBlockN + c / 3, sk - 1);
@@ -334,7 +381,11 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p) {
 
             float s[kBlockN / 8][4] = {}, dp[kBlockN / 8][4] = {};
             mma_abt<T, kD, kBlockN>(s, q_frag, s_k);
-            mma_abt<T, kD, kBlockN>(dp, do_frag, s_v);
+            if constexpr (Tile::kDoShared) {
+                mma_abt_shared<T, kD, kBlockN>(dp, s_b, warp * 16, s_v);
+            } else {
+                mma_abt<T, kD, kBlockN>(dp, do_frag, s_v);
+            }
 
             // P = 2^(x − lse) and dS = P ∘ (dP − D), written over dp; the bias-gradient terms.
 #pragma unroll
@@ -343,11 +394,11 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p) {
                 for (int e = 0; e < 4; ++e) {
                     const int r = e / 2, i = m0 + row_local[r], j = n0 + nt * 8 + 2 * t + e % 2;
                     float x = s[nt][e] * p.scale_log2;
-                    float dist = 0.0f, diff[3] = {0.0f, 0.0f, 0.0f};
+                    float dist = 0.0f, inv = 0.0f, diff[3] = {0.0f, 0.0f, 0.0f};
                     if constexpr (kBias != Bias::kNone) {
                         const float* pk = nullptr;
                         if constexpr (kBias == Bias::kGeometric) pk = s_kpos + (tile % 2) * 3 * kBlockN + (j - n0) * 3;
-                        dist = distance<kBias>(i, j, diag, pos_q[r], pk, diff);
+                        dist = distance<kBias>(i, j, diag, pos_q[r], pk, diff, inv);
                         x -= slope_log2 * dist;
                     }
                     if (j >= key_end[r]) x = -INFINITY;
@@ -356,8 +407,8 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p) {
                     dp[nt][e] = ds;
                     if constexpr (kBias != Bias::kNone) dslope[r] += ds * dist;
                     if constexpr (kBias == Bias::kGeometric) {
-                        const float inv = dist > 0.0f ? ds / dist : 0.0f;
-                        for (int c = 0; c < 3; ++c) dpos[r][c] += inv * diff[c];
+                        const float w = ds * inv;
+                        for (int c = 0; c < 3; ++c) dpos[r][c] += w * diff[c];
                     }
                 }
             }
@@ -394,10 +445,10 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p) {
     }
 }
 
-template <typename T, int kD, Bias kBias>
-__global__ void __launch_bounds__(kThreads) dkdv_kernel(const Params p) {
-    using Tile = DkdvTiles<kD, kBias>;
+template <typename T, int kD, Bias kBias, class Tile>
+__global__ void __launch_bounds__(Tile::kThreads) dkdv_kernel(const Params p) {
     constexpr int kBlockM = Tile::kBlockM, kBlockN = Tile::kBlockN, kStride = Row<kD>::kStride;
+    constexpr int kThreads = Tile::kThreads;
     constexpr ptx::MmaType kType = kMma<T>;
 
     const int b = blockIdx.y, hk = blockIdx.z, n0 = blockIdx.x * kBlockN;
@@ -429,16 +480,16 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const Params p) {
         first_query[r] = j >= sk ? INT_MAX : (p.causal && j >= prefix ? j - diag : INT_MIN);
     }
 
+    // Shared memory: K and V, then two stages of (Q, dO) rows, then two stages of the per-query
+    // floats (LSE in base 2 with +inf where P = 0, D, and for geometric ALiBi the positions).
+    constexpr int kStageRows = 2 * kBlockM, kStageFloats = 5 * kBlockM;
     T* s_k = dynamic_shared<T>();
     T* s_v = s_k + kBlockN * kStride;
-    T* s_q = s_v + kBlockN * kStride;
-    T* s_do = s_q + kBlockM * kStride;
-    float* s_lse = reinterpret_cast<float*>(s_do + kBlockM * kStride);  // base 2, +inf: P = 0
-    float* s_delta = s_lse + kBlockM;
-    float* s_qpos = s_delta + kBlockM;  // geometric ALiBi: the tile's query positions
+    T* s_stage = s_v + kBlockN * kStride;
+    float* s_floats = reinterpret_cast<float*>(s_stage + 2 * kStageRows * kStride);
     ptx::CpAsync pipe;
-    load_rows<kBias == Bias::kGeometric, T, kD, kBlockN>(pipe, s_k, k, k_row, n0, sk);
-    load_rows<kBias == Bias::kGeometric, T, kD, kBlockN>(pipe, s_v, v, k_row, n0, sk);
+    load_rows<kBias == Bias::kGeometric, T, kD, kBlockN, kThreads>(pipe, s_k, k, k_row, n0, sk);
+    load_rows<kBias == Bias::kGeometric, T, kD, kBlockN, kThreads>(pipe, s_v, v, k_row, n0, sk);
     pipe.commit();
 
     float pos_k[2][3] = {};
@@ -448,83 +499,130 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const Params p) {
                 pos_k[r][c] = p.positions[(int64_t(k_begin) + imin(n0 + key_local[r], sk - 1)) * 3 + c];
     }
 
+    // The steps: every (query head of the group, query tile from m_first), head-major. A step's
+    // Q and dO rows are copied one step ahead with cp.async; its per-query floats are read into
+    // registers one step ahead and stored to their stage after the current step's work, so no
+    // load is waited for right after it is issued.
+    const int tiles_per_head = sq > m_first ? (sq - m_first + kBlockM - 1) / kBlockM : 0;
+    const int n_steps = group * tiles_per_head;
+    // Per thread, the floats it carries for the next step: LSE and D of query c = threadIdx.x
+    // (kBlockM <= kThreads), positions c = threadIdx.x and threadIdx.x + kThreads of 3·kBlockM.
+    static_assert(kBlockM <= kThreads && 3 * kBlockM <= 2 * kThreads, "one pass of per-query floats");
+    float next_lse = 0.0f, next_delta = 0.0f, next_pos[2] = {0.0f, 0.0f};
+    auto issue = [&](int step) {
+        const int h = hk * group + step / tiles_per_head, m0 = m_first + (step % tiles_per_head) * kBlockM;
+        const int64_t qo = int64_t(q_begin) * q_row + int64_t(h) * kD;
+        T* rows = s_stage + (step % 2) * kStageRows * kStride;
+        load_rows<kBias == Bias::kGeometric, T, kD, kBlockM, kThreads>(pipe, rows, static_cast<const T*>(p.q) + qo, q_row, m0, sq);
+        load_rows<kBias == Bias::kGeometric, T, kD, kBlockM, kThreads>(pipe, rows + kBlockM * kStride,
+                                                             static_cast<const T*>(p.dout) + qo, q_row, m0, sq);
+        pipe.commit();
+        const int64_t row_base = int64_t(h) * p.total_q + q_begin;
+        const int c = threadIdx.x, i = m0 + c;
+        if (c < kBlockM) {
+            const float l = i < sq ? p.lse[row_base + i] : -INFINITY;
+            next_lse = l == -INFINITY ? INFINITY : l * kLog2e;
+            next_delta = i < sq ? p.delta[row_base + i] : 0.0f;
+        }
+        if constexpr (kBias == Bias::kGeometric) {
+#pragma unroll
+            for (int pass = 0; pass < 2; ++pass) {
+                const int e = c + pass * kThreads;
+                if (e < 3 * kBlockM) next_pos[pass] = p.positions[(int64_t(q_begin) + imin(m0 + e / 3, sq - 1)) * 3 + e % 3];
+            }
+        }
+    };
+    auto publish = [&](int step) {  // the floats read by issue(step), into their stage
+        float* f = s_floats + (step % 2) * kStageFloats;
+        const int c = threadIdx.x;
+        if (c < kBlockM) {
+            f[c] = next_lse;
+            f[kBlockM + c] = next_delta;
+        }
+        if constexpr (kBias == Bias::kGeometric) {
+#pragma unroll
+            for (int pass = 0; pass < 2; ++pass) {
+                const int e = c + pass * kThreads;
+                if (e < 3 * kBlockM) f[2 * kBlockM + e] = next_pos[pass];
+            }
+        }
+    };
+
     float dk_acc[kD / 8][4] = {}, dv_acc[kD / 8][4] = {};
     float dpos[2][3] = {};
 
-    for (int gi = 0; gi < group; ++gi) {
-        const int h = hk * group + gi;
-        const T* q = static_cast<const T*>(p.q) + int64_t(q_begin) * q_row + int64_t(h) * kD;
-        const T* dout = static_cast<const T*>(p.dout) + int64_t(q_begin) * q_row + int64_t(h) * kD;
-        const int64_t row_base = int64_t(h) * p.total_q + q_begin;
+    if (n_steps > 0) {
+        issue(0);
+        publish(0);
+    }
+    for (int step = 0; step < n_steps; ++step) {
+        const int h = hk * group + step / tiles_per_head, m0 = m_first + (step % tiles_per_head) * kBlockM;
+        // The next step's copies go to the other stage: the barrier that ended the previous step
+        // says every warp is done with it. An empty group at the last step keeps the count.
+        if (step + 1 < n_steps) {
+            issue(step + 1);
+        } else {
+            pipe.commit();
+        }
+        pipe.wait<1>();  // this step's rows (and, at step 0, K and V) have landed
+        __syncthreads();
+        const T* s_q = s_stage + (step % 2) * kStageRows * kStride;
+        const T* s_do = s_q + kBlockM * kStride;
+        const float* s_lse = s_floats + (step % 2) * kStageFloats;
+        const float* s_delta = s_lse + kBlockM;
+        const float* s_qpos = s_delta + kBlockM;
         float slope = 0.0f;
         if constexpr (kBias != Bias::kNone) slope = p.slopes[b * p.slope_batch_stride + h];
         const float slope_log2 = slope * kLog2e;
 
-        for (int m0 = m_first; m0 < sq; m0 += kBlockM) {
-            __syncthreads();  // every warp is done with the previous Q, dO, LSE and D
-            load_rows<kBias == Bias::kGeometric, T, kD, kBlockM>(pipe, s_q, q, q_row, m0, sq);
-            load_rows<kBias == Bias::kGeometric, T, kD, kBlockM>(pipe, s_do, dout, q_row, m0, sq);
-            pipe.commit();
-            for (int c = threadIdx.x; c < kBlockM; c += kThreads) {
-                const int i = m0 + c;
-                const float l = i < sq ? p.lse[row_base + i] : -INFINITY;
-                s_lse[c] = l == -INFINITY ? INFINITY : l * kLog2e;
-                s_delta[c] = i < sq ? p.delta[row_base + i] : 0.0f;
-            }
-            if constexpr (kBias == Bias::kGeometric) {
-                for (int c = threadIdx.x; c < 3 * kBlockM; c += kThreads)
-                    s_qpos[c] = p.positions[(int64_t(q_begin) + imin(m0 + c / 3, sq - 1)) * 3 + c % 3];
-            }
-            pipe.wait<0>();
-            __syncthreads();
-
-            // Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ for the warp's 16 keys (A from shared memory per k-step).
-            float st[kBlockM / 8][4] = {}, dpt[kBlockM / 8][4] = {};
-            {
-                uint32_t kf[kD / 16][4];
+        // Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ for the warp's 16 keys (A from shared memory per k-step).
+        float st[kBlockM / 8][4] = {}, dpt[kBlockM / 8][4] = {};
+        {
+            uint32_t kf[kD / 16][4];
 #pragma unroll
-                for (int ks = 0; ks < kD / 16; ++ks) load_a<kD>(kf[ks], s_k, warp * 16, ks * 16);
-                mma_abt<T, kD, kBlockM>(st, kf, s_q);
+            for (int ks = 0; ks < kD / 16; ++ks) load_a<kD>(kf[ks], s_k, warp * 16, ks * 16);
+            mma_abt<T, kD, kBlockM>(st, kf, s_q);
 #pragma unroll
-                for (int ks = 0; ks < kD / 16; ++ks) load_a<kD>(kf[ks], s_v, warp * 16, ks * 16);
-                mma_abt<T, kD, kBlockM>(dpt, kf, s_do);
-            }
+            for (int ks = 0; ks < kD / 16; ++ks) load_a<kD>(kf[ks], s_v, warp * 16, ks * 16);
+            mma_abt<T, kD, kBlockM>(dpt, kf, s_do);
+        }
 
 #pragma unroll
-            for (int nt = 0; nt < kBlockM / 8; ++nt) {
+        for (int nt = 0; nt < kBlockM / 8; ++nt) {
 #pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int r = e / 2, col = nt * 8 + 2 * t + e % 2;
-                    const int i = m0 + col, j = n0 + key_local[r];
-                    float x = st[nt][e] * p.scale_log2;
-                    float dist = 0.0f, diff[3] = {0.0f, 0.0f, 0.0f};
-                    if constexpr (kBias != Bias::kNone) {
-                        float pq[3] = {0.0f, 0.0f, 0.0f};
-                        if constexpr (kBias == Bias::kGeometric) {
-                            const float* pi = s_qpos + col * 3;
-                            pq[0] = pi[0];
-                            pq[1] = pi[1];
-                            pq[2] = pi[2];
-                        }
-                        dist = distance<kBias>(i, j, diag, pq, pos_k[r], diff);  // diff = p_i − p_j
-                        x -= slope_log2 * dist;
-                    }
-                    if (i >= sq || i < first_query[r]) x = -INFINITY;
-                    const float prob = ptx::ex2_approx_ftz(x - s_lse[col]);
-                    const float ds = prob * (dpt[nt][e] - s_delta[col]);
-                    st[nt][e] = prob;
-                    dpt[nt][e] = ds;
+            for (int e = 0; e < 4; ++e) {
+                const int r = e / 2, col = nt * 8 + 2 * t + e % 2;
+                const int i = m0 + col, j = n0 + key_local[r];
+                float x = st[nt][e] * p.scale_log2;
+                float dist = 0.0f, inv = 0.0f, diff[3] = {0.0f, 0.0f, 0.0f};
+                if constexpr (kBias != Bias::kNone) {
+                    float pq[3] = {0.0f, 0.0f, 0.0f};
                     if constexpr (kBias == Bias::kGeometric) {
-                        // ∂bias_ij/∂p_j = slope·(p_i − p_j)/‖p_i − p_j‖.
-                        const float w = dist > 0.0f ? ds * slope * ptx::rcp_approx_ftz(dist) : 0.0f;
-                        for (int c = 0; c < 3; ++c) dpos[r][c] += w * diff[c];
+                        const float* pi = s_qpos + col * 3;
+                        pq[0] = pi[0];
+                        pq[1] = pi[1];
+                        pq[2] = pi[2];
                     }
+                    dist = distance<kBias>(i, j, diag, pq, pos_k[r], diff, inv);  // diff = p_i − p_j
+                    x -= slope_log2 * dist;
+                }
+                if (i >= sq || i < first_query[r]) x = -INFINITY;
+                const float prob = ptx::ex2_approx_ftz(x - s_lse[col]);
+                const float ds = prob * (dpt[nt][e] - s_delta[col]);
+                st[nt][e] = prob;
+                dpt[nt][e] = ds;
+                if constexpr (kBias == Bias::kGeometric) {
+                    // ∂bias_ij/∂p_j = slope·(p_i − p_j)/‖p_i − p_j‖.
+                    const float w = ds * slope * inv;
+                    for (int c = 0; c < 3; ++c) dpos[r][c] += w * diff[c];
                 }
             }
-            // dV += Pᵀ·dO and dK += dSᵀ·Q (dO and Q rows are the queries: ldmatrix .trans).
-            mma_cb<T, kD, kBlockM>(dv_acc, st, s_do);
-            mma_cb<T, kD, kBlockM>(dk_acc, dpt, s_q);
         }
+        // dV += Pᵀ·dO and dK += dSᵀ·Q (dO and Q rows are the queries: ldmatrix .trans).
+        mma_cb<T, kD, kBlockM>(dv_acc, st, s_do);
+        mma_cb<T, kD, kBlockM>(dk_acc, dpt, s_q);
+        if (step + 1 < n_steps) publish(step + 1);
+        __syncthreads();  // every warp is done with this stage before the next step refills it
     }
     pipe.wait<0>();  // no copy left in flight (a block whose keys no query sees)
 
@@ -591,30 +689,27 @@ struct Launch {
     cudaStream_t stream;
 };
 
-template <typename T, int kD, Bias kBias>
+template <typename T, int kD, Bias kBias, class Dq = DqTiles<kD, kBias>, class Dkdv = DkdvTiles<kD, kBias>>
 kiln_status launch(const Params& p, const Launch& l) {
     if (p.total_q > 0) {
         const int64_t pairs = p.total_q * p.heads;
-        KILN_LAUNCH(static_cast<unsigned>((pairs + kWarps - 1) / kWarps), kThreads, 0, l.stream,
+        KILN_LAUNCH(static_cast<unsigned>((pairs + kDeltaWarps - 1) / kDeltaWarps), kDeltaWarps * 32, 0, l.stream,
                     delta_kernel<T, kD>)(p);
         if (const kiln_status s = launch_status(); s != KILN_SUCCESS) return s;
         if (l.max_seqlen_q > 0) {
-            const dim3 grid(static_cast<unsigned>((l.max_seqlen_q + DqTiles<kD>::kBlockM - 1) / DqTiles<kD>::kBlockM),
+            const dim3 grid(static_cast<unsigned>((l.max_seqlen_q + Dq::kBlockM - 1) / Dq::kBlockM),
                             static_cast<unsigned>(l.batch), static_cast<unsigned>(p.heads));
             // The rows, then the two buffers' key positions (geometric ALiBi).
-            const size_t smem =
-                sizeof(T) * DqTiles<kD>::kRows * Row<kD>::kStride + 6 * sizeof(float) * DqTiles<kD>::kBlockN;
-            KILN_LAUNCH(grid, kThreads, smem, l.stream, dq_kernel<T, kD, kBias>)(p);
+            const size_t smem = sizeof(T) * Dq::kRows * Row<kD>::kStride + 6 * sizeof(float) * Dq::kBlockN;
+            KILN_LAUNCH(grid, Dq::kThreads, smem, l.stream, dq_kernel<T, kD, kBias, Dq>)(p);
             if (const kiln_status s = launch_status(); s != KILN_SUCCESS) return s;
         }
     }
     if (p.total_k > 0 && l.max_seqlen_k > 0) {
-        const dim3 grid(
-            static_cast<unsigned>((l.max_seqlen_k + DkdvTiles<kD, kBias>::kBlockN - 1) / DkdvTiles<kD, kBias>::kBlockN),
-            static_cast<unsigned>(l.batch), static_cast<unsigned>(p.heads_k));
-        const size_t smem = sizeof(T) * DkdvTiles<kD, kBias>::kRows * Row<kD>::kStride +
-                            5 * sizeof(float) * DkdvTiles<kD, kBias>::kBlockM;  // LSE, D, positions
-        KILN_LAUNCH(grid, kThreads, smem, l.stream, dkdv_kernel<T, kD, kBias>)(p);
+        const dim3 grid(static_cast<unsigned>((l.max_seqlen_k + Dkdv::kBlockN - 1) / Dkdv::kBlockN),
+                        static_cast<unsigned>(l.batch), static_cast<unsigned>(p.heads_k));
+        const size_t smem = sizeof(T) * Dkdv::kRows * Row<kD>::kStride + sizeof(float) * Dkdv::kFloats;
+        KILN_LAUNCH(grid, Dkdv::kThreads, smem, l.stream, dkdv_kernel<T, kD, kBias, Dkdv>)(p);
         if (const kiln_status s = launch_status(); s != KILN_SUCCESS) return s;
     }
     return KILN_SUCCESS;
@@ -638,6 +733,53 @@ kiln_status dispatch_dim(const Params& p, const Launch& l) {
     }
 }
 
+// Tile variants of the backward for the GPU sweep (issue 23; scripts/gpu-run.sh step
+// sweep-attention): bf16, no bias or linear ALiBi, at D = 64 and 128; geometric ALiBi and f16 run
+// the default. A variant is a pair (dq: warps × keys per tile; dkdv: warps × queries per step),
+// the two kernels timed together as the backward; none spills (tests/suite/kernels_build.rs
+// holds every attention kernel to no local memory). Variant 0 is the default.
+using RunBwd = kiln_status (*)(const Params&, const Launch&);
+struct BwdVariant {
+    const char* name;
+    RunBwd none, linear;
+};
+template <int kD, int kDqWarps, int kDqKeys, int kDkdvWarps, int kDkdvQueries>
+constexpr BwdVariant bwd_variant(const char* name) {
+    using T = __nv_bfloat16;
+    return BwdVariant{name,
+                      &launch<T, kD, Bias::kNone, DqTiles<kD, Bias::kNone, kDqWarps, kDqKeys>,
+                              DkdvTiles<kD, Bias::kNone, kDkdvWarps, kDkdvQueries>>,
+                      &launch<T, kD, Bias::kLinear, DqTiles<kD, Bias::kLinear, kDqWarps, kDqKeys>,
+                              DkdvTiles<kD, Bias::kLinear, kDkdvWarps, kDkdvQueries>>};
+}
+constexpr BwdVariant kBwdVariants128[] = {
+    bwd_variant<128, 4, 32, 4, 32>("dq 4w x 32k, dkdv 4w x 32q"),
+    bwd_variant<128, 8, 32, 8, 32>("dq 8w x 32k, dkdv 8w x 32q"),
+    bwd_variant<128, 8, 16, 8, 16>("dq 8w x 16k, dkdv 8w x 16q"),
+    bwd_variant<128, 4, 32, 4, 16>("dq 4w x 32k, dkdv 4w x 16q"),
+};
+constexpr BwdVariant kBwdVariants64[] = {
+    bwd_variant<64, 4, 64, 4, 64>("dq 4w x 64k, dkdv 4w x 64q"),
+    bwd_variant<64, 4, 32, 4, 32>("dq 4w x 32k, dkdv 4w x 32q"),
+    bwd_variant<64, 8, 64, 8, 64>("dq 8w x 64k, dkdv 8w x 64q"),
+    bwd_variant<64, 8, 32, 8, 32>("dq 8w x 32k, dkdv 8w x 32q"),
+};
+static_assert(std::is_same_v<DqTiles<128, Bias::kNone>, DqTiles<128, Bias::kNone, 4, 32>> &&
+                  std::is_same_v<DkdvTiles<128, Bias::kNone>, DkdvTiles<128, Bias::kNone, 4, 32>> &&
+                  std::is_same_v<DqTiles<64, Bias::kLinear>, DqTiles<64, Bias::kLinear, 4, 64>> &&
+                  std::is_same_v<DkdvTiles<64, Bias::kLinear>, DkdvTiles<64, Bias::kLinear, 4, 64>>,
+              "variant 0 is the default configuration");
+
+int32_t bwd_variant_count(int64_t head_dim) {
+    if (head_dim == 128) return int32_t(sizeof kBwdVariants128 / sizeof kBwdVariants128[0]);
+    if (head_dim == 64) return int32_t(sizeof kBwdVariants64 / sizeof kBwdVariants64[0]);
+    return 0;
+}
+const BwdVariant* bwd_variant_of(int64_t head_dim, int32_t variant) {
+    if (variant < 0 || variant >= bwd_variant_count(head_dim)) return nullptr;
+    return head_dim == 128 ? &kBwdVariants128[variant] : &kBwdVariants64[variant];
+}
+
 constexpr int64_t kMaxGridYZ = 65535;
 
 // Workspace layout: delta, dslope rows [H, total_q]; dpos_q [H, total_q, 3]; dpos_k [H_k,
@@ -658,21 +800,25 @@ int64_t kiln_attention_alibi_bwd_workspace_bytes(int64_t total_q, int64_t total_
     return 2 * round16(rows) + round16(3 * rows) + round16(heads_k * total_k * 12);
 }
 
-kiln_status kiln_attention_alibi_bwd(kiln_dtype dtype, const void* q, const void* k, const void* v, const void* out,
-                                     const float* lse, const void* dout, const int32_t* cu_seqlens_q,
-                                     const int32_t* cu_seqlens_k, const float* slopes, int32_t slopes_per_batch,
-                                     const float* positions, int64_t batch, int64_t total_q, int64_t total_k,
-                                     int64_t heads, int64_t heads_k, int64_t head_dim, int64_t max_seqlen_q,
-                                     int64_t max_seqlen_k, int32_t causal, const int32_t* prefix_len,
-                                     float softmax_scale, void* dq, void* dk,
-                                     void* dv, float* dslopes, float* dpositions, void* workspace,
-                                     int64_t workspace_bytes, void* stream) {
-    using namespace kiln;
+}  // extern "C"
+
+namespace kiln {
+namespace {
+
+// kiln_attention_alibi_bwd through `variant` (a tile variant: bf16, no geometric ALiBi, checked
+// by the caller) or, when it is null, the default configuration of each dtype, head dim and bias.
+kiln_status backward(const BwdVariant* variant, kiln_dtype dtype, const void* q, const void* k, const void* v,
+                     const void* out, const float* lse, const void* dout, const int32_t* cu_seqlens_q,
+                     const int32_t* cu_seqlens_k, const float* slopes, int32_t slopes_per_batch, const float* positions,
+                     int64_t batch, int64_t total_q, int64_t total_k, int64_t heads, int64_t heads_k, int64_t head_dim,
+                     int64_t max_seqlen_q, int64_t max_seqlen_k, int32_t causal, const int32_t* prefix_len,
+                     float softmax_scale, void* dq, void* dk, void* dv, float* dslopes, float* dpositions,
+                     void* workspace, int64_t workspace_bytes, void* stream) {
     const int d = static_cast<int>(dtype);
     if (d != KILN_DTYPE_F16 && d != KILN_DTYPE_BF16) return KILN_ERROR_INVALID_DTYPE;
     if (batch < 0 || total_q < 0 || total_k < 0 || max_seqlen_q < 0 || max_seqlen_k < 0 || heads < 1 || heads_k < 1 ||
         heads % heads_k != 0 || batch > kMaxGridYZ || heads > kMaxGridYZ || max_seqlen_q > INT32_MAX ||
-        max_seqlen_k > INT32_MAX || !kiln_attention_head_dim_supported(head_dim))
+        max_seqlen_k > INT32_MAX || !::kiln_attention_head_dim_supported(head_dim))
         return KILN_ERROR_INVALID_SIZE;
     if (!std::isfinite(softmax_scale) || (positions != nullptr && slopes == nullptr) ||
         (dslopes != nullptr && slopes == nullptr) || (dpositions != nullptr && positions == nullptr))
@@ -682,7 +828,7 @@ kiln_status kiln_attention_alibi_bwd(kiln_dtype dtype, const void* q, const void
     if (total_q > 0 && (q == nullptr || out == nullptr || lse == nullptr || dout == nullptr || dq == nullptr))
         return KILN_ERROR_NULL_POINTER;
     if (total_k > 0 && (k == nullptr || v == nullptr || dk == nullptr || dv == nullptr)) return KILN_ERROR_NULL_POINTER;
-    const int64_t needed = kiln_attention_alibi_bwd_workspace_bytes(total_q, total_k, heads, heads_k);
+    const int64_t needed = ::kiln_attention_alibi_bwd_workspace_bytes(total_q, total_k, heads, heads_k);
     if (needed < 0) return KILN_ERROR_INVALID_SIZE;
     if (workspace == nullptr && needed > 0) return KILN_ERROR_NULL_POINTER;
     if (workspace_bytes < needed) return KILN_ERROR_WORKSPACE_TOO_SMALL;
@@ -728,7 +874,12 @@ kiln_status kiln_attention_alibi_bwd(kiln_dtype dtype, const void* q, const void
     const auto s = static_cast<cudaStream_t>(stream);
     const Launch l{batch, max_seqlen_q, max_seqlen_k, s};
     if (batch > 0) {
-        const kiln_status status = d == KILN_DTYPE_F16 ? dispatch_dim<__half>(p, l) : dispatch_dim<__nv_bfloat16>(p, l);
+        kiln_status status;
+        if (variant != nullptr) {
+            status = (slopes == nullptr ? variant->none : variant->linear)(p, l);
+        } else {
+            status = d == KILN_DTYPE_F16 ? dispatch_dim<__half>(p, l) : dispatch_dim<__nv_bfloat16>(p, l);
+        }
         if (status != KILN_SUCCESS) return status;
     }
     if (dslopes != nullptr) {
@@ -745,6 +896,52 @@ kiln_status kiln_attention_alibi_bwd(kiln_dtype dtype, const void* q, const void
         if (const kiln_status st = launch_status(); st != KILN_SUCCESS) return st;
     }
     return KILN_SUCCESS;
+}
+
+}  // namespace
+}  // namespace kiln
+
+extern "C" {
+
+kiln_status kiln_attention_alibi_bwd(kiln_dtype dtype, const void* q, const void* k, const void* v, const void* out,
+                                     const float* lse, const void* dout, const int32_t* cu_seqlens_q,
+                                     const int32_t* cu_seqlens_k, const float* slopes, int32_t slopes_per_batch,
+                                     const float* positions, int64_t batch, int64_t total_q, int64_t total_k,
+                                     int64_t heads, int64_t heads_k, int64_t head_dim, int64_t max_seqlen_q,
+                                     int64_t max_seqlen_k, int32_t causal, const int32_t* prefix_len,
+                                     float softmax_scale, void* dq, void* dk,
+                                     void* dv, float* dslopes, float* dpositions, void* workspace,
+                                     int64_t workspace_bytes, void* stream) {
+    return kiln::backward(nullptr, dtype, q, k, v, out, lse, dout, cu_seqlens_q, cu_seqlens_k, slopes, slopes_per_batch,
+                          positions, batch, total_q, total_k, heads, heads_k, head_dim, max_seqlen_q, max_seqlen_k,
+                          causal, prefix_len, softmax_scale, dq, dk, dv, dslopes, dpositions, workspace,
+                          workspace_bytes, stream);
+}
+
+int32_t kiln_attention_bwd_variants(int64_t head_dim) { return kiln::bwd_variant_count(head_dim); }
+
+const char* kiln_attention_bwd_variant_name(int64_t head_dim, int32_t variant) {
+    const kiln::BwdVariant* v = kiln::bwd_variant_of(head_dim, variant);
+    return v == nullptr ? nullptr : v->name;
+}
+
+kiln_status kiln_attention_alibi_bwd_variant(int32_t variant, kiln_dtype dtype, const void* q, const void* k,
+                                             const void* v, const void* out, const float* lse, const void* dout,
+                                             const int32_t* cu_seqlens_q, const int32_t* cu_seqlens_k,
+                                             const float* slopes, int32_t slopes_per_batch, const float* positions,
+                                             int64_t batch, int64_t total_q, int64_t total_k, int64_t heads,
+                                             int64_t heads_k, int64_t head_dim, int64_t max_seqlen_q,
+                                             int64_t max_seqlen_k, int32_t causal, const int32_t* prefix_len,
+                                             float softmax_scale, void* dq, void* dk, void* dv, float* dslopes,
+                                             float* dpositions, void* workspace, int64_t workspace_bytes, void* stream) {
+    const kiln::BwdVariant* var = kiln::bwd_variant_of(head_dim, variant);
+    if (var == nullptr) return KILN_ERROR_INVALID_VALUE;
+    if (dtype != KILN_DTYPE_BF16) return KILN_ERROR_INVALID_DTYPE;
+    if (positions != nullptr) return KILN_ERROR_INVALID_VALUE;  // geometric ALiBi: the default only
+    return kiln::backward(var, dtype, q, k, v, out, lse, dout, cu_seqlens_q, cu_seqlens_k, slopes, slopes_per_batch,
+                          positions, batch, total_q, total_k, heads, heads_k, head_dim, max_seqlen_q, max_seqlen_k,
+                          causal, prefix_len, softmax_scale, dq, dk, dv, dslopes, dpositions, workspace,
+                          workspace_bytes, stream);
 }
 
 }  // extern "C"

@@ -130,14 +130,15 @@ wait_tests
 # 2-core host: 34 cases need ~2 min) are what a row costs; rows are written after every case, so
 # a capped step keeps the cases it reached (d128 first; `--case` narrows them).
 step bench-attention 40 "$K" bench --backend cuda --runs 20 --dtype bf16 --json "$W/bench_attention.json" attention/
-# The forward's tile variants (kiln sweep): each gated against the reference, then timed on the
-# dense B=8·S=2048 bf16 cases (D 128 and 64, full and causal, no bias and ALiBi) in two rounds,
-# the variant list forwards then backwards; the fastest passing one per case is marked. 8 cases'
-# inputs (~3 s each on the host) and ~1 s of GPU per case; rehearsed on the emulator by
+# The attention kernels' tile variants, forward and backward (kiln sweep): each gated against the
+# reference, then timed on the dense B=8·S=2048 bf16 cases (D 128 and 64, full and causal, no bias
+# and ALiBi) in two rounds, the variant list forwards then backwards; the fastest passing one per
+# case and direction is marked. 8 cases' inputs (~3 s each on the host) and ~2 s of GPU per case
+# (the backward's default forward once, then its variants); rehearsed on the emulator by
 # `kiln sweep --backend emu --small` (tests/suite/attention_variants.rs). It starts with the
 # microbenchmarks (mma.sync, ldmatrix, L2 read: kernels/microbench.cu), the ceilings to read the
 # variants against.
-step sweep-attention 90 "$K" sweep --backend cuda --runs 20 --json "$W/sweep_attention.json"
+step sweep-attention 110 "$K" sweep --backend cuda --runs 20 --json "$W/sweep_attention.json"
 # The MLP block (GEMM-bound; slow to fill with random weights on the host) once, bf16, Llama-7B.
 step bench-mlp 30 "$K" bench --backend cuda --dtype bf16 --runs 10 --json "$W/bench_mlp.json" glu/mlp_swiglu
 # Every memory-bound kernel at its GPU bench shape, against the measured copy bandwidth.
@@ -203,7 +204,7 @@ for path in sys.argv[1:]:
               f"{r['pct_of_copy']:.1f}%", f"{r['tflops']:.1f}TF")
 PY
 echo "==== sweep-attention (the fastest passing variant of each case; variant 0 is the default)"
-python3 - "$W/sweep_attention.json" <<'PY' 2>&1 | tail -n 13
+python3 - "$W/sweep_attention.json" <<'PY' 2>&1 | tail -n 21
 import json, os, sys
 if not os.path.exists(sys.argv[1]):
     sys.exit("missing sweep_attention.json")
@@ -211,11 +212,12 @@ d = json.load(open(sys.argv[1]))
 for m in d.get("micro", []):
     print(f"{m['name']}: {m['value']:.1f} {m['unit']} (checksum {'PASS' if m['pass'] else 'FAIL'})")
 rows = d["rows"]
-failed = [f"{r['case']} v{r['variant']}" for r in rows if not r["pass"]]
-default = {r["case"]: r for r in rows if r["variant"] == 0}
+failed = [f"{r['case']} {r.get('dir', 'fwd')} v{r['variant']}" for r in rows if not r["pass"]]
+default = {(r["case"], r.get("dir", "fwd")): r for r in rows if r["variant"] == 0}
 for r in rows:
     if r["best"]:
-        print(f"{r['case']}: v{r['variant']} {r['name']} {r['tflops']:.0f} TF (default {default[r['case']]['tflops']:.0f} TF)")
+        key = (r["case"], r.get("dir", "fwd"))
+        print(f"{key[0]} {key[1]}: v{r['variant']} {r['name']} {r['tflops']:.0f} TF (default {default[key]['tflops']:.0f} TF)")
 if failed:
     print("FAILED gates:", " ".join(failed))
 PY

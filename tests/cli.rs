@@ -193,6 +193,21 @@ fn bench_refuses_a_seed() {
     assert!(err.contains("seed") && err.contains("fixed problems"), "{err}");
 }
 
+/// The sweep's arguments are checked before any device work: a direction other than fwd/bwd, a
+/// head dim without variants and a backend that cannot time kernels are errors naming them.
+#[test]
+fn sweep_refuses_bad_arguments() {
+    let (code, _, err) = kiln(&["sweep", "--backend", "cpu", "--dir", "sideways"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("dir") && err.contains("sideways"), "{err}");
+    let (code, _, err) = kiln(&["sweep", "--backend", "cpu", "--dir", "bwd", "--head-dim", "96"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("head-dim") && err.contains("96"), "{err}");
+    let (code, _, err) = kiln(&["sweep", "--backend", "cpu", "--dir", "bwd", "--head-dim", "64"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("backend"), "{err}");
+}
+
 /// `--case` keeps the cases whose label contains it (here on the CPU reference, attention's
 /// small cases); a filter no case matches is an error before anything is timed.
 #[test]

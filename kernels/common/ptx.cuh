@@ -299,6 +299,21 @@ __device__ __forceinline__ float sqrt_approx_ftz(float x) {
 #endif
 }
 
+// The SFU's approximate reciprocal square root (PTX ISA "rsqrt.approx.ftz.f32": one MUFU
+// instruction, max relative error 2^-22.9; +inf for +0). The attention backward needs both a
+// distance and its reciprocal per score: d²·rsqrt(d²) and rsqrt(d²) cost one MUFU and one
+// multiply where sqrtf and a division cost two IEEE sequences with slow-path calls.
+// Emulated correctly rounded, with the same flushing.
+__device__ __forceinline__ float rsqrt_approx_ftz(float x) {
+#ifdef KILN_EMU
+    return emu::flush_subnormal(1.0f / std::sqrt(emu::flush_subnormal(x)));
+#else
+    float r;
+    asm("rsqrt.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
+    return r;
+#endif
+}
+
 // Two f32 values rounded to a packed pair of 16-bit elements (the first in the low half): the
 // register format of mma's A and B operands.
 template <MmaType kType>

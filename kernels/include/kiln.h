@@ -432,6 +432,26 @@ kiln_status kiln_attention_alibi_bwd(kiln_dtype dtype, const void* q, const void
                                      void* dv, float* dslopes, float* dpositions, void* workspace,
                                      int64_t workspace_bytes, void* stream);
 
+/** Tile variants of the backward, for tuning sweeps (scripts/gpu-run.sh, step sweep-attention):
+ * how many a head dimension has (0: none; 64 and 128 have some), and variant `variant`'s name
+ * (the dq kernel's warps x keys per tile, the dk/dv kernel's warps x queries per step; NULL out
+ * of range). Variant 0 is the configuration kiln_attention_alibi_bwd runs. */
+int32_t kiln_attention_bwd_variants(int64_t head_dim);
+const char* kiln_attention_bwd_variant_name(int64_t head_dim, int32_t variant);
+/** kiln_attention_alibi_bwd through tile variant `variant` of head_dim: bf16 only
+ * (KILN_ERROR_INVALID_DTYPE otherwise), no bias or linear ALiBi (positions must be NULL:
+ * KILN_ERROR_INVALID_VALUE, as for a variant out of range); the same arguments, checks and
+ * results otherwise. */
+kiln_status kiln_attention_alibi_bwd_variant(int32_t variant, kiln_dtype dtype, const void* q, const void* k,
+                                             const void* v, const void* out, const float* lse, const void* dout,
+                                             const int32_t* cu_seqlens_q, const int32_t* cu_seqlens_k,
+                                             const float* slopes, int32_t slopes_per_batch, const float* positions,
+                                             int64_t batch, int64_t total_q, int64_t total_k, int64_t heads,
+                                             int64_t heads_k, int64_t head_dim, int64_t max_seqlen_q,
+                                             int64_t max_seqlen_k, int32_t causal, const int32_t* prefix_len,
+                                             float softmax_scale, void* dq, void* dk, void* dv, float* dslopes,
+                                             float* dpositions, void* workspace, int64_t workspace_bytes, void* stream);
+
 /* ------------------------------------------------------------------------------------------
  * Equivariant family (e3nn conventions, shared/REFERENCE.md section 5).
  * Spherical harmonics: sh [n, (lmax+1)^2] = Y^0..Y^lmax of vec [n, 3] in e3nn's real basis

@@ -43,11 +43,12 @@ enum Command {
         #[arg(long = "case")]
         cases: Vec<String>,
     },
-    /// Sweep the attention forward's tile variants (kiln.h `kiln_attention_alibi_fwd_variant`):
-    /// each checked against the reference, then timed on fixed dense bf16 shapes (16k tokens,
-    /// D = 128 and 64, causal and not, no bias and ALiBi) in two rounds, the list forwards then
-    /// backwards; the fastest passing variant of each case is marked `*`. First the ceilings:
-    /// mma.sync, ldmatrix and L2 read bandwidth (microbenchmarks checked by their checksums).
+    /// Sweep the attention kernels' tile variants (kiln.h `kiln_attention_alibi_fwd_variant`,
+    /// `kiln_attention_alibi_bwd_variant`): each checked against the reference, then timed on
+    /// fixed dense bf16 shapes (16k tokens, D = 128 and 64, causal and not, no bias and ALiBi) in
+    /// two rounds, the list forwards then backwards; the fastest passing variant of each case and
+    /// direction is marked `*`. First the ceilings: mma.sync, ldmatrix and L2 read bandwidth
+    /// (microbenchmarks checked by their checksums).
     Sweep {
         #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
@@ -60,6 +61,9 @@ enum Command {
         /// Head dims to sweep (comma-separated; 128 and 64 have variants).
         #[arg(long, value_delimiter = ',', default_values_t = [128usize, 64])]
         head_dim: Vec<usize>,
+        /// Directions to sweep (comma-separated: fwd, bwd).
+        #[arg(long = "dir", value_delimiter = ',', default_values_t = [String::from("fwd"), String::from("bwd")])]
+        directions: Vec<String>,
         /// Also write the rows as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -160,7 +164,9 @@ fn main() -> ExitCode {
         Command::Check { common } => check(&common),
         Command::Bench { common, runs, cases } => bench(&common, runs, &cases),
         Command::Model { common, shape, sites } => model(&common, &shape, sites),
-        Command::Sweep { backend, runs, small, head_dim, json } => sweep(backend, runs, small, head_dim, json),
+        Command::Sweep { backend, runs, small, head_dim, directions, json } => {
+            sweep(backend, runs, small, head_dim, &directions, json)
+        }
         Command::Run { op, dir, bwd, backend, dtype, params } => run(&op, &dir, bwd, backend, dtype, &params),
     };
     match result {
@@ -468,10 +474,30 @@ fn bench_line([op, dir, dtype, case, variant, median_us, gbps, pct, tflops]: [&s
     format!("{op:<24} {dir:<4} {dtype:<5} {case:<36} {variant:<10} {median_us:>10} {gbps:>9} {pct:>7} {tflops:>8}")
 }
 
-fn sweep(backend: Backend, runs: usize, small: bool, head_dims: Vec<usize>, json: Option<PathBuf>) -> Result<ExitCode> {
-    if let Some(d) = head_dims.iter().find(|&&d| kiln::attention::forward_variants(d) == 0) {
-        let reason = format!("{d}: only head dims 128 and 64 have tile variants");
-        return Err(Error::InvalidValue { arg: "head-dim", reason });
+fn sweep(
+    backend: Backend,
+    runs: usize,
+    small: bool,
+    head_dims: Vec<usize>,
+    directions: &[String],
+    json: Option<PathBuf>,
+) -> Result<ExitCode> {
+    let mut dirs = Vec::new();
+    for d in directions {
+        dirs.push(match d.as_str() {
+            "fwd" => Direction::Fwd,
+            "bwd" => Direction::Bwd,
+            other => {
+                let reason = format!("`{other}`: expected fwd or bwd");
+                return Err(Error::InvalidValue { arg: "dir", reason });
+            }
+        });
+    }
+    for &dir in &dirs {
+        if let Some(d) = head_dims.iter().find(|&&d| kiln::sweep::variant_names(dir, d).is_empty()) {
+            let reason = format!("{d}: only head dims 128 and 64 have tile variants");
+            return Err(Error::InvalidValue { arg: "head-dim", reason });
+        }
     }
     let device = device_for(backend)?;
     if matches!(device, Device::Cpu) {
@@ -484,16 +510,17 @@ fn sweep(backend: Backend, runs: usize, small: bool, head_dims: Vec<usize>, json
     for m in &micro {
         println!("{:<16} {:>10.1} {:<8} checksum {}", m.name, m.value, m.unit, if m.pass { "PASS" } else { "FAIL" });
     }
-    let options = kiln::sweep::SweepOptions { small, runs, head_dims };
+    let options = kiln::sweep::SweepOptions { small, runs, head_dims, directions: dirs };
     let rows = kiln::sweep::sweep_attention(&device, &options)?;
     println!(
-        "{:<36} {:>7} {:<18} {:>5} {:>10} {:>10} {:>8}",
-        "case", "variant", "name", "gate", "round1_us", "round2_us", "TFLOP/s"
+        "{:<36} {:<4} {:>7} {:<27} {:>5} {:>10} {:>10} {:>8}",
+        "case", "dir", "variant", "name", "gate", "round1_us", "round2_us", "TFLOP/s"
     );
     for r in &rows {
         println!(
-            "{:<36} {:>7} {:<18} {:>5} {:>10.1} {:>10.1} {:>8.1}{}",
+            "{:<36} {:<4} {:>7} {:<27} {:>5} {:>10.1} {:>10.1} {:>8.1}{}",
             r.case,
+            r.direction,
             r.variant,
             r.name,
             if r.pass { "PASS" } else { "FAIL" },
@@ -508,7 +535,8 @@ fn sweep(backend: Backend, runs: usize, small: bool, head_dims: Vec<usize>, json
             .iter()
             .map(|r| {
                 json!({
-                    "case": r.case, "head_dim": r.head_dim, "variant": r.variant, "name": r.name,
+                    "case": r.case, "dir": r.direction.to_string(), "head_dim": r.head_dim,
+                    "variant": r.variant, "name": r.name,
                     "pass": r.pass, "median_us": [r.median_us[0], r.median_us[1]], "tflops": r.tflops,
                     "best": r.best,
                 })

@@ -953,6 +953,50 @@ unsafe extern "C" {
         stream: *mut ::std::os::raw::c_void,
     ) -> kiln_status;
 }
+unsafe extern "C" {
+    #[doc = " Tile variants of the backward, for tuning sweeps (scripts/gpu-run.sh, step sweep-attention):\n how many a head dimension has (0: none; 64 and 128 have some), and variant `variant`'s name\n (the dq kernel's warps x keys per tile, the dk/dv kernel's warps x queries per step; NULL out\n of range). Variant 0 is the configuration kiln_attention_alibi_bwd runs."]
+    pub fn kiln_attention_bwd_variants(head_dim: i64) -> i32;
+}
+unsafe extern "C" {
+    pub fn kiln_attention_bwd_variant_name(head_dim: i64, variant: i32) -> *const ::std::os::raw::c_char;
+}
+unsafe extern "C" {
+    #[doc = " kiln_attention_alibi_bwd through tile variant `variant` of head_dim: bf16 only\n (KILN_ERROR_INVALID_DTYPE otherwise), no bias or linear ALiBi (positions must be NULL:\n KILN_ERROR_INVALID_VALUE, as for a variant out of range); the same arguments, checks and\n results otherwise."]
+    pub fn kiln_attention_alibi_bwd_variant(
+        variant: i32,
+        dtype: kiln_dtype,
+        q: *const ::std::os::raw::c_void,
+        k: *const ::std::os::raw::c_void,
+        v: *const ::std::os::raw::c_void,
+        out: *const ::std::os::raw::c_void,
+        lse: *const f32,
+        dout: *const ::std::os::raw::c_void,
+        cu_seqlens_q: *const i32,
+        cu_seqlens_k: *const i32,
+        slopes: *const f32,
+        slopes_per_batch: i32,
+        positions: *const f32,
+        batch: i64,
+        total_q: i64,
+        total_k: i64,
+        heads: i64,
+        heads_k: i64,
+        head_dim: i64,
+        max_seqlen_q: i64,
+        max_seqlen_k: i64,
+        causal: i32,
+        prefix_len: *const i32,
+        softmax_scale: f32,
+        dq: *mut ::std::os::raw::c_void,
+        dk: *mut ::std::os::raw::c_void,
+        dv: *mut ::std::os::raw::c_void,
+        dslopes: *mut f32,
+        dpositions: *mut f32,
+        workspace: *mut ::std::os::raw::c_void,
+        workspace_bytes: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
 impl kiln_sh_normalization {
     #[doc = " |Y^l(unit x)|^2 = 2l + 1 (MACE, NequIP)."]
     pub const KILN_SH_COMPONENT: kiln_sh_normalization = kiln_sh_normalization(0);

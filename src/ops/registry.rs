@@ -24,7 +24,7 @@ use crate::core::error::{Error, Result};
 use crate::core::tensor::Tensor;
 
 /// Forward or backward.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Direction {
     /// The forward pass.
     Fwd,

@@ -14,6 +14,7 @@ use crate::core::dtype::DType;
 use crate::core::emu::EmuBuffer;
 use crate::core::error::Result;
 use crate::core::tensor::Tensor;
+use crate::ops::params::Params;
 use crate::ops::registry::{BenchCase, Direction, Op, Problem, Tensors};
 
 /// Runs before timing starts, to reach steady clocks and warm caches of code, not data.
@@ -118,7 +119,8 @@ pub fn copy_bandwidth(device: &Device, bytes: usize, runs: usize) -> Result<f64>
 pub struct Prepared<'a> {
     op: &'a dyn Op,
     dir: Direction,
-    problem: &'a Problem,
+    /// The problem's params, which [`Prepared::set_param`] may change between runs.
+    params: Params,
     inputs: Tensors,
     outputs: Tensors,
 }
@@ -142,12 +144,18 @@ impl<'a> Prepared<'a> {
                 outputs.insert(spec.name.to_string(), Tensor::zeros(&shape, spec.storage.dtype(dtype), device)?);
             }
         }
-        Ok(Prepared { op, dir, problem, inputs, outputs })
+        Ok(Prepared { op, dir, params: problem.params.clone(), inputs, outputs })
+    }
+
+    /// Sets param `name` for the following runs (the inputs stay uploaded): the sweep's tile
+    /// variant, say.
+    pub fn set_param(&mut self, name: &str, value: f64) {
+        self.params.insert(name.to_string(), value);
     }
 
     /// One run of the op (queued on the device's stream).
     pub fn run(&mut self) -> Result<()> {
-        self.op.run(self.dir, &self.inputs, &self.problem.params, &mut self.outputs)
+        self.op.run(self.dir, &self.inputs, &self.params, &mut self.outputs)
     }
 }
 

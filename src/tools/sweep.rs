@@ -1,17 +1,19 @@
-//! The attention forward's tile-variant sweep (`kiln sweep`; issue 23): each variant of
-//! kiln.h's `kiln_attention_alibi_fwd_variant` first checked against the f64 reference on a small
-//! variable-length problem that crosses several of its tiles, then timed on fixed dense shapes
-//! (bf16, D = 128 with H = 16 and D = 64 with H = 32, 16k tokens as B = 8 · S = 2048, causal and
-//! not, no bias and ALiBi) in two rounds, the variant list forwards then backwards (so a
-//! variant's place in the order, clocks warming or cooling, shows as a difference between its
-//! rounds). The fastest passing variant of each case is marked. Every case's problem is built
-//! once from [`BENCH_SEED`] and uploaded once; the variants run on the same tensors.
+//! The attention tile-variant sweep (`kiln sweep`; issue 23): each variant of kiln.h's
+//! `kiln_attention_alibi_fwd_variant` and `kiln_attention_alibi_bwd_variant` first checked against
+//! the f64 reference on a small variable-length problem that crosses several of its tiles, then
+//! timed on fixed dense shapes (bf16, D = 128 with H = 16 and D = 64 with H = 32, 16k tokens as
+//! B = 8 · S = 2048, causal and not, no bias and ALiBi) in two rounds, the variant list forwards
+//! then backwards (so a variant's place in the order, clocks warming or cooling, shows as a
+//! difference between its rounds). The fastest passing variant of each case and direction is
+//! marked. Every case's problem is built once from [`BENCH_SEED`] and uploaded once per
+//! direction; the variants run on the same tensors (the backward's on the default forward's
+//! output and log-sum-exp, computed once).
 //!
-//! Built for the GPU window (shared/GPU.md: minutes of device time): 8 cases × 11 variants × 2
-//! rounds of `runs` timed calls, a few seconds of GPU time; most of the step is the host making
-//! the 16k-token problems. [`SweepOptions::small`] runs the same sweep at B = 2 · S = 64, H = 2,
-//! on the head dimensions asked for, with one untimed-warm-up-free call per variant off a GPU
-//! (the emulator's rehearsal in tests/suite/attention_variants.rs).
+//! Built for the GPU window (shared/GPU.md: minutes of device time): 8 cases × (11 forward + 8
+//! backward variants) × 2 rounds of `runs` timed calls, ~15 s of GPU time; most of the step is
+//! the host making the 16k-token problems. [`SweepOptions::small`] runs the same sweep at
+//! B = 2 · S = 64, H = 2, on the head dimensions asked for, with one untimed-warm-up-free call
+//! per variant off a GPU (the emulator's rehearsal in tests/suite/attention_variants.rs).
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -20,7 +22,7 @@ use crate::core::device::Device;
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::families::attention;
-use crate::ops::attention::{BiasKind, Spec, flash_flops, label, problem};
+use crate::ops::attention::{BiasKind, Spec, flash_flops, label, problem, with_forward};
 use crate::ops::registry::{BENCH_SEED, Direction, Op, Problem};
 use crate::ops::select;
 use crate::tools::bench::{Prepared, median_seconds};
@@ -31,11 +33,13 @@ use crate::tools::check::check_problem;
 pub struct SweepRow {
     /// The timed case's label (shape, causal, bias).
     pub case: String,
+    /// Forward or backward (FLOPs counted as FlashAttention counts them: the backward 2.5×).
+    pub direction: Direction,
     /// Head dimension.
     pub head_dim: usize,
     /// Variant index (0: the default configuration).
     pub variant: usize,
-    /// Its tile configuration (warps × query rows per warp × keys per tile).
+    /// Its tile configuration (kiln.h's variant name).
     pub name: String,
     /// Whether the variant passed its correctness gate (a variant that failed is not timed).
     pub pass: bool,
@@ -57,11 +61,26 @@ pub struct SweepOptions {
     pub runs: usize,
     /// Head dimensions (of 128 and 64).
     pub head_dims: Vec<usize>,
+    /// The directions whose variants are swept.
+    pub directions: Vec<Direction>,
 }
 
 impl Default for SweepOptions {
     fn default() -> Self {
-        SweepOptions { small: false, runs: 20, head_dims: vec![128, 64] }
+        SweepOptions {
+            small: false,
+            runs: 20,
+            head_dims: vec![128, 64],
+            directions: vec![Direction::Fwd, Direction::Bwd],
+        }
+    }
+}
+
+/// The variants of a direction at head dimension `head_dim`, by name (index = variant).
+pub fn variant_names(direction: Direction, head_dim: usize) -> &'static [&'static str] {
+    match direction {
+        Direction::Fwd => attention::forward_variant_names(head_dim),
+        Direction::Bwd => attention::backward_variant_names(head_dim),
     }
 }
 
@@ -93,14 +112,24 @@ fn cases(o: &SweepOptions) -> Vec<Spec> {
     v
 }
 
-/// The correctness gate of `variant` at head dimension `head_dim`: a variable-length problem
-/// (300/77 queries, 300/150 keys, an empty sequence, GQA) against the reference, causal and not.
-fn gate(op: &dyn Op, device: &Device, head_dim: usize, variant: usize, rng: &mut StdRng) -> Result<bool> {
+/// The correctness gate of `variant` of `direction` at head dimension `head_dim`: a
+/// variable-length problem (300/77 queries, 300/150 keys, an empty sequence, GQA; 200 instead of
+/// 300 for the backward, still two blocks of its widest tiles) against the reference, causal
+/// and not.
+fn gate(
+    op: &dyn Op,
+    device: &Device,
+    direction: Direction,
+    head_dim: usize,
+    variant: usize,
+    rng: &mut StdRng,
+) -> Result<bool> {
     let mut pass = true;
+    let long = if direction == Direction::Fwd { 300 } else { 200 };
     for (causal, bias) in [(false, BiasKind::Alibi), (true, BiasKind::None)] {
         let spec = Spec {
-            seqlens_q: vec![300, 0, 77],
-            seqlens_k: vec![300, 0, 150],
+            seqlens_q: vec![long, 0, 77],
+            seqlens_k: vec![long, 0, 150],
             heads: 2,
             heads_k: 1,
             head_dim,
@@ -109,8 +138,11 @@ fn gate(op: &dyn Op, device: &Device, head_dim: usize, variant: usize, rng: &mut
             slopes_per_batch: false,
         };
         let mut p = problem(&spec, rng);
+        if direction == Direction::Bwd {
+            p = with_forward(p, rng);
+        }
         p.params.insert("variant".into(), variant as f64);
-        let rows = check_problem(op, Direction::Fwd, DType::BF16, &p, device, &format!("variant {variant}"))?;
+        let rows = check_problem(op, direction, DType::BF16, &p, device, &format!("{direction} variant {variant}"))?;
         pass &= rows.iter().all(|r| r.pass);
     }
     Ok(pass)
@@ -132,49 +164,65 @@ pub fn sweep_attention(device: &Device, o: &SweepOptions) -> Result<Vec<SweepRow
     let op = select(&["attention/alibi".into()]).remove(0);
     let mut rng = StdRng::seed_from_u64(BENCH_SEED);
     let mut passed = std::collections::BTreeMap::new();
-    for &head_dim in &o.head_dims {
-        for variant in 0..attention::forward_variants(head_dim) {
-            passed.insert((head_dim, variant), gate(op.as_ref(), device, head_dim, variant, &mut rng)?);
+    for &direction in &o.directions {
+        for &head_dim in &o.head_dims {
+            for variant in 0..variant_names(direction, head_dim).len() {
+                let pass = gate(op.as_ref(), device, direction, head_dim, variant, &mut rng)?;
+                passed.insert((direction, head_dim, variant), pass);
+            }
         }
     }
     let mut rows = Vec::new();
     for spec in cases(o) {
         let d = spec.head_dim;
+        // dout too where the backward is swept (out and lse come from the default forward on the
+        // device: the f64 forward of a 16k-token problem would take minutes).
         let mut p: Problem = problem(&spec, &mut rng);
-        let flops = flash_flops(Direction::Fwd, &spec.seqlens_q, &spec.seqlens_k, spec.heads, d, spec.causal) as f64;
-        let variants: Vec<usize> = (0..attention::forward_variants(d)).collect();
-        let mut times = vec![[f64::NAN; 2]; variants.len()];
-        for round in [0, 1] {
-            let order: Vec<usize> =
-                if round == 0 { variants.clone() } else { variants.iter().rev().copied().collect() };
-            for &v in &order {
-                if !passed[&(d, v)] {
-                    continue;
-                }
-                p.params.insert("variant".into(), v as f64);
-                let mut prepared = Prepared::new(op.as_ref(), Direction::Fwd, DType::BF16, &p, device, true)?;
-                times[v][round] = seconds(device, o.runs, || prepared.run())? * 1e6;
-            }
+        if o.directions.contains(&Direction::Bwd) {
+            p = with_forward(p, &mut rng);
         }
-        let case = label(&spec);
-        let best_us = |t: &[f64; 2]| t[0].min(t[1]);
-        let fastest = variants
-            .iter()
-            .filter(|&&v| passed[&(d, v)])
-            .min_by(|&&a, &&b| best_us(&times[a]).total_cmp(&best_us(&times[b])))
-            .copied();
-        for &v in &variants {
-            let us = best_us(&times[v]);
-            rows.push(SweepRow {
-                case: case.clone(),
-                head_dim: d,
-                variant: v,
-                name: attention::forward_variant_names(d)[v].to_string(),
-                pass: passed[&(d, v)],
-                median_us: times[v],
-                tflops: if us.is_finite() { flops / (us * 1e-6) / 1e12 } else { f64::NAN },
-                best: Some(v) == fastest,
-            });
+        for &direction in &o.directions {
+            let flops = flash_flops(direction, &spec.seqlens_q, &spec.seqlens_k, spec.heads, d, spec.causal) as f64;
+            let names = variant_names(direction, d);
+            let variants: Vec<usize> = (0..names.len()).collect();
+            let ok = |v: usize| passed[&(direction, d, v)];
+            let mut times = vec![[f64::NAN; 2]; variants.len()];
+            // One upload per direction (and, for the backward, one default forward for out and
+            // lse); each variant then runs on the same device tensors.
+            p.params.insert("variant".into(), -1.0);
+            let mut prepared = Prepared::new(op.as_ref(), direction, DType::BF16, &p, device, true)?;
+            for round in [0, 1] {
+                let order: Vec<usize> =
+                    if round == 0 { variants.clone() } else { variants.iter().rev().copied().collect() };
+                for &v in &order {
+                    if !ok(v) {
+                        continue;
+                    }
+                    prepared.set_param("variant", v as f64);
+                    times[v][round] = seconds(device, o.runs, || prepared.run())? * 1e6;
+                }
+            }
+            let case = label(&spec);
+            let best_us = |t: &[f64; 2]| t[0].min(t[1]);
+            let fastest = variants
+                .iter()
+                .filter(|&&v| ok(v))
+                .min_by(|&&a, &&b| best_us(&times[a]).total_cmp(&best_us(&times[b])))
+                .copied();
+            for &v in &variants {
+                let us = best_us(&times[v]);
+                rows.push(SweepRow {
+                    case: case.clone(),
+                    direction,
+                    head_dim: d,
+                    variant: v,
+                    name: names[v].to_string(),
+                    pass: ok(v),
+                    median_us: times[v],
+                    tflops: if us.is_finite() { flops / (us * 1e-6) / 1e12 } else { f64::NAN },
+                    best: Some(v) == fastest,
+                });
+            }
         }
     }
     Ok(rows)

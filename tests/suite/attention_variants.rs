@@ -1,11 +1,12 @@
-//! The forward's tile variants (kiln.h `kiln_attention_alibi_fwd_variant`; the GPU sweep's
-//! candidates): each one against the reference with the family's rule, on the emulator in checked
-//! mode and on a GPU, at shapes that cross several tiles of every variant (causal and not, GQA,
-//! no bias and ALiBi, an empty sequence); the Rust count agrees with the C ABI's; a bad variant is
-//! a typed error.
+//! The attention kernels' tile variants (kiln.h `kiln_attention_alibi_fwd_variant` and
+//! `kiln_attention_alibi_bwd_variant`; the GPU sweep's candidates): each one against the
+//! reference with the family's rule, on the emulator in checked mode and on a GPU, at shapes that
+//! cross several tiles of every variant (causal and not, GQA, no bias and ALiBi, an empty
+//! sequence); the Rust counts agree with the C ABI's; a bad variant is a typed error.
 
 use crate::common::{assert_rows, devices, kernel_devices, rng};
-use kiln::attention::op::{BiasKind, Spec, problem};
+use kiln::attention::backward::{BackwardInputs, BiasGrads};
+use kiln::attention::op::{BiasKind, Spec, problem, with_forward};
 use kiln::attention::{self, Attention, Bias};
 use kiln::check::check_problem;
 use kiln::registry::{Direction, Op, select};
@@ -49,6 +50,40 @@ fn every_variant_matches_the_reference() {
 }
 
 #[test]
+fn every_backward_variant_matches_the_reference() {
+    let op = op();
+    let mut rng = rng();
+    for device in kernel_devices() {
+        let mut rows = Vec::new();
+        for d in [64, 128] {
+            assert!(attention::backward_variants(d) >= 4, "D = {d} has its sweep variants");
+            for variant in 0..attention::backward_variants(d) {
+                // 200 keys and queries: 2 blocks of the widest dk/dv tile (8 warps, 128 keys) and
+                // of the widest dq tile (128 queries), 4 query steps of 64 and 4 key tiles of 64;
+                // 2 query heads per kv head: the dk/dv kernel's head loop runs twice.
+                let causal = variant % 2 == 0;
+                let bias = if variant % 3 == 1 { BiasKind::None } else { BiasKind::Alibi };
+                let spec = Spec {
+                    seqlens_q: vec![200, 0, 77],
+                    seqlens_k: vec![200, 0, 150],
+                    heads: 2,
+                    heads_k: 1,
+                    head_dim: d,
+                    causal,
+                    bias,
+                    slopes_per_batch: variant % 2 == 1,
+                };
+                let mut p = with_forward(problem(&spec, &mut rng), &mut rng);
+                p.params.insert("variant".into(), variant as f64);
+                let label = format!("bwd variant {variant} d {d} causal {causal} {bias:?}");
+                rows.extend(check_problem(op.as_ref(), Direction::Bwd, DType::BF16, &p, &device, &label).unwrap());
+            }
+        }
+        assert_rows(&rows);
+    }
+}
+
+#[test]
 fn the_variant_count_is_the_c_abi_s() {
     #[cfg(feature = "emu")]
     for d in [32, 64, 96, 128, 256] {
@@ -64,6 +99,21 @@ fn the_variant_count_is_the_c_abi_s() {
         assert!(unsafe { kiln::ffi_emu::kiln_attention_fwd_variant_name(d, n) }.is_null());
     }
     assert_eq!((attention::forward_variants(128), attention::forward_variants(64)), (5, 6));
+    #[cfg(feature = "emu")]
+    for d in [32, 64, 96, 128, 256] {
+        // SAFETY: a pure query of the emulated library.
+        let n = unsafe { kiln::ffi_emu::kiln_attention_bwd_variants(d) };
+        assert_eq!(n as usize, attention::backward_variants(d as usize), "head dim {d}");
+        for v in 0..n {
+            // SAFETY: a static NUL-terminated string for every variant in range.
+            let name = unsafe { std::ffi::CStr::from_ptr(kiln::ffi_emu::kiln_attention_bwd_variant_name(d, v)) };
+            assert_eq!(name.to_str().unwrap(), attention::backward_variant_names(d as usize)[v as usize]);
+        }
+        // SAFETY: as above; out of range (and negative) gives NULL.
+        assert!(unsafe { kiln::ffi_emu::kiln_attention_bwd_variant_name(d, n) }.is_null());
+        assert!(unsafe { kiln::ffi_emu::kiln_attention_bwd_variant_name(d, -1) }.is_null());
+    }
+    assert_eq!((attention::backward_variants(128), attention::backward_variants(64)), (4, 4));
 }
 
 #[test]
@@ -89,26 +139,57 @@ fn bad_variants_are_typed_errors() {
         };
         let err = attention::forward_variant(&geo, 0, &q, &k, &v, &cu, &cu).unwrap_err();
         assert!(matches!(err, Error::InvalidValue { arg: "bias", .. }), "{err:?}");
+
+        // The backward's: the same three refusals, after the backward's own validation.
+        let lse = t(&[2, 4], DType::F32);
+        let x =
+            BackwardInputs { q: &q, k: &k, v: &v, cu_seqlens_q: &cu, cu_seqlens_k: &cu, out: &q, lse: &lse, dout: &q };
+        let none = BiasGrads { slopes: false, positions: false };
+        let err = attention::backward_variant(&attn, 4, &x, none).unwrap_err();
+        assert!(matches!(err, Error::InvalidValue { arg: "variant", .. }), "{err:?}");
+        let x16 = BackwardInputs {
+            q: &q16,
+            k: &k16,
+            v: &v16,
+            cu_seqlens_q: &cu,
+            cu_seqlens_k: &cu,
+            out: &q16,
+            lse: &lse,
+            dout: &q16,
+        };
+        let err = attention::backward_variant(&attn, 0, &x16, none).unwrap_err();
+        assert!(matches!(err, Error::DType { arg: "q", .. }), "{err:?}");
+        let err = attention::backward_variant(&geo, 0, &x, none).unwrap_err();
+        assert!(matches!(err, Error::InvalidValue { arg: "bias", .. }), "{err:?}");
+        // A bad input is the backward's error, before the variant's.
+        let short = t(&[2, 3], DType::F32);
+        let bad = BackwardInputs { lse: &short, ..x };
+        let err = attention::backward_variant(&attn, 9, &bad, none).unwrap_err();
+        assert!(matches!(err, Error::Shape { arg: "lse", .. }), "{err:?}");
     }
 }
 
 /// The sweep (kiln sweep; the GPU window's step) rehearsed on the emulator at its small shape:
-/// every D = 64 variant passes its gate and is timed in both rounds on both cases, and exactly
-/// one variant per case is marked fastest.
+/// every D = 64 variant of both directions passes its gate and is timed in both rounds on both
+/// cases, and exactly one variant per case and direction is marked fastest.
 #[test]
 fn the_sweep_runs_end_to_end() {
     let Some(device) = crate::common::emu() else { return };
-    let options = kiln::sweep::SweepOptions { small: true, runs: 1, head_dims: vec![64] };
+    let directions = vec![Direction::Fwd, Direction::Bwd];
+    let options = kiln::sweep::SweepOptions { small: true, runs: 1, head_dims: vec![64], directions };
     let rows = kiln::sweep::sweep_attention(&device, &options).unwrap();
-    assert_eq!(rows.len(), 2 * attention::forward_variants(64), "{rows:#?}");
+    let per_case = attention::forward_variants(64) + attention::backward_variants(64);
+    assert_eq!(rows.len(), 2 * per_case, "{rows:#?}");
     for r in &rows {
         assert!(r.pass, "{r:?}");
         assert!(r.median_us.iter().all(|t| t.is_finite() && *t > 0.0), "{r:?}");
         assert!(r.tflops > 0.0, "{r:?}");
     }
     for case in ["B2xS64xH2xD64 full nobias", "B2xS64xH2xD64 causal alibi"] {
-        let best = rows.iter().filter(|r| r.case == case && r.best).count();
-        assert_eq!(best, 1, "one fastest variant of {case}: {rows:#?}");
+        for dir in [Direction::Fwd, Direction::Bwd] {
+            let best = rows.iter().filter(|r| r.case == case && r.direction == dir && r.best).count();
+            assert_eq!(best, 1, "one fastest {dir} variant of {case}: {rows:#?}");
+        }
     }
 }
 

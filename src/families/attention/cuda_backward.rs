@@ -19,6 +19,7 @@ pub(in crate::families::attention) fn backward(
     want: BiasGrads,
     dims: &Dims,
     gpu: &Gpu,
+    variant: Option<i32>,
 ) -> Result<AttentionGrads> {
     gpu.bind()?;
     let device = gpu.device();
@@ -67,43 +68,55 @@ pub(in crate::families::attention) fn backward(
         // SAFETY: shapes, dtypes, devices and the cu_seqlens contents were validated by
         // backward.rs; the guards (the `_…g` bindings and those inside the options) outlive the
         // launch; the gradients and the workspace are fresh allocations of the sizes the
-        // launcher writes and asks for.
+        // launcher writes and asks for. The default launcher and a tile variant take the same
+        // arguments after the variant's.
+        macro_rules! launch {
+            ($f:path $(, $variant:expr)?) => {
+                $f(
+                    $($variant,)?
+                    x.q.dtype().to_ffi(),
+                    qp as *const c_void,
+                    kp as *const c_void,
+                    vp as *const c_void,
+                    op as *const c_void,
+                    lp as *const f32,
+                    dop as *const c_void,
+                    cqp as *const i32,
+                    ckp as *const i32,
+                    f32_ptr(&slopes),
+                    dims.slopes_per_batch as i32,
+                    f32_ptr(&positions),
+                    dims.batch() as i64,
+                    total_q,
+                    total_k,
+                    dims.heads as i64,
+                    dims.heads_k as i64,
+                    dims.head_dim as i64,
+                    dims.max_seqlen_q() as i64,
+                    max_seqlen_k as i64,
+                    attn.causal as i32,
+                    prefix.as_ref().map_or(null(), |(p, _)| *p as *const i32),
+                    dims.scale,
+                    dqp as *mut c_void,
+                    dkp as *mut c_void,
+                    dvp as *mut c_void,
+                    f32_mut(&dslopes_g),
+                    f32_mut(&dpositions_g),
+                    ws_ptr,
+                    ws_bytes.max(0),
+                    gpu.stream(),
+                )
+            };
+        }
         unsafe {
-            ffi::kiln_attention_alibi_bwd(
-                x.q.dtype().to_ffi(),
-                qp as *const c_void,
-                kp as *const c_void,
-                vp as *const c_void,
-                op as *const c_void,
-                lp as *const f32,
-                dop as *const c_void,
-                cqp as *const i32,
-                ckp as *const i32,
-                f32_ptr(&slopes),
-                dims.slopes_per_batch as i32,
-                f32_ptr(&positions),
-                dims.batch() as i64,
-                total_q,
-                total_k,
-                dims.heads as i64,
-                dims.heads_k as i64,
-                dims.head_dim as i64,
-                dims.max_seqlen_q() as i64,
-                max_seqlen_k as i64,
-                attn.causal as i32,
-                prefix.as_ref().map_or(null(), |(p, _)| *p as *const i32),
-                dims.scale,
-                dqp as *mut c_void,
-                dkp as *mut c_void,
-                dvp as *mut c_void,
-                f32_mut(&dslopes_g),
-                f32_mut(&dpositions_g),
-                ws_ptr,
-                ws_bytes.max(0),
-                gpu.stream(),
-            )
+            match variant {
+                None => launch!(ffi::kiln_attention_alibi_bwd),
+                Some(variant) => launch!(ffi::kiln_attention_alibi_bwd_variant, variant),
+            }
         }
     };
-    check_status(gpu, status, || "kiln_attention_alibi_bwd".into())?;
+    check_status(gpu, status, || {
+        if variant.is_some() { "kiln_attention_alibi_bwd_variant" } else { "kiln_attention_alibi_bwd" }.into()
+    })?;
     Ok(AttentionGrads { dq, dk, dv, dslopes, dpositions })
 }

@@ -32,7 +32,7 @@ pub use padded::forward_padded;
 mod spec;
 mod varlen;
 
-pub use backward::backward;
+pub use backward::{backward, backward_variant, backward_variant_names, backward_variants};
 pub use spec::{Attention, AttentionGrads, AttentionOutput, BackwardInputs, Bias, BiasGrads, HEAD_DIMS};
 pub use varlen::{forward, forward_variant, forward_variant_names, forward_variants};
 

@@ -94,23 +94,32 @@ fn forward(attn: &Attention, inputs: &Tensors) -> Result<crate::families::attent
     )
 }
 
-/// The forward of a run: through tile variant `variant` (param `variant` ≥ 0, the GPU sweep's
-/// candidates: [`crate::families::attention::forward_variant`]) or the default kernel (< 0).
+/// The tile variant a run asks for: param `variant` ≥ 0 (the GPU sweep's candidates, bf16
+/// only), or None for the default kernels (< 0).
+fn variant_param(params: &Params) -> Result<Option<usize>> {
+    let variant = params.get("variant").copied().unwrap_or(-1.0);
+    if variant < 0.0 {
+        return Ok(None);
+    }
+    if variant.fract() != 0.0 {
+        return Err(Error::InvalidValue { arg: "variant", reason: format!("{variant}: a variant is a whole number") });
+    }
+    Ok(Some(variant as usize))
+}
+
+/// The forward of a run: through its tile variant
+/// ([`crate::families::attention::forward_variant`]) or the default kernel.
 fn forward_run(
     attn: &Attention,
     inputs: &Tensors,
     params: &Params,
 ) -> Result<crate::families::attention::AttentionOutput> {
-    let variant = params.get("variant").copied().unwrap_or(-1.0);
-    if variant < 0.0 {
+    let Some(variant) = variant_param(params)? else {
         return forward(attn, inputs);
-    }
-    if variant.fract() != 0.0 {
-        return Err(Error::InvalidValue { arg: "variant", reason: format!("{variant}: a variant is a whole number") });
-    }
+    };
     crate::families::attention::forward_variant(
         attn,
-        variant as usize,
+        variant,
         input(inputs, "q")?,
         input(inputs, "k")?,
         input(inputs, "v")?,
@@ -321,7 +330,8 @@ impl Op for AlibiAttention {
     }
 
     fn params(&self) -> &'static [(&'static str, f64)] {
-        // variant: the forward's tile variant (-1: the default kernel; 0.. the sweep's, bf16 only).
+        // variant: the direction's tile variant (-1: the default kernels; 0.. the sweep's, bf16
+        // only; the backward recomputes a missing forward with the default).
         &[("causal", 0.0), ("scale", 0.0), ("variant", -1.0)]
     }
 
@@ -426,7 +436,10 @@ impl Op for AlibiAttention {
                 dout: input(inputs, "dout")?,
             };
             let want = BiasGrads { slopes: inputs.contains_key("slopes"), positions: inputs.contains_key("positions") };
-            let g = crate::families::attention::backward(&attn, &x, want)?;
+            let g = match variant_param(params)? {
+                None => crate::families::attention::backward(&attn, &x, want)?,
+                Some(variant) => crate::families::attention::backward_variant(&attn, variant, &x, want)?,
+            };
             put_output(outputs, "dq", g.dq)?;
             put_output(outputs, "dk", g.dk)?;
             put_output(outputs, "dv", g.dv)?;
