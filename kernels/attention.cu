@@ -36,13 +36,14 @@ constexpr ptx::MmaType kMma = std::is_same_v<T, __half> ? ptx::MmaType::kF16 : p
 
 // One tile configuration of the forward kernel: kWarps warps each own kMTiles × 16 query rows
 // (mma M tiles), so a block owns kBlockM = kWarps · 16 · kMTiles queries and streams the keys in
-// tiles of kBlockN through a two-stage ring of K/V buffers (the next tile's cp.async runs while
-// this one is computed). Rows are padded by one 16-byte chunk: the row stride is then an odd
+// tiles of kBlockN through a ring of kStages K/V buffers (two by default: the next tile's
+// cp.async runs while this one is computed; three keep two tiles in flight). Rows are padded by one 16-byte chunk: the row stride is then an odd
 // number of 16-byte units modulo 128 bytes, so the 8 row addresses of an ldmatrix phase fall in 8
 // different bank groups (no conflicts) for every supported D.
-template <int kD_, int kWarps_, int kMTiles_, int kBlockN_>
+template <int kD_, int kWarps_, int kMTiles_, int kBlockN_, int kStages_ = 2>
 struct FwdTiles {
-    static constexpr int kD = kD_, kWarps = kWarps_, kMTiles = kMTiles_, kBlockN = kBlockN_;
+    static constexpr int kD = kD_, kWarps = kWarps_, kMTiles = kMTiles_, kBlockN = kBlockN_, kStages = kStages_;
+    static_assert(kStages == 2 || kStages == 3, "a ring of two or three K/V stages");
     static_assert(kD % 32 == 0 && kD <= 128, "head dims 32, 64, 96, 128");
     static_assert(kBlockN % 16 == 0 && kMTiles >= 1, "key tiles of whole mma k-steps");
     static constexpr int kThreads = kWarps * 32;
@@ -51,8 +52,8 @@ struct FwdTiles {
     static constexpr int kStride = kD + 8;  // elements per shared-memory row
     static constexpr int kChunks = kD / 8;  // 16-byte chunks per row
     static constexpr int kStage = 2 * kBlockN * kStride;  // one K tile and one V tile
-    // Q, then two stages of (K, V).
-    static constexpr int kSmemElems = kBlockM * kStride + 2 * kStage;
+    // Q, then kStages stages of (K, V).
+    static constexpr int kSmemElems = kBlockM * kStride + kStages * kStage;
 };
 
 // The configuration each head dimension and bias runs: 4 warps of 32 query rows (128 queries per
@@ -158,7 +159,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
     }
 
     T* s_q = dynamic_shared<T>();           // (kBlockM, kStride)
-    T* s_kv = s_q + kBlockM * kStride;       // 2 stages of K (kBlockN, kStride) then V
+    T* s_kv = s_q + kBlockM * kStride;       // kStages stages of K (kBlockN, kStride) then V
     ptx::CpAsync pipe;
 
     // Copies kRows rows of D elements starting at row `first` of a sequence with `len` rows into
@@ -180,7 +181,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
     using QRows = std::integral_constant<int, kBlockM>;
     using KRows = std::integral_constant<int, kBlockN>;
     auto load_kv = [&](int tile) {
-        T* s_k = s_kv + (tile & 1) * Cfg::kStage;
+        T* s_k = s_kv + (tile % Cfg::kStages) * Cfg::kStage;
         load_tile(s_k, k, k_row, tile * kBlockN, sk, KRows{});
         load_tile(s_k + kBlockN * kStride, v, k_row, tile * kBlockN, sk, KRows{});
     };
@@ -197,10 +198,17 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
         }
     };
 
+    // Geometric ALiBi's position ring has two stages: it runs the two-stage configurations only.
+    static_assert(kBias != Bias::kGeometric || Cfg::kStages == 2, "geometric ALiBi: two stages");
     load_tile(s_q, q, q_row, m0, sq, QRows{});
     load_kv(n_tiles - 1);
     pipe.commit();
     load_positions(n_tiles - 1);
+    // A three-stage ring starts two tiles ahead (the second group empty for a one-tile row).
+    if constexpr (Cfg::kStages == 3) {
+        if (n_tiles >= 2) load_kv(n_tiles - 2);
+        pipe.commit();
+    }
 
     // Linear ALiBi also runs softmax scales ≤ 0 without a bias (slopes NULL: slope 0; see
     // dispatch_bias).
@@ -237,15 +245,16 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
     auto step = [&](int tile, auto masked) {
         constexpr bool kMask = decltype(masked)::value;
         const int n0 = tile * kBlockN;
-        const T* s_k = s_kv + (tile & 1) * Cfg::kStage;
+        const T* s_k = s_kv + (tile % Cfg::kStages) * Cfg::kStage;
         const T* s_v = s_k + kBlockN * kStride;
-        // This tile's K/V (and Q, positions) have landed for every thread, and every warp is done
-        // with the previous tile: its buffers take the next tile's loads.
-        pipe.wait<0>();
+        // This tile's K/V (and Q, positions) have landed for every thread (the kStages − 2 groups
+        // issued after it may still be in flight), and every warp is done with the previous tile:
+        // its buffers take the load kStages − 1 tiles ahead.
+        pipe.wait<Cfg::kStages - 2>();
         __syncthreads();
-        if (tile > 0) {
-            load_kv(tile - 1);
-            load_positions(tile - 1);
+        if (tile - (Cfg::kStages - 1) >= 0) {
+            load_kv(tile - (Cfg::kStages - 1));
+            load_positions(tile - (Cfg::kStages - 1));
         }
         pipe.commit();
 
@@ -471,21 +480,23 @@ struct FwdVariant {
     const char* name;
     RunFwd none, linear;
 };
-template <int kD, int kWarps, int kMTiles, int kBlockN>
+template <int kD, int kWarps, int kMTiles, int kBlockN, int kStages = 2>
 constexpr FwdVariant fwd_variant(const char* name) {
-    using Cfg = FwdTiles<kD, kWarps, kMTiles, kBlockN>;
+    using Cfg = FwdTiles<kD, kWarps, kMTiles, kBlockN, kStages>;
     return FwdVariant{name, &launch<__nv_bfloat16, Cfg, Bias::kNone>, &launch<__nv_bfloat16, Cfg, Bias::kLinear>};
 }
-// Named warps × query rows per warp × keys per tile.
+// Named warps × query rows per warp × keys per tile (× K/V stages when not two).
 constexpr FwdVariant kFwdVariants128[] = {
-    fwd_variant<128, 4, 2, 32>("4w x 32q x 32k"), fwd_variant<128, 8, 1, 64>("8w x 16q x 64k"),
-    fwd_variant<128, 4, 1, 64>("4w x 16q x 64k"), fwd_variant<128, 8, 2, 32>("8w x 32q x 32k"),
-    fwd_variant<128, 4, 2, 16>("4w x 32q x 16k"),
+    fwd_variant<128, 4, 2, 32>("4w x 32q x 32k"),         fwd_variant<128, 8, 1, 64>("8w x 16q x 64k"),
+    fwd_variant<128, 4, 1, 64>("4w x 16q x 64k"),         fwd_variant<128, 8, 2, 32>("8w x 32q x 32k"),
+    fwd_variant<128, 4, 2, 16>("4w x 32q x 16k"),         fwd_variant<128, 4, 2, 32, 3>("4w x 32q x 32k x 3s"),
+    fwd_variant<128, 8, 1, 64, 3>("8w x 16q x 64k x 3s"), fwd_variant<128, 4, 1, 64, 3>("4w x 16q x 64k x 3s"),
 };
 constexpr FwdVariant kFwdVariants64[] = {
-    fwd_variant<64, 4, 2, 64>("4w x 32q x 64k"), fwd_variant<64, 8, 1, 64>("8w x 16q x 64k"),
-    fwd_variant<64, 4, 1, 64>("4w x 16q x 64k"), fwd_variant<64, 4, 1, 128>("4w x 16q x 128k"),
-    fwd_variant<64, 8, 2, 64>("8w x 32q x 64k"), fwd_variant<64, 8, 1, 128>("8w x 16q x 128k"),
+    fwd_variant<64, 4, 2, 64>("4w x 32q x 64k"),        fwd_variant<64, 8, 1, 64>("8w x 16q x 64k"),
+    fwd_variant<64, 4, 1, 64>("4w x 16q x 64k"),        fwd_variant<64, 4, 1, 128>("4w x 16q x 128k"),
+    fwd_variant<64, 8, 2, 64>("8w x 32q x 64k"),        fwd_variant<64, 8, 1, 128>("8w x 16q x 128k"),
+    fwd_variant<64, 4, 2, 64, 3>("4w x 32q x 64k x 3s"), fwd_variant<64, 8, 1, 64, 3>("8w x 16q x 64k x 3s"),
 };
 static_assert(std::is_same_v<DefaultFwd<128, Bias::kNone>, FwdTiles<128, 4, 2, 32>> &&
                   std::is_same_v<DefaultFwd<64, Bias::kNone>, FwdTiles<64, 4, 2, 64>>,

@@ -511,26 +511,31 @@ fn sweep(
         println!("{:<16} {:>10.1} {:<8} checksum {}", m.name, m.value, m.unit, if m.pass { "PASS" } else { "FAIL" });
     }
     let options = kiln::sweep::SweepOptions { small, runs, head_dims, directions: dirs };
-    let rows = kiln::sweep::sweep_attention(&device, &options)?;
     println!(
         "{:<36} {:<4} {:>7} {:<27} {:>5} {:>10} {:>10} {:>8}",
         "case", "dir", "variant", "name", "gate", "round1_us", "round2_us", "TFLOP/s"
     );
-    for r in &rows {
-        println!(
-            "{:<36} {:<4} {:>7} {:<27} {:>5} {:>10.1} {:>10.1} {:>8.1}{}",
-            r.case,
-            r.direction,
-            r.variant,
-            r.name,
-            if r.pass { "PASS" } else { "FAIL" },
-            r.median_us[0],
-            r.median_us[1],
-            r.tflops,
-            if r.best { " *" } else { "" }
-        );
-    }
-    if let Some(path) = json {
+    let micro_json: Vec<serde_json::Value> =
+        micro.iter().map(|m| json!({ "name": m.name, "value": m.value, "unit": m.unit, "pass": m.pass })).collect();
+    // Each case's rows as it finishes (and the JSON rewritten with every row so far).
+    let mut printed = 0;
+    let rows = kiln::sweep::sweep_attention(&device, &options, |rows| {
+        for r in &rows[printed..] {
+            println!(
+                "{:<36} {:<4} {:>7} {:<27} {:>5} {:>10.1} {:>10.1} {:>8.1}{}",
+                r.case,
+                r.direction,
+                r.variant,
+                r.name,
+                if r.pass { "PASS" } else { "FAIL" },
+                r.median_us[0],
+                r.median_us[1],
+                r.tflops,
+                if r.best { " *" } else { "" }
+            );
+        }
+        printed = rows.len();
+        let Some(path) = &json else { return Ok(()) };
         let rows: Vec<serde_json::Value> = rows
             .iter()
             .map(|r| {
@@ -542,10 +547,8 @@ fn sweep(
                 })
             })
             .collect();
-        let micro: Vec<serde_json::Value> =
-            micro.iter().map(|m| json!({ "name": m.name, "value": m.value, "unit": m.unit, "pass": m.pass })).collect();
-        write_json(&path, &json!({ "device": device.to_string(), "runs": runs, "micro": micro, "rows": rows }))?;
-    }
+        write_json(path, &json!({ "device": device.to_string(), "runs": runs, "micro": micro_json, "rows": rows }))
+    })?;
     let failed = rows.iter().filter(|r| !r.pass).count() + micro.iter().filter(|m| !m.pass).count();
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

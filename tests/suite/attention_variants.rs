@@ -23,7 +23,7 @@ fn every_variant_matches_the_reference() {
     for device in kernel_devices() {
         let mut rows = Vec::new();
         for d in [64, 128] {
-            assert!(attention::forward_variants(d) >= 5, "D = {d} has its sweep variants");
+            assert!(attention::forward_variants(d) >= 8, "D = {d} has its sweep variants");
             for variant in 0..attention::forward_variants(d) {
                 // 300 and 150 keys: ≥ 2 tiles of the widest variant (128 keys); the block's 128 or
                 // 256 queries see several diagonal tiles under causal.
@@ -49,6 +49,23 @@ fn every_variant_matches_the_reference() {
     }
 }
 
+/// The backward variants that together run every dq and every dk/dv configuration at least once
+/// (a variant is a pair of the two; the pairs share their kernels, so checking each kernel once
+/// checks every pair's kernels): the first variant, then each one that adds a configuration.
+fn covering(names: &[&str]) -> Vec<usize> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut picked = Vec::new();
+    for (v, name) in names.iter().enumerate() {
+        let (dq, dkdv) = name.split_once(", ").expect("dq ..., dkdv ...");
+        let new_dq = seen.insert(dq.to_string());
+        let new_dkdv = seen.insert(dkdv.to_string());
+        if new_dq || new_dkdv {
+            picked.push(v);
+        }
+    }
+    picked
+}
+
 #[test]
 fn every_backward_variant_matches_the_reference() {
     let op = op();
@@ -56,11 +73,12 @@ fn every_backward_variant_matches_the_reference() {
     for device in kernel_devices() {
         let mut rows = Vec::new();
         for d in [64, 128] {
-            assert!(attention::backward_variants(d) >= 4, "D = {d} has its sweep variants");
-            for variant in 0..attention::backward_variants(d) {
+            assert!(attention::backward_variants(d) >= 12, "D = {d} has its sweep variants");
+            for variant in covering(attention::backward_variant_names(d)) {
                 // 200 keys and queries: 2 blocks of the widest dk/dv tile (8 warps, 128 keys) and
                 // of the widest dq tile (128 queries), 4 query steps of 64 and 4 key tiles of 64;
-                // 2 query heads per kv head: the dk/dv kernel's head loop runs twice.
+                // 2 query heads per kv head: the dk/dv kernel's head loop runs twice. The
+                // variants that cover every kernel configuration (6 at D = 128, 7 at D = 64).
                 let causal = variant % 2 == 0;
                 let bias = if variant % 3 == 1 { BiasKind::None } else { BiasKind::Alibi };
                 let spec = Spec {
@@ -98,7 +116,7 @@ fn the_variant_count_is_the_c_abi_s() {
         // SAFETY: as above; out of range gives NULL.
         assert!(unsafe { kiln::ffi_emu::kiln_attention_fwd_variant_name(d, n) }.is_null());
     }
-    assert_eq!((attention::forward_variants(128), attention::forward_variants(64)), (5, 6));
+    assert_eq!((attention::forward_variants(128), attention::forward_variants(64)), (8, 8));
     #[cfg(feature = "emu")]
     for d in [32, 64, 96, 128, 256] {
         // SAFETY: a pure query of the emulated library.
@@ -113,7 +131,7 @@ fn the_variant_count_is_the_c_abi_s() {
         assert!(unsafe { kiln::ffi_emu::kiln_attention_bwd_variant_name(d, n) }.is_null());
         assert!(unsafe { kiln::ffi_emu::kiln_attention_bwd_variant_name(d, -1) }.is_null());
     }
-    assert_eq!((attention::backward_variants(128), attention::backward_variants(64)), (4, 4));
+    assert_eq!((attention::backward_variants(128), attention::backward_variants(64)), (12, 16));
 }
 
 #[test]
@@ -123,7 +141,7 @@ fn bad_variants_are_typed_errors() {
         let cu = Tensor::from_vec(vec![0i32, 4], &[2]).unwrap().to_device(&device).unwrap();
         let attn = Attention { causal: false, scale: None, bias: Bias::None, prefix_len: None };
         let (q, k, v) = (t(&[4, 2, 64], DType::BF16), t(&[4, 2, 64], DType::BF16), t(&[4, 2, 64], DType::BF16));
-        let err = attention::forward_variant(&attn, 6, &q, &k, &v, &cu, &cu).unwrap_err();
+        let err = attention::forward_variant(&attn, 8, &q, &k, &v, &cu, &cu).unwrap_err();
         assert!(matches!(err, Error::InvalidValue { arg: "variant", .. }), "{err:?}");
         let q16 = t(&[4, 2, 64], DType::F16);
         let (k16, v16) = (t(&[4, 2, 64], DType::F16), t(&[4, 2, 64], DType::F16));
@@ -145,7 +163,7 @@ fn bad_variants_are_typed_errors() {
         let x =
             BackwardInputs { q: &q, k: &k, v: &v, cu_seqlens_q: &cu, cu_seqlens_k: &cu, out: &q, lse: &lse, dout: &q };
         let none = BiasGrads { slopes: false, positions: false };
-        let err = attention::backward_variant(&attn, 4, &x, none).unwrap_err();
+        let err = attention::backward_variant(&attn, 16, &x, none).unwrap_err();
         assert!(matches!(err, Error::InvalidValue { arg: "variant", .. }), "{err:?}");
         let x16 = BackwardInputs {
             q: &q16,
@@ -177,7 +195,15 @@ fn the_sweep_runs_end_to_end() {
     let Some(device) = crate::common::emu() else { return };
     let directions = vec![Direction::Fwd, Direction::Bwd];
     let options = kiln::sweep::SweepOptions { small: true, runs: 1, head_dims: vec![64], directions };
-    let rows = kiln::sweep::sweep_attention(&device, &options).unwrap();
+    let mut seen = Vec::new();
+    let rows = kiln::sweep::sweep_attention(&device, &options, |rows| {
+        seen.push(rows.len());
+        Ok(())
+    })
+    .unwrap();
+    // A call per case and direction, each with the rows so far: the forward's 8, the backward's 16.
+    let (f, b) = (attention::forward_variants(64), attention::backward_variants(64));
+    assert_eq!(seen, [f, f + b, 2 * f + b, 2 * (f + b)], "the rows after each case and direction");
     let per_case = attention::forward_variants(64) + attention::backward_variants(64);
     assert_eq!(rows.len(), 2 * per_case, "{rows:#?}");
     for r in &rows {

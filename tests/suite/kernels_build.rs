@@ -221,9 +221,9 @@ fn attention_main_loops_keep_the_tensor_cores_busy() {
     // The default configuration of each bias kind (attention.cu DefaultFwd) is among them, with
     // the sweep's tile variants (kiln_attention_alibi_fwd_variant), which the gate covers too.
     for default in [
-        "FwdTilesILi128ELi4ELi2ELi32EEELNS0_4BiasE0",
-        "FwdTilesILi128ELi4ELi2ELi32EEELNS0_4BiasE1",
-        "FwdTilesILi128ELi8ELi1ELi64EEELNS0_4BiasE2",
+        "FwdTilesILi128ELi4ELi2ELi32ELi2EEELNS0_4BiasE0",
+        "FwdTilesILi128ELi4ELi2ELi32ELi2EEELNS0_4BiasE1",
+        "FwdTilesILi128ELi8ELi1ELi64ELi2EEELNS0_4BiasE2",
     ] {
         assert!(forward.iter().any(|(n, _)| n.contains(default)), "no default forward {default}: {forward:#?}");
     }

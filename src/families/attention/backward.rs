@@ -50,23 +50,44 @@ pub fn backward(attn: &Attention, x: &BackwardInputs, want: BiasGrads) -> Result
 
 /// The backward's tile variants of each head dimension, as kiln.h's
 /// `kiln_attention_bwd_variant_name` names them (the dq kernel's warps × keys per tile, the
-/// dk/dv kernel's warps × queries per step; tests/suite/attention_variants.rs holds the two lists
-/// equal). The first is the default.
-const VARIANTS_128: [&str; 4] = [
+/// dk/dv kernel's warps × queries per step: every pair; tests/suite/attention_variants.rs holds the
+/// two lists equal). The first is the default.
+const VARIANTS_128: [&str; 12] = [
     "dq 4w x 32k, dkdv 4w x 32q",
-    "dq 8w x 32k, dkdv 8w x 32q",
-    "dq 8w x 16k, dkdv 8w x 16q",
+    "dq 4w x 32k, dkdv 8w x 32q",
+    "dq 4w x 32k, dkdv 8w x 16q",
     "dq 4w x 32k, dkdv 4w x 16q",
+    "dq 8w x 32k, dkdv 4w x 32q",
+    "dq 8w x 32k, dkdv 8w x 32q",
+    "dq 8w x 32k, dkdv 8w x 16q",
+    "dq 8w x 32k, dkdv 4w x 16q",
+    "dq 8w x 16k, dkdv 4w x 32q",
+    "dq 8w x 16k, dkdv 8w x 32q",
+    "dq 8w x 16k, dkdv 8w x 16q",
+    "dq 8w x 16k, dkdv 4w x 16q",
 ];
-const VARIANTS_64: [&str; 4] = [
+const VARIANTS_64: [&str; 16] = [
     "dq 4w x 64k, dkdv 4w x 64q",
+    "dq 4w x 64k, dkdv 4w x 32q",
+    "dq 4w x 64k, dkdv 8w x 64q",
+    "dq 4w x 64k, dkdv 8w x 32q",
+    "dq 4w x 32k, dkdv 4w x 64q",
     "dq 4w x 32k, dkdv 4w x 32q",
+    "dq 4w x 32k, dkdv 8w x 64q",
+    "dq 4w x 32k, dkdv 8w x 32q",
+    "dq 8w x 64k, dkdv 4w x 64q",
+    "dq 8w x 64k, dkdv 4w x 32q",
     "dq 8w x 64k, dkdv 8w x 64q",
+    "dq 8w x 64k, dkdv 8w x 32q",
+    "dq 8w x 32k, dkdv 4w x 64q",
+    "dq 8w x 32k, dkdv 4w x 32q",
+    "dq 8w x 32k, dkdv 8w x 64q",
     "dq 8w x 32k, dkdv 8w x 32q",
 ];
 
 /// The names of the backward kernels' tile variants for head dimension `head_dim` (kiln.h
-/// `kiln_attention_bwd_variants`): 4 at D = 128 and at D = 64, none otherwise.
+/// `kiln_attention_bwd_variants`): 12 at D = 128 (3 dq × 4 dk/dv configurations), 16 at D = 64,
+/// none otherwise.
 pub fn backward_variant_names(head_dim: usize) -> &'static [&'static str] {
     match head_dim {
         128 => &VARIANTS_128,

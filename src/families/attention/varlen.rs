@@ -36,14 +36,31 @@ pub fn forward(
 
 /// The forward's tile variants of each head dimension, as kiln.h's
 /// `kiln_attention_fwd_variant_name` names them (warps × query rows per warp × keys per tile;
-/// tests/suite/attention_variants.rs holds the two lists equal). The first is the default.
-const VARIANTS_128: [&str; 5] =
-    ["4w x 32q x 32k", "8w x 16q x 64k", "4w x 16q x 64k", "8w x 32q x 32k", "4w x 32q x 16k"];
-const VARIANTS_64: [&str; 6] =
-    ["4w x 32q x 64k", "8w x 16q x 64k", "4w x 16q x 64k", "4w x 16q x 128k", "8w x 32q x 64k", "8w x 16q x 128k"];
+/// three K/V stages where named `x 3s`, two otherwise; tests/suite/attention_variants.rs holds
+/// the two lists equal). The first is the default.
+const VARIANTS_128: [&str; 8] = [
+    "4w x 32q x 32k",
+    "8w x 16q x 64k",
+    "4w x 16q x 64k",
+    "8w x 32q x 32k",
+    "4w x 32q x 16k",
+    "4w x 32q x 32k x 3s",
+    "8w x 16q x 64k x 3s",
+    "4w x 16q x 64k x 3s",
+];
+const VARIANTS_64: [&str; 8] = [
+    "4w x 32q x 64k",
+    "8w x 16q x 64k",
+    "4w x 16q x 64k",
+    "4w x 16q x 128k",
+    "8w x 32q x 64k",
+    "8w x 16q x 128k",
+    "4w x 32q x 64k x 3s",
+    "8w x 16q x 64k x 3s",
+];
 
 /// The names of the forward kernel's tile variants for head dimension `head_dim` (kiln.h
-/// `kiln_attention_fwd_variants`): 5 at D = 128, 6 at D = 64, none otherwise.
+/// `kiln_attention_fwd_variants`): 8 at D = 128 and at D = 64, none otherwise.
 pub fn forward_variant_names(head_dim: usize) -> &'static [&'static str] {
     match head_dim {
         128 => &VARIANTS_128,
