@@ -166,7 +166,7 @@ __device__ __forceinline__ int sequence_start(const ScanArgs& a, int64_t b, int 
 // prefix sums in token order, in place), then writes cu_seqlens, counts = {nnz, max_seqlen} and
 // the status word. Reads and writes 4 bytes per tile and per sequence.
 __global__ void __launch_bounds__(kScanThreads) scan_tiles_kernel(ScanArgs a) {
-    // A length outside [0, seqlen]: SEQLEN_OUT_OF_RANGE, and nothing else is written.
+    // A length outside [0, seqlen]: SEQLEN_OUT_OF_RANGE, counts {0, 0}, and nothing else written.
     bool bad = false;
     if (a.seqlens != nullptr) {
         for (int64_t b = threadIdx.x; b < a.batch; b += kScanThreads) {
@@ -175,7 +175,16 @@ __global__ void __launch_bounds__(kScanThreads) scan_tiles_kernel(ScanArgs a) {
         }
     }
     if (__syncthreads_or(bad)) {
-        if (threadIdx.x == 0) *a.status = KILN_DATA_SEQLEN_OUT_OF_RANGE;
+        // counts = {0, 0} and the tile offsets (workspace) zero: index_tiles_kernel and
+        // copy_rows_kernel load them with the status word, before they know the word says to
+        // write nothing, and nothing else would have written them (lengths mode has no counting
+        // pass). An emulator finding when the no-sync path met a bad length with a capacity.
+        if (threadIdx.x == 0) {
+            *a.status = KILN_DATA_SEQLEN_OUT_OF_RANGE;
+            a.counts[0] = 0;
+            a.counts[1] = 0;
+        }
+        for (int64_t t = threadIdx.x; t < int64_t(a.batch) * a.tiles_per_seq; t += kScanThreads) a.tiles[t] = 0;
         return;
     }
 
@@ -455,7 +464,7 @@ kiln_status launch_unpad(const Unpad& u) {
     KILN_LAUNCH(static_cast<unsigned>(tiles), kTileThreads, 0, u.stream, index_tiles_kernel<Mask>)(
         mask, u.seqlens, seqlen, tiles_per_seq, u.tiles, u.indices, u.status);
     status = launch_status();
-    if (status != KILN_SUCCESS) return status;
+    if (status != KILN_SUCCESS || u.packed == nullptr) return status;
     return copy_rows(u.dtype, u.hidden, u.indices, u.packed, rows_bound, u.counts, u.dim, u.status, u.stream);
 }
 
@@ -489,9 +498,10 @@ kiln_status kiln_padding_unpad_fwd(kiln_dtype dtype, const void* hidden, kiln_dt
     const int64_t tokens = batch * seqlen;
     const int64_t needed = pad::workspace_bytes(batch, seqlen);
     // With no token at all, mask == seqlens == NULL is an empty mask: nothing is kept.
+    // packed NULL: the indices only (no row is copied).
     if (status == nullptr || cu_seqlens == nullptr || counts == nullptr || (tokens > 0 && hidden == nullptr) ||
-        (tokens > 0 && mask == nullptr && seqlens == nullptr) ||
-        (capacity > 0 && (indices == nullptr || packed == nullptr)) || (needed > 0 && workspace == nullptr)) {
+        (tokens > 0 && mask == nullptr && seqlens == nullptr) || (capacity > 0 && indices == nullptr) ||
+        (needed > 0 && workspace == nullptr)) {
         return KILN_ERROR_NULL_POINTER;
     }
     if (mask != nullptr && seqlens != nullptr) return KILN_ERROR_INVALID_VALUE;  // exactly one of the two

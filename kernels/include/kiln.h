@@ -202,10 +202,12 @@ int64_t kiln_padding_workspace_bytes(int64_t batch, int64_t seqlen);
  * Writes cu_seqlens [batch + 1] (prefix sums of the per-sequence counts, cu_seqlens[0] = 0),
  * counts [2] = {nnz, max_seqlen}, indices [capacity] (the flat indices of the kept tokens in
  * mask order; the first nnz are written) and packed [capacity, dim] (packed[i] = the token
- * indices[i] of hidden; the first nnz rows are written).
- * Data errors through `status`: SEQLEN_OUT_OF_RANGE writes nothing else; CAPACITY_EXCEEDED
- * (nnz > capacity) still writes cu_seqlens and counts, so the caller learns the nnz it needs,
- * but not indices or packed.
+ * indices[i] of hidden; the first nnz rows are written). `packed` may be NULL: then only the
+ * indices, cu_seqlens and counts are written, no row is copied (kiln's safe unpad sizes its
+ * packed tensor from them and gathers the rows with kiln_padding_gather_fwd).
+ * Data errors through `status`: SEQLEN_OUT_OF_RANGE writes counts = {0, 0} and nothing else;
+ * CAPACITY_EXCEEDED (nnz > capacity) still writes cu_seqlens and counts, so the caller learns
+ * the nnz it needs, but not indices or packed.
  */
 kiln_status kiln_padding_unpad_fwd(kiln_dtype dtype, const void* hidden, kiln_dtype mask_dtype, const void* mask,
                                    const int32_t* seqlens, int64_t batch, int64_t seqlen, int64_t dim,

@@ -1244,7 +1244,8 @@ fn padding_launchers() -> Vec<Launcher> {
                 (0..lens).map(|b| ((b as i64 * 7) % seqlen.clamp(0, 1 << 20).saturating_add(1)) as i32).collect();
             c.set_data(seqlens, bytes_of(&lens));
         }
-        let packed = c.output("packed", e, prod(&[capacity, dim]));
+        // packed may be NULL: the indices only.
+        let packed = c.opt_output("packed", e, prod(&[capacity, dim]));
         let indices = c.output("indices", 4, Some(capacity));
         let cu_seqlens = c.output("cu_seqlens", 4, batch.checked_add(1));
         let counts = c.output("counts", 4, Some(2));

@@ -100,6 +100,19 @@ fn memory_bound_kernels_meet_the_traffic_targets() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// The safe unpad counts, scans and indexes the mask once, then gathers the rows: 5 launches
+/// (count, scan, index; the gather's index check and row copy). It was 6: a counting call
+/// (count, scan), then the whole unpad again at the exact capacity (count, scan, index, copy).
+#[test]
+fn unpad_counts_and_scans_the_mask_once() {
+    let Some(device) = emu() else { return };
+    let op = select(&["padding/unpad".into()]).remove(0);
+    let problem = op.random_problem(Direction::Fwd, &op.bench_shape_cpu(), &mut rng());
+    let r = kiln::model::traffic(op.as_ref(), Direction::Fwd, DType::BF16, &problem, &device).unwrap();
+    assert_eq!(r.launches, 5, "{r:?}");
+    assert!(r.traffic_ratio <= 1.10, "{r:?}");
+}
+
 /// Short norm rows share warps: forward rows of 128 and 256 bf16 elements (8 and 16 threads of
 /// 16 elements) and backward rows of 128 (16 threads of 8) no longer own a whole warp with 16-24
 /// idle lanes, so the loads use whole sectors (load efficiency ≥ 0.95 counting γ/β and the

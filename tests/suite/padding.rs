@@ -104,6 +104,18 @@ fn bad_input_is_rejected() {
         assert!(matches!(padding::unpad(&h, Keep::Seqlens(&l)), Err(Error::InvalidValue { arg: "seqlens", .. })));
         let l = on(Tensor::from_vec(vec![-1i32, 2], &[2]).unwrap());
         assert!(matches!(padding::unpad(&h, Keep::Seqlens(&l)), Err(Error::InvalidValue { arg: "seqlens", .. })));
+        // The same with a capacity (on a device the index pass runs after the scan found the bad
+        // length, and the error comes from finish; on the host, at once).
+        let r = padding::unpad_with_capacity(&h, Keep::Seqlens(&l), 8).and_then(|d| d.finish());
+        assert!(matches!(r, Err(Error::InvalidValue { arg: "seqlens", .. })), "{r:?}");
+        // More tiles than the scan has threads (1100 one-token sequences): its error path clears
+        // the tile offsets in two steps.
+        let many = on(Tensor::from_f32(&[1.0; 1100], &[1100, 1, 1], DType::BF16).unwrap());
+        let mut lens = vec![1i32; 1100];
+        lens[1099] = 2;
+        let l = on(Tensor::from_vec(lens, &[1100]).unwrap());
+        let r = padding::unpad_with_capacity(&many, Keep::Seqlens(&l), 1100).and_then(|d| d.finish());
+        assert!(matches!(r, Err(Error::InvalidValue { arg: "seqlens", .. })), "{r:?}");
         // pad: rows vs indices, out of range, duplicates
         let packed = on(Tensor::from_f32(&[1.0; 9], &[3, 3], DType::BF16).unwrap());
         let idx2 = on(Tensor::from_vec(vec![0i32, 1], &[2]).unwrap());
@@ -185,6 +197,65 @@ fn out_of_range_wins_over_duplicate_in_either_warp_order() {
             let ok = matches!(&e, Error::InvalidValue { arg: "indices", reason } if reason.contains("outside"));
             assert!(ok, "duplicate in warp {dup_warp}, out of range in warp {far_warp}: {e}");
         }
+    }
+}
+
+/// unpad with `packed` NULL (kiln.h): the indices, cu_seqlens and counts of the kept tokens and
+/// no row, with a mask and with lengths; the safe unpad's first step.
+#[cfg(feature = "emu")]
+#[test]
+fn emu_unpad_without_packed_writes_the_indices_only() {
+    use std::ptr::null_mut;
+
+    use crate::activation::emu_mem::Buf;
+    use kiln::ffi_emu::{self as ffi, kiln_dtype};
+
+    let (batch, seqlen, dim) = (2usize, 5usize, 3usize);
+    let tokens = batch * seqlen;
+    let hidden: Vec<f32> = (0..tokens * dim).map(|i| i as f32).collect();
+    let mask: Vec<u8> = vec![1, 0, 1, 1, 0, 0, 0, 0, 1, 1];
+    let lens = [3i32, 4];
+    let h = Buf::with(&hidden, 0);
+    // SAFETY: a pure size computation.
+    let ws_bytes = unsafe { ffi::kiln_padding_workspace_bytes(batch as i64, seqlen as i64) };
+    for (by_mask, want_indices, want_cu, want_max) in
+        [(true, vec![0, 2, 3, 8, 9], vec![0, 3, 5], 3), (false, vec![0, 1, 2, 5, 6, 7, 8], vec![0, 3, 7], 4)]
+    {
+        let (m, l) = (Buf::with(&mask, 0), Buf::with(&lens, 0));
+        let indices = Buf::with(&vec![-1i32; tokens], 0);
+        let (cu, counts, status) = (Buf::zeroed(4 * (batch + 1)), Buf::zeroed(8), Buf::zeroed(4));
+        let workspace = Buf::zeroed(ws_bytes as usize);
+        // SAFETY: every pointer is a live emulated buffer of the size the call reads or writes;
+        // packed is NULL, which the ABI allows.
+        let s = unsafe {
+            ffi::kiln_padding_unpad_fwd(
+                kiln_dtype::KILN_DTYPE_F32,
+                h.at::<f32>(0).cast(),
+                kiln_dtype::KILN_DTYPE_U8,
+                if by_mask { m.at::<u8>(0).cast_const() } else { std::ptr::null() },
+                if by_mask { std::ptr::null() } else { l.at::<i32>(0).cast_const().cast() },
+                batch as i64,
+                seqlen as i64,
+                dim as i64,
+                tokens as i64,
+                null_mut(),
+                indices.at::<i32>(0).cast(),
+                cu.at::<i32>(0).cast(),
+                counts.at::<i32>(0).cast(),
+                status.at::<i32>(0).cast(),
+                workspace.at::<i32>(0).cast(),
+                ws_bytes,
+                null_mut(),
+            )
+        };
+        assert_eq!(s, ffi::kiln_status::KILN_SUCCESS, "by mask {by_mask}");
+        let nnz = want_indices.len();
+        assert_eq!(status.read::<i32>(0, 1), [0]);
+        assert_eq!(counts.read::<i32>(0, 2), [nnz as i32, want_max], "by mask {by_mask}");
+        assert_eq!(cu.read::<i32>(0, batch + 1), want_cu, "by mask {by_mask}");
+        let got = indices.read::<i32>(0, tokens);
+        assert_eq!(got[..nnz], want_indices[..], "by mask {by_mask}");
+        assert!(got[nnz..].iter().all(|&i| i == -1), "nothing past nnz: {got:?}");
     }
 }
 

@@ -6,7 +6,7 @@
 use std::ffi::c_void;
 use std::ptr::{null, null_mut};
 
-use super::spec::{Keep, UnpaddedOnDevice, data_status};
+use super::spec::{Keep, Unpadded, UnpaddedOnDevice, data_status};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::gpu::Gpu;
@@ -26,17 +26,79 @@ fn i32s(len: usize, gpu: &Gpu) -> Result<Tensor> {
 
 pub(in crate::families::padding) fn unpad(hidden: &Tensor, keep: &Keep, capacity: usize, gpu: &Gpu) -> Result<UnpaddedOnDevice> {
     gpu.bind()?;
-    let (batch, seqlen) = (hidden.shape()[0], hidden.shape()[1]);
-    let dim: usize = hidden.shape()[2..].iter().product();
     let mut shape = hidden.shape()[1..].to_vec();
     shape[0] = capacity;
     let mut out = UnpaddedOnDevice {
         packed: Tensor::uninit(&shape, hidden.dtype(), &gpu.device())?,
         indices: i32s(capacity, gpu)?,
-        cu_seqlens: i32s(batch + 1, gpu)?,
+        cu_seqlens: i32s(hidden.shape()[0] + 1, gpu)?,
         counts: i32s(2, gpu)?,
         status: i32s(1, gpu)?,
     };
+    {
+        let (pp, _pg) = out.packed.dev_ptr_mut(gpu);
+        let (np, _ng) = out.counts.dev_ptr_mut(gpu);
+        let (sp, _sg) = out.status.dev_ptr_mut(gpu);
+        let outputs = UnpadOutputs { packed: pp as *mut c_void, counts: np as *mut i32, status: sp as *mut i32 };
+        call_unpad(hidden, keep, capacity, outputs, &mut out.indices, &mut out.cu_seqlens, gpu)?;
+    }
+    Ok(out)
+}
+
+/// unpad into tensors of exactly nnz rows: one count, scan and index pass (kiln.h's unpad with
+/// `packed` NULL, indices sized for every token: 4 bytes a token), one read-back of {nnz,
+/// max_seqlen, data status}, the first nnz indices copied on the device, and the rows gathered
+/// (no read-back: the indices are in range by construction). The mask is counted and scanned
+/// once; it was twice (a counting call, then the whole unpad again at the exact capacity).
+pub(in crate::families::padding) fn unpad_exact(hidden: &Tensor, keep: &Keep, gpu: &Gpu) -> Result<Unpadded> {
+    gpu.bind()?;
+    let device = gpu.device();
+    let tokens = hidden.shape()[0] * hidden.shape()[1];
+    let mut all_indices = i32s(tokens, gpu)?;
+    let mut cu_seqlens = i32s(hidden.shape()[0] + 1, gpu)?;
+    // Zeroed: a data error (a length out of range) writes the status word and not the counts.
+    let mut stats = Tensor::zeros(&[3], DType::I32, &device)?;
+    {
+        let (stp, _stg) = stats.dev_ptr_mut(gpu);
+        // counts at stats[0..2], the status word at stats[2] (4-byte aligned, as the ABI asks).
+        let outputs = UnpadOutputs {
+            packed: null_mut(),
+            counts: stp as *mut i32,
+            status: (stp + 2 * std::mem::size_of::<i32>() as u64) as *mut i32,
+        };
+        call_unpad(hidden, keep, tokens, outputs, &mut all_indices, &mut cu_seqlens, gpu)?;
+    }
+    let stats = stats.to_f64_vec()?;
+    let (nnz, max_seqlen) = (stats[0] as usize, stats[1] as usize);
+    data_status(stats[2] as i32, nnz, tokens)?;
+    let mut indices = Tensor::uninit(&[nnz], DType::I32, &device)?;
+    indices.copy_region(0, &all_indices, 0, nnz)?;
+    let mut shape = hidden.shape()[1..].to_vec();
+    shape[0] = nnz;
+    let (packed, _status_word) = gather_unchecked(hidden, &indices, &shape, gpu)?;
+    Ok(Unpadded { packed, indices, cu_seqlens, max_seqlen })
+}
+
+/// Device pointers of kiln_padding_unpad_fwd's outputs besides indices and cu_seqlens (the
+/// caller's guards keep them alive).
+struct UnpadOutputs {
+    packed: *mut c_void,
+    counts: *mut i32,
+    status: *mut i32,
+}
+
+/// kiln_padding_unpad_fwd on `hidden` (validated by mod.rs) with the given outputs.
+fn call_unpad(
+    hidden: &Tensor,
+    keep: &Keep,
+    capacity: usize,
+    outputs: UnpadOutputs,
+    indices: &mut Tensor,
+    cu_seqlens: &mut Tensor,
+    gpu: &Gpu,
+) -> Result<()> {
+    let (batch, seqlen) = (hidden.shape()[0], hidden.shape()[1]);
+    let dim: usize = hidden.shape()[2..].iter().product();
     let (mut ws, ws_bytes) = workspace(gpu, batch, seqlen)?;
     let (hp, _hg) = hidden.dev_ptr(gpu);
     let (mask, seqlens) = match *keep {
@@ -46,13 +108,11 @@ pub(in crate::families::padding) fn unpad(hidden: &Tensor, keep: &Keep, capacity
     let mask_ptr = mask.map(|m| m.dev_ptr(gpu));
     let seqlens_ptr = seqlens.map(|l| l.dev_ptr(gpu));
     let mask_dtype = mask.map_or(DType::U8, |m| m.dtype()).to_ffi();
-    let (pp, _pg) = out.packed.dev_ptr_mut(gpu);
-    let (ip, _ig) = out.indices.dev_ptr_mut(gpu);
-    let (cp, _cg) = out.cu_seqlens.dev_ptr_mut(gpu);
-    let (np, _ng) = out.counts.dev_ptr_mut(gpu);
-    let (sp, _sg) = out.status.dev_ptr_mut(gpu);
+    let (ip, _ig) = indices.dev_ptr_mut(gpu);
+    let (cp, _cg) = cu_seqlens.dev_ptr_mut(gpu);
     let wsg = ws.as_mut().map(|w| w.dev_ptr_mut(gpu));
-    // SAFETY: shapes and dtypes validated by the caller; every guard outlives the launch.
+    // SAFETY: shapes and dtypes validated by the caller; every guard (here and the caller's for
+    // `outputs`) outlives the launch; indices holds `capacity` entries.
     let status = unsafe {
         ffi::kiln_padding_unpad_fwd(
             hidden.dtype().to_ffi(),
@@ -64,19 +124,17 @@ pub(in crate::families::padding) fn unpad(hidden: &Tensor, keep: &Keep, capacity
             seqlen as i64,
             dim as i64,
             capacity as i64,
-            pp as *mut c_void,
+            outputs.packed,
             ip as *mut i32,
             cp as *mut i32,
-            np as *mut i32,
-            sp as *mut i32,
+            outputs.counts,
+            outputs.status,
             wsg.as_ref().map_or(null_mut(), |w| w.0 as *mut c_void),
             ws_bytes,
             gpu.stream(),
         )
     };
-    drop((_pg, _ig, _cg, _ng, _sg));
-    check_status(gpu, status, || "kiln_padding_unpad_fwd".into())?;
-    Ok(out)
+    check_status(gpu, status, || "kiln_padding_unpad_fwd".into())
 }
 
 /// Reads the status word back (waits for the stream) and maps it to an error.
@@ -123,6 +181,19 @@ pub(in crate::families::padding) fn pad(packed: &Tensor, indices: &Tensor, shape
 }
 
 pub(in crate::families::padding) fn gather(hidden: &Tensor, indices: &Tensor, shape: &[usize], gpu: &Gpu) -> Result<Tensor> {
+    let (packed, status_word) = gather_unchecked(hidden, indices, shape, gpu)?;
+    finish(&status_word, indices.len())?;
+    Ok(packed)
+}
+
+/// kiln_padding_gather_fwd of every index without reading its status word back (no host
+/// synchronisation): for indices that are in range by construction (unpad's own).
+pub(in crate::families::padding) fn gather_unchecked(
+    hidden: &Tensor,
+    indices: &Tensor,
+    shape: &[usize],
+    gpu: &Gpu,
+) -> Result<(Tensor, Tensor)> {
     gpu.bind()?;
     let (batch, seqlen) = (hidden.shape()[0], hidden.shape()[1]);
     let dim: usize = hidden.shape()[2..].iter().product();
@@ -151,6 +222,5 @@ pub(in crate::families::padding) fn gather(hidden: &Tensor, indices: &Tensor, sh
     };
     drop((pg, sg));
     check_status(gpu, status, || "kiln_padding_gather_fwd".into())?;
-    finish(&status_word, nnz)?;
-    Ok(packed)
+    Ok((packed, status_word))
 }

@@ -21,7 +21,6 @@
 
 pub mod cpu;
 mod spec;
-pub(crate) use spec::data_status;
 pub use spec::{Keep, Unpadded, UnpaddedOnDevice};
 
 // cuda.rs is the one copy of the launch code, compiled against each kernel library built in.
@@ -108,7 +107,8 @@ fn i32_tensor(values: impl IntoIterator<Item = usize>) -> Result<Tensor> {
 }
 
 /// Packs the kept tokens. On a GPU this reads nnz back to the host once (to size
-/// `packed`); [`unpad_with_capacity`] does not synchronise.
+/// `packed`): the mask is counted, scanned and indexed once, the rows gathered once;
+/// [`unpad_with_capacity`] does not synchronise.
 pub fn unpad(hidden: &Tensor, keep: Keep) -> Result<Unpadded> {
     let (batch, seqlen, dim) = validate_unpad(hidden, &keep)?;
     match Gpu::of(&hidden.device())? {
@@ -123,22 +123,7 @@ pub fn unpad(hidden: &Tensor, keep: Keep) -> Result<Unpadded> {
                 max_seqlen: u.max_seqlen,
             })
         }
-        Some(gpu) => {
-            // First only the counts (capacity 0): nnz, max_seqlen and the data status come back
-            // to the host; then the rows into a tensor of exactly nnz. Nothing of the second
-            // pass is read back: its capacity is exact and the one data error it could meet
-            // (seqlens out of range, checked before anything is counted) was reported by the
-            // first, so the call synchronises twice, not four times.
-            let counted = unpad_on(&gpu, hidden, &keep, 0)?;
-            let counts = counted.counts.to_f64_vec()?;
-            let status = counted.status.to_f64_vec()?[0] as i32;
-            let (nnz, max_seqlen) = (counts[0] as usize, counts[1] as usize);
-            if status != 1 || nnz == 0 {
-                data_status(status, nnz, 0)?;
-            }
-            let full = unpad_on(&gpu, hidden, &keep, nnz)?;
-            Ok(Unpadded { packed: full.packed, indices: full.indices, cu_seqlens: full.cu_seqlens, max_seqlen })
-        }
+        Some(gpu) => on_backend!(&gpu, unpad_exact(hidden, &keep, &gpu)),
     }
 }
 
