@@ -42,6 +42,11 @@ pub struct SassKernel {
     pub main_loop_mma: usize,
     /// Instructions of the main loop (see `main_loop_mma`).
     pub main_loop_instructions: usize,
+    /// The streaming loop: the loop holding the most global loads and stores, the innermost among
+    /// equals; its instructions (NOPs aside). Zero when no loop accesses global memory. What a
+    /// memory-bound kernel's issue cost per element is read from, without the reductions and
+    /// tails that `instructions_in_loop` adds.
+    pub streaming_loop_instructions: usize,
     /// Local-memory instructions (`LDL`, `STL`): spills or stack arrays, which a fast kernel has
     /// none of.
     pub local_memory: usize,
@@ -179,6 +184,15 @@ fn count(name: String, body: &[(u64, String)]) -> SassKernel {
         k.main_loop_mma = mma;
         k.main_loop_instructions = len;
     }
+    let is_global = |op: &str| op.starts_with("LDG") || op.starts_with("STG");
+    if let Some((_, len)) = loops
+        .iter()
+        .map(|&(lo, hi)| (in_range(lo, hi).filter(|(_, t)| is_global(&opcode(t))).count(), in_range(lo, hi).count()))
+        .filter(|&(global, _)| global > 0)
+        .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))
+    {
+        k.streaming_loop_instructions = len;
+    }
     for (addr, text) in body {
         let op = opcode(text);
         k.mma += usize::from(is_mma(&op));
@@ -293,6 +307,7 @@ mod tests {
             stg_narrow: 1,
             instructions_in_loop: 3, // LDG, STG and the branch at 0x20..0x40
             bytes_per_lane_in_loop: 32,
+            streaming_loop_instructions: 3,
             ..SassKernel::default()
         };
         assert_eq!(k[0], want);
@@ -323,6 +338,12 @@ mod tests {
         // The outer loop holds the most MMAs (3): 8 instructions without the NOP.
         assert_eq!(k.main_loop_instructions, 8);
         assert_eq!(k.tensor_core_share(), Some(3.0 / 8.0));
+        // No global access in any loop: no streaming loop. With an LDG in the outer loop only
+        // (in the spill store's place), that loop is it: 8 instructions.
+        assert_eq!(k.streaming_loop_instructions, 0);
+        let loads =
+            sass.replace("/*0070*/                   STL [R1], R4 ;\n", "/*0070*/ LDG.E R6, desc[UR4][R2.64] ;\n");
+        assert_eq!(parse(&loads)[0].streaming_loop_instructions, 8);
         // Equal counts: the innermost loop wins.
         let flat =
             sass.replace("/*0010*/                   HMMA.16816.F32.BF16 R4, R8, R12, R4", "/*0010*/ MOV R2, R3");

@@ -104,33 +104,32 @@ fn every_backward_variant_matches_the_reference() {
 #[test]
 fn the_variant_count_is_the_c_abi_s() {
     #[cfg(feature = "emu")]
-    for d in [32, 64, 96, 128, 256] {
-        // SAFETY: a pure query of the emulated library.
-        let n = unsafe { kiln::ffi_emu::kiln_attention_fwd_variants(d) };
-        assert_eq!(n as usize, attention::forward_variants(d as usize), "head dim {d}");
-        for v in 0..n {
-            // SAFETY: a static NUL-terminated string for every variant in range.
-            let name = unsafe { std::ffi::CStr::from_ptr(kiln::ffi_emu::kiln_attention_fwd_variant_name(d, v)) };
-            assert_eq!(name.to_str().unwrap(), attention::forward_variant_names(d as usize)[v as usize]);
+    {
+        use kiln::ffi_emu as ffi;
+        type Count = unsafe extern "C" fn(i64) -> i32;
+        type Name = unsafe extern "C" fn(i64, i32) -> *const std::ffi::c_char;
+        type Names = fn(usize) -> &'static [&'static str];
+        let directions: [(Count, Name, Names); 2] = [
+            (ffi::kiln_attention_fwd_variants, ffi::kiln_attention_fwd_variant_name, attention::forward_variant_names),
+            (ffi::kiln_attention_bwd_variants, ffi::kiln_attention_bwd_variant_name, attention::backward_variant_names),
+        ];
+        for (count, name_of, names) in directions {
+            for d in [32, 64, 96, 128, 256] {
+                // SAFETY: a pure query of the emulated library.
+                let n = unsafe { count(d) };
+                assert_eq!(n as usize, names(d as usize).len(), "head dim {d}");
+                for v in 0..n {
+                    // SAFETY: a static NUL-terminated string for every variant in range.
+                    let name = unsafe { std::ffi::CStr::from_ptr(name_of(d, v)) };
+                    assert_eq!(name.to_str().unwrap(), names(d as usize)[v as usize]);
+                }
+                // SAFETY: as above; out of range (and negative) gives NULL.
+                assert!(unsafe { name_of(d, n) }.is_null());
+                assert!(unsafe { name_of(d, -1) }.is_null());
+            }
         }
-        // SAFETY: as above; out of range gives NULL.
-        assert!(unsafe { kiln::ffi_emu::kiln_attention_fwd_variant_name(d, n) }.is_null());
     }
     assert_eq!((attention::forward_variants(128), attention::forward_variants(64)), (8, 8));
-    #[cfg(feature = "emu")]
-    for d in [32, 64, 96, 128, 256] {
-        // SAFETY: a pure query of the emulated library.
-        let n = unsafe { kiln::ffi_emu::kiln_attention_bwd_variants(d) };
-        assert_eq!(n as usize, attention::backward_variants(d as usize), "head dim {d}");
-        for v in 0..n {
-            // SAFETY: a static NUL-terminated string for every variant in range.
-            let name = unsafe { std::ffi::CStr::from_ptr(kiln::ffi_emu::kiln_attention_bwd_variant_name(d, v)) };
-            assert_eq!(name.to_str().unwrap(), attention::backward_variant_names(d as usize)[v as usize]);
-        }
-        // SAFETY: as above; out of range (and negative) gives NULL.
-        assert!(unsafe { kiln::ffi_emu::kiln_attention_bwd_variant_name(d, n) }.is_null());
-        assert!(unsafe { kiln::ffi_emu::kiln_attention_bwd_variant_name(d, -1) }.is_null());
-    }
     assert_eq!((attention::backward_variants(128), attention::backward_variants(64)), (12, 16));
 }
 

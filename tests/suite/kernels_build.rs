@@ -192,6 +192,35 @@ fn sixteen_bit_activation_and_glu_loops_fit_the_issue_budget() {
     assert!(over.is_empty(), "issue-bound 16-bit loops (instructions per 512 bytes): {over:#?}");
 }
 
+/// The x-activations' backward with dα (issue 24): XAtlu, issue-bound by design (atan has no SFU
+/// form), issues at most 10% more instructions in its 16-bit vector loop than the same backward
+/// without dα (ptxas did not merge the atan gate of dx with that of ∂/∂α: +67% before the ops'
+/// bwd_dparam); XSilu's dα loop fits the issue budget, so dα costs it no time. XGelu's ∂/∂α keeps
+/// CUDA's accurate erff (the 16-bit erfc fit's 1e-5 absolute error would dominate the ∂/∂α terms
+/// near x = 0): its dα loop is ~1.7× and it is held to nothing here.
+#[test]
+fn x_activation_dalpha_loops_cost_little_more_than_dx() {
+    let Some(text) = sm90a_sass() else { return };
+    let kernels = sass::parse(&text);
+    let loop_of = |ty: &str, op: &str, reduce: bool| -> sass::SassKernel {
+        let name = format!("flat_bwd_kernelI{ty}NS0_{op}ELi8ELb{}E", u8::from(reduce));
+        kernels.iter().find(|k| k.name.contains(&name)).unwrap_or_else(|| panic!("no {name}")).clone()
+    };
+    for ty in ["13__nv_bfloat16", "6__half"] {
+        let (with, without) = (loop_of(ty, "5XAtlu", true), loop_of(ty, "5XAtlu", false));
+        let (a, b) = (with.streaming_loop_instructions, without.streaming_loop_instructions);
+        let ratio = a as f64 / b as f64;
+        eprintln!("XAtlu {ty}: streaming loop {a} / {b} = {ratio:.3}");
+        assert!(ratio <= 1.10, "XAtlu {ty}: the dα loop issues {ratio:.2}× the instructions of dx alone");
+        let silu = loop_of(ty, "5XSilu", true);
+        let per_512 = silu.instructions_per_512_bytes().expect("a loop that moves bytes");
+        assert!(
+            per_512 <= H200_ISSUE_CYCLES_PER_512_BYTES,
+            "XSilu {ty} with dα: {per_512:.0} instructions per 512 bytes"
+        );
+    }
+}
+
 /// The tensor-core share of each attention kernel's main loop at D = 128, bf16 (the sm_90a
 /// SASS: MMA instructions over all instructions of the loop holding the most MMAs; issue 23):
 /// the best forward variant ≥ 18%, every forward variant ≥ 12% (geometric ALiBi pays a distance
