@@ -21,6 +21,33 @@ fn every_op_is_registered_with_both_directions() {
     }
 }
 
+/// dx does not depend on whether the parameter gradient is asked for: the x-activations' dα
+/// kernels evaluate dx and ∂/∂α together (`bwd_dparam`), and dx must come out bitwise as the
+/// backward without dα computes it, in every storage dtype, on the 16-byte path (1024
+/// elements) and the scalar one (1001).
+#[test]
+fn dx_is_the_same_with_and_without_the_parameter_gradient() {
+    for device in kernel_devices() {
+        for act in
+            [Activation::XAtlu { alpha: 0.3 }, Activation::XGelu { alpha: -0.2 }, Activation::XSilu { alpha: 0.1 }]
+        {
+            for dtype in DType::FLOATS {
+                for n in [1024usize, 1001] {
+                    let values = |k: usize| (0..n).map(|i| ((i * k) % 97) as f32 / 12.0 - 4.0).collect::<Vec<f32>>();
+                    let on = |v: Vec<f32>| Tensor::from_f32(&v, &[n], dtype).unwrap().to_device(&device).unwrap();
+                    let (x, dy) = (on(values(7)), on(values(13)));
+                    let with = activation::backward(&act, &x, &dy).unwrap();
+                    assert!(with.dparam.is_some(), "{act:?}: dα asked for");
+                    let mut dx = Tensor::zeros(&[n], dtype, &device).unwrap();
+                    activation::backward_into(&act, &x, &dy, &mut dx, None).unwrap();
+                    let bits = |t: &Tensor| t.to_f32_vec().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+                    assert_eq!(bits(&with.dx), bits(&dx), "{act:?} {dtype:?} n {n} on {device}");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn references_pass_finite_differences_and_identities() {
     let mut rng = rng();

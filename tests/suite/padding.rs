@@ -108,14 +108,6 @@ fn bad_input_is_rejected() {
         // length, and the error comes from finish; on the host, at once).
         let r = padding::unpad_with_capacity(&h, Keep::Seqlens(&l), 8).and_then(|d| d.finish());
         assert!(matches!(r, Err(Error::InvalidValue { arg: "seqlens", .. })), "{r:?}");
-        // More tiles than the scan has threads (1100 one-token sequences): its error path clears
-        // the tile offsets in two steps.
-        let many = on(Tensor::from_f32(&[1.0; 1100], &[1100, 1, 1], DType::BF16).unwrap());
-        let mut lens = vec![1i32; 1100];
-        lens[1099] = 2;
-        let l = on(Tensor::from_vec(lens, &[1100]).unwrap());
-        let r = padding::unpad_with_capacity(&many, Keep::Seqlens(&l), 1100).and_then(|d| d.finish());
-        assert!(matches!(r, Err(Error::InvalidValue { arg: "seqlens", .. })), "{r:?}");
         // pad: rows vs indices, out of range, duplicates
         let packed = on(Tensor::from_f32(&[1.0; 9], &[3, 3], DType::BF16).unwrap());
         let idx2 = on(Tensor::from_vec(vec![0i32, 1], &[2]).unwrap());
@@ -197,6 +189,22 @@ fn out_of_range_wins_over_duplicate_in_either_warp_order() {
             let ok = matches!(&e, Error::InvalidValue { arg: "indices", reason } if reason.contains("outside"));
             assert!(ok, "duplicate in warp {dup_warp}, out of range in warp {far_warp}: {e}");
         }
+    }
+}
+
+/// A bad length among more tiles than the scan has threads (1100 one-token sequences): the
+/// scan's error path clears the tile offsets in two steps (a test of its own: the coverage gate
+/// reads a loop's two iterations from one test's counts), and the no-sync unpad reports it.
+#[test]
+fn a_bad_length_among_many_sequences_is_reported() {
+    for device in devices() {
+        let on = |t: Tensor| t.to_device(&device).unwrap();
+        let many = on(Tensor::from_f32(&[1.0; 1100], &[1100, 1, 1], DType::BF16).unwrap());
+        let mut lens = vec![1i32; 1100];
+        lens[1099] = 2;
+        let l = on(Tensor::from_vec(lens, &[1100]).unwrap());
+        let r = padding::unpad_with_capacity(&many, Keep::Seqlens(&l), 1100).and_then(|d| d.finish());
+        assert!(matches!(r, Err(Error::InvalidValue { arg: "seqlens", .. })), "{r:?}");
     }
 }
 
