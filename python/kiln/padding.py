@@ -22,7 +22,9 @@ def _data_status(L, word):
 def unpad(hidden, mask=None, seqlens=None):
     """Removes padding: the kept tokens are ``mask`` [batch, seqlen] (bool/uint8/int32, nonzero
     keeps, holes allowed) or the first ``seqlens[b]`` tokens of each sequence (int32 [batch]).
-    Reads nnz back to the host (as flash-attn's unpad_input does)."""
+    Reads nnz back to the host (as flash-attn's unpad_input does): the kept tokens are counted,
+    scanned and indexed once (kiln.h's unpad with ``packed`` NULL), then exactly nnz rows are
+    gathered, so no padded-size buffer is allocated."""
     op = "padding/unpad fwd"
     with Launch(op, hidden, "hidden") as L:
         dt = L.check(hidden, "hidden", dtypes=FLOAT)
@@ -39,19 +41,20 @@ def unpad(hidden, mask=None, seqlens=None):
             mdt = U8
         capacity = batch * seqlen
         hp, mp, sp = L.ptr(hidden), L.ptr(mask), L.ptr(seqlens)
-        packed, pp = L.empty((capacity,) + tuple(hidden.shape[2:]), hidden)
         indices, ip = L.empty((capacity,), I32)
         cu, cup = L.empty((batch + 1,), I32)
         counts, cp = L.empty((2,), I32)
         word, wp = L.zeros_word()
         ws = L.lib.kiln_padding_workspace_bytes(batch, seqlen)
-        L.call("kiln_padding_unpad_fwd", dt, hp, mdt, mp, sp, batch, seqlen, dim, capacity, pp, ip, cup, cp, wp,
+        L.call("kiln_padding_unpad_fwd", dt, hp, mdt, mp, sp, batch, seqlen, dim, capacity, None, ip, cup, cp, wp,
                L.workspace(ws), max(ws, 0))
         if L.cuda:
             word, counts = word.cpu(), counts.cpu()  # the host sync flash-attn's unpad_input has too
         _data_status(L, word)
         nnz, max_seqlen = int(counts[0]), int(counts[1])
-        return Unpadded(packed[:nnz], indices[:nnz], cu, max_seqlen)
+    indices = indices[:nnz]
+    # The indices are in range by construction: no second read of a status word.
+    return Unpadded(gather(hidden, indices, check_data=False), indices, cu, max_seqlen)
 
 
 def _packed_args(L, packed, indices):
