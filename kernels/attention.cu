@@ -19,6 +19,7 @@
 #include "common/dtype.cuh"
 #include "common/launch.cuh"
 #include "common/ptx.cuh"
+#include "common/variants.cuh"
 #include "common/vec.cuh"
 #include "kiln.h"
 
@@ -503,14 +504,9 @@ static_assert(std::is_same_v<DefaultFwd<128, Bias::kNone>, FwdTiles<128, 4, 2, 3
               "variant 0 is the default configuration");
 
 // The variants of a head dimension (none for the others).
-int32_t fwd_variant_count(int64_t head_dim) {
-    if (head_dim == 128) return int32_t(sizeof kFwdVariants128 / sizeof kFwdVariants128[0]);
-    if (head_dim == 64) return int32_t(sizeof kFwdVariants64 / sizeof kFwdVariants64[0]);
-    return 0;
-}
+int32_t fwd_variant_count(int64_t head_dim) { return variant_count(kFwdVariants128, kFwdVariants64, head_dim); }
 const FwdVariant* fwd_variant_of(int64_t head_dim, int32_t variant) {
-    if (variant < 0 || variant >= fwd_variant_count(head_dim)) return nullptr;
-    return head_dim == 128 ? &kFwdVariants128[variant] : &kFwdVariants64[variant];
+    return variant_of(kFwdVariants128, kFwdVariants64, head_dim, variant);
 }
 
 // The padded form's lse [heads, tokens] from the packed one [heads, nnz]: every padded token's

@@ -35,6 +35,7 @@
 #include "common/launch.cuh"
 #include "common/ptx.cuh"
 #include "common/reduce.cuh"
+#include "common/variants.cuh"
 #include "common/vec.cuh"
 #include "kiln.h"
 
@@ -793,14 +794,9 @@ static_assert(std::is_same_v<DqTiles<128, Bias::kNone>, DqTiles<128, Bias::kNone
                   std::is_same_v<DkdvTiles<64, Bias::kLinear>, DkdvTiles<64, Bias::kLinear, 4, 64>>,
               "variant 0 is the default configuration");
 
-int32_t bwd_variant_count(int64_t head_dim) {
-    if (head_dim == 128) return int32_t(sizeof kBwdVariants128 / sizeof kBwdVariants128[0]);
-    if (head_dim == 64) return int32_t(sizeof kBwdVariants64 / sizeof kBwdVariants64[0]);
-    return 0;
-}
+int32_t bwd_variant_count(int64_t head_dim) { return variant_count(kBwdVariants128, kBwdVariants64, head_dim); }
 const BwdVariant* bwd_variant_of(int64_t head_dim, int32_t variant) {
-    if (variant < 0 || variant >= bwd_variant_count(head_dim)) return nullptr;
-    return head_dim == 128 ? &kBwdVariants128[variant] : &kBwdVariants64[variant];
+    return variant_of(kBwdVariants128, kBwdVariants64, head_dim, variant);
 }
 
 constexpr int64_t kMaxGridYZ = 65535;

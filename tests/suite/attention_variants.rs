@@ -16,6 +16,22 @@ fn op() -> Box<dyn Op> {
     select(&["attention/alibi".into()]).remove(0)
 }
 
+/// The problem a variant is checked on: a sequence of `long` queries and keys, an empty one, and
+/// 77 queries over 150 keys; GQA (2 heads over 1); causal, bias and per-batch slopes varied
+/// with the variant index.
+fn variant_spec(head_dim: usize, long: usize, variant: usize) -> Spec {
+    Spec {
+        seqlens_q: vec![long, 0, 77],
+        seqlens_k: vec![long, 0, 150],
+        heads: 2,
+        heads_k: 1,
+        head_dim,
+        causal: variant % 2 == 0,
+        bias: if variant % 3 == 1 { BiasKind::None } else { BiasKind::Alibi },
+        slopes_per_batch: variant % 2 == 1,
+    }
+}
+
 #[test]
 fn every_variant_matches_the_reference() {
     let op = op();
@@ -27,18 +43,8 @@ fn every_variant_matches_the_reference() {
             for variant in 0..attention::forward_variants(d) {
                 // 300 and 150 keys: ≥ 2 tiles of the widest variant (128 keys); the block's 128 or
                 // 256 queries see several diagonal tiles under causal.
-                let causal = variant % 2 == 0;
-                let bias = if variant % 3 == 1 { BiasKind::None } else { BiasKind::Alibi };
-                let spec = Spec {
-                    seqlens_q: vec![300, 0, 77],
-                    seqlens_k: vec![300, 0, 150],
-                    heads: 2,
-                    heads_k: 1,
-                    head_dim: d,
-                    causal,
-                    bias,
-                    slopes_per_batch: variant % 2 == 1,
-                };
+                let spec = variant_spec(d, 300, variant);
+                let (causal, bias) = (spec.causal, spec.bias);
                 let mut p = problem(&spec, &mut rng);
                 p.params.insert("variant".into(), variant as f64);
                 let label = format!("variant {variant} d {d} causal {causal} {bias:?}");
@@ -79,18 +85,8 @@ fn every_backward_variant_matches_the_reference() {
                 // of the widest dq tile (128 queries), 4 query steps of 64 and 4 key tiles of 64;
                 // 2 query heads per kv head: the dk/dv kernel's head loop runs twice. The
                 // variants that cover every kernel configuration (6 at D = 128, 7 at D = 64).
-                let causal = variant % 2 == 0;
-                let bias = if variant % 3 == 1 { BiasKind::None } else { BiasKind::Alibi };
-                let spec = Spec {
-                    seqlens_q: vec![200, 0, 77],
-                    seqlens_k: vec![200, 0, 150],
-                    heads: 2,
-                    heads_k: 1,
-                    head_dim: d,
-                    causal,
-                    bias,
-                    slopes_per_batch: variant % 2 == 1,
-                };
+                let spec = variant_spec(d, 200, variant);
+                let (causal, bias) = (spec.causal, spec.bias);
                 let mut p = with_forward(problem(&spec, &mut rng), &mut rng);
                 p.params.insert("variant".into(), variant as f64);
                 let label = format!("bwd variant {variant} d {d} causal {causal} {bias:?}");
