@@ -25,6 +25,7 @@
 #include "common/dtype.cuh"
 #include "common/launch.cuh"
 #include "common/norm_row.cuh"
+#include "common/ptx.cuh"
 #include "common/reduce.cuh"
 #include "common/vec.cuh"
 #include "kiln.h"
@@ -84,6 +85,16 @@ constexpr int kLoopSliceBytes = kVecBytes;
 
 // The forward grid-strides over rows; this cap (≈ 500 waves of an H100) only bounds the grid.
 constexpr int64_t kMaxFwdBlocks = int64_t(1) << 16;
+
+// The pipelined forward (fwd_pipelined_kernel) takes rows of the 16-byte path whose row group
+// is at most kPipeMaxThreads threads (dim ≤ 512·16 = 8192; its launch bounds then leave ptxas
+// 128 registers). Its ring holds kPipeStages rows (kPipeStages − 1 in flight while one is
+// worked on: a LayerNorm row's reductions take about a third of a DRAM latency, so two cover
+// it, and a third would cost a block per SM at dim 4096), or 2 when that would not fit, with
+// γ/β in at most kPipeMaxShared bytes of shared memory per block (two such blocks fit an SM).
+constexpr int kPipeMaxThreads = 512;
+constexpr int kPipeStages = 3;
+constexpr size_t kPipeMaxShared = 112 * 1024;
 
 // The backward's fixed partition of rows into chunks: one block per chunk, each with its own
 // dγ/dβ partial row [dim] in the workspace. A chunk has at least kMinRowsPerChunk rows, so the
@@ -296,6 +307,185 @@ __global__ void __launch_bounds__(kMaxRowThreads, kMinBlocksPerSm) fwd_cached_ke
             if (p.rstd != nullptr) p.rstd[row] = rstd;
         }
     }
+}
+
+// The shared memory of fwd_pipelined_kernel, in 16-byte units: the ring of row copies
+// [stage][stream][row group][pack q][thread], then γ and β as float4s
+// [vector][pack q][float4 u][thread of the group] (absent ones take none).
+struct PipeLayout {
+    int ring;
+    int params;
+    __host__ __device__ size_t bytes() const { return static_cast<size_t>(ring + params) * kVecBytes; }
+};
+
+__host__ __device__ inline PipeLayout pipe_layout(int threads, int rows_per_block, int packs_per_thread,
+                                                  int quads_per_pack, int streams, int stages, int param_vectors) {
+    return PipeLayout{stages * streams * rows_per_block * packs_per_thread * threads,
+                      param_vectors * packs_per_thread * quads_per_pack * threads};
+}
+
+// fwd_cached_kernel's result, pipelined (same block shape and formulas; LayerNorm's statistics
+// in one Chan round): persistent blocks (the grid fills the device once) walk their rows with
+// the next kStages − 1 rows' x (and residual) already copying into shared memory by cp.async,
+// so a row's reductions and stores never leave the memory system idle. Each thread copies the
+// packs it reads itself, so no barrier guards the ring. γ and β are read once per block into
+// shared memory. LayerNorm combines (mean, M2) of s − shift in one round (counts are computed,
+// not shuffled; each warp's shift is its first lane's first s, the group's result is relative
+// to the row's first s as in fwd_cached_kernel, so a constant row still gives exactly β).
+template <typename T, int kPacks, bool kLayer, int kStages>
+__global__ void __launch_bounds__(kPipeMaxThreads) fwd_pipelined_kernel(const FwdParams<T> p) {
+    constexpr int kW = kVecWidth<T>;
+    constexpr int kQuads = kW / 4;  // float4s of γ per pack
+    using P = Pack<T, kW>;
+    __shared__ float slots[2][kLayer ? 3 : 1][kMaxRowWarps];
+    const int tx = threadIdx.x;
+    const int ty = threadIdx.y;
+    const int threads = blockDim.x;
+    const int rows_per_block = blockDim.y;
+    const int packs = p.dim / kW;
+    const int streams = p.residual != nullptr ? 2 : 1;
+    const int vectors = (p.gamma != nullptr) + (p.beta != nullptr);
+    const PipeLayout layout = pipe_layout(threads, rows_per_block, kPacks, kQuads, streams, kStages, vectors);
+    P* const ring = dynamic_shared<P>();
+    float4* const params = reinterpret_cast<float4*>(ring + layout.ring);
+    const auto slot = [&](int stage, int stream, int q) {
+        return ring + (((stage * streams + stream) * rows_per_block + ty) * kPacks + q) * threads + tx;
+    };
+    const auto param = [&](int vector, int q, int u, int thread) {
+        return params + ((vector * kPacks + q) * kQuads + u) * threads + thread;
+    };
+    const auto owns = [&](int q) { return tx + q * threads < packs; };
+    ptx::CpAsync pipe;
+    // Starts copying `row` (if it exists) into `stage`; one commit group per call, always.
+    const auto fetch = [&](int64_t row, int stage) {
+        if (row < p.rows) {
+            const int64_t off = row * p.dim;
+#pragma unroll
+            for (int q = 0; q < kPacks; ++q) {
+                if (!owns(q)) continue;
+                const int64_t at = off + int64_t(tx + q * threads) * kW;
+                pipe.copy16(slot(stage, 0, q), p.x + at);
+                if (p.residual != nullptr) pipe.copy16(slot(stage, 1, q), p.residual + at);
+            }
+        }
+        pipe.commit();
+    };
+    const int64_t step = int64_t(gridDim.x) * rows_per_block;
+    const int64_t first = int64_t(blockIdx.x) * rows_per_block + ty;
+#pragma unroll
+    for (int k = 0; k < kStages - 1; ++k) fetch(first + k * step, k);
+    // γ and β, once for all the block's rows: the block copies them in column order (whole
+    // sectors per warp request) to where each thread reads its own columns.
+    {
+        const int quads = packs * kQuads;  // float4s of one vector
+        const int linear = ty * threads + tx;
+        for (int i = linear; i < vectors * quads; i += threads * rows_per_block) {
+            const int vector = i / quads;
+            const int f = i - vector * quads;  // float4 f holds columns 4f..4f+3
+            const int idx = f / kQuads;        // the pack, owned by thread idx % threads as its pack q
+            const float* src = vector == 0 && p.gamma != nullptr ? p.gamma : p.beta;
+            *param(vector, idx / threads, f % kQuads, idx % threads) = *reinterpret_cast<const float4*>(src + 4 * f);
+        }
+    }
+    __syncthreads();
+    int stage = 0;
+    int phase = 0;
+#pragma unroll 1
+    for (int64_t row = first; row - ty < p.rows; row += step) {  // uniform over the block
+        fetch(row + (kStages - 1) * step, stage == 0 ? kStages - 1 : stage - 1);  // the stage read last
+        pipe.template wait<kStages - 1>();  // this thread's copies of `row` have landed
+        const bool valid = row < p.rows;
+        const int64_t off = row * p.dim;
+        float s[kPacks][kW];
+#pragma unroll
+        for (int q = 0; q < kPacks; ++q) {
+#pragma unroll
+            for (int j = 0; j < kW; ++j) s[q][j] = 0.0f;
+            if (!valid || !owns(q)) continue;
+            const P px = *slot(stage, 0, q);
+#pragma unroll
+            for (int j = 0; j < kW; ++j) s[q][j] = to_float(px.v[j]);
+            if (p.residual != nullptr) {
+                const P pr = *slot(stage, 1, q);
+#pragma unroll
+                for (int j = 0; j < kW; ++j) s[q][j] += to_float(pr.v[j]);
+            }
+        }
+        float shift = 0.0f;
+        float delta = 0.0f;
+        float rstd;
+        if constexpr (kLayer) {
+            // This warp's (or sub-warp group's) shift: its first lane's first s, which lane 0
+            // of every warp holds (a warp's first thread owns pack 0 of its columns).
+            const float warp_shift = __shfl_sync(kFullWarp, s[0][0], 0, threads < kWarpSize ? threads : kWarpSize);
+            // Elements of group threads [first_tx, first_tx + width) in this row.
+            const auto count = [&](int first_tx, int width) {
+                int n = 0;
+                if (valid && first_tx < threads) {
+                    const int w = width < threads - first_tx ? width : threads - first_tx;
+#pragma unroll
+                    for (int q = 0; q < kPacks; ++q) {
+                        const int here = packs - q * threads - first_tx;  // threads from first_tx owning pack q
+                        n += here <= 0 ? 0 : here < w ? here : w;
+                    }
+                }
+                return static_cast<float>(n * kW);
+            };
+            Moments m{count(tx, 1), warp_shift, 0.0f, 0.0f};
+            float sum = 0.0f;
+#pragma unroll
+            for (int q = 0; q < kPacks; ++q) {
+#pragma unroll
+                for (int j = 0; j < kW; ++j) sum += owns(q) ? s[q][j] - warp_shift : 0.0f;
+            }
+            m.mean = m.n > 0.0f ? __fdividef(sum, m.n) : 0.0f;
+#pragma unroll
+            for (int q = 0; q < kPacks; ++q) {
+#pragma unroll
+                for (int j = 0; j < kW; ++j) {
+                    const float c = (s[q][j] - warp_shift) - m.mean;
+                    m.m2 = owns(q) ? fmaf(c, c, m.m2) : m.m2;
+                }
+            }
+            m = row_group_moments(m, slots[phase], count);
+            shift = m.shift;
+            delta = m.mean;
+            rstd = 1.0f / sqrtf(m.m2 / static_cast<float>(p.dim) + p.eps);
+        } else {
+            float squares[1] = {0.0f};
+#pragma unroll
+            for (int q = 0; q < kPacks; ++q) {
+#pragma unroll
+                for (int j = 0; j < kW; ++j) squares[0] = fmaf(s[q][j], s[q][j], squares[0]);
+            }
+            row_group_sum<1>(squares, slots[phase]);
+            rstd = 1.0f / sqrtf(squares[0] / static_cast<float>(p.dim) + p.eps);
+        }
+        phase ^= 1;
+#pragma unroll
+        for (int q = 0; q < kPacks; ++q) {
+            if (!valid || !owns(q)) continue;
+            float gamma[kW], beta[kW], y[kW];
+#pragma unroll
+            for (int u = 0; u < kQuads; ++u) {
+                const float4 g = p.gamma != nullptr ? *param(0, q, u, tx) : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
+                const float4 b = p.beta != nullptr ? *param(vectors - 1, q, u, tx) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                gamma[4 * u] = g.x, gamma[4 * u + 1] = g.y, gamma[4 * u + 2] = g.z, gamma[4 * u + 3] = g.w;
+                beta[4 * u] = b.x, beta[4 * u + 1] = b.y, beta[4 * u + 2] = b.z, beta[4 * u + 3] = b.w;
+            }
+            const int64_t at = off + int64_t(tx + q * threads) * kW;
+#pragma unroll
+            for (int j = 0; j < kW; ++j) y[j] = fmaf(((s[q][j] - shift) - delta) * rstd, gamma[j], beta[j]);
+            store_floats<T, kW>(p.y, at, y);
+            if (p.residual_out != nullptr) store_floats<T, kW>(p.residual_out, at, s[q]);
+        }
+        if (valid && tx == 0) {
+            if (kLayer && p.mean != nullptr) p.mean[row] = shift + delta;
+            if (p.rstd != nullptr) p.rstd[row] = rstd;
+        }
+        stage = stage + 1 == kStages ? 0 : stage + 1;
+    }
+    pipe.template wait<0>();  // nothing is left copying when the block ends
 }
 
 // dx = ds, dresidual = ds for the rows of chunk blockIdx.x (dim ≤ kMaxRowThreads·kPacks·kW), and
@@ -661,8 +851,55 @@ int64_t workspace_bytes(int64_t rows, int64_t dim) {
     return 2 * partition(rows, dim).chunks * dim * static_cast<int64_t>(sizeof(float));
 }
 
+// Blocks of `kernel` (threads, smem) resident at once on the device: the persistent grid.
+template <typename Kernel>
+int64_t resident_blocks(Kernel* kernel, int threads, size_t smem) {
+    int device = 0, sms = 0, per_sm = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem) != cudaSuccess) {
+        cudaGetLastError();  // a failed query only costs the grid its fit: clear it
+        return 1024;
+    }
+    return std::max(1, sms) * int64_t(std::max(1, per_sm));
+}
+
+// The pipelined forward when its conditions hold (16-byte path, a row group of at most
+// kPipeMaxThreads, its shared memory within kPipeMaxShared); false: the caller takes another kernel.
+template <typename T, bool kLayer>
+bool launch_fwd_pipelined(const FwdParams<T>& p, cudaStream_t stream) {
+    constexpr int kW = kVecWidth<T>;
+    constexpr int kPacks = kFwdElems / kW;
+    const RowShape shape = row_shape(p.dim / kW, kPacks);
+    const int threads = shape.threads * shape.rows_per_block;
+    if (threads > kPipeMaxThreads) return false;
+    const int streams = p.residual != nullptr ? 2 : 1;
+    const int vectors = (p.gamma != nullptr) + (p.beta != nullptr);
+    const auto layout = [&](int stages) {
+        return pipe_layout(shape.threads, shape.rows_per_block, kPacks, kW / 4, streams, stages, vectors).bytes();
+    };
+    const dim3 block(static_cast<unsigned>(shape.threads), static_cast<unsigned>(shape.rows_per_block));
+    const int64_t needed = ceil_div(p.rows, shape.rows_per_block);
+    if (layout(kPipeStages) <= kPipeMaxShared) {
+        const size_t smem = layout(kPipeStages);
+        const int64_t blocks = std::min(needed, resident_blocks(fwd_pipelined_kernel<T, kPacks, kLayer, kPipeStages>, threads, smem));
+        KILN_LAUNCH(static_cast<unsigned>(blocks), block, smem, stream, fwd_pipelined_kernel<T, kPacks, kLayer, kPipeStages>)(p);
+        return true;
+    }
+    if (layout(2) <= kPipeMaxShared) {
+        const size_t smem = layout(2);
+        const int64_t blocks = std::min(needed, resident_blocks(fwd_pipelined_kernel<T, kPacks, kLayer, 2>, threads, smem));
+        KILN_LAUNCH(static_cast<unsigned>(blocks), block, smem, stream, fwd_pipelined_kernel<T, kPacks, kLayer, 2>)(p);
+        return true;
+    }
+    return false;
+}
+
 template <typename T, int kW, bool kLayer>
 kiln_status launch_fwd(const FwdParams<T>& p, cudaStream_t stream) {
+    if constexpr (kW == kVecWidth<T>) {
+        if (launch_fwd_pipelined<T, kLayer>(p, stream)) return launch_status();
+    }
     if (p.dim <= kFwdCachedMaxDim) {
         constexpr int kPacks = kFwdElems / kW;
         const RowShape shape = row_shape(p.dim / kW, kPacks);

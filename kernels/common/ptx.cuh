@@ -187,6 +187,7 @@ public:
         ::kiln_emu::ptx_operand(dst, 16, ::kiln_emu::PtxSpace::kShared, "cp.async destination");
         if (valid) ::kiln_emu::ptx_operand(src, 16, ::kiln_emu::PtxSpace::kGlobal, "cp.async source");
         ::kiln_emu::cp_async_in_flight(dst, 16);
+        ::kiln_emu::cp_async_issue_timed(src, valid);
         copies_[pending_++] = Copy{dst, src, valid};
 #else
         const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
@@ -202,6 +203,7 @@ public:
             std::abort();
         }
         group_end_[committed_groups_++] = pending_;
+        ::kiln_emu::cp_async_commit_timed();
 #else
         asm volatile("cp.async.commit_group;\n" ::);
 #endif
@@ -212,10 +214,13 @@ public:
     template <int kN>
     __device__ __forceinline__ void wait() {
 #ifdef KILN_EMU
+        ::kiln_emu::cp_async_wait_timed(kN);
         if (committed_groups_ <= kN) return;
         const int done_groups = committed_groups_ - kN;
         const int done = group_end_[done_groups - 1];
+        ::kiln_emu::cp_async_performing(true);
         for (int i = 0; i < done; ++i) perform(copies_[i]);
+        ::kiln_emu::cp_async_performing(false);
         // The copies still in flight move to the front, their groups with them.
         for (int i = done; i < pending_; ++i) copies_[i - done] = copies_[i];
         pending_ -= done;

@@ -337,7 +337,10 @@ bool in_dynamic_span(uintptr_t a) { return g_dynamic.lo != 0 && a >= g_dynamic.l
 __attribute__((noinline)) void slow_access(Launch& L, uintptr_t a, size_t n, bool write, bool aligned, const void* pc) {
     if (in_dynamic_span(a)) {
         shared_access(L, g_dynamic, a, n, write, aligned, pc);
-        if (g_counting) count_shared(L, a, n, write, pc);
+        if (g_counting) {
+            count_shared(L, a, n, write, pc);
+            latency_access(L, a, n, write, true);
+        }
         return;
     }
     Alloc* al = g_last_alloc;
@@ -348,12 +351,18 @@ __attribute__((noinline)) void slow_access(Launch& L, uintptr_t a, size_t n, boo
     }
     if (al != nullptr) {
         global_access(L, al, a, n, write, aligned, pc);
-        if (g_counting) count_global(L, a, n, write, pc);
+        if (g_counting) {
+            count_global(L, a, n, write, pc);
+            latency_access(L, a, n, write, false);
+        }
         return;
     }
     if (in_static(a)) {
         static_access(L, a, n, write, aligned, pc);
-        if (g_counting) count_shared(L, a, n, write, pc);
+        if (g_counting) {
+            count_shared(L, a, n, write, pc);
+            latency_access(L, a, n, write, true);
+        }
         return;
     }
     // Indices far out of range of an allocation land in its guards, above; the emulated shared
@@ -415,6 +424,7 @@ void set_dynamic_shared(char* p, size_t n) {
 void check_atomic(void* addr, size_t bytes, const char* file, int line) {
     Launch* L = t_launch;
     if (L == nullptr || L->current == nullptr || !g_checked) return;
+    if (g_counting) latency_wait(*L->current);
     const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
     Alloc* al = find_alloc(a);
     if (al == nullptr) {

@@ -66,6 +66,16 @@ struct Thread {
     // Warp-synchronisation clock: after a collective its lanes all hold max(their clocks) + 1, so
     // an access of lane u recorded at clock c is ordered before lane t's access iff clock_t > c.
     uint32_t wsync = 0;
+    // The latency model (latency.cpp), in a traffic window: this thread's clock (ns), when its
+    // outstanding plain loads arrive, when the cp.async copies of its open group and of its
+    // committed groups (oldest first) arrive, and whether cp.async's own copy is running.
+    static constexpr int kTimedGroups = 16;
+    double tl_now = 0.0;
+    double tl_loads = 0.0;
+    double tl_group = 0.0;
+    double tl_groups[kTimedGroups] = {};
+    int tl_groups_n = 0;
+    bool tl_quiet = false;
 };
 
 struct Launch {
@@ -214,6 +224,15 @@ void count_shared(Launch& L, uintptr_t addr, size_t n, bool write, const void* p
 // Closes the warp instructions of the block that just ran / the launch that just ended.
 void count_block_end();
 void count_launch_end(const Launch& L);
+// The latency model (latency.cpp): hooks of the running launch while g_counting.
+void latency_access(Launch& L, uintptr_t addr, size_t n, bool write, bool shared);
+void latency_wait(Thread& t);  // an atomic: the thread's loads are needed
+void latency_barrier(Launch& L);
+void latency_collective(Thread* (&lanes)[32]);
+void latency_exit(Thread& t);
+void latency_block_end(const Launch& L);
+// The launch's Σ warp lifetimes (ns) and DRAM read bytes; resets for the next launch.
+void latency_launch_end(double* warp_ns, uint64_t* dram_read);
 
 // ---- the shared-memory shadow (check.cpp) -----------------------------------------------------
 

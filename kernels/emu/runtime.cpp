@@ -109,6 +109,7 @@ void try_release_barrier() {
         fail(FindingKind::kUninitialised, "thread " + xyz(read.thread) + ": " + read.what, nullptr, 0, read.pc);
     }
     end_barrier_interval();
+    if (g_counting) latency_barrier(L);
     int reduced = 0;
     bool and_all = true, or_any = false;
     for (const Thread& t : L.threads) {
@@ -241,6 +242,7 @@ void try_complete(Thread& t) {
         }
         first = false;
     }
+    if (g_counting) latency_collective(lanes);
     uint32_t clock = 0;
     for (const Thread* u : lanes) {
         if (u != nullptr && u->wsync > clock) clock = u->wsync;
@@ -280,6 +282,7 @@ void fiber_main(void* arg) {
     Thread* t = static_cast<Thread*>(arg);
     Launch& L = cur();
     L.invoke(L.ctx);
+    if (g_counting) latency_exit(*t);
     t->state = State::kExited;
     // Lanes of this warp already waiting at a collective whose mask names this lane never finish.
     for (uint32_t l = 0; l < kWarpSize; ++l) {
@@ -328,7 +331,10 @@ bool run_block(Launch& L) {
             if (L.aborted) return false;
         }
         if (!live) {
-            if (g_counting) count_block_end();
+            if (g_counting) {
+                count_block_end();
+                latency_block_end(L);
+            }
             PendingRead read;
             if (!g_checked || !pending_reads(&read)) return true;
             record(FindingKind::kUninitialised, read.what, nullptr, 0, read.pc, read.thread);
@@ -544,6 +550,12 @@ bool is_host_pointer_word(uint64_t word) {
     return mincore(reinterpret_cast<void*>(page), 1, &resident) == 0;
 }
 
+// The emulated device's SMs (cudaDevAttrMultiProcessorCount). Fewer than a GPU's 132 on
+// purpose: a persistent grid (the grid sized to fill the device once) then gives each block, at
+// the few-thousand-row shapes the emulator runs in tests, the several rows a GPU's blocks get
+// at GPU-sized shapes, so the traffic and latency models see the steady state.
+constexpr int kMultiprocessors = 8;
+
 // Dynamic shared memory each kernel opted into (cudaFuncSetAttribute), by kernel.
 std::map<const void*, size_t>& opted_in_shared() {
     static std::map<const void*, size_t> m;
@@ -727,6 +739,33 @@ cudaError_t kiln_emu_cudaFuncSetAttribute(const void* func, cudaFuncAttribute at
     }
     std::lock_guard<std::recursive_mutex> lock(big_lock());
     opted_in_shared()[func] = size_t(value);
+    return cudaSuccess;
+}
+
+cudaError_t kiln_emu_cudaGetDevice(int* device) {
+    if (device == nullptr) return t_last_error = cudaErrorInvalidValue;
+    *device = 0;
+    return cudaSuccess;
+}
+
+cudaError_t kiln_emu_cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+    // Only what kiln's launchers ask.
+    if (value == nullptr || device != 0 || attr != cudaDevAttrMultiProcessorCount) {
+        return t_last_error = cudaErrorInvalidValue;
+    }
+    *value = kMultiprocessors;
+    return cudaSuccess;
+}
+
+cudaError_t kiln_emu_occupancy(int* blocks, const void* func, int threads, size_t smem) {
+    if (blocks == nullptr || func == nullptr || threads < 1 || threads > 1024) {
+        return t_last_error = cudaErrorInvalidValue;
+    }
+    // sm_90: 64 warps, 32 blocks and 228 KiB of shared memory per SM, 1 KiB of it reserved per
+    // block. Registers would need the kernel's ptxas report.
+    const int warps = (threads + kWarpSize - 1) / kWarpSize;
+    const size_t per_block = smem + 1024;
+    *blocks = std::max(0, std::min({64 / warps, 32, int(size_t(228 * 1024) / per_block)}));
     return cudaSuccess;
 }
 

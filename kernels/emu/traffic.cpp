@@ -140,10 +140,16 @@ void count_launch_end(const Launch& L) {
     g_totals.launches += 1;
     g_totals.dram_read_bytes += 32 * g_read_sectors.size();
     g_totals.dram_write_bytes += 32 * g_written_sectors.size();
-    char line[96];
+    double warp_ns = 0.0;
+    uint64_t timed_read = 0;
+    latency_launch_end(&warp_ns, &timed_read);
+    g_totals.timed_read_bytes += timed_read;
+    g_totals.warp_ns += uint64_t(warp_ns + 0.5);
+    char line[160];
     const uint64_t blocks = uint64_t(L.grid.x) * L.grid.y * L.grid.z;
-    std::snprintf(line, sizeof line, "\t%u\t%zu\t%" PRIu64 "\t%zu\n", L.block_threads, L.dynamic_bytes, blocks,
-                  size_t(32) * (g_read_sectors.size() + g_written_sectors.size()));
+    std::snprintf(line, sizeof line, "\t%u\t%zu\t%" PRIu64 "\t%zu\t%" PRIu64 "\t%.0f\n", L.block_threads,
+                  L.dynamic_bytes, blocks, size_t(32) * (g_read_sectors.size() + g_written_sectors.size()),
+                  timed_read, warp_ns);
     g_launches_text += (L.signature != nullptr ? L.signature : (L.kernel != nullptr ? L.kernel : "?"));
     g_launches_text += line;
     g_read_sectors.clear();

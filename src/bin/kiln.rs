@@ -71,7 +71,8 @@ enum Command {
     /// A MODEL of each op's memory traffic, counted on the emulator (no GPU needed): DRAM bytes
     /// against the op's ideal, sectors per warp load/store, shared-memory wavefronts, the
     /// bandwidth-bound time on an H100 and, in a build with `cuda`, the sm_90 occupancy of the
-    /// busiest launch. `--backend` is ignored: it always runs on the emulator.
+    /// busiest launch and the DRAM bytes it keeps in flight per SM (the latency model). `--backend`
+    /// is ignored: it always runs on the emulator.
     Model {
         #[command(flatten)]
         common: Common,
@@ -399,17 +400,17 @@ fn model(common: &Common, shape: &[usize], sites: bool) -> Result<ExitCode> {
         "MODEL, not a measurement: traffic counted on kiln's CUDA emulator; time bound = DRAM bytes / {:.1} TB/s (H100)",
         kiln::model::H100_COPY_BYTES_PER_S / 1e12
     );
-    let line = |c: [&str; 13]| {
+    let line = |c: [&str; 14]| {
         format!(
-            "{:<24} {:<4} {:<5} {:<16} {:>6} {:>9} {:>6} {:>8} {:>6} {:>6} {:>8} {:>8} {:>5}",
-            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12]
+            "{:<24} {:<4} {:<5} {:<16} {:>6} {:>9} {:>6} {:>8} {:>6} {:>6} {:>8} {:>8} {:>5} {:>8}",
+            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12], c[13]
         )
     };
     println!(
         "{}",
         line([
             "op", "dir", "dtype", "shape", "launch", "ideal_MB", "ratio", "ld_sec/r", "ld_eff", "st_eff", "smem_wf",
-            "smem_cf", "occ"
+            "smem_cf", "occ", "inflight"
         ])
     );
     let mut rows = Vec::new();
@@ -435,6 +436,7 @@ fn model(common: &Common, shape: &[usize], sites: bool) -> Result<ExitCode> {
                         &format!("{:.2}", r.shared_wavefronts_per_request),
                         &r.shared_worst_conflict.to_string(),
                         &r.occupancy.map_or("-".to_string(), |o| format!("{:.0}%", 100.0 * o)),
+                        &r.inflight_kib_per_sm.map_or("-".to_string(), |k| format!("{k:.1}K")),
                     ])
                 );
                 if sites {
@@ -457,12 +459,17 @@ fn model(common: &Common, shape: &[usize], sites: bool) -> Result<ExitCode> {
                        "shared_worst_wavefronts": r.shared_worst_wavefronts,
                        "shared_conflicts_per_request": r.shared_conflicts_per_request,
                        "shared_worst_conflict": r.shared_worst_conflict, "h100_bound_us": r.h100_bound_us,
-                       "sm90_occupancy": r.occupancy})
+                       "sm90_occupancy": r.occupancy,
+                       "inflight_bytes_per_warp": r.inflight_bytes_per_warp,
+                       "inflight_kib_per_sm": r.inflight_kib_per_sm})
             })
             .collect();
         let label = "model: memory traffic counted on kiln's CUDA emulator (not a GPU measurement); \
                      h100_bound_us = dram_bytes / 3.0 TB/s; sm90_occupancy = theoretical occupancy of the \
-                     launch moving the most bytes, from the sm_90a ptxas report (null without a cuda build)";
+                     launch moving the most bytes, from the sm_90a ptxas report (null without a cuda build); \
+                     inflight_kib_per_sm = the latency model's DRAM bytes in flight per SM of that launch (read \
+                     bytes x 700 ns / warp lifetimes on the emulated timeline, x resident warps; ALU time not \
+                     modelled, an upper bound)";
         write_json(path, &json!({"label": label, "results": results}))?;
     }
     Ok(ExitCode::SUCCESS)

@@ -43,6 +43,10 @@ pub mod runtime {
         pub shared_conflict_wavefronts: u64,
         /// The most conflict wavefronts of one request.
         pub shared_worst_conflict: u64,
+        /// The latency model, summed over launches: DRAM bytes read (first touches).
+        pub timed_read_bytes: u64,
+        /// The latency model: warp lifetimes on the emulated timeline, ns.
+        pub warp_ns: u64,
     }
 
     unsafe extern "C" {

@@ -62,7 +62,27 @@ pub struct TrafficRow {
     /// nvcc's sm_90a build reports for that kernel instance; None where the build has no report
     /// (a build without `cuda`) or the instance is not in it.
     pub occupancy: Option<f64>,
+    /// The latency model (kernels/emu/latency.cpp) of the same launch: the DRAM bytes a warp has
+    /// in flight on average, Little's law over the emulated timeline (read bytes × 700 ns / Σ
+    /// warp lifetimes). ALU time is not modelled, so this is an upper bound.
+    pub inflight_bytes_per_warp: f64,
+    /// `inflight_bytes_per_warp` × the resident warps of an sm_90 SM at `occupancy`, in KiB: what
+    /// a memory-bound launch keeps in flight per SM (an H100 needs ~18 KB for its copy rate with
+    /// ~0.7 µs of latency; kiln holds memory-bound ops at ≥ INFLIGHT_TARGET_KIB). None without an
+    /// occupancy.
+    pub inflight_kib_per_sm: Option<f64>,
 }
+
+/// DRAM latency of the model's timeline, ns (kernels/emu/latency.cpp's kDramNs).
+pub const MODEL_DRAM_LATENCY_NS: f64 = 700.0;
+
+/// The bytes in flight per SM every memory-bound op keeps at its model shape (issue 24; Little's
+/// law asks ~18 KB of an H100 at 3.35 TB/s and 0.7 µs, the margin covers the H200's rate and
+/// longer latency under load).
+pub const INFLIGHT_TARGET_KIB: f64 = 32.0;
+
+/// Warp slots of an sm_90 SM.
+const SM90_WARPS: f64 = 64.0;
 
 /// One launch of a traffic window (`kiln_emu_traffic_launches`).
 #[cfg_attr(not(feature = "emu"), allow(dead_code))]
@@ -73,6 +93,17 @@ struct WindowLaunch {
     threads: u64,
     dynamic_shared: u64,
     dram_bytes: u64,
+    /// The latency model's DRAM read bytes and Σ warp lifetimes (ns).
+    timed_read_bytes: u64,
+    warp_ns: f64,
+}
+
+impl WindowLaunch {
+    /// Little's law over the launch's timeline: the read bytes a warp has in flight on average.
+    #[cfg_attr(not(feature = "emu"), allow(dead_code))]
+    fn inflight_bytes_per_warp(&self) -> f64 {
+        if self.warp_ns <= 0.0 { 0.0 } else { self.timed_read_bytes as f64 * MODEL_DRAM_LATENCY_NS / self.warp_ns }
+    }
 }
 
 /// A kernel instance's name without namespaces and spaces: `flat_fwd_kernel<__nv_bfloat16,Gelu,8>`
@@ -135,7 +166,9 @@ fn instance_key(name: &str) -> String {
 fn parse_launches(text: &str) -> Vec<WindowLaunch> {
     text.lines()
         .filter_map(|line| {
-            let mut f = line.rsplitn(5, '\t');
+            let mut f = line.rsplitn(7, '\t');
+            let warp_ns = f.next()?.parse().ok()?;
+            let timed_read_bytes = f.next()?.parse().ok()?;
             let dram_bytes = f.next()?.parse().ok()?;
             let _blocks: u64 = f.next()?.parse().ok()?;
             let dynamic_shared = f.next()?.parse().ok()?;
@@ -143,7 +176,14 @@ fn parse_launches(text: &str) -> Vec<WindowLaunch> {
             let signature = f.next()?;
             // "const char* kiln_emu::kernel_signature() [with auto K = <instance>]"
             let instance = signature.split("K = ").nth(1).map_or(signature, |s| s.trim_end_matches(']'));
-            Some(WindowLaunch { key: instance_key(instance), threads, dynamic_shared, dram_bytes })
+            Some(WindowLaunch {
+                key: instance_key(instance),
+                threads,
+                dynamic_shared,
+                dram_bytes,
+                timed_read_bytes,
+                warp_ns,
+            })
         })
         .collect()
 }
@@ -254,6 +294,8 @@ fn measure(op: &dyn Op, dir: Direction, dtype: DType, problem: &Problem, device:
         parse_launches(&String::from_utf8_lossy(&buf[..len.saturating_sub(1)]))
     };
     let ideal = op.bytes(dir, problem, dtype);
+    let occupancy = busiest_launch_occupancy(&launches);
+    let inflight = launches.iter().max_by_key(|l| l.dram_bytes).map_or(0.0, WindowLaunch::inflight_bytes_per_warp);
     let dram = t.dram_read_bytes + t.dram_write_bytes;
     Ok(TrafficRow {
         op: op.full_name(),
@@ -274,7 +316,9 @@ fn measure(op: &dyn Op, dir: Direction, dtype: DType, problem: &Problem, device:
         shared_conflicts_per_request: ratio(t.shared_conflict_wavefronts, t.shared_requests),
         shared_worst_conflict: t.shared_worst_conflict,
         h100_bound_us: dram as f64 / H100_COPY_BYTES_PER_S * 1e6,
-        occupancy: busiest_launch_occupancy(&launches),
+        occupancy,
+        inflight_bytes_per_warp: inflight,
+        inflight_kib_per_sm: occupancy.map(|o| inflight * o * SM90_WARPS / 1024.0),
     })
 }
 
@@ -304,10 +348,21 @@ mod tests {
     #[test]
     fn parses_window_launches() {
         let text = "const char* kiln_emu::kernel_signature() [with auto K = kiln_emulated::norm::k<float, 2>]\t\
-                    256\t0\t12\t4096\nflat\t128\t64\t1\t32\n";
+                    256\t0\t12\t4096\t2048\t1400\nflat\t128\t64\t1\t32\t0\t0\n";
         let l = parse_launches(text);
         assert_eq!(l.len(), 2);
-        assert_eq!(l[0], WindowLaunch { key: "k<float,2>".into(), threads: 256, dynamic_shared: 0, dram_bytes: 4096 });
+        assert_eq!(
+            l[0],
+            WindowLaunch {
+                key: "k<float,2>".into(),
+                threads: 256,
+                dynamic_shared: 0,
+                dram_bytes: 4096,
+                timed_read_bytes: 2048,
+                warp_ns: 1400.0
+            }
+        );
+        assert_eq!(l[0].inflight_bytes_per_warp(), 1024.0); // 2048 B × 700 ns / 1400 ns
         assert_eq!((l[1].key.as_str(), l[1].threads, l[1].dynamic_shared), ("flat", 128, 64));
     }
 }

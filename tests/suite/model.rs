@@ -23,6 +23,37 @@ fn counted(strided: bool) -> kiln_emu_traffic {
     t
 }
 
+/// The counts of one run of the planted `latency` case (with its cp.async or not).
+fn timed(pipelined: bool) -> kiln_emu_traffic {
+    let name = CString::new("latency").unwrap();
+    let mut t = kiln_emu_traffic::default();
+    // SAFETY: as in `counted`.
+    let status = unsafe {
+        kiln_emu_traffic_begin();
+        let s = kiln_emu_selftest(name.as_ptr(), i32::from(pipelined), std::ptr::null_mut(), 0);
+        kiln_emu_traffic_end(&mut t);
+        s
+    };
+    assert_eq!(status, 0);
+    t
+}
+
+/// The latency model's timeline on a kernel with known timing (kernels/emu/latency.cpp): each
+/// warp's load arrives after 700 ns (fresh sectors), its 5 shuffles take 15 ns each, so a warp
+/// lives 775 ns; a cp.async started before the shuffles and waited for after them adds its
+/// bytes in flight and no time but the shared load of its result (15 ns). Little's law then
+/// gives the bytes in flight per warp.
+#[test]
+fn the_latency_model_times_a_known_kernel_exactly() {
+    let plain = timed(false);
+    assert_eq!((plain.timed_read_bytes, plain.warp_ns), (2 * 128, 2 * 775));
+    let pipelined = timed(true);
+    assert_eq!((pipelined.timed_read_bytes, pipelined.warp_ns), (2 * (128 + 512), 2 * 790));
+    // 700 ns × bytes / warp time: 115.6 bytes in flight per warp without the copy, 567 with it.
+    let per_warp = |t: &kiln_emu_traffic| t.timed_read_bytes as f64 * 700.0 / t.warp_ns as f64;
+    assert!((per_warp(&plain) - 115.6).abs() < 0.1 && (per_warp(&pipelined) - 567.1).abs() < 0.1);
+}
+
 #[test]
 fn the_model_counts_sectors_and_wavefronts_exactly() {
     let (c, s) = (counted(false), counted(true));
@@ -75,7 +106,8 @@ fn streaming_kernels_move_every_byte_once_coalesced() {
 
 /// Every memory-bound kernel (activations, GLU gates, norms, padding) at its model shape (the
 /// shape `kiln model` reports): DRAM traffic within 10% of the op's ideal bytes, and no
-/// shared-memory request above 2 wavefronts or with more than one bank-conflict wavefront.
+/// shared-memory request with more than one bank-conflict wavefront (16-byte accesses take 4
+/// wavefronts without any).
 #[test]
 fn memory_bound_kernels_meet_the_traffic_targets() {
     let Some(device) = emu() else { return };
@@ -89,10 +121,10 @@ fn memory_bound_kernels_meet_the_traffic_targets() {
         for &dir in op.directions() {
             let problem = op.random_problem(dir, &op.bench_shape_cpu(), &mut rng);
             let r = kiln::model::traffic(op.as_ref(), dir, DType::BF16, &problem, &device).unwrap();
-            if r.traffic_ratio > 1.10 || r.shared_worst_wavefronts > 2 || r.shared_worst_conflict > 1 {
+            if r.traffic_ratio > 1.10 || r.shared_worst_conflict > 1 {
                 failures.push(format!(
-                    "{} {} {:?}: traffic {:.3}, worst shared request {} wavefronts",
-                    r.op, r.dir, r.shape, r.traffic_ratio, r.shared_worst_wavefronts
+                    "{} {} {:?}: traffic {:.3}, worst shared request {} conflict wavefronts",
+                    r.op, r.dir, r.shape, r.traffic_ratio, r.shared_worst_conflict
                 ));
             }
         }
@@ -153,8 +185,11 @@ fn attention_forward_stores_whole_sectors() {
 
 /// With the CUDA build beside the emulator, every memory-bound op's report carries the sm_90
 /// occupancy of its busiest launch (the instance the host compiler names, matched in nvcc's
-/// ptxas report), and it is at least half the warp slots, as kernels_build holds per kernel.
-/// Needs c++filt (binutils) to read the report's names; KILN_REQUIRE_SASS makes it required.
+/// ptxas report), and it is at least half the warp slots, as kernels_build holds per kernel —
+/// but for the norm forward, whose bytes in flight come from its shared-memory ring of row
+/// copies, not from warps (three 57 KiB blocks per SM; memory_bound_ops_keep_enough_bytes_in_flight
+/// holds what it keeps in flight). Needs c++filt (binutils) to read the report's names;
+/// KILN_REQUIRE_SASS makes it required.
 #[test]
 fn the_report_carries_each_memory_bound_ops_occupancy() {
     let Some(device) = emu() else { return };
@@ -178,8 +213,9 @@ fn the_report_carries_each_memory_bound_ops_occupancy() {
         for &dir in op.directions() {
             let problem = op.random_problem(dir, &op.bench_shape_cpu(), &mut rng);
             let r = kiln::model::traffic(op.as_ref(), dir, DType::BF16, &problem, &device).unwrap();
+            let least = if r.op.starts_with("norm/") && dir == Direction::Fwd { 0.375 } else { 0.5 };
             match r.occupancy {
-                Some(o) if (0.5..=1.0).contains(&o) => {}
+                Some(o) if (least..=1.0).contains(&o) => {}
                 other => missing.push(format!("{} {}: {other:?}", r.op, r.dir)),
             }
         }
@@ -215,5 +251,98 @@ fn looped_norm_rows_keep_dram_traffic_at_target() {
             );
             assert!(r.load_efficiency >= 0.5, "{} {}: load efficiency {:.2}", r.op, r.dir, r.load_efficiency);
         }
+    }
+}
+
+/// Whether the model has the occupancy it needs (a cuda build beside the emulator, c++filt).
+fn occupancy_known() -> bool {
+    if !kiln::build_info::CUDA_COMPILED {
+        eprintln!("skipped: no ptxas report without the cuda feature");
+        return false;
+    }
+    if std::process::Command::new("c++filt").arg("--version").output().is_err() {
+        assert!(std::env::var_os("KILN_REQUIRE_SASS").is_none(), "KILN_REQUIRE_SASS is set and c++filt is missing");
+        eprintln!("skipped: no c++filt");
+        return false;
+    }
+    true
+}
+
+/// Memory-bound ops the latency column still finds short of 32 KiB in flight per SM at their
+/// model shape (issue 24's remaining work; each must stay short until it is fixed, so that the
+/// list cannot go stale): the per-channel and x-activation forwards below full occupancy with one
+/// 16-byte pack per thread in flight, the padding family's row copies at 75% occupancy, and the
+/// norm backward (rows waited for before each row's reduction).
+const KNOWN_SHORT: &[(&str, &str)] = &[
+    ("activation/xatlu", "fwd"),
+    ("activation/prelu", "fwd"),
+    ("activation/jumprelu", "fwd"),
+    ("padding/unpad", "fwd"),
+    ("padding/unpad", "bwd"),
+    ("padding/pad", "fwd"),
+    ("padding/pad", "bwd"),
+    ("norm/layernorm", "bwd"),
+    ("norm/rmsnorm", "bwd"),
+];
+
+/// Every memory-bound op keeps at least 32 KiB of DRAM reads in flight per SM (the latency
+/// column of `kiln model`: Little's law over the emulated timeline × the sm_90 resident warps)
+/// at its model shape, but for KNOWN_SHORT, which must still be short. Norms run at [512, 4096]
+/// (their GPU bench width; the persistent forward needs rows enough to reach its steady state).
+#[test]
+fn memory_bound_ops_keep_enough_bytes_in_flight() {
+    let Some(device) = emu() else { return };
+    if !occupancy_known() {
+        return;
+    }
+    let mut rng = rng();
+    let ops: Vec<Box<dyn Op>> = select(&["activation/".into(), "glu/".into(), "norm/".into(), "padding/".into()])
+        .into_iter()
+        .filter(|o| !o.name().starts_with("mlp"))
+        .collect();
+    let mut failures = Vec::new();
+    for op in &ops {
+        let shape = if op.full_name().starts_with("norm/") { vec![512, 4096] } else { op.bench_shape_cpu() };
+        for &dir in op.directions() {
+            let problem = op.random_problem(dir, &shape, &mut rng);
+            let r = kiln::model::traffic(op.as_ref(), dir, DType::BF16, &problem, &device).unwrap();
+            let kib = r.inflight_kib_per_sm.expect("occupancy of a memory-bound op");
+            let known = KNOWN_SHORT.contains(&(r.op.as_str(), r.dir.as_str()));
+            if (kib >= kiln::model::INFLIGHT_TARGET_KIB) == known {
+                failures.push(format!(
+                    "{} {} {:?}: {kib:.1} KiB in flight per SM (known short: {known})",
+                    r.op, r.dir, r.shape
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The column tells the norm forward designs apart at the GPU bench width (bf16 [512, 4096],
+/// without residual: the case the H200 measured at 53% of copy). The register-cached kernel
+/// (the 16-byte path's forward until issue 24; the scalar path's still, here at dim 4095) waits
+/// for each row right before its reductions and leaves nothing in flight across them: short.
+/// The pipelined forward keeps its next rows' copies in flight across them: a quarter above the
+/// target at least (RMSNorm ~64 KiB, two rows per block; LayerNorm ~43 KiB, its longer
+/// reduction chain takes most of a row's time).
+#[test]
+fn the_latency_column_tells_the_norm_forwards_apart() {
+    let Some(device) = emu() else { return };
+    if !occupancy_known() {
+        return;
+    }
+    let mut rng = rng();
+    for op in select(&["norm/".into()]) {
+        let inflight = |dim: usize, rng: &mut rand::rngs::StdRng| {
+            let mut problem = op.random_problem(Direction::Fwd, &[512, dim], rng);
+            problem.inputs.remove("residual");
+            let r = kiln::model::traffic(op.as_ref(), Direction::Fwd, DType::BF16, &problem, &device).unwrap();
+            (r.inflight_kib_per_sm.unwrap(), r)
+        };
+        let (cached, r) = inflight(4095, &mut rng);
+        assert!(cached < kiln::model::INFLIGHT_TARGET_KIB, "{} register-cached: {cached:.1} KiB: {r:?}", r.op);
+        let (pipelined, r) = inflight(4096, &mut rng);
+        assert!(pipelined >= 1.25 * kiln::model::INFLIGHT_TARGET_KIB, "{} pipelined: {pipelined:.1} KiB: {r:?}", r.op);
     }
 }

@@ -69,6 +69,10 @@ typedef struct kiln_emu_traffic {
      * (ceil(words / 32): 4 for 16-byte accesses by 32 lanes), summed, and the most of one. */
     uint64_t shared_conflict_wavefronts;
     uint64_t shared_worst_conflict;
+    /* The latency model (kernels/emu/latency.cpp), summed over launches: DRAM bytes read (first
+     * touches) and warp lifetimes on the emulated timeline, in ns. */
+    uint64_t timed_read_bytes;
+    uint64_t warp_ns;
 } kiln_emu_traffic;
 void kiln_emu_traffic_begin(void);
 void kiln_emu_traffic_end(kiln_emu_traffic* out);
@@ -76,8 +80,10 @@ void kiln_emu_traffic_end(kiln_emu_traffic* out);
  * line tables) into buf; returns the length the whole text needs, NUL included. */
 size_t kiln_emu_traffic_sites(char* buf, size_t len);
 /* One line per launch of the last window into buf: the kernel instance as the host compiler names
- * it ("… [with auto K = kiln::…::name<args>]"), threads per block, dynamic shared bytes, blocks
- * and DRAM bytes, tab-separated; returns the length the whole text needs, NUL included. */
+ * it ("… [with auto K = kiln::…::name<args>]"), threads per block, dynamic shared bytes, blocks,
+ * DRAM bytes, and the latency model's DRAM read bytes and Σ warp lifetimes in ns
+ * (kernels/emu/latency.cpp), tab-separated; returns the length the whole text needs, NUL
+ * included. */
 size_t kiln_emu_traffic_launches(char* buf, size_t len);
 
 /* The emulator's own tests (kernels/emu/selftest/planted.cu): runs case `name` with its planted

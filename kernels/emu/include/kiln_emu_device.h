@@ -84,6 +84,13 @@ void ptx_operand(const void* p, size_t bytes, PtxSpace space, const char* rule);
 // A cp.async into `dst` was issued: until a wait_group completes it (the write that lands it),
 // a read of those bytes reads a stale value and is a finding (checked mode).
 void cp_async_in_flight(void* dst, size_t bytes);
+// The latency model's view of cp.async (kernels/emu/latency.cpp): a copy issued, a group
+// committed, a wait_group keeping `kept` groups in flight, and the copy itself running at the
+// wait (its accesses are not new requests).
+void cp_async_issue_timed(const void* src, bool valid);
+void cp_async_commit_timed();
+void cp_async_wait_timed(int kept);
+void cp_async_performing(bool on);
 
 // __threadfence: this block's writes so far are ordered before its next atomic (see Launch).
 void thread_fence();
@@ -428,6 +435,16 @@ cudaError_t kiln_emu_cudaMemcpyAsync(void* dst, const void* src, size_t bytes, c
 cudaError_t kiln_emu_cudaStreamSynchronize(cudaStream_t stream);
 const char* kiln_emu_cudaGetErrorString(cudaError_t err);
 cudaError_t kiln_emu_cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value);
+// The emulated device: device 0, kiln_emu::kMultiprocessors SMs (runtime.cpp), and a block
+// occupancy from threads and shared memory alone (sm_90's limits; registers are not known here).
+cudaError_t kiln_emu_cudaGetDevice(int* device);
+cudaError_t kiln_emu_cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device);
+cudaError_t kiln_emu_occupancy(int* blocks, const void* func, int threads, size_t smem);
+}
+template <typename F>
+inline cudaError_t kiln_emu_cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, F* func, int threads,
+                                                                          size_t smem) {
+    return kiln_emu_occupancy(blocks, reinterpret_cast<const void*>(func), threads, smem);
 }
 #define cudaGetLastError kiln_emu_cudaGetLastError
 #define cudaPeekAtLastError kiln_emu_cudaPeekAtLastError
@@ -436,3 +453,6 @@ cudaError_t kiln_emu_cudaFuncSetAttribute(const void* func, cudaFuncAttribute at
 #define cudaStreamSynchronize kiln_emu_cudaStreamSynchronize
 #define cudaGetErrorString kiln_emu_cudaGetErrorString
 #define cudaFuncSetAttribute kiln_emu_cudaFuncSetAttribute
+#define cudaGetDevice kiln_emu_cudaGetDevice
+#define cudaDeviceGetAttribute kiln_emu_cudaDeviceGetAttribute
+#define cudaOccupancyMaxActiveBlocksPerMultiprocessor kiln_emu_cudaOccupancyMaxActiveBlocksPerMultiprocessor

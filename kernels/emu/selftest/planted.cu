@@ -345,6 +345,27 @@ __global__ void traffic_kernel(const float* in, float* out, bool strided) {
     out[t] = slots[0] + v;
 }
 
+// Known timing for the latency model's own tests: 64 threads (two warps) load one float each
+// (4 fresh sectors per warp: 700 ns), sum it over the warp (5 shuffles, 15 ns each) and store.
+// With `pipelined`, each thread first starts a 16-byte cp.async of another buffer, waited for
+// only after the sum: its bytes are in flight across the reduction and cost the warp no time.
+__global__ void latency_kernel(const float* in, const float* next, float* out, bool pipelined) {
+    __shared__ __align__(16) float staged[4 * kThreads];
+    const int t = threadIdx.x;
+    kiln::ptx::CpAsync pipe;
+    if (pipelined) {
+        pipe.copy16(&staged[4 * t], next + 4 * t);
+        pipe.commit();
+    }
+    float v = in[t];
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(kFull, v, offset);
+    if (pipelined) {
+        pipe.wait<0>();
+        v += staged[4 * t];
+    }
+    out[t] = v;
+}
+
 // Atomics from every thread of several blocks: a counter, a float sum and a CAS-claimed slot.
 __global__ void atomics_kernel(int* counter, float* sum, int* claimed) {
     atomicAdd(counter, 1);
@@ -479,6 +500,11 @@ int run(const char* name, bool buggy, int32_t* results, int64_t results_len) {
         Buffer in(8 * kThreads * sizeof(float));
         fill(in, 1.0f, 8 * kThreads);
         KILN_LAUNCH(1, kThreads, 0, nullptr, traffic_kernel)(in.as<float>(), o, buggy);
+    } else if (is("latency")) {
+        Buffer in(kThreads * sizeof(float)), next(4 * kThreads * sizeof(float));
+        fill(in, 1.0f, kThreads);
+        fill(next, 1.0f, 4 * kThreads);
+        KILN_LAUNCH(1, kThreads, 0, nullptr, latency_kernel)(in.as<float>(), next.as<float>(), o, buggy);
     } else if (is("allgather")) {
         Buffer r(kThreads * sizeof(int));
         KILN_LAUNCH(1, kThreads, 0, nullptr, allgather_kernel)(r.as<int>());
