@@ -41,6 +41,12 @@ namespace kiln::activation {
 // and small blocks leave little idle at the tail of a grid.
 constexpr int kThreads = 256;
 
+// Packs a thread of a forward kernel loads before it uses the first: 2 × 512 bytes per warp in
+// flight, 48 KiB per SM at the 75% occupancy their 33-40 registers give (kiln model's latency
+// column holds ≥ 32 KiB; one pack per step at full occupancy was exactly 32, and below full
+// occupancy short of it). Asking ptxas for 32 registers instead spilled 8-48 bytes.
+constexpr int kFwdInFlight = 2;
+
 // Grid cap of the elementwise kernels (they grid-stride): about 31 full waves of 256-thread
 // blocks on an H100 (132 SMs × 8); more blocks would only add scheduling work.
 constexpr int64_t kMaxGridBlocks = int64_t(1) << 15;
@@ -369,13 +375,23 @@ __global__ void __launch_bounds__(kThreads) flat_fwd_kernel(const T* x, T* y, in
     const int64_t first = int64_t(blockIdx.x) * kThreads + threadIdx.x;
     const int64_t stride = int64_t(gridDim.x) * kThreads;
     const int64_t packs = n / kW;
+    // kFwdInFlight packs a stride apart per step: their loads are all issued before the first
+    // is used, so a warp keeps kFwdInFlight · 512 bytes in flight (kiln model's latency column).
 #pragma unroll 1
-    for (int64_t i = first; i < packs; i += stride) {
-        const Pack<T, kW> px = load_pack<T, kW>(x + i * kW);
-        Pack<T, kW> py;
+    for (int64_t i = first; i < packs; i += kFwdInFlight * stride) {
+        Pack<T, kW> px[kFwdInFlight];
 #pragma unroll
-        for (int j = 0; j < kW; ++j) py.v[j] = from_float<T>(f.template fwd<M>(to_float(px.v[j])));
-        store_pack<T, kW>(y + i * kW, py);
+        for (int u = 0; u < kFwdInFlight; ++u) {
+            if (i + u * stride < packs) px[u] = load_pack<T, kW>(x + (i + u * stride) * kW);
+        }
+#pragma unroll
+        for (int u = 0; u < kFwdInFlight; ++u) {
+            if (i + u * stride >= packs) continue;
+            Pack<T, kW> py;
+#pragma unroll
+            for (int j = 0; j < kW; ++j) py.v[j] = from_float<T>(f.template fwd<M>(to_float(px[u].v[j])));
+            store_pack<T, kW>(y + (i + u * stride) * kW, py);
+        }
     }
     if constexpr (kW > 1) {
         // The < kW elements past the last whole pack go to the first threads of the grid.
@@ -500,14 +516,24 @@ __global__ void __launch_bounds__(kThreads)
     bind_channel_params(op, param, shape.channels, stage, f);
     if (col >= shape.channels) return;  // no block-wide step follows
     const int64_t row_end = chunk_end(shape);
+    // kFwdInFlight rows per step, all loaded before the first is used (as flat_fwd_kernel).
+    const int64_t lanes = blockDim.y;
 #pragma unroll 1
-    for (int64_t r = int64_t(blockIdx.y) * shape.rows_per_chunk + threadIdx.y; r < row_end; r += blockDim.y) {
-        const int64_t off = r * shape.channels + col;
-        const Pack<T, kW> px = load_pack<T, kW>(x + off);
-        Pack<T, kW> py;
+    for (int64_t r = int64_t(blockIdx.y) * shape.rows_per_chunk + threadIdx.y; r < row_end;
+         r += kFwdInFlight * lanes) {
+        Pack<T, kW> px[kFwdInFlight];
 #pragma unroll
-        for (int j = 0; j < kW; ++j) py.v[j] = from_float<T>(f[j].template fwd<M>(to_float(px.v[j])));
-        store_pack<T, kW>(y + off, py);
+        for (int u = 0; u < kFwdInFlight; ++u) {
+            if (r + u * lanes < row_end) px[u] = load_pack<T, kW>(x + (r + u * lanes) * shape.channels + col);
+        }
+#pragma unroll
+        for (int u = 0; u < kFwdInFlight; ++u) {
+            if (r + u * lanes >= row_end) continue;
+            Pack<T, kW> py;
+#pragma unroll
+            for (int j = 0; j < kW; ++j) py.v[j] = from_float<T>(f[j].template fwd<M>(to_float(px[u].v[j])));
+            store_pack<T, kW>(y + (r + u * lanes) * shape.channels + col, py);
+        }
     }
 }
 
@@ -591,10 +617,10 @@ namespace {
 // a ≥ 0, b > 0; no overflow for any a.
 int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b != 0); }
 
-// Blocks of the elementwise kernels: one pack per thread, capped (they grid-stride); at least
-// one block, which also handles a tail shorter than a pack.
-int64_t flat_blocks(int64_t n, int width) {
-    return std::clamp(ceil_div(n / width, kThreads), int64_t(1), kMaxGridBlocks);
+// Blocks of the elementwise kernels: `per_thread` packs per thread, capped (they grid-stride);
+// at least one block, which also handles a tail shorter than a pack.
+int64_t flat_blocks(int64_t n, int width, int per_thread = 1) {
+    return std::clamp(ceil_div(n / width, int64_t(kThreads) * per_thread), int64_t(1), kMaxGridBlocks);
 }
 
 // Blocks = partial sums of a scalar gradient (n ≥ 1): the whole grid covers kThreads groups of
@@ -741,7 +767,8 @@ kiln_status launch_flat(const Problem& p, const Op& op, Pass pass) {
     const T* x = static_cast<const T*>(p.x);
     T* out = static_cast<T*>(p.out);
     if (pass == Pass::kForward) {
-        KILN_LAUNCH(flat_blocks(p.n, kW), kThreads, 0, stream, flat_fwd_kernel<T, Op, kW>)(x, out, p.n, op, p.param);
+        KILN_LAUNCH(flat_blocks(p.n, kW, kFwdInFlight), kThreads, 0, stream, flat_fwd_kernel<T, Op, kW>)(x, out, p.n, op,
+                                                                                                  p.param);
         return launch_status();
     }
     const T* dy = static_cast<const T*>(p.dy);

@@ -95,6 +95,12 @@ constexpr int64_t kMaxFwdBlocks = int64_t(1) << 16;
 constexpr int kPipeMaxThreads = 512;
 constexpr int kPipeStages = 3;
 constexpr size_t kPipeMaxShared = 112 * 1024;
+// The pipelined backward reads its chunk's rstd and shift into shared memory once, a row per
+// thread: chunks of at most as many rows as its block has threads (≥ 256: every chunk of a
+// problem below 256·1024 rows, see partition(); larger ones take the register-cached kernel).
+// Two 512-thread blocks of the pipelined backward per SM: 64 registers (left free, ptxas took
+// 76-93 and a 512-thread row, dim 4096 in 16-bit types, ran one block per SM).
+constexpr int kBwdPipeMinBlocks = 2;
 
 // The backward's fixed partition of rows into chunks: one block per chunk, each with its own
 // dγ/dβ partial row [dim] in the workspace. A chunk has at least kMinRowsPerChunk rows, so the
@@ -600,6 +606,215 @@ __global__ void __launch_bounds__(kMaxRowThreads, kMinBlocksPerSm) bwd_cached_ke
     }
 }
 
+// The shared memory of bwd_pipelined_kernel, in bytes: the ring of row copies
+// [stage][stream][row group][pack q][thread] (streams x, dy, then residual and dresidual_out
+// when given), γ as float4s [pack q][float4 u][thread of the group] when given, then the
+// chunk's rstd and (LayerNorm) shift per row (the shift filled only for groups wider than a
+// warp). After the rows, the ring holds sum_over_lanes' records.
+struct BwdPipeLayout {
+    size_t ring;
+    size_t gamma;
+    size_t coefs;
+    __host__ __device__ size_t bytes() const { return ring + gamma + coefs; }
+};
+
+__host__ __device__ inline BwdPipeLayout bwd_pipe_layout(int threads, int rows_per_block, int packs_per_thread, int elems_per_pack,
+                                     int streams, int stages, bool gamma, int64_t chunk_rows, bool layer) {
+    const size_t per_thread = static_cast<size_t>(packs_per_thread) * kVecBytes;
+    return BwdPipeLayout{static_cast<size_t>(stages * streams * rows_per_block * threads) * per_thread,
+                         gamma ? static_cast<size_t>(threads * packs_per_thread * elems_per_pack) * sizeof(float) : 0,
+                         static_cast<size_t>(chunk_rows) * (layer ? 2 : 1) * sizeof(float)};
+}
+
+// bwd_cached_kernel's result (same block shape, chunks, formulas and order of every sum, so the
+// same bits), pipelined as fwd_pipelined_kernel: the block walks its chunk with the next
+// kStages − 1 rows' x, dy (residual, dresidual_out) copying into a shared-memory ring by
+// cp.async while it reduces and stores the current one; γ, and every row's rstd and LayerNorm
+// shift, are read once per block (the coefficients in one parallel round trip, not one per row
+// after each row's wait); dy and dresidual_out are read again from the ring after the row's
+// reduction instead of being held in registers across it.
+template <typename T, int kPacks, bool kLayer, int kStages>
+__global__ void __launch_bounds__(kPipeMaxThreads, kBwdPipeMinBlocks) bwd_pipelined_kernel(const BwdParams<T> p) {
+    constexpr int kW = kVecWidth<T>;
+    constexpr int kQuads = kW / 4;
+    constexpr int kElems = kPacks * kW;
+    constexpr int kSums = kLayer ? 3 : 1;  // as bwd_cached_kernel
+    using P = Pack<T, kW>;
+    __shared__ float slots[2][kSums][kMaxRowWarps];
+    const int tx = threadIdx.x;
+    const int ty = threadIdx.y;
+    const int threads = blockDim.x;
+    const int rows_per_block = blockDim.y;
+    const int packs = p.dim / kW;
+    const int64_t begin = int64_t(blockIdx.x) * p.rows_per_chunk;
+    const int64_t end = begin + p.rows_per_chunk < p.rows ? begin + p.rows_per_chunk : p.rows;
+    const int stream_res = 2;
+    const int stream_dres = p.residual != nullptr ? 3 : 2;
+    const int streams = stream_dres + (p.dresidual_out != nullptr ? 1 : 0);
+    const BwdPipeLayout layout = bwd_pipe_layout(threads, rows_per_block, kPacks, kW, streams, kStages,
+                                                 p.gamma != nullptr, p.rows_per_chunk, kLayer);
+    unsigned char* const base = dynamic_shared<unsigned char>();
+    P* const ring = reinterpret_cast<P*>(base);
+    float4* const gamma4 = reinterpret_cast<float4*>(base + layout.ring);
+    float* const coef_rstd = reinterpret_cast<float*>(base + layout.ring + layout.gamma);
+    float* const coef_shift = coef_rstd + p.rows_per_chunk;
+    const auto slot = [&](int stage, int stream, int q) {
+        return ring + (((stage * streams + stream) * rows_per_block + ty) * kPacks + q) * threads + tx;
+    };
+    const auto owns = [&](int q) { return tx + q * threads < packs; };
+    ptx::CpAsync pipe;
+    const auto fetch = [&](int64_t row, int stage) {
+        if (row < end) {
+            const int64_t off = row * p.dim;
+#pragma unroll
+            for (int q = 0; q < kPacks; ++q) {
+                if (!owns(q)) continue;
+                const int64_t at = off + int64_t(tx + q * threads) * kW;
+                pipe.copy16(slot(stage, 0, q), p.x + at);
+                pipe.copy16(slot(stage, 1, q), p.dy + at);
+                if (p.residual != nullptr) pipe.copy16(slot(stage, stream_res, q), p.residual + at);
+                if (p.dresidual_out != nullptr) pipe.copy16(slot(stage, stream_dres, q), p.dresidual_out + at);
+            }
+        }
+        pipe.commit();
+    };
+    const int64_t first = begin + ty;
+#pragma unroll
+    for (int k = 0; k < kStages - 1; ++k) fetch(first + k * rows_per_block, k);
+    // Once per block: γ (column order, whole sectors per request) and the chunk's coefficients.
+    const int linear = ty * threads + tx;
+    const int block_threads = threads * rows_per_block;
+    if (p.gamma != nullptr) {
+        for (int f = linear; f < packs * kQuads; f += block_threads) {
+            const int idx = f / kQuads;
+            gamma4[((idx / threads) * kQuads + f % kQuads) * threads + idx % threads] =
+                *reinterpret_cast<const float4*>(p.gamma + 4 * f);
+        }
+    }
+    if (linear < end - begin) {  // a chunk has at most as many rows as the block threads (launch_bwd_pipelined)
+        coef_rstd[linear] = p.rstd[begin + linear];
+        if (kLayer && threads > kWarpSize) coef_shift[linear] = row_shift(p.x, p.residual, (begin + linear) * p.dim);
+    }
+    __syncthreads();
+    const auto gamma_of = [&](int q, float (&g)[kW]) {
+#pragma unroll
+        for (int u = 0; u < kQuads; ++u) {
+            const float4 v = p.gamma != nullptr ? gamma4[(q * kQuads + u) * threads + tx] : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
+            g[4 * u] = v.x, g[4 * u + 1] = v.y, g[4 * u + 2] = v.z, g[4 * u + 3] = v.w;
+        }
+    };
+    float acc[2 * kElems];  // (2, kPacks, kW): Σ dy·x̂ then Σ dy over this group's rows
+#pragma unroll
+    for (int i = 0; i < 2 * kElems; ++i) acc[i] = 0.0f;
+    int stage = 0;
+    int phase = 0;
+#pragma unroll 1
+    for (int64_t row = first; row - ty < end; row += rows_per_block) {  // uniform over the block
+        fetch(row + (kStages - 1) * rows_per_block, stage == 0 ? kStages - 1 : stage - 1);
+        pipe.template wait<kStages - 1>();
+        const bool valid = row < end;
+        const int64_t off = row * p.dim;
+        const float rstd = valid ? coef_rstd[row - begin] : 0.0f;
+        // The LayerNorm shift, the row's first s: a group within a warp takes it from its first
+        // thread's copy (one shuffle; loading it per row would read a sector per row), a wider
+        // group from the block's coefficients.
+        float shift = 0.0f;
+        if constexpr (kLayer) {
+            if (threads <= kWarpSize) {
+                float head = 0.0f;
+                if (tx == 0 && valid) {
+                    head = to_float(slot(stage, 0, 0)->v[0]);
+                    if (p.residual != nullptr) head += to_float(slot(stage, stream_res, 0)->v[0]);
+                }
+                shift = __shfl_sync(kFullWarp, head, 0, threads);
+            } else if (valid) {
+                shift = coef_shift[row - begin];
+            }
+        }
+        float c[kPacks][kW];  // s − shift
+        float sums[kSums];
+#pragma unroll
+        for (int k = 0; k < kSums; ++k) sums[k] = 0.0f;
+#pragma unroll
+        for (int q = 0; q < kPacks; ++q) {
+#pragma unroll
+            for (int j = 0; j < kW; ++j) c[q][j] = 0.0f;
+            if (!valid || !owns(q)) continue;
+            const P px = *slot(stage, 0, q);
+            const P pdy = *slot(stage, 1, q);
+            P pr{};
+            if (p.residual != nullptr) pr = *slot(stage, stream_res, q);
+            float gamma[kW];
+            gamma_of(q, gamma);
+#pragma unroll
+            for (int j = 0; j < kW; ++j) {
+                float s = to_float(px.v[j]);
+                if (p.residual != nullptr) s += to_float(pr.v[j]);
+                const float g = upstream_gradient(to_float(pdy.v[j]), gamma[j]);
+                c[q][j] = s - shift;
+                if constexpr (kLayer) {
+                    sums[0] += c[q][j];
+                    sums[1] += g;
+                }
+                sums[kSums - 1] = fmaf(g, c[q][j], sums[kSums - 1]);
+            }
+        }
+        row_group_sum<kSums>(sums, slots[phase]);
+        phase ^= 1;
+        const float dim = static_cast<float>(p.dim);
+        float delta = 0.0f, mean_g = 0.0f, mean_gx;
+        if constexpr (kLayer) {
+            delta = sums[0] / dim;
+            mean_g = sums[1] / dim;
+            mean_gx = rstd * fmaf(-delta, sums[1], sums[2]) / dim;
+        } else {
+            mean_gx = rstd * sums[0] / dim;
+        }
+#pragma unroll
+        for (int q = 0; q < kPacks; ++q) {
+            if (!valid || !owns(q)) continue;
+            const int64_t at = off + int64_t(tx + q * threads) * kW;
+            const P pdy = *slot(stage, 1, q);
+            P pd{};
+            if (p.dresidual_out != nullptr) pd = *slot(stage, stream_dres, q);
+            float gamma[kW], ds[kW];
+            gamma_of(q, gamma);
+#pragma unroll
+            for (int j = 0; j < kW; ++j) {
+                const float d = to_float(pdy.v[j]);
+                const float g = upstream_gradient(d, gamma[j]);
+                const float xhat = (c[q][j] - delta) * rstd;
+                acc[q * kW + j] = fmaf(d, xhat, acc[q * kW + j]);
+                acc[kElems + q * kW + j] += d;
+                ds[j] = rstd * fmaf(-xhat, mean_gx, g - mean_g);
+                if (p.dresidual_out != nullptr) ds[j] += to_float(pd.v[j]);
+            }
+            store_floats<T, kW>(p.dx, at, ds);
+            if (p.dresidual != nullptr) store_floats<T, kW>(p.dresidual, at, ds);
+        }
+        stage = stage + 1 == kStages ? 0 : stage + 1;
+    }
+    pipe.template wait<0>();
+    // Row groups of one block own the same columns: a fixed tree adds them into group 0, its
+    // records in the ring (free now: every copy has landed and been read).
+    if (rows_per_block > 1) {
+        __syncthreads();
+        sum_over_lanes<2 * kElems>(acc, reinterpret_cast<float*>(base));
+    }
+    if (ty != 0) return;
+    const int64_t chunk = int64_t(blockIdx.x) * p.dim;
+#pragma unroll
+    for (int q = 0; q < kPacks; ++q) {
+        if (!owns(q)) continue;
+#pragma unroll
+        for (int j = 0; j < kW; ++j) {
+            const int64_t at = chunk + (tx + q * threads) * kW + j;
+            if (p.dgamma_part != nullptr) p.dgamma_part[at] = acc[q * kW + j];
+            if (p.dbeta_part != nullptr) p.dbeta_part[at] = acc[kElems + q * kW + j];
+        }
+    }
+}
+
 // What the looped backward's first phase leaves per row for its second: x̂ = ((s − shift) −
 // delta)·rstd, and the two row means of the dx formula.
 struct RowCoef {
@@ -913,8 +1128,42 @@ kiln_status launch_fwd(const FwdParams<T>& p, cudaStream_t stream) {
     return launch_status();
 }
 
+// The pipelined backward when its conditions hold (16-byte path, a row group of at most
+// kPipeMaxThreads, chunks of at most a block's threads in rows, its shared memory within
+// kPipeMaxShared and large enough for sum_over_lanes' records); false: the caller takes another.
+template <typename T, bool kLayer>
+bool launch_bwd_pipelined(const BwdParams<T>& p, int64_t chunks, cudaStream_t stream) {
+    constexpr int kW = kVecWidth<T>;
+    constexpr int kPacks = kBwdElems / kW;
+    const RowShape shape = row_shape(p.dim / kW, kPacks);
+    const int threads = shape.threads * shape.rows_per_block;
+    if (threads > kPipeMaxThreads || p.rows_per_chunk > threads) return false;
+    const int streams = 2 + (p.residual != nullptr) + (p.dresidual_out != nullptr);
+    const auto layout = [&](int stages) {
+        return bwd_pipe_layout(shape.threads, shape.rows_per_block, kPacks, kW, streams, stages, p.gamma != nullptr,
+                               p.rows_per_chunk, kLayer);
+    };
+    const size_t records = static_cast<size_t>(threads) * lane_record_floats<2 * kBwdElems>() * sizeof(float);
+    const dim3 block(static_cast<unsigned>(shape.threads), static_cast<unsigned>(shape.rows_per_block));
+    for (const int stages : {kPipeStages, 2}) {
+        const BwdPipeLayout l = layout(stages);
+        if (l.bytes() > kPipeMaxShared || l.ring < records) continue;
+        if (stages == kPipeStages) {
+            KILN_LAUNCH(static_cast<unsigned>(chunks), block, l.bytes(), stream,
+                        bwd_pipelined_kernel<T, kPacks, kLayer, kPipeStages>)(p);
+        } else {
+            KILN_LAUNCH(static_cast<unsigned>(chunks), block, l.bytes(), stream, bwd_pipelined_kernel<T, kPacks, kLayer, 2>)(p);
+        }
+        return true;
+    }
+    return false;
+}
+
 template <typename T, int kW, bool kLayer>
 kiln_status launch_bwd(const BwdParams<T>& p, int64_t chunks, cudaStream_t stream) {
+    if constexpr (kW == kVecWidth<T>) {
+        if (launch_bwd_pipelined<T, kLayer>(p, chunks, stream)) return launch_status();
+    }
     if (p.dim <= kBwdCachedMaxDim) {
         constexpr int kPacks = kBwdElems / kW;
         const RowShape shape = row_shape(p.dim / kW, kPacks);

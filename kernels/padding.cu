@@ -55,6 +55,10 @@ constexpr int kScanItems = 4;
 // leave little idle at the end of a grid. The 16-byte copy takes 40 registers (capping it at 32
 // spills), so 6 of its blocks share an SM: 48 warps, each lane with up to 64 bytes in flight.
 constexpr int kCopyThreads = 256;
+// Short rows (one pack per lane or less) a lane group of copy_rows_kernel moves per step: two
+// rows' map entries and packs in flight at once (kiln model's latency column: one row per step
+// kept 18-24 KiB in flight per SM at dim 256, two keep ~2x).
+constexpr int kCopyRowsInFlight = 2;
 constexpr int kCheckThreads = 256;
 
 // Grid cap of the grid-stride kernels (row copies, index checks, inverse map init): about 31
@@ -290,8 +294,31 @@ __global__ void __launch_bounds__(kCopyThreads)
     const int64_t packs = dim / kW;
     const int64_t groups = kCopyThreads >> lane_shift;  // rows a block moves at once
     const int64_t stride = int64_t(gridDim.x) * groups;
+    const int64_t first = int64_t(blockIdx.x) * groups + (threadIdx.x >> lane_shift);
+    if (packs <= lanes) {
+        // Short rows (at most one pack per lane): kCopyRowsInFlight rows a stride apart per step,
+        // their map entries and then their packs all loaded before the first store, so a group
+        // keeps that many rows in flight instead of one row after one map round trip.
 #pragma unroll 1
-    for (int64_t r = int64_t(blockIdx.x) * groups + (threadIdx.x >> lane_shift); r < rows; r += stride) {
+        for (int64_t r = first; r < rows; r += kCopyRowsInFlight * stride) {
+            int32_t from[kCopyRowsInFlight];
+#pragma unroll
+            for (int u = 0; u < kCopyRowsInFlight; ++u) from[u] = r + u * stride < rows ? map[r + u * stride] : -1;
+            Pack<E, kW> v[kCopyRowsInFlight];
+#pragma unroll
+            for (int u = 0; u < kCopyRowsInFlight; ++u) {
+                v[u] = Pack<E, kW>{};
+                if (from[u] >= 0 && lane < packs) v[u] = load_pack<E, kW>(src + int64_t(from[u]) * dim + lane * kW);
+            }
+#pragma unroll
+            for (int u = 0; u < kCopyRowsInFlight; ++u) {
+                if (r + u * stride < rows && lane < packs) store_pack<E, kW>(dst + (r + u * stride) * dim + lane * kW, v[u]);
+            }
+        }
+        return;
+    }
+#pragma unroll 1
+    for (int64_t r = first; r < rows; r += stride) {
         const int32_t from = map[r];
         E* out = dst + r * dim;
         if (from >= 0) {
@@ -403,7 +430,9 @@ kiln_status launch_copy(const void* src, const int32_t* map, void* dst, int64_t 
     constexpr int kV = kVecWidth<E>;
     const bool vec = dim % kV == 0 && is_aligned(src, kVecBytes) && is_aligned(dst, kVecBytes);
     const int shift = row_lane_shift(vec ? dim / kV : dim);
-    const unsigned blocks = grid_blocks(rows_bound, kCopyThreads >> shift);
+    const int64_t packs = vec ? dim / kV : dim;
+    const int64_t rows_per_group = packs <= (int64_t(1) << shift) ? kCopyRowsInFlight : 1;  // copy_rows_kernel's step
+    const unsigned blocks = grid_blocks(rows_bound, (kCopyThreads >> shift) * rows_per_group);
     const E* from = static_cast<const E*>(src);
     E* to = static_cast<E*>(dst);
     if (vec) {

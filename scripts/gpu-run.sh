@@ -153,8 +153,14 @@ ncu_ops() {
     # One named case of an op that has several (attention: 34 of them, seconds of host inputs each).
     local cases=()
     case $op in attention/*) cases=(--case "B8xS2048xH16xD128 full nobias") ;; esac
-    ncu --clock-control none --launch-skip 3 --launch-count 2 --section SpeedOfLight --section Occupancy \
-      --section LaunchStats --section SchedulerStats "$K" bench --backend cuda --runs 2 --dtype bf16 "${cases[@]}" "$op" 2>&1
+    # Norms: the forward's and the backward's kernels each (issue 24 rebuilt both).
+    local kernels=("")
+    case $op in norm/*) kernels=("regex:fwd_" "regex:bwd_") ;; esac
+    for k in "${kernels[@]}"; do
+      ncu --clock-control none ${k:+--kernel-name "$k"} --launch-skip 3 --launch-count 2 --section SpeedOfLight \
+        --section Occupancy --section LaunchStats --section SchedulerStats \
+        "$K" bench --backend cuda --runs 2 --dtype bf16 "${cases[@]}" "$op" 2>&1
+    done
   done
 }
 if command -v ncu >/dev/null; then
