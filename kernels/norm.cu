@@ -1070,13 +1070,11 @@ int64_t workspace_bytes(int64_t rows, int64_t dim) {
 template <typename Kernel>
 int64_t resident_blocks(Kernel* kernel, int threads, size_t smem) {
     int device = 0, sms = 0, per_sm = 0;
-    if (cudaGetDevice(&device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem) != cudaSuccess) {
-        cudaGetLastError();  // a failed query only costs the grid its fit: clear it
-        return 1024;
-    }
-    return std::max(1, sms) * int64_t(std::max(1, per_sm));
+    const bool known = cudaGetDevice(&device) == cudaSuccess &&
+                       cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) == cudaSuccess &&
+                       cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem) == cudaSuccess;
+    if (!known) cudaGetLastError();  // a failed query only costs the grid its fit (1024 blocks): clear it
+    return known ? std::max(1, sms) * int64_t(std::max(1, per_sm)) : 1024;
 }
 
 // The pipelined forward when its conditions hold (16-byte path, a row group of at most

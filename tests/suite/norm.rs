@@ -94,6 +94,22 @@ fn long_rows_on_the_scalar_path_match_reference() {
     }
 }
 
+/// Each kernel shape on the 16-byte path: rows the pipelined kernels leave to the
+/// register-cached ones (forward above 512 threads a row: dim 8200; backward: dim 4104), and
+/// f32 rows of 4096 with a residual, whose ring takes the pipelined forward's two-stage form and
+/// is too large for the pipelined backward, and of 8192, too large for either (both fall back).
+#[test]
+fn every_kernel_shape_of_the_vector_path_matches_reference() {
+    let mut rng = rng();
+    for (device, op) in kernel_devices().into_iter().flat_map(|d| family().into_iter().map(move |op| (d.clone(), op))) {
+        let shapes = [vec![3, 8200], vec![3, 4104]];
+        assert_rows(&check_shapes(op.as_ref(), &device, &[DType::BF16], &shapes, &mut rng).unwrap());
+        assert_rows(
+            &check_shapes(op.as_ref(), &device, &[DType::F32], &[vec![24, 4096], vec![3, 8192]], &mut rng).unwrap(),
+        );
+    }
+}
+
 /// dγ and dβ over more row chunks than the finalize kernel has lanes: 577 rows are 10 chunks of
 /// 64 against its 8 lanes a column, so lanes sum more than one chunk.
 #[test]
