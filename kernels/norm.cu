@@ -475,7 +475,8 @@ __global__ void __launch_bounds__(kPipeMaxThreads) fwd_pipelined_kernel(const Fw
 #pragma unroll
             for (int u = 0; u < kQuads; ++u) {
                 const float4 g = p.gamma != nullptr ? *param(0, q, u, tx) : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
-                const float4 b = p.beta != nullptr ? *param(vectors - 1, q, u, tx) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                const float4 b =
+                    p.beta != nullptr ? *param(vectors - 1, q, u, tx) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
                 gamma[4 * u] = g.x, gamma[4 * u + 1] = g.y, gamma[4 * u + 2] = g.z, gamma[4 * u + 3] = g.w;
                 beta[4 * u] = b.x, beta[4 * u + 1] = b.y, beta[4 * u + 2] = b.z, beta[4 * u + 3] = b.w;
             }
@@ -492,6 +493,46 @@ __global__ void __launch_bounds__(kPipeMaxThreads) fwd_pipelined_kernel(const Fw
         stage = stage + 1 == kStages ? 0 : stage + 1;
     }
     pipe.template wait<0>();  // nothing is left copying when the block ends
+}
+
+// The row means of the backward's dx formula from its row sums (LayerNorm: Σ (s − shift), Σ g,
+// Σ g·(s − shift); RMSNorm: Σ g·s): delta = Σ(s − shift)/D, mean(g), and mean(g·x̂) =
+// rstd·(Σ g·(s − shift) − delta·Σ g)/D, both terms O(spread), not O(|s|). RMSNorm: delta =
+// mean(g) = 0.
+struct RowMeans {
+    float delta;
+    float mean_g;
+    float mean_gx;
+};
+
+template <bool kLayer, int kSums>
+__device__ __forceinline__ RowMeans row_means(const float (&sums)[kSums], float rstd, int dim_elems) {
+    const float dim = static_cast<float>(dim_elems);
+    if constexpr (kLayer) {
+        const float delta = sums[0] / dim;
+        return RowMeans{delta, sums[1] / dim, rstd * fmaf(-delta, sums[1], sums[2]) / dim};
+    } else {
+        return RowMeans{0.0f, 0.0f, rstd * sums[0] / dim};
+    }
+}
+
+// This block's dγ/dβ partial rows (its chunk's): acc is (2, kPacks, kW), Σ dy·x̂ then Σ dy, for
+// thread threadIdx.x's packs threadIdx.x + q·blockDim.x of the row.
+template <typename T, int kPacks, int kW>
+__device__ __forceinline__ void store_partials(const BwdParams<T>& p, const float (&acc)[2 * kPacks * kW]) {
+    constexpr int kElems = kPacks * kW;
+    const int64_t chunk = int64_t(blockIdx.x) * p.dim;
+#pragma unroll
+    for (int q = 0; q < kPacks; ++q) {
+        const int idx = threadIdx.x + q * blockDim.x;
+        if (idx >= p.dim / kW) continue;
+#pragma unroll
+        for (int j = 0; j < kW; ++j) {
+            const int64_t at = chunk + int64_t(idx) * kW + j;
+            if (p.dgamma_part != nullptr) p.dgamma_part[at] = acc[q * kW + j];
+            if (p.dbeta_part != nullptr) p.dbeta_part[at] = acc[kElems + q * kW + j];
+        }
+    }
 }
 
 // dx = ds, dresidual = ds for the rows of chunk blockIdx.x (dim ≤ kMaxRowThreads·kPacks·kW), and
@@ -557,16 +598,8 @@ __global__ void __launch_bounds__(kMaxRowThreads, kMinBlocksPerSm) bwd_cached_ke
         }
         row_group_sum<kSums>(sums, slots[phase]);
         phase ^= 1;
-        const float dim = static_cast<float>(p.dim);
-        float delta = 0.0f, mean_g = 0.0f, mean_gx;
-        if constexpr (kLayer) {
-            delta = sums[0] / dim;
-            mean_g = sums[1] / dim;
-            // mean(g·x̂) = rstd·(Σ g·(s − shift) − delta·Σ g)/D: both terms are O(spread), not O(|s|).
-            mean_gx = rstd * fmaf(-delta, sums[1], sums[2]) / dim;
-        } else {
-            mean_gx = rstd * sums[0] / dim;
-        }
+        const RowMeans m = row_means<kLayer>(sums, rstd, p.dim);
+        const float delta = m.delta, mean_g = m.mean_g, mean_gx = m.mean_gx;
 #pragma unroll
         for (int q = 0; q < kPacks; ++q) {
             if (!owns(q)) continue;
@@ -591,19 +624,7 @@ __global__ void __launch_bounds__(kMaxRowThreads, kMinBlocksPerSm) bwd_cached_ke
     }
     // Row groups of one block own the same columns: a fixed tree adds them into group 0.
     if (blockDim.y > 1) sum_over_lanes<2 * kElems>(acc, lanes);
-    if (threadIdx.y != 0) return;
-    const int64_t chunk = int64_t(blockIdx.x) * p.dim;
-#pragma unroll
-    for (int q = 0; q < kPacks; ++q) {
-        const int idx = tx + q * threads;
-        if (idx >= packs) continue;
-#pragma unroll
-        for (int j = 0; j < kW; ++j) {
-            const int64_t at = chunk + idx * kW + j;
-            if (p.dgamma_part != nullptr) p.dgamma_part[at] = acc[q * kW + j];
-            if (p.dbeta_part != nullptr) p.dbeta_part[at] = acc[kElems + q * kW + j];
-        }
-    }
+    if (threadIdx.y == 0) store_partials<T, kPacks, kW>(p, acc);
 }
 
 // The shared memory of bwd_pipelined_kernel, in bytes: the ring of row copies
@@ -618,8 +639,9 @@ struct BwdPipeLayout {
     __host__ __device__ size_t bytes() const { return ring + gamma + coefs; }
 };
 
-__host__ __device__ inline BwdPipeLayout bwd_pipe_layout(int threads, int rows_per_block, int packs_per_thread, int elems_per_pack,
-                                     int streams, int stages, bool gamma, int64_t chunk_rows, bool layer) {
+__host__ __device__ inline BwdPipeLayout bwd_pipe_layout(int threads, int rows_per_block, int packs_per_thread,
+                                                         int elems_per_pack, int streams, int stages, bool gamma,
+                                                         int64_t chunk_rows, bool layer) {
     const size_t per_thread = static_cast<size_t>(packs_per_thread) * kVecBytes;
     return BwdPipeLayout{static_cast<size_t>(stages * streams * rows_per_block * threads) * per_thread,
                          gamma ? static_cast<size_t>(threads * packs_per_thread * elems_per_pack) * sizeof(float) : 0,
@@ -699,7 +721,8 @@ __global__ void __launch_bounds__(kPipeMaxThreads, kBwdPipeMinBlocks) bwd_pipeli
     const auto gamma_of = [&](int q, float (&g)[kW]) {
 #pragma unroll
         for (int u = 0; u < kQuads; ++u) {
-            const float4 v = p.gamma != nullptr ? gamma4[(q * kQuads + u) * threads + tx] : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
+            const float4 v =
+                p.gamma != nullptr ? gamma4[(q * kQuads + u) * threads + tx] : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
             g[4 * u] = v.x, g[4 * u + 1] = v.y, g[4 * u + 2] = v.z, g[4 * u + 3] = v.w;
         }
     };
@@ -761,15 +784,8 @@ __global__ void __launch_bounds__(kPipeMaxThreads, kBwdPipeMinBlocks) bwd_pipeli
         }
         row_group_sum<kSums>(sums, slots[phase]);
         phase ^= 1;
-        const float dim = static_cast<float>(p.dim);
-        float delta = 0.0f, mean_g = 0.0f, mean_gx;
-        if constexpr (kLayer) {
-            delta = sums[0] / dim;
-            mean_g = sums[1] / dim;
-            mean_gx = rstd * fmaf(-delta, sums[1], sums[2]) / dim;
-        } else {
-            mean_gx = rstd * sums[0] / dim;
-        }
+        const RowMeans m = row_means<kLayer>(sums, rstd, p.dim);
+        const float delta = m.delta, mean_g = m.mean_g, mean_gx = m.mean_gx;
 #pragma unroll
         for (int q = 0; q < kPacks; ++q) {
             if (!valid || !owns(q)) continue;
@@ -801,18 +817,7 @@ __global__ void __launch_bounds__(kPipeMaxThreads, kBwdPipeMinBlocks) bwd_pipeli
         __syncthreads();
         sum_over_lanes<2 * kElems>(acc, reinterpret_cast<float*>(base));
     }
-    if (ty != 0) return;
-    const int64_t chunk = int64_t(blockIdx.x) * p.dim;
-#pragma unroll
-    for (int q = 0; q < kPacks; ++q) {
-        if (!owns(q)) continue;
-#pragma unroll
-        for (int j = 0; j < kW; ++j) {
-            const int64_t at = chunk + (tx + q * threads) * kW + j;
-            if (p.dgamma_part != nullptr) p.dgamma_part[at] = acc[q * kW + j];
-            if (p.dbeta_part != nullptr) p.dbeta_part[at] = acc[kElems + q * kW + j];
-        }
-    }
+    if (ty == 0) store_partials<T, kPacks, kW>(p, acc);
 }
 
 // What the looped backward's first phase leaves per row for its second: x̂ = ((s − shift) −
@@ -1073,8 +1078,8 @@ int64_t resident_blocks(Kernel* kernel, int threads, size_t smem) {
     const bool known = cudaGetDevice(&device) == cudaSuccess &&
                        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) == cudaSuccess &&
                        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem) == cudaSuccess;
-    if (!known) cudaGetLastError();  // a failed query only costs the grid its fit (1024 blocks): clear it
-    return known ? std::max(1, sms) * int64_t(std::max(1, per_sm)) : 1024;
+    // A failed query only costs the grid its fit (1024 blocks); its error is cleared.
+    return known ? std::max(1, sms) * int64_t(std::max(1, per_sm)) : (cudaGetLastError(), int64_t(1024));
 }
 
 // The pipelined forward when its conditions hold (16-byte path, a row group of at most
@@ -1095,14 +1100,16 @@ bool launch_fwd_pipelined(const FwdParams<T>& p, cudaStream_t stream) {
     const int64_t needed = ceil_div(p.rows, shape.rows_per_block);
     if (layout(kPipeStages) <= kPipeMaxShared) {
         const size_t smem = layout(kPipeStages);
-        const int64_t blocks = std::min(needed, resident_blocks(fwd_pipelined_kernel<T, kPacks, kLayer, kPipeStages>, threads, smem));
-        KILN_LAUNCH(static_cast<unsigned>(blocks), block, smem, stream, fwd_pipelined_kernel<T, kPacks, kLayer, kPipeStages>)(p);
+        const int64_t resident = resident_blocks(fwd_pipelined_kernel<T, kPacks, kLayer, kPipeStages>, threads, smem);
+        KILN_LAUNCH(static_cast<unsigned>(std::min(needed, resident)), block, smem, stream,
+                    fwd_pipelined_kernel<T, kPacks, kLayer, kPipeStages>)(p);
         return true;
     }
     if (layout(2) <= kPipeMaxShared) {
         const size_t smem = layout(2);
-        const int64_t blocks = std::min(needed, resident_blocks(fwd_pipelined_kernel<T, kPacks, kLayer, 2>, threads, smem));
-        KILN_LAUNCH(static_cast<unsigned>(blocks), block, smem, stream, fwd_pipelined_kernel<T, kPacks, kLayer, 2>)(p);
+        const int64_t resident = resident_blocks(fwd_pipelined_kernel<T, kPacks, kLayer, 2>, threads, smem);
+        KILN_LAUNCH(static_cast<unsigned>(std::min(needed, resident)), block, smem, stream,
+                    fwd_pipelined_kernel<T, kPacks, kLayer, 2>)(p);
         return true;
     }
     return false;
@@ -1150,7 +1157,8 @@ bool launch_bwd_pipelined(const BwdParams<T>& p, int64_t chunks, cudaStream_t st
             KILN_LAUNCH(static_cast<unsigned>(chunks), block, l.bytes(), stream,
                         bwd_pipelined_kernel<T, kPacks, kLayer, kPipeStages>)(p);
         } else {
-            KILN_LAUNCH(static_cast<unsigned>(chunks), block, l.bytes(), stream, bwd_pipelined_kernel<T, kPacks, kLayer, 2>)(p);
+            KILN_LAUNCH(static_cast<unsigned>(chunks), block, l.bytes(), stream,
+                        bwd_pipelined_kernel<T, kPacks, kLayer, 2>)(p);
         }
         return true;
     }

@@ -312,7 +312,8 @@ __global__ void __launch_bounds__(kCopyThreads)
             }
 #pragma unroll
             for (int u = 0; u < kCopyRowsInFlight; ++u) {
-                if (r + u * stride < rows && lane < packs) store_pack<E, kW>(dst + (r + u * stride) * dim + lane * kW, v[u]);
+                if (r + u * stride >= rows || lane >= packs) continue;
+                store_pack<E, kW>(dst + (r + u * stride) * dim + lane * kW, v[u]);
             }
         }
         return;
