@@ -469,7 +469,12 @@ __attribute__((noinline)) void ptx_operand(const void* p, size_t bytes, PtxSpace
              std::string(rule) + ": operand address not " + std::to_string(bytes) + "-byte aligned", nullptr, 0, pc);
     }
     if (!g_checked) return;  // the regions below are tracked in checked mode only
-    const bool ok = space == PtxSpace::kShared ? shared_region_of(a) != nullptr : find_alloc(a) != nullptr;
+    // Global operands of a launch given host pointers (the emulated library called from C or
+    // Python on host buffers) may be host memory, as its plain accesses may (unowned_access).
+    const bool ok = space == PtxSpace::kShared
+                        ? shared_region_of(a) != nullptr
+                        : find_alloc(a) != nullptr ||
+                              (L->host_pointers && shared_region_of(a) == nullptr && host_range_ok(p, bytes));
     if (!ok) {
         fail(FindingKind::kOutOfBounds,
              std::string(rule) + ": operand not in " + (space == PtxSpace::kShared ? "shared" : "global") + " memory",

@@ -82,6 +82,7 @@ pub const MODEL_DRAM_LATENCY_NS: f64 = 700.0;
 pub const INFLIGHT_TARGET_KIB: f64 = 32.0;
 
 /// Warp slots of an sm_90 SM.
+#[cfg_attr(not(feature = "emu"), allow(dead_code))]
 const SM90_WARPS: f64 = 64.0;
 
 /// One launch of a traffic window (`kiln_emu_traffic_launches`).
