@@ -8,14 +8,14 @@ use kiln::registry::{Direction, Op, select};
 
 use crate::common::{emu, rng};
 
-/// The counts of one run of the planted `traffic` case (strided or not).
-fn counted(strided: bool) -> kiln_emu_traffic {
-    let name = CString::new("traffic").unwrap();
+/// What a traffic window counted over one run of planted selftest `case` with its flag.
+fn window(case: &str, flag: bool) -> kiln_emu_traffic {
+    let name = CString::new(case).unwrap();
     let mut t = kiln_emu_traffic::default();
     // SAFETY: opens and closes the emulator's window around one selftest launch; `t` is writable.
     let status = unsafe {
         kiln_emu_traffic_begin();
-        let s = kiln_emu_selftest(name.as_ptr(), i32::from(strided), std::ptr::null_mut(), 0);
+        let s = kiln_emu_selftest(name.as_ptr(), i32::from(flag), std::ptr::null_mut(), 0);
         kiln_emu_traffic_end(&mut t);
         s
     };
@@ -23,19 +23,14 @@ fn counted(strided: bool) -> kiln_emu_traffic {
     t
 }
 
+/// The counts of one run of the planted `traffic` case (strided or not).
+fn counted(strided: bool) -> kiln_emu_traffic {
+    window("traffic", strided)
+}
+
 /// The counts of one run of the planted `latency` case (with its cp.async or not).
 fn timed(pipelined: bool) -> kiln_emu_traffic {
-    let name = CString::new("latency").unwrap();
-    let mut t = kiln_emu_traffic::default();
-    // SAFETY: as in `counted`.
-    let status = unsafe {
-        kiln_emu_traffic_begin();
-        let s = kiln_emu_selftest(name.as_ptr(), i32::from(pipelined), std::ptr::null_mut(), 0);
-        kiln_emu_traffic_end(&mut t);
-        s
-    };
-    assert_eq!(status, 0);
-    t
+    window("latency", pipelined)
 }
 
 /// The latency model's timeline on a kernel with known timing (kernels/emu/latency.cpp): each
