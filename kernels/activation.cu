@@ -227,8 +227,13 @@ struct XGelu {
         const float g = fmaf(widen, normal_cdf<M>(x), -alpha);
         return dy * (g + x * (widen * normal_pdf<M>(x)));
     }
+    // ∂/∂α = x(2Φ − 1) = x·erf(x/√2), with Φ from the same evaluation (normal_cdf_erf).
     template <typename M>
-    __device__ float dparam(float x, float dy) const { return dy * (x * erff(x * kInvSqrt2)); }
+    __device__ float bwd_dparam(float x, float dy, float& dparam) const {
+        const NormalCdfErf c = normal_cdf_erf<M>(x);
+        dparam = dy * (x * c.erf);
+        return dy * (fmaf(widen, c.cdf, -alpha) + x * (widen * normal_pdf<M>(x)));
+    }
 };
 
 struct XSilu {

@@ -270,6 +270,136 @@ __global__ void __launch_bounds__(kTileThreads)
 }
 
 // ------------------------------------------------------------------------------------------
+// unpad in one pass: lookback_tiles_kernel → copy_rows_kernel, for a mask with capacity ≥
+// batch·seqlen, where no data error is possible. Each block claims the next tile (an atomic
+// ticket, so every tile a block waits on belongs to a block already running: forward progress
+// whatever order the GPU starts blocks in), counts it, publishes its aggregate, sums the tiles
+// before it by decoupled look-back (Merrill & Garland 2016: a warp reads 32 predecessors' words
+// at once and stops at the nearest published prefix), publishes its own prefix and writes its
+// indices. The mask is read once and nothing waits for a single-block scan. The workspace is
+// zeroed first (a memset: every tile word empty, the counters 0).
+// ------------------------------------------------------------------------------------------
+
+// A tile's published word: flag in bits 62-63 (0: nothing yet), its kept tokens (aggregate) in
+// bits 31-61 and, once the flag is kPrefix, the kept tokens of every tile up to it (inclusive
+// prefix) in bits 0-30. Both < 2^31: batch·seqlen < 2^31.
+namespace lookback {
+// The type CUDA's 64-bit atomics take.
+using Word = unsigned long long;
+constexpr Word kAggregate = Word(1) << 62;
+constexpr Word kPrefix = Word(2) << 62;
+constexpr Word kValue = (Word(1) << 31) - 1;
+
+__device__ __forceinline__ Word word(Word flag, int aggregate, int inclusive) {
+    return flag | Word(aggregate) << 31 | Word(inclusive);
+}
+__device__ __forceinline__ int aggregate(Word w) { return static_cast<int>(w >> 31 & kValue); }
+__device__ __forceinline__ int inclusive(Word w) { return static_cast<int>(w & kValue); }
+
+// Tile t's word once its flag is at least `flag` (an atomic read: the word is written by
+// another block of this launch). On the emulator blocks run one after another, so every
+// predecessor has long published its prefix and the poll never goes round twice.
+__device__ __forceinline__ Word poll(Word* words, int64_t t, Word flag) {
+    Word w;
+    do {
+        w = atomicOr(words + t, 0ull);
+    } while ((w & (kPrefix | kAggregate)) < flag);
+    return w;
+}
+}  // namespace lookback
+
+// The workspace of the one-pass unpad (zeroed before the launch): one word per tile, then the
+// ticket counter, the count of blocks done and the longest sequence so far.
+struct LookbackState {
+    lookback::Word* words;  // [tiles]
+    int32_t* next_tile;
+    int32_t* done;
+    int32_t* longest;
+};
+
+// Bytes of LookbackState for `tiles` tiles (the words first: 8-byte aligned with the workspace).
+__host__ __device__ constexpr int64_t lookback_bytes(int64_t tiles) {
+    return tiles * int64_t(sizeof(lookback::Word)) + 3 * int64_t(sizeof(int32_t));
+}
+
+// Kept tokens of every tile before `tile` (warp 0 of the block, every lane; `total` its own
+// count): publishes the aggregate, looks back window by window (lane l reads tile
+// last − l; a tile before the first counts as a prefix of 0, so the walk always ends), then
+// publishes the inclusive prefix.
+__device__ __forceinline__ int look_back(lookback::Word* words, int64_t tile, int total) {
+    const int lane = threadIdx.x % kWarpSize;
+    if (lane == 0) {
+        atomicExch(words + tile, tile == 0 ? lookback::word(lookback::kPrefix, total, total)
+                                           : lookback::word(lookback::kAggregate, total, 0));
+    }
+    int before = 0;
+#pragma unroll 1
+    for (int64_t last = tile - 1; last >= 0; last -= kWarpSize) {
+        const int64_t t = last - lane;
+        const lookback::Word w = t < 0 ? lookback::kPrefix : lookback::poll(words, t, lookback::kAggregate);
+        const unsigned prefixes = __ballot_sync(kFullWarp, w >= lookback::kPrefix);
+        const int nearest = prefixes != 0 ? __ffs(prefixes) - 1 : kWarpSize;  // lowest lane: the latest tile
+        const int part = lane < nearest ? lookback::aggregate(w) : (lane == nearest ? lookback::inclusive(w) : 0);
+        before += __reduce_add_sync(kFullWarp, part);
+        if (prefixes != 0) break;
+    }
+    if (lane == 0 && tile > 0) atomicExch(words + tile, lookback::word(lookback::kPrefix, total, before + total));
+    return before;
+}
+
+// unpad's indices, cu_seqlens, counts and status word in one pass over a mask (kTileThreads
+// threads a block, one block per tile): reads sizeof(Mask) bytes per token, writes 4 bytes per
+// kept token and per sequence; a few atomics per tile. Only for capacity ≥ batch·seqlen, so the
+// indices of every kept token fit and the word is always OK.
+template <typename Mask>
+__global__ void __launch_bounds__(kTileThreads)
+    lookback_tiles_kernel(const Mask* __restrict__ mask, int batch, int seqlen, int tiles_per_seq,
+                          LookbackState st, int32_t* __restrict__ indices, int32_t* __restrict__ cu_seqlens,
+                          int32_t* __restrict__ counts, int32_t* __restrict__ status) {
+    __shared__ int claimed;
+    __shared__ int tile_start;  // kept tokens before this tile: its first row of packed
+    if (threadIdx.x == 0) claimed = atomicAdd(st.next_tile, 1);
+    __syncthreads();
+    const int64_t tile = claimed;
+    const int seq = static_cast<int>(tile / tiles_per_seq);
+    const int within = static_cast<int>(tile % tiles_per_seq);
+    const int64_t first = int64_t(within) * kTileTokens + int64_t(threadIdx.x) * kTileItems;
+    const int64_t row = int64_t(seq) * seqlen;
+    const unsigned keep = mask_bits(mask + row, first, seqlen);
+    int total;
+    const int rank = block_exclusive_scan<kTileThreads>(__popc(keep), &total);  // ends with a barrier
+    if (threadIdx.x < kWarpSize) {
+        const int before = look_back(st.words, tile, total);
+        if (threadIdx.x == 0) tile_start = before;
+    }
+    __syncthreads();
+    int at = tile_start + rank;
+#pragma unroll
+    for (int j = 0; j < kTileItems; ++j) {
+        if ((keep >> j) & 1u) indices[at++] = static_cast<int32_t>(row + first + j);
+    }
+    if (threadIdx.x != 0) return;
+    // Thread 0: the sequence's start, and its length from its last tile (the first tile's
+    // published prefix minus its aggregate is where the sequence starts).
+    if (within == 0) cu_seqlens[seq] = tile_start;
+    if (within == tiles_per_seq - 1) {
+        const lookback::Word head = within == 0 ? 0 : lookback::poll(st.words, tile - within, lookback::kPrefix);
+        const int start = within == 0 ? tile_start : lookback::inclusive(head) - lookback::aggregate(head);
+        atomicMax(st.longest, tile_start + total - start);
+    }
+    // The last block to finish (threadFenceReduction) writes what needs every tile.
+    __threadfence();
+    const int64_t tiles = int64_t(batch) * tiles_per_seq;
+    if (atomicAdd(st.done, 1) == tiles - 1) {
+        const int nnz = lookback::inclusive(lookback::poll(st.words, tiles - 1, lookback::kPrefix));
+        cu_seqlens[batch] = nnz;
+        counts[0] = nnz;
+        counts[1] = atomicMax(st.longest, 0);
+        *status = KILN_DATA_OK;
+    }
+}
+
+// ------------------------------------------------------------------------------------------
 // The row copy (unpad, pad, gather)
 // ------------------------------------------------------------------------------------------
 
@@ -407,8 +537,17 @@ bool valid_sizes(int64_t batch, int64_t seqlen, int64_t dim, int64_t capacity) {
 }
 
 // unpad's tile offsets (batch·ceil(seqlen / kTileTokens) ≤ batch·seqlen) and pad's inverse map
-// (batch·seqlen) share the workspace: one int32 per token. Sizes must be valid.
+// (batch·seqlen) share the workspace: one int32 per token, the least a launcher accepts. Sizes
+// must be valid.
 int64_t workspace_bytes(int64_t batch, int64_t seqlen) { return batch * seqlen * int64_t(sizeof(int32_t)); }
+
+// What kiln_padding_workspace_bytes asks for: also room for the one-pass unpad's LookbackState,
+// which is larger than one int32 per token only for one-token sequences or a handful of tokens
+// (unpad takes the validating path with less).
+int64_t advised_workspace_bytes(int64_t batch, int64_t seqlen) {
+    const int64_t tiles = batch * ceil_div(seqlen, kTileTokens);
+    return std::max(workspace_bytes(batch, seqlen), tiles > 0 ? lookback_bytes(tiles) : 0);
+}
 
 bool valid_mask_dtype(kiln_dtype dtype) {
     const int d = static_cast<int>(dtype);
@@ -472,10 +611,40 @@ struct Unpad {
     cudaStream_t stream;
 };
 
+// The one-pass unpad (mask, capacity ≥ batch·seqlen, at least one tile, the workspace 8-byte
+// aligned and as large as workspace_bytes): zero the LookbackState, one look-back launch, the
+// copy. The caller has checked every other argument.
 template <typename Mask>
-kiln_status launch_unpad(const Unpad& u) {
+kiln_status launch_unpad_lookback(const Unpad& u, int tiles_per_seq, int64_t tiles) {
+    const int64_t bytes = lookback_bytes(tiles);
+    const cudaError_t err = cudaMemsetAsync(u.tiles, 0, static_cast<size_t>(bytes), u.stream);
+    if (err != cudaSuccess) {
+        t_last_cuda_error = err;
+        return KILN_ERROR_CUDA;
+    }
+    auto* words = reinterpret_cast<lookback::Word*>(u.tiles);
+    int32_t* counters = reinterpret_cast<int32_t*>(words + tiles);
+    const LookbackState st{words, counters, counters + 1, counters + 2};
+    KILN_LAUNCH(static_cast<unsigned>(tiles), kTileThreads, 0, u.stream, lookback_tiles_kernel<Mask>)(
+        static_cast<const Mask*>(u.mask), static_cast<int>(u.batch), static_cast<int>(u.seqlen), tiles_per_seq, st,
+        u.indices, u.cu_seqlens, u.counts, u.status);
+    const kiln_status status = launch_status();
+    if (status != KILN_SUCCESS || u.packed == nullptr) return status;
+    return copy_rows(u.dtype, u.hidden, u.indices, u.packed, u.batch * u.seqlen, u.counts, u.dim, u.status, u.stream);
+}
+
+// The validating unpad (lengths, which may be out of range, or a capacity that the kept tokens
+// may exceed): count (mask only), one-block scan (every data error), indices, copy; nothing but
+// cu_seqlens and counts is written on a data error. With a mask and room for every token, the
+// one-pass look-back instead.
+template <typename Mask>
+kiln_status launch_unpad(const Unpad& u, int64_t workspace_bytes) {
     const int tiles_per_seq = static_cast<int>(ceil_div(u.seqlen, kTileTokens));
     const int64_t tiles = u.batch * tiles_per_seq;  // ≤ batch·seqlen < 2^31: fits grid.x
+    if (u.mask != nullptr && tiles > 0 && u.capacity >= u.batch * u.seqlen && workspace_bytes >= lookback_bytes(tiles) &&
+        is_aligned(u.tiles, sizeof(lookback::Word))) {
+        return launch_unpad_lookback<Mask>(u, tiles_per_seq, tiles);
+    }
     const Mask* mask = static_cast<const Mask*>(u.mask);
     const int seqlen = static_cast<int>(u.seqlen);
     if (u.mask != nullptr && tiles > 0) {
@@ -513,7 +682,7 @@ using kiln::launch_status;
 extern "C" {
 
 int64_t kiln_padding_workspace_bytes(int64_t batch, int64_t seqlen) {
-    return pad::valid_tokens(batch, seqlen) ? pad::workspace_bytes(batch, seqlen) : -1;
+    return pad::valid_tokens(batch, seqlen) ? pad::advised_workspace_bytes(batch, seqlen) : -1;
 }
 
 kiln_status kiln_padding_unpad_fwd(kiln_dtype dtype, const void* hidden, kiln_dtype mask_dtype, const void* mask,
@@ -548,7 +717,7 @@ kiln_status kiln_padding_unpad_fwd(kiln_dtype dtype, const void* hidden, kiln_dt
                        status,  static_cast<int32_t*>(workspace), static_cast<cudaStream_t>(stream)};
     // The mask type only matters with a mask; seqlens mode instantiates the u8 kernels unread.
     const bool i32_mask = mask != nullptr && static_cast<int>(mask_dtype) == KILN_DTYPE_I32;
-    return i32_mask ? pad::launch_unpad<int32_t>(u) : pad::launch_unpad<uint8_t>(u);
+    return i32_mask ? pad::launch_unpad<int32_t>(u, workspace_bytes) : pad::launch_unpad<uint8_t>(u, workspace_bytes);
 }
 
 kiln_status kiln_padding_pad_fwd(kiln_dtype dtype, const void* packed, const int32_t* indices, const int32_t* nnz,

@@ -24,7 +24,8 @@ __global__ void __launch_bounds__(kMathThreads) math_kernel(int32_t function, co
         case KILN_SELFTEST_NORMAL_CDF: y[i] = normal_cdf<M>(v); break;
         case KILN_SELFTEST_NORMAL_PDF: y[i] = normal_pdf<M>(v); break;
         case KILN_SELFTEST_SIGMOID: y[i] = sigmoid_pair<M>(v).pos; break;
-        default: y[i] = sigmoid_pair<M>(v).neg; break;  // KILN_SELFTEST_SIGMOID_NEG
+        case KILN_SELFTEST_SIGMOID_NEG: y[i] = sigmoid_pair<M>(v).neg; break;
+        default: y[i] = normal_cdf_erf<M>(v).erf; break;  // KILN_SELFTEST_NORMAL_ERF
     }
 }
 
@@ -35,7 +36,7 @@ extern "C" {
 
 kiln_status kiln_selftest_math(int32_t function, int32_t fast, const float* x, float* y, int64_t n, void* stream) {
     using namespace kiln;
-    if (function < KILN_SELFTEST_NORMAL_CDF || function > KILN_SELFTEST_SIGMOID_NEG) return KILN_ERROR_INVALID_VALUE;
+    if (function < KILN_SELFTEST_NORMAL_CDF || function > KILN_SELFTEST_NORMAL_ERF) return KILN_ERROR_INVALID_VALUE;
     if (n < 0) return KILN_ERROR_INVALID_SIZE;
     if (n == 0) return KILN_SUCCESS;
     if (x == nullptr || y == nullptr) return KILN_ERROR_NULL_POINTER;

@@ -122,7 +122,10 @@ struct NormalBase {
     template <typename M>
     __device__ static float value(float a) { return normal_cdf<M>(a); }
     template <typename M>
-    __device__ static BaseGate eval(float a) { return {normal_cdf<M>(a), normal_pdf<M>(a), erff(a * kInvSqrt2)}; }
+    __device__ static BaseGate eval(float a) {
+        const NormalCdfErf c = normal_cdf_erf<M>(a);
+        return {c.cdf, normal_pdf<M>(a), c.erf};
+    }
 };
 
 // g0 = σ(a), g0' = σ(a)σ(−a), 2σ(a) − 1 = σ(a) − σ(−a).

@@ -85,6 +85,36 @@ __device__ __forceinline__ float normal_cdf(float x) {
     }
 }
 
+// Φ(x) and erf(x/√2) = 2Φ(x) − 1, the x-GELUs' gate and its ∂/∂α, from one evaluation.
+struct NormalCdfErf {
+    float cdf;  // Φ(x)
+    float erf;  // erf(x/√2) ∈ [−1, 1]
+};
+
+// Precise: normcdff and erff (both CUDA's accurate calls). 16-bit: half_erfc_fast once, Φ as
+// normal_cdf; erf(|x|/√2) = 1 − 2Φ(−|x|) for |x| ≥ ½, where it is ≥ 0.38 (the subtraction loses
+// under 2 bits of the 4e-6 of Φ), and below ½ the odd series √(2/π)·Σ (−1)^k x^(2k+1) / (2^k
+// k!(2k+1)) to x⁹, whose first dropped term is ≤ 2.4e-8 of the sum: no cancellation near 0,
+// where 1 − 2Φ would leave only Φ's absolute error (the ∂/∂α terms x·erf(x/√2) there).
+template <typename M = PreciseMath>
+__device__ __forceinline__ NormalCdfErf normal_cdf_erf(float x) {
+    if constexpr (kFastMath<M>) {
+        const float lower = half_erfc_fast(x);  // Φ(−|x|)
+        const float a = fabsf(x);
+        const float a2 = a * a;
+        float p = 1.0f / 3456.0f;
+        p = fmaf(p, a2, -1.0f / 336.0f);
+        p = fmaf(p, a2, 1.0f / 40.0f);
+        p = fmaf(p, a2, -1.0f / 6.0f);
+        p = fmaf(p, a2, 1.0f);
+        const float series = kSqrt2OverPi * a * p;
+        const float magnitude = a < 0.5f ? series : 1.0f - 2.0f * lower;
+        return x < 0.0f ? NormalCdfErf{lower, -magnitude} : NormalCdfErf{1.0f - lower, magnitude};
+    } else {
+        return {normcdff(x), erff(x * kInvSqrt2)};
+    }
+}
+
 // φ(x) = exp(−x²/2)/√(2π); the exponential underflows to 0 for large |x|, never NaN. Both
 // forms take the exponential of a rounded −x²/2, which makes the precise one 3e-8·x² + 3e-7
 // relative; the 16-bit exponential's x·log2(e) rounding and ex2's 2 ulp, like __expf's documented

@@ -191,7 +191,11 @@ kiln_status kiln_activation_jumprelu_bwd(kiln_dtype dtype, const void* x, const 
  * All four launchers need batch * seqlen < 2^31 (indices are int32).
  * ---------------------------------------------------------------------------------------- */
 
-/** Bytes of workspace the padding launchers need for this batch and seqlen (-1 if invalid). */
+/**
+ * Bytes of workspace to give the padding launchers for this batch and seqlen (-1 if invalid).
+ * They accept as little as 4 bytes a token; this size (larger only for one-token sequences or
+ * a few tokens) also lets unpad with a mask and capacity >= batch*seqlen take its one-pass path.
+ */
 int64_t kiln_padding_workspace_bytes(int64_t batch, int64_t seqlen);
 
 /**
@@ -205,6 +209,9 @@ int64_t kiln_padding_workspace_bytes(int64_t batch, int64_t seqlen);
  * indices[i] of hidden; the first nnz rows are written). `packed` may be NULL: then only the
  * indices, cu_seqlens and counts are written, no row is copied (kiln's safe unpad sizes its
  * packed tensor from them and gathers the rows with kiln_padding_gather_fwd).
+ * With a mask and capacity >= batch*seqlen no data error is possible: the indices,
+ * cu_seqlens and counts come from one pass over the mask (a decoupled look-back scan; the
+ * workspace 8-byte aligned and of kiln_padding_workspace_bytes), then the rows are copied.
  * Data errors through `status`: SEQLEN_OUT_OF_RANGE writes counts = {0, 0} and nothing else;
  * CAPACITY_EXCEEDED (nnz > capacity) still writes cu_seqlens and counts, so the caller learns
  * the nnz it needs, but not indices or packed.

@@ -46,7 +46,8 @@ typedef enum kiln_selftest_function {
     KILN_SELFTEST_NORMAL_CDF = 0, /**< Φ(x) */
     KILN_SELFTEST_NORMAL_PDF = 1, /**< φ(x) */
     KILN_SELFTEST_SIGMOID = 2,    /**< σ(x), sigmoid_pair(x).pos */
-    KILN_SELFTEST_SIGMOID_NEG = 3 /**< σ(−x), sigmoid_pair(x).neg */
+    KILN_SELFTEST_SIGMOID_NEG = 3, /**< σ(−x), sigmoid_pair(x).neg */
+    KILN_SELFTEST_NORMAL_ERF = 4   /**< erf(x/√2) = 2Φ(x) − 1, normal_cdf_erf(x).erf */
 } kiln_selftest_function;
 
 /**

@@ -4,7 +4,7 @@
 //! math.cuh documents: the 16-bit policy's error must stay far below an f16/bf16 rounding.
 
 use crate::common::{kernel_devices, rng};
-use kiln::activation::cpu::{normal_cdf, normal_pdf, sigmoid};
+use kiln::activation::cpu::{erf, normal_cdf, normal_pdf, sigmoid};
 use kiln::selftest::{MathFunction, math};
 use kiln::{DType, Tensor};
 use rand::Rng;
@@ -23,6 +23,7 @@ fn reference(function: MathFunction, x: f64) -> f64 {
         MathFunction::NormalPdf => normal_pdf(x),
         MathFunction::Sigmoid => sigmoid(x),
         MathFunction::SigmoidNeg => sigmoid(-x),
+        MathFunction::NormalErf => erf(x * std::f64::consts::FRAC_1_SQRT_2),
     }
 }
 
@@ -34,7 +35,18 @@ fn bound(function: MathFunction, fast: bool, x: f32) -> f64 {
     let argument = if function == MathFunction::NormalPdf { a * a / 2.0 } else { a };
     match (function, fast) {
         // CUDA's accurate calls (normcdff ≤ 5 ulp, expf ≤ 2 ulp, IEEE division).
-        (MathFunction::NormalCdf | MathFunction::Sigmoid | MathFunction::SigmoidNeg, false) => 1.3e-6,
+        (MathFunction::NormalCdf | MathFunction::Sigmoid | MathFunction::SigmoidNeg | MathFunction::NormalErf, false) => {
+            1.3e-6
+        }
+        // The series below |x| = ½ (its truncation 2.4e-8 and a few roundings), above it
+        // 1 − 2Φ(−|x|): Φ's 4e-6 of at most 0.31, over an erf of at least 0.38.
+        (MathFunction::NormalErf, true) => {
+            if a < 0.5 {
+                1e-6
+            } else {
+                7e-6
+            }
+        }
         // exp of a rounded −x²/2: the rounding of x² (x²/2 · 2^-24 absolute) becomes relative.
         (MathFunction::NormalPdf, false) => 3e-8 * a * a + 3e-7,
         // 1.2e-7·x² + 3e-7: 4e-6 where an f16 GELU is nonzero (|x| ≤ 5.6), 2.1e-5 at |x| = 13.
@@ -55,7 +67,13 @@ fn bound(function: MathFunction, fast: bool, x: f32) -> f64 {
 fn special_functions_meet_their_documented_error_in_both_policies() {
     let mut rng = rng();
     let x = inputs(&mut rng);
-    let functions = [MathFunction::NormalCdf, MathFunction::NormalPdf, MathFunction::Sigmoid, MathFunction::SigmoidNeg];
+    let functions = [
+        MathFunction::NormalCdf,
+        MathFunction::NormalPdf,
+        MathFunction::Sigmoid,
+        MathFunction::SigmoidNeg,
+        MathFunction::NormalErf,
+    ];
     let devices = kernel_devices();
     if devices.is_empty() {
         eprintln!("skipped: no emulator and no GPU");
@@ -103,6 +121,9 @@ fn special_functions_meet_their_documented_error_in_both_policies() {
             assert_eq!((cdf[1], cdf[2]), (1.0, 0.0), "{device} fast={fast} Φ(±inf)");
             assert_eq!((pdf[1], pdf[2]), (0.0, 0.0), "{device} fast={fast} φ(±inf)");
             assert_eq!((sig[1], sig[2], neg[1], neg[2]), (1.0, 0.0, 0.0, 1.0), "{device} fast={fast} σ(±inf)");
+            let erf = get(MathFunction::NormalErf);
+            assert!(erf[0].is_nan(), "{device} fast={fast}: NaN in, {} out", erf[0]);
+            assert_eq!((erf[1], erf[2]), (1.0, -1.0), "{device} fast={fast} erf(±inf)");
         }
     }
 }

@@ -170,6 +170,50 @@ fn unpad_of_more_tiles_than_one_scan_step_matches_host() {
     }
 }
 
+/// The one-pass unpad (a mask with room for every token: the look-back kernel) against the
+/// validating path (capacity = nnz exactly: count, scan, index) and the host, u8 and i32 masks:
+/// sequences of three tiles (the last tile takes the sequence's start from the first tile's
+/// published prefix for max_seqlen), and 40 one-tile sequences (a look-back window of 32 real
+/// predecessors).
+#[test]
+fn one_pass_unpad_matches_the_validating_path() {
+    use rand::Rng;
+    let mut rng = rng();
+    for (batch, seqlen, i32_mask) in [(3usize, 5000usize, false), (40, 3, true)] {
+        let (dim, tokens) = (2, batch * seqlen);
+        // About three tokens in four kept; sequence 1 whole, so that it is the longest.
+        let mask: Vec<u8> = (0..tokens).map(|t| (t / seqlen == 1 || rng.random_range(0..4) > 0) as u8).collect();
+        let mask_t = if i32_mask {
+            Tensor::from_vec(mask.iter().map(|&m| m as i32).collect::<Vec<_>>(), &[batch, seqlen]).unwrap()
+        } else {
+            Tensor::from_vec(mask.clone(), &[batch, seqlen]).unwrap()
+        };
+        let values: Vec<f32> = (0..tokens * dim).map(|_| rng.random_range(-2.0..2.0)).collect();
+        let hidden = Tensor::from_f32(&values, &[batch, seqlen, dim], DType::F32).unwrap();
+        let want = padding::unpad(&hidden, Keep::Mask(&mask_t)).unwrap();
+        let nnz = want.indices.len();
+        assert_eq!(want.max_seqlen, seqlen, "sequence 1 is whole");
+        let (want_packed, want_indices) = (want.packed.to_f32_vec().unwrap(), want.indices.to_f32_vec().unwrap());
+        let want_cu = want.cu_seqlens.to_f32_vec().unwrap();
+        for device in kernel_devices() {
+            let on = |t: &Tensor| t.to_device(&device).unwrap();
+            let (h, m) = (on(&hidden), on(&mask_t));
+            for capacity in [tokens, nnz] {
+                let what = format!("{batch}×{seqlen}, capacity {capacity}, i32 mask {i32_mask} on {device}");
+                let got = padding::unpad_with_capacity(&h, Keep::Mask(&m), capacity).unwrap();
+                assert_eq!(got.finish().unwrap(), (nnz, seqlen), "{what}");
+                assert_eq!(got.packed.to_f32_vec().unwrap()[..nnz * dim], want_packed[..], "packed, {what}");
+                assert_eq!(got.indices.to_f32_vec().unwrap()[..nnz], want_indices[..], "indices, {what}");
+                assert_eq!(got.cu_seqlens.to_f32_vec().unwrap(), want_cu, "cu_seqlens, {what}");
+            }
+            let exact = padding::unpad(&h, Keep::Mask(&m)).unwrap();
+            assert_eq!(exact.packed.to_f32_vec().unwrap(), want_packed, "unpad on {device}");
+            assert_eq!(exact.cu_seqlens.to_f32_vec().unwrap(), want_cu, "unpad on {device}");
+            assert_eq!(exact.max_seqlen, seqlen, "unpad on {device}");
+        }
+    }
+}
+
 /// pad's index check lowers the status word to the lowest nonzero code whatever order its warps
 /// report in: an index out of range (KILN_DATA_INDEX_OUT_OF_RANGE, 3) wins over a duplicate (4)
 /// whether the duplicate is found by the first warp or by the second. (Warps report one after
@@ -232,7 +276,8 @@ fn emu_unpad_without_packed_writes_the_indices_only() {
         let (m, l) = (Buf::with(&mask, 0), Buf::with(&lens, 0));
         let indices = Buf::with(&vec![-1i32; tokens], 0);
         let (cu, counts, status) = (Buf::zeroed(4 * (batch + 1)), Buf::zeroed(8), Buf::zeroed(4));
-        let workspace = Buf::zeroed(ws_bytes as usize);
+        // Whatever the workspace held before (the one-pass path zeroes its own counters).
+        let workspace = Buf::with(&vec![-1i32; ws_bytes as usize / 4], 0);
         // SAFETY: every pointer is a live emulated buffer of the size the call reads or writes;
         // packed is NULL, which the ABI allows.
         let s = unsafe {

@@ -92,6 +92,8 @@ pub enum MathFunction {
     Sigmoid,
     /// σ(−x), from the same `sigmoid_pair`.
     SigmoidNeg,
+    /// erf(x/√2) = 2Φ(x) − 1, from `normal_cdf_erf` (the x-GELUs' ∂/∂α).
+    NormalErf,
 }
 
 /// `function` at every element of x (f32 `[n]`), in the precision policy of the f16/bf16
@@ -106,6 +108,7 @@ pub fn math(function: MathFunction, fast: bool, x: &Tensor) -> Result<Tensor> {
         MathFunction::NormalPdf => 1,
         MathFunction::Sigmoid => 2,
         MathFunction::SigmoidNeg => 3,
+        MathFunction::NormalErf => 4,
     };
     on_backend!(&gpu, math(id, fast, x, &gpu))
 }
