@@ -535,6 +535,44 @@ __device__ __forceinline__ void store_partials(const BwdParams<T>& p, const floa
     }
 }
 
+// One pack's terms of the backward's row sums (LayerNorm Σ (s − shift), Σ g, Σ g·(s − shift);
+// RMSNorm Σ g·s), keeping c = s − shift for the gradient pass. Both register-cached backward
+// kernels add their packs through it, so their sums are the same bits.
+template <bool kLayer, typename T, int kW, int kSums>
+__device__ __forceinline__ void add_row_sums(const float (&s)[kW], const Pack<T, kW>& dy, const float (&gamma)[kW],
+                                             float shift, float (&c)[kW], float (&sums)[kSums]) {
+#pragma unroll
+    for (int j = 0; j < kW; ++j) {
+        const float g = upstream_gradient(to_float(dy.v[j]), gamma[j]);
+        c[j] = s[j] - shift;
+        if constexpr (kLayer) {
+            sums[0] += c[j];
+            sums[1] += g;
+        }
+        sums[kSums - 1] = fmaf(g, c[j], sums[kSums - 1]);
+    }
+}
+
+// One pack's ds = dx (+ dresidual_out `dres` when with_dres) from the row means, and its dγ/dβ
+// terms (dy·x̂, dy) added to acc (2, kPacks, kW) at pack q: the gradient pass of both
+// register-cached backward kernels.
+template <typename T, int kW, int kElems>
+__device__ __forceinline__ void pack_gradient(const Pack<T, kW>& dy, const Pack<T, kW>& dres, bool with_dres,
+                                              const float (&gamma)[kW],
+                                              const float (&c)[kW], const RowMeans& m, float rstd, int q,
+                                              float (&acc)[2 * kElems], float (&ds)[kW]) {
+#pragma unroll
+    for (int j = 0; j < kW; ++j) {
+        const float d = to_float(dy.v[j]);
+        const float g = upstream_gradient(d, gamma[j]);
+        const float xhat = (c[j] - m.delta) * rstd;
+        acc[q * kW + j] = fmaf(d, xhat, acc[q * kW + j]);
+        acc[kElems + q * kW + j] += d;
+        ds[j] = rstd * fmaf(-xhat, m.mean_gx, g - m.mean_g);
+        if (with_dres) ds[j] += to_float(dres.v[j]);
+    }
+}
+
 // dx = ds, dresidual = ds for the rows of chunk blockIdx.x (dim ≤ kMaxRowThreads·kPacks·kW), and
 // the chunk's column partials Σ dy·x̂ → dgamma_part[chunk], Σ dy → dbeta_part[chunk].
 // Reads 2·sizeof(T) (+ residual, dresidual_out), writes sizeof(T) (+ dresidual) per element;
@@ -585,21 +623,11 @@ __global__ void __launch_bounds__(kMaxRowThreads, kMinBlocksPerSm) bwd_cached_ke
             load_sum<T, kW>(p.x, p.residual, off + col, s);
             dy[q] = load_pack<T, kW>(p.dy + off + col);
             load_param<kW>(p.gamma, col, 1.0f, gamma);
-#pragma unroll
-            for (int j = 0; j < kW; ++j) {
-                const float g = upstream_gradient(to_float(dy[q].v[j]), gamma[j]);
-                c[q][j] = s[j] - shift;
-                if constexpr (kLayer) {
-                    sums[0] += c[q][j];
-                    sums[1] += g;
-                }
-                sums[kSums - 1] = fmaf(g, c[q][j], sums[kSums - 1]);
-            }
+            add_row_sums<kLayer>(s, dy[q], gamma, shift, c[q], sums);
         }
         row_group_sum<kSums>(sums, slots[phase]);
         phase ^= 1;
         const RowMeans m = row_means<kLayer>(sums, rstd, p.dim);
-        const float delta = m.delta, mean_g = m.mean_g, mean_gx = m.mean_gx;
 #pragma unroll
         for (int q = 0; q < kPacks; ++q) {
             if (!owns(q)) continue;
@@ -608,16 +636,7 @@ __global__ void __launch_bounds__(kMaxRowThreads, kMinBlocksPerSm) bwd_cached_ke
             load_param<kW>(p.gamma, col, 1.0f, gamma);
             Pack<T, kW> dres{};
             if (p.dresidual_out != nullptr) dres = load_pack<T, kW>(p.dresidual_out + off + col);
-#pragma unroll
-            for (int j = 0; j < kW; ++j) {
-                const float d = to_float(dy[q].v[j]);
-                const float g = upstream_gradient(d, gamma[j]);
-                const float xhat = (c[q][j] - delta) * rstd;
-                acc[q * kW + j] = fmaf(d, xhat, acc[q * kW + j]);
-                acc[kElems + q * kW + j] += d;
-                ds[j] = rstd * fmaf(-xhat, mean_gx, g - mean_g);
-                if (p.dresidual_out != nullptr) ds[j] += to_float(dres.v[j]);
-            }
+            pack_gradient<T, kW, kElems>(dy[q], dres, p.dresidual_out != nullptr, gamma, c[q], m, rstd, q, acc, ds);
             store_floats<T, kW>(p.dx, off + col, ds);
             if (p.dresidual != nullptr) store_floats<T, kW>(p.dresidual, off + col, ds);
         }
@@ -767,25 +786,18 @@ __global__ void __launch_bounds__(kPipeMaxThreads, kBwdPipeMinBlocks) bwd_pipeli
             const P pdy = *slot(stage, 1, q);
             P pr{};
             if (p.residual != nullptr) pr = *slot(stage, stream_res, q);
-            float gamma[kW];
+            float gamma[kW], s[kW];
             gamma_of(q, gamma);
 #pragma unroll
             for (int j = 0; j < kW; ++j) {
-                float s = to_float(px.v[j]);
-                if (p.residual != nullptr) s += to_float(pr.v[j]);
-                const float g = upstream_gradient(to_float(pdy.v[j]), gamma[j]);
-                c[q][j] = s - shift;
-                if constexpr (kLayer) {
-                    sums[0] += c[q][j];
-                    sums[1] += g;
-                }
-                sums[kSums - 1] = fmaf(g, c[q][j], sums[kSums - 1]);
+                s[j] = to_float(px.v[j]);
+                if (p.residual != nullptr) s[j] += to_float(pr.v[j]);
             }
+            add_row_sums<kLayer>(s, pdy, gamma, shift, c[q], sums);
         }
         row_group_sum<kSums>(sums, slots[phase]);
         phase ^= 1;
         const RowMeans m = row_means<kLayer>(sums, rstd, p.dim);
-        const float delta = m.delta, mean_g = m.mean_g, mean_gx = m.mean_gx;
 #pragma unroll
         for (int q = 0; q < kPacks; ++q) {
             if (!valid || !owns(q)) continue;
@@ -795,16 +807,7 @@ __global__ void __launch_bounds__(kPipeMaxThreads, kBwdPipeMinBlocks) bwd_pipeli
             if (p.dresidual_out != nullptr) pd = *slot(stage, stream_dres, q);
             float gamma[kW], ds[kW];
             gamma_of(q, gamma);
-#pragma unroll
-            for (int j = 0; j < kW; ++j) {
-                const float d = to_float(pdy.v[j]);
-                const float g = upstream_gradient(d, gamma[j]);
-                const float xhat = (c[q][j] - delta) * rstd;
-                acc[q * kW + j] = fmaf(d, xhat, acc[q * kW + j]);
-                acc[kElems + q * kW + j] += d;
-                ds[j] = rstd * fmaf(-xhat, mean_gx, g - mean_g);
-                if (p.dresidual_out != nullptr) ds[j] += to_float(pd.v[j]);
-            }
+            pack_gradient<T, kW, kElems>(pdy, pd, p.dresidual_out != nullptr, gamma, c[q], m, rstd, q, acc, ds);
             store_floats<T, kW>(p.dx, at, ds);
             if (p.dresidual != nullptr) store_floats<T, kW>(p.dresidual, at, ds);
         }
