@@ -461,7 +461,8 @@ fn model(common: &Common, shape: &[usize], sites: bool) -> Result<ExitCode> {
                        "shared_worst_conflict": r.shared_worst_conflict, "h100_bound_us": r.h100_bound_us,
                        "sm90_occupancy": r.occupancy,
                        "inflight_bytes_per_warp": r.inflight_bytes_per_warp,
-                       "inflight_kib_per_sm": r.inflight_kib_per_sm})
+                       "inflight_kib_per_sm": r.inflight_kib_per_sm, "read_share": r.read_share,
+                       "inflight_target_kib": r.inflight_target_kib})
             })
             .collect();
         let label = "model: memory traffic counted on kiln's CUDA emulator (not a GPU measurement); \
@@ -469,7 +470,8 @@ fn model(common: &Common, shape: &[usize], sites: bool) -> Result<ExitCode> {
                      launch moving the most bytes, from the sm_90a ptxas report (null without a cuda build); \
                      inflight_kib_per_sm = the latency model's DRAM bytes in flight per SM of that launch (read \
                      bytes x 700 ns / warp lifetimes on the emulated timeline, x resident warps; ALU time not \
-                     modelled, an upper bound)";
+                     modelled, an upper bound); inflight_target_kib = what kiln holds that launch to: 32 KiB \
+                     scaled down by min(1, 2 x read_share), its DRAM reads over reads and writes";
         write_json(path, &json!({"label": label, "results": results}))?;
     }
     Ok(ExitCode::SUCCESS)

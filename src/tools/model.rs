@@ -71,6 +71,15 @@ pub struct TrafficRow {
     /// ~0.7 µs of latency; kiln holds memory-bound ops at ≥ INFLIGHT_TARGET_KIB). None without an
     /// occupancy.
     pub inflight_kib_per_sm: Option<f64>,
+    /// The same launch's DRAM reads over its DRAM reads and writes (½ for a copy).
+    pub read_share: f64,
+    /// The reads in flight per SM that launch is held to (KiB): INFLIGHT_TARGET_KIB, scaled
+    /// down by its read share against a copy's (`min(1, 2 × read_share)`). By Little's law a
+    /// launch needs its read bandwidth × latency of reads in flight, and its writes retire
+    /// without the thread waiting: a launch that mostly writes (pad into a zero-filled tensor:
+    /// 0.29) needs fewer reads in flight for the same DRAM rate. Read-heavy launches (a backward:
+    /// 0.67) keep the floor of 32 KiB, still 2.7× Little's law for their reads on an H100.
+    pub inflight_target_kib: f64,
 }
 
 /// DRAM latency of the model's timeline, ns (kernels/emu/latency.cpp's kDramNs).
@@ -104,6 +113,12 @@ impl WindowLaunch {
     #[cfg_attr(not(feature = "emu"), allow(dead_code))]
     fn inflight_bytes_per_warp(&self) -> f64 {
         if self.warp_ns <= 0.0 { 0.0 } else { self.timed_read_bytes as f64 * MODEL_DRAM_LATENCY_NS / self.warp_ns }
+    }
+
+    /// DRAM reads over DRAM reads and writes (0 for a launch that moves nothing).
+    #[cfg_attr(not(feature = "emu"), allow(dead_code))]
+    fn read_share(&self) -> f64 {
+        if self.dram_bytes == 0 { 0.0 } else { self.timed_read_bytes as f64 / self.dram_bytes as f64 }
     }
 }
 
@@ -283,10 +298,9 @@ fn measure(op: &dyn Op, dir: Direction, dtype: DType, problem: &Problem, device:
     // SAFETY: opens the emulator's traffic window (a flag under its lock).
     unsafe { kiln_emu_traffic_begin() };
     let result = prepared.run();
-    let mut t = kiln_emu_traffic::default();
-    // SAFETY: `t` is a valid, writable kiln_emu_traffic.
-    unsafe { kiln_emu_traffic_end(&mut t) };
-    result?;
+    // The launches are read while this thread's window is still open: once it ends, another
+    // thread's window (cargo's parallel tests) may begin and clear them (a busiest launch
+    // missing from the text left the occupancy unknown, now and then, in a full test run).
     // SAFETY: a NULL buffer only asks for the length; then `buf` holds `len` bytes.
     let launches = unsafe {
         let len = kiln_emu_traffic_launches(std::ptr::null_mut(), 0);
@@ -294,9 +308,15 @@ fn measure(op: &dyn Op, dir: Direction, dtype: DType, problem: &Problem, device:
         kiln_emu_traffic_launches(buf.as_mut_ptr().cast(), len);
         parse_launches(&String::from_utf8_lossy(&buf[..len.saturating_sub(1)]))
     };
+    let mut t = kiln_emu_traffic::default();
+    // SAFETY: `t` is a valid, writable kiln_emu_traffic.
+    unsafe { kiln_emu_traffic_end(&mut t) };
+    result?;
     let ideal = op.bytes(dir, problem, dtype);
     let occupancy = busiest_launch_occupancy(&launches);
-    let inflight = launches.iter().max_by_key(|l| l.dram_bytes).map_or(0.0, WindowLaunch::inflight_bytes_per_warp);
+    let busiest = launches.iter().max_by_key(|l| l.dram_bytes);
+    let inflight = busiest.map_or(0.0, WindowLaunch::inflight_bytes_per_warp);
+    let read_share = busiest.map_or(0.0, WindowLaunch::read_share);
     let dram = t.dram_read_bytes + t.dram_write_bytes;
     Ok(TrafficRow {
         op: op.full_name(),
@@ -320,6 +340,8 @@ fn measure(op: &dyn Op, dir: Direction, dtype: DType, problem: &Problem, device:
         occupancy,
         inflight_bytes_per_warp: inflight,
         inflight_kib_per_sm: occupancy.map(|o| inflight * o * SM90_WARPS / 1024.0),
+        read_share,
+        inflight_target_kib: INFLIGHT_TARGET_KIB * (2.0 * read_share).min(1.0),
     })
 }
 

@@ -207,7 +207,8 @@ fn x_activation_dalpha_loops_cost_little_more_than_dx() {
     let find = |name: &str| -> sass::SassKernel {
         kernels.iter().find(|k| k.name.contains(name)).unwrap_or_else(|| panic!("no {name}")).clone()
     };
-    let activation = |ty: &str, op: &str, reduce: bool| find(&format!("flat_bwd_kernelI{ty}NS0_{op}ELi8ELb{}E", u8::from(reduce)));
+    let activation =
+        |ty: &str, op: &str, reduce: bool| find(&format!("flat_bwd_kernelI{ty}NS0_{op}ELi8ELb{}E", u8::from(reduce)));
     let glu = |ty: &str, base: &str, reduce: bool| {
         find(&format!("glu10bwd_kernelI{ty}NS0_12ExpandedGateINS0_{base}EEELi8ELb{}E", u8::from(reduce)))
     };
@@ -227,7 +228,8 @@ fn x_activation_dalpha_loops_cost_little_more_than_dx() {
             let per_512 = with.instructions_per_512_bytes().expect("a loop that moves bytes");
             eprintln!("{op} {ty}: dα loop {a} / dx loop {b} = {ratio:.3}, {per_512:.0} instructions per 512 bytes");
             if ratio > 1.10 && per_512 > H200_ISSUE_CYCLES_PER_512_BYTES {
-                failures.push(format!("{op} {ty}: {ratio:.2}× the instructions of dx alone, {per_512:.0} per 512 bytes"));
+                failures
+                    .push(format!("{op} {ty}: {ratio:.2}× the instructions of dx alone, {per_512:.0} per 512 bytes"));
             }
         }
     }

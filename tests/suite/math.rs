@@ -41,9 +41,10 @@ fn bound(function: MathFunction, fast: bool, x: f32) -> f64 {
     let argument = if function == MathFunction::NormalPdf { a * a / 2.0 } else { a };
     match (function, fast) {
         // CUDA's accurate calls (normcdff ≤ 5 ulp, expf ≤ 2 ulp, IEEE division).
-        (MathFunction::NormalCdf | MathFunction::Sigmoid | MathFunction::SigmoidNeg | MathFunction::NormalErf, false) => {
-            1.3e-6
-        }
+        (
+            MathFunction::NormalCdf | MathFunction::Sigmoid | MathFunction::SigmoidNeg | MathFunction::NormalErf,
+            false,
+        ) => 1.3e-6,
         // 1 − 2Φ(−|x|): Φ's 4e-6 of at most ½ absolute (held by absolute_bound), relative
         // once erf ≥ 0.38 (|x| ≥ ½).
         (MathFunction::NormalErf, true) => 1.1e-5,
