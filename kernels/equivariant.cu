@@ -627,9 +627,6 @@ kiln_status check_plan(kiln_dtype dtype, const kiln_tp_plan* plan) {
     return KILN_SUCCESS;
 }
 
-// rows·width stays addressable.
-bool fits(int64_t rows, int64_t width) { return rows >= 0 && (width == 0 || rows <= INT64_MAX / 4 / width); }
-
 unsigned warp_blocks(int64_t rows) { return grid_blocks(rows, kTpWarps); }
 
 // Bytes per partial weight gradient: the compute type of the dtype (f64 for f64 storage).
@@ -637,9 +634,15 @@ int64_t partial_bytes(kiln_dtype dtype) {
     return static_cast<int>(dtype) == KILN_DTYPE_F64 ? int64_t(sizeof(double)) : int64_t(sizeof(float));
 }
 
+// rows·width elements of the dtype's compute type (8 bytes for f64, 4 otherwise) stay
+// addressable in bytes. At a flat 4 bytes, f64 rows of up to INT64_MAX / 4 elements passed,
+// whose byte counts overflow.
+bool fits(kiln_dtype dtype, int64_t rows, int64_t width) {
+    return rows >= 0 && (width == 0 || rows <= INT64_MAX / partial_bytes(dtype) / width);
+}
+
 // Bytes of partial weight gradients the backward needs (shared weights only).
-// -1 when the count overflows int64 (fits() bounds rows·width by INT64_MAX / 4: f64 partials
-// take 8 bytes each).
+// -1 when the count overflows int64.
 int64_t workspace_bytes(kiln_dtype dtype, int64_t edges, int64_t weight_numel, int32_t shared_weights) {
     if (shared_weights == 0) return 0;
     if (weight_numel > 0 && edges > INT64_MAX / partial_bytes(dtype) / weight_numel) return -1;
@@ -798,7 +801,7 @@ int64_t kiln_equivariant_workspace_bytes(int64_t edges, int64_t weight_numel, in
 
 int64_t kiln_equivariant_workspace_bytes_for(kiln_dtype dtype, int64_t edges, int64_t weight_numel,
                                              int32_t shared_weights) {
-    if (!kiln::valid_dtype_or_f64(dtype) || !eq::fits(edges, weight_numel) || weight_numel < 0) return -1;
+    if (!kiln::valid_dtype_or_f64(dtype) || !eq::fits(dtype, edges, weight_numel) || weight_numel < 0) return -1;
     return eq::workspace_bytes(dtype, edges, weight_numel, shared_weights);
 }
 
@@ -822,8 +825,9 @@ kiln_status kiln_equivariant_conv_fwd(kiln_dtype dtype, const kiln_tp_plan* plan
     const kiln_status p = eq::check_plan(dtype, plan);
     if (p != KILN_SUCCESS) return p;
     const bool graph = src != nullptr || dst_ptr != nullptr;
-    if (!eq::fits(nodes, plan->dim1) || !eq::fits(nodes, plan->dim_out) || !eq::fits(edges, plan->dim2) ||
-        !eq::fits(edges, plan->weight_numel) || (!graph && nodes != edges) || nodes > INT32_MAX || edges > INT32_MAX) {
+    if (!eq::fits(dtype, nodes, plan->dim1) || !eq::fits(dtype, nodes, plan->dim_out) ||
+        !eq::fits(dtype, edges, plan->dim2) || !eq::fits(dtype, edges, plan->weight_numel) || (!graph && nodes != edges) ||
+        nodes > INT32_MAX || edges > INT32_MAX) {
         return KILN_ERROR_INVALID_SIZE;
     }
     if (graph && (dst_ptr == nullptr || (edges > 0 && src == nullptr))) return KILN_ERROR_NULL_POINTER;
@@ -845,8 +849,9 @@ kiln_status kiln_equivariant_conv_bwd(kiln_dtype dtype, const kiln_tp_plan* plan
     const kiln_status p = eq::check_plan(dtype, plan);
     if (p != KILN_SUCCESS) return p;
     const bool graph = src != nullptr || dst != nullptr || src_perm != nullptr || src_ptr != nullptr;
-    if (!eq::fits(nodes, plan->dim1) || !eq::fits(nodes, plan->dim_out) || !eq::fits(edges, plan->dim2) ||
-        !eq::fits(edges, plan->weight_numel) || (!graph && nodes != edges) || nodes > INT32_MAX || edges > INT32_MAX) {
+    if (!eq::fits(dtype, nodes, plan->dim1) || !eq::fits(dtype, nodes, plan->dim_out) ||
+        !eq::fits(dtype, edges, plan->dim2) || !eq::fits(dtype, edges, plan->weight_numel) || (!graph && nodes != edges) ||
+        nodes > INT32_MAX || edges > INT32_MAX) {
         return KILN_ERROR_INVALID_SIZE;
     }
     if (graph && (src_ptr == nullptr || (edges > 0 && (src == nullptr || dst == nullptr || src_perm == nullptr)))) {

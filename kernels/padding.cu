@@ -339,7 +339,8 @@ __device__ __forceinline__ int look_back(lookback::Word* words, int64_t tile, in
         const lookback::Word w = t < 0 ? lookback::kPrefix : lookback::poll(words, t, lookback::kAggregate);
         const unsigned prefixes = __ballot_sync(kFullWarp, w >= lookback::kPrefix);
         const int nearest = prefixes != 0 ? __ffs(prefixes) - 1 : kWarpSize;  // lowest lane: the latest tile
-        const int part = lane < nearest ? lookback::aggregate(w) : (lane == nearest ? lookback::inclusive(w) : 0);
+        const int aggregate = lookback::aggregate(w), inclusive = lookback::inclusive(w);
+        const int part = lane < nearest ? aggregate : (lane == nearest ? inclusive : 0);
         before += __reduce_add_sync(kFullWarp, part);
         if (prefixes != 0) break;
     }

@@ -22,8 +22,8 @@ def _data_status(L, word):
 def unpad(hidden, mask=None, seqlens=None):
     """Removes padding: the kept tokens are ``mask`` [batch, seqlen] (bool/uint8/int32, nonzero
     keeps, holes allowed) or the first ``seqlens[b]`` tokens of each sequence (int32 [batch]).
-    Reads nnz back to the host (as flash-attn's unpad_input does): the kept tokens are counted,
-    scanned and indexed once (kiln.h's unpad with ``packed`` NULL), then exactly nnz rows are
+    Reads nnz back to the host (as flash-attn's unpad_input does): the kept tokens are indexed in
+    one pass (kiln.h's unpad with ``packed`` NULL: a mask takes one look-back launch), then exactly nnz rows are
     gathered, so no padded-size buffer is allocated."""
     op = "padding/unpad fwd"
     with Launch(op, hidden, "hidden") as L:

@@ -620,7 +620,8 @@ fn a_launch_without_a_driver_is_a_cuda_error_not_a_crash() {
 }
 
 /// The launchers that zero an empty sum themselves with cudaMemsetAsync (a parameter gradient,
-/// dw, dγ and dβ, gather's status word) return the memset's failure as KILN_ERROR_CUDA with
+/// dw, dγ and dβ, gather's status word, the one-pass unpad's workspace) return the memset's
+/// failure as KILN_ERROR_CUDA with
 /// kiln_last_cuda_error() set, as they do a failed launch. The emulator refuses a memset that
 /// runs past the end of its allocation with cudaErrorInvalidValue, as CUDA's runtime does, so
 /// each buffer below is one element short.
@@ -746,5 +747,32 @@ fn emu_a_failed_memset_is_a_cuda_error() {
             null_mut(),
         );
         check("gather status [1]", s);
+        // padding: the one-pass unpad (a mask, capacity = every token) zeroes the look-back
+        // state it is told the workspace holds (20 bytes for one tile), 4 bytes past this one.
+        let (hidden, mask) = (Buf::with(&[1.0f32, 2.0], 0), Buf::with(&[1u8, 1], 0));
+        let (indices, cu, counts, status, workspace) =
+            (Buf::zeroed(8), Buf::zeroed(8), Buf::zeroed(8), Buf::zeroed(4), Buf::exact(16));
+        let ws_bytes = ffi::kiln_padding_workspace_bytes(1, 2);
+        assert_eq!(ws_bytes, 20, "one tile's word and three counters");
+        let s = ffi::kiln_padding_unpad_fwd(
+            f32_,
+            hidden.at::<f32>(0).cast(),
+            kiln_dtype::KILN_DTYPE_U8,
+            mask.at::<u8>(0).cast_const().cast(),
+            null(),
+            1,
+            2,
+            1,
+            2,
+            null_mut(),
+            indices.at::<i32>(0).cast(),
+            cu.at::<i32>(0).cast(),
+            counts.at::<i32>(0).cast(),
+            status.at::<i32>(0).cast(),
+            workspace.at::<i32>(0).cast(),
+            ws_bytes,
+            null_mut(),
+        );
+        check("unpad look-back state [20 bytes]", s);
     }
 }

@@ -1454,6 +1454,37 @@ macro_rules! c_abi_validation {
                 }
             }
 
+            /// Sizes are checked in the dtype's compute bytes: 2^30 nodes of 2^31 − 1 elements
+            /// fit in f32 bytes (2^63 − 2^32, then the NULL x is reported), not in f64 bytes
+            /// (a flat 4 bytes per element let them through, and the byte count overflowed).
+            #[test]
+            fn tensor_product_sizes_count_f64_as_eight_bytes() {
+                let wide = plan(i64::from(i32::MAX), 0, 0);
+                let nodes = 1i64 << 30;
+                let f64_ = kiln_dtype::KILN_DTYPE_F64;
+                // SAFETY: every call fails validation before a pointer is used.
+                unsafe {
+                    let fwd = |dtype| {
+                        ffi::kiln_equivariant_conv_fwd(
+                            dtype,
+                            &wide,
+                            null(),
+                            p(FAKE),
+                            p(FAKE),
+                            1,
+                            null(),
+                            null(),
+                            nodes,
+                            nodes,
+                            pm(FAKE),
+                            null_mut(),
+                        )
+                    };
+                    assert_eq!(fwd(F32), S::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(fwd(f64_), S::KILN_ERROR_INVALID_SIZE);
+                }
+            }
+
             #[test]
             fn tensor_product_launchers_validate() {
                 let good = plan(4, 1, FAKE);

@@ -45,11 +45,12 @@ pub(in crate::families::padding) fn unpad(hidden: &Tensor, keep: &Keep, capacity
     Ok(out)
 }
 
-/// unpad into tensors of exactly nnz rows: one count, scan and index pass (kiln.h's unpad with
+/// unpad into tensors of exactly nnz rows: one index pass (kiln.h's unpad with
 /// `packed` NULL, indices sized for every token: 4 bytes a token), one read-back of {nnz,
 /// max_seqlen, data status}, the first nnz indices copied on the device, and the rows gathered
-/// (no read-back: the indices are in range by construction). The mask is counted and scanned
-/// once; it was twice (a counting call, then the whole unpad again at the exact capacity).
+/// (no read-back: the indices are in range by construction). A mask is read once, by the
+/// one-pass look-back (capacity = every token); it was read four times (a counting call, then
+/// the whole unpad again at the exact capacity, each counting and indexing).
 pub(in crate::families::padding) fn unpad_exact(hidden: &Tensor, keep: &Keep, gpu: &Gpu) -> Result<Unpadded> {
     gpu.bind()?;
     let device = gpu.device();

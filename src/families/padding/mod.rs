@@ -107,7 +107,7 @@ fn i32_tensor(values: impl IntoIterator<Item = usize>) -> Result<Tensor> {
 }
 
 /// Packs the kept tokens. On a GPU this reads nnz back to the host once (to size
-/// `packed`): the mask is counted, scanned and indexed once, the rows gathered once;
+/// `packed`): the mask is read once (one look-back launch), the rows gathered once;
 /// [`unpad_with_capacity`] does not synchronise.
 pub fn unpad(hidden: &Tensor, keep: Keep) -> Result<Unpadded> {
     let (batch, seqlen, dim) = validate_unpad(hidden, &keep)?;
