@@ -53,8 +53,11 @@ KILN_EMU_COVERAGE=1 KILN_REQUIRE_SASS=1 cargo test --quiet --features cuda,emu -
 # input-sized loop run twice, except what kernels/coverage-exemptions.txt lists with a reason.
 step "tests/suite and the kernel coverage gate (scripts/coverage.sh: gcov and kernels/coverage-exemptions.txt)"
 KILN_REQUIRE_SASS=1 scripts/coverage.sh --features cuda,emu
+# The kiln binary of the test step (both features; see the model step below for why not `cargo
+# run`): a release build only for this would compile every emulated kernel a third time (~110 s
+# of a fresh machine's 20-minute budget) to save ~50 s of unoptimised host code.
 step "kiln check --backend emu (every op, every direction and dtype, against its reference)"
-cargo run --quiet --release --features emu -- check --backend emu >target/check-emu.log 2>&1 || {
+"$target_dir/debug/kiln" check --backend emu >target/check-emu.log 2>&1 || {
   grep -E "FAIL|error" target/check-emu.log | head -n 40
   tail -n 5 target/check-emu.log
   exit 1
@@ -70,8 +73,9 @@ step "kiln model (the emulator's traffic model for every op, bf16)"
   exit 1
 }
 echo "kiln model: $(grep -c ' bf16 ' target/model.log) op/direction rows, $(grep -c '%$' target/model.log) with an sm_90 occupancy"
-# The shared libraries (build/shared.rs) the two cargo builds above left in target/: the emulated
-# one from the release build, the CUDA one from the cuda,emu test build. A venv of its own keeps
+# The shared libraries (build/shared.rs) the cuda,emu test build left in target/debug: the
+# emulated one (checked mode, the same kernels; its coverage counters are written after the
+# gate has read them) and the CUDA one. A venv of its own keeps
 # pip away from the system Python (PEP 668); torch is not on it (PyPI has no CUDA-free wheel), so
 # tests/python/test_torch.py skips here and runs where torch is installed.
 step "tests/python (shared library symbols, the C example, the Python package on the emulated library)"
@@ -81,7 +85,7 @@ fi
 target/python-venv/bin/python -m pip install -q --disable-pip-version-check numpy pytest ml_dtypes
 target/python-venv/bin/python -m pip install -q --disable-pip-version-check -e python
 python3 scripts/python-abi.py --check
-KILN_LIBRARY="$target_dir/release/libkiln_emu.so" KILN_CUDA_LIBRARY="$target_dir/debug/libkiln.so" \
+KILN_LIBRARY="$target_dir/debug/libkiln_emu.so" KILN_CUDA_LIBRARY="$target_dir/debug/libkiln.so" \
   target/python-venv/bin/python -m pytest -q -p no:cacheprovider tests/python
 step "cargo clippy --all-targets [--all-features] -- -D warnings"
 cargo clippy --quiet --all-targets --all-features -- -D warnings
