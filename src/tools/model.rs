@@ -45,6 +45,11 @@ pub struct TrafficRow {
     pub store_efficiency: f64,
     /// Bytes per global load request (512 for 16-byte vector loads by 32 lanes).
     pub load_bytes_per_request: f64,
+    /// Memory warp instructions of the window: global loads, global stores, shared-memory
+    /// accesses (what an instruction-bound kernel spends its issue slots on besides arithmetic).
+    pub load_requests: u64,
+    pub store_requests: u64,
+    pub shared_requests: u64,
     /// Shared-memory wavefronts per request (1.0: no bank conflict), 0 without shared memory.
     pub shared_wavefronts_per_request: f64,
     /// The most wavefronts one shared-memory request needed.
@@ -332,6 +337,9 @@ fn measure(op: &dyn Op, dir: Direction, dtype: DType, problem: &Problem, device:
         store_sectors_per_request: ratio(t.store_sectors, t.store_requests),
         store_efficiency: ratio(t.store_bytes, 32 * t.store_sectors),
         load_bytes_per_request: ratio(t.load_bytes, t.load_requests),
+        load_requests: t.load_requests,
+        store_requests: t.store_requests,
+        shared_requests: t.shared_requests,
         shared_wavefronts_per_request: ratio(t.shared_wavefronts, t.shared_requests),
         shared_worst_wavefronts: t.shared_worst_wavefronts,
         shared_conflicts_per_request: ratio(t.shared_conflict_wavefronts, t.shared_requests),

@@ -330,3 +330,58 @@ fn the_latency_column_tells_the_norm_forwards_apart() {
         assert!(pipelined >= 1.25 * kiln::model::INFLIGHT_TARGET_KIB, "{} pipelined: {pipelined:.1} KiB: {r:?}", r.op);
     }
 }
+
+/// Memory warp instructions (global loads and stores, shared-memory accesses) per 512 bytes of
+/// the op's ideal DRAM traffic: 1 for a kernel that moves every byte once in 16-byte accesses by
+/// whole warps, more where it re-reads operands or reads tables element by element. Issue 25's
+/// proxy for the equivariant tensor product and convolution, whose time on a GPU is issue slots,
+/// not bytes (their DRAM traffic is at the ideal): a warp per receiver whose lanes loop over every
+/// path and CG entry, reading the CG table from global memory, issues hundreds of memory
+/// instructions for each 512 bytes it must move. Known slow until the channel-parallel kernels
+/// land (issue 25, item 1); then each op must come below KNOWN_SLOW_RATIO and leave the list.
+const EQUIVARIANT_KNOWN_SLOW: &[(&str, &str)] =
+    &[("equivariant/tp", "fwd"), ("equivariant/tp", "bwd"), ("equivariant/conv", "fwd"), ("equivariant/conv", "bwd")];
+/// A fused kernel that stages its operands through shared memory reads each a few times.
+const KNOWN_SLOW_RATIO: f64 = 8.0;
+
+/// Memory warp instructions per 512 ideal bytes of one op at `shape` (f32).
+fn memory_instructions_per_512_bytes(op: &dyn Op, dir: Direction, shape: &[usize], device: &kiln::Device) -> f64 {
+    let problem = op.random_problem(dir, shape, &mut rng());
+    let r = kiln::model::traffic(op, dir, DType::F32, &problem, device).unwrap();
+    let instructions = (r.load_requests + r.store_requests + r.shared_requests) as f64;
+    let ratio = instructions / (r.ideal_bytes as f64 / 512.0);
+    eprintln!(
+        "{} {}: {instructions} memory instructions ({} global loads, {} shared) for {} ideal bytes: {ratio:.1} per 512",
+        r.op, r.dir, r.load_requests, r.shared_requests, r.ideal_bytes
+    );
+    ratio
+}
+
+#[test]
+fn equivariant_products_issue_few_memory_instructions_per_byte() {
+    let Some(device) = emu() else { return };
+    // The proxy's calibration: a streaming kernel comes out at 1 (f32 GELU: 16-byte accesses),
+    // a pipelined one near 3 (LayerNorm: each row copied into shared memory by cp.async and read
+    // back, γ/β, the reductions' scratch).
+    for (name, shape) in [("activation/gelu", vec![256, 1024]), ("norm/layernorm", vec![64, 1024])] {
+        let op = select(&[name.into()]).remove(0);
+        for &dir in op.directions() {
+            let ratio = memory_instructions_per_512_bytes(op.as_ref(), dir, &shape, &device);
+            assert!(ratio <= 4.0, "{name} {}: {ratio:.2} per 512 bytes", dir.name());
+        }
+    }
+    // MACE-large (128 channels, ℓ ≤ 3 outputs, weights per edge), 24 edges / batch rows.
+    for op in select(&["equivariant/tp".into(), "equivariant/conv".into()]) {
+        for &dir in op.directions() {
+            let ratio = memory_instructions_per_512_bytes(op.as_ref(), dir, &[24, 1152], &device);
+            let known = EQUIVARIANT_KNOWN_SLOW.contains(&(op.full_name().as_str(), dir.name()));
+            assert_eq!(
+                ratio > KNOWN_SLOW_RATIO,
+                known,
+                "{} {}: {ratio:.1} per 512 bytes (known slow: {known})",
+                op.full_name(),
+                dir.name()
+            );
+        }
+    }
+}
