@@ -22,7 +22,15 @@ const DEFAULT_ARCHS: &str = "sm_80,sm_90a,compute_80";
 
 fn main() {
     println!("cargo:rerun-if-changed=kernels");
-    for var in ["NVCC", "CUDA_HOME", "CUDA_PATH", "KILN_CUDA_ARCHS", "DOCS_RS", "RUSTC_WORKSPACE_WRAPPER"] {
+    for var in [
+        "NVCC",
+        "CUDA_HOME",
+        "CUDA_PATH",
+        "KILN_CUDA_ARCHS",
+        "DOCS_RS",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "KILN_DENY_WARNINGS",
+    ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -95,9 +103,7 @@ fn main() {
             eprintln!("error: nvcc failed on {}", src.display());
             std::process::exit(1);
         }
-        for line in stderr.lines().filter(|l| l.contains("warning")) {
-            println!("cargo:warning={line}");
-        }
+        report_warnings(&stderr, src, "nvcc");
         objects.push(obj);
     }
     fs::write(&report_path, &report).expect("write ptxas report");
@@ -120,6 +126,22 @@ fn main() {
 /// written. Without this, `cargo clippy --all-features` recompiled every kernel with nvcc and
 /// the host compiler (~2 minutes of CI on 2 cores), since check builds keep their own copy of
 /// the build script's output.
+/// Passes a kernel compiler's warnings on as cargo warnings; with KILN_DENY_WARNINGS set (CI's
+/// scripts/test.sh) a warning fails the build instead, so a fresh clone's first build stays
+/// silent (issue 30; the last one was nvcc's #177-D on attention.cu's key position, unused
+/// outside geometric ALiBi).
+pub(crate) fn report_warnings(stderr: &str, src: &Path, compiler: &str) {
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("warning")).collect();
+    for line in &warnings {
+        println!("cargo:warning={line}");
+    }
+    if !warnings.is_empty() && env::var_os("KILN_DENY_WARNINGS").is_some() {
+        eprintln!("{stderr}");
+        eprintln!("error: {compiler} warned on {} and KILN_DENY_WARNINGS is set", src.display());
+        std::process::exit(1);
+    }
+}
+
 pub(crate) fn type_check_only() -> bool {
     let clippy = env::var_os("RUSTC_WORKSPACE_WRAPPER").is_some_and(|wrapper| {
         Path::new(&wrapper).file_stem().is_some_and(|stem| stem.to_string_lossy().starts_with("clippy-driver"))

@@ -248,9 +248,7 @@ fn compile(out: &Path) {
             eprintln!("error: the host compiler failed on {} (emulator build)", src.display());
             std::process::exit(1);
         }
-        for line in stderr.lines().filter(|l| l.contains("warning")) {
-            println!("cargo:warning={line}");
-        }
+        crate::report_warnings(&stderr, &src, "the host compiler (emulator build)");
         objects.push(obj);
     }
     cc::Build::new().objects(&objects).cargo_warnings(false).compile("kiln_kernels_emu");

@@ -299,7 +299,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
 #pragma unroll
             for (int c = 0; c < 2; ++c) {
                 const int col = nt * 8 + c;  // + 2t: this thread's key column within the tile
-                float pk[3] = {};
+                [[maybe_unused]] float pk[3] = {};  // the key's position: geometric ALiBi only
                 if constexpr (kBias == Bias::kGeometric) {
                     for (int d = 0; d < 3; ++d) pk[d] = s_pos[tile & 1][col + 2 * t][d];
                 }

@@ -18,6 +18,10 @@ step() {
 }
 
 target_dir="$(mkdir -p "${CARGO_TARGET_DIR:-target}" && cd "${CARGO_TARGET_DIR:-target}" && pwd)"
+# A kernel compiler's warning fails the build (build.rs): a fresh clone's first build is silent.
+# Exported for every step, so that no step's build script sees another environment and
+# compiles every kernel again.
+export KILN_DENY_WARNINGS=1
 
 step "install what a fresh machine lacks (scripts/install-cuda.sh, libclang)"
 scripts/install-cuda.sh

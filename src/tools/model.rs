@@ -45,10 +45,12 @@ pub struct TrafficRow {
     pub store_efficiency: f64,
     /// Bytes per global load request (512 for 16-byte vector loads by 32 lanes).
     pub load_bytes_per_request: f64,
-    /// Memory warp instructions of the window: global loads, global stores, shared-memory
-    /// accesses (what an instruction-bound kernel spends its issue slots on besides arithmetic).
+    /// Global load warp instructions of the window (memory instructions are what an
+    /// instruction-bound kernel spends its issue slots on besides arithmetic).
     pub load_requests: u64,
+    /// Global store warp instructions of the window.
     pub store_requests: u64,
+    /// Shared-memory warp instructions of the window.
     pub shared_requests: u64,
     /// Shared-memory wavefronts per request (1.0: no bank conflict), 0 without shared memory.
     pub shared_wavefronts_per_request: f64,
