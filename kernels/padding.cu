@@ -537,17 +537,13 @@ bool valid_sizes(int64_t batch, int64_t seqlen, int64_t dim, int64_t capacity) {
            valid_rows(batch * seqlen, dim) && valid_rows(capacity, dim);
 }
 
-// unpad's tile offsets (batch·ceil(seqlen / kTileTokens) ≤ batch·seqlen) and pad's inverse map
-// (batch·seqlen) share the workspace: one int32 per token, the least a launcher accepts. Sizes
-// must be valid.
-int64_t workspace_bytes(int64_t batch, int64_t seqlen) { return batch * seqlen * int64_t(sizeof(int32_t)); }
-
-// What kiln_padding_workspace_bytes asks for: also room for the one-pass unpad's LookbackState,
-// which is larger than one int32 per token only for one-token sequences or a handful of tokens
-// (unpad takes the validating path with less).
-int64_t advised_workspace_bytes(int64_t batch, int64_t seqlen) {
+// unpad's tile offsets (batch·ceil(seqlen / kTileTokens) ≤ batch·seqlen), pad's inverse map
+// (batch·seqlen) and the one-pass unpad's LookbackState share the workspace: one int32 per
+// token, or the look-back's words and counters where they are larger (one-token sequences, a
+// handful of tokens). Sizes must be valid.
+int64_t workspace_bytes(int64_t batch, int64_t seqlen) {
     const int64_t tiles = batch * ceil_div(seqlen, kTileTokens);
-    return std::max(workspace_bytes(batch, seqlen), tiles > 0 ? lookback_bytes(tiles) : 0);
+    return std::max(batch * seqlen * int64_t(sizeof(int32_t)), tiles > 0 ? lookback_bytes(tiles) : 0);
 }
 
 bool valid_mask_dtype(kiln_dtype dtype) {
@@ -613,8 +609,8 @@ struct Unpad {
 };
 
 // The one-pass unpad (mask, capacity ≥ batch·seqlen, at least one tile, the workspace 8-byte
-// aligned and as large as workspace_bytes): zero the LookbackState, one look-back launch, the
-// copy. The caller has checked every other argument.
+// aligned): zero the LookbackState, one look-back launch, the copy. The caller has checked
+// every other argument, the workspace's size among them.
 template <typename Mask>
 kiln_status launch_unpad_lookback(const Unpad& u, int tiles_per_seq, int64_t tiles) {
     const int64_t bytes = lookback_bytes(tiles);
@@ -639,11 +635,10 @@ kiln_status launch_unpad_lookback(const Unpad& u, int tiles_per_seq, int64_t til
 // cu_seqlens and counts is written on a data error. With a mask and room for every token, the
 // one-pass look-back instead.
 template <typename Mask>
-kiln_status launch_unpad(const Unpad& u, int64_t workspace_bytes) {
+kiln_status launch_unpad(const Unpad& u) {
     const int tiles_per_seq = static_cast<int>(ceil_div(u.seqlen, kTileTokens));
     const int64_t tiles = u.batch * tiles_per_seq;  // ≤ batch·seqlen < 2^31: fits grid.x
-    if (u.mask != nullptr && tiles > 0 && u.capacity >= u.batch * u.seqlen && workspace_bytes >= lookback_bytes(tiles) &&
-        is_aligned(u.tiles, sizeof(lookback::Word))) {
+    if (u.mask != nullptr && tiles > 0 && u.capacity >= u.batch * u.seqlen && is_aligned(u.tiles, sizeof(lookback::Word))) {
         return launch_unpad_lookback<Mask>(u, tiles_per_seq, tiles);
     }
     const Mask* mask = static_cast<const Mask*>(u.mask);
@@ -683,7 +678,7 @@ using kiln::launch_status;
 extern "C" {
 
 int64_t kiln_padding_workspace_bytes(int64_t batch, int64_t seqlen) {
-    return pad::valid_tokens(batch, seqlen) ? pad::advised_workspace_bytes(batch, seqlen) : -1;
+    return pad::valid_tokens(batch, seqlen) ? pad::workspace_bytes(batch, seqlen) : -1;
 }
 
 kiln_status kiln_padding_unpad_fwd(kiln_dtype dtype, const void* hidden, kiln_dtype mask_dtype, const void* mask,
@@ -718,7 +713,7 @@ kiln_status kiln_padding_unpad_fwd(kiln_dtype dtype, const void* hidden, kiln_dt
                        status,  static_cast<int32_t*>(workspace), static_cast<cudaStream_t>(stream)};
     // The mask type only matters with a mask; seqlens mode instantiates the u8 kernels unread.
     const bool i32_mask = mask != nullptr && static_cast<int>(mask_dtype) == KILN_DTYPE_I32;
-    return i32_mask ? pad::launch_unpad<int32_t>(u, workspace_bytes) : pad::launch_unpad<uint8_t>(u, workspace_bytes);
+    return i32_mask ? pad::launch_unpad<int32_t>(u) : pad::launch_unpad<uint8_t>(u);
 }
 
 kiln_status kiln_padding_pad_fwd(kiln_dtype dtype, const void* packed, const int32_t* indices, const int32_t* nnz,

@@ -192,9 +192,9 @@ kiln_status kiln_activation_jumprelu_bwd(kiln_dtype dtype, const void* x, const 
  * ---------------------------------------------------------------------------------------- */
 
 /**
- * Bytes of workspace to give the padding launchers for this batch and seqlen (-1 if invalid).
- * They accept as little as 4 bytes a token; this size (larger only for one-token sequences or
- * a few tokens) also lets unpad with a mask and capacity >= batch*seqlen take its one-pass path.
+ * Bytes of workspace the padding launchers need for this batch and seqlen (-1 if invalid):
+ * 4 bytes a token, or unpad's one-pass state where that is larger (one-token sequences, a few
+ * tokens).
  */
 int64_t kiln_padding_workspace_bytes(int64_t batch, int64_t seqlen);
 
@@ -210,8 +210,8 @@ int64_t kiln_padding_workspace_bytes(int64_t batch, int64_t seqlen);
  * indices, cu_seqlens and counts are written, no row is copied (kiln's safe unpad sizes its
  * packed tensor from them and gathers the rows with kiln_padding_gather_fwd).
  * With a mask and capacity >= batch*seqlen no data error is possible: the indices,
- * cu_seqlens and counts come from one pass over the mask (a decoupled look-back scan; the
- * workspace 8-byte aligned and of kiln_padding_workspace_bytes), then the rows are copied.
+ * cu_seqlens and counts come from one pass over the mask (a decoupled look-back scan, with
+ * the workspace 8-byte aligned), then the rows are copied.
  * Data errors through `status`: SEQLEN_OUT_OF_RANGE writes counts = {0, 0} and nothing else;
  * CAPACITY_EXCEEDED (nnz > capacity) still writes cu_seqlens and counts, so the caller learns
  * the nnz it needs, but not indices or packed.

@@ -621,6 +621,16 @@ fn bench(common: &Common, runs: Option<usize>, case_filters: &[String]) -> Resul
         }
     }
     write_bench_json(common.json.as_deref(), &device, copy, &rows)?;
+    // Without a GPU the table above times the emulator or the references: the hardware's
+    // figures, from the last GPU run on record, follow.
+    if !device.is_cuda() {
+        if let Some(lines) = kiln::perf_record::last_gpu_record() {
+            println!();
+            for line in lines {
+                println!("{line}");
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

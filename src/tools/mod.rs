@@ -1,6 +1,7 @@
 //! Layer 4, tools: what the command line does, over the registry. Checking kernels against
 //! their references (`check`), timing them (`bench`), the GPU-free performance model
-//! (`model`, `occupancy`, `sass`, `build_info`), `.npy` files for `kiln run` (`npy`) and
+//! (`model`, `occupancy`, `sass`, `build_info`), the last GPU measurement on record
+//! (`perf_record`), `.npy` files for `kiln run` (`npy`) and
 //! parameters as the command line gives them (`params`).
 //!
 //! May import: ops, families, core and bindings. Imported only by the crate root and the CLI.
@@ -12,5 +13,6 @@ pub mod model;
 pub mod npy;
 pub mod occupancy;
 mod params;
+pub mod perf_record;
 pub mod sass;
 pub mod sweep;
