@@ -99,7 +99,8 @@ enum Command {
         #[arg(long, default_value = "f32", value_parser = parse_dtype)]
         dtype: DType,
         /// A parameter, `NAME=VALUE` (repeatable): a number (`gate_half` also takes `first` or
-        /// `second`) or, where the op takes one, a string (`irreps_in1=8x0e+8x1o`, `mode=uvu`).
+        /// `second`, `normalization` `component`, `norm` or `integral`) or, where the op takes
+        /// one, a string (`irreps_in1=8x0e+8x1o`, `mode=uvu`).
         #[arg(long = "param", value_parser = parse_param)]
         params: Vec<(String, String)>,
     },

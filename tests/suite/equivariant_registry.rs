@@ -123,6 +123,18 @@ fn string_params_are_typed() {
     assert_eq!((s.number("lmax").unwrap(), s.number("normalize").unwrap()), (2.0, 1.0));
     let glu = find("glu/glu").unwrap();
     assert_eq!(Params::for_op(glu.as_ref(), &given(&[("gate_half", "second")])).unwrap().get("gate_half"), Some(&1.0));
+    // Named values: each parameter's own names, its numeric codes still working.
+    for (value, code) in [("component", 0.0), ("norm", 1.0), ("integral", 2.0), ("2", 2.0)] {
+        let p = Params::for_op(sh.as_ref(), &given(&[("normalization", value)])).unwrap();
+        assert_eq!(p.number("normalization").unwrap(), code, "normalization={value}");
+    }
+    let e = err(Params::for_op(sh.as_ref(), &given(&[("normalization", "unit")])));
+    assert!(matches!(&e, Error::InvalidValue { arg: "normalization", reason } if reason.contains("integral")), "{e}");
+    // A name belongs to its parameter only.
+    let e = err(Params::for_op(sh.as_ref(), &given(&[("lmax", "first")])));
+    assert!(matches!(e, Error::InvalidValue { arg: "lmax", .. }), "{e}");
+    let e = err(Params::for_op(glu.as_ref(), &given(&[("gate_half", "norm")])));
+    assert!(matches!(e, Error::InvalidValue { arg: "gate_half", .. }), "{e}");
     // Unknown parameter.
     let e = err(Params::for_op(tp.as_ref(), &given(&[("irreps", "1x0e")])));
     assert!(matches!(&e, Error::InvalidValue { arg: "param", reason } if reason.contains("irreps_in1")), "{e}");
