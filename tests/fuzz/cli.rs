@@ -65,7 +65,8 @@ fn param_value() -> impl Strategy<Value = String> {
         4 => (-5.0f64..5.0).prop_map(|v| v.to_string()),
         3 => prop::sample::select(vec![
             "0", "1", "2", "-1", "0.1", "1e-5", "1e400", "-1e400", "nan", "NaN", "inf", "-inf", "infinity", "+1",
-            ".5", "5.", "1e", "0x10", "1_0", "first", "second", "third", "", "=", "uvu", "uvw", "8x0e+8x1o",
+            ".5", "5.", "1e", "0x10", "1_0", "first", "second", "third", "component", "norm", "integral", "", "=",
+            "uvu", "uvw", "8x0e+8x1o",
             "1x0e+1x1o+1x2e", "x", "😀",
         ])
         .prop_map(String::from),
@@ -73,11 +74,25 @@ fn param_value() -> impl Strategy<Value = String> {
     ]
 }
 
+/// The number a named value stands for, for the parameter that has that name (the model of
+/// tools/params.rs's NAMED_VALUES): `gate_half` first/second, `normalization`
+/// component/norm/integral.
+fn named(name: &str, value: &str) -> Option<f64> {
+    match (name, value) {
+        ("gate_half", "first") => Some(kiln::glu::op::GATE_FIRST),
+        ("gate_half", "second") => Some(kiln::glu::op::GATE_SECOND),
+        ("normalization", "component") => Some(0.0),
+        ("normalization", "norm") => Some(1.0),
+        ("normalization", "integral") => Some(2.0),
+        _ => None,
+    }
+}
+
 /// What `Params::for_op` must answer: Ok, or the error for the first bad pair (its `arg`).
 fn expected(op: &dyn Op, given: &[(String, String)]) -> Result<(), &'static str> {
     for (name, value) in given {
         if let Some(&(arg, _)) = op.params().iter().find(|p| p.0 == name) {
-            let number = matches!(value.as_str(), "first" | "second") || value.parse::<f64>().is_ok();
+            let number = named(name, value).is_some() || value.parse::<f64>().is_ok();
             if !number {
                 return Err(arg);
             }
@@ -130,11 +145,8 @@ fn run_params_against_each_op() {
                     if !op.params().iter().any(|p| p.0 == name) {
                         continue;
                     }
-                    let want = match value {
-                        "first" => kiln::glu::op::GATE_FIRST,
-                        "second" => kiln::glu::op::GATE_SECOND,
-                        v => v.parse::<f64>().expect("checked by expected()"),
-                    };
+                    let want = named(name, value)
+                        .unwrap_or_else(|| value.parse::<f64>().expect("checked by expected()"));
                     let got = params.get(name).copied().expect("a declared parameter is kept");
                     prop_assert!(got.to_bits() == want.to_bits(), "{name}: {got} for {value:?}");
                 }
