@@ -85,8 +85,8 @@ struct TileSlice {
     int64_t first;  // s of the thread's first token; may be ≥ seqlen
 };
 
-__device__ __forceinline__ TileSlice tile_slice(int tiles_per_seq) {
-    const int tile = static_cast<int>(blockIdx.x);
+// (tile: blockIdx.x, or the one-pass unpad's claimed ticket.)
+__device__ __forceinline__ TileSlice tile_slice(int tile, int tiles_per_seq) {
     return TileSlice{tile / tiles_per_seq,
                      int64_t(tile % tiles_per_seq) * kTileTokens + int64_t(threadIdx.x) * kTileItems};
 }
@@ -130,7 +130,7 @@ __device__ __forceinline__ unsigned mask_bits(const Mask* row, int64_t first, in
 template <typename Mask>
 __global__ void __launch_bounds__(kTileThreads)
     count_tiles_kernel(const Mask* __restrict__ mask, int seqlen, int tiles_per_seq, int32_t* __restrict__ tile_counts) {
-    const TileSlice slice = tile_slice(tiles_per_seq);
+    const TileSlice slice = tile_slice(static_cast<int>(blockIdx.x), tiles_per_seq);
     const Mask* row = mask + int64_t(slice.seq) * seqlen;
     const int kept = __popc(mask_bits(row, slice.first, seqlen));
     int total;
@@ -246,7 +246,7 @@ __global__ void __launch_bounds__(kTileThreads)
     // all are readable whatever the word says, and only the word decides what is written.
     const int32_t word = *status;
     const int base = tile_offsets[blockIdx.x];
-    const TileSlice slice = tile_slice(tiles_per_seq);
+    const TileSlice slice = tile_slice(static_cast<int>(blockIdx.x), tiles_per_seq);
     const int64_t row = int64_t(slice.seq) * seqlen;
     const int64_t len = seqlens != nullptr ? seqlens[slice.seq] : 0;
     unsigned keep = 0;  // bit j: token first + j is kept
@@ -362,9 +362,9 @@ __global__ void __launch_bounds__(kTileThreads)
     if (threadIdx.x == 0) claimed = atomicAdd(st.next_tile, 1);
     __syncthreads();
     const int64_t tile = claimed;
-    const int seq = static_cast<int>(tile / tiles_per_seq);
-    const int within = static_cast<int>(tile % tiles_per_seq);
-    const int64_t first = int64_t(within) * kTileTokens + int64_t(threadIdx.x) * kTileItems;
+    const TileSlice slice = tile_slice(claimed, tiles_per_seq);
+    const int seq = slice.seq, within = static_cast<int>(tile % tiles_per_seq);
+    const int64_t first = slice.first;
     const int64_t row = int64_t(seq) * seqlen;
     const unsigned keep = mask_bits(mask + row, first, seqlen);
     int total;
