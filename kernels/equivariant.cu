@@ -18,9 +18,12 @@
 //   result is deterministic. The batched tensor product is the graph with edge n = node n.
 //   backward: dx by sender (edges permuted by src, CSR src_ptr), dy and dw per edge (a warp
 //   per edge); shared weights reduce the per-edge dw of the workspace in edge order.
-// This first version filters each path's CG entries per element instead of grouping them,
-// and reads its operands from global memory (L1/L2) each time: correct and deterministic, not
-// yet tuned.
+// Plans kiln builds (kiln_tp_plan.wigner_cg) run the channel-parallel kernels of
+// equivariant/tp_channel.cuh: lane = channel, the contractions generated as straight-line code
+// (equivariant/cg_poly.cuh). The generic kernels below take any other plan: each lane filters
+// every path's CG entries per output element, reading the tables and operands from global
+// memory — correct and deterministic for any widths, and an order of magnitude more
+// instructions per edge.
 //
 // Hessian assembly (HIP): per edge e = (i → j) and per atom i a 9-vector (l = 0, 1, 2) becomes a
 // 3×3 block M through wigner_3j(1, 1, l); H[i, j] += M_e, H[j, i] += M_eᵀ, H[i, i] += N_i + N_iᵀ,
@@ -45,6 +48,8 @@
 #include "common/launch.cuh"
 #include "common/vec.cuh"
 #include "equivariant/sh_poly.cuh"
+#include "equivariant/tp_channel.cuh"
+#include "equivariant/tp_plan.cuh"
 #include "kiln.h"
 
 namespace kiln::equivariant {
@@ -172,40 +177,6 @@ __global__ void __launch_bounds__(kShThreads)
 // Tensor products and the convolution
 // ------------------------------------------------------------------------------------------
 
-// One warp per row (receiver, sender or edge); 4 warps per block.
-constexpr int kTpThreads = 128;
-constexpr int kTpWarps = kTpThreads / 32;
-// With the thread count alone ptxas capped these loops at 48 registers and spilled; one block
-// per SM as the stated minimum lets them take the 56-89 they need (no spills, ≥ 5 blocks an SM).
-constexpr int kTpMinBlocks = 1;
-
-// CG value c and path p's coefficient in compute type C: the f32 plan fields, or for f64
-// storage the f64 tables (cg_val_f64, coef_f64) so that no f32 rounding enters an f64 result.
-template <typename C>
-__device__ __forceinline__ C cg_value(const kiln_tp_plan& plan, int c) {
-    if constexpr (std::is_same_v<C, double>) {
-        return plan.cg_val_f64[c];
-    } else {
-        return plan.cg_val[c];
-    }
-}
-
-template <typename C>
-__device__ __forceinline__ C path_coef(const kiln_tp_plan& plan, int p) {
-    if constexpr (std::is_same_v<C, double>) {
-        return plan.coef_f64[p];
-    } else {
-        return plan.paths[p].coef;
-    }
-}
-
-// A path's CG entry: (i, j, k) packed as i | j << 8 | k << 16 (2l+1 ≤ 9 each).
-__device__ __forceinline__ void unpack_ijk(int32_t ijk, int& i, int& j, int& k) {
-    i = ijk & 0xff;
-    j = (ijk >> 8) & 0xff;
-    k = (ijk >> 16) & 0xff;
-}
-
 // The dout side of one (u, v) pair of path P at output component k, times `pre` (the CG value
 // times the other input's element): pre·w[u, v]·dout[u, k] (uvu) or pre·Σ_o w[u, v, o]·dout[o, k]
 // (uvw). The dx pass sums it over v, the dy pass over u.
@@ -222,17 +193,6 @@ __device__ __forceinline__ C path_dout_term(const kiln_tp_path& P, const T* we, 
     }
     return pre * sw;
 }
-
-// The graph: edges sorted by dst (dst_ptr: CSR offsets of each receiver), with src for the
-// forward; for the backward also dst per edge and the edges permuted by src (src_perm, CSR
-// src_ptr). All NULL: the batched tensor product (edge n joins node n to itself).
-struct Graph {
-    const int32_t* src;       // [edges]
-    const int32_t* dst;       // [edges]
-    const int32_t* dst_ptr;   // [nodes + 1]
-    const int32_t* src_perm;  // [edges]
-    const int32_t* src_ptr;   // [nodes + 1]
-};
 
 // out[n, o] for the rows n of this warp, lane-strided over o (x: [nodes, dim1]; y: [edges,
 // dim2]; w: [weight_numel] or [edges, weight_numel]; out: [nodes, dim_out]).
@@ -671,13 +631,26 @@ kiln_status launch_backward(const Backward& b) {
         const T* w = static_cast<const T*>(b.w);
         const T* dout = static_cast<const T*>(b.dout);
         if (b.nodes > 0 && b.plan->dim1 > 0) {
-            KILN_LAUNCH(warp_blocks(b.nodes), kTpThreads, 0, b.stream, tp_bwd_dx1_kernel<T>)(
-                *b.plan, y, w, b.shared_weights, b.g, dout, b.nodes, static_cast<T*>(b.dx));
+            if (b.plan->wigner_cg != 0) {
+                KILN_LAUNCH(warp_blocks(b.nodes), kTpThreads, 0, b.stream, tp_bwd_dx_channel_kernel<T>)(
+                    *b.plan, y, w, b.shared_weights, b.g, dout, b.nodes, static_cast<T*>(b.dx));
+            } else {
+                KILN_LAUNCH(warp_blocks(b.nodes), kTpThreads, 0, b.stream, tp_bwd_dx1_kernel<T>)(
+                    *b.plan, y, w, b.shared_weights, b.g, dout, b.nodes, static_cast<T*>(b.dx));
+            }
             const kiln_status st = launch_status();
             if (st != KILN_SUCCESS) return st;
         }
         if (b.edges > 0) {
-            if (b.shared_weights != 0) {
+            if (b.plan->wigner_cg != 0 && b.shared_weights != 0) {
+                KILN_LAUNCH(warp_blocks(b.edges), kTpThreads, 0, b.stream, tp_bwd_edge_channel_kernel<T, C>)(
+                    *b.plan, x, y, w, b.shared_weights, b.g, dout, b.edges, static_cast<T*>(b.dy),
+                    static_cast<C*>(b.workspace));
+            } else if (b.plan->wigner_cg != 0) {
+                KILN_LAUNCH(warp_blocks(b.edges), kTpThreads, 0, b.stream, tp_bwd_edge_channel_kernel<T, T>)(
+                    *b.plan, x, y, w, b.shared_weights, b.g, dout, b.edges, static_cast<T*>(b.dy),
+                    static_cast<T*>(b.dw));
+            } else if (b.shared_weights != 0) {
                 KILN_LAUNCH(warp_blocks(b.edges), kTpThreads, 0, b.stream, tp_bwd_edge_kernel<T, C>)(
                     *b.plan, x, y, w, b.shared_weights, b.g, dout, b.edges, static_cast<T*>(b.dy),
                     static_cast<C*>(b.workspace));
@@ -714,9 +687,15 @@ kiln_status launch_forward(kiln_dtype dtype, const kiln_tp_plan* plan, const voi
     if (nodes == 0 || plan->dim_out == 0) return KILN_SUCCESS;
     return kiln::with_storage_type_or_f64(dtype, [&](auto tag) {
         using T = typename decltype(tag)::type;
-        KILN_LAUNCH(warp_blocks(nodes), kTpThreads, 0, stream, tp_fwd_kernel<T>)(
-            *plan, static_cast<const T*>(x), static_cast<const T*>(y), static_cast<const T*>(w), shared_weights, g,
-            nodes, static_cast<T*>(out));
+        if (plan->wigner_cg != 0) {
+            KILN_LAUNCH(warp_blocks(nodes), kTpThreads, 0, stream, tp_fwd_channel_kernel<T>)(
+                *plan, static_cast<const T*>(x), static_cast<const T*>(y), static_cast<const T*>(w), shared_weights,
+                g, nodes, static_cast<T*>(out));
+        } else {
+            KILN_LAUNCH(warp_blocks(nodes), kTpThreads, 0, stream, tp_fwd_kernel<T>)(
+                *plan, static_cast<const T*>(x), static_cast<const T*>(y), static_cast<const T*>(w), shared_weights,
+                g, nodes, static_cast<T*>(out));
+        }
         return launch_status();
     });
 }

@@ -532,6 +532,12 @@ typedef struct kiln_tp_plan {
      * with cg_ijk, and each path's coef in f64 [n_paths]. */
     const double* cg_val_f64;
     const double* coef_f64;
+    /** Appended: nonzero certifies the plan is built as kiln::equivariant's TpPlan builds it:
+     * every path's table is wigner_3j(l1, l2, l_out) with widths 2l + 1 and l <= 4, and paths
+     * that share a block of x1, x2 or the output share its offset, mul and width. The launchers
+     * then run the channel-parallel kernels, which carry those CG values compiled in (the
+     * tables are not read). 0: the generic kernels read the tables as given, for any widths. */
+    int32_t wigner_cg;
 } kiln_tp_plan;
 
 /** Bytes of workspace the backward launchers need for f32, f16 or bf16 storage (f32 per-edge

@@ -1097,10 +1097,12 @@ pub struct kiln_tp_plan {
     #[doc = " Appended for KILN_DTYPE_F64 and read only for it (may be NULL otherwise, so a plan\n built before they existed still runs every other dtype): the CG values in f64, aligned\n with cg_ijk, and each path's coef in f64 [n_paths]."]
     pub cg_val_f64: *const f64,
     pub coef_f64: *const f64,
+    #[doc = " Appended: nonzero certifies the plan is built as kiln::equivariant's TpPlan builds it:\n every path's table is wigner_3j(l1, l2, l_out) with widths 2l + 1 and l <= 4, and paths\n that share a block of x1, x2 or the output share its offset, mul and width. The launchers\n then run the channel-parallel kernels, which carry those CG values compiled in (the\n tables are not read). 0: the generic kernels read the tables as given, for any widths."]
+    pub wigner_cg: i32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of kiln_tp_plan"][::std::mem::size_of::<kiln_tp_plan>() - 80usize];
+    ["Size of kiln_tp_plan"][::std::mem::size_of::<kiln_tp_plan>() - 88usize];
     ["Alignment of kiln_tp_plan"][::std::mem::align_of::<kiln_tp_plan>() - 8usize];
     ["Offset of field: kiln_tp_plan::paths"][::std::mem::offset_of!(kiln_tp_plan, paths) - 0usize];
     ["Offset of field: kiln_tp_plan::n_paths"][::std::mem::offset_of!(kiln_tp_plan, n_paths) - 8usize];
@@ -1112,6 +1114,7 @@ const _: () = {
     ["Offset of field: kiln_tp_plan::weight_numel"][::std::mem::offset_of!(kiln_tp_plan, weight_numel) - 56usize];
     ["Offset of field: kiln_tp_plan::cg_val_f64"][::std::mem::offset_of!(kiln_tp_plan, cg_val_f64) - 64usize];
     ["Offset of field: kiln_tp_plan::coef_f64"][::std::mem::offset_of!(kiln_tp_plan, coef_f64) - 72usize];
+    ["Offset of field: kiln_tp_plan::wigner_cg"][::std::mem::offset_of!(kiln_tp_plan, wigner_cg) - 80usize];
 };
 unsafe extern "C" {
     #[doc = " Bytes of workspace the backward launchers need for f32, f16 or bf16 storage (f32 per-edge\n weight gradients when the weights are shared; 0 otherwise; -1 if the sizes are invalid)."]

@@ -1746,6 +1746,7 @@ fn plan(c: &mut Ctx) -> Plan {
         weight_numel: dims[3],
         cg_val_f64: null(),
         coef_f64: null(),
+        wigner_cg: 0,
     };
     match kind {
         // A real one-path plan (the call fills in its table pointers).

@@ -714,6 +714,7 @@ fn emu_a_failed_memset_is_a_cuda_error() {
             weight_numel: 2,
             cg_val_f64: null(),
             coef_f64: null(),
+            wigner_cg: 0,
         };
         let s = ffi::kiln_equivariant_tp_bwd(
             f32_,

@@ -901,6 +901,18 @@ fn sh_kernel_recursion_is_current() {
     assert!(got == want, "{path} is stale: rerun this test with BLESS=1");
 }
 
+/// The kernels' Clebsch-Gordan contractions are generated from the reference's wigner_3j.
+#[test]
+fn cg_kernel_contractions_are_current() {
+    let want = kiln::equivariant::cg_code::cg_cuda_source();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/kernels/equivariant/cg_poly.cuh");
+    if std::env::var_os("BLESS").is_some() {
+        std::fs::write(path, &want).unwrap();
+    }
+    let got = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(got == want, "{path} is stale: rerun this test with BLESS=1");
+}
+
 // ---------------------------------------------------------------------------------------
 // Kernels against the reference (the emulator in checked mode; the GPU when there is one)
 
@@ -1073,6 +1085,9 @@ fn tensor_product_and_convolution_kernels_match_reference() {
                 for shared in [true, false] {
                     for graph in [None, Some((6, 17))] {
                         check_tp_kernels(&device, dtype, &plan, shared, graph, &mut rng);
+                        equivariant::with_table_kernels(|| {
+                            check_tp_kernels(&device, dtype, &plan, shared, graph, &mut rng)
+                        });
                     }
                 }
             }
@@ -1100,6 +1115,31 @@ fn tensor_product_kernels_on_wide_rows_and_no_edges_match_reference() {
             for shared in [true, false] {
                 for graph in [None, Some((5, 9)), Some((4, 0))] {
                     check_tp_kernels(&device, dtype, &plan, shared, graph, &mut rng);
+                    equivariant::with_table_kernels(|| {
+                        check_tp_kernels(&device, dtype, &plan, shared, graph, &mut rng)
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// More channels than a warp has lanes (40 and 33 in x1 for uvu, 36 and 33 outputs for uvw):
+/// the channel-parallel kernels' lanes take a second channel of every block, and their dy sums
+/// over both.
+#[test]
+fn tensor_product_kernels_with_more_channels_than_lanes_match_reference() {
+    let el = PathNormalization::Element;
+    let plans = [
+        TpPlan::channelwise(&ir("40x0e+33x1o"), &ir("0e+1o+2e"), &ir("40x0e+40x1o+33x1o+33x1e+33x2e"), el).unwrap(),
+        TpPlan::fully_connected(&ir("3x0e+2x1o"), &ir("0e+1o"), &ir("36x0e+33x1o"), el).unwrap(),
+    ];
+    let mut rng = rng();
+    for device in kernel_devices() {
+        for dtype in [DType::F32, DType::F64] {
+            for plan in &plans {
+                for shared in [true, false] {
+                    check_tp_kernels(&device, dtype, plan, shared, Some((4, 7)), &mut rng);
                 }
             }
         }
@@ -1426,6 +1466,7 @@ macro_rules! c_abi_validation {
                     weight_numel: 4,
                     cg_val_f64: FAKE as *const f64,
                     coef_f64: FAKE as *const f64,
+                    wigner_cg: 0,
                 }
             }
 
