@@ -609,6 +609,17 @@ int64_t workspace_bytes(kiln_dtype dtype, int64_t edges, int64_t weight_numel, i
     return edges * weight_numel * partial_bytes(dtype);
 }
 
+// Whether the channel-parallel kernels may read vector-ready blocks 4 channels at a time: row
+// widths (x1, output, weights) multiples of 4 and every tensor 16-byte aligned, so a run of 4
+// channels starting on a multiple of 4 is aligned to its access (tp_channel.cuh, load_run).
+int vector_rows_ok(const kiln_tp_plan* plan, std::initializer_list<const void*> tensors) {
+    if ((plan->dim1 | plan->dim_out | plan->weight_numel) % kVecChannels != 0) return 0;
+    for (const void* t : tensors) {
+        if (!is_aligned(t, kVecBytes)) return 0;
+    }
+    return 1;
+}
+
 struct Backward {
     kiln_dtype dtype;
     const kiln_tp_plan* plan;
@@ -630,10 +641,11 @@ kiln_status launch_backward(const Backward& b) {
         const T* y = static_cast<const T*>(b.y);
         const T* w = static_cast<const T*>(b.w);
         const T* dout = static_cast<const T*>(b.dout);
+        const int vector_rows = vector_rows_ok(b.plan, {b.x, b.y, b.w, b.dout, b.dx, b.dy, b.dw, b.workspace});
         if (b.nodes > 0 && b.plan->dim1 > 0) {
             if (b.plan->wigner_cg != 0) {
                 KILN_LAUNCH(warp_blocks(b.nodes), kTpThreads, 0, b.stream, tp_bwd_dx_channel_kernel<T>)(
-                    *b.plan, y, w, b.shared_weights, b.g, dout, b.nodes, static_cast<T*>(b.dx));
+                    *b.plan, y, w, b.shared_weights, b.g, vector_rows, dout, b.nodes, static_cast<T*>(b.dx));
             } else {
                 KILN_LAUNCH(warp_blocks(b.nodes), kTpThreads, 0, b.stream, tp_bwd_dx1_kernel<T>)(
                     *b.plan, y, w, b.shared_weights, b.g, dout, b.nodes, static_cast<T*>(b.dx));
@@ -644,11 +656,11 @@ kiln_status launch_backward(const Backward& b) {
         if (b.edges > 0) {
             if (b.plan->wigner_cg != 0 && b.shared_weights != 0) {
                 KILN_LAUNCH(warp_blocks(b.edges), kTpThreads, 0, b.stream, tp_bwd_edge_channel_kernel<T, C>)(
-                    *b.plan, x, y, w, b.shared_weights, b.g, dout, b.edges, static_cast<T*>(b.dy),
+                    *b.plan, x, y, w, b.shared_weights, b.g, vector_rows, dout, b.edges, static_cast<T*>(b.dy),
                     static_cast<C*>(b.workspace));
             } else if (b.plan->wigner_cg != 0) {
                 KILN_LAUNCH(warp_blocks(b.edges), kTpThreads, 0, b.stream, tp_bwd_edge_channel_kernel<T, T>)(
-                    *b.plan, x, y, w, b.shared_weights, b.g, dout, b.edges, static_cast<T*>(b.dy),
+                    *b.plan, x, y, w, b.shared_weights, b.g, vector_rows, dout, b.edges, static_cast<T*>(b.dy),
                     static_cast<T*>(b.dw));
             } else if (b.shared_weights != 0) {
                 KILN_LAUNCH(warp_blocks(b.edges), kTpThreads, 0, b.stream, tp_bwd_edge_kernel<T, C>)(
@@ -688,9 +700,10 @@ kiln_status launch_forward(kiln_dtype dtype, const kiln_tp_plan* plan, const voi
     return kiln::with_storage_type_or_f64(dtype, [&](auto tag) {
         using T = typename decltype(tag)::type;
         if (plan->wigner_cg != 0) {
+            const int vector_rows = vector_rows_ok(plan, {x, y, w, out});
             KILN_LAUNCH(warp_blocks(nodes), kTpThreads, 0, stream, tp_fwd_channel_kernel<T>)(
                 *plan, static_cast<const T*>(x), static_cast<const T*>(y), static_cast<const T*>(w), shared_weights,
-                g, nodes, static_cast<T*>(out));
+                g, vector_rows, nodes, static_cast<T*>(out));
         } else {
             KILN_LAUNCH(warp_blocks(nodes), kTpThreads, 0, stream, tp_fwd_kernel<T>)(
                 *plan, static_cast<const T*>(x), static_cast<const T*>(y), static_cast<const T*>(w), shared_weights,

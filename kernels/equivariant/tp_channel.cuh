@@ -2,13 +2,18 @@
 // wigner_3j (kiln_tp_plan.wigner_cg: every plan kiln::equivariant builds).
 //
 // A warp owns one row (a receiver for the forward, a sender for dx, an edge for dy and dw) and
-// its lanes own channels: lane c works on channel c (c + 32, … when a block has more). The warp
-// walks the plan's blocks in a warp-uniform loop; for each block it holds that block's 2l + 1
-// values of its channel in registers over the whole CSR segment and writes them once. Each
-// path's contraction is Cg<l1, l2, l3> (equivariant/cg_poly.cuh): straight-line FMAs with the
-// CG values as literals, no table reads and no filtering. The weights fold into one operand
-// first (bw = coef·Σ_v W·x2[v], or its analogue), so a (path, channel) pair costs one
-// contraction and 2l + 1 loads of each operand.
+// its lanes own channels: V consecutive channels a lane (V = 4 on vector-ready blocks, else 1),
+// 32·V channels a pass. The warp walks the plan's blocks in a warp-uniform loop; for each block
+// it holds that block's 2l + 1 values of its channels in registers over the whole CSR segment,
+// path by path and edge by edge, and writes them once. Each path's contraction is
+// Cg<l1, l2, l3> (equivariant/cg_poly.cuh): straight-line FMAs with the CG values as literals,
+// no table reads and no filtering. The weights fold into one operand first
+// (bw = coef·Σ_v W·x2[v], or its analogue), so a (path, channel) pair costs one contraction.
+//
+// Code size: the loops exist once per kernel, dtype and V; operands live in arrays of the
+// largest width (9) indexed by constants only, and a warp-uniform switch on the path's triple
+// (with_cg) picks the contraction. Templating the loops on the triple instead (65 copies of
+// each loop nest) took cicc minutes per architecture and ten times that with V = 4.
 //
 // Per receiver, edges are summed in CSR order by one lane per channel, and the dy sums over
 // channels use a fixed butterfly: results are deterministic, with no atomics.
@@ -17,6 +22,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "common/compute.cuh"
@@ -27,13 +33,12 @@
 
 namespace kiln::equivariant {
 
+// Lambdas here are inlined whatever their size: they capture register arrays (accumulators,
+// operands) by reference, and a lambda left out of line would put them in local memory.
+#define KILN_INLINE_LAMBDA __attribute__((always_inline))
+
 template <int L>
 using Degree = std::integral_constant<int, L>;
-
-// |l1 − l2| ≤ l3 ≤ l1 + l2: the triples Cg has.
-__host__ __device__ constexpr bool in_triangle(int l1, int l2, int l3) {
-    return (l1 > l2 ? l1 - l2 : l2 - l1) <= l3 && l3 <= l1 + l2;
-}
 
 // f(Degree<l>{}) for a block of width 2l + 1 ≤ 9 (a wigner plan has no other widths).
 template <typename F>
@@ -48,10 +53,25 @@ __device__ __forceinline__ void with_degree(int dim, F&& f) {
     }
 }
 
-// f(Degree<la>{}, Degree<lb>{}) for two widths.
+// The widest block (l = 4): operand arrays have this many entries, those past a block's width
+// stay 0.
+constexpr int kMaxDim = 9;
+
+// The dispatch code of a path's widths (2l1 + 1, 2l2 + 1, 2l3 + 1).
+__device__ __forceinline__ int triple_code(int d1, int d2, int d3) { return (d1 / 2) * 25 + (d2 / 2) * 5 + d3 / 2; }
+
+// f(Cg<l1, l2, l3>{}) for the triple of `code` (warp-uniform: one indexed branch).
 template <typename F>
-__device__ __forceinline__ void with_degree_pair(int dim_a, int dim_b, F&& f) {
-    with_degree(dim_a, [&](auto la) { with_degree(dim_b, [&](auto lb) { f(la, lb); }); });
+__device__ __forceinline__ void with_cg(int code, F&& f) {
+    switch (code) {
+#define KILN_CG_CASE(l1, l2, l3)    \
+    case (l1) * 25 + (l2) * 5 + (l3): \
+        f(Cg<l1, l2, l3>{});         \
+        return;
+        KILN_CG_TRIPLES(KILN_CG_CASE)
+#undef KILN_CG_CASE
+        default: return;
+    }
 }
 
 // A path's block on one side: x1 (off1, mul1, dim1), x2 (off2, …) or the output (off_out, …).
@@ -101,21 +121,28 @@ __device__ __forceinline__ int32_t window_offsets(const kiln_tp_plan& plan, Path
     return p < plan.n_paths ? plan.paths[p].*off : -1;
 }
 
+// Whether this lane's path (base + lane, block offset `mine`, −1 past the end) is the first
+// with its block on this side. One load and 32 shuffles per earlier window of 32 paths.
+__device__ __forceinline__ bool first_of_block(const kiln_tp_plan& plan, PathField off, int base, int32_t mine,
+                                               int lane) {
+    bool first = mine >= 0;
+    for (int earlier = 0; earlier <= base; earlier += 32) {
+        const int32_t theirs = earlier == base ? mine : window_offsets(plan, off, earlier, lane);
+        for (int r = 0; r < 32; ++r) {
+            const int32_t o = __shfl_sync(kFullWarp, theirs, r);
+            if (o == mine && earlier + r < base + lane) first = false;
+        }
+    }
+    return first;
+}
+
 // Calls f(b) for each path b that is the first with its block on this side, in path order: the
-// walk over the blocks. One load and 32 shuffles per window of 32 paths and each earlier one.
+// walk over the blocks.
 template <typename F>
 __device__ __forceinline__ void for_each_block(const kiln_tp_plan& plan, PathField off, int lane, F&& f) {
     for (int base = 0; base < plan.n_paths; base += 32) {
         const int32_t mine = window_offsets(plan, off, base, lane);
-        bool first = mine >= 0;
-        for (int earlier = 0; earlier <= base; earlier += 32) {
-            const int32_t theirs = earlier == base ? mine : window_offsets(plan, off, earlier, lane);
-            for (int r = 0; r < 32; ++r) {
-                const int32_t o = __shfl_sync(kFullWarp, theirs, r);
-                if (o == mine && earlier + r < base + lane) first = false;
-            }
-        }
-        unsigned leaders = __ballot_sync(kFullWarp, first);
+        unsigned leaders = __ballot_sync(kFullWarp, first_of_block(plan, off, base, mine, lane));
         while (leaders != 0) {
             const int q = __ffs(leaders) - 1;
             leaders &= leaders - 1;
@@ -141,11 +168,16 @@ __device__ __forceinline__ void for_each_member(const kiln_tp_plan& plan, PathFi
 // Whether the blocks of the paths cover a row of `width` on this side (blocks are disjoint).
 __device__ __forceinline__ bool covers(const kiln_tp_plan& plan, PathField off, PathField mul, PathField dim,
                                        int64_t width, int lane) {
+    // Each window's leaders read their own block's size (3 loads a window), then a warp sum.
     int64_t covered = 0;
-    for_each_block(plan, off, lane, [&](int b) {
-        const kiln_tp_path B = load_path(plan, b, lane);
-        covered += int64_t(B.*mul) * (B.*dim);
-    });
+    for (int base = 0; base < plan.n_paths; base += 32) {
+        const int32_t mine = window_offsets(plan, off, base, lane);
+        const bool first = first_of_block(plan, off, base, mine, lane);
+        const kiln_tp_path* P = plan.paths + base + lane;
+        int64_t size = first ? int64_t(P->*mul) * (P->*dim) : 0;
+        for (int m = 16; m > 0; m >>= 1) size += __shfl_xor_sync(kFullWarp, size, m);
+        covered += size;
+    }
     return covered == width;
 }
 
@@ -163,13 +195,14 @@ __device__ __forceinline__ void zero_uncovered(const kiln_tp_plan& plan, PathFie
     }
 }
 
-// row[0..kD) in every lane: one load (lane j reads element j) and kD shuffles, for the operands
-// every lane shares (an x2 channel, an x1 channel of a uvw path).
-template <int kD, typename T, typename C>
-__device__ __forceinline__ void broadcast_row(const T* row, int lane, C* out) {
-    const C mine = lane < kD ? to_compute(row[lane]) : C(0);
+// row[0..dim) in every lane (dim ≤ kMaxDim, warp-uniform): one load (lane j reads element j)
+// and dim shuffles, for the operands every lane shares (an x2 channel, a uvw path's x1 or dout
+// channel).
+template <typename T, typename C>
+__device__ __forceinline__ void broadcast_row(const T* row, int dim, int lane, C (&out)[kMaxDim]) {
+    const C mine = lane < dim ? to_compute(row[lane]) : C(0);
 #pragma unroll
-    for (int j = 0; j < kD; ++j) out[j] = __shfl_sync(kFullWarp, mine, j);
+    for (int j = 0; j < kMaxDim; ++j) out[j] = j < dim ? __shfl_sync(kFullWarp, mine, j) : C(0);
 }
 
 // Lane `lane`'s entries of a per-edge index list idx[first .. first + 32) (e0 + lane itself
@@ -180,51 +213,222 @@ __device__ __forceinline__ int32_t lane_index(const int32_t* idx, int64_t first,
     return idx != nullptr ? idx[t] : static_cast<int32_t>(t);
 }
 
+// N consecutive elements at p into out, in the widest accesses N·sizeof(T) bytes allow (16, 8,
+// or one element each): 4 channels of an l = 1 block in f32 are 3 LDG.128 instead of 12 LDG.32.
+// p must be aligned to that access (the callers' vector-ready blocks guarantee it).
+template <typename T>
+__device__ __forceinline__ constexpr int run_access_bytes(int n) {
+    return (n * int(sizeof(T))) % 16 == 0 ? 16 : (n * int(sizeof(T))) % 8 == 0 ? 8 : int(sizeof(T));
+}
+
+template <typename T, int N, typename C>
+__device__ __forceinline__ void load_run(const T* p, C* out) {
+    constexpr int kBytes = run_access_bytes<T>(N);
+    constexpr int kPer = kBytes / int(sizeof(T));
+#pragma unroll
+    for (int a = 0; a < N / kPer; ++a) {
+        T tmp[kPer];
+        if constexpr (kBytes == 16) {
+            const uint4 raw = reinterpret_cast<const uint4*>(p)[a];
+            memcpy(tmp, &raw, 16);
+        } else if constexpr (kBytes == 8 && sizeof(T) < 8) {
+            const uint2 raw = reinterpret_cast<const uint2*>(p)[a];
+            memcpy(tmp, &raw, 8);
+        } else {
+            tmp[0] = p[a];
+        }
+#pragma unroll
+        for (int k = 0; k < kPer; ++k) out[a * kPer + k] = to_compute(tmp[k]);
+    }
+}
+
+template <typename T, int N, typename C>
+__device__ __forceinline__ void store_run(T* p, const C* in) {
+    constexpr int kBytes = run_access_bytes<T>(N);
+    constexpr int kPer = kBytes / int(sizeof(T));
+#pragma unroll
+    for (int a = 0; a < N / kPer; ++a) {
+        T tmp[kPer];
+#pragma unroll
+        for (int k = 0; k < kPer; ++k) tmp[k] = from_compute<T>(in[a * kPer + k]);
+        if constexpr (kBytes == 16) {
+            uint4 raw;
+            memcpy(&raw, tmp, 16);
+            reinterpret_cast<uint4*>(p)[a] = raw;
+        } else if constexpr (kBytes == 8 && sizeof(T) < 8) {
+            uint2 raw;
+            memcpy(&raw, tmp, 8);
+            reinterpret_cast<uint2*>(p)[a] = raw;
+        } else {
+            p[a] = tmp[0];
+        }
+    }
+}
+
+// Channels per lane: kVecChannels where a block is vector-ready, else 1. A lane's channels are
+// consecutive, so their elements are one contiguous run of each operand row.
+constexpr int kVecChannels = 4;
+
+// Whether path P's rows can be read kVecChannels channels at a time: offsets, channel counts
+// and its weight offset multiples of 4 (with rows whose widths are, and 16-byte aligned
+// tensors: the launch's `vector_rows`), so every run starts on its access size.
+__device__ __forceinline__ bool vector_ready(const kiln_tp_path& P) {
+    return (P.off1 | P.mul1 | P.off_out | P.mul_out | P.weight_offset) % kVecChannels == 0;
+}
+
+// Whether every path of the block whose first path is B (path b) on this side is vector-ready.
+__device__ __forceinline__ bool block_vector_ready(const kiln_tp_plan& plan, PathField off, const kiln_tp_path& B,
+                                                   int b, int lane, int vector_rows) {
+    bool ready = vector_rows != 0 && vector_ready(B);
+    if (ready) {
+        for_each_member(plan, off, B.*off, b + 1, lane, [&](int p) KILN_INLINE_LAMBDA {
+            ready = ready && vector_ready(load_path(plan, p, lane));
+        });
+    }
+    return ready;
+}
+
+// Calls f(std::integral_constant<int, V>{}) with V = kVecChannels or 1. f64 storage keeps one
+// channel a lane: 4 channels' operands and accumulators in f64 take more than 255 registers
+// (ptxas spilled ~0.5 KB a thread).
+template <typename T, typename F>
+__device__ __forceinline__ void with_channels(bool vector, F&& f) {
+    if (sizeof(T) < 8 && vector) {
+        f(std::integral_constant<int, sizeof(T) < 8 ? kVecChannels : 1>{});
+    } else {
+        f(std::integral_constant<int, 1>{});
+    }
+}
+
+// V channels' rows of width dim (≤ kMaxDim, warp-uniform) starting at p, one contiguous run of
+// V·dim elements, into out[q][i] (entries past dim untouched): the run is read in the widest
+// accesses its length allows (load_run).
+template <int V, typename T, typename C>
+__device__ __forceinline__ void load_channels(const T* p, int dim, C (&out)[V][kMaxDim]) {
+    with_degree(dim, [&](auto l) KILN_INLINE_LAMBDA {
+        constexpr int kD = 2 * decltype(l)::value + 1;
+        C flat[V * kD];
+        load_run<T, V * kD>(p, flat);
+#pragma unroll
+        for (int q = 0; q < V; ++q) {
+#pragma unroll
+            for (int i = 0; i < kD; ++i) out[q][i] = flat[q * kD + i];
+        }
+    });
+}
+
+template <int V, typename T, typename C>
+__device__ __forceinline__ void store_channels(T* p, int dim, const C (&in)[V][kMaxDim]) {
+    with_degree(dim, [&](auto l) KILN_INLINE_LAMBDA {
+        constexpr int kD = 2 * decltype(l)::value + 1;
+        C flat[V * kD];
+#pragma unroll
+        for (int q = 0; q < V; ++q) {
+#pragma unroll
+            for (int i = 0; i < kD; ++i) flat[q * kD + i] = in[q][i];
+        }
+        store_run<T, V * kD>(p, flat);
+    });
+}
+
 // The index of weight (u, v, wo) of path P in a weight row: (u, v) for uvu, (u, v, wo) for uvw.
 __device__ __forceinline__ int weight_index(const kiln_tp_path& P, bool uvu, int u, int v, int wo) {
     return P.weight_offset + (uvu ? u * P.mul2 + v : (u * P.mul2 + v) * P.mul_out + wo);
 }
 
-// Path P's contribution to output channel c: uvu coef·Σ_v W[c, v]·C(x1[c], x2[v]); uvw
-// coef·Σ_uv W[u, v, c]·C(x1[u], x2[v]), as acc[k] += Σ_ij C_ijk a_i bw_j with
+// V weights of one lane's channels: index i0 + q·stride for q < V (one vector access when they
+// are consecutive: stride 1, i0 a multiple of V).
+template <int V, typename T, typename C>
+__device__ __forceinline__ void load_weights(const T* we, int i0, int stride, C* out) {
+    if (V > 1 && stride == 1) {
+        load_run<T, V>(we + i0, out);
+    } else {
+#pragma unroll
+        for (int q = 0; q < V; ++q) out[q] = to_compute(we[i0 + q * stride]);
+    }
+}
+
+template <int V, typename W, typename C>
+__device__ __forceinline__ void store_weights(W* dw, int i0, int stride, const C* in) {
+    if (V > 1 && stride == 1) {
+        store_run<W, V>(dw + i0, in);
+    } else {
+#pragma unroll
+        for (int q = 0; q < V; ++q) dw[i0 + q * stride] = from_compute<W>(in[q]);
+    }
+}
+
+// An operand of a path for the lane's V channels: its own channels' rows (a uvu path's x1, dout)
+// or one row every lane shares (uvw), copied to each channel.
+template <int V, typename T, typename C>
+__device__ __forceinline__ void load_operand(bool shared_row, bool active, const T* own, const T* shared, int dim,
+                                             int lane, C (&out)[V][kMaxDim]) {
+    if (shared_row) {
+        broadcast_row(shared, dim, lane, out[0]);
+#pragma unroll
+        for (int q = 1; q < V; ++q) {
+#pragma unroll
+            for (int i = 0; i < kMaxDim; ++i) out[q][i] = out[0][i];
+        }
+    } else if (active) {
+        load_channels<V>(own, dim, out);
+    }
+}
+
+// bw[q] += coef·W_q·x2[v] for v < mul2, the weights of channel q at i0(v) + q·stride: the x2
+// side of a forward or dx contraction with the weights folded in. Every lane calls it.
+template <int V, typename T, typename C, typename Index>
+__device__ __forceinline__ void fold_weights(const kiln_tp_path& P, C coef, bool active, int lane, const T* x2,
+                                             const T* we, Index i0, int stride, C (&bw)[V][kMaxDim]) {
+    for (int v = 0; v < P.mul2; ++v) {
+        C b[kMaxDim];
+        broadcast_row(x2 + P.off2 + v * P.dim2, P.dim2, lane, b);
+        if (!active) continue;
+        C wv[V];
+        load_weights<V>(we, i0(v), stride, wv);
+#pragma unroll
+        for (int q = 0; q < V; ++q) {
+#pragma unroll
+            for (int j = 0; j < kMaxDim; ++j) bw[q][j] += coef * wv[q] * b[j];
+        }
+    }
+}
+
+// Path P's contribution to output channels c..c+V: uvu coef·Σ_v W[c, v]·C(x1[c], x2[v]); uvw
+// coef·Σ_uv W[u, v, c]·C(x1[u], x2[v]), as acc[q][k] += Σ_ij C_ijk a_i bw_j with
 // bw = coef·Σ_v W·x2[v]. Every lane calls it (the shared rows are shuffled); `active` lanes
 // (c < mul_out) load their own operands and accumulate.
-template <typename T, typename C, int L1, int L2, int LO>
-__device__ __forceinline__ void path_forward(const kiln_tp_path& P, C coef, int c, bool active, int lane, const T* x1,
-                                             const T* x2, const T* we, C* acc) {
-    constexpr int kD1 = 2 * L1 + 1;
-    constexpr int kD2 = 2 * L2 + 1;
+template <int V, typename T, typename C>
+__device__ __forceinline__ void path_forward(const kiln_tp_path& P, int code, C coef, int c, bool active, int lane,
+                                             const T* x1, const T* x2, const T* we, C (&acc)[V][kMaxDim]) {
     const bool uvu = P.mode == KILN_TP_UVU;
     const int us = uvu ? 1 : P.mul1;
     for (int t = 0; t < us; ++t) {
-        const int u = uvu ? c : t;
-        C a[kD1] = {};
-        if (!uvu) {
-            broadcast_row<kD1>(x1 + P.off1 + u * kD1, lane, a);
-        } else if (active) {
+        C a[V][kMaxDim] = {};
+        load_operand<V>(!uvu, active, x1 + P.off1 + c * P.dim1, x1 + P.off1 + t * P.dim1, P.dim1, lane, a);
+        C bw[V][kMaxDim] = {};
+        // Channel q's weight at x2 channel v: (c + q, v) for uvu, (t, v, c + q) for uvw.
+        const auto index = [&](int v) KILN_INLINE_LAMBDA {
+            return uvu ? weight_index(P, true, c, v, 0) : weight_index(P, false, t, v, c);
+        };
+        fold_weights<V>(P, coef, active, lane, x2, we, index, uvu ? P.mul2 : 1, bw);
+        if (!active) continue;
+        with_cg(code, [&](auto cg) KILN_INLINE_LAMBDA {
 #pragma unroll
-            for (int i = 0; i < kD1; ++i) a[i] = to_compute(x1[P.off1 + u * kD1 + i]);
-        }
-        C bw[kD2] = {};
-        for (int v = 0; v < P.mul2; ++v) {
-            C b[kD2];
-            broadcast_row<kD2>(x2 + P.off2 + v * kD2, lane, b);
-            if (!active) continue;
-            const C wv = coef * to_compute(we[weight_index(P, uvu, u, v, c)]);
-#pragma unroll
-            for (int j = 0; j < kD2; ++j) bw[j] += wv * b[j];
-        }
-        if (active) Cg<L1, L2, LO>::forward(a, bw, acc);
+            for (int q = 0; q < V; ++q) decltype(cg)::forward(a[q], bw[q], acc[q]);
+        });
     }
 }
 
 // out[n] = Σ_{e ∈ segment(n)} TP(x[src_e], y[e]; w_e): x [nodes, dim1], y [edges, dim2],
 // w [weight_numel] or [edges, weight_numel], out [nodes, dim_out]. Per receiver, block and
-// 32 channels: path by path, edge by edge, into registers; one write.
+// 32·V channels: path by path, edge by edge, into registers; one write. `vector_rows`: the row
+// widths are multiples of 4 and the tensors 16-byte aligned (the launcher's check).
 template <typename T>
 __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
     tp_fwd_channel_kernel(kiln_tp_plan plan, const T* __restrict__ x, const T* __restrict__ y,
-                          const T* __restrict__ w, int shared_weights, Graph g, int64_t nodes, T* __restrict__ out) {
+                          const T* __restrict__ w, int shared_weights, Graph g, int vector_rows, int64_t nodes,
+                          T* __restrict__ out) {
     using C = compute_t<T>;
     const int lane = threadIdx.x % 32;
     const PathField off = &kiln_tp_path::off_out;
@@ -237,75 +441,61 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
         const int64_t e1 = g.dst_ptr != nullptr ? g.dst_ptr[n + 1] : n + 1;
         T* row = out + n * plan.dim_out;
         if (!full) zero_uncovered(plan, off, mul, dim, plan.dim_out, row, lane);
-        for_each_block(plan, off, lane, [&](int b) {
+        for_each_block(plan, off, lane, [&](int b) KILN_INLINE_LAMBDA {
             const kiln_tp_path B = load_path(plan, b, lane);
-            with_degree(B.dim_out, [&](auto lo) {
-                constexpr int LO = decltype(lo)::value;
-                constexpr int kDo = 2 * LO + 1;
-                for (int c0 = 0; c0 < B.mul_out; c0 += 32) {
-                    const int c = c0 + lane;
+            const bool vector = block_vector_ready(plan, off, B, b, lane, vector_rows);
+            with_channels<T>(vector, [&](auto vtag) KILN_INLINE_LAMBDA {
+                constexpr int V = decltype(vtag)::value;
+                for (int c0 = 0; c0 < B.mul_out; c0 += 32 * V) {
+                    const int c = c0 + lane * V;
                     const bool active = c < B.mul_out;
-                    C acc[kDo] = {};
-                    for_each_member(plan, off, B.off_out, b, lane, [&](int p) {
-                        const kiln_tp_path P = load_path(plan, p, lane);
+                    C acc[V][kMaxDim] = {};
+                    for_each_member(plan, off, B.off_out, b, lane, [&](int p) KILN_INLINE_LAMBDA {
+                        const kiln_tp_path P = p == b ? B : load_path(plan, p, lane);  // B is the first
                         const C coef = path_coef_of<C>(plan, P, p);
-                        with_degree_pair(P.dim1, P.dim2, [&](auto l1, auto l2) {
-                            constexpr int L1 = decltype(l1)::value;
-                            constexpr int L2 = decltype(l2)::value;
-                            if constexpr (in_triangle(L1, L2, LO)) {
-                                for (int64_t first = e0; first < e1; first += 32) {
-                                    const int32_t my_src = lane_index(g.src, first, e1, lane);
-                                    const int count = static_cast<int>(e1 - first < 32 ? e1 - first : 32);
-                                    for (int k = 0; k < count; ++k) {
-                                        const int64_t e = first + k;
-                                        const int64_t s = __shfl_sync(kFullWarp, my_src, k);
-                                        const T* we = w + (shared_weights != 0 ? 0 : e * plan.weight_numel);
-                                        path_forward<T, C, L1, L2, LO>(P, coef, c, active, lane, x + s * plan.dim1,
-                                                                       y + e * plan.dim2, we, acc);
-                                    }
-                                }
+                        const int code = triple_code(P.dim1, P.dim2, P.dim_out);
+                        for (int64_t first = e0; first < e1; first += 32) {
+                            const int32_t my_src = lane_index(g.src, first, e1, lane);
+                            const int count = static_cast<int>(e1 - first < 32 ? e1 - first : 32);
+                            for (int k = 0; k < count; ++k) {
+                                const int64_t e = first + k;
+                                const int64_t s = __shfl_sync(kFullWarp, my_src, k);
+                                const T* we = w + (shared_weights != 0 ? 0 : e * plan.weight_numel);
+                                path_forward<V>(P, code, coef, c, active, lane, x + s * plan.dim1, y + e * plan.dim2,
+                                                we, acc);
                             }
-                        });
+                        }
                     });
-                    if (active) {
-#pragma unroll
-                        for (int k = 0; k < kDo; ++k) row[B.off_out + int64_t(c) * kDo + k] = from_compute<T>(acc[k]);
-                    }
+                    if (active) store_channels<V>(row + B.off_out + int64_t(c) * B.dim_out, B.dim_out, acc);
                 }
             });
         });
     }
 }
 
-// Path P's contribution to dx1 of x1's channel c given dout row go: uvu
+// Path P's contribution to dx1 of x1's channels c..c+V given dout row go: uvu
 // coef·Σ_v W[c, v]·Cᵀ(x2[v], go[c]); uvw coef·Σ_{v, wo} W[c, v, wo]·Cᵀ(x2[v], go[wo]).
 // Every lane calls it; `active` lanes accumulate.
-template <typename T, typename C, int L1, int L2, int LO>
-__device__ __forceinline__ void path_dx(const kiln_tp_path& P, C coef, int c, bool active, int lane, const T* x2,
-                                        const T* we, const T* go, C* acc) {
-    constexpr int kD2 = 2 * L2 + 1;
-    constexpr int kDo = 2 * LO + 1;
+template <int V, typename T, typename C>
+__device__ __forceinline__ void path_dx(const kiln_tp_path& P, int code, C coef, int c, bool active, int lane,
+                                        const T* x2, const T* we, const T* go, C (&acc)[V][kMaxDim]) {
     const bool uvu = P.mode == KILN_TP_UVU;
     const int outs = uvu ? 1 : P.mul_out;
     for (int t = 0; t < outs; ++t) {
-        const int wo = uvu ? c : t;
-        C gk[kDo] = {};
-        if (!uvu) {
-            broadcast_row<kDo>(go + P.off_out + wo * kDo, lane, gk);
-        } else if (active) {
+        C gk[V][kMaxDim] = {};
+        load_operand<V>(!uvu, active, go + P.off_out + c * P.dim_out, go + P.off_out + t * P.dim_out, P.dim_out, lane,
+                        gk);
+        C bw[V][kMaxDim] = {};
+        // Channel q's weight at x2 channel v: (c + q, v) for uvu, (c + q, v, t) for uvw.
+        const auto index = [&](int v) KILN_INLINE_LAMBDA {
+            return uvu ? weight_index(P, true, c, v, 0) : weight_index(P, false, c, v, t);
+        };
+        fold_weights<V>(P, coef, active, lane, x2, we, index, uvu ? P.mul2 : P.mul2 * P.mul_out, bw);
+        if (!active) continue;
+        with_cg(code, [&](auto cg) KILN_INLINE_LAMBDA {
 #pragma unroll
-            for (int k = 0; k < kDo; ++k) gk[k] = to_compute(go[P.off_out + wo * kDo + k]);
-        }
-        C bw[kD2] = {};
-        for (int v = 0; v < P.mul2; ++v) {
-            C b[kD2];
-            broadcast_row<kD2>(x2 + P.off2 + v * kD2, lane, b);
-            if (!active) continue;
-            const C wv = coef * to_compute(we[weight_index(P, uvu, c, v, wo)]);
-#pragma unroll
-            for (int j = 0; j < kD2; ++j) bw[j] += wv * b[j];
-        }
-        if (active) Cg<L1, L2, LO>::adjoint_a(bw, gk, acc);
+            for (int q = 0; q < V; ++q) decltype(cg)::adjoint_a(bw[q], gk[q], acc[q]);
+        });
     }
 }
 
@@ -314,7 +504,8 @@ __device__ __forceinline__ void path_dx(const kiln_tp_path& P, C coef, int c, bo
 template <typename T>
 __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
     tp_bwd_dx_channel_kernel(kiln_tp_plan plan, const T* __restrict__ y, const T* __restrict__ w, int shared_weights,
-                             Graph g, const T* __restrict__ dout, int64_t nodes, T* __restrict__ dx) {
+                             Graph g, int vector_rows, const T* __restrict__ dout, int64_t nodes,
+                             T* __restrict__ dx) {
     using C = compute_t<T>;
     const int lane = threadIdx.x % 32;
     const PathField off = &kiln_tp_path::off1;
@@ -327,41 +518,33 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
         const int64_t t1 = g.src_ptr != nullptr ? g.src_ptr[n + 1] : n + 1;
         T* row = dx + n * plan.dim1;
         if (!full) zero_uncovered(plan, off, mul, dim, plan.dim1, row, lane);
-        for_each_block(plan, off, lane, [&](int b) {
+        for_each_block(plan, off, lane, [&](int b) KILN_INLINE_LAMBDA {
             const kiln_tp_path B = load_path(plan, b, lane);
-            with_degree(B.dim1, [&](auto l1) {
-                constexpr int L1 = decltype(l1)::value;
-                constexpr int kD1 = 2 * L1 + 1;
-                for (int c0 = 0; c0 < B.mul1; c0 += 32) {
-                    const int c = c0 + lane;
+            const bool vector = block_vector_ready(plan, off, B, b, lane, vector_rows);
+            with_channels<T>(vector, [&](auto vtag) KILN_INLINE_LAMBDA {
+                constexpr int V = decltype(vtag)::value;
+                for (int c0 = 0; c0 < B.mul1; c0 += 32 * V) {
+                    const int c = c0 + lane * V;
                     const bool active = c < B.mul1;
-                    C acc[kD1] = {};
-                    for_each_member(plan, off, B.off1, b, lane, [&](int p) {
-                        const kiln_tp_path P = load_path(plan, p, lane);
+                    C acc[V][kMaxDim] = {};
+                    for_each_member(plan, off, B.off1, b, lane, [&](int p) KILN_INLINE_LAMBDA {
+                        const kiln_tp_path P = p == b ? B : load_path(plan, p, lane);  // B is the first
                         const C coef = path_coef_of<C>(plan, P, p);
-                        with_degree_pair(P.dim2, P.dim_out, [&](auto l2, auto lo) {
-                            constexpr int L2 = decltype(l2)::value;
-                            constexpr int LO = decltype(lo)::value;
-                            if constexpr (in_triangle(L1, L2, LO)) {
-                                for (int64_t first = t0; first < t1; first += 32) {
-                                    const int32_t my_e = lane_index(g.src_perm, first, t1, lane);
-                                    const int32_t my_d = first + lane < t1 && g.dst != nullptr ? g.dst[my_e] : my_e;
-                                    const int count = static_cast<int>(t1 - first < 32 ? t1 - first : 32);
-                                    for (int k = 0; k < count; ++k) {
-                                        const int64_t e = __shfl_sync(kFullWarp, my_e, k);
-                                        const int64_t d = __shfl_sync(kFullWarp, my_d, k);
-                                        const T* we = w + (shared_weights != 0 ? 0 : e * plan.weight_numel);
-                                        path_dx<T, C, L1, L2, LO>(P, coef, c, active, lane, y + e * plan.dim2, we,
-                                                                  dout + d * plan.dim_out, acc);
-                                    }
-                                }
+                        const int code = triple_code(P.dim1, P.dim2, P.dim_out);
+                        for (int64_t first = t0; first < t1; first += 32) {
+                            const int32_t my_e = lane_index(g.src_perm, first, t1, lane);
+                            const int32_t my_d = first + lane < t1 && g.dst != nullptr ? g.dst[my_e] : my_e;
+                            const int count = static_cast<int>(t1 - first < 32 ? t1 - first : 32);
+                            for (int k = 0; k < count; ++k) {
+                                const int64_t e = __shfl_sync(kFullWarp, my_e, k);
+                                const int64_t d = __shfl_sync(kFullWarp, my_d, k);
+                                const T* we = w + (shared_weights != 0 ? 0 : e * plan.weight_numel);
+                                path_dx<V>(P, code, coef, c, active, lane, y + e * plan.dim2, we,
+                                           dout + d * plan.dim_out, acc);
                             }
-                        });
+                        }
                     });
-                    if (active) {
-#pragma unroll
-                        for (int i = 0; i < kD1; ++i) row[B.off1 + int64_t(c) * kD1 + i] = from_compute<T>(acc[i]);
-                    }
+                    if (active) store_channels<V>(row + B.off1 + int64_t(c) * B.dim1, B.dim1, acc);
                 }
             });
         });
@@ -370,44 +553,43 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
 
 // Path P's share of one edge's dy[v] and its weight gradients at x2 channel v (b = x2[v]): per
 // lane's channels, t = Cᵀ(x1[u], go[wo]) (Σ_ik C_ijk a_i g_k), dw[u, v(, wo)] = coef·⟨t, b⟩ and
-// dacc += coef·W[u, v(, wo)]·t. Lanes own u (uvu) or wo (uvw); every lane calls it.
-template <typename T, typename C, typename W, int L1, int L2, int LO>
-__device__ __forceinline__ void path_dy_dw(const kiln_tp_path& P, C coef, int v, const C* b, int lane, const T* x1,
-                                           const T* we, const T* go, W* dw, C* dacc) {
-    constexpr int kD1 = 2 * L1 + 1;
-    constexpr int kD2 = 2 * L2 + 1;
-    constexpr int kDo = 2 * LO + 1;
+// dacc += coef·W[u, v(, wo)]·t. Lanes own u (uvu) or wo (uvw), V at a time; every lane calls it.
+template <int V, typename T, typename C, typename W>
+__device__ __forceinline__ void path_dy_dw(const kiln_tp_path& P, int code, C coef, int v, const C (&b)[kMaxDim],
+                                           int lane, const T* x1, const T* we, const T* go, W* dw,
+                                           C (&dacc)[kMaxDim]) {
     const bool uvu = P.mode == KILN_TP_UVU;
-    for (int c0 = 0; c0 < P.mul_out; c0 += 32) {
-        const int c = c0 + lane;
+    for (int c0 = 0; c0 < P.mul_out; c0 += 32 * V) {
+        const int c = c0 + lane * V;
         const bool active = c < P.mul_out;
-        C gk[kDo] = {};
-        if (active) {
-#pragma unroll
-            for (int k = 0; k < kDo; ++k) gk[k] = to_compute(go[P.off_out + c * kDo + k]);
-        }
+        C gk[V][kMaxDim] = {};
+        if (active) load_channels<V>(go + P.off_out + c * P.dim_out, P.dim_out, gk);
         const int us = uvu ? 1 : P.mul1;
         for (int s = 0; s < us; ++s) {
-            const int u = uvu ? c : s;
-            C a[kD1] = {};
-            if (!uvu) {
-                broadcast_row<kD1>(x1 + P.off1 + u * kD1, lane, a);
-            } else if (active) {
-#pragma unroll
-                for (int i = 0; i < kD1; ++i) a[i] = to_compute(x1[P.off1 + u * kD1 + i]);
-            }
+            C a[V][kMaxDim] = {};
+            load_operand<V>(!uvu, active, x1 + P.off1 + c * P.dim1, x1 + P.off1 + s * P.dim1, P.dim1, lane, a);
             if (!active) continue;
-            C t[kD2] = {};
-            Cg<L1, L2, LO>::adjoint_b(a, gk, t);
-            const int wi = weight_index(P, uvu, u, v, c);
-            const C wv = coef * to_compute(we[wi]);
-            C dot = C(0);
+            const int i0 = uvu ? weight_index(P, true, c, v, 0) : weight_index(P, false, s, v, c);
+            const int stride = uvu ? P.mul2 : 1;
+            C wv[V];
+            load_weights<V>(we, i0, stride, wv);
+            C t[V][kMaxDim] = {};
+            with_cg(code, [&](auto cg) KILN_INLINE_LAMBDA {
 #pragma unroll
-            for (int j = 0; j < kD2; ++j) {
-                dot += t[j] * b[j];
-                dacc[j] += wv * t[j];
+                for (int q = 0; q < V; ++q) decltype(cg)::adjoint_b(a[q], gk[q], t[q]);
+            });
+            C grad[V];
+#pragma unroll
+            for (int q = 0; q < V; ++q) {
+                C dot = C(0);
+#pragma unroll
+                for (int j = 0; j < kMaxDim; ++j) {
+                    dot += t[q][j] * b[j];
+                    dacc[j] += coef * wv[q] * t[q][j];
+                }
+                grad[q] = coef * dot;
             }
-            dw[wi] = from_compute<W>(coef * dot);
+            store_weights<V>(dw, i0, stride, grad);
         }
     }
 }
@@ -418,8 +600,9 @@ __device__ __forceinline__ void path_dy_dw(const kiln_tp_path& P, C coef, int v,
 template <typename T, typename W>
 __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
     tp_bwd_edge_channel_kernel(kiln_tp_plan plan, const T* __restrict__ x, const T* __restrict__ y,
-                               const T* __restrict__ w, int shared_weights, Graph g, const T* __restrict__ dout,
-                               int64_t edges, T* __restrict__ dy, W* __restrict__ dw_edge) {
+                               const T* __restrict__ w, int shared_weights, Graph g, int vector_rows,
+                               const T* __restrict__ dout, int64_t edges, T* __restrict__ dy,
+                               W* __restrict__ dw_edge) {
     using C = compute_t<T>;
     const int lane = threadIdx.x % 32;
     const PathField off = &kiln_tp_path::off2;
@@ -437,38 +620,33 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
         W* dw = dw_edge + e * plan.weight_numel;
         T* row = dy + e * plan.dim2;
         if (!full) zero_uncovered(plan, off, mul, dim, plan.dim2, row, lane);
-        for_each_block(plan, off, lane, [&](int b) {
+        for_each_block(plan, off, lane, [&](int b) KILN_INLINE_LAMBDA {
             const kiln_tp_path B = load_path(plan, b, lane);
-            with_degree(B.dim2, [&](auto l2) {
-                constexpr int L2 = decltype(l2)::value;
-                constexpr int kD2 = 2 * L2 + 1;
-                for (int v = 0; v < B.mul2; ++v) {
-                    C xv[kD2];
-                    broadcast_row<kD2>(x2 + B.off2 + v * kD2, lane, xv);
-                    C dacc[kD2] = {};
-                    for_each_member(plan, off, B.off2, b, lane, [&](int p) {
-                        const kiln_tp_path P = load_path(plan, p, lane);
-                        const C coef = path_coef_of<C>(plan, P, p);
-                        with_degree_pair(P.dim1, P.dim_out, [&](auto l1, auto lo) {
-                            constexpr int L1 = decltype(l1)::value;
-                            constexpr int LO = decltype(lo)::value;
-                            if constexpr (in_triangle(L1, L2, LO)) {
-                                path_dy_dw<T, C, W, L1, L2, LO>(P, coef, v, xv, lane, x1, we, go, dw, dacc);
-                            }
-                        });
+            for (int v = 0; v < B.mul2; ++v) {
+                C xv[kMaxDim];
+                broadcast_row(x2 + B.off2 + v * B.dim2, B.dim2, lane, xv);
+                C dacc[kMaxDim] = {};
+                for_each_member(plan, off, B.off2, b, lane, [&](int p) KILN_INLINE_LAMBDA {
+                    const kiln_tp_path P = p == b ? B : load_path(plan, p, lane);  // B is the first
+                    const C coef = path_coef_of<C>(plan, P, p);
+                    const int code = triple_code(P.dim1, P.dim2, P.dim_out);
+                    // Each path's own channels: vector-ready paths V at a time.
+                    with_channels<T>(vector_rows != 0 && vector_ready(P), [&](auto vtag) KILN_INLINE_LAMBDA {
+                        path_dy_dw<decltype(vtag)::value>(P, code, coef, v, xv, lane, x1, we, go, dw, dacc);
                     });
-                    // Σ over the lanes' channels, in a fixed butterfly; lane j writes component j.
-                    C mine = C(0);
+                });
+                // Σ over the lanes' channels, in a fixed butterfly; lane j writes component j.
+                C mine = C(0);
 #pragma unroll
-                    for (int j = 0; j < kD2; ++j) {
-                        C total = dacc[j];
+                for (int j = 0; j < kMaxDim; ++j) {
+                    if (j >= B.dim2) break;
+                    C total = dacc[j];
 #pragma unroll
-                        for (int m = 16; m > 0; m >>= 1) total += __shfl_xor_sync(kFullWarp, total, m);
-                        if (lane == j) mine = total;
-                    }
-                    if (lane < kD2) row[B.off2 + int64_t(v) * kD2 + lane] = from_compute<T>(mine);
+                    for (int m = 16; m > 0; m >>= 1) total += __shfl_xor_sync(kFullWarp, total, m);
+                    if (lane == j) mine = total;
                 }
-            });
+                if (lane < B.dim2) row[B.off2 + int64_t(v) * B.dim2 + lane] = from_compute<T>(mine);
+            }
         });
     }
 }

@@ -1080,7 +1080,7 @@ fn round(v: &[f64], shape: &[usize], dtype: DType) -> Tensor {
 fn tensor_product_and_convolution_kernels_match_reference() {
     let mut rng = rng();
     for device in kernel_devices() {
-        for dtype in DType::FLOATS {
+        for dtype in DType::FLOATS_AND_F64 {
             for plan in fd_plans() {
                 for shared in [true, false] {
                     for graph in [None, Some((6, 17))] {
@@ -1124,20 +1124,47 @@ fn tensor_product_kernels_on_wide_rows_and_no_edges_match_reference() {
     }
 }
 
-/// More channels than a warp has lanes (40 and 33 in x1 for uvu, 36 and 33 outputs for uvw):
-/// the channel-parallel kernels' lanes take a second channel of every block, and their dy sums
-/// over both.
+/// More channels than a warp has lanes. Scalar blocks (40 and 33 x1 channels for uvu, 36 and 33
+/// outputs for uvw): the channel-parallel kernels' lanes take a second channel of every block,
+/// and their dy sums over both. Vector rows (widths multiples of 4): blocks of 132 channels and 8
+/// read 4 channels a lane (16-byte runs in f32, 8-byte in f16/bf16, f64 one channel a lane; a
+/// second pass over 132), next to blocks of 3 and 1 and weight offsets past them that stay
+/// scalar, blocks of the output, x1 and x2 no path reaches, and a uvw plan with 132 outputs.
 #[test]
 fn tensor_product_kernels_with_more_channels_than_lanes_match_reference() {
     let el = PathNormalization::Element;
-    let plans = [
+    let scalar = [
         TpPlan::channelwise(&ir("40x0e+33x1o"), &ir("0e+1o+2e"), &ir("40x0e+40x1o+33x1o+33x1e+33x2e"), el).unwrap(),
         TpPlan::fully_connected(&ir("3x0e+2x1o"), &ir("0e+1o"), &ir("36x0e+33x1o"), el).unwrap(),
     ];
+    let x1 = ir("132x0e+8x1o+3x2e+1x0o");
+    // The second plan also has blocks of x1 (4x3e) and x2 (4o) no path reaches: dx and dy are 0.
+    let vector = [
+        TpPlan::channelwise(&x1, &ir("0e+1o+2e"), &ir("132x0e+132x1o+8x0e+8x1o+8x2e+3x1o+1x1e"), el).unwrap(),
+        TpPlan::channelwise(
+            &ir("132x0e+8x1o+3x2e+1x0o+4x3e"),
+            &ir("0e+1o+2e+4o"),
+            &ir("132x0e+132x1o+8x0e+8x1o+8x2e+3x1o+1x0o+2x0e"),
+            el,
+        )
+        .unwrap(),
+        TpPlan::fully_connected(&ir("4x0e+4x1o"), &ir("0e+1o"), &ir("132x0e+4x1o"), el).unwrap(),
+    ];
+    for plan in &vector {
+        let widths = [plan.irreps_in1.dim(), plan.irreps_out.dim(), plan.weight_numel];
+        assert!(widths.iter().all(|w| w % 4 == 0), "vector rows: {widths:?}");
+    }
     let mut rng = rng();
     for device in kernel_devices() {
-        for dtype in [DType::F32, DType::F64] {
-            for plan in &plans {
+        for plan in &scalar {
+            for dtype in [DType::F32, DType::F64] {
+                for shared in [true, false] {
+                    check_tp_kernels(&device, dtype, plan, shared, Some((4, 7)), &mut rng);
+                }
+            }
+        }
+        for plan in &vector {
+            for dtype in DType::FLOATS_AND_F64 {
                 for shared in [true, false] {
                     check_tp_kernels(&device, dtype, plan, shared, Some((4, 7)), &mut rng);
                 }

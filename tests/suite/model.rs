@@ -335,14 +335,11 @@ fn the_latency_column_tells_the_norm_forwards_apart() {
 /// the op's ideal DRAM traffic: 1 for a kernel that moves every byte once in 16-byte accesses by
 /// whole warps, more where it re-reads operands or reads tables element by element. Issue 25's
 /// proxy for the equivariant tensor product and convolution, whose time on a GPU is issue slots,
-/// not bytes (their DRAM traffic is at the ideal): a warp per receiver whose lanes loop over every
-/// path and CG entry, reading the CG table from global memory, issues hundreds of memory
-/// instructions for each 512 bytes it must move. Known slow until the channel-parallel kernels
-/// land (issue 25, item 1); then each op must come below KNOWN_SLOW_RATIO and leave the list.
-const EQUIVARIANT_KNOWN_SLOW: &[(&str, &str)] =
-    &[("equivariant/tp", "fwd"), ("equivariant/tp", "bwd"), ("equivariant/conv", "fwd"), ("equivariant/conv", "bwd")];
-/// A fused kernel that stages its operands through shared memory reads each a few times.
-const KNOWN_SLOW_RATIO: f64 = 8.0;
+/// not bytes (their DRAM traffic is at the ideal). The generic kernels (a warp per receiver whose
+/// lanes loop over every path and CG entry, reading the CG table from global memory; still the
+/// path of a C caller's own tables) issue hundreds of memory instructions for each 512 bytes;
+/// the channel-parallel kernels must stay under this bar (perf/predictions.md has the history).
+const EQUIVARIANT_BAR: f64 = 8.0;
 
 /// Memory warp instructions per 512 ideal bytes of one op at `shape` (f32).
 fn memory_instructions_per_512_bytes(op: &dyn Op, dir: Direction, shape: &[usize], device: &kiln::Device) -> f64 {
@@ -370,18 +367,18 @@ fn equivariant_products_issue_few_memory_instructions_per_byte() {
             assert!(ratio <= 4.0, "{name} {}: {ratio:.2} per 512 bytes", dir.name());
         }
     }
-    // MACE-large (128 channels, ℓ ≤ 3 outputs, weights per edge), 24 edges / batch rows.
+    // MACE-large (128 channels, ℓ ≤ 3 outputs, weights per edge), 24 edges / batch rows: the
+    // channel-parallel kernels under the bar, the generic ones (the same plans through
+    // with_table_kernels) far over it, so the proxy tells the two apart.
     for op in select(&["equivariant/tp".into(), "equivariant/conv".into()]) {
         for &dir in op.directions() {
+            let name = format!("{} {}", op.full_name(), dir.name());
             let ratio = memory_instructions_per_512_bytes(op.as_ref(), dir, &[24, 1152], &device);
-            let known = EQUIVARIANT_KNOWN_SLOW.contains(&(op.full_name().as_str(), dir.name()));
-            assert_eq!(
-                ratio > KNOWN_SLOW_RATIO,
-                known,
-                "{} {}: {ratio:.1} per 512 bytes (known slow: {known})",
-                op.full_name(),
-                dir.name()
-            );
+            assert!(ratio <= EQUIVARIANT_BAR, "{name}: {ratio:.1} per 512 bytes");
+            let generic = kiln::equivariant::with_table_kernels(|| {
+                memory_instructions_per_512_bytes(op.as_ref(), dir, &[24, 1152], &device)
+            });
+            assert!(generic > 10.0 * EQUIVARIANT_BAR, "{name} generic kernels: {generic:.1} per 512 bytes");
         }
     }
 }

@@ -45,7 +45,12 @@ pub fn cg_cuda_source() -> String {
     s.push_str("#pragma once\n\n#include \"common/compute.cuh\"\n\nnamespace kiln::equivariant {\n\n");
     s.push_str("// Cg<L1, L2, L3>::forward: o[k] += sum C_ijk a_i b_j; adjoint_a: da[i] += sum C_ijk b_j g_k;\n");
     s.push_str("// adjoint_b: db[j] += sum C_ijk a_i g_k.\n");
-    s.push_str("template <int L1, int L2, int L3>\nstruct Cg;\n");
+    s.push_str("template <int L1, int L2, int L3>\nstruct Cg;\n\n");
+    s.push_str("// X(l1, l2, l3) for every triple defined below, for dispatch tables.\n#define KILN_CG_TRIPLES(X)");
+    for [l1, l2, l3] in cg_triples() {
+        s.push_str(&format!(" \\\n    X({l1}, {l2}, {l3})"));
+    }
+    s.push('\n');
     for [l1, l2, l3] in cg_triples() {
         let table = wigner_3j(l1, l2, l3).expect("a triple inside the triangle").nonzeros();
         let [d1, d2, d3] = [l1, l2, l3].map(|l| 2 * l as usize + 1);
