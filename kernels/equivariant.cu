@@ -17,7 +17,8 @@
 //   its edges in order, so there are no atomics and no per-edge message in memory, and the
 //   result is deterministic. The batched tensor product is the graph with edge n = node n.
 //   backward: dx by sender (edges permuted by src, CSR src_ptr), dy and dw per edge (a warp
-//   per edge); shared weights reduce the per-edge dw of the workspace in edge order.
+//   per edge); shared weights: each of at most kDwParts warps sums a fixed contiguous range of
+//   edges into its row of the workspace, and a second kernel sums the rows in order.
 // Plans kiln builds (kiln_tp_plan.wigner_cg) run the channel-parallel kernels of
 // equivariant/tp_channel.cuh: lane = channel, the contractions generated as straight-line code
 // (equivariant/cg_poly.cuh). The generic kernels below take any other plan: each lane filters
@@ -298,18 +299,18 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
     }
 }
 
-// Per edge e (a warp each): dy[e] and the edge's weight gradient dw_edge[e] (dy: [edges, dim2];
-// dw_edge: [edges, weight_numel], the caller's dw or, with shared weights, the workspace in the
-// compute type).
+// Per edge e (a warp each): dy[e] and the edge's weight gradient (dy: [edges, dim2]); dw_rows and
+// `parts` as tp_bwd_edge_channel_kernel's: the caller's dw [edges, weight_numel] row e, or with
+// shared weights the warp's partition row of the workspace, summed over its edges in order.
 template <typename T, typename W>
 __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
     tp_bwd_edge_kernel(kiln_tp_plan plan, const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ w,
-                       int shared_weights, Graph g, const T* __restrict__ dout, int64_t edges, T* __restrict__ dy,
-                       W* __restrict__ dw_edge) {
+                       int shared_weights, Graph g, const T* __restrict__ dout, int64_t edges, int64_t parts,
+                       T* __restrict__ dy, W* __restrict__ dw_rows) {
     using C = compute_t<T>;
     const int lane = threadIdx.x % 32;
-    const int64_t warps = int64_t(gridDim.x) * kTpWarps;
-    for (int64_t e = int64_t(blockIdx.x) * kTpWarps + threadIdx.x / 32; e < edges; e += warps) {
+    const EdgeRange r = edge_range(edges, parts);
+    for (int64_t e = r.begin; e < r.end; e += r.step) {
         const int64_t s = g.src != nullptr ? g.src[e] : e;
         const int64_t d = g.dst != nullptr ? g.dst[e] : e;
         const T* x1 = x + s * plan.dim1;
@@ -361,13 +362,14 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
                 }
                 acc = path_coef<C>(plan, p) * pacc;  // each weight belongs to exactly one path
             }
-            dw_edge[e * plan.weight_numel + q] = from_compute<W>(acc);
+            W* dw = dw_rows + (parts > 0 ? r.warp : e) * plan.weight_numel;
+            dw[q] = from_compute<W>(parts > 0 && e > r.begin ? to_compute(dw[q]) + acc : acc);
         }
     }
 }
 
-// dw[c] = Σ_e partial[e, c] in edge order (shared weights): a thread per weight; the
-// partials are in T's compute type.
+// dw[c] = Σ_k partial[k, c] over the edge partitions in order (shared weights): a thread per
+// weight; the partials are in T's compute type.
 template <typename T>
 __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
     sum_weight_grads_kernel(const compute_t<T>* __restrict__ partial, int64_t edges, int64_t weight_numel,
@@ -601,12 +603,16 @@ bool fits(kiln_dtype dtype, int64_t rows, int64_t width) {
     return rows >= 0 && (width == 0 || rows <= INT64_MAX / partial_bytes(dtype) / width);
 }
 
-// Bytes of partial weight gradients the backward needs (shared weights only).
-// -1 when the count overflows int64.
+// The shared-weight gradient's edge partitions: one per edge up to kDwParts.
+int64_t dw_parts(int64_t edges) { return edges < kDwParts ? edges : kDwParts; }
+
+// Bytes of partial weight gradients the backward needs (shared weights only): one row of
+// weight_numel per edge partition. -1 when the count overflows int64.
 int64_t workspace_bytes(kiln_dtype dtype, int64_t edges, int64_t weight_numel, int32_t shared_weights) {
     if (shared_weights == 0) return 0;
-    if (weight_numel > 0 && edges > INT64_MAX / partial_bytes(dtype) / weight_numel) return -1;
-    return edges * weight_numel * partial_bytes(dtype);
+    const int64_t parts = dw_parts(edges);
+    if (weight_numel > 0 && parts > INT64_MAX / partial_bytes(dtype) / weight_numel) return -1;
+    return parts * weight_numel * partial_bytes(dtype);
 }
 
 // Whether the channel-parallel kernels may read vector-ready blocks 4 channels at a time: row
@@ -653,22 +659,25 @@ kiln_status launch_backward(const Backward& b) {
             const kiln_status st = launch_status();
             if (st != KILN_SUCCESS) return st;
         }
+        // Shared weights: `parts` warps, one a partition of the edges (EdgeRange).
+        const int64_t parts = b.shared_weights != 0 ? dw_parts(b.edges) : 0;
         if (b.edges > 0) {
+            const unsigned blocks = warp_blocks(parts > 0 ? parts : b.edges);
             if (b.plan->wigner_cg != 0 && b.shared_weights != 0) {
-                KILN_LAUNCH(warp_blocks(b.edges), kTpThreads, 0, b.stream, tp_bwd_edge_channel_kernel<T, C>)(
-                    *b.plan, x, y, w, b.shared_weights, b.g, vector_rows, dout, b.edges, static_cast<T*>(b.dy),
-                    static_cast<C*>(b.workspace));
+                KILN_LAUNCH(blocks, kTpThreads, 0, b.stream, tp_bwd_edge_channel_kernel<T, C>)(
+                    *b.plan, x, y, w, b.shared_weights, b.g, vector_rows, dout, b.edges, parts,
+                    static_cast<T*>(b.dy), static_cast<C*>(b.workspace));
             } else if (b.plan->wigner_cg != 0) {
-                KILN_LAUNCH(warp_blocks(b.edges), kTpThreads, 0, b.stream, tp_bwd_edge_channel_kernel<T, T>)(
-                    *b.plan, x, y, w, b.shared_weights, b.g, vector_rows, dout, b.edges, static_cast<T*>(b.dy),
-                    static_cast<T*>(b.dw));
+                KILN_LAUNCH(blocks, kTpThreads, 0, b.stream, tp_bwd_edge_channel_kernel<T, T>)(
+                    *b.plan, x, y, w, b.shared_weights, b.g, vector_rows, dout, b.edges, parts,
+                    static_cast<T*>(b.dy), static_cast<T*>(b.dw));
             } else if (b.shared_weights != 0) {
-                KILN_LAUNCH(warp_blocks(b.edges), kTpThreads, 0, b.stream, tp_bwd_edge_kernel<T, C>)(
-                    *b.plan, x, y, w, b.shared_weights, b.g, dout, b.edges, static_cast<T*>(b.dy),
+                KILN_LAUNCH(blocks, kTpThreads, 0, b.stream, tp_bwd_edge_kernel<T, C>)(
+                    *b.plan, x, y, w, b.shared_weights, b.g, dout, b.edges, parts, static_cast<T*>(b.dy),
                     static_cast<C*>(b.workspace));
             } else {
-                KILN_LAUNCH(warp_blocks(b.edges), kTpThreads, 0, b.stream, tp_bwd_edge_kernel<T, T>)(
-                    *b.plan, x, y, w, b.shared_weights, b.g, dout, b.edges, static_cast<T*>(b.dy),
+                KILN_LAUNCH(blocks, kTpThreads, 0, b.stream, tp_bwd_edge_kernel<T, T>)(
+                    *b.plan, x, y, w, b.shared_weights, b.g, dout, b.edges, parts, static_cast<T*>(b.dy),
                     static_cast<T*>(b.dw));
             }
             const kiln_status st = launch_status();
@@ -686,7 +695,7 @@ kiln_status launch_backward(const Backward& b) {
                 return KILN_SUCCESS;
             }
             KILN_LAUNCH(grid_blocks(b.plan->weight_numel, kTpThreads), kTpThreads, 0, b.stream,
-                        sum_weight_grads_kernel<T>)(static_cast<const C*>(b.workspace), b.edges,
+                        sum_weight_grads_kernel<T>)(static_cast<const C*>(b.workspace), parts,
                                                     b.plan->weight_numel, static_cast<T*>(b.dw));
             return launch_status();
         }

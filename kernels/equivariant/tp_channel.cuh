@@ -348,13 +348,25 @@ __device__ __forceinline__ void load_weights(const T* we, int i0, int stride, C*
     }
 }
 
+// Stores V weight gradients like load_weights reads them, or with `accumulate` adds them to
+// what is there (a partition's row of the shared-weight partials: the same lane wrote it for
+// the partition's previous edge, so the sum runs in edge order without atomics).
 template <int V, typename W, typename C>
-__device__ __forceinline__ void store_weights(W* dw, int i0, int stride, const C* in) {
-    if (V > 1 && stride == 1) {
-        store_run<W, V>(dw + i0, in);
+__device__ __forceinline__ void store_weights(W* dw, int i0, int stride, bool accumulate, const C* in) {
+    C sum[V];
+    if (accumulate) {
+        load_weights<V>(dw, i0, stride, sum);
+#pragma unroll
+        for (int q = 0; q < V; ++q) sum[q] += in[q];
     } else {
 #pragma unroll
-        for (int q = 0; q < V; ++q) dw[i0 + q * stride] = from_compute<W>(in[q]);
+        for (int q = 0; q < V; ++q) sum[q] = in[q];
+    }
+    if (V > 1 && stride == 1) {
+        store_run<W, V>(dw + i0, sum);
+    } else {
+#pragma unroll
+        for (int q = 0; q < V; ++q) dw[i0 + q * stride] = from_compute<W>(sum[q]);
     }
 }
 
@@ -556,7 +568,7 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
 // dacc += coef·W[u, v(, wo)]·t. Lanes own u (uvu) or wo (uvw), V at a time; every lane calls it.
 template <int V, typename T, typename C, typename W>
 __device__ __forceinline__ void path_dy_dw(const kiln_tp_path& P, int code, C coef, int v, const C (&b)[kMaxDim],
-                                           int lane, const T* x1, const T* we, const T* go, W* dw,
+                                           int lane, const T* x1, const T* we, const T* go, W* dw, bool accumulate,
                                            C (&dacc)[kMaxDim]) {
     const bool uvu = P.mode == KILN_TP_UVU;
     for (int c0 = 0; c0 < P.mul_out; c0 += 32 * V) {
@@ -589,35 +601,39 @@ __device__ __forceinline__ void path_dy_dw(const kiln_tp_path& P, int code, C co
                 }
                 grad[q] = coef * dot;
             }
-            store_weights<V>(dw, i0, stride, grad);
+            store_weights<V>(dw, i0, stride, accumulate, grad);
         }
     }
 }
 
-// Per edge e (a warp each): dy[e] and the edge's weight gradients dw_edge[e] (dy: [edges, dim2];
-// dw_edge: [edges, weight_numel], the caller's dw or, with shared weights, the workspace in the
-// compute type).
+// Per edge e (a warp each): dy[e] and the edge's weight gradients (dy: [edges, dim2]). Per-edge
+// weights: dw_rows is the caller's dw [edges, weight_numel], row e. Shared weights: `parts`
+// warps each take a fixed contiguous range of edges (EdgeRange) and sum their edges' gradients
+// into their own row of dw_rows [parts, weight_numel] (the workspace, compute type), which
+// sum_weight_grads_kernel then sums in order: deterministic, no atomics, and parts rows
+// instead of one per edge.
 template <typename T, typename W>
 __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
     tp_bwd_edge_channel_kernel(kiln_tp_plan plan, const T* __restrict__ x, const T* __restrict__ y,
                                const T* __restrict__ w, int shared_weights, Graph g, int vector_rows,
-                               const T* __restrict__ dout, int64_t edges, T* __restrict__ dy,
-                               W* __restrict__ dw_edge) {
+                               const T* __restrict__ dout, int64_t edges, int64_t parts, T* __restrict__ dy,
+                               W* __restrict__ dw_rows) {
     using C = compute_t<T>;
     const int lane = threadIdx.x % 32;
     const PathField off = &kiln_tp_path::off2;
     const PathField mul = &kiln_tp_path::mul2;
     const PathField dim = &kiln_tp_path::dim2;
     const bool full = covers(plan, off, mul, dim, plan.dim2, lane);
-    const int64_t warps = int64_t(gridDim.x) * kTpWarps;
-    for (int64_t e = int64_t(blockIdx.x) * kTpWarps + threadIdx.x / 32; e < edges; e += warps) {
+    const EdgeRange r = edge_range(edges, parts);
+    for (int64_t e = r.begin; e < r.end; e += r.step) {
         const int64_t s = g.src != nullptr ? g.src[e] : e;
         const int64_t d = g.dst != nullptr ? g.dst[e] : e;
         const T* x1 = x + s * plan.dim1;
         const T* x2 = y + e * plan.dim2;
         const T* we = w + (shared_weights != 0 ? 0 : e * plan.weight_numel);
         const T* go = dout + d * plan.dim_out;
-        W* dw = dw_edge + e * plan.weight_numel;
+        W* dw = dw_rows + (parts > 0 ? r.warp : e) * plan.weight_numel;
+        const bool accumulate = parts > 0 && e > r.begin;
         T* row = dy + e * plan.dim2;
         if (!full) zero_uncovered(plan, off, mul, dim, plan.dim2, row, lane);
         for_each_block(plan, off, lane, [&](int b) KILN_INLINE_LAMBDA {
@@ -632,7 +648,8 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
                     const int code = triple_code(P.dim1, P.dim2, P.dim_out);
                     // Each path's own channels: vector-ready paths V at a time.
                     with_channels<T>(vector_rows != 0 && vector_ready(P), [&](auto vtag) KILN_INLINE_LAMBDA {
-                        path_dy_dw<decltype(vtag)::value>(P, code, coef, v, xv, lane, x1, we, go, dw, dacc);
+                        path_dy_dw<decltype(vtag)::value>(P, code, coef, v, xv, lane, x1, we, go, dw, accumulate,
+                                                          dacc);
                     });
                 });
                 // Σ over the lanes' channels, in a fixed butterfly; lane j writes component j.

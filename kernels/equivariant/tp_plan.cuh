@@ -55,4 +55,23 @@ struct Graph {
     const int32_t* src_ptr;   // [nodes + 1]
 };
 
+// Fixed partitions of the edges for the shared-weight gradient: at most kDwParts, each a
+// contiguous range, so the reduction's order (and result) is the same on every GPU. Enough
+// warps to fill an H100 a few times over; the partials are kDwParts · weight_numel values.
+constexpr int64_t kDwParts = 1024;
+
+// The edges warp `warp` takes: with parts > 0 the warp's range [edges·warp/parts,
+// edges·(warp+1)/parts) in order (warps past `parts` none); with parts = 0 every grid-stride
+// edge from the warp's index.
+struct EdgeRange {
+    int64_t warp, begin, end, step;
+};
+
+__device__ __forceinline__ EdgeRange edge_range(int64_t edges, int64_t parts) {
+    const int64_t warp = int64_t(blockIdx.x) * kTpWarps + threadIdx.x / 32;
+    if (parts == 0) return EdgeRange{warp, warp, edges, int64_t(gridDim.x) * kTpWarps};
+    if (warp >= parts) return EdgeRange{warp, 0, 0, 1};
+    return EdgeRange{warp, edges * warp / parts, edges * (warp + 1) / parts, 1};
+}
+
 }  // namespace kiln::equivariant

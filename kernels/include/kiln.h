@@ -411,7 +411,8 @@ kiln_status kiln_attention_alibi_fwd_variant(int32_t variant, kiln_dtype dtype, 
 /** The padded form's lse (kiln::attention::forward_padded): lse [heads, tokens] (f32) gets -inf
  * everywhere, then lse[h, indices[i]] = lse_packed[h, i] for the nnz kept tokens (lse_packed
  * [heads, nnz] f32 from kiln_attention_alibi_fwd on the unpadded tokens, indices [nnz] int32
- * from kiln_padding_unpad_fwd). An index outside [0, tokens) is skipped. */
+ * from kiln_padding_unpad_fwd, so distinct: two equal indices write one entry from two threads, a
+ * race). An index outside [0, tokens) is skipped. */
 kiln_status kiln_attention_lse_pad_fwd(const float* lse_packed, const int32_t* indices, int64_t heads, int64_t nnz,
                                        int64_t tokens, float* lse, void* stream);
 
@@ -540,8 +541,9 @@ typedef struct kiln_tp_plan {
     int32_t wigner_cg;
 } kiln_tp_plan;
 
-/** Bytes of workspace the backward launchers need for f32, f16 or bf16 storage (f32 per-edge
- * weight gradients when the weights are shared; 0 otherwise; -1 if the sizes are invalid). */
+/** Bytes of workspace the backward launchers need for f32, f16 or bf16 storage: with shared
+ * weights, f32 partial weight gradients of min(edges, 1024) fixed partitions of the edges
+ * (summed in order: deterministic); 0 otherwise; -1 if the sizes are invalid. */
 int64_t kiln_equivariant_workspace_bytes(int64_t edges, int64_t weight_numel, int32_t shared_weights);
 /** The same for any dtype the family takes: the per-edge partials are in the compute type
  * (f64 for KILN_DTYPE_F64); -1 for an invalid dtype or sizes. */

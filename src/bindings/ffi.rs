@@ -903,7 +903,7 @@ unsafe extern "C" {
     ) -> kiln_status;
 }
 unsafe extern "C" {
-    #[doc = " The padded form's lse (kiln::attention::forward_padded): lse [heads, tokens] (f32) gets -inf\n everywhere, then lse[h, indices[i]] = lse_packed[h, i] for the nnz kept tokens (lse_packed\n [heads, nnz] f32 from kiln_attention_alibi_fwd on the unpadded tokens, indices [nnz] int32\n from kiln_padding_unpad_fwd). An index outside [0, tokens) is skipped."]
+    #[doc = " The padded form's lse (kiln::attention::forward_padded): lse [heads, tokens] (f32) gets -inf\n everywhere, then lse[h, indices[i]] = lse_packed[h, i] for the nnz kept tokens (lse_packed\n [heads, nnz] f32 from kiln_attention_alibi_fwd on the unpadded tokens, indices [nnz] int32\n from kiln_padding_unpad_fwd, so distinct: two equal indices write one entry from two threads, a\n race). An index outside [0, tokens) is skipped."]
     pub fn kiln_attention_lse_pad_fwd(
         lse_packed: *const f32,
         indices: *const i32,
@@ -1117,7 +1117,7 @@ const _: () = {
     ["Offset of field: kiln_tp_plan::wigner_cg"][::std::mem::offset_of!(kiln_tp_plan, wigner_cg) - 80usize];
 };
 unsafe extern "C" {
-    #[doc = " Bytes of workspace the backward launchers need for f32, f16 or bf16 storage (f32 per-edge\n weight gradients when the weights are shared; 0 otherwise; -1 if the sizes are invalid)."]
+    #[doc = " Bytes of workspace the backward launchers need for f32, f16 or bf16 storage: with shared\n weights, f32 partial weight gradients of min(edges, 1024) fixed partitions of the edges\n (summed in order: deterministic); 0 otherwise; -1 if the sizes are invalid."]
     pub fn kiln_equivariant_workspace_bytes(edges: i64, weight_numel: i64, shared_weights: i32) -> i64;
 }
 unsafe extern "C" {

@@ -1675,6 +1675,10 @@ fn attention_launchers() -> Vec<Launcher> {
         if heads == 0 && nnz > 0 && c.is_null(indices) {
             c.unsure("indices NULL with no head to scatter");
         }
+        if c.case.fill == 2 && heads > 0 && nnz > 1 {
+            // Documented: the indices are distinct (unpad's); equal ones race (the emulator says so).
+            c.unsure(format!("{nnz} equal indices"));
+        }
         let lse = c.output("lse", 4, prod(&[heads, tokens]));
         Box::new(move |p| unsafe {
             ffi::kiln_attention_lse_pad_fwd(p.r(packed), p.r(indices), heads, nnz, tokens, p.w(lse), null_mut())

@@ -1173,6 +1173,30 @@ fn tensor_product_kernels_with_more_channels_than_lanes_match_reference() {
     }
 }
 
+/// Shared weights over more edges than the weight gradient has partitions (1024): each
+/// partition's warp sums 2-3 edges into its workspace row before the rows are summed, in both
+/// kernel kinds, for a vector-ready plan and a scalar one.
+#[test]
+fn shared_weight_gradients_sum_fixed_partitions_of_many_edges() {
+    let el = PathNormalization::Element;
+    let plans = [
+        TpPlan::channelwise(&ir("4x0e+4x1o"), &ir("0e+1o"), &ir("4x0e+4x1o+4x1e"), el).unwrap(),
+        TpPlan::channelwise(&ir("3x0e+1x1o"), &ir("0e+1o"), &ir("3x0e+3x1o+1x0e+1x1o"), el).unwrap(),
+    ];
+    assert_eq!(plans[0].weight_numel % 4, 0);
+    let mut rng = rng();
+    for device in kernel_devices() {
+        for plan in &plans {
+            for dtype in [DType::F32, DType::F64] {
+                check_tp_kernels(&device, dtype, plan, true, Some((30, 2500)), &mut rng);
+                equivariant::with_table_kernels(|| {
+                    check_tp_kernels(&device, dtype, plan, true, Some((30, 2500)), &mut rng)
+                });
+            }
+        }
+    }
+}
+
 /// The kernels against the f64 reference: the tensor product of `plan` over 5 rows (`graph`
 /// None) or the convolution over a random graph of (nodes, edges), forward and backward, with
 /// one weight vector (`shared`) or one per row or edge.
@@ -1617,6 +1641,12 @@ macro_rules! c_abi_validation {
                     assert_eq!(ffi::kiln_equivariant_workspace_bytes(-1, 4, 1), -1);
                     assert_eq!(ffi::kiln_equivariant_workspace_bytes(10, 4, 1), 160);
                     assert_eq!(ffi::kiln_equivariant_workspace_bytes(10, 4, 0), 0);
+                    // Past 1024 edges, one row a fixed partition of the edges, not one an edge.
+                    assert_eq!(ffi::kiln_equivariant_workspace_bytes(5000, 4, 1), 1024 * 4 * 4);
+                    assert_eq!(
+                        ffi::kiln_equivariant_workspace_bytes_for(kiln_dtype::KILN_DTYPE_F64, 5000, 4, 1),
+                        1024 * 4 * 8
+                    );
                     // Shared weights need the workspace, of the size asked for.
                     let bwd = |workspace, bytes| {
                         ffi::kiln_equivariant_tp_bwd(

@@ -5,6 +5,7 @@
 
 use std::ffi::c_void;
 
+use super::kernel_kind::table_kernels;
 use super::sh::{Sh, ShNormalization, sh_dim};
 use super::tp::{Mode, TpPlan};
 use super::operands::{Grads, HessianOperands, Operands};
@@ -152,7 +153,7 @@ fn with_plan<R>(plan: &TpPlan, dev: &DevicePlan, gpu: &Gpu, f: impl FnOnce(&ffi:
         cg_val_f64: v64p.map_or(std::ptr::null(), |p| p as *const f64),
         coef_f64: c64p.map_or(std::ptr::null(), |p| p as *const f64),
         // The plan is TpPlan's: wigner_3j tables, widths 2l + 1 (kiln.h).
-        wigner_cg: i32::from(!super::table_kernels()),
+        wigner_cg: i32::from(!table_kernels()),
         dim1: plan.irreps_in1.dim() as i64,
         dim2: plan.irreps_in2.dim() as i64,
         dim_out: plan.irreps_out.dim() as i64,

@@ -26,10 +26,12 @@
 pub mod cg_code;
 pub mod cpu;
 pub mod irreps;
+mod kernel_kind;
 mod operands;
 pub mod sh;
 pub mod tp;
 pub mod wigner;
+pub use kernel_kind::with_table_kernels;
 pub use operands::Grads;
 use operands::{HessianOperands, HostGraph, Operands};
 
@@ -47,31 +49,6 @@ pub use irreps::{Irrep, Irreps, IrrepsError, MulIr, Parity};
 pub use sh::{Sh, ShNormalization, ShTable, sh_dim};
 pub use tp::{Instruction, IrrepNormalization, Mode, PathNormalization, TpPlan};
 pub use wigner::{LMAX, Wigner3j, wigner_3j, wigner_d};
-
-thread_local! {
-    static TABLE_KERNELS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Runs `f` with this thread's tensor-product and convolution launches on the generic kernels,
-/// which read the plan's CG tables as a C caller's own plan would give them (`wigner_cg` = 0),
-/// instead of the channel-parallel kernels with the values compiled in: for the tests and
-/// benchmarks that hold the two to the same reference.
-#[doc(hidden)]
-pub fn with_table_kernels<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            TABLE_KERNELS.with(|t| t.set(self.0));
-        }
-    }
-    let _restore = Restore(TABLE_KERNELS.with(|t| t.replace(true)));
-    f()
-}
-
-/// Whether [`with_table_kernels`] is in force on this thread.
-fn table_kernels() -> bool {
-    TABLE_KERNELS.with(|t| t.get())
-}
 
 /// The rows `t` claims: its first dimension (0 for a scalar). A rule "shape `[rows, width]`"
 /// built on it holds exactly when t is `[r, width]` for some r, so an op can name the rows of
