@@ -522,8 +522,8 @@ __global__ void lse_scatter_kernel(const float* packed, const int32_t* indices, 
     for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
         const int64_t h = i / nnz;
         const int32_t t = indices[i - h * nnz];
-        // Indices come from unpad; one out of range is skipped, never written.
-        if (t >= 0 && t < tokens) lse[h * tokens + t] = packed[i];
+        // Indices come from unpad; one out of range is skipped; equal ones store atomically (no race).
+        if (t >= 0 && t < tokens) atomicExch(&lse[h * tokens + t], packed[i]);
     }
 }
 

@@ -411,8 +411,8 @@ kiln_status kiln_attention_alibi_fwd_variant(int32_t variant, kiln_dtype dtype, 
 /** The padded form's lse (kiln::attention::forward_padded): lse [heads, tokens] (f32) gets -inf
  * everywhere, then lse[h, indices[i]] = lse_packed[h, i] for the nnz kept tokens (lse_packed
  * [heads, nnz] f32 from kiln_attention_alibi_fwd on the unpadded tokens, indices [nnz] int32
- * from kiln_padding_unpad_fwd, so distinct: two equal indices write one entry from two threads, a
- * race). An index outside [0, tokens) is skipped. */
+ * from kiln_padding_unpad_fwd, so distinct; of equal ones, one value lands, unspecified which).
+ * An index outside [0, tokens) is skipped. */
 kiln_status kiln_attention_lse_pad_fwd(const float* lse_packed, const int32_t* indices, int64_t heads, int64_t nnz,
                                        int64_t tokens, float* lse, void* stream);
 

@@ -903,7 +903,7 @@ unsafe extern "C" {
     ) -> kiln_status;
 }
 unsafe extern "C" {
-    #[doc = " The padded form's lse (kiln::attention::forward_padded): lse [heads, tokens] (f32) gets -inf\n everywhere, then lse[h, indices[i]] = lse_packed[h, i] for the nnz kept tokens (lse_packed\n [heads, nnz] f32 from kiln_attention_alibi_fwd on the unpadded tokens, indices [nnz] int32\n from kiln_padding_unpad_fwd, so distinct: two equal indices write one entry from two threads, a\n race). An index outside [0, tokens) is skipped."]
+    #[doc = " The padded form's lse (kiln::attention::forward_padded): lse [heads, tokens] (f32) gets -inf\n everywhere, then lse[h, indices[i]] = lse_packed[h, i] for the nnz kept tokens (lse_packed\n [heads, nnz] f32 from kiln_attention_alibi_fwd on the unpadded tokens, indices [nnz] int32\n from kiln_padding_unpad_fwd, so distinct; of equal ones, one value lands, unspecified which).\n An index outside [0, tokens) is skipped."]
     pub fn kiln_attention_lse_pad_fwd(
         lse_packed: *const f32,
         indices: *const i32,

@@ -1675,10 +1675,6 @@ fn attention_launchers() -> Vec<Launcher> {
         if heads == 0 && nnz > 0 && c.is_null(indices) {
             c.unsure("indices NULL with no head to scatter");
         }
-        if c.case.fill == 2 && heads > 0 && nnz > 1 {
-            // Documented: the indices are distinct (unpad's); equal ones race (the emulator says so).
-            c.unsure(format!("{nnz} equal indices"));
-        }
         let lse = c.output("lse", 4, prod(&[heads, tokens]));
         Box::new(move |p| unsafe {
             ffi::kiln_attention_lse_pad_fwd(p.r(packed), p.r(indices), heads, nnz, tokens, p.w(lse), null_mut())
@@ -2419,6 +2415,26 @@ fn regression_lse_pad_size_overflow() {
     let status = unsafe { ffi::kiln_attention_lse_pad_fwd(null(), null(), 1 << 62, 0, 4, lse.ptr.cast(), null_mut()) };
     assert_eq!(status.0, SIZE, "heads 2^62 × tokens 4 overflows int64");
     assert_eq!(lse.now(), lse.before);
+}
+
+/// Regression (found by `c_abi_launchers`): kiln_attention_lse_pad_fwd's scatter stored
+/// lse[h, indices[i]] with plain stores, so equal indices (a caller's, not unpad's) were a data
+/// race the emulator stopped as a launch failure. The stores are atomic now: one of the values
+/// lands (kiln.h: unspecified which) and the other entries stay -inf.
+#[test]
+fn regression_lse_pad_equal_indices() {
+    let f = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let packed = Alloc::new(12, &f(&[1.0, 2.0, 3.0]), 0, 0x5A);
+    let indices = Alloc::new(12, &[0u8; 12], 0, 0x5A);
+    let lse = Alloc::new(12, &[], 0, 0x5A);
+    // SAFETY: three packed entries, three indices and three lse entries, all allocated.
+    let status = unsafe {
+        ffi::kiln_attention_lse_pad_fwd(packed.ptr.cast(), indices.ptr.cast(), 1, 3, 3, lse.ptr.cast(), null_mut())
+    };
+    assert_eq!(status.0, SUCCESS);
+    let got: Vec<f32> = lse.now().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    assert!([1.0, 2.0, 3.0].contains(&got[0]), "lse[0] = {}", got[0]);
+    assert_eq!(&got[1..], &[f32::NEG_INFINITY; 2]);
 }
 
 /// Regression (found by `c_abi_size_queries`): kiln_equivariant_workspace_bytes_for

@@ -1197,6 +1197,29 @@ fn shared_weight_gradients_sum_fixed_partitions_of_many_edges() {
     }
 }
 
+/// Plans of more than 32 paths: the channel-parallel kernels walk the paths' block offsets 32 at
+/// a time (a second window, whose blocks are compared with the first's).
+#[test]
+fn tensor_product_kernels_with_more_paths_than_lanes_match_reference() {
+    let irreps = ir("0e+1o+2e+3o");
+    let plans = [
+        TpPlan::fully_connected(&irreps, &irreps, &ir("0e+0o+1e+1o+2e+2o+3e+3o+4e"), PathNormalization::Element)
+            .unwrap(),
+        TpPlan::channelwise(&irreps, &irreps, &ir("0e+0o+1e+1o+2e+2o+3e+3o+4e+4o"), PathNormalization::Path).unwrap(),
+    ];
+    for plan in &plans {
+        assert!(plan.instructions.len() > 32, "{} paths", plan.instructions.len());
+    }
+    let mut rng = rng();
+    for device in kernel_devices() {
+        for plan in &plans {
+            for shared in [true, false] {
+                check_tp_kernels(&device, DType::F32, plan, shared, Some((4, 9)), &mut rng);
+            }
+        }
+    }
+}
+
 /// The kernels against the f64 reference: the tensor product of `plan` over 5 rows (`graph`
 /// None) or the convolution over a random graph of (nodes, edges), forward and backward, with
 /// one weight vector (`shared`) or one per row or edge.
