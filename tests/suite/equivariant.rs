@@ -1198,15 +1198,21 @@ fn shared_weight_gradients_sum_fixed_partitions_of_many_edges() {
 }
 
 /// Plans of more than 32 paths: the channel-parallel kernels walk the paths' block offsets 32 at
-/// a time (a second window, whose blocks are compared with the first's).
+/// a time (a second window, whose blocks are compared with the first's). Every l ≤ 4 in both
+/// inputs and every l ≤ 4 of both parities out: one path for each of the 65 (l1, l2, l3) triples,
+/// so every generated contraction (cg_poly.cuh) runs forward, for dx and for dy.
 #[test]
 fn tensor_product_kernels_with_more_paths_than_lanes_match_reference() {
-    let irreps = ir("0e+1o+2e+3o");
+    let irreps = ir("0e+1o+2e+3o+4e");
+    let out = ir("0e+0o+1e+1o+2e+2o+3e+3o+4e+4o");
     let plans = [
-        TpPlan::fully_connected(&irreps, &irreps, &ir("0e+0o+1e+1o+2e+2o+3e+3o+4e"), PathNormalization::Element)
-            .unwrap(),
-        TpPlan::channelwise(&irreps, &irreps, &ir("0e+0o+1e+1o+2e+2o+3e+3o+4e+4o"), PathNormalization::Path).unwrap(),
+        TpPlan::fully_connected(&irreps, &irreps, &out, PathNormalization::Element).unwrap(),
+        TpPlan::channelwise(&irreps, &irreps, &out, PathNormalization::Path).unwrap(),
     ];
+    let l = |irreps: &Irreps, i: usize| irreps.blocks()[i].ir.l;
+    let triples: std::collections::BTreeSet<[u32; 3]> =
+        plans[0].instructions.iter().map(|i| [l(&irreps, i.i1), l(&irreps, i.i2), l(&out, i.i_out)]).collect();
+    assert_eq!(triples.len(), kiln::equivariant::cg_code::cg_triples().len());
     for plan in &plans {
         assert!(plan.instructions.len() > 32, "{} paths", plan.instructions.len());
     }
