@@ -221,6 +221,8 @@ __device__ __forceinline__ constexpr int run_access_bytes(int n) {
     return (n * int(sizeof(T))) % 16 == 0 ? 16 : (n * int(sizeof(T))) % 8 == 0 ? 8 : int(sizeof(T));
 }
 
+// (The memcpy goes through void*: __half and __nv_bfloat16 have protected members, and the host
+// compiler's -Wclass-memaccess would flag a typed copy into them.)
 template <typename T, int N, typename C>
 __device__ __forceinline__ void load_run(const T* p, C* out) {
     constexpr int kBytes = run_access_bytes<T>(N);
@@ -230,10 +232,10 @@ __device__ __forceinline__ void load_run(const T* p, C* out) {
         T tmp[kPer];
         if constexpr (kBytes == 16) {
             const uint4 raw = reinterpret_cast<const uint4*>(p)[a];
-            memcpy(tmp, &raw, 16);
+            memcpy(static_cast<void*>(tmp), &raw, 16);
         } else if constexpr (kBytes == 8 && sizeof(T) < 8) {
             const uint2 raw = reinterpret_cast<const uint2*>(p)[a];
-            memcpy(tmp, &raw, 8);
+            memcpy(static_cast<void*>(tmp), &raw, 8);
         } else {
             tmp[0] = p[a];
         }
@@ -253,11 +255,11 @@ __device__ __forceinline__ void store_run(T* p, const C* in) {
         for (int k = 0; k < kPer; ++k) tmp[k] = from_compute<T>(in[a * kPer + k]);
         if constexpr (kBytes == 16) {
             uint4 raw;
-            memcpy(&raw, tmp, 16);
+            memcpy(&raw, static_cast<const void*>(tmp), 16);
             reinterpret_cast<uint4*>(p)[a] = raw;
         } else if constexpr (kBytes == 8 && sizeof(T) < 8) {
             uint2 raw;
-            memcpy(&raw, tmp, 8);
+            memcpy(&raw, static_cast<const void*>(tmp), 8);
             reinterpret_cast<uint2*>(p)[a] = raw;
         } else {
             p[a] = tmp[0];
