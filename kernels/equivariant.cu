@@ -196,11 +196,12 @@ __device__ __forceinline__ C path_dout_term(const kiln_tp_path& P, const T* we, 
 }
 
 // out[n, o] for the rows n of this warp, lane-strided over o (x: [nodes, dim1]; y: [edges,
-// dim2]; w: [weight_numel] or [edges, weight_numel]; out: [nodes, dim_out]).
+// dim2]; w: [weight_numel] or [edges, weight_numel]; out: [nodes, dim_out]); `accumulate`: add to
+// out instead of writing it (the double backward's passes).
 template <typename T>
 __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
     tp_fwd_kernel(kiln_tp_plan plan, const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ w,
-                  int shared_weights, Graph g, int64_t nodes, T* __restrict__ out) {
+                  int shared_weights, Graph g, int accumulate, int64_t nodes, T* __restrict__ out) {
     using C = compute_t<T>;
     const int lane = threadIdx.x % 32;
     const int64_t warps = int64_t(gridDim.x) * kTpWarps;
@@ -248,17 +249,18 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
                     acc += path_coef<C>(plan, p) * pacc;
                 }
             }
-            out[n * plan.dim_out + o] = from_compute<T>(acc);
+            T* dst = out + n * plan.dim_out + o;
+            *dst = from_compute<T>(accumulate != 0 ? to_compute(*dst) + acc : acc);
         }
     }
 }
 
 // dx[n, q] = Σ over the edges e with src_e = n of ∂⟨dout[dst_e], TP(x[n], y[e])⟩/∂x[n, q], for
-// the rows n of this warp, lane-strided over q (dx: [nodes, dim1]).
+// the rows n of this warp, lane-strided over q (dx: [nodes, dim1]); `accumulate` as tp_fwd_kernel's.
 template <typename T>
 __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
     tp_bwd_dx1_kernel(kiln_tp_plan plan, const T* __restrict__ y, const T* __restrict__ w, int shared_weights, Graph g,
-                      const T* __restrict__ dout, int64_t nodes, T* __restrict__ dx) {
+                      int accumulate, const T* __restrict__ dout, int64_t nodes, T* __restrict__ dx) {
     using C = compute_t<T>;
     const int lane = threadIdx.x % 32;
     const int64_t warps = int64_t(gridDim.x) * kTpWarps;
@@ -294,19 +296,21 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
                     acc += path_coef<C>(plan, p) * pacc;
                 }
             }
-            dx[n * plan.dim1 + q] = from_compute<T>(acc);
+            T* dst = dx + n * plan.dim1 + q;
+            *dst = from_compute<T>(accumulate != 0 ? to_compute(*dst) + acc : acc);
         }
     }
 }
 
 // Per edge e (a warp each): dy[e] and the edge's weight gradient (dy: [edges, dim2]); dw_rows and
 // `parts` as tp_bwd_edge_channel_kernel's: the caller's dw [edges, weight_numel] row e, or with
-// shared weights the warp's partition row of the workspace, summed over its edges in order.
+// shared weights the warp's partition row of the workspace, summed over its edges in order. dy,
+// dw_rows (NULL: not wanted) and `accumulate` as tp_bwd_edge_channel_kernel's.
 template <typename T, typename W>
 __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
     tp_bwd_edge_kernel(kiln_tp_plan plan, const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ w,
-                       int shared_weights, Graph g, const T* __restrict__ dout, int64_t edges, int64_t parts,
-                       T* __restrict__ dy, W* __restrict__ dw_rows) {
+                       int shared_weights, Graph g, int accumulate, const T* __restrict__ dout, int64_t edges,
+                       int64_t parts, T* __restrict__ dy, W* __restrict__ dw_rows) {
     using C = compute_t<T>;
     const int lane = threadIdx.x % 32;
     const EdgeRange r = edge_range(edges, parts);
@@ -317,7 +321,7 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
         const T* x2 = y + e * plan.dim2;
         const T* we = w + (shared_weights != 0 ? 0 : e * plan.weight_numel);
         const T* go = dout + d * plan.dim_out;
-        for (int64_t q = lane; q < plan.dim2; q += 32) {
+        for (int64_t q = lane; dy != nullptr && q < plan.dim2; q += 32) {
             C acc = C(0);
             for (int p = 0; p < plan.n_paths; ++p) {
                 const kiln_tp_path& P = plan.paths[p];
@@ -339,9 +343,10 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
                 }
                 acc += path_coef<C>(plan, p) * pacc;
             }
-            dy[e * plan.dim2 + q] = from_compute<T>(acc);
+            T* dst = dy + e * plan.dim2 + q;
+            *dst = from_compute<T>(accumulate != 0 ? to_compute(*dst) + acc : acc);
         }
-        for (int64_t q = lane; q < plan.weight_numel; q += 32) {
+        for (int64_t q = lane; dw_rows != nullptr && q < plan.weight_numel; q += 32) {
             C acc = C(0);
             for (int p = 0; p < plan.n_paths; ++p) {
                 const kiln_tp_path& P = plan.paths[p];
@@ -363,23 +368,25 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
                 acc = path_coef<C>(plan, p) * pacc;  // each weight belongs to exactly one path
             }
             W* dw = dw_rows + (parts > 0 ? r.warp : e) * plan.weight_numel;
-            dw[q] = from_compute<W>(parts > 0 && e > r.begin ? to_compute(dw[q]) + acc : acc);
+            // A partition's row sums its edges (the first writes); a per-edge row may add to dw.
+            const bool add = parts > 0 ? e > r.begin : accumulate != 0;
+            dw[q] = from_compute<W>(add ? to_compute(dw[q]) + acc : acc);
         }
     }
 }
 
 // dw[c] = Σ_k partial[k, c] over the edge partitions in order (shared weights): a thread per
-// weight; the partials are in T's compute type.
+// weight; the partials are in T's compute type. `accumulate`: add the sum to dw.
 template <typename T>
 __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
     sum_weight_grads_kernel(const compute_t<T>* __restrict__ partial, int64_t edges, int64_t weight_numel,
-                            T* __restrict__ dw) {
+                            int accumulate, T* __restrict__ dw) {
     using C = compute_t<T>;
     const int64_t stride = int64_t(gridDim.x) * kTpThreads;
     for (int64_t c = int64_t(blockIdx.x) * kTpThreads + threadIdx.x; c < weight_numel; c += stride) {
         C acc = C(0);
         for (int64_t e = 0; e < edges; ++e) acc += partial[e * weight_numel + c];
-        dw[c] = from_compute<T>(acc);
+        dw[c] = from_compute<T>(accumulate != 0 ? to_compute(dw[c]) + acc : acc);
     }
 }
 
@@ -626,6 +633,9 @@ int vector_rows_ok(const kiln_tp_plan* plan, std::initializer_list<const void*> 
     return 1;
 }
 
+// One backward pass. The public backward wants every gradient and writes them; the double
+// backward's passes leave some out (NULL: the kernel that makes only it is not launched, the
+// edge kernel skips its stores) and add into gradients an earlier pass wrote.
 struct Backward {
     kiln_dtype dtype;
     const kiln_tp_plan* plan;
@@ -637,6 +647,9 @@ struct Backward {
     void *dx, *dy, *dw;
     void* workspace;
     cudaStream_t stream;
+    // Add into dx; add into dy and dw (one pass never writes one of them and adds to the other).
+    int accumulate_dx = 0;
+    int accumulate_edge = 0;
 };
 
 kiln_status launch_backward(const Backward& b) {
@@ -648,44 +661,48 @@ kiln_status launch_backward(const Backward& b) {
         const T* w = static_cast<const T*>(b.w);
         const T* dout = static_cast<const T*>(b.dout);
         const int vector_rows = vector_rows_ok(b.plan, {b.x, b.y, b.w, b.dout, b.dx, b.dy, b.dw, b.workspace});
-        if (b.nodes > 0 && b.plan->dim1 > 0) {
+        if (b.dx != nullptr && b.nodes > 0 && b.plan->dim1 > 0) {
             if (b.plan->wigner_cg != 0) {
                 KILN_LAUNCH(warp_blocks(b.nodes), kTpThreads, 0, b.stream, tp_bwd_dx_channel_kernel<T>)(
-                    *b.plan, y, w, b.shared_weights, b.g, vector_rows, dout, b.nodes, static_cast<T*>(b.dx));
+                    *b.plan, y, w, b.shared_weights, b.g, vector_rows, b.accumulate_dx, dout, b.nodes,
+                    static_cast<T*>(b.dx));
             } else {
                 KILN_LAUNCH(warp_blocks(b.nodes), kTpThreads, 0, b.stream, tp_bwd_dx1_kernel<T>)(
-                    *b.plan, y, w, b.shared_weights, b.g, dout, b.nodes, static_cast<T*>(b.dx));
+                    *b.plan, y, w, b.shared_weights, b.g, b.accumulate_dx, dout, b.nodes, static_cast<T*>(b.dx));
             }
             const kiln_status st = launch_status();
             if (st != KILN_SUCCESS) return st;
         }
         // Shared weights: `parts` warps, one a partition of the edges (EdgeRange).
         const int64_t parts = b.shared_weights != 0 ? dw_parts(b.edges) : 0;
-        if (b.edges > 0) {
+        const bool want_dw = b.dw != nullptr;
+        if (b.edges > 0 && (b.dy != nullptr || want_dw)) {
             const unsigned blocks = warp_blocks(parts > 0 ? parts : b.edges);
+            T* dy = static_cast<T*>(b.dy);
+            C* partials = want_dw ? static_cast<C*>(b.workspace) : nullptr;
             if (b.plan->wigner_cg != 0 && b.shared_weights != 0) {
                 KILN_LAUNCH(blocks, kTpThreads, 0, b.stream, tp_bwd_edge_channel_kernel<T, C>)(
-                    *b.plan, x, y, w, b.shared_weights, b.g, vector_rows, dout, b.edges, parts,
-                    static_cast<T*>(b.dy), static_cast<C*>(b.workspace));
+                    *b.plan, x, y, w, b.shared_weights, b.g, vector_rows, b.accumulate_edge, dout, b.edges, parts,
+                    dy, partials);
             } else if (b.plan->wigner_cg != 0) {
                 KILN_LAUNCH(blocks, kTpThreads, 0, b.stream, tp_bwd_edge_channel_kernel<T, T>)(
-                    *b.plan, x, y, w, b.shared_weights, b.g, vector_rows, dout, b.edges, parts,
-                    static_cast<T*>(b.dy), static_cast<T*>(b.dw));
+                    *b.plan, x, y, w, b.shared_weights, b.g, vector_rows, b.accumulate_edge, dout, b.edges, parts,
+                    dy, static_cast<T*>(b.dw));
             } else if (b.shared_weights != 0) {
                 KILN_LAUNCH(blocks, kTpThreads, 0, b.stream, tp_bwd_edge_kernel<T, C>)(
-                    *b.plan, x, y, w, b.shared_weights, b.g, dout, b.edges, parts, static_cast<T*>(b.dy),
-                    static_cast<C*>(b.workspace));
+                    *b.plan, x, y, w, b.shared_weights, b.g, b.accumulate_edge, dout, b.edges, parts, dy, partials);
             } else {
                 KILN_LAUNCH(blocks, kTpThreads, 0, b.stream, tp_bwd_edge_kernel<T, T>)(
-                    *b.plan, x, y, w, b.shared_weights, b.g, dout, b.edges, parts, static_cast<T*>(b.dy),
+                    *b.plan, x, y, w, b.shared_weights, b.g, b.accumulate_edge, dout, b.edges, parts, dy,
                     static_cast<T*>(b.dw));
             }
             const kiln_status st = launch_status();
             if (st != KILN_SUCCESS) return st;
         }
-        if (b.shared_weights != 0 && b.plan->weight_numel > 0) {
+        if (want_dw && b.shared_weights != 0 && b.plan->weight_numel > 0) {
             if (b.edges == 0) {
-                // An empty sum.
+                // An empty sum: adds nothing.
+                if (b.accumulate_edge != 0) return KILN_SUCCESS;
                 const cudaError_t err =
                     cudaMemsetAsync(b.dw, 0, b.plan->weight_numel * kiln::storage_bytes(b.dtype), b.stream);
                 if (err != cudaSuccess) {
@@ -696,15 +713,18 @@ kiln_status launch_backward(const Backward& b) {
             }
             KILN_LAUNCH(grid_blocks(b.plan->weight_numel, kTpThreads), kTpThreads, 0, b.stream,
                         sum_weight_grads_kernel<T>)(static_cast<const C*>(b.workspace), parts,
-                                                    b.plan->weight_numel, static_cast<T*>(b.dw));
+                                                    b.plan->weight_numel, b.accumulate_edge,
+                                                    static_cast<T*>(b.dw));
             return launch_status();
         }
         return KILN_SUCCESS;
     });
 }
 
+// The forward into out, or with `accumulate` added to it.
 kiln_status launch_forward(kiln_dtype dtype, const kiln_tp_plan* plan, const void* x, const void* y, const void* w,
-                           int32_t shared_weights, Graph g, int64_t nodes, void* out, cudaStream_t stream) {
+                           int32_t shared_weights, Graph g, int64_t nodes, void* out, cudaStream_t stream,
+                           int accumulate = 0) {
     if (nodes == 0 || plan->dim_out == 0) return KILN_SUCCESS;
     return kiln::with_storage_type_or_f64(dtype, [&](auto tag) {
         using T = typename decltype(tag)::type;
@@ -712,14 +732,85 @@ kiln_status launch_forward(kiln_dtype dtype, const kiln_tp_plan* plan, const voi
             const int vector_rows = vector_rows_ok(plan, {x, y, w, out});
             KILN_LAUNCH(warp_blocks(nodes), kTpThreads, 0, stream, tp_fwd_channel_kernel<T>)(
                 *plan, static_cast<const T*>(x), static_cast<const T*>(y), static_cast<const T*>(w), shared_weights,
-                g, vector_rows, nodes, static_cast<T*>(out));
+                g, vector_rows, accumulate, nodes, static_cast<T*>(out));
         } else {
             KILN_LAUNCH(warp_blocks(nodes), kTpThreads, 0, stream, tp_fwd_kernel<T>)(
                 *plan, static_cast<const T*>(x), static_cast<const T*>(y), static_cast<const T*>(w), shared_weights,
-                g, nodes, static_cast<T*>(out));
+                g, accumulate, nodes, static_cast<T*>(out));
         }
         return launch_status();
     });
+}
+
+// The double backward: the gradients of L = ⟨gdx, dx⟩ + ⟨gdy, dy⟩ + ⟨gdw, dw⟩, (dx, dy, dw)
+// being the backward of out = TP(x, y; w) given dout. The product is linear in each of x, y and
+// w, so L = ⟨dout, TP(gdx, y; w) + TP(x, gdy; w) + TP(x, y; gdw)⟩ and each term is a forward
+// and a backward with one operand replaced by its upstream gradient:
+//   gdout = TP(gdx, y; w) + TP(x, gdy; w) + TP(x, y; gdw)
+//   gx = dx(y := gdy) + dx(w := gdw),  gy = dy(x := gdx) + dy(w := gdw),
+//   gw = dw(x := gdx) + dw(y := gdy).
+// Three passes (one per upstream gradient given; NULL is zero), each a forward adding into
+// gdout and a backward without the gradient of the operand it replaced, adding into what an
+// earlier pass wrote: the kernels, their determinism and their workspace are the backward's.
+// Outputs no pass reaches are zeroed.
+struct DoubleBackward {
+    Backward base;  // operands, graph, sizes, workspace, stream (its dx, dy, dw unused)
+    const void *gdx, *gdy, *gdw;
+    void *gx, *gy, *gw, *gdout;
+};
+
+kiln_status zero_fill(void* p, int64_t elems, kiln_dtype dtype, cudaStream_t stream) {
+    if (elems == 0) return KILN_SUCCESS;
+    const cudaError_t err = cudaMemsetAsync(p, 0, elems * kiln::storage_bytes(dtype), stream);
+    if (err != cudaSuccess) {
+        kiln::t_last_cuda_error = err;
+        return KILN_ERROR_CUDA;
+    }
+    return KILN_SUCCESS;
+}
+
+kiln_status launch_double_backward(const DoubleBackward& d) {
+    const Backward& b = d.base;
+    const void* upstream[3] = {d.gdx, d.gdy, d.gdw};
+    bool wrote_out = false, wrote_x = false, wrote_y = false, wrote_w = false;
+    for (int pass = 0; pass < 3; ++pass) {
+        if (upstream[pass] == nullptr) continue;
+        Backward p = b;
+        if (pass == 0) p.x = upstream[0];
+        if (pass == 1) p.y = upstream[1];
+        if (pass == 2) p.w = upstream[2];
+        kiln_status st = launch_forward(b.dtype, b.plan, p.x, p.y, p.w, b.shared_weights, b.g, b.nodes, d.gdout,
+                                        b.stream, wrote_out ? 1 : 0);
+        if (st != KILN_SUCCESS) return st;
+        wrote_out = true;
+        p.dx = pass == 0 ? nullptr : d.gx;
+        p.dy = pass == 1 ? nullptr : d.gy;
+        p.dw = pass == 2 ? nullptr : d.gw;
+        // Pass 0 writes dy and dw (it runs first), pass 1 only dw, pass 2 only dy.
+        p.accumulate_dx = wrote_x ? 1 : 0;
+        p.accumulate_edge = (pass == 1 ? wrote_w : wrote_y) ? 1 : 0;
+        st = launch_backward(p);
+        if (st != KILN_SUCCESS) return st;
+        wrote_x = wrote_x || p.dx != nullptr;
+        wrote_y = wrote_y || p.dy != nullptr;
+        wrote_w = wrote_w || p.dw != nullptr;
+    }
+    const kiln_tp_plan& pl = *b.plan;
+    const int64_t wn = b.shared_weights != 0 ? pl.weight_numel : b.edges * pl.weight_numel;
+    const struct {
+        bool wrote;
+        void* p;
+        int64_t elems;
+    } outputs[4] = {{wrote_x, d.gx, b.nodes * pl.dim1},
+                    {wrote_y, d.gy, b.edges * pl.dim2},
+                    {wrote_w, d.gw, wn},
+                    {wrote_out, d.gdout, b.nodes * pl.dim_out}};
+    for (const auto& o : outputs) {
+        if (o.wrote) continue;
+        const kiln_status st = zero_fill(o.p, o.elems, b.dtype, b.stream);
+        if (st != KILN_SUCCESS) return st;
+    }
+    return KILN_SUCCESS;
 }
 
 // Pointers of the operands: NULL only where the tensor is empty; aligned to the storage size.
@@ -731,6 +822,52 @@ kiln_status check_operands(kiln_dtype dtype, std::initializer_list<std::pair<con
     for (const auto& t : tensors) {
         if (!is_aligned(t.first, elem)) return KILN_ERROR_MISALIGNED;
     }
+    return KILN_SUCCESS;
+}
+
+// A backward's arguments, or with `d` the double backward's (its upstream gradients optional,
+// each shaped as x, y or w; gdout shaped as out), in the C ABI's order: dtype, plan, sizes,
+// pointers, alignment, workspace size.
+kiln_status check_backward(const Backward& b, int64_t workspace_given, const DoubleBackward* d) {
+    if (!kiln::valid_dtype_or_f64(b.dtype)) return KILN_ERROR_INVALID_DTYPE;
+    const kiln_status p = check_plan(b.dtype, b.plan);
+    if (p != KILN_SUCCESS) return p;
+    const kiln_tp_plan& pl = *b.plan;
+    const Graph& g = b.g;
+    const bool graph = g.src != nullptr || g.dst != nullptr || g.src_perm != nullptr || g.src_ptr != nullptr;
+    if (!fits(b.dtype, b.nodes, pl.dim1) || !fits(b.dtype, b.nodes, pl.dim_out) || !fits(b.dtype, b.edges, pl.dim2) ||
+        !fits(b.dtype, b.edges, pl.weight_numel) || (!graph && b.nodes != b.edges) || b.nodes > INT32_MAX ||
+        b.edges > INT32_MAX) {
+        return KILN_ERROR_INVALID_SIZE;
+    }
+    if (graph &&
+        (g.src_ptr == nullptr || (b.edges > 0 && (g.src == nullptr || g.dst == nullptr || g.src_perm == nullptr)))) {
+        return KILN_ERROR_NULL_POINTER;
+    }
+    const int64_t wn = b.shared_weights != 0 ? pl.weight_numel : b.edges * pl.weight_numel;
+    const int64_t needed = workspace_bytes(b.dtype, b.edges, pl.weight_numel, b.shared_weights);
+    if (needed < 0) return KILN_ERROR_INVALID_SIZE;
+    if (needed > 0 && b.workspace == nullptr) return KILN_ERROR_NULL_POINTER;
+    const int64_t out_elems = b.nodes * pl.dim_out;
+    const kiln_status ops = check_operands(b.dtype, {{b.x, b.nodes * pl.dim1},
+                                                     {b.y, b.edges * pl.dim2},
+                                                     {b.w, wn},
+                                                     {b.dout, out_elems},
+                                                     {b.dx, b.nodes * pl.dim1},
+                                                     {b.dy, b.edges * pl.dim2},
+                                                     {b.dw, wn},
+                                                     {d != nullptr ? d->gdout : nullptr, d != nullptr ? out_elems : 0}});
+    if (ops != KILN_SUCCESS) return ops;
+    if (d != nullptr) {
+        // Given upstream gradients: aligned as any operand (NULL stands for zeros).
+        const kiln_status up = check_operands(b.dtype, {{d->gdx, 0}, {d->gdy, 0}, {d->gdw, 0}});
+        if (up != KILN_SUCCESS) return up;
+    }
+    if (!is_aligned(g.src, 4) || !is_aligned(g.dst, 4) || !is_aligned(g.dst_ptr, 4) || !is_aligned(g.src_perm, 4) ||
+        !is_aligned(g.src_ptr, 4) || !is_aligned(b.workspace, partial_bytes(b.dtype))) {
+        return KILN_ERROR_MISALIGNED;
+    }
+    if (workspace_given < needed) return KILN_ERROR_WORKSPACE_TOO_SMALL;
     return KILN_SUCCESS;
 }
 
@@ -846,35 +983,6 @@ kiln_status kiln_equivariant_conv_bwd(kiln_dtype dtype, const kiln_tp_plan* plan
                                       const int32_t* dst_ptr, const int32_t* src_perm, const int32_t* src_ptr,
                                       const void* dout, int64_t nodes, int64_t edges, void* dx, void* dy, void* dw,
                                       void* workspace, int64_t workspace_bytes, void* stream) {
-    if (!kiln::valid_dtype_or_f64(dtype)) return KILN_ERROR_INVALID_DTYPE;
-    const kiln_status p = eq::check_plan(dtype, plan);
-    if (p != KILN_SUCCESS) return p;
-    const bool graph = src != nullptr || dst != nullptr || src_perm != nullptr || src_ptr != nullptr;
-    if (!eq::fits(dtype, nodes, plan->dim1) || !eq::fits(dtype, nodes, plan->dim_out) ||
-        !eq::fits(dtype, edges, plan->dim2) || !eq::fits(dtype, edges, plan->weight_numel) || (!graph && nodes != edges) ||
-        nodes > INT32_MAX || edges > INT32_MAX) {
-        return KILN_ERROR_INVALID_SIZE;
-    }
-    if (graph && (src_ptr == nullptr || (edges > 0 && (src == nullptr || dst == nullptr || src_perm == nullptr)))) {
-        return KILN_ERROR_NULL_POINTER;
-    }
-    const int64_t wn = shared_weights != 0 ? plan->weight_numel : edges * plan->weight_numel;
-    const int64_t needed = eq::workspace_bytes(dtype, edges, plan->weight_numel, shared_weights);
-    if (needed < 0) return KILN_ERROR_INVALID_SIZE;
-    if (needed > 0 && workspace == nullptr) return KILN_ERROR_NULL_POINTER;
-    const kiln_status ops = eq::check_operands(dtype, {{x, nodes * plan->dim1},
-                                                       {y, edges * plan->dim2},
-                                                       {w, wn},
-                                                       {dout, nodes * plan->dim_out},
-                                                       {dx, nodes * plan->dim1},
-                                                       {dy, edges * plan->dim2},
-                                                       {dw, wn}});
-    if (ops != KILN_SUCCESS) return ops;
-    if (!is_aligned(src, 4) || !is_aligned(dst, 4) || !is_aligned(dst_ptr, 4) || !is_aligned(src_perm, 4) ||
-        !is_aligned(src_ptr, 4) || !is_aligned(workspace, eq::partial_bytes(dtype))) {
-        return KILN_ERROR_MISALIGNED;
-    }
-    if (workspace_bytes < needed) return KILN_ERROR_WORKSPACE_TOO_SMALL;
     const eq::Backward b{dtype,
                          plan,
                          x,
@@ -890,7 +998,49 @@ kiln_status kiln_equivariant_conv_bwd(kiln_dtype dtype, const kiln_tp_plan* plan
                          dw,
                          workspace,
                          static_cast<cudaStream_t>(stream)};
-    return eq::launch_backward(b);
+    const kiln_status st = eq::check_backward(b, workspace_bytes, nullptr);
+    return st != KILN_SUCCESS ? st : eq::launch_backward(b);
+}
+
+kiln_status kiln_equivariant_tp_bwd2(kiln_dtype dtype, const kiln_tp_plan* plan, const void* x1, const void* x2,
+                                     const void* w, int32_t shared_weights, const void* dout, const void* gdx1,
+                                     const void* gdx2, const void* gdw, int64_t batch, void* gx1, void* gx2, void* gw,
+                                     void* gdout, void* workspace, int64_t workspace_bytes, void* stream) {
+    return kiln_equivariant_conv_bwd2(dtype, plan, x1, x2, w, shared_weights, nullptr, nullptr, nullptr, nullptr,
+                                      nullptr, dout, gdx1, gdx2, gdw, batch, batch, gx1, gx2, gw, gdout, workspace,
+                                      workspace_bytes, stream);
+}
+
+kiln_status kiln_equivariant_conv_bwd2(kiln_dtype dtype, const kiln_tp_plan* plan, const void* x, const void* y,
+                                       const void* w, int32_t shared_weights, const int32_t* src, const int32_t* dst,
+                                       const int32_t* dst_ptr, const int32_t* src_perm, const int32_t* src_ptr,
+                                       const void* dout, const void* gdx, const void* gdy, const void* gdw,
+                                       int64_t nodes, int64_t edges, void* gx, void* gy, void* gw, void* gdout,
+                                       void* workspace, int64_t workspace_bytes, void* stream) {
+    const eq::DoubleBackward d{eq::Backward{dtype,
+                                            plan,
+                                            x,
+                                            y,
+                                            w,
+                                            shared_weights,
+                                            eq::Graph{src, dst, dst_ptr, src_perm, src_ptr},
+                                            dout,
+                                            nodes,
+                                            edges,
+                                            gx,
+                                            gy,
+                                            gw,
+                                            workspace,
+                                            static_cast<cudaStream_t>(stream)},
+                               gdx,
+                               gdy,
+                               gdw,
+                               gx,
+                               gy,
+                               gw,
+                               gdout};
+    const kiln_status st = eq::check_backward(d.base, workspace_bytes, &d);
+    return st != KILN_SUCCESS ? st : eq::launch_double_backward(d);
 }
 
 kiln_status kiln_equivariant_hessian_fwd(kiln_dtype dtype, const void* edge_feat, const void* node_feat,

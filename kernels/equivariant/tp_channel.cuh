@@ -102,18 +102,6 @@ __device__ __forceinline__ kiln_tp_path load_path(const kiln_tp_plan& plan, int 
     return P;
 }
 
-// Path p's coefficient in compute type C: P.coef, or the f64 table's for f64 storage.
-template <typename C>
-__device__ __forceinline__ C path_coef_of(const kiln_tp_plan& plan, const kiln_tp_path& P, int p) {
-    if constexpr (std::is_same_v<C, double>) {
-        return plan.coef_f64[p];
-    } else {
-        (void)plan;
-        (void)p;
-        return P.coef;
-    }
-}
-
 // The block offsets of paths base..base+31 on one side, lane q holding path base + q's (−1 past
 // the last path).
 __device__ __forceinline__ int32_t window_offsets(const kiln_tp_plan& plan, PathField off, int base, int lane) {
@@ -319,15 +307,23 @@ __device__ __forceinline__ void load_channels(const T* p, int dim, C (&out)[V][k
     });
 }
 
+// Stores V channels' rows as load_channels reads them, or with `add` adds them to what is there
+// (the double backward sums its passes into one output).
 template <int V, typename T, typename C>
-__device__ __forceinline__ void store_channels(T* p, int dim, const C (&in)[V][kMaxDim]) {
+__device__ __forceinline__ void store_channels(T* p, int dim, bool add, const C (&in)[V][kMaxDim]) {
     with_degree(dim, [&](auto l) KILN_INLINE_LAMBDA {
         constexpr int kD = 2 * decltype(l)::value + 1;
         C flat[V * kD];
+        if (add) {
+            load_run<T, V * kD>(p, flat);
+        } else {
+#pragma unroll
+            for (int i = 0; i < V * kD; ++i) flat[i] = C(0);
+        }
 #pragma unroll
         for (int q = 0; q < V; ++q) {
 #pragma unroll
-            for (int i = 0; i < kD; ++i) flat[q * kD + i] = in[q][i];
+            for (int i = 0; i < kD; ++i) flat[q * kD + i] += in[q][i];
         }
         store_run<T, V * kD>(p, flat);
     });
@@ -438,11 +434,12 @@ __device__ __forceinline__ void path_forward(const kiln_tp_path& P, int code, C 
 // w [weight_numel] or [edges, weight_numel], out [nodes, dim_out]. Per receiver, block and
 // 32·V channels: path by path, edge by edge, into registers; one write. `vector_rows`: the row
 // widths are multiples of 4 and the tensors 16-byte aligned (the launcher's check).
+// `accumulate`: add to out instead of writing it (the double backward's passes).
 template <typename T>
 __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
     tp_fwd_channel_kernel(kiln_tp_plan plan, const T* __restrict__ x, const T* __restrict__ y,
-                          const T* __restrict__ w, int shared_weights, Graph g, int vector_rows, int64_t nodes,
-                          T* __restrict__ out) {
+                          const T* __restrict__ w, int shared_weights, Graph g, int vector_rows, int accumulate,
+                          int64_t nodes, T* __restrict__ out) {
     using C = compute_t<T>;
     const int lane = threadIdx.x % 32;
     const PathField off = &kiln_tp_path::off_out;
@@ -454,7 +451,7 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
         const int64_t e0 = g.dst_ptr != nullptr ? g.dst_ptr[n] : n;
         const int64_t e1 = g.dst_ptr != nullptr ? g.dst_ptr[n + 1] : n + 1;
         T* row = out + n * plan.dim_out;
-        if (!full) zero_uncovered(plan, off, mul, dim, plan.dim_out, row, lane);
+        if (!full && accumulate == 0) zero_uncovered(plan, off, mul, dim, plan.dim_out, row, lane);
         for_each_block(plan, off, lane, [&](int b) KILN_INLINE_LAMBDA {
             const kiln_tp_path B = load_path(plan, b, lane);
             const bool vector = block_vector_ready(plan, off, B, b, lane, vector_rows);
@@ -480,7 +477,9 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
                             }
                         }
                     });
-                    if (active) store_channels<V>(row + B.off_out + int64_t(c) * B.dim_out, B.dim_out, acc);
+                    if (active) {
+                        store_channels<V>(row + B.off_out + int64_t(c) * B.dim_out, B.dim_out, accumulate != 0, acc);
+                    }
                 }
             });
         });
@@ -514,11 +513,11 @@ __device__ __forceinline__ void path_dx(const kiln_tp_path& P, int code, C coef,
 }
 
 // dx[n] = Σ over the edges e with src_e = n of ∂⟨dout[dst_e], TP(x[n], y[e])⟩/∂x[n]
-// (dx: [nodes, dim1]).
+// (dx: [nodes, dim1]); `accumulate`: add to dx instead of writing it.
 template <typename T>
 __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
     tp_bwd_dx_channel_kernel(kiln_tp_plan plan, const T* __restrict__ y, const T* __restrict__ w, int shared_weights,
-                             Graph g, int vector_rows, const T* __restrict__ dout, int64_t nodes,
+                             Graph g, int vector_rows, int accumulate, const T* __restrict__ dout, int64_t nodes,
                              T* __restrict__ dx) {
     using C = compute_t<T>;
     const int lane = threadIdx.x % 32;
@@ -531,7 +530,7 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
         const int64_t t0 = g.src_ptr != nullptr ? g.src_ptr[n] : n;
         const int64_t t1 = g.src_ptr != nullptr ? g.src_ptr[n + 1] : n + 1;
         T* row = dx + n * plan.dim1;
-        if (!full) zero_uncovered(plan, off, mul, dim, plan.dim1, row, lane);
+        if (!full && accumulate == 0) zero_uncovered(plan, off, mul, dim, plan.dim1, row, lane);
         for_each_block(plan, off, lane, [&](int b) KILN_INLINE_LAMBDA {
             const kiln_tp_path B = load_path(plan, b, lane);
             const bool vector = block_vector_ready(plan, off, B, b, lane, vector_rows);
@@ -558,7 +557,7 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
                             }
                         }
                     });
-                    if (active) store_channels<V>(row + B.off1 + int64_t(c) * B.dim1, B.dim1, acc);
+                    if (active) store_channels<V>(row + B.off1 + int64_t(c) * B.dim1, B.dim1, accumulate != 0, acc);
                 }
             });
         });
@@ -603,7 +602,7 @@ __device__ __forceinline__ void path_dy_dw(const kiln_tp_path& P, int code, C co
                 }
                 grad[q] = coef * dot;
             }
-            store_weights<V>(dw, i0, stride, accumulate, grad);
+            if (dw != nullptr) store_weights<V>(dw, i0, stride, accumulate, grad);
         }
     }
 }
@@ -613,11 +612,12 @@ __device__ __forceinline__ void path_dy_dw(const kiln_tp_path& P, int code, C co
 // warps each take a fixed contiguous range of edges (EdgeRange) and sum their edges' gradients
 // into their own row of dw_rows [parts, weight_numel] (the workspace, compute type), which
 // sum_weight_grads_kernel then sums in order: deterministic, no atomics, and parts rows
-// instead of one per edge.
+// instead of one per edge. For the double backward's passes: dy or dw_rows may be NULL (not
+// wanted), and `accumulate` adds to dy and the per-edge dw instead of writing them.
 template <typename T, typename W>
 __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
     tp_bwd_edge_channel_kernel(kiln_tp_plan plan, const T* __restrict__ x, const T* __restrict__ y,
-                               const T* __restrict__ w, int shared_weights, Graph g, int vector_rows,
+                               const T* __restrict__ w, int shared_weights, Graph g, int vector_rows, int accumulate,
                                const T* __restrict__ dout, int64_t edges, int64_t parts, T* __restrict__ dy,
                                W* __restrict__ dw_rows) {
     using C = compute_t<T>;
@@ -634,10 +634,11 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
         const T* x2 = y + e * plan.dim2;
         const T* we = w + (shared_weights != 0 ? 0 : e * plan.weight_numel);
         const T* go = dout + d * plan.dim_out;
-        W* dw = dw_rows + (parts > 0 ? r.warp : e) * plan.weight_numel;
-        const bool accumulate = parts > 0 && e > r.begin;
-        T* row = dy + e * plan.dim2;
-        if (!full) zero_uncovered(plan, off, mul, dim, plan.dim2, row, lane);
+        W* dw = dw_rows != nullptr ? dw_rows + (parts > 0 ? r.warp : e) * plan.weight_numel : nullptr;
+        // A partition's row sums its edges (the first writes); a per-edge row may add to dw.
+        const bool add_dw = parts > 0 ? e > r.begin : accumulate != 0;
+        T* row = dy != nullptr ? dy + e * plan.dim2 : nullptr;
+        if (row != nullptr && !full && accumulate == 0) zero_uncovered(plan, off, mul, dim, plan.dim2, row, lane);
         for_each_block(plan, off, lane, [&](int b) KILN_INLINE_LAMBDA {
             const kiln_tp_path B = load_path(plan, b, lane);
             for (int v = 0; v < B.mul2; ++v) {
@@ -650,10 +651,10 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
                     const int code = triple_code(P.dim1, P.dim2, P.dim_out);
                     // Each path's own channels: vector-ready paths V at a time.
                     with_channels<T>(vector_rows != 0 && vector_ready(P), [&](auto vtag) KILN_INLINE_LAMBDA {
-                        path_dy_dw<decltype(vtag)::value>(P, code, coef, v, xv, lane, x1, we, go, dw, accumulate,
-                                                          dacc);
+                        path_dy_dw<decltype(vtag)::value>(P, code, coef, v, xv, lane, x1, we, go, dw, add_dw, dacc);
                     });
                 });
+                if (row == nullptr) continue;
                 // Σ over the lanes' channels, in a fixed butterfly; lane j writes component j.
                 C mine = C(0);
 #pragma unroll
@@ -664,7 +665,10 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
                     for (int m = 16; m > 0; m >>= 1) total += __shfl_xor_sync(kFullWarp, total, m);
                     if (lane == j) mine = total;
                 }
-                if (lane < B.dim2) row[B.off2 + int64_t(v) * B.dim2 + lane] = from_compute<T>(mine);
+                if (lane < B.dim2) {
+                    T* out = row + B.off2 + int64_t(v) * B.dim2 + lane;
+                    *out = from_compute<T>(accumulate != 0 ? to_compute(*out) + mine : mine);
+                }
             }
         });
     }

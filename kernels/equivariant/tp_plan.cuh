@@ -28,13 +28,21 @@ __device__ __forceinline__ C cg_value(const kiln_tp_plan& plan, int c) {
     }
 }
 
+// Path p's coefficient given its descriptor P (already loaded): P.coef, or the f64 table's.
 template <typename C>
-__device__ __forceinline__ C path_coef(const kiln_tp_plan& plan, int p) {
+__device__ __forceinline__ C path_coef_of(const kiln_tp_plan& plan, const kiln_tp_path& P, int p) {
     if constexpr (std::is_same_v<C, double>) {
         return plan.coef_f64[p];
     } else {
-        return plan.paths[p].coef;
+        (void)plan;
+        (void)p;
+        return P.coef;
     }
+}
+
+template <typename C>
+__device__ __forceinline__ C path_coef(const kiln_tp_plan& plan, int p) {
+    return path_coef_of<C>(plan, plan.paths[p], p);
 }
 
 // A path's CG entry: (i, j, k) packed as i | j << 8 | k << 16 (2l+1 ≤ 9 each).

@@ -581,6 +581,30 @@ kiln_status kiln_equivariant_conv_bwd(kiln_dtype dtype, const kiln_tp_plan* plan
                                       const void* dout, int64_t nodes, int64_t edges, void* dx, void* dy, void* dw,
                                       void* workspace, int64_t workspace_bytes, void* stream);
 
+/**
+ * Double backward (force training: energy -> forces by autograd -> a loss on the forces): the
+ * gradients of L = <gdx, dx> + <gdy, dy> + <gdw, dw>, where (dx, dy, dw) is the backward above
+ * given dout, with respect to x, y, w and dout: gx [nodes, dim1], gy [edges, dim2], gw (as w)
+ * and gdout [nodes, dim_out]. The upstream gradients gdx, gdy, gdw are shaped as x, y and w;
+ * any may be NULL, standing for zeros. The product being linear in each operand, the result
+ * composes the existing passes: gdout = TP(gdx, y; w) + TP(x, gdy; w) + TP(x, y; gdw), gx = dx with
+ * y := gdy plus dx with w := gdw, gy and gw likewise; each given upstream gradient costs one
+ * forward and one backward pass (deterministic, as they are). Graph arguments, workspace and
+ * its size are the backward's (kiln_equivariant_workspace_bytes_for); outputs must not alias
+ * the inputs.
+ */
+kiln_status kiln_equivariant_conv_bwd2(kiln_dtype dtype, const kiln_tp_plan* plan, const void* x, const void* y,
+                                       const void* w, int32_t shared_weights, const int32_t* src, const int32_t* dst,
+                                       const int32_t* dst_ptr, const int32_t* src_perm, const int32_t* src_ptr,
+                                       const void* dout, const void* gdx, const void* gdy, const void* gdw,
+                                       int64_t nodes, int64_t edges, void* gx, void* gy, void* gw, void* gdout,
+                                       void* workspace, int64_t workspace_bytes, void* stream);
+/** The batched tensor product's double backward (kiln_equivariant_conv_bwd2 without a graph). */
+kiln_status kiln_equivariant_tp_bwd2(kiln_dtype dtype, const kiln_tp_plan* plan, const void* x1, const void* x2,
+                                     const void* w, int32_t shared_weights, const void* dout, const void* gdx1,
+                                     const void* gdx2, const void* gdw, int64_t batch, void* gx1, void* gx2, void* gw,
+                                     void* gdout, void* workspace, int64_t workspace_bytes, void* stream);
+
 /*
  * Hessian assembly (HIP): per edge e = (src_e -> dst_e) a 9-vector edge_feat [edges, 9] and per
  * atom node_feat [atoms, 9] (l = 0, 1, 2 in e3nn's basis) become 3x3 blocks

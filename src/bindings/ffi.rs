@@ -1205,6 +1205,58 @@ unsafe extern "C" {
     ) -> kiln_status;
 }
 unsafe extern "C" {
+    #[doc = " Double backward (force training: energy -> forces by autograd -> a loss on the forces): the\n gradients of L = <gdx, dx> + <gdy, dy> + <gdw, dw>, where (dx, dy, dw) is the backward above\n given dout, with respect to x, y, w and dout: gx [nodes, dim1], gy [edges, dim2], gw (as w)\n and gdout [nodes, dim_out]. The upstream gradients gdx, gdy, gdw are shaped as x, y and w;\n any may be NULL, standing for zeros. The product being linear in each operand, the result\n composes the existing passes: gdout = TP(gdx, y; w) + TP(x, gdy; w) + TP(x, y; gdw), gx = dx with\n y := gdy plus dx with w := gdw, gy and gw likewise; each given upstream gradient costs one\n forward and one backward pass (deterministic, as they are). Graph arguments, workspace and\n its size are the backward's (kiln_equivariant_workspace_bytes_for); outputs must not alias\n the inputs."]
+    pub fn kiln_equivariant_conv_bwd2(
+        dtype: kiln_dtype,
+        plan: *const kiln_tp_plan,
+        x: *const ::std::os::raw::c_void,
+        y: *const ::std::os::raw::c_void,
+        w: *const ::std::os::raw::c_void,
+        shared_weights: i32,
+        src: *const i32,
+        dst: *const i32,
+        dst_ptr: *const i32,
+        src_perm: *const i32,
+        src_ptr: *const i32,
+        dout: *const ::std::os::raw::c_void,
+        gdx: *const ::std::os::raw::c_void,
+        gdy: *const ::std::os::raw::c_void,
+        gdw: *const ::std::os::raw::c_void,
+        nodes: i64,
+        edges: i64,
+        gx: *mut ::std::os::raw::c_void,
+        gy: *mut ::std::os::raw::c_void,
+        gw: *mut ::std::os::raw::c_void,
+        gdout: *mut ::std::os::raw::c_void,
+        workspace: *mut ::std::os::raw::c_void,
+        workspace_bytes: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    #[doc = " The batched tensor product's double backward (kiln_equivariant_conv_bwd2 without a graph)."]
+    pub fn kiln_equivariant_tp_bwd2(
+        dtype: kiln_dtype,
+        plan: *const kiln_tp_plan,
+        x1: *const ::std::os::raw::c_void,
+        x2: *const ::std::os::raw::c_void,
+        w: *const ::std::os::raw::c_void,
+        shared_weights: i32,
+        dout: *const ::std::os::raw::c_void,
+        gdx1: *const ::std::os::raw::c_void,
+        gdx2: *const ::std::os::raw::c_void,
+        gdw: *const ::std::os::raw::c_void,
+        batch: i64,
+        gx1: *mut ::std::os::raw::c_void,
+        gx2: *mut ::std::os::raw::c_void,
+        gw: *mut ::std::os::raw::c_void,
+        gdout: *mut ::std::os::raw::c_void,
+        workspace: *mut ::std::os::raw::c_void,
+        workspace_bytes: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
     pub fn kiln_equivariant_hessian_fwd(
         dtype: kiln_dtype,
         edge_feat: *const ::std::os::raw::c_void,

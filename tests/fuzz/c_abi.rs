@@ -99,7 +99,7 @@ enum Ws {
 }
 
 /// Slots per case: more than any launcher's buffers.
-const SLOTS: usize = 20;
+const SLOTS: usize = 24;
 
 #[derive(Clone, Debug)]
 struct Case {
@@ -192,7 +192,7 @@ fn case(launchers: usize) -> impl Strategy<Value = Case> {
         prop::array::uniform8(size()),
         prop::array::uniform5(scalar()),
         prop::array::uniform4(int()),
-        prop::array::uniform20(ptr()),
+        prop::array::uniform24(ptr()),
         ws,
         prop_oneof![3 => 0u8..2, 1 => 2u8..4],
     )
@@ -1871,12 +1871,16 @@ fn equivariant_launchers() -> Vec<Launcher> {
         }));
     }
     // tp (batch) and conv (graph) share their model: a batch is a graph without index arrays.
-    for (graph, bwd) in [(false, false), (false, true), (true, false), (true, true)] {
-        let name = match (graph, bwd) {
-            (false, false) => "equivariant_tp_fwd",
-            (false, true) => "equivariant_tp_bwd",
-            (true, false) => "equivariant_conv_fwd",
-            (true, true) => "equivariant_conv_bwd",
+    // Direction 0 forward, 1 backward, 2 double backward (the backward's arguments and more).
+    for (graph, direction) in [(false, 0), (false, 1), (false, 2), (true, 0), (true, 1), (true, 2)] {
+        let bwd = direction > 0;
+        let name = match (graph, direction) {
+            (false, 0) => "equivariant_tp_fwd",
+            (false, 1) => "equivariant_tp_bwd",
+            (false, _) => "equivariant_tp_bwd2",
+            (true, 0) => "equivariant_conv_fwd",
+            (true, 1) => "equivariant_conv_bwd",
+            (true, _) => "equivariant_conv_bwd2",
         };
         v.push(launcher(name, move |c| {
             let e = c.storage(FLOATS_F64);
@@ -1961,13 +1965,77 @@ fn equivariant_launchers() -> Vec<Launcher> {
                 });
             }
             let dout = c.input("dout", e, prod(&[nodes, pl.dim_out]));
+            // kiln.h: the double backward's upstream gradients may be NULL (zeros).
+            let upstream = (direction == 2).then(|| {
+                [
+                    c.opt_input("gdx", e, prod(&[nodes, pl.dim1])),
+                    c.opt_input("gdy", e, prod(&[edges, pl.dim2])),
+                    c.opt_input("gdw", e, wn),
+                ]
+            });
             let dx = c.output("dx", e, prod(&[nodes, pl.dim1]));
             let dy = c.output("dy", e, prod(&[edges, pl.dim2]));
             let dw = c.output("dw", e, wn);
+            let gdout = (direction == 2).then(|| c.output("gdout", e, prod(&[nodes, pl.dim_out])));
             // SAFETY: a pure size query.
             let query = unsafe { ffi::kiln_equivariant_workspace_bytes_for(d, edges, pl.wn, shared) };
             let (ws, ws_bytes) = c.workspace(query, true, true, false);
             c.set_align(ws, if c.case.dtype == F64 { 8 } else { 4 }, false);
+            if let (Some([gx, gy, gw]), Some(go)) = (upstream, gdout) {
+                return Box::new(move |p| unsafe {
+                    pl.with(p, |plan| {
+                        if graph {
+                            ffi::kiln_equivariant_conv_bwd2(
+                                d,
+                                plan,
+                                p.r(x),
+                                p.r(y),
+                                p.r(w),
+                                shared,
+                                p.r(idx[0]),
+                                p.r(idx[1]),
+                                p.r(idx[2]),
+                                p.r(idx[3]),
+                                p.r(idx[4]),
+                                p.r(dout),
+                                p.r(gx),
+                                p.r(gy),
+                                p.r(gw),
+                                nodes,
+                                edges,
+                                p.w(dx),
+                                p.w(dy),
+                                p.w(dw),
+                                p.w(go),
+                                p.w(ws),
+                                ws_bytes,
+                                null_mut(),
+                            )
+                        } else {
+                            ffi::kiln_equivariant_tp_bwd2(
+                                d,
+                                plan,
+                                p.r(x),
+                                p.r(y),
+                                p.r(w),
+                                shared,
+                                p.r(dout),
+                                p.r(gx),
+                                p.r(gy),
+                                p.r(gw),
+                                nodes,
+                                p.w(dx),
+                                p.w(dy),
+                                p.w(dw),
+                                p.w(go),
+                                p.w(ws),
+                                ws_bytes,
+                                null_mut(),
+                            )
+                        }
+                    })
+                });
+            }
             Box::new(move |p| unsafe {
                 pl.with(p, |plan| {
                     if graph {

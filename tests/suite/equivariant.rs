@@ -754,6 +754,89 @@ fn convolution_gradients_match_finite_differences() {
     }
 }
 
+/// The double backward against finite differences of L = ⟨gdx, dx⟩ + ⟨gdy, dy⟩ + ⟨gdw, dw⟩,
+/// (dx, dy, dw) the reference backward (L is linear in each of x, y, w and dout, so central
+/// differences are exact up to rounding): the batched product and the convolution, shared and
+/// per-edge weights, every subset of the upstream gradients (an absent one is zero).
+#[test]
+fn double_backward_matches_finite_differences_of_the_backward() {
+    let mut rng = rng();
+    for plan in fd_plans() {
+        for shared in [true, false] {
+            for graph in [false, true] {
+                let (nodes, edges) = if graph { (4, 9) } else { (3, 3) };
+                let (src, dst) =
+                    if graph { random_graph(&mut rng, nodes, edges) } else { ((0..3).collect(), (0..3).collect()) };
+                let x = randn(&mut rng, nodes * plan.irreps_in1.dim());
+                let y = randn(&mut rng, edges * plan.irreps_in2.dim());
+                let w = randn(&mut rng, if shared { plan.weight_numel } else { edges * plan.weight_numel });
+                let dout = randn(&mut rng, nodes * plan.irreps_out.dim());
+                let (gdx, gdy, gdw) = (randn(&mut rng, x.len()), randn(&mut rng, y.len()), randn(&mut rng, w.len()));
+                // The backward as one vector (dx, dy, dw), and the upstream gradients likewise.
+                let bwd = |x: &[f64], y: &[f64], w: &[f64], dout: &[f64]| -> Vec<f64> {
+                    let g = if graph {
+                        cpu::conv_backward(&plan, x, y, w, &src, &dst, dout).unwrap()
+                    } else {
+                        cpu::tp_backward(&plan, x, y, w, dout, nodes).unwrap()
+                    };
+                    [g.dx1, g.dx2, g.dw].concat()
+                };
+                for mask in 0..8u32 {
+                    let given = |bit: u32, v: &[f64]| if mask & bit != 0 { v.to_vec() } else { vec![0.0; v.len()] };
+                    let weights = [given(1, &gdx), given(2, &gdy), given(4, &gdw)].concat();
+                    let up = cpu::Upstream {
+                        gdx1: (mask & 1 != 0).then_some(&gdx[..]),
+                        gdx2: (mask & 2 != 0).then_some(&gdy[..]),
+                        gdw: (mask & 4 != 0).then_some(&gdw[..]),
+                    };
+                    let g = if graph {
+                        cpu::conv_double_backward(&plan, &x, &y, &w, &src, &dst, &dout, up).unwrap()
+                    } else {
+                        cpu::tp_double_backward(&plan, &x, &y, &w, &dout, nodes, up).unwrap()
+                    };
+                    let what = format!("shared={shared} graph={graph} upstream mask {mask}");
+                    let fx = fd_grad(&x, |v| bwd(v, &y, &w, &dout), &weights);
+                    let fy = fd_grad(&y, |v| bwd(&x, v, &w, &dout), &weights);
+                    let fw = fd_grad(&w, |v| bwd(&x, &y, v, &dout), &weights);
+                    let fo = fd_grad(&dout, |v| bwd(&x, &y, &w, v), &weights);
+                    assert_all_close(&g.gx1, &fx, 1e-8, &format!("gx {what}"));
+                    assert_all_close(&g.gx2, &fy, 1e-8, &format!("gy {what}"));
+                    assert_all_close(&g.gw, &fw, 1e-8, &format!("gw {what}"));
+                    assert_all_close(&g.gdout, &fo, 1e-8, &format!("gdout {what}"));
+                    if mask == 0 {
+                        assert!(g.gx1.iter().chain(&g.gx2).chain(&g.gw).chain(&g.gdout).all(|&v| v == 0.0));
+                    } else {
+                        assert!(g.gdout.iter().any(|&v| v != 0.0), "{what}: a nonzero gdout");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn double_backward_bad_input() {
+    let plan = fd_plans().remove(0);
+    let (d1, d2, dk, nw) = (plan.irreps_in1.dim(), plan.irreps_in2.dim(), plan.irreps_out.dim(), plan.weight_numel);
+    let (x, y, w, dout) = (vec![0.1; 2 * d1], vec![0.2; 2 * d2], vec![0.3; nw], vec![0.4; 2 * dk]);
+    let up = |gdx1, gdx2, gdw| cpu::Upstream { gdx1, gdx2, gdw };
+    let short = vec![0.5; d1];
+    let e = cpu::tp_double_backward(&plan, &x, &y, &w, &dout, 2, up(Some(&short), None, None));
+    assert!(matches!(e, Err(Error::Shape { arg: "gdx1", .. })), "{e:?}");
+    let e = cpu::tp_double_backward(&plan, &x, &y, &w, &dout, 2, up(None, Some(&short), None));
+    assert!(matches!(e, Err(Error::Shape { arg: "gdx2", .. })), "{e:?}");
+    // Per-sample upstream weights for shared weights.
+    let per_sample = vec![0.5; 2 * nw];
+    let e = cpu::tp_double_backward(&plan, &x, &y, &w, &dout, 2, up(None, None, Some(&per_sample)));
+    assert!(matches!(e, Err(Error::Shape { arg: "gdw", .. })), "{e:?}");
+    let e = cpu::tp_double_backward(&plan, &x, &y, &w, &dout[dk..], 2, up(None, None, None));
+    assert!(matches!(e, Err(Error::Shape { arg: "dout", .. })), "{e:?}");
+    let e = cpu::conv_double_backward(&plan, &x, &y, &w, &[0, 1], &[1, 2], &dout, up(None, None, None));
+    assert!(matches!(e, Err(Error::InvalidValue { arg: "dst", .. })), "{e:?}");
+    let e = cpu::conv_double_backward(&plan, &x, &y, &w, &[0, 1], &[1, 1], &dout[1..], up(None, None, None));
+    assert!(matches!(e, Err(Error::Shape { arg: "dout", .. })), "{e:?}");
+}
+
 #[test]
 fn tensor_product_and_convolution_bad_input() {
     let plan = fd_plans().remove(0);
@@ -1054,11 +1137,16 @@ pub(crate) fn abs(v: &[f64]) -> Vec<f64> {
 /// Every element of `got` within storage rounding of `want` plus f32 error on terms of size
 /// `mag` (sums of up to a few hundred products: 32 ulps).
 fn assert_device_close(got: &Tensor, want: &[f64], mag: &[f64], what: &str) {
+    assert_device_close_within(got, want, mag, 32.0 * f32::EPSILON as f64, what);
+}
+
+/// assert_device_close with `mag_rtol` relative error on the terms' magnitude.
+fn assert_device_close_within(got: &Tensor, want: &[f64], mag: &[f64], mag_rtol: f64, what: &str) {
     let (rtol, atol) = storage_tol(got.dtype());
     let got = got.to_f64_vec().unwrap();
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, ((g, w), m)) in got.iter().zip(want).zip(mag).enumerate() {
-        let tol = atol + rtol * w.abs() + 32.0 * f32::EPSILON as f64 * m;
+        let tol = atol + rtol * w.abs() + mag_rtol * m;
         assert!((g - w).abs() <= tol, "{what}[{i}]: {g} vs {w} (tol {tol})");
     }
 }
@@ -1281,6 +1369,116 @@ fn check_tp_kernels(
     assert_device_close(&grads.dw, &want_g.dw, &mag_g.dw, &format!("dw {what}"));
 }
 
+/// The double backward's kernels against the reference: every dtype, both kernel kinds, shared
+/// and per-row weights, the batched product and the convolution, all three upstream gradients;
+/// every subset of them on one configuration (the launcher zeroes what no pass reaches, adds
+/// into what an earlier pass wrote), and a graph without edges.
+#[test]
+fn double_backward_kernels_match_reference() {
+    let mut rng = rng();
+    for device in kernel_devices() {
+        for dtype in DType::FLOATS_AND_F64 {
+            for plan in fd_plans() {
+                for shared in [true, false] {
+                    for graph in [None, Some((6, 17))] {
+                        check_double_backward_kernels(&device, dtype, &plan, shared, graph, 7, &mut rng);
+                        equivariant::with_table_kernels(|| {
+                            check_double_backward_kernels(&device, dtype, &plan, shared, graph, 7, &mut rng)
+                        });
+                    }
+                }
+            }
+        }
+        let plan = fd_plans().remove(0);
+        for mask in 0..7 {
+            for shared in [true, false] {
+                check_double_backward_kernels(&device, DType::F32, &plan, shared, Some((5, 11)), mask, &mut rng);
+                equivariant::with_table_kernels(|| {
+                    check_double_backward_kernels(&device, DType::F32, &plan, shared, Some((5, 11)), mask, &mut rng)
+                });
+            }
+        }
+        check_double_backward_kernels(&device, DType::F32, &plan, true, Some((4, 0)), 7, &mut rng);
+    }
+}
+
+/// check_tp_kernels for the double backward, with the upstream gradients of `mask` (bit 0: gdx,
+/// 1: gdy, 2: gdw). Between its passes the launcher sums into the outputs in their storage
+/// dtype: f16 and bf16 results carry up to two extra roundings of partial sums (bounded by
+/// their magnitude).
+fn check_double_backward_kernels(
+    device: &Device,
+    dtype: DType,
+    plan: &TpPlan,
+    shared: bool,
+    graph: Option<(usize, usize)>,
+    mask: u32,
+    rng: &mut StdRng,
+) {
+    let aplan = abs_plan(plan);
+    let (d1, d2, dk, nw) = (plan.irreps_in1.dim(), plan.irreps_in2.dim(), plan.irreps_out.dim(), plan.weight_numel);
+    let (nodes, edges) = graph.unwrap_or((5, 5));
+    let wshape: Vec<usize> = if shared { vec![nw] } else { vec![edges, nw] };
+    let shapes = [vec![nodes, d1], vec![edges, d2], wshape, vec![nodes, dk]];
+    // x, y, w, dout, then the upstream gradients gdx, gdy, gdw.
+    let host: Vec<Tensor> = (0..7)
+        .map(|i| {
+            let shape = &shapes[if i < 4 { i } else { i - 4 }];
+            round(&randn(rng, shape.iter().product()), shape, dtype)
+        })
+        .collect();
+    let vals: Vec<Vec<f64>> = host.iter().map(|t| t.to_f64_vec().unwrap()).collect();
+    let dev: Vec<Tensor> = host.iter().map(|t| t.to_device(device).unwrap()).collect();
+    let given = |bit: u32, i: usize| (mask & bit != 0).then_some(i);
+    let up = equivariant::UpstreamGrads {
+        gdx1: given(1, 4).map(|i| &dev[i]),
+        gdx2: given(2, 5).map(|i| &dev[i]),
+        gdw: given(4, 6).map(|i| &dev[i]),
+    };
+    fn cpu_up(v: &[Vec<f64>], mask: u32) -> cpu::Upstream<'_> {
+        let given = |bit: u32, i: usize| (mask & bit != 0).then_some(&v[i][..]);
+        cpu::Upstream { gdx1: given(1, 4), gdx2: given(2, 5), gdw: given(4, 6) }
+    }
+    let absv: Vec<Vec<f64>> = vals.iter().map(|v| abs(v)).collect();
+    let what = format!("{device} {dtype} {} shared={shared} graph={graph:?} mask={mask}", plan.irreps_out);
+    let (got, want, mag) = if graph.is_some() {
+        let (src, dst) = sorted_graph(rng, nodes, edges);
+        let (s64, d64): (Vec<i64>, Vec<i64>) =
+            (src.iter().map(|&v| v as i64).collect(), dst.iter().map(|&v| v as i64).collect());
+        let st = Tensor::from_vec(src, &[edges]).unwrap().to_device(device).unwrap();
+        let dt = Tensor::from_vec(dst, &[edges]).unwrap().to_device(device).unwrap();
+        let reference = |p: &TpPlan, v: &[Vec<f64>]| {
+            cpu::conv_double_backward(p, &v[0], &v[1], &v[2], &s64, &d64, &v[3], cpu_up(v, mask)).unwrap()
+        };
+        (
+            equivariant::conv_double_backward(plan, (&dev[0], &dev[1], &dev[2]), &st, &dt, &dev[3], up).unwrap(),
+            reference(plan, &vals),
+            reference(&aplan, &absv),
+        )
+    } else {
+        let reference = |p: &TpPlan, v: &[Vec<f64>]| {
+            cpu::tp_double_backward(p, &v[0], &v[1], &v[2], &v[3], nodes, cpu_up(v, mask)).unwrap()
+        };
+        (
+            equivariant::tensor_product_double_backward(plan, (&dev[0], &dev[1], &dev[2]), &dev[3], up).unwrap(),
+            reference(plan, &vals),
+            reference(&aplan, &absv),
+        )
+    };
+    // f32 math on terms of size mag, plus (f16, bf16) the partial sums' two roundings.
+    let (rtol, _) = storage_tol(dtype);
+    let passes = if dtype == DType::F16 || dtype == DType::BF16 { 2.0 * rtol } else { 0.0 };
+    let mag_rtol = 32.0 * f32::EPSILON as f64 + passes;
+    let check = |t: &Tensor, want: &[f64], mag: &[f64], name: &str| {
+        assert_device_close_within(t, want, mag, mag_rtol, &format!("{name} {what}"));
+    };
+    assert_eq!(got.gdout.shape(), &[nodes, dk]);
+    check(&got.gx1, &want.gx1, &mag.gx1, "gx");
+    check(&got.gx2, &want.gx2, &mag.gx2, "gy");
+    check(&got.gw, &want.gw, &mag.gw, "gw");
+    check(&got.gdout, &want.gdout, &mag.gdout, "gdout");
+}
+
 #[test]
 fn convolution_bad_input_on_every_device() {
     let plan = fd_plans().remove(0);
@@ -1316,6 +1514,24 @@ fn convolution_bad_input_on_every_device() {
         assert!(matches!(e, Error::DType { arg: "y", .. }), "{e}");
         let g = equivariant::conv_backward(&plan, (&x, &y, &w), &src, &dst, &f(&[3, dk + 1]));
         assert!(matches!(g, Err(Error::Shape { arg: "dout", .. })), "{g:?}");
+        // The double backward: dout, and each upstream gradient shaped and typed as its operand.
+        let up = equivariant::UpstreamGrads::default();
+        let g = equivariant::conv_double_backward(&plan, (&x, &y, &w), &src, &dst, &f(&[3, dk + 1]), up);
+        assert!(matches!(g, Err(Error::Shape { arg: "dout", .. })), "{g:?}");
+        let dout = f(&[3, dk]);
+        let bad_x = f(&[3, d1 + 1]);
+        let up = equivariant::UpstreamGrads { gdx1: Some(&bad_x), ..Default::default() };
+        let g = equivariant::conv_double_backward(&plan, (&x, &y, &w), &src, &dst, &dout, up);
+        assert!(matches!(g, Err(Error::Shape { arg: "gdx1", .. })), "{g:?}");
+        let up = equivariant::UpstreamGrads { gdx2: Some(&half), ..Default::default() };
+        let g = equivariant::conv_double_backward(&plan, (&x, &y, &w), &src, &dst, &dout, up);
+        assert!(matches!(g, Err(Error::DType { arg: "gdx2", .. })), "{g:?}");
+        let per_edge = f(&[4, nw]);
+        let up = equivariant::UpstreamGrads { gdw: Some(&per_edge), ..Default::default() };
+        let g = equivariant::conv_double_backward(&plan, (&x, &y, &w), &src, &dst, &dout, up);
+        assert!(matches!(g, Err(Error::Shape { arg: "gdw", .. })), "{g:?}");
+        let g = equivariant::tensor_product_double_backward(&plan, (&x, &f(&[4, d2]), &w), &dout, up);
+        assert!(matches!(g, Err(Error::Shape { arg: "x2", .. })), "{g:?}");
         // The batched product: one x2 row per x1 row.
         let e = err(equivariant::tensor_product(&plan, &x, &f(&[4, d2]), &w));
         assert!(matches!(e, Error::Shape { arg: "x2", .. }), "{e}");
@@ -1720,6 +1936,61 @@ macro_rules! c_abi_validation {
                         null_mut(),
                     );
                     assert_eq!(graph, S::KILN_ERROR_NULL_POINTER, "dst is needed by the backward");
+                    // The double backward: gdout is required, upstream gradients may be NULL
+                    // (zeros) but are aligned where given; the backward's workspace rules.
+                    let bwd2 = |gdx: *const c_void, gdout: *mut c_void, workspace, bytes| {
+                        ffi::kiln_equivariant_tp_bwd2(
+                            F32,
+                            &good,
+                            p(FAKE),
+                            p(FAKE),
+                            p(FAKE),
+                            1,
+                            p(FAKE),
+                            gdx,
+                            null(),
+                            null(),
+                            10,
+                            pm(FAKE),
+                            pm(FAKE),
+                            pm(FAKE),
+                            gdout,
+                            workspace,
+                            bytes,
+                            null_mut(),
+                        )
+                    };
+                    assert_eq!(bwd2(null(), null_mut(), pm(FAKE), 160), S::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(bwd2(p(FAKE + 2), pm(FAKE), pm(FAKE), 160), S::KILN_ERROR_MISALIGNED);
+                    assert_eq!(bwd2(null(), pm(FAKE), null_mut(), 0), S::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(bwd2(p(FAKE), pm(FAKE), pm(FAKE), 159), S::KILN_ERROR_WORKSPACE_TOO_SMALL);
+                    let graph2 = ffi::kiln_equivariant_conv_bwd2(
+                        F32,
+                        &good,
+                        p(FAKE),
+                        p(FAKE),
+                        p(FAKE),
+                        0,
+                        ip(FAKE),
+                        null(),
+                        ip(FAKE),
+                        ip(FAKE),
+                        ip(FAKE),
+                        p(FAKE),
+                        null(),
+                        null(),
+                        null(),
+                        2,
+                        3,
+                        pm(FAKE),
+                        pm(FAKE),
+                        pm(FAKE),
+                        pm(FAKE),
+                        null_mut(),
+                        0,
+                        null_mut(),
+                    );
+                    assert_eq!(graph2, S::KILN_ERROR_NULL_POINTER, "dst is needed by the double backward");
                 }
             }
 

@@ -277,6 +277,129 @@ pub fn conv_backward(
     Ok(g)
 }
 
+/// The upstream gradients of a double backward: of dx1, dx2 and dw, each shaped as x1, x2 and
+/// w (`None`: zero).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Upstream<'a> {
+    /// ∂L/∂(dx1), x1's shape.
+    pub gdx1: Option<&'a [f64]>,
+    /// ∂L/∂(dx2), x2's shape.
+    pub gdx2: Option<&'a [f64]>,
+    /// ∂L/∂(dw), w's shape.
+    pub gdw: Option<&'a [f64]>,
+}
+
+/// Gradients of a double backward: of L = ⟨gdx1, dx1⟩ + ⟨gdx2, dx2⟩ + ⟨gdw, dw⟩ with respect
+/// to the backward's inputs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TpGrads2 {
+    /// ∂L/∂x1, x1's shape.
+    pub gx1: Vec<f64>,
+    /// ∂L/∂x2, x2's shape.
+    pub gx2: Vec<f64>,
+    /// ∂L/∂w, w's shape.
+    pub gw: Vec<f64>,
+    /// ∂L/∂dout, dout's shape.
+    pub gdout: Vec<f64>,
+}
+
+fn add_into(acc: &mut [f64], v: &[f64]) {
+    for (a, b) in acc.iter_mut().zip(v) {
+        *a += b;
+    }
+}
+
+fn same_len(arg: &'static str, g: Option<&[f64]>, like: &[f64], of: &str) -> Result<()> {
+    match g {
+        Some(g) if g.len() != like.len() => {
+            Err(shape_err(arg, format!("{} elements ({of}'s shape)", like.len()), g.len()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The double backward of [`conv_forward`]: the gradients of L = ⟨gdx1, dx⟩ + ⟨gdx2, dy⟩ +
+/// ⟨gdw, dw⟩, (dx, dy, dw) = [`conv_backward`] given dout, with respect to x, y, w and dout.
+/// The product is linear in each operand, so ⟨gdx1, dx⟩ = ⟨dout, conv(gdx1, y, w)⟩ and so on:
+/// each upstream gradient stands in for its operand in one forward (into gdout) and one
+/// backward (its other two gradients). The tests check it against finite differences of L.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_double_backward(
+    plan: &TpPlan,
+    x: &[f64],
+    y: &[f64],
+    w: &[f64],
+    src: &[i64],
+    dst: &[i64],
+    dout: &[f64],
+    up: Upstream<'_>,
+) -> Result<TpGrads2> {
+    same_len("gdx1", up.gdx1, x, "x")?;
+    same_len("gdx2", up.gdx2, y, "y")?;
+    same_len("gdw", up.gdw, w, "w")?;
+    // Validates the operands and dout even when no upstream gradient is given (the forward
+    // checks x, y, w and the indices; x's rows are then the nodes).
+    conv_forward(plan, x, y, w, src, dst)?;
+    let nodes = x.len() / plan.irreps_in1.dim();
+    check_rows("dout", dout, nodes, plan.irreps_out.dim(), "irreps_out")?;
+    let mut g = TpGrads2 {
+        gx1: vec![0.0; x.len()],
+        gx2: vec![0.0; y.len()],
+        gw: vec![0.0; w.len()],
+        gdout: vec![0.0; dout.len()],
+    };
+    if let Some(gdx) = up.gdx1 {
+        add_into(&mut g.gdout, &conv_forward(plan, gdx, y, w, src, dst)?);
+        let b = conv_backward(plan, gdx, y, w, src, dst, dout)?;
+        add_into(&mut g.gx2, &b.dx2);
+        add_into(&mut g.gw, &b.dw);
+    }
+    if let Some(gdy) = up.gdx2 {
+        add_into(&mut g.gdout, &conv_forward(plan, x, gdy, w, src, dst)?);
+        let b = conv_backward(plan, x, gdy, w, src, dst, dout)?;
+        add_into(&mut g.gx1, &b.dx1);
+        add_into(&mut g.gw, &b.dw);
+    }
+    if let Some(gdw) = up.gdw {
+        add_into(&mut g.gdout, &conv_forward(plan, x, y, gdw, src, dst)?);
+        let b = conv_backward(plan, x, y, gdw, src, dst, dout)?;
+        add_into(&mut g.gx1, &b.dx1);
+        add_into(&mut g.gx2, &b.dx2);
+    }
+    Ok(g)
+}
+
+/// The double backward of [`tp_forward`] (as [`conv_double_backward`], sample n its own edge).
+pub fn tp_double_backward(
+    plan: &TpPlan,
+    x1: &[f64],
+    x2: &[f64],
+    w: &[f64],
+    dout: &[f64],
+    batch: usize,
+    up: Upstream<'_>,
+) -> Result<TpGrads2> {
+    check_rows("x1", x1, batch, plan.irreps_in1.dim(), "irreps_in1")?;
+    check_rows("x2", x2, batch, plan.irreps_in2.dim(), "irreps_in2")?;
+    check_rows("dout", dout, batch, plan.irreps_out.dim(), "irreps_out")?;
+    shared_weights(plan, w, batch)?;
+    let idx: Vec<i64> = (0..batch as i64).collect();
+    if plan.irreps_in1.dim() == 0 {
+        // No x1 row to count samples by (conv_forward's nodes): every product is zero.
+        same_len("gdx1", up.gdx1, x1, "x1")?;
+        same_len("gdx2", up.gdx2, x2, "x2")?;
+        same_len("gdw", up.gdw, w, "w")?;
+        let zeros = |n: usize| vec![0.0; n];
+        return Ok(TpGrads2 {
+            gx1: zeros(x1.len()),
+            gx2: zeros(x2.len()),
+            gw: zeros(w.len()),
+            gdout: zeros(dout.len()),
+        });
+    }
+    conv_double_backward(plan, x1, x2, w, &idx, &idx, dout, up)
+}
+
 /// Width of a HIP feature: l = 0, 1, 2 (1 + 3 + 5 components, in that order).
 pub const HESSIAN_FEAT: usize = 9;
 

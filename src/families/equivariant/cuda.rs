@@ -8,7 +8,7 @@ use std::ffi::c_void;
 use super::kernel_kind::table_kernels;
 use super::sh::{Sh, ShNormalization, sh_dim};
 use super::tp::{Mode, TpPlan};
-use super::operands::{Grads, HessianOperands, Operands};
+use super::operands::{DoubleGrads, Grads, HessianOperands, Operands, UpstreamGrads};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::gpu::Gpu;
@@ -267,6 +267,88 @@ pub(in crate::families::equivariant) fn conv_backward(plan: &TpPlan, ops: &Opera
     };
     check_status(gpu, status, || "kiln_equivariant_conv_bwd".into())?;
     Ok(Grads { dx1: dx, dx2: dy, dw })
+}
+
+pub(in crate::families::equivariant) fn conv_double_backward(
+    plan: &TpPlan,
+    ops: &Operands,
+    dout: &Tensor,
+    up: UpstreamGrads,
+    gpu: &Gpu,
+) -> Result<DoubleGrads> {
+    gpu.bind()?;
+    let dev = upload_plan(plan, ops.x.dtype(), gpu)?;
+    let device = gpu.device();
+    let dtype = ops.x.dtype();
+    let graph = ops.graph.as_ref().map(|g| g.upload(&device)).transpose()?;
+    let mut gx = Tensor::uninit(ops.x.shape(), dtype, &device)?;
+    let mut gy = Tensor::uninit(ops.y.shape(), dtype, &device)?;
+    let mut gw = Tensor::uninit(ops.w.shape(), dtype, &device)?;
+    let mut gdout = Tensor::uninit(dout.shape(), dtype, &device)?;
+    // SAFETY: a pure size query.
+    let bytes = unsafe {
+        ffi::kiln_equivariant_workspace_bytes_for(
+            dtype.to_ffi(),
+            ops.edges as i64,
+            plan.weight_numel as i64,
+            i32::from(ops.shared),
+        )
+    };
+    let mut workspace = gpu.workspace(bytes)?;
+    let status = {
+        let (xp, _xg) = ops.x.dev_ptr(gpu);
+        let (yp, _yg) = ops.y.dev_ptr(gpu);
+        let (wp, _wg) = ops.w.dev_ptr(gpu);
+        let (gp, _gg) = dout.dev_ptr(gpu);
+        let (gdxp, _gdxg) = up.gdx1.map(|t| t.dev_ptr(gpu)).unzip();
+        let (gdyp, _gdyg) = up.gdx2.map(|t| t.dev_ptr(gpu)).unzip();
+        let (gdwp, _gdwg) = up.gdw.map(|t| t.dev_ptr(gpu)).unzip();
+        let (sp, _sg) = graph.as_ref().map(|g| g.src.dev_ptr(gpu)).unzip();
+        let (tp, _tg) = graph.as_ref().map(|g| g.dst.dev_ptr(gpu)).unzip();
+        let (dpp, _dpg) = graph.as_ref().map(|g| g.dst_ptr.dev_ptr(gpu)).unzip();
+        let (pp, _pg) = graph.as_ref().map(|g| g.src_perm.dev_ptr(gpu)).unzip();
+        let (spp, _spg) = graph.as_ref().map(|g| g.src_ptr.dev_ptr(gpu)).unzip();
+        let (gxp, _gxg) = gx.dev_ptr_mut(gpu);
+        let (gyp, _gyg) = gy.dev_ptr_mut(gpu);
+        let (gwp, _gwg) = gw.dev_ptr_mut(gpu);
+        let (gop, _gog) = gdout.dev_ptr_mut(gpu);
+        let (wsp, _wsg) = workspace.as_mut().map(|t| t.dev_ptr_mut(gpu)).unzip();
+        let opt = |p: Option<u64>| p.map_or(std::ptr::null(), |p| p as *const c_void);
+        with_plan(plan, &dev, gpu, |c| {
+            // SAFETY: as in conv_backward; the upstream gradients are validated like the
+            // operands they stand in for (NULL where not given: zeros).
+            unsafe {
+                ffi::kiln_equivariant_conv_bwd2(
+                    dtype.to_ffi(),
+                    c,
+                    xp as *const c_void,
+                    yp as *const c_void,
+                    wp as *const c_void,
+                    i32::from(ops.shared),
+                    i32_ptr(sp.unwrap_or(0)),
+                    i32_ptr(tp.unwrap_or(0)),
+                    i32_ptr(dpp.unwrap_or(0)),
+                    i32_ptr(pp.unwrap_or(0)),
+                    i32_ptr(spp.unwrap_or(0)),
+                    gp as *const c_void,
+                    opt(gdxp),
+                    opt(gdyp),
+                    opt(gdwp),
+                    ops.nodes as i64,
+                    ops.edges as i64,
+                    gxp as *mut c_void,
+                    gyp as *mut c_void,
+                    gwp as *mut c_void,
+                    gop as *mut c_void,
+                    wsp.map_or(std::ptr::null_mut(), |p| p as *mut c_void),
+                    bytes.max(0),
+                    gpu.stream(),
+                )
+            }
+        })
+    };
+    check_status(gpu, status, || "kiln_equivariant_conv_bwd2".into())?;
+    Ok(DoubleGrads { gx1: gx, gx2: gy, gw, gdout })
 }
 
 /// An i32 buffer on the device, padded by one unread element (never empty).

@@ -32,7 +32,7 @@ pub mod sh;
 pub mod tp;
 pub mod wigner;
 pub use kernel_kind::with_table_kernels;
-pub use operands::Grads;
+pub use operands::{DoubleGrads, Grads, UpstreamGrads};
 use operands::{HessianOperands, HostGraph, Operands};
 
 // cuda.rs is the one copy of the launch code, compiled against each kernel library built in.
@@ -214,6 +214,28 @@ fn host_backward(plan: &TpPlan, ops: &Operands, dout: &Tensor) -> Result<Grads> 
     })
 }
 
+fn host_double_backward(plan: &TpPlan, ops: &Operands, dout: &Tensor, up: UpstreamGrads) -> Result<DoubleGrads> {
+    let (x, y, w, g) = (ops.x.host_f64(), ops.y.host_f64(), ops.w.host_f64(), dout.host_f64());
+    let host = |t: Option<&Tensor>| t.map(Tensor::host_f64);
+    let (gdx1, gdx2, gdw) = (host(up.gdx1), host(up.gdx2), host(up.gdw));
+    let cpu_up = cpu::Upstream { gdx1: gdx1.as_deref(), gdx2: gdx2.as_deref(), gdw: gdw.as_deref() };
+    let grads = match &ops.graph {
+        None => cpu::tp_double_backward(plan, &x, &y, &w, &g, ops.nodes, cpu_up)?,
+        Some(gr) => {
+            let (s, d): (Vec<i64>, Vec<i64>) =
+                (gr.src.iter().map(|&v| v as i64).collect(), gr.dst.iter().map(|&v| v as i64).collect());
+            cpu::conv_double_backward(plan, &x, &y, &w, &s, &d, &g, cpu_up)?
+        }
+    };
+    let dtype = ops.x.dtype();
+    Ok(DoubleGrads {
+        gx1: Tensor::from_f64(&grads.gx1, ops.x.shape(), dtype)?,
+        gx2: Tensor::from_f64(&grads.gx2, ops.y.shape(), dtype)?,
+        gw: Tensor::from_f64(&grads.gw, ops.w.shape(), dtype)?,
+        gdout: Tensor::from_f64(&grads.gdout, dout.shape(), dtype)?,
+    })
+}
+
 fn run_forward(plan: &TpPlan, ops: &Operands) -> Result<Tensor> {
     match Gpu::of(&ops.x.device())? {
         None => host_forward(plan, ops),
@@ -222,13 +244,35 @@ fn run_forward(plan: &TpPlan, ops: &Operands) -> Result<Tensor> {
 }
 
 fn run_backward(plan: &TpPlan, ops: &Operands, dout: &Tensor) -> Result<Grads> {
-    // Declared once the operands are valid: dout's rows are the nodes they gave.
-    let want = vec![ops.nodes, plan.irreps_out.dim()];
-    let expected = format!("{want:?} (irreps_out)");
-    check(&ops.x.device(), &[Arg::new("dout", dout).dtype(ops.x.dtype()).shape_described(want, expected)])?;
+    check_dout(plan, ops, dout)?;
     match Gpu::of(&ops.x.device())? {
         None => host_backward(plan, ops, dout),
         Some(gpu) => on_backend!(&gpu, conv_backward(plan, ops, dout, &gpu)),
+    }
+}
+
+/// dout `[nodes, dim_out]` in the operands' dtype (declared once the operands are valid: its
+/// rows are the nodes they gave).
+fn check_dout(plan: &TpPlan, ops: &Operands, dout: &Tensor) -> Result<()> {
+    let want = vec![ops.nodes, plan.irreps_out.dim()];
+    let expected = format!("{want:?} (irreps_out)");
+    check(&ops.x.device(), &[Arg::new("dout", dout).dtype(ops.x.dtype()).shape_described(want, expected)])
+}
+
+fn run_double_backward<'a>(plan: &TpPlan, ops: &Operands, dout: &Tensor, up: UpstreamGrads<'a>) -> Result<DoubleGrads> {
+    check_dout(plan, ops, dout)?;
+    // Each given upstream gradient in the dtype and shape of the operand it stands in for.
+    let like = |name: &'static str, g: Option<&'a Tensor>, of: &Tensor| {
+        g.map(|g| Arg::new(name, g).dtype(of.dtype()).shape(of.shape().to_vec()))
+    };
+    let args: Vec<Arg> = [like("gdx1", up.gdx1, ops.x), like("gdx2", up.gdx2, ops.y), like("gdw", up.gdw, ops.w)]
+        .into_iter()
+        .flatten()
+        .collect();
+    check(&ops.x.device(), &args)?;
+    match Gpu::of(&ops.x.device())? {
+        None => host_double_backward(plan, ops, dout, up),
+        Some(gpu) => on_backend!(&gpu, conv_double_backward(plan, ops, dout, up, &gpu)),
     }
 }
 
@@ -259,6 +303,32 @@ pub fn conv_backward(
     dout: &Tensor,
 ) -> Result<Grads> {
     run_backward(plan, &validate_conv(plan, (x, y, w), src, dst)?, dout)
+}
+
+/// The double backward of [`tensor_product`] (force training: a loss on gradients): the
+/// gradients of L = ⟨gdx1, dx1⟩ + ⟨gdx2, dx2⟩ + ⟨gdw, dw⟩, (dx1, dx2, dw) being
+/// [`tensor_product_backward`] given dout, with respect to x1, x2, w and dout. Each upstream
+/// gradient given costs one forward and one backward pass (kiln.h, kiln_equivariant_conv_bwd2).
+pub fn tensor_product_double_backward(
+    plan: &TpPlan,
+    (x1, x2, w): (&Tensor, &Tensor, &Tensor),
+    dout: &Tensor,
+    up: UpstreamGrads,
+) -> Result<DoubleGrads> {
+    run_double_backward(plan, &validate_tp(plan, x1, x2, w)?, dout, up)
+}
+
+/// The double backward of [`conv`]: as [`tensor_product_double_backward`], for
+/// [`conv_backward`].
+pub fn conv_double_backward(
+    plan: &TpPlan,
+    (x, y, w): (&Tensor, &Tensor, &Tensor),
+    src: &Tensor,
+    dst: &Tensor,
+    dout: &Tensor,
+    up: UpstreamGrads,
+) -> Result<DoubleGrads> {
+    run_double_backward(plan, &validate_conv(plan, (x, y, w), src, dst)?, dout, up)
 }
 
 fn validate_hessian<'a>(

@@ -20,6 +20,34 @@ pub struct Grads {
     pub dw: Tensor,
 }
 
+/// The upstream gradients of a double backward
+/// ([`tensor_product_double_backward`](super::tensor_product_double_backward),
+/// [`conv_double_backward`](super::conv_double_backward)): of dx1, dx2 and dw, each shaped as
+/// x1, x2 and w, in their dtype and device; `None` stands for zeros.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UpstreamGrads<'a> {
+    /// ∂L/∂(dx1) (∂L/∂(dx) for the convolution), x1's shape.
+    pub gdx1: Option<&'a Tensor>,
+    /// ∂L/∂(dx2) (∂L/∂(dy)), x2's shape.
+    pub gdx2: Option<&'a Tensor>,
+    /// ∂L/∂(dw), w's shape.
+    pub gdw: Option<&'a Tensor>,
+}
+
+/// Gradients of a double backward: of L = ⟨gdx1, dx1⟩ + ⟨gdx2, dx2⟩ + ⟨gdw, dw⟩ with respect
+/// to the backward's inputs, in their dtype and device.
+#[derive(Debug)]
+pub struct DoubleGrads {
+    /// ∂L/∂x1 (∂L/∂x), x1's shape.
+    pub gx1: Tensor,
+    /// ∂L/∂x2 (∂L/∂y), x2's shape.
+    pub gx2: Tensor,
+    /// ∂L/∂w, w's shape.
+    pub gw: Tensor,
+    /// ∂L/∂dout, dout's shape.
+    pub gdout: Tensor,
+}
+
 /// A validated edge list (edges sorted by receiver) with the layouts the kernels read.
 #[derive(Clone, Debug)]
 // The CSR layouts serve only the launch code, absent without a backend.
