@@ -2,7 +2,8 @@
 //! registry entries (spherical harmonics, Hessian assembly) in GB/s, and the fused convolution
 //! of the MACE-large configuration (REFERENCE.md §5) in FLOP/s counted as OpenEquivariance
 //! does (forward 3·nnz(C)·m1·m2 per path and edge plus the weight contraction; the backward
-//! model is twice that), on a random graph: 100k edges on a GPU, a small one on the host.
+//! model is twice that, the double backward's nine times the forward's), on a random graph:
+//! 100k edges on a GPU, a small one on the host.
 
 mod support;
 
@@ -77,6 +78,23 @@ fn mace_large_conv(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let s = median_seconds(device, iters as usize, || {
                     equivariant::conv_backward(&plan, (&x, &y, &w), &src, &dst, &dout).map(drop)
+                })
+                .expect("benchmark run");
+                Duration::from_secs_f64(s * iters as f64)
+            })
+        });
+        // The double backward with every upstream gradient (force training through the layer).
+        let (gdx, gdy, gdw) = (
+            random(&mut rng, &[nodes, plan.irreps_in1.dim()], device),
+            random(&mut rng, &[edges, plan.irreps_in2.dim()], device),
+            random(&mut rng, &[edges, plan.weight_numel], device),
+        );
+        let up = equivariant::UpstreamGrads { gdx1: Some(&gdx), gdx2: Some(&gdy), gdw: Some(&gdw) };
+        group.throughput(Throughput::Elements(9 * flops));
+        group.bench_function(BenchmarkId::new("bwd2", edges), |b| {
+            b.iter_custom(|iters| {
+                let s = median_seconds(device, iters as usize, || {
+                    equivariant::conv_double_backward(&plan, (&x, &y, &w), &src, &dst, &dout, up).map(drop)
                 })
                 .expect("benchmark run");
                 Duration::from_secs_f64(s * iters as f64)

@@ -7,8 +7,8 @@ measured figure: its traffic ratio and the % of copy bandwidth it bounds the ker
 peers.json (benches/peers/run.py), when present, adds kiln/peer time ratios to the rows it
 measured: a row's "peers" maps each peer (eager, compile, sdpa_flash, sdpa_efficient_bias,
 flex_alibi, e3nn_eager, e3nn_compile) to kiln_ms / peer_ms, below 1 where kiln is faster; its
-"dir" is fwd or fwd+bwd. A peer-only row (kiln_ms null: the e3nn convolution) takes kiln's time
-from the bench's medians of the same op (fwd, or fwd + bwd).
+"dir" is fwd, fwd+bwd or fwd+bwd+bwd2. A peer-only row (kiln_ms null: the e3nn convolution) takes
+kiln's time from the sum of the bench's medians of the same op in those directions.
 
 latest.json has one entry per op/direction/dtype and bench case: "case" is the label of the fixed,
 named problem `kiln bench` timed (`16384x4096`, `B8xS2048xH16xD128 causal alibi`) and "shape" its
@@ -133,9 +133,9 @@ def main() -> None:
         kiln_ms = r["kiln_ms"]
         ratios = r["ratios"]
         if kiln_ms is None:
-            # A peer-only row (benches/peers/equivariant.py): kiln's time is the bench's median of
-            # the same case, fwd alone or fwd + bwd.
-            parts = ["fwd"] if r["dir"] == "fwd" else ["fwd", "bwd"]
+            # A peer-only row (benches/peers/equivariant.py): kiln's time is the sum of the bench's
+            # medians of the same case in the row's directions (fwd, fwd+bwd, fwd+bwd+bwd2).
+            parts = r["dir"].split("+")
             timed = [same_case(results.get((r["op"], d, r["dtype"]), []), r["shape"]) for d in parts]
             medians = [t[0].get("median_us") if len(t) == 1 else None for t in timed]
             if any(m is None for m in medians):

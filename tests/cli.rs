@@ -22,6 +22,7 @@ fn list_has_one_line_per_op_and_direction() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), kiln::registry::registry().iter().map(|op| op.directions().len()).sum::<usize>());
     assert!(lines.contains(&"activation/xgelu bwd f32,f16,bf16"), "{out}");
+    assert!(lines.contains(&"equivariant/conv bwd2 f32,f16,bf16,f64"), "{out}");
 }
 
 #[test]
@@ -156,6 +157,35 @@ fn run_takes_irreps_and_mode_as_string_parameters() {
     for (i, (g, w)) in got.data.iter().zip(&want).enumerate() {
         assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "out[{i}]: {g} vs {w}");
     }
+    // The double backward: dout and the upstream gradients in, the four gradients out.
+    let dk = plan.irreps_out.dim();
+    let (dout, gdx1, gdx2, gdw) =
+        (values(batch * dk, 4), values(batch * d1, 5), values(batch * d2, 6), values(plan.weight_numel, 7));
+    for (name, shape, data) in [
+        ("dout", vec![batch, dk], &dout),
+        ("gdx1", vec![batch, d1], &gdx1),
+        ("gdx2", vec![batch, d2], &gdx2),
+        ("gdw", vec![plan.weight_numel], &gdw),
+    ] {
+        npy::write_f32(&dir.join(format!("{name}.npy")), &Array::new(shape, data.clone())).unwrap();
+    }
+    let mut bwd2 = args.clone();
+    bwd2.push("--bwd2");
+    let (code, stdout, err) = kiln(&bwd2);
+    assert_eq!(code, 0, "{stdout}{err}");
+    let up = cpu::Upstream { gdx1: Some(&gdx1), gdx2: Some(&gdx2), gdw: Some(&gdw) };
+    let want = cpu::tp_double_backward(&plan, &x1, &x2, &w, &dout, batch, up).unwrap();
+    for (name, want) in [("gx1", &want.gx1), ("gx2", &want.gx2), ("gw", &want.gw), ("gdout", &want.gdout)] {
+        let got = npy::read(&dir.join(format!("{name}.npy"))).unwrap();
+        assert_eq!(got.data.len(), want.len(), "{name}");
+        for (i, (g, w)) in got.data.iter().zip(want).enumerate() {
+            assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{name}[{i}]: {g} vs {w}");
+        }
+    }
+    // An op without a double backward refuses it by name.
+    let (code, _, err) = kiln(&["run", "equivariant/sh", "--dir", d, "--bwd2", "--backend", "cpu"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("equivariant/sh has no bwd2 direction"), "{err}");
     // A malformed irreps string and a word for a number parameter are errors naming them.
     let mut bad = args.clone();
     bad.extend(["--param", "irreps_out=2x1q"]);

@@ -4,8 +4,10 @@ target: MACE-large, fp32, 100k edges; kiln >= 10x e3nn with torch.compile).
 kiln's side is `kiln bench equivariant/conv` (the registry's MACE-large problem, f32): the same
 irreps, instruction list, normalization and graph shape, timed by the bench step of the GPU run.
 These rows carry only the peers' times; scripts/perf-record.py divides kiln's bench medians by
-them (fwd: the forward; fwd+bwd: kiln's forward plus backward medians). e3nn materialises the
-per-edge messages ([edges, dim_out]) and scatters them with index_add_, as NequIP/MACE do.
+them (fwd: the forward; fwd+bwd: kiln's forward plus backward medians; fwd+bwd+bwd2: plus the
+double backward's, against autograd's create_graph=True backward and its backward, as force
+training runs it). e3nn materialises the per-edge messages ([edges, dim_out]) and scatters them
+with index_add_, as NequIP/MACE do.
 """
 from common import Results, compiled, random, torch
 
@@ -67,9 +69,22 @@ def main(res=None, quick=False):
             fn(x, y, w).backward(dout)
         return run
 
+    # The double backward: the gradients of <gdx, dx> + <gdy, dy> + <gdw, dw> in x, y, w and
+    # dout (kiln's equivariant/conv bwd2 with the same upstream gradients).
+    gdx = random((nodes, in1.dim), torch.float32, seed=5)
+    gdy = random((edges, in2.dim), torch.float32, seed=6)
+    gdw = random((edges, tp.weight_numel), torch.float32, seed=7)
+    dout_leaf = dout.clone().requires_grad_()
+
+    def double_backward(fn):
+        def run():
+            grads = torch.autograd.grad(fn(x, y, w), (x, y, w), dout_leaf, create_graph=True)
+            torch.autograd.grad(grads, (x, y, w, dout_leaf), (gdx, gdy, gdw))
+        return run
+
     compiled_conv = compiled(conv)
     shape = [edges, in1.dim]
-    for direction, wrap in (("fwd", forward), ("fwd+bwd", forward_backward)):
+    for direction, wrap in (("fwd", forward), ("fwd+bwd", forward_backward), ("fwd+bwd+bwd2", double_backward)):
         peers = {"e3nn_eager": wrap(conv)}
         if compiled_conv is not None:
             peers["e3nn_compile"] = wrap(compiled_conv)

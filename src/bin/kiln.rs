@@ -93,6 +93,10 @@ enum Command {
         /// Run the backward (inputs include `dy`).
         #[arg(long)]
         bwd: bool,
+        /// Run the double backward (ops whose `kiln list` rows name bwd2; inputs include `dout`
+        /// and the upstream gradients).
+        #[arg(long, conflicts_with = "bwd")]
+        bwd2: bool,
         #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
         /// Storage dtype the inputs are cast to.
@@ -169,7 +173,14 @@ fn main() -> ExitCode {
         Command::Sweep { backend, runs, small, head_dim, directions, json } => {
             sweep(backend, runs, small, head_dim, &directions, json)
         }
-        Command::Run { op, dir, bwd, backend, dtype, params } => run(&op, &dir, bwd, backend, dtype, &params),
+        Command::Run { op, dir, bwd, bwd2, backend, dtype, params } => {
+            let direction = match (bwd, bwd2) {
+                (_, true) => Direction::Bwd2,
+                (true, false) => Direction::Bwd,
+                (false, false) => Direction::Fwd,
+            };
+            run(&op, &dir, direction, backend, dtype, &params)
+        }
     };
     match result {
         Ok(code) => code,
@@ -638,13 +649,15 @@ fn bench(common: &Common, runs: Option<usize>, case_filters: &[String]) -> Resul
 fn run(
     name: &str,
     dir: &Path,
-    bwd: bool,
+    direction: Direction,
     backend: Backend,
     dtype: DType,
     params: &[(String, String)],
 ) -> Result<ExitCode> {
     let op = find(name)?;
-    let direction = if bwd { Direction::Bwd } else { Direction::Fwd };
+    if !op.directions().contains(&direction) {
+        return Err(kiln::registry::no_direction(op.as_ref(), direction));
+    }
     if !op.dtypes().contains(&dtype) {
         return Err(Error::DType { arg: "dtype", expected: format!("{:?}", op.dtypes()), got: dtype });
     }

@@ -12,7 +12,7 @@ use crate::core::tensor::Tensor;
 use crate::families::activation::{Activation, ActivationKind as K, Scalars, cpu};
 use crate::ops::check_row::{CheckRow, central_difference, rms_key};
 use crate::ops::params::Params;
-use crate::ops::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input, output};
+use crate::ops::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input, no_direction, output};
 use crate::ops::self_check::reference_row;
 
 /// One activation op in the registry.
@@ -124,6 +124,7 @@ impl Op for ActivationOp {
                 }
                 v
             }
+            Direction::Bwd2 => return Err(no_direction(self, dir)),
         })
     }
 
@@ -167,6 +168,7 @@ impl Op for ActivationOp {
                     out.insert(name.into(), Array::new(vec![d.len()], d));
                 }
             }
+            Direction::Bwd2 => return Err(no_direction(self, dir)),
         }
         Ok(out)
     }
@@ -212,6 +214,7 @@ impl Op for ActivationOp {
                 }
                 result
             }
+            Direction::Bwd2 => Err(no_direction(self, dir)),
         }
     }
 
@@ -226,6 +229,7 @@ impl Op for ActivationOp {
         match dir {
             Direction::Fwd => 2 * n * per + params,
             Direction::Bwd => 3 * n * per + params * if self.0.grad_name().is_some() { 2 } else { 1 },
+            Direction::Bwd2 => 0,
         }
     }
 

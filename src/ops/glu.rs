@@ -12,7 +12,7 @@ use crate::families::activation::{ActivationKind, Scalars};
 use crate::families::glu::{GateHalf, Glu, GluInput, GluInputGrads, GluKind as K, cpu};
 use crate::ops::check_row::{CheckRow, central_difference, rms_key};
 use crate::ops::params::Params;
-use crate::ops::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input, put_output};
+use crate::ops::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input, no_direction, put_output};
 use crate::ops::self_check::reference_row;
 
 /// One fused GLU op in the registry.
@@ -147,6 +147,7 @@ impl Op for GluOp {
                 }
                 v
             }
+            Direction::Bwd2 => return Err(no_direction(self, dir)),
         })
     }
 
@@ -210,6 +211,7 @@ impl Op for GluOp {
                     out.insert("dalpha".into(), Array::new(vec![1], vec![dalpha]));
                 }
             }
+            Direction::Bwd2 => return Err(no_direction(self, dir)),
         }
         Ok(out)
     }
@@ -253,6 +255,7 @@ impl Op for GluOp {
                 }
                 put_output(outputs, "dalpha", g.dalpha)
             }
+            Direction::Bwd2 => Err(no_direction(self, dir)),
         }
     }
 

@@ -11,7 +11,7 @@ use crate::families::glu::mlp::{self, Dims, GateUp, GateUpGrads, Mlp, Mode, refe
 use crate::families::glu::{Glu, GluKind as K, cpu};
 use crate::ops::check_row::{CheckRow, central_difference, rms_key};
 use crate::ops::params::Params;
-use crate::ops::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input, put_output};
+use crate::ops::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input, no_direction, put_output};
 use crate::ops::self_check::reference_row;
 
 /// The MLP block with one gate, in the registry.
@@ -112,6 +112,8 @@ impl MlpOp {
         let mut v = match dir {
             Direction::Fwd => vec![("y", "x")],
             Direction::Bwd => vec![("dx", "x"), ("dw_g", "w_g"), ("dw_u", "w_u"), ("dw_d", "w_d")],
+            // No such direction (outputs, reference and run refuse it).
+            Direction::Bwd2 => vec![],
         };
         if dir == Direction::Bwd {
             for (g, i) in [("db_g", "b_g"), ("db_u", "b_u"), ("db_d", "b_d")] {
@@ -212,6 +214,7 @@ impl Op for MlpOp {
                 let r = reference::backward_f64(&glu, &p.x, &p.w, &p.w_d, &fwd.h, dy, &dims);
                 self.insert_grads(&mut out, problem, &dims, r.dx, r.dw, r.db, r.dw_down, r.db_down, r.dalpha)?;
             }
+            Direction::Bwd2 => return Err(no_direction(self, dir)),
         }
         Ok(out)
     }
@@ -275,6 +278,7 @@ impl Op for MlpOp {
                     out.insert(rms_key(&name), a);
                 }
             }
+            Direction::Bwd2 => return Err(no_direction(self, dir)),
         }
         Ok(out)
     }
@@ -313,6 +317,7 @@ impl Op for MlpOp {
                     GateUpGrads::Packed { .. } => unreachable!("separate weights in, separate grads out"),
                 }
             }
+            Direction::Bwd2 => Err(no_direction(self, dir)),
         }
     }
 
@@ -324,6 +329,7 @@ impl Op for MlpOp {
             Direction::Fwd => s * (t * d + 3 * f * d + 4 * t * f + 2 * t * f + t * d),
             // Forward's reads again plus dy, dz, dh, dx and three weight gradients.
             Direction::Bwd => s * (2 * t * d + 6 * f * d + 9 * t * f + t * d),
+            Direction::Bwd2 => 0,
         }
     }
 

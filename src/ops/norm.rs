@@ -9,7 +9,7 @@ use crate::core::error::Result;
 use crate::families::norm::{Norm, NormKind, Stats, StatsRef, cpu};
 use crate::ops::check_row::{CheckRow, central_difference, rms_key};
 use crate::ops::params::Params;
-use crate::ops::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input, put_output};
+use crate::ops::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input, no_direction, put_output};
 use crate::ops::self_check::reference_row;
 
 /// One normalisation in the registry.
@@ -134,6 +134,7 @@ impl Op for NormOp {
                     v.push((ArgSpec::f32_reduction("dbeta"), vec![dim]));
                 }
             }
+            Direction::Bwd2 => return Err(no_direction(self, dir)),
         }
         Ok(v)
     }
@@ -199,6 +200,7 @@ impl Op for NormOp {
                     out.insert("dbeta".into(), Array::new(vec![dim], b.dbeta));
                 }
             }
+            Direction::Bwd2 => return Err(no_direction(self, dir)),
         }
         Ok(out)
     }
@@ -272,6 +274,7 @@ impl Op for NormOp {
                 put("dgamma", g.dgamma)?;
                 put("dbeta", g.dbeta)
             }
+            Direction::Bwd2 => Err(no_direction(self, dir)),
         }
     }
 
@@ -298,6 +301,7 @@ impl Op for NormOp {
             Direction::Fwd => n * size * (2 + 2 * has("residual")) + rows * 8,
             // Read dy, x (+ residual, dresidual_out), write dx (+ dresidual); read the statistics.
             Direction::Bwd => n * size * (3 + 2 * has("residual") + has("dresidual_out")) + rows * 8,
+            Direction::Bwd2 => 0,
         }
     }
 

@@ -103,18 +103,16 @@ impl PaddingOp {
                 p.inputs.insert("dhidden".into(), full);
                 p.inputs.insert("indices".into(), indices);
             }
+            // No double backward: no inputs (outputs, reference and run refuse it).
+            (_, Direction::Bwd2) => {}
         }
         p
     }
 
     /// (name of the packed-side tensor, name of the padded-side tensor) of a direction.
     fn names(&self, dir: Direction) -> (&'static str, &'static str) {
-        match (self, dir) {
-            (PaddingOp::Unpad, Direction::Fwd) => ("packed", "hidden"),
-            (PaddingOp::Unpad, Direction::Bwd) => ("dpacked", "dhidden"),
-            (PaddingOp::Pad, Direction::Fwd) => ("packed", "hidden"),
-            (PaddingOp::Pad, Direction::Bwd) => ("dpacked", "dhidden"),
-        }
+        // Both ops: the forward's tensors, or their gradients (there is no double backward).
+        if dir == Direction::Fwd { ("packed", "hidden") } else { ("dpacked", "dhidden") }
     }
 
     /// True when the direction scatters packed rows into the padded layout.

@@ -23,26 +23,46 @@ use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
 use crate::core::tensor::Tensor;
 
-/// Forward or backward.
+/// Forward, backward or double backward.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Direction {
     /// The forward pass.
     Fwd,
     /// The backward pass (gradients).
     Bwd,
+    /// The double backward: the gradients of a scalar of the backward's gradients (⟨g, dx⟩ and
+    /// so on) with respect to the backward's inputs, for training on gradients (forces). Only
+    /// the ops whose [`Op::directions`] name it; the others refuse it ([`no_direction`]).
+    Bwd2,
 }
 
 impl Direction {
-    /// Both directions, forward first.
+    /// Forward and backward, forward first: the directions of most ops.
     pub const BOTH: [Direction; 2] = [Direction::Fwd, Direction::Bwd];
+    /// Every direction, in order.
+    pub const ALL: [Direction; 3] = [Direction::Fwd, Direction::Bwd, Direction::Bwd2];
 
-    /// `fwd` or `bwd`.
+    /// `fwd`, `bwd` or `bwd2`.
     pub const fn name(self) -> &'static str {
         match self {
             Direction::Fwd => "fwd",
             Direction::Bwd => "bwd",
+            Direction::Bwd2 => "bwd2",
         }
     }
+
+    /// The direction `name` names (`fwd`, `bwd`, `bwd2`), or a typed error naming `arg`.
+    pub fn parse(arg: &'static str, name: &str) -> Result<Direction> {
+        Direction::ALL
+            .into_iter()
+            .find(|d| d.name() == name)
+            .ok_or_else(|| Error::InvalidValue { arg, reason: format!("`{name}`: expected fwd, bwd or bwd2") })
+    }
+}
+
+/// The error of an op asked for a direction it does not have (not in its [`Op::directions`]).
+pub fn no_direction(op: &(impl Op + ?Sized), dir: Direction) -> Error {
+    Error::InvalidValue { arg: "dir", reason: format!("{} has no {dir} direction", op.full_name()) }
 }
 
 impl fmt::Display for Direction {

@@ -81,6 +81,8 @@ pub fn variant_names(direction: Direction, head_dim: usize) -> &'static [&'stati
     match direction {
         Direction::Fwd => attention::forward_variant_names(head_dim),
         Direction::Bwd => attention::backward_variant_names(head_dim),
+        // Attention has no double backward.
+        Direction::Bwd2 => &[],
     }
 }
 

@@ -230,6 +230,7 @@ fn option(dirs: &'static [String]) -> impl Strategy<Value = Vec<String>> {
         2 => dtype.prop_map(|d| vec!["--dtype".into(), d]),
         3 => param.prop_map(|p| vec!["--param".into(), p]),
         2 => Just(vec!["--bwd".into()]),
+        1 => Just(vec!["--bwd2".into()]),
         2 => backend.prop_map(|b| vec!["--backend".into(), b]),
         1 => prop::sample::select(vec!["--dir", "--dtype", "--param", "--backend", "--frobnicate", "-x", "--", "-h"])
             .prop_map(|f| vec![f.to_string()]),

@@ -352,8 +352,22 @@ fn the_latency_column_tells_the_norm_forwards_apart() {
 /// the channel-parallel kernels must stay under this bar (perf/predictions.md has the history).
 const EQUIVARIANT_BAR: f64 = 8.0;
 
+/// The double backward composes passes: one forward and one backward per upstream gradient
+/// (kiln.h, kiln_equivariant_conv_bwd2), about 2.7 × (forward + backward) in instructions,
+/// measured against the floor of a fused kernel that reads and writes each tensor once
+/// (Op::bytes): 12.5 (tp) and 18.7 (conv) per 512 ideal bytes, where a fused double backward
+/// at the passes' bar would be near 8. This bar holds the composition where it is; the gap to
+/// a fused kernel is open (perf/predictions.md). Issue 25's own target, double backward ≤
+/// 3 × (forward + backward), is held in instructions below.
+const EQUIVARIANT_BWD2_BAR: f64 = 2.5 * EQUIVARIANT_BAR;
+
 /// Memory warp instructions per 512 ideal bytes of one op at `shape` (f32).
 fn memory_instructions_per_512_bytes(op: &dyn Op, dir: Direction, shape: &[usize], device: &kiln::Device) -> f64 {
+    memory_instructions(op, dir, shape, device).1
+}
+
+/// Memory warp instructions of one op at `shape` (f32), and their count per 512 ideal bytes.
+fn memory_instructions(op: &dyn Op, dir: Direction, shape: &[usize], device: &kiln::Device) -> (f64, f64) {
     let problem = op.random_problem(dir, shape, &mut rng());
     let r = kiln::model::traffic(op, dir, DType::F32, &problem, device).unwrap();
     let instructions = (r.load_requests + r.store_requests + r.shared_requests) as f64;
@@ -362,7 +376,7 @@ fn memory_instructions_per_512_bytes(op: &dyn Op, dir: Direction, shape: &[usize
         "{} {}: {instructions} memory instructions ({} global loads, {} shared) for {} ideal bytes: {ratio:.1} per 512",
         r.op, r.dir, r.load_requests, r.shared_requests, r.ideal_bytes
     );
-    ratio
+    (instructions, ratio)
 }
 
 #[test]
@@ -382,14 +396,20 @@ fn equivariant_products_issue_few_memory_instructions_per_byte() {
     // channel-parallel kernels under the bar, the generic ones (the same plans through
     // with_table_kernels) far over it, so the proxy tells the two apart.
     for op in select(&["equivariant/tp".into(), "equivariant/conv".into()]) {
+        let mut instructions = Vec::new();
         for &dir in op.directions() {
             let name = format!("{} {}", op.full_name(), dir.name());
-            let ratio = memory_instructions_per_512_bytes(op.as_ref(), dir, &[24, 1152], &device);
-            assert!(ratio <= EQUIVARIANT_BAR, "{name}: {ratio:.1} per 512 bytes");
+            let (count, ratio) = memory_instructions(op.as_ref(), dir, &[24, 1152], &device);
+            instructions.push(count);
+            let bar = if dir == Direction::Bwd2 { EQUIVARIANT_BWD2_BAR } else { EQUIVARIANT_BAR };
+            assert!(ratio <= bar, "{name}: {ratio:.1} per 512 bytes");
             let generic = kiln::equivariant::with_table_kernels(|| {
                 memory_instructions_per_512_bytes(op.as_ref(), dir, &[24, 1152], &device)
             });
             assert!(generic > 10.0 * EQUIVARIANT_BAR, "{name} generic kernels: {generic:.1} per 512 bytes");
         }
+        // Issue 25: double backward ≤ 3 × (forward + backward).
+        let [fwd, bwd, bwd2] = instructions[..] else { panic!("{}: fwd, bwd, bwd2", op.full_name()) };
+        assert!(bwd2 <= 3.0 * (fwd + bwd), "{}: bwd2 {bwd2} vs fwd {fwd} + bwd {bwd}", op.full_name());
     }
 }

@@ -15,7 +15,7 @@ use crate::families::equivariant::sh::{Sh, ShNormalization, ShTable, sh_dim};
 use crate::families::equivariant::{cpu, hessian, hessian_backward, spherical_harmonics, spherical_harmonics_backward};
 use crate::ops::check_row::{CheckRow, central_difference, rms_key};
 use crate::ops::params::Params;
-use crate::ops::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input, put_output};
+use crate::ops::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input, no_direction, put_output};
 use crate::ops::self_check::reference_row;
 
 /// The two ops with registry entries.
@@ -161,6 +161,8 @@ impl Op for EquivariantOp {
 
     fn inputs(&self, dir: Direction) -> Vec<ArgSpec> {
         match (self, dir) {
+            // No double backward (outputs, reference and run refuse it).
+            (_, Direction::Bwd2) => vec![],
             (EquivariantOp::Sh, Direction::Fwd) => vec![ArgSpec::op("vec")],
             (EquivariantOp::Sh, Direction::Bwd) => vec![ArgSpec::op("vec"), ArgSpec::op("dsh")],
             (EquivariantOp::Hessian, Direction::Fwd) => {
@@ -178,6 +180,7 @@ impl Op for EquivariantOp {
 
     fn outputs(&self, dir: Direction, problem: &Problem) -> Result<Vec<(ArgSpec, Vec<usize>)>> {
         Ok(match (self, dir) {
+            (_, Direction::Bwd2) => return Err(no_direction(self, dir)),
             (EquivariantOp::Sh, Direction::Fwd) => {
                 let n = problem.input_shape("vec")?[0];
                 vec![(ArgSpec::op("sh"), vec![n, sh_dim(sh_of(&problem.params)?.lmax)])]
@@ -254,6 +257,7 @@ impl Op for EquivariantOp {
         let spec = self.outputs(dir, problem)?;
         let mut out = Arrays::new();
         match (self, dir) {
+            (_, Direction::Bwd2) => return Err(no_direction(self, dir)),
             (EquivariantOp::Sh, Direction::Fwd) => {
                 let y = sh_of(&problem.params)?.forward(&problem.input("vec")?.data)?;
                 out.insert("sh".into(), Array::new(spec[0].1.clone(), y));
@@ -295,6 +299,7 @@ impl Op for EquivariantOp {
 
     fn run(&self, dir: Direction, inputs: &Tensors, params: &Params, outputs: &mut Tensors) -> Result<()> {
         match (self, dir) {
+            (_, Direction::Bwd2) => Err(no_direction(self, dir)),
             (EquivariantOp::Sh, Direction::Fwd) => {
                 put_output(outputs, "sh", spherical_harmonics(&sh_of(params)?, input(inputs, "vec")?)?)
             }
@@ -322,6 +327,7 @@ impl Op for EquivariantOp {
         let size = dtype.size_in_bytes() as u64;
         let elems = |name: &'static str| problem.get(name).map_or(0, |a| a.data.len() as u64);
         match (self, dir) {
+            (_, Direction::Bwd2) => 0,
             (EquivariantOp::Sh, Direction::Fwd) => {
                 let d = sh_of(&problem.params).map_or(0, |s| sh_dim(s.lmax)) as u64;
                 (elems("vec") + elems("vec") / 3 * d) * size

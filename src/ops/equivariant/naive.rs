@@ -79,6 +79,17 @@ impl NaiveSum {
         self.squares[i] += term * term;
     }
 
+    /// Adds another pass's sums as an unfused framework would: each rounded to the storage
+    /// dtype, then added in the compute type (and rounded when stored again by the caller).
+    fn merge(mut self, other: &NaiveSum) -> NaiveSum {
+        let d = self.dtype;
+        for (i, (s, o)) in self.sum.iter_mut().zip(&other.sum).enumerate() {
+            *s = d.round_compute(d.round(*s) + d.round(*o));
+            self.squares[i] += other.squares[i];
+        }
+        self
+    }
+
     /// The naive sums, widened to f64.
     pub fn values(&self) -> Vec<f64> {
         self.sum.clone()
@@ -151,5 +162,27 @@ impl NaiveOperands<'_> {
             sums[k].add(i, v)
         });
         sums
+    }
+
+    /// The double backward's (gx, gy, gw, gdout) given dout and the upstream gradients
+    /// (gdx, gdy, gdw), shaped as x, y, w: the three passes of kiln_equivariant_conv_bwd2, each
+    /// an unfused forward and backward with one operand replaced, summed naively in `dtype`.
+    pub fn double_backward(
+        &self,
+        plan: &TpPlan,
+        dout: &[f64],
+        up: [&[f64]; 3],
+        nodes: usize,
+        dtype: DType,
+    ) -> [NaiveSum; 4] {
+        let [gdx, gdy, gdw] = up;
+        let with = |x, y, w| NaiveOperands { x, y, w, rows: self.rows };
+        let (a, b, c) = (with(gdx, self.y, self.w), with(self.x, gdy, self.w), with(self.x, self.y, gdw));
+        let gdout =
+            a.forward(plan, nodes, dtype).merge(&b.forward(plan, nodes, dtype)).merge(&c.forward(plan, nodes, dtype));
+        let [_, ay, aw] = a.backward(plan, dout, dtype);
+        let [bx, _, bw] = b.backward(plan, dout, dtype);
+        let [cx, cy, _] = c.backward(plan, dout, dtype);
+        [bx.merge(&cx), ay.merge(&cy), aw.merge(&bw), gdout]
     }
 }

@@ -19,10 +19,13 @@ use super::naive::{NaiveOperands, NaiveSum};
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
 use crate::families::equivariant::tp::{Mode, PathNormalization, TpPlan};
-use crate::families::equivariant::{Irreps, conv, conv_backward, cpu, tensor_product, tensor_product_backward};
+use crate::families::equivariant::{
+    Irreps, UpstreamGrads, conv, conv_backward, conv_double_backward, cpu, tensor_product, tensor_product_backward,
+    tensor_product_double_backward,
+};
 use crate::ops::check_row::{CheckRow, central_difference, rms_key};
 use crate::ops::params::Params;
-use crate::ops::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input, put_output};
+use crate::ops::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input, no_direction, put_output};
 use crate::ops::self_check::reference_row;
 
 /// The two ops.
@@ -156,6 +159,15 @@ impl TpOp {
         }
     }
 
+    /// The double backward's upstream gradients (shaped as x1, x2, w) and its outputs (the
+    /// gradients of x1, x2, w and dout).
+    fn bwd2_names(self) -> ([&'static str; 3], [&'static str; 4]) {
+        match self {
+            TpOp::Tp => (["gdx1", "gdx2", "gdw"], ["gx1", "gx2", "gw", "gdout"]),
+            TpOp::Conv => (["gdx", "gdy", "gdw"], ["gx", "gy", "gw", "gdout"]),
+        }
+    }
+
     /// Each row of x2's (sender, receiver), checked against the row counts.
     fn rows(self, problem: &Problem) -> Result<Vec<(usize, usize)>> {
         let [_, y, ..] = self.names();
@@ -175,25 +187,42 @@ impl TpOp {
         }
     }
 
-    /// Forward out, or backward (dx1, dx2, dw), of the f64 reference.
+    /// Forward out, backward (dx1, dx2, dw), or double backward (gx1, gx2, gw, gdout) of the
+    /// f64 reference.
     fn reference_of(self, dir: Direction, plan: &TpPlan, problem: &Problem) -> Result<Vec<Vec<f64>>> {
         let [xn, yn, ..] = self.names();
         let (x, y, w) = (&problem.input(xn)?.data, &problem.input(yn)?.data, &problem.input("w")?.data);
         let rows = problem.input_shape(xn)?.first().copied().unwrap_or(0);
-        Ok(match (self, dir) {
-            (TpOp::Tp, Direction::Fwd) => vec![cpu::tp_forward(plan, x, y, w, rows)?],
-            (TpOp::Tp, Direction::Bwd) => {
-                let g = cpu::tp_backward(plan, x, y, w, &problem.input("dout")?.data, rows)?;
+        let graph = match self {
+            TpOp::Tp => None,
+            TpOp::Conv => Some((indices(problem.input("src")?), indices(problem.input("dst")?))),
+        };
+        Ok(match dir {
+            Direction::Fwd => vec![match &graph {
+                None => cpu::tp_forward(plan, x, y, w, rows)?,
+                Some((src, dst)) => cpu::conv_forward(plan, x, y, w, src, dst)?,
+            }],
+            Direction::Bwd => {
+                let dout = &problem.input("dout")?.data;
+                let g = match &graph {
+                    None => cpu::tp_backward(plan, x, y, w, dout, rows)?,
+                    Some((src, dst)) => cpu::conv_backward(plan, x, y, w, src, dst, dout)?,
+                };
                 vec![g.dx1, g.dx2, g.dw]
             }
-            (TpOp::Conv, dir) => {
-                let (src, dst) = (indices(problem.input("src")?), indices(problem.input("dst")?));
-                if dir == Direction::Fwd {
-                    vec![cpu::conv_forward(plan, x, y, w, &src, &dst)?]
-                } else {
-                    let g = cpu::conv_backward(plan, x, y, w, &src, &dst, &problem.input("dout")?.data)?;
-                    vec![g.dx1, g.dx2, g.dw]
-                }
+            Direction::Bwd2 => {
+                let dout = &problem.input("dout")?.data;
+                let ([gx, gy, gw], _) = self.bwd2_names();
+                let up = cpu::Upstream {
+                    gdx1: Some(&problem.input(gx)?.data),
+                    gdx2: Some(&problem.input(gy)?.data),
+                    gdw: Some(&problem.input(gw)?.data),
+                };
+                let g = match &graph {
+                    None => cpu::tp_double_backward(plan, x, y, w, dout, rows, up)?,
+                    Some((src, dst)) => cpu::conv_double_backward(plan, x, y, w, src, dst, dout, up)?,
+                };
+                vec![g.gx1, g.gx2, g.gw, g.gdout]
             }
         })
     }
@@ -230,6 +259,7 @@ impl TpOp {
                 let what = format!("finite differences {grad} ({} {})", config.mode, config.irreps_in1);
                 rows.push(reference_row(&self, what, &grads[k], &fd, 1e-8));
             }
+            rows.extend(self.double_backward_checks(config, rng)?);
             if self == TpOp::Conv {
                 let (x, y, w) = (&p.input("x")?.data, &p.input("y")?.data, &p.input("w")?.data);
                 let (d1, d2, dk) = (plan.irreps_in1.dim(), plan.irreps_in2.dim(), plan.irreps_out.dim());
@@ -252,6 +282,45 @@ impl TpOp {
     }
 }
 
+impl TpOp {
+    /// The double backward against central differences of L = Σ ⟨upstream, backward⟩ (the
+    /// backward's gradients weighted by the upstream gradients) in each of x, y, w and dout.
+    fn double_backward_checks(self, config: &Config, rng: &mut StdRng) -> Result<Vec<CheckRow>> {
+        let shape = [if self == TpOp::Tp { 2 } else { 6 }, irreps_dim(config.irreps_in1)];
+        let p = self.random_problem(Direction::Bwd2, &shape, rng);
+        let plan = plan_of(&p.params)?;
+        let got = self.reference_of(Direction::Bwd2, &plan, &p)?;
+        let (upstream, outputs) = self.bwd2_names();
+        let weights: Vec<&[f64]> = upstream.iter().map(|n| p.input(n).map(|a| &a.data[..])).collect::<Result<_>>()?;
+        let [xn, yn, ..] = self.names();
+        let mut rows = Vec::new();
+        for (k, name) in [xn, yn, "w", "dout"].into_iter().enumerate() {
+            let base = p.input(name)?.data.clone();
+            // The backward is linear in each of them: central differences are exact up to rounding.
+            let fd: Vec<f64> = (0..base.len())
+                .map(|i| {
+                    central_difference(
+                        |t| {
+                            let mut q = p.clone();
+                            if let Some(a) = q.inputs.get_mut(name) {
+                                a.data[i] = t;
+                            }
+                            self.reference_of(Direction::Bwd, &plan, &q)
+                                .map_or(f64::NAN, |g| g.iter().zip(&weights).map(|(g, u)| dot(g, u)).sum())
+                        },
+                        base[i],
+                        1e-3,
+                    )
+                })
+                .collect();
+            let what =
+                format!("finite differences {} of the backward ({} {})", outputs[k], config.mode, config.irreps_in1);
+            rows.push(reference_row(&self, what, &got[k], &fd, 1e-8));
+        }
+        Ok(rows)
+    }
+}
+
 impl Op for TpOp {
     fn family(&self) -> &'static str {
         "equivariant"
@@ -269,14 +338,22 @@ impl Op for TpOp {
         }
     }
 
+    /// Forward, backward and the double backward (force training).
+    fn directions(&self) -> &'static [Direction] {
+        &Direction::ALL
+    }
+
     fn inputs(&self, dir: Direction) -> Vec<ArgSpec> {
         let [x, y, ..] = self.names();
         let mut v = vec![ArgSpec::op(x), ArgSpec::op(y), ArgSpec::op("w")];
         if *self == TpOp::Conv {
             v.extend([ArgSpec::i32("src"), ArgSpec::i32("dst")]);
         }
-        if dir == Direction::Bwd {
+        if dir != Direction::Fwd {
             v.push(ArgSpec::op("dout"));
+        }
+        if dir == Direction::Bwd2 {
+            v.extend(self.bwd2_names().0.map(ArgSpec::op));
         }
         v
     }
@@ -294,6 +371,15 @@ impl Op for TpOp {
                 (reduction(dy), problem.input_shape(y)?),
                 (reduction("dw"), problem.input_shape("w")?),
             ],
+            Direction::Bwd2 => {
+                let [gx, gy, gw, gdout] = self.bwd2_names().1;
+                vec![
+                    (reduction(gx), problem.input_shape(x)?),
+                    (reduction(gy), problem.input_shape(y)?),
+                    (reduction(gw), problem.input_shape("w")?),
+                    (reduction(gdout), problem.input_shape("dout")?),
+                ]
+            }
         })
     }
 
@@ -349,9 +435,15 @@ impl Op for TpOp {
         p.inputs.insert(y.into(), Array::new(vec![rows, d2], normal(rows * d2, rng)));
         let wshape = if config.shared { vec![nw] } else { vec![rows, nw] };
         let wlen = wshape.iter().product();
-        p.inputs.insert("w".into(), Array::new(wshape, normal(wlen, rng)));
-        if dir == Direction::Bwd {
+        p.inputs.insert("w".into(), Array::new(wshape.clone(), normal(wlen, rng)));
+        if dir != Direction::Fwd {
             p.inputs.insert("dout".into(), Array::new(vec![nodes, dk], normal(nodes * dk, rng)));
+        }
+        if dir == Direction::Bwd2 {
+            let [gx, gy, gw] = self.bwd2_names().0;
+            p.inputs.insert(gx.into(), Array::new(vec![nodes, d1], normal(nodes * d1, rng)));
+            p.inputs.insert(gy.into(), Array::new(vec![rows, d2], normal(rows * d2, rng)));
+            p.inputs.insert(gw.into(), Array::new(wshape, normal(wlen, rng)));
         }
         p
     }
@@ -377,6 +469,11 @@ impl Op for TpOp {
         let sums: Vec<NaiveSum> = match dir {
             Direction::Fwd => vec![ops.forward(&plan, nodes, dtype)],
             Direction::Bwd => ops.backward(&plan, &problem.input("dout")?.data, dtype).into(),
+            Direction::Bwd2 => {
+                let [gx, gy, gw] = self.bwd2_names().0;
+                let up = [&problem.input(gx)?.data[..], &problem.input(gy)?.data, &problem.input(gw)?.data];
+                ops.double_backward(&plan, &problem.input("dout")?.data, up, nodes, dtype).into()
+            }
         };
         let mut out = Arrays::new();
         for ((spec, shape), sum) in self.outputs(dir, problem)?.into_iter().zip(sums) {
@@ -390,6 +487,26 @@ impl Op for TpOp {
         let plan = plan_of(params)?;
         let [xn, yn, dxn, dyn_] = self.names();
         let (x, y, w) = (input(inputs, xn)?, input(inputs, yn)?, input(inputs, "w")?);
+        if dir == Direction::Bwd2 {
+            let ([gx, gy, gw], [ox, oy, ow, odout]) = self.bwd2_names();
+            let up = UpstreamGrads {
+                gdx1: Some(input(inputs, gx)?),
+                gdx2: Some(input(inputs, gy)?),
+                gdw: Some(input(inputs, gw)?),
+            };
+            let dout = input(inputs, "dout")?;
+            let g = match self {
+                TpOp::Tp => tensor_product_double_backward(&plan, (x, y, w), dout, up)?,
+                TpOp::Conv => {
+                    let (src, dst) = (input(inputs, "src")?, input(inputs, "dst")?);
+                    conv_double_backward(&plan, (x, y, w), src, dst, dout, up)?
+                }
+            };
+            put_output(outputs, ox, g.gx1)?;
+            put_output(outputs, oy, g.gx2)?;
+            put_output(outputs, ow, g.gw)?;
+            return put_output(outputs, odout, g.gdout);
+        }
         let grads = match (self, dir) {
             (TpOp::Tp, Direction::Fwd) => return put_output(outputs, "out", tensor_product(&plan, x, y, w)?),
             (TpOp::Conv, Direction::Fwd) => {
@@ -401,6 +518,7 @@ impl Op for TpOp {
                 let (src, dst) = (input(inputs, "src")?, input(inputs, "dst")?);
                 conv_backward(&plan, (x, y, w), src, dst, input(inputs, "dout")?)?
             }
+            (_, Direction::Bwd2) => return Err(no_direction(self, dir)),
         };
         put_output(outputs, dxn, grads.dx1)?;
         put_output(outputs, dyn_, grads.dx2)?;
@@ -421,6 +539,9 @@ impl Op for TpOp {
             Direction::Fwd => operands + out,
             // Read x, y, w and dout; write dx, dy, dw.
             Direction::Bwd => 2 * operands + out,
+            // Read x, y, w, dout and the upstream gdx, gdy, gdw; write the gradients of x, y, w
+            // and dout (once each: a fused double backward's floor).
+            Direction::Bwd2 => 3 * operands + 2 * out,
         };
         floats * size + 4 * (elems("src") + elems("dst"))
     }
@@ -435,6 +556,8 @@ impl Op for TpOp {
         match dir {
             Direction::Fwd => rows * per_row,
             Direction::Bwd => 2 * rows * per_row,
+            // gdout's three products, and two for each of gx, gy, gw.
+            Direction::Bwd2 => 9 * rows * per_row,
         }
     }
 
