@@ -48,6 +48,7 @@
 #include "common/dtype.cuh"
 #include "common/launch.cuh"
 #include "common/vec.cuh"
+#include "equivariant/graph.cuh"
 #include "equivariant/sh_poly.cuh"
 #include "equivariant/tp_channel.cuh"
 #include "equivariant/tp_plan.cuh"
@@ -813,6 +814,38 @@ kiln_status launch_double_backward(const DoubleBackward& d) {
     return KILN_SUCCESS;
 }
 
+// Bytes of the graph build's workspace: per-sender fill counters [nodes] and the placed edge
+// ids [edges], int32; -1 when the sizes are invalid (negative, or past the int32 offsets).
+int64_t graph_workspace_bytes(int64_t nodes, int64_t edges) {
+    if (nodes < 0 || edges < 0 || nodes >= INT32_MAX || edges > INT32_MAX) return -1;
+    return 4 * (nodes + edges);
+}
+
+kiln_status launch_graph_build(const int32_t* src, const int32_t* dst, int64_t nodes, int64_t edges,
+                               int32_t* dst_ptr, int32_t* src_perm, int32_t* src_ptr, int32_t* status,
+                               void* workspace, cudaStream_t stream) {
+    int32_t* fill = static_cast<int32_t*>(workspace);
+    int32_t* slots = fill + nodes;
+    KILN_LAUNCH(grid_blocks(nodes + 1, kGraphThreads), kGraphThreads, 0, stream, graph_init_kernel)(
+        nodes, dst_ptr, src_ptr, fill, status);
+    kiln_status st = launch_status();
+    if (st != KILN_SUCCESS || edges == 0) return st;
+    const unsigned edge_blocks = grid_blocks(edges, kGraphThreads);
+    KILN_LAUNCH(edge_blocks, kGraphThreads, 0, stream, graph_count_kernel)(src, dst, nodes, edges, dst_ptr, src_ptr,
+                                                                          status);
+    st = launch_status();
+    if (st != KILN_SUCCESS) return st;
+    KILN_LAUNCH(2, kGraphThreads, 0, stream, graph_scan_kernel)(nodes, dst_ptr, src_ptr);
+    st = launch_status();
+    if (st != KILN_SUCCESS) return st;
+    KILN_LAUNCH(edge_blocks, kGraphThreads, 0, stream, graph_place_kernel)(src, edges, src_ptr, fill, slots, status);
+    st = launch_status();
+    if (st != KILN_SUCCESS) return st;
+    KILN_LAUNCH(grid_blocks(nodes, kGraphWarps), kGraphThreads, 0, stream, graph_rank_kernel)(nodes, src_ptr, slots,
+                                                                                            src_perm, status);
+    return launch_status();
+}
+
 // Pointers of the operands: NULL only where the tensor is empty; aligned to the storage size.
 kiln_status check_operands(kiln_dtype dtype, std::initializer_list<std::pair<const void*, int64_t>> tensors) {
     const int64_t elem = kiln::storage_bytes(dtype);
@@ -840,8 +873,10 @@ kiln_status check_backward(const Backward& b, int64_t workspace_given, const Dou
         b.edges > INT32_MAX) {
         return KILN_ERROR_INVALID_SIZE;
     }
-    if (graph &&
-        (g.src_ptr == nullptr || (b.edges > 0 && (g.src == nullptr || g.dst == nullptr || g.src_perm == nullptr)))) {
+    // The backward reads src_ptr (and per edge src, dst, src_perm); the double backward's
+    // forward passes read dst_ptr as well.
+    if (graph && (g.src_ptr == nullptr || (d != nullptr && g.dst_ptr == nullptr) ||
+                  (b.edges > 0 && (g.src == nullptr || g.dst == nullptr || g.src_perm == nullptr)))) {
         return KILN_ERROR_NULL_POINTER;
     }
     const int64_t wn = b.shared_weights != 0 ? pl.weight_numel : b.edges * pl.weight_numel;
@@ -1041,6 +1076,29 @@ kiln_status kiln_equivariant_conv_bwd2(kiln_dtype dtype, const kiln_tp_plan* pla
                                gdout};
     const kiln_status st = eq::check_backward(d.base, workspace_bytes, &d);
     return st != KILN_SUCCESS ? st : eq::launch_double_backward(d);
+}
+
+int64_t kiln_equivariant_graph_workspace_bytes(int64_t nodes, int64_t edges) {
+    return eq::graph_workspace_bytes(nodes, edges);
+}
+
+kiln_status kiln_equivariant_graph_build(const int32_t* src, const int32_t* dst, int64_t nodes, int64_t edges,
+                                         int32_t* dst_ptr, int32_t* src_perm, int32_t* src_ptr, int32_t* status,
+                                         void* workspace, int64_t workspace_bytes, void* stream) {
+    const int64_t needed = eq::graph_workspace_bytes(nodes, edges);
+    if (needed < 0) return KILN_ERROR_INVALID_SIZE;
+    if (dst_ptr == nullptr || src_ptr == nullptr || status == nullptr ||
+        (edges > 0 && (src == nullptr || dst == nullptr || src_perm == nullptr)) ||
+        (needed > 0 && workspace == nullptr)) {
+        return KILN_ERROR_NULL_POINTER;
+    }
+    const std::initializer_list<const void*> pointers = {src, dst, dst_ptr, src_perm, src_ptr, status, workspace};
+    for (const void* p : pointers) {
+        if (!is_aligned(p, 4)) return KILN_ERROR_MISALIGNED;
+    }
+    if (workspace_bytes < needed) return KILN_ERROR_WORKSPACE_TOO_SMALL;
+    return eq::launch_graph_build(src, dst, nodes, edges, dst_ptr, src_perm, src_ptr, status, workspace,
+                                  static_cast<cudaStream_t>(stream));
 }
 
 kiln_status kiln_equivariant_hessian_fwd(kiln_dtype dtype, const void* edge_feat, const void* node_feat,

@@ -87,7 +87,9 @@ typedef enum kiln_data_status {
     /** A token index outside [0, batch * seqlen). */
     KILN_DATA_INDEX_OUT_OF_RANGE = 3,
     /** Two packed rows with the same token index. */
-    KILN_DATA_DUPLICATE_INDEX = 4
+    KILN_DATA_DUPLICATE_INDEX = 4,
+    /** Appended: edges not sorted by receiver (dst) where the call needs them sorted. */
+    KILN_DATA_UNSORTED_EDGES = 5
 } kiln_data_status;
 
 /** A static, human-readable explanation of a status code. */
@@ -589,9 +591,9 @@ kiln_status kiln_equivariant_conv_bwd(kiln_dtype dtype, const kiln_tp_plan* plan
  * any may be NULL, standing for zeros. The product being linear in each operand, the result
  * composes the existing passes: gdout = TP(gdx, y; w) + TP(x, gdy; w) + TP(x, y; gdw), gx = dx with
  * y := gdy plus dx with w := gdw, gy and gw likewise; each given upstream gradient costs one
- * forward and one backward pass (deterministic, as they are). Graph arguments, workspace and
- * its size are the backward's (kiln_equivariant_workspace_bytes_for); outputs must not alias
- * the inputs.
+ * forward and one backward pass (deterministic, as they are). Graph arguments are the
+ * backward's plus the forward's dst_ptr; the workspace and its size are the backward's
+ * (kiln_equivariant_workspace_bytes_for); outputs must not alias the inputs.
  */
 kiln_status kiln_equivariant_conv_bwd2(kiln_dtype dtype, const kiln_tp_plan* plan, const void* x, const void* y,
                                        const void* w, int32_t shared_weights, const int32_t* src, const int32_t* dst,
@@ -604,6 +606,23 @@ kiln_status kiln_equivariant_tp_bwd2(kiln_dtype dtype, const kiln_tp_plan* plan,
                                      const void* w, int32_t shared_weights, const void* dout, const void* gdx1,
                                      const void* gdx2, const void* gdw, int64_t batch, void* gx1, void* gx2, void* gw,
                                      void* gdout, void* workspace, int64_t workspace_bytes, void* stream);
+
+/** Bytes of workspace kiln_equivariant_graph_build needs (4 (nodes + edges)); -1 for sizes
+ * outside 0 <= nodes < INT32_MAX, 0 <= edges <= INT32_MAX. */
+int64_t kiln_equivariant_graph_workspace_bytes(int64_t nodes, int64_t edges);
+/**
+ * The layouts the convolution reads, built on the device from an edge list src, dst [edges]
+ * sorted by dst: dst_ptr [nodes + 1] (CSR offsets of each receiver's edges), src_perm [edges]
+ * (the edge ids stably sorted by src) and src_ptr [nodes + 1] (its CSR offsets). No host
+ * synchronisation: the indices are checked on the device, into the data status word
+ * `status` (an index outside [0, nodes): KILN_DATA_INDEX_OUT_OF_RANGE; dst decreasing:
+ * KILN_DATA_UNSORTED_EDGES). After a data error the layouts are unspecified: do not launch a
+ * convolution with them. Deterministic (src_perm is the stable order on every run); the work
+ * per sender grows with the square of its edge count.
+ */
+kiln_status kiln_equivariant_graph_build(const int32_t* src, const int32_t* dst, int64_t nodes, int64_t edges,
+                                         int32_t* dst_ptr, int32_t* src_perm, int32_t* src_ptr, int32_t* status,
+                                         void* workspace, int64_t workspace_bytes, void* stream);
 
 /*
  * Hessian assembly (HIP): per edge e = (src_e -> dst_e) a 9-vector edge_feat [edges, 9] and per

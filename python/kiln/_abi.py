@@ -93,6 +93,8 @@ FUNCTIONS = {
     'kiln_equivariant_conv_bwd': ('i32', [('i32', 'dtype'), ('ptr', 'plan'), ('ptr', 'x'), ('ptr', 'y'), ('ptr', 'w'), ('i32', 'shared_weights'), ('ptr', 'src'), ('ptr', 'dst'), ('ptr', 'dst_ptr'), ('ptr', 'src_perm'), ('ptr', 'src_ptr'), ('ptr', 'dout'), ('i64', 'nodes'), ('i64', 'edges'), ('ptr', 'dx'), ('ptr', 'dy'), ('ptr', 'dw'), ('ptr', 'workspace'), ('i64', 'workspace_bytes'), ('ptr', 'stream')]),
     'kiln_equivariant_conv_bwd2': ('i32', [('i32', 'dtype'), ('ptr', 'plan'), ('ptr', 'x'), ('ptr', 'y'), ('ptr', 'w'), ('i32', 'shared_weights'), ('ptr', 'src'), ('ptr', 'dst'), ('ptr', 'dst_ptr'), ('ptr', 'src_perm'), ('ptr', 'src_ptr'), ('ptr', 'dout'), ('ptr', 'gdx'), ('ptr', 'gdy'), ('ptr', 'gdw'), ('i64', 'nodes'), ('i64', 'edges'), ('ptr', 'gx'), ('ptr', 'gy'), ('ptr', 'gw'), ('ptr', 'gdout'), ('ptr', 'workspace'), ('i64', 'workspace_bytes'), ('ptr', 'stream')]),
     'kiln_equivariant_tp_bwd2': ('i32', [('i32', 'dtype'), ('ptr', 'plan'), ('ptr', 'x1'), ('ptr', 'x2'), ('ptr', 'w'), ('i32', 'shared_weights'), ('ptr', 'dout'), ('ptr', 'gdx1'), ('ptr', 'gdx2'), ('ptr', 'gdw'), ('i64', 'batch'), ('ptr', 'gx1'), ('ptr', 'gx2'), ('ptr', 'gw'), ('ptr', 'gdout'), ('ptr', 'workspace'), ('i64', 'workspace_bytes'), ('ptr', 'stream')]),
+    'kiln_equivariant_graph_workspace_bytes': ('i64', [('i64', 'nodes'), ('i64', 'edges')]),
+    'kiln_equivariant_graph_build': ('i32', [('ptr', 'src'), ('ptr', 'dst'), ('i64', 'nodes'), ('i64', 'edges'), ('ptr', 'dst_ptr'), ('ptr', 'src_perm'), ('ptr', 'src_ptr'), ('ptr', 'status'), ('ptr', 'workspace'), ('i64', 'workspace_bytes'), ('ptr', 'stream')]),
     'kiln_equivariant_hessian_fwd': ('i32', [('i32', 'dtype'), ('ptr', 'edge_feat'), ('ptr', 'node_feat'), ('ptr', 'dst'), ('ptr', 'src_perm'), ('ptr', 'src_ptr'), ('ptr', 'atom_mol'), ('ptr', 'mol_first'), ('ptr', 'mol_offset'), ('i64', 'atoms'), ('i64', 'edges'), ('i64', 'molecules'), ('ptr', 'hessian'), ('ptr', 'stream')]),
     'kiln_equivariant_hessian_bwd': ('i32', [('i32', 'dtype'), ('ptr', 'dhessian'), ('ptr', 'src'), ('ptr', 'dst'), ('ptr', 'atom_mol'), ('ptr', 'mol_first'), ('ptr', 'mol_offset'), ('i64', 'atoms'), ('i64', 'edges'), ('i64', 'molecules'), ('ptr', 'dedge_feat'), ('ptr', 'dnode_feat'), ('ptr', 'stream')]),
 }
@@ -136,6 +138,7 @@ CONSTANTS = {
     'KILN_DATA_SEQLEN_OUT_OF_RANGE': 2,
     'KILN_DATA_INDEX_OUT_OF_RANGE': 3,
     'KILN_DATA_DUPLICATE_INDEX': 4,
+    'KILN_DATA_UNSORTED_EDGES': 5,
     'KILN_SH_COMPONENT': 0,
     'KILN_SH_NORM': 1,
     'KILN_SH_INTEGRAL': 2,

@@ -52,6 +52,8 @@ impl kiln_data_status {
     pub const KILN_DATA_INDEX_OUT_OF_RANGE: kiln_data_status = kiln_data_status(3);
     #[doc = " Two packed rows with the same token index."]
     pub const KILN_DATA_DUPLICATE_INDEX: kiln_data_status = kiln_data_status(4);
+    #[doc = " Appended: edges not sorted by receiver (dst) where the call needs them sorted."]
+    pub const KILN_DATA_UNSORTED_EDGES: kiln_data_status = kiln_data_status(5);
 }
 #[repr(transparent)]
 #[doc = " Errors found in device data (indices, lengths, counts) by kernels that cannot report them\n through the return value without a host synchronisation. Such launchers take an\n `int32_t* status` device word; once the call's kernels have run it holds KILN_DATA_OK or\n the code of the bad data they found (the lowest code wins). Every kernel that writes an\n output checks the word first and writes nothing when it is not OK, so on a data error the\n outputs are untouched unless the launcher's documentation says otherwise. (After a\n KILN_ERROR_CUDA return the word is unspecified.)"]
@@ -1251,6 +1253,26 @@ unsafe extern "C" {
         gx2: *mut ::std::os::raw::c_void,
         gw: *mut ::std::os::raw::c_void,
         gdout: *mut ::std::os::raw::c_void,
+        workspace: *mut ::std::os::raw::c_void,
+        workspace_bytes: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    #[doc = " Bytes of workspace kiln_equivariant_graph_build needs (4 (nodes + edges)); -1 for sizes\n outside 0 <= nodes < INT32_MAX, 0 <= edges <= INT32_MAX."]
+    pub fn kiln_equivariant_graph_workspace_bytes(nodes: i64, edges: i64) -> i64;
+}
+unsafe extern "C" {
+    #[doc = " The layouts the convolution reads, built on the device from an edge list src, dst [edges]\n sorted by dst: dst_ptr [nodes + 1] (CSR offsets of each receiver's edges), src_perm [edges]\n (the edge ids stably sorted by src) and src_ptr [nodes + 1] (its CSR offsets). No host\n synchronisation: the indices are checked on the device, into the data status word\n `status` (an index outside [0, nodes): KILN_DATA_INDEX_OUT_OF_RANGE; dst decreasing:\n KILN_DATA_UNSORTED_EDGES). After a data error the layouts are unspecified: do not launch a\n convolution with them. Deterministic (src_perm is the stable order on every run); the work\n per sender grows with the square of its edge count."]
+    pub fn kiln_equivariant_graph_build(
+        src: *const i32,
+        dst: *const i32,
+        nodes: i64,
+        edges: i64,
+        dst_ptr: *mut i32,
+        src_perm: *mut i32,
+        src_ptr: *mut i32,
+        status: *mut i32,
         workspace: *mut ::std::os::raw::c_void,
         workspace_bytes: i64,
         stream: *mut ::std::os::raw::c_void,

@@ -351,6 +351,11 @@ impl Ctx<'_> {
             _ if b.absent => Ptr::Null,
             _ if b.fixed => Ptr::Real,
             Ptr::Alias if b.alias.is_none() => Ptr::Real,
+            // A view lies inside its parent's allocation (which the parent's own offset moves
+            // with it): only a misaligning offset of the view itself means something, and an
+            // aligned one would move the view past the parent's end (a harness error, not a
+            // caller's: the glu packed layouts' second half read 2 bytes past its buffer).
+            Ptr::Offset(k) if b.view.is_some() && u64::from(k) % b.elem == 0 => Ptr::Real,
             m => m,
         }
     }
@@ -1913,9 +1918,11 @@ fn equivariant_launchers() -> Vec<Launcher> {
                 }
                 let given: Vec<bool> = idx.iter().map(|&s| s != usize::MAX && !c.is_null(s)).collect();
                 if given.iter().any(|&g| g) {
-                    // Graph mode: the CSR offsets always, the per-edge arrays when there are edges.
+                    // Graph mode: the CSR offsets always (the double backward's forward passes
+                    // need dst_ptr too), the per-edge arrays when there are edges.
                     let csr_slot = if bwd { idx[4] } else { idx[2] };
                     c.require_if(csr_slot, true);
+                    c.require_if(idx[2], direction == 2);
                     for s in [idx[0], idx[1], idx[3]] {
                         if s != usize::MAX {
                             c.require_if(s, edges > 0);
@@ -2083,6 +2090,52 @@ fn equivariant_launchers() -> Vec<Launcher> {
             })
         }));
     }
+    // The convolution's device layouts: no dtype; bad index data is a status word, not a refusal.
+    v.push(launcher("equivariant_graph_build", |c| {
+        let nodes = c.sz(0, |s| s % 10);
+        let edges = c.sz(1, |s| s % 16);
+        if nodes < 0 || edges < 0 {
+            c.invalid(SIZE, format!("nodes {nodes}, edges {edges}"));
+        } else if nodes >= i64::from(i32::MAX) || edges > i64::from(i32::MAX) {
+            c.invalid(SIZE, format!("nodes {nodes} or edges {edges} past int32"));
+        }
+        // Every edge 0 -> 0 (valid with a node); now and then the receivers decreasing or an
+        // index past the nodes: data errors the status word reports.
+        let n = usize::try_from(edges).ok().filter(|&n| n <= MAX_DATA);
+        let dst_data = n.map(|n| match c.case.ints[3].rem_euclid(3) {
+            0 => vec![0; n],
+            1 => (0..n as i32).rev().collect(),
+            _ => vec![nodes.clamp(0, i64::from(i32::MAX)) as i32; n],
+        });
+        let src = index_input(c, "src", edges, zeros(edges), false);
+        let dst = index_input(c, "dst", edges, dst_data, false);
+        let dst_ptr = c.output("dst_ptr", 4, nodes.checked_add(1));
+        let src_perm = c.output("src_perm", 4, Some(edges));
+        let src_ptr = c.output("src_ptr", 4, nodes.checked_add(1));
+        // dst_ptr, src_ptr and the status word have entries whatever the sizes.
+        for slot in [dst_ptr, src_ptr] {
+            c.require_if(slot, true);
+        }
+        let status = c.output("status", 4, Some(1));
+        // SAFETY: a pure size query.
+        let query = unsafe { ffi::kiln_equivariant_graph_workspace_bytes(nodes, edges) };
+        let (ws, ws_bytes) = c.workspace(query, true, true, false);
+        Box::new(move |p| unsafe {
+            ffi::kiln_equivariant_graph_build(
+                p.r(src),
+                p.r(dst),
+                nodes,
+                edges,
+                p.w(dst_ptr),
+                p.w(src_perm),
+                p.w(src_ptr),
+                p.w(status),
+                p.w(ws),
+                ws_bytes,
+                null_mut(),
+            )
+        })
+    }));
     for bwd in [false, true] {
         v.push(launcher(if bwd { "equivariant_hessian_bwd" } else { "equivariant_hessian_fwd" }, move |c| {
             let e = c.storage(FLOATS_F64);

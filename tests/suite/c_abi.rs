@@ -733,6 +733,30 @@ fn emu_a_failed_memset_is_a_cuda_error() {
             null_mut(),
         );
         check("tp dw [2]", s);
+        // equivariant: a double backward without upstream gradients zeroes its outputs, gx
+        // [1] first (the inputs are never read: no pass runs).
+        let (zeros, ws) = (Buf::zeroed(8), Buf::zeroed(8));
+        let s = ffi::kiln_equivariant_tp_bwd2(
+            f32_,
+            &plan,
+            zeros.at::<f32>(0).cast(),
+            zeros.at::<f32>(0).cast(),
+            w.at::<f32>(0),
+            1,
+            zeros.at::<f32>(0).cast(),
+            null(),
+            null(),
+            null(),
+            1,
+            half_float.at::<u16>(0).cast(),
+            zeros.at::<f32>(0).cast(),
+            zeros.at::<f32>(0).cast(),
+            zeros.at::<f32>(0).cast(),
+            ws.at::<f32>(0).cast(),
+            8,
+            null_mut(),
+        );
+        check("tp bwd2 gx [1]", s);
         // padding: gather clears its status word [1] before anything else.
         let s = ffi::kiln_padding_gather_fwd(
             f32_,

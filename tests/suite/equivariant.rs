@@ -1991,6 +1991,35 @@ macro_rules! c_abi_validation {
                         null_mut(),
                     );
                     assert_eq!(graph2, S::KILN_ERROR_NULL_POINTER, "dst is needed by the double backward");
+                    // Its forward passes read dst_ptr, which the backward alone does not (the
+                    // C-ABI fuzz found a NULL one read).
+                    let no_dst_ptr = ffi::kiln_equivariant_conv_bwd2(
+                        F32,
+                        &good,
+                        p(FAKE),
+                        p(FAKE),
+                        p(FAKE),
+                        0,
+                        ip(FAKE),
+                        ip(FAKE),
+                        null(),
+                        ip(FAKE),
+                        ip(FAKE),
+                        p(FAKE),
+                        null(),
+                        null(),
+                        null(),
+                        2,
+                        3,
+                        pm(FAKE),
+                        pm(FAKE),
+                        pm(FAKE),
+                        pm(FAKE),
+                        null_mut(),
+                        0,
+                        null_mut(),
+                    );
+                    assert_eq!(no_dst_ptr, S::KILN_ERROR_NULL_POINTER, "dst_ptr is needed by the double backward");
                 }
             }
 
@@ -2046,3 +2075,124 @@ macro_rules! c_abi_validation {
 
 c_abi_validation!(c_abi_emu, kiln::ffi_emu, "emu");
 c_abi_validation!(c_abi_cuda, kiln::ffi, "cuda");
+
+// ---------------------------------------------------------------------------------------
+// The convolution's edge layouts built on the device (kiln_equivariant_graph_build)
+
+/// kiln_equivariant_graph_build on the emulator against the layouts built here: dst_ptr (CSR
+/// of the sorted receivers), src_perm (the edge ids stably sorted by sender) and src_ptr, for
+/// graphs whose offset scans take two passes (over 256 nodes) and whose busiest sender has more
+/// edges than a warp compares at once (70: three windows of the rank kernel); the data errors
+/// through the status word (the lowest code wins), no edges, and the argument checks.
+#[cfg(feature = "emu")]
+#[test]
+fn graph_build_matches_the_host_layouts_and_reports_bad_edges() {
+    use crate::activation::emu_mem::Buf;
+    use kiln::ffi_emu as ffi;
+    use std::ptr::{null, null_mut};
+    const OK: i32 = 0;
+    const OUT_OF_RANGE: i32 = 3;
+    const UNSORTED: i32 = 5;
+
+    /// (status, dst_ptr, src_perm, src_ptr) of a build, or the launcher's refusal.
+    fn build(src: &[i32], dst: &[i32], nodes: usize) -> (i32, Vec<i32>, Vec<i32>, Vec<i32>) {
+        let edges = src.len();
+        let (s, d) = (Buf::with(src, 0), Buf::with(dst, 0));
+        let (dst_ptr, perm, src_ptr, status) =
+            (Buf::zeroed(4 * (nodes + 1)), Buf::zeroed(4 * edges), Buf::zeroed(4 * (nodes + 1)), Buf::zeroed(4));
+        // SAFETY: a pure size query, then a launch on live emulated buffers of the sizes kiln.h asks.
+        unsafe {
+            let bytes = ffi::kiln_equivariant_graph_workspace_bytes(nodes as i64, edges as i64);
+            assert_eq!(bytes, 4 * (nodes + edges) as i64);
+            let ws = Buf::zeroed(bytes as usize);
+            let st = ffi::kiln_equivariant_graph_build(
+                s.at::<i32>(0).cast(),
+                d.at::<i32>(0).cast(),
+                nodes as i64,
+                edges as i64,
+                dst_ptr.at::<i32>(0).cast(),
+                perm.at::<i32>(0).cast(),
+                src_ptr.at::<i32>(0).cast(),
+                status.at::<i32>(0).cast(),
+                ws.at::<i32>(0),
+                bytes,
+                null_mut(),
+            );
+            assert_eq!(st, ffi::kiln_status::KILN_SUCCESS);
+        }
+        (status.read::<i32>(0, 1)[0], dst_ptr.read(0, nodes + 1), perm.read(0, edges), src_ptr.read(0, nodes + 1))
+    }
+
+    let mut rng = rng();
+    for (nodes, edges, hub) in [(300, 1000, 70), (5, 40, 33), (1, 3, 0)] {
+        let (mut src, dst) = sorted_graph(&mut rng, nodes.max(2), edges);
+        let (src, dst): (Vec<i32>, Vec<i32>) = if nodes == 1 {
+            (vec![0; edges], vec![0; edges])
+        } else {
+            // The hub: the first `hub` edges come from node 0 (senders are in 0..nodes - 1).
+            src.iter_mut().take(hub).for_each(|s| *s = 0);
+            (src, dst)
+        };
+        let (status, dst_ptr, perm, src_ptr) = build(&src, &dst, nodes);
+        assert_eq!(status, OK);
+        let mut want_dst_ptr = vec![0i32; nodes + 1];
+        let mut want_src_ptr = vec![0i32; nodes + 1];
+        for e in 0..edges {
+            want_dst_ptr[dst[e] as usize + 1] += 1;
+            want_src_ptr[src[e] as usize + 1] += 1;
+        }
+        for n in 0..nodes {
+            want_dst_ptr[n + 1] += want_dst_ptr[n];
+            want_src_ptr[n + 1] += want_src_ptr[n];
+        }
+        let mut want_perm: Vec<i32> = (0..edges as i32).collect();
+        want_perm.sort_by_key(|&e| src[e as usize]); // stable: edge order within a sender
+        assert_eq!(dst_ptr, want_dst_ptr, "dst_ptr, {nodes} nodes");
+        assert_eq!(src_ptr, want_src_ptr, "src_ptr, {nodes} nodes");
+        assert_eq!(perm, want_perm, "src_perm, {nodes} nodes");
+    }
+    // Data errors: an index out of range (either side, negative or past the nodes), receivers
+    // out of order; both at once report the lower code.
+    let (src, dst) = (vec![0, 1, 2, 0], vec![0, 1, 1, 2]);
+    assert_eq!(build(&src, &dst, 3).0, OK);
+    assert_eq!(build(&[0, 1, 3, 0], &dst, 3).0, OUT_OF_RANGE);
+    assert_eq!(build(&src, &[0, 1, 1, -1], 3).0, OUT_OF_RANGE);
+    assert_eq!(build(&src, &[0, 2, 1, 2], 3).0, UNSORTED);
+    assert_eq!(build(&[0, 1, 2, 7], &[0, 2, 1, 2], 3).0, OUT_OF_RANGE);
+    // No edges: empty segments, nothing to check.
+    let (status, dst_ptr, _, src_ptr) = build(&[], &[], 4);
+    assert_eq!((status, dst_ptr, src_ptr), (OK, vec![0; 5], vec![0; 5]));
+    // The launcher's own checks (no launch): sizes, pointers, alignment, workspace.
+    let b = Buf::zeroed(64);
+    let p = |off: usize| b.at::<u8>(off).cast::<i32>();
+    // SAFETY: every call fails validation (or is empty) before a pointer is used.
+    unsafe {
+        use ffi::kiln_status as S;
+        let call = |src: *const i32, nodes: i64, edges: i64, status: *mut i32, ws_bytes: i64| {
+            ffi::kiln_equivariant_graph_build(
+                src,
+                p(0),
+                nodes,
+                edges,
+                p(0),
+                p(0),
+                p(0),
+                status,
+                p(0).cast(),
+                ws_bytes,
+                null_mut(),
+            )
+        };
+        assert_eq!(ffi::kiln_equivariant_graph_workspace_bytes(-1, 2), -1);
+        assert_eq!(ffi::kiln_equivariant_graph_workspace_bytes(i64::from(i32::MAX), 2), -1);
+        assert_eq!(ffi::kiln_equivariant_graph_workspace_bytes(2, i64::from(i32::MAX) + 1), -1);
+        assert_eq!(call(p(0), -1, 2, p(0), 64), S::KILN_ERROR_INVALID_SIZE);
+        assert_eq!(call(null(), 3, 2, p(0), 64), S::KILN_ERROR_NULL_POINTER);
+        assert_eq!(call(p(0), 3, 2, null_mut(), 64), S::KILN_ERROR_NULL_POINTER);
+        assert_eq!(call(p(2), 3, 2, p(0), 64), S::KILN_ERROR_MISALIGNED);
+        assert_eq!(call(p(0), 3, 2, p(0), 19), S::KILN_ERROR_WORKSPACE_TOO_SMALL);
+        let no_workspace =
+            ffi::kiln_equivariant_graph_build(p(0), p(0), 3, 2, p(0), p(0), p(0), p(0), null_mut(), 20, null_mut());
+        assert_eq!(no_workspace, S::KILN_ERROR_NULL_POINTER);
+    }
+}

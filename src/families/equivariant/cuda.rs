@@ -8,9 +8,11 @@ use std::ffi::c_void;
 use super::kernel_kind::table_kernels;
 use super::sh::{Sh, ShNormalization, sh_dim};
 use super::tp::{Mode, TpPlan};
-use super::operands::{DoubleGrads, Grads, HessianOperands, Operands, UpstreamGrads};
+use super::operands::{
+    DeviceGraph, DoubleGrads, Edges, Grads, HessianOperands, HostGraph, Layouts, Operands, UpstreamGrads,
+};
 use crate::core::dtype::DType;
-use crate::core::error::Result;
+use crate::core::error::{Error, Result};
 use crate::core::gpu::Gpu;
 use crate::core::launch::check_status;
 use crate::core::tensor::Tensor;
@@ -162,6 +164,70 @@ fn with_plan<R>(plan: &TpPlan, dev: &DevicePlan, gpu: &Gpu, f: impl FnOnce(&ffi:
     f(&c)
 }
 
+/// The convolution's layouts of `edges`, built and checked on the device
+/// (kiln_equivariant_graph_build): no index travels to the host and none is sorted there. The
+/// one synchronisation is the 4-byte data status word; on a data error the indices are read
+/// back to name it (the host check finds what the device did).
+fn device_graph<'a>(edges: &Edges<'a>, nodes: usize, n_edges: usize, gpu: &Gpu) -> Result<DeviceGraph<'a>> {
+    if let Some(given) = edges.layouts {
+        return Ok(DeviceGraph { src: edges.src, dst: edges.dst, layouts: Layouts::Given(given) });
+    }
+    let [dst_ptr, src_perm, src_ptr] = build_layouts(edges.src, edges.dst, nodes, n_edges, gpu)?;
+    Ok(DeviceGraph { src: edges.src, dst: edges.dst, layouts: Layouts::Built([dst_ptr, src_perm, src_ptr]) })
+}
+
+/// dst_ptr, src_perm and src_ptr of src and dst (i32 `[edges]` on the device), built and
+/// checked there (see device_graph).
+pub(in crate::families::equivariant) fn build_layouts(
+    src: &Tensor,
+    dst: &Tensor,
+    nodes: usize,
+    n_edges: usize,
+    gpu: &Gpu,
+) -> Result<[Tensor; 3]> {
+    gpu.bind()?;
+    let device = gpu.device();
+    let i32s = |n: usize| Tensor::uninit(&[n.max(1)], DType::I32, &device);
+    let (mut dst_ptr, mut src_perm, mut src_ptr) = (i32s(nodes + 1)?, i32s(n_edges)?, i32s(nodes + 1)?);
+    let mut status_word = i32s(1)?;
+    // SAFETY: a pure size query.
+    let bytes = unsafe { ffi::kiln_equivariant_graph_workspace_bytes(nodes as i64, n_edges as i64) };
+    let mut workspace = gpu.workspace(bytes)?;
+    let status = {
+        let (sp, _sg) = src.dev_ptr(gpu);
+        let (dp, _dg) = dst.dev_ptr(gpu);
+        let (op, _og) = dst_ptr.dev_ptr_mut(gpu);
+        let (pp, _pg) = src_perm.dev_ptr_mut(gpu);
+        let (rp, _rg) = src_ptr.dev_ptr_mut(gpu);
+        let (wp, _wg) = status_word.dev_ptr_mut(gpu);
+        let (wsp, _wsg) = workspace.as_mut().map(|t| t.dev_ptr_mut(gpu)).unzip();
+        // SAFETY: src and dst are i32 [edges] (validated by mod.rs); the layouts, status word
+        // and workspace are sized as kiln.h asks; every guard outlives the launch.
+        unsafe {
+            ffi::kiln_equivariant_graph_build(
+                sp as *const i32,
+                dp as *const i32,
+                nodes as i64,
+                n_edges as i64,
+                op as *mut i32,
+                pp as *mut i32,
+                rp as *mut i32,
+                wp as *mut i32,
+                wsp.map_or(std::ptr::null_mut(), |p| p as *mut c_void),
+                bytes.max(0),
+                gpu.stream(),
+            )
+        }
+    };
+    check_status(gpu, status, || "kiln_equivariant_graph_build".into())?;
+    let word = status_word.to_f64_vec()?[0] as i32;
+    if word != ffi::kiln_data_status::KILN_DATA_OK.0 as i32 {
+        HostGraph::from_tensors(src, dst, nodes)?;
+        return Err(Error::InvalidValue { arg: "dst", reason: format!("the device found bad edge data (status {word})") });
+    }
+    Ok([dst_ptr, src_perm, src_ptr])
+}
+
 fn i32_ptr(p: u64) -> *const i32 {
     if p == 0 { std::ptr::null() } else { p as *const i32 }
 }
@@ -170,14 +236,14 @@ pub(in crate::families::equivariant) fn conv_forward(plan: &TpPlan, ops: &Operan
     gpu.bind()?;
     let dev = upload_plan(plan, ops.x.dtype(), gpu)?;
     let device = gpu.device();
-    let graph = ops.graph.as_ref().map(|g| g.upload(&device)).transpose()?;
+    let graph = ops.graph.as_ref().map(|g| device_graph(g, ops.nodes, ops.edges, gpu)).transpose()?;
     let mut out = Tensor::uninit(&[ops.nodes, plan.irreps_out.dim()], ops.x.dtype(), &device)?;
     let status = {
         let (xp, _xg) = ops.x.dev_ptr(gpu);
         let (yp, _yg) = ops.y.dev_ptr(gpu);
         let (wp, _wg) = ops.w.dev_ptr(gpu);
         let (sp, _sg) = graph.as_ref().map(|g| g.src.dev_ptr(gpu)).unzip();
-        let (dp, _dg) = graph.as_ref().map(|g| g.dst_ptr.dev_ptr(gpu)).unzip();
+        let (dp, _dg) = graph.as_ref().map(|g| g.dst_ptr().dev_ptr(gpu)).unzip();
         let (op, _og) = out.dev_ptr_mut(gpu);
         with_plan(plan, &dev, gpu, |c| {
             // SAFETY: operands validated by mod.rs (shapes, dtypes, devices, indices in range,
@@ -209,7 +275,7 @@ pub(in crate::families::equivariant) fn conv_backward(plan: &TpPlan, ops: &Opera
     let dev = upload_plan(plan, ops.x.dtype(), gpu)?;
     let device = gpu.device();
     let dtype = ops.x.dtype();
-    let graph = ops.graph.as_ref().map(|g| g.upload(&device)).transpose()?;
+    let graph = ops.graph.as_ref().map(|g| device_graph(g, ops.nodes, ops.edges, gpu)).transpose()?;
     let mut dx = Tensor::uninit(ops.x.shape(), dtype, &device)?;
     let mut dy = Tensor::uninit(ops.y.shape(), dtype, &device)?;
     let mut dw = Tensor::uninit(ops.w.shape(), dtype, &device)?;
@@ -230,9 +296,9 @@ pub(in crate::families::equivariant) fn conv_backward(plan: &TpPlan, ops: &Opera
         let (gp, _gg) = dout.dev_ptr(gpu);
         let (sp, _sg) = graph.as_ref().map(|g| g.src.dev_ptr(gpu)).unzip();
         let (tp, _tg) = graph.as_ref().map(|g| g.dst.dev_ptr(gpu)).unzip();
-        let (dpp, _dpg) = graph.as_ref().map(|g| g.dst_ptr.dev_ptr(gpu)).unzip();
-        let (pp, _pg) = graph.as_ref().map(|g| g.src_perm.dev_ptr(gpu)).unzip();
-        let (spp, _spg) = graph.as_ref().map(|g| g.src_ptr.dev_ptr(gpu)).unzip();
+        let (dpp, _dpg) = graph.as_ref().map(|g| g.dst_ptr().dev_ptr(gpu)).unzip();
+        let (pp, _pg) = graph.as_ref().map(|g| g.src_perm().dev_ptr(gpu)).unzip();
+        let (spp, _spg) = graph.as_ref().map(|g| g.src_ptr().dev_ptr(gpu)).unzip();
         let (dxp, _dxg) = dx.dev_ptr_mut(gpu);
         let (dyp, _dyg) = dy.dev_ptr_mut(gpu);
         let (dwp, _dwg) = dw.dev_ptr_mut(gpu);
@@ -280,7 +346,7 @@ pub(in crate::families::equivariant) fn conv_double_backward(
     let dev = upload_plan(plan, ops.x.dtype(), gpu)?;
     let device = gpu.device();
     let dtype = ops.x.dtype();
-    let graph = ops.graph.as_ref().map(|g| g.upload(&device)).transpose()?;
+    let graph = ops.graph.as_ref().map(|g| device_graph(g, ops.nodes, ops.edges, gpu)).transpose()?;
     let mut gx = Tensor::uninit(ops.x.shape(), dtype, &device)?;
     let mut gy = Tensor::uninit(ops.y.shape(), dtype, &device)?;
     let mut gw = Tensor::uninit(ops.w.shape(), dtype, &device)?;
@@ -305,9 +371,9 @@ pub(in crate::families::equivariant) fn conv_double_backward(
         let (gdwp, _gdwg) = up.gdw.map(|t| t.dev_ptr(gpu)).unzip();
         let (sp, _sg) = graph.as_ref().map(|g| g.src.dev_ptr(gpu)).unzip();
         let (tp, _tg) = graph.as_ref().map(|g| g.dst.dev_ptr(gpu)).unzip();
-        let (dpp, _dpg) = graph.as_ref().map(|g| g.dst_ptr.dev_ptr(gpu)).unzip();
-        let (pp, _pg) = graph.as_ref().map(|g| g.src_perm.dev_ptr(gpu)).unzip();
-        let (spp, _spg) = graph.as_ref().map(|g| g.src_ptr.dev_ptr(gpu)).unzip();
+        let (dpp, _dpg) = graph.as_ref().map(|g| g.dst_ptr().dev_ptr(gpu)).unzip();
+        let (pp, _pg) = graph.as_ref().map(|g| g.src_perm().dev_ptr(gpu)).unzip();
+        let (spp, _spg) = graph.as_ref().map(|g| g.src_ptr().dev_ptr(gpu)).unzip();
         let (gxp, _gxg) = gx.dev_ptr_mut(gpu);
         let (gyp, _gyg) = gy.dev_ptr_mut(gpu);
         let (gwp, _gwg) = gw.dev_ptr_mut(gpu);

@@ -33,7 +33,7 @@ pub mod tp;
 pub mod wigner;
 pub use kernel_kind::with_table_kernels;
 pub use operands::{DoubleGrads, Grads, UpstreamGrads};
-use operands::{HessianOperands, HostGraph, Operands};
+use operands::{Edges, HessianOperands, HostGraph, Operands, index_values};
 
 // cuda.rs is the one copy of the launch code, compiled against each kernel library built in.
 crate::core::launch::launch_code!("cuda.rs");
@@ -145,41 +145,46 @@ fn index_arg<'a>(arg: &'static str, t: &'a Tensor, edges: usize) -> Arg<'a> {
     Arg::new(arg, t).dtype(DType::I32).shape_described(vec![edges], format!("[{edges}] (one per edge)"))
 }
 
-/// The values of an index tensor that [`index_arg`]'s rules accepted, each in `0..nodes`.
-fn index_values(arg: &'static str, t: &Tensor, nodes: usize) -> Result<Vec<i32>> {
-    let v = t.to_f64_vec()?;
-    if let Some(e) = v.iter().position(|&i| i < 0.0 || i >= nodes as f64) {
-        return Err(Error::InvalidValue { arg, reason: format!("edge {e} has index {}, outside 0..{nodes}", v[e]) });
+/// An edge list, and the device layouts built for it before ([`conv_layouts`]) where a caller
+/// reuses them (the registry's prepared runs): the calls then build nothing.
+pub(crate) struct ConvGraph<'a> {
+    pub(crate) src: &'a Tensor,
+    pub(crate) dst: &'a Tensor,
+    /// dst_ptr, src_perm, src_ptr from [`conv_layouts`] of these src and dst.
+    pub(crate) layouts: Option<[&'a Tensor; 3]>,
+}
+
+/// The convolution's edge layouts (dst_ptr, src_perm, src_ptr) of src and dst (i32 `[edges]`,
+/// sorted by dst, indices in `0..nodes`), built and checked on their device once, for calls
+/// that reuse them ([`ConvGraph`]); `None` on the host, where there is nothing to build.
+pub(crate) fn conv_layouts(src: &Tensor, dst: &Tensor, nodes: usize) -> Result<Option<[Tensor; 3]>> {
+    let edges = claimed_rows(src);
+    check(&src.device(), &[index_arg("src", src, edges), index_arg("dst", dst, edges)])?;
+    if nodes > MAX_I32 || edges > MAX_I32 {
+        return Err(Error::Shape { arg: "src", expected: "at most 2^31 - 1 edges and nodes".into(), got: vec![edges] });
     }
-    Ok(v.into_iter().map(|i| i as i32).collect())
+    match Gpu::of(&src.device())? {
+        None => Ok(None),
+        Some(gpu) => on_backend!(&gpu, build_layouts(src, dst, nodes, edges, &gpu)).map(Some),
+    }
 }
 
 fn validate_conv<'a>(
     plan: &TpPlan,
     (x, y, w): (&'a Tensor, &'a Tensor, &'a Tensor),
-    src: &Tensor,
-    dst: &Tensor,
+    graph: ConvGraph<'a>,
 ) -> Result<Operands<'a>> {
+    let ConvGraph { src, dst, layouts } = graph;
     let mut args = operand_args(plan, (x, y, w), ("x", "y"))?;
     let edges = claimed_rows(y);
     args.extend([index_arg("src", src, edges), index_arg("dst", dst, edges)]);
     check(&x.device(), &args)?;
     let (nodes, edges, shared) = rows(x, y, w, "y")?;
-    // The indices' values (in range, dst sorted) are no part of their description: code.
-    let src = index_values("src", src, nodes)?;
-    let dst = index_values("dst", dst, nodes)?;
-    if let Some(e) = dst.windows(2).position(|p| p[1] < p[0]) {
-        return Err(Error::InvalidValue {
-            arg: "dst",
-            reason: format!(
-                "the deterministic convolution needs the edges sorted by receiver: dst[{}] = {} follows {}",
-                e + 1,
-                dst[e + 1],
-                dst[e]
-            ),
-        });
-    }
-    Ok(Operands { x, y, w, shared, nodes, edges, graph: Some(HostGraph::new(src, dst, nodes)) })
+    // The indices' values (in range, dst sorted) are no part of their description: checked on
+    // the host for host tensors; on a device by the kernels that lay the edges out (no host
+    // round trip; the launch code names a data error).
+    let host = if x.device().runs_kernels() { None } else { Some(HostGraph::from_tensors(src, dst, nodes)?) };
+    Ok(Operands { x, y, w, shared, nodes, edges, graph: Some(Edges { src, dst, host, layouts }) })
 }
 
 /// Out of `ops` on the host: the f64 reference, rounded to the dtype.
@@ -187,7 +192,8 @@ fn host_forward(plan: &TpPlan, ops: &Operands) -> Result<Tensor> {
     let (x, y, w) = (ops.x.host_f64(), ops.y.host_f64(), ops.w.host_f64());
     let out = match &ops.graph {
         None => cpu::tp_forward(plan, &x, &y, &w, ops.nodes)?,
-        Some(g) => {
+        Some(edges) => {
+            let g = edges.host(ops.nodes)?;
             let (s, d): (Vec<i64>, Vec<i64>) =
                 (g.src.iter().map(|&v| v as i64).collect(), g.dst.iter().map(|&v| v as i64).collect());
             cpu::conv_forward(plan, &x, &y, &w, &s, &d)?
@@ -200,7 +206,8 @@ fn host_backward(plan: &TpPlan, ops: &Operands, dout: &Tensor) -> Result<Grads> 
     let (x, y, w, g) = (ops.x.host_f64(), ops.y.host_f64(), ops.w.host_f64(), dout.host_f64());
     let grads = match &ops.graph {
         None => cpu::tp_backward(plan, &x, &y, &w, &g, ops.nodes)?,
-        Some(gr) => {
+        Some(edges) => {
+            let gr = edges.host(ops.nodes)?;
             let (s, d): (Vec<i64>, Vec<i64>) =
                 (gr.src.iter().map(|&v| v as i64).collect(), gr.dst.iter().map(|&v| v as i64).collect());
             cpu::conv_backward(plan, &x, &y, &w, &s, &d, &g)?
@@ -221,7 +228,8 @@ fn host_double_backward(plan: &TpPlan, ops: &Operands, dout: &Tensor, up: Upstre
     let cpu_up = cpu::Upstream { gdx1: gdx1.as_deref(), gdx2: gdx2.as_deref(), gdw: gdw.as_deref() };
     let grads = match &ops.graph {
         None => cpu::tp_double_backward(plan, &x, &y, &w, &g, ops.nodes, cpu_up)?,
-        Some(gr) => {
+        Some(edges) => {
+            let gr = edges.host(ops.nodes)?;
             let (s, d): (Vec<i64>, Vec<i64>) =
                 (gr.src.iter().map(|&v| v as i64).collect(), gr.dst.iter().map(|&v| v as i64).collect());
             cpu::conv_double_backward(plan, &x, &y, &w, &s, &d, &g, cpu_up)?
@@ -291,7 +299,12 @@ pub fn tensor_product_backward(plan: &TpPlan, x1: &Tensor, x2: &Tensor, w: &Tens
 /// x `[nodes, dim1]`, y `[edges, dim2]`, w `[W]` or `[edges, W]`, src and dst i32 `[edges]` with
 /// the edges sorted by dst (else a typed error) → `[nodes, dim_out]`.
 pub fn conv(plan: &TpPlan, x: &Tensor, y: &Tensor, w: &Tensor, src: &Tensor, dst: &Tensor) -> Result<Tensor> {
-    run_forward(plan, &validate_conv(plan, (x, y, w), src, dst)?)
+    conv_on(plan, (x, y, w), ConvGraph { src, dst, layouts: None })
+}
+
+/// [`conv`] on an edge list whose layouts may have been built before.
+pub(crate) fn conv_on(plan: &TpPlan, xyw: (&Tensor, &Tensor, &Tensor), graph: ConvGraph) -> Result<Tensor> {
+    run_forward(plan, &validate_conv(plan, xyw, graph)?)
 }
 
 /// The gradients (dx, dy, dw) of [`conv`] given dout `[nodes, dim_out]`.
@@ -302,7 +315,17 @@ pub fn conv_backward(
     dst: &Tensor,
     dout: &Tensor,
 ) -> Result<Grads> {
-    run_backward(plan, &validate_conv(plan, (x, y, w), src, dst)?, dout)
+    conv_on_backward(plan, (x, y, w), ConvGraph { src, dst, layouts: None }, dout)
+}
+
+/// [`conv_backward`] on an edge list whose layouts may have been built before.
+pub(crate) fn conv_on_backward(
+    plan: &TpPlan,
+    xyw: (&Tensor, &Tensor, &Tensor),
+    graph: ConvGraph,
+    dout: &Tensor,
+) -> Result<Grads> {
+    run_backward(plan, &validate_conv(plan, xyw, graph)?, dout)
 }
 
 /// The double backward of [`tensor_product`] (force training: a loss on gradients): the
@@ -328,7 +351,18 @@ pub fn conv_double_backward(
     dout: &Tensor,
     up: UpstreamGrads,
 ) -> Result<DoubleGrads> {
-    run_double_backward(plan, &validate_conv(plan, (x, y, w), src, dst)?, dout, up)
+    conv_on_double_backward(plan, (x, y, w), ConvGraph { src, dst, layouts: None }, dout, up)
+}
+
+/// [`conv_double_backward`] on an edge list whose layouts may have been built before.
+pub(crate) fn conv_on_double_backward(
+    plan: &TpPlan,
+    xyw: (&Tensor, &Tensor, &Tensor),
+    graph: ConvGraph,
+    dout: &Tensor,
+    up: UpstreamGrads,
+) -> Result<DoubleGrads> {
+    run_double_backward(plan, &validate_conv(plan, xyw, graph)?, dout, up)
 }
 
 fn validate_hessian<'a>(

@@ -4,8 +4,9 @@
 //!
 //! Layer: families. Imports core; the API (mod.rs) and the launch code import it.
 
-use crate::core::device::Device;
-use crate::core::error::Result;
+use std::borrow::Cow;
+
+use crate::core::error::{Error, Result};
 use crate::core::tensor::Tensor;
 
 /// Gradients of [`tensor_product_backward`](super::tensor_product_backward) and [`conv_backward`](super::conv_backward), in the inputs' dtype and
@@ -48,41 +49,91 @@ pub struct DoubleGrads {
     pub gdout: Tensor,
 }
 
-/// A validated edge list (edges sorted by receiver) with the layouts the kernels read.
+/// A validated edge list (edges sorted by receiver) on the host, with its sender order: the
+/// host references' edges, and the Hessian's layouts.
 #[derive(Clone, Debug)]
-// The CSR layouts serve only the launch code, absent without a backend.
+// The sender layouts serve only the launch code, absent without a backend.
 #[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
 pub(super) struct HostGraph {
     pub(super) src: Vec<i32>,
     pub(super) dst: Vec<i32>,
-    /// CSR offsets of each receiver's edges `[nodes + 1]`.
-    pub(super) dst_ptr: Vec<i32>,
     /// The edges stably sorted by sender.
     pub(super) src_perm: Vec<i32>,
     /// CSR offsets of each sender's edges in `src_perm` `[nodes + 1]`.
     pub(super) src_ptr: Vec<i32>,
 }
 
-/// [`HostGraph`] on a device (each buffer padded by one unread element, never empty).
+/// The convolution's layouts on a device (dst_ptr, src_perm, src_ptr: built by
+/// kiln_equivariant_graph_build) beside the caller's src and dst.
 #[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
-pub(super) struct DeviceGraph {
-    pub(super) src: Tensor,
-    pub(super) dst: Tensor,
-    pub(super) dst_ptr: Tensor,
-    pub(super) src_perm: Tensor,
-    pub(super) src_ptr: Tensor,
+pub(super) struct DeviceGraph<'a> {
+    pub(super) src: &'a Tensor,
+    pub(super) dst: &'a Tensor,
+    pub(super) layouts: Layouts<'a>,
+}
+
+/// The device layouts (dst_ptr, src_perm, src_ptr): built for this call, or built before for
+/// these src and dst ([`conv_layouts`](super::conv_layouts)) and given.
+#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
+pub(super) enum Layouts<'a> {
+    Built([Tensor; 3]),
+    Given([&'a Tensor; 3]),
+}
+
+#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
+impl DeviceGraph<'_> {
+    fn layout(&self, i: usize) -> &Tensor {
+        match &self.layouts {
+            Layouts::Built(t) => &t[i],
+            Layouts::Given(t) => t[i],
+        }
+    }
+    pub(super) fn dst_ptr(&self) -> &Tensor {
+        self.layout(0)
+    }
+    pub(super) fn src_perm(&self) -> &Tensor {
+        self.layout(1)
+    }
+    pub(super) fn src_ptr(&self) -> &Tensor {
+        self.layout(2)
+    }
+}
+
+/// A convolution's edge list: the caller's src and dst (i32 `[edges]`, shapes checked). On the
+/// host their values are checked and laid out there ([`HostGraph`]); on a device the launch
+/// code builds and checks the layouts on the device, and reads the values to the host only to
+/// name a data error.
+pub(super) struct Edges<'a> {
+    pub(super) src: &'a Tensor,
+    pub(super) dst: &'a Tensor,
+    /// Built at validation for host tensors.
+    pub(super) host: Option<HostGraph>,
+    /// Device layouts built before for these src and dst (the registry's prepare).
+    pub(super) layouts: Option<[&'a Tensor; 3]>,
+}
+
+impl Edges<'_> {
+    /// The host layouts: built at validation, or now (reading the indices back).
+    pub(super) fn host(&self, nodes: usize) -> Result<Cow<'_, HostGraph>> {
+        match &self.host {
+            Some(h) => Ok(Cow::Borrowed(h)),
+            None => HostGraph::from_tensors(self.src, self.dst, nodes).map(Cow::Owned),
+        }
+    }
+}
+
+/// The values of an index tensor (i32 `[edges]`), each in `0..nodes`.
+pub(super) fn index_values(arg: &'static str, t: &Tensor, nodes: usize) -> Result<Vec<i32>> {
+    let v = t.to_f64_vec()?;
+    if let Some(e) = v.iter().position(|&i| i < 0.0 || i >= nodes as f64) {
+        return Err(Error::InvalidValue { arg, reason: format!("edge {e} has index {}, outside 0..{nodes}", v[e]) });
+    }
+    Ok(v.into_iter().map(|i| i as i32).collect())
 }
 
 #[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
 impl HostGraph {
     pub(super) fn new(src: Vec<i32>, dst: Vec<i32>, nodes: usize) -> HostGraph {
-        let mut dst_ptr = vec![0i32; nodes + 1];
-        for &d in &dst {
-            dst_ptr[d as usize + 1] += 1;
-        }
-        for n in 0..nodes {
-            dst_ptr[n + 1] += dst_ptr[n];
-        }
         let mut src_perm: Vec<i32> = (0..src.len() as i32).collect();
         src_perm.sort_by_key(|&e| src[e as usize]);
         let mut src_ptr = vec![0i32; nodes + 1];
@@ -92,23 +143,27 @@ impl HostGraph {
         for n in 0..nodes {
             src_ptr[n + 1] += src_ptr[n];
         }
-        HostGraph { src, dst, dst_ptr, src_perm, src_ptr }
+        HostGraph { src, dst, src_perm, src_ptr }
     }
 
-    pub(super) fn upload(&self, device: &Device) -> Result<DeviceGraph> {
-        let up = |v: &[i32]| -> Result<Tensor> {
-            let mut padded = v.to_vec();
-            padded.push(0);
-            let n = padded.len();
-            Tensor::from_vec(padded, &[n])?.to_device(device)
-        };
-        Ok(DeviceGraph {
-            src: up(&self.src)?,
-            dst: up(&self.dst)?,
-            dst_ptr: up(&self.dst_ptr)?,
-            src_perm: up(&self.src_perm)?,
-            src_ptr: up(&self.src_ptr)?,
-        })
+    /// The layouts of src and dst (i32 `[edges]` tensors on any device), read to the host and
+    /// checked: every index in `0..nodes`, the edges sorted by dst (else a typed error naming
+    /// the argument and the edge).
+    pub(super) fn from_tensors(src: &Tensor, dst: &Tensor, nodes: usize) -> Result<HostGraph> {
+        let src = index_values("src", src, nodes)?;
+        let dst = index_values("dst", dst, nodes)?;
+        if let Some(e) = dst.windows(2).position(|p| p[1] < p[0]) {
+            return Err(Error::InvalidValue {
+                arg: "dst",
+                reason: format!(
+                    "the deterministic convolution needs the edges sorted by receiver: dst[{}] = {} follows {}",
+                    e + 1,
+                    dst[e + 1],
+                    dst[e]
+                ),
+            });
+        }
+        Ok(HostGraph::new(src, dst, nodes))
     }
 }
 
@@ -123,7 +178,7 @@ pub(super) struct Operands<'a> {
     pub(super) shared: bool,
     pub(super) nodes: usize,
     pub(super) edges: usize,
-    pub(super) graph: Option<HostGraph>,
+    pub(super) graph: Option<Edges<'a>>,
 }
 
 /// Validated HIP Hessian operands: features, edges and molecules.
