@@ -13,7 +13,7 @@ use super::operands::{
 };
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
-use crate::core::gpu::Gpu;
+use crate::core::gpu::{Gpu, Guard};
 use crate::core::launch::check_status;
 use crate::core::tensor::Tensor;
 
@@ -173,7 +173,7 @@ fn device_graph<'a>(edges: &Edges<'a>, nodes: usize, n_edges: usize, gpu: &Gpu) 
         return Ok(DeviceGraph { src: edges.src, dst: edges.dst, layouts: Layouts::Given(given) });
     }
     let [dst_ptr, src_perm, src_ptr] = build_layouts(edges.src, edges.dst, nodes, n_edges, gpu)?;
-    Ok(DeviceGraph { src: edges.src, dst: edges.dst, layouts: Layouts::Built([dst_ptr, src_perm, src_ptr]) })
+    Ok(DeviceGraph { src: edges.src, dst: edges.dst, layouts: Layouts::Built(Box::new([dst_ptr, src_perm, src_ptr])) })
 }
 
 /// dst_ptr, src_perm and src_ptr of src and dst (i32 `[edges]` on the device), built and
@@ -232,6 +232,19 @@ fn i32_ptr(p: u64) -> *const i32 {
     if p == 0 { std::ptr::null() } else { p as *const i32 }
 }
 
+/// The device pointers of a graph's index arrays (src, dst, dst_ptr, src_perm, src_ptr; NULL
+/// without a graph: the batched product), and the guards that keep them valid for a launch.
+fn graph_ptrs<'g>(graph: Option<&'g DeviceGraph<'_>>, gpu: &'g Gpu) -> ([*const i32; 5], Vec<Guard<'g>>) {
+    let Some(g) = graph else { return ([std::ptr::null(); 5], Vec::new()) };
+    let mut guards = Vec::with_capacity(5);
+    let ptrs = [g.src, g.dst, g.dst_ptr(), g.src_perm(), g.src_ptr()].map(|t| {
+        let (p, guard) = t.dev_ptr(gpu);
+        guards.push(guard);
+        i32_ptr(p)
+    });
+    (ptrs, guards)
+}
+
 pub(in crate::families::equivariant) fn conv_forward(plan: &TpPlan, ops: &Operands, gpu: &Gpu) -> Result<Tensor> {
     gpu.bind()?;
     let dev = upload_plan(plan, ops.x.dtype(), gpu)?;
@@ -242,8 +255,7 @@ pub(in crate::families::equivariant) fn conv_forward(plan: &TpPlan, ops: &Operan
         let (xp, _xg) = ops.x.dev_ptr(gpu);
         let (yp, _yg) = ops.y.dev_ptr(gpu);
         let (wp, _wg) = ops.w.dev_ptr(gpu);
-        let (sp, _sg) = graph.as_ref().map(|g| g.src.dev_ptr(gpu)).unzip();
-        let (dp, _dg) = graph.as_ref().map(|g| g.dst_ptr().dev_ptr(gpu)).unzip();
+        let ([sp, _, dp, _, _], _graph_guards) = graph_ptrs(graph.as_ref(), gpu);
         let (op, _og) = out.dev_ptr_mut(gpu);
         with_plan(plan, &dev, gpu, |c| {
             // SAFETY: operands validated by mod.rs (shapes, dtypes, devices, indices in range,
@@ -256,8 +268,8 @@ pub(in crate::families::equivariant) fn conv_forward(plan: &TpPlan, ops: &Operan
                     yp as *const c_void,
                     wp as *const c_void,
                     i32::from(ops.shared),
-                    i32_ptr(sp.unwrap_or(0)),
-                    i32_ptr(dp.unwrap_or(0)),
+                    sp,
+                    dp,
                     ops.nodes as i64,
                     ops.edges as i64,
                     op as *mut c_void,
@@ -294,11 +306,7 @@ pub(in crate::families::equivariant) fn conv_backward(plan: &TpPlan, ops: &Opera
         let (yp, _yg) = ops.y.dev_ptr(gpu);
         let (wp, _wg) = ops.w.dev_ptr(gpu);
         let (gp, _gg) = dout.dev_ptr(gpu);
-        let (sp, _sg) = graph.as_ref().map(|g| g.src.dev_ptr(gpu)).unzip();
-        let (tp, _tg) = graph.as_ref().map(|g| g.dst.dev_ptr(gpu)).unzip();
-        let (dpp, _dpg) = graph.as_ref().map(|g| g.dst_ptr().dev_ptr(gpu)).unzip();
-        let (pp, _pg) = graph.as_ref().map(|g| g.src_perm().dev_ptr(gpu)).unzip();
-        let (spp, _spg) = graph.as_ref().map(|g| g.src_ptr().dev_ptr(gpu)).unzip();
+        let ([sp, tp, dpp, pp, spp], _graph_guards) = graph_ptrs(graph.as_ref(), gpu);
         let (dxp, _dxg) = dx.dev_ptr_mut(gpu);
         let (dyp, _dyg) = dy.dev_ptr_mut(gpu);
         let (dwp, _dwg) = dw.dev_ptr_mut(gpu);
@@ -313,11 +321,11 @@ pub(in crate::families::equivariant) fn conv_backward(plan: &TpPlan, ops: &Opera
                     yp as *const c_void,
                     wp as *const c_void,
                     i32::from(ops.shared),
-                    i32_ptr(sp.unwrap_or(0)),
-                    i32_ptr(tp.unwrap_or(0)),
-                    i32_ptr(dpp.unwrap_or(0)),
-                    i32_ptr(pp.unwrap_or(0)),
-                    i32_ptr(spp.unwrap_or(0)),
+                    sp,
+                    tp,
+                    dpp,
+                    pp,
+                    spp,
                     gp as *const c_void,
                     ops.nodes as i64,
                     ops.edges as i64,
@@ -369,11 +377,7 @@ pub(in crate::families::equivariant) fn conv_double_backward(
         let (gdxp, _gdxg) = up.gdx1.map(|t| t.dev_ptr(gpu)).unzip();
         let (gdyp, _gdyg) = up.gdx2.map(|t| t.dev_ptr(gpu)).unzip();
         let (gdwp, _gdwg) = up.gdw.map(|t| t.dev_ptr(gpu)).unzip();
-        let (sp, _sg) = graph.as_ref().map(|g| g.src.dev_ptr(gpu)).unzip();
-        let (tp, _tg) = graph.as_ref().map(|g| g.dst.dev_ptr(gpu)).unzip();
-        let (dpp, _dpg) = graph.as_ref().map(|g| g.dst_ptr().dev_ptr(gpu)).unzip();
-        let (pp, _pg) = graph.as_ref().map(|g| g.src_perm().dev_ptr(gpu)).unzip();
-        let (spp, _spg) = graph.as_ref().map(|g| g.src_ptr().dev_ptr(gpu)).unzip();
+        let ([sp, tp, dpp, pp, spp], _graph_guards) = graph_ptrs(graph.as_ref(), gpu);
         let (gxp, _gxg) = gx.dev_ptr_mut(gpu);
         let (gyp, _gyg) = gy.dev_ptr_mut(gpu);
         let (gwp, _gwg) = gw.dev_ptr_mut(gpu);
@@ -391,11 +395,11 @@ pub(in crate::families::equivariant) fn conv_double_backward(
                     yp as *const c_void,
                     wp as *const c_void,
                     i32::from(ops.shared),
-                    i32_ptr(sp.unwrap_or(0)),
-                    i32_ptr(tp.unwrap_or(0)),
-                    i32_ptr(dpp.unwrap_or(0)),
-                    i32_ptr(pp.unwrap_or(0)),
-                    i32_ptr(spp.unwrap_or(0)),
+                    sp,
+                    tp,
+                    dpp,
+                    pp,
+                    spp,
                     gp as *const c_void,
                     opt(gdxp),
                     opt(gdyp),

@@ -165,8 +165,12 @@ pub(crate) fn conv_layouts(src: &Tensor, dst: &Tensor, nodes: usize) -> Result<O
     }
     match Gpu::of(&src.device())? {
         None => Ok(None),
-        Some(gpu) => on_backend!(&gpu, build_layouts(src, dst, nodes, edges, &gpu)).map(Some),
+        Some(gpu) => device_layouts(src, dst, nodes, edges, &gpu).map(Some),
     }
+}
+
+fn device_layouts(src: &Tensor, dst: &Tensor, nodes: usize, edges: usize, gpu: &Gpu) -> Result<[Tensor; 3]> {
+    on_backend!(gpu, build_layouts(src, dst, nodes, edges, gpu))
 }
 
 fn validate_conv<'a>(

@@ -76,7 +76,7 @@ pub(super) struct DeviceGraph<'a> {
 /// these src and dst ([`conv_layouts`](super::conv_layouts)) and given.
 #[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
 pub(super) enum Layouts<'a> {
-    Built([Tensor; 3]),
+    Built(Box<[Tensor; 3]>),
     Given([&'a Tensor; 3]),
 }
 
@@ -108,7 +108,9 @@ pub(super) struct Edges<'a> {
     pub(super) dst: &'a Tensor,
     /// Built at validation for host tensors.
     pub(super) host: Option<HostGraph>,
-    /// Device layouts built before for these src and dst (the registry's prepare).
+    /// Device layouts built before for these src and dst (the registry's prepare); read by the
+    /// launch code, absent without a backend.
+    #[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
     pub(super) layouts: Option<[&'a Tensor; 3]>,
 }
 

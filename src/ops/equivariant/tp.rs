@@ -149,6 +149,20 @@ fn to_f64(v: &[usize]) -> Vec<f64> {
     v.iter().map(|&i| i as f64).collect()
 }
 
+/// Central differences (step 1e-3) of the scalar `f` of a problem in each element of its
+/// input `name`.
+fn central_differences(p: &Problem, name: &'static str, f: impl Fn(&Problem) -> f64) -> Result<Vec<f64>> {
+    let base = p.input(name)?.data.clone();
+    let at = |i: usize, t: f64| {
+        let mut q = p.clone();
+        if let Some(a) = q.inputs.get_mut(name) {
+            a.data[i] = t;
+        }
+        f(&q)
+    };
+    Ok((0..base.len()).map(|i| central_difference(|t| at(i, t), base[i], 1e-3)).collect())
+}
+
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
@@ -242,23 +256,10 @@ impl TpOp {
             let dout = &p.input("dout")?.data;
             let [xn, yn, dxn, dyn_] = self.names();
             for (k, (name, grad)) in [(xn, dxn), (yn, dyn_), ("w", "dw")].into_iter().enumerate() {
-                let base = p.input(name)?.data.clone();
                 // The product is linear in each operand: central differences are exact up to rounding.
-                let fd: Vec<f64> = (0..base.len())
-                    .map(|i| {
-                        central_difference(
-                            |t| {
-                                let mut q = p.clone();
-                                if let Some(a) = q.inputs.get_mut(name) {
-                                    a.data[i] = t;
-                                }
-                                self.reference_of(Direction::Fwd, &plan, &q).map_or(f64::NAN, |o| dot(&o[0], dout))
-                            },
-                            base[i],
-                            1e-3,
-                        )
-                    })
-                    .collect();
+                let fd = central_differences(&p, name, |q| {
+                    self.reference_of(Direction::Fwd, &plan, q).map_or(f64::NAN, |o| dot(&o[0], dout))
+                })?;
                 let what = format!("finite differences {grad} ({} {})", config.mode, config.irreps_in1);
                 rows.push(reference_row(&self, what, &grads[k], &fd, 1e-8));
             }
@@ -298,24 +299,11 @@ impl TpOp {
         let [xn, yn, ..] = self.names();
         let mut rows = Vec::new();
         for (k, name) in [xn, yn, "w", "dout"].into_iter().enumerate() {
-            let base = p.input(name)?.data.clone();
             // The backward is linear in each of them: central differences are exact up to rounding.
-            let fd: Vec<f64> = (0..base.len())
-                .map(|i| {
-                    central_difference(
-                        |t| {
-                            let mut q = p.clone();
-                            if let Some(a) = q.inputs.get_mut(name) {
-                                a.data[i] = t;
-                            }
-                            self.reference_of(Direction::Bwd, &plan, &q)
-                                .map_or(f64::NAN, |g| g.iter().zip(&weights).map(|(g, u)| dot(g, u)).sum())
-                        },
-                        base[i],
-                        1e-3,
-                    )
-                })
-                .collect();
+            let fd = central_differences(&p, name, |q| {
+                self.reference_of(Direction::Bwd, &plan, q)
+                    .map_or(f64::NAN, |g| g.iter().zip(&weights).map(|(g, u)| dot(g, u)).sum())
+            })?;
             let what =
                 format!("finite differences {} of the backward ({} {})", outputs[k], config.mode, config.irreps_in1);
             rows.push(reference_row(&self, what, &got[k], &fd, 1e-8));
