@@ -318,11 +318,51 @@ fn same_len(arg: &'static str, g: Option<&[f64]>, like: &[f64], of: &str) -> Res
     }
 }
 
+/// The double backward of a product linear in each of x, y and w, given its forward and
+/// backward: ⟨gdx1, dx⟩ = ⟨dout, fwd(gdx1, y, w)⟩ and so on, so each upstream gradient stands in
+/// for its operand in one forward (into gdout) and one backward (its other two gradients).
+/// The operands and dout are checked by the caller; the upstream gradients' lengths here.
+fn compose_double_backward(
+    (x, y, w): (&[f64], &[f64], &[f64]),
+    dout: &[f64],
+    up: Upstream<'_>,
+    fwd: impl Fn(&[f64], &[f64], &[f64]) -> Result<Vec<f64>>,
+    bwd: impl Fn(&[f64], &[f64], &[f64]) -> Result<TpGrads>,
+) -> Result<TpGrads2> {
+    same_len("gdx1", up.gdx1, x, "x")?;
+    same_len("gdx2", up.gdx2, y, "y")?;
+    same_len("gdw", up.gdw, w, "w")?;
+    let mut g = TpGrads2 {
+        gx1: vec![0.0; x.len()],
+        gx2: vec![0.0; y.len()],
+        gw: vec![0.0; w.len()],
+        gdout: vec![0.0; dout.len()],
+    };
+    if let Some(gdx) = up.gdx1 {
+        add_into(&mut g.gdout, &fwd(gdx, y, w)?);
+        let b = bwd(gdx, y, w)?;
+        add_into(&mut g.gx2, &b.dx2);
+        add_into(&mut g.gw, &b.dw);
+    }
+    if let Some(gdy) = up.gdx2 {
+        add_into(&mut g.gdout, &fwd(x, gdy, w)?);
+        let b = bwd(x, gdy, w)?;
+        add_into(&mut g.gx1, &b.dx1);
+        add_into(&mut g.gw, &b.dw);
+    }
+    if let Some(gdw) = up.gdw {
+        add_into(&mut g.gdout, &fwd(x, y, gdw)?);
+        let b = bwd(x, y, gdw)?;
+        add_into(&mut g.gx1, &b.dx1);
+        add_into(&mut g.gx2, &b.dx2);
+    }
+    Ok(g)
+}
+
 /// The double backward of [`conv_forward`]: the gradients of L = ⟨gdx1, dx⟩ + ⟨gdx2, dy⟩ +
-/// ⟨gdw, dw⟩, (dx, dy, dw) = [`conv_backward`] given dout, with respect to x, y, w and dout.
-/// The product is linear in each operand, so ⟨gdx1, dx⟩ = ⟨dout, conv(gdx1, y, w)⟩ and so on:
-/// each upstream gradient stands in for its operand in one forward (into gdout) and one
-/// backward (its other two gradients). The tests check it against finite differences of L.
+/// ⟨gdw, dw⟩, (dx, dy, dw) = [`conv_backward`] given dout, with respect to x, y, w and dout
+/// (composed of forwards and backwards: see compose_double_backward). The tests check it
+/// against finite differences of L.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_double_backward(
     plan: &TpPlan,
@@ -334,42 +374,18 @@ pub fn conv_double_backward(
     dout: &[f64],
     up: Upstream<'_>,
 ) -> Result<TpGrads2> {
-    same_len("gdx1", up.gdx1, x, "x")?;
-    same_len("gdx2", up.gdx2, y, "y")?;
-    same_len("gdw", up.gdw, w, "w")?;
-    // Validates the operands and dout even when no upstream gradient is given (the forward
-    // checks x, y, w and the indices; x's rows are then the nodes).
-    conv_forward(plan, x, y, w, src, dst)?;
-    let nodes = x.len() / plan.irreps_in1.dim();
-    check_rows("dout", dout, nodes, plan.irreps_out.dim(), "irreps_out")?;
-    let mut g = TpGrads2 {
-        gx1: vec![0.0; x.len()],
-        gx2: vec![0.0; y.len()],
-        gw: vec![0.0; w.len()],
-        gdout: vec![0.0; dout.len()],
-    };
-    if let Some(gdx) = up.gdx1 {
-        add_into(&mut g.gdout, &conv_forward(plan, gdx, y, w, src, dst)?);
-        let b = conv_backward(plan, gdx, y, w, src, dst, dout)?;
-        add_into(&mut g.gx2, &b.dx2);
-        add_into(&mut g.gw, &b.dw);
-    }
-    if let Some(gdy) = up.gdx2 {
-        add_into(&mut g.gdout, &conv_forward(plan, x, gdy, w, src, dst)?);
-        let b = conv_backward(plan, x, gdy, w, src, dst, dout)?;
-        add_into(&mut g.gx1, &b.dx1);
-        add_into(&mut g.gw, &b.dw);
-    }
-    if let Some(gdw) = up.gdw {
-        add_into(&mut g.gdout, &conv_forward(plan, x, y, gdw, src, dst)?);
-        let b = conv_backward(plan, x, y, gdw, src, dst, dout)?;
-        add_into(&mut g.gx1, &b.dx1);
-        add_into(&mut g.gx2, &b.dx2);
-    }
-    Ok(g)
+    // Validates the operands, indices and dout even when no upstream gradient is given.
+    conv_backward(plan, x, y, w, src, dst, dout)?;
+    compose_double_backward(
+        (x, y, w),
+        dout,
+        up,
+        |x, y, w| conv_forward(plan, x, y, w, src, dst),
+        |x, y, w| conv_backward(plan, x, y, w, src, dst, dout),
+    )
 }
 
-/// The double backward of [`tp_forward`] (as [`conv_double_backward`], sample n its own edge).
+/// The double backward of [`tp_forward`] (as [`conv_double_backward`]).
 pub fn tp_double_backward(
     plan: &TpPlan,
     x1: &[f64],
@@ -379,25 +395,15 @@ pub fn tp_double_backward(
     batch: usize,
     up: Upstream<'_>,
 ) -> Result<TpGrads2> {
-    check_rows("x1", x1, batch, plan.irreps_in1.dim(), "irreps_in1")?;
-    check_rows("x2", x2, batch, plan.irreps_in2.dim(), "irreps_in2")?;
-    check_rows("dout", dout, batch, plan.irreps_out.dim(), "irreps_out")?;
-    shared_weights(plan, w, batch)?;
-    let idx: Vec<i64> = (0..batch as i64).collect();
-    if plan.irreps_in1.dim() == 0 {
-        // No x1 row to count samples by (conv_forward's nodes): every product is zero.
-        same_len("gdx1", up.gdx1, x1, "x1")?;
-        same_len("gdx2", up.gdx2, x2, "x2")?;
-        same_len("gdw", up.gdw, w, "w")?;
-        let zeros = |n: usize| vec![0.0; n];
-        return Ok(TpGrads2 {
-            gx1: zeros(x1.len()),
-            gx2: zeros(x2.len()),
-            gw: zeros(w.len()),
-            gdout: zeros(dout.len()),
-        });
-    }
-    conv_double_backward(plan, x1, x2, w, &idx, &idx, dout, up)
+    // Validates the operands and dout even when no upstream gradient is given.
+    tp_backward(plan, x1, x2, w, dout, batch)?;
+    compose_double_backward(
+        (x1, x2, w),
+        dout,
+        up,
+        |x1, x2, w| tp_forward(plan, x1, x2, w, batch),
+        |x1, x2, w| tp_backward(plan, x1, x2, w, dout, batch),
+    )
 }
 
 /// Width of a HIP feature: l = 0, 1, 2 (1 + 3 + 5 components, in that order).

@@ -291,16 +291,7 @@ pub(in crate::families::equivariant) fn conv_backward(plan: &TpPlan, ops: &Opera
     let mut dx = Tensor::uninit(ops.x.shape(), dtype, &device)?;
     let mut dy = Tensor::uninit(ops.y.shape(), dtype, &device)?;
     let mut dw = Tensor::uninit(ops.w.shape(), dtype, &device)?;
-    // SAFETY: a pure size query.
-    let bytes = unsafe {
-        ffi::kiln_equivariant_workspace_bytes_for(
-            dtype.to_ffi(),
-            ops.edges as i64,
-            plan.weight_numel as i64,
-            i32::from(ops.shared),
-        )
-    };
-    let mut workspace = gpu.workspace(bytes)?;
+    let (bytes, mut workspace) = backward_workspace(plan, ops, gpu)?;
     let status = {
         let (xp, _xg) = ops.x.dev_ptr(gpu);
         let (yp, _yg) = ops.y.dev_ptr(gpu);
@@ -359,16 +350,7 @@ pub(in crate::families::equivariant) fn conv_double_backward(
     let mut gy = Tensor::uninit(ops.y.shape(), dtype, &device)?;
     let mut gw = Tensor::uninit(ops.w.shape(), dtype, &device)?;
     let mut gdout = Tensor::uninit(dout.shape(), dtype, &device)?;
-    // SAFETY: a pure size query.
-    let bytes = unsafe {
-        ffi::kiln_equivariant_workspace_bytes_for(
-            dtype.to_ffi(),
-            ops.edges as i64,
-            plan.weight_numel as i64,
-            i32::from(ops.shared),
-        )
-    };
-    let mut workspace = gpu.workspace(bytes)?;
+    let (bytes, mut workspace) = backward_workspace(plan, ops, gpu)?;
     let status = {
         let (xp, _xg) = ops.x.dev_ptr(gpu);
         let (yp, _yg) = ops.y.dev_ptr(gpu);
@@ -419,6 +401,21 @@ pub(in crate::families::equivariant) fn conv_double_backward(
     };
     check_status(gpu, status, || "kiln_equivariant_conv_bwd2".into())?;
     Ok(DoubleGrads { gx1: gx, gx2: gy, gw, gdout })
+}
+
+/// The workspace the backward and double backward launchers ask for (shared-weight partial
+/// sums), and its size in bytes.
+fn backward_workspace(plan: &TpPlan, ops: &Operands, gpu: &Gpu) -> Result<(i64, Option<Tensor>)> {
+    // SAFETY: a pure size query.
+    let bytes = unsafe {
+        ffi::kiln_equivariant_workspace_bytes_for(
+            ops.x.dtype().to_ffi(),
+            ops.edges as i64,
+            plan.weight_numel as i64,
+            i32::from(ops.shared),
+        )
+    };
+    Ok((bytes, gpu.workspace(bytes)?))
 }
 
 /// An i32 buffer on the device, padded by one unread element (never empty).
