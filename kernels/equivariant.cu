@@ -12,10 +12,10 @@
 //
 //   uvu: out[u, k] += coef · Σ_v W[u, v] Σ_ij C_ijk x1[u, i] x2[v, j]
 //   uvw: out[w, k] += coef · Σ_uv W[u, v, w] Σ_ij C_ijk x1[u, i] x2[v, j]
-//   conv: out[n] = Σ_{e: dst_e = n} TP(x[src_e], y[e]; w_e) with the edges sorted by dst
-//   (CSR row offsets dst_ptr): one warp per receiver, each lane owns output elements and sums
-//   its edges in order, so there are no atomics and no per-edge message in memory, and the
-//   result is deterministic. The batched tensor product is the graph with edge n = node n.
+//   conv: out[n] = Σ_{e: dst_e = n} TP(x[src_e], y[e]; w_e) over the edges in receiver order
+//   (dst_perm, the stable sort by dst, or the edges sorted by dst; CSR row offsets dst_ptr):
+//   one warp per receiver, each lane owns output elements and sums its edges in order, so
+//   there are no atomics and no per-edge message in memory, and the result is deterministic. The batched tensor product is the graph with edge n = node n.
 //   backward: dx by sender (edges permuted by src, CSR src_ptr), dy and dw per edge (a warp
 //   per edge); shared weights: each of at most kDwParts warps sums a fixed contiguous range of
 //   edges into its row of the workspace, and a second kernel sums the rows in order.
@@ -211,7 +211,8 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
         const int64_t e1 = g.dst_ptr != nullptr ? g.dst_ptr[n + 1] : n + 1;
         for (int64_t o = lane; o < plan.dim_out; o += 32) {
             C acc = C(0);
-            for (int64_t e = e0; e < e1; ++e) {
+            for (int64_t k = e0; k < e1; ++k) {
+                const int64_t e = g.dst_perm != nullptr ? g.dst_perm[k] : k;
                 const int64_t s = g.src != nullptr ? g.src[e] : e;
                 const T* x1 = x + s * plan.dim1;
                 const T* x2 = y + e * plan.dim2;
@@ -814,35 +815,42 @@ kiln_status launch_double_backward(const DoubleBackward& d) {
     return KILN_SUCCESS;
 }
 
-// Bytes of the graph build's workspace: per-sender fill counters [nodes] and the placed edge
-// ids [edges], int32; -1 when the sizes are invalid (negative, or past the int32 offsets).
+// Bytes of the graph build's workspace: per order (receiver, sender) fill counters [nodes] and
+// the placed edge ids [edges], int32; -1 when the sizes are invalid (negative, past the int32
+// offsets, or edges without a node to join).
 int64_t graph_workspace_bytes(int64_t nodes, int64_t edges) {
-    if (nodes < 0 || edges < 0 || nodes >= INT32_MAX || edges > INT32_MAX) return -1;
-    return 4 * (nodes + edges);
+    if (nodes < 0 || edges < 0 || nodes >= INT32_MAX || edges > INT32_MAX || (nodes == 0 && edges > 0)) return -1;
+    return 8 * (nodes + edges);
 }
 
+// The layouts the build writes (kiln_equivariant_graph_build's outputs).
+struct GraphLayouts {
+    int32_t *src, *dst, *dst_ptr, *dst_perm, *src_perm, *src_ptr;
+};
+
 kiln_status launch_graph_build(const int32_t* src, const int32_t* dst, int64_t nodes, int64_t edges,
-                               int32_t* dst_ptr, int32_t* src_perm, int32_t* src_ptr, int32_t* status,
-                               void* workspace, cudaStream_t stream) {
-    int32_t* fill = static_cast<int32_t*>(workspace);
-    int32_t* slots = fill + nodes;
+                               const GraphLayouts& out, int32_t* status, void* workspace, cudaStream_t stream) {
+    int32_t* fill = static_cast<int32_t*>(workspace);  // [2 nodes]: dst's counters, then src's
+    int32_t* slots = fill + 2 * nodes;                  // [2 edges]
     KILN_LAUNCH(grid_blocks(nodes + 1, kGraphThreads), kGraphThreads, 0, stream, graph_init_kernel)(
-        nodes, dst_ptr, src_ptr, fill, status);
+        nodes, out.dst_ptr, out.src_ptr, fill, status);
     kiln_status st = launch_status();
     if (st != KILN_SUCCESS || edges == 0) return st;
     const unsigned edge_blocks = grid_blocks(edges, kGraphThreads);
-    KILN_LAUNCH(edge_blocks, kGraphThreads, 0, stream, graph_count_kernel)(src, dst, nodes, edges, dst_ptr, src_ptr,
-                                                                          status);
+    KILN_LAUNCH(edge_blocks, kGraphThreads, 0, stream, graph_count_kernel)(src, dst, nodes, edges, out.src, out.dst,
+                                                                          out.dst_ptr, out.src_ptr, status);
     st = launch_status();
     if (st != KILN_SUCCESS) return st;
-    KILN_LAUNCH(2, kGraphThreads, 0, stream, graph_scan_kernel)(nodes, dst_ptr, src_ptr);
+    KILN_LAUNCH(2, kGraphThreads, 0, stream, graph_scan_kernel)(nodes, out.dst_ptr, out.src_ptr);
     st = launch_status();
     if (st != KILN_SUCCESS) return st;
-    KILN_LAUNCH(edge_blocks, kGraphThreads, 0, stream, graph_place_kernel)(src, edges, src_ptr, fill, slots, status);
+    const GraphOrder by_dst{out.dst, out.dst_ptr, fill, slots, out.dst_perm};
+    const GraphOrder by_src{out.src, out.src_ptr, fill + nodes, slots + edges, out.src_perm};
+    KILN_LAUNCH(dim3(edge_blocks, 2), kGraphThreads, 0, stream, graph_place_kernel)(by_dst, by_src, edges, status);
     st = launch_status();
     if (st != KILN_SUCCESS) return st;
-    KILN_LAUNCH(grid_blocks(nodes, kGraphWarps), kGraphThreads, 0, stream, graph_rank_kernel)(nodes, src_ptr, slots,
-                                                                                            src_perm, status);
+    KILN_LAUNCH(dim3(grid_blocks(nodes, kGraphWarps), 2), kGraphThreads, 0, stream, graph_rank_kernel)(
+        by_dst, by_src, nodes, status);
     return launch_status();
 }
 
@@ -867,7 +875,8 @@ kiln_status check_backward(const Backward& b, int64_t workspace_given, const Dou
     if (p != KILN_SUCCESS) return p;
     const kiln_tp_plan& pl = *b.plan;
     const Graph& g = b.g;
-    const bool graph = g.src != nullptr || g.dst != nullptr || g.src_perm != nullptr || g.src_ptr != nullptr;
+    const bool graph = g.src != nullptr || g.dst != nullptr || g.dst_ptr != nullptr || g.dst_perm != nullptr ||
+                       g.src_perm != nullptr || g.src_ptr != nullptr;
     if (!fits(b.dtype, b.nodes, pl.dim1) || !fits(b.dtype, b.nodes, pl.dim_out) || !fits(b.dtype, b.edges, pl.dim2) ||
         !fits(b.dtype, b.edges, pl.weight_numel) || (!graph && b.nodes != b.edges) || b.nodes > INT32_MAX ||
         b.edges > INT32_MAX) {
@@ -898,8 +907,8 @@ kiln_status check_backward(const Backward& b, int64_t workspace_given, const Dou
         const kiln_status up = check_operands(b.dtype, {{d->gdx, 0}, {d->gdy, 0}, {d->gdw, 0}});
         if (up != KILN_SUCCESS) return up;
     }
-    if (!is_aligned(g.src, 4) || !is_aligned(g.dst, 4) || !is_aligned(g.dst_ptr, 4) || !is_aligned(g.src_perm, 4) ||
-        !is_aligned(g.src_ptr, 4) || !is_aligned(b.workspace, partial_bytes(b.dtype))) {
+    if (!is_aligned(g.src, 4) || !is_aligned(g.dst, 4) || !is_aligned(g.dst_ptr, 4) || !is_aligned(g.dst_perm, 4) ||
+        !is_aligned(g.src_perm, 4) || !is_aligned(g.src_ptr, 4) || !is_aligned(b.workspace, partial_bytes(b.dtype))) {
         return KILN_ERROR_MISALIGNED;
     }
     if (workspace_given < needed) return KILN_ERROR_WORKSPACE_TOO_SMALL;
@@ -980,8 +989,8 @@ int64_t kiln_equivariant_workspace_bytes_for(kiln_dtype dtype, int64_t edges, in
 
 kiln_status kiln_equivariant_tp_fwd(kiln_dtype dtype, const kiln_tp_plan* plan, const void* x1, const void* x2,
                                     const void* w, int32_t shared_weights, int64_t batch, void* out, void* stream) {
-    return kiln_equivariant_conv_fwd(dtype, plan, x1, x2, w, shared_weights, nullptr, nullptr, batch, batch, out,
-                                     stream);
+    return kiln_equivariant_conv_fwd(dtype, plan, x1, x2, w, shared_weights, nullptr, nullptr, nullptr, batch, batch,
+                                     out, stream);
 }
 
 kiln_status kiln_equivariant_tp_bwd(kiln_dtype dtype, const kiln_tp_plan* plan, const void* x1, const void* x2,
@@ -993,11 +1002,11 @@ kiln_status kiln_equivariant_tp_bwd(kiln_dtype dtype, const kiln_tp_plan* plan, 
 
 kiln_status kiln_equivariant_conv_fwd(kiln_dtype dtype, const kiln_tp_plan* plan, const void* x, const void* y,
                                       const void* w, int32_t shared_weights, const int32_t* src, const int32_t* dst_ptr,
-                                      int64_t nodes, int64_t edges, void* out, void* stream) {
+                                      const int32_t* dst_perm, int64_t nodes, int64_t edges, void* out, void* stream) {
     if (!kiln::valid_dtype_or_f64(dtype)) return KILN_ERROR_INVALID_DTYPE;
     const kiln_status p = eq::check_plan(dtype, plan);
     if (p != KILN_SUCCESS) return p;
-    const bool graph = src != nullptr || dst_ptr != nullptr;
+    const bool graph = src != nullptr || dst_ptr != nullptr || dst_perm != nullptr;
     if (!eq::fits(dtype, nodes, plan->dim1) || !eq::fits(dtype, nodes, plan->dim_out) ||
         !eq::fits(dtype, edges, plan->dim2) || !eq::fits(dtype, edges, plan->weight_numel) || (!graph && nodes != edges) ||
         nodes > INT32_MAX || edges > INT32_MAX) {
@@ -1008,8 +1017,8 @@ kiln_status kiln_equivariant_conv_fwd(kiln_dtype dtype, const kiln_tp_plan* plan
     const kiln_status ops = eq::check_operands(
         dtype, {{x, nodes * plan->dim1}, {y, edges * plan->dim2}, {w, wn}, {out, nodes * plan->dim_out}});
     if (ops != KILN_SUCCESS) return ops;
-    if (!is_aligned(src, 4) || !is_aligned(dst_ptr, 4)) return KILN_ERROR_MISALIGNED;
-    const eq::Graph g{src, nullptr, dst_ptr, nullptr, nullptr};
+    if (!is_aligned(src, 4) || !is_aligned(dst_ptr, 4) || !is_aligned(dst_perm, 4)) return KILN_ERROR_MISALIGNED;
+    const eq::Graph g{src, nullptr, dst_ptr, dst_perm, nullptr, nullptr};
     return eq::launch_forward(dtype, plan, x, y, w, shared_weights, g, nodes, out, static_cast<cudaStream_t>(stream));
 }
 
@@ -1024,7 +1033,7 @@ kiln_status kiln_equivariant_conv_bwd(kiln_dtype dtype, const kiln_tp_plan* plan
                          y,
                          w,
                          shared_weights,
-                         eq::Graph{src, dst, dst_ptr, src_perm, src_ptr},
+                         eq::Graph{src, dst, dst_ptr, nullptr, src_perm, src_ptr},
                          dout,
                          nodes,
                          edges,
@@ -1042,14 +1051,15 @@ kiln_status kiln_equivariant_tp_bwd2(kiln_dtype dtype, const kiln_tp_plan* plan,
                                      const void* gdx2, const void* gdw, int64_t batch, void* gx1, void* gx2, void* gw,
                                      void* gdout, void* workspace, int64_t workspace_bytes, void* stream) {
     return kiln_equivariant_conv_bwd2(dtype, plan, x1, x2, w, shared_weights, nullptr, nullptr, nullptr, nullptr,
-                                      nullptr, dout, gdx1, gdx2, gdw, batch, batch, gx1, gx2, gw, gdout, workspace,
-                                      workspace_bytes, stream);
+                                      nullptr, nullptr, dout, gdx1, gdx2, gdw, batch, batch, gx1, gx2, gw, gdout,
+                                      workspace, workspace_bytes, stream);
 }
 
 kiln_status kiln_equivariant_conv_bwd2(kiln_dtype dtype, const kiln_tp_plan* plan, const void* x, const void* y,
                                        const void* w, int32_t shared_weights, const int32_t* src, const int32_t* dst,
-                                       const int32_t* dst_ptr, const int32_t* src_perm, const int32_t* src_ptr,
-                                       const void* dout, const void* gdx, const void* gdy, const void* gdw,
+                                       const int32_t* dst_ptr, const int32_t* dst_perm, const int32_t* src_perm,
+                                       const int32_t* src_ptr, const void* dout, const void* gdx, const void* gdy,
+                                       const void* gdw,
                                        int64_t nodes, int64_t edges, void* gx, void* gy, void* gw, void* gdout,
                                        void* workspace, int64_t workspace_bytes, void* stream) {
     const eq::DoubleBackward d{eq::Backward{dtype,
@@ -1058,7 +1068,7 @@ kiln_status kiln_equivariant_conv_bwd2(kiln_dtype dtype, const kiln_tp_plan* pla
                                             y,
                                             w,
                                             shared_weights,
-                                            eq::Graph{src, dst, dst_ptr, src_perm, src_ptr},
+                                            eq::Graph{src, dst, dst_ptr, dst_perm, src_perm, src_ptr},
                                             dout,
                                             nodes,
                                             edges,
@@ -1083,22 +1093,24 @@ int64_t kiln_equivariant_graph_workspace_bytes(int64_t nodes, int64_t edges) {
 }
 
 kiln_status kiln_equivariant_graph_build(const int32_t* src, const int32_t* dst, int64_t nodes, int64_t edges,
-                                         int32_t* dst_ptr, int32_t* src_perm, int32_t* src_ptr, int32_t* status,
-                                         void* workspace, int64_t workspace_bytes, void* stream) {
+                                         int32_t* src_out, int32_t* dst_out, int32_t* dst_ptr, int32_t* dst_perm,
+                                         int32_t* src_perm, int32_t* src_ptr, int32_t* status, void* workspace,
+                                         int64_t workspace_bytes, void* stream) {
     const int64_t needed = eq::graph_workspace_bytes(nodes, edges);
     if (needed < 0) return KILN_ERROR_INVALID_SIZE;
+    const bool edge_outputs = src_out != nullptr && dst_out != nullptr && dst_perm != nullptr && src_perm != nullptr;
     if (dst_ptr == nullptr || src_ptr == nullptr || status == nullptr ||
-        (edges > 0 && (src == nullptr || dst == nullptr || src_perm == nullptr)) ||
-        (needed > 0 && workspace == nullptr)) {
+        (edges > 0 && (src == nullptr || dst == nullptr || !edge_outputs)) || (needed > 0 && workspace == nullptr)) {
         return KILN_ERROR_NULL_POINTER;
     }
-    const std::initializer_list<const void*> pointers = {src, dst, dst_ptr, src_perm, src_ptr, status, workspace};
+    const std::initializer_list<const void*> pointers = {src,     dst,      dst_ptr, dst_perm, src_perm,
+                                                         src_ptr, src_out, dst_out, status,   workspace};
     for (const void* p : pointers) {
         if (!is_aligned(p, 4)) return KILN_ERROR_MISALIGNED;
     }
     if (workspace_bytes < needed) return KILN_ERROR_WORKSPACE_TOO_SMALL;
-    return eq::launch_graph_build(src, dst, nodes, edges, dst_ptr, src_perm, src_ptr, status, workspace,
-                                  static_cast<cudaStream_t>(stream));
+    const eq::GraphLayouts out{src_out, dst_out, dst_ptr, dst_perm, src_perm, src_ptr};
+    return eq::launch_graph_build(src, dst, nodes, edges, out, status, workspace, static_cast<cudaStream_t>(stream));
 }
 
 kiln_status kiln_equivariant_hessian_fwd(kiln_dtype dtype, const void* edge_feat, const void* node_feat,

@@ -430,7 +430,8 @@ __device__ __forceinline__ void path_forward(const kiln_tp_path& P, int code, C 
     }
 }
 
-// out[n] = Σ_{e ∈ segment(n)} TP(x[src_e], y[e]; w_e): x [nodes, dim1], y [edges, dim2],
+// out[n] = Σ_{e ∈ segment(n)} TP(x[src_e], y[e]; w_e), the segment's edges in the receiver
+// order (g.dst_perm, or edge order): x [nodes, dim1], y [edges, dim2],
 // w [weight_numel] or [edges, weight_numel], out [nodes, dim_out]. Per receiver, block and
 // 32·V channels: path by path, edge by edge, into registers; one write. `vector_rows`: the row
 // widths are multiples of 4 and the tensors 16-byte aligned (the launcher's check).
@@ -466,10 +467,11 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
                         const C coef = path_coef_of<C>(plan, P, p);
                         const int code = triple_code(P.dim1, P.dim2, P.dim_out);
                         for (int64_t first = e0; first < e1; first += 32) {
-                            const int32_t my_src = lane_index(g.src, first, e1, lane);
+                            const int32_t my_e = lane_index(g.dst_perm, first, e1, lane);
+                            const int32_t my_src = first + lane < e1 && g.src != nullptr ? g.src[my_e] : my_e;
                             const int count = static_cast<int>(e1 - first < 32 ? e1 - first : 32);
                             for (int k = 0; k < count; ++k) {
-                                const int64_t e = first + k;
+                                const int64_t e = __shfl_sync(kFullWarp, my_e, k);
                                 const int64_t s = __shfl_sync(kFullWarp, my_src, k);
                                 const T* we = w + (shared_weights != 0 ? 0 : e * plan.weight_numel);
                                 path_forward<V>(P, code, coef, c, active, lane, x + s * plan.dim1, y + e * plan.dim2,

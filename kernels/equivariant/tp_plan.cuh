@@ -58,7 +58,8 @@ __device__ __forceinline__ void unpack_ijk(int32_t ijk, int& i, int& j, int& k) 
 struct Graph {
     const int32_t* src;       // [edges]
     const int32_t* dst;       // [edges]
-    const int32_t* dst_ptr;   // [nodes + 1]
+    const int32_t* dst_ptr;   // [nodes + 1], offsets into the receiver order
+    const int32_t* dst_perm;  // [edges], the receiver order; NULL: the edges are sorted by dst
     const int32_t* src_perm;  // [edges]
     const int32_t* src_ptr;   // [nodes + 1]
 };

@@ -88,7 +88,8 @@ typedef enum kiln_data_status {
     KILN_DATA_INDEX_OUT_OF_RANGE = 3,
     /** Two packed rows with the same token index. */
     KILN_DATA_DUPLICATE_INDEX = 4,
-    /** Appended: edges not sorted by receiver (dst) where the call needs them sorted. */
+    /** Appended: edges not sorted by receiver (dst). No call reports it any more (the graph
+     * build sorts on the device); the value stays reserved. */
     KILN_DATA_UNSORTED_EDGES = 5
 } kiln_data_status;
 
@@ -564,14 +565,17 @@ kiln_status kiln_equivariant_tp_bwd(kiln_dtype dtype, const kiln_tp_plan* plan, 
 /**
  * Fused graph convolution, deterministic: out[n] = sum over the edges e with dst_e = n of
  * TP(x[src_e], y[e]; w_e), x [nodes, dim1], y [edges, dim2], out [nodes, dim_out]. The edges
- * must be sorted by dst, dst_ptr [nodes + 1] being the CSR offsets of each receiver's edges;
- * each receiver sums its edges in order (no atomics, no per-edge message in memory). Indices
- * are not checked on the device: 0 <= src < nodes and a valid dst_ptr are the caller's.
+ * are read in receiver order: dst_perm [edges] (edge ids sorted by dst, as
+ * kiln_equivariant_graph_build makes it), or NULL when the edges themselves are sorted by dst;
+ * dst_ptr [nodes + 1] holds the CSR offsets of each receiver's edges in that order. Each
+ * receiver sums its edges in order (no atomics, no per-edge message in memory). Indices are
+ * not checked here: 0 <= src < nodes and valid dst_ptr, dst_perm are the caller's
+ * (kiln_equivariant_graph_build's layouts always are).
  */
 kiln_status kiln_equivariant_conv_fwd(kiln_dtype dtype, const kiln_tp_plan* plan, const void* x, const void* y,
                                       const void* w, int32_t shared_weights, const int32_t* src,
-                                      const int32_t* dst_ptr, int64_t nodes, int64_t edges, void* out,
-                                      void* stream);
+                                      const int32_t* dst_ptr, const int32_t* dst_perm, int64_t nodes, int64_t edges,
+                                      void* out, void* stream);
 /**
  * Its gradients: dx [nodes, dim1] summed by sender in the order of src_perm (the edges
  * stably sorted by src; src_ptr [nodes + 1] its CSR offsets), dy [edges, dim2], dw (per edge,
@@ -597,8 +601,9 @@ kiln_status kiln_equivariant_conv_bwd(kiln_dtype dtype, const kiln_tp_plan* plan
  */
 kiln_status kiln_equivariant_conv_bwd2(kiln_dtype dtype, const kiln_tp_plan* plan, const void* x, const void* y,
                                        const void* w, int32_t shared_weights, const int32_t* src, const int32_t* dst,
-                                       const int32_t* dst_ptr, const int32_t* src_perm, const int32_t* src_ptr,
-                                       const void* dout, const void* gdx, const void* gdy, const void* gdw,
+                                       const int32_t* dst_ptr, const int32_t* dst_perm, const int32_t* src_perm,
+                                       const int32_t* src_ptr, const void* dout, const void* gdx, const void* gdy,
+                                       const void* gdw,
                                        int64_t nodes, int64_t edges, void* gx, void* gy, void* gw, void* gdout,
                                        void* workspace, int64_t workspace_bytes, void* stream);
 /** The batched tensor product's double backward (kiln_equivariant_conv_bwd2 without a graph). */
@@ -607,22 +612,27 @@ kiln_status kiln_equivariant_tp_bwd2(kiln_dtype dtype, const kiln_tp_plan* plan,
                                      const void* gdx2, const void* gdw, int64_t batch, void* gx1, void* gx2, void* gw,
                                      void* gdout, void* workspace, int64_t workspace_bytes, void* stream);
 
-/** Bytes of workspace kiln_equivariant_graph_build needs (4 (nodes + edges)); -1 for sizes
- * outside 0 <= nodes < INT32_MAX, 0 <= edges <= INT32_MAX. */
+/** Bytes of workspace kiln_equivariant_graph_build needs (8 (nodes + edges)); -1 for sizes
+ * outside 0 <= nodes < INT32_MAX, 0 <= edges <= INT32_MAX, or edges without nodes. */
 int64_t kiln_equivariant_graph_workspace_bytes(int64_t nodes, int64_t edges);
 /**
- * The layouts the convolution reads, built on the device from an edge list src, dst [edges]
- * sorted by dst: dst_ptr [nodes + 1] (CSR offsets of each receiver's edges), src_perm [edges]
- * (the edge ids stably sorted by src) and src_ptr [nodes + 1] (its CSR offsets). No host
- * synchronisation: the indices are checked on the device, into the data status word
- * `status` (an index outside [0, nodes): KILN_DATA_INDEX_OUT_OF_RANGE; dst decreasing:
- * KILN_DATA_UNSORTED_EDGES). After a data error the layouts are unspecified: do not launch a
- * convolution with them. Deterministic (src_perm is the stable order on every run); the work
- * per sender grows with the square of its edge count.
+ * The layouts the convolution reads, built on the device from an edge list src, dst [edges] in
+ * any order: checked copies src_out, dst_out [edges] (the convolution reads these), dst_perm
+ * [edges] (the edge ids stably sorted by dst: the identity for edges already sorted) with its
+ * CSR offsets dst_ptr [nodes + 1], and src_perm [edges] (the edge ids stably sorted by src)
+ * with src_ptr [nodes + 1]. No host synchronisation: the indices are checked on the device,
+ * into `status` [2]: the data status word (an index outside [0, nodes):
+ * KILN_DATA_INDEX_OUT_OF_RANGE), then, as uint32, the lowest 2 * edge + side of such an index
+ * (side 0: src, 1: dst; 0xffffffff when none). After a data error the layouts are safe to launch a
+ * convolution with (the copied indices are 0 where out of range, the permutations the
+ * identity, the segments within [0, edges)), so the word may be read later, once per step;
+ * such a result is meaningless. Deterministic (both permutations are the stable order on
+ * every run); the work per node grows with the square of its edge count.
  */
 kiln_status kiln_equivariant_graph_build(const int32_t* src, const int32_t* dst, int64_t nodes, int64_t edges,
-                                         int32_t* dst_ptr, int32_t* src_perm, int32_t* src_ptr, int32_t* status,
-                                         void* workspace, int64_t workspace_bytes, void* stream);
+                                         int32_t* src_out, int32_t* dst_out, int32_t* dst_ptr, int32_t* dst_perm,
+                                         int32_t* src_perm, int32_t* src_ptr, int32_t* status, void* workspace,
+                                         int64_t workspace_bytes, void* stream);
 
 /*
  * Hessian assembly (HIP): per edge e = (src_e -> dst_e) a 9-vector edge_feat [edges, 9] and per

@@ -52,7 +52,7 @@ impl kiln_data_status {
     pub const KILN_DATA_INDEX_OUT_OF_RANGE: kiln_data_status = kiln_data_status(3);
     #[doc = " Two packed rows with the same token index."]
     pub const KILN_DATA_DUPLICATE_INDEX: kiln_data_status = kiln_data_status(4);
-    #[doc = " Appended: edges not sorted by receiver (dst) where the call needs them sorted."]
+    #[doc = " Appended: edges not sorted by receiver (dst). No call reports it any more (the graph\n build sorts on the device); the value stays reserved."]
     pub const KILN_DATA_UNSORTED_EDGES: kiln_data_status = kiln_data_status(5);
 }
 #[repr(transparent)]
@@ -1165,7 +1165,7 @@ unsafe extern "C" {
     ) -> kiln_status;
 }
 unsafe extern "C" {
-    #[doc = " Fused graph convolution, deterministic: out[n] = sum over the edges e with dst_e = n of\n TP(x[src_e], y[e]; w_e), x [nodes, dim1], y [edges, dim2], out [nodes, dim_out]. The edges\n must be sorted by dst, dst_ptr [nodes + 1] being the CSR offsets of each receiver's edges;\n each receiver sums its edges in order (no atomics, no per-edge message in memory). Indices\n are not checked on the device: 0 <= src < nodes and a valid dst_ptr are the caller's."]
+    #[doc = " Fused graph convolution, deterministic: out[n] = sum over the edges e with dst_e = n of\n TP(x[src_e], y[e]; w_e), x [nodes, dim1], y [edges, dim2], out [nodes, dim_out]. The edges\n are read in receiver order: dst_perm [edges] (edge ids sorted by dst, as\n kiln_equivariant_graph_build makes it), or NULL when the edges themselves are sorted by dst;\n dst_ptr [nodes + 1] holds the CSR offsets of each receiver's edges in that order. Each\n receiver sums its edges in order (no atomics, no per-edge message in memory). Indices are\n not checked here: 0 <= src < nodes and valid dst_ptr, dst_perm are the caller's\n (kiln_equivariant_graph_build's layouts always are)."]
     pub fn kiln_equivariant_conv_fwd(
         dtype: kiln_dtype,
         plan: *const kiln_tp_plan,
@@ -1175,6 +1175,7 @@ unsafe extern "C" {
         shared_weights: i32,
         src: *const i32,
         dst_ptr: *const i32,
+        dst_perm: *const i32,
         nodes: i64,
         edges: i64,
         out: *mut ::std::os::raw::c_void,
@@ -1218,6 +1219,7 @@ unsafe extern "C" {
         src: *const i32,
         dst: *const i32,
         dst_ptr: *const i32,
+        dst_perm: *const i32,
         src_perm: *const i32,
         src_ptr: *const i32,
         dout: *const ::std::os::raw::c_void,
@@ -1259,17 +1261,20 @@ unsafe extern "C" {
     ) -> kiln_status;
 }
 unsafe extern "C" {
-    #[doc = " Bytes of workspace kiln_equivariant_graph_build needs (4 (nodes + edges)); -1 for sizes\n outside 0 <= nodes < INT32_MAX, 0 <= edges <= INT32_MAX."]
+    #[doc = " Bytes of workspace kiln_equivariant_graph_build needs (8 (nodes + edges)); -1 for sizes\n outside 0 <= nodes < INT32_MAX, 0 <= edges <= INT32_MAX, or edges without nodes."]
     pub fn kiln_equivariant_graph_workspace_bytes(nodes: i64, edges: i64) -> i64;
 }
 unsafe extern "C" {
-    #[doc = " The layouts the convolution reads, built on the device from an edge list src, dst [edges]\n sorted by dst: dst_ptr [nodes + 1] (CSR offsets of each receiver's edges), src_perm [edges]\n (the edge ids stably sorted by src) and src_ptr [nodes + 1] (its CSR offsets). No host\n synchronisation: the indices are checked on the device, into the data status word\n `status` (an index outside [0, nodes): KILN_DATA_INDEX_OUT_OF_RANGE; dst decreasing:\n KILN_DATA_UNSORTED_EDGES). After a data error the layouts are unspecified: do not launch a\n convolution with them. Deterministic (src_perm is the stable order on every run); the work\n per sender grows with the square of its edge count."]
+    #[doc = " The layouts the convolution reads, built on the device from an edge list src, dst [edges] in\n any order: checked copies src_out, dst_out [edges] (the convolution reads these), dst_perm\n [edges] (the edge ids stably sorted by dst: the identity for edges already sorted) with its\n CSR offsets dst_ptr [nodes + 1], and src_perm [edges] (the edge ids stably sorted by src)\n with src_ptr [nodes + 1]. No host synchronisation: the indices are checked on the device,\n into `status` [2]: the data status word (an index outside [0, nodes):\n KILN_DATA_INDEX_OUT_OF_RANGE), then, as uint32, the lowest 2 * edge + side of such an index\n (side 0: src, 1: dst; 0xffffffff when none). After a data error the layouts are safe to launch a\n convolution with (the copied indices are 0 where out of range, the permutations the\n identity, the segments within [0, edges)), so the word may be read later, once per step;\n such a result is meaningless. Deterministic (both permutations are the stable order on\n every run); the work per node grows with the square of its edge count."]
     pub fn kiln_equivariant_graph_build(
         src: *const i32,
         dst: *const i32,
         nodes: i64,
         edges: i64,
+        src_out: *mut i32,
+        dst_out: *mut i32,
         dst_ptr: *mut i32,
+        dst_perm: *mut i32,
         src_perm: *mut i32,
         src_ptr: *mut i32,
         status: *mut i32,

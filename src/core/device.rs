@@ -134,6 +134,13 @@ impl EmuDevice {
     pub fn launch_count(&self) -> u64 {
         crate::core::emu::launch_count()
     }
+
+    /// Copies between host and emulated device memory (uploads and reads back) made by the
+    /// calling thread since it started: a test of a call that must not synchronise with the
+    /// host (one meant for CUDA-graph capture) holds the difference across the call to zero.
+    pub fn host_transfers(&self) -> u64 {
+        crate::core::emu::host_transfers()
+    }
 }
 
 impl CudaDevice {

@@ -93,6 +93,7 @@ impl EmuBuffer {
     /// Copies `src` into the buffer from byte `offset`, marking those bytes written.
     pub(crate) fn write(&mut self, offset: usize, src: &[u8]) -> Result<()> {
         self.check_range(offset, src.len())?;
+        count_host_transfer();
         // SAFETY: the destination range lies inside this allocation (checked above) and `src`
         // is a host slice of the same length; the two cannot overlap (we hold `&mut self`).
         let rc = unsafe { rt::kiln_emu_memcpy(self.ptr.as_ptr().byte_add(offset), src.as_ptr().cast(), src.len()) };
@@ -102,6 +103,7 @@ impl EmuBuffer {
     /// Copies bytes from `offset` into `dst`.
     pub(crate) fn read(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
         self.check_range(offset, dst.len())?;
+        count_host_transfer();
         // SAFETY: the source range lies inside this allocation (checked above); `dst` is a
         // distinct host slice of the same length.
         let rc = unsafe { rt::kiln_emu_memcpy(dst.as_mut_ptr().cast(), self.ptr.as_ptr().byte_add(offset), dst.len()) };
@@ -155,6 +157,22 @@ pub(crate) fn checked() -> bool {
 pub(crate) fn set_checked(on: bool) {
     // SAFETY: sets a flag.
     unsafe { rt::kiln_emu_set_checked(on.into()) }
+}
+
+thread_local! {
+    /// Copies between host memory and emulated device memory made by this thread.
+    static HOST_TRANSFERS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn count_host_transfer() {
+    HOST_TRANSFERS.with(|n| n.set(n.get() + 1));
+}
+
+/// Copies between host and emulated device memory this thread has made: on a GPU each is a
+/// host synchronisation (a read) or a pageable upload, and neither can be captured in a CUDA
+/// graph, so a call that claims to make none is held to zero here.
+pub(crate) fn host_transfers() -> u64 {
+    HOST_TRANSFERS.with(std::cell::Cell::get)
 }
 
 /// Launches run since start-up.

@@ -1905,25 +1905,30 @@ fn equivariant_launchers() -> Vec<Launcher> {
             let y = c.input("y", e, prod(&[edges, pl.dim2]));
             let w = c.input("w", e, wn);
             // Graph index arrays: all edges into node 0 from node 0 (valid when nodes >= 1).
-            let mut idx = [usize::MAX; 5]; // src, dst, dst_ptr, src_perm, src_ptr
+            let mut idx = [usize::MAX; 6]; // src, dst, dst_ptr, dst_perm, src_perm, src_ptr
             if graph {
                 idx[0] = index_input(c, "src", edges, zeros(edges), true);
                 if bwd {
                     idx[1] = index_input(c, "dst", edges, zeros(edges), true);
                 }
                 idx[2] = index_input(c, "dst_ptr", nodes.saturating_add(1), csr(nodes, edges), true);
+                // The receiver order: NULL means the edges are sorted (kiln.h); the forward
+                // passes read it.
+                if direction != 1 {
+                    idx[3] = index_input(c, "dst_perm", edges, iota(edges), true);
+                }
                 if bwd {
-                    idx[3] = index_input(c, "src_perm", edges, iota(edges), true);
-                    idx[4] = index_input(c, "src_ptr", nodes.saturating_add(1), csr(nodes, edges), true);
+                    idx[4] = index_input(c, "src_perm", edges, iota(edges), true);
+                    idx[5] = index_input(c, "src_ptr", nodes.saturating_add(1), csr(nodes, edges), true);
                 }
                 let given: Vec<bool> = idx.iter().map(|&s| s != usize::MAX && !c.is_null(s)).collect();
                 if given.iter().any(|&g| g) {
                     // Graph mode: the CSR offsets always (the double backward's forward passes
                     // need dst_ptr too), the per-edge arrays when there are edges.
-                    let csr_slot = if bwd { idx[4] } else { idx[2] };
+                    let csr_slot = if bwd { idx[5] } else { idx[2] };
                     c.require_if(csr_slot, true);
                     c.require_if(idx[2], direction == 2);
-                    for s in [idx[0], idx[1], idx[3]] {
+                    for s in [idx[0], idx[1], idx[4]] {
                         if s != usize::MAX {
                             c.require_if(s, edges > 0);
                         }
@@ -1950,6 +1955,7 @@ fn equivariant_launchers() -> Vec<Launcher> {
                                 shared,
                                 p.r(idx[0]),
                                 p.r(idx[2]),
+                                p.r(idx[3]),
                                 nodes,
                                 edges,
                                 p.w(out),
@@ -2004,6 +2010,7 @@ fn equivariant_launchers() -> Vec<Launcher> {
                                 p.r(idx[2]),
                                 p.r(idx[3]),
                                 p.r(idx[4]),
+                                p.r(idx[5]),
                                 p.r(dout),
                                 p.r(gx),
                                 p.r(gy),
@@ -2056,8 +2063,8 @@ fn equivariant_launchers() -> Vec<Launcher> {
                             p.r(idx[0]),
                             p.r(idx[1]),
                             p.r(idx[2]),
-                            p.r(idx[3]),
                             p.r(idx[4]),
+                            p.r(idx[5]),
                             p.r(dout),
                             nodes,
                             edges,
@@ -2098,25 +2105,30 @@ fn equivariant_launchers() -> Vec<Launcher> {
             c.invalid(SIZE, format!("nodes {nodes}, edges {edges}"));
         } else if nodes >= i64::from(i32::MAX) || edges > i64::from(i32::MAX) {
             c.invalid(SIZE, format!("nodes {nodes} or edges {edges} past int32"));
+        } else if nodes == 0 && edges > 0 {
+            c.invalid(SIZE, format!("{edges} edges without a node"));
         }
-        // Every edge 0 -> 0 (valid with a node); now and then the receivers decreasing or an
-        // index past the nodes: data errors the status word reports.
+        // Every edge 0 -> 0 (valid with a node); now and then the receivers decreasing (valid:
+        // the build sorts them) or an index past the nodes (a data error the status reports).
         let n = usize::try_from(edges).ok().filter(|&n| n <= MAX_DATA);
         let dst_data = n.map(|n| match c.case.ints[3].rem_euclid(3) {
             0 => vec![0; n],
-            1 => (0..n as i32).rev().collect(),
+            1 => (0..n as i32).map(|e| (n as i32 - 1 - e) % nodes.clamp(1, 10) as i32).collect(),
             _ => vec![nodes.clamp(0, i64::from(i32::MAX)) as i32; n],
         });
         let src = index_input(c, "src", edges, zeros(edges), false);
         let dst = index_input(c, "dst", edges, dst_data, false);
+        let src_out = c.output("src_out", 4, Some(edges));
+        let dst_out = c.output("dst_out", 4, Some(edges));
         let dst_ptr = c.output("dst_ptr", 4, nodes.checked_add(1));
+        let dst_perm = c.output("dst_perm", 4, Some(edges));
         let src_perm = c.output("src_perm", 4, Some(edges));
         let src_ptr = c.output("src_ptr", 4, nodes.checked_add(1));
-        // dst_ptr, src_ptr and the status word have entries whatever the sizes.
+        // dst_ptr, src_ptr and the status words have entries whatever the sizes.
         for slot in [dst_ptr, src_ptr] {
             c.require_if(slot, true);
         }
-        let status = c.output("status", 4, Some(1));
+        let status = c.output("status", 4, Some(2));
         // SAFETY: a pure size query.
         let query = unsafe { ffi::kiln_equivariant_graph_workspace_bytes(nodes, edges) };
         let (ws, ws_bytes) = c.workspace(query, true, true, false);
@@ -2126,7 +2138,10 @@ fn equivariant_launchers() -> Vec<Launcher> {
                 p.r(dst),
                 nodes,
                 edges,
+                p.w(src_out),
+                p.w(dst_out),
                 p.w(dst_ptr),
+                p.w(dst_perm),
                 p.w(src_perm),
                 p.w(src_ptr),
                 p.w(status),

@@ -1160,6 +1160,15 @@ pub(crate) fn sorted_graph(rng: &mut StdRng, nodes: usize, edges: usize) -> (Vec
     pairs.into_iter().unzip()
 }
 
+/// [`sorted_graph`]'s edges in a random order: the convolution sorts them by receiver itself.
+pub(crate) fn shuffled_graph(rng: &mut StdRng, nodes: usize, edges: usize) -> (Vec<i32>, Vec<i32>) {
+    use rand::seq::SliceRandom;
+    let (src, dst) = sorted_graph(rng, nodes, edges);
+    let mut pairs: Vec<(i32, i32)> = src.into_iter().zip(dst).collect();
+    pairs.shuffle(rng);
+    pairs.into_iter().unzip()
+}
+
 fn round(v: &[f64], shape: &[usize], dtype: DType) -> Tensor {
     Tensor::from_f64(v, shape, dtype).unwrap()
 }
@@ -1339,7 +1348,7 @@ fn check_tp_kernels(
     let (dx, dy, dw, dg) = (on(&x), on(&y), on(&w), on(&dout));
     let what = format!("{device} {dtype} {} shared={shared} graph={graph:?}", plan.irreps_out);
     let (out, grads, want, want_g, mag, mag_g) = if graph.is_some() {
-        let (src, dst) = sorted_graph(rng, nodes, edges);
+        let (src, dst) = shuffled_graph(rng, nodes, edges);
         let (s64, d64): (Vec<i64>, Vec<i64>) =
             (src.iter().map(|&v| v as i64).collect(), dst.iter().map(|&v| v as i64).collect());
         let st = on(&Tensor::from_vec(src, &[edges]).unwrap());
@@ -1442,16 +1451,19 @@ fn check_double_backward_kernels(
     let absv: Vec<Vec<f64>> = vals.iter().map(|v| abs(v)).collect();
     let what = format!("{device} {dtype} {} shared={shared} graph={graph:?} mask={mask}", plan.irreps_out);
     let (got, want, mag) = if graph.is_some() {
-        let (src, dst) = sorted_graph(rng, nodes, edges);
+        // Edges in any order, through a graph built once (no host round trip in the call).
+        let (src, dst) = shuffled_graph(rng, nodes, edges);
         let (s64, d64): (Vec<i64>, Vec<i64>) =
             (src.iter().map(|&v| v as i64).collect(), dst.iter().map(|&v| v as i64).collect());
         let st = Tensor::from_vec(src, &[edges]).unwrap().to_device(device).unwrap();
         let dt = Tensor::from_vec(dst, &[edges]).unwrap().to_device(device).unwrap();
+        let g = equivariant::EdgeGraph::build(&st, &dt, nodes).unwrap();
+        g.check().unwrap();
         let reference = |p: &TpPlan, v: &[Vec<f64>]| {
             cpu::conv_double_backward(p, &v[0], &v[1], &v[2], &s64, &d64, &v[3], cpu_up(v, mask)).unwrap()
         };
         (
-            equivariant::conv_double_backward(plan, (&dev[0], &dev[1], &dev[2]), &st, &dt, &dev[3], up).unwrap(),
+            g.conv_double_backward(plan, (&dev[0], &dev[1], &dev[2]), &dev[3], up).unwrap(),
             reference(plan, &vals),
             reference(&aplan, &absv),
         )
@@ -1479,6 +1491,104 @@ fn check_double_backward_kernels(
     check(&got.gdout, &want.gdout, &mag.gdout, "gdout");
 }
 
+/// [`equivariant::EdgeGraph`] on every device: edges in any order give the results of the same
+/// edges sorted by receiver (out bitwise: each receiver sums its edges in edge order; dy and dw
+/// per edge bitwise once permuted; dx by sender within tolerance), [`equivariant::sort_edges`]
+/// is the stable receiver order; on the emulator a graph's build and its calls make no host
+/// transfer once the plan is on the device (what a CUDA graph needs to capture them); a graph
+/// with a bad index runs in bounds (checked mode finds none) and `check` names the edge.
+#[test]
+fn edge_graphs_take_any_order_and_their_calls_make_no_host_round_trip() {
+    let plan = fd_plans().remove(0);
+    let (d1, d2, dk, nw) = (plan.irreps_in1.dim(), plan.irreps_in2.dim(), plan.irreps_out.dim(), plan.weight_numel);
+    let (nodes, edges) = (7, 45);
+    let mut rng = rng();
+    let (src, dst) = shuffled_graph(&mut rng, nodes, edges);
+    let mut want_perm: Vec<usize> = (0..edges).collect();
+    want_perm.sort_by_key(|&e| dst[e]);
+    let (x, y, w, dout) = (randn(&mut rng, nodes * d1), randn(&mut rng, edges * d2), randn(&mut rng, edges * nw), randn(&mut rng, nodes * dk));
+    let gather = |v: &[f64], width: usize| -> Vec<f64> {
+        want_perm.iter().flat_map(|&e| v[e * width..(e + 1) * width].iter().copied()).collect()
+    };
+    let pick = |v: &[i32]| -> Vec<i32> { want_perm.iter().map(|&e| v[e]).collect() };
+    for device in std::iter::once(Device::Cpu).chain(kernel_devices()) {
+        let on = |t: Tensor| t.to_device(&device).unwrap();
+        let f = |v: &[f64], shape: &[usize]| on(Tensor::from_f64(v, shape, DType::F32).unwrap());
+        let idx = |v: Vec<i32>| on(Tensor::from_vec(v.clone(), &[v.len()]).unwrap());
+        let (xt, gt) = (f(&x, &[nodes, d1]), f(&dout, &[nodes, dk]));
+        let (yt, wt) = (f(&y, &[edges, d2]), f(&w, &[edges, nw]));
+        let (ys, ws) = (f(&gather(&y, d2), &[edges, d2]), f(&gather(&w, nw), &[edges, nw]));
+        let (st, dt) = (idx(src.clone()), idx(dst.clone()));
+        let perm = equivariant::sort_edges(&st, &dt, nodes).unwrap();
+        let perm_host: Vec<usize> = perm.to_f64_vec().unwrap().iter().map(|&v| v as usize).collect();
+        assert_eq!(perm_host, want_perm, "{device}: sort_edges is the stable receiver order");
+        assert_eq!(perm.device().is_emu(), device.is_emu());
+
+        let before = |d: &Device| if let Device::Emu(e) = d { e.host_transfers() } else { 0 };
+        let (ss, ds) = (idx(pick(&src)), idx(pick(&dst)));
+        let t0 = before(&device);
+        let graph = equivariant::EdgeGraph::build(&st, &dt, nodes).unwrap();
+        let sorted = equivariant::EdgeGraph::build(&ss, &ds, nodes).unwrap();
+        let built = before(&device) - t0;
+        graph.check().unwrap();
+        sorted.check().unwrap();
+        // The first calls upload the plan; later calls reuse it.
+        let _warm = (graph.conv(&plan, (&xt, &yt, &wt)).unwrap(), sorted.conv(&plan, (&xt, &ys, &ws)).unwrap());
+        let t1 = before(&device);
+        let out = graph.conv(&plan, (&xt, &yt, &wt)).unwrap();
+        let grads = graph.conv_backward(&plan, (&xt, &yt, &wt), &gt).unwrap();
+        let up = equivariant::UpstreamGrads { gdx1: Some(&xt), gdx2: Some(&yt), gdw: Some(&wt) };
+        let twice = graph.conv_double_backward(&plan, (&xt, &yt, &wt), &gt, up).unwrap();
+        let calls = before(&device) - t1;
+        if device.is_emu() {
+            assert_eq!(built, 0, "the graph build waits for nothing");
+            assert_eq!(calls, 0, "calls on a graph make no host transfer");
+        }
+        let want_out = sorted.conv(&plan, (&xt, &ys, &ws)).unwrap();
+        let want = sorted.conv_backward(&plan, (&xt, &ys, &ws), &gt).unwrap();
+        assert_eq!(out.to_f64_vec().unwrap(), want_out.to_f64_vec().unwrap(), "{device}: out bitwise");
+        let permuted = |t: &Tensor, width: usize| gather(&t.to_f64_vec().unwrap(), width);
+        assert_eq!(permuted(&grads.dx2, d2), want.dx2.to_f64_vec().unwrap(), "{device}: dy per edge");
+        assert_eq!(permuted(&grads.dw, nw), want.dw.to_f64_vec().unwrap(), "{device}: dw per edge");
+        let dx = want.dx1.to_f64_vec().unwrap();
+        assert_device_close(&grads.dx1, &dx, &dx.iter().map(|v| v.abs() + 1.0).collect::<Vec<_>>(), "dx by sender");
+        assert_eq!(twice.gdout.shape(), &[nodes, dk]);
+        // The one-call forms are the graph's.
+        let once = equivariant::conv(&plan, &xt, &yt, &wt, &st, &dt).unwrap();
+        assert_eq!(once.to_f64_vec().unwrap(), out.to_f64_vec().unwrap());
+
+        // Sizes that do not match the graph; a graph on another device.
+        let e = graph.conv(&plan, (&f(&x[..6 * d1], &[6, d1]), &yt, &wt)).expect_err("x rows");
+        assert!(matches!(e, Error::Shape { arg: "x", .. }), "{e}");
+        let e = graph.conv(&plan, (&xt, &f(&y[..44 * d2], &[44, d2]), &f(&w[..44 * nw], &[44, nw]))).expect_err("y rows");
+        assert!(matches!(e, Error::Shape { arg: "graph", .. }), "{e}");
+        if device.runs_kernels() {
+            let host = equivariant::EdgeGraph::build(&Tensor::from_vec(src.clone(), &[edges]).unwrap(),
+                                                     &Tensor::from_vec(dst.clone(), &[edges]).unwrap(), nodes).unwrap();
+            let e = host.conv(&plan, (&xt, &yt, &wt)).expect_err("host graph");
+            assert!(matches!(e, Error::InvalidValue { arg: "graph", .. }), "{e}");
+        }
+        // A bad index: the host refuses it at build; a device builds, runs in bounds, and
+        // check names the edge.
+        let mut bad = src.clone();
+        bad[3] = nodes as i32 + 2;
+        match equivariant::EdgeGraph::build(&idx(bad.clone()), &dt, nodes) {
+            Err(e) => {
+                assert!(!device.runs_kernels(), "{device}: {e}");
+                assert!(matches!(e, Error::InvalidValue { arg: "src", .. }), "{e}");
+            }
+            Ok(g) => {
+                assert!(g.conv(&plan, (&xt, &yt, &wt)).is_ok(), "in bounds");
+                assert!(g.conv_backward(&plan, (&xt, &yt, &wt), &gt).is_ok(), "in bounds");
+                let e = g.check().expect_err("bad index");
+                assert!(matches!(&e, Error::InvalidValue { arg: "src", reason } if reason.contains("edge 3")), "{e}");
+            }
+        }
+        let e = equivariant::EdgeGraph::build(&idx(vec![0]), &idx(vec![0]), 0).map(|_| ()).expect_err("no nodes");
+        assert!(matches!(e, Error::InvalidValue { arg: "nodes", .. }), "{e}");
+    }
+}
+
 #[test]
 fn convolution_bad_input_on_every_device() {
     let plan = fd_plans().remove(0);
@@ -1491,9 +1601,8 @@ fn convolution_bad_input_on_every_device() {
         let (src, dst) = (idx(vec![0, 1, 2, 2]), idx(vec![0, 0, 1, 2]));
         assert!(equivariant::conv(&plan, &x, &y, &w, &src, &dst).is_ok());
         let err = |r: kiln::Result<Tensor>| r.expect_err("bad input");
-        // Unsorted edges (deterministic mode), indices out of range, wrong index dtype.
-        let e = err(equivariant::conv(&plan, &x, &y, &w, &src, &idx(vec![0, 1, 0, 2])));
-        assert!(matches!(e, Error::InvalidValue { arg: "dst", .. }), "{e}");
+        // Edges in any order are accepted; indices out of range, wrong index dtype are not.
+        assert!(equivariant::conv(&plan, &x, &y, &w, &src, &idx(vec![0, 1, 0, 2])).is_ok());
         let e = err(equivariant::conv(&plan, &x, &y, &w, &idx(vec![0, 1, 3, 2]), &dst));
         assert!(matches!(e, Error::InvalidValue { arg: "src", .. }), "{e}");
         let e = err(equivariant::conv(&plan, &x, &y, &w, &src, &idx(vec![0, 0, 1, -1])));
@@ -1811,6 +1920,7 @@ macro_rules! c_abi_validation {
                             1,
                             null(),
                             null(),
+                            null(),
                             nodes,
                             nodes,
                             pm(FAKE),
@@ -1827,7 +1937,7 @@ macro_rules! c_abi_validation {
                 let good = plan(4, 1, FAKE);
                 // SAFETY: every call fails validation before a pointer is used.
                 unsafe {
-                    let conv = |plan: *const ffi::kiln_tp_plan, x, src, dst_ptr, nodes, edges| {
+                    let conv_perm = |plan: *const ffi::kiln_tp_plan, x, src, dst_ptr, dst_perm, nodes, edges| {
                         ffi::kiln_equivariant_conv_fwd(
                             F32,
                             plan,
@@ -1837,12 +1947,18 @@ macro_rules! c_abi_validation {
                             1,
                             src,
                             dst_ptr,
+                            dst_perm,
                             nodes,
                             edges,
                             pm(FAKE),
                             null_mut(),
                         )
                     };
+                    let conv = |plan, x, src, dst_ptr, nodes, edges| conv_perm(plan, x, src, dst_ptr, null(), nodes, edges);
+                    // The receiver order is optional (NULL: sorted edges); given, it is aligned
+                    // and marks graph mode as the other arrays do.
+                    assert_eq!(conv_perm(&good, p(FAKE), ip(FAKE), ip(FAKE), ip(FAKE + 2), 2, 3), S::KILN_ERROR_MISALIGNED);
+                    assert_eq!(conv_perm(&good, p(FAKE), null(), null(), ip(FAKE), 2, 3), S::KILN_ERROR_NULL_POINTER);
                     assert_eq!(conv(null(), p(FAKE), ip(FAKE), ip(FAKE), 2, 3), S::KILN_ERROR_NULL_POINTER);
                     assert_eq!(conv(&plan(-1, 1, FAKE), p(FAKE), ip(FAKE), ip(FAKE), 2, 3), S::KILN_ERROR_INVALID_SIZE);
                     assert_eq!(conv(&plan(4, 1, 0), p(FAKE), ip(FAKE), ip(FAKE), 2, 3), S::KILN_ERROR_NULL_POINTER);
@@ -1974,6 +2090,7 @@ macro_rules! c_abi_validation {
                         ip(FAKE),
                         null(),
                         ip(FAKE),
+                        null(),
                         ip(FAKE),
                         ip(FAKE),
                         p(FAKE),
@@ -2002,6 +2119,7 @@ macro_rules! c_abi_validation {
                         0,
                         ip(FAKE),
                         ip(FAKE),
+                        null(),
                         null(),
                         ip(FAKE),
                         ip(FAKE),
@@ -2079,11 +2197,13 @@ c_abi_validation!(c_abi_cuda, kiln::ffi, "cuda");
 // ---------------------------------------------------------------------------------------
 // The convolution's edge layouts built on the device (kiln_equivariant_graph_build)
 
-/// kiln_equivariant_graph_build on the emulator against the layouts built here: dst_ptr (CSR
-/// of the sorted receivers), src_perm (the edge ids stably sorted by sender) and src_ptr, for
-/// graphs whose offset scans take two passes (over 256 nodes) and whose busiest sender has more
-/// edges than a warp compares at once (70: three windows of the rank kernel); the data errors
-/// through the status word (the lowest code wins), no edges, and the argument checks.
+/// kiln_equivariant_graph_build on the emulator against the layouts built here: the checked
+/// copies, dst_ptr and dst_perm (the edge ids stably sorted by receiver), src_ptr and src_perm,
+/// for edges in random order and in receiver order (dst_perm the identity), graphs whose offset
+/// scans take two passes (over 256 nodes) and whose busiest node has more edges than a warp
+/// compares at once (70 edges from node 0, 40 into one node: three and two windows of the rank
+/// kernel); the data errors through the status words (the lowest bad edge and its side) with
+/// layouts that stay in bounds; no edges, and the argument checks.
 #[cfg(feature = "emu")]
 #[test]
 fn graph_build_matches_the_host_layouts_and_reports_bad_edges() {
@@ -2092,27 +2212,31 @@ fn graph_build_matches_the_host_layouts_and_reports_bad_edges() {
     use std::ptr::{null, null_mut};
     const OK: i32 = 0;
     const OUT_OF_RANGE: i32 = 3;
-    const UNSORTED: i32 = 5;
 
-    /// (status, dst_ptr, src_perm, src_ptr) of a build, or the launcher's refusal.
-    fn build(src: &[i32], dst: &[i32], nodes: usize) -> (i32, Vec<i32>, Vec<i32>, Vec<i32>) {
+    /// The status words, then the layouts (src, dst, dst_ptr, dst_perm, src_perm, src_ptr).
+    fn build(src: &[i32], dst: &[i32], nodes: usize) -> ([i32; 2], [Vec<i32>; 6]) {
         let edges = src.len();
         let (s, d) = (Buf::with(src, 0), Buf::with(dst, 0));
-        let (dst_ptr, perm, src_ptr, status) =
-            (Buf::zeroed(4 * (nodes + 1)), Buf::zeroed(4 * edges), Buf::zeroed(4 * (nodes + 1)), Buf::zeroed(4));
+        let sizes = [edges, edges, nodes + 1, edges, edges, nodes + 1];
+        let out = sizes.map(|n| Buf::zeroed(4 * n.max(1)));
+        let status = Buf::zeroed(8);
         // SAFETY: a pure size query, then a launch on live emulated buffers of the sizes kiln.h asks.
         unsafe {
             let bytes = ffi::kiln_equivariant_graph_workspace_bytes(nodes as i64, edges as i64);
-            assert_eq!(bytes, 4 * (nodes + edges) as i64);
+            assert_eq!(bytes, 8 * (nodes + edges) as i64);
             let ws = Buf::zeroed(bytes as usize);
+            let o = |i: usize| out[i].at::<i32>(0).cast::<i32>();
             let st = ffi::kiln_equivariant_graph_build(
                 s.at::<i32>(0).cast(),
                 d.at::<i32>(0).cast(),
                 nodes as i64,
                 edges as i64,
-                dst_ptr.at::<i32>(0).cast(),
-                perm.at::<i32>(0).cast(),
-                src_ptr.at::<i32>(0).cast(),
+                o(0),
+                o(1),
+                o(2),
+                o(3),
+                o(4),
+                o(5),
                 status.at::<i32>(0).cast(),
                 ws.at::<i32>(0),
                 bytes,
@@ -2120,55 +2244,82 @@ fn graph_build_matches_the_host_layouts_and_reports_bad_edges() {
             );
             assert_eq!(st, ffi::kiln_status::KILN_SUCCESS);
         }
-        (status.read::<i32>(0, 1)[0], dst_ptr.read(0, nodes + 1), perm.read(0, edges), src_ptr.read(0, nodes + 1))
+        let words = status.read::<i32>(0, 2);
+        let mut i = 0;
+        let layouts = sizes.map(|n| {
+            i += 1;
+            out[i - 1].read::<i32>(0, n)
+        });
+        ([words[0], words[1]], layouts)
+    }
+    /// Offsets of the counts of `keys` over `nodes`, and the edge ids stably sorted by key.
+    fn order(keys: &[i32], nodes: usize) -> (Vec<i32>, Vec<i32>) {
+        let mut ptr = vec![0i32; nodes + 1];
+        keys.iter().for_each(|&k| ptr[k as usize + 1] += 1);
+        (0..nodes).for_each(|n| ptr[n + 1] += ptr[n]);
+        let mut perm: Vec<i32> = (0..keys.len() as i32).collect();
+        perm.sort_by_key(|&e| keys[e as usize]); // stable: edge order within a key
+        (ptr, perm)
     }
 
     let mut rng = rng();
-    for (nodes, edges, hub) in [(300, 1000, 70), (5, 40, 33), (1, 3, 0)] {
-        let (mut src, dst) = sorted_graph(&mut rng, nodes.max(2), edges);
-        let (src, dst): (Vec<i32>, Vec<i32>) = if nodes == 1 {
+    for (nodes, edges, hub, shuffled) in [(300, 1000, 70, true), (300, 1000, 70, false), (5, 40, 33, true), (1, 3, 0, true)]
+    {
+        let (src, dst) = if nodes == 1 {
             (vec![0; edges], vec![0; edges])
         } else {
-            // The hub: the first `hub` edges come from node 0 (senders are in 0..nodes - 1).
+            let (mut src, mut dst) = sorted_graph(&mut rng, nodes.max(2), edges);
+            // The hubs: the first `hub` edges come from node 0 (senders are in 0..nodes - 1),
+            // the last 40 go into the last node (receivers are sorted).
             src.iter_mut().take(hub).for_each(|s| *s = 0);
-            (src, dst)
+            dst.iter_mut().rev().take(40).for_each(|d| *d = nodes as i32 - 1);
+            if shuffled {
+                use rand::seq::SliceRandom;
+                let mut pairs: Vec<(i32, i32)> = src.into_iter().zip(dst).collect();
+                pairs.shuffle(&mut rng);
+                pairs.into_iter().unzip()
+            } else {
+                (src, dst)
+            }
         };
-        let (status, dst_ptr, perm, src_ptr) = build(&src, &dst, nodes);
-        assert_eq!(status, OK);
-        let mut want_dst_ptr = vec![0i32; nodes + 1];
-        let mut want_src_ptr = vec![0i32; nodes + 1];
-        for e in 0..edges {
-            want_dst_ptr[dst[e] as usize + 1] += 1;
-            want_src_ptr[src[e] as usize + 1] += 1;
+        let (words, [s_out, d_out, dst_ptr, dst_perm, src_perm, src_ptr]) = build(&src, &dst, nodes);
+        let what = format!("{nodes} nodes, shuffled={shuffled}");
+        assert_eq!(words, [OK, -1], "{what}");
+        assert_eq!((&s_out, &d_out), (&src, &dst), "checked copies, {what}");
+        let (want_dst_ptr, want_dst_perm) = order(&dst, nodes);
+        let (want_src_ptr, want_src_perm) = order(&src, nodes);
+        assert_eq!(dst_ptr, want_dst_ptr, "dst_ptr, {what}");
+        assert_eq!(dst_perm, want_dst_perm, "dst_perm, {what}");
+        assert_eq!(src_ptr, want_src_ptr, "src_ptr, {what}");
+        assert_eq!(src_perm, want_src_perm, "src_perm, {what}");
+        if !shuffled {
+            assert_eq!(dst_perm, (0..edges as i32).collect::<Vec<_>>(), "sorted edges keep their order");
         }
-        for n in 0..nodes {
-            want_dst_ptr[n + 1] += want_dst_ptr[n];
-            want_src_ptr[n + 1] += want_src_ptr[n];
-        }
-        let mut want_perm: Vec<i32> = (0..edges as i32).collect();
-        want_perm.sort_by_key(|&e| src[e as usize]); // stable: edge order within a sender
-        assert_eq!(dst_ptr, want_dst_ptr, "dst_ptr, {nodes} nodes");
-        assert_eq!(src_ptr, want_src_ptr, "src_ptr, {nodes} nodes");
-        assert_eq!(perm, want_perm, "src_perm, {nodes} nodes");
     }
-    // Data errors: an index out of range (either side, negative or past the nodes), receivers
-    // out of order; both at once report the lower code.
-    let (src, dst) = (vec![0, 1, 2, 0], vec![0, 1, 1, 2]);
-    assert_eq!(build(&src, &dst, 3).0, OK);
-    assert_eq!(build(&[0, 1, 3, 0], &dst, 3).0, OUT_OF_RANGE);
-    assert_eq!(build(&src, &[0, 1, 1, -1], 3).0, OUT_OF_RANGE);
-    assert_eq!(build(&src, &[0, 2, 1, 2], 3).0, UNSORTED);
-    assert_eq!(build(&[0, 1, 2, 7], &[0, 2, 1, 2], 3).0, OUT_OF_RANGE);
+    // Data errors: an index out of range (either side, negative or past the nodes); the lowest
+    // bad edge is reported, src before dst on one edge; the layouts stay in bounds.
+    let (src, dst) = (vec![0, 1, 2, 0], vec![2, 1, 1, 0]);
+    assert_eq!(build(&src, &dst, 3).0, [OK, -1]);
+    assert_eq!(build(&[0, 1, 3, 0], &dst, 3).0, [OUT_OF_RANGE, 2 * 2]);
+    assert_eq!(build(&src, &[2, 1, 1, -1], 3).0, [OUT_OF_RANGE, 2 * 3 + 1]);
+    assert_eq!(build(&[0, 9, 2, 7], &[2, 9, 1, -1], 3).0, [OUT_OF_RANGE, 2]);
+    let (words, [s_out, d_out, dst_ptr, dst_perm, src_perm, src_ptr]) = build(&[0, 5, 2, 0], &[-4, 1, 1, 0], 3);
+    assert_eq!(words, [OUT_OF_RANGE, 1]);
+    assert_eq!((s_out, d_out), (vec![0, 0, 2, 0], vec![0, 0, 1, 0]), "bad edges copied as 0");
+    assert_eq!((dst_perm, src_perm), (vec![0, 1, 2, 3], vec![0, 1, 2, 3]), "identity after an error");
+    for ptr in [dst_ptr, src_ptr] {
+        assert!(ptr.windows(2).all(|p| p[0] <= p[1]) && ptr[3] <= 4, "{ptr:?}: segments within the edges");
+    }
     // No edges: empty segments, nothing to check.
-    let (status, dst_ptr, _, src_ptr) = build(&[], &[], 4);
-    assert_eq!((status, dst_ptr, src_ptr), (OK, vec![0; 5], vec![0; 5]));
+    let (words, [_, _, dst_ptr, _, _, src_ptr]) = build(&[], &[], 4);
+    assert_eq!((words, dst_ptr, src_ptr), ([OK, -1], vec![0; 5], vec![0; 5]));
     // The launcher's own checks (no launch): sizes, pointers, alignment, workspace.
-    let b = Buf::zeroed(64);
+    let b = Buf::zeroed(128);
     let p = |off: usize| b.at::<u8>(off).cast::<i32>();
-    // SAFETY: every call fails validation (or is empty) before a pointer is used.
+    // SAFETY: every call fails validation before a pointer is used.
     unsafe {
         use ffi::kiln_status as S;
-        let call = |src: *const i32, nodes: i64, edges: i64, status: *mut i32, ws_bytes: i64| {
+        let call = |src: *const i32, nodes: i64, edges: i64, perm: *mut i32, status: *mut i32, ws: i64| {
             ffi::kiln_equivariant_graph_build(
                 src,
                 p(0),
@@ -2177,22 +2328,44 @@ fn graph_build_matches_the_host_layouts_and_reports_bad_edges() {
                 p(0),
                 p(0),
                 p(0),
+                perm,
+                p(0),
+                p(0),
                 status,
                 p(0).cast(),
-                ws_bytes,
+                ws,
                 null_mut(),
             )
         };
         assert_eq!(ffi::kiln_equivariant_graph_workspace_bytes(-1, 2), -1);
         assert_eq!(ffi::kiln_equivariant_graph_workspace_bytes(i64::from(i32::MAX), 2), -1);
         assert_eq!(ffi::kiln_equivariant_graph_workspace_bytes(2, i64::from(i32::MAX) + 1), -1);
-        assert_eq!(call(p(0), -1, 2, p(0), 64), S::KILN_ERROR_INVALID_SIZE);
-        assert_eq!(call(null(), 3, 2, p(0), 64), S::KILN_ERROR_NULL_POINTER);
-        assert_eq!(call(p(0), 3, 2, null_mut(), 64), S::KILN_ERROR_NULL_POINTER);
-        assert_eq!(call(p(2), 3, 2, p(0), 64), S::KILN_ERROR_MISALIGNED);
-        assert_eq!(call(p(0), 3, 2, p(0), 19), S::KILN_ERROR_WORKSPACE_TOO_SMALL);
-        let no_workspace =
-            ffi::kiln_equivariant_graph_build(p(0), p(0), 3, 2, p(0), p(0), p(0), p(0), null_mut(), 20, null_mut());
+        assert_eq!(ffi::kiln_equivariant_graph_workspace_bytes(0, 2), -1, "edges need a node");
+        assert_eq!(ffi::kiln_equivariant_graph_workspace_bytes(0, 0), 0);
+        assert_eq!(call(p(0), -1, 2, p(0), p(0), 128), S::KILN_ERROR_INVALID_SIZE);
+        assert_eq!(call(p(0), 0, 2, p(0), p(0), 128), S::KILN_ERROR_INVALID_SIZE);
+        assert_eq!(call(null(), 3, 2, p(0), p(0), 128), S::KILN_ERROR_NULL_POINTER);
+        assert_eq!(call(p(0), 3, 2, null_mut(), p(0), 128), S::KILN_ERROR_NULL_POINTER);
+        assert_eq!(call(p(0), 3, 2, p(0), null_mut(), 128), S::KILN_ERROR_NULL_POINTER);
+        assert_eq!(call(p(2), 3, 2, p(0), p(0), 128), S::KILN_ERROR_MISALIGNED);
+        assert_eq!(call(p(0), 3, 2, p(6), p(0), 128), S::KILN_ERROR_MISALIGNED);
+        assert_eq!(call(p(0), 3, 2, p(0), p(0), 39), S::KILN_ERROR_WORKSPACE_TOO_SMALL);
+        let no_workspace = ffi::kiln_equivariant_graph_build(
+            p(0),
+            p(0),
+            3,
+            2,
+            p(0),
+            p(0),
+            p(0),
+            p(0),
+            p(0),
+            p(0),
+            p(0),
+            null_mut(),
+            40,
+            null_mut(),
+        );
         assert_eq!(no_workspace, S::KILN_ERROR_NULL_POINTER);
     }
 }

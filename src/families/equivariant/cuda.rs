@@ -4,15 +4,16 @@
 // ABI on the device.
 
 use std::ffi::c_void;
+use std::sync::{Arc, Mutex};
 
 use super::kernel_kind::table_kernels;
 use super::sh::{Sh, ShNormalization, sh_dim};
 use super::tp::{Mode, TpPlan};
-use super::operands::{
-    DeviceGraph, DoubleGrads, Edges, Grads, HessianOperands, HostGraph, Layouts, Operands, UpstreamGrads,
-};
+use super::graph::GraphView;
+use super::operands::{DoubleGrads, Grads, HessianOperands, Operands, UpstreamGrads};
 use crate::core::dtype::DType;
-use crate::core::error::{Error, Result};
+use crate::core::device::Device;
+use crate::core::error::Result;
 use crate::core::gpu::{Gpu, Guard};
 use crate::core::launch::check_status;
 use crate::core::tensor::Tensor;
@@ -85,7 +86,47 @@ struct DevicePlan {
     coef_f64: Option<Tensor>,
 }
 
-fn upload_plan(plan: &TpPlan, dtype: DType, gpu: &Gpu) -> Result<DevicePlan> {
+/// A plan's tables as the device reads them: the paths (13 i32 fields each), the CG entries'
+/// packed (i, j, k) and values, and the path coefficients in f64.
+#[derive(PartialEq)]
+struct PlanTables {
+    paths: Vec<i32>,
+    ijk: Vec<i32>,
+    val: Vec<f64>,
+    coef: Vec<f64>,
+}
+
+/// Plans already uploaded, newest last: a call whose plan, dtype and device match one reuses
+/// its buffers, so a step that repeats its calls uploads nothing (no pageable copy for a CUDA
+/// graph to trip on) after the first. Keyed by the tables themselves (a few kB), compared in
+/// full; a handful of plans per model, so a short list.
+static PLANS: Mutex<Vec<CachedPlan>> = Mutex::new(Vec::new());
+const PLAN_CACHE_SIZE: usize = 32;
+
+/// One uploaded plan and what it was uploaded for.
+struct CachedPlan {
+    tables: PlanTables,
+    dtype: DType,
+    device: Device,
+    plan: Arc<DevicePlan>,
+}
+/// The uploaded plan for `plan` in `dtype` on `gpu`'s device, from the cache or uploaded now.
+fn device_plan(plan: &TpPlan, dtype: DType, gpu: &Gpu) -> Result<Arc<DevicePlan>> {
+    let tables = plan_tables(plan);
+    let device = gpu.device();
+    let mut cache = PLANS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(c) = cache.iter().find(|c| c.tables == tables && c.dtype == dtype && c.device.same_memory(&device)) {
+        return Ok(Arc::clone(&c.plan));
+    }
+    let plan = Arc::new(upload_plan(&tables, dtype, gpu)?);
+    if cache.len() == PLAN_CACHE_SIZE {
+        cache.remove(0);
+    }
+    cache.push(CachedPlan { tables, dtype, device, plan: Arc::clone(&plan) });
+    Ok(plan)
+}
+
+fn plan_tables(plan: &TpPlan) -> PlanTables {
     let (b1, b2, bo) = (plan.irreps_in1.blocks(), plan.irreps_in2.blocks(), plan.irreps_out.blocks());
     let (o1, o2, oo) = (plan.irreps_in1.offsets(), plan.irreps_in2.offsets(), plan.irreps_out.offsets());
     let mut paths: Vec<i32> = Vec::new();
@@ -128,15 +169,20 @@ fn upload_plan(plan: &TpPlan, dtype: DType, gpu: &Gpu) -> Result<DevicePlan> {
             v.push(0.0);
         }
     }
+    PlanTables { paths, ijk, val, coef }
+}
+
+fn upload_plan(tables: &PlanTables, dtype: DType, gpu: &Gpu) -> Result<DevicePlan> {
+    let PlanTables { paths, ijk, val, coef } = tables;
     let device = gpu.device();
     let (np, ni, nv, nc) = (paths.len(), ijk.len(), val.len(), coef.len());
     let f64 = dtype == DType::F64;
     Ok(DevicePlan {
-        paths: Tensor::from_vec(paths, &[np])?.to_device(&device)?,
-        cg_ijk: Tensor::from_vec(ijk, &[ni])?.to_device(&device)?,
-        cg_val: (!f64).then(|| Tensor::from_f64(&val, &[nv], DType::F32)?.to_device(&device)).transpose()?,
-        cg_val_f64: f64.then(|| Tensor::from_vec(val, &[nv])?.to_device(&device)).transpose()?,
-        coef_f64: f64.then(|| Tensor::from_vec(coef, &[nc])?.to_device(&device)).transpose()?,
+        paths: Tensor::from_vec(paths.clone(), &[np])?.to_device(&device)?,
+        cg_ijk: Tensor::from_vec(ijk.clone(), &[ni])?.to_device(&device)?,
+        cg_val: (!f64).then(|| Tensor::from_f64(val, &[nv], DType::F32)?.to_device(&device)).transpose()?,
+        cg_val_f64: f64.then(|| Tensor::from_vec(val.clone(), &[nv])?.to_device(&device)).transpose()?,
+        coef_f64: f64.then(|| Tensor::from_vec(coef.clone(), &[nc])?.to_device(&device)).transpose()?,
     })
 }
 
@@ -164,44 +210,32 @@ fn with_plan<R>(plan: &TpPlan, dev: &DevicePlan, gpu: &Gpu, f: impl FnOnce(&ffi:
     f(&c)
 }
 
-/// The convolution's layouts of `edges`, built and checked on the device
-/// (kiln_equivariant_graph_build): no index travels to the host and none is sorted there. The
-/// one synchronisation is the 4-byte data status word; on a data error the indices are read
-/// back to name it (the host check finds what the device did).
-fn device_graph<'a>(edges: &Edges<'a>, nodes: usize, n_edges: usize, gpu: &Gpu) -> Result<DeviceGraph<'a>> {
-    if let Some(given) = edges.layouts {
-        return Ok(DeviceGraph { src: edges.src, dst: edges.dst, layouts: Layouts::Given(given) });
-    }
-    let [dst_ptr, src_perm, src_ptr] = build_layouts(edges.src, edges.dst, nodes, n_edges, gpu)?;
-    Ok(DeviceGraph { src: edges.src, dst: edges.dst, layouts: Layouts::Built(Box::new([dst_ptr, src_perm, src_ptr])) })
-}
-
-/// dst_ptr, src_perm and src_ptr of src and dst (i32 `[edges]` on the device), built and
-/// checked there (see device_graph).
-pub(in crate::families::equivariant) fn build_layouts(
+/// The convolution's layouts of src and dst (i32 `[edges]` on the device, any order; LAYOUT_NAMES'
+/// order) and the two status words, built and checked there by kiln_equivariant_graph_build
+/// without reading the words back (EdgeGraph::check does).
+pub(in crate::families::equivariant) fn build_graph(
     src: &Tensor,
     dst: &Tensor,
     nodes: usize,
     n_edges: usize,
     gpu: &Gpu,
-) -> Result<[Tensor; 3]> {
+) -> Result<([Tensor; 6], Tensor)> {
     gpu.bind()?;
     let device = gpu.device();
     let i32s = |n: usize| Tensor::uninit(&[n.max(1)], DType::I32, &device);
-    let (mut dst_ptr, mut src_perm, mut src_ptr) = (i32s(nodes + 1)?, i32s(n_edges)?, i32s(nodes + 1)?);
-    let mut status_word = i32s(1)?;
+    let mut out = [i32s(n_edges)?, i32s(n_edges)?, i32s(nodes + 1)?, i32s(n_edges)?, i32s(n_edges)?, i32s(nodes + 1)?];
+    let mut status_words = i32s(2)?;
     // SAFETY: a pure size query.
     let bytes = unsafe { ffi::kiln_equivariant_graph_workspace_bytes(nodes as i64, n_edges as i64) };
     let mut workspace = gpu.workspace(bytes)?;
     let status = {
         let (sp, _sg) = src.dev_ptr(gpu);
         let (dp, _dg) = dst.dev_ptr(gpu);
-        let (op, _og) = dst_ptr.dev_ptr_mut(gpu);
-        let (pp, _pg) = src_perm.dev_ptr_mut(gpu);
-        let (rp, _rg) = src_ptr.dev_ptr_mut(gpu);
-        let (wp, _wg) = status_word.dev_ptr_mut(gpu);
+        let (ptrs, _out_guards): (Vec<u64>, Vec<_>) = out.iter_mut().map(|t| t.dev_ptr_mut(gpu)).unzip();
+        let o = |i: usize| ptrs[i] as *mut i32;
+        let (wp, _wg) = status_words.dev_ptr_mut(gpu);
         let (wsp, _wsg) = workspace.as_mut().map(|t| t.dev_ptr_mut(gpu)).unzip();
-        // SAFETY: src and dst are i32 [edges] (validated by mod.rs); the layouts, status word
+        // SAFETY: src and dst are i32 [edges] (validated by graph.rs); the layouts, status words
         // and workspace are sized as kiln.h asks; every guard outlives the launch.
         unsafe {
             ffi::kiln_equivariant_graph_build(
@@ -209,9 +243,12 @@ pub(in crate::families::equivariant) fn build_layouts(
                 dp as *const i32,
                 nodes as i64,
                 n_edges as i64,
-                op as *mut i32,
-                pp as *mut i32,
-                rp as *mut i32,
+                o(0),
+                o(1),
+                o(2),
+                o(3),
+                o(4),
+                o(5),
                 wp as *mut i32,
                 wsp.map_or(std::ptr::null_mut(), |p| p as *mut c_void),
                 bytes.max(0),
@@ -220,42 +257,33 @@ pub(in crate::families::equivariant) fn build_layouts(
         }
     };
     check_status(gpu, status, || "kiln_equivariant_graph_build".into())?;
-    let word = status_word.to_f64_vec()?[0] as i32;
-    if word != ffi::kiln_data_status::KILN_DATA_OK.0 as i32 {
-        HostGraph::from_tensors(src, dst, nodes)?;
-        return Err(Error::InvalidValue { arg: "dst", reason: format!("the device found bad edge data (status {word})") });
-    }
-    Ok([dst_ptr, src_perm, src_ptr])
+    Ok((out, status_words))
 }
 
-fn i32_ptr(p: u64) -> *const i32 {
-    if p == 0 { std::ptr::null() } else { p as *const i32 }
-}
-
-/// The device pointers of a graph's index arrays (src, dst, dst_ptr, src_perm, src_ptr; NULL
-/// without a graph: the batched product), and the guards that keep them valid for a launch.
-fn graph_ptrs<'g>(graph: Option<&'g DeviceGraph<'_>>, gpu: &'g Gpu) -> ([*const i32; 5], Vec<Guard<'g>>) {
-    let Some(g) = graph else { return ([std::ptr::null(); 5], Vec::new()) };
-    let mut guards = Vec::with_capacity(5);
-    let ptrs = [g.src, g.dst, g.dst_ptr(), g.src_perm(), g.src_ptr()].map(|t| {
+/// The device pointers of a graph's layouts (LAYOUT_NAMES' order: src, dst, dst_ptr, dst_perm,
+/// src_perm, src_ptr; NULL without a graph: the batched product), and the guards that keep
+/// them valid for a launch.
+fn graph_ptrs<'g>(graph: Option<&GraphView<'g>>, gpu: &'g Gpu) -> ([*const i32; 6], Vec<Guard<'g>>) {
+    let Some(GraphView::Device { layouts, .. }) = graph else { return ([std::ptr::null(); 6], Vec::new()) };
+    let mut guards = Vec::with_capacity(6);
+    let ptrs = layouts.map(|t| {
         let (p, guard) = t.dev_ptr(gpu);
         guards.push(guard);
-        i32_ptr(p)
+        p as *const i32
     });
     (ptrs, guards)
 }
 
 pub(in crate::families::equivariant) fn conv_forward(plan: &TpPlan, ops: &Operands, gpu: &Gpu) -> Result<Tensor> {
     gpu.bind()?;
-    let dev = upload_plan(plan, ops.x.dtype(), gpu)?;
+    let dev = device_plan(plan, ops.x.dtype(), gpu)?;
     let device = gpu.device();
-    let graph = ops.graph.as_ref().map(|g| device_graph(g, ops.nodes, ops.edges, gpu)).transpose()?;
     let mut out = Tensor::uninit(&[ops.nodes, plan.irreps_out.dim()], ops.x.dtype(), &device)?;
     let status = {
         let (xp, _xg) = ops.x.dev_ptr(gpu);
         let (yp, _yg) = ops.y.dev_ptr(gpu);
         let (wp, _wg) = ops.w.dev_ptr(gpu);
-        let ([sp, _, dp, _, _], _graph_guards) = graph_ptrs(graph.as_ref(), gpu);
+        let ([sp, _, dpp, dperm, _, _], _graph_guards) = graph_ptrs(ops.graph.as_ref(), gpu);
         let (op, _og) = out.dev_ptr_mut(gpu);
         with_plan(plan, &dev, gpu, |c| {
             // SAFETY: operands validated by mod.rs (shapes, dtypes, devices, indices in range,
@@ -269,7 +297,8 @@ pub(in crate::families::equivariant) fn conv_forward(plan: &TpPlan, ops: &Operan
                     wp as *const c_void,
                     i32::from(ops.shared),
                     sp,
-                    dp,
+                    dpp,
+                    dperm,
                     ops.nodes as i64,
                     ops.edges as i64,
                     op as *mut c_void,
@@ -284,10 +313,9 @@ pub(in crate::families::equivariant) fn conv_forward(plan: &TpPlan, ops: &Operan
 
 pub(in crate::families::equivariant) fn conv_backward(plan: &TpPlan, ops: &Operands, dout: &Tensor, gpu: &Gpu) -> Result<Grads> {
     gpu.bind()?;
-    let dev = upload_plan(plan, ops.x.dtype(), gpu)?;
+    let dev = device_plan(plan, ops.x.dtype(), gpu)?;
     let device = gpu.device();
     let dtype = ops.x.dtype();
-    let graph = ops.graph.as_ref().map(|g| device_graph(g, ops.nodes, ops.edges, gpu)).transpose()?;
     let mut dx = Tensor::uninit(ops.x.shape(), dtype, &device)?;
     let mut dy = Tensor::uninit(ops.y.shape(), dtype, &device)?;
     let mut dw = Tensor::uninit(ops.w.shape(), dtype, &device)?;
@@ -297,7 +325,7 @@ pub(in crate::families::equivariant) fn conv_backward(plan: &TpPlan, ops: &Opera
         let (yp, _yg) = ops.y.dev_ptr(gpu);
         let (wp, _wg) = ops.w.dev_ptr(gpu);
         let (gp, _gg) = dout.dev_ptr(gpu);
-        let ([sp, tp, dpp, pp, spp], _graph_guards) = graph_ptrs(graph.as_ref(), gpu);
+        let ([sp, tp, dpp, _, pp, spp], _graph_guards) = graph_ptrs(ops.graph.as_ref(), gpu);
         let (dxp, _dxg) = dx.dev_ptr_mut(gpu);
         let (dyp, _dyg) = dy.dev_ptr_mut(gpu);
         let (dwp, _dwg) = dw.dev_ptr_mut(gpu);
@@ -342,10 +370,9 @@ pub(in crate::families::equivariant) fn conv_double_backward(
     gpu: &Gpu,
 ) -> Result<DoubleGrads> {
     gpu.bind()?;
-    let dev = upload_plan(plan, ops.x.dtype(), gpu)?;
+    let dev = device_plan(plan, ops.x.dtype(), gpu)?;
     let device = gpu.device();
     let dtype = ops.x.dtype();
-    let graph = ops.graph.as_ref().map(|g| device_graph(g, ops.nodes, ops.edges, gpu)).transpose()?;
     let mut gx = Tensor::uninit(ops.x.shape(), dtype, &device)?;
     let mut gy = Tensor::uninit(ops.y.shape(), dtype, &device)?;
     let mut gw = Tensor::uninit(ops.w.shape(), dtype, &device)?;
@@ -359,7 +386,7 @@ pub(in crate::families::equivariant) fn conv_double_backward(
         let (gdxp, _gdxg) = up.gdx1.map(|t| t.dev_ptr(gpu)).unzip();
         let (gdyp, _gdyg) = up.gdx2.map(|t| t.dev_ptr(gpu)).unzip();
         let (gdwp, _gdwg) = up.gdw.map(|t| t.dev_ptr(gpu)).unzip();
-        let ([sp, tp, dpp, pp, spp], _graph_guards) = graph_ptrs(graph.as_ref(), gpu);
+        let ([sp, tp, dpp, dperm, pp, spp], _graph_guards) = graph_ptrs(ops.graph.as_ref(), gpu);
         let (gxp, _gxg) = gx.dev_ptr_mut(gpu);
         let (gyp, _gyg) = gy.dev_ptr_mut(gpu);
         let (gwp, _gwg) = gw.dev_ptr_mut(gpu);
@@ -380,6 +407,7 @@ pub(in crate::families::equivariant) fn conv_double_backward(
                     sp,
                     tp,
                     dpp,
+                    dperm,
                     pp,
                     spp,
                     gp as *const c_void,

@@ -25,6 +25,7 @@
 
 pub mod cg_code;
 pub mod cpu;
+mod graph;
 pub mod irreps;
 mod kernel_kind;
 mod operands;
@@ -32,8 +33,10 @@ pub mod sh;
 pub mod tp;
 pub mod wigner;
 pub use kernel_kind::with_table_kernels;
+pub use graph::EdgeGraph;
+pub(crate) use graph::{GraphView, LAYOUT_NAMES};
 pub use operands::{DoubleGrads, Grads, UpstreamGrads};
-use operands::{Edges, HessianOperands, HostGraph, Operands, index_values};
+use operands::{HessianOperands, Operands, index_values};
 
 // cuda.rs is the one copy of the launch code, compiled against each kernel library built in.
 crate::core::launch::launch_code!("cuda.rs");
@@ -145,50 +148,71 @@ fn index_arg<'a>(arg: &'static str, t: &'a Tensor, edges: usize) -> Arg<'a> {
     Arg::new(arg, t).dtype(DType::I32).shape_described(vec![edges], format!("[{edges}] (one per edge)"))
 }
 
-/// An edge list, and the device layouts built for it before ([`conv_layouts`]) where a caller
-/// reuses them (the registry's prepared runs): the calls then build nothing.
-pub(crate) struct ConvGraph<'a> {
-    pub(crate) src: &'a Tensor,
-    pub(crate) dst: &'a Tensor,
-    /// dst_ptr, src_perm, src_ptr from [`conv_layouts`] of these src and dst.
-    pub(crate) layouts: Option<[&'a Tensor; 3]>,
+/// The receiver order of the edges `src → dst` (i32 `[edges]`, any order, indices in
+/// `0..nodes`): the edge ids stably sorted by dst, i32 `[edges]` on their device, sorted there
+/// (a counting sort; no host round trip but the one check of the indices, which a typed error
+/// reports). A caller that keeps its edges in this order (y, w and the indices gathered by it)
+/// gets the same results from every convolution, with an identity permutation thereafter.
+pub fn sort_edges(src: &Tensor, dst: &Tensor, nodes: usize) -> Result<Tensor> {
+    let graph = EdgeGraph::build(src, dst, nodes)?;
+    graph.check()?;
+    graph.into_receiver_order()
 }
 
-/// The convolution's edge layouts (dst_ptr, src_perm, src_ptr) of src and dst (i32 `[edges]`,
-/// sorted by dst, indices in `0..nodes`), built and checked on their device once, for calls
-/// that reuse them ([`ConvGraph`]); `None` on the host, where there is nothing to build.
-pub(crate) fn conv_layouts(src: &Tensor, dst: &Tensor, nodes: usize) -> Result<Option<[Tensor; 3]>> {
-    let edges = claimed_rows(src);
-    check(&src.device(), &[index_arg("src", src, edges), index_arg("dst", dst, edges)])?;
-    if nodes > MAX_I32 || edges > MAX_I32 {
-        return Err(Error::Shape { arg: "src", expected: "at most 2^31 - 1 edges and nodes".into(), got: vec![edges] });
-    }
-    match Gpu::of(&src.device())? {
-        None => Ok(None),
-        Some(gpu) => device_layouts(src, dst, nodes, edges, &gpu).map(Some),
-    }
+/// The device layouts of the edges `src → dst` (LAYOUT_NAMES' order), built and checked once
+/// for calls that reuse them apart from an [`EdgeGraph`] (the registry's prepared runs); `None`
+/// on the host, where there is nothing to build.
+pub(crate) fn device_layouts(src: &Tensor, dst: &Tensor, nodes: usize) -> Result<Option<[Tensor; 6]>> {
+    let graph = EdgeGraph::build(src, dst, nodes)?;
+    graph.check()?;
+    Ok(graph.into_device_parts().map(|(tensors, _status)| tensors))
 }
 
-fn device_layouts(src: &Tensor, dst: &Tensor, nodes: usize, edges: usize, gpu: &Gpu) -> Result<[Tensor; 3]> {
-    on_backend!(gpu, build_layouts(src, dst, nodes, edges, gpu))
+/// The device layouts of src and dst and the status words (graph.rs; the launch code is
+/// reachable from here).
+fn device_build(src: &Tensor, dst: &Tensor, nodes: usize, edges: usize, gpu: &Gpu) -> Result<([Tensor; 6], Tensor)> {
+    on_backend!(gpu, build_graph(src, dst, nodes, edges, gpu))
 }
 
 fn validate_conv<'a>(
     plan: &TpPlan,
     (x, y, w): (&'a Tensor, &'a Tensor, &'a Tensor),
-    graph: ConvGraph<'a>,
+    nodes: usize,
+    graph: GraphView<'a>,
 ) -> Result<Operands<'a>> {
-    let ConvGraph { src, dst, layouts } = graph;
     let mut args = operand_args(plan, (x, y, w), ("x", "y"))?;
-    let edges = claimed_rows(y);
-    args.extend([index_arg("src", src, edges), index_arg("dst", dst, edges)]);
+    // A device graph on x's device (its buffers' lengths are padded: the edge count is
+    // compared below).
+    args.extend(graph.device_tensor().map(|t| Arg::new("graph", t).dtype(DType::I32).shape(t.shape().to_vec())));
     check(&x.device(), &args)?;
-    let (nodes, edges, shared) = rows(x, y, w, "y")?;
-    // The indices' values (in range, dst sorted) are no part of their description: checked on
-    // the host for host tensors; on a device by the kernels that lay the edges out (no host
-    // round trip; the launch code names a data error).
-    let host = if x.device().runs_kernels() { None } else { Some(HostGraph::from_tensors(src, dst, nodes)?) };
-    Ok(Operands { x, y, w, shared, nodes, edges, graph: Some(Edges { src, dst, host, layouts }) })
+    let (rows, edges, shared) = rows(x, y, w, "y")?;
+    if matches!(graph, GraphView::Host(_)) && x.device().runs_kernels() {
+        return Err(Error::InvalidValue { arg: "graph", reason: "built on the host; the operands are on a device".into() });
+    }
+    if graph.edges() != edges {
+        return Err(Error::Shape {
+            arg: "graph",
+            expected: format!("[{edges}] edges (one per row of y)"),
+            got: vec![graph.edges()],
+        });
+    }
+    if rows != nodes {
+        return Err(Error::Shape {
+            arg: "x",
+            expected: format!("[{nodes}, {}] (one row per node of the graph)", plan.irreps_in1.dim()),
+            got: x.shape().to_vec(),
+        });
+    }
+    Ok(Operands { x, y, w, shared, nodes, edges, graph: Some(graph) })
+}
+
+/// The edges of a host graph as the references take them. Operands on the host never carry a
+/// device graph (validate_conv holds the graph to x's device).
+fn host_edges(view: GraphView) -> Result<(Vec<i64>, Vec<i64>)> {
+    match view {
+        GraphView::Host(g) => Ok((g.src.iter().map(|&v| v as i64).collect(), g.dst.iter().map(|&v| v as i64).collect())),
+        GraphView::Device { .. } => Err(Error::InvalidValue { arg: "graph", reason: "built on a device, not the host".into() }),
+    }
 }
 
 /// Out of `ops` on the host: the f64 reference, rounded to the dtype.
@@ -196,10 +220,8 @@ fn host_forward(plan: &TpPlan, ops: &Operands) -> Result<Tensor> {
     let (x, y, w) = (ops.x.host_f64(), ops.y.host_f64(), ops.w.host_f64());
     let out = match &ops.graph {
         None => cpu::tp_forward(plan, &x, &y, &w, ops.nodes)?,
-        Some(edges) => {
-            let g = edges.host(ops.nodes)?;
-            let (s, d): (Vec<i64>, Vec<i64>) =
-                (g.src.iter().map(|&v| v as i64).collect(), g.dst.iter().map(|&v| v as i64).collect());
+        Some(view) => {
+            let (s, d) = host_edges(*view)?;
             cpu::conv_forward(plan, &x, &y, &w, &s, &d)?
         }
     };
@@ -210,10 +232,8 @@ fn host_backward(plan: &TpPlan, ops: &Operands, dout: &Tensor) -> Result<Grads> 
     let (x, y, w, g) = (ops.x.host_f64(), ops.y.host_f64(), ops.w.host_f64(), dout.host_f64());
     let grads = match &ops.graph {
         None => cpu::tp_backward(plan, &x, &y, &w, &g, ops.nodes)?,
-        Some(edges) => {
-            let gr = edges.host(ops.nodes)?;
-            let (s, d): (Vec<i64>, Vec<i64>) =
-                (gr.src.iter().map(|&v| v as i64).collect(), gr.dst.iter().map(|&v| v as i64).collect());
+        Some(view) => {
+            let (s, d) = host_edges(*view)?;
             cpu::conv_backward(plan, &x, &y, &w, &s, &d, &g)?
         }
     };
@@ -232,10 +252,8 @@ fn host_double_backward(plan: &TpPlan, ops: &Operands, dout: &Tensor, up: Upstre
     let cpu_up = cpu::Upstream { gdx1: gdx1.as_deref(), gdx2: gdx2.as_deref(), gdw: gdw.as_deref() };
     let grads = match &ops.graph {
         None => cpu::tp_double_backward(plan, &x, &y, &w, &g, ops.nodes, cpu_up)?,
-        Some(edges) => {
-            let gr = edges.host(ops.nodes)?;
-            let (s, d): (Vec<i64>, Vec<i64>) =
-                (gr.src.iter().map(|&v| v as i64).collect(), gr.dst.iter().map(|&v| v as i64).collect());
+        Some(view) => {
+            let (s, d) = host_edges(*view)?;
             cpu::conv_double_backward(plan, &x, &y, &w, &s, &d, &g, cpu_up)?
         }
     };
@@ -300,15 +318,12 @@ pub fn tensor_product_backward(plan: &TpPlan, x1: &Tensor, x2: &Tensor, w: &Tens
 }
 
 /// The fused, deterministic graph convolution `out[n] = Σ_{e: dst_e = n} TP(x[src_e], y[e]; w_e)`:
-/// x `[nodes, dim1]`, y `[edges, dim2]`, w `[W]` or `[edges, W]`, src and dst i32 `[edges]` with
-/// the edges sorted by dst (else a typed error) → `[nodes, dim_out]`.
+/// x `[nodes, dim1]`, y `[edges, dim2]`, w `[W]` or `[edges, W]`, src and dst i32 `[edges]` in
+/// any order (each receiver sums its edges in edge order) → `[nodes, dim_out]`. Lays the edges
+/// out and checks them on every call (one host synchronisation on a device, for a typed error
+/// naming a bad edge); a caller reusing its edges builds an [`EdgeGraph`] once instead.
 pub fn conv(plan: &TpPlan, x: &Tensor, y: &Tensor, w: &Tensor, src: &Tensor, dst: &Tensor) -> Result<Tensor> {
-    conv_on(plan, (x, y, w), ConvGraph { src, dst, layouts: None })
-}
-
-/// [`conv`] on an edge list whose layouts may have been built before.
-pub(crate) fn conv_on(plan: &TpPlan, xyw: (&Tensor, &Tensor, &Tensor), graph: ConvGraph) -> Result<Tensor> {
-    run_forward(plan, &validate_conv(plan, xyw, graph)?)
+    checked_graph(src, dst, x, y)?.conv(plan, (x, y, w))
 }
 
 /// The gradients (dx, dy, dw) of [`conv`] given dout `[nodes, dim_out]`.
@@ -319,17 +334,56 @@ pub fn conv_backward(
     dst: &Tensor,
     dout: &Tensor,
 ) -> Result<Grads> {
-    conv_on_backward(plan, (x, y, w), ConvGraph { src, dst, layouts: None }, dout)
+    checked_graph(src, dst, x, y)?.conv_backward(plan, (x, y, w), dout)
 }
 
-/// [`conv_backward`] on an edge list whose layouts may have been built before.
+/// The graph of src and dst between x's rows, one edge per row of y, built and checked.
+fn checked_graph(src: &Tensor, dst: &Tensor, x: &Tensor, y: &Tensor) -> Result<EdgeGraph> {
+    let graph = EdgeGraph::build_for(src, dst, claimed_rows(x), claimed_rows(y))?;
+    graph.check()?;
+    Ok(graph)
+}
+
+impl EdgeGraph {
+    /// [`conv`] on this graph: no host synchronisation and nothing uploaded once the plan's
+    /// tables are on the device (the first call on a device uploads and keeps them), so the
+    /// call can be captured in a CUDA graph. x has one row per node of the graph, y one per
+    /// edge.
+    pub fn conv(&self, plan: &TpPlan, xyw: (&Tensor, &Tensor, &Tensor)) -> Result<Tensor> {
+        conv_on(plan, xyw, self.nodes(), self.view())
+    }
+
+    /// [`conv_backward`] on this graph (as [`EdgeGraph::conv`]: no host synchronisation).
+    pub fn conv_backward(&self, plan: &TpPlan, xyw: (&Tensor, &Tensor, &Tensor), dout: &Tensor) -> Result<Grads> {
+        conv_on_backward(plan, xyw, self.nodes(), self.view(), dout)
+    }
+
+    /// [`conv_double_backward`] on this graph (as [`EdgeGraph::conv`]: no host synchronisation).
+    pub fn conv_double_backward(
+        &self,
+        plan: &TpPlan,
+        xyw: (&Tensor, &Tensor, &Tensor),
+        dout: &Tensor,
+        up: UpstreamGrads,
+    ) -> Result<DoubleGrads> {
+        conv_on_double_backward(plan, xyw, self.nodes(), self.view(), dout, up)
+    }
+}
+
+/// [`conv`] on laid-out edges.
+pub(crate) fn conv_on(plan: &TpPlan, xyw: (&Tensor, &Tensor, &Tensor), nodes: usize, graph: GraphView) -> Result<Tensor> {
+    run_forward(plan, &validate_conv(plan, xyw, nodes, graph)?)
+}
+
+/// [`conv_backward`] on laid-out edges.
 pub(crate) fn conv_on_backward(
     plan: &TpPlan,
     xyw: (&Tensor, &Tensor, &Tensor),
-    graph: ConvGraph,
+    nodes: usize,
+    graph: GraphView,
     dout: &Tensor,
 ) -> Result<Grads> {
-    run_backward(plan, &validate_conv(plan, xyw, graph)?, dout)
+    run_backward(plan, &validate_conv(plan, xyw, nodes, graph)?, dout)
 }
 
 /// The double backward of [`tensor_product`] (force training: a loss on gradients): the
@@ -355,18 +409,19 @@ pub fn conv_double_backward(
     dout: &Tensor,
     up: UpstreamGrads,
 ) -> Result<DoubleGrads> {
-    conv_on_double_backward(plan, (x, y, w), ConvGraph { src, dst, layouts: None }, dout, up)
+    checked_graph(src, dst, x, y)?.conv_double_backward(plan, (x, y, w), dout, up)
 }
 
-/// [`conv_double_backward`] on an edge list whose layouts may have been built before.
+/// [`conv_double_backward`] on laid-out edges.
 pub(crate) fn conv_on_double_backward(
     plan: &TpPlan,
     xyw: (&Tensor, &Tensor, &Tensor),
-    graph: ConvGraph,
+    nodes: usize,
+    graph: GraphView,
     dout: &Tensor,
     up: UpstreamGrads,
 ) -> Result<DoubleGrads> {
-    run_double_backward(plan, &validate_conv(plan, xyw, graph)?, dout, up)
+    run_double_backward(plan, &validate_conv(plan, xyw, nodes, graph)?, dout, up)
 }
 
 fn validate_hessian<'a>(

@@ -1,11 +1,9 @@
 //! What the equivariant ops hand their launch code and return: validated operands of a tensor
-//! product, convolution or Hessian, the edge list in the layouts the kernels read (on the host
-//! and on a device), and the gradients.
+//! product, convolution or Hessian, the host layouts of an edge list, and the gradients.
 //!
 //! Layer: families. Imports core; the API (mod.rs) and the launch code import it.
 
-use std::borrow::Cow;
-
+use super::graph::GraphView;
 use crate::core::error::{Error, Result};
 use crate::core::tensor::Tensor;
 
@@ -49,79 +47,18 @@ pub struct DoubleGrads {
     pub gdout: Tensor,
 }
 
-/// A validated edge list (edges sorted by receiver) on the host, with its sender order: the
-/// host references' edges, and the Hessian's layouts.
+/// A validated edge list (any edge order) on the host, with its sender order: the host
+/// references' edges, and the Hessian's layouts.
 #[derive(Clone, Debug)]
 // The sender layouts serve only the launch code, absent without a backend.
 #[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
-pub(super) struct HostGraph {
+pub(crate) struct HostGraph {
     pub(super) src: Vec<i32>,
     pub(super) dst: Vec<i32>,
     /// The edges stably sorted by sender.
     pub(super) src_perm: Vec<i32>,
     /// CSR offsets of each sender's edges in `src_perm` `[nodes + 1]`.
     pub(super) src_ptr: Vec<i32>,
-}
-
-/// The convolution's layouts on a device (dst_ptr, src_perm, src_ptr: built by
-/// kiln_equivariant_graph_build) beside the caller's src and dst.
-#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
-pub(super) struct DeviceGraph<'a> {
-    pub(super) src: &'a Tensor,
-    pub(super) dst: &'a Tensor,
-    pub(super) layouts: Layouts<'a>,
-}
-
-/// The device layouts (dst_ptr, src_perm, src_ptr): built for this call, or built before for
-/// these src and dst ([`conv_layouts`](super::conv_layouts)) and given.
-#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
-pub(super) enum Layouts<'a> {
-    Built(Box<[Tensor; 3]>),
-    Given([&'a Tensor; 3]),
-}
-
-#[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
-impl DeviceGraph<'_> {
-    fn layout(&self, i: usize) -> &Tensor {
-        match &self.layouts {
-            Layouts::Built(t) => &t[i],
-            Layouts::Given(t) => t[i],
-        }
-    }
-    pub(super) fn dst_ptr(&self) -> &Tensor {
-        self.layout(0)
-    }
-    pub(super) fn src_perm(&self) -> &Tensor {
-        self.layout(1)
-    }
-    pub(super) fn src_ptr(&self) -> &Tensor {
-        self.layout(2)
-    }
-}
-
-/// A convolution's edge list: the caller's src and dst (i32 `[edges]`, shapes checked). On the
-/// host their values are checked and laid out there ([`HostGraph`]); on a device the launch
-/// code builds and checks the layouts on the device, and reads the values to the host only to
-/// name a data error.
-pub(super) struct Edges<'a> {
-    pub(super) src: &'a Tensor,
-    pub(super) dst: &'a Tensor,
-    /// Built at validation for host tensors.
-    pub(super) host: Option<HostGraph>,
-    /// Device layouts built before for these src and dst (the registry's prepare); read by the
-    /// launch code, absent without a backend.
-    #[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
-    pub(super) layouts: Option<[&'a Tensor; 3]>,
-}
-
-impl Edges<'_> {
-    /// The host layouts: built at validation, or now (reading the indices back).
-    pub(super) fn host(&self, nodes: usize) -> Result<Cow<'_, HostGraph>> {
-        match &self.host {
-            Some(h) => Ok(Cow::Borrowed(h)),
-            None => HostGraph::from_tensors(self.src, self.dst, nodes).map(Cow::Owned),
-        }
-    }
 }
 
 /// The values of an index tensor (i32 `[edges]`), each in `0..nodes`.
@@ -148,23 +85,12 @@ impl HostGraph {
         HostGraph { src, dst, src_perm, src_ptr }
     }
 
-    /// The layouts of src and dst (i32 `[edges]` tensors on any device), read to the host and
-    /// checked: every index in `0..nodes`, the edges sorted by dst (else a typed error naming
-    /// the argument and the edge).
+    /// The layouts of src and dst (i32 `[edges]` tensors on any device, any edge order), read
+    /// to the host and checked: every index in `0..nodes` (else a typed error naming the
+    /// argument and the edge).
     pub(super) fn from_tensors(src: &Tensor, dst: &Tensor, nodes: usize) -> Result<HostGraph> {
         let src = index_values("src", src, nodes)?;
         let dst = index_values("dst", dst, nodes)?;
-        if let Some(e) = dst.windows(2).position(|p| p[1] < p[0]) {
-            return Err(Error::InvalidValue {
-                arg: "dst",
-                reason: format!(
-                    "the deterministic convolution needs the edges sorted by receiver: dst[{}] = {} follows {}",
-                    e + 1,
-                    dst[e + 1],
-                    dst[e]
-                ),
-            });
-        }
         Ok(HostGraph::new(src, dst, nodes))
     }
 }
@@ -180,7 +106,7 @@ pub(super) struct Operands<'a> {
     pub(super) shared: bool,
     pub(super) nodes: usize,
     pub(super) edges: usize,
-    pub(super) graph: Option<Edges<'a>>,
+    pub(super) graph: Option<GraphView<'a>>,
 }
 
 /// Validated HIP Hessian operands: features, edges and molecules.

@@ -20,8 +20,8 @@ use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
 use crate::families::equivariant::tp::{Mode, PathNormalization, TpPlan};
 use crate::families::equivariant::{
-    ConvGraph, Irreps, UpstreamGrads, conv_layouts, conv_on, conv_on_backward, conv_on_double_backward, cpu,
-    tensor_product, tensor_product_backward, tensor_product_double_backward,
+    EdgeGraph, GraphView, Irreps, LAYOUT_NAMES, UpstreamGrads, conv_on, conv_on_backward, conv_on_double_backward,
+    cpu, device_layouts, tensor_product, tensor_product_backward, tensor_product_double_backward,
 };
 use crate::ops::check_row::{CheckRow, central_difference, rms_key};
 use crate::ops::params::Params;
@@ -94,8 +94,10 @@ const CONFIGS: [Config; 5] = [
     },
 ];
 
-/// Where prepare leaves the convolution's device layouts (dst_ptr, src_perm, src_ptr).
-const PREPARED_LAYOUTS: [&str; 3] = ["prepared:dst_ptr", "prepared:src_perm", "prepared:src_ptr"];
+/// Where prepare leaves the convolution's device layouts (LAYOUT_NAMES' order).
+fn prepared_name(layout: &str) -> String {
+    format!("prepared:graph:{layout}")
+}
 
 /// dim(irreps_in1) of the MACE-large configuration.
 const MACE_LARGE_DIM1: usize = 128 * (1 + 3 + 5);
@@ -479,9 +481,9 @@ impl Op for TpOp {
     fn prepare(&self, _dir: Direction, inputs: &mut Tensors, _params: &Params) -> Result<()> {
         if *self == TpOp::Conv {
             let nodes = input(inputs, "x")?.shape().first().copied().unwrap_or(0);
-            if let Some(layouts) = conv_layouts(input(inputs, "src")?, input(inputs, "dst")?, nodes)? {
-                for (name, t) in PREPARED_LAYOUTS.into_iter().zip(layouts) {
-                    inputs.insert(name.into(), t);
+            if let Some(layouts) = device_layouts(input(inputs, "src")?, input(inputs, "dst")?, nodes)? {
+                for (name, t) in LAYOUT_NAMES.into_iter().zip(layouts) {
+                    inputs.insert(prepared_name(name), t);
                 }
             }
         }
@@ -492,14 +494,23 @@ impl Op for TpOp {
         let plan = plan_of(params)?;
         let [xn, yn, dxn, dyn_] = self.names();
         let (x, y, w) = (input(inputs, xn)?, input(inputs, yn)?, input(inputs, "w")?);
-        // The convolution's edges, with the layouts prepare built (else each call builds them).
-        let graph = || -> Result<ConvGraph> {
-            let layouts = match PREPARED_LAYOUTS.map(|n| inputs.get(n)) {
-                [Some(a), Some(b), Some(c)] => Some([a, b, c]),
-                _ => None,
-            };
-            Ok(ConvGraph { src: input(inputs, "src")?, dst: input(inputs, "dst")?, layouts })
+        // The convolution's edges: the layouts prepare built, else built (and checked) here.
+        let nodes = x.shape().first().copied().unwrap_or(0);
+        let built: Option<EdgeGraph>;
+        let graph = match LAYOUT_NAMES.map(|n| inputs.get(&prepared_name(n))) {
+            _ if *self == TpOp::Tp => None,
+            [Some(a), Some(b), Some(c), Some(d), Some(e), Some(f)] => {
+                let edges = input(inputs, "src")?.shape().first().copied().unwrap_or(0);
+                Some(GraphView::Device { layouts: [a, b, c, d, e, f], edges })
+            }
+            _ => {
+                let g = EdgeGraph::build(input(inputs, "src")?, input(inputs, "dst")?, nodes)?;
+                g.check()?;
+                built = Some(g);
+                built.as_ref().map(EdgeGraph::view)
+            }
         };
+        let graph = || graph.ok_or_else(|| Error::InvalidValue { arg: "graph", reason: "the product has no graph".into() });
         if dir == Direction::Bwd2 {
             let ([gx, gy, gw], [ox, oy, ow, odout]) = self.bwd2_names();
             let up = UpstreamGrads {
@@ -510,7 +521,7 @@ impl Op for TpOp {
             let dout = input(inputs, "dout")?;
             let g = match self {
                 TpOp::Tp => tensor_product_double_backward(&plan, (x, y, w), dout, up)?,
-                TpOp::Conv => conv_on_double_backward(&plan, (x, y, w), graph()?, dout, up)?,
+                TpOp::Conv => conv_on_double_backward(&plan, (x, y, w), nodes, graph()?, dout, up)?,
             };
             put_output(outputs, ox, g.gx1)?;
             put_output(outputs, oy, g.gx2)?;
@@ -519,9 +530,9 @@ impl Op for TpOp {
         }
         let grads = match (self, dir) {
             (TpOp::Tp, Direction::Fwd) => return put_output(outputs, "out", tensor_product(&plan, x, y, w)?),
-            (TpOp::Conv, Direction::Fwd) => return put_output(outputs, "out", conv_on(&plan, (x, y, w), graph()?)?),
+            (TpOp::Conv, Direction::Fwd) => return put_output(outputs, "out", conv_on(&plan, (x, y, w), nodes, graph()?)?),
             (TpOp::Tp, Direction::Bwd) => tensor_product_backward(&plan, x, y, w, input(inputs, "dout")?)?,
-            (TpOp::Conv, Direction::Bwd) => conv_on_backward(&plan, (x, y, w), graph()?, input(inputs, "dout")?)?,
+            (TpOp::Conv, Direction::Bwd) => conv_on_backward(&plan, (x, y, w), nodes, graph()?, input(inputs, "dout")?)?,
             (_, Direction::Bwd2) => return Err(no_direction(self, dir)),
         };
         put_output(outputs, dxn, grads.dx1)?;
