@@ -26,3 +26,6 @@ pub struct EmulatorPage;
 
 #[doc = include_str!("../docs/gpu.md")]
 pub struct GpuPage;
+
+#[doc = include_str!("../docs/arith.md")]
+pub struct ArithPage;

@@ -52,6 +52,13 @@ pub mod activation {
     pub use crate::ops::activation as op;
 }
 
+/// Neural arithmetic units: NAU, NMU, their regularisers, the NALU and the success criterion
+/// ([`families::arith`]; the f64 references so far).
+pub mod arith {
+    #[doc(inline)]
+    pub use crate::families::arith::*;
+}
+
 /// Fused GLUs and the GLU MLP block ([`families::glu`]); `op` and `mlp_op` hold their registry
 /// entries.
 pub mod glu {

@@ -6,6 +6,7 @@
 //! the GLUs evaluate activations). Never the registry, the checks or the tools above.
 
 pub mod activation;
+pub mod arith;
 pub mod attention;
 pub mod equivariant;
 pub mod glu;

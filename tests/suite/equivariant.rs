@@ -1506,7 +1506,12 @@ fn edge_graphs_take_any_order_and_their_calls_make_no_host_round_trip() {
     let (src, dst) = shuffled_graph(&mut rng, nodes, edges);
     let mut want_perm: Vec<usize> = (0..edges).collect();
     want_perm.sort_by_key(|&e| dst[e]);
-    let (x, y, w, dout) = (randn(&mut rng, nodes * d1), randn(&mut rng, edges * d2), randn(&mut rng, edges * nw), randn(&mut rng, nodes * dk));
+    let (x, y, w, dout) = (
+        randn(&mut rng, nodes * d1),
+        randn(&mut rng, edges * d2),
+        randn(&mut rng, edges * nw),
+        randn(&mut rng, nodes * dk),
+    );
     let gather = |v: &[f64], width: usize| -> Vec<f64> {
         want_perm.iter().flat_map(|&e| v[e * width..(e + 1) * width].iter().copied()).collect()
     };
@@ -1560,11 +1565,16 @@ fn edge_graphs_take_any_order_and_their_calls_make_no_host_round_trip() {
         // Sizes that do not match the graph; a graph on another device.
         let e = graph.conv(&plan, (&f(&x[..6 * d1], &[6, d1]), &yt, &wt)).expect_err("x rows");
         assert!(matches!(e, Error::Shape { arg: "x", .. }), "{e}");
-        let e = graph.conv(&plan, (&xt, &f(&y[..44 * d2], &[44, d2]), &f(&w[..44 * nw], &[44, nw]))).expect_err("y rows");
+        let e =
+            graph.conv(&plan, (&xt, &f(&y[..44 * d2], &[44, d2]), &f(&w[..44 * nw], &[44, nw]))).expect_err("y rows");
         assert!(matches!(e, Error::Shape { arg: "graph", .. }), "{e}");
         if device.runs_kernels() {
-            let host = equivariant::EdgeGraph::build(&Tensor::from_vec(src.clone(), &[edges]).unwrap(),
-                                                     &Tensor::from_vec(dst.clone(), &[edges]).unwrap(), nodes).unwrap();
+            let host = equivariant::EdgeGraph::build(
+                &Tensor::from_vec(src.clone(), &[edges]).unwrap(),
+                &Tensor::from_vec(dst.clone(), &[edges]).unwrap(),
+                nodes,
+            )
+            .unwrap();
             let e = host.conv(&plan, (&xt, &yt, &wt)).expect_err("host graph");
             assert!(matches!(e, Error::InvalidValue { arg: "graph", .. }), "{e}");
         }
@@ -1954,10 +1964,14 @@ macro_rules! c_abi_validation {
                             null_mut(),
                         )
                     };
-                    let conv = |plan, x, src, dst_ptr, nodes, edges| conv_perm(plan, x, src, dst_ptr, null(), nodes, edges);
+                    let conv =
+                        |plan, x, src, dst_ptr, nodes, edges| conv_perm(plan, x, src, dst_ptr, null(), nodes, edges);
                     // The receiver order is optional (NULL: sorted edges); given, it is aligned
                     // and marks graph mode as the other arrays do.
-                    assert_eq!(conv_perm(&good, p(FAKE), ip(FAKE), ip(FAKE), ip(FAKE + 2), 2, 3), S::KILN_ERROR_MISALIGNED);
+                    assert_eq!(
+                        conv_perm(&good, p(FAKE), ip(FAKE), ip(FAKE), ip(FAKE + 2), 2, 3),
+                        S::KILN_ERROR_MISALIGNED
+                    );
                     assert_eq!(conv_perm(&good, p(FAKE), null(), null(), ip(FAKE), 2, 3), S::KILN_ERROR_NULL_POINTER);
                     assert_eq!(conv(null(), p(FAKE), ip(FAKE), ip(FAKE), 2, 3), S::KILN_ERROR_NULL_POINTER);
                     assert_eq!(conv(&plan(-1, 1, FAKE), p(FAKE), ip(FAKE), ip(FAKE), 2, 3), S::KILN_ERROR_INVALID_SIZE);
@@ -2263,7 +2277,8 @@ fn graph_build_matches_the_host_layouts_and_reports_bad_edges() {
     }
 
     let mut rng = rng();
-    for (nodes, edges, hub, shuffled) in [(300, 1000, 70, true), (300, 1000, 70, false), (5, 40, 33, true), (1, 3, 0, true)]
+    for (nodes, edges, hub, shuffled) in
+        [(300, 1000, 70, true), (300, 1000, 70, false), (5, 40, 33, true), (1, 3, 0, true)]
     {
         let (src, dst) = if nodes == 1 {
             (vec![0; edges], vec![0; edges])

@@ -4,6 +4,7 @@
 //! One binary keeps links few and the GPU bundle small.
 
 mod activation;
+mod arith;
 mod attention;
 mod attention_bwd;
 mod attention_padded;

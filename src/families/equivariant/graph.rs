@@ -3,16 +3,13 @@
 //! training step that reuse it (and a CUDA graph that captures the step) never wait for the
 //! host; on the host, checked and laid out there.
 //!
-//! Layer: families. Imports core and the family's operands; the API (mod.rs) and the launch
-//! code use it.
+//! Layer: families. Imports core and the family's operands; the API (mod.rs, which also builds
+//! graphs: the launch code is reachable from there) and the launch code use it.
 
-use super::operands::HostGraph;
-use super::{MAX_I32, claimed_rows, device_build, index_arg};
+use super::operands::{GraphView, HostGraph};
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
-use crate::core::gpu::Gpu;
 use crate::core::tensor::Tensor;
-use crate::core::validate::check;
 
 /// The convolution's edge list on one device, laid out once and reused by every call on it
 /// ([`EdgeGraph::conv`], [`EdgeGraph::conv_backward`], [`EdgeGraph::conv_double_backward`]).
@@ -55,62 +52,16 @@ enum Layouts {
     Device { tensors: Box<[Tensor; 6]>, status: Tensor },
 }
 
-/// Where the device layouts sit in [`GraphView::layouts`]: checked copies of src and dst, the
-/// receiver order (dst_ptr, dst_perm) and the sender order (src_perm, src_ptr).
-pub(crate) const LAYOUT_NAMES: [&str; 6] = ["src", "dst", "dst_ptr", "dst_perm", "src_perm", "src_ptr"];
-
-/// A graph as the ops read it: the host layouts, or the device layouts (LAYOUT_NAMES' order;
-/// each buffer holds at least one element, so the edge count travels beside them).
-#[derive(Clone, Copy)]
-pub(crate) enum GraphView<'a> {
-    Host(&'a HostGraph),
-    Device { layouts: [&'a Tensor; 6], edges: usize },
-}
-
-impl GraphView<'_> {
-    /// The graph's edge count.
-    pub(super) fn edges(&self) -> usize {
-        match self {
-            GraphView::Host(g) => g.src.len(),
-            GraphView::Device { edges, .. } => *edges,
-        }
-    }
-
-    /// A tensor on the graph's device, for the ops' device rule; `None` on the host.
-    pub(super) fn device_tensor(&self) -> Option<&Tensor> {
-        match self {
-            GraphView::Host(_) => None,
-            GraphView::Device { layouts, .. } => Some(layouts[0]),
-        }
-    }
-}
-
 impl EdgeGraph {
-    /// Lays out the edges `src → dst` (i32 `[edges]`, one device, any order) between `nodes`
-    /// nodes. Host tensors are checked now (a typed error names the bad edge); on a device the
-    /// kernels check them and this returns without waiting for them (see [`EdgeGraph::check`]).
-    pub fn build(src: &Tensor, dst: &Tensor, nodes: usize) -> Result<EdgeGraph> {
-        EdgeGraph::build_for(src, dst, nodes, claimed_rows(src))
+    /// A graph laid out on the host (its indices checked there).
+    pub(super) fn on_host(nodes: usize, edges: usize, graph: HostGraph) -> EdgeGraph {
+        EdgeGraph { nodes, edges, layouts: Layouts::Host(graph) }
     }
 
-    /// [`EdgeGraph::build`] for `edges` edges (the rows of a call's y: src and dst are then
-    /// named against them).
-    pub(super) fn build_for(src: &Tensor, dst: &Tensor, nodes: usize, edges: usize) -> Result<EdgeGraph> {
-        check(&src.device(), &[index_arg("src", src, edges), index_arg("dst", dst, edges)])?;
-        if nodes > MAX_I32 || edges > MAX_I32 {
-            return Err(Error::Shape { arg: "src", expected: "at most 2^31 - 1 edges and nodes".into(), got: vec![edges] });
-        }
-        if nodes == 0 && edges > 0 {
-            return Err(Error::InvalidValue { arg: "nodes", reason: format!("{edges} edges need at least one node") });
-        }
-        let layouts = match Gpu::of(&src.device())? {
-            None => Layouts::Host(HostGraph::from_tensors(src, dst, nodes)?),
-            Some(gpu) => {
-                let (tensors, status) = device_build(src, dst, nodes, edges, &gpu)?;
-                Layouts::Device { tensors: Box::new(tensors), status }
-            }
-        };
-        Ok(EdgeGraph { nodes, edges, layouts })
+    /// A graph laid out on a device: kiln_equivariant_graph_build's layouts (LAYOUT_NAMES'
+    /// order) and status words.
+    pub(super) fn on_device(nodes: usize, edges: usize, tensors: [Tensor; 6], status: Tensor) -> EdgeGraph {
+        EdgeGraph { nodes, edges, layouts: Layouts::Device { tensors: Box::new(tensors), status } }
     }
 
     /// Reads the device's verdict on the indices (one host synchronisation): a typed error

@@ -32,11 +32,11 @@ mod operands;
 pub mod sh;
 pub mod tp;
 pub mod wigner;
-pub use kernel_kind::with_table_kernels;
 pub use graph::EdgeGraph;
-pub(crate) use graph::{GraphView, LAYOUT_NAMES};
+pub use kernel_kind::with_table_kernels;
 pub use operands::{DoubleGrads, Grads, UpstreamGrads};
-use operands::{HessianOperands, Operands, index_values};
+pub(crate) use operands::{GraphView, LAYOUT_NAMES};
+use operands::{HessianOperands, HostGraph, MAX_I32, Operands, claimed_rows, index_arg, index_values};
 
 // cuda.rs is the one copy of the launch code, compiled against each kernel library built in.
 crate::core::launch::launch_code!("cuda.rs");
@@ -52,13 +52,6 @@ pub use irreps::{Irrep, Irreps, IrrepsError, MulIr, Parity};
 pub use sh::{Sh, ShNormalization, ShTable, sh_dim};
 pub use tp::{Instruction, IrrepNormalization, Mode, PathNormalization, TpPlan};
 pub use wigner::{LMAX, Wigner3j, wigner_3j, wigner_d};
-
-/// The rows `t` claims: its first dimension (0 for a scalar). A rule "shape `[rows, width]`"
-/// built on it holds exactly when t is `[r, width]` for some r, so an op can name the rows of
-/// x or y in the rules of the arguments declared after them, before any shape is checked.
-fn claimed_rows(t: &Tensor) -> usize {
-    t.shape().first().copied().unwrap_or(0)
-}
 
 /// `vec` is a float `[n, 3]` tensor (and `dsh`, when given, `[n, (lmax+1)²]` in vec's dtype)
 /// and the degree is supported: returns n.
@@ -90,9 +83,6 @@ pub fn spherical_harmonics_backward(sh: &Sh, vec: &Tensor, dsh: &Tensor) -> Resu
         Some(gpu) => on_backend!(&gpu, sh_backward(sh, vec, dsh, n, &gpu)),
     }
 }
-
-/// The largest row width, weight count, node or edge count the kernels index with 32 bits.
-const MAX_I32: usize = i32::MAX as usize;
 
 /// The rules of (x, y, w) against the plan: x `[nodes, dim1]`, y `[edges, dim2]`, w `[W]`
 /// (shared) or `[edges, W]`, all in x's float dtype on x's device. The plan's widths are
@@ -143,11 +133,6 @@ fn validate_tp<'a>(plan: &TpPlan, x1: &'a Tensor, x2: &'a Tensor, w: &'a Tensor)
     Ok(Operands { x: x1, y: x2, w, shared, nodes, edges, graph: None })
 }
 
-/// An index tensor: i32 `[edges]`.
-fn index_arg<'a>(arg: &'static str, t: &'a Tensor, edges: usize) -> Arg<'a> {
-    Arg::new(arg, t).dtype(DType::I32).shape_described(vec![edges], format!("[{edges}] (one per edge)"))
-}
-
 /// The receiver order of the edges `src → dst` (i32 `[edges]`, any order, indices in
 /// `0..nodes`): the edge ids stably sorted by dst, i32 `[edges]` on their device, sorted there
 /// (a counting sort; no host round trip but the one check of the indices, which a typed error
@@ -166,6 +151,39 @@ pub(crate) fn device_layouts(src: &Tensor, dst: &Tensor, nodes: usize) -> Result
     let graph = EdgeGraph::build(src, dst, nodes)?;
     graph.check()?;
     Ok(graph.into_device_parts().map(|(tensors, _status)| tensors))
+}
+
+impl EdgeGraph {
+    /// Lays out the edges `src → dst` (i32 `[edges]`, one device, any order) between `nodes`
+    /// nodes. Host tensors are checked now (a typed error names the bad edge); on a device the
+    /// kernels check them and this returns without waiting for them (see [`EdgeGraph::check`]).
+    pub fn build(src: &Tensor, dst: &Tensor, nodes: usize) -> Result<EdgeGraph> {
+        EdgeGraph::build_for(src, dst, nodes, claimed_rows(src))
+    }
+
+    /// [`EdgeGraph::build`] for `edges` edges (the rows of a call's y: src and dst are then
+    /// named against them).
+    pub(super) fn build_for(src: &Tensor, dst: &Tensor, nodes: usize, edges: usize) -> Result<EdgeGraph> {
+        check(&src.device(), &[index_arg("src", src, edges), index_arg("dst", dst, edges)])?;
+        if nodes > MAX_I32 || edges > MAX_I32 {
+            return Err(Error::Shape {
+                arg: "src",
+                expected: "at most 2^31 - 1 edges and nodes".into(),
+                got: vec![edges],
+            });
+        }
+        if nodes == 0 && edges > 0 {
+            return Err(Error::InvalidValue { arg: "nodes", reason: format!("{edges} edges need at least one node") });
+        }
+        let graph = match Gpu::of(&src.device())? {
+            None => EdgeGraph::on_host(nodes, edges, HostGraph::from_tensors(src, dst, nodes)?),
+            Some(gpu) => {
+                let (tensors, status) = device_build(src, dst, nodes, edges, &gpu)?;
+                EdgeGraph::on_device(nodes, edges, tensors, status)
+            }
+        };
+        Ok(graph)
+    }
 }
 
 /// The device layouts of src and dst and the status words (graph.rs; the launch code is
@@ -187,7 +205,10 @@ fn validate_conv<'a>(
     check(&x.device(), &args)?;
     let (rows, edges, shared) = rows(x, y, w, "y")?;
     if matches!(graph, GraphView::Host(_)) && x.device().runs_kernels() {
-        return Err(Error::InvalidValue { arg: "graph", reason: "built on the host; the operands are on a device".into() });
+        return Err(Error::InvalidValue {
+            arg: "graph",
+            reason: "built on the host; the operands are on a device".into(),
+        });
     }
     if graph.edges() != edges {
         return Err(Error::Shape {
@@ -210,8 +231,12 @@ fn validate_conv<'a>(
 /// device graph (validate_conv holds the graph to x's device).
 fn host_edges(view: GraphView) -> Result<(Vec<i64>, Vec<i64>)> {
     match view {
-        GraphView::Host(g) => Ok((g.src.iter().map(|&v| v as i64).collect(), g.dst.iter().map(|&v| v as i64).collect())),
-        GraphView::Device { .. } => Err(Error::InvalidValue { arg: "graph", reason: "built on a device, not the host".into() }),
+        GraphView::Host(g) => {
+            Ok((g.src.iter().map(|&v| v as i64).collect(), g.dst.iter().map(|&v| v as i64).collect()))
+        }
+        GraphView::Device { .. } => {
+            Err(Error::InvalidValue { arg: "graph", reason: "built on a device, not the host".into() })
+        }
     }
 }
 
@@ -371,7 +396,12 @@ impl EdgeGraph {
 }
 
 /// [`conv`] on laid-out edges.
-pub(crate) fn conv_on(plan: &TpPlan, xyw: (&Tensor, &Tensor, &Tensor), nodes: usize, graph: GraphView) -> Result<Tensor> {
+pub(crate) fn conv_on(
+    plan: &TpPlan,
+    xyw: (&Tensor, &Tensor, &Tensor),
+    nodes: usize,
+    graph: GraphView,
+) -> Result<Tensor> {
     run_forward(plan, &validate_conv(plan, xyw, nodes, graph)?)
 }
 

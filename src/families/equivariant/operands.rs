@@ -3,9 +3,25 @@
 //!
 //! Layer: families. Imports core; the API (mod.rs) and the launch code import it.
 
-use super::graph::GraphView;
+use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
 use crate::core::tensor::Tensor;
+use crate::core::validate::Arg;
+
+/// The largest row width, weight count, node or edge count the kernels index with 32 bits.
+pub(super) const MAX_I32: usize = i32::MAX as usize;
+
+/// The rows `t` claims: its first dimension (0 for a scalar). A rule "shape `[rows, width]`"
+/// built on it holds exactly when t is `[r, width]` for some r, so an op can name the rows of
+/// x or y in the rules of the arguments declared after them, before any shape is checked.
+pub(super) fn claimed_rows(t: &Tensor) -> usize {
+    t.shape().first().copied().unwrap_or(0)
+}
+
+/// An index tensor: i32 `[edges]`.
+pub(super) fn index_arg<'a>(arg: &'static str, t: &'a Tensor, edges: usize) -> Arg<'a> {
+    Arg::new(arg, t).dtype(DType::I32).shape_described(vec![edges], format!("[{edges}] (one per edge)"))
+}
 
 /// Gradients of [`tensor_product_backward`](super::tensor_product_backward) and [`conv_backward`](super::conv_backward), in the inputs' dtype and
 /// device.
@@ -92,6 +108,36 @@ impl HostGraph {
         let src = index_values("src", src, nodes)?;
         let dst = index_values("dst", dst, nodes)?;
         Ok(HostGraph::new(src, dst, nodes))
+    }
+}
+
+/// Where the device layouts sit in [`GraphView::layouts`]: checked copies of src and dst, the
+/// receiver order (dst_ptr, dst_perm) and the sender order (src_perm, src_ptr).
+pub(crate) const LAYOUT_NAMES: [&str; 6] = ["src", "dst", "dst_ptr", "dst_perm", "src_perm", "src_ptr"];
+
+/// A graph as the ops read it: the host layouts, or the device layouts (LAYOUT_NAMES' order;
+/// each buffer holds at least one element, so the edge count travels beside them).
+#[derive(Clone, Copy)]
+pub(crate) enum GraphView<'a> {
+    Host(&'a HostGraph),
+    Device { layouts: [&'a Tensor; 6], edges: usize },
+}
+
+impl GraphView<'_> {
+    /// The graph's edge count.
+    pub(super) fn edges(&self) -> usize {
+        match self {
+            GraphView::Host(g) => g.src.len(),
+            GraphView::Device { edges, .. } => *edges,
+        }
+    }
+
+    /// A tensor on the graph's device, for the ops' device rule; `None` on the host.
+    pub(super) fn device_tensor(&self) -> Option<&Tensor> {
+        match self {
+            GraphView::Host(_) => None,
+            GraphView::Device { layouts, .. } => Some(layouts[0]),
+        }
     }
 }
 

@@ -20,8 +20,8 @@ use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
 use crate::families::equivariant::tp::{Mode, PathNormalization, TpPlan};
 use crate::families::equivariant::{
-    EdgeGraph, GraphView, Irreps, LAYOUT_NAMES, UpstreamGrads, conv_on, conv_on_backward, conv_on_double_backward,
-    cpu, device_layouts, tensor_product, tensor_product_backward, tensor_product_double_backward,
+    EdgeGraph, GraphView, Irreps, LAYOUT_NAMES, UpstreamGrads, conv_on, conv_on_backward, conv_on_double_backward, cpu,
+    device_layouts, tensor_product, tensor_product_backward, tensor_product_double_backward,
 };
 use crate::ops::check_row::{CheckRow, central_difference, rms_key};
 use crate::ops::params::Params;
@@ -510,7 +510,8 @@ impl Op for TpOp {
                 built.as_ref().map(EdgeGraph::view)
             }
         };
-        let graph = || graph.ok_or_else(|| Error::InvalidValue { arg: "graph", reason: "the product has no graph".into() });
+        let graph =
+            || graph.ok_or_else(|| Error::InvalidValue { arg: "graph", reason: "the product has no graph".into() });
         if dir == Direction::Bwd2 {
             let ([gx, gy, gw], [ox, oy, ow, odout]) = self.bwd2_names();
             let up = UpstreamGrads {
@@ -530,9 +531,13 @@ impl Op for TpOp {
         }
         let grads = match (self, dir) {
             (TpOp::Tp, Direction::Fwd) => return put_output(outputs, "out", tensor_product(&plan, x, y, w)?),
-            (TpOp::Conv, Direction::Fwd) => return put_output(outputs, "out", conv_on(&plan, (x, y, w), nodes, graph()?)?),
+            (TpOp::Conv, Direction::Fwd) => {
+                return put_output(outputs, "out", conv_on(&plan, (x, y, w), nodes, graph()?)?);
+            }
             (TpOp::Tp, Direction::Bwd) => tensor_product_backward(&plan, x, y, w, input(inputs, "dout")?)?,
-            (TpOp::Conv, Direction::Bwd) => conv_on_backward(&plan, (x, y, w), nodes, graph()?, input(inputs, "dout")?)?,
+            (TpOp::Conv, Direction::Bwd) => {
+                conv_on_backward(&plan, (x, y, w), nodes, graph()?, input(inputs, "dout")?)?
+            }
             (_, Direction::Bwd2) => return Err(no_direction(self, dir)),
         };
         put_output(outputs, dxn, grads.dx1)?;

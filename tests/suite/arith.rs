@@ -1,0 +1,256 @@
+//! The arithmetic units' f64 references on their own: every gradient against central
+//! differences, the NMU's zero terms, the regularisers' values and torch's conventions at their
+//! kinks, the λ schedule, the success criterion against the published thresholds and a Monte
+//! Carlo, and bad input.
+
+use crate::common::rng;
+use kiln::Error;
+use kiln::arith::cpu::{self, NaluParams, Unit};
+use kiln::arith::{Operation, RegShape, Subsets, lambda_schedule, maep_threshold};
+use rand::Rng;
+use rand::rngs::StdRng;
+
+/// Central differences of Σ dout·f(v) in each entry of v.
+fn fd(v: &[f64], dout: &[f64], f: impl Fn(&[f64]) -> Vec<f64>) -> Vec<f64> {
+    const H: f64 = 1e-6;
+    (0..v.len())
+        .map(|k| {
+            let at = |h: f64| {
+                let mut p = v.to_vec();
+                p[k] += h;
+                f(&p).iter().zip(dout).map(|(y, g)| y * g).sum::<f64>()
+            };
+            (at(H) - at(-H)) / (2.0 * H)
+        })
+        .collect()
+}
+
+fn assert_close(got: &[f64], want: &[f64], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (k, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= 1e-6 * (1.0 + w.abs()), "{what}[{k}]: {g} vs {w}");
+    }
+}
+
+fn uniform(rng: &mut StdRng, n: usize, lo: f64, hi: f64) -> Vec<f64> {
+    (0..n).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+/// Weights away from the clamps' bounds and the regularisers' kinks (central differences
+/// straddle a kink closer than the step), some outside the clamp range on both sides.
+fn weights(rng: &mut StdRng, n: usize, lo: f64, hi: f64, kinks: &[f64]) -> Vec<f64> {
+    (0..n)
+        .map(|_| {
+            loop {
+                let v = rng.random_range(lo..hi);
+                if kinks.iter().all(|k| (v - k).abs() > 1e-3) {
+                    break v;
+                }
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn nau_and_nmu_gradients_match_finite_differences() {
+    let mut rng = rng();
+    let (b, i, o) = (3, 5, 4);
+    let x = uniform(&mut rng, b * i, -2.0, 2.0);
+    let dz = uniform(&mut rng, b * o, -1.0, 1.0);
+    let w = weights(&mut rng, o * i, -1.5, 1.5, &[-1.0, 1.0]);
+    let g = cpu::nau_backward(&x, &w, &dz, b, i, o).unwrap();
+    assert_close(&g.dx, &fd(&x, &dz, |x| cpu::nau_forward(x, &w, b, i, o).unwrap()), "nau dx");
+    assert_close(&g.dw, &fd(&w, &dz, |w| cpu::nau_forward(&x, w, b, i, o).unwrap()), "nau dw");
+    assert!(w.iter().zip(&g.dw).all(|(w, d)| w.abs() <= 1.0 || *d == 0.0), "clamped weights get no gradient");
+    for eps in [0.0, 0.1] {
+        let w = weights(&mut rng, o * i, -0.4, 1.4, &[eps, 1.0]);
+        let g = cpu::nmu_backward(&x, &w, &dz, b, i, o, eps).unwrap();
+        let what = format!("nmu eps={eps}");
+        assert_close(&g.dx, &fd(&x, &dz, |x| cpu::nmu_forward(x, &w, b, i, o, eps).unwrap()), &format!("{what} dx"));
+        assert_close(&g.dw, &fd(&w, &dz, |w| cpu::nmu_forward(&x, w, b, i, o, eps).unwrap()), &format!("{what} dw"));
+    }
+}
+
+/// A zero term makes the product 0 and leaves one nonzero gradient (its own); two make every
+/// gradient 0. No division: the products of the other terms are exact.
+#[test]
+fn nmu_zero_terms_give_exact_gradients() {
+    let w = [1.0, 1.0, 1.0];
+    // Terms 2, 0, 3 (W = 1: the term is x).
+    let z = cpu::nmu_forward(&[2.0, 0.0, 3.0], &w, 1, 3, 1, 0.0).unwrap();
+    assert_eq!(z, vec![0.0]);
+    let g = cpu::nmu_backward(&[2.0, 0.0, 3.0], &w, &[1.0], 1, 3, 1, 0.0).unwrap();
+    assert_eq!(g.dx, vec![0.0, 6.0, 0.0]);
+    assert_eq!(g.dw, vec![0.0, -6.0, 0.0]);
+    // Two zero terms.
+    let g = cpu::nmu_backward(&[0.0, 0.0, 3.0], &w, &[1.0], 1, 3, 1, 0.0).unwrap();
+    assert_eq!(g.dx, vec![0.0; 3]);
+    assert_eq!(g.dw, vec![0.0; 3]);
+    // A zero from the weight side: W = 0.5, x = −1 gives 0.5·(−1) + 0.5 = 0.
+    let g = cpu::nmu_backward(&[-1.0, 4.0], &[0.5, 1.0], &[2.0], 1, 2, 1, 0.0).unwrap();
+    assert_eq!(g.dx, vec![2.0 * 0.5 * 4.0, 0.0]);
+    assert_eq!(g.dw, vec![2.0 * (-1.0 - 1.0) * 4.0, 0.0]);
+}
+
+#[test]
+fn regularizers_match_values_finite_differences_and_torch_conventions() {
+    // Hand values (NAU, linear): min(|W|, |1 − |W||) = 0.5, 0.25, 0.5, 0 → mean 0.3125;
+    // relu(|W| − 1) = 0, 0, 0.5, 0 → 0.125; the largest distance 0.5.
+    let w = [0.5, -0.25, 1.5, 0.0];
+    let r = cpu::regularizers(Unit::Nau, RegShape::Linear, &w).unwrap();
+    assert_eq!((r.sparse, r.oob, r.sparsity_error), (0.3125, 0.125, 0.5));
+    let r = cpu::regularizers(Unit::Nau, RegShape::Squared, &w).unwrap();
+    // W²(1 − |W|)²: 0.0625, 0.03515625, 0.5625, 0; relu(·)²: 0.25.
+    assert_eq!((r.sparse, r.oob), ((0.0625 + 0.03515625 + 0.5625) / 4.0, 0.0625));
+    let r = cpu::regularizers(Unit::Nmu, RegShape::Linear, &[1.5, -0.5, 0.25, 1.0]).unwrap();
+    // min(|W|, |1 − W|): 0.5, 0.5, 0.25, 0; relu(|W − ½| − ½): 0.5, 0.5, 0, 0.
+    assert_eq!((r.sparse, r.oob), (0.3125, 0.25));
+    // Kinks: a tie of the min sends half to each side (W = ½: +1 and −1 cancel), |·|′(0) = 0,
+    // relu′(0) = 0 (W = 1 for the NAU, W = 0 and 1 for the NMU).
+    let d = cpu::regularizers_backward(Unit::Nau, RegShape::Linear, &[0.5, 0.0, 1.0], 1.0, 1.0).unwrap();
+    assert_eq!(d, vec![0.0, 0.0, 0.0], "NAU: a tie, |·|′(0) on both sides, relu′(0) at the bound");
+    let d = cpu::regularizers_backward(Unit::Nmu, RegShape::Linear, &[0.5, 0.0, 1.0], 0.0, 1.0).unwrap();
+    assert_eq!(d, vec![0.0, 0.0, 0.0], "NMU: relu′(0) = 0 at both bounds");
+
+    let mut rng = rng();
+    for unit in [Unit::Nau, Unit::Nmu] {
+        for shape in [RegShape::Linear, RegShape::Squared] {
+            let kinks = [-1.0, -0.5, 0.0, 0.5, 1.0];
+            let w = weights(&mut rng, 12, -1.6, 1.6, &kinks);
+            let (ds, db) = (0.7, -1.3);
+            let got = cpu::regularizers_backward(unit, shape, &w, ds, db).unwrap();
+            let want = fd(&w, &[ds, db], |w| {
+                let r = cpu::regularizers(unit, shape, w).unwrap();
+                vec![r.sparse, r.oob]
+            });
+            assert_close(&got, &want, &format!("{unit:?} {shape:?}"));
+        }
+    }
+}
+
+#[test]
+fn nalu_gradients_match_finite_differences() {
+    let mut rng = rng();
+    let (b, i, o, eps) = (3, 4, 2, 1e-7);
+    // |x| away from 0 (log's kink) and small enough that exp stays moderate.
+    let x: Vec<f64> = uniform(&mut rng, b * i, 0.3, 1.5).iter().map(|v| if rng.random() { *v } else { -v }).collect();
+    let (w_hat, m_hat, g) =
+        (uniform(&mut rng, o * i, -1.0, 1.0), uniform(&mut rng, o * i, -1.0, 1.0), uniform(&mut rng, o * i, -1.0, 1.0));
+    let bias = uniform(&mut rng, o, -0.5, 0.5);
+    let dy = uniform(&mut rng, b * o, -1.0, 1.0);
+    let p = NaluParams { w_hat: &w_hat, m_hat: &m_hat, g: &g, bias: &bias };
+    let got = cpu::nalu_backward(&x, p, &dy, b, i, o, eps).unwrap();
+    let f = |p: NaluParams, x: &[f64]| cpu::nalu_forward(x, p, b, i, o, eps).unwrap();
+    assert_close(&got.dx, &fd(&x, &dy, |x| f(p, x)), "dx");
+    assert_close(&got.dw_hat, &fd(&w_hat, &dy, |v| f(NaluParams { w_hat: v, ..p }, &x)), "dw_hat");
+    assert_close(&got.dm_hat, &fd(&m_hat, &dy, |v| f(NaluParams { m_hat: v, ..p }, &x)), "dm_hat");
+    assert_close(&got.dg, &fd(&g, &dy, |v| f(NaluParams { g: v, ..p }, &x)), "dg");
+    assert_close(&got.dbias, &fd(&bias, &dy, |v| f(NaluParams { bias: v, ..p }, &x)), "dbias");
+    // With W = 1 (Ŵ, M̂ large) and the gate shut (g → 0) the NALU multiplies: y = Π (|x| + eps).
+    let big = vec![30.0; 2];
+    let y = cpu::nalu_forward(
+        &[3.0, -4.0],
+        NaluParams { w_hat: &big, m_hat: &big, g: &[0.0, 0.0], bias: &[-60.0] },
+        1,
+        2,
+        1,
+        eps,
+    )
+    .unwrap();
+    assert!((y[0] - 12.0).abs() < 1e-5, "{y:?}");
+}
+
+#[test]
+fn lambda_schedule_ramps_between_its_steps() {
+    assert_eq!(lambda_schedule(0.01, 5e3, 5e4, 0.0), 0.0);
+    assert_eq!(lambda_schedule(0.01, 5e3, 5e4, 5e3), 0.0);
+    assert!((lambda_schedule(0.01, 5e3, 5e4, 27_500.0) - 0.005).abs() < 1e-15);
+    assert_eq!(lambda_schedule(0.01, 5e3, 5e4, 1e6), 0.01);
+    assert_eq!(lambda_schedule(10.0, 1e6, 1e6, 1e6), 10.0, "a step");
+    assert_eq!(lambda_schedule(10.0, 1e6, 1e6, 999_999.0), 0.0);
+}
+
+/// The closed form against the published thresholds (the authors' Monte Carlo over 10⁶ draws:
+/// within 0.5%) for both subset conventions, and against a Monte Carlo here.
+#[test]
+fn success_threshold_matches_the_published_values_and_a_monte_carlo() {
+    let range = (2.0, 6.0);
+    let published = Subsets::published(100, 0.25, 0.5);
+    let data = Subsets::data(100, 0.25, 0.5);
+    assert_eq!((published.size, published.overlap, data.size, data.overlap), (26, 13, 25, 12));
+    for (subsets, add, sub, mul) in [(published, 1.4785e-5, 1.3867e-8, 0.16002), (data, 1.6039e-5, 1.3867e-8, 0.16056)]
+    {
+        for (op, want) in [(Operation::Add, add), (Operation::Sub, sub), (Operation::Mul, mul)] {
+            let got = maep_threshold(op, subsets, range, 1e-5).unwrap();
+            assert!((got / want - 1.0).abs() < 5e-3, "{op:?} {subsets:?}: {got} vs published {want}");
+        }
+    }
+    // A Monte Carlo of the perturbed solution (W = ε off the subsets, 1 − ε on them).
+    let mut rng = rng();
+    let (n, eps, draws) = (100, 1e-5, 20_000);
+    let (size, overlap) = (data.size, data.overlap);
+    let in_a = |i: usize| i < size;
+    let in_b = |i: usize| i >= size - overlap && i < 2 * size - overlap;
+    let mut sums = [0.0f64; 3];
+    for _ in 0..draws {
+        // The exact sums a, b and their shifts D = Σ_{outside} x − Σ_{inside} x: the perturbed
+        // sums are a + ε·D1 and b + ε·D2.
+        let (mut a, mut b, mut d1, mut d2) = (0.0, 0.0, 0.0, 0.0);
+        for i in 0..n {
+            let v: f64 = rng.random_range(range.0..range.1);
+            if in_a(i) {
+                a += v;
+                d1 -= v;
+            } else {
+                d1 += v;
+            }
+            if in_b(i) {
+                b += v;
+                d2 -= v;
+            } else {
+                d2 += v;
+            }
+        }
+        let (ap, bp) = (a + eps * d1, b + eps * d2);
+        sums[0] += ((ap + bp) - (a + b)).powi(2);
+        sums[1] += ((ap - bp) - (a - b)).powi(2);
+        sums[2] += (ap * bp - a * b).powi(2);
+    }
+    for (k, op) in [Operation::Add, Operation::Sub, Operation::Mul].into_iter().enumerate() {
+        let mc = sums[k] / draws as f64;
+        let exact = maep_threshold(op, data, range, eps).unwrap();
+        // The squared error's relative spread per draw: ~√2 for sub (a centred form), ~0.1 for
+        // add and mul (forms with a large mean); over 2·10⁴ draws, 1% and 0.08%: 5 and 12 σ.
+        let tol = if op == Operation::Sub { 0.05 } else { 0.01 };
+        assert!((mc / exact - 1.0).abs() < tol, "{op:?}: Monte Carlo {mc} vs closed form {exact}");
+    }
+}
+
+#[test]
+fn arith_references_reject_bad_input() {
+    let e = cpu::nau_forward(&[1.0; 5], &[1.0; 6], 2, 3, 2).unwrap_err();
+    assert!(matches!(e, Error::Shape { arg: "x", .. }), "{e}");
+    let e = cpu::nmu_forward(&[1.0; 6], &[1.0; 5], 2, 3, 2, 0.0).unwrap_err();
+    assert!(matches!(e, Error::Shape { arg: "w", .. }), "{e}");
+    let e = cpu::nmu_backward(&[1.0; 6], &[1.0; 6], &[1.0; 3], 2, 3, 2, 0.0).unwrap_err();
+    assert!(matches!(e, Error::Shape { arg: "dz", .. }), "{e}");
+    let e = cpu::nmu_forward(&[1.0; 6], &[1.0; 6], 2, 3, 2, 1.5).unwrap_err();
+    assert!(matches!(e, Error::InvalidValue { arg: "eps", .. }), "{e}");
+    let e = cpu::regularizers(Unit::Nau, RegShape::Linear, &[]).unwrap_err();
+    assert!(matches!(e, Error::InvalidValue { arg: "w", .. }), "{e}");
+    let e = RegShape::parse("cubic").unwrap_err();
+    assert!(matches!(e, Error::InvalidValue { arg: "shape", .. }), "{e}");
+    assert_eq!(RegShape::parse("squared").unwrap(), RegShape::Squared);
+    let one = [1.0];
+    let p = NaluParams { w_hat: &one, m_hat: &one, g: &one, bias: &[0.0, 0.0] };
+    let e = cpu::nalu_forward(&one, p, 1, 1, 1, 1e-7).unwrap_err();
+    assert!(matches!(e, Error::Shape { arg: "bias", .. }), "{e}");
+    let p = NaluParams { bias: &[0.0], ..p };
+    let e = cpu::nalu_forward(&one, p, 1, 1, 1, 0.0).unwrap_err();
+    assert!(matches!(e, Error::InvalidValue { arg: "eps", .. }), "{e}");
+    let e =
+        maep_threshold(Operation::Add, Subsets { input_size: 10, size: 6, overlap: 1 }, (2.0, 6.0), 1e-5).unwrap_err();
+    assert!(matches!(e, Error::InvalidValue { arg: "subsets", .. }), "{e}");
+    let e = maep_threshold(Operation::Add, Subsets::data(100, 0.25, 0.5), (6.0, 2.0), 1e-5).unwrap_err();
+    assert!(matches!(e, Error::InvalidValue { arg: "range", .. }), "{e}");
+}
