@@ -514,117 +514,25 @@ __device__ __forceinline__ void path_dx(const kiln_tp_path& P, int code, C coef,
     }
 }
 
-// Whether every path of the plan is uvu (warp-uniform: one load per lane per 32 paths). The
-// fused backward needs it: a uvu path's lanes own the same channel of x1 and of the output, so
-// the sender-order dx loop holds everything its dy and dw need.
-__device__ __forceinline__ bool all_uvu(const kiln_tp_plan& plan, int lane) {
-    bool mine = true;
-    for (int p = lane; p < plan.n_paths; p += 32) mine = mine && plan.paths[p].mode == KILN_TP_UVU;
-    return __all_sync(kFullWarp, mine);
-}
-
-// The fused backward's share of uvu path P and one edge, for the lane's channels c..c+V: with
-// a = x1[c] (the sender's row, loaded once per block pass), gk = dout[c] and
-// t = Cᵀ(a, gk) (Σ_ik C_ijk a_i g_k), per x2 channel v (b = x2[v]): dw[c, v] = coef·⟨t, b⟩
-// (stored once), dy[v] += Σ_c coef·W[c, v]·t (a fixed butterfly over the lanes, added to the
-// edge's row by the warp that owns the edge: no atomics) and dx[c] += coef·Cᵀ(Σ_v W[c, v]·b, gk)
-// (into acc). One read of the edge's weights, dout row and x2 row serves all three gradients.
-// For the double backward's passes dw or dy may be NULL (not wanted), `add_dw` adds to dw, and
-// `want_dx` false skips dx. Every lane calls it; `active` lanes (c < mul1) load and store.
-template <int V, typename T, typename C>
-__device__ __forceinline__ void path_fused_uvu(const kiln_tp_path& P, int code, C coef, int c, bool active, int lane,
-                                               const C (&a)[V][kMaxDim], const T* x2, const T* we, const T* go,
-                                               T* dw, bool add_dw, T* dy, bool want_dx, C (&acc)[V][kMaxDim]) {
-    C gk[V][kMaxDim] = {};
-    C t[V][kMaxDim] = {};
-    if (active) {
-        load_channels<V>(go + P.off_out + c * P.dim_out, P.dim_out, gk);
-        with_cg(code, [&](auto cg) KILN_INLINE_LAMBDA {
-#pragma unroll
-            for (int q = 0; q < V; ++q) decltype(cg)::adjoint_b(a[q], gk[q], t[q]);
-        });
-    }
-    C bw[V][kMaxDim] = {};
-    for (int v = 0; v < P.mul2; ++v) {
-        C b[kMaxDim];
-        broadcast_row(x2 + P.off2 + v * P.dim2, P.dim2, lane, b);
-        C dacc[kMaxDim] = {};
-        if (active) {
-            const int i0 = weight_index(P, true, c, v, 0);
-            C wv[V];
-            load_weights<V>(we, i0, P.mul2, wv);
-            C grad[V];
-#pragma unroll
-            for (int q = 0; q < V; ++q) {
-                C dot = C(0);
-#pragma unroll
-                for (int j = 0; j < kMaxDim; ++j) {
-                    dot += t[q][j] * b[j];
-                    dacc[j] += coef * wv[q] * t[q][j];
-                    bw[q][j] += coef * wv[q] * b[j];
-                }
-                grad[q] = coef * dot;
-            }
-            if (dw != nullptr) store_weights<V>(dw, i0, P.mul2, add_dw, grad);
-        }
-        if (dy == nullptr) continue;
-        C mine = C(0);
-#pragma unroll
-        for (int j = 0; j < kMaxDim; ++j) {
-            if (j >= P.dim2) break;
-            C total = dacc[j];
-#pragma unroll
-            for (int m = 16; m > 0; m >>= 1) total += __shfl_xor_sync(kFullWarp, total, m);
-            if (lane == j) mine = total;
-        }
-        if (lane < P.dim2) {
-            T* out = dy + P.off2 + int64_t(v) * P.dim2 + lane;
-            *out = from_compute<T>(to_compute(*out) + mine);
-        }
-    }
-    if (!active || !want_dx) return;
-    with_cg(code, [&](auto cg) KILN_INLINE_LAMBDA {
-#pragma unroll
-        for (int q = 0; q < V; ++q) decltype(cg)::adjoint_a(bw[q], gk[q], acc[q]);
-    });
-}
-
 // dx[n] = Σ over the edges e with src_e = n of ∂⟨dout[dst_e], TP(x[n], y[e])⟩/∂x[n]
 // (dx: [nodes, dim1]); `accumulate`: add to dx instead of writing it.
-// `fused` (per-edge weights, f32 or f64 storage: the launcher's choice) and every path uvu: the
-// same walk also writes each edge's dw and dy (path_fused_uvu; either may be NULL, and
-// `accumulate_edge` adds to them), so the backward reads each edge's weights and dout row once
-// instead of twice and the edge kernel returns at once. The warp zeroes its edges' dy rows
-// first unless adding (dy sums over paths and block passes). dx may then be NULL (a double
-// backward pass that does not want it). Not fused: dy_fused and dw_fused are ignored, and a
-// NULL dx leaves nothing to do.
 template <typename T>
 __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
-    tp_bwd_dx_channel_kernel(kiln_tp_plan plan, const T* __restrict__ x, const T* __restrict__ y,
-                             const T* __restrict__ w, int shared_weights, Graph g, int vector_rows, int accumulate,
-                             const T* __restrict__ dout, int64_t nodes, T* __restrict__ dx, int fused,
-                             int accumulate_edge, T* __restrict__ dy_fused, T* __restrict__ dw_fused) {
+    tp_bwd_dx_channel_kernel(kiln_tp_plan plan, const T* __restrict__ y, const T* __restrict__ w, int shared_weights,
+                             Graph g, int vector_rows, int accumulate, const T* __restrict__ dout, int64_t nodes,
+                             T* __restrict__ dx) {
     using C = compute_t<T>;
     const int lane = threadIdx.x % 32;
     const PathField off = &kiln_tp_path::off1;
     const PathField mul = &kiln_tp_path::mul1;
     const PathField dim = &kiln_tp_path::dim1;
     const bool full = covers(plan, off, mul, dim, plan.dim1, lane);
-    const bool fuse = fused != 0 && all_uvu(plan, lane);
-    if (dx == nullptr && !fuse) return;
     const int64_t warps = int64_t(gridDim.x) * kTpWarps;
     for (int64_t n = int64_t(blockIdx.x) * kTpWarps + threadIdx.x / 32; n < nodes; n += warps) {
         const int64_t t0 = g.src_ptr != nullptr ? g.src_ptr[n] : n;
         const int64_t t1 = g.src_ptr != nullptr ? g.src_ptr[n + 1] : n + 1;
-        T* row = dx != nullptr ? dx + n * plan.dim1 : nullptr;
-        if (row != nullptr && !full && accumulate == 0) zero_uncovered(plan, off, mul, dim, plan.dim1, row, lane);
-        if (fuse && dy_fused != nullptr && accumulate_edge == 0) {
-            for (int64_t k = t0; k < t1; ++k) {
-                const int64_t e = g.src_perm != nullptr ? g.src_perm[k] : k;
-                for (int64_t j = lane; j < plan.dim2; j += 32) dy_fused[e * plan.dim2 + j] = from_compute<T>(C(0));
-            }
-            __syncwarp();
-        }
+        T* row = dx + n * plan.dim1;
+        if (!full && accumulate == 0) zero_uncovered(plan, off, mul, dim, plan.dim1, row, lane);
         for_each_block(plan, off, lane, [&](int b) KILN_INLINE_LAMBDA {
             const kiln_tp_path B = load_path(plan, b, lane);
             const bool vector = block_vector_ready(plan, off, B, b, lane, vector_rows);
@@ -634,9 +542,6 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
                     const int c = c0 + lane * V;
                     const bool active = c < B.mul1;
                     C acc[V][kMaxDim] = {};
-                    // The sender's own channels of this block: the same for every path and edge.
-                    C a[V][kMaxDim] = {};
-                    if (fuse && active) load_channels<V>(x + n * plan.dim1 + B.off1 + c * B.dim1, B.dim1, a);
                     for_each_member(plan, off, B.off1, b, lane, [&](int p) KILN_INLINE_LAMBDA {
                         const kiln_tp_path P = p == b ? B : load_path(plan, p, lane);  // B is the first
                         const C coef = path_coef_of<C>(plan, P, p);
@@ -649,22 +554,12 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
                                 const int64_t e = __shfl_sync(kFullWarp, my_e, k);
                                 const int64_t d = __shfl_sync(kFullWarp, my_d, k);
                                 const T* we = w + (shared_weights != 0 ? 0 : e * plan.weight_numel);
-                                if (fuse) {
-                                    T* dwe = dw_fused != nullptr ? dw_fused + e * plan.weight_numel : nullptr;
-                                    T* dye = dy_fused != nullptr ? dy_fused + e * plan.dim2 : nullptr;
-                                    path_fused_uvu<V>(P, code, coef, c, active, lane, a, y + e * plan.dim2, we,
-                                                      dout + d * plan.dim_out, dwe, accumulate_edge != 0, dye,
-                                                      row != nullptr, acc);
-                                } else {
-                                    path_dx<V>(P, code, coef, c, active, lane, y + e * plan.dim2, we,
-                                               dout + d * plan.dim_out, acc);
-                                }
+                                path_dx<V>(P, code, coef, c, active, lane, y + e * plan.dim2, we,
+                                           dout + d * plan.dim_out, acc);
                             }
                         }
                     });
-                    if (active && row != nullptr) {
-                        store_channels<V>(row + B.off1 + int64_t(c) * B.dim1, B.dim1, accumulate != 0, acc);
-                    }
+                    if (active) store_channels<V>(row + B.off1 + int64_t(c) * B.dim1, B.dim1, accumulate != 0, acc);
                 }
             });
         });
@@ -720,18 +615,15 @@ __device__ __forceinline__ void path_dy_dw(const kiln_tp_path& P, int code, C co
 // into their own row of dw_rows [parts, weight_numel] (the workspace, compute type), which
 // sum_weight_grads_kernel then sums in order: deterministic, no atomics, and parts rows
 // instead of one per edge. For the double backward's passes: dy or dw_rows may be NULL (not
-// wanted), and `accumulate` adds to dy and the per-edge dw instead of writing them. `fused`:
-// the dx kernel ran fused (tp_bwd_dx_channel_kernel), so on an all-uvu plan there is nothing
-// left to do here.
+// wanted), and `accumulate` adds to dy and the per-edge dw instead of writing them.
 template <typename T, typename W>
 __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
     tp_bwd_edge_channel_kernel(kiln_tp_plan plan, const T* __restrict__ x, const T* __restrict__ y,
                                const T* __restrict__ w, int shared_weights, Graph g, int vector_rows, int accumulate,
                                const T* __restrict__ dout, int64_t edges, int64_t parts, T* __restrict__ dy,
-                               W* __restrict__ dw_rows, int fused) {
+                               W* __restrict__ dw_rows) {
     using C = compute_t<T>;
     const int lane = threadIdx.x % 32;
-    if (fused != 0 && all_uvu(plan, lane)) return;
     const PathField off = &kiln_tp_path::off2;
     const PathField mul = &kiln_tp_path::mul2;
     const PathField dim = &kiln_tp_path::dim2;
