@@ -285,8 +285,9 @@ pub(in crate::families::equivariant) fn conv_forward(plan: &TpPlan, ops: &Operan
         let ([sp, _, dpp, dperm, _, _], _graph_guards) = graph_ptrs(ops.graph.as_ref(), gpu);
         let (op, _og) = out.dev_ptr_mut(gpu);
         with_plan(plan, &dev, gpu, |c| {
-            // SAFETY: operands validated by mod.rs (shapes, dtypes, devices, indices in range,
-            // edges sorted); the plan's buffers and every guard outlive the launch.
+            // SAFETY: operands validated by mod.rs (shapes, dtypes, devices); the graph's layouts
+            // come from kiln_equivariant_graph_build, in bounds even after a data error; the
+            // plan's buffers and every guard outlive the launch.
             unsafe {
                 ffi::kiln_equivariant_conv_fwd(
                     ops.x.dtype().to_ffi(),

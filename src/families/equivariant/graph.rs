@@ -123,7 +123,7 @@ impl EdgeGraph {
 
 /// The status words of a device build mapped to a typed error (kiln.h,
 /// kiln_equivariant_graph_build).
-pub(super) fn data_status(status: &Tensor, nodes: usize) -> Result<()> {
+fn data_status(status: &Tensor, nodes: usize) -> Result<()> {
     let words = status.to_f64_vec()?;
     if words[0] as i32 == 0 {
         return Ok(());
