@@ -91,7 +91,7 @@ pub mod attention {
 }
 
 /// Irreps, spherical harmonics, tensor products, convolution and Hessians
-/// ([`families::equivariant`]); `op` and `tp_op` hold their registry entries.
+/// ([`families::equivariant`]); `op` (with `op::graph`) and `tp_op` hold their registry entries.
 pub mod equivariant {
     #[doc(inline)]
     pub use crate::families::equivariant::*;

@@ -31,6 +31,7 @@ pub fn registry() -> Vec<Box<dyn Op>> {
     ops.extend(attention::entries());
     ops.extend(equivariant::entries());
     ops.extend(equivariant::tp::entries());
+    ops.extend(equivariant::graph::entries());
     ops
 }
 

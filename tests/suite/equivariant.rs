@@ -1841,7 +1841,7 @@ fn registry_references_pass_their_own_checks() {
     let ops = family();
     assert_eq!(
         ops.iter().map(|o| o.full_name()).collect::<Vec<_>>(),
-        ["equivariant/sh", "equivariant/hessian", "equivariant/tp", "equivariant/conv"]
+        ["equivariant/sh", "equivariant/hessian", "equivariant/tp", "equivariant/conv", "equivariant/graph"]
     );
     for op in ops {
         crate::common::assert_rows(&op.self_checks(&mut rng));
@@ -1857,9 +1857,50 @@ fn registry_entries_match_reference_on_every_device() {
             // The host path is the reference itself: small shapes suffice there.
             let host = !device.is_emu() && !device.is_cuda();
             let shapes: Vec<_> = if host { shapes.into_iter().take(3).collect() } else { shapes };
-            let rows = kiln::check::check_shapes(op.as_ref(), &device, &DType::FLOATS, &shapes, &mut rng).unwrap();
+            // The float ops in every 16/32-bit storage; the graph build in its only dtype (i32).
+            let dtypes = if op.dtypes() == [DType::I32] { &[DType::I32][..] } else { &DType::FLOATS[..] };
+            let rows = kiln::check::check_shapes(op.as_ref(), &device, dtypes, &shapes, &mut rng).unwrap();
+            assert!(!rows.is_empty(), "{} on {device}: no rows", op.full_name());
             crate::common::assert_rows(&rows);
         }
+    }
+}
+
+/// The graph entry's bad input: an index outside `0..nodes` (src and dst, each named, on every
+/// device: the kernels' status word on a device, the host check on the CPU), a `nodes` that is
+/// not a count, and edges without a node; each a typed error, none a panic.
+#[test]
+fn graph_entry_rejects_bad_indices_and_node_counts() {
+    use kiln::registry::{Direction, Problem};
+    let op = kiln::registry::find("equivariant/graph").unwrap();
+    let mut rng = rng();
+    for device in std::iter::once(Device::Cpu).chain(kernel_devices()) {
+        let run = |problem: &Problem| -> kiln::Result<()> {
+            let inputs = problem.tensors(op.as_ref(), Direction::Fwd, DType::I32, &device)?;
+            let mut outputs = kiln::registry::Tensors::new();
+            outputs.insert("perm".into(), Tensor::zeros(&[problem.input_shape("dst")?[0]], DType::I32, &device)?);
+            op.run(Direction::Fwd, &inputs, &problem.params, &mut outputs)
+        };
+        let good = op.random_problem(Direction::Fwd, &[40, 5], &mut rng);
+        run(&good).unwrap();
+        for (name, value) in [("src", 5.0), ("dst", 7.0), ("dst", -1.0)] {
+            let mut p = good.clone();
+            p.inputs.get_mut(name).unwrap().data[13] = value;
+            let e = run(&p).unwrap_err();
+            assert!(matches!(&e, Error::InvalidValue { arg, .. } if *arg == name), "{device} {name}={value}: {e}");
+            assert!(e.to_string().contains("edge 13"), "{e}");
+            let e = op.reference(Direction::Fwd, &p).unwrap_err();
+            assert!(matches!(&e, Error::InvalidValue { arg, .. } if *arg == name), "reference {name}={value}: {e}");
+        }
+        for nodes in [-1.0, 2.5, f64::from(i32::MAX) + 1.0] {
+            let mut p = good.clone();
+            p.params.insert("nodes".into(), nodes);
+            let e = run(&p).unwrap_err();
+            assert!(matches!(e, Error::InvalidValue { arg: "nodes", .. }), "{device} nodes={nodes}: {e}");
+        }
+        let mut p = good.clone();
+        p.params.insert("nodes".into(), 0.0);
+        assert!(matches!(run(&p).unwrap_err(), Error::InvalidValue { arg: "nodes", .. }));
     }
 }
 

@@ -176,6 +176,11 @@ fn f64_registry_entries_match_reference_on_every_device() {
     let mut rng = rng();
     for device in std::iter::once(Device::Cpu).chain(kernel_devices()) {
         for op in kiln::registry::select(&["equivariant/".into()]) {
+            if op.full_name() == "equivariant/graph" {
+                // Indices only: no floating-point storage to run in f64.
+                assert_eq!(op.dtypes(), [DType::I32]);
+                continue;
+            }
             assert!(op.dtypes().contains(&DType::F64), "{} takes f64", op.full_name());
             let shapes = if device.is_emu() { emu_shapes(op.as_ref()) } else { op.check_shapes() };
             let host = !device.is_emu() && !device.is_cuda();

@@ -1,7 +1,9 @@
 //! The equivariant family's registry entries `equivariant/sh` (spherical harmonics of
 //! vectors) and `equivariant/hessian` (HIP Hessian assembly), each with its backward. The
-//! tensor product and the convolution, which take irreps strings, are in tp.rs.
+//! tensor product and the convolution, which take irreps strings, are in tp.rs; the
+//! convolution's edge layouts (`equivariant/graph`) in graph.rs.
 
+pub mod graph;
 mod naive;
 pub mod tp;
 
