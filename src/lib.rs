@@ -42,7 +42,7 @@ pub use crate::core::error::{Error, Result};
 pub use crate::core::tensor::{Element, Tensor};
 pub use crate::families::selftest;
 pub use crate::ops::params;
-pub use crate::tools::{bench, build_info, model, npy, occupancy, perf_record, sass, sweep};
+pub use crate::tools::{bench, build_info, model, npy, occupancy, perf_record, plot, progress, sass, sweep};
 
 /// Gated activations, forward and backward ([`families::activation`]); `op` holds their
 /// registry entries.

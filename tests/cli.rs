@@ -446,3 +446,34 @@ fn run_in_f64_writes_f64_npy() {
     assert!(err.contains("dtype"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn plot_draws_the_record_on_file_one_svg_per_family() {
+    let out = std::env::temp_dir().join(format!("kiln-cli-plot-{}", std::process::id()));
+    let record = Path::new(env!("CARGO_MANIFEST_DIR")).join("perf/latest.json");
+    let (code, stdout, stderr) = kiln(&["plot", "--input", record.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    for family in ["activation", "attention", "glu", "norm", "padding"] {
+        let path = out.join(format!("{family}.svg"));
+        assert!(stdout.contains(&path.display().to_string()), "{stdout}");
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains(&format!("kiln {family} on NVIDIA")), "{family}");
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+    let (code, _, stderr) = kiln(&["plot", "--input", "/nonexistent/latest.json", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("input") && stderr.contains("/nonexistent/latest.json"), "{stderr}");
+}
+
+/// A run past a second with stderr piped (as here, a CI log, a file): no progress bar, the
+/// table on stdout as it always was (the bar is for terminals only).
+#[test]
+fn long_runs_draw_no_progress_bar_when_stderr_is_not_a_terminal() {
+    let start = std::time::Instant::now();
+    let (code, stdout, stderr) = kiln(&["bench", "--backend", "cpu", "--runs", "1", "norm/rmsnorm"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(start.elapsed() > kiln::progress::SHOW_AFTER, "the run must outlast the bar's delay");
+    assert!(stderr.is_empty(), "stderr: {stderr:?}");
+    let rows = stdout.lines().filter(|l| l.starts_with("norm/rmsnorm")).count();
+    assert!(rows >= 2, "{stdout}");
+}

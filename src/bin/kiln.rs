@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use kiln::bench::{BenchRow, copy_bandwidth, time_op};
 use kiln::check::{CheckRow, check_shapes};
+use kiln::progress::Progress;
 use kiln::registry::{BENCH_SEED, Direction, Op, Params, Storage, Tensors, find, registry, select};
 use kiln::{DType, Device, Error, Result, Tensor, build_info};
 use rand::SeedableRng;
@@ -82,6 +83,16 @@ enum Command {
         /// Also print every call site (sectors or wavefronts per request, file:line).
         #[arg(long)]
         sites: bool,
+    },
+    /// Draw the last GPU run on record (perf/latest.json) as one SVG chart per family: each op
+    /// in % of copy bandwidth (attention: TFLOP/s) and kiln's time over each peer's.
+    Plot {
+        /// The record to draw.
+        #[arg(long, default_value = "perf/latest.json")]
+        input: PathBuf,
+        /// Directory receiving `<family>.svg`.
+        #[arg(long, default_value = "perf/plots")]
+        out: PathBuf,
     },
     /// Run one op on .npy inputs from DIR and write its outputs there as f32 .npy.
     Run {
@@ -173,6 +184,7 @@ fn main() -> ExitCode {
         Command::Sweep { backend, runs, small, head_dim, directions, json } => {
             sweep(backend, runs, small, head_dim, &directions, json)
         }
+        Command::Plot { input, out } => plot(&input, &out),
         Command::Run { op, dir, bwd, bwd2, backend, dtype, params } => {
             let direction = match (bwd, bwd2) {
                 (_, true) => Direction::Bwd2,
@@ -189,6 +201,15 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn plot(input: &std::path::Path, out: &std::path::Path) -> Result<ExitCode> {
+    let record = std::fs::read_to_string(input)
+        .map_err(|e| Error::InvalidValue { arg: "input", reason: format!("{}: {e}", input.display()) })?;
+    for path in kiln::plot::plot_record(&record, out)? {
+        println!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn device_for(backend: Backend) -> Result<Device> {
@@ -343,7 +364,10 @@ fn check(common: &Common) -> Result<ExitCode> {
     let mut rng = rng_for(common.seed);
     let mut rows: Vec<CheckRow> = Vec::new();
     println!("{:<24} {:<4} {:<5} {:<44} {:>11} {:>11}  result", "op", "dir", "dtype", "what", "max_err", "tol");
-    for op in selected(common)? {
+    let ops = selected(common)?;
+    let mut progress = Progress::new(ops.len() as u64, "check");
+    for op in ops {
+        progress.start_step(&op.full_name());
         let new_rows = if !device.runs_kernels() {
             // The host path is the reference: check the reference against itself.
             op.self_checks(&mut rng)
@@ -356,16 +380,18 @@ fn check(common: &Common) -> Result<ExitCode> {
         };
         for r in &new_rows {
             let verdict = if r.pass { "PASS" } else { "FAIL" };
-            println!(
+            progress.println(&format!(
                 "{:<24} {:<4} {:<5} {:<44} {:>11.3e} {:>11.3e}  {verdict}",
                 r.op, r.dir, r.dtype, r.what, r.max_err, r.tol
-            );
+            ));
         }
         rows.extend(new_rows);
         // Written after every op, so a run stopped by a time limit (the GPU session's) still
         // leaves what it checked.
         write_check_json(common.json.as_deref(), &device, &rows)?;
+        progress.finish_step();
     }
+    progress.finish();
     write_check_json(common.json.as_deref(), &device, &rows)?;
     let failed = rows.iter().filter(|r| !r.pass).count();
     println!("check on {device}: {} passed, {failed} failed", rows.len() - failed);
@@ -597,10 +623,16 @@ fn bench(common: &Common, runs: Option<usize>, case_filters: &[String]) -> Resul
     println!("every problem is a fixed, named case (the `case` column) built from seed {BENCH_SEED:#x}");
     println!("{}", bench_line(["op", "dir", "dtype", "case", "variant", "median_us", "GB/s", "%copy", "TFLOP/s"]));
     let mut rows: Vec<BenchRow> = Vec::new();
+    let steps: usize = ops
+        .iter()
+        .map(|op| op.bench_cases(device.is_cuda()).iter().filter(|c| wanted(&c.label)).count() * op.directions().len())
+        .sum();
+    let mut progress = Progress::new(steps as u64, "bench");
     for op in ops {
         // The emulator takes the CPU's small cases: it runs some 20-40 M elements/s unchecked.
         for case in op.bench_cases(device.is_cuda()).into_iter().filter(|c| wanted(&c.label)) {
             for &dir in op.directions() {
+                progress.start_step(&format!("{} {dir} {}", op.full_name(), case.label));
                 // One problem per case and direction, uploaded in each dtype: generating 2^26
                 // random inputs costs more than timing them.
                 let problem = case.problem(dir);
@@ -610,28 +642,27 @@ fn bench(common: &Common, runs: Option<usize>, case_filters: &[String]) -> Resul
                     let variants: &[bool] = if has_reduction { &[true, false] } else { &[true] };
                     for &with in variants {
                         let r = time_op(op.as_ref(), dir, dtype, &case, &problem, &device, runs, with)?;
-                        println!(
-                            "{}",
-                            bench_line([
-                                &r.op,
-                                &r.dir,
-                                r.dtype.name(),
-                                &r.case,
-                                &r.variant,
-                                &format!("{:.1}", r.median_us),
-                                &format!("{:.1}", r.gbps),
-                                &format!("{:.1}%", 100.0 * r.gbps / copy),
-                                &format!("{:.2}", r.tflops),
-                            ])
-                        );
+                        progress.println(&bench_line([
+                            &r.op,
+                            &r.dir,
+                            r.dtype.name(),
+                            &r.case,
+                            &r.variant,
+                            &format!("{:.1}", r.median_us),
+                            &format!("{:.1}", r.gbps),
+                            &format!("{:.1}%", 100.0 * r.gbps / copy),
+                            &format!("{:.2}", r.tflops),
+                        ]));
                         rows.push(r);
                     }
                 }
                 // After every case and direction, as `check` does: a stopped run keeps its rows.
                 write_bench_json(common.json.as_deref(), &device, copy, &rows)?;
+                progress.finish_step();
             }
         }
     }
+    progress.finish();
     write_bench_json(common.json.as_deref(), &device, copy, &rows)?;
     // Without a GPU the table above times the emulator or the references: the hardware's
     // figures, from the last GPU run on record, follow.
