@@ -29,3 +29,6 @@ pub struct GpuPage;
 
 #[doc = include_str!("../docs/arith.md")]
 pub struct ArithPage;
+
+#[doc = include_str!("../docs/ntk.md")]
+pub struct NtkPage;

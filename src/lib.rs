@@ -59,6 +59,13 @@ pub mod arith {
     pub use crate::families::arith::*;
 }
 
+/// The empirical NTK by sum of logits (pNTK): the Gram-Hadamard product and the pNTK of an MLP
+/// ([`families::ntk`]; the f64 references so far).
+pub mod ntk {
+    #[doc(inline)]
+    pub use crate::families::ntk::*;
+}
+
 /// Fused GLUs and the GLU MLP block ([`families::glu`]); `op` and `mlp_op` hold their registry
 /// entries.
 pub mod glu {

@@ -162,6 +162,18 @@ pub(crate) fn check(device: &Device, args: &[Arg]) -> Result<()> {
     args.iter().try_for_each(|a| a.check(device))
 }
 
+/// That a host matrix of a reference (`rows` × `cols`, row-major f64) has its length: a typed
+/// error naming `arg` otherwise, or when the size overflows.
+pub fn check_host_matrix(arg: &'static str, v: &[f64], rows: usize, cols: usize) -> Result<()> {
+    let want = rows
+        .checked_mul(cols)
+        .ok_or_else(|| Error::InvalidValue { arg, reason: format!("[{rows}, {cols}] overflows") })?;
+    if v.len() != want {
+        return Err(Error::Shape { arg, expected: format!("[{rows}, {cols}] ({want} values)"), got: vec![v.len()] });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,5 +11,6 @@ pub mod attention;
 pub mod equivariant;
 pub mod glu;
 pub mod norm;
+pub mod ntk;
 pub mod padding;
 pub mod selftest;

@@ -25,6 +25,7 @@ mod math;
 #[cfg(feature = "emu")]
 mod model;
 mod norm;
+mod ntk;
 mod padding;
 mod ptx;
 mod tensor;

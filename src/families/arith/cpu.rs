@@ -10,6 +10,7 @@
 
 use super::RegShape;
 use crate::core::error::{Error, Result};
+use crate::core::validate::check_host_matrix as check_len;
 
 /// Gradients of an NAU or NMU: dx `[b, i]`, dW `[o, i]`.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,17 +31,6 @@ pub struct Regularizers {
     pub oob: f64,
     /// max_ij min(|W|, |1 − |W||).
     pub sparsity_error: f64,
-}
-
-/// `v` holds `rows · cols` values (else a typed error naming `arg`).
-fn check_len(arg: &'static str, v: &[f64], rows: usize, cols: usize) -> Result<()> {
-    let want = rows
-        .checked_mul(cols)
-        .ok_or_else(|| Error::InvalidValue { arg, reason: format!("[{rows}, {cols}] overflows") })?;
-    if v.len() != want {
-        return Err(Error::Shape { arg, expected: format!("[{rows}, {cols}] ({want} values)"), got: vec![v.len()] });
-    }
-    Ok(())
 }
 
 /// sign(v) with sign(0) = 0: the derivative of |v| as torch takes it.
