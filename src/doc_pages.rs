@@ -32,3 +32,6 @@ pub struct ArithPage;
 
 #[doc = include_str!("../docs/ntk.md")]
 pub struct NtkPage;
+
+#[doc = include_str!("../docs/gemnet.md")]
+pub struct GemnetPage;

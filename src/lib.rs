@@ -59,6 +59,13 @@ pub mod arith {
     pub use crate::families::arith::*;
 }
 
+/// GemNet-OC's bases and efficient bilinear interaction ([`families::gemnet`]; the f64
+/// references so far).
+pub mod gemnet {
+    #[doc(inline)]
+    pub use crate::families::gemnet::*;
+}
+
 /// The empirical NTK by sum of logits (pNTK): the Gram-Hadamard product and the pNTK of an MLP
 /// ([`families::ntk`]; the f64 references so far).
 pub mod ntk {

@@ -9,6 +9,7 @@ pub mod activation;
 pub mod arith;
 pub mod attention;
 pub mod equivariant;
+pub mod gemnet;
 pub mod glu;
 pub mod norm;
 pub mod ntk;

@@ -18,6 +18,7 @@ mod emu;
 mod equivariant;
 mod equivariant_f64;
 mod equivariant_registry;
+mod gemnet;
 mod glu;
 mod glu_mlp;
 mod kernels_build;
