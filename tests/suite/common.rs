@@ -59,3 +59,23 @@ pub const EMU_MAX_ELEMENTS: usize = 1 << 17;
 pub fn emu_shapes(op: &dyn Op) -> Vec<Vec<usize>> {
     op.check_shapes().into_iter().filter(|s| s.iter().product::<usize>() <= EMU_MAX_ELEMENTS).collect()
 }
+
+/// got ≈ want entry by entry: |g − w| ≤ tol·(1 + |w|) (the f64 references' tests).
+pub fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= tol * (1.0 + w.abs()), "{what}[{i}]: {g} vs {w}");
+    }
+}
+
+/// The gradient of f at v by central differences of step h.
+pub fn central_gradient(v: &[f64], h: f64, f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
+    (0..v.len())
+        .map(|i| {
+            let (mut up, mut down) = (v.to_vec(), v.to_vec());
+            up[i] += h;
+            down[i] -= h;
+            (f(&up) - f(&down)) / (2.0 * h)
+        })
+        .collect()
+}

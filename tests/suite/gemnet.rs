@@ -11,7 +11,7 @@ use kiln::gemnet::cpu::{
 use rand::Rng;
 use rand::rngs::StdRng;
 
-use crate::common::rng;
+use crate::common::{assert_close, central_gradient, rng};
 
 fn uniform(rng: &mut StdRng, n: usize, lo: f64, hi: f64) -> Vec<f64> {
     (0..n).map(|_| rng.random_range(lo..hi)).collect()
@@ -19,25 +19,6 @@ fn uniform(rng: &mut StdRng, n: usize, lo: f64, hi: f64) -> Vec<f64> {
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= tol * (1.0 + w.abs()), "{what}[{i}]: {g} vs {w}");
-    }
-}
-
-/// ∇ of f at v by central differences.
-fn central(v: &[f64], h: f64, f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
-    (0..v.len())
-        .map(|i| {
-            let (mut up, mut down) = (v.to_vec(), v.to_vec());
-            up[i] += h;
-            down[i] -= h;
-            (f(&up) - f(&down)) / (2.0 * h)
-        })
-        .collect()
 }
 
 #[test]
@@ -70,7 +51,7 @@ fn radial_bases_gradients_match_finite_differences() {
     let g = rbf_gaussian_backward(&d, cutoff, radial, p, &drbf).unwrap();
     let fd: Vec<f64> = (0..d.len())
         .map(|e| {
-            central(&[d[e]], 1e-6, |v| {
+            central_gradient(&[d[e]], 1e-6, |v| {
                 dot(&rbf_gaussian(v, cutoff, radial, p).unwrap(), &drbf[e * radial..(e + 1) * radial])
             })[0]
         })
@@ -87,13 +68,13 @@ fn radial_bases_gradients_match_finite_differences() {
     let (dd, dfreqs) = rbf_bessel_backward(&d, &freqs, cutoff, p, &drbf).unwrap();
     let fd_d: Vec<f64> = (0..d.len())
         .map(|e| {
-            central(&[d[e]], 1e-6, |v| {
+            central_gradient(&[d[e]], 1e-6, |v| {
                 dot(&rbf_bessel(v, &freqs, cutoff, p).unwrap(), &drbf[e * radial..(e + 1) * radial])
             })[0]
         })
         .collect();
     assert_close(&dd, &fd_d, 1e-7, "bessel dd");
-    let fd_f = central(&freqs, 1e-6, |f| dot(&rbf_bessel(&d, f, cutoff, p).unwrap(), &drbf));
+    let fd_f = central_gradient(&freqs, 1e-6, |f| dot(&rbf_bessel(&d, f, cutoff, p).unwrap(), &drbf));
     assert_close(&dfreqs, &fd_f, 1e-7, "bessel dfreqs (reduced over edges)");
     // The definition at one point: √(2/c³)·sin(f·d_s)/d_s·u(d_s).
     let one = rbf_bessel(&[1.5], &freqs[..1], cutoff, p).unwrap()[0];
@@ -132,7 +113,7 @@ fn circular_basis_is_orthonormal_on_the_sphere_and_its_gradient_matches() {
     let x = uniform(&mut rng, 5, -0.99, 0.99);
     let dcbf = uniform(&mut rng, 5 * l, -1.0, 1.0);
     let g = cbf_backward(&x, l, &dcbf).unwrap();
-    let fd = central(&x, 1e-6, |v| dot(&cbf(v, l), &dcbf));
+    let fd = central_gradient(&x, 1e-6, |v| dot(&cbf(v, l), &dcbf));
     assert_close(&g, &fd, 1e-7, "dcos_phi");
     // Clamped outside [−1, 1]: the value at ±1, no gradient.
     assert_eq!(cbf(&[1.5], l), cbf(&[1.0], l));
@@ -155,8 +136,8 @@ fn spherical_basis_is_the_outer_product_and_its_gradients_match() {
     }
     let dsbf = uniform(&mut rng, 4 * l * l, -1.0, 1.0);
     let (dc, da) = sbf_legendre_outer_backward(&cos_phi, &angle, l, &dsbf).unwrap();
-    let fd_c = central(&cos_phi, 1e-6, |v| dot(&sbf_legendre_outer(v, &angle, l).unwrap(), &dsbf));
-    let fd_a = central(&angle, 1e-6, |v| dot(&sbf_legendre_outer(&cos_phi, v, l).unwrap(), &dsbf));
+    let fd_c = central_gradient(&cos_phi, 1e-6, |v| dot(&sbf_legendre_outer(v, &angle, l).unwrap(), &dsbf));
+    let fd_a = central_gradient(&angle, 1e-6, |v| dot(&sbf_legendre_outer(&cos_phi, v, l).unwrap(), &dsbf));
     assert_close(&dc, &fd_c, 1e-7, "dcos_phi");
     assert_close(&da, &fd_a, 1e-7, "dangle");
 }
@@ -211,10 +192,10 @@ fn efficient_bilinear_equals_the_padded_form_and_its_gradients_match() {
     let g = efficient_bilinear_backward(&b, &dout).unwrap();
     let loss = |b: &Bilinear| dot(&efficient_bilinear(b).unwrap(), &dout);
     let h = 1e-6;
-    assert_close(&g.drw, &central(&rw, h, |v| loss(&Bilinear { rw: v, ..b })), 1e-8, "drw");
-    assert_close(&g.dsph, &central(&sph, h, |v| loss(&Bilinear { sph: v, ..b })), 1e-8, "dsph");
-    assert_close(&g.dm, &central(&m, h, |v| loss(&Bilinear { m: v, ..b })), 1e-8, "dm");
-    assert_close(&g.dwb, &central(&wb, h, |v| loss(&Bilinear { wb: v, ..b })), 1e-8, "dwb");
+    assert_close(&g.drw, &central_gradient(&rw, h, |v| loss(&Bilinear { rw: v, ..b })), 1e-8, "drw");
+    assert_close(&g.dsph, &central_gradient(&sph, h, |v| loss(&Bilinear { sph: v, ..b })), 1e-8, "dsph");
+    assert_close(&g.dm, &central_gradient(&m, h, |v| loss(&Bilinear { m: v, ..b })), 1e-8, "dm");
+    assert_close(&g.dwb, &central_gradient(&wb, h, |v| loss(&Bilinear { wb: v, ..b })), 1e-8, "dwb");
 }
 
 #[test]

@@ -7,29 +7,10 @@ use kiln::ntk::cpu::{Activation, Dense, GramOperands, Mlp, gram_hadamard, gram_h
 use rand::Rng;
 use rand::rngs::StdRng;
 
-use crate::common::rng;
+use crate::common::{assert_close, central_gradient, rng};
 
 fn normal(rng: &mut StdRng, n: usize) -> Vec<f64> {
     (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
-}
-
-fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= tol * (1.0 + w.abs()), "{what}[{i}]: {g} vs {w}");
-    }
-}
-
-/// ∂/∂v_i of f by central differences.
-fn central(v: &[f64], h: f64, f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
-    (0..v.len())
-        .map(|i| {
-            let (mut up, mut down) = (v.to_vec(), v.to_vec());
-            up[i] += h;
-            down[i] -= h;
-            (f(&up) - f(&down)) / (2.0 * h)
-        })
-        .collect()
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
@@ -49,10 +30,30 @@ fn gram_hadamard_backward_matches_finite_differences() {
         let loss = |o: &GramOperands| dot(&gram_hadamard(o, bias, scale).unwrap(), &dk);
         let what = format!("bias={bias} scale={scale}");
         let h = 1e-6;
-        assert_close(&g.dd1, &central(&d1, h, |v| loss(&GramOperands { d1: v, ..ops })), 1e-8, &format!("dd1 {what}"));
-        assert_close(&g.da1, &central(&a1, h, |v| loss(&GramOperands { a1: v, ..ops })), 1e-8, &format!("da1 {what}"));
-        assert_close(&g.dd2, &central(&d2, h, |v| loss(&GramOperands { d2: v, ..ops })), 1e-8, &format!("dd2 {what}"));
-        assert_close(&g.da2, &central(&a2, h, |v| loss(&GramOperands { a2: v, ..ops })), 1e-8, &format!("da2 {what}"));
+        assert_close(
+            &g.dd1,
+            &central_gradient(&d1, h, |v| loss(&GramOperands { d1: v, ..ops })),
+            1e-8,
+            &format!("dd1 {what}"),
+        );
+        assert_close(
+            &g.da1,
+            &central_gradient(&a1, h, |v| loss(&GramOperands { a1: v, ..ops })),
+            1e-8,
+            &format!("da1 {what}"),
+        );
+        assert_close(
+            &g.dd2,
+            &central_gradient(&d2, h, |v| loss(&GramOperands { d2: v, ..ops })),
+            1e-8,
+            &format!("dd2 {what}"),
+        );
+        assert_close(
+            &g.da2,
+            &central_gradient(&a2, h, |v| loss(&GramOperands { a2: v, ..ops })),
+            1e-8,
+            &format!("da2 {what}"),
+        );
         // K itself, entry by entry from its definition.
         let k = gram_hadamard(&ops, bias, scale).unwrap();
         let c = if bias { 1.0 } else { 0.0 };
@@ -100,7 +101,7 @@ fn jacobian(mlp: &Mlp, x: &[f64], n: usize, g: impl Fn(&[f64]) -> f64) -> Vec<Ve
     (0..n)
         .map(|s| {
             let xs = &x[s * mlp.layers[0].inputs..(s + 1) * mlp.layers[0].inputs];
-            central(&theta, 1e-5, |t| {
+            central_gradient(&theta, 1e-5, |t| {
                 let f = mlp.with_parameters(t).unwrap().forward(xs, 1).unwrap();
                 assert_eq!(f.len(), outputs);
                 g(&f)
