@@ -35,3 +35,6 @@ pub struct NtkPage;
 
 #[doc = include_str!("../docs/gemnet.md")]
 pub struct GemnetPage;
+
+#[doc = include_str!("../docs/sgcn.md")]
+pub struct SgcnPage;

@@ -66,6 +66,13 @@ pub mod gemnet {
     pub use crate::families::gemnet::*;
 }
 
+/// S-GCN's spherical harmonics and spherical graph convolution ([`families::sgcn`]; the f64
+/// references so far).
+pub mod sgcn {
+    #[doc(inline)]
+    pub use crate::families::sgcn::*;
+}
+
 /// The empirical NTK by sum of logits (pNTK): the Gram-Hadamard product and the pNTK of an MLP
 /// ([`families::ntk`]; the f64 references so far).
 pub mod ntk {

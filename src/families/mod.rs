@@ -15,3 +15,4 @@ pub mod norm;
 pub mod ntk;
 pub mod padding;
 pub mod selftest;
+pub mod sgcn;

@@ -29,4 +29,5 @@ mod norm;
 mod ntk;
 mod padding;
 mod ptx;
+mod sgcn;
 mod tensor;
