@@ -38,3 +38,6 @@ pub struct GemnetPage;
 
 #[doc = include_str!("../docs/sgcn.md")]
 pub struct SgcnPage;
+
+#[doc = include_str!("../docs/graph.md")]
+pub struct GraphPage;

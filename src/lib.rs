@@ -73,6 +73,13 @@ pub mod sgcn {
     pub use crate::families::sgcn::*;
 }
 
+/// GlycanAA's relational graph convolution and segment readouts ([`families::graph`]; the f64
+/// references so far).
+pub mod graph {
+    #[doc(inline)]
+    pub use crate::families::graph::*;
+}
+
 /// The empirical NTK by sum of logits (pNTK): the Gram-Hadamard product and the pNTK of an MLP
 /// ([`families::ntk`]; the f64 references so far).
 pub mod ntk {

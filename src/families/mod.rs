@@ -11,6 +11,7 @@ pub mod attention;
 pub mod equivariant;
 pub mod gemnet;
 pub mod glu;
+pub mod graph;
 pub mod norm;
 pub mod ntk;
 pub mod padding;

@@ -21,6 +21,7 @@ mod equivariant_registry;
 mod gemnet;
 mod glu;
 mod glu_mlp;
+mod graph;
 mod kernels_build;
 mod math;
 #[cfg(feature = "emu")]
