@@ -7,6 +7,7 @@ mod activation;
 mod arith;
 mod attention;
 mod attention_bwd;
+mod attention_distance;
 mod attention_padded;
 mod attention_variants;
 mod bench_cases;

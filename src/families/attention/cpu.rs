@@ -115,30 +115,43 @@ fn attend(p: &Problem, b: usize, q_tokens: &[usize], k_tokens: &[usize], total_q
             let q_row = &p.q[(qt * h_all + h) * d..][..d];
             // i aligned to the keys' end: the causal limit and the linear bias use it.
             let aligned = i as i64 + sk as i64 - sq as i64;
-            let scores: Vec<f64> = (0..sk)
-                .map(|j| {
-                    if p.causal && j as i64 > aligned && !in_prefix(p, b, j) {
-                        return f64::NEG_INFINITY;
-                    }
-                    let dot: f64 = q_row.iter().zip(k_row(j)).map(|(a, b)| a * b).sum();
-                    let bias = match p.bias {
-                        BiasRef::None => 0.0,
-                        BiasRef::Linear { slopes } => {
-                            -slope(slopes, h_all, b, h) * (aligned - j as i64).unsigned_abs() as f64
-                        }
-                        BiasRef::Geometric { slopes, positions } => {
-                            let (pi, pj) = (&positions[qt * 3..][..3], &positions[k_tokens[j] * 3..][..3]);
-                            let dist = (0..3).map(|c| (pi[c] - pj[c]).powi(2)).sum::<f64>().sqrt();
-                            -slope(slopes, h_all, b, h) * dist
-                        }
-                    };
-                    p.scale * dot + bias
-                })
-                .collect();
+            let scores: Vec<f64> =
+                (0..sk).map(|j| score(p, Pair { b, h, aligned, qt, j, kt: k_tokens[j] }, q_row, k_row(j))).collect();
             let o = &mut out.out[(qt * h_all + h) * d..][..d];
             out.lse[h * total_q + qt] = softmax_times_v(&scores, v_row, o);
         }
     }
+}
+
+/// One query-key pair of sequence b and head h: the query's token `qt` and its index aligned to
+/// the keys' end, the key's index j in the sequence and its token `kt`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pair {
+    pub b: usize,
+    pub h: usize,
+    pub aligned: i64,
+    pub qt: usize,
+    pub j: usize,
+    pub kt: usize,
+}
+
+/// The score scale·q·k + bias of one pair, −∞ where the causal mask hides the key.
+pub(crate) fn score(p: &Problem, pair: Pair, q_row: &[f64], k_row: &[f64]) -> f64 {
+    let Pair { b, h, aligned, qt, j, kt } = pair;
+    if p.causal && j as i64 > aligned && !in_prefix(p, b, j) {
+        return f64::NEG_INFINITY;
+    }
+    let dot: f64 = q_row.iter().zip(k_row).map(|(a, b)| a * b).sum();
+    let bias = match p.bias {
+        BiasRef::None => 0.0,
+        BiasRef::Linear { slopes } => -slope(slopes, p.heads, b, h) * (aligned - j as i64).unsigned_abs() as f64,
+        BiasRef::Geometric { slopes, positions } => {
+            let (pi, pj) = (&positions[qt * 3..][..3], &positions[kt * 3..][..3]);
+            let dist = (0..3).map(|c| (pi[c] - pj[c]).powi(2)).sum::<f64>().sqrt();
+            -slope(slopes, p.heads, b, h) * dist
+        }
+    };
+    p.scale * dot + bias
 }
 
 /// Writes Σ_j softmax(scores)_j · v_row(j) into `out` (left 0 when every score is −∞) and

@@ -25,6 +25,7 @@
 pub mod backward;
 pub mod cpu;
 pub mod cpu_backward;
+pub mod cpu_distance;
 mod padded;
 
 pub use padded::forward_padded;
