@@ -663,28 +663,11 @@ kiln_status launch_backward(const Backward& b) {
         const T* w = static_cast<const T*>(b.w);
         const T* dout = static_cast<const T*>(b.dout);
         const int vector_rows = vector_rows_ok(b.plan, {b.x, b.y, b.w, b.dout, b.dx, b.dy, b.dw, b.workspace});
-        // The fused backward (tp_channel.cuh: one sender-order walk for dx, dy and dw; it checks
-        // that every path is uvu, the plan being on the device, and the two kernels below skip
-        // their work when it did it): per-edge weights in f32 or f64 storage (dy is summed in
-        // the storage type, so f16/bf16 keep the two kernels), the double backward's passes
-        // included.
-        int fused = 0;
-        if constexpr (std::is_same<T, C>::value) {
-            if (b.plan->wigner_cg != 0 && b.shared_weights == 0 && b.nodes > 0 && b.edges > 0 &&
-                b.plan->dim1 > 0 && (b.dx != nullptr || b.dy != nullptr || b.dw != nullptr)) {
-                KILN_LAUNCH(warp_blocks(b.nodes), kTpThreads, 0, b.stream, tp_bwd_fused_uvu_kernel<T>)(
-                    *b.plan, x, y, w, b.g, vector_rows, b.accumulate_dx, b.accumulate_edge, dout, b.nodes,
-                    static_cast<T*>(b.dx), static_cast<T*>(b.dy), static_cast<T*>(b.dw));
-                const kiln_status st = launch_status();
-                if (st != KILN_SUCCESS) return st;
-                fused = 1;
-            }
-        }
         if (b.dx != nullptr && b.nodes > 0 && b.plan->dim1 > 0) {
             if (b.plan->wigner_cg != 0) {
                 KILN_LAUNCH(warp_blocks(b.nodes), kTpThreads, 0, b.stream, tp_bwd_dx_channel_kernel<T>)(
                     *b.plan, y, w, b.shared_weights, b.g, vector_rows, b.accumulate_dx, dout, b.nodes,
-                    static_cast<T*>(b.dx), fused);
+                    static_cast<T*>(b.dx));
             } else {
                 KILN_LAUNCH(warp_blocks(b.nodes), kTpThreads, 0, b.stream, tp_bwd_dx1_kernel<T>)(
                     *b.plan, y, w, b.shared_weights, b.g, b.accumulate_dx, dout, b.nodes, static_cast<T*>(b.dx));
@@ -702,11 +685,11 @@ kiln_status launch_backward(const Backward& b) {
             if (b.plan->wigner_cg != 0 && b.shared_weights != 0) {
                 KILN_LAUNCH(blocks, kTpThreads, 0, b.stream, tp_bwd_edge_channel_kernel<T, C>)(
                     *b.plan, x, y, w, b.shared_weights, b.g, vector_rows, b.accumulate_edge, dout, b.edges, parts,
-                    dy, partials, 0);
+                    dy, partials);
             } else if (b.plan->wigner_cg != 0) {
                 KILN_LAUNCH(blocks, kTpThreads, 0, b.stream, tp_bwd_edge_channel_kernel<T, T>)(
                     *b.plan, x, y, w, b.shared_weights, b.g, vector_rows, b.accumulate_edge, dout, b.edges, parts,
-                    dy, static_cast<T*>(b.dw), fused);
+                    dy, static_cast<T*>(b.dw));
             } else if (b.shared_weights != 0) {
                 KILN_LAUNCH(blocks, kTpThreads, 0, b.stream, tp_bwd_edge_kernel<T, C>)(
                     *b.plan, x, y, w, b.shared_weights, b.g, b.accumulate_edge, dout, b.edges, parts, dy, partials);

@@ -201,23 +201,6 @@ __device__ __forceinline__ int32_t lane_index(const int32_t* idx, int64_t first,
     return idx != nullptr ? idx[t] : static_cast<int32_t>(t);
 }
 
-// Calls f(e, o) for each edge e of the segment [first, last) of an order (`perm`: the segment's
-// edge ids, NULL for edge order), o = other[e] being the edge's node on the far side (e itself
-// where other is NULL), in segment order. The ids are read 32 at a time, one lane each, and
-// handed to the whole warp by shuffles.
-template <typename F>
-__device__ __forceinline__ void for_each_segment_edge(const int32_t* perm, const int32_t* other, int64_t first,
-                                                      int64_t last, int lane, F&& f) {
-    for (int64_t base = first; base < last; base += 32) {
-        const int32_t my_e = lane_index(perm, base, last, lane);
-        const int32_t my_o = base + lane < last && other != nullptr ? other[my_e] : my_e;
-        const int count = static_cast<int>(last - base < 32 ? last - base : 32);
-        for (int k = 0; k < count; ++k) {
-            f(int64_t(__shfl_sync(kFullWarp, my_e, k)), int64_t(__shfl_sync(kFullWarp, my_o, k)));
-        }
-    }
-}
-
 // N consecutive elements at p into out, in the widest accesses N·sizeof(T) bytes allow (16, 8,
 // or one element each): 4 channels of an l = 1 block in f32 are 3 LDG.128 instead of 12 LDG.32.
 // p must be aligned to that access (the callers' vector-ready blocks guarantee it).
@@ -483,12 +466,18 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
                         const kiln_tp_path P = p == b ? B : load_path(plan, p, lane);  // B is the first
                         const C coef = path_coef_of<C>(plan, P, p);
                         const int code = triple_code(P.dim1, P.dim2, P.dim_out);
-                        const auto edge = [&](int64_t e, int64_t s) KILN_INLINE_LAMBDA {
-                            const T* we = w + (shared_weights != 0 ? 0 : e * plan.weight_numel);
-                            path_forward<V>(P, code, coef, c, active, lane, x + s * plan.dim1, y + e * plan.dim2, we,
-                                            acc);
-                        };
-                        for_each_segment_edge(g.dst_perm, g.src, e0, e1, lane, edge);
+                        for (int64_t first = e0; first < e1; first += 32) {
+                            const int32_t my_e = lane_index(g.dst_perm, first, e1, lane);
+                            const int32_t my_src = first + lane < e1 && g.src != nullptr ? g.src[my_e] : my_e;
+                            const int count = static_cast<int>(e1 - first < 32 ? e1 - first : 32);
+                            for (int k = 0; k < count; ++k) {
+                                const int64_t e = __shfl_sync(kFullWarp, my_e, k);
+                                const int64_t s = __shfl_sync(kFullWarp, my_src, k);
+                                const T* we = w + (shared_weights != 0 ? 0 : e * plan.weight_numel);
+                                path_forward<V>(P, code, coef, c, active, lane, x + s * plan.dim1, y + e * plan.dim2,
+                                                we, acc);
+                            }
+                        }
                     });
                     if (active) {
                         store_channels<V>(row + B.off_out + int64_t(c) * B.dim_out, B.dim_out, accumulate != 0, acc);
@@ -497,15 +486,6 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
             });
         });
     }
-}
-
-// Whether the fused backward (tp_bwd_fused_uvu_kernel) applies: every path uvu, whose lanes own
-// the same channel of x1 and of the output, so a sender-order walk holds everything the edge's
-// dy and dw need. Warp-uniform: one load per lane per 32 paths.
-__device__ __forceinline__ bool fused_backward_applies(const kiln_tp_plan& plan, int lane) {
-    bool mine = true;
-    for (int p = lane; p < plan.n_paths; p += 32) mine = mine && plan.paths[p].mode == KILN_TP_UVU;
-    return __all_sync(kFullWarp, mine);
 }
 
 // Path P's contribution to dx1 of x1's channels c..c+V given dout row go: uvu
@@ -535,17 +515,14 @@ __device__ __forceinline__ void path_dx(const kiln_tp_path& P, int code, C coef,
 }
 
 // dx[n] = Σ over the edges e with src_e = n of ∂⟨dout[dst_e], TP(x[n], y[e])⟩/∂x[n]
-// (dx: [nodes, dim1]); `accumulate`: add to dx instead of writing it. `fused`: the fused
-// backward (tp_bwd_fused_uvu_kernel) was launched before, so on an all-uvu plan it wrote dx
-// and this kernel returns at once.
+// (dx: [nodes, dim1]); `accumulate`: add to dx instead of writing it.
 template <typename T>
 __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
     tp_bwd_dx_channel_kernel(kiln_tp_plan plan, const T* __restrict__ y, const T* __restrict__ w, int shared_weights,
                              Graph g, int vector_rows, int accumulate, const T* __restrict__ dout, int64_t nodes,
-                             T* __restrict__ dx, int fused) {
+                             T* __restrict__ dx) {
     using C = compute_t<T>;
     const int lane = threadIdx.x % 32;
-    if (fused != 0 && fused_backward_applies(plan, lane)) return;
     const PathField off = &kiln_tp_path::off1;
     const PathField mul = &kiln_tp_path::mul1;
     const PathField dim = &kiln_tp_path::dim1;
@@ -569,153 +546,20 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
                         const kiln_tp_path P = p == b ? B : load_path(plan, p, lane);  // B is the first
                         const C coef = path_coef_of<C>(plan, P, p);
                         const int code = triple_code(P.dim1, P.dim2, P.dim_out);
-                        const auto edge = [&](int64_t e, int64_t d) KILN_INLINE_LAMBDA {
-                            const T* we = w + (shared_weights != 0 ? 0 : e * plan.weight_numel);
-                            path_dx<V>(P, code, coef, c, active, lane, y + e * plan.dim2, we, dout + d * plan.dim_out,
-                                       acc);
-                        };
-                        for_each_segment_edge(g.src_perm, g.dst, t0, t1, lane, edge);
+                        for (int64_t first = t0; first < t1; first += 32) {
+                            const int32_t my_e = lane_index(g.src_perm, first, t1, lane);
+                            const int32_t my_d = first + lane < t1 && g.dst != nullptr ? g.dst[my_e] : my_e;
+                            const int count = static_cast<int>(t1 - first < 32 ? t1 - first : 32);
+                            for (int k = 0; k < count; ++k) {
+                                const int64_t e = __shfl_sync(kFullWarp, my_e, k);
+                                const int64_t d = __shfl_sync(kFullWarp, my_d, k);
+                                const T* we = w + (shared_weights != 0 ? 0 : e * plan.weight_numel);
+                                path_dx<V>(P, code, coef, c, active, lane, y + e * plan.dim2, we,
+                                           dout + d * plan.dim_out, acc);
+                            }
+                        }
                     });
                     if (active) store_channels<V>(row + B.off1 + int64_t(c) * B.dim1, B.dim1, accumulate != 0, acc);
-                }
-            });
-        });
-    }
-}
-
-// The fused backward's share of uvu path P and one edge for the lane's channels c..c+V (active
-// lanes: c < mul1), with gk = dout[c], a = x1[c] and t = Cᵀ(a, gk) (Σ_ik C_ijk a_i g_k); per x2
-// channel v (b = x2[v], weight W[c, v]): dw[c, v] = coef·⟨t, b⟩ (stored once, or added with
-// `add_dw`), dy[v] += Σ_c coef·W[c, v]·t (a fixed butterfly over the lanes; lane j adds
-// component j, so each dy element has one writer) and bw += coef·W[c, v]·b; last
-// dx[c] += Cᵀ(bw, gk) into acc. One read of the edge's dout row, weights and x2 row serves all
-// three gradients. dw, dy may be NULL and `want_dx` false (a double backward pass that does not
-// want them). Every lane calls it.
-//
-// Registers: the sender's x1 channels are read again for each path and edge (L1 hits: the row
-// is the sender's) and die once t is made, rather than held over the walk: held, they were a
-// fifth [V][9] array and ptxas spilled at V = 4 (perf/predictions.md). This order keeps gk, t,
-// bw and acc: about 250 registers in f32 on sm_80 and sm_90a, no stack.
-template <int V, typename T, typename C>
-__device__ __forceinline__ void path_fused_uvu(const kiln_tp_path& P, int code, C coef, int c, bool active, int lane,
-                                               const T* x1, const T* x2, const T* we, const T* go, T* dw,
-                                               bool add_dw, T* dy, bool want_dx, C (&acc)[V][kMaxDim]) {
-    C gk[V][kMaxDim] = {};
-    if (active) load_channels<V>(go + P.off_out + c * P.dim_out, P.dim_out, gk);
-    C t[V][kMaxDim] = {};
-    if (active && (dw != nullptr || dy != nullptr)) {
-        C a[V][kMaxDim] = {};
-        load_channels<V>(x1 + P.off1 + c * P.dim1, P.dim1, a);
-        with_cg(code, [&](auto cg) KILN_INLINE_LAMBDA {
-#pragma unroll
-            for (int q = 0; q < V; ++q) decltype(cg)::adjoint_b(a[q], gk[q], t[q]);
-        });
-    }
-    C bw[V][kMaxDim] = {};
-    for (int v = 0; v < P.mul2; ++v) {
-        C b[kMaxDim];
-        broadcast_row(x2 + P.off2 + v * P.dim2, P.dim2, lane, b);
-        C dacc[kMaxDim] = {};
-        if (active) {
-            const int i0 = weight_index(P, true, c, v, 0);
-            C wv[V];
-            load_weights<V>(we, i0, P.mul2, wv);
-            C grad[V];
-#pragma unroll
-            for (int q = 0; q < V; ++q) {
-                C dot = C(0);
-#pragma unroll
-                for (int j = 0; j < kMaxDim; ++j) {
-                    dot += t[q][j] * b[j];
-                    dacc[j] += coef * wv[q] * t[q][j];
-                    bw[q][j] += coef * wv[q] * b[j];
-                }
-                grad[q] = coef * dot;
-            }
-            if (dw != nullptr) store_weights<V>(dw, i0, P.mul2, add_dw, grad);
-        }
-        if (dy == nullptr) continue;
-        C mine = C(0);
-#pragma unroll
-        for (int j = 0; j < kMaxDim; ++j) {
-            if (j >= P.dim2) break;
-            C total = dacc[j];
-#pragma unroll
-            for (int m = 16; m > 0; m >>= 1) total += __shfl_xor_sync(kFullWarp, total, m);
-            if (lane == j) mine = total;
-        }
-        if (lane < P.dim2) {
-            T* out = dy + P.off2 + int64_t(v) * P.dim2 + lane;
-            *out = from_compute<T>(to_compute(*out) + mine);
-        }
-    }
-    if (!active || !want_dx) return;
-    with_cg(code, [&](auto cg) KILN_INLINE_LAMBDA {
-#pragma unroll
-        for (int q = 0; q < V; ++q) decltype(cg)::adjoint_a(bw[q], gk[q], acc[q]);
-    });
-}
-
-// The fused backward for per-edge weights in f32 or f64 storage (the launcher's choice) and
-// plans it applies to (fused_backward_applies, checked here: the plan is on the device;
-// otherwise it returns at once and the two kernels run, their `fused` flag telling them to do
-// the work): one walk in sender order, a warp per sender as tp_bwd_dx_channel_kernel, writes
-// dx[n] and, for each edge of the sender's segment, the edge's dy and dw (path_fused_uvu).
-// Against the two kernels it reads each edge's weights and dout row once instead of twice
-// (MACE-large: 8.7 KB of weights and an 8.2 KB dout row an edge). dy rows sum over paths and
-// block passes, so the warp that owns the edge zeroes them first unless `accumulate_edge` (it
-// adds, as it does to dw); `accumulate_dx` adds to dx. dx, dy, dw may each be NULL (not
-// wanted).
-template <typename T>
-__global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
-    tp_bwd_fused_uvu_kernel(kiln_tp_plan plan, const T* __restrict__ x, const T* __restrict__ y,
-                            const T* __restrict__ w, Graph g, int vector_rows, int accumulate_dx,
-                            int accumulate_edge, const T* __restrict__ dout, int64_t nodes, T* __restrict__ dx,
-                            T* __restrict__ dy, T* __restrict__ dw) {
-    using C = compute_t<T>;
-    const int lane = threadIdx.x % 32;
-    if (!fused_backward_applies(plan, lane)) return;
-    const PathField off = &kiln_tp_path::off1;
-    const PathField mul = &kiln_tp_path::mul1;
-    const PathField dim = &kiln_tp_path::dim1;
-    const bool full = covers(plan, off, mul, dim, plan.dim1, lane);
-    const int64_t warps = int64_t(gridDim.x) * kTpWarps;
-    for (int64_t n = int64_t(blockIdx.x) * kTpWarps + threadIdx.x / 32; n < nodes; n += warps) {
-        const int64_t t0 = g.src_ptr != nullptr ? g.src_ptr[n] : n;
-        const int64_t t1 = g.src_ptr != nullptr ? g.src_ptr[n + 1] : n + 1;
-        T* row = dx != nullptr ? dx + n * plan.dim1 : nullptr;
-        if (row != nullptr && !full && accumulate_dx == 0) zero_uncovered(plan, off, mul, dim, plan.dim1, row, lane);
-        if (dy != nullptr && accumulate_edge == 0) {
-            for_each_segment_edge(g.src_perm, nullptr, t0, t1, lane, [&](int64_t e, int64_t) KILN_INLINE_LAMBDA {
-                for (int64_t j = lane; j < plan.dim2; j += 32) dy[e * plan.dim2 + j] = from_compute<T>(C(0));
-            });
-            __syncwarp();
-        }
-        for_each_block(plan, off, lane, [&](int b) KILN_INLINE_LAMBDA {
-            const kiln_tp_path B = load_path(plan, b, lane);
-            const bool vector = block_vector_ready(plan, off, B, b, lane, vector_rows);
-            with_channels<T>(vector, [&](auto vtag) KILN_INLINE_LAMBDA {
-                constexpr int V = decltype(vtag)::value;
-                for (int c0 = 0; c0 < B.mul1; c0 += 32 * V) {
-                    const int c = c0 + lane * V;
-                    const bool active = c < B.mul1;
-                    C acc[V][kMaxDim] = {};
-                    for_each_member(plan, off, B.off1, b, lane, [&](int p) KILN_INLINE_LAMBDA {
-                        const kiln_tp_path P = p == b ? B : load_path(plan, p, lane);  // B is the first
-                        const C coef = path_coef_of<C>(plan, P, p);
-                        const int code = triple_code(P.dim1, P.dim2, P.dim_out);
-                        const auto edge = [&](int64_t e, int64_t d) KILN_INLINE_LAMBDA {
-                            T* dwe = dw != nullptr ? dw + e * plan.weight_numel : nullptr;
-                            T* dye = dy != nullptr ? dy + e * plan.dim2 : nullptr;
-                            path_fused_uvu<V>(P, code, coef, c, active, lane, x + n * plan.dim1, y + e * plan.dim2,
-                                              w + e * plan.weight_numel, dout + d * plan.dim_out, dwe,
-                                              accumulate_edge != 0, dye, row != nullptr, acc);
-                        };
-                        for_each_segment_edge(g.src_perm, g.dst, t0, t1, lane, edge);
-                    });
-                    if (active && row != nullptr) {
-                        store_channels<V>(row + B.off1 + int64_t(c) * B.dim1, B.dim1, accumulate_dx != 0, acc);
-                    }
                 }
             });
         });
@@ -771,17 +615,15 @@ __device__ __forceinline__ void path_dy_dw(const kiln_tp_path& P, int code, C co
 // into their own row of dw_rows [parts, weight_numel] (the workspace, compute type), which
 // sum_weight_grads_kernel then sums in order: deterministic, no atomics, and parts rows
 // instead of one per edge. For the double backward's passes: dy or dw_rows may be NULL (not
-// wanted), and `accumulate` adds to dy and the per-edge dw instead of writing them. `fused`:
-// as tp_bwd_dx_channel_kernel's (an all-uvu plan's dy and dw are written already).
+// wanted), and `accumulate` adds to dy and the per-edge dw instead of writing them.
 template <typename T, typename W>
 __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
     tp_bwd_edge_channel_kernel(kiln_tp_plan plan, const T* __restrict__ x, const T* __restrict__ y,
                                const T* __restrict__ w, int shared_weights, Graph g, int vector_rows, int accumulate,
                                const T* __restrict__ dout, int64_t edges, int64_t parts, T* __restrict__ dy,
-                               W* __restrict__ dw_rows, int fused) {
+                               W* __restrict__ dw_rows) {
     using C = compute_t<T>;
     const int lane = threadIdx.x % 32;
-    if (fused != 0 && fused_backward_applies(plan, lane)) return;
     const PathField off = &kiln_tp_path::off2;
     const PathField mul = &kiln_tp_path::mul2;
     const PathField dim = &kiln_tp_path::dim2;
