@@ -3,7 +3,7 @@
 //! kinks, the λ schedule, the success criterion against the published thresholds and a Monte
 //! Carlo, and bad input.
 
-use crate::common::rng;
+use crate::common::{rng, uniform};
 use kiln::Error;
 use kiln::arith::cpu::{self, NaluParams, Unit};
 use kiln::arith::{Operation, RegShape, Subsets, lambda_schedule, maep_threshold};
@@ -30,10 +30,6 @@ fn assert_close(got: &[f64], want: &[f64], what: &str) {
     for (k, (g, w)) in got.iter().zip(want).enumerate() {
         assert!((g - w).abs() <= 1e-6 * (1.0 + w.abs()), "{what}[{k}]: {g} vs {w}");
     }
-}
-
-fn uniform(rng: &mut StdRng, n: usize, lo: f64, hi: f64) -> Vec<f64> {
-    (0..n).map(|_| rng.random_range(lo..hi)).collect()
 }
 
 /// Weights away from the clamps' bounds and the regularisers' kinks (central differences

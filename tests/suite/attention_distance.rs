@@ -2,17 +2,10 @@
 //! rows' probabilities, pair counts that add up to the visible pairs, the uniform-attention case
 //! in closed form, tokens without positions left out, and bad input as typed errors.
 
+use crate::common::{rng, uniform};
 use kiln::Error;
 use kiln::attention::cpu::{BiasRef, Problem};
 use kiln::attention::cpu_distance::distance_profile;
-use rand::Rng;
-use rand::rngs::StdRng;
-
-use crate::common::rng;
-
-fn uniform(rng: &mut StdRng, n: usize, lo: f64, hi: f64) -> Vec<f64> {
-    (0..n).map(|_| rng.random_range(lo..hi)).collect()
-}
 
 const H: usize = 2;
 const D: usize = 4;

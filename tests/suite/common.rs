@@ -79,3 +79,14 @@ pub fn central_gradient(v: &[f64], h: f64, f: impl Fn(&[f64]) -> f64) -> Vec<f64
         })
         .collect()
 }
+
+/// n values iid U[lo, hi) from `rng`.
+pub fn uniform(rng: &mut rand::rngs::StdRng, n: usize, lo: f64, hi: f64) -> Vec<f64> {
+    use rand::Rng;
+    (0..n).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+/// Σ a_i·b_i.
+pub fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}

@@ -7,7 +7,7 @@
 use kiln::equivariant::{self, Sh, ShNormalization, TpPlan, cpu, sh_dim};
 use kiln::{DType, Device, Tensor};
 
-use crate::common::{assert_rows, emu_shapes, kernel_devices, rng};
+use crate::common::{assert_rows, dot, emu_shapes, kernel_devices, rng};
 use crate::equivariant::{
     abs, abs_plan, fd_plans, hessian_grad_bound, hessian_term_bound, molecule_edges, randn, random_vectors,
     sorted_graph,
@@ -200,10 +200,6 @@ fn f64_registry_entries_match_reference_on_every_device() {
 /// The 4th-order central difference (8(f(x+h) − f(x−h)) − (f(x+2h) − f(x−2h))) / 12h.
 fn central_difference4(f: impl Fn(f64) -> f64, h: f64) -> f64 {
     (8.0 * (f(h) - f(-h)) - (f(2.0 * h) - f(-2.0 * h))) / (12.0 * h)
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// Gradient entry `got` against a finite difference `fd`: within 1e-8·(1 + |fd|). With h =

@@ -3,23 +3,12 @@
 //! orthonormal on the sphere, the spherical basis as the outer product of two circular ones, and
 //! the efficient bilinear interaction in CSR form equal to fairchem's zero-padded formulation.
 
+use crate::common::{assert_close, central_gradient, dot, rng, uniform};
 use kiln::Error;
 use kiln::gemnet::cpu::{
     Bilinear, cbf, cbf_backward, efficient_bilinear, efficient_bilinear_backward, envelope, rbf_bessel,
     rbf_bessel_backward, rbf_gaussian, rbf_gaussian_backward, sbf_legendre_outer, sbf_legendre_outer_backward,
 };
-use rand::Rng;
-use rand::rngs::StdRng;
-
-use crate::common::{assert_close, central_gradient, rng};
-
-fn uniform(rng: &mut StdRng, n: usize, lo: f64, hi: f64) -> Vec<f64> {
-    (0..n).map(|_| rng.random_range(lo..hi)).collect()
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
 
 #[test]
 fn envelope_is_the_published_polynomial_and_vanishes_at_the_cutoff() {

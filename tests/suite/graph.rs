@@ -4,18 +4,9 @@
 
 use kiln::Error;
 use kiln::graph::cpu::{Readout, Rgcn, RgcnGrads, rgcn, rgcn_backward, segment_readout, segment_readout_backward};
-use rand::Rng;
 use rand::rngs::StdRng;
 
-use crate::common::{assert_close, central_gradient, rng};
-
-fn uniform(rng: &mut StdRng, n: usize, lo: f64, hi: f64) -> Vec<f64> {
-    (0..n).map(|_| rng.random_range(lo..hi)).collect()
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
+use crate::common::{assert_close, central_gradient, dot, rng, uniform};
 
 const N: usize = 5;
 const R: usize = 3;

@@ -4,26 +4,21 @@
 
 use kiln::Error;
 use kiln::ntk::cpu::{Activation, Dense, GramOperands, Mlp, gram_hadamard, gram_hadamard_backward, pntk};
-use rand::Rng;
 use rand::rngs::StdRng;
 
-use crate::common::{assert_close, central_gradient, rng};
-
-fn normal(rng: &mut StdRng, n: usize) -> Vec<f64> {
-    (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
+use crate::common::{assert_close, central_gradient, dot, rng, uniform};
 
 #[test]
 fn gram_hadamard_backward_matches_finite_differences() {
     let mut rng = rng();
     let (n1, n2, p, q) = (3, 4, 5, 2);
-    let (d1, a1, d2, a2) =
-        (normal(&mut rng, n1 * p), normal(&mut rng, n1 * q), normal(&mut rng, n2 * p), normal(&mut rng, n2 * q));
-    let dk = normal(&mut rng, n1 * n2);
+    let (d1, a1, d2, a2) = (
+        uniform(&mut rng, n1 * p, -1.0, 1.0),
+        uniform(&mut rng, n1 * q, -1.0, 1.0),
+        uniform(&mut rng, n2 * p, -1.0, 1.0),
+        uniform(&mut rng, n2 * q, -1.0, 1.0),
+    );
+    let dk = uniform(&mut rng, n1 * n2, -1.0, 1.0);
     for (bias, scale) in [(true, 1.0), (false, 0.7)] {
         let ops = GramOperands { d1: &d1, a1: &a1, d2: &d2, a2: &a2, n1, n2, p, q };
         let g = gram_hadamard_backward(&ops, bias, scale, &dk).unwrap();
@@ -73,7 +68,7 @@ fn gram_hadamard_backward_matches_finite_differences() {
 fn gram_hadamard_of_one_side_with_itself_is_symmetric() {
     let mut rng = rng();
     let (n, p, q) = (6, 3, 4);
-    let (d, a) = (normal(&mut rng, n * p), normal(&mut rng, n * q));
+    let (d, a) = (uniform(&mut rng, n * p, -1.0, 1.0), uniform(&mut rng, n * q, -1.0, 1.0));
     let k = gram_hadamard(&GramOperands { d1: &d, a1: &a, d2: &d, a2: &a, n1: n, n2: n, p, q }, true, 1.0).unwrap();
     for i in 0..n {
         assert!(k[i * n + i] >= 0.0, "diagonal {i}: {}", k[i * n + i]);
@@ -87,8 +82,8 @@ fn random_mlp(rng: &mut StdRng, widths: &[usize], bias: bool, activation: Activa
     let layers = widths
         .windows(2)
         .map(|w| {
-            let b = bias.then(|| normal(rng, w[1]));
-            Dense::new(normal(rng, w[0] * w[1]), b, w[0], w[1]).unwrap()
+            let b = bias.then(|| uniform(rng, w[1], -1.0, 1.0));
+            Dense::new(uniform(rng, w[0] * w[1], -1.0, 1.0), b, w[0], w[1]).unwrap()
         })
         .collect();
     Mlp { layers, activation }
@@ -118,7 +113,7 @@ fn contract(j1: &[Vec<f64>], j2: &[Vec<f64>]) -> Vec<f64> {
 fn pntk_of_one_linear_layer_is_x_dot_x_plus_one() {
     let mut rng = rng();
     let mlp = random_mlp(&mut rng, &[4, 3], true, Activation::Tanh);
-    let (x1, x2) = (normal(&mut rng, 2 * 4), normal(&mut rng, 3 * 4));
+    let (x1, x2) = (uniform(&mut rng, 2 * 4, -1.0, 1.0), uniform(&mut rng, 3 * 4, -1.0, 1.0));
     let k = pntk(&mlp, &x1, 2, &x2, 3).unwrap();
     let want: Vec<f64> =
         (0..6).map(|t| dot(&x1[(t / 3) * 4..(t / 3 + 1) * 4], &x2[(t % 3) * 4..(t % 3 + 1) * 4]) + 1.0).collect();
@@ -133,7 +128,7 @@ fn pntk_equals_the_contraction_of_finite_difference_jacobians() {
     {
         let mlp = random_mlp(&mut rng, widths, bias, activation);
         let (n1, n2) = (3, 2);
-        let (x1, x2) = (normal(&mut rng, n1 * widths[0]), normal(&mut rng, n2 * widths[0]));
+        let (x1, x2) = (uniform(&mut rng, n1 * widths[0], -1.0, 1.0), uniform(&mut rng, n2 * widths[0], -1.0, 1.0));
         let outputs = *widths.last().unwrap();
         let s = |f: &[f64]| f.iter().sum::<f64>() / (outputs as f64).sqrt();
         let want = contract(&jacobian(&mlp, &x1, n1, s), &jacobian(&mlp, &x2, n2, s));

@@ -5,18 +5,9 @@
 
 use kiln::Error;
 use kiln::sgcn::cpu::{Act, Conv, conv, conv_backward, sh, sh_backward, sh_columns};
-use rand::Rng;
 use rand::rngs::StdRng;
 
-use crate::common::{assert_close, central_gradient, rng};
-
-fn uniform(rng: &mut StdRng, n: usize, lo: f64, hi: f64) -> Vec<f64> {
-    (0..n).map(|_| rng.random_range(lo..hi)).collect()
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
+use crate::common::{assert_close, central_gradient, dot, rng, uniform};
 
 /// P_l^m(t) with the Condon-Shortley phase, by the standard recurrences in m then l.
 fn assoc_legendre(l: usize, m: usize, t: f64) -> f64 {

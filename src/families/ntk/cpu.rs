@@ -87,18 +87,9 @@ fn mat_mul(m: &[f64], y: &[f64], n1: usize, n2: usize, k: usize) -> Vec<f64> {
     out
 }
 
-/// Mᵀ·X for M `[n1, n2]` and X `[n1, k]`: `[n2, k]`.
-fn mat_t_mul(m: &[f64], x: &[f64], n1: usize, n2: usize, k: usize) -> Vec<f64> {
-    let mut out = vec![0.0; n2 * k];
-    for i in 0..n1 {
-        for j in 0..n2 {
-            let s = m[i * n2 + j];
-            for c in 0..k {
-                out[j * k + c] += s * x[i * k + c];
-            }
-        }
-    }
-    out
+/// Mᵀ `[n2, n1]` of M `[n1, n2]`.
+fn transpose(m: &[f64], n1: usize, n2: usize) -> Vec<f64> {
+    (0..n1 * n2).map(|t| m[(t % n1) * n2 + t / n1]).collect()
 }
 
 /// The backward of [`gram_hadamard`] given dK `[n1, n2]`.
@@ -112,8 +103,8 @@ pub fn gram_hadamard_backward(ops: &GramOperands, bias: bool, scale: f64, dk: &[
     Ok(GramGrads {
         dd1: mat_mul(&through_a, ops.d2, n1, n2, p),
         da1: mat_mul(&through_d, ops.a2, n1, n2, q),
-        dd2: mat_t_mul(&through_a, ops.d1, n1, n2, p),
-        da2: mat_t_mul(&through_d, ops.a1, n1, n2, q),
+        dd2: mat_mul(&transpose(&through_a, n1, n2), ops.d1, n2, n1, p),
+        da2: mat_mul(&transpose(&through_d, n1, n2), ops.a1, n2, n1, q),
     })
 }
 
