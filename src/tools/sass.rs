@@ -72,6 +72,72 @@ impl SassKernel {
     }
 }
 
+impl SassKernel {
+    /// The kernel as one tab-separated line (the cache of [`kernels_cached`]).
+    fn summary_line(&self) -> String {
+        let counts = [
+            self.loops,
+            self.ldg128,
+            self.ldg128_in_loop,
+            self.stg128,
+            self.stg128_in_loop,
+            self.ldg_narrow,
+            self.stg_narrow,
+            self.instructions_in_loop,
+            self.bytes_per_lane_in_loop,
+            self.mma,
+            self.main_loop_mma,
+            self.main_loop_instructions,
+            self.streaming_loop_instructions,
+            self.local_memory,
+        ];
+        std::iter::once(self.name.clone()).chain(counts.iter().map(usize::to_string)).collect::<Vec<_>>().join("\t")
+    }
+
+    /// The inverse of `summary_line` (None for a line that is not one).
+    fn from_summary_line(line: &str) -> Option<Self> {
+        let mut fields = line.split('\t');
+        let name = fields.next()?.to_string();
+        let counts: Vec<usize> = fields.map(|f| f.parse().ok()).collect::<Option<_>>()?;
+        let [
+            loops,
+            ldg128,
+            ldg128_in_loop,
+            stg128,
+            stg128_in_loop,
+            ldg_narrow,
+            stg_narrow,
+            instructions_in_loop,
+            bytes_per_lane_in_loop,
+            mma,
+            main_loop_mma,
+            main_loop_instructions,
+            streaming_loop_instructions,
+            local_memory,
+        ] = counts[..]
+        else {
+            return None;
+        };
+        Some(SassKernel {
+            name,
+            loops,
+            ldg128,
+            ldg128_in_loop,
+            stg128,
+            stg128_in_loop,
+            ldg_narrow,
+            stg_narrow,
+            instructions_in_loop,
+            bytes_per_lane_in_loop,
+            mma,
+            main_loop_mma,
+            main_loop_instructions,
+            streaming_loop_instructions,
+            local_memory,
+        })
+    }
+}
+
 /// Bytes one lane moves with a global load or store opcode (`LDG.E.128`, `STG.E.U16`, …).
 fn access_bytes(op: &str) -> usize {
     let parts: Vec<&str> = op.split('.').collect();
@@ -120,6 +186,54 @@ pub fn disassemble(cuobjdump: &Path, object: &Path, arch: &str) -> Result<String
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The kernels of `object`'s `arch` SASS ([`disassemble`] then [`parse`]), through a summary
+/// cached beside `object` and keyed by its size and modification time: the sm_90a dump of the
+/// kernel library is ~200 MB and takes cuobjdump ~20 s, and several tests, each in a process of
+/// its own (scripts/coverage.sh), read it. The first process to ask writes the summary; one that
+/// asks meanwhile waits for it (a `.lock` file beside it) rather than disassembling again.
+pub fn kernels_cached(cuobjdump: &Path, object: &Path, arch: &str) -> Result<Vec<SassKernel>, String> {
+    let meta = std::fs::metadata(object).map_err(|e| format!("{}: {e}", object.display()))?;
+    let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    let stem = object.file_name().unwrap_or_default().to_string_lossy();
+    let key = format!("{stem}.{arch}.{}-{}", meta.len(), modified.map_or(0, |d| d.as_nanos()));
+    let cache = object.with_file_name(format!("{key}.sass-kernels"));
+    let lock = object.with_file_name(format!("{key}.sass-kernels.lock"));
+    let read = |path: &Path| -> Option<Vec<SassKernel>> {
+        std::fs::read_to_string(path).ok()?.lines().map(SassKernel::from_summary_line).collect()
+    };
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(kernels) = read(&cache) {
+            return Ok(kernels);
+        }
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&lock) {
+            Ok(_) => break,
+            // Another process is writing it: wait, but not forever (a holder that was killed
+            // leaves its lock behind).
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && start.elapsed().as_secs() < 300 => {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            // A read-only location or a stale lock: no cache.
+            Err(_) => return Ok(parse(&disassemble(cuobjdump, object, arch)?)),
+        }
+    }
+    // This process holds the lock; it goes when this function returns, panics included.
+    struct Unlock<'a>(&'a Path);
+    impl Drop for Unlock<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    let _unlock = Unlock(&lock);
+    let kernels = parse(&disassemble(cuobjdump, object, arch)?);
+    let text: String = kernels.iter().map(|k| k.summary_line() + "\n").collect();
+    let partial = cache.with_extension(format!("partial{}", std::process::id()));
+    if std::fs::write(&partial, text).is_ok() {
+        let _ = std::fs::rename(&partial, &cache);
+    }
+    Ok(kernels)
+}
+
 /// The address of a SASS line `/*0150*/ …` and its instruction text.
 fn instruction(line: &str) -> Option<(u64, &str)> {
     let rest = line.trim_start().strip_prefix("/*")?;
@@ -134,84 +248,102 @@ fn instruction(line: &str) -> Option<(u64, &str)> {
 /// between such a target and its branch.
 pub fn parse(sass: &str) -> Vec<SassKernel> {
     let mut kernels = Vec::new();
-    let mut name: Option<String> = None;
-    let mut body: Vec<(u64, String)> = Vec::new();
-    let mut finish = |name: Option<String>, body: &mut Vec<(u64, String)>| {
-        if let Some(name) = name {
-            kernels.push(count(name, body));
-        }
-        body.clear();
-    };
+    let mut name: Option<&str> = None;
+    let mut body: Vec<(u64, &str)> = Vec::new();
     for line in sass.lines() {
-        if let Some(rest) = line.split("Function : ").nth(1) {
-            finish(name.take(), &mut body);
-            name = Some(rest.trim().to_string());
+        if let Some(at) = line.find("Function : ") {
+            if let Some(name) = name.take() {
+                kernels.push(count(name.to_string(), &body));
+            }
+            body.clear();
+            name = Some(line[at + "Function : ".len()..].trim());
         } else if let Some((addr, text)) = instruction(line) {
-            body.push((addr, text.to_string()));
+            body.push((addr, text));
         }
     }
-    finish(name, &mut body);
+    if let Some(name) = name {
+        kernels.push(count(name.to_string(), &body));
+    }
     kernels
 }
 
-fn count(name: String, body: &[(u64, String)]) -> SassKernel {
-    // The opcode: the first word after an optional predicate (`@P0`, `@!P1`).
-    let opcode = |text: &str| -> String {
-        let mut words = text.split_whitespace();
-        let first = words.next().unwrap_or_default();
-        if first.starts_with('@') { words.next().unwrap_or_default() } else { first }.to_string()
-    };
+/// The opcode of an instruction: the first word after an optional predicate (`@P0`, `@!P1`).
+fn opcode(text: &str) -> &str {
+    let mut words = text.split_whitespace();
+    let first = words.next().unwrap_or_default();
+    if first.starts_with('@') { words.next().unwrap_or_default() } else { first }
+}
+
+/// One kernel's counts, in time linear in its instructions and loops (the sm_90a dump of the
+/// library is ~200 MB, read by four tests in debug builds): per-instruction facts once, prefix
+/// sums for the per-loop counts, a difference array for "inside some loop". `body` is in
+/// ascending address order, as cuobjdump prints it.
+fn count(name: String, body: &[(u64, &str)]) -> SassKernel {
+    let ops: Vec<&str> = body.iter().map(|(_, t)| opcode(t)).collect();
     let loops: Vec<(u64, u64)> = body
         .iter()
-        .filter(|(_, t)| opcode(t) == "BRA")
-        .filter_map(|(addr, t)| {
+        .zip(&ops)
+        .filter(|(_, op)| **op == "BRA")
+        .filter_map(|((addr, t), _)| {
             let target = t.split_whitespace().last()?.trim_start_matches("0x");
             let target = u64::from_str_radix(target, 16).ok()?;
             (target < *addr).then_some((target, *addr))
         })
         .collect();
-    let in_loop = |addr: u64| loops.iter().any(|&(lo, hi)| (lo..=hi).contains(&addr));
     let is_mma = |op: &str| op.starts_with("HMMA") || op.starts_with("HGMMA");
+    let is_global = |op: &str| op.starts_with("LDG") || op.starts_with("STG");
+    // prefix[i] counts instructions before index i: (non-NOP, MMA, global access).
+    let mut prefix = vec![(0usize, 0usize, 0usize); ops.len() + 1];
+    for (i, op) in ops.iter().enumerate() {
+        let (n, m, g) = prefix[i];
+        prefix[i + 1] = (n + usize::from(*op != "NOP"), m + usize::from(is_mma(op)), g + usize::from(is_global(op)));
+    }
+    // The instructions of an address range lo..=hi: the index range [a, b).
+    let span = |lo: u64, hi: u64| (body.partition_point(|(a, _)| *a < lo), body.partition_point(|(a, _)| *a <= hi));
+    let counts: Vec<(usize, usize, usize)> = loops
+        .iter()
+        .map(|&(lo, hi)| {
+            let (a, b) = span(lo, hi);
+            (prefix[b].0 - prefix[a].0, prefix[b].1 - prefix[a].1, prefix[b].2 - prefix[a].2)
+        })
+        .collect();
+    let mut depth = vec![0i64; ops.len() + 1];
+    for &(lo, hi) in &loops {
+        let (a, b) = span(lo, hi);
+        depth[a] += 1;
+        depth[b] -= 1;
+    }
     let mut k = SassKernel { name, loops: loops.len(), ..SassKernel::default() };
     // The main loop: most MMAs, then the shortest range (the innermost of nested loops).
-    let in_range = |lo: u64, hi: u64| body.iter().filter(move |(a, t)| (lo..=hi).contains(a) && opcode(t) != "NOP");
-    if let Some((mma, len)) = loops
-        .iter()
-        .map(|&(lo, hi)| (in_range(lo, hi).filter(|(_, t)| is_mma(&opcode(t))).count(), in_range(lo, hi).count()))
-        .filter(|&(mma, _)| mma > 0)
-        .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))
-    {
+    if let Some(&(len, mma, _)) = counts.iter().filter(|c| c.1 > 0).max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0))) {
         k.main_loop_mma = mma;
         k.main_loop_instructions = len;
     }
-    let is_global = |op: &str| op.starts_with("LDG") || op.starts_with("STG");
-    if let Some((_, len)) = loops
-        .iter()
-        .map(|&(lo, hi)| (in_range(lo, hi).filter(|(_, t)| is_global(&opcode(t))).count(), in_range(lo, hi).count()))
-        .filter(|&(global, _)| global > 0)
-        .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))
-    {
+    // The streaming loop: most global accesses, then the shortest range.
+    if let Some(&(len, _, _)) = counts.iter().filter(|c| c.2 > 0).max_by(|a, b| a.2.cmp(&b.2).then(b.0.cmp(&a.0))) {
         k.streaming_loop_instructions = len;
     }
-    for (addr, text) in body {
-        let op = opcode(text);
-        k.mma += usize::from(is_mma(&op));
+    let mut open = 0i64;
+    for (i, op) in ops.iter().enumerate() {
+        open += depth[i];
+        let in_loop = open > 0;
+        k.mma += usize::from(is_mma(op));
         k.local_memory += usize::from(op.starts_with("LDL") || op.starts_with("STL"));
-        if in_loop(*addr) && op != "NOP" {
+        if in_loop && *op != "NOP" {
             k.instructions_in_loop += 1;
-            if op.starts_with("LDG") || op.starts_with("STG") {
-                k.bytes_per_lane_in_loop += access_bytes(&op);
+            if is_global(op) {
+                k.bytes_per_lane_in_loop += access_bytes(op);
             }
         }
         let wide = op.split('.').any(|p| p == "128");
         match (op.starts_with("LDG"), op.starts_with("STG"), wide) {
             (true, _, true) => {
                 k.ldg128 += 1;
-                k.ldg128_in_loop += usize::from(in_loop(*addr));
+                k.ldg128_in_loop += usize::from(in_loop);
             }
             (_, true, true) => {
                 k.stg128 += 1;
-                k.stg128_in_loop += usize::from(in_loop(*addr));
+                k.stg128_in_loop += usize::from(in_loop);
             }
             (true, _, false) => k.ldg_narrow += 1,
             (_, true, false) => k.stg_narrow += 1,
@@ -350,6 +482,15 @@ mod tests {
         let k = &parse(&flat)[0];
         assert_eq!((k.main_loop_mma, k.main_loop_instructions), (2, 4));
         assert_eq!(parse(SAMPLE)[0].tensor_core_share(), None);
+    }
+
+    #[test]
+    fn summary_lines_round_trip() {
+        for k in parse(SAMPLE) {
+            assert_eq!(SassKernel::from_summary_line(&k.summary_line()), Some(k));
+        }
+        assert_eq!(SassKernel::from_summary_line("name\t1\t2"), None);
+        assert_eq!(SassKernel::from_summary_line(""), None);
     }
 
     #[test]

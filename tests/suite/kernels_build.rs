@@ -48,10 +48,11 @@ fn kernels_are_built_for_the_default_architectures() {
     assert!(build_info::CUDA_ARCHS.contains("code=compute_80"), "no compute_80 PTX: {}", build_info::CUDA_ARCHS);
 }
 
-/// The sm_90a SASS of the kernel library, or None after printing why the test skips (a build
-/// without `cuda`, or with KILN_CUDA_ARCHS, or no cuobjdump). KILN_REQUIRE_SASS=1 (set by
-/// scripts/test.sh) turns a missing build or cuobjdump into a failure.
-fn sm90a_sass() -> Option<String> {
+/// The kernels of the library's sm_90a SASS, parsed (through the summary sass::kernels_cached
+/// keeps beside the library: one cuobjdump for all these tests), or None after printing why the
+/// test skips (a build without `cuda`, or with KILN_CUDA_ARCHS, or no cuobjdump).
+/// KILN_REQUIRE_SASS=1 (set by scripts/test.sh) turns a missing build or cuobjdump into a failure.
+fn sm90a_kernels() -> Option<Vec<sass::SassKernel>> {
     let required = std::env::var_os("KILN_REQUIRE_SASS").is_some();
     if !build_info::CUDA_COMPILED || std::env::var_os("KILN_CUDA_ARCHS").is_some() {
         assert!(!required || build_info::CUDA_COMPILED, "KILN_REQUIRE_SASS needs the cuda feature");
@@ -63,7 +64,7 @@ fn sm90a_sass() -> Option<String> {
         eprintln!("skipped: no cuobjdump (scripts/install-cuda.sh installs the pinned one)");
         return None;
     };
-    Some(sass::disassemble(&cuobjdump, Path::new(build_info::KERNEL_LIBRARY), "sm_90a").unwrap())
+    Some(sass::kernels_cached(&cuobjdump, Path::new(build_info::KERNEL_LIBRARY), "sm_90a").unwrap())
 }
 
 /// Every vector-path kernel of activation, GLU, norm and padding (a `…_kernel<T, …, kW>` whose
@@ -72,8 +73,7 @@ fn sm90a_sass() -> Option<String> {
 /// `KILN_REQUIRE_SASS=1`, set by scripts/test.sh, turns its absence into a failure).
 #[test]
 fn vector_paths_issue_128_bit_loads_and_stores_in_their_loops() {
-    let Some(text) = sm90a_sass() else { return };
-    let kernels = sass::parse(&text);
+    let Some(kernels) = sm90a_kernels() else { return };
     let mut checked = 0;
     let mut failures = Vec::new();
     for family in ["activation", "glu", "norm", "padding"] {
@@ -167,13 +167,13 @@ fn issue_bound_by_design(name: &str) -> bool {
 /// forward sits at the budget, GEGLU over it, which is why even F takes the 4-byte path.)
 #[test]
 fn sixteen_bit_activation_and_glu_loops_fit_the_issue_budget() {
-    let Some(text) = sm90a_sass() else { return };
+    let Some(kernels) = sm90a_kernels() else { return };
     let sixteen_bit = |name: &str| {
         name.split("_kernelI").nth(1).is_some_and(|a| a.starts_with("6__half") || a.starts_with("13__nv_bfloat16"))
     };
     // GLU's 4-byte path: two 16-bit elements per pack (`…ELi2E…` after the gate type).
     let glu_four_byte = |name: &str| name.contains("4kiln3glu") && name.contains("ELi2E");
-    let mut rows: Vec<(f64, String)> = sass::parse(&text)
+    let mut rows: Vec<(f64, String)> = kernels
         .into_iter()
         .filter(|k| {
             (k.name.contains("4kiln10activation") || k.name.contains("4kiln3glu"))
@@ -202,8 +202,7 @@ fn sixteen_bit_activation_and_glu_loops_fit_the_issue_budget() {
 /// accurate erff beside dx's Φ (~1.7×) until normal_cdf_erf took both from one evaluation.
 #[test]
 fn x_activation_dalpha_loops_cost_little_more_than_dx() {
-    let Some(text) = sm90a_sass() else { return };
-    let kernels = sass::parse(&text);
+    let Some(kernels) = sm90a_kernels() else { return };
     let find = |name: &str| -> sass::SassKernel {
         kernels.iter().find(|k| k.name.contains(name)).unwrap_or_else(|| panic!("no {name}")).clone()
     };
@@ -244,8 +243,7 @@ fn x_activation_dalpha_loops_cost_little_more_than_dx() {
 /// before and after each change).
 #[test]
 fn attention_main_loops_keep_the_tensor_cores_busy() {
-    let Some(text) = sm90a_sass() else { return };
-    let kernels = sass::parse(&text);
+    let Some(kernels) = sm90a_kernels() else { return };
     let attention: Vec<_> = kernels.iter().filter(|k| k.name.contains("attention")).collect();
     let local: Vec<_> = attention.iter().filter(|k| k.local_memory > 0).map(|k| k.name.as_str()).collect();
     assert!(local.is_empty(), "attention kernels with local memory: {local:#?}");
