@@ -51,6 +51,7 @@
 #include "equivariant/graph.cuh"
 #include "equivariant/sh_poly.cuh"
 #include "equivariant/tp_channel.cuh"
+#include "equivariant/tp_fused.cuh"
 #include "equivariant/tp_plan.cuh"
 #include "kiln.h"
 
@@ -663,11 +664,28 @@ kiln_status launch_backward(const Backward& b) {
         const T* w = static_cast<const T*>(b.w);
         const T* dout = static_cast<const T*>(b.dout);
         const int vector_rows = vector_rows_ok(b.plan, {b.x, b.y, b.w, b.dout, b.dx, b.dy, b.dw, b.workspace});
+        // The fused backward (equivariant_fused.cu: one sender-order walk for dx, dy and dw; it
+        // checks on the device, where the plan is, that it applies, and the two kernels below
+        // skip their work where it did it): per-edge weights in f32 storage, the double
+        // backward's passes included. (f16/bf16 would sum dy in 16 bits; f64, the reference
+        // dtype, keeps the two kernels for build time.)
+        int fused = 0;
+        if constexpr (std::is_same<T, float>::value) {
+            if (b.plan->wigner_cg != 0 && b.shared_weights == 0 && vector_rows != 0 && b.nodes > 0 && b.edges > 0 &&
+                b.plan->dim1 > 0 && (b.dx != nullptr || b.dy != nullptr || b.dw != nullptr)) {
+                const kiln_status st = launch_tp_bwd_fused_uvu(
+                    {b.plan, x, y, w, b.g, vector_rows, b.accumulate_dx, b.accumulate_edge, dout, b.nodes, b.edges,
+                     static_cast<T*>(b.dx), static_cast<T*>(b.dy), static_cast<T*>(b.dw), warp_blocks(b.nodes),
+                     b.stream});
+                if (st != KILN_SUCCESS) return st;
+                fused = 1;
+            }
+        }
         if (b.dx != nullptr && b.nodes > 0 && b.plan->dim1 > 0) {
             if (b.plan->wigner_cg != 0) {
                 KILN_LAUNCH(warp_blocks(b.nodes), kTpThreads, 0, b.stream, tp_bwd_dx_channel_kernel<T>)(
                     *b.plan, y, w, b.shared_weights, b.g, vector_rows, b.accumulate_dx, dout, b.nodes,
-                    static_cast<T*>(b.dx));
+                    static_cast<T*>(b.dx), fused);
             } else {
                 KILN_LAUNCH(warp_blocks(b.nodes), kTpThreads, 0, b.stream, tp_bwd_dx1_kernel<T>)(
                     *b.plan, y, w, b.shared_weights, b.g, b.accumulate_dx, dout, b.nodes, static_cast<T*>(b.dx));
@@ -685,11 +703,11 @@ kiln_status launch_backward(const Backward& b) {
             if (b.plan->wigner_cg != 0 && b.shared_weights != 0) {
                 KILN_LAUNCH(blocks, kTpThreads, 0, b.stream, tp_bwd_edge_channel_kernel<T, C>)(
                     *b.plan, x, y, w, b.shared_weights, b.g, vector_rows, b.accumulate_edge, dout, b.edges, parts,
-                    dy, partials);
+                    dy, partials, 0);
             } else if (b.plan->wigner_cg != 0) {
                 KILN_LAUNCH(blocks, kTpThreads, 0, b.stream, tp_bwd_edge_channel_kernel<T, T>)(
                     *b.plan, x, y, w, b.shared_weights, b.g, vector_rows, b.accumulate_edge, dout, b.edges, parts,
-                    dy, static_cast<T*>(b.dw));
+                    dy, static_cast<T*>(b.dw), fused);
             } else if (b.shared_weights != 0) {
                 KILN_LAUNCH(blocks, kTpThreads, 0, b.stream, tp_bwd_edge_kernel<T, C>)(
                     *b.plan, x, y, w, b.shared_weights, b.g, b.accumulate_edge, dout, b.edges, parts, dy, partials);

@@ -201,6 +201,23 @@ __device__ __forceinline__ int32_t lane_index(const int32_t* idx, int64_t first,
     return idx != nullptr ? idx[t] : static_cast<int32_t>(t);
 }
 
+// Calls f(e, o) for each edge e of the segment [first, last) of an order (`perm`: the segment's
+// edge ids, NULL for edge order), o = other[e] being the edge's node on the far side (e itself
+// where other is NULL), in segment order. The ids are read 32 at a time, one lane each, and
+// handed to the whole warp by shuffles.
+template <typename F>
+__device__ __forceinline__ void for_each_segment_edge(const int32_t* perm, const int32_t* other, int64_t first,
+                                                      int64_t last, int lane, F&& f) {
+    for (int64_t base = first; base < last; base += 32) {
+        const int32_t my_e = lane_index(perm, base, last, lane);
+        const int32_t my_o = base + lane < last && other != nullptr ? other[my_e] : my_e;
+        const int count = static_cast<int>(last - base < 32 ? last - base : 32);
+        for (int k = 0; k < count; ++k) {
+            f(int64_t(__shfl_sync(kFullWarp, my_e, k)), int64_t(__shfl_sync(kFullWarp, my_o, k)));
+        }
+    }
+}
+
 // N consecutive elements at p into out, in the widest accesses N·sizeof(T) bytes allow (16, 8,
 // or one element each): 4 channels of an l = 1 block in f32 are 3 LDG.128 instead of 12 LDG.32.
 // p must be aligned to that access (the callers' vector-ready blocks guarantee it).
@@ -466,18 +483,12 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
                         const kiln_tp_path P = p == b ? B : load_path(plan, p, lane);  // B is the first
                         const C coef = path_coef_of<C>(plan, P, p);
                         const int code = triple_code(P.dim1, P.dim2, P.dim_out);
-                        for (int64_t first = e0; first < e1; first += 32) {
-                            const int32_t my_e = lane_index(g.dst_perm, first, e1, lane);
-                            const int32_t my_src = first + lane < e1 && g.src != nullptr ? g.src[my_e] : my_e;
-                            const int count = static_cast<int>(e1 - first < 32 ? e1 - first : 32);
-                            for (int k = 0; k < count; ++k) {
-                                const int64_t e = __shfl_sync(kFullWarp, my_e, k);
-                                const int64_t s = __shfl_sync(kFullWarp, my_src, k);
-                                const T* we = w + (shared_weights != 0 ? 0 : e * plan.weight_numel);
-                                path_forward<V>(P, code, coef, c, active, lane, x + s * plan.dim1, y + e * plan.dim2,
-                                                we, acc);
-                            }
-                        }
+                        const auto edge = [&](int64_t e, int64_t s) KILN_INLINE_LAMBDA {
+                            const T* we = w + (shared_weights != 0 ? 0 : e * plan.weight_numel);
+                            path_forward<V>(P, code, coef, c, active, lane, x + s * plan.dim1, y + e * plan.dim2, we,
+                                            acc);
+                        };
+                        for_each_segment_edge(g.dst_perm, g.src, e0, e1, lane, edge);
                     });
                     if (active) {
                         store_channels<V>(row + B.off_out + int64_t(c) * B.dim_out, B.dim_out, accumulate != 0, acc);
@@ -486,6 +497,20 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
             });
         });
     }
+}
+
+// Whether the fused backward (kernels/equivariant_fused.cu) applies to this plan and launch:
+// every path uvu, whose lanes own the same channel of x1 and of the output, so a sender-order
+// walk holds everything the edge's dy and dw need; and every path vector-ready with vector rows
+// (the fused kernel exists at 4 channels a lane only, to keep its compile time down).
+// Warp-uniform: one load per lane per 32 paths.
+__device__ __forceinline__ bool fused_backward_applies(const kiln_tp_plan& plan, int vector_rows, int lane) {
+    bool mine = vector_rows != 0;
+    for (int p = lane; p < plan.n_paths; p += 32) {
+        const kiln_tp_path& P = plan.paths[p];
+        mine = mine && P.mode == KILN_TP_UVU && vector_ready(P);
+    }
+    return __all_sync(kFullWarp, mine);
 }
 
 // Path P's contribution to dx1 of x1's channels c..c+V given dout row go: uvu
@@ -515,14 +540,17 @@ __device__ __forceinline__ void path_dx(const kiln_tp_path& P, int code, C coef,
 }
 
 // dx[n] = Σ over the edges e with src_e = n of ∂⟨dout[dst_e], TP(x[n], y[e])⟩/∂x[n]
-// (dx: [nodes, dim1]); `accumulate`: add to dx instead of writing it.
+// (dx: [nodes, dim1]); `accumulate`: add to dx instead of writing it. `fused`: the fused
+// backward (kernels/equivariant_fused.cu) was launched before, so where it applies
+// (fused_backward_applies) it wrote dx and this kernel returns at once.
 template <typename T>
 __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
     tp_bwd_dx_channel_kernel(kiln_tp_plan plan, const T* __restrict__ y, const T* __restrict__ w, int shared_weights,
                              Graph g, int vector_rows, int accumulate, const T* __restrict__ dout, int64_t nodes,
-                             T* __restrict__ dx) {
+                             T* __restrict__ dx, int fused) {
     using C = compute_t<T>;
     const int lane = threadIdx.x % 32;
+    if (fused != 0 && fused_backward_applies(plan, vector_rows, lane)) return;
     const PathField off = &kiln_tp_path::off1;
     const PathField mul = &kiln_tp_path::mul1;
     const PathField dim = &kiln_tp_path::dim1;
@@ -546,18 +574,12 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
                         const kiln_tp_path P = p == b ? B : load_path(plan, p, lane);  // B is the first
                         const C coef = path_coef_of<C>(plan, P, p);
                         const int code = triple_code(P.dim1, P.dim2, P.dim_out);
-                        for (int64_t first = t0; first < t1; first += 32) {
-                            const int32_t my_e = lane_index(g.src_perm, first, t1, lane);
-                            const int32_t my_d = first + lane < t1 && g.dst != nullptr ? g.dst[my_e] : my_e;
-                            const int count = static_cast<int>(t1 - first < 32 ? t1 - first : 32);
-                            for (int k = 0; k < count; ++k) {
-                                const int64_t e = __shfl_sync(kFullWarp, my_e, k);
-                                const int64_t d = __shfl_sync(kFullWarp, my_d, k);
-                                const T* we = w + (shared_weights != 0 ? 0 : e * plan.weight_numel);
-                                path_dx<V>(P, code, coef, c, active, lane, y + e * plan.dim2, we,
-                                           dout + d * plan.dim_out, acc);
-                            }
-                        }
+                        const auto edge = [&](int64_t e, int64_t d) KILN_INLINE_LAMBDA {
+                            const T* we = w + (shared_weights != 0 ? 0 : e * plan.weight_numel);
+                            path_dx<V>(P, code, coef, c, active, lane, y + e * plan.dim2, we, dout + d * plan.dim_out,
+                                       acc);
+                        };
+                        for_each_segment_edge(g.src_perm, g.dst, t0, t1, lane, edge);
                     });
                     if (active) store_channels<V>(row + B.off1 + int64_t(c) * B.dim1, B.dim1, accumulate != 0, acc);
                 }
@@ -615,15 +637,17 @@ __device__ __forceinline__ void path_dy_dw(const kiln_tp_path& P, int code, C co
 // into their own row of dw_rows [parts, weight_numel] (the workspace, compute type), which
 // sum_weight_grads_kernel then sums in order: deterministic, no atomics, and parts rows
 // instead of one per edge. For the double backward's passes: dy or dw_rows may be NULL (not
-// wanted), and `accumulate` adds to dy and the per-edge dw instead of writing them.
+// wanted), and `accumulate` adds to dy and the per-edge dw instead of writing them. `fused`:
+// as tp_bwd_dx_channel_kernel's (an all-uvu plan's dy and dw are written already).
 template <typename T, typename W>
 __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
     tp_bwd_edge_channel_kernel(kiln_tp_plan plan, const T* __restrict__ x, const T* __restrict__ y,
                                const T* __restrict__ w, int shared_weights, Graph g, int vector_rows, int accumulate,
                                const T* __restrict__ dout, int64_t edges, int64_t parts, T* __restrict__ dy,
-                               W* __restrict__ dw_rows) {
+                               W* __restrict__ dw_rows, int fused) {
     using C = compute_t<T>;
     const int lane = threadIdx.x % 32;
+    if (fused != 0 && fused_backward_applies(plan, vector_rows, lane)) return;
     const PathField off = &kiln_tp_path::off2;
     const PathField mul = &kiln_tp_path::mul2;
     const PathField dim = &kiln_tp_path::dim2;

@@ -1294,6 +1294,31 @@ fn shared_weight_gradients_sum_fixed_partitions_of_many_edges() {
     }
 }
 
+/// Per-edge weights, more edges on a sender than a warp has lanes (100 edges over 3 nodes: one
+/// sender has at least 34): the fused backward (kernels/equivariant_fused.cu: all-uvu,
+/// vector-ready plans in f32) takes a sender's edges 32 at a time, so its walk reaches a second
+/// window; the double backward's passes, which run it with some gradients left out and add into
+/// what the first pass wrote, on the same graph. A vector-ready plan and a scalar one, for which
+/// the fused kernel, launched in f32, declines on the device and the two kernels do the work;
+/// f64 runs the two kernels on both.
+#[test]
+fn fused_backward_walks_senders_with_more_edges_than_lanes() {
+    let el = PathNormalization::Element;
+    let plans = [
+        TpPlan::channelwise(&ir("4x0e+4x1o"), &ir("0e+1o"), &ir("4x0e+4x1o+4x1e"), el).unwrap(),
+        TpPlan::channelwise(&ir("3x0e+1x1o"), &ir("0e+1o+2e"), &ir("3x0e+3x1o+1x0e+1x1o+1x2e"), el).unwrap(),
+    ];
+    let mut rng = rng();
+    for device in kernel_devices() {
+        for plan in &plans {
+            for dtype in [DType::F32, DType::F64] {
+                check_tp_kernels(&device, dtype, plan, false, Some((3, 100)), &mut rng);
+                check_double_backward_kernels(&device, dtype, plan, false, Some((3, 100)), 7, &mut rng);
+            }
+        }
+    }
+}
+
 /// Plans of more than 32 paths: the channel-parallel kernels walk the paths' block offsets 32 at
 /// a time (a second window, whose blocks are compared with the first's). Every l ≤ 4 in both
 /// inputs and every l ≤ 4 of both parities out: one path for each of the 65 (l1, l2, l3) triples,
