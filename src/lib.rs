@@ -53,10 +53,11 @@ pub mod activation {
 }
 
 /// Neural arithmetic units: NAU, NMU, their regularisers, the NALU and the success criterion
-/// ([`families::arith`]; the f64 references so far).
+/// ([`families::arith`]: the f64 references, and the NMU kernels).
 pub mod arith {
     #[doc(inline)]
     pub use crate::families::arith::*;
+    pub use crate::ops::arith as op;
 }
 
 /// GemNet-OC's bases and efficient bilinear interaction ([`families::gemnet`]; the f64

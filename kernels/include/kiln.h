@@ -657,6 +657,36 @@ kiln_status kiln_equivariant_hessian_bwd(kiln_dtype dtype, const void* dhessian,
                                          const int64_t* mol_offset, int64_t atoms, int64_t edges, int64_t molecules,
                                          void* dedge_feat, void* dnode_feat, void* stream);
 
+/* ------------------------------------------------------------------------------------------
+ * Arithmetic units (issue 26; Madsen & Johansen, ICLR 2020; stable-nalu's conventions,
+ * kernels/arith.cu). x is [batch, in], W [out, in], z and dz [batch, out], all row-major, in
+ * storage dtype f32/f16/bf16 (math in f32). The NMU: z_bo = prod_i (Wc_oi (x_bi - 1) + 1),
+ * Wc = clamp(W, eps, 1), 0 <= eps <= 1 (KILN_ERROR_INVALID_VALUE otherwise). Sizes: batch <
+ * 2^31, in and out at most 65535 * 64 (KILN_ERROR_INVALID_SIZE otherwise).
+ * ---------------------------------------------------------------------------------------- */
+
+/** Bytes of workspace kiln_arith_nmu_bwd needs for dW (0 for most shapes: the batch is split
+ * into fixed partitions only when (out, in) has few 64 x 64 tiles); -1 for invalid sizes. */
+int64_t kiln_arith_nmu_workspace_bytes(int64_t batch, int64_t in, int64_t out);
+
+/**
+ * NMU forward: z. With prod and zeros (both [batch, out], or both NULL) it also saves what the
+ * backward needs: the product of the nonzero terms (f32) and how many terms are exactly zero
+ * (int32). No [batch, in, out] buffer, no host synchronisation.
+ */
+kiln_status kiln_arith_nmu_fwd(kiln_dtype dtype, const void* x, const void* w, int64_t batch, int64_t in,
+                               int64_t out, float eps, void* z, float* prod, int32_t* zeros, void* stream);
+
+/**
+ * NMU backward from the forward's prod and zeros: dx [batch, in] and dW [out, in] (either may
+ * be NULL: not wanted); dW is 0 where W lies outside [eps, 1] (clamp's gradient, bounds
+ * included). Deterministic: dW sums fixed partitions of the batch in order (workspace of
+ * kiln_arith_nmu_workspace_bytes).
+ */
+kiln_status kiln_arith_nmu_bwd(kiln_dtype dtype, const void* x, const void* w, const void* dz, const float* prod,
+                               const int32_t* zeros, int64_t batch, int64_t in, int64_t out, float eps, void* dx,
+                               void* dw, void* workspace, int64_t workspace_bytes, void* stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -97,6 +97,9 @@ FUNCTIONS = {
     'kiln_equivariant_graph_build': ('i32', [('ptr', 'src'), ('ptr', 'dst'), ('i64', 'nodes'), ('i64', 'edges'), ('ptr', 'src_out'), ('ptr', 'dst_out'), ('ptr', 'dst_ptr'), ('ptr', 'dst_perm'), ('ptr', 'src_perm'), ('ptr', 'src_ptr'), ('ptr', 'status'), ('ptr', 'workspace'), ('i64', 'workspace_bytes'), ('ptr', 'stream')]),
     'kiln_equivariant_hessian_fwd': ('i32', [('i32', 'dtype'), ('ptr', 'edge_feat'), ('ptr', 'node_feat'), ('ptr', 'dst'), ('ptr', 'src_perm'), ('ptr', 'src_ptr'), ('ptr', 'atom_mol'), ('ptr', 'mol_first'), ('ptr', 'mol_offset'), ('i64', 'atoms'), ('i64', 'edges'), ('i64', 'molecules'), ('ptr', 'hessian'), ('ptr', 'stream')]),
     'kiln_equivariant_hessian_bwd': ('i32', [('i32', 'dtype'), ('ptr', 'dhessian'), ('ptr', 'src'), ('ptr', 'dst'), ('ptr', 'atom_mol'), ('ptr', 'mol_first'), ('ptr', 'mol_offset'), ('i64', 'atoms'), ('i64', 'edges'), ('i64', 'molecules'), ('ptr', 'dedge_feat'), ('ptr', 'dnode_feat'), ('ptr', 'stream')]),
+    'kiln_arith_nmu_workspace_bytes': ('i64', [('i64', 'batch'), ('i64', 'in'), ('i64', 'out')]),
+    'kiln_arith_nmu_fwd': ('i32', [('i32', 'dtype'), ('ptr', 'x'), ('ptr', 'w'), ('i64', 'batch'), ('i64', 'in'), ('i64', 'out'), ('f32', 'eps'), ('ptr', 'z'), ('ptr', 'prod'), ('ptr', 'zeros'), ('ptr', 'stream')]),
+    'kiln_arith_nmu_bwd': ('i32', [('i32', 'dtype'), ('ptr', 'x'), ('ptr', 'w'), ('ptr', 'dz'), ('ptr', 'prod'), ('ptr', 'zeros'), ('i64', 'batch'), ('i64', 'in'), ('i64', 'out'), ('f32', 'eps'), ('ptr', 'dx'), ('ptr', 'dw'), ('ptr', 'workspace'), ('i64', 'workspace_bytes'), ('ptr', 'stream')]),
 }
 
 EMU_FUNCTIONS = {

@@ -1319,3 +1319,43 @@ unsafe extern "C" {
         stream: *mut ::std::os::raw::c_void,
     ) -> kiln_status;
 }
+unsafe extern "C" {
+    #[doc = " Bytes of workspace kiln_arith_nmu_bwd needs for dW (0 for most shapes: the batch is split\n into fixed partitions only when (out, in) has few 64 x 64 tiles); -1 for invalid sizes."]
+    pub fn kiln_arith_nmu_workspace_bytes(batch: i64, in_: i64, out: i64) -> i64;
+}
+unsafe extern "C" {
+    #[doc = " NMU forward: z. With prod and zeros (both [batch, out], or both NULL) it also saves what the\n backward needs: the product of the nonzero terms (f32) and how many terms are exactly zero\n (int32). No [batch, in, out] buffer, no host synchronisation."]
+    pub fn kiln_arith_nmu_fwd(
+        dtype: kiln_dtype,
+        x: *const ::std::os::raw::c_void,
+        w: *const ::std::os::raw::c_void,
+        batch: i64,
+        in_: i64,
+        out: i64,
+        eps: f32,
+        z: *mut ::std::os::raw::c_void,
+        prod: *mut f32,
+        zeros: *mut i32,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    #[doc = " NMU backward from the forward's prod and zeros: dx [batch, in] and dW [out, in] (either may\n be NULL: not wanted); dW is 0 where W lies outside [eps, 1] (clamp's gradient, bounds\n included). Deterministic: dW sums fixed partitions of the batch in order (workspace of\n kiln_arith_nmu_workspace_bytes)."]
+    pub fn kiln_arith_nmu_bwd(
+        dtype: kiln_dtype,
+        x: *const ::std::os::raw::c_void,
+        w: *const ::std::os::raw::c_void,
+        dz: *const ::std::os::raw::c_void,
+        prod: *const f32,
+        zeros: *const i32,
+        batch: i64,
+        in_: i64,
+        out: i64,
+        eps: f32,
+        dx: *mut ::std::os::raw::c_void,
+        dw: *mut ::std::os::raw::c_void,
+        workspace: *mut ::std::os::raw::c_void,
+        workspace_bytes: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}

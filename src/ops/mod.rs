@@ -6,6 +6,7 @@
 //! family or the core.
 
 pub mod activation;
+pub mod arith;
 pub mod attention;
 pub mod check_row;
 pub mod equivariant;
@@ -32,6 +33,7 @@ pub fn registry() -> Vec<Box<dyn Op>> {
     ops.extend(equivariant::entries());
     ops.extend(equivariant::tp::entries());
     ops.extend(equivariant::graph::entries());
+    ops.extend(arith::entries());
     ops
 }
 

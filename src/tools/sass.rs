@@ -50,6 +50,12 @@ pub struct SassKernel {
     /// Local-memory instructions (`LDL`, `STL`): spills or stack arrays, which a fast kernel has
     /// none of.
     pub local_memory: usize,
+    /// Local-memory instructions inside a loop (a spill that a loop pays every iteration).
+    pub local_memory_in_loop: usize,
+    /// The tile loop: the loop holding the most shared-memory loads (`LDS`), the innermost among
+    /// equals; its instructions (NOPs aside). Zero when no loop loads shared memory. What a
+    /// kernel that stages tiles in shared memory (the NMU's product-GEMM) spends a step.
+    pub shared_loop_instructions: usize,
 }
 
 impl SassKernel {
@@ -90,6 +96,8 @@ impl SassKernel {
             self.main_loop_instructions,
             self.streaming_loop_instructions,
             self.local_memory,
+            self.local_memory_in_loop,
+            self.shared_loop_instructions,
         ];
         std::iter::once(self.name.clone()).chain(counts.iter().map(usize::to_string)).collect::<Vec<_>>().join("\t")
     }
@@ -114,6 +122,8 @@ impl SassKernel {
             main_loop_instructions,
             streaming_loop_instructions,
             local_memory,
+            local_memory_in_loop,
+            shared_loop_instructions,
         ] = counts[..]
         else {
             return None;
@@ -134,6 +144,8 @@ impl SassKernel {
             main_loop_instructions,
             streaming_loop_instructions,
             local_memory,
+            local_memory_in_loop,
+            shared_loop_instructions,
         })
     }
 }
@@ -292,19 +304,26 @@ fn count(name: String, body: &[(u64, &str)]) -> SassKernel {
         .collect();
     let is_mma = |op: &str| op.starts_with("HMMA") || op.starts_with("HGMMA");
     let is_global = |op: &str| op.starts_with("LDG") || op.starts_with("STG");
-    // prefix[i] counts instructions before index i: (non-NOP, MMA, global access).
-    let mut prefix = vec![(0usize, 0usize, 0usize); ops.len() + 1];
+    let is_shared_load = |op: &str| op.starts_with("LDS");
+    // prefix[i] counts instructions before index i: (non-NOP, MMA, global access, shared load).
+    let mut prefix = vec![(0usize, 0usize, 0usize, 0usize); ops.len() + 1];
     for (i, op) in ops.iter().enumerate() {
-        let (n, m, g) = prefix[i];
-        prefix[i + 1] = (n + usize::from(*op != "NOP"), m + usize::from(is_mma(op)), g + usize::from(is_global(op)));
+        let (n, m, g, l) = prefix[i];
+        prefix[i + 1] = (
+            n + usize::from(*op != "NOP"),
+            m + usize::from(is_mma(op)),
+            g + usize::from(is_global(op)),
+            l + usize::from(is_shared_load(op)),
+        );
     }
     // The instructions of an address range lo..=hi: the index range [a, b).
     let span = |lo: u64, hi: u64| (body.partition_point(|(a, _)| *a < lo), body.partition_point(|(a, _)| *a <= hi));
-    let counts: Vec<(usize, usize, usize)> = loops
+    let counts: Vec<(usize, usize, usize, usize)> = loops
         .iter()
         .map(|&(lo, hi)| {
             let (a, b) = span(lo, hi);
-            (prefix[b].0 - prefix[a].0, prefix[b].1 - prefix[a].1, prefix[b].2 - prefix[a].2)
+            let (x, y) = (prefix[a], prefix[b]);
+            (y.0 - x.0, y.1 - x.1, y.2 - x.2, y.3 - x.3)
         })
         .collect();
     let mut depth = vec![0i64; ops.len() + 1];
@@ -315,20 +334,27 @@ fn count(name: String, body: &[(u64, &str)]) -> SassKernel {
     }
     let mut k = SassKernel { name, loops: loops.len(), ..SassKernel::default() };
     // The main loop: most MMAs, then the shortest range (the innermost of nested loops).
-    if let Some(&(len, mma, _)) = counts.iter().filter(|c| c.1 > 0).max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0))) {
+    if let Some(&(len, mma, _, _)) = counts.iter().filter(|c| c.1 > 0).max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+    {
         k.main_loop_mma = mma;
         k.main_loop_instructions = len;
     }
     // The streaming loop: most global accesses, then the shortest range.
-    if let Some(&(len, _, _)) = counts.iter().filter(|c| c.2 > 0).max_by(|a, b| a.2.cmp(&b.2).then(b.0.cmp(&a.0))) {
+    if let Some(&(len, _, _, _)) = counts.iter().filter(|c| c.2 > 0).max_by(|a, b| a.2.cmp(&b.2).then(b.0.cmp(&a.0))) {
         k.streaming_loop_instructions = len;
+    }
+    // The tile loop: most shared loads, then the shortest range.
+    if let Some(&(len, _, _, _)) = counts.iter().filter(|c| c.3 > 0).max_by(|a, b| a.3.cmp(&b.3).then(b.0.cmp(&a.0))) {
+        k.shared_loop_instructions = len;
     }
     let mut open = 0i64;
     for (i, op) in ops.iter().enumerate() {
         open += depth[i];
         let in_loop = open > 0;
         k.mma += usize::from(is_mma(op));
-        k.local_memory += usize::from(op.starts_with("LDL") || op.starts_with("STL"));
+        let local = op.starts_with("LDL") || op.starts_with("STL");
+        k.local_memory += usize::from(local);
+        k.local_memory_in_loop += usize::from(local && in_loop);
         if in_loop && *op != "NOP" {
             k.instructions_in_loop += 1;
             if is_global(op) {

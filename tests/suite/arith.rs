@@ -250,3 +250,174 @@ fn arith_references_reject_bad_input() {
     let e = maep_threshold(Operation::Add, Subsets::data(100, 0.25, 0.5), (6.0, 2.0), 1e-5).unwrap_err();
     assert!(matches!(e, Error::InvalidValue { arg: "range", .. }), "{e}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The kernels (kernels/arith.cu) through the registry and the safe API.
+// ---------------------------------------------------------------------------------------------
+
+mod kernels {
+    use crate::common::{assert_close, assert_rows, devices, emu_shapes, gpu, kernel_devices, rng};
+    use kiln::arith::{self, NmuSavedRef};
+    use kiln::check::{check_problem, check_shapes};
+    use kiln::registry::{Direction, select};
+    use kiln::{DType, Device, Error, Tensor};
+
+    #[test]
+    fn nmu_reference_passes_its_own_checks() {
+        for op in select(&["arith/".into()]) {
+            assert_rows(&op.self_checks(&mut rng()));
+        }
+    }
+
+    #[test]
+    fn nmu_host_path_matches_reference() {
+        let mut rng = rng();
+        for op in select(&["arith/".into()]) {
+            assert_rows(
+                &check_shapes(op.as_ref(), &Device::Cpu, &DType::FLOATS, &op.check_shapes(), &mut rng).unwrap(),
+            );
+        }
+    }
+
+    /// Every check shape (tails of each tile and step, two tiles each way, dW's fixed batch
+    /// partitions) in f32, f16 and bf16, forward and backward, with planted zero terms (none,
+    /// one or two per output); and ε > 0 (the clamp's lower bound moves, and with it dW's mask).
+    #[test]
+    fn nmu_kernels_match_reference() {
+        let mut rng = rng();
+        for device in kernel_devices() {
+            for op in select(&["arith/nmu".into()]) {
+                // Every check shape fits the emulator's budget (emu_shapes keeps them all).
+                let shapes = emu_shapes(op.as_ref());
+                assert_eq!(shapes.len(), op.check_shapes().len());
+                assert_rows(&check_shapes(op.as_ref(), &device, &DType::FLOATS, &shapes, &mut rng).unwrap());
+                for dir in Direction::BOTH {
+                    let mut problem = op.random_problem(dir, &[66, 20, 67], &mut rng);
+                    problem.params.insert("eps".into(), 0.25);
+                    assert_rows(&check_problem(op.as_ref(), dir, DType::F32, &problem, &device, "eps 0.25").unwrap());
+                }
+            }
+        }
+    }
+
+    fn tensor(v: &[f32], shape: &[usize], dtype: DType, device: &Device) -> Tensor {
+        Tensor::from_f32(v, shape, dtype).unwrap().to_device(device).unwrap()
+    }
+
+    /// Sizes with a zero dimension: an empty product is 1 (I = 0), empty sums are 0 (dx with
+    /// O = 0, dW with B = 0), and an empty output writes nothing.
+    #[test]
+    fn nmu_empty_dimensions() {
+        for device in devices() {
+            let f = DType::F32;
+            // I = 0: z = 1, dx empty, dW empty.
+            let (x, w) = (tensor(&[], &[3, 0], f, &device), tensor(&[], &[2, 0], f, &device));
+            let out = arith::nmu_forward(&x, &w, 0.0, true).unwrap();
+            assert_eq!(out.z.to_f32_vec().unwrap(), vec![1.0; 6], "{device}");
+            // O = 0: dx = 0.
+            let (x, w) = (tensor(&[1.5, 2.0], &[1, 2], f, &device), tensor(&[], &[0, 2], f, &device));
+            let out = arith::nmu_forward(&x, &w, 0.0, true).unwrap();
+            assert_eq!(out.z.shape(), &[1, 0]);
+            let dz = tensor(&[], &[1, 0], f, &device);
+            let g = arith::nmu_backward(&x, &w, &dz, out.saved.as_ref().unwrap().as_ref(), 0.0).unwrap();
+            assert_eq!(g.dx.to_f32_vec().unwrap(), vec![0.0, 0.0], "{device}");
+            // B = 0: dW = 0.
+            let (x, w) = (tensor(&[], &[0, 2], f, &device), tensor(&[0.5, 0.5, 1.0, 0.0], &[2, 2], f, &device));
+            let out = arith::nmu_forward(&x, &w, 0.0, true).unwrap();
+            let dz = tensor(&[], &[0, 2], f, &device);
+            let g = arith::nmu_backward(&x, &w, &dz, out.saved.as_ref().unwrap().as_ref(), 0.0).unwrap();
+            assert_eq!(g.dw.to_f32_vec().unwrap(), vec![0.0; 4], "{device}");
+        }
+    }
+
+    /// What the forward saves, exactly: z = x0·x1 with W = 1 and the zero terms counted (one
+    /// zero: z = 0, prod the other term; two: prod 1); and the backward's exact products of the
+    /// other terms: with one zero term only its input gets a gradient.
+    #[test]
+    fn nmu_saves_nonzero_products_and_zero_counts() {
+        for device in devices() {
+            let f = DType::F32;
+            let x = tensor(&[3.0, 4.0, 0.0, 5.0, 0.0, 0.0], &[3, 2], f, &device);
+            let w = tensor(&[1.0, 1.0], &[1, 2], f, &device);
+            let out = arith::nmu_forward(&x, &w, 0.0, true).unwrap();
+            let saved = out.saved.unwrap();
+            assert_eq!(out.z.to_f32_vec().unwrap(), vec![12.0, 0.0, 0.0], "{device}");
+            assert_eq!(saved.prod.to_f32_vec().unwrap(), vec![12.0, 5.0, 1.0], "{device}");
+            assert_eq!(saved.zeros.to_f32_vec().unwrap(), vec![0.0, 1.0, 2.0], "{device}");
+            let dz = tensor(&[1.0, 1.0, 1.0], &[3, 1], f, &device);
+            let g = arith::nmu_backward(&x, &w, &dz, saved.as_ref(), 0.0).unwrap();
+            // Row 0: (x1, x0); row 1: only the zero input's, the other term 5; row 2: none. (The
+            // kernels divide the saved product by a term with a 2-ulp reciprocal: close, and the
+            // zeros exact.)
+            let close = |t: &Tensor, want: &[f64]| {
+                let got: Vec<f64> = t.to_f32_vec().unwrap().into_iter().map(f64::from).collect();
+                assert_close(&got, want, 1e-6, &format!("{device}"));
+                for (g, w) in got.iter().zip(want) {
+                    assert!(*w != 0.0 || *g == 0.0, "{device}: {got:?}");
+                }
+            };
+            close(&g.dx, &[4.0, 3.0, 5.0, 0.0, 0.0, 0.0]);
+            // dW = Σ_b (x − 1)·P_¬i: (2·4 + (−1)·5, 3·3 + 0) = (3, 9).
+            close(&g.dw, &[3.0, 9.0]);
+        }
+    }
+
+    /// Two runs of the backward are bitwise equal, the batch split into fixed partitions for dW
+    /// included (no atomics).
+    #[test]
+    fn nmu_backward_is_deterministic() {
+        let mut rng = rng();
+        for device in kernel_devices() {
+            let op = select(&["arith/nmu".into()]).remove(0);
+            let problem = op.random_problem(Direction::Bwd, &[600, 9, 5], &mut rng);
+            let get = |n: &str| problem.inputs[n].to_tensor(DType::F32).unwrap().to_device(&device).unwrap();
+            let (x, w, dz) = (get("x"), get("w"), get("dz"));
+            let saved = arith::nmu_forward(&x, &w, 0.0, true).unwrap().saved.unwrap();
+            let a = arith::nmu_backward(&x, &w, &dz, saved.as_ref(), 0.0).unwrap();
+            let b = arith::nmu_backward(&x, &w, &dz, saved.as_ref(), 0.0).unwrap();
+            assert_eq!(a.dw.to_f32_vec().unwrap(), b.dw.to_f32_vec().unwrap(), "{device}");
+            assert_eq!(a.dx.to_f32_vec().unwrap(), b.dx.to_f32_vec().unwrap(), "{device}");
+        }
+    }
+
+    /// Bad input: a typed error naming the argument, on every device.
+    #[test]
+    fn nmu_rejects_bad_input() {
+        for device in devices() {
+            let f = DType::F32;
+            let x = tensor(&[1.0; 6], &[2, 3], f, &device);
+            let w = tensor(&[0.5; 12], &[4, 3], f, &device);
+            let arg = |r: Result<arith::NmuOutput, Error>| match r {
+                Err(Error::Shape { arg, .. } | Error::DType { arg, .. } | Error::InvalidValue { arg, .. }) => arg,
+                other => panic!("{device}: {other:?}"),
+            };
+            assert_eq!(arg(arith::nmu_forward(&tensor(&[1.0; 6], &[6], f, &device), &w, 0.0, false)), "x");
+            assert_eq!(arg(arith::nmu_forward(&x, &tensor(&[0.5; 8], &[4, 2], f, &device), 0.0, false)), "w");
+            assert_eq!(
+                arg(arith::nmu_forward(&x, &tensor(&[0.5; 12], &[4, 3], DType::BF16, &device), 0.0, false)),
+                "w"
+            );
+            assert_eq!(arg(arith::nmu_forward(&x, &w, -0.5, false)), "eps");
+            assert_eq!(arg(arith::nmu_forward(&x, &w, f32::NAN, false)), "eps");
+            let i32s = Tensor::from_vec(vec![0i32; 6], &[2, 3]).unwrap().to_device(&device).unwrap();
+            assert_eq!(arg(arith::nmu_forward(&i32s, &w, 0.0, false)), "x");
+            let saved = arith::nmu_forward(&x, &w, 0.0, true).unwrap().saved.unwrap();
+            let dz = tensor(&[1.0; 8], &[2, 4], f, &device);
+            let grads = |dz: &Tensor, saved: NmuSavedRef| match arith::nmu_backward(&x, &w, dz, saved, 0.0) {
+                Err(Error::Shape { arg, .. } | Error::DType { arg, .. }) => arg,
+                other => panic!("{device}: {other:?}"),
+            };
+            assert_eq!(grads(&tensor(&[1.0; 6], &[2, 3], f, &device), saved.as_ref()), "dz");
+            let wrong = Tensor::from_vec(vec![0i32; 8], &[2, 4]).unwrap().to_device(&device).unwrap();
+            assert_eq!(grads(&dz, NmuSavedRef { prod: &wrong, zeros: &saved.zeros }), "prod");
+            assert_eq!(grads(&dz, NmuSavedRef { prod: &saved.prod, zeros: &saved.prod }), "zeros");
+        }
+    }
+
+    #[test]
+    fn nmu_gpu_matches_reference_at_the_bench_shape() {
+        let Some(device) = gpu() else { return };
+        let op = select(&["arith/nmu".into()]).remove(0);
+        assert_rows(&check_shapes(op.as_ref(), &device, &DType::FLOATS, &[vec![512, 1024, 256]], &mut rng()).unwrap());
+    }
+}

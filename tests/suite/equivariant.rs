@@ -1319,6 +1319,29 @@ fn fused_backward_walks_senders_with_more_edges_than_lanes() {
     }
 }
 
+/// The fused backward's other walks, on vector-ready all-uvu plans in f32 (where it runs): more
+/// than 32 paths (its check of the plan reads the paths 32 at a time), x2 blocks of two channels
+/// (its loop over x2's channels) and a row of x2 wider than a warp (dy's zeroing, 50 elements), in
+/// one plan of 65 paths (every l ≤ 4 both sides); and a block of 132 channels, past the 128 one
+/// pass of 32 lanes × 4 channels covers.
+#[test]
+fn fused_backward_walks_many_paths_channels_and_wide_rows() {
+    let el = PathNormalization::Element;
+    let out = ir("4x0e+4x0o+4x1e+4x1o+4x2e+4x2o+4x3e+4x3o+4x4e+4x4o");
+    let plans = [
+        TpPlan::channelwise(&ir("4x0e+4x1o+4x2e+4x3o+4x4e"), &ir("2x0e+2x1o+2x2e+2x3o+2x4e"), &out, el).unwrap(),
+        TpPlan::channelwise(&ir("132x0e"), &ir("0e"), &ir("132x0e"), el).unwrap(),
+    ];
+    assert!(plans[0].instructions.len() > 32, "{} paths", plans[0].instructions.len());
+    let mut rng = rng();
+    for device in kernel_devices() {
+        for plan in &plans {
+            check_tp_kernels(&device, DType::F32, plan, false, Some((4, 9)), &mut rng);
+            check_double_backward_kernels(&device, DType::F32, plan, false, Some((4, 9)), 7, &mut rng);
+        }
+    }
+}
+
 /// Plans of more than 32 paths: the channel-parallel kernels walk the paths' block offsets 32 at
 /// a time (a second window, whose blocks are compared with the first's). Every l ≤ 4 in both
 /// inputs and every l ≤ 4 of both parities out: one path for each of the 65 (l1, l2, l3) triples,

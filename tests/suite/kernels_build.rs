@@ -290,3 +290,34 @@ fn attention_main_loops_keep_the_tensor_cores_busy() {
         assert!(*s >= 0.10, "{name}: main loop {:.1}% tensor-core (every backward ≥ 10%)", 100.0 * s);
     }
 }
+
+/// The NMU's tile loops (kernels/arith.cu, f32, sm_90a): instructions a (b, o, i) product in
+/// the tile loop (the loop holding the shared loads: one step of 16 is 16 × 4 × 4 = 256
+/// products a thread, the staging included). The forward's floor is 2 (the term's FFMA and the
+/// product's FMUL); its bar leaves the 8 shared loads a step and the staging. The backward's
+/// loops hold two bodies, a step taking one: without zero terms 4 instructions a product (the
+/// term, a reciprocal, two multiply-adds) and with them 6 (a compare and a select more), plus
+/// 12 shared loads a step; their sum is held (perf/predictions.md, "NMU kernels"). No loop
+/// touches local memory (at 128 registers ptxas keeps one value across the loop in local memory:
+/// two accesses a tile, outside the loop). Prints every figure.
+#[test]
+fn nmu_loops_issue_few_instructions_per_product() {
+    let Some(kernels) = sm90a_kernels() else { return };
+    const PRODUCTS_PER_STEP: f64 = 256.0;
+    let mut failures = Vec::new();
+    for (kernel, bar) in [("nmu_fwd_kernelIf", 3.2), ("nmu_dx_kernelIf", 12.5), ("nmu_dw_kernelIf", 12.5)] {
+        let k = kernels.iter().find(|k| k.name.contains(kernel)).unwrap_or_else(|| panic!("no {kernel}"));
+        let per_product = k.shared_loop_instructions as f64 / PRODUCTS_PER_STEP;
+        eprintln!(
+            "{kernel}: tile loop {} instructions, {per_product:.2} a product (bar {bar}); local memory {} ({} in loops)",
+            k.shared_loop_instructions, k.local_memory, k.local_memory_in_loop
+        );
+        if k.local_memory_in_loop > 0 {
+            failures.push(format!("{kernel}: local memory in a loop"));
+        }
+        if per_product > bar || per_product < 2.0 {
+            failures.push(format!("{kernel}: {per_product:.2} instructions a product"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

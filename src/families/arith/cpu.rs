@@ -8,7 +8,7 @@
 //!
 //! Layer: families. Imports core.
 
-use super::RegShape;
+use super::spec::RegShape;
 use crate::core::error::{Error, Result};
 use crate::core::validate::check_host_matrix as check_len;
 
@@ -144,6 +144,34 @@ pub fn nmu_forward(x: &[f64], w: &[f64], b: usize, i: usize, o: usize, eps: f64)
         }
     }
     Ok(z)
+}
+
+/// What the NMU forward saves for its backward (kernels/arith.cu): per output, the product of
+/// the nonzero terms and the number of terms that are exactly zero (z is 0 when any is).
+pub fn nmu_nonzero_products(
+    x: &[f64],
+    w: &[f64],
+    b: usize,
+    i: usize,
+    o: usize,
+    eps: f64,
+) -> Result<(Vec<f64>, Vec<usize>)> {
+    check_len("x", x, b, i)?;
+    check_len("w", w, o, i)?;
+    check_eps(eps)?;
+    let (mut prod, mut zeros) = (vec![1.0; b * o], vec![0; b * o]);
+    for r in 0..b {
+        for k in 0..o {
+            for t in nmu_terms(x, w, r, k, i, eps) {
+                if t == 0.0 {
+                    zeros[r * o + k] += 1;
+                } else {
+                    prod[r * o + k] *= t;
+                }
+            }
+        }
+    }
+    Ok((prod, zeros))
 }
 
 /// NMU gradients: dx_bi = Σ_o dz_bo·W_c,oi·P_bo,¬i; dW_oi = Σ_b dz_bo·(x_bi − 1)·P_bo,¬i where

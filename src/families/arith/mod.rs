@@ -6,8 +6,9 @@
 //! stable-nalu implements it), and the papers' success criterion ([`maep`]).
 //!
 //! Weights are `[O, I]` (row o holds output o's weights, torch's `Linear` layout), inputs
-//! `[B, I]`, outputs `[B, O]`, all row-major. This layer holds the f64 references ([`cpu`]);
-//! the kernels and the registry entries are issue 26's next steps.
+//! `[B, I]`, outputs `[B, O]`, all row-major. This layer holds the f64 references ([`cpu`]) and
+//! the safe API of the kernels (kernels/arith.cu; so far the NMU: [`nmu_forward`],
+//! [`nmu_backward`]); on host tensors the API runs the references.
 //!
 //! ```
 //! use kiln::arith::cpu;
@@ -22,29 +23,112 @@
 
 pub mod cpu;
 pub mod maep;
+mod spec;
 
 pub use maep::{Operation, Subsets, maep_threshold};
+pub use spec::{NmuOutput, NmuSaved, NmuSavedRef, RegShape, UnitGradients};
 
+// cuda.rs is the one copy of the launch code, compiled against each kernel library built in.
+crate::core::launch::launch_code!("cuda.rs");
+
+use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
+use crate::core::gpu::Gpu;
+use crate::core::launch::on_backend;
+use crate::core::tensor::Tensor;
+use crate::core::validate::{Arg, check};
 
-/// The regularisers' shape: `Linear` is the paper's (|·| and relu(·)), `Squared` the code's
-/// class default (squares and relu(·)²).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RegShape {
-    /// R_sparse = mean(min(|W|, |1 − |W||)) (NAU) and R_oob = mean(relu(|W| − 1)).
-    Linear,
-    /// R_sparse = mean(W²(1 − |W|)²) (NAU) and R_oob = mean(relu(|W| − 1)²).
-    Squared,
+/// The NMU's ε: finite, in [0, 1].
+fn check_nmu_eps(eps: f32) -> Result<()> {
+    if !(0.0..=1.0).contains(&eps) {
+        return Err(Error::InvalidValue {
+            arg: "eps",
+            reason: format!("{eps}: the NMU clamps to [eps, 1], eps in [0, 1]"),
+        });
+    }
+    Ok(())
 }
 
-impl RegShape {
-    /// `linear` or `squared` (the registry's string parameter).
-    pub fn parse(s: &str) -> Result<RegShape> {
-        match s {
-            "linear" => Ok(RegShape::Linear),
-            "squared" => Ok(RegShape::Squared),
-            _ => Err(Error::InvalidValue { arg: "shape", reason: format!("{s:?}: expected linear or squared") }),
+/// x `[B, I]` (floating) and w `[O, I]` of its dtype on its device: (B, I, O).
+fn unit_dims(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
+    let device = x.device();
+    check(&device, &[Arg::new("x", x).float()])?;
+    if x.shape().len() != 2 {
+        return Err(Error::Shape { arg: "x", expected: "[batch, in]".into(), got: x.shape().to_vec() });
+    }
+    let (batch, inputs) = (x.shape()[0], x.shape()[1]);
+    if w.shape().len() != 2 {
+        return Err(Error::Shape { arg: "w", expected: format!("[out, {inputs}]"), got: w.shape().to_vec() });
+    }
+    let outputs = w.shape()[0];
+    check(&device, &[Arg::new("w", w).dtype_of("x", x).shape(vec![outputs, inputs])])?;
+    // The kernels' limits (kiln.h): batch < 2^31, in and out at most 65535 tiles of 64.
+    let limit = 65535 * 64;
+    if batch >= 1 << 31 || inputs > limit || outputs > limit {
+        return Err(Error::Shape {
+            arg: "x",
+            expected: format!("batch < 2^31, in and out ≤ {limit}"),
+            got: vec![batch, inputs, outputs],
+        });
+    }
+    Ok((batch, inputs, outputs))
+}
+
+/// NMU forward: z = Π_i (W_c·(x − 1) + 1) per (b, o), W_c = clamp(W, ε, 1) (ε = 0 by default).
+/// `save` keeps what [`nmu_backward`] needs. On host tensors it runs the f64 reference.
+pub fn nmu_forward(x: &Tensor, w: &Tensor, eps: f32, save: bool) -> Result<NmuOutput> {
+    let dims @ (batch, inputs, outputs) = unit_dims(x, w)?;
+    check_nmu_eps(eps)?;
+    match Gpu::of(&x.device())? {
+        None => {
+            let (xs, ws, e) = (x.host_f64(), w.host_f64(), f64::from(eps));
+            let z = cpu::nmu_forward(&xs, &ws, batch, inputs, outputs, e)?;
+            let saved = if save {
+                let (prod, zeros) = cpu::nmu_nonzero_products(&xs, &ws, batch, inputs, outputs, e)?;
+                let zeros: Vec<i32> = zeros.into_iter().map(|c| c as i32).collect();
+                Some(NmuSaved {
+                    prod: Tensor::from_f64(&prod, &[batch, outputs], DType::F32)?,
+                    zeros: Tensor::from_vec(zeros, &[batch, outputs])?,
+                })
+            } else {
+                None
+            };
+            Ok(NmuOutput { z: Tensor::from_f64(&z, &[batch, outputs], x.dtype())?, saved })
         }
+        Some(gpu) => on_backend!(&gpu, nmu_forward(x, w, eps, save, dims, &gpu)),
+    }
+}
+
+/// NMU backward from the forward's [`NmuSaved`] (the same x, w and ε): dx and dW, dW reduced
+/// over the batch in a fixed order (deterministic). On host tensors it runs the f64 reference.
+pub fn nmu_backward(x: &Tensor, w: &Tensor, dz: &Tensor, saved: NmuSavedRef, eps: f32) -> Result<UnitGradients> {
+    let dims @ (batch, inputs, outputs) = unit_dims(x, w)?;
+    check_nmu_eps(eps)?;
+    check(
+        &x.device(),
+        &[
+            Arg::new("dz", dz).dtype_of("x", x).shape(vec![batch, outputs]),
+            Arg::new("prod", saved.prod).dtype(DType::F32).shape(vec![batch, outputs]),
+            Arg::new("zeros", saved.zeros).dtype(DType::I32).shape(vec![batch, outputs]),
+        ],
+    )?;
+    match Gpu::of(&x.device())? {
+        None => {
+            let g = cpu::nmu_backward(
+                &x.host_f64(),
+                &w.host_f64(),
+                &dz.host_f64(),
+                batch,
+                inputs,
+                outputs,
+                f64::from(eps),
+            )?;
+            Ok(UnitGradients {
+                dx: Tensor::from_f64(&g.dx, &[batch, inputs], x.dtype())?,
+                dw: Tensor::from_f64(&g.dw, &[outputs, inputs], x.dtype())?,
+            })
+        }
+        Some(gpu) => on_backend!(&gpu, nmu_backward(x, w, dz, saved, eps, dims, &gpu)),
     }
 }
 

@@ -1,0 +1,122 @@
+// The arith family's launch code, compiled once per kernel library: arith/mod.rs includes this
+// file in `on_cuda` (with `ffi` = crate::bindings::ffi) and in `on_emu` (with `ffi` =
+// crate::bindings::ffi_emu). Arguments are validated by mod.rs; this allocates outputs and
+// workspace and calls the C ABI on the device.
+
+use std::ffi::c_void;
+use std::ptr::null_mut;
+
+use super::spec::{NmuOutput, NmuSaved, NmuSavedRef, UnitGradients};
+use crate::core::dtype::DType;
+use crate::core::error::Result;
+use crate::core::gpu::Gpu;
+use crate::core::launch::check_status;
+use crate::core::tensor::Tensor;
+
+pub(in crate::families::arith) fn nmu_forward(
+    x: &Tensor,
+    w: &Tensor,
+    eps: f32,
+    save: bool,
+    (batch, inputs, outputs): (usize, usize, usize),
+    gpu: &Gpu,
+) -> Result<NmuOutput> {
+    gpu.bind()?;
+    let device = gpu.device();
+    let mut z = Tensor::uninit(&[batch, outputs], x.dtype(), &device)?;
+    let mut saved = if save {
+        Some(NmuSaved {
+            prod: Tensor::uninit(&[batch, outputs], DType::F32, &device)?,
+            zeros: Tensor::uninit(&[batch, outputs], DType::I32, &device)?,
+        })
+    } else {
+        None
+    };
+    let status = {
+        let (xp, _xg) = x.dev_ptr(gpu);
+        let (wp, _wg) = w.dev_ptr(gpu);
+        let (zp, _zg) = z.dev_ptr_mut(gpu);
+        let (pp, zerop, _guards) = match saved.as_mut() {
+            Some(s) => {
+                let (pp, pg) = s.prod.dev_ptr_mut(gpu);
+                let (cp, cg) = s.zeros.dev_ptr_mut(gpu);
+                (pp as *mut f32, cp as *mut i32, Some((pg, cg)))
+            }
+            None => (null_mut(), null_mut(), None),
+        };
+        // SAFETY: shapes and dtypes validated by the caller; guards outlive the launch.
+        unsafe {
+            ffi::kiln_arith_nmu_fwd(
+                x.dtype().to_ffi(),
+                xp as *const c_void,
+                wp as *const c_void,
+                batch as i64,
+                inputs as i64,
+                outputs as i64,
+                eps,
+                zp as *mut c_void,
+                pp,
+                zerop,
+                gpu.stream(),
+            )
+        }
+    };
+    check_status(gpu, status, || "kiln_arith_nmu_fwd".into())?;
+    Ok(NmuOutput { z, saved })
+}
+
+pub(in crate::families::arith) fn nmu_backward(
+    x: &Tensor,
+    w: &Tensor,
+    dz: &Tensor,
+    saved: NmuSavedRef,
+    eps: f32,
+    (batch, inputs, outputs): (usize, usize, usize),
+    gpu: &Gpu,
+) -> Result<UnitGradients> {
+    gpu.bind()?;
+    let device = gpu.device();
+    let mut dx = Tensor::uninit(&[batch, inputs], x.dtype(), &device)?;
+    let mut dw = Tensor::uninit(&[outputs, inputs], x.dtype(), &device)?;
+    // SAFETY: a pure size computation (sizes validated by the caller).
+    let bytes = unsafe { ffi::kiln_arith_nmu_workspace_bytes(batch as i64, inputs as i64, outputs as i64) }.max(0);
+    let mut workspace = gpu.workspace(bytes)?;
+    let status = {
+        let (xp, _xg) = x.dev_ptr(gpu);
+        let (wp, _wg) = w.dev_ptr(gpu);
+        let (gp, _gg) = dz.dev_ptr(gpu);
+        let (pp, _pg) = saved.prod.dev_ptr(gpu);
+        let (cp, _cg) = saved.zeros.dev_ptr(gpu);
+        let (dxp, _dxg) = dx.dev_ptr_mut(gpu);
+        let (dwp, _dwg) = dw.dev_ptr_mut(gpu);
+        let (sp, _sg) = match workspace.as_mut() {
+            Some(t) => {
+                let (p, g) = t.dev_ptr_mut(gpu);
+                (p as *mut c_void, Some(g))
+            }
+            None => (null_mut(), None),
+        };
+        // SAFETY: shapes and dtypes validated by the caller; guards outlive the launch.
+        unsafe {
+            ffi::kiln_arith_nmu_bwd(
+                x.dtype().to_ffi(),
+                xp as *const c_void,
+                wp as *const c_void,
+                gp as *const c_void,
+                pp as *const f32,
+                cp as *const i32,
+                batch as i64,
+                inputs as i64,
+                outputs as i64,
+                eps,
+                dxp as *mut c_void,
+                dwp as *mut c_void,
+                sp,
+                bytes,
+                gpu.stream(),
+            )
+        }
+    };
+    check_status(gpu, status, || "kiln_arith_nmu_bwd".into())?;
+    Ok(UnitGradients { dx, dw })
+}

@@ -1,0 +1,73 @@
+//! The arith family's types: the regularisers' shape and what the NMU's kernels take and give.
+//!
+//! Layer: families. Imports core.
+
+use crate::core::error::{Error, Result};
+use crate::core::tensor::Tensor;
+
+/// The regularisers' shape: `Linear` is the paper's (|·| and relu(·)), `Squared` the code's
+/// class default (squares and relu(·)²).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegShape {
+    /// R_sparse = mean(min(|W|, |1 − |W||)) (NAU) and R_oob = mean(relu(|W| − 1)).
+    Linear,
+    /// R_sparse = mean(W²(1 − |W|)²) (NAU) and R_oob = mean(relu(|W| − 1)²).
+    Squared,
+}
+
+impl RegShape {
+    /// `linear` or `squared` (the registry's string parameter).
+    pub fn parse(s: &str) -> Result<RegShape> {
+        match s {
+            "linear" => Ok(RegShape::Linear),
+            "squared" => Ok(RegShape::Squared),
+            _ => Err(Error::InvalidValue { arg: "shape", reason: format!("{s:?}: expected linear or squared") }),
+        }
+    }
+}
+
+/// What the NMU forward saves for its backward: per output, the product of the terms that are
+/// not exactly zero (`prod`, f32) and how many are (`zeros`, i32), both `[B, O]`. With them the
+/// backward needs neither a `[B, I, O]` buffer nor a division by a zero term.
+#[derive(Debug)]
+pub struct NmuSaved {
+    /// Product of the nonzero terms, `[B, O]` f32.
+    pub prod: Tensor,
+    /// Count of the zero terms, `[B, O]` i32.
+    pub zeros: Tensor,
+}
+
+impl NmuSaved {
+    /// Borrowed, as [`nmu_backward`] takes it.
+    pub fn as_ref(&self) -> NmuSavedRef<'_> {
+        NmuSavedRef { prod: &self.prod, zeros: &self.zeros }
+    }
+}
+
+/// [`NmuSaved`] borrowed: the tensors may come from elsewhere (a caller that keeps them in its
+/// own buffers).
+#[derive(Clone, Copy, Debug)]
+pub struct NmuSavedRef<'a> {
+    /// Product of the nonzero terms, `[B, O]` f32.
+    pub prod: &'a Tensor,
+    /// Count of the zero terms, `[B, O]` i32.
+    pub zeros: &'a Tensor,
+}
+
+/// The NMU forward's result.
+#[derive(Debug)]
+pub struct NmuOutput {
+    /// z `[B, O]`, x's dtype.
+    pub z: Tensor,
+    /// What the backward needs (when asked for).
+    pub saved: Option<NmuSaved>,
+}
+
+/// Gradients of an arithmetic unit: dx `[B, I]` and dW `[O, I]`, x's dtype.
+#[derive(Debug)]
+pub struct UnitGradients {
+    /// ∂L/∂x.
+    pub dx: Tensor,
+    /// ∂L/∂W (0 where the clamp cut the weight).
+    pub dw: Tensor,
+}

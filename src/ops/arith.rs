@@ -1,0 +1,355 @@
+//! The arith family's registry entries: `arith/nmu` (inputs `x w`, parameter `eps`; forward
+//! `z`, backward + `dz` → `dx dw`). The NAU, the regularisers and the NALU follow (issue 26).
+
+use rand::Rng;
+use rand::rngs::StdRng;
+
+use crate::core::dtype::DType;
+use crate::core::error::{Error, Result};
+use crate::families::arith::{self, NmuSaved, NmuSavedRef, cpu};
+use crate::ops::check_row::{CheckRow, central_difference, rms_key};
+use crate::ops::params::Params;
+use crate::ops::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input, no_direction, put_output};
+use crate::ops::self_check::reference_row;
+
+/// The NMU, as a registry entry.
+pub struct NmuOp;
+
+/// The family's entries.
+pub fn entries() -> Vec<Box<dyn Op>> {
+    vec![Box::new(NmuOp)]
+}
+
+const FD_STEP: f64 = 1e-6;
+const FD_RTOL: f64 = 1e-6;
+
+/// (B, I, O) of a problem: x `[B, I]`, w `[O, I]`.
+fn dims(problem: &Problem) -> Result<(usize, usize, usize)> {
+    let x = problem.input("x")?;
+    let w = problem.input("w")?;
+    Ok((x.shape[0], x.shape[1], w.shape[0]))
+}
+
+fn eps_of(params: &Params) -> Result<f64> {
+    Ok(params.get("eps").copied().unwrap_or(0.0))
+}
+
+/// x in [0.5, 1.5] (the product of I terms stays within f32 at any I the tests use) and W in
+/// [−0.2, 1.2] (both clamp bounds cut some), with exact zero terms planted: x = 0 where W = 1
+/// gives t = 0. Rows b ≡ 0 (mod 3) get one zero input and rows b ≡ 0 (mod 5) a second; W is 1
+/// where (o + i) ≡ 0 (mod 4), so outputs see none, one or two zero terms.
+fn random_inputs(shape: &[usize], rng: &mut StdRng) -> (Vec<f64>, Vec<f64>) {
+    let (b, i, o) = (shape[0], shape[1], shape[2]);
+    let mut x: Vec<f64> = (0..b * i).map(|_| rng.random_range(0.5..1.5)).collect();
+    let mut w: Vec<f64> = (0..o * i).map(|_| rng.random_range(-0.2..1.2)).collect();
+    if i > 0 {
+        for r in 0..b {
+            if r % 3 == 0 {
+                x[r * i + r % i] = 0.0;
+            }
+            if r % 5 == 0 {
+                x[r * i + (r + 1) % i] = 0.0;
+            }
+        }
+        for k in 0..o {
+            for c in 0..i {
+                if (k + c) % 4 == 0 {
+                    w[k * i + c] = 1.0;
+                }
+            }
+        }
+    }
+    (x, w)
+}
+
+/// The naive low-precision NMU: terms W_c·(x − 1) + 1 in f32 (one rounding, as the kernels'
+/// FMA), their product in order in f32, the result rounded to `dtype`.
+fn naive_forward(x: &[f64], w: &[f64], (b, i, o): (usize, usize, usize), eps: f64, dtype: DType) -> Vec<f64> {
+    let mut z = vec![0.0; b * o];
+    for r in 0..b {
+        for k in 0..o {
+            let mut p = 1f32;
+            for c in 0..i {
+                let wc = w[k * i + c].clamp(eps, 1.0) as f32;
+                p *= wc.mul_add(x[r * i + c] as f32 - 1.0, 1.0);
+            }
+            z[r * o + k] = dtype.round(f64::from(p));
+        }
+    }
+    z
+}
+
+/// The naive low-precision NMU backward: f32 terms, f32 products of the other terms (prefix
+/// and suffix, exact with zeros), f32 sums in order, results rounded to `dtype`; and each
+/// gradient's root sum of squares of its terms.
+fn naive_backward(
+    x: &[f64],
+    w: &[f64],
+    dz: &[f64],
+    (b, i, o): (usize, usize, usize),
+    eps: f64,
+    dtype: DType,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (mut dx, mut dw) = (vec![0f32; b * i], vec![0f32; o * i]);
+    let (mut sx, mut sw) = (vec![0f64; b * i], vec![0f64; o * i]);
+    for r in 0..b {
+        for k in 0..o {
+            let wc: Vec<f32> = (0..i).map(|c| w[k * i + c].clamp(eps, 1.0) as f32).collect();
+            let xm1: Vec<f32> = (0..i).map(|c| x[r * i + c] as f32 - 1.0).collect();
+            let t: Vec<f32> = (0..i).map(|c| wc[c].mul_add(xm1[c], 1.0)).collect();
+            let mut others = vec![1f32; i];
+            let mut prefix = 1f32;
+            for c in 0..i {
+                others[c] = prefix;
+                prefix *= t[c];
+            }
+            let mut suffix = 1f32;
+            for c in (0..i).rev() {
+                others[c] *= suffix;
+                suffix *= t[c];
+            }
+            let g = dz[r * o + k] as f32;
+            for c in 0..i {
+                let q = g * others[c];
+                dx[r * i + c] += q * wc[c];
+                sx[r * i + c] += f64::from(q * wc[c]).powi(2);
+                if (eps..=1.0).contains(&w[k * i + c]) {
+                    dw[k * i + c] += q * xm1[c];
+                    sw[k * i + c] += f64::from(q * xm1[c]).powi(2);
+                }
+            }
+        }
+    }
+    let round = |v: Vec<f32>| v.into_iter().map(|x| dtype.round(f64::from(x))).collect();
+    let root = |v: Vec<f64>| v.into_iter().map(f64::sqrt).collect();
+    (round(dx), round(dw), root(sx), root(sw))
+}
+
+impl Op for NmuOp {
+    fn family(&self) -> &'static str {
+        "arith"
+    }
+
+    fn name(&self) -> &'static str {
+        "nmu"
+    }
+
+    fn inputs(&self, dir: Direction) -> Vec<ArgSpec> {
+        let mut v = vec![ArgSpec::op("x"), ArgSpec::op("w")];
+        if dir == Direction::Bwd {
+            v.push(ArgSpec::op("dz"));
+        }
+        v
+    }
+
+    fn outputs(&self, dir: Direction, problem: &Problem) -> Result<Vec<(ArgSpec, Vec<usize>)>> {
+        let (b, i, o) = dims(problem)?;
+        let reduction = |name| ArgSpec { reduction: true, ..ArgSpec::op(name) };
+        match dir {
+            Direction::Fwd => Ok(vec![(reduction("z"), vec![b, o])]),
+            Direction::Bwd => Ok(vec![(reduction("dx"), vec![b, i]), (reduction("dw"), vec![o, i])]),
+            Direction::Bwd2 => Err(no_direction(self, dir)),
+        }
+    }
+
+    fn params(&self) -> &'static [(&'static str, f64)] {
+        &[("eps", 0.0)]
+    }
+
+    fn launcher(&self, dir: Direction) -> String {
+        match dir {
+            Direction::Bwd => "kiln_arith_nmu_fwd (saving) + kiln_arith_nmu_bwd".into(),
+            _ => format!("kiln_arith_nmu_{dir}"),
+        }
+    }
+
+    fn random_problem(&self, dir: Direction, shape: &[usize], rng: &mut StdRng) -> Problem {
+        let (b, i, o) = (shape[0], shape[1], shape[2]);
+        let (x, w) = random_inputs(shape, rng);
+        let mut p = Problem::default();
+        p.inputs.insert("x".into(), Array::new(vec![b, i], x));
+        p.inputs.insert("w".into(), Array::new(vec![o, i], w));
+        if dir == Direction::Bwd {
+            let dz = (0..b * o).map(|_| rng.random_range(-1.0..1.0)).collect();
+            p.inputs.insert("dz".into(), Array::new(vec![b, o], dz));
+        }
+        p
+    }
+
+    fn reference(&self, dir: Direction, problem: &Problem) -> Result<Arrays> {
+        let (b, i, o) = dims(problem)?;
+        let eps = eps_of(&problem.params)?;
+        let (x, w) = (&problem.input("x")?.data, &problem.input("w")?.data);
+        let mut out = Arrays::new();
+        match dir {
+            Direction::Fwd => {
+                out.insert("z".into(), Array::new(vec![b, o], cpu::nmu_forward(x, w, b, i, o, eps)?));
+            }
+            Direction::Bwd => {
+                let g = cpu::nmu_backward(x, w, &problem.input("dz")?.data, b, i, o, eps)?;
+                out.insert("dx".into(), Array::new(vec![b, i], g.dx));
+                out.insert("dw".into(), Array::new(vec![o, i], g.dw));
+            }
+            Direction::Bwd2 => return Err(no_direction(self, dir)),
+        }
+        Ok(out)
+    }
+
+    fn naive_reductions(&self, dir: Direction, problem: &Problem, dtype: DType) -> Result<Arrays> {
+        let dims @ (b, i, o) = dims(problem)?;
+        let eps = eps_of(&problem.params)?;
+        let (x, w) = (&problem.input("x")?.data, &problem.input("w")?.data);
+        let mut out = Arrays::new();
+        match dir {
+            Direction::Fwd => {
+                out.insert("z".into(), Array::new(vec![b, o], naive_forward(x, w, dims, eps, dtype)));
+            }
+            Direction::Bwd => {
+                let (dx, dw, sx, sw) = naive_backward(x, w, &problem.input("dz")?.data, dims, eps, dtype);
+                out.insert("dx".into(), Array::new(vec![b, i], dx));
+                out.insert("dw".into(), Array::new(vec![o, i], dw));
+                out.insert(rms_key("dx"), Array::new(vec![b, i], sx));
+                out.insert(rms_key("dw"), Array::new(vec![o, i], sw));
+            }
+            Direction::Bwd2 => return Err(no_direction(self, dir)),
+        }
+        Ok(out)
+    }
+
+    fn run(&self, dir: Direction, inputs: &Tensors, params: &Params, outputs: &mut Tensors) -> Result<()> {
+        let eps = eps_of(params)? as f32;
+        let (x, w) = (input(inputs, "x")?, input(inputs, "w")?);
+        match dir {
+            Direction::Fwd => put_output(outputs, "z", arith::nmu_forward(x, w, eps, false)?.z),
+            Direction::Bwd => {
+                // The forward's saved products, from `prepare` when a benchmark timed only the
+                // backward, else from a forward here.
+                let computed: Option<NmuSaved>;
+                let saved = match (inputs.get("prod"), inputs.get("zeros")) {
+                    (Some(prod), Some(zeros)) => NmuSavedRef { prod, zeros },
+                    _ => {
+                        computed = arith::nmu_forward(x, w, eps, true)?.saved;
+                        computed
+                            .as_ref()
+                            .ok_or(Error::InvalidValue { arg: "saved", reason: "the forward saves".into() })?
+                            .as_ref()
+                    }
+                };
+                let g = arith::nmu_backward(x, w, input(inputs, "dz")?, saved, eps)?;
+                put_output(outputs, "dx", g.dx)?;
+                put_output(outputs, "dw", g.dw)
+            }
+            Direction::Bwd2 => Err(no_direction(self, dir)),
+        }
+    }
+
+    fn prepare(&self, dir: Direction, inputs: &mut Tensors, params: &Params) -> Result<()> {
+        if dir != Direction::Bwd {
+            return Ok(());
+        }
+        let eps = eps_of(params)? as f32;
+        let saved: Option<NmuSaved> = arith::nmu_forward(input(inputs, "x")?, input(inputs, "w")?, eps, true)?.saved;
+        if let Some(s) = saved {
+            inputs.insert("prod".into(), s.prod);
+            inputs.insert("zeros".into(), s.zeros);
+        }
+        Ok(())
+    }
+
+    fn bytes(&self, dir: Direction, problem: &Problem, dtype: DType) -> u64 {
+        let Ok((b, i, o)) = dims(problem) else { return 0 };
+        let (b, i, o, s) = (b as u64, i as u64, o as u64, dtype.size_in_bytes() as u64);
+        match dir {
+            Direction::Fwd => s * (b * i + o * i + b * o),
+            // x, w, dz and the saved products (8 bytes an output) read; dx, dw written.
+            Direction::Bwd => s * (2 * b * i + 2 * o * i + b * o) + 8 * b * o,
+            Direction::Bwd2 => 0,
+        }
+    }
+
+    fn flops(&self, dir: Direction, problem: &Problem) -> u64 {
+        let Ok((b, i, o)) = dims(problem) else { return 0 };
+        // One FMA and one multiply per (b, o, i) forward (the issue's 2 flops per product);
+        // backward, for each of dx and dW, the term again, a division and an FMA.
+        let products = (b * i * o) as u64;
+        match dir {
+            Direction::Fwd => 2 * products,
+            Direction::Bwd => 10 * products,
+            Direction::Bwd2 => 0,
+        }
+    }
+
+    fn check_shapes(&self) -> Vec<Vec<usize>> {
+        // [B, I, O]: single elements; tails of every tile and step (17 inputs: two steps of 16);
+        // two 64-row tiles of B and O (the forward's and dx's grids, 20 inputs); two tiles of I
+        // (dx's and dW's); and a batch split into fixed partitions for dW (one weight tile:
+        // ⌈600 / 256⌉ = 3 partitions). Each within the emulator tests' 2^17 products.
+        vec![vec![1, 1, 1], vec![5, 17, 3], vec![66, 20, 67], vec![65, 70, 2], vec![600, 9, 5]]
+    }
+
+    fn bench_shape_gpu(&self) -> Vec<usize> {
+        vec![4096, 4096, 4096] // issue 26's target shape
+    }
+
+    fn bench_shape_cpu(&self) -> Vec<usize> {
+        vec![64, 64, 64]
+    }
+
+    fn self_checks(&self, rng: &mut StdRng) -> Vec<CheckRow> {
+        // Weights inside (0, 1), off the clamp's kinks, with exact zero terms: W = 0.5 and
+        // x = −1 make t = 0 (row 0 one zero for output 0, row 1 two).
+        let (b, i, o) = (3, 5, 2);
+        let mut x: Vec<f64> = (0..b * i).map(|_| rng.random_range(0.5..1.5)).collect();
+        let mut w: Vec<f64> = (0..o * i).map(|_| rng.random_range(0.05..0.95)).collect();
+        w[0] = 0.5;
+        w[1] = 0.5;
+        x[0] = -1.0;
+        x[i] = -1.0;
+        x[i + 1] = -1.0;
+        let dz: Vec<f64> = (0..b * o).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let Ok(g) = cpu::nmu_backward(&x, &w, &dz, b, i, o, 0.0) else { return vec![] };
+        let loss = |x: &[f64], w: &[f64]| -> f64 {
+            cpu::nmu_forward(x, w, b, i, o, 0.0).map_or(f64::NAN, |z| z.iter().zip(&dz).map(|(a, g)| a * g).sum())
+        };
+        let numeric_dx: Vec<f64> = (0..x.len())
+            .map(|k| {
+                central_difference(
+                    |v| {
+                        let mut q = x.clone();
+                        q[k] = v;
+                        loss(&q, &w)
+                    },
+                    x[k],
+                    FD_STEP,
+                )
+            })
+            .collect();
+        let numeric_dw: Vec<f64> = (0..w.len())
+            .map(|k| {
+                central_difference(
+                    |v| {
+                        let mut q = w.clone();
+                        q[k] = v;
+                        loss(&x, &q)
+                    },
+                    w[k],
+                    FD_STEP,
+                )
+            })
+            .collect();
+        let mut rows = vec![
+            reference_row(self, "finite differences dx (zero terms included)", &g.dx, &numeric_dx, FD_RTOL),
+            reference_row(self, "finite differences dw (zero terms included)", &g.dw, &numeric_dw, FD_RTOL),
+        ];
+        // What the forward saves: z = prod where no term is zero, 0 where one is.
+        if let (Ok(z), Ok((prod, zeros))) =
+            (cpu::nmu_forward(&x, &w, b, i, o, 0.0), cpu::nmu_nonzero_products(&x, &w, b, i, o, 0.0))
+        {
+            let rebuilt: Vec<f64> = prod.iter().zip(&zeros).map(|(&p, &c)| if c == 0 { p } else { 0.0 }).collect();
+            rows.push(reference_row(self, "z from the saved products and zero counts", &rebuilt, &z, 1e-15));
+            let counts: Vec<f64> = zeros.iter().map(|&c| c as f64).collect();
+            rows.push(reference_row(self, "zero counts of the planted terms", &counts[..3], &[1.0, 0.0, 2.0], 0.0));
+        }
+        rows
+    }
+}
