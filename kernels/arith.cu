@@ -23,7 +23,12 @@
 // slice, summed in order by a second kernel: deterministic, no atomics. t is recomputed with
 // the same FMA as the forward's, so a zero term is found again exactly.
 //
-// Layout: constants, the three tile kernels and the partition sum, validation and the C ABI.
+// The regularisers: one pass over W for both means and the sparsity error (a fixed partition of
+// the weights, a block each, its partials summed in order by one thread: deterministic), and an
+// elementwise backward.
+//
+// Layout: constants, staging, the NMU's three tile kernels and its partition sum, the
+// regularisers, validation and the C ABI.
 
 #include <cuda_runtime.h>
 
@@ -457,6 +462,126 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // ------------------------------------------------------------------------------------------
+// Regularisers (stable-nalu's, torch's gradient conventions; src/families/arith/cpu.rs)
+// ------------------------------------------------------------------------------------------
+
+// sign(v) with sign(0) = 0 (|·|'s derivative as torch takes it).
+__device__ __forceinline__ float sign_of(float v) { return v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : 0.0f); }
+
+// d min(u, v) given du, dv: the smaller side's, half each on a tie.
+__device__ __forceinline__ float min_grad(float u, float v, float du, float dv) {
+    return u < v ? du : (v < u ? dv : 0.5f * (du + dv));
+}
+
+// One weight's terms: the sparsity term and its derivative, the out-of-bounds term and its
+// derivative (relu'(0) = 0).
+struct RegTerms {
+    float sparse, dsparse, oob, doob;
+};
+
+__device__ __forceinline__ RegTerms reg_terms(int unit, int shape, float v) {
+    RegTerms t;
+    const bool nau = unit == KILN_ARITH_NAU;
+    const bool linear = shape == KILN_ARITH_REG_LINEAR;
+    if (linear) {
+        // min(|v|, |1 − |v||) (NAU) or min(|v|, |1 − v|) (NMU).
+        const float u = fabsf(v);
+        const float du = sign_of(v);
+        const float inner = nau ? 1.0f - fabsf(v) : 1.0f - v;
+        const float q = fabsf(inner);
+        const float dq = nau ? -sign_of(inner) * sign_of(v) : -sign_of(inner);
+        t.sparse = fminf(u, q);
+        t.dsparse = min_grad(u, q, du, dq);
+    } else {
+        // v²(1 − |v|)² (NAU) or v²(1 − v)² (NMU).
+        const float s = nau ? 1.0f - fabsf(v) : 1.0f - v;
+        t.sparse = v * v * s * s;
+        t.dsparse = 2.0f * v * s * s - 2.0f * v * v * s * (nau ? sign_of(v) : 1.0f);
+    }
+    // The distance outside the range: |v| − 1 (NAU) or |v − ½| − ½ (NMU).
+    const float r = nau ? fabsf(v) - 1.0f : fabsf(v - 0.5f) - 0.5f;
+    const float dr = nau ? sign_of(v) : sign_of(v - 0.5f);
+    t.oob = r > 0.0f ? (linear ? r : r * r) : 0.0f;
+    t.doob = r > 0.0f ? (linear ? dr : 2.0f * r * dr) : 0.0f;
+    return t;
+}
+
+// The distance to {0, ±1} the sparsity error takes the largest of: min(|v|, |1 − |v||).
+__device__ __forceinline__ float sparsity_distance(float v) { return fminf(fabsf(v), fabsf(1.0f - fabsf(v))); }
+
+constexpr int kRegThreads = 256;
+constexpr int64_t kMaxRegParts = 1024;
+// n · part stays within int64 (the partition bounds n·p / parts).
+constexpr int64_t kMaxRegWeights = int64_t(1) << 52;
+
+// Block p's sums of the sparse and out-of-bounds terms and the largest sparsity distance over
+// its contiguous range of the weights: a thread a strided subset in order, then a fixed tree.
+template <typename T>
+__global__ void __launch_bounds__(kRegThreads)
+    reg_partials_kernel(const T* __restrict__ w, int64_t n, int unit, int shape, int64_t parts,
+                        float* __restrict__ partials) {
+    const int64_t first = n * blockIdx.x / parts;
+    const int64_t last = n * (blockIdx.x + 1) / parts;
+    float sparse = 0.0f, oob = 0.0f, worst = 0.0f;
+    for (int64_t e = first + threadIdx.x; e < last; e += kRegThreads) {
+        const float v = to_compute(w[e]);
+        const RegTerms t = reg_terms(unit, shape, v);
+        sparse += t.sparse;
+        oob += t.oob;
+        worst = fmaxf(worst, sparsity_distance(v));
+    }
+    __shared__ float s_sparse[kRegThreads], s_oob[kRegThreads], s_worst[kRegThreads];
+    s_sparse[threadIdx.x] = sparse;
+    s_oob[threadIdx.x] = oob;
+    s_worst[threadIdx.x] = worst;
+    __syncthreads();
+    for (unsigned half = kRegThreads / 2; half > 0; half /= 2) {
+        if (threadIdx.x < half) {
+            s_sparse[threadIdx.x] += s_sparse[threadIdx.x + half];
+            s_oob[threadIdx.x] += s_oob[threadIdx.x + half];
+            s_worst[threadIdx.x] = fmaxf(s_worst[threadIdx.x], s_worst[threadIdx.x + half]);
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        partials[blockIdx.x] = s_sparse[0];
+        partials[parts + blockIdx.x] = s_oob[0];
+        partials[2 * parts + blockIdx.x] = s_worst[0];
+    }
+}
+
+// The partials summed in order (one thread: at most kMaxRegParts each), the means taken.
+__global__ void __launch_bounds__(32)
+    reg_finish_kernel(const float* __restrict__ partials, int64_t parts, int64_t n, float* __restrict__ sparse,
+                      float* __restrict__ oob, float* __restrict__ sparsity_error) {
+    if (threadIdx.x != 0) return;
+    float s = 0.0f, b = 0.0f, m = 0.0f;
+    for (int64_t p = 0; p < parts; ++p) {
+        s += partials[p];
+        b += partials[parts + p];
+        m = fmaxf(m, partials[2 * parts + p]);
+    }
+    const float inv_n = 1.0f / static_cast<float>(n);
+    if (sparse != nullptr) *sparse = s * inv_n;
+    if (oob != nullptr) *oob = b * inv_n;
+    if (sparsity_error != nullptr) *sparsity_error = m;
+}
+
+// dw = (dsparse·∂sparse + doob·∂oob) / n, elementwise (dsparse, doob: device scalars).
+template <typename T>
+__global__ void __launch_bounds__(kRegThreads)
+    reg_bwd_kernel(const T* __restrict__ w, int64_t n, int unit, int shape, const float* __restrict__ dsparse,
+                   const float* __restrict__ doob, T* __restrict__ dw) {
+    const float gs = *dsparse / static_cast<float>(n);
+    const float gb = *doob / static_cast<float>(n);
+    const int64_t stride = int64_t(gridDim.x) * kRegThreads;
+    for (int64_t e = int64_t(blockIdx.x) * kRegThreads + threadIdx.x; e < n; e += stride) {
+        const RegTerms t = reg_terms(unit, shape, to_compute(w[e]));
+        dw[e] = from_compute<T>(gs * t.dsparse + gb * t.doob);
+    }
+}
+
+// ------------------------------------------------------------------------------------------
 // Validation and launches
 // ------------------------------------------------------------------------------------------
 
@@ -495,6 +620,17 @@ int64_t dw_parts(int64_t batch, int64_t in, int64_t out) {
     if (parts > by_rows) parts = by_rows;
     if (parts > kMaxDwSplits) parts = kMaxDwSplits;
     return parts < 1 ? 1 : parts;
+}
+
+// The regularisers' fixed partition of n weights: a block per 8192 (at most kMaxRegParts).
+int64_t reg_parts(int64_t n) {
+    const int64_t parts = (n + 8191) / 8192;
+    return parts < 1 ? 1 : (parts > kMaxRegParts ? kMaxRegParts : parts);
+}
+
+bool valid_reg(int unit, int shape) {
+    return (unit == KILN_ARITH_NAU || unit == KILN_ARITH_NMU) &&
+           (shape == KILN_ARITH_REG_LINEAR || shape == KILN_ARITH_REG_SQUARED);
 }
 
 int64_t workspace_bytes(int64_t batch, int64_t in, int64_t out) {
@@ -596,6 +732,58 @@ kiln_status kiln_arith_nmu_bwd(kiln_dtype dtype, const void* x, const void* w, c
         if (blocks > ka::kMaxSumBlocks) blocks = ka::kMaxSumBlocks;
         KILN_LAUNCH(static_cast<unsigned>(blocks), ka::kThreads, 0, s, ka::nmu_dw_sum_kernel<T>)(
             wt, static_cast<const float*>(workspace), parts, elems, eps, static_cast<T*>(dw));
+        return kiln::launch_status();
+    });
+}
+
+int64_t kiln_arith_reg_workspace_bytes(int64_t n) {
+    return n < 1 || n > ka::kMaxRegWeights ? -1 : 3 * ka::reg_parts(n) * int64_t(sizeof(float));
+}
+
+kiln_status kiln_arith_reg_fwd(kiln_dtype dtype, kiln_arith_unit unit, kiln_arith_reg_shape shape, const void* w,
+                               int64_t n, float* sparse, float* oob, float* sparsity_error, void* workspace,
+                               int64_t workspace_bytes, void* stream) {
+    if (!kiln::valid_dtype(dtype)) return KILN_ERROR_INVALID_DTYPE;
+    if (!ka::valid_reg(unit, shape)) return KILN_ERROR_INVALID_VALUE;
+    if (n < 1 || n > ka::kMaxRegWeights) return KILN_ERROR_INVALID_SIZE;
+    if (w == nullptr || workspace == nullptr) return KILN_ERROR_NULL_POINTER;
+    if (!ka::aligned_all(kiln::storage_bytes(dtype), {w}) ||
+        !ka::aligned_all(sizeof(float), {sparse, oob, sparsity_error, workspace})) {
+        return KILN_ERROR_MISALIGNED;
+    }
+    if (workspace_bytes < kiln_arith_reg_workspace_bytes(n)) return KILN_ERROR_WORKSPACE_TOO_SMALL;
+    const int64_t parts = ka::reg_parts(n);
+    const auto s = static_cast<cudaStream_t>(stream);
+    float* partials = static_cast<float*>(workspace);
+    return kiln::with_storage_type(dtype, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        KILN_LAUNCH(static_cast<unsigned>(parts), ka::kRegThreads, 0, s, ka::reg_partials_kernel<T>)(
+            static_cast<const T*>(w), n, static_cast<int>(unit), static_cast<int>(shape), parts, partials);
+        const kiln_status st = kiln::launch_status();
+        if (st != KILN_SUCCESS) return st;
+        KILN_LAUNCH(1, 32, 0, s, ka::reg_finish_kernel)(partials, parts, n, sparse, oob, sparsity_error);
+        return kiln::launch_status();
+    });
+}
+
+kiln_status kiln_arith_reg_bwd(kiln_dtype dtype, kiln_arith_unit unit, kiln_arith_reg_shape shape, const void* w,
+                               int64_t n, const float* dsparse, const float* doob, void* dw, void* stream) {
+    if (!kiln::valid_dtype(dtype)) return KILN_ERROR_INVALID_DTYPE;
+    if (!ka::valid_reg(unit, shape)) return KILN_ERROR_INVALID_VALUE;
+    if (n < 1 || n > ka::kMaxRegWeights) return KILN_ERROR_INVALID_SIZE;
+    if (w == nullptr || dsparse == nullptr || doob == nullptr || dw == nullptr) return KILN_ERROR_NULL_POINTER;
+    const int64_t elem = kiln::storage_bytes(dtype);
+    if (!ka::aligned_all(elem, {w, dw}) || !ka::aligned_all(sizeof(float), {dsparse, doob})) {
+        return KILN_ERROR_MISALIGNED;
+    }
+    const auto s = static_cast<cudaStream_t>(stream);
+    int64_t blocks = (n + ka::kRegThreads - 1) / ka::kRegThreads;
+    if (blocks > ka::kMaxSumBlocks) blocks = ka::kMaxSumBlocks;
+    return kiln::with_storage_type(dtype, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        KILN_LAUNCH(static_cast<unsigned>(blocks), ka::kRegThreads, 0, s, ka::reg_bwd_kernel<T>)(
+            static_cast<const T*>(w), n, static_cast<int>(unit), static_cast<int>(shape), dsparse, doob,
+            static_cast<T*>(dw));
         return kiln::launch_status();
     });
 }

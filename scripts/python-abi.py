@@ -19,6 +19,8 @@ SCALARS = {
     "kiln_status": "i32",
     "kiln_dtype": "i32",
     "kiln_sh_normalization": "i32",
+    "kiln_arith_unit": "i32",
+    "kiln_arith_reg_shape": "i32",
     "kiln_tp_mode": "i32",
     "int32_t": "i32",
     "int": "i32",

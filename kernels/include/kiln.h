@@ -687,6 +687,39 @@ kiln_status kiln_arith_nmu_bwd(kiln_dtype dtype, const void* x, const void* w, c
                                const int32_t* zeros, int64_t batch, int64_t in, int64_t out, float eps, void* dx,
                                void* dw, void* workspace, int64_t workspace_bytes, void* stream);
 
+/** Which unit's regularisers: the NAU's are about {-1, 0, 1} and [-1, 1], the NMU's about
+ * {0, 1} and [0, 1]. */
+typedef enum kiln_arith_unit {
+    KILN_ARITH_NAU = 0,
+    KILN_ARITH_NMU = 1
+} kiln_arith_unit;
+
+/** The regularisers' shape: LINEAR is the paper's (|.| and relu), SQUARED the code's default
+ * (squares and relu^2). */
+typedef enum kiln_arith_reg_shape {
+    KILN_ARITH_REG_LINEAR = 0,
+    KILN_ARITH_REG_SQUARED = 1
+} kiln_arith_reg_shape;
+
+/** Bytes of workspace kiln_arith_reg_fwd needs for 1 <= n <= 2^52 weights (-1 otherwise). */
+int64_t kiln_arith_reg_workspace_bytes(int64_t n);
+
+/**
+ * The regularisers of n weights w (1 <= n <= 2^52, any layout; storage f32/f16/bf16): the means R_sparse
+ * and R_oob and the sparsity error max min(|w|, |1 - |w||), each one f32 on the device (any may
+ * be NULL: not wanted). Deterministic (fixed partitions summed in order). An unknown unit or
+ * shape is KILN_ERROR_INVALID_VALUE.
+ */
+kiln_status kiln_arith_reg_fwd(kiln_dtype dtype, kiln_arith_unit unit, kiln_arith_reg_shape shape, const void* w,
+                               int64_t n, float* sparse, float* oob, float* sparsity_error, void* workspace,
+                               int64_t workspace_bytes, void* stream);
+
+/** dw, the gradient of dsparse * R_sparse + doob * R_oob (dsparse, doob: one f32 each on the
+ * device), with torch's conventions at the kinks (|.|'(0) = 0, relu'(0) = 0, a tie of min
+ * halves). */
+kiln_status kiln_arith_reg_bwd(kiln_dtype dtype, kiln_arith_unit unit, kiln_arith_reg_shape shape, const void* w,
+                               int64_t n, const float* dsparse, const float* doob, void* dw, void* stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -100,6 +100,9 @@ FUNCTIONS = {
     'kiln_arith_nmu_workspace_bytes': ('i64', [('i64', 'batch'), ('i64', 'in'), ('i64', 'out')]),
     'kiln_arith_nmu_fwd': ('i32', [('i32', 'dtype'), ('ptr', 'x'), ('ptr', 'w'), ('i64', 'batch'), ('i64', 'in'), ('i64', 'out'), ('f32', 'eps'), ('ptr', 'z'), ('ptr', 'prod'), ('ptr', 'zeros'), ('ptr', 'stream')]),
     'kiln_arith_nmu_bwd': ('i32', [('i32', 'dtype'), ('ptr', 'x'), ('ptr', 'w'), ('ptr', 'dz'), ('ptr', 'prod'), ('ptr', 'zeros'), ('i64', 'batch'), ('i64', 'in'), ('i64', 'out'), ('f32', 'eps'), ('ptr', 'dx'), ('ptr', 'dw'), ('ptr', 'workspace'), ('i64', 'workspace_bytes'), ('ptr', 'stream')]),
+    'kiln_arith_reg_workspace_bytes': ('i64', [('i64', 'n')]),
+    'kiln_arith_reg_fwd': ('i32', [('i32', 'dtype'), ('i32', 'unit'), ('i32', 'shape'), ('ptr', 'w'), ('i64', 'n'), ('ptr', 'sparse'), ('ptr', 'oob'), ('ptr', 'sparsity_error'), ('ptr', 'workspace'), ('i64', 'workspace_bytes'), ('ptr', 'stream')]),
+    'kiln_arith_reg_bwd': ('i32', [('i32', 'dtype'), ('i32', 'unit'), ('i32', 'shape'), ('ptr', 'w'), ('i64', 'n'), ('ptr', 'dsparse'), ('ptr', 'doob'), ('ptr', 'dw'), ('ptr', 'stream')]),
 }
 
 EMU_FUNCTIONS = {
@@ -147,4 +150,8 @@ CONSTANTS = {
     'KILN_SH_INTEGRAL': 2,
     'KILN_TP_UVU': 0,
     'KILN_TP_UVW': 1,
+    'KILN_ARITH_NAU': 0,
+    'KILN_ARITH_NMU': 1,
+    'KILN_ARITH_REG_LINEAR': 0,
+    'KILN_ARITH_REG_SQUARED': 1,
 }

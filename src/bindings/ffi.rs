@@ -1359,3 +1359,53 @@ unsafe extern "C" {
         stream: *mut ::std::os::raw::c_void,
     ) -> kiln_status;
 }
+impl kiln_arith_unit {
+    pub const KILN_ARITH_NAU: kiln_arith_unit = kiln_arith_unit(0);
+    pub const KILN_ARITH_NMU: kiln_arith_unit = kiln_arith_unit(1);
+}
+#[repr(transparent)]
+#[doc = " Which unit's regularisers: the NAU's are about {-1, 0, 1} and [-1, 1], the NMU's about\n {0, 1} and [0, 1]."]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct kiln_arith_unit(pub ::std::os::raw::c_uint);
+impl kiln_arith_reg_shape {
+    pub const KILN_ARITH_REG_LINEAR: kiln_arith_reg_shape = kiln_arith_reg_shape(0);
+    pub const KILN_ARITH_REG_SQUARED: kiln_arith_reg_shape = kiln_arith_reg_shape(1);
+}
+#[repr(transparent)]
+#[doc = " The regularisers' shape: LINEAR is the paper's (|.| and relu), SQUARED the code's default\n (squares and relu^2)."]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct kiln_arith_reg_shape(pub ::std::os::raw::c_uint);
+unsafe extern "C" {
+    #[doc = " Bytes of workspace kiln_arith_reg_fwd needs for 1 <= n <= 2^52 weights (-1 otherwise)."]
+    pub fn kiln_arith_reg_workspace_bytes(n: i64) -> i64;
+}
+unsafe extern "C" {
+    #[doc = " The regularisers of n weights w (1 <= n <= 2^52, any layout; storage f32/f16/bf16): the means R_sparse\n and R_oob and the sparsity error max min(|w|, |1 - |w||), each one f32 on the device (any may\n be NULL: not wanted). Deterministic (fixed partitions summed in order). An unknown unit or\n shape is KILN_ERROR_INVALID_VALUE."]
+    pub fn kiln_arith_reg_fwd(
+        dtype: kiln_dtype,
+        unit: kiln_arith_unit,
+        shape: kiln_arith_reg_shape,
+        w: *const ::std::os::raw::c_void,
+        n: i64,
+        sparse: *mut f32,
+        oob: *mut f32,
+        sparsity_error: *mut f32,
+        workspace: *mut ::std::os::raw::c_void,
+        workspace_bytes: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    #[doc = " dw, the gradient of dsparse * R_sparse + doob * R_oob (dsparse, doob: one f32 each on the\n device), with torch's conventions at the kinks (|.|'(0) = 0, relu'(0) = 0, a tie of min\n halves)."]
+    pub fn kiln_arith_reg_bwd(
+        dtype: kiln_dtype,
+        unit: kiln_arith_unit,
+        shape: kiln_arith_reg_shape,
+        w: *const ::std::os::raw::c_void,
+        n: i64,
+        dsparse: *const f32,
+        doob: *const f32,
+        dw: *mut ::std::os::raw::c_void,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}

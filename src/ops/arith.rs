@@ -1,12 +1,14 @@
 //! The arith family's registry entries: `arith/nmu` (inputs `x w`, parameter `eps`; forward
-//! `z`, backward + `dz` → `dx dw`). The NAU, the regularisers and the NALU follow (issue 26).
+//! `z`, backward + `dz` → `dx dw`) and the regularisers `arith/nau_reg`, `arith/nmu_reg` (input
+//! `w`, string parameter `shape`; forward `sparse oob sparsity_error`, backward + `dsparse doob`
+//! → `dw`). The NAU and the NALU follow (issue 26).
 
 use rand::Rng;
 use rand::rngs::StdRng;
 
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
-use crate::families::arith::{self, NmuSaved, NmuSavedRef, cpu};
+use crate::families::arith::{self, NmuSaved, NmuSavedRef, RegShape, Unit, cpu};
 use crate::ops::check_row::{CheckRow, central_difference, rms_key};
 use crate::ops::params::Params;
 use crate::ops::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input, no_direction, put_output};
@@ -15,9 +17,14 @@ use crate::ops::self_check::reference_row;
 /// The NMU, as a registry entry.
 pub struct NmuOp;
 
+/// A unit's regularisers, as a registry entry.
+pub struct RegOp {
+    unit: Unit,
+}
+
 /// The family's entries.
 pub fn entries() -> Vec<Box<dyn Op>> {
-    vec![Box::new(NmuOp)]
+    vec![Box::new(NmuOp), Box::new(RegOp { unit: Unit::Nau }), Box::new(RegOp { unit: Unit::Nmu })]
 }
 
 const FD_STEP: f64 = 1e-6;
@@ -349,6 +356,193 @@ impl Op for NmuOp {
             rows.push(reference_row(self, "z from the saved products and zero counts", &rebuilt, &z, 1e-15));
             let counts: Vec<f64> = zeros.iter().map(|&c| c as f64).collect();
             rows.push(reference_row(self, "zero counts of the planted terms", &counts[..3], &[1.0, 0.0, 2.0], 0.0));
+        }
+        rows
+    }
+}
+
+impl RegOp {
+    fn shape(params: &Params) -> Result<RegShape> {
+        RegShape::parse(params.string("shape").unwrap_or("linear"))
+    }
+}
+
+impl Op for RegOp {
+    fn family(&self) -> &'static str {
+        "arith"
+    }
+
+    fn name(&self) -> &'static str {
+        match self.unit {
+            Unit::Nau => "nau_reg",
+            Unit::Nmu => "nmu_reg",
+        }
+    }
+
+    fn inputs(&self, dir: Direction) -> Vec<ArgSpec> {
+        let mut v = vec![ArgSpec::op("w")];
+        if dir == Direction::Bwd {
+            v.extend([ArgSpec::f32("dsparse"), ArgSpec::f32("doob")]);
+        }
+        v
+    }
+
+    fn outputs(&self, dir: Direction, problem: &Problem) -> Result<Vec<(ArgSpec, Vec<usize>)>> {
+        match dir {
+            Direction::Fwd => Ok(vec![
+                (ArgSpec::f32_reduction("sparse"), vec![1]),
+                (ArgSpec::f32_reduction("oob"), vec![1]),
+                (ArgSpec::f32("sparsity_error"), vec![1]),
+            ]),
+            Direction::Bwd => Ok(vec![(ArgSpec::op("dw"), problem.input_shape("w")?)]),
+            Direction::Bwd2 => Err(no_direction(self, dir)),
+        }
+    }
+
+    fn params(&self) -> &'static [(&'static str, f64)] {
+        &[]
+    }
+
+    fn string_params(&self) -> &'static [(&'static str, &'static str)] {
+        &[("shape", "linear")]
+    }
+
+    fn launcher(&self, dir: Direction) -> String {
+        format!("kiln_arith_reg_{dir}")
+    }
+
+    fn random_problem(&self, dir: Direction, shape: &[usize], rng: &mut StdRng) -> Problem {
+        // Around each unit's targets and past its bounds: [−1.5, 1.5] (NAU) or [−0.5, 1.5] (NMU).
+        let n: usize = shape.iter().product();
+        let lo = if self.unit == Unit::Nau { -1.5 } else { -0.5 };
+        let w = (0..n).map(|_| rng.random_range(lo..1.5)).collect();
+        let mut p = Problem::default();
+        p.inputs.insert("w".into(), Array::new(shape.to_vec(), w));
+        if dir == Direction::Bwd {
+            p.inputs.insert("dsparse".into(), Array::new(vec![1], vec![rng.random_range(0.5..2.0)]));
+            p.inputs.insert("doob".into(), Array::new(vec![1], vec![rng.random_range(0.5..2.0)]));
+        }
+        p
+    }
+
+    fn reference(&self, dir: Direction, problem: &Problem) -> Result<Arrays> {
+        let shape = Self::shape(&problem.params)?;
+        let w = problem.input("w")?;
+        let mut out = Arrays::new();
+        match dir {
+            Direction::Fwd => {
+                let r = cpu::regularizers(self.unit, shape, &w.data)?;
+                out.insert("sparse".into(), Array::new(vec![1], vec![r.sparse]));
+                out.insert("oob".into(), Array::new(vec![1], vec![r.oob]));
+                out.insert("sparsity_error".into(), Array::new(vec![1], vec![r.sparsity_error]));
+            }
+            Direction::Bwd => {
+                let (ds, db) = (problem.input("dsparse")?.data[0], problem.input("doob")?.data[0]);
+                let dw = cpu::regularizers_backward(self.unit, shape, &w.data, ds, db)?;
+                out.insert("dw".into(), Array::new(w.shape.clone(), dw));
+            }
+            Direction::Bwd2 => return Err(no_direction(self, dir)),
+        }
+        Ok(out)
+    }
+
+    fn naive_reductions(&self, dir: Direction, problem: &Problem, _dtype: DType) -> Result<Arrays> {
+        // The means as sequential f32 sums of f32 terms (each term from the f64 reference's).
+        let mut out = Arrays::new();
+        if dir == Direction::Fwd {
+            let shape = Self::shape(&problem.params)?;
+            let w = &problem.input("w")?.data;
+            let (mut sparse, mut oob) = (0f32, 0f32);
+            for &v in w {
+                let r = cpu::regularizers(self.unit, shape, &[v])?;
+                sparse += r.sparse as f32;
+                oob += r.oob as f32;
+            }
+            let n = w.len() as f32;
+            out.insert("sparse".into(), Array::new(vec![1], vec![f64::from(sparse / n)]));
+            out.insert("oob".into(), Array::new(vec![1], vec![f64::from(oob / n)]));
+        }
+        Ok(out)
+    }
+
+    fn run(&self, dir: Direction, inputs: &Tensors, params: &Params, outputs: &mut Tensors) -> Result<()> {
+        let shape = Self::shape(params)?;
+        let w = input(inputs, "w")?;
+        match dir {
+            Direction::Fwd => {
+                let r = arith::regularizers(self.unit, shape, w)?;
+                put_output(outputs, "sparse", r.sparse)?;
+                put_output(outputs, "oob", r.oob)?;
+                put_output(outputs, "sparsity_error", r.sparsity_error)
+            }
+            Direction::Bwd => {
+                let (ds, db) = (input(inputs, "dsparse")?, input(inputs, "doob")?);
+                put_output(outputs, "dw", arith::regularizers_backward(self.unit, shape, w, ds, db)?)
+            }
+            Direction::Bwd2 => Err(no_direction(self, dir)),
+        }
+    }
+
+    fn bytes(&self, dir: Direction, problem: &Problem, dtype: DType) -> u64 {
+        let n = problem.get("w").map_or(0, |w| w.data.len()) as u64;
+        let s = dtype.size_in_bytes() as u64;
+        match dir {
+            Direction::Fwd => s * n + 12,
+            Direction::Bwd => 2 * s * n + 8,
+            Direction::Bwd2 => 0,
+        }
+    }
+
+    fn flops(&self, _dir: Direction, problem: &Problem) -> u64 {
+        10 * problem.get("w").map_or(0, |w| w.data.len()) as u64
+    }
+
+    fn check_shapes(&self) -> Vec<Vec<usize>> {
+        // [O, I]: one weight; a block's threads twice over; more than one partition of 8192
+        // (three) with a ragged tail.
+        vec![vec![1, 1], vec![7, 100], vec![129, 191]]
+    }
+
+    fn bench_shape_gpu(&self) -> Vec<usize> {
+        vec![4096, 4096]
+    }
+
+    fn bench_shape_cpu(&self) -> Vec<usize> {
+        vec![256, 256]
+    }
+
+    fn self_checks(&self, rng: &mut StdRng) -> Vec<CheckRow> {
+        // Finite differences of dsparse·R_sparse + doob·R_oob away from the kinks, both shapes.
+        let mut rows = Vec::new();
+        for shape in [RegShape::Linear, RegShape::Squared] {
+            let lo = if self.unit == Unit::Nau { -1.4 } else { -0.4 };
+            // Off the kinks: |v| not within 1e-3 of 0, ½, 1.
+            let w: Vec<f64> = (0..24)
+                .map(|_| {
+                    loop {
+                        let v: f64 = rng.random_range(lo..1.4);
+                        if [0.0, 0.5, 1.0].iter().all(|k| (v.abs() - k).abs() > 1e-3) {
+                            break v;
+                        }
+                    }
+                })
+                .collect();
+            let (ds, db) = (0.7, 1.3);
+            let Ok(analytic) = cpu::regularizers_backward(self.unit, shape, &w, ds, db) else { continue };
+            let numeric: Vec<f64> = (0..w.len())
+                .map(|k| {
+                    central_difference(
+                        |v| {
+                            let mut q = w.clone();
+                            q[k] = v;
+                            cpu::regularizers(self.unit, shape, &q).map_or(f64::NAN, |r| ds * r.sparse + db * r.oob)
+                        },
+                        w[k],
+                        FD_STEP,
+                    )
+                })
+                .collect();
+            rows.push(reference_row(self, format!("finite differences dw ({shape:?})"), &analytic, &numeric, FD_RTOL));
         }
         rows
     }

@@ -257,7 +257,7 @@ fn arith_references_reject_bad_input() {
 
 mod kernels {
     use crate::common::{assert_close, assert_rows, devices, emu_shapes, gpu, kernel_devices, rng};
-    use kiln::arith::{self, NmuSavedRef};
+    use kiln::arith::{self, NmuSavedRef, RegShape, Unit, cpu};
     use kiln::check::{check_problem, check_shapes};
     use kiln::registry::{Direction, select};
     use kiln::{DType, Device, Error, Tensor};
@@ -419,5 +419,80 @@ mod kernels {
         let Some(device) = gpu() else { return };
         let op = select(&["arith/nmu".into()]).remove(0);
         assert_rows(&check_shapes(op.as_ref(), &device, &DType::FLOATS, &[vec![512, 1024, 256]], &mut rng()).unwrap());
+    }
+
+    /// The regularisers' kernels (one pass, fixed partitions; an elementwise backward) against
+    /// the references: every check shape (one weight, a block's threads twice, three partitions
+    /// of 8192 with a tail) in three dtypes, both shapes of the regularisers.
+    #[test]
+    fn regularizer_kernels_match_reference() {
+        let mut rng = rng();
+        for device in kernel_devices() {
+            for op in select(&["arith/nau_reg".into(), "arith/nmu_reg".into()]) {
+                assert_rows(&check_shapes(op.as_ref(), &device, &DType::FLOATS, &op.check_shapes(), &mut rng).unwrap());
+                for dir in Direction::BOTH {
+                    for dtype in DType::FLOATS {
+                        let mut problem = op.random_problem(dir, &[129, 191], &mut rng);
+                        problem.params.insert_str("shape", "squared");
+                        assert_rows(&check_problem(op.as_ref(), dir, dtype, &problem, &device, "squared").unwrap());
+                    }
+                }
+            }
+        }
+    }
+
+    /// At the kinks (0, ±½, ±1, and the ties of min at ±½ for the NAU's linear shape), the
+    /// kernels take torch's conventions exactly as the reference does.
+    #[test]
+    fn regularizer_kernels_follow_torch_at_the_kinks() {
+        let kinks = [0.0f32, 0.5, -0.5, 1.0, -1.0, 1.5, -1.5, 0.25, 2.0];
+        for device in kernel_devices() {
+            let w = tensor(&kinks, &[kinks.len()], DType::F32, &device);
+            let one = |v: f32| tensor(&[v], &[1], DType::F32, &device);
+            let host: Vec<f64> = kinks.iter().map(|&v| f64::from(v)).collect();
+            for unit in [Unit::Nau, Unit::Nmu] {
+                for shape in [RegShape::Linear, RegShape::Squared] {
+                    let r = arith::regularizers(unit, shape, &w).unwrap();
+                    let want = cpu::regularizers(unit, shape, &host).unwrap();
+                    let got = |t: &Tensor| f64::from(t.to_f32_vec().unwrap()[0]);
+                    let what = format!("{device} {unit:?} {shape:?}");
+                    assert_close(
+                        &[got(&r.sparse), got(&r.oob), got(&r.sparsity_error)],
+                        &[want.sparse, want.oob, want.sparsity_error],
+                        1e-6,
+                        &what,
+                    );
+                    let dw = arith::regularizers_backward(unit, shape, &w, &one(0.75), &one(1.25)).unwrap();
+                    let dw: Vec<f64> = dw.to_f32_vec().unwrap().into_iter().map(f64::from).collect();
+                    let want = cpu::regularizers_backward(unit, shape, &host, 0.75, 1.25).unwrap();
+                    assert_close(&dw, &want, 1e-6, &what);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn regularizers_reject_bad_input() {
+        for device in devices() {
+            let w = tensor(&[0.5; 6], &[2, 3], DType::F32, &device);
+            let empty = tensor(&[], &[0, 3], DType::F32, &device);
+            assert!(
+                matches!(arith::regularizers(Unit::Nau, RegShape::Linear, &empty), Err(Error::Shape { arg: "w", .. })),
+                "{device}"
+            );
+            let i32s = Tensor::from_vec(vec![0i32; 6], &[2, 3]).unwrap().to_device(&device).unwrap();
+            assert!(
+                matches!(arith::regularizers(Unit::Nmu, RegShape::Linear, &i32s), Err(Error::DType { arg: "w", .. })),
+                "{device}"
+            );
+            let one = tensor(&[1.0], &[1], DType::F32, &device);
+            let two = tensor(&[1.0, 1.0], &[2], DType::F32, &device);
+            let bf = tensor(&[1.0], &[1], DType::BF16, &device);
+            let r = arith::regularizers_backward(Unit::Nau, RegShape::Squared, &w, &two, &one);
+            assert!(matches!(r, Err(Error::Shape { arg: "dsparse", .. })), "{device}: {r:?}");
+            let r = arith::regularizers_backward(Unit::Nau, RegShape::Squared, &w, &one, &bf);
+            assert!(matches!(r, Err(Error::DType { arg: "doob", .. })), "{device}: {r:?}");
+            assert!(matches!(RegShape::parse("cubic"), Err(Error::InvalidValue { arg: "shape", .. })));
+        }
     }
 }

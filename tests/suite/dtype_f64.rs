@@ -42,7 +42,7 @@ fn npy_f64_round_trip_is_exact_and_outputs_follow_the_dtype() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Every op outside the equivariant family (activation, glu, norm, padding, attention), both
+/// Every op outside the equivariant family (activation, arith, glu, norm, padding, attention), both
 /// directions, on the host and every kernel device: f64 inputs are `Error::DType`.
 #[test]
 fn other_families_reject_f64_with_a_typed_error() {
@@ -70,6 +70,9 @@ fn other_families_reject_f64_with_a_typed_error() {
             }
             families.insert(op.family());
         }
-        assert_eq!(families.into_iter().collect::<Vec<_>>(), ["activation", "attention", "glu", "norm", "padding"]);
+        assert_eq!(
+            families.into_iter().collect::<Vec<_>>(),
+            ["activation", "arith", "attention", "glu", "norm", "padding"]
+        );
     }
 }

@@ -9,6 +9,7 @@
 //! Layer: families. Imports core.
 
 use super::spec::RegShape;
+pub use super::spec::Unit;
 use crate::core::error::{Error, Result};
 use crate::core::validate::check_host_matrix as check_len;
 
@@ -202,15 +203,6 @@ pub fn nmu_backward(x: &[f64], w: &[f64], dz: &[f64], b: usize, i: usize, o: usi
 /// max_ij min(|W|, |1 − |W||): 0 exactly when every weight is −1, 0 or 1.
 pub fn sparsity_error(w: &[f64]) -> f64 {
     w.iter().map(|&v| v.abs().min((1.0 - v.abs()).abs())).fold(0.0, f64::max)
-}
-
-/// Which unit's regularisers: the NAU's ranges are about {−1, 0, 1}, the NMU's {0, 1}.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unit {
-    /// R_sparse on min(|W|, |1 − |W||) or W²(1 − |W|)²; R_oob on |W| − 1.
-    Nau,
-    /// R_sparse on min(|W|, |1 − W|) or W²(1 − W)²; R_oob on |W − ½| − ½.
-    Nmu,
 }
 
 /// Per weight: (sparse term, its derivative, out-of-bounds term, its derivative).

@@ -6,7 +6,7 @@
 use std::ffi::c_void;
 use std::ptr::null_mut;
 
-use super::spec::{NmuOutput, NmuSaved, NmuSavedRef, UnitGradients};
+use super::spec::{NmuOutput, NmuSaved, NmuSavedRef, RegOutput, RegShape, Unit, UnitGradients};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::gpu::Gpu;
@@ -120,3 +120,89 @@ pub(in crate::families::arith) fn nmu_backward(
     check_status(gpu, status, || "kiln_arith_nmu_bwd".into())?;
     Ok(UnitGradients { dx, dw })
 }
+
+pub(in crate::families::arith) fn regularizers(
+    unit: Unit,
+    shape: RegShape,
+    w: &Tensor,
+    n: usize,
+    gpu: &Gpu,
+) -> Result<RegOutput> {
+    gpu.bind()?;
+    let device = gpu.device();
+    let mut out = RegOutput {
+        sparse: Tensor::uninit(&[1], DType::F32, &device)?,
+        oob: Tensor::uninit(&[1], DType::F32, &device)?,
+        sparsity_error: Tensor::uninit(&[1], DType::F32, &device)?,
+    };
+    // SAFETY: a pure size computation (n validated by the caller).
+    let bytes = unsafe { ffi::kiln_arith_reg_workspace_bytes(n as i64) }.max(0);
+    let mut workspace = gpu.workspace(bytes)?;
+    let status = {
+        let (wp, _wg) = w.dev_ptr(gpu);
+        let (sp, _sg) = out.sparse.dev_ptr_mut(gpu);
+        let (op, _og) = out.oob.dev_ptr_mut(gpu);
+        let (ep, _eg) = out.sparsity_error.dev_ptr_mut(gpu);
+        let (kp, _kg) = match workspace.as_mut() {
+            Some(t) => {
+                let (p, g) = t.dev_ptr_mut(gpu);
+                (p as *mut c_void, Some(g))
+            }
+            None => (null_mut(), None),
+        };
+        // SAFETY: dtypes and sizes validated by the caller; guards outlive the launch.
+        unsafe {
+            ffi::kiln_arith_reg_fwd(
+                w.dtype().to_ffi(),
+                unit.to_ffi(),
+                shape.to_ffi(),
+                wp as *const c_void,
+                n as i64,
+                sp as *mut f32,
+                op as *mut f32,
+                ep as *mut f32,
+                kp,
+                bytes,
+                gpu.stream(),
+            )
+        }
+    };
+    check_status(gpu, status, || "kiln_arith_reg_fwd".into())?;
+    Ok(out)
+}
+
+pub(in crate::families::arith) fn regularizers_backward(
+    unit: Unit,
+    shape: RegShape,
+    w: &Tensor,
+    dsparse: &Tensor,
+    doob: &Tensor,
+    n: usize,
+    gpu: &Gpu,
+) -> Result<Tensor> {
+    gpu.bind()?;
+    let mut dw = Tensor::uninit(w.shape(), w.dtype(), &gpu.device())?;
+    let status = {
+        let (wp, _wg) = w.dev_ptr(gpu);
+        let (sp, _sg) = dsparse.dev_ptr(gpu);
+        let (bp, _bg) = doob.dev_ptr(gpu);
+        let (dp, _dg) = dw.dev_ptr_mut(gpu);
+        // SAFETY: dtypes and shapes validated by the caller; guards outlive the launch.
+        unsafe {
+            ffi::kiln_arith_reg_bwd(
+                w.dtype().to_ffi(),
+                unit.to_ffi(),
+                shape.to_ffi(),
+                wp as *const c_void,
+                n as i64,
+                sp as *const f32,
+                bp as *const f32,
+                dp as *mut c_void,
+                gpu.stream(),
+            )
+        }
+    };
+    check_status(gpu, status, || "kiln_arith_reg_bwd".into())?;
+    Ok(dw)
+}
+

@@ -26,7 +26,7 @@ pub mod maep;
 mod spec;
 
 pub use maep::{Operation, Subsets, maep_threshold};
-pub use spec::{NmuOutput, NmuSaved, NmuSavedRef, RegShape, UnitGradients};
+pub use spec::{NmuOutput, NmuSaved, NmuSavedRef, RegOutput, RegShape, Unit, UnitGradients};
 
 // cuda.rs is the one copy of the launch code, compiled against each kernel library built in.
 crate::core::launch::launch_code!("cuda.rs");
@@ -140,4 +140,58 @@ pub fn lambda_schedule(lambda_hat: f64, start: f64, end: f64, t: f64) -> f64 {
         return if t >= start { lambda_hat } else { 0.0 };
     }
     lambda_hat * ((t - start) / (end - start)).clamp(0.0, 1.0)
+}
+
+/// The regularisers of `unit`'s weights `w` (any shape, at least one entry; means over every
+/// entry) in `shape`: R_sparse, R_oob and the sparsity error, each a `[1]` f32 tensor on w's
+/// device. One pass over the weights, deterministic. On host tensors it runs the reference.
+pub fn regularizers(unit: Unit, shape: RegShape, w: &Tensor) -> Result<RegOutput> {
+    check(&w.device(), &[Arg::new("w", w).float()])?;
+    let n = reg_len(w)?;
+    match Gpu::of(&w.device())? {
+        None => {
+            let r = cpu::regularizers(unit, shape, &w.host_f64())?;
+            let one = |v: f64| Tensor::from_f64(&[v], &[1], DType::F32);
+            Ok(RegOutput { sparse: one(r.sparse)?, oob: one(r.oob)?, sparsity_error: one(r.sparsity_error)? })
+        }
+        Some(gpu) => on_backend!(&gpu, regularizers(unit, shape, w, n, &gpu)),
+    }
+}
+
+/// The gradient of dsparse·R_sparse + doob·R_oob with respect to `w` (dsparse, doob: `[1]` f32
+/// tensors on w's device, as a framework's autograd holds them), in w's dtype and shape. On
+/// host tensors it runs the reference.
+pub fn regularizers_backward(
+    unit: Unit,
+    shape: RegShape,
+    w: &Tensor,
+    dsparse: &Tensor,
+    doob: &Tensor,
+) -> Result<Tensor> {
+    check(
+        &w.device(),
+        &[
+            Arg::new("w", w).float(),
+            Arg::new("dsparse", dsparse).dtype(DType::F32).shape(vec![1]),
+            Arg::new("doob", doob).dtype(DType::F32).shape(vec![1]),
+        ],
+    )?;
+    let n = reg_len(w)?;
+    match Gpu::of(&w.device())? {
+        None => {
+            let (ds, db) = (dsparse.host_f64()[0], doob.host_f64()[0]);
+            let dw = cpu::regularizers_backward(unit, shape, &w.host_f64(), ds, db)?;
+            Tensor::from_f64(&dw, w.shape(), w.dtype())
+        }
+        Some(gpu) => on_backend!(&gpu, regularizers_backward(unit, shape, w, dsparse, doob, n, &gpu)),
+    }
+}
+
+/// The number of weights: at least one (the regularisers are means), at most 2^52 (kiln.h).
+fn reg_len(w: &Tensor) -> Result<usize> {
+    let n = w.len();
+    if n == 0 || n > 1 << 52 {
+        return Err(Error::Shape { arg: "w", expected: "1 to 2^52 weights".into(), got: w.shape().to_vec() });
+    }
+    Ok(n)
 }

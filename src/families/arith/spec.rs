@@ -71,3 +71,47 @@ pub struct UnitGradients {
     /// ∂L/∂W (0 where the clamp cut the weight).
     pub dw: Tensor,
 }
+
+/// Which unit's regularisers: the NAU's ranges are about {−1, 0, 1}, the NMU's {0, 1}.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    /// R_sparse on min(|W|, |1 − |W||) or W²(1 − |W|)²; R_oob on |W| − 1.
+    Nau,
+    /// R_sparse on min(|W|, |1 − W|) or W²(1 − W)²; R_oob on |W − ½| − ½.
+    Nmu,
+}
+
+impl Unit {
+    /// The C ABI's unit.
+    #[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
+    pub(crate) fn to_ffi(self) -> crate::bindings::ffi::kiln_arith_unit {
+        use crate::bindings::ffi::kiln_arith_unit as U;
+        match self {
+            Unit::Nau => U::KILN_ARITH_NAU,
+            Unit::Nmu => U::KILN_ARITH_NMU,
+        }
+    }
+}
+
+impl RegShape {
+    /// The C ABI's shape.
+    #[cfg_attr(not(any(feature = "cuda", feature = "emu")), allow(dead_code))]
+    pub(crate) fn to_ffi(self) -> crate::bindings::ffi::kiln_arith_reg_shape {
+        use crate::bindings::ffi::kiln_arith_reg_shape as S;
+        match self {
+            RegShape::Linear => S::KILN_ARITH_REG_LINEAR,
+            RegShape::Squared => S::KILN_ARITH_REG_SQUARED,
+        }
+    }
+}
+
+/// The regularisers on a device: each one f32 in a `[1]` tensor.
+#[derive(Debug)]
+pub struct RegOutput {
+    /// R_sparse.
+    pub sparse: Tensor,
+    /// R_oob.
+    pub oob: Tensor,
+    /// max min(|W|, |1 − |W||).
+    pub sparsity_error: Tensor,
+}
