@@ -241,45 +241,27 @@ __device__ __forceinline__ float q_of(float t, float nonzero, float at_zero) {
 
 using Staged = float[kStep][kPadded];
 
-// One step of dx's tile: acc[r][c] += Σ_k q(b_r, o_k, i_c)·W_c[o_k, i_c].
+// One step of a backward tile: acc[r][c] += Σ_k q_k,r,c · s_k,c, where s is the staged operand
+// of the step (W_c[o_k, i_c] for dx, x[b_k, i_c] − 1 for dW), g the one the thread holds for
+// the walk (x − 1 for dx, W_c for dW), t = g·s + 1 the term (one FMA, whichever factor comes
+// first: the same rounding as the forward's) and q from the staged (row r, step k) cases.
 template <bool kZeroTerms>
-__device__ __forceinline__ void step_dx(const Staged& q0, const Staged& q1, const Staged& ws,
-                                        const float (&xm1)[kPer][kPer], int tx, int ty, float (&acc)[kPer][kPer]) {
+__device__ __forceinline__ void backward_step(const Staged& q0, const Staged& q1, const Staged& staged,
+                                              const float (&held)[kPer][kPer], int tx, int ty,
+                                              float (&acc)[kPer][kPer]) {
 #pragma unroll
     for (int k = 0; k < kStep; ++k) {
-        float wv[kPer];
+        float sv[kPer];
 #pragma unroll
-        for (int c = 0; c < kPer; ++c) wv[c] = ws[k][tx + kSide * c];
+        for (int c = 0; c < kPer; ++c) sv[c] = staged[k][tx + kSide * c];
 #pragma unroll
         for (int r = 0; r < kPer; ++r) {
             const float n = q0[k][ty + kSide * r];
             const float a = q1[k][ty + kSide * r];
 #pragma unroll
             for (int c = 0; c < kPer; ++c) {
-                const float q = q_of<kZeroTerms>(nmu_term(wv[c], xm1[r][c]), n, a);
-                acc[r][c] = fmaf(q, wv[c], acc[r][c]);
-            }
-        }
-    }
-}
-
-// One step of dW's tile: acc[r][c] += Σ_k q(b_k, o_r, i_c)·(x[b_k, i_c] − 1).
-template <bool kZeroTerms>
-__device__ __forceinline__ void step_dw(const Staged& q0, const Staged& q1, const Staged& xs,
-                                        const float (&wc)[kPer][kPer], int tx, int ty, float (&acc)[kPer][kPer]) {
-#pragma unroll
-    for (int k = 0; k < kStep; ++k) {
-        float xv[kPer];
-#pragma unroll
-        for (int c = 0; c < kPer; ++c) xv[c] = xs[k][tx + kSide * c];
-#pragma unroll
-        for (int r = 0; r < kPer; ++r) {
-            const float n = q0[k][ty + kSide * r];
-            const float a = q1[k][ty + kSide * r];
-#pragma unroll
-            for (int c = 0; c < kPer; ++c) {
-                const float q = q_of<kZeroTerms>(nmu_term(wc[r][c], xv[c]), n, a);
-                acc[r][c] = fmaf(q, xv[c], acc[r][c]);
+                const float q = q_of<kZeroTerms>(nmu_term(sv[c], held[r][c]), n, a);
+                acc[r][c] = fmaf(q, sv[c], acc[r][c]);
             }
         }
     }
@@ -338,9 +320,9 @@ __global__ void __launch_bounds__(kThreads)
         }
         qr.advance();
         if (__syncthreads_or(zero_terms)) {
-            step_dx<true>(q0, q1, ws, xm1, tx, ty, acc);
+            backward_step<true>(q0, q1, ws, xm1, tx, ty, acc);
         } else {
-            step_dx<false>(q0, q1, ws, xm1, tx, ty, acc);
+            backward_step<false>(q0, q1, ws, xm1, tx, ty, acc);
         }
         __syncthreads();
     }
@@ -425,9 +407,9 @@ __global__ void __launch_bounds__(kThreads)
             xs[k][fc.col] = b_ok && fi < in ? to_compute(x[b * in + fi]) - 1.0f : 0.0f;
         }
         if (__syncthreads_or(zero_terms)) {
-            step_dw<true>(q0, q1, xs, wc, tx, ty, acc);
+            backward_step<true>(q0, q1, xs, wc, tx, ty, acc);
         } else {
-            step_dw<false>(q0, q1, xs, wc, tx, ty, acc);
+            backward_step<false>(q0, q1, xs, wc, tx, ty, acc);
         }
         __syncthreads();
     }

@@ -208,6 +208,121 @@ macro_rules! c_abi_tests {
             }
 
             #[test]
+            fn arith_validates_before_launching() {
+                let (f, nf) = (FAKE as *const f32, FAKE as *mut f32);
+                let (i, ni) = (FAKE as *const i32, FAKE as *mut i32);
+                // SAFETY: every call fails validation before any pointer is used.
+                unsafe {
+                    let fwd = |dtype, x: usize, z: usize, prod: *mut f32, zeros: *mut i32, n: i64, eps: f32| {
+                        ffi::kiln_arith_nmu_fwd(dtype, p(x), p(FAKE), n, 3, 2, eps, pm(z), prod, zeros, null_mut())
+                    };
+                    assert_eq!(fwd(kiln_dtype(9), FAKE, FAKE, nf, ni, 4, 0.0), kiln_status::KILN_ERROR_INVALID_DTYPE);
+                    assert_eq!(fwd(F32, FAKE, FAKE, nf, ni, -1, 0.0), kiln_status::KILN_ERROR_INVALID_SIZE);
+                    assert_eq!(fwd(F32, FAKE, FAKE, nf, ni, 4, 1.5), kiln_status::KILN_ERROR_INVALID_VALUE);
+                    assert_eq!(fwd(F32, FAKE, FAKE, nf, ni, 4, f32::NAN), kiln_status::KILN_ERROR_INVALID_VALUE);
+                    assert_eq!(fwd(F32, FAKE, FAKE, nf, null_mut(), 4, 0.0), kiln_status::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(fwd(F32, 0, FAKE, nf, ni, 4, 0.0), kiln_status::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(fwd(BF16, FAKE + 1, FAKE, nf, ni, 4, 0.0), kiln_status::KILN_ERROR_MISALIGNED);
+                    assert_eq!(
+                        fwd(F32, FAKE, FAKE, (FAKE + 2) as *mut f32, ni, 4, 0.0),
+                        kiln_status::KILN_ERROR_MISALIGNED
+                    );
+                    assert_eq!(fwd(F32, FAKE, FAKE, nf, ni, 0, 0.0), kiln_status::KILN_SUCCESS);
+                    assert_eq!(ffi::kiln_arith_nmu_workspace_bytes(4, -1, 2), -1);
+                    assert_eq!(ffi::kiln_arith_nmu_workspace_bytes(4, 65535 * 64 + 1, 2), -1);
+                    let bwd = |dtype, x: usize, ws: usize, bytes: i64, n: i64| {
+                        ffi::kiln_arith_nmu_bwd(
+                            dtype,
+                            p(x),
+                            p(FAKE),
+                            p(FAKE),
+                            f,
+                            i,
+                            n,
+                            3,
+                            2,
+                            0.0,
+                            pm(FAKE),
+                            pm(FAKE),
+                            pm(ws),
+                            bytes,
+                            null_mut(),
+                        )
+                    };
+                    assert_eq!(bwd(kiln_dtype(9), FAKE, FAKE, 0, 4), kiln_status::KILN_ERROR_INVALID_DTYPE);
+                    assert_eq!(bwd(F32, FAKE, FAKE, 0, 1 << 31), kiln_status::KILN_ERROR_INVALID_SIZE);
+                    assert_eq!(bwd(F32, 0, FAKE, 0, 4), kiln_status::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(bwd(F32, FAKE + 2, FAKE, 0, 4), kiln_status::KILN_ERROR_MISALIGNED);
+                    assert_eq!(
+                        ffi::kiln_arith_nmu_bwd(
+                            F32,
+                            p(FAKE),
+                            p(FAKE),
+                            p(FAKE),
+                            f,
+                            i,
+                            4,
+                            3,
+                            2,
+                            -0.5,
+                            pm(FAKE),
+                            pm(FAKE),
+                            null_mut(),
+                            0,
+                            null_mut(),
+                        ),
+                        kiln_status::KILN_ERROR_INVALID_VALUE
+                    );
+                    // 600 rows over one weight tile: fixed partitions, a workspace wanted.
+                    let need = ffi::kiln_arith_nmu_workspace_bytes(600, 3, 2);
+                    assert!(need > 0);
+                    assert_eq!(bwd(F32, FAKE, 0, need, 600), kiln_status::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(bwd(F32, FAKE, FAKE, need - 1, 600), kiln_status::KILN_ERROR_WORKSPACE_TOO_SMALL);
+                    // Regularisers.
+                    let (nau, lin) =
+                        (ffi::kiln_arith_unit::KILN_ARITH_NAU, ffi::kiln_arith_reg_shape::KILN_ARITH_REG_LINEAR);
+                    let reg = |dtype, unit, shape, w: usize, n: i64, out: *mut f32, ws: usize, bytes: i64| {
+                        ffi::kiln_arith_reg_fwd(dtype, unit, shape, p(w), n, out, nf, nf, pm(ws), bytes, null_mut())
+                    };
+                    let need = ffi::kiln_arith_reg_workspace_bytes(6);
+                    assert_eq!(ffi::kiln_arith_reg_workspace_bytes(0), -1);
+                    assert_eq!(
+                        reg(kiln_dtype(9), nau, lin, FAKE, 6, nf, FAKE, need),
+                        kiln_status::KILN_ERROR_INVALID_DTYPE
+                    );
+                    assert_eq!(
+                        reg(F32, ffi::kiln_arith_unit(7), lin, FAKE, 6, nf, FAKE, need),
+                        kiln_status::KILN_ERROR_INVALID_VALUE
+                    );
+                    assert_eq!(
+                        reg(F32, nau, ffi::kiln_arith_reg_shape(5), FAKE, 6, nf, FAKE, need),
+                        kiln_status::KILN_ERROR_INVALID_VALUE
+                    );
+                    assert_eq!(reg(F32, nau, lin, FAKE, 0, nf, FAKE, need), kiln_status::KILN_ERROR_INVALID_SIZE);
+                    assert_eq!(reg(F32, nau, lin, 0, 6, nf, FAKE, need), kiln_status::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(
+                        reg(F32, nau, lin, FAKE, 6, (FAKE + 1) as *mut f32, FAKE, need),
+                        kiln_status::KILN_ERROR_MISALIGNED
+                    );
+                    assert_eq!(
+                        reg(F32, nau, lin, FAKE, 6, nf, FAKE, need - 1),
+                        kiln_status::KILN_ERROR_WORKSPACE_TOO_SMALL
+                    );
+                    let regb = |dtype, unit, shape, w: usize, n: i64, ds: *const f32| {
+                        ffi::kiln_arith_reg_bwd(dtype, unit, shape, p(w), n, ds, f, pm(FAKE), null_mut())
+                    };
+                    assert_eq!(regb(kiln_dtype(9), nau, lin, FAKE, 6, f), kiln_status::KILN_ERROR_INVALID_DTYPE);
+                    assert_eq!(
+                        regb(F32, ffi::kiln_arith_unit(7), lin, FAKE, 6, f),
+                        kiln_status::KILN_ERROR_INVALID_VALUE
+                    );
+                    assert_eq!(regb(F32, nau, lin, FAKE, 0, f), kiln_status::KILN_ERROR_INVALID_SIZE);
+                    assert_eq!(regb(F32, nau, lin, FAKE, 6, null()), kiln_status::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(regb(BF16, nau, lin, FAKE + 1, 6, f), kiln_status::KILN_ERROR_MISALIGNED);
+                }
+            }
+
+            #[test]
             fn glu_norm_and_padding_validate_before_launching() {
                 let (f, nf) = (FAKE as *const f32, FAKE as *mut f32);
                 // SAFETY: every call fails validation (or is empty) before any pointer is used.
@@ -757,6 +872,26 @@ fn emu_a_failed_memset_is_a_cuda_error() {
             null_mut(),
         );
         check("tp bwd2 gx [1]", s);
+        // arith: an NMU backward over an empty batch zeroes dW [out, in] = [1, 1] (the inputs
+        // are never read).
+        let s = ffi::kiln_arith_nmu_bwd(
+            f32_,
+            null(),
+            null(),
+            null(),
+            null(),
+            null(),
+            0,
+            1,
+            1,
+            0.0,
+            null_mut(),
+            half_float.at::<u16>(0).cast(),
+            null_mut(),
+            0,
+            null_mut(),
+        );
+        check("nmu dw [1, 1]", s);
         // padding: gather clears its status word [1] before anything else.
         let s = ffi::kiln_padding_gather_fwd(
             f32_,
