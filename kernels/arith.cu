@@ -498,20 +498,27 @@ constexpr int64_t kMaxRegWeights = int64_t(1) << 52;
 
 // Block p's sums of the sparse and out-of-bounds terms and the largest sparsity distance over
 // its contiguous range of the weights: a thread a strided subset in order, then a fixed tree.
+// With `clamped` (the NAU's forward) the same pass also writes W_c = clamp(W, −1, 1), NaN kept
+// as torch.clamp keeps it; without `partials` it only clamps.
 template <typename T>
 __global__ void __launch_bounds__(kRegThreads)
     reg_partials_kernel(const T* __restrict__ w, int64_t n, int unit, int shape, int64_t parts,
-                        float* __restrict__ partials) {
+                        float* __restrict__ partials, T* __restrict__ clamped) {
     const int64_t first = n * blockIdx.x / parts;
     const int64_t last = n * (blockIdx.x + 1) / parts;
+    const bool sums = partials != nullptr;
     float sparse = 0.0f, oob = 0.0f, worst = 0.0f;
     for (int64_t e = first + threadIdx.x; e < last; e += kRegThreads) {
         const float v = to_compute(w[e]);
+        if (clamped != nullptr) clamped[e] = from_compute<T>(v < -1.0f ? -1.0f : (v > 1.0f ? 1.0f : v));
+        if (!sums) continue;
         const RegTerms t = reg_terms(unit, shape, v);
         sparse += t.sparse;
         oob += t.oob;
         worst = fmaxf(worst, sparsity_distance(v));
     }
+    // Uniform over the block: every thread returns, or none.
+    if (!sums) return;
     __shared__ float s_sparse[kRegThreads], s_oob[kRegThreads], s_worst[kRegThreads];
     s_sparse[threadIdx.x] = sparse;
     s_oob[threadIdx.x] = oob;
@@ -560,6 +567,29 @@ __global__ void __launch_bounds__(kRegThreads)
     for (int64_t e = int64_t(blockIdx.x) * kRegThreads + threadIdx.x; e < n; e += stride) {
         const RegTerms t = reg_terms(unit, shape, to_compute(w[e]));
         dw[e] = from_compute<T>(gs * t.dsparse + gb * t.doob);
+    }
+}
+
+// The NAU's weight gradient finished in place: dw holds dzᵀ·x (the caller's GEMM) and keeps it
+// where −1 ≤ W ≤ 1 (clamp's gradient, bounds included: torch's `where`, so a NaN outside is
+// dropped too), plus (dsparse·∂R_sparse + doob·∂R_oob)/n when the regularisers' gradients are
+// given (device scalars; both or neither).
+template <typename T>
+__global__ void __launch_bounds__(kRegThreads)
+    nau_dw_kernel(const T* __restrict__ w, int64_t n, int shape, const float* __restrict__ dsparse,
+                  const float* __restrict__ doob, T* __restrict__ dw) {
+    const bool reg = dsparse != nullptr;
+    const float gs = reg ? *dsparse / static_cast<float>(n) : 0.0f;
+    const float gb = reg ? *doob / static_cast<float>(n) : 0.0f;
+    const int64_t stride = int64_t(gridDim.x) * kRegThreads;
+    for (int64_t e = int64_t(blockIdx.x) * kRegThreads + threadIdx.x; e < n; e += stride) {
+        const float v = to_compute(w[e]);
+        float g = (v >= -1.0f && v <= 1.0f) ? to_compute(dw[e]) : 0.0f;
+        if (reg) {
+            const RegTerms t = reg_terms(KILN_ARITH_NAU, shape, v);
+            g += gs * t.dsparse + gb * t.doob;
+        }
+        dw[e] = from_compute<T>(g);
     }
 }
 
@@ -740,7 +770,8 @@ kiln_status kiln_arith_reg_fwd(kiln_dtype dtype, kiln_arith_unit unit, kiln_arit
     return kiln::with_storage_type(dtype, [&](auto tag) {
         using T = typename decltype(tag)::type;
         KILN_LAUNCH(static_cast<unsigned>(parts), ka::kRegThreads, 0, s, ka::reg_partials_kernel<T>)(
-            static_cast<const T*>(w), n, static_cast<int>(unit), static_cast<int>(shape), parts, partials);
+            static_cast<const T*>(w), n, static_cast<int>(unit), static_cast<int>(shape), parts, partials,
+            static_cast<T*>(nullptr));
         const kiln_status st = kiln::launch_status();
         if (st != KILN_SUCCESS) return st;
         KILN_LAUNCH(1, 32, 0, s, ka::reg_finish_kernel)(partials, parts, n, sparse, oob, sparsity_error);
@@ -766,6 +797,58 @@ kiln_status kiln_arith_reg_bwd(kiln_dtype dtype, kiln_arith_unit unit, kiln_arit
         KILN_LAUNCH(static_cast<unsigned>(blocks), ka::kRegThreads, 0, s, ka::reg_bwd_kernel<T>)(
             static_cast<const T*>(w), n, static_cast<int>(unit), static_cast<int>(shape), dsparse, doob,
             static_cast<T*>(dw));
+        return kiln::launch_status();
+    });
+}
+
+kiln_status kiln_arith_nau_weights(kiln_dtype dtype, const void* w, int64_t n, void* wc, kiln_arith_reg_shape shape,
+                                   float* sparse, float* oob, float* sparsity_error, void* workspace,
+                                   int64_t workspace_bytes, void* stream) {
+    if (!kiln::valid_dtype(dtype)) return KILN_ERROR_INVALID_DTYPE;
+    const bool regs = sparse != nullptr || oob != nullptr || sparsity_error != nullptr;
+    if (regs && !ka::valid_reg(KILN_ARITH_NAU, shape)) return KILN_ERROR_INVALID_VALUE;
+    if (n < 0 || n > ka::kMaxRegWeights || (regs && n == 0)) return KILN_ERROR_INVALID_SIZE;
+    if (n == 0) return KILN_SUCCESS;
+    if (w == nullptr || wc == nullptr || (regs && workspace == nullptr)) return KILN_ERROR_NULL_POINTER;
+    if (!ka::aligned_all(kiln::storage_bytes(dtype), {w, wc}) ||
+        !ka::aligned_all(sizeof(float), {sparse, oob, sparsity_error, workspace})) {
+        return KILN_ERROR_MISALIGNED;
+    }
+    if (regs && workspace_bytes < kiln_arith_reg_workspace_bytes(n)) return KILN_ERROR_WORKSPACE_TOO_SMALL;
+    const int64_t parts = ka::reg_parts(n);
+    const auto s = static_cast<cudaStream_t>(stream);
+    float* partials = regs ? static_cast<float*>(workspace) : nullptr;
+    return kiln::with_storage_type(dtype, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        KILN_LAUNCH(static_cast<unsigned>(parts), ka::kRegThreads, 0, s, ka::reg_partials_kernel<T>)(
+            static_cast<const T*>(w), n, static_cast<int>(KILN_ARITH_NAU), static_cast<int>(shape), parts, partials,
+            static_cast<T*>(wc));
+        const kiln_status st = kiln::launch_status();
+        if (st != KILN_SUCCESS || !regs) return st;
+        KILN_LAUNCH(1, 32, 0, s, ka::reg_finish_kernel)(partials, parts, n, sparse, oob, sparsity_error);
+        return kiln::launch_status();
+    });
+}
+
+kiln_status kiln_arith_nau_dw(kiln_dtype dtype, const void* w, int64_t n, void* dw, kiln_arith_reg_shape shape,
+                              const float* dsparse, const float* doob, void* stream) {
+    if (!kiln::valid_dtype(dtype)) return KILN_ERROR_INVALID_DTYPE;
+    if ((dsparse == nullptr) != (doob == nullptr)) return KILN_ERROR_NULL_POINTER;
+    const bool reg = dsparse != nullptr;
+    if (reg && !ka::valid_reg(KILN_ARITH_NAU, shape)) return KILN_ERROR_INVALID_VALUE;
+    if (n < 0 || n > ka::kMaxRegWeights) return KILN_ERROR_INVALID_SIZE;
+    if (n == 0) return KILN_SUCCESS;
+    if (w == nullptr || dw == nullptr) return KILN_ERROR_NULL_POINTER;
+    if (!ka::aligned_all(kiln::storage_bytes(dtype), {w, dw}) || !ka::aligned_all(sizeof(float), {dsparse, doob})) {
+        return KILN_ERROR_MISALIGNED;
+    }
+    const auto s = static_cast<cudaStream_t>(stream);
+    int64_t blocks = (n + ka::kRegThreads - 1) / ka::kRegThreads;
+    if (blocks > ka::kMaxSumBlocks) blocks = ka::kMaxSumBlocks;
+    return kiln::with_storage_type(dtype, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        KILN_LAUNCH(static_cast<unsigned>(blocks), ka::kRegThreads, 0, s, ka::nau_dw_kernel<T>)(
+            static_cast<const T*>(w), n, static_cast<int>(shape), dsparse, doob, static_cast<T*>(dw));
         return kiln::launch_status();
     });
 }

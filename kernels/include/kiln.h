@@ -720,6 +720,31 @@ kiln_status kiln_arith_reg_fwd(kiln_dtype dtype, kiln_arith_unit unit, kiln_arit
 kiln_status kiln_arith_reg_bwd(kiln_dtype dtype, kiln_arith_unit unit, kiln_arith_reg_shape shape, const void* w,
                                int64_t n, const float* dsparse, const float* doob, void* dw, void* stream);
 
+/* The NAU: z = x Wc^T, Wc = clamp(W, -1, 1), as library GEMMs around two weight passes (kiln's
+ * Rust API runs the GEMMs in cuBLASLt with IEEE f32 math; TF32 would round x by 2^-11, far above
+ * the success threshold's errors):
+ *   forward:  kiln_arith_nau_weights (Wc, and the regularisers in the same pass), z = x Wc^T;
+ *   backward: dx = dz Wc, dw = dz^T x (GEMMs), then kiln_arith_nau_dw on dw. */
+
+/**
+ * The NAU forward's weight pass over n weights (0 <= n <= 2^52): wc = clamp(w, -1, 1) (NaN
+ * kept). With any of sparse, oob, sparsity_error given, the same pass computes the NAU's
+ * regularisers in `shape` as kiln_arith_reg_fwd does (n >= 1, workspace of
+ * kiln_arith_reg_workspace_bytes(n)); otherwise shape and workspace are not read.
+ */
+kiln_status kiln_arith_nau_weights(kiln_dtype dtype, const void* w, int64_t n, void* wc, kiln_arith_reg_shape shape,
+                                   float* sparse, float* oob, float* sparsity_error, void* workspace,
+                                   int64_t workspace_bytes, void* stream);
+
+/**
+ * The NAU backward's weight pass, in place: dw holds dz^T x; it becomes 0 where w lies outside
+ * [-1, 1] (clamp's gradient, bounds included), plus the gradient of dsparse * R_sparse +
+ * doob * R_oob in `shape` when dsparse and doob are given (both or neither: NULL alone is
+ * KILN_ERROR_NULL_POINTER; one f32 each on the device).
+ */
+kiln_status kiln_arith_nau_dw(kiln_dtype dtype, const void* w, int64_t n, void* dw, kiln_arith_reg_shape shape,
+                              const float* dsparse, const float* doob, void* stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -103,6 +103,8 @@ FUNCTIONS = {
     'kiln_arith_reg_workspace_bytes': ('i64', [('i64', 'n')]),
     'kiln_arith_reg_fwd': ('i32', [('i32', 'dtype'), ('i32', 'unit'), ('i32', 'shape'), ('ptr', 'w'), ('i64', 'n'), ('ptr', 'sparse'), ('ptr', 'oob'), ('ptr', 'sparsity_error'), ('ptr', 'workspace'), ('i64', 'workspace_bytes'), ('ptr', 'stream')]),
     'kiln_arith_reg_bwd': ('i32', [('i32', 'dtype'), ('i32', 'unit'), ('i32', 'shape'), ('ptr', 'w'), ('i64', 'n'), ('ptr', 'dsparse'), ('ptr', 'doob'), ('ptr', 'dw'), ('ptr', 'stream')]),
+    'kiln_arith_nau_weights': ('i32', [('i32', 'dtype'), ('ptr', 'w'), ('i64', 'n'), ('ptr', 'wc'), ('i32', 'shape'), ('ptr', 'sparse'), ('ptr', 'oob'), ('ptr', 'sparsity_error'), ('ptr', 'workspace'), ('i64', 'workspace_bytes'), ('ptr', 'stream')]),
+    'kiln_arith_nau_dw': ('i32', [('i32', 'dtype'), ('ptr', 'w'), ('i64', 'n'), ('ptr', 'dw'), ('i32', 'shape'), ('ptr', 'dsparse'), ('ptr', 'doob'), ('ptr', 'stream')]),
 }
 
 EMU_FUNCTIONS = {

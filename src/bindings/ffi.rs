@@ -1409,3 +1409,32 @@ unsafe extern "C" {
         stream: *mut ::std::os::raw::c_void,
     ) -> kiln_status;
 }
+unsafe extern "C" {
+    #[doc = " The NAU forward's weight pass over n weights (0 <= n <= 2^52): wc = clamp(w, -1, 1) (NaN\n kept). With any of sparse, oob, sparsity_error given, the same pass computes the NAU's\n regularisers in `shape` as kiln_arith_reg_fwd does (n >= 1, workspace of\n kiln_arith_reg_workspace_bytes(n)); otherwise shape and workspace are not read."]
+    pub fn kiln_arith_nau_weights(
+        dtype: kiln_dtype,
+        w: *const ::std::os::raw::c_void,
+        n: i64,
+        wc: *mut ::std::os::raw::c_void,
+        shape: kiln_arith_reg_shape,
+        sparse: *mut f32,
+        oob: *mut f32,
+        sparsity_error: *mut f32,
+        workspace: *mut ::std::os::raw::c_void,
+        workspace_bytes: i64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    #[doc = " The NAU backward's weight pass, in place: dw holds dz^T x; it becomes 0 where w lies outside\n [-1, 1] (clamp's gradient, bounds included), plus the gradient of dsparse * R_sparse +\n doob * R_oob in `shape` when dsparse and doob are given (both or neither: NULL alone is\n KILN_ERROR_NULL_POINTER; one f32 each on the device)."]
+    pub fn kiln_arith_nau_dw(
+        dtype: kiln_dtype,
+        w: *const ::std::os::raw::c_void,
+        n: i64,
+        dw: *mut ::std::os::raw::c_void,
+        shape: kiln_arith_reg_shape,
+        dsparse: *const f32,
+        doob: *const f32,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}

@@ -1,7 +1,7 @@
-//! The arith family's registry entries: `arith/nmu` (inputs `x w`, parameter `eps`; forward
-//! `z`, backward + `dz` → `dx dw`) and the regularisers `arith/nau_reg`, `arith/nmu_reg` (input
-//! `w`, string parameter `shape`; forward `sparse oob sparsity_error`, backward + `dsparse doob`
-//! → `dw`). The NAU and the NALU follow (issue 26).
+//! The arith family's registry entries: `arith/nau` (inputs `x w`; forward `z`, backward + `dz`
+//! → `dx dw`), `arith/nmu` (the same with parameter `eps`) and the regularisers `arith/nau_reg`,
+//! `arith/nmu_reg` (input `w`, string parameter `shape`; forward `sparse oob sparsity_error`,
+//! backward + `dsparse doob` → `dw`). The NALU follows (issue 26).
 
 use rand::Rng;
 use rand::rngs::StdRng;
@@ -14,6 +14,9 @@ use crate::ops::params::Params;
 use crate::ops::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input, no_direction, put_output};
 use crate::ops::self_check::reference_row;
 
+/// The NAU, as a registry entry.
+pub struct NauOp;
+
 /// The NMU, as a registry entry.
 pub struct NmuOp;
 
@@ -24,7 +27,7 @@ pub struct RegOp {
 
 /// The family's entries.
 pub fn entries() -> Vec<Box<dyn Op>> {
-    vec![Box::new(NmuOp), Box::new(RegOp { unit: Unit::Nau }), Box::new(RegOp { unit: Unit::Nmu })]
+    vec![Box::new(NauOp), Box::new(NmuOp), Box::new(RegOp { unit: Unit::Nau }), Box::new(RegOp { unit: Unit::Nmu })]
 }
 
 const FD_STEP: f64 = 1e-6;
@@ -130,6 +133,232 @@ fn naive_backward(
     let round = |v: Vec<f32>| v.into_iter().map(|x| dtype.round(f64::from(x))).collect();
     let root = |v: Vec<f64>| v.into_iter().map(f64::sqrt).collect();
     (round(dx), round(dw), root(sx), root(sw))
+}
+
+/// x in [−1, 1] and W in [−1.5, 1.5], every fifth weight exactly ±1 (the clamp's bounds, inside
+/// the gradient's mask: torch's clamp passes the gradient at its bounds).
+fn nau_inputs(shape: &[usize], rng: &mut StdRng) -> (Vec<f64>, Vec<f64>) {
+    let (b, i, o) = (shape[0], shape[1], shape[2]);
+    let x = (0..b * i).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let w = (0..o * i)
+        .map(|k| match k % 10 {
+            0 => 1.0,
+            5 => -1.0,
+            _ => rng.random_range(-1.5..1.5),
+        })
+        .collect();
+    (x, w)
+}
+
+/// The naive low-precision NAU: f32 products of the clamped weights, summed in order in f32,
+/// rounded to `dtype`; backward the same for dx and the masked dW, with each gradient's root sum
+/// of squares of its terms.
+fn nau_naive(dir: Direction, problem: &Problem, dtype: DType) -> Result<Arrays> {
+    let (b, i, o) = dims(problem)?;
+    let (x, w) = (&problem.input("x")?.data, &problem.input("w")?.data);
+    let wc: Vec<f32> = w.iter().map(|v| v.clamp(-1.0, 1.0) as f32).collect();
+    let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    let round = |v: Vec<f32>| v.into_iter().map(|x| dtype.round(f64::from(x))).collect();
+    let mut out = Arrays::new();
+    match dir {
+        Direction::Fwd => {
+            let mut z = vec![0f32; b * o];
+            for r in 0..b {
+                for k in 0..o {
+                    z[r * o + k] = (0..i).fold(0f32, |acc, c| acc + x32[r * i + c] * wc[k * i + c]);
+                }
+            }
+            out.insert("z".into(), Array::new(vec![b, o], round(z)));
+        }
+        Direction::Bwd => {
+            let dz: Vec<f32> = problem.input("dz")?.data.iter().map(|&v| v as f32).collect();
+            let (mut dx, mut dw) = (vec![0f32; b * i], vec![0f32; o * i]);
+            let (mut sx, mut sw) = (vec![0f64; b * i], vec![0f64; o * i]);
+            for r in 0..b {
+                for k in 0..o {
+                    let g = dz[r * o + k];
+                    for c in 0..i {
+                        dx[r * i + c] += g * wc[k * i + c];
+                        sx[r * i + c] += f64::from(g * wc[k * i + c]).powi(2);
+                        if (-1.0..=1.0).contains(&w[k * i + c]) {
+                            dw[k * i + c] += g * x32[r * i + c];
+                            sw[k * i + c] += f64::from(g * x32[r * i + c]).powi(2);
+                        }
+                    }
+                }
+            }
+            let root = |v: Vec<f64>| v.into_iter().map(f64::sqrt).collect();
+            out.insert("dx".into(), Array::new(vec![b, i], round(dx)));
+            out.insert("dw".into(), Array::new(vec![o, i], round(dw)));
+            out.insert(rms_key("dx"), Array::new(vec![b, i], root(sx)));
+            out.insert(rms_key("dw"), Array::new(vec![o, i], root(sw)));
+        }
+        Direction::Bwd2 => {}
+    }
+    Ok(out)
+}
+
+impl Op for NauOp {
+    fn family(&self) -> &'static str {
+        "arith"
+    }
+
+    fn name(&self) -> &'static str {
+        "nau"
+    }
+
+    fn inputs(&self, dir: Direction) -> Vec<ArgSpec> {
+        let mut v = vec![ArgSpec::op("x"), ArgSpec::op("w")];
+        if dir == Direction::Bwd {
+            v.push(ArgSpec::op("dz"));
+        }
+        v
+    }
+
+    fn outputs(&self, dir: Direction, problem: &Problem) -> Result<Vec<(ArgSpec, Vec<usize>)>> {
+        let (b, i, o) = dims(problem)?;
+        let reduction = |name| ArgSpec { reduction: true, ..ArgSpec::op(name) };
+        match dir {
+            Direction::Fwd => Ok(vec![(reduction("z"), vec![b, o])]),
+            Direction::Bwd => Ok(vec![(reduction("dx"), vec![b, i]), (reduction("dw"), vec![o, i])]),
+            Direction::Bwd2 => Err(no_direction(self, dir)),
+        }
+    }
+
+    fn params(&self) -> &'static [(&'static str, f64)] {
+        &[]
+    }
+
+    fn launcher(&self, dir: Direction) -> String {
+        match dir {
+            Direction::Fwd => "kiln_arith_nau_weights + a cuBLASLt GEMM".into(),
+            _ => "kiln_arith_nau_weights + two cuBLASLt GEMMs + kiln_arith_nau_dw".into(),
+        }
+    }
+
+    fn random_problem(&self, dir: Direction, shape: &[usize], rng: &mut StdRng) -> Problem {
+        let (b, i, o) = (shape[0], shape[1], shape[2]);
+        let (x, w) = nau_inputs(shape, rng);
+        let mut p = Problem::default();
+        p.inputs.insert("x".into(), Array::new(vec![b, i], x));
+        p.inputs.insert("w".into(), Array::new(vec![o, i], w));
+        if dir == Direction::Bwd {
+            let dz = (0..b * o).map(|_| rng.random_range(-1.0..1.0)).collect();
+            p.inputs.insert("dz".into(), Array::new(vec![b, o], dz));
+        }
+        p
+    }
+
+    fn reference(&self, dir: Direction, problem: &Problem) -> Result<Arrays> {
+        let (b, i, o) = dims(problem)?;
+        let (x, w) = (&problem.input("x")?.data, &problem.input("w")?.data);
+        let mut out = Arrays::new();
+        match dir {
+            Direction::Fwd => {
+                out.insert("z".into(), Array::new(vec![b, o], cpu::nau_forward(x, w, b, i, o)?));
+            }
+            Direction::Bwd => {
+                let g = cpu::nau_backward(x, w, &problem.input("dz")?.data, b, i, o)?;
+                out.insert("dx".into(), Array::new(vec![b, i], g.dx));
+                out.insert("dw".into(), Array::new(vec![o, i], g.dw));
+            }
+            Direction::Bwd2 => return Err(no_direction(self, dir)),
+        }
+        Ok(out)
+    }
+
+    fn naive_reductions(&self, dir: Direction, problem: &Problem, dtype: DType) -> Result<Arrays> {
+        nau_naive(dir, problem, dtype)
+    }
+
+    fn run(&self, dir: Direction, inputs: &Tensors, _params: &Params, outputs: &mut Tensors) -> Result<()> {
+        let (x, w) = (input(inputs, "x")?, input(inputs, "w")?);
+        match dir {
+            Direction::Fwd => put_output(outputs, "z", arith::nau_forward(x, w, None)?.z),
+            Direction::Bwd => {
+                let g = arith::nau_backward(x, w, input(inputs, "dz")?, None)?;
+                put_output(outputs, "dx", g.dx)?;
+                put_output(outputs, "dw", g.dw)
+            }
+            Direction::Bwd2 => Err(no_direction(self, dir)),
+        }
+    }
+
+    fn bytes(&self, dir: Direction, problem: &Problem, dtype: DType) -> u64 {
+        let Ok((b, i, o)) = dims(problem) else { return 0 };
+        let (b, i, o, s) = (b as u64, i as u64, o as u64, dtype.size_in_bytes() as u64);
+        // The ideal: each operand read once, each result written once.
+        match dir {
+            Direction::Fwd => s * (b * i + o * i + b * o),
+            Direction::Bwd => s * (2 * b * i + 2 * o * i + b * o),
+            Direction::Bwd2 => 0,
+        }
+    }
+
+    fn flops(&self, dir: Direction, problem: &Problem) -> u64 {
+        let Ok((b, i, o)) = dims(problem) else { return 0 };
+        let products = (b * i * o) as u64;
+        match dir {
+            Direction::Fwd => 2 * products,
+            Direction::Bwd => 4 * products,
+            Direction::Bwd2 => 0,
+        }
+    }
+
+    fn check_shapes(&self) -> Vec<Vec<usize>> {
+        // [B, I, O]: single elements; odd sizes; two blocks' worth of threads in the weight
+        // passes; and 12,000 weights (two partitions of the clamp pass, 24 strides of a thread).
+        vec![vec![1, 1, 1], vec![5, 17, 3], vec![66, 20, 67], vec![3, 300, 40]]
+    }
+
+    fn bench_shape_gpu(&self) -> Vec<usize> {
+        vec![4096, 4096, 4096] // issue 26's target shape
+    }
+
+    fn bench_shape_cpu(&self) -> Vec<usize> {
+        vec![64, 64, 64]
+    }
+
+    fn self_checks(&self, rng: &mut StdRng) -> Vec<CheckRow> {
+        // Weights off the clamp's bounds (central differences straddle a kink closer than the
+        // step), some outside on both sides.
+        let (b, i, o) = (3, 5, 2);
+        let x: Vec<f64> = (0..b * i).map(|_| rng.random_range(-2.0..2.0)).collect();
+        let w: Vec<f64> = (0..o * i)
+            .map(|_| {
+                loop {
+                    let v: f64 = rng.random_range(-1.5..1.5);
+                    if (v.abs() - 1.0).abs() > 1e-3 {
+                        break v;
+                    }
+                }
+            })
+            .collect();
+        let dz: Vec<f64> = (0..b * o).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let Ok(g) = cpu::nau_backward(&x, &w, &dz, b, i, o) else { return vec![] };
+        let loss = |x: &[f64], w: &[f64]| -> f64 {
+            cpu::nau_forward(x, w, b, i, o).map_or(f64::NAN, |z| z.iter().zip(&dz).map(|(a, g)| a * g).sum())
+        };
+        let fd = |v: &[f64], x_side: bool| -> Vec<f64> {
+            (0..v.len())
+                .map(|k| {
+                    central_difference(
+                        |t| {
+                            let mut q = v.to_vec();
+                            q[k] = t;
+                            if x_side { loss(&q, &w) } else { loss(&x, &q) }
+                        },
+                        v[k],
+                        FD_STEP,
+                    )
+                })
+                .collect()
+        };
+        vec![
+            reference_row(self, "finite differences dx", &g.dx, &fd(&x, true), FD_RTOL),
+            reference_row(self, "finite differences dw (clamped weights included)", &g.dw, &fd(&w, false), FD_RTOL),
+        ]
+    }
 }
 
 impl Op for NmuOp {

@@ -2,8 +2,11 @@
 //! emulator (feature `emu`). One run of an op in a traffic window of the emulator gives its
 //! DRAM bytes (distinct 32-byte sectors per launch) against the op's ideal bytes (the
 //! registry's bytes model), the sectors each warp load/store touches (coalescing), and the
-//! shared-memory wavefronts per request (bank conflicts). Everything here is a MODEL, labelled
-//! as such wherever it is printed: GPU measurements replace it (perf/).
+//! shared-memory wavefronts per request (bank conflicts). Library GEMMs (cuBLASLt on a GPU, the
+//! host on the emulator) add their ideal bytes to the DRAM count (`core::gemm`), so an op built
+//! of GEMMs and fused passes (the GLU MLP block, the NAU) is held to its passes' extra traffic.
+//! Everything here is a MODEL, labelled as such wherever it is printed: GPU measurements
+//! replace it (perf/).
 
 use crate::core::device::Device;
 use crate::core::dtype::DType;
@@ -31,7 +34,8 @@ pub struct TrafficRow {
     pub launches: u64,
     /// The op's ideal bytes (every input read once, every output written once).
     pub ideal_bytes: u64,
-    /// Modelled DRAM bytes: 32 per distinct sector read or written, per launch.
+    /// Modelled DRAM bytes: 32 per distinct sector read or written, per launch, plus the ideal
+    /// bytes of the library GEMMs.
     pub dram_bytes: u64,
     /// `dram_bytes / ideal_bytes` (1.00: every byte once).
     pub traffic_ratio: f64,
@@ -302,9 +306,13 @@ fn measure(op: &dyn Op, dir: Direction, dtype: DType, problem: &Problem, device:
         kiln_emu_traffic, kiln_emu_traffic_begin, kiln_emu_traffic_end, kiln_emu_traffic_launches,
     };
     let mut prepared = Prepared::new(op, dir, dtype, problem, device, true)?;
+    // Library GEMMs (cuBLASLt on a GPU) run on the host under the emulator: their traffic is
+    // counted at its ideal, beside the emulated kernels' (`core::gemm`).
+    crate::core::gemm::take_library_bytes();
     // SAFETY: opens the emulator's traffic window (a flag under its lock).
     unsafe { kiln_emu_traffic_begin() };
     let result = prepared.run();
+    let library_bytes = crate::core::gemm::take_library_bytes();
     // The launches are read while this thread's window is still open: once it ends, another
     // thread's window (cargo's parallel tests) may begin and clear them (a busiest launch
     // missing from the text left the occupancy unknown, now and then, in a full test run).
@@ -324,7 +332,7 @@ fn measure(op: &dyn Op, dir: Direction, dtype: DType, problem: &Problem, device:
     let busiest = launches.iter().max_by_key(|l| l.dram_bytes);
     let inflight = busiest.map_or(0.0, WindowLaunch::inflight_bytes_per_warp);
     let read_share = busiest.map_or(0.0, WindowLaunch::read_share);
-    let dram = t.dram_read_bytes + t.dram_write_bytes;
+    let dram = t.dram_read_bytes + t.dram_write_bytes + library_bytes;
     Ok(TrafficRow {
         op: op.full_name(),
         dir: dir.name().into(),

@@ -257,7 +257,7 @@ fn arith_references_reject_bad_input() {
 
 mod kernels {
     use crate::common::{assert_close, assert_rows, devices, emu_shapes, gpu, kernel_devices, rng};
-    use kiln::arith::{self, NmuSavedRef, RegShape, Unit, cpu};
+    use kiln::arith::{self, NmuSavedRef, RegGradients, RegShape, Unit, cpu};
     use kiln::check::{check_problem, check_shapes};
     use kiln::registry::{Direction, select};
     use kiln::{DType, Device, Error, Tensor};
@@ -297,6 +297,136 @@ mod kernels {
                     assert_rows(&check_problem(op.as_ref(), dir, DType::F32, &problem, &device, "eps 0.25").unwrap());
                 }
             }
+        }
+    }
+
+    /// The NAU's weight passes around its GEMMs: every check shape (the bounds ±1 planted, inside
+    /// the gradient's mask; two partitions of the clamp pass) in f32, f16 and bf16, both
+    /// directions.
+    #[test]
+    fn nau_kernels_match_reference() {
+        let mut rng = rng();
+        for device in kernel_devices() {
+            let op = select(&["arith/nau".into()]).remove(0);
+            let shapes = emu_shapes(op.as_ref());
+            assert_eq!(shapes.len(), op.check_shapes().len());
+            assert_rows(&check_shapes(op.as_ref(), &device, &DType::FLOATS, &shapes, &mut rng).unwrap());
+        }
+    }
+
+    fn f64s(t: &Tensor) -> Vec<f64> {
+        t.to_f32_vec().unwrap().into_iter().map(f64::from).collect()
+    }
+
+    /// The regularisers fused into the NAU's weight passes: the forward's are bitwise those of
+    /// `regularizers` (the same partition and order), and the backward's dW is the masked GEMM
+    /// gradient plus the regularisers' gradient, against the f64 references; in both shapes,
+    /// with 12,000 weights (two partitions).
+    #[test]
+    fn nau_fuses_the_regularizers_into_its_weight_passes() {
+        let mut rng = rng();
+        let op = select(&["arith/nau".into()]).remove(0);
+        let problem = op.random_problem(Direction::Bwd, &[3, 300, 40], &mut rng);
+        for device in devices() {
+            let get = |n: &str| problem.inputs[n].to_tensor(DType::F32).unwrap().to_device(&device).unwrap();
+            let (x, w, dz) = (get("x"), get("w"), get("dz"));
+            let host = |n: &str| f64s(&get(n));
+            let (b, i, o) = (3, 300, 40);
+            let one = |v: f32| tensor(&[v], &[1], DType::F32, &device);
+            for shape in [RegShape::Linear, RegShape::Squared] {
+                let what = format!("{device} {shape:?}");
+                let fused = arith::nau_forward(&x, &w, Some(shape)).unwrap();
+                let plain = arith::nau_forward(&x, &w, None).unwrap();
+                assert!(plain.reg.is_none());
+                assert_eq!(f64s(&fused.z), f64s(&plain.z), "{what}: z");
+                let reg = fused.reg.unwrap();
+                let alone = arith::regularizers(Unit::Nau, shape, &w).unwrap();
+                for (a, b) in [(&reg.sparse, &alone.sparse), (&reg.oob, &alone.oob)] {
+                    if !device.runs_kernels() {
+                        assert_close(&f64s(a), &f64s(b), 1e-6, &what);
+                    } else {
+                        assert_eq!(f64s(a), f64s(b), "{what}: the same pass, the same sums");
+                    }
+                }
+                assert_eq!(f64s(&reg.sparsity_error), f64s(&alone.sparsity_error), "{what}");
+                let (ds, db) = (one(0.75), one(1.25));
+                let g =
+                    arith::nau_backward(&x, &w, &dz, Some(RegGradients { shape, dsparse: &ds, doob: &db })).unwrap();
+                let want = cpu::nau_backward(&host("x"), &host("w"), &host("dz"), b, i, o).unwrap();
+                let extra = cpu::regularizers_backward(Unit::Nau, shape, &host("w"), 0.75, 1.25).unwrap();
+                let want_dw: Vec<f64> = want.dw.iter().zip(&extra).map(|(a, e)| a + e).collect();
+                assert_close(&f64s(&g.dw), &want_dw, 1e-5, &format!("{what}: dw"));
+                assert_close(&f64s(&g.dx), &want.dx, 1e-5, &format!("{what}: dx"));
+            }
+        }
+    }
+
+    /// torch.clamp keeps a NaN weight NaN (its outputs NaN, not the bound's value); its gradient
+    /// is dropped where the weight is out of range, NaN included (torch's `where`).
+    #[test]
+    fn nau_keeps_nan_weights_and_masks_their_gradient() {
+        for device in devices() {
+            let f = DType::F32;
+            let x = tensor(&[1.0, 2.0], &[1, 2], f, &device);
+            let w = tensor(&[f32::NAN, 0.5, 2.0, -0.25], &[2, 2], f, &device);
+            let z = arith::nau_forward(&x, &w, None).unwrap().z.to_f32_vec().unwrap();
+            assert!(z[0].is_nan() && z[1] == 0.5, "{device}: {z:?}");
+            let dz = tensor(&[1.0, 1.0], &[1, 2], f, &device);
+            let g = arith::nau_backward(&x, &w, &dz, None).unwrap();
+            assert_eq!(g.dw.to_f32_vec().unwrap(), vec![0.0, 2.0, 0.0, 2.0], "{device}");
+        }
+    }
+
+    /// Sizes with a zero dimension: empty sums are 0 (z with I = 0, dx with O = 0, dW with B = 0,
+    /// where the regularisers' gradient still adds).
+    #[test]
+    fn nau_empty_dimensions() {
+        for device in devices() {
+            let f = DType::F32;
+            let (x, w) = (tensor(&[], &[3, 0], f, &device), tensor(&[], &[2, 0], f, &device));
+            assert_eq!(arith::nau_forward(&x, &w, None).unwrap().z.to_f32_vec().unwrap(), vec![0.0; 6], "{device}");
+            let (x, w) = (tensor(&[1.5, 2.0], &[1, 2], f, &device), tensor(&[], &[0, 2], f, &device));
+            let dz = tensor(&[], &[1, 0], f, &device);
+            assert_eq!(arith::nau_backward(&x, &w, &dz, None).unwrap().dx.to_f32_vec().unwrap(), vec![0.0; 2]);
+            let (x, w) = (tensor(&[], &[0, 2], f, &device), tensor(&[0.5, 1.5, 1.0, 0.0], &[2, 2], f, &device));
+            let dz = tensor(&[], &[0, 2], f, &device);
+            assert_eq!(arith::nau_forward(&x, &w, None).unwrap().z.shape(), &[0, 2]);
+            assert_eq!(arith::nau_backward(&x, &w, &dz, None).unwrap().dw.to_f32_vec().unwrap(), vec![0.0; 4]);
+            let (ds, db) = (tensor(&[1.0], &[1], f, &device), tensor(&[1.0], &[1], f, &device));
+            let reg = RegGradients { shape: RegShape::Linear, dsparse: &ds, doob: &db };
+            let dw = f64s(&arith::nau_backward(&x, &w, &dz, Some(reg)).unwrap().dw);
+            let want =
+                cpu::regularizers_backward(Unit::Nau, RegShape::Linear, &[0.5, 1.5, 1.0, 0.0], 1.0, 1.0).unwrap();
+            assert_close(&dw, &want, 1e-6, &format!("{device}"));
+        }
+    }
+
+    /// Bad input: a typed error naming the argument, on every device.
+    #[test]
+    fn nau_rejects_bad_input() {
+        for device in devices() {
+            let f = DType::F32;
+            let x = tensor(&[1.0; 6], &[2, 3], f, &device);
+            let w = tensor(&[0.5; 12], &[4, 3], f, &device);
+            let dz = tensor(&[1.0; 8], &[2, 4], f, &device);
+            let arg = |r: Result<(), Error>| match r {
+                Err(Error::Shape { arg, .. } | Error::DType { arg, .. }) => arg,
+                other => panic!("{device}: {other:?}"),
+            };
+            let fwd = |x: &Tensor, w: &Tensor, reg| arith::nau_forward(x, w, reg).map(|_| ());
+            assert_eq!(arg(fwd(&tensor(&[1.0; 6], &[6], f, &device), &w, None)), "x");
+            assert_eq!(arg(fwd(&x, &tensor(&[0.5; 8], &[4, 2], f, &device), None)), "w");
+            assert_eq!(arg(fwd(&x, &tensor(&[0.5; 12], &[4, 3], DType::F16, &device), None)), "w");
+            let empty = tensor(&[], &[0, 3], f, &device);
+            assert_eq!(arg(fwd(&x, &empty, Some(RegShape::Linear))), "w");
+            let bwd = |dz: &Tensor, reg| arith::nau_backward(&x, &w, dz, reg).map(|_| ());
+            assert_eq!(arg(bwd(&tensor(&[1.0; 6], &[2, 3], f, &device), None)), "dz");
+            let one = tensor(&[1.0], &[1], f, &device);
+            let two = tensor(&[1.0; 2], &[2], f, &device);
+            let half = tensor(&[1.0], &[1], DType::BF16, &device);
+            let reg = |dsparse, doob| Some(RegGradients { shape: RegShape::Squared, dsparse, doob });
+            assert_eq!(arg(bwd(&dz, reg(&two, &one))), "dsparse");
+            assert_eq!(arg(bwd(&dz, reg(&one, &half))), "doob");
         }
     }
 

@@ -319,6 +319,74 @@ macro_rules! c_abi_tests {
                     assert_eq!(regb(F32, nau, lin, FAKE, 0, f), kiln_status::KILN_ERROR_INVALID_SIZE);
                     assert_eq!(regb(F32, nau, lin, FAKE, 6, null()), kiln_status::KILN_ERROR_NULL_POINTER);
                     assert_eq!(regb(BF16, nau, lin, FAKE + 1, 6, f), kiln_status::KILN_ERROR_MISALIGNED);
+                    // The NAU's weight passes.
+                    let sq = ffi::kiln_arith_reg_shape::KILN_ARITH_REG_SQUARED;
+                    let weights = |dtype, shape, w: usize, n: i64, out: *mut f32, ws: usize, bytes: i64| {
+                        ffi::kiln_arith_nau_weights(
+                            dtype,
+                            p(w),
+                            n,
+                            pm(FAKE),
+                            shape,
+                            out,
+                            nf,
+                            nf,
+                            pm(ws),
+                            bytes,
+                            null_mut(),
+                        )
+                    };
+                    assert_eq!(
+                        weights(kiln_dtype(9), lin, FAKE, 6, nf, FAKE, need),
+                        kiln_status::KILN_ERROR_INVALID_DTYPE
+                    );
+                    assert_eq!(
+                        weights(F32, ffi::kiln_arith_reg_shape(5), FAKE, 6, nf, FAKE, need),
+                        kiln_status::KILN_ERROR_INVALID_VALUE
+                    );
+                    assert_eq!(weights(F32, sq, FAKE, -1, nf, FAKE, need), kiln_status::KILN_ERROR_INVALID_SIZE);
+                    // The regularisers are means: no weights is an error with them, nothing to do without.
+                    assert_eq!(weights(F32, sq, FAKE, 0, nf, FAKE, need), kiln_status::KILN_ERROR_INVALID_SIZE);
+                    assert_eq!(
+                        ffi::kiln_arith_nau_weights(
+                            F32,
+                            p(0),
+                            0,
+                            pm(0),
+                            sq,
+                            null_mut(),
+                            null_mut(),
+                            null_mut(),
+                            pm(0),
+                            0,
+                            null_mut()
+                        ),
+                        kiln_status::KILN_SUCCESS
+                    );
+                    assert_eq!(weights(F32, sq, 0, 6, nf, FAKE, need), kiln_status::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(weights(F32, sq, FAKE, 6, nf, 0, need), kiln_status::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(weights(BF16, sq, FAKE + 1, 6, nf, FAKE, need), kiln_status::KILN_ERROR_MISALIGNED);
+                    assert_eq!(
+                        weights(F32, sq, FAKE, 6, nf, FAKE, need - 1),
+                        kiln_status::KILN_ERROR_WORKSPACE_TOO_SMALL
+                    );
+                    let nau_dw = |dtype, shape, w: usize, n: i64, ds: *const f32, db: *const f32| {
+                        ffi::kiln_arith_nau_dw(dtype, p(w), n, pm(FAKE), shape, ds, db, null_mut())
+                    };
+                    assert_eq!(nau_dw(kiln_dtype(9), lin, FAKE, 6, f, f), kiln_status::KILN_ERROR_INVALID_DTYPE);
+                    assert_eq!(nau_dw(F32, lin, FAKE, 6, f, null()), kiln_status::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(
+                        nau_dw(F32, ffi::kiln_arith_reg_shape(5), FAKE, 6, f, f),
+                        kiln_status::KILN_ERROR_INVALID_VALUE
+                    );
+                    assert_eq!(nau_dw(F32, lin, FAKE, -1, f, f), kiln_status::KILN_ERROR_INVALID_SIZE);
+                    assert_eq!(nau_dw(F32, lin, FAKE, 0, f, f), kiln_status::KILN_SUCCESS);
+                    assert_eq!(nau_dw(F32, lin, 0, 6, f, f), kiln_status::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(nau_dw(BF16, lin, FAKE + 1, 6, null(), null()), kiln_status::KILN_ERROR_MISALIGNED);
+                    assert_eq!(
+                        nau_dw(F32, lin, FAKE, 6, (FAKE + 2) as *const f32, f),
+                        kiln_status::KILN_ERROR_MISALIGNED
+                    );
                 }
             }
 

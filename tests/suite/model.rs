@@ -425,3 +425,35 @@ fn equivariant_products_issue_few_memory_instructions_per_byte() {
         assert!(bwd2 <= 3.0 * (fwd + bwd), "{}: bwd2 {bwd2} vs fwd {fwd} + bwd {bwd}", op.full_name());
     }
 }
+
+/// The NAU's weight passes around its GEMMs, in the traffic model that counts the GEMMs at their
+/// ideal: at a square shape (every operand n² elements) the forward moves x, W_c, z (the GEMM)
+/// plus W, W_c (the clamp pass): 5n² against the ideal 3n²; the backward W, W_c (clamp), dz,
+/// W_c, dx and dz, x, dW (GEMMs), W, dW, dW (the mask pass): 11n² against 5n². A third pass over
+/// the weights, or a pass that read or wrote more than it needs, fails here. The regularisers
+/// read W once (forward) and read W and write dW once (backward).
+#[test]
+fn arith_weight_passes_add_only_their_own_traffic() {
+    let Some(device) = emu() else { return };
+    let mut rng = rng();
+    for (name, shape, fwd, bwd) in
+        [("arith/nau", vec![64, 64, 64], 5.0 / 3.0, 11.0 / 5.0), ("arith/nau_reg", vec![256, 256], 1.0, 1.0)]
+    {
+        let op = select(&[name.into()]).remove(0);
+        for (dir, want) in [(Direction::Fwd, fwd), (Direction::Bwd, bwd)] {
+            let problem = op.random_problem(dir, &shape, &mut rng);
+            for dtype in [DType::F32, DType::BF16] {
+                let r = kiln::model::traffic(op.as_ref(), dir, dtype, &problem, &device).unwrap();
+                let what = format!("{} {} {dtype}: {r:?}", r.op, r.dir);
+                assert!(
+                    (r.traffic_ratio - want).abs() <= 0.01 * want,
+                    "traffic {:.3} vs {want:.3}: {what}",
+                    r.traffic_ratio
+                );
+                if name == "arith/nau" {
+                    assert!(r.load_efficiency >= 0.85 && r.store_efficiency >= 0.99, "coalescing {what}");
+                }
+            }
+        }
+    }
+}

@@ -7,8 +7,9 @@
 //!
 //! Weights are `[O, I]` (row o holds output o's weights, torch's `Linear` layout), inputs
 //! `[B, I]`, outputs `[B, O]`, all row-major. This layer holds the f64 references ([`cpu`]) and
-//! the safe API of the kernels (kernels/arith.cu; so far the NMU: [`nmu_forward`],
-//! [`nmu_backward`]); on host tensors the API runs the references.
+//! the safe API of the kernels (kernels/arith.cu): the NAU ([`nau_forward`], [`nau_backward`]:
+//! library GEMMs around fused weight passes), the NMU ([`nmu_forward`], [`nmu_backward`]) and
+//! the regularisers; on host tensors the API runs the references.
 //!
 //! ```
 //! use kiln::arith::cpu;
@@ -26,7 +27,7 @@ pub mod maep;
 mod spec;
 
 pub use maep::{Operation, Subsets, maep_threshold};
-pub use spec::{NmuOutput, NmuSaved, NmuSavedRef, RegOutput, RegShape, Unit, UnitGradients};
+pub use spec::{NauOutput, NmuOutput, NmuSaved, NmuSavedRef, RegGradients, RegOutput, RegShape, Unit, UnitGradients};
 
 // cuda.rs is the one copy of the launch code, compiled against each kernel library built in.
 crate::core::launch::launch_code!("cuda.rs");
@@ -72,6 +73,64 @@ fn unit_dims(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
         });
     }
     Ok((batch, inputs, outputs))
+}
+
+/// NAU forward: z = x·W_cᵀ, W_c = clamp(W, −1, 1). With `reg` the pass over W that clamps it
+/// also computes the NAU's regularisers in that shape (W needs at least one weight then). The
+/// GEMM runs in cuBLASLt with IEEE f32 math for f32 (TF32 would round x by 2^-11, far above
+/// the errors the success criterion allows). On host tensors it runs the f64 references.
+pub fn nau_forward(x: &Tensor, w: &Tensor, reg: Option<RegShape>) -> Result<NauOutput> {
+    let dims @ (batch, inputs, outputs) = unit_dims(x, w)?;
+    if reg.is_some() {
+        reg_len(w)?;
+    }
+    match Gpu::of(&x.device())? {
+        None => {
+            let z = cpu::nau_forward(&x.host_f64(), &w.host_f64(), batch, inputs, outputs)?;
+            let reg = match reg {
+                Some(shape) => Some(host_regularizers(Unit::Nau, shape, w)?),
+                None => None,
+            };
+            Ok(NauOutput { z: Tensor::from_f64(&z, &[batch, outputs], x.dtype())?, reg })
+        }
+        Some(gpu) => on_backend!(&gpu, nau_forward(x, w, reg, dims, &gpu)),
+    }
+}
+
+/// NAU backward: dx = dz·W_c and dW = dzᵀ·x where −1 ≤ W ≤ 1 (0 elsewhere), with `reg` plus the
+/// regularisers' gradient, added in the same pass over dW. Run to run the result is bitwise the
+/// same on one GPU model (cuBLASLt's reproducibility guarantee for a toolkit version and an SM
+/// count; the weight pass is elementwise). On host tensors it runs the f64 references.
+pub fn nau_backward(x: &Tensor, w: &Tensor, dz: &Tensor, reg: Option<RegGradients>) -> Result<UnitGradients> {
+    let dims @ (batch, inputs, outputs) = unit_dims(x, w)?;
+    check(&x.device(), &[Arg::new("dz", dz).dtype_of("x", x).shape(vec![batch, outputs])])?;
+    if let Some(r) = reg {
+        check(
+            &x.device(),
+            &[
+                Arg::new("dsparse", r.dsparse).dtype(DType::F32).shape(vec![1]),
+                Arg::new("doob", r.doob).dtype(DType::F32).shape(vec![1]),
+            ],
+        )?;
+        reg_len(w)?;
+    }
+    match Gpu::of(&x.device())? {
+        None => {
+            let ws = w.host_f64();
+            let g = cpu::nau_backward(&x.host_f64(), &ws, &dz.host_f64(), batch, inputs, outputs)?;
+            let mut dw = g.dw;
+            if let Some(r) = reg {
+                let (ds, db) = (r.dsparse.host_f64()[0], r.doob.host_f64()[0]);
+                let extra = cpu::regularizers_backward(Unit::Nau, r.shape, &ws, ds, db)?;
+                dw.iter_mut().zip(extra).for_each(|(d, e)| *d += e);
+            }
+            Ok(UnitGradients {
+                dx: Tensor::from_f64(&g.dx, &[batch, inputs], x.dtype())?,
+                dw: Tensor::from_f64(&dw, &[outputs, inputs], x.dtype())?,
+            })
+        }
+        Some(gpu) => on_backend!(&gpu, nau_backward(x, w, dz, reg, dims, &gpu)),
+    }
 }
 
 /// NMU forward: z = Π_i (W_c·(x − 1) + 1) per (b, o), W_c = clamp(W, ε, 1) (ε = 0 by default).
@@ -149,13 +208,16 @@ pub fn regularizers(unit: Unit, shape: RegShape, w: &Tensor) -> Result<RegOutput
     check(&w.device(), &[Arg::new("w", w).float()])?;
     let n = reg_len(w)?;
     match Gpu::of(&w.device())? {
-        None => {
-            let r = cpu::regularizers(unit, shape, &w.host_f64())?;
-            let one = |v: f64| Tensor::from_f64(&[v], &[1], DType::F32);
-            Ok(RegOutput { sparse: one(r.sparse)?, oob: one(r.oob)?, sparsity_error: one(r.sparsity_error)? })
-        }
+        None => host_regularizers(unit, shape, w),
         Some(gpu) => on_backend!(&gpu, regularizers(unit, shape, w, n, &gpu)),
     }
+}
+
+/// The regularisers of host weights, by the f64 reference.
+fn host_regularizers(unit: Unit, shape: RegShape, w: &Tensor) -> Result<RegOutput> {
+    let r = cpu::regularizers(unit, shape, &w.host_f64())?;
+    let one = |v: f64| Tensor::from_f64(&[v], &[1], DType::F32);
+    Ok(RegOutput { sparse: one(r.sparse)?, oob: one(r.oob)?, sparsity_error: one(r.sparsity_error)? })
 }
 
 /// The gradient of dsparse·R_sparse + doob·R_oob with respect to `w` (dsparse, doob: `[1]` f32

@@ -1,4 +1,5 @@
-//! The arith family's types: the regularisers' shape and what the NMU's kernels take and give.
+//! The arith family's types: the regularisers' shape and what the NAU's and NMU's kernels take
+//! and give.
 //!
 //! Layer: families. Imports core.
 
@@ -114,4 +115,26 @@ pub struct RegOutput {
     pub oob: Tensor,
     /// max min(|W|, |1 − |W||).
     pub sparsity_error: Tensor,
+}
+
+/// The NAU forward's result.
+#[derive(Debug)]
+pub struct NauOutput {
+    /// z `[B, O]`, x's dtype.
+    pub z: Tensor,
+    /// The NAU's regularisers, computed in the forward's pass over W (when asked for).
+    pub reg: Option<RegOutput>,
+}
+
+/// The upstream gradients of the regularisers, for a backward that adds their gradient to dW
+/// in the same pass: `[1]` f32 tensors on the weights' device (a framework's autograd holds
+/// them there; no host sync).
+#[derive(Clone, Copy, Debug)]
+pub struct RegGradients<'a> {
+    /// The regularisers' shape.
+    pub shape: RegShape,
+    /// ∂L/∂R_sparse, `[1]` f32 (λ times the loss's weight, in a training step).
+    pub dsparse: &'a Tensor,
+    /// ∂L/∂R_oob, `[1]` f32.
+    pub doob: &'a Tensor,
 }
