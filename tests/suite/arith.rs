@@ -626,3 +626,41 @@ mod kernels {
         }
     }
 }
+
+/// The arithmetic task's training loop (examples/arith_train.rs) on the emulator follows the
+/// CPU references' run: 60 steps of each task (both units' kernels forward and backward, the
+/// fused regularisers from step 20) end with the same weights and errors to f32 rounding, and
+/// the interpolation error has fallen. (A full run, `cargo run --release --example arith_train
+/// -- add --steps 200000 --reg-start 5000 --reg-end 50000 --lambda 0.01`, reaches the success
+/// criterion; too long for a test.)
+#[test]
+fn arith_training_runs_alike_on_the_emulator() {
+    use crate::arith_train::{Config, train};
+    use kiln::Device;
+    use kiln::arith::Operation;
+    let Some(emu) = crate::common::emu() else { return };
+    for op in [Operation::Add, Operation::Mul] {
+        let mut cfg = Config::new(op, Device::Cpu);
+        (cfg.steps, cfg.eval_every, cfg.reg_start, cfg.reg_end) = (60, 1, 20.0, 40.0);
+        let first = {
+            let mut c = cfg.clone();
+            c.steps = 1;
+            train(&c).unwrap()
+        };
+        let host = train(&cfg).unwrap();
+        cfg.device = emu.clone();
+        let device = train(&cfg).unwrap();
+        let what = format!("{op:?}");
+        let (now, then) = (host.interpolation_mse, first.interpolation_mse);
+        assert!(now < then, "{what}: interpolation MSE {now} after 60 steps, {then} after 1");
+        assert_eq!(host.best_step, device.best_step, "{what}");
+        for (h, d) in host.w1.iter().chain(&host.w2).zip(device.w1.iter().chain(&device.w2)) {
+            assert!((h - d).abs() <= 1e-4, "{what}: weights {h} vs {d}");
+        }
+        for (h, d) in
+            [(host.interpolation_mse, device.interpolation_mse), (host.extrapolation_mse, device.extrapolation_mse)]
+        {
+            assert!((h - d).abs() <= 1e-3 * h.abs(), "{what}: {h} vs {d}");
+        }
+    }
+}

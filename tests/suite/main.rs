@@ -5,6 +5,10 @@
 
 mod activation;
 mod arith;
+// The arithmetic task's training example, run by arith.rs with a short budget.
+#[allow(dead_code)]
+#[path = "../../examples/arith_train.rs"]
+mod arith_train;
 mod attention;
 mod attention_bwd;
 mod attention_distance;
