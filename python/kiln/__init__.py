@@ -7,7 +7,7 @@
 
 Functional API per family: ``kiln.activation``, ``kiln.glu``, ``kiln.norm``, ``kiln.padding``,
 ``kiln.attention`` (``forward``/``backward`` returning arrays of the caller's kind), ``kiln.equivariant``
-(spherical harmonics, HIP Hessian). With torch
+(spherical harmonics, HIP Hessian), ``kiln.arith`` (NAU, NMU, their regularisers). With torch
 installed, ``kiln.nn`` has ``torch.autograd.Function`` wrappers and ``torch.nn.Module``s.
 Other libraries' arrays (JAX, CuPy, …) come in through DLPack and their results go back in their
 kind: CPU ones on the emulated library, CUDA ones (with torch installed) on the CUDA library.
@@ -15,14 +15,14 @@ The libraries are found through ``KILN_LIBRARY`` (a path to one of them or their
 beside this package (``scripts/build-shared.sh`` puts them there).
 """
 
-from . import _dlpack, activation, attention, equivariant, glu, norm, padding
+from . import _dlpack, activation, arith, attention, equivariant, glu, norm, padding
 from ._abi import ABI_VERSION
 from ._lib import KilnArgumentError, KilnError, LibraryNotFound, library
 
 __version__ = "0.1.0"
 
 # Every family's functions also take other libraries' arrays through DLPack (_dlpack.py).
-for _module in (activation, attention, equivariant, glu, norm, padding):
+for _module in (activation, arith, attention, equivariant, glu, norm, padding):
     _dlpack.wrap_module(_module)
 del _module
 
@@ -50,6 +50,7 @@ __all__ = [
     "KilnError",
     "LibraryNotFound",
     "activation",
+    "arith",
     "attention",
     "available",
     "emu_checked",

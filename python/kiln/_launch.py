@@ -182,6 +182,17 @@ class Launch:
         self._back.append((p, arr, nbytes))
         return arr, p
 
+    def copy_of(self, x):
+        """A new output that starts as a copy of x, for a launcher that updates it in place:
+        ``(array, pointer)``; on the emulator the staged copy comes back after the call."""
+        arr = x.clone() if self.torch else np.array(x, copy=True)
+        if self.direct:
+            self._keep.append(arr)
+            return arr, arr.data_ptr() or self._dummy()
+        p = self.ptr(arr)
+        self._back.append((p, arr, arr.numel() * arr.element_size() if self.torch else arr.nbytes))
+        return arr, p
+
     def workspace(self, nbytes):
         """Scratch memory for a launcher (None when it needs none)."""
         if nbytes < 0:

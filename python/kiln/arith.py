@@ -1,0 +1,195 @@
+"""Neural arithmetic units (kernels/arith.cu; Madsen & Johansen, ICLR 2020, stable-nalu's
+conventions). x ``[B, I]``, W ``[O, I]`` (torch's Linear layout), z and dz ``[B, O]``, row-major, in
+the storage dtype (math in f32).
+
+- The NMU, z_bo = Π_i (W_c,oi·(x_bi − 1) + 1), W_c = clamp(W, ε, 1): ``nmu_forward`` saves the
+  product of the nonzero terms (f32) and the zero count (int32) per output, ``nmu_backward`` takes
+  them (exact gradients with zero terms, no [B, I, O] buffer, deterministic).
+- The regularisers of a unit's weights (``shape`` "linear", the paper's, or "squared"):
+  ``regularizers`` gives R_sparse, R_oob and the sparsity error (f32 ``[1]`` each; one pass,
+  deterministic); ``regularizers_backward`` the gradient of dsparse·R_sparse + doob·R_oob
+  (dsparse, doob f32 ``[1]`` arrays, as an autograd holds them).
+- The NAU, z = x·W_cᵀ, W_c = clamp(W, −1, 1): kiln's two weight passes (``nau_weights``: W_c, and
+  the regularisers in the same read; ``nau_dw``: clamp's gradient mask on dzᵀ·x, plus the
+  regularisers' gradient) around the caller's framework's GEMMs (``nau_forward`` and
+  ``nau_backward`` use ``@``: numpy's or torch's; set torch's
+  ``torch.backends.cuda.matmul.allow_tf32 = False`` for IEEE f32, which the unit needs to learn
+  exact sums).
+- ``lambda_schedule``: the papers' λ ramp.
+"""
+
+from collections import namedtuple
+
+from ._launch import F32, I32, Launch
+from ._abi import CONSTANTS as _C
+
+UNITS = {"nau": _C["KILN_ARITH_NAU"], "nmu": _C["KILN_ARITH_NMU"]}
+SHAPES = {"linear": _C["KILN_ARITH_REG_LINEAR"], "squared": _C["KILN_ARITH_REG_SQUARED"]}
+
+NmuForward = namedtuple("NmuForward", "z prod zeros")
+NmuForward.__doc__ = "z; prod (f32 [B, O]) and zeros (int32 [B, O]), None unless saved."
+Gradients = namedtuple("Gradients", "dx dw")
+Gradients.__doc__ = "dx [B, I] and dw [O, I], the input's dtype."
+Regularizers = namedtuple("Regularizers", "sparse oob sparsity_error")
+Regularizers.__doc__ = "R_sparse, R_oob and max min(|W|, |1 − |W||), each f32 [1]."
+
+
+def _unit(unit):
+    if unit not in UNITS:
+        raise ValueError(f"unknown unit {unit!r}; kiln has {', '.join(UNITS)}")
+    return UNITS[unit]
+
+
+def _shape(shape):
+    if shape not in SHAPES:
+        raise ValueError(f"unknown regulariser shape {shape!r}; kiln has {', '.join(SHAPES)}")
+    return SHAPES[shape]
+
+
+def _dims(L, x, w):
+    dt = L.check(x, "x")
+    if x.ndim != 2:
+        raise ValueError(f"{L.op}: x has shape {list(x.shape)}, expected [batch, in]")
+    b, i = (int(s) for s in x.shape)
+    L.check(w, "w", shape=(None, i), like=x)
+    return dt, b, i, int(w.shape[0])
+
+
+def _eps(L, eps):
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"{L.op}: eps is {eps}; the NMU clamps to [eps, 1], eps in [0, 1]")
+    return float(eps)
+
+
+def nmu_forward(x, w, eps=0.0, save=True):
+    """The NMU forward: ``NmuForward(z, prod, zeros)`` (prod, zeros None unless ``save``)."""
+    with Launch("arith/nmu fwd", x) as L:
+        dt, b, i, o = _dims(L, x, w)
+        eps = _eps(L, eps)
+        xp, wp = L.ptr(x), L.ptr(w)
+        z, zp = L.empty((b, o), x)
+        prod, pp = L.empty((b, o), F32) if save else (None, None)
+        zeros, cp = L.empty((b, o), I32) if save else (None, None)
+        L.call("kiln_arith_nmu_fwd", dt, xp, wp, b, i, o, eps, zp, pp, cp)
+        return NmuForward(z, prod, zeros)
+
+
+def nmu_backward(x, w, dz, prod, zeros, eps=0.0):
+    """The NMU backward from the forward's saved prod and zeros: ``Gradients(dx, dw)``."""
+    with Launch("arith/nmu bwd", x) as L:
+        dt, b, i, o = _dims(L, x, w)
+        eps = _eps(L, eps)
+        L.check(dz, "dz", shape=(b, o), like=x)
+        L.check(prod, "prod", dtypes=(F32,), shape=(b, o))
+        L.check(zeros, "zeros", dtypes=(I32,), shape=(b, o))
+        args = [L.ptr(t) for t in (x, w, dz, prod, zeros)]
+        dx, dxp = L.empty((b, i), x)
+        dw, dwp = L.empty((o, i), x)
+        nbytes = L.lib.kiln_arith_nmu_workspace_bytes(b, i, o)
+        L.call("kiln_arith_nmu_bwd", dt, *args, b, i, o, eps, dxp, dwp, L.workspace(nbytes), max(nbytes, 0))
+        return Gradients(dx, dw)
+
+
+def _weights_len(L, w):
+    n = int(w.numel()) if L.torch else int(w.size)
+    if n == 0:
+        raise ValueError(f"{L.op}: w has no entries; the regularisers are means over at least one weight")
+    return n
+
+
+def regularizers(unit, w, shape="linear"):
+    """``Regularizers(sparse, oob, sparsity_error)`` of ``unit``'s weights (any shape)."""
+    u, s = _unit(unit), _shape(shape)
+    with Launch(f"arith/{unit}_reg fwd", w, "w") as L:
+        dt = L.check(w, "w")
+        n = _weights_len(L, w)
+        wp = L.ptr(w)
+        (sp_, spp), (ob, obp), (se, sep) = (L.empty((1,), F32) for _ in range(3))
+        nbytes = L.lib.kiln_arith_reg_workspace_bytes(n)
+        L.call("kiln_arith_reg_fwd", dt, u, s, wp, n, spp, obp, sep, L.workspace(nbytes), nbytes)
+        return Regularizers(sp_, ob, se)
+
+
+def _reg_grads(L, dsparse, doob):
+    L.check(dsparse, "dsparse", dtypes=(F32,), shape=(1,))
+    L.check(doob, "doob", dtypes=(F32,), shape=(1,))
+    return L.ptr(dsparse), L.ptr(doob)
+
+
+def regularizers_backward(unit, w, dsparse, doob, shape="linear"):
+    """dw, the gradient of dsparse·R_sparse + doob·R_oob (torch's conventions at the kinks)."""
+    u, s = _unit(unit), _shape(shape)
+    with Launch(f"arith/{unit}_reg bwd", w, "w") as L:
+        dt = L.check(w, "w")
+        n = _weights_len(L, w)
+        wp = L.ptr(w)
+        dsp, dbp = _reg_grads(L, dsparse, doob)
+        dw, dwp = L.empty(tuple(w.shape), w)
+        L.call("kiln_arith_reg_bwd", dt, u, s, wp, n, dsp, dbp, dwp)
+        return dw
+
+
+def nau_weights(w, shape=None):
+    """``(wc, regs)``: W_c = clamp(W, −1, 1) (NaN kept) and, with ``shape``, the NAU's
+    ``Regularizers`` from the same pass over W (else None)."""
+    s = _shape(shape) if shape is not None else SHAPES["linear"]
+    with Launch("arith/nau weights", w, "w") as L:
+        dt = L.check(w, "w")
+        n = int(w.numel()) if L.torch else int(w.size)
+        if shape is not None:
+            _weights_len(L, w)
+        wp = L.ptr(w)
+        wc, wcp = L.empty(tuple(w.shape), w)
+        if shape is None:
+            L.call("kiln_arith_nau_weights", dt, wp, n, wcp, s, None, None, None, None, 0)
+            return wc, None
+        (sp_, spp), (ob, obp), (se, sep) = (L.empty((1,), F32) for _ in range(3))
+        nbytes = L.lib.kiln_arith_reg_workspace_bytes(n)
+        L.call("kiln_arith_nau_weights", dt, wp, n, wcp, s, spp, obp, sep, L.workspace(nbytes), nbytes)
+        return wc, Regularizers(sp_, ob, se)
+
+
+def nau_dw(w, grad, dsparse=None, doob=None, shape="linear"):
+    """The NAU's dW from ``grad`` = dzᵀ·x: 0 where W is outside [−1, 1] (bounds included), plus
+    the regularisers' gradient when dsparse and doob (f32 [1]) are given. Returns a new array."""
+    if (dsparse is None) != (doob is None):
+        raise TypeError("arith/nau dw: give both dsparse and doob, or neither")
+    s = _shape(shape)
+    with Launch("arith/nau dw", w, "w") as L:
+        dt = L.check(w, "w")
+        L.check(grad, "grad", shape=tuple(w.shape), like=w)
+        n = int(w.numel()) if L.torch else int(w.size)
+        wp = L.ptr(w)
+        dsp, dbp = _reg_grads(L, dsparse, doob) if dsparse is not None else (None, None)
+        dw, dwp = L.copy_of(grad)
+        L.call("kiln_arith_nau_dw", dt, wp, n, dwp, s, dsp, dbp)
+        return dw
+
+
+def _matmul(a, b, like):
+    """a @ b in like's dtype (numpy's ml_dtypes bf16 products come back as f32)."""
+    r = a @ b
+    if r.dtype != like.dtype:
+        r = r.astype(like.dtype) if hasattr(r, "astype") else r.to(like.dtype)
+    return r
+
+
+def nau_forward(x, w, shape=None):
+    """The NAU forward: ``(z, regs)``, z = x·W_cᵀ by the framework's GEMM (``@``), regs as
+    ``nau_weights`` gives them."""
+    wc, regs = nau_weights(w, shape)
+    return _matmul(x, wc.T, x), regs
+
+
+def nau_backward(x, w, dz, dsparse=None, doob=None, shape="linear"):
+    """The NAU backward: ``Gradients(dx, dw)``, dx = dz·W_c and dW = dzᵀ·x by the framework's
+    GEMMs, dW finished by ``nau_dw`` (with the regularisers' gradient when given)."""
+    wc, _ = nau_weights(w)
+    return Gradients(_matmul(dz, wc, x), nau_dw(w, _matmul(dz.T, x, x), dsparse, doob, shape))
+
+
+def lambda_schedule(lambda_hat, start, end, t):
+    """λ̂·clamp((t − start)/(end − start), 0, 1); a step at ``start`` when end <= start."""
+    if end <= start:
+        return lambda_hat if t >= start else 0.0
+    return lambda_hat * min(max((t - start) / (end - start), 0.0), 1.0)
