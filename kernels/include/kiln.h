@@ -745,6 +745,39 @@ kiln_status kiln_arith_nau_weights(kiln_dtype dtype, const void* w, int64_t n, v
 kiln_status kiln_arith_nau_dw(kiln_dtype dtype, const void* w, int64_t n, void* dw, kiln_arith_reg_shape shape,
                               const float* dsparse, const float* doob, void* stream);
 
+/* The NALU (stable-nalu's defaults: one NAC weight for both paths): W = tanh(W_hat) sigmoid(M_hat),
+ * a = x W^T, m = exp(log(|x| + eps) W^T), g = sigmoid(x G^T + b), y = g a + (1 - g) m; x [batch, in],
+ * W_hat, M_hat, G [out, in], b [out], y [batch, out]. The three products are the caller's GEMMs,
+ * in f32 (kiln's Rust API: cuBLASLt, IEEE f32); these are the elementwise passes around them
+ * (kernels/arith_nalu.cu), storage f32/f16/bf16, every intermediate f32, 0 < eps <= 1:
+ *   forward:  nalu_weights (W, and G in f32), nalu_log (log(|x| + eps), and x in f32),
+ *             GEMMs a = x W^T, lm = log_x W^T, gl = x G^T, then nalu_combine_fwd;
+ *   backward: the forward's passes and GEMMs again, nalu_combine_bwd (da, dlm, dgl),
+ *             GEMMs dsum = da W + dgl G, dlog = dlm W, dW = da^T x + dlm^T log_x, dG = dgl^T x,
+ *             db = column sums of dgl, then nalu_dx and nalu_dweights. */
+
+/** W = tanh(w_hat) sigmoid(m_hat) (f32) over n entries; with g32, G converted to f32 too. */
+kiln_status kiln_arith_nalu_weights(kiln_dtype dtype, const void* w_hat, const void* m_hat, const void* g, int64_t n,
+                                    float* w, float* g32, void* stream);
+/** log(|x| + eps) (f32) over n entries; with x32, x converted to f32 too. */
+kiln_status kiln_arith_nalu_log(kiln_dtype dtype, const void* x, int64_t n, float eps, float* log_x, float* x32,
+                                void* stream);
+/** y [batch, out] = g a + (1 - g) exp(lm), g = sigmoid(gl + bias[o]); a, lm, gl f32 [batch, out]. */
+kiln_status kiln_arith_nalu_combine_fwd(kiln_dtype dtype, const float* a, const float* lm, const float* gl,
+                                        const void* bias, int64_t batch, int64_t out, void* y, void* stream);
+/** The combine's gradients (f32 [batch, out]): da = g dy, dlm = (1 - g) m dy, dgl = (a - m) g (1 - g) dy. */
+kiln_status kiln_arith_nalu_combine_bwd(kiln_dtype dtype, const float* a, const float* lm, const float* gl,
+                                        const void* bias, const void* dy, int64_t batch, int64_t out, float* da,
+                                        float* dlm, float* dgl, void* stream);
+/** dx = dsum + dlog sign(x) / (|x| + eps) over n entries (dsum, dlog f32). */
+kiln_status kiln_arith_nalu_dx(kiln_dtype dtype, const void* x, int64_t n, float eps, const float* dsum,
+                               const float* dlog, void* dx, void* stream);
+/** From dW (f32, n = out * in entries): dw_hat = dW sigmoid(m_hat) (1 - tanh^2 w_hat), dm_hat = dW tanh(w_hat)
+ * sigmoid(m_hat) (1 - sigmoid(m_hat)); dg = dg32 and dbias = dbias32 ([out]) in the storage dtype. */
+kiln_status kiln_arith_nalu_dweights(kiln_dtype dtype, const void* w_hat, const void* m_hat, const float* dw,
+                                     const float* dg32, const float* dbias32, int64_t n, int64_t out, void* dw_hat,
+                                     void* dm_hat, void* dg, void* dbias, void* stream);
+
 #ifdef __cplusplus
 }
 #endif

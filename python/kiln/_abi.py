@@ -105,6 +105,12 @@ FUNCTIONS = {
     'kiln_arith_reg_bwd': ('i32', [('i32', 'dtype'), ('i32', 'unit'), ('i32', 'shape'), ('ptr', 'w'), ('i64', 'n'), ('ptr', 'dsparse'), ('ptr', 'doob'), ('ptr', 'dw'), ('ptr', 'stream')]),
     'kiln_arith_nau_weights': ('i32', [('i32', 'dtype'), ('ptr', 'w'), ('i64', 'n'), ('ptr', 'wc'), ('i32', 'shape'), ('ptr', 'sparse'), ('ptr', 'oob'), ('ptr', 'sparsity_error'), ('ptr', 'workspace'), ('i64', 'workspace_bytes'), ('ptr', 'stream')]),
     'kiln_arith_nau_dw': ('i32', [('i32', 'dtype'), ('ptr', 'w'), ('i64', 'n'), ('ptr', 'dw'), ('i32', 'shape'), ('ptr', 'dsparse'), ('ptr', 'doob'), ('ptr', 'stream')]),
+    'kiln_arith_nalu_weights': ('i32', [('i32', 'dtype'), ('ptr', 'w_hat'), ('ptr', 'm_hat'), ('ptr', 'g'), ('i64', 'n'), ('ptr', 'w'), ('ptr', 'g32'), ('ptr', 'stream')]),
+    'kiln_arith_nalu_log': ('i32', [('i32', 'dtype'), ('ptr', 'x'), ('i64', 'n'), ('f32', 'eps'), ('ptr', 'log_x'), ('ptr', 'x32'), ('ptr', 'stream')]),
+    'kiln_arith_nalu_combine_fwd': ('i32', [('i32', 'dtype'), ('ptr', 'a'), ('ptr', 'lm'), ('ptr', 'gl'), ('ptr', 'bias'), ('i64', 'batch'), ('i64', 'out'), ('ptr', 'y'), ('ptr', 'stream')]),
+    'kiln_arith_nalu_combine_bwd': ('i32', [('i32', 'dtype'), ('ptr', 'a'), ('ptr', 'lm'), ('ptr', 'gl'), ('ptr', 'bias'), ('ptr', 'dy'), ('i64', 'batch'), ('i64', 'out'), ('ptr', 'da'), ('ptr', 'dlm'), ('ptr', 'dgl'), ('ptr', 'stream')]),
+    'kiln_arith_nalu_dx': ('i32', [('i32', 'dtype'), ('ptr', 'x'), ('i64', 'n'), ('f32', 'eps'), ('ptr', 'dsum'), ('ptr', 'dlog'), ('ptr', 'dx'), ('ptr', 'stream')]),
+    'kiln_arith_nalu_dweights': ('i32', [('i32', 'dtype'), ('ptr', 'w_hat'), ('ptr', 'm_hat'), ('ptr', 'dw'), ('ptr', 'dg32'), ('ptr', 'dbias32'), ('i64', 'n'), ('i64', 'out'), ('ptr', 'dw_hat'), ('ptr', 'dm_hat'), ('ptr', 'dg'), ('ptr', 'dbias'), ('ptr', 'stream')]),
 }
 
 EMU_FUNCTIONS = {

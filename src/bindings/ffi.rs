@@ -1438,3 +1438,90 @@ unsafe extern "C" {
         stream: *mut ::std::os::raw::c_void,
     ) -> kiln_status;
 }
+unsafe extern "C" {
+    #[doc = " W = tanh(w_hat) sigmoid(m_hat) (f32) over n entries; with g32, G converted to f32 too."]
+    pub fn kiln_arith_nalu_weights(
+        dtype: kiln_dtype,
+        w_hat: *const ::std::os::raw::c_void,
+        m_hat: *const ::std::os::raw::c_void,
+        g: *const ::std::os::raw::c_void,
+        n: i64,
+        w: *mut f32,
+        g32: *mut f32,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    #[doc = " log(|x| + eps) (f32) over n entries; with x32, x converted to f32 too."]
+    pub fn kiln_arith_nalu_log(
+        dtype: kiln_dtype,
+        x: *const ::std::os::raw::c_void,
+        n: i64,
+        eps: f32,
+        log_x: *mut f32,
+        x32: *mut f32,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    #[doc = " y [batch, out] = g a + (1 - g) exp(lm), g = sigmoid(gl + bias[o]); a, lm, gl f32 [batch, out]."]
+    pub fn kiln_arith_nalu_combine_fwd(
+        dtype: kiln_dtype,
+        a: *const f32,
+        lm: *const f32,
+        gl: *const f32,
+        bias: *const ::std::os::raw::c_void,
+        batch: i64,
+        out: i64,
+        y: *mut ::std::os::raw::c_void,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    #[doc = " The combine's gradients (f32 [batch, out]): da = g dy, dlm = (1 - g) m dy, dgl = (a - m) g (1 - g) dy."]
+    pub fn kiln_arith_nalu_combine_bwd(
+        dtype: kiln_dtype,
+        a: *const f32,
+        lm: *const f32,
+        gl: *const f32,
+        bias: *const ::std::os::raw::c_void,
+        dy: *const ::std::os::raw::c_void,
+        batch: i64,
+        out: i64,
+        da: *mut f32,
+        dlm: *mut f32,
+        dgl: *mut f32,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    #[doc = " dx = dsum + dlog sign(x) / (|x| + eps) over n entries (dsum, dlog f32)."]
+    pub fn kiln_arith_nalu_dx(
+        dtype: kiln_dtype,
+        x: *const ::std::os::raw::c_void,
+        n: i64,
+        eps: f32,
+        dsum: *const f32,
+        dlog: *const f32,
+        dx: *mut ::std::os::raw::c_void,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
+    #[doc = " From dW (f32, n = out * in entries): dw_hat = dW sigmoid(m_hat) (1 - tanh^2 w_hat), dm_hat = dW tanh(w_hat)\n sigmoid(m_hat) (1 - sigmoid(m_hat)); dg = dg32 and dbias = dbias32 ([out]) in the storage dtype."]
+    pub fn kiln_arith_nalu_dweights(
+        dtype: kiln_dtype,
+        w_hat: *const ::std::os::raw::c_void,
+        m_hat: *const ::std::os::raw::c_void,
+        dw: *const f32,
+        dg32: *const f32,
+        dbias32: *const f32,
+        n: i64,
+        out: i64,
+        dw_hat: *mut ::std::os::raw::c_void,
+        dm_hat: *mut ::std::os::raw::c_void,
+        dg: *mut ::std::os::raw::c_void,
+        dbias: *mut ::std::os::raw::c_void,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}

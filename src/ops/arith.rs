@@ -1,14 +1,15 @@
 //! The arith family's registry entries: `arith/nau` (inputs `x w`; forward `z`, backward + `dz`
 //! → `dx dw`), `arith/nmu` (the same with parameter `eps`) and the regularisers `arith/nau_reg`,
 //! `arith/nmu_reg` (input `w`, string parameter `shape`; forward `sparse oob sparsity_error`,
-//! backward + `dsparse doob` → `dw`). The NALU follows (issue 26).
+//! backward + `dsparse doob` → `dw`), and `arith/nalu` (inputs `x w_hat m_hat g bias`, parameter
+//! `eps`; forward `y`, backward + `dy` → `dx dw_hat dm_hat dg dbias`).
 
 use rand::Rng;
 use rand::rngs::StdRng;
 
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
-use crate::families::arith::{self, NmuSaved, NmuSavedRef, RegShape, Unit, cpu};
+use crate::families::arith::{self, NaluWeights, NmuSaved, NmuSavedRef, RegShape, Unit, cpu};
 use crate::ops::check_row::{CheckRow, central_difference, rms_key};
 use crate::ops::params::Params;
 use crate::ops::registry::{ArgSpec, Array, Arrays, Direction, Op, Problem, Tensors, input, no_direction, put_output};
@@ -20,6 +21,9 @@ pub struct NauOp;
 /// The NMU, as a registry entry.
 pub struct NmuOp;
 
+/// The NALU, as a registry entry.
+pub struct NaluOp;
+
 /// A unit's regularisers, as a registry entry.
 pub struct RegOp {
     unit: Unit,
@@ -27,7 +31,13 @@ pub struct RegOp {
 
 /// The family's entries.
 pub fn entries() -> Vec<Box<dyn Op>> {
-    vec![Box::new(NauOp), Box::new(NmuOp), Box::new(RegOp { unit: Unit::Nau }), Box::new(RegOp { unit: Unit::Nmu })]
+    vec![
+        Box::new(NauOp),
+        Box::new(NmuOp),
+        Box::new(RegOp { unit: Unit::Nau }),
+        Box::new(RegOp { unit: Unit::Nmu }),
+        Box::new(NaluOp),
+    ]
 }
 
 const FD_STEP: f64 = 1e-6;
@@ -772,6 +782,311 @@ impl Op for RegOp {
                 })
                 .collect();
             rows.push(reference_row(self, format!("finite differences dw ({shape:?})"), &analytic, &numeric, FD_RTOL));
+        }
+        rows
+    }
+}
+
+fn sigmoid32(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+/// The naive low-precision NALU: the reference's loops in f32 (sums in order), results rounded
+/// to `dtype`; backward with each gradient's root sum of squares of its terms.
+fn nalu_naive(dir: Direction, problem: &Problem, dtype: DType) -> Result<Arrays> {
+    let (b, i, o) = dims_of(problem, "w_hat")?;
+    let f =
+        |name: &'static str| -> Result<Vec<f32>> { Ok(problem.input(name)?.data.iter().map(|&v| v as f32).collect()) };
+    let (x, wh, mh, g, bias) = (f("x")?, f("w_hat")?, f("m_hat")?, f("g")?, f("bias")?);
+    let eps = problem.params.get("eps").copied().unwrap_or(1e-7) as f32;
+    let w: Vec<f32> = wh.iter().zip(&mh).map(|(h, m)| h.tanh() * sigmoid32(*m)).collect();
+    let lx: Vec<f32> = x.iter().map(|v| (v.abs() + eps).ln()).collect();
+    let (mut a, mut m, mut gate) = (vec![0f32; b * o], vec![0f32; b * o], vec![0f32; b * o]);
+    for r in 0..b {
+        for k in 0..o {
+            let (mut sa, mut sl, mut sg) = (0f32, 0f32, bias[k]);
+            for c in 0..i {
+                sa += x[r * i + c] * w[k * i + c];
+                sl += lx[r * i + c] * w[k * i + c];
+                sg += x[r * i + c] * g[k * i + c];
+            }
+            (a[r * o + k], m[r * o + k], gate[r * o + k]) = (sa, sl.exp(), sigmoid32(sg));
+        }
+    }
+    let round = |v: &[f32]| v.iter().map(|&x| dtype.round(f64::from(x))).collect::<Vec<f64>>();
+    let mut out = Arrays::new();
+    if dir == Direction::Fwd {
+        let y: Vec<f32> = (0..b * o).map(|t| gate[t] * a[t] + (1.0 - gate[t]) * m[t]).collect();
+        out.insert("y".into(), Array::new(vec![b, o], round(&y)));
+        return Ok(out);
+    }
+    let dy = f("dy")?;
+    let (mut dx, mut dw, mut dg, mut db) = (vec![0f32; b * i], vec![0f32; o * i], vec![0f32; o * i], vec![0f32; o]);
+    let (mut sx, mut sw, mut sg, mut sb) = (vec![0f64; b * i], vec![0f64; o * i], vec![0f64; o * i], vec![0f64; o]);
+    for r in 0..b {
+        for k in 0..o {
+            let t = r * o + k;
+            let da = gate[t] * dy[t];
+            let dlin = (1.0 - gate[t]) * dy[t] * m[t];
+            let dgl = (a[t] - m[t]) * dy[t] * gate[t] * (1.0 - gate[t]);
+            db[k] += dgl;
+            sb[k] += f64::from(dgl).powi(2);
+            for c in 0..i {
+                let (xv, wv) = (x[r * i + c], w[k * i + c]);
+                let sign = if xv > 0.0 {
+                    1.0
+                } else if xv < 0.0 {
+                    -1.0
+                } else {
+                    0.0
+                };
+                let terms = [da * wv, dlin * wv * sign / (xv.abs() + eps), dgl * g[k * i + c]];
+                for term in terms {
+                    dx[r * i + c] += term;
+                    sx[r * i + c] += f64::from(term).powi(2);
+                }
+                for term in [da * xv, dlin * lx[r * i + c]] {
+                    dw[k * i + c] += term;
+                    sw[k * i + c] += f64::from(term).powi(2);
+                }
+                dg[k * i + c] += dgl * xv;
+                sg[k * i + c] += f64::from(dgl * xv).powi(2);
+            }
+        }
+    }
+    let (mut dwh, mut dmh) = (vec![0f32; o * i], vec![0f32; o * i]);
+    let (mut swh, mut smh) = (vec![0f64; o * i], vec![0f64; o * i]);
+    for e in 0..o * i {
+        let (th, s) = (wh[e].tanh(), sigmoid32(mh[e]));
+        dwh[e] = dw[e] * s * (1.0 - th * th);
+        dmh[e] = dw[e] * th * s * (1.0 - s);
+        swh[e] = sw[e].sqrt() * f64::from(s * (1.0 - th * th));
+        smh[e] = sw[e].sqrt() * f64::from((th * s * (1.0 - s)).abs());
+    }
+    let root = |v: Vec<f64>| v.into_iter().map(f64::sqrt).collect::<Vec<f64>>();
+    for (name, shape, v, rms) in [
+        ("dx", vec![b, i], round(&dx), root(sx)),
+        ("dw_hat", vec![o, i], round(&dwh), swh),
+        ("dm_hat", vec![o, i], round(&dmh), smh),
+        ("dg", vec![o, i], round(&dg), root(sg)),
+        ("dbias", vec![o], round(&db), root(sb)),
+    ] {
+        out.insert(rms_key(name), Array::new(shape.clone(), rms));
+        out.insert(name.into(), Array::new(shape, v));
+    }
+    Ok(out)
+}
+
+/// (B, I, O) of a problem whose weight input `w` is `[O, I]`.
+fn dims_of(problem: &Problem, w: &'static str) -> Result<(usize, usize, usize)> {
+    let x = problem.input("x")?;
+    Ok((x.shape[0], x.shape[1], problem.input(w)?.shape[0]))
+}
+
+const NALU_WEIGHTS: [&str; 4] = ["w_hat", "m_hat", "g", "bias"];
+
+impl Op for NaluOp {
+    fn family(&self) -> &'static str {
+        "arith"
+    }
+
+    fn name(&self) -> &'static str {
+        "nalu"
+    }
+
+    fn inputs(&self, dir: Direction) -> Vec<ArgSpec> {
+        let mut v: Vec<ArgSpec> = ["x"].into_iter().chain(NALU_WEIGHTS).map(ArgSpec::op).collect();
+        if dir == Direction::Bwd {
+            v.push(ArgSpec::op("dy"));
+        }
+        v
+    }
+
+    fn outputs(&self, dir: Direction, problem: &Problem) -> Result<Vec<(ArgSpec, Vec<usize>)>> {
+        let (b, i, o) = dims_of(problem, "w_hat")?;
+        let reduction = |name| ArgSpec { reduction: true, ..ArgSpec::op(name) };
+        match dir {
+            Direction::Fwd => Ok(vec![(reduction("y"), vec![b, o])]),
+            Direction::Bwd => Ok(vec![
+                (reduction("dx"), vec![b, i]),
+                (reduction("dw_hat"), vec![o, i]),
+                (reduction("dm_hat"), vec![o, i]),
+                (reduction("dg"), vec![o, i]),
+                (reduction("dbias"), vec![o]),
+            ]),
+            Direction::Bwd2 => Err(no_direction(self, dir)),
+        }
+    }
+
+    fn params(&self) -> &'static [(&'static str, f64)] {
+        &[("eps", 1e-7)]
+    }
+
+    fn launcher(&self, dir: Direction) -> String {
+        match dir {
+            Direction::Fwd => "kiln_arith_nalu_{weights,log,combine_fwd} + three cuBLASLt GEMMs".into(),
+            _ => {
+                "the forward's passes and GEMMs + kiln_arith_nalu_{combine_bwd,dx,dweights} + six cuBLASLt GEMMs".into()
+            }
+        }
+    }
+
+    fn random_problem(&self, dir: Direction, shape: &[usize], rng: &mut StdRng) -> Problem {
+        // |x| in [0.5, 2] with either sign (log(|x| + ε) stays tame, its derivative bounded),
+        // Ŵ, M̂, G in [−1, 1] (|W| < 0.56): the exponent of m stays within f16's range at the
+        // check shapes' widths.
+        let (b, i, o) = (shape[0], shape[1], shape[2]);
+        let mut p = Problem::default();
+        let x = (0..b * i)
+            .map(|_| {
+                let v: f64 = rng.random_range(0.5..2.0);
+                if rng.random_bool(0.5) { v } else { -v }
+            })
+            .collect();
+        p.inputs.insert("x".into(), Array::new(vec![b, i], x));
+        for name in ["w_hat", "m_hat", "g"] {
+            p.inputs
+                .insert(name.into(), Array::new(vec![o, i], (0..o * i).map(|_| rng.random_range(-1.0..1.0)).collect()));
+        }
+        p.inputs.insert("bias".into(), Array::new(vec![o], (0..o).map(|_| rng.random_range(-1.0..1.0)).collect()));
+        if dir == Direction::Bwd {
+            p.inputs
+                .insert("dy".into(), Array::new(vec![b, o], (0..b * o).map(|_| rng.random_range(-1.0..1.0)).collect()));
+        }
+        p
+    }
+
+    fn reference(&self, dir: Direction, problem: &Problem) -> Result<Arrays> {
+        let (b, i, o) = dims_of(problem, "w_hat")?;
+        let eps = problem.params.get("eps").copied().unwrap_or(1e-7);
+        let d = |name: &'static str| problem.input(name).map(|a| a.data.as_slice());
+        let params = cpu::NaluParams { w_hat: d("w_hat")?, m_hat: d("m_hat")?, g: d("g")?, bias: d("bias")? };
+        let mut out = Arrays::new();
+        match dir {
+            Direction::Fwd => {
+                out.insert("y".into(), Array::new(vec![b, o], cpu::nalu_forward(d("x")?, params, b, i, o, eps)?));
+            }
+            Direction::Bwd => {
+                let g = cpu::nalu_backward(d("x")?, params, d("dy")?, b, i, o, eps)?;
+                out.insert("dx".into(), Array::new(vec![b, i], g.dx));
+                out.insert("dw_hat".into(), Array::new(vec![o, i], g.dw_hat));
+                out.insert("dm_hat".into(), Array::new(vec![o, i], g.dm_hat));
+                out.insert("dg".into(), Array::new(vec![o, i], g.dg));
+                out.insert("dbias".into(), Array::new(vec![o], g.dbias));
+            }
+            Direction::Bwd2 => return Err(no_direction(self, dir)),
+        }
+        Ok(out)
+    }
+
+    fn naive_reductions(&self, dir: Direction, problem: &Problem, dtype: DType) -> Result<Arrays> {
+        nalu_naive(dir, problem, dtype)
+    }
+
+    fn run(&self, dir: Direction, inputs: &Tensors, params: &Params, outputs: &mut Tensors) -> Result<()> {
+        let eps = params.get("eps").copied().unwrap_or(1e-7) as f32;
+        let x = input(inputs, "x")?;
+        let p = NaluWeights {
+            w_hat: input(inputs, "w_hat")?,
+            m_hat: input(inputs, "m_hat")?,
+            g: input(inputs, "g")?,
+            bias: input(inputs, "bias")?,
+        };
+        match dir {
+            Direction::Fwd => put_output(outputs, "y", arith::nalu_forward(x, p, eps)?),
+            Direction::Bwd => {
+                let g = arith::nalu_backward(x, p, input(inputs, "dy")?, eps)?;
+                put_output(outputs, "dx", g.dx)?;
+                put_output(outputs, "dw_hat", g.dw_hat)?;
+                put_output(outputs, "dm_hat", g.dm_hat)?;
+                put_output(outputs, "dg", g.dg)?;
+                put_output(outputs, "dbias", g.dbias)
+            }
+            Direction::Bwd2 => Err(no_direction(self, dir)),
+        }
+    }
+
+    fn bytes(&self, dir: Direction, problem: &Problem, dtype: DType) -> u64 {
+        let Ok((b, i, o)) = dims_of(problem, "w_hat") else { return 0 };
+        let (b, i, o, s) = (b as u64, i as u64, o as u64, dtype.size_in_bytes() as u64);
+        // The ideal: the inputs read once, the outputs written once.
+        match dir {
+            Direction::Fwd => s * (b * i + 3 * o * i + o + b * o),
+            Direction::Bwd => s * (2 * b * i + 6 * o * i + 2 * o + b * o),
+            Direction::Bwd2 => 0,
+        }
+    }
+
+    fn flops(&self, dir: Direction, problem: &Problem) -> u64 {
+        let Ok((b, i, o)) = dims_of(problem, "w_hat") else { return 0 };
+        let products = (b * i * o) as u64;
+        match dir {
+            Direction::Fwd => 6 * products,
+            // The forward's three GEMMs again and six more.
+            Direction::Bwd => 18 * products,
+            Direction::Bwd2 => 0,
+        }
+    }
+
+    fn check_shapes(&self) -> Vec<Vec<usize>> {
+        // [B, I, O]: single elements; odd sizes; 2,100 (B·I) and 2,560 (O·I) entries, past a
+        // block's 256 threads several times.
+        vec![vec![1, 1, 1], vec![5, 17, 3], vec![70, 30, 40], vec![3, 64, 40]]
+    }
+
+    fn bench_shape_gpu(&self) -> Vec<usize> {
+        vec![4096, 1024, 1024]
+    }
+
+    fn bench_shape_cpu(&self) -> Vec<usize> {
+        vec![64, 64, 64]
+    }
+
+    fn self_checks(&self, rng: &mut StdRng) -> Vec<CheckRow> {
+        // Finite differences of Σ dy·y in each input and parameter (x off 0, where log|x| kinks).
+        let (b, i, o) = (3, 4, 2);
+        let eps = 1e-7;
+        let problem = self.random_problem(Direction::Bwd, &[b, i, o], rng);
+        let d = |name: &str| problem.inputs[name].data.clone();
+        let (x, dy) = (d("x"), d("dy"));
+        let weights: Vec<Vec<f64>> = NALU_WEIGHTS.iter().map(|n| d(n)).collect();
+        let loss = |x: &[f64], w: &[Vec<f64>]| -> f64 {
+            let p = cpu::NaluParams { w_hat: &w[0], m_hat: &w[1], g: &w[2], bias: &w[3] };
+            cpu::nalu_forward(x, p, b, i, o, eps).map_or(f64::NAN, |y| y.iter().zip(&dy).map(|(y, g)| y * g).sum())
+        };
+        let p = cpu::NaluParams { w_hat: &weights[0], m_hat: &weights[1], g: &weights[2], bias: &weights[3] };
+        let Ok(g) = cpu::nalu_backward(&x, p, &dy, b, i, o, eps) else { return vec![] };
+        let numeric_x: Vec<f64> = (0..x.len())
+            .map(|k| {
+                central_difference(
+                    |v| {
+                        let mut q = x.clone();
+                        q[k] = v;
+                        loss(&q, &weights)
+                    },
+                    x[k],
+                    FD_STEP,
+                )
+            })
+            .collect();
+        let mut rows = vec![reference_row(self, "finite differences dx", &g.dx, &numeric_x, FD_RTOL)];
+        for (which, (name, analytic)) in
+            [("dw_hat", &g.dw_hat), ("dm_hat", &g.dm_hat), ("dg", &g.dg), ("dbias", &g.dbias)].into_iter().enumerate()
+        {
+            let numeric: Vec<f64> = (0..weights[which].len())
+                .map(|k| {
+                    central_difference(
+                        |v| {
+                            let mut w = weights.clone();
+                            w[which][k] = v;
+                            loss(&x, &w)
+                        },
+                        weights[which][k],
+                        FD_STEP,
+                    )
+                })
+                .collect();
+            rows.push(reference_row(self, format!("finite differences {name}"), analytic, &numeric, FD_RTOL));
         }
         rows
     }

@@ -257,7 +257,7 @@ fn arith_references_reject_bad_input() {
 
 mod kernels {
     use crate::common::{assert_close, assert_rows, devices, emu_shapes, gpu, kernel_devices, rng};
-    use kiln::arith::{self, NmuSavedRef, RegGradients, RegShape, Unit, cpu};
+    use kiln::arith::{self, NaluWeights, NmuSavedRef, RegGradients, RegShape, Unit, cpu};
     use kiln::check::{check_problem, check_shapes};
     use kiln::registry::{Direction, select};
     use kiln::{DType, Device, Error, Tensor};
@@ -427,6 +427,78 @@ mod kernels {
             let reg = |dsparse, doob| Some(RegGradients { shape: RegShape::Squared, dsparse, doob });
             assert_eq!(arg(bwd(&dz, reg(&two, &one))), "dsparse");
             assert_eq!(arg(bwd(&dz, reg(&one, &half))), "doob");
+        }
+    }
+
+    /// The NALU's passes around its GEMMs: every check shape in f32, f16 and bf16, both
+    /// directions, and a larger ε.
+    #[test]
+    fn nalu_kernels_match_reference() {
+        let mut rng = rng();
+        for device in kernel_devices() {
+            let op = select(&["arith/nalu".into()]).remove(0);
+            let shapes = emu_shapes(op.as_ref());
+            assert_eq!(shapes.len(), op.check_shapes().len());
+            assert_rows(&check_shapes(op.as_ref(), &device, &DType::FLOATS, &shapes, &mut rng).unwrap());
+            for dir in Direction::BOTH {
+                let mut problem = op.random_problem(dir, &[5, 17, 3], &mut rng);
+                problem.params.insert("eps".into(), 0.5);
+                assert_rows(&check_problem(op.as_ref(), dir, DType::F32, &problem, &device, "eps 0.5").unwrap());
+            }
+        }
+    }
+
+    /// Zero dimensions: I = 0 leaves a = 0 and m = exp(0) = 1, so y = 1 − σ(b) and db still
+    /// flows; B = 0 gives zero weight gradients; O = 0 zero dx.
+    #[test]
+    fn nalu_empty_dimensions() {
+        for device in devices() {
+            let f = DType::F32;
+            let t = |v: &[f32], shape: &[usize]| tensor(v, shape, f, &device);
+            let (x, wh, mh, g, bias) =
+                (t(&[], &[2, 0]), t(&[], &[1, 0]), t(&[], &[1, 0]), t(&[], &[1, 0]), t(&[0.0], &[1]));
+            let p = NaluWeights { w_hat: &wh, m_hat: &mh, g: &g, bias: &bias };
+            assert_eq!(arith::nalu_forward(&x, p, 1e-7).unwrap().to_f32_vec().unwrap(), vec![0.5, 0.5], "{device}");
+            let gr = arith::nalu_backward(&x, p, &t(&[1.0, 1.0], &[2, 1]), 1e-7).unwrap();
+            // dy·(a − m)·g(1 − g) = 1·(0 − 1)·¼ per row.
+            assert_eq!(gr.dbias.to_f32_vec().unwrap(), vec![-0.5], "{device}");
+            let (x, w) = (t(&[], &[0, 2]), t(&[0.5, -0.5], &[1, 2]));
+            let p = NaluWeights { w_hat: &w, m_hat: &w, g: &w, bias: &bias };
+            let gr = arith::nalu_backward(&x, p, &t(&[], &[0, 1]), 1e-7).unwrap();
+            for z in [&gr.dw_hat, &gr.dm_hat, &gr.dg] {
+                assert_eq!(z.to_f32_vec().unwrap(), vec![0.0, 0.0], "{device}");
+            }
+            assert_eq!(gr.dbias.to_f32_vec().unwrap(), vec![0.0], "{device}");
+            let (x, w, none) = (t(&[1.0, 2.0], &[1, 2]), t(&[], &[0, 2]), t(&[], &[0]));
+            let p = NaluWeights { w_hat: &w, m_hat: &w, g: &w, bias: &none };
+            let gr = arith::nalu_backward(&x, p, &t(&[], &[1, 0]), 1e-7).unwrap();
+            assert_eq!(gr.dx.to_f32_vec().unwrap(), vec![0.0, 0.0], "{device}");
+        }
+    }
+
+    #[test]
+    fn nalu_rejects_bad_input() {
+        for device in devices() {
+            let f = DType::F32;
+            let t = |n: usize, shape: &[usize]| tensor(&vec![0.5; n], shape, f, &device);
+            let (x, w, bias, dy) = (t(6, &[2, 3]), t(12, &[4, 3]), t(4, &[4]), t(8, &[2, 4]));
+            let p = NaluWeights { w_hat: &w, m_hat: &w, g: &w, bias: &bias };
+            let arg = |r: Result<(), Error>| match r {
+                Err(Error::Shape { arg, .. } | Error::DType { arg, .. } | Error::InvalidValue { arg, .. }) => arg,
+                other => panic!("{device}: {other:?}"),
+            };
+            let fwd = |x: &Tensor, p: NaluWeights, eps: f32| arith::nalu_forward(x, p, eps).map(|_| ());
+            assert_eq!(arg(fwd(&t(6, &[6]), p, 1e-7)), "x");
+            let narrow = t(8, &[4, 2]);
+            assert_eq!(arg(fwd(&x, NaluWeights { w_hat: &narrow, ..p }, 1e-7)), "w_hat");
+            assert_eq!(arg(fwd(&x, NaluWeights { m_hat: &narrow, ..p }, 1e-7)), "m_hat");
+            let half = tensor(&[0.5; 12], &[4, 3], DType::F16, &device);
+            assert_eq!(arg(fwd(&x, NaluWeights { g: &half, ..p }, 1e-7)), "g");
+            assert_eq!(arg(fwd(&x, NaluWeights { bias: &t(3, &[3]), ..p }, 1e-7)), "bias");
+            assert_eq!(arg(fwd(&x, p, 0.0)), "eps");
+            assert_eq!(arg(fwd(&x, p, f32::NAN)), "eps");
+            assert_eq!(arg(arith::nalu_backward(&x, p, &t(6, &[2, 3]), 1e-7).map(|_| ())), "dy");
+            assert!(arith::nalu_backward(&x, p, &dy, 1e-7).is_ok(), "{device}");
         }
     }
 

@@ -387,6 +387,92 @@ macro_rules! c_abi_tests {
                         nau_dw(F32, lin, FAKE, 6, (FAKE + 2) as *const f32, f),
                         kiln_status::KILN_ERROR_MISALIGNED
                     );
+                    // The NALU's passes.
+                    let bad = kiln_dtype(9);
+                    let weights = |dtype, h: usize, n: i64, w: *mut f32| {
+                        ffi::kiln_arith_nalu_weights(dtype, p(h), p(FAKE), p(FAKE), n, w, nf, null_mut())
+                    };
+                    assert_eq!(weights(bad, FAKE, 6, nf), kiln_status::KILN_ERROR_INVALID_DTYPE);
+                    assert_eq!(weights(F32, FAKE, -1, nf), kiln_status::KILN_ERROR_INVALID_SIZE);
+                    assert_eq!(weights(F32, 0, 0, nf), kiln_status::KILN_SUCCESS);
+                    assert_eq!(weights(F32, 0, 6, nf), kiln_status::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(weights(F32, FAKE, 6, null_mut()), kiln_status::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(weights(BF16, FAKE + 1, 6, nf), kiln_status::KILN_ERROR_MISALIGNED);
+                    assert_eq!(weights(F32, FAKE, 6, (FAKE + 2) as *mut f32), kiln_status::KILN_ERROR_MISALIGNED);
+                    let log = |dtype, x: usize, n: i64, eps: f32| {
+                        ffi::kiln_arith_nalu_log(dtype, p(x), n, eps, nf, null_mut(), null_mut())
+                    };
+                    assert_eq!(log(bad, FAKE, 6, 1e-7), kiln_status::KILN_ERROR_INVALID_DTYPE);
+                    assert_eq!(log(F32, FAKE, 6, 0.0), kiln_status::KILN_ERROR_INVALID_VALUE);
+                    assert_eq!(log(F32, FAKE, 6, f32::NAN), kiln_status::KILN_ERROR_INVALID_VALUE);
+                    assert_eq!(log(F32, FAKE, -1, 1e-7), kiln_status::KILN_ERROR_INVALID_SIZE);
+                    assert_eq!(log(F32, 0, 0, 1e-7), kiln_status::KILN_SUCCESS);
+                    assert_eq!(log(F32, 0, 6, 1e-7), kiln_status::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(log(BF16, FAKE + 1, 6, 1e-7), kiln_status::KILN_ERROR_MISALIGNED);
+                    let combine = |dtype, a: *const f32, batch: i64, out: i64| {
+                        ffi::kiln_arith_nalu_combine_fwd(dtype, a, f, f, p(FAKE), batch, out, pm(FAKE), null_mut())
+                    };
+                    assert_eq!(combine(bad, f, 2, 3), kiln_status::KILN_ERROR_INVALID_DTYPE);
+                    assert_eq!(combine(F32, f, -2, 3), kiln_status::KILN_ERROR_INVALID_SIZE);
+                    assert_eq!(combine(F32, f, 1 << 40, 1 << 20), kiln_status::KILN_ERROR_INVALID_SIZE);
+                    assert_eq!(combine(F32, null(), 0, 3), kiln_status::KILN_SUCCESS);
+                    assert_eq!(combine(F32, null(), 2, 3), kiln_status::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(combine(F32, (FAKE + 2) as *const f32, 2, 3), kiln_status::KILN_ERROR_MISALIGNED);
+                    let cbwd = |dtype, dy: usize, batch: i64, da: *mut f32| {
+                        ffi::kiln_arith_nalu_combine_bwd(
+                            dtype,
+                            f,
+                            f,
+                            f,
+                            p(FAKE),
+                            p(dy),
+                            batch,
+                            3,
+                            da,
+                            nf,
+                            nf,
+                            null_mut(),
+                        )
+                    };
+                    assert_eq!(cbwd(bad, FAKE, 2, nf), kiln_status::KILN_ERROR_INVALID_DTYPE);
+                    assert_eq!(cbwd(F32, FAKE, -2, nf), kiln_status::KILN_ERROR_INVALID_SIZE);
+                    assert_eq!(cbwd(F32, 0, 0, nf), kiln_status::KILN_SUCCESS);
+                    assert_eq!(cbwd(F32, 0, 2, nf), kiln_status::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(cbwd(F32, FAKE, 2, null_mut()), kiln_status::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(cbwd(BF16, FAKE + 1, 2, nf), kiln_status::KILN_ERROR_MISALIGNED);
+                    let dx = |dtype, x: usize, n: i64, eps: f32| {
+                        ffi::kiln_arith_nalu_dx(dtype, p(x), n, eps, f, f, pm(FAKE), null_mut())
+                    };
+                    assert_eq!(dx(bad, FAKE, 6, 1e-7), kiln_status::KILN_ERROR_INVALID_DTYPE);
+                    assert_eq!(dx(F32, FAKE, 6, 2.0), kiln_status::KILN_ERROR_INVALID_VALUE);
+                    assert_eq!(dx(F32, FAKE, -6, 1e-7), kiln_status::KILN_ERROR_INVALID_SIZE);
+                    assert_eq!(dx(F32, 0, 0, 1e-7), kiln_status::KILN_SUCCESS);
+                    assert_eq!(dx(F32, 0, 6, 1e-7), kiln_status::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(dx(BF16, FAKE + 1, 6, 1e-7), kiln_status::KILN_ERROR_MISALIGNED);
+                    let dweights = |dtype, h: usize, n: i64, out: i64, db: *const f32| {
+                        ffi::kiln_arith_nalu_dweights(
+                            dtype,
+                            p(h),
+                            p(FAKE),
+                            f,
+                            f,
+                            db,
+                            n,
+                            out,
+                            pm(FAKE),
+                            pm(FAKE),
+                            pm(FAKE),
+                            pm(FAKE),
+                            null_mut(),
+                        )
+                    };
+                    assert_eq!(dweights(bad, FAKE, 6, 2, f), kiln_status::KILN_ERROR_INVALID_DTYPE);
+                    assert_eq!(dweights(F32, FAKE, -6, 2, f), kiln_status::KILN_ERROR_INVALID_SIZE);
+                    assert_eq!(dweights(F32, FAKE, 6, -2, f), kiln_status::KILN_ERROR_INVALID_SIZE);
+                    assert_eq!(dweights(F32, 0, 0, 0, null()), kiln_status::KILN_SUCCESS);
+                    assert_eq!(dweights(F32, 0, 6, 2, f), kiln_status::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(dweights(F32, FAKE, 0, 2, null()), kiln_status::KILN_ERROR_NULL_POINTER);
+                    assert_eq!(dweights(BF16, FAKE + 1, 6, 2, f), kiln_status::KILN_ERROR_MISALIGNED);
                 }
             }
 

@@ -456,4 +456,18 @@ fn arith_weight_passes_add_only_their_own_traffic() {
             }
         }
     }
+    // The NALU in f32 at [64, 64, 64] (n² = 4096 per matrix, a bias of 64): forward the weight
+    // pass (Ŵ, M̂ read, W written: 3n²), the log pass (2n²), three GEMMs (9n²) and the combine
+    // (a, lm, gl read, y written: 4n², and the bias) against x, Ŵ, M̂, G, b, y once: 3.592. The
+    // backward: the forward's passes and GEMMs again (14n²), the combine's gradients (a, lm, gl,
+    // dy read, da, dlm, dgl written: 7n²), six GEMMs, two accumulating (20n²), db's column sum
+    // (n²), the dx pass (4n²) and the weight-gradient pass (7n²): 53n² and a few bias vectors,
+    // against x, Ŵ, M̂, G, dy read and dx, dŴ, dM̂, dG written (9n² and two biases). More passes or
+    // wider intermediates fail here.
+    let op = select(&["arith/nalu".into()]).remove(0);
+    for (dir, want) in [(Direction::Fwd, (18.0 * 4096.0 + 64.0) / (5.0 * 4096.0 + 64.0)), (Direction::Bwd, 53.0 * 4096.0 / (9.0 * 4096.0 + 128.0))] {
+        let problem = op.random_problem(dir, &[64, 64, 64], &mut rng);
+        let r = kiln::model::traffic(op.as_ref(), dir, DType::F32, &problem, &device).unwrap();
+        assert!((r.traffic_ratio - want).abs() <= 0.005 * want, "traffic {:.3} vs {want:.3}: {r:?}", r.traffic_ratio);
+    }
 }

@@ -7,11 +7,11 @@ use std::ffi::c_void;
 use std::ptr::null_mut;
 
 use super::spec::{
-    NauOutput, NmuOutput, NmuSaved, NmuSavedRef, RegGradients, RegOutput, RegShape, Unit, UnitGradients,
+    NaluGradients, NaluWeights, NauOutput, NmuOutput, NmuSaved, NmuSavedRef, RegGradients, RegOutput, RegShape, Unit, UnitGradients,
 };
 use crate::core::dtype::DType;
 use crate::core::error::Result;
-use crate::core::gemm::{F32Math, gemm, op};
+use crate::core::gemm::{F32Math, Operand, column_sums, gemm, op};
 use crate::core::gpu::Gpu;
 use crate::core::launch::check_status;
 use crate::core::tensor::Tensor;
@@ -341,4 +341,267 @@ pub(in crate::families::arith) fn nau_backward(
     };
     check_status(gpu, status, || "kiln_arith_nau_dw".into())?;
     Ok(UnitGradients { dx, dw })
+}
+
+/// op(A)·op(B) `[m, n]` in f32 with IEEE math, into a new tensor or (β = 1) added into `into`;
+/// an empty sum (k = 0) is 0, and an empty result launches nothing.
+fn product(
+    gpu: &Gpu,
+    (m, k, n): (usize, usize, usize),
+    a: Operand,
+    b: Operand,
+    into: Option<Tensor>,
+) -> Result<Tensor> {
+    match into {
+        Some(mut c) => {
+            if m * n * k > 0 {
+                gemm(gpu, F32Math::Ieee, (m, k, n), a, b, &mut c, (0, n), 1.0, None)?;
+            }
+            Ok(c)
+        }
+        None if m * n * k == 0 => Tensor::zeros(&[m, n], DType::F32, &gpu.device()),
+        None => {
+            let mut c = Tensor::uninit(&[m, n], DType::F32, &gpu.device())?;
+            gemm(gpu, F32Math::Ieee, (m, k, n), a, b, &mut c, (0, n), 0.0, None)?;
+            Ok(c)
+        }
+    }
+}
+
+/// What the NALU's forward passes and GEMMs give: W (f32), G and x in f32 (None for f32 storage:
+/// the inputs themselves), log(|x| + ε), and the GEMMs' a, lm, gl (f32 `[B, O]`).
+struct NaluForward {
+    w: Tensor,
+    g32: Option<Tensor>,
+    x32: Option<Tensor>,
+    log_x: Tensor,
+    a: Tensor,
+    lm: Tensor,
+    gl: Tensor,
+}
+
+fn nalu_passes(
+    x: &Tensor,
+    p: NaluWeights,
+    eps: f32,
+    (batch, inputs, outputs): (usize, usize, usize),
+    gpu: &Gpu,
+) -> Result<NaluForward> {
+    let device = gpu.device();
+    let sixteen = x.dtype() != DType::F32;
+    let f32s = |shape: &[usize]| Tensor::uninit(shape, DType::F32, &device);
+    let mut w = f32s(&[outputs, inputs])?;
+    let mut g32 = if sixteen { Some(f32s(&[outputs, inputs])?) } else { None };
+    let status = {
+        let (hp, _hg) = p.w_hat.dev_ptr(gpu);
+        let (mp, _mg) = p.m_hat.dev_ptr(gpu);
+        let (gp, _gg) = p.g.dev_ptr(gpu);
+        let (wp, _wg) = w.dev_ptr_mut(gpu);
+        let (cp, _cg) = match g32.as_mut() {
+            Some(t) => {
+                let (q, g) = t.dev_ptr_mut(gpu);
+                (q as *mut f32, Some(g))
+            }
+            None => (null_mut(), None),
+        };
+        // SAFETY: dtypes and shapes validated by the caller; guards outlive the launch.
+        unsafe {
+            ffi::kiln_arith_nalu_weights(
+                x.dtype().to_ffi(),
+                hp as *const c_void,
+                mp as *const c_void,
+                gp as *const c_void,
+                (outputs * inputs) as i64,
+                wp as *mut f32,
+                cp,
+                gpu.stream(),
+            )
+        }
+    };
+    check_status(gpu, status, || "kiln_arith_nalu_weights".into())?;
+    let mut log_x = f32s(&[batch, inputs])?;
+    let mut x32 = if sixteen { Some(f32s(&[batch, inputs])?) } else { None };
+    let status = {
+        let (xp, _xg) = x.dev_ptr(gpu);
+        let (lp, _lg) = log_x.dev_ptr_mut(gpu);
+        let (cp, _cg) = match x32.as_mut() {
+            Some(t) => {
+                let (q, g) = t.dev_ptr_mut(gpu);
+                (q as *mut f32, Some(g))
+            }
+            None => (null_mut(), None),
+        };
+        // SAFETY: as above.
+        unsafe {
+            ffi::kiln_arith_nalu_log(
+                x.dtype().to_ffi(),
+                xp as *const c_void,
+                (batch * inputs) as i64,
+                eps,
+                lp as *mut f32,
+                cp,
+                gpu.stream(),
+            )
+        }
+    };
+    check_status(gpu, status, || "kiln_arith_nalu_log".into())?;
+    let (xf, gf) = (x32.as_ref().unwrap_or(x), g32.as_ref().unwrap_or(p.g));
+    let mkn = (batch, inputs, outputs);
+    let a = product(gpu, mkn, op(xf, inputs, false), op(&w, inputs, true), None)?;
+    let lm = product(gpu, mkn, op(&log_x, inputs, false), op(&w, inputs, true), None)?;
+    let gl = product(gpu, mkn, op(xf, inputs, false), op(gf, inputs, true), None)?;
+    Ok(NaluForward { w, g32, x32, log_x, a, lm, gl })
+}
+
+pub(in crate::families::arith) fn nalu_forward(
+    x: &Tensor,
+    p: NaluWeights,
+    eps: f32,
+    dims @ (batch, _, outputs): (usize, usize, usize),
+    gpu: &Gpu,
+) -> Result<Tensor> {
+    gpu.bind()?;
+    let f = nalu_passes(x, p, eps, dims, gpu)?;
+    let mut y = Tensor::uninit(&[batch, outputs], x.dtype(), &gpu.device())?;
+    let status = {
+        let (ap, _ag) = f.a.dev_ptr(gpu);
+        let (lp, _lg) = f.lm.dev_ptr(gpu);
+        let (gp, _gg) = f.gl.dev_ptr(gpu);
+        let (bp, _bg) = p.bias.dev_ptr(gpu);
+        let (yp, _yg) = y.dev_ptr_mut(gpu);
+        // SAFETY: dtypes and shapes validated by the caller; guards outlive the launch.
+        unsafe {
+            ffi::kiln_arith_nalu_combine_fwd(
+                x.dtype().to_ffi(),
+                ap as *const f32,
+                lp as *const f32,
+                gp as *const f32,
+                bp as *const c_void,
+                batch as i64,
+                outputs as i64,
+                yp as *mut c_void,
+                gpu.stream(),
+            )
+        }
+    };
+    check_status(gpu, status, || "kiln_arith_nalu_combine_fwd".into())?;
+    Ok(y)
+}
+
+pub(in crate::families::arith) fn nalu_backward(
+    x: &Tensor,
+    p: NaluWeights,
+    dy: &Tensor,
+    eps: f32,
+    dims @ (batch, inputs, outputs): (usize, usize, usize),
+    gpu: &Gpu,
+) -> Result<NaluGradients> {
+    gpu.bind()?;
+    let device = gpu.device();
+    let f = nalu_passes(x, p, eps, dims, gpu)?;
+    let f32s = |shape: &[usize]| Tensor::uninit(shape, DType::F32, &device);
+    let (mut da, mut dlm, mut dgl) = (f32s(&[batch, outputs])?, f32s(&[batch, outputs])?, f32s(&[batch, outputs])?);
+    let status = {
+        let (ap, _ag) = f.a.dev_ptr(gpu);
+        let (lp, _lg) = f.lm.dev_ptr(gpu);
+        let (gp, _gg) = f.gl.dev_ptr(gpu);
+        let (bp, _bg) = p.bias.dev_ptr(gpu);
+        let (yp, _yg) = dy.dev_ptr(gpu);
+        let (dap, _dag) = da.dev_ptr_mut(gpu);
+        let (dlp, _dlg) = dlm.dev_ptr_mut(gpu);
+        let (dgp, _dgg) = dgl.dev_ptr_mut(gpu);
+        // SAFETY: dtypes and shapes validated by the caller; guards outlive the launch.
+        unsafe {
+            ffi::kiln_arith_nalu_combine_bwd(
+                x.dtype().to_ffi(),
+                ap as *const f32,
+                lp as *const f32,
+                gp as *const f32,
+                bp as *const c_void,
+                yp as *const c_void,
+                batch as i64,
+                outputs as i64,
+                dap as *mut f32,
+                dlp as *mut f32,
+                dgp as *mut f32,
+                gpu.stream(),
+            )
+        }
+    };
+    check_status(gpu, status, || "kiln_arith_nalu_combine_bwd".into())?;
+    let (xf, gf) = (f.x32.as_ref().unwrap_or(x), f.g32.as_ref().unwrap_or(p.g));
+    // dx's linear terms da·W + dgl·G, and the log path's dlm·W; dW = daᵀ·x + dlmᵀ·log_x; dG; db.
+    let to_x = (batch, outputs, inputs);
+    let dsum = product(gpu, to_x, op(&da, outputs, false), op(&f.w, inputs, false), None)?;
+    let dsum = product(gpu, to_x, op(&dgl, outputs, false), op(gf, inputs, false), Some(dsum))?;
+    let dlog = product(gpu, to_x, op(&dlm, outputs, false), op(&f.w, inputs, false), None)?;
+    let to_w = (outputs, batch, inputs);
+    let dw = product(gpu, to_w, op(&da, outputs, true), op(xf, inputs, false), None)?;
+    let dw = product(gpu, to_w, op(&dlm, outputs, true), op(&f.log_x, inputs, false), Some(dw))?;
+    let dg32 = product(gpu, to_w, op(&dgl, outputs, true), op(xf, inputs, false), None)?;
+    let db32 = if batch == 0 || outputs == 0 {
+        Tensor::zeros(&[outputs], DType::F32, &device)?
+    } else {
+        let ones = Tensor::full(&[batch], DType::F32, 1.0, &device)?;
+        column_sums(gpu, F32Math::Ieee, &ones, op(&dgl, outputs, false), batch, outputs)?
+    };
+    let t = |shape: &[usize]| Tensor::uninit(shape, x.dtype(), &device);
+    let mut out = NaluGradients {
+        dx: t(&[batch, inputs])?,
+        dw_hat: t(&[outputs, inputs])?,
+        dm_hat: t(&[outputs, inputs])?,
+        dg: t(&[outputs, inputs])?,
+        dbias: t(&[outputs])?,
+    };
+    let status = {
+        let (xp, _xg) = x.dev_ptr(gpu);
+        let (sp, _sg) = dsum.dev_ptr(gpu);
+        let (lp, _lg) = dlog.dev_ptr(gpu);
+        let (dp, _dg) = out.dx.dev_ptr_mut(gpu);
+        // SAFETY: as above.
+        unsafe {
+            ffi::kiln_arith_nalu_dx(
+                x.dtype().to_ffi(),
+                xp as *const c_void,
+                (batch * inputs) as i64,
+                eps,
+                sp as *const f32,
+                lp as *const f32,
+                dp as *mut c_void,
+                gpu.stream(),
+            )
+        }
+    };
+    check_status(gpu, status, || "kiln_arith_nalu_dx".into())?;
+    let status = {
+        let (hp, _hg) = p.w_hat.dev_ptr(gpu);
+        let (mp, _mg) = p.m_hat.dev_ptr(gpu);
+        let (wp, _wg) = dw.dev_ptr(gpu);
+        let (gp, _gg) = dg32.dev_ptr(gpu);
+        let (bp, _bg) = db32.dev_ptr(gpu);
+        let (o1, _o1g) = out.dw_hat.dev_ptr_mut(gpu);
+        let (o2, _o2g) = out.dm_hat.dev_ptr_mut(gpu);
+        let (o3, _o3g) = out.dg.dev_ptr_mut(gpu);
+        let (o4, _o4g) = out.dbias.dev_ptr_mut(gpu);
+        // SAFETY: as above.
+        unsafe {
+            ffi::kiln_arith_nalu_dweights(
+                x.dtype().to_ffi(),
+                hp as *const c_void,
+                mp as *const c_void,
+                wp as *const f32,
+                gp as *const f32,
+                bp as *const f32,
+                (outputs * inputs) as i64,
+                outputs as i64,
+                o1 as *mut c_void,
+                o2 as *mut c_void,
+                o3 as *mut c_void,
+                o4 as *mut c_void,
+                gpu.stream(),
+            )
+        }
+    };
+    check_status(gpu, status, || "kiln_arith_nalu_dweights".into())?;
+    Ok(out)
 }

@@ -7,9 +7,11 @@
 //!
 //! Weights are `[O, I]` (row o holds output o's weights, torch's `Linear` layout), inputs
 //! `[B, I]`, outputs `[B, O]`, all row-major. This layer holds the f64 references ([`cpu`]) and
-//! the safe API of the kernels (kernels/arith.cu): the NAU ([`nau_forward`], [`nau_backward`]:
-//! library GEMMs around fused weight passes), the NMU ([`nmu_forward`], [`nmu_backward`]) and
-//! the regularisers; on host tensors the API runs the references.
+//! the safe API of the kernels (kernels/arith.cu, kernels/arith_nalu.cu): the NAU
+//! ([`nau_forward`], [`nau_backward`]: library GEMMs around fused weight passes), the NMU
+//! ([`nmu_forward`], [`nmu_backward`]), the regularisers and the NALU ([`nalu_forward`],
+//! [`nalu_backward`]: fused passes around IEEE-f32 GEMMs); on host tensors the API runs the
+//! references.
 //!
 //! ```
 //! use kiln::arith::cpu;
@@ -27,7 +29,10 @@ pub mod maep;
 mod spec;
 
 pub use maep::{Operation, Subsets, maep_threshold};
-pub use spec::{NauOutput, NmuOutput, NmuSaved, NmuSavedRef, RegGradients, RegOutput, RegShape, Unit, UnitGradients};
+pub use spec::{
+    NaluGradients, NaluWeights, NauOutput, NmuOutput, NmuSaved, NmuSavedRef, RegGradients, RegOutput, RegShape, Unit,
+    UnitGradients,
+};
 
 // cuda.rs is the one copy of the launch code, compiled against each kernel library built in.
 crate::core::launch::launch_code!("cuda.rs");
@@ -188,6 +193,79 @@ pub fn nmu_backward(x: &Tensor, w: &Tensor, dz: &Tensor, saved: NmuSavedRef, eps
             })
         }
         Some(gpu) => on_backend!(&gpu, nmu_backward(x, w, dz, saved, eps, dims, &gpu)),
+    }
+}
+
+/// The NALU's ε: log(|x| + ε) needs ε > 0 (stable-nalu's default 1e-7), at most 1.
+fn check_nalu_eps(eps: f32) -> Result<()> {
+    if !(eps > 0.0 && eps <= 1.0) {
+        return Err(Error::InvalidValue { arg: "eps", reason: format!("{eps}: log(|x| + eps) needs 0 < eps <= 1") });
+    }
+    Ok(())
+}
+
+/// x `[B, I]` and the NALU's weights of its dtype on its device: (B, I, O).
+fn nalu_dims(x: &Tensor, p: NaluWeights) -> Result<(usize, usize, usize)> {
+    let dims @ (_, inputs, outputs) = unit_dims(x, p.w_hat).map_err(|e| match e {
+        Error::Shape { arg: "w", expected, got } => Error::Shape { arg: "w_hat", expected, got },
+        Error::DType { arg: "w", expected, got } => Error::DType { arg: "w_hat", expected, got },
+        other => other,
+    })?;
+    check(
+        &x.device(),
+        &[
+            Arg::new("m_hat", p.m_hat).dtype_of("x", x).shape(vec![outputs, inputs]),
+            Arg::new("g", p.g).dtype_of("x", x).shape(vec![outputs, inputs]),
+            Arg::new("bias", p.bias).dtype_of("x", x).shape(vec![outputs]),
+        ],
+    )?;
+    Ok(dims)
+}
+
+fn host_nalu(p: NaluWeights) -> [Vec<f64>; 4] {
+    [p.w_hat.host_f64(), p.m_hat.host_f64(), p.g.host_f64(), p.bias.host_f64()]
+}
+
+/// NALU forward (stable-nalu's defaults: one NAC weight for both paths, ε = 1e-7):
+/// y = g·(x·Wᵀ) + (1 − g)·exp(log(|x| + ε)·Wᵀ), W = tanh(Ŵ)·σ(M̂), g = σ(x·Gᵀ + b). On a device:
+/// fused passes (kernels/arith_nalu.cu) around three IEEE-f32 library GEMMs, every intermediate
+/// f32. On host tensors it runs the f64 reference.
+pub fn nalu_forward(x: &Tensor, p: NaluWeights, eps: f32) -> Result<Tensor> {
+    let dims @ (batch, inputs, outputs) = nalu_dims(x, p)?;
+    check_nalu_eps(eps)?;
+    match Gpu::of(&x.device())? {
+        None => {
+            let [w_hat, m_hat, g, bias] = host_nalu(p);
+            let params = cpu::NaluParams { w_hat: &w_hat, m_hat: &m_hat, g: &g, bias: &bias };
+            let y = cpu::nalu_forward(&x.host_f64(), params, batch, inputs, outputs, f64::from(eps))?;
+            Tensor::from_f64(&y, &[batch, outputs], x.dtype())
+        }
+        Some(gpu) => on_backend!(&gpu, nalu_forward(x, p, eps, dims, &gpu)),
+    }
+}
+
+/// NALU backward: every gradient given dy `[B, O]`. The device path recomputes the forward's
+/// passes and GEMMs (nothing saved), then the combine's gradients, five GEMMs and two passes;
+/// deterministic run to run on one GPU model. On host tensors it runs the f64 reference.
+pub fn nalu_backward(x: &Tensor, p: NaluWeights, dy: &Tensor, eps: f32) -> Result<NaluGradients> {
+    let dims @ (batch, inputs, outputs) = nalu_dims(x, p)?;
+    check_nalu_eps(eps)?;
+    check(&x.device(), &[Arg::new("dy", dy).dtype_of("x", x).shape(vec![batch, outputs])])?;
+    match Gpu::of(&x.device())? {
+        None => {
+            let [w_hat, m_hat, g, bias] = host_nalu(p);
+            let params = cpu::NaluParams { w_hat: &w_hat, m_hat: &m_hat, g: &g, bias: &bias };
+            let gr = cpu::nalu_backward(&x.host_f64(), params, &dy.host_f64(), batch, inputs, outputs, f64::from(eps))?;
+            let t = |v: &[f64], shape: &[usize]| Tensor::from_f64(v, shape, x.dtype());
+            Ok(NaluGradients {
+                dx: t(&gr.dx, &[batch, inputs])?,
+                dw_hat: t(&gr.dw_hat, &[outputs, inputs])?,
+                dm_hat: t(&gr.dm_hat, &[outputs, inputs])?,
+                dg: t(&gr.dg, &[outputs, inputs])?,
+                dbias: t(&gr.dbias, &[outputs])?,
+            })
+        }
+        Some(gpu) => on_backend!(&gpu, nalu_backward(x, p, dy, eps, dims, &gpu)),
     }
 }
 

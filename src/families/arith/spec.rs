@@ -138,3 +138,33 @@ pub struct RegGradients<'a> {
     /// ∂L/∂R_oob, `[1]` f32.
     pub doob: &'a Tensor,
 }
+
+/// The NALU's parameters, x's dtype and device: the NAC weight's factors Ŵ and M̂ (`[O, I]`,
+/// W = tanh(Ŵ)·σ(M̂), shared by the additive and the multiplicative path), the gate G `[O, I]`
+/// and its bias `[O]`.
+#[derive(Clone, Copy, Debug)]
+pub struct NaluWeights<'a> {
+    /// Ŵ.
+    pub w_hat: &'a Tensor,
+    /// M̂.
+    pub m_hat: &'a Tensor,
+    /// G.
+    pub g: &'a Tensor,
+    /// The gate's bias b.
+    pub bias: &'a Tensor,
+}
+
+/// The NALU's gradients, shaped and typed as its inputs.
+#[derive(Debug)]
+pub struct NaluGradients {
+    /// ∂L/∂x `[B, I]`.
+    pub dx: Tensor,
+    /// ∂L/∂Ŵ `[O, I]`.
+    pub dw_hat: Tensor,
+    /// ∂L/∂M̂ `[O, I]`.
+    pub dm_hat: Tensor,
+    /// ∂L/∂G `[O, I]`.
+    pub dg: Tensor,
+    /// ∂L/∂b `[O]`.
+    pub dbias: Tensor,
+}
