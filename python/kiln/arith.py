@@ -15,6 +15,10 @@ the storage dtype (math in f32).
   ``nau_backward`` use ``@``: numpy's or torch's; set torch's
   ``torch.backends.cuda.matmul.allow_tf32 = False`` for IEEE f32, which the unit needs to learn
   exact sums).
+- The NALU (stable-nalu's defaults: one NAC weight for both paths, ε = 1e-7): ``nalu_forward``
+  and ``nalu_backward`` run kiln's six elementwise passes (``nalu_weights``, ``nalu_log``,
+  ``nalu_combine``, ``nalu_combine_backward``, ``nalu_dx``, ``nalu_dweights``; every intermediate
+  f32) around the framework's f32 GEMMs (``@``) and its column sum for db.
 - ``lambda_schedule``: the papers' λ ramp.
 """
 
@@ -31,6 +35,8 @@ NmuForward.__doc__ = "z; prod (f32 [B, O]) and zeros (int32 [B, O]), None unless
 Gradients = namedtuple("Gradients", "dx dw")
 Gradients.__doc__ = "dx [B, I] and dw [O, I], the input's dtype."
 Regularizers = namedtuple("Regularizers", "sparse oob sparsity_error")
+NaluGradients = namedtuple("NaluGradients", "dx dw_hat dm_hat dg dbias")
+NaluGradients.__doc__ = "Every NALU gradient, shaped and typed as its input."
 Regularizers.__doc__ = "R_sparse, R_oob and max min(|W|, |1 − |W||), each f32 [1]."
 
 
@@ -193,3 +199,133 @@ def lambda_schedule(lambda_hat, start, end, t):
     if end <= start:
         return lambda_hat if t >= start else 0.0
     return lambda_hat * min(max((t - start) / (end - start), 0.0), 1.0)
+
+
+# ------------------------------------------------------------------------------------------ NALU
+def _numel(L, t):
+    return int(t.numel()) if L.torch else int(t.size)
+
+
+def _nalu_eps(L, eps):
+    if not 0.0 < eps <= 1.0:
+        raise ValueError(f"{L.op}: eps is {eps}; log(|x| + eps) needs 0 < eps <= 1")
+    return float(eps)
+
+
+def nalu_weights(w_hat, m_hat, g):
+    """``(w, g32)``: W = tanh(Ŵ)·σ(M̂) and G, both f32, from one pass."""
+    with Launch("arith/nalu weights", w_hat, "w_hat") as L:
+        dt = L.check(w_hat, "w_hat")
+        L.check(m_hat, "m_hat", shape=tuple(w_hat.shape), like=w_hat)
+        L.check(g, "g", shape=tuple(w_hat.shape), like=w_hat)
+        args = [L.ptr(t) for t in (w_hat, m_hat, g)]
+        w, wp = L.empty(tuple(w_hat.shape), F32)
+        g32, gp = L.empty(tuple(w_hat.shape), F32)
+        L.call("kiln_arith_nalu_weights", dt, *args, _numel(L, w_hat), wp, gp)
+        return w, g32
+
+
+def nalu_log(x, eps=1e-7):
+    """``(log_x, x32)``: log(|x| + ε) and x, both f32, from one pass."""
+    with Launch("arith/nalu log", x) as L:
+        dt = L.check(x, "x")
+        eps = _nalu_eps(L, eps)
+        xp = L.ptr(x)
+        lx, lp = L.empty(tuple(x.shape), F32)
+        x32, xp32 = L.empty(tuple(x.shape), F32)
+        L.call("kiln_arith_nalu_log", dt, xp, _numel(L, x), eps, lp, xp32)
+        return lx, x32
+
+
+def _combine_args(L, a, lm, gl, bias):
+    if a.ndim != 2:
+        raise ValueError(f"{L.op}: a has shape {list(a.shape)}, expected [batch, out]")
+    b, o = (int(v) for v in a.shape)
+    for name, t in (("a", a), ("lm", lm), ("gl", gl)):
+        L.check(t, name, dtypes=(F32,), shape=(b, o))
+    dt = L.check(bias, "bias", shape=(o,))
+    return dt, b, o
+
+
+def nalu_combine(a, lm, gl, bias):
+    """y = g·a + (1 − g)·exp(lm), g = σ(gl + bias), in bias's dtype (a, lm, gl f32 [B, O])."""
+    with Launch("arith/nalu combine", a, "a") as L:
+        dt, b, o = _combine_args(L, a, lm, gl, bias)
+        args = [L.ptr(t) for t in (a, lm, gl, bias)]
+        y, yp = L.empty((b, o), bias)
+        L.call("kiln_arith_nalu_combine_fwd", dt, *args, b, o, yp)
+        return y
+
+
+def nalu_combine_backward(a, lm, gl, bias, dy):
+    """``(da, dlm, dgl)`` (f32 [B, O]): the gradients through the combine."""
+    with Launch("arith/nalu combine bwd", a, "a") as L:
+        dt, b, o = _combine_args(L, a, lm, gl, bias)
+        L.check(dy, "dy", shape=(b, o), like=bias)
+        args = [L.ptr(t) for t in (a, lm, gl, bias, dy)]
+        outs = [L.empty((b, o), F32) for _ in range(3)]
+        L.call("kiln_arith_nalu_combine_bwd", dt, *args, b, o, *(p for _, p in outs))
+        return tuple(t for t, _ in outs)
+
+
+def nalu_dx(x, dsum, dlog, eps=1e-7):
+    """dx = dsum + dlog·sign(x)/(|x| + ε) in x's dtype (dsum, dlog f32, x's shape)."""
+    with Launch("arith/nalu dx", x) as L:
+        dt = L.check(x, "x")
+        eps = _nalu_eps(L, eps)
+        L.check(dsum, "dsum", dtypes=(F32,), shape=tuple(x.shape))
+        L.check(dlog, "dlog", dtypes=(F32,), shape=tuple(x.shape))
+        args = [L.ptr(t) for t in (x, dsum, dlog)]
+        dx, dxp = L.empty(tuple(x.shape), x)
+        L.call("kiln_arith_nalu_dx", dt, args[0], _numel(L, x), eps, args[1], args[2], dxp)
+        return dx
+
+
+def nalu_dweights(w_hat, m_hat, dw, dg32, dbias32):
+    """``(dw_hat, dm_hat, dg, dbias)`` in Ŵ's dtype from dW, dG (f32 [O, I]) and db (f32 [O])."""
+    with Launch("arith/nalu dweights", w_hat, "w_hat") as L:
+        dt = L.check(w_hat, "w_hat")
+        shape = tuple(w_hat.shape)
+        L.check(m_hat, "m_hat", shape=shape, like=w_hat)
+        L.check(dw, "dw", dtypes=(F32,), shape=shape)
+        L.check(dg32, "dg", dtypes=(F32,), shape=shape)
+        L.check(dbias32, "dbias", dtypes=(F32,), shape=(shape[0],))
+        args = [L.ptr(t) for t in (w_hat, m_hat, dw, dg32, dbias32)]
+        outs = [L.empty(shape, w_hat) for _ in range(3)] + [L.empty((shape[0],), w_hat)]
+        L.call("kiln_arith_nalu_dweights", dt, *args, _numel(L, w_hat), shape[0], *(p for _, p in outs))
+        return tuple(t for t, _ in outs)
+
+
+def _c32(t):
+    """t as a contiguous f32 array of its kind (the framework's GEMM results)."""
+    if hasattr(t, "contiguous"):
+        return t.float().contiguous()
+    import numpy as np
+
+    return np.ascontiguousarray(t, dtype=np.float32)
+
+
+def _nalu_forward_parts(x, w_hat, m_hat, g, eps):
+    if x.ndim != 2 or w_hat.ndim != 2 or x.shape[1] != w_hat.shape[1]:
+        raise ValueError(
+            f"arith/nalu: x has shape {list(x.shape)} and w_hat {list(w_hat.shape)}; expected [batch, in] and [out, in]"
+        )
+    w, g32 = nalu_weights(w_hat, m_hat, g)
+    log_x, x32 = nalu_log(x, eps)
+    return w, g32, log_x, x32, _c32(x32 @ w.T), _c32(log_x @ w.T), _c32(x32 @ g32.T)
+
+
+def nalu_forward(x, w_hat, m_hat, g, bias, eps=1e-7):
+    """y = g·(x·Wᵀ) + (1 − g)·exp(log(|x| + ε)·Wᵀ), W = tanh(Ŵ)·σ(M̂), g = σ(x·Gᵀ + b)."""
+    *_, a, lm, gl = _nalu_forward_parts(x, w_hat, m_hat, g, eps)
+    return nalu_combine(a, lm, gl, bias)
+
+
+def nalu_backward(x, w_hat, m_hat, g, bias, dy, eps=1e-7):
+    """Every NALU gradient: ``NaluGradients(dx, dw_hat, dm_hat, dg, dbias)`` (the forward's
+    passes and GEMMs recomputed)."""
+    w, g32, log_x, x32, a, lm, gl = _nalu_forward_parts(x, w_hat, m_hat, g, eps)
+    da, dlm, dgl = nalu_combine_backward(a, lm, gl, bias, dy)
+    dx = nalu_dx(x, _c32(da @ w + dgl @ g32), _c32(dlm @ w), eps)
+    dw = _c32(da.T @ x32 + dlm.T @ log_x)
+    return NaluGradients(dx, *nalu_dweights(w_hat, m_hat, dw, _c32(dgl.T @ x32), _c32(dgl.sum(0))))

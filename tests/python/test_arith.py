@@ -144,3 +144,51 @@ def test_lambda_schedule():
     assert kiln.arith.lambda_schedule(10.0, 100, 200, 150) == 5.0
     assert kiln.arith.lambda_schedule(10.0, 100, 200, 1e9) == 10.0
     assert kiln.arith.lambda_schedule(2.0, 100, 100, 100) == 2.0
+
+
+def nalu_ref(x, wh, mh, g, b, dy, eps):
+    """y and every gradient in f64, written out from the definition."""
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    w = np.tanh(wh) * sig(mh)
+    lx = np.log(np.abs(x) + eps)
+    a, m, gate = x @ w.T, np.exp(lx @ w.T), sig(x @ g.T + b)
+    y = gate * a + (1 - gate) * m
+    da, dlm, dgl = gate * dy, (1 - gate) * m * dy, (a - m) * gate * (1 - gate) * dy
+    dx = da @ w + dgl @ g + (dlm @ w) * np.sign(x) / (np.abs(x) + eps)
+    dw = da.T @ x + dlm.T @ lx
+    return y, dx, dw * sig(mh) * (1 - np.tanh(wh) ** 2), dw * np.tanh(wh) * sig(mh) * (1 - sig(mh)), dgl.T @ x, dgl.sum(0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+def test_nalu_matches_reference(dtype):
+    gen = rng("nalu", dtype.name)
+    b, i, o = 9, 21, 5
+    x, xv = rounded(gen.uniform(0.5, 2, (b, i)) * gen.choice([-1, 1], (b, i)), dtype)
+    (wh, whv), (mh, mhv), (g, gv) = (rounded(gen.uniform(-1, 1, (o, i)), dtype) for _ in range(3))
+    bias, bv = rounded(gen.uniform(-1, 1, o), dtype)
+    dy, dyv = rounded(gen.uniform(-1, 1, (b, o)), dtype)
+    want = nalu_ref(xv, whv, mhv, gv, bv, dyv, 1e-7)
+    y = kiln.arith.nalu_forward(x, wh, mh, g, bias)
+    assert y.dtype == dtype
+    tol = RTOL[dtype.name] * 2 + 1e-5
+    assert_close(y, want[0], tol, atol=1e-5 * np.abs(want[0]).max(), what="y")
+    grads = kiln.arith.nalu_backward(x, wh, mh, g, bias, dy)
+    for name, got, w in zip(grads._fields, grads, want[1:]):
+        assert got.dtype == dtype, name
+        assert_close(got, w, tol, atol=1e-4 * np.abs(w).max() + 1e-6, what=name)
+
+
+def test_nalu_rejects_bad_input():
+    x = np.ones((2, 3), np.float32)
+    w = np.full((4, 3), 0.5, np.float32)
+    bias = np.zeros(4, np.float32)
+    with pytest.raises(ValueError, match="eps"):
+        kiln.arith.nalu_forward(x, w, w, w, bias, eps=0.0)
+    with pytest.raises(ValueError, match="m_hat has shape"):
+        kiln.arith.nalu_forward(x, w, np.ones((4, 2), np.float32), w, bias)
+    with pytest.raises(ValueError, match="bias has shape"):
+        kiln.arith.nalu_forward(x, w, w, w, np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="dy has shape"):
+        kiln.arith.nalu_backward(x, w, w, w, bias, np.ones((2, 3), np.float32))
+    with pytest.raises(ValueError, match="expected \\[batch, in\\] and \\[out, in\\]"):
+        kiln.arith.nalu_forward(np.ones((2, 5), np.float32), w, w, w, bias)
