@@ -9,6 +9,7 @@ import json
 import sys
 import time
 
+import arith
 import attention
 import elementwise
 import equivariant
@@ -27,8 +28,9 @@ def main():
     t0 = time.monotonic()
     res = Results(args.budget_s)
     # The e3nn convolution first (its kiln/peer ratio is the one not measured yet), then attention
-    # (its peers matter most and compile longest), then the elementwise families.
-    for part in (equivariant, attention, elementwise):
+    # (its peers matter most and compile longest), then the elementwise families, then the
+    # arithmetic units.
+    for part in (equivariant, attention, elementwise, arith):
         try:
             part.main(res, quick=args.quick)
         except Exception as e:  # noqa: BLE001 - keep what the other part measured
