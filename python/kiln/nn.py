@@ -14,10 +14,13 @@ A scalar α is read to the host at each call (``float(alpha)``: the C ABI takes 
 Requires torch; ``import kiln`` alone does not.
 """
 
+import math
+
 import torch
 from torch import nn
 
 from . import activation as _act
+from . import arith as _arith
 from . import attention as _attn
 from . import equivariant as _eq
 from . import glu as _glu
@@ -30,6 +33,7 @@ __all__ = [
     "Activation", "ReLU", "GELU", "QuickGELU", "SiLU", "Sigmoid", "SquaredReLU", "ATLU", "XATLU", "XGELU", "XSiLU",
     "SmeLU", "GSmeLU", "PReLU", "JumpReLU", "GLU", "GLUMLP", "LayerNorm", "RMSNorm", "ALiBiAttention",
     "spherical_harmonics", "hessian", "SphericalHarmonics",
+    "nau", "nmu", "nalu", "arith_regularizers", "NAU", "NMU", "NALU",
 ]
 
 
@@ -526,3 +530,153 @@ def hessian(edge_feat, node_feat, src, dst, n_atoms=None):
     if n_atoms is not None and not isinstance(n_atoms, int):
         n_atoms = tuple(int(n) for n in n_atoms)
     return _Hessian.apply(edge_feat, node_feat, src, dst, n_atoms)
+
+
+# ----------------------------------------------------------------------------- arithmetic units
+class _NAU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        return _arith.nau_forward(x, w)[0]
+
+    @staticmethod
+    def backward(ctx, dz):
+        x, w = ctx.saved_tensors
+        g = _arith.nau_backward(x, w, dz.contiguous())
+        return g.dx, g.dw
+
+
+class _NMU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w, eps):
+        f = _arith.nmu_forward(x, w, eps)
+        ctx.eps = eps
+        ctx.save_for_backward(x, w, f.prod, f.zeros)
+        return f.z
+
+    @staticmethod
+    def backward(ctx, dz):
+        x, w, prod, zeros = ctx.saved_tensors
+        g = _arith.nmu_backward(x, w, dz.contiguous(), prod, zeros, ctx.eps)
+        return g.dx, g.dw, None
+
+
+class _NALU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w_hat, m_hat, g, bias, eps):
+        ctx.eps = eps
+        ctx.save_for_backward(x, w_hat, m_hat, g, bias)
+        return _arith.nalu_forward(x, w_hat, m_hat, g, bias, eps)
+
+    @staticmethod
+    def backward(ctx, dy):
+        grads = _arith.nalu_backward(*ctx.saved_tensors, dy.contiguous(), ctx.eps)
+        return (*grads, None)
+
+
+class _ArithReg(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w, unit, shape):
+        r = _arith.regularizers(unit, w, shape)
+        ctx.unit, ctx.shape = unit, shape
+        ctx.save_for_backward(w)
+        ctx.mark_non_differentiable(r.sparsity_error)
+        return r.sparse, r.oob, r.sparsity_error
+
+    @staticmethod
+    def backward(ctx, dsparse, doob, _derr):
+        (w,) = ctx.saved_tensors
+        one = lambda t: (torch.zeros(1, device=w.device) if t is None else t.float().reshape(1).contiguous())  # noqa: E731
+        return _arith.regularizers_backward(ctx.unit, w, one(dsparse), one(doob), ctx.shape), None, None
+
+
+def nau(x, weight):
+    """The NAU, z = x·clamp(W, −1, 1)ᵀ, with autograd (kiln's weight passes around torch's
+    GEMMs: set ``torch.backends.cuda.matmul.allow_tf32 = False`` for IEEE f32)."""
+    return _NAU.apply(x, weight)
+
+
+def nmu(x, weight, eps=0.0):
+    """The NMU, z_bo = Π_i (W_c·(x − 1) + 1), W_c = clamp(W, ε, 1), with autograd (exact with zero
+    terms; no [B, I, O] buffer)."""
+    return _NMU.apply(x, weight, float(eps))
+
+
+def nalu(x, w_hat, m_hat, g, bias, eps=1e-7):
+    """The NALU (one NAC weight for both paths) with autograd."""
+    return _NALU.apply(x, w_hat, m_hat, g, bias, float(eps))
+
+
+def arith_regularizers(weight, unit, shape="linear"):
+    """``(R_sparse, R_oob, sparsity_error)`` of a unit's weights ("nau" or "nmu"); the first two
+    differentiable, each a f32 [1] tensor."""
+    return _ArithReg.apply(weight, unit, shape)
+
+
+class _Unit(nn.Module):
+    unit = None
+
+    def __init__(self, in_features, out_features, regularizer_shape="linear"):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.regularizer_shape = regularizer_shape
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.reset_parameters()
+
+    def regularizers(self):
+        """``(R_sparse, R_oob, sparsity_error)`` of this unit's weight (one pass)."""
+        return arith_regularizers(self.weight, self.unit, self.regularizer_shape)
+
+    def regularization(self, lambda_sparse, lambda_oob=1.0):
+        """λ_sparse·R_sparse + λ_oob·R_oob, to add to the loss (λ from ``kiln.arith.lambda_schedule``)."""
+        sparse, oob, _ = self.regularizers()
+        return lambda_sparse * sparse + lambda_oob * oob
+
+
+class NAU(_Unit):
+    """Neural addition unit (stable-nalu's ReRegualizedLinearNAC): z = x·clamp(W, −1, 1)ᵀ,
+    W initialised U[−r, r], r = min(½, √3·√(2/(in + out)))."""
+
+    unit = "nau"
+
+    def reset_parameters(self):
+        r = min(0.5, math.sqrt(3.0) * math.sqrt(2.0 / (self.in_features + self.out_features)))
+        nn.init.uniform_(self.weight, -r, r)
+
+    def forward(self, x):
+        return nau(x, self.weight)
+
+
+class NMU(_Unit):
+    """Neural multiplication unit (stable-nalu's ReRegualizedLinearMNAC): z_bo = Π_i (W_c·(x − 1)
+    + 1), W_c = clamp(W, ε, 1), W initialised U[¼, ¾]."""
+
+    unit = "nmu"
+
+    def __init__(self, in_features, out_features, regularizer_shape="linear", eps=0.0):
+        super().__init__(in_features, out_features, regularizer_shape)
+        self.eps = eps
+
+    def reset_parameters(self):
+        nn.init.uniform_(self.weight, 0.25, 0.75)
+
+    def forward(self, x):
+        return nmu(x, self.weight, self.eps)
+
+
+class NALU(nn.Module):
+    """The NALU (Trask et al. 2018, as stable-nalu implements it: one NAC weight W = tanh(Ŵ)·σ(M̂)
+    for both paths, a gate with a bias, ε = 1e-7); Ŵ, M̂, G Xavier-uniform, the bias 0."""
+
+    def __init__(self, in_features, out_features, eps=1e-7):
+        super().__init__()
+        self.eps = eps
+        self.w_hat = nn.Parameter(torch.empty(out_features, in_features))
+        self.m_hat = nn.Parameter(torch.empty(out_features, in_features))
+        self.g = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        for p in (self.w_hat, self.m_hat, self.g):
+            nn.init.xavier_uniform_(p)
+
+    def forward(self, x):
+        return nalu(x, self.w_hat, self.m_hat, self.g, self.bias, self.eps)

@@ -489,3 +489,65 @@ def test_hessian_autograd():
     lhs = (dh.double() * h.detach().double()).sum()
     rhs = (ef.grad.double() * ef.detach().double()).sum() + (nf.grad.double() * nf.detach().double()).sum()
     assert abs(float(lhs - rhs)) < 1e-4 * (1 + abs(float(lhs)))
+
+
+# ----------------------------------------------------------------------------- arithmetic units
+def nmu_torch(x, w, eps=0.0):
+    wc = torch.clamp(w, eps, 1.0)
+    return torch.prod(x.unsqueeze(2) * wc.t().unsqueeze(0) + 1 - wc.t().unsqueeze(0), dim=1)
+
+
+def nau_torch(x, w):
+    return x @ torch.clamp(w, -1.0, 1.0).t()
+
+
+def nalu_torch(x, w_hat, m_hat, g, bias, eps=1e-7):
+    w = torch.tanh(w_hat) * torch.sigmoid(m_hat)
+    gate = torch.sigmoid(x @ g.t() + bias)
+    return gate * (x @ w.t()) + (1 - gate) * torch.exp(torch.log(torch.abs(x) + eps) @ w.t())
+
+
+def test_arith_units_match_torch():
+    g = torch.Generator().manual_seed(5)
+    x = (torch.rand(7, 12, generator=g) + 0.5).requires_grad_(True)
+    dz = torch.rand(7, 4, generator=g) - 0.5
+    for fn, ref, w in (
+        (knn.nmu, nmu_torch, torch.rand(4, 12, generator=g) * 1.4 - 0.2),
+        (knn.nau, nau_torch, torch.rand(4, 12, generator=g) * 3 - 1.5),
+    ):
+        x.grad = None
+        w = w.requires_grad_(True)
+        z = fn(x, w)
+        z.backward(dz)
+        want, (dx, dw) = grads(ref, x, w, dy=dz)
+        close(z, want, torch.float32, rtol=1e-5)
+        close(x.grad, dx, torch.float32, rtol=1e-5)
+        close(w.grad, dw, torch.float32, rtol=1e-5)
+    params = [torch.rand(4, 12, generator=g) * 2 - 1 for _ in range(3)] + [torch.rand(4, generator=g) - 0.5]
+    params = [p.requires_grad_(True) for p in params]
+    x.grad = None
+    y = knn.nalu(x, *params)
+    y.backward(dz)
+    want, gs = grads(nalu_torch, x, *params, dy=dz)
+    close(y, want, torch.float32, rtol=1e-5)
+    for got, w in zip([x.grad] + [p.grad for p in params], gs):
+        close(got, w, torch.float32, rtol=1e-4, atol=1e-4)
+
+
+def test_arith_modules_and_regularizers():
+    torch.manual_seed(0)
+    nau, nmu, nalu = knn.NAU(12, 2), knn.NMU(2, 1), knn.NALU(12, 3)
+    assert nau.weight.abs().max() <= 0.5 and 0.25 <= nmu.weight.min() and nmu.weight.max() <= 0.75
+    x = torch.rand(5, 12) + 1
+    y = nmu(nau(x)) + nalu(x).sum(1, keepdim=True)
+    loss = y.pow(2).mean() + nau.regularization(0.5) + nmu.regularization(2.0, 0.5)
+    loss.backward()
+    for p in [nau.weight, nmu.weight, *nalu.parameters()]:
+        assert p.grad is not None and torch.isfinite(p.grad).all()
+    # The regularisers' gradient is kiln.arith.regularizers_backward's, scaled by λ.
+    w = nau.weight.detach().clone().requires_grad_(True)
+    sparse, oob, err = knn.arith_regularizers(w, "nau", "squared")
+    (0.5 * sparse + 2.0 * oob).backward()
+    want = kiln.arith.regularizers_backward("nau", w.detach(), torch.tensor([0.5]), torch.tensor([2.0]), "squared")
+    close(w.grad, want, torch.float32)
+    assert not err.requires_grad
