@@ -267,6 +267,19 @@ __device__ __forceinline__ void backward_step(const Staged& q0, const Staged& q1
     }
 }
 
+// One step of either gradient, the body chosen for the whole block: the exact one where some
+// staged output has a zero term (`zero_terms`, made block-uniform by the barrier that also
+// publishes the staged operands), the fast one otherwise.
+__device__ __forceinline__ void backward_step_uniform(bool zero_terms, const Staged& q0, const Staged& q1,
+                                                      const Staged& staged, const float (&held)[kPer][kPer], int tx,
+                                                      int ty, float (&acc)[kPer][kPer]) {
+    if (__syncthreads_or(zero_terms)) {
+        backward_step<true>(q0, q1, staged, held, tx, ty, acc);
+    } else {
+        backward_step<false>(q0, q1, staged, held, tx, ty, acc);
+    }
+}
+
 // dx[b, i] = Σ_o q·W_c[o, i].
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
@@ -319,11 +332,7 @@ __global__ void __launch_bounds__(kThreads)
             ws[k][wc.col] = o0 + k < out && wi < in ? clamp_weight(to_compute(w[(o0 + k) * in + wi]), eps) : 0.0f;
         }
         qr.advance();
-        if (__syncthreads_or(zero_terms)) {
-            backward_step<true>(q0, q1, ws, xm1, tx, ty, acc);
-        } else {
-            backward_step<false>(q0, q1, ws, xm1, tx, ty, acc);
-        }
+        backward_step_uniform(zero_terms, q0, q1, ws, xm1, tx, ty, acc);
         __syncthreads();
     }
 #pragma unroll
@@ -406,11 +415,7 @@ __global__ void __launch_bounds__(kThreads)
             q1[k][fc.col] = q.at_zero;
             xs[k][fc.col] = b_ok && fi < in ? to_compute(x[b * in + fi]) - 1.0f : 0.0f;
         }
-        if (__syncthreads_or(zero_terms)) {
-            backward_step<true>(q0, q1, xs, wc, tx, ty, acc);
-        } else {
-            backward_step<false>(q0, q1, xs, wc, tx, ty, acc);
-        }
+        backward_step_uniform(zero_terms, q0, q1, xs, wc, tx, ty, acc);
         __syncthreads();
     }
 #pragma unroll

@@ -78,15 +78,7 @@ __device__ __forceinline__ void path_fused_uvu(const kiln_tp_path& P, int code, 
             if (dw != nullptr) store_weights<V>(dw, i0, P.mul2, add_dw, grad);
         }
         if (dy == nullptr) continue;
-        C mine = C(0);
-#pragma unroll
-        for (int j = 0; j < kMaxDim; ++j) {
-            if (j >= P.dim2) break;
-            C total = dacc[j];
-#pragma unroll
-            for (int m = 16; m > 0; m >>= 1) total += __shfl_xor_sync(kFullWarp, total, m);
-            if (lane == j) mine = total;
-        }
+        const C mine = warp_sum_to_lane(dacc, P.dim2, lane);
         if (lane < P.dim2) {
             T* out = dy + P.off2 + int64_t(v) * P.dim2 + lane;
             *out = from_compute<T>(to_compute(*out) + mine);

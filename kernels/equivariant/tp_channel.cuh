@@ -588,6 +588,23 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
     }
 }
 
+// Σ over the warp of each of the first `dim` components of `dacc`, in a fixed butterfly (the same
+// order on every lane and every run: deterministic, no atomics); lane j gets component j's sum,
+// the other lanes 0.
+template <typename C>
+__device__ __forceinline__ C warp_sum_to_lane(const C (&dacc)[kMaxDim], int dim, int lane) {
+    C mine = C(0);
+#pragma unroll
+    for (int j = 0; j < kMaxDim; ++j) {
+        if (j >= dim) break;
+        C total = dacc[j];
+#pragma unroll
+        for (int m = 16; m > 0; m >>= 1) total += __shfl_xor_sync(kFullWarp, total, m);
+        if (lane == j) mine = total;
+    }
+    return mine;
+}
+
 // Path P's share of one edge's dy[v] and its weight gradients at x2 channel v (b = x2[v]): per
 // lane's channels, t = Cᵀ(x1[u], go[wo]) (Σ_ik C_ijk a_i g_k), dw[u, v(, wo)] = coef·⟨t, b⟩ and
 // dacc += coef·W[u, v(, wo)]·t. Lanes own u (uvu) or wo (uvw), V at a time; every lane calls it.
@@ -681,16 +698,8 @@ __global__ void __launch_bounds__(kTpThreads, kTpMinBlocks)
                     });
                 });
                 if (row == nullptr) continue;
-                // Σ over the lanes' channels, in a fixed butterfly; lane j writes component j.
-                C mine = C(0);
-#pragma unroll
-                for (int j = 0; j < kMaxDim; ++j) {
-                    if (j >= B.dim2) break;
-                    C total = dacc[j];
-#pragma unroll
-                    for (int m = 16; m > 0; m >>= 1) total += __shfl_xor_sync(kFullWarp, total, m);
-                    if (lane == j) mine = total;
-                }
+                // Σ over the lanes' channels; lane j writes component j.
+                const C mine = warp_sum_to_lane(dacc, B.dim2, lane);
                 if (lane < B.dim2) {
                     T* out = row + B.off2 + int64_t(v) * B.dim2 + lane;
                     *out = from_compute<T>(accumulate != 0 ? to_compute(*out) + mine : mine);
