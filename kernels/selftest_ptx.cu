@@ -37,6 +37,16 @@ __global__ void mma_kernel(const uint16_t* a, const uint16_t* b, const float* c,
     for (int i = 0; i < 4; ++i) d[(g + 8 * (i / 2)) * 8 + 2 * t + i % 2] = df[i];
 }
 
+// a: [8][4], b: [4][8] (k, n), c and d: [8][8], all f64 row-major.
+__global__ void mma_f64_kernel(const double* a, const double* b, const double* c, double* d) {
+    const int lane = threadIdx.x, g = lane / 4, t = lane % 4;
+    const double cf[2] = {c[g * 8 + 2 * t], c[g * 8 + 2 * t + 1]};
+    double df[2];
+    ptx::mma_m8n8k4_f64(df, a[g * 4 + t], b[t * 8 + g], cf);
+    d[g * 8 + 2 * t] = df[0];
+    d[g * 8 + 2 * t + 1] = df[1];
+}
+
 constexpr int kLdRows = 32, kLdCols = 16;
 
 template <int kN, bool kTrans>
@@ -96,6 +106,13 @@ kiln_status kiln_selftest_mma(kiln_dtype dtype, const void* a, const void* b, co
         case KILN_DTYPE_BF16: KILN_LAUNCH(1, 32, 0, s, mma_kernel<ptx::MmaType::kBF16>)(a16, b16, c, d); break;
         default: return KILN_ERROR_INVALID_DTYPE;
     }
+    return launch_status();
+}
+
+kiln_status kiln_selftest_mma_f64(const double* a, const double* b, const double* c, double* d, void* stream) {
+    using namespace kiln;
+    if (a == nullptr || b == nullptr || c == nullptr || d == nullptr) return KILN_ERROR_NULL_POINTER;
+    KILN_LAUNCH(1, 32, 0, static_cast<cudaStream_t>(stream), mma_f64_kernel)(a, b, c, d);
     return launch_status();
 }
 

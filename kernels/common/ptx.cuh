@@ -1,4 +1,4 @@
-// The only home of inline PTX in kiln: tensor-core MMA, ldmatrix, cp.async and the SFU's
+// The only home of inline PTX in kiln: tensor-core MMA (f16/bf16 and f64), ldmatrix, cp.async and the SFU's
 // approximate rcp/ex2/sqrt, each a wrapper
 // whose emulated body (KILN_EMU) follows the PTX ISA's definition exactly, fragment layouts
 // included, so a kernel built on them runs on the emulator as it would on a GPU.
@@ -10,6 +10,10 @@
 //                         a[2] = A[g][2t+8..2t+9]   a[3] = A[g+8][2t+8..2t+9]
 //   B (16x8, "col")       b[0] = B[2t..2t+1][g]     b[1] = B[2t+8..2t+9][g]
 //   C, D (16x8, f32)      c[0..1] = C[g][2t..2t+1]  c[2..3] = C[g+8][2t..2t+1]
+// mma.m8n8k4 with f64 operands (PTX ISA, "Matrix Fragments for mma.m8n8k4 with .f64
+// floating point type"), one element of A and B and two of C a lane:
+//   A (8x4, row-major)    a = A[g][t]         B (4x8, "col")  b = B[t][g]
+//   C, D (8x8, f64)       c[0..1] = C[g][2t..2t+1]
 // ldmatrix (PTX ISA "ldmatrix"): lanes 8i..8i+7 give the 16-byte row addresses of 8x8 matrix i;
 // register i of lane l receives matrix i's row l/4, columns 2(l%4)..2(l%4)+1, or with .trans
 // its rows 2(l%4)..2(l%4)+1 of column l/4.
@@ -111,6 +115,32 @@ __device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
               "f"(c[3]));
     }
+#endif
+}
+
+// D = A·B + C for one warp in f64 (sm_80's DMMA): A 8x4, B 4x8, C and D 8x8 (layouts above).
+// The emulated body sums in k order with fused multiply-adds from C, each step rounded once; the
+// hardware's order may differ (the tests allow f64 rounding of the five terms).
+__device__ __forceinline__ void mma_m8n8k4_f64(double (&d)[2], double a, double b, const double (&c)[2]) {
+#ifdef KILN_EMU
+    struct Fragments {
+        double a, b, c[2];
+    };
+    const Fragments mine{a, b, {c[0], c[1]}};
+    Fragments all[32];
+    ::kiln_emu::warp_allgather(emu::kFullWarp, &mine, sizeof(Fragments), all, __FILE__, __LINE__);
+    // A[r][k] is lane 4r + k's a; B[k][n] lane 4n + k's b.
+    const int lane = emu::lane_id(), g = lane / 4, t = lane % 4;
+    for (int i = 0; i < 2; ++i) {
+        const int col = 2 * t + i;
+        double acc = mine.c[i];
+        for (int k = 0; k < 4; ++k) acc = std::fma(all[4 * g + k].a, all[4 * col + k].b, acc);
+        d[i] = acc;  // d may alias c
+    }
+#else
+    asm volatile("mma.sync.aligned.m8n8k4.row.col.f64.f64.f64.f64 {%0,%1}, {%2}, {%3}, {%4,%5};\n"
+                 : "=d"(d[0]), "=d"(d[1])
+                 : "d"(a), "d"(b), "d"(c[0]), "d"(c[1]));
 #endif
 }
 

@@ -25,6 +25,12 @@ extern "C" {
 kiln_status kiln_selftest_mma(kiln_dtype dtype, const void* a, const void* b, const float* c, float* d, void* stream);
 
 /**
+ * One warp runs mma.sync.m8n8k4 in f64 (DMMA, sm_80+): d = a * b + c. a: [8, 4], b: [4, 8]
+ * (k, n), c and d: [8, 8], all f64 row-major; fragments by the PTX ISA's layout.
+ */
+kiln_status kiln_selftest_mma_f64(const double* a, const double* b, const double* c, double* d, void* stream);
+
+/**
  * One warp stages src (int32 [32, 16], the low 16 bits of each element) in shared memory and
  * runs ldmatrix.x{count} (count 1, 2 or 4), with .trans when trans != 0. Lane l names the row
  * address (row (7 l + 3) % 32, column 8 ((l / 8) % 2)); out (int32 [32, 4]) receives lane l's

@@ -16,6 +16,16 @@ unsafe extern "C" {
     ) -> kiln_status;
 }
 unsafe extern "C" {
+    #[doc = " One warp runs mma.sync.m8n8k4 in f64 (DMMA, sm_80+): d = a * b + c. a: [8, 4], b: [4, 8]\n (k, n), c and d: [8, 8], all f64 row-major; fragments by the PTX ISA's layout."]
+    pub fn kiln_selftest_mma_f64(
+        a: *const f64,
+        b: *const f64,
+        c: *const f64,
+        d: *mut f64,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> kiln_status;
+}
+unsafe extern "C" {
     #[doc = " One warp stages src (int32 [32, 16], the low 16 bits of each element) in shared memory and\n runs ldmatrix.x{count} (count 1, 2 or 4), with .trans when trans != 0. Lane l names the row\n address (row (7 l + 3) % 32, column 8 ((l / 8) % 2)); out (int32 [32, 4]) receives lane l's\n registers 0..count-1 in out[4 l ..] (the rest is left unwritten)."]
     pub fn kiln_selftest_ldmatrix(
         count: i32,

@@ -465,7 +465,10 @@ fn arith_weight_passes_add_only_their_own_traffic() {
     // against x, Ŵ, M̂, G, dy read and dx, dŴ, dM̂, dG written (9n² and two biases). More passes or
     // wider intermediates fail here.
     let op = select(&["arith/nalu".into()]).remove(0);
-    for (dir, want) in [(Direction::Fwd, (18.0 * 4096.0 + 64.0) / (5.0 * 4096.0 + 64.0)), (Direction::Bwd, 53.0 * 4096.0 / (9.0 * 4096.0 + 128.0))] {
+    for (dir, want) in [
+        (Direction::Fwd, (18.0 * 4096.0 + 64.0) / (5.0 * 4096.0 + 64.0)),
+        (Direction::Bwd, 53.0 * 4096.0 / (9.0 * 4096.0 + 128.0)),
+    ] {
         let problem = op.random_problem(dir, &[64, 64, 64], &mut rng);
         let r = kiln::model::traffic(op.as_ref(), dir, DType::F32, &problem, &device).unwrap();
         assert!((r.traffic_ratio - want).abs() <= 0.005 * want, "traffic {:.3} vs {want:.3}: {r:?}", r.traffic_ratio);

@@ -36,6 +36,32 @@ fn mma_m16n8k16_is_a_times_b_plus_c() {
     }
 }
 
+/// The f64 MMA (DMMA): every element of d against its five f64 terms, on the emulator (its
+/// emulated body) and a GPU (the fragment layout against the hardware). Distinct values per
+/// position, so a transposed or shifted fragment cannot pass.
+#[test]
+fn mma_m8n8k4_f64_is_a_times_b_plus_c() {
+    let mut rng = rng();
+    for device in kernel_devices() {
+        let mut values = |n: usize| -> Vec<f64> { (0..n).map(|_| rng.random_range(-2.0..2.0)).collect() };
+        let (a, b, c) = (values(32), values(32), values(64));
+        let up =
+            |v: &[f64], shape: &[usize]| Tensor::from_f64(v, shape, DType::F64).unwrap().to_device(&device).unwrap();
+        let d = selftest::mma_f64(&up(&a, &[8, 4]), &up(&b, &[4, 8]), &up(&c, &[8, 8])).unwrap().to_f64_vec().unwrap();
+        for (m, n) in (0..8).flat_map(|m| (0..8).map(move |n| (m, n))) {
+            let terms: Vec<f64> = (0..4).map(|k| a[m * 4 + k] * b[k * 8 + n]).collect();
+            let want = terms.iter().sum::<f64>() + c[m * 8 + n];
+            let tol = 1e-15 * (terms.iter().map(|t| t.abs()).sum::<f64>() + c[m * 8 + n].abs());
+            assert!((d[m * 8 + n] - want).abs() <= tol, "{device} d[{m}][{n}] = {} want {want}", d[m * 8 + n]);
+        }
+        let f32s = Tensor::from_f64(&a, &[8, 4], DType::F32).unwrap().to_device(&device).unwrap();
+        let r = selftest::mma_f64(&f32s, &up(&b, &[4, 8]), &up(&c, &[8, 8]));
+        assert!(matches!(r, Err(kiln::Error::DType { arg: "a", .. })), "{device}: {r:?}");
+        let r = selftest::mma_f64(&up(&a, &[8, 4]), &up(&b, &[4, 8]), &up(&c[..32], &[4, 8]));
+        assert!(matches!(r, Err(kiln::Error::Shape { arg: "c", .. })), "{device}: {r:?}");
+    }
+}
+
 /// Lane l's row address in kiln_selftest_ldmatrix: (row, first column) of the [32, 16] tile.
 fn row_address(lane: usize) -> (usize, usize) {
     ((7 * lane + 3) % 32, 8 * ((lane / 8) % 2))

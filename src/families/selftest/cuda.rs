@@ -35,6 +35,24 @@ pub(in crate::families::selftest) fn mma(a: &Tensor, b: &Tensor, c: &Tensor, gpu
     Ok(d)
 }
 
+pub(in crate::families::selftest) fn mma_f64(a: &Tensor, b: &Tensor, c: &Tensor, gpu: &Gpu) -> Result<Tensor> {
+    gpu.bind()?;
+    let mut d = Tensor::zeros(&[8, 8], DType::F64, &gpu.device())?;
+    let status = {
+        let (ap, _ag) = a.dev_ptr(gpu);
+        let (bp, _bg) = b.dev_ptr(gpu);
+        let (cp, _cg) = c.dev_ptr(gpu);
+        let (dp, _dg) = d.dev_ptr_mut(gpu);
+        // SAFETY: shapes and dtypes validated by mod.rs (32 + 32 + 64 doubles read, 64 written);
+        // the guards outlive the launch.
+        unsafe {
+            ffi::kiln_selftest_mma_f64(ap as *const f64, bp as *const f64, cp as *const f64, dp as *mut f64, gpu.stream())
+        }
+    };
+    check_status(gpu, status, || "kiln_selftest_mma_f64".into())?;
+    Ok(d)
+}
+
 pub(in crate::families::selftest) fn ldmatrix(count: usize, trans: bool, src: &Tensor, gpu: &Gpu) -> Result<Tensor> {
     gpu.bind()?;
     let mut out = Tensor::zeros(&[32, 4], DType::I32, &gpu.device())?;

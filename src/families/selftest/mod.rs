@@ -59,6 +59,21 @@ pub fn mma(a: &Tensor, b: &Tensor, c: &Tensor) -> Result<Tensor> {
     on_backend!(&gpu, mma(a, b, c, &gpu))
 }
 
+/// `mma.sync.m8n8k4` in f64 on one warp (DMMA): d = a·b + c, a `[8, 4]`, b `[4, 8]`, c `[8, 8]`,
+/// all f64; returns d f64 `[8, 8]`.
+pub fn mma_f64(a: &Tensor, b: &Tensor, c: &Tensor) -> Result<Tensor> {
+    check(
+        &a.device(),
+        &[
+            Arg::new("a", a).dtype_in(&[DType::F64], "[F64]").shape(vec![8, 4]),
+            Arg::new("b", b).dtype_in(&[DType::F64], "[F64]").shape(vec![4, 8]),
+            Arg::new("c", c).dtype_in(&[DType::F64], "[F64]").shape(vec![8, 8]),
+        ],
+    )?;
+    let gpu = device_of(a)?;
+    on_backend!(&gpu, mma_f64(a, b, c, &gpu))
+}
+
 /// `ldmatrix.x{count}` (`.trans` when `trans`) on one warp from src i32 `[32, 16]` (the low 16
 /// bits of each element) staged in shared memory, lane l naming row (7l + 3) % 32, column
 /// 8·((l / 8) % 2); returns i32 `[32, 4]`: lane l's registers 0..count (the rest zero).
