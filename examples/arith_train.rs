@@ -194,7 +194,7 @@ impl Net<'_> {
         let doob = Tensor::from_f64(&[1.0], &[1], DType::F32)?.to_device(&self.cfg.device)?;
         let reg = RegGradients { shape: self.cfg.shape, dsparse: &dsparse, doob: &doob };
         let h = arith::nau_forward(&xt, &w1t, None)?.z;
-        let (y, dh, dw2) = match self.second_unit() {
+        let (dh, dw2) = match self.second_unit() {
             Unit::Nmu => {
                 let out = arith::nmu_forward(&h, &w2t, 0.0, true)?;
                 let y = out.z.to_f64_vec()?;
@@ -203,16 +203,15 @@ impl Net<'_> {
                 let g = arith::nmu_backward(&h, &w2t, &self.tensor(&dy, &[rows, 1])?, saved, 0.0)?;
                 let extra = arith::regularizers_backward(Unit::Nmu, self.cfg.shape, &w2t, &dsparse, &doob)?;
                 let dw2: Vec<f64> = g.dw.to_f64_vec()?.iter().zip(extra.to_f64_vec()?).map(|(a, b)| a + b).collect();
-                (y, g.dx, dw2)
+                (g.dx, dw2)
             }
             Unit::Nau => {
                 let y = arith::nau_forward(&h, &w2t, None)?.z.to_f64_vec()?;
                 let dy: Vec<f64> = y.iter().zip(t).map(|(y, t)| 2.0 * (y - t) / rows as f64).collect();
                 let g = arith::nau_backward(&h, &w2t, &self.tensor(&dy, &[rows, 1])?, Some(reg))?;
-                (y, g.dx, g.dw.to_f64_vec()?)
+                (g.dx, g.dw.to_f64_vec()?)
             }
         };
-        let _ = y;
         let g1 = arith::nau_backward(&xt, &w1t, &dh, Some(reg))?;
         Ok((g1.dw.to_f64_vec()?, dw2))
     }

@@ -24,7 +24,7 @@ the storage dtype (math in f32).
 
 from collections import namedtuple
 
-from ._launch import F32, I32, Launch
+from ._launch import F32, I32, Launch, numel
 from ._abi import CONSTANTS as _C
 
 UNITS = {"nau": _C["KILN_ARITH_NAU"], "nmu": _C["KILN_ARITH_NMU"]}
@@ -97,7 +97,7 @@ def nmu_backward(x, w, dz, prod, zeros, eps=0.0):
 
 
 def _weights_len(L, w):
-    n = int(w.numel()) if L.torch else int(w.size)
+    n = numel(w)
     if n == 0:
         raise ValueError(f"{L.op}: w has no entries; the regularisers are means over at least one weight")
     return n
@@ -141,7 +141,7 @@ def nau_weights(w, shape=None):
     s = _shape(shape) if shape is not None else SHAPES["linear"]
     with Launch("arith/nau weights", w, "w") as L:
         dt = L.check(w, "w")
-        n = int(w.numel()) if L.torch else int(w.size)
+        n = numel(w)
         if shape is not None:
             _weights_len(L, w)
         wp = L.ptr(w)
@@ -164,7 +164,7 @@ def nau_dw(w, grad, dsparse=None, doob=None, shape="linear"):
     with Launch("arith/nau dw", w, "w") as L:
         dt = L.check(w, "w")
         L.check(grad, "grad", shape=tuple(w.shape), like=w)
-        n = int(w.numel()) if L.torch else int(w.size)
+        n = numel(w)
         wp = L.ptr(w)
         dsp, dbp = _reg_grads(L, dsparse, doob) if dsparse is not None else (None, None)
         dw, dwp = L.copy_of(grad)
@@ -202,10 +202,6 @@ def lambda_schedule(lambda_hat, start, end, t):
 
 
 # ------------------------------------------------------------------------------------------ NALU
-def _numel(L, t):
-    return int(t.numel()) if L.torch else int(t.size)
-
-
 def _nalu_eps(L, eps):
     if not 0.0 < eps <= 1.0:
         raise ValueError(f"{L.op}: eps is {eps}; log(|x| + eps) needs 0 < eps <= 1")
@@ -221,7 +217,7 @@ def nalu_weights(w_hat, m_hat, g):
         args = [L.ptr(t) for t in (w_hat, m_hat, g)]
         w, wp = L.empty(tuple(w_hat.shape), F32)
         g32, gp = L.empty(tuple(w_hat.shape), F32)
-        L.call("kiln_arith_nalu_weights", dt, *args, _numel(L, w_hat), wp, gp)
+        L.call("kiln_arith_nalu_weights", dt, *args, numel(w_hat), wp, gp)
         return w, g32
 
 
@@ -233,7 +229,7 @@ def nalu_log(x, eps=1e-7):
         xp = L.ptr(x)
         lx, lp = L.empty(tuple(x.shape), F32)
         x32, xp32 = L.empty(tuple(x.shape), F32)
-        L.call("kiln_arith_nalu_log", dt, xp, _numel(L, x), eps, lp, xp32)
+        L.call("kiln_arith_nalu_log", dt, xp, numel(x), eps, lp, xp32)
         return lx, x32
 
 
@@ -277,7 +273,7 @@ def nalu_dx(x, dsum, dlog, eps=1e-7):
         L.check(dlog, "dlog", dtypes=(F32,), shape=tuple(x.shape))
         args = [L.ptr(t) for t in (x, dsum, dlog)]
         dx, dxp = L.empty(tuple(x.shape), x)
-        L.call("kiln_arith_nalu_dx", dt, args[0], _numel(L, x), eps, args[1], args[2], dxp)
+        L.call("kiln_arith_nalu_dx", dt, args[0], numel(x), eps, args[1], args[2], dxp)
         return dx
 
 
@@ -292,7 +288,7 @@ def nalu_dweights(w_hat, m_hat, dw, dg32, dbias32):
         L.check(dbias32, "dbias", dtypes=(F32,), shape=(shape[0],))
         args = [L.ptr(t) for t in (w_hat, m_hat, dw, dg32, dbias32)]
         outs = [L.empty(shape, w_hat) for _ in range(3)] + [L.empty((shape[0],), w_hat)]
-        L.call("kiln_arith_nalu_dweights", dt, *args, _numel(L, w_hat), shape[0], *(p for _, p in outs))
+        L.call("kiln_arith_nalu_dweights", dt, *args, numel(w_hat), shape[0], *(p for _, p in outs))
         return tuple(t for t, _ in outs)
 
 

@@ -43,11 +43,24 @@ pub fn entries() -> Vec<Box<dyn Op>> {
 const FD_STEP: f64 = 1e-6;
 const FD_RTOL: f64 = 1e-6;
 
-/// (B, I, O) of a problem: x `[B, I]`, w `[O, I]`.
-fn dims(problem: &Problem) -> Result<(usize, usize, usize)> {
-    let x = problem.input("x")?;
-    let w = problem.input("w")?;
-    Ok((x.shape[0], x.shape[1], w.shape[0]))
+/// The NAU's and the NMU's inputs: `x w`, and `dz` backward.
+fn unit_inputs(dir: Direction) -> Vec<ArgSpec> {
+    let mut v = vec![ArgSpec::op("x"), ArgSpec::op("w")];
+    if dir == Direction::Bwd {
+        v.push(ArgSpec::op("dz"));
+    }
+    v
+}
+
+/// The NAU's and the NMU's outputs: `z [B, O]`, or `dx [B, I]` and `dw [O, I]` (reductions).
+fn unit_outputs(op: &dyn Op, dir: Direction, problem: &Problem) -> Result<Vec<(ArgSpec, Vec<usize>)>> {
+    let (b, i, o) = dims_of(problem, "w")?;
+    let reduction = |name| ArgSpec { reduction: true, ..ArgSpec::op(name) };
+    match dir {
+        Direction::Fwd => Ok(vec![(reduction("z"), vec![b, o])]),
+        Direction::Bwd => Ok(vec![(reduction("dx"), vec![b, i]), (reduction("dw"), vec![o, i])]),
+        Direction::Bwd2 => Err(no_direction(op, dir)),
+    }
 }
 
 fn eps_of(params: &Params) -> Result<f64> {
@@ -164,7 +177,7 @@ fn nau_inputs(shape: &[usize], rng: &mut StdRng) -> (Vec<f64>, Vec<f64>) {
 /// rounded to `dtype`; backward the same for dx and the masked dW, with each gradient's root sum
 /// of squares of its terms.
 fn nau_naive(dir: Direction, problem: &Problem, dtype: DType) -> Result<Arrays> {
-    let (b, i, o) = dims(problem)?;
+    let (b, i, o) = dims_of(problem, "w")?;
     let (x, w) = (&problem.input("x")?.data, &problem.input("w")?.data);
     let wc: Vec<f32> = w.iter().map(|v| v.clamp(-1.0, 1.0) as f32).collect();
     let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
@@ -218,21 +231,11 @@ impl Op for NauOp {
     }
 
     fn inputs(&self, dir: Direction) -> Vec<ArgSpec> {
-        let mut v = vec![ArgSpec::op("x"), ArgSpec::op("w")];
-        if dir == Direction::Bwd {
-            v.push(ArgSpec::op("dz"));
-        }
-        v
+        unit_inputs(dir)
     }
 
     fn outputs(&self, dir: Direction, problem: &Problem) -> Result<Vec<(ArgSpec, Vec<usize>)>> {
-        let (b, i, o) = dims(problem)?;
-        let reduction = |name| ArgSpec { reduction: true, ..ArgSpec::op(name) };
-        match dir {
-            Direction::Fwd => Ok(vec![(reduction("z"), vec![b, o])]),
-            Direction::Bwd => Ok(vec![(reduction("dx"), vec![b, i]), (reduction("dw"), vec![o, i])]),
-            Direction::Bwd2 => Err(no_direction(self, dir)),
-        }
+        unit_outputs(self, dir, problem)
     }
 
     fn params(&self) -> &'static [(&'static str, f64)] {
@@ -260,7 +263,7 @@ impl Op for NauOp {
     }
 
     fn reference(&self, dir: Direction, problem: &Problem) -> Result<Arrays> {
-        let (b, i, o) = dims(problem)?;
+        let (b, i, o) = dims_of(problem, "w")?;
         let (x, w) = (&problem.input("x")?.data, &problem.input("w")?.data);
         let mut out = Arrays::new();
         match dir {
@@ -295,7 +298,7 @@ impl Op for NauOp {
     }
 
     fn bytes(&self, dir: Direction, problem: &Problem, dtype: DType) -> u64 {
-        let Ok((b, i, o)) = dims(problem) else { return 0 };
+        let Ok((b, i, o)) = dims_of(problem, "w") else { return 0 };
         let (b, i, o, s) = (b as u64, i as u64, o as u64, dtype.size_in_bytes() as u64);
         // The ideal: each operand read once, each result written once.
         match dir {
@@ -306,7 +309,7 @@ impl Op for NauOp {
     }
 
     fn flops(&self, dir: Direction, problem: &Problem) -> u64 {
-        let Ok((b, i, o)) = dims(problem) else { return 0 };
+        let Ok((b, i, o)) = dims_of(problem, "w") else { return 0 };
         let products = (b * i * o) as u64;
         match dir {
             Direction::Fwd => 2 * products,
@@ -381,21 +384,11 @@ impl Op for NmuOp {
     }
 
     fn inputs(&self, dir: Direction) -> Vec<ArgSpec> {
-        let mut v = vec![ArgSpec::op("x"), ArgSpec::op("w")];
-        if dir == Direction::Bwd {
-            v.push(ArgSpec::op("dz"));
-        }
-        v
+        unit_inputs(dir)
     }
 
     fn outputs(&self, dir: Direction, problem: &Problem) -> Result<Vec<(ArgSpec, Vec<usize>)>> {
-        let (b, i, o) = dims(problem)?;
-        let reduction = |name| ArgSpec { reduction: true, ..ArgSpec::op(name) };
-        match dir {
-            Direction::Fwd => Ok(vec![(reduction("z"), vec![b, o])]),
-            Direction::Bwd => Ok(vec![(reduction("dx"), vec![b, i]), (reduction("dw"), vec![o, i])]),
-            Direction::Bwd2 => Err(no_direction(self, dir)),
-        }
+        unit_outputs(self, dir, problem)
     }
 
     fn params(&self) -> &'static [(&'static str, f64)] {
@@ -423,7 +416,7 @@ impl Op for NmuOp {
     }
 
     fn reference(&self, dir: Direction, problem: &Problem) -> Result<Arrays> {
-        let (b, i, o) = dims(problem)?;
+        let (b, i, o) = dims_of(problem, "w")?;
         let eps = eps_of(&problem.params)?;
         let (x, w) = (&problem.input("x")?.data, &problem.input("w")?.data);
         let mut out = Arrays::new();
@@ -442,7 +435,7 @@ impl Op for NmuOp {
     }
 
     fn naive_reductions(&self, dir: Direction, problem: &Problem, dtype: DType) -> Result<Arrays> {
-        let dims @ (b, i, o) = dims(problem)?;
+        let dims @ (b, i, o) = dims_of(problem, "w")?;
         let eps = eps_of(&problem.params)?;
         let (x, w) = (&problem.input("x")?.data, &problem.input("w")?.data);
         let mut out = Arrays::new();
@@ -503,7 +496,7 @@ impl Op for NmuOp {
     }
 
     fn bytes(&self, dir: Direction, problem: &Problem, dtype: DType) -> u64 {
-        let Ok((b, i, o)) = dims(problem) else { return 0 };
+        let Ok((b, i, o)) = dims_of(problem, "w") else { return 0 };
         let (b, i, o, s) = (b as u64, i as u64, o as u64, dtype.size_in_bytes() as u64);
         match dir {
             Direction::Fwd => s * (b * i + o * i + b * o),
@@ -514,7 +507,7 @@ impl Op for NmuOp {
     }
 
     fn flops(&self, dir: Direction, problem: &Problem) -> u64 {
-        let Ok((b, i, o)) = dims(problem) else { return 0 };
+        let Ok((b, i, o)) = dims_of(problem, "w") else { return 0 };
         // One FMA and one multiply per (b, o, i) forward (the 2 flops per product);
         // backward, for each of dx and dW, the term again, a division and an FMA.
         let products = (b * i * o) as u64;
@@ -798,7 +791,7 @@ fn nalu_naive(dir: Direction, problem: &Problem, dtype: DType) -> Result<Arrays>
     let f =
         |name: &'static str| -> Result<Vec<f32>> { Ok(problem.input(name)?.data.iter().map(|&v| v as f32).collect()) };
     let (x, wh, mh, g, bias) = (f("x")?, f("w_hat")?, f("m_hat")?, f("g")?, f("bias")?);
-    let eps = problem.params.get("eps").copied().unwrap_or(1e-7) as f32;
+    let eps = nalu_eps(&problem.params) as f32;
     let w: Vec<f32> = wh.iter().zip(&mh).map(|(h, m)| h.tanh() * sigmoid32(*m)).collect();
     let lx: Vec<f32> = x.iter().map(|v| (v.abs() + eps).ln()).collect();
     let (mut a, mut m, mut gate) = (vec![0f32; b * o], vec![0f32; b * o], vec![0f32; b * o]);
@@ -877,10 +870,15 @@ fn nalu_naive(dir: Direction, problem: &Problem, dtype: DType) -> Result<Arrays>
     Ok(out)
 }
 
-/// (B, I, O) of a problem whose weight input `w` is `[O, I]`.
+/// (B, I, O) of a problem: x `[B, I]` and its weight input `w` `[O, I]`.
 fn dims_of(problem: &Problem, w: &'static str) -> Result<(usize, usize, usize)> {
     let x = problem.input("x")?;
     Ok((x.shape[0], x.shape[1], problem.input(w)?.shape[0]))
+}
+
+/// The NALU's ε (stable-nalu's 1e-7 by default).
+fn nalu_eps(params: &Params) -> f64 {
+    params.get("eps").copied().unwrap_or(1e-7)
 }
 
 const NALU_WEIGHTS: [&str; 4] = ["w_hat", "m_hat", "g", "bias"];
@@ -958,7 +956,7 @@ impl Op for NaluOp {
 
     fn reference(&self, dir: Direction, problem: &Problem) -> Result<Arrays> {
         let (b, i, o) = dims_of(problem, "w_hat")?;
-        let eps = problem.params.get("eps").copied().unwrap_or(1e-7);
+        let eps = nalu_eps(&problem.params);
         let d = |name: &'static str| problem.input(name).map(|a| a.data.as_slice());
         let params = cpu::NaluParams { w_hat: d("w_hat")?, m_hat: d("m_hat")?, g: d("g")?, bias: d("bias")? };
         let mut out = Arrays::new();
@@ -984,7 +982,7 @@ impl Op for NaluOp {
     }
 
     fn run(&self, dir: Direction, inputs: &Tensors, params: &Params, outputs: &mut Tensors) -> Result<()> {
-        let eps = params.get("eps").copied().unwrap_or(1e-7) as f32;
+        let eps = nalu_eps(params) as f32;
         let x = input(inputs, "x")?;
         let p = NaluWeights {
             w_hat: input(inputs, "w_hat")?,

@@ -1,7 +1,8 @@
 // The arith family's launch code, compiled once per kernel library: arith/mod.rs includes this
 // file in `on_cuda` (with `ffi` = crate::bindings::ffi) and in `on_emu` (with `ffi` =
 // crate::bindings::ffi_emu). Arguments are validated by mod.rs; this allocates outputs and
-// workspace and calls the C ABI on the device (and, for the NAU, the library GEMMs of core::gemm).
+// workspace and calls the C ABI on the device (and, for the NAU and the NALU, the library GEMMs of
+// core::gemm).
 
 use std::ffi::c_void;
 use std::ptr::null_mut;
@@ -92,13 +93,8 @@ pub(in crate::families::arith) fn nmu_backward(
         let (cp, _cg) = saved.zeros.dev_ptr(gpu);
         let (dxp, _dxg) = dx.dev_ptr_mut(gpu);
         let (dwp, _dwg) = dw.dev_ptr_mut(gpu);
-        let (sp, _sg) = match workspace.as_mut() {
-            Some(t) => {
-                let (p, g) = t.dev_ptr_mut(gpu);
-                (p as *mut c_void, Some(g))
-            }
-            None => (null_mut(), None),
-        };
+        let (sp, _sg) = workspace.as_mut().map(|t| t.dev_ptr_mut(gpu)).unzip();
+        let sp = sp.map_or(null_mut(), |p| p as *mut c_void);
         // SAFETY: shapes and dtypes validated by the caller; guards outlive the launch.
         unsafe {
             ffi::kiln_arith_nmu_bwd(
@@ -146,13 +142,8 @@ pub(in crate::families::arith) fn regularizers(
         let (sp, _sg) = out.sparse.dev_ptr_mut(gpu);
         let (op, _og) = out.oob.dev_ptr_mut(gpu);
         let (ep, _eg) = out.sparsity_error.dev_ptr_mut(gpu);
-        let (kp, _kg) = match workspace.as_mut() {
-            Some(t) => {
-                let (p, g) = t.dev_ptr_mut(gpu);
-                (p as *mut c_void, Some(g))
-            }
-            None => (null_mut(), None),
-        };
+        let (kp, _kg) = workspace.as_mut().map(|t| t.dev_ptr_mut(gpu)).unzip();
+        let kp = kp.map_or(null_mut(), |p| p as *mut c_void);
         // SAFETY: dtypes and sizes validated by the caller; guards outlive the launch.
         unsafe {
             ffi::kiln_arith_reg_fwd(
@@ -243,13 +234,8 @@ fn nau_weights(w: &Tensor, reg: Option<RegShape>, gpu: &Gpu) -> Result<(Tensor, 
             }
             None => (null_mut(), null_mut(), null_mut(), None),
         };
-        let (kp, _kg) = match workspace.as_mut() {
-            Some(t) => {
-                let (p, g) = t.dev_ptr_mut(gpu);
-                (p as *mut c_void, Some(g))
-            }
-            None => (null_mut(), None),
-        };
+        let (kp, _kg) = workspace.as_mut().map(|t| t.dev_ptr_mut(gpu)).unzip();
+        let kp = kp.map_or(null_mut(), |p| p as *mut c_void);
         // SAFETY: dtypes and sizes validated by the caller; guards outlive the launch.
         unsafe {
             ffi::kiln_arith_nau_weights(
@@ -280,12 +266,7 @@ pub(in crate::families::arith) fn nau_forward(
 ) -> Result<NauOutput> {
     gpu.bind()?;
     let (wc, reg) = nau_weights(w, reg, gpu)?;
-    // An empty sum (no inputs) is 0; cuBLASLt takes no k = 0.
-    if batch == 0 || outputs == 0 || inputs == 0 {
-        return Ok(NauOutput { z: Tensor::zeros(&[batch, outputs], x.dtype(), &gpu.device())?, reg });
-    }
-    let mut z = Tensor::uninit(&[batch, outputs], x.dtype(), &gpu.device())?;
-    gemm(gpu, F32Math::Ieee, (batch, inputs, outputs), op(x, inputs, false), op(&wc, inputs, true), &mut z, (0, outputs), 0.0, None)?;
+    let z = product(gpu, x.dtype(), (batch, inputs, outputs), op(x, inputs, false), op(&wc, inputs, true), None)?;
     Ok(NauOutput { z, reg })
 }
 
@@ -298,22 +279,9 @@ pub(in crate::families::arith) fn nau_backward(
     gpu: &Gpu,
 ) -> Result<UnitGradients> {
     gpu.bind()?;
-    let device = gpu.device();
     let (wc, _) = nau_weights(w, None, gpu)?;
-    let dx = if batch == 0 || inputs == 0 || outputs == 0 {
-        Tensor::zeros(&[batch, inputs], x.dtype(), &device)?
-    } else {
-        let mut dx = Tensor::uninit(&[batch, inputs], x.dtype(), &device)?;
-        gemm(gpu, F32Math::Ieee, (batch, outputs, inputs), op(dz, outputs, false), op(&wc, inputs, false), &mut dx, (0, inputs), 0.0, None)?;
-        dx
-    };
-    let mut dw = if batch == 0 || inputs == 0 || outputs == 0 {
-        Tensor::zeros(&[outputs, inputs], x.dtype(), &device)?
-    } else {
-        let mut dw = Tensor::uninit(&[outputs, inputs], x.dtype(), &device)?;
-        gemm(gpu, F32Math::Ieee, (outputs, batch, inputs), op(dz, outputs, true), op(x, inputs, false), &mut dw, (0, inputs), 0.0, None)?;
-        dw
-    };
+    let dx = product(gpu, x.dtype(), (batch, outputs, inputs), op(dz, outputs, false), op(&wc, inputs, false), None)?;
+    let mut dw = product(gpu, x.dtype(), (outputs, batch, inputs), op(dz, outputs, true), op(x, inputs, false), None)?;
     let status = {
         let (wp, _wg) = w.dev_ptr(gpu);
         let (dp, _dg) = dw.dev_ptr_mut(gpu);
@@ -343,10 +311,12 @@ pub(in crate::families::arith) fn nau_backward(
     Ok(UnitGradients { dx, dw })
 }
 
-/// op(A)·op(B) `[m, n]` in f32 with IEEE math, into a new tensor or (β = 1) added into `into`;
-/// an empty sum (k = 0) is 0, and an empty result launches nothing.
+/// op(A)·op(B) `[m, n]` in `dtype` (the operands'; f32 multiplies with IEEE math), into a new
+/// tensor or (β = 1) added into `into`; an empty sum (k = 0) is 0 (cuBLASLt takes no k = 0), and
+/// an empty result launches nothing.
 fn product(
     gpu: &Gpu,
+    dtype: DType,
     (m, k, n): (usize, usize, usize),
     a: Operand,
     b: Operand,
@@ -359,9 +329,9 @@ fn product(
             }
             Ok(c)
         }
-        None if m * n * k == 0 => Tensor::zeros(&[m, n], DType::F32, &gpu.device()),
+        None if m * n * k == 0 => Tensor::zeros(&[m, n], dtype, &gpu.device()),
         None => {
-            let mut c = Tensor::uninit(&[m, n], DType::F32, &gpu.device())?;
+            let mut c = Tensor::uninit(&[m, n], dtype, &gpu.device())?;
             gemm(gpu, F32Math::Ieee, (m, k, n), a, b, &mut c, (0, n), 0.0, None)?;
             Ok(c)
         }
@@ -397,13 +367,8 @@ fn nalu_passes(
         let (mp, _mg) = p.m_hat.dev_ptr(gpu);
         let (gp, _gg) = p.g.dev_ptr(gpu);
         let (wp, _wg) = w.dev_ptr_mut(gpu);
-        let (cp, _cg) = match g32.as_mut() {
-            Some(t) => {
-                let (q, g) = t.dev_ptr_mut(gpu);
-                (q as *mut f32, Some(g))
-            }
-            None => (null_mut(), None),
-        };
+        let (cp, _cg) = g32.as_mut().map(|t| t.dev_ptr_mut(gpu)).unzip();
+        let cp = cp.map_or(null_mut(), |p| p as *mut f32);
         // SAFETY: dtypes and shapes validated by the caller; guards outlive the launch.
         unsafe {
             ffi::kiln_arith_nalu_weights(
@@ -424,13 +389,8 @@ fn nalu_passes(
     let status = {
         let (xp, _xg) = x.dev_ptr(gpu);
         let (lp, _lg) = log_x.dev_ptr_mut(gpu);
-        let (cp, _cg) = match x32.as_mut() {
-            Some(t) => {
-                let (q, g) = t.dev_ptr_mut(gpu);
-                (q as *mut f32, Some(g))
-            }
-            None => (null_mut(), None),
-        };
+        let (cp, _cg) = x32.as_mut().map(|t| t.dev_ptr_mut(gpu)).unzip();
+        let cp = cp.map_or(null_mut(), |p| p as *mut f32);
         // SAFETY: as above.
         unsafe {
             ffi::kiln_arith_nalu_log(
@@ -447,9 +407,9 @@ fn nalu_passes(
     check_status(gpu, status, || "kiln_arith_nalu_log".into())?;
     let (xf, gf) = (x32.as_ref().unwrap_or(x), g32.as_ref().unwrap_or(p.g));
     let mkn = (batch, inputs, outputs);
-    let a = product(gpu, mkn, op(xf, inputs, false), op(&w, inputs, true), None)?;
-    let lm = product(gpu, mkn, op(&log_x, inputs, false), op(&w, inputs, true), None)?;
-    let gl = product(gpu, mkn, op(xf, inputs, false), op(gf, inputs, true), None)?;
+    let a = product(gpu, DType::F32, mkn, op(xf, inputs, false), op(&w, inputs, true), None)?;
+    let lm = product(gpu, DType::F32, mkn, op(&log_x, inputs, false), op(&w, inputs, true), None)?;
+    let gl = product(gpu, DType::F32, mkn, op(xf, inputs, false), op(gf, inputs, true), None)?;
     Ok(NaluForward { w, g32, x32, log_x, a, lm, gl })
 }
 
@@ -532,13 +492,13 @@ pub(in crate::families::arith) fn nalu_backward(
     let (xf, gf) = (f.x32.as_ref().unwrap_or(x), f.g32.as_ref().unwrap_or(p.g));
     // dx's linear terms da·W + dgl·G, and the log path's dlm·W; dW = daᵀ·x + dlmᵀ·log_x; dG; db.
     let to_x = (batch, outputs, inputs);
-    let dsum = product(gpu, to_x, op(&da, outputs, false), op(&f.w, inputs, false), None)?;
-    let dsum = product(gpu, to_x, op(&dgl, outputs, false), op(gf, inputs, false), Some(dsum))?;
-    let dlog = product(gpu, to_x, op(&dlm, outputs, false), op(&f.w, inputs, false), None)?;
+    let dsum = product(gpu, DType::F32, to_x, op(&da, outputs, false), op(&f.w, inputs, false), None)?;
+    let dsum = product(gpu, DType::F32, to_x, op(&dgl, outputs, false), op(gf, inputs, false), Some(dsum))?;
+    let dlog = product(gpu, DType::F32, to_x, op(&dlm, outputs, false), op(&f.w, inputs, false), None)?;
     let to_w = (outputs, batch, inputs);
-    let dw = product(gpu, to_w, op(&da, outputs, true), op(xf, inputs, false), None)?;
-    let dw = product(gpu, to_w, op(&dlm, outputs, true), op(&f.log_x, inputs, false), Some(dw))?;
-    let dg32 = product(gpu, to_w, op(&dgl, outputs, true), op(xf, inputs, false), None)?;
+    let dw = product(gpu, DType::F32, to_w, op(&da, outputs, true), op(xf, inputs, false), None)?;
+    let dw = product(gpu, DType::F32, to_w, op(&dlm, outputs, true), op(&f.log_x, inputs, false), Some(dw))?;
+    let dg32 = product(gpu, DType::F32, to_w, op(&dgl, outputs, true), op(xf, inputs, false), None)?;
     let db32 = if batch == 0 || outputs == 0 {
         Tensor::zeros(&[outputs], DType::F32, &device)?
     } else {

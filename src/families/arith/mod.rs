@@ -55,8 +55,9 @@ fn check_nmu_eps(eps: f32) -> Result<()> {
     Ok(())
 }
 
-/// x `[B, I]` (floating) and w `[O, I]` of its dtype on its device: (B, I, O).
-fn unit_dims(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
+/// x `[B, I]` (floating) and the weight `[O, I]` of its dtype on its device (named in errors as
+/// the caller's argument): (B, I, O).
+fn unit_dims(x: &Tensor, (w_name, w): (&'static str, &Tensor)) -> Result<(usize, usize, usize)> {
     let device = x.device();
     check(&device, &[Arg::new("x", x).float()])?;
     if x.shape().len() != 2 {
@@ -64,10 +65,10 @@ fn unit_dims(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
     }
     let (batch, inputs) = (x.shape()[0], x.shape()[1]);
     if w.shape().len() != 2 {
-        return Err(Error::Shape { arg: "w", expected: format!("[out, {inputs}]"), got: w.shape().to_vec() });
+        return Err(Error::Shape { arg: w_name, expected: format!("[out, {inputs}]"), got: w.shape().to_vec() });
     }
     let outputs = w.shape()[0];
-    check(&device, &[Arg::new("w", w).dtype_of("x", x).shape(vec![outputs, inputs])])?;
+    check(&device, &[Arg::new(w_name, w).dtype_of("x", x).shape(vec![outputs, inputs])])?;
     // The kernels' limits (kiln.h): batch < 2^31, in and out at most 65535 tiles of 64.
     let limit = 65535 * 64;
     if batch >= 1 << 31 || inputs > limit || outputs > limit {
@@ -85,7 +86,7 @@ fn unit_dims(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
 /// GEMM runs in cuBLASLt with IEEE f32 math for f32 (TF32 would round x by 2^-11, far above
 /// the errors the success criterion allows). On host tensors it runs the f64 references.
 pub fn nau_forward(x: &Tensor, w: &Tensor, reg: Option<RegShape>) -> Result<NauOutput> {
-    let dims @ (batch, inputs, outputs) = unit_dims(x, w)?;
+    let dims @ (batch, inputs, outputs) = unit_dims(x, ("w", w))?;
     if reg.is_some() {
         reg_len(w)?;
     }
@@ -107,7 +108,7 @@ pub fn nau_forward(x: &Tensor, w: &Tensor, reg: Option<RegShape>) -> Result<NauO
 /// same on one GPU model (cuBLASLt's reproducibility guarantee for a toolkit version and an SM
 /// count; the weight pass is elementwise). On host tensors it runs the f64 references.
 pub fn nau_backward(x: &Tensor, w: &Tensor, dz: &Tensor, reg: Option<RegGradients>) -> Result<UnitGradients> {
-    let dims @ (batch, inputs, outputs) = unit_dims(x, w)?;
+    let dims @ (batch, inputs, outputs) = unit_dims(x, ("w", w))?;
     check(&x.device(), &[Arg::new("dz", dz).dtype_of("x", x).shape(vec![batch, outputs])])?;
     if let Some(r) = reg {
         check(
@@ -141,7 +142,7 @@ pub fn nau_backward(x: &Tensor, w: &Tensor, dz: &Tensor, reg: Option<RegGradient
 /// NMU forward: z = Π_i (W_c·(x − 1) + 1) per (b, o), W_c = clamp(W, ε, 1) (ε = 0 by default).
 /// `save` keeps what [`nmu_backward`] needs. On host tensors it runs the f64 reference.
 pub fn nmu_forward(x: &Tensor, w: &Tensor, eps: f32, save: bool) -> Result<NmuOutput> {
-    let dims @ (batch, inputs, outputs) = unit_dims(x, w)?;
+    let dims @ (batch, inputs, outputs) = unit_dims(x, ("w", w))?;
     check_nmu_eps(eps)?;
     match Gpu::of(&x.device())? {
         None => {
@@ -166,7 +167,7 @@ pub fn nmu_forward(x: &Tensor, w: &Tensor, eps: f32, save: bool) -> Result<NmuOu
 /// NMU backward from the forward's [`NmuSaved`] (the same x, w and ε): dx and dW, dW reduced
 /// over the batch in a fixed order (deterministic). On host tensors it runs the f64 reference.
 pub fn nmu_backward(x: &Tensor, w: &Tensor, dz: &Tensor, saved: NmuSavedRef, eps: f32) -> Result<UnitGradients> {
-    let dims @ (batch, inputs, outputs) = unit_dims(x, w)?;
+    let dims @ (batch, inputs, outputs) = unit_dims(x, ("w", w))?;
     check_nmu_eps(eps)?;
     check(
         &x.device(),
@@ -206,11 +207,7 @@ fn check_nalu_eps(eps: f32) -> Result<()> {
 
 /// x `[B, I]` and the NALU's weights of its dtype on its device: (B, I, O).
 fn nalu_dims(x: &Tensor, p: NaluWeights) -> Result<(usize, usize, usize)> {
-    let dims @ (_, inputs, outputs) = unit_dims(x, p.w_hat).map_err(|e| match e {
-        Error::Shape { arg: "w", expected, got } => Error::Shape { arg: "w_hat", expected, got },
-        Error::DType { arg: "w", expected, got } => Error::DType { arg: "w_hat", expected, got },
-        other => other,
-    })?;
+    let dims @ (_, inputs, outputs) = unit_dims(x, ("w_hat", p.w_hat))?;
     check(
         &x.device(),
         &[
